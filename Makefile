@@ -1,0 +1,72 @@
+# The verbs of the project. `make help` lists them.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+GEN := gen
+PROTO_FILES := $(shell find protos -name '*.proto')
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+SITE = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+
+.DEFAULT_GOAL := help
+.PHONY: help venv gen lint typecheck fmt test test-unit run migrate bench emulator clean
+
+help: ## List the verbs.
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+$(VENV)/.stamp: requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	# Put the repository's packages on the venv's path: the runtime, the services, the emulators, generated code.
+	printf '%s\n' "$(CURDIR)" "$(CURDIR)/services" "$(CURDIR)/emulators" "$(CURDIR)/$(GEN)" > "$(SITE)/askvault-paths.pth"
+	touch $@
+
+venv: $(VENV)/.stamp ## Create the virtualenv with every pinned dependency.
+
+$(GEN)/.stamp: $(VENV)/.stamp $(PROTO_FILES)
+	rm -rf $(GEN) && mkdir -p $(GEN)
+	$(PY) -m grpc_tools.protoc -Iprotos \
+		--python_out=$(GEN) --grpc_python_out=$(GEN) \
+		--mypy_out=$(GEN) --mypy_grpc_out=$(GEN) $(PROTO_FILES)
+	find $(GEN)/askvault -type d -exec touch {}/__init__.py \;
+	touch $@
+
+gen: $(GEN)/.stamp ## Generate Python code and typed stubs from protos/.
+
+lint: gen ## ruff, buf lint and buf breaking against main.
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	cd protos && ../$(BIN)/buf lint
+	@if git cat-file -e main:protos/buf.yaml 2>/dev/null; then \
+		cd protos && ../$(BIN)/buf breaking --against '../.git#branch=main,subdir=protos'; \
+	else echo "buf breaking: main has no protos yet, nothing to compare"; fi
+
+typecheck: gen ## mypy over the runtime, services, emulators and tests.
+	$(BIN)/mypy runtime services emulators tests conftest.py
+
+fmt: venv ## Format the code.
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+test: lint typecheck ## Everything CI runs: lint, types, unit, integration and contract tests.
+	$(BIN)/pytest -q
+
+test-unit: gen ## Only the tests that need no server.
+	$(BIN)/pytest -q -m "not integration"
+
+run: gen ## Start the whole system locally with embedded defaults; Ctrl-C stops it.
+	$(PY) -m runtime.localstack
+
+migrate: gen ## Apply every service's migrations to DATABASE_URL.
+	for s in identity policy billing_gateway notifier edge; do \
+		test -d services/$$s && $(PY) -m $$s migrate || exit 1; done
+
+emulator: gen ## Start the Stripe emulator alone.
+	$(PY) -m stripe_emulator
+
+bench: gen ## Run the benchmarks; figures go to bench/results.
+	$(PY) -m bench
+
+clean: ## Remove the virtualenv, generated code and local data.
+	rm -rf $(VENV) $(GEN) .data .mypy_cache .ruff_cache .pytest_cache
