@@ -1,0 +1,148 @@
+"""PostgreSQL access shared by the services: the asyncpg pool, numbered SQL migrations in
+one schema per service, and named queries kept in ``.sql`` files."""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, TypeAlias
+
+import asyncpg
+
+logger = logging.getLogger(__name__)
+
+# A connection taken from a pool or opened alone; every storage function accepts either.
+Connection: TypeAlias = (
+    "asyncpg.Connection[asyncpg.Record] | asyncpg.pool.PoolConnectionProxy[asyncpg.Record]"
+)
+
+_MIGRATION_FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+_QUERY_NAME = re.compile(r"^--\s*name:\s*([a-z_][a-z0-9_]*)\s*$", re.M)
+_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
+
+# Exceptions that mean "the database cannot be reached right now", not "the query is wrong".
+UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.InterfaceError,
+    asyncpg.AdminShutdownError,
+)
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One numbered migration file."""
+
+    version: int
+    name: str
+    sql: str
+
+
+def load_migrations(package: str) -> list[Migration]:
+    """Reads ``NNNN_name.sql`` files of a package (``identity.migrations``), in order."""
+    found = []
+    for entry in resources.files(package).iterdir():
+        match = _MIGRATION_FILE.match(entry.name)
+        if match:
+            found.append(Migration(int(match[1]), match[2], entry.read_text(encoding="utf-8")))
+    found.sort(key=lambda migration: migration.version)
+    versions = [migration.version for migration in found]
+    if versions != list(range(1, len(found) + 1)):
+        raise RuntimeError(f"migrations of {package} are not numbered 1..n: {versions}")
+    return found
+
+
+async def migrate(connection: Connection, schema: str, package: str) -> list[int]:
+    """Applies the package's pending migrations to the schema, each in its own transaction,
+    under an advisory lock so that replicas starting together apply each one once."""
+    if not _SCHEMA_NAME.match(schema):
+        raise ValueError(f"bad schema name {schema!r}")
+    applied: list[int] = []
+    await connection.execute("SELECT pg_advisory_lock(hashtext($1))", f"migrate:{schema}")
+    try:
+        await connection.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+        await connection.execute(
+            f"CREATE TABLE IF NOT EXISTS {schema}.schema_migrations ("
+            " version integer PRIMARY KEY, name text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {
+            row["version"]
+            for row in await connection.fetch(
+                f"SELECT version FROM {schema}.schema_migrations"  # noqa: S608 - schema validated above
+            )
+        }
+        for migration in load_migrations(package):
+            if migration.version in done:
+                continue
+            async with connection.transaction():
+                await connection.execute(f"SET LOCAL search_path TO {schema}, public")
+                await connection.execute(migration.sql)
+                await connection.execute(
+                    f"INSERT INTO {schema}.schema_migrations (version, name) VALUES ($1, $2)",  # noqa: S608
+                    migration.version,
+                    migration.name,
+                )
+            logger.info(
+                "migration applied",
+                extra={"schema": schema, "version": migration.version, "name": migration.name},
+            )
+            applied.append(migration.version)
+    finally:
+        await connection.execute("SELECT pg_advisory_unlock(hashtext($1))", f"migrate:{schema}")
+    return applied
+
+
+async def migrate_url(dsn: str, schema: str, package: str) -> list[int]:
+    """Connects once and applies the package's migrations (the ``migrate`` command)."""
+    connection = await asyncpg.connect(dsn)
+    try:
+        return await migrate(connection, schema, package)
+    finally:
+        await connection.close()
+
+
+async def create_pool(
+    dsn: str, schema: str, *, min_size: int = 1, max_size: int = 10
+) -> asyncpg.Pool:
+    """A pool whose connections see the service's schema first on their search path."""
+    pool = await asyncpg.create_pool(
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        timeout=5.0,
+        command_timeout=30.0,
+        server_settings={"search_path": f"{schema},public", "application_name": schema},
+    )
+    assert pool is not None
+    return pool
+
+
+class Queries:
+    """Named SQL statements from a ``.sql`` file: each starts with ``-- name: query_name``."""
+
+    def __init__(self, package: str, filename: str = "queries.sql") -> None:
+        text = resources.files(package).joinpath(filename).read_text(encoding="utf-8")
+        parts = _QUERY_NAME.split(text)
+        self._sql: dict[str, str] = {
+            name: body.strip() for name, body in zip(parts[1::2], parts[2::2], strict=True)
+        }
+
+    def __getattr__(self, name: str) -> str:
+        try:
+            return self._sql[name]
+        except KeyError:
+            raise AttributeError(f"no query named {name!r}") from None
+
+    def names(self) -> list[str]:
+        """Every query name in the file."""
+        return sorted(self._sql)
+
+
+def record_to_dict(record: asyncpg.Record | None) -> dict[str, Any] | None:
+    """A record as a plain dict, or None."""
+    return dict(record) if record is not None else None

@@ -1,0 +1,68 @@
+"""Health made of components: the server is SERVING only while every component is well."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+
+from grpc_health.v1 import health, health_pb2
+
+logger = logging.getLogger(__name__)
+
+SHUTTING_DOWN = "shutting_down"
+DATABASE = "database"
+
+
+class Health:
+    """Tracks named components and publishes the overall status for the server ("") and for
+    each of its services."""
+
+    def __init__(self, service_names: Iterable[str]) -> None:
+        self.servicer = health.aio.HealthServicer()
+        self._service_names = ["", *service_names]
+        # A component is unhealthy until it reports; shutting_down is well until SIGTERM.
+        self._components: dict[str, bool] = {SHUTTING_DOWN: True}
+
+    @property
+    def serving(self) -> bool:
+        """Whether every component is well."""
+        return all(self._components.values())
+
+    def components(self) -> dict[str, bool]:
+        """A copy of the component states."""
+        return dict(self._components)
+
+    async def set_component(self, name: str, healthy: bool) -> None:
+        """Records a component's state and republishes the overall status if it changed."""
+        before = self.serving if self._components else None
+        previous = self._components.get(name)
+        self._components[name] = healthy
+        if previous != healthy:
+            logger.info("health component changed", extra={"component": name, "ok": healthy})
+        if before != self.serving or previous is None:
+            await self._publish()
+
+    async def _publish(self) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if self.serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in self._service_names:
+            await self.servicer.set(name, status)
+
+    async def watch(
+        self, name: str, probe: Callable[[], Awaitable[None]], interval_seconds: float
+    ) -> None:
+        """Runs a probe forever; the component is well while the probe returns in time."""
+        while True:
+            try:
+                await asyncio.wait_for(probe(), timeout=max(interval_seconds, 1.0))
+                healthy = True
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                healthy = False
+            await self.set_component(name, healthy)
+            await asyncio.sleep(interval_seconds)

@@ -1,0 +1,132 @@
+"""Server interceptor: deadlines, per-RPC metrics, and the mapping of errors to rich statuses."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+from opentelemetry import metrics
+
+from runtime import deadlines, errors
+from runtime.database import UNAVAILABLE_ERRORS
+
+logger = logging.getLogger(__name__)
+
+_CODES: dict[errors.Kind, int] = {
+    errors.Kind.INVALID_ARGUMENT: code_pb2.INVALID_ARGUMENT,
+    errors.Kind.UNAUTHENTICATED: code_pb2.UNAUTHENTICATED,
+    errors.Kind.PERMISSION_DENIED: code_pb2.PERMISSION_DENIED,
+    errors.Kind.NOT_FOUND: code_pb2.NOT_FOUND,
+    errors.Kind.ALREADY_EXISTS: code_pb2.ALREADY_EXISTS,
+    errors.Kind.FAILED_PRECONDITION: code_pb2.FAILED_PRECONDITION,
+    errors.Kind.RESOURCE_EXHAUSTED: code_pb2.RESOURCE_EXHAUSTED,
+    errors.Kind.UNAVAILABLE: code_pb2.UNAVAILABLE,
+    errors.Kind.DEADLINE_EXCEEDED: code_pb2.DEADLINE_EXCEEDED,
+    errors.Kind.ABORTED: code_pb2.ABORTED,
+    errors.Kind.INTERNAL: code_pb2.INTERNAL,
+}
+
+UnaryHandler = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+
+
+def to_status(error: errors.ServiceError, domain: str) -> grpc.Status:
+    """A gRPC status carrying ErrorInfo and, for invalid input, BadRequest."""
+    info = error_details_pb2.ErrorInfo(
+        reason=error.reason, domain=domain, metadata=dict(error.metadata)
+    )
+    details = [_pack(info)]
+    if error.violations:
+        bad_request = error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(
+                    field=violation.field, description=violation.description
+                )
+                for violation in error.violations
+            ]
+        )
+        details.append(_pack(bad_request))
+    status = status_pb2.Status(code=_CODES[error.kind], message=error.message, details=details)
+    return rpc_status.to_status(status)
+
+
+def _pack(message: Any) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed
+
+
+class ServerInterceptor(grpc.aio.ServerInterceptor):
+    """Wraps every unary handler: records the deadline, times the call, maps errors."""
+
+    def __init__(self, domain: str) -> None:
+        self._domain = domain
+        meter = metrics.get_meter("askvault.rpc")
+        self._calls = meter.create_counter(
+            "askvault.rpc.server.calls", description="RPCs served, by method and status code"
+        )
+        self._duration = meter.create_histogram(
+            "askvault.rpc.server.duration", unit="s", description="RPC handling time"
+        )
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        method = handler_call_details.method
+        wrapped = self._wrap(method, handler.unary_unary)
+        return grpc.unary_unary_rpc_method_handler(
+            wrapped,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+    def _wrap(self, method: str, inner: UnaryHandler) -> UnaryHandler:
+        async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            started = time.perf_counter()
+            token = deadlines.set_from_remaining(context.time_remaining())
+            code = "OK"
+            try:
+                left = deadlines.remaining()
+                if left is not None and left <= 0:
+                    raise errors.ServiceError(
+                        errors.Kind.DEADLINE_EXCEEDED, "DEADLINE_EXCEEDED", "deadline passed"
+                    )
+                return await inner(request, context)
+            except errors.ServiceError as error:
+                code = error.kind.value
+                await context.abort_with_status(to_status(error, self._domain))
+            except UNAVAILABLE_ERRORS as error:
+                code = "UNAVAILABLE"
+                logger.warning(
+                    "database unavailable", extra={"rpc": method, "error": type(error).__name__}
+                )
+                unavailable = errors.ServiceError(
+                    errors.Kind.UNAVAILABLE, "DATABASE_UNAVAILABLE", "database unavailable"
+                )
+                await context.abort_with_status(to_status(unavailable, self._domain))
+            except (asyncio.CancelledError, grpc.aio.AbortError):
+                code = "ABORTED_OR_CANCELLED"
+                raise
+            except Exception:
+                code = "INTERNAL"
+                logger.exception("unhandled error", extra={"rpc": method})
+                internal = errors.ServiceError(errors.Kind.INTERNAL, "INTERNAL", "internal error")
+                await context.abort_with_status(to_status(internal, self._domain))
+            finally:
+                deadlines.reset(token)
+                attributes = {"rpc.method": method, "rpc.grpc.status": code}
+                self._calls.add(1, attributes)
+                self._duration.record(time.perf_counter() - started, attributes)
+
+        return handle

@@ -1,0 +1,187 @@
+"""Start-up and shutdown of a service: ``main`` is the whole entry point of ``python -m <svc>``.
+
+Order of start: settings, logs, telemetry, database pool (migrations applied), gRPC server
+(interceptors, health, reflection, the service's servicers), the service's workers.
+Shutdown on SIGTERM or SIGINT runs in reverse: health flips to NOT_SERVING, new calls are
+refused while in-flight calls get the grace period, workers stop, the pool closes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
+
+import asyncpg
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from runtime import database, logs, settings, telemetry
+from runtime.health import DATABASE, SHUTTING_DOWN, Health
+from runtime.interceptors import ServerInterceptor
+
+logger = logging.getLogger(__name__)
+
+SettingsT = TypeVar("SettingsT", bound=settings.ServiceSettings)
+
+
+@dataclass
+class Resources:
+    """What the runtime hands a service when it starts."""
+
+    settings: settings.ServiceSettings
+    pool: asyncpg.Pool
+    health: Health
+
+
+class Service(Protocol):
+    """A service as the runtime sees it."""
+
+    @property
+    def name(self) -> str:
+        """Short name: the schema, the log "service" field, the telemetry service.name."""
+
+    @property
+    def migrations_package(self) -> str:
+        """Package holding the numbered migrations ("identity.migrations")."""
+
+    @property
+    def error_domain(self) -> str:
+        """ErrorInfo domain ("identity.askvault.dev")."""
+
+    @property
+    def service_names(self) -> Sequence[str]:
+        """Fully-qualified gRPC service names, for health and reflection."""
+
+    async def start(self, server: grpc.aio.Server, resources: Resources) -> None:
+        """Registers servicers on the server and starts background workers."""
+
+    async def stop(self) -> None:
+        """Stops background workers, finishing or handing back the work they hold."""
+
+
+@dataclass
+class RunningService:
+    """A started service; tests use it directly, ``serve`` waits on signals around it."""
+
+    service: Service
+    server: grpc.aio.Server
+    pool: asyncpg.Pool
+    health: Health
+    port: int
+    _probe: asyncio.Task[None]
+    _settings: settings.ServiceSettings
+
+    @property
+    def address(self) -> str:
+        """host:port the server listens on (loopback form for local clients)."""
+        return f"127.0.0.1:{self.port}"
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Drains and stops: NOT_SERVING first, then in-flight calls get the grace."""
+        await self.health.set_component(SHUTTING_DOWN, False)
+        if self._settings.shutdown_delay_seconds:
+            await asyncio.sleep(self._settings.shutdown_delay_seconds)
+        await self.server.stop(
+            grace if grace is not None else self._settings.shutdown_grace_seconds
+        )
+        await self.service.stop()
+        self._probe.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._probe
+        await self.pool.close()
+        logger.info("stopped", extra={"port": self.port})
+
+
+async def start(service: Service, config: settings.ServiceSettings) -> RunningService:
+    """Starts a service and returns once it listens (port 0 picks a free port)."""
+    dsn = config.database_url.get_secret_value()
+    if config.migrate_on_start:
+        await database.migrate_url(dsn, service.name, service.migrations_package)
+    pool = await database.create_pool(
+        dsn,
+        service.name,
+        min_size=config.database_pool_min_size,
+        max_size=config.database_pool_max_size,
+    )
+    health = Health(service.service_names)
+    from opentelemetry.instrumentation.grpc import aio_server_interceptor
+
+    server = grpc.aio.server(
+        interceptors=[
+            aio_server_interceptor(),  # type: ignore[no-untyped-call]
+            ServerInterceptor(service.error_domain),
+        ],
+        options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 4 * 1024 * 1024)],
+    )
+    health_pb2_grpc.add_HealthServicer_to_server(health.servicer, server)
+    reflection.enable_server_reflection(
+        [
+            *service.service_names,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ],
+        server,
+    )
+    await service.start(server, Resources(config, pool, health))
+    port = server.add_insecure_port(f"{config.grpc_host}:{config.grpc_port}")
+    if port == 0:
+        raise RuntimeError(f"could not bind {config.grpc_host}:{config.grpc_port}")
+    await server.start()
+
+    async def probe_database() -> None:
+        async with pool.acquire(timeout=2.0) as connection:
+            await connection.fetchval("SELECT 1")
+
+    await health.set_component(DATABASE, True)
+    probe = asyncio.create_task(
+        health.watch(DATABASE, probe_database, config.health_probe_interval_seconds),
+        name=f"{service.name}-health-probe",
+    )
+    logger.info("serving", extra={"port": port, "services": list(service.service_names)})
+    return RunningService(service, server, pool, health, port, probe, config)
+
+
+async def serve(service: Service, config: settings.ServiceSettings) -> None:
+    """Runs until SIGTERM or SIGINT, then drains."""
+    running = await start(service, config)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    print(f"{service.name} listening on {running.address}", flush=True)
+    await stopping.wait()
+    logger.info("shutdown requested")
+    await running.stop()
+
+
+def main(
+    settings_class: type[SettingsT],
+    build: Callable[[SettingsT], Service],
+    argv: Sequence[str] | None = None,
+) -> None:
+    """The entry point of ``python -m <service> [serve|migrate]``."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("command", nargs="?", default="serve", choices=["serve", "migrate"])
+    command = parser.parse_args(argv).command
+    config = settings.load(settings_class)
+    service = build(config)
+    logs.configure(service.name, config.log_level)
+    dsn = config.database_url.get_secret_value()
+    if command == "migrate":
+        applied = asyncio.run(database.migrate_url(dsn, service.name, service.migrations_package))
+        logger.info("migrations applied", extra={"versions": applied})
+        return
+    telemetry.configure(service.name, config.otel_exporter_otlp_endpoint, config.metrics_port)
+    try:
+        import uvloop
+
+        uvloop.run(serve(service, config))
+    except ImportError:  # pragma: no cover - uvloop is a pinned dependency
+        asyncio.run(serve(service, config))

@@ -1,0 +1,56 @@
+"""Typed settings read from the environment; a missing required value fails at start."""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+from pydantic import Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    """Settings every service shares. Each field is read from the environment variable of
+    the same name in upper case (``DATABASE_URL``, ``GRPC_PORT``, ...)."""
+
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
+
+    # PostgreSQL DSN; required. The service keeps its tables in its own schema.
+    database_url: SecretStr
+    # Address the gRPC server binds; port 0 picks a free port (tests).
+    grpc_host: str = "0.0.0.0"
+    grpc_port: int = Field(default=50051, ge=0, le=65535)
+    # Port of the Prometheus /metrics endpoint; 0 disables it.
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+    # OTLP gRPC endpoint for traces and metrics; empty disables export.
+    otel_exporter_otlp_endpoint: str = ""
+    # Log level of the JSON logs.
+    log_level: str = "INFO"
+    # Seconds in-flight RPCs get to finish after SIGTERM before they are cancelled.
+    shutdown_grace_seconds: float = Field(default=10.0, gt=0)
+    # Seconds to keep answering NOT_SERVING before draining, so load balancers notice.
+    shutdown_delay_seconds: float = Field(default=0.0, ge=0)
+    # Size of the asyncpg pool.
+    database_pool_min_size: int = Field(default=1, ge=0)
+    database_pool_max_size: int = Field(default=10, ge=1)
+    # Seconds between database health probes.
+    health_probe_interval_seconds: float = Field(default=2.0, gt=0)
+    # HS256 key that signs admin credentials (``authorization: Bearer <jwt>``); empty
+    # refuses every admin RPC.
+    admin_token_secret: SecretStr = SecretStr("")
+    # Apply migrations at start (``migrate`` applies them without serving).
+    migrate_on_start: bool = True
+
+
+SettingsT = TypeVar("SettingsT", bound=BaseSettings)
+
+
+def load(settings_class: type[SettingsT]) -> SettingsT:
+    """Reads settings from the environment, exiting with a readable message when invalid."""
+    try:
+        return settings_class()
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in item['loc']).upper()}: {item['msg']}"
+            for item in error.errors()
+        )
+        raise SystemExit(f"invalid configuration: {problems}") from None

@@ -1,0 +1,68 @@
+"""Helpers for tests that start services for real (in-process, on free ports)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+import grpc
+from google.rpc import error_details_pb2, status_pb2
+
+from runtime import auth, server, settings
+
+SettingsT = TypeVar("SettingsT", bound=settings.ServiceSettings)
+
+TEST_ADMIN_SECRET = "test-admin-token-secret-0123456789abcdef"  # noqa: S105 - tests only
+
+
+def make_settings(settings_class: type[SettingsT], database_url: str, **values: Any) -> SettingsT:
+    """Settings for a test server: the given database, a free port, quick health probes."""
+    defaults: dict[str, Any] = {
+        "database_url": database_url,
+        "grpc_host": "127.0.0.1",
+        "grpc_port": 0,
+        "health_probe_interval_seconds": 0.2,
+        "shutdown_grace_seconds": 2.0,
+        "admin_token_secret": TEST_ADMIN_SECRET,
+    }
+    defaults.update(values)
+    return settings_class(**defaults)
+
+
+@asynccontextmanager
+async def running(
+    service: server.Service, config: settings.ServiceSettings
+) -> AsyncIterator[server.RunningService]:
+    """A started service, stopped on exit."""
+    started = await server.start(service, config)
+    try:
+        yield started
+    finally:
+        await started.stop(grace=1.0)
+
+
+def error_details(error: grpc.aio.AioRpcError) -> tuple[grpc.StatusCode, str, dict[str, str]]:
+    """(status code, ErrorInfo reason, BadRequest field -> description) of a failed call."""
+    reason = ""
+    violations: dict[str, str] = {}
+    for key, value in error.trailing_metadata() or ():
+        if key != "grpc-status-details-bin":
+            continue
+        status = status_pb2.Status.FromString(value)
+        for detail in status.details:
+            if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+                info = error_details_pb2.ErrorInfo()
+                detail.Unpack(info)
+                reason = info.reason
+            elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+                bad_request = error_details_pb2.BadRequest()
+                detail.Unpack(bad_request)
+                violations.update({v.field: v.description for v in bad_request.field_violations})
+    return error.code(), reason, violations
+
+
+def admin_metadata(subject: str = "admin-alice") -> tuple[tuple[str, str], ...]:
+    """Call metadata carrying a test admin credential."""
+    token = auth.issue_admin_token(TEST_ADMIN_SECRET, subject)
+    return (("authorization", f"Bearer {token}"),)

@@ -1,0 +1,1 @@
+"""Identity: proves who a visitor is, keeps contacts and their audience tags."""

@@ -1,0 +1,1 @@
+"""Identity's pure logic: no gRPC, no SQL."""

@@ -1,0 +1,447 @@
+"""Identity's gRPC layer: validates and maps messages; the rules live in ``domain``."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import grpc
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from google.protobuf import timestamp_pb2
+
+from askvault.identity.v1 import identity_pb2 as pb
+from askvault.identity.v1 import identity_pb2_grpc
+from identity import storage
+from identity.domain import contacts, verification
+from identity.settings import IdentitySettings
+from runtime import assertions, auth, errors, idempotency, ids
+from runtime.database import Connection
+from runtime.secretbox import SecretBox
+
+_STATUS_TO_PB = {
+    "active": pb.CUSTOMER_STATUS_ACTIVE,
+    "trialing": pb.CUSTOMER_STATUS_TRIALING,
+    "past_due": pb.CUSTOMER_STATUS_PAST_DUE,
+    "canceled": pb.CUSTOMER_STATUS_CANCELED,
+}
+_STATUS_FROM_PB = {value: key for key, value in _STATUS_TO_PB.items()}
+_TIER_TO_PB = {
+    "free": pb.PLAN_TIER_FREE,
+    "starter": pb.PLAN_TIER_STARTER,
+    "growth": pb.PLAN_TIER_GROWTH,
+    "business": pb.PLAN_TIER_BUSINESS,
+    "enterprise": pb.PLAN_TIER_ENTERPRISE,
+}
+_TIER_FROM_PB = {value: key for key, value in _TIER_TO_PB.items()}
+_MIN_SECRET_BYTES = 32
+
+
+def _timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
+    if value is None:
+        return None
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+def _contact_pb(record: storage.ContactRecord) -> pb.Contact:
+    tags = record.tags
+    return pb.Contact(
+        workspace_id=record.workspace_id,
+        contact_id=record.contact_id,
+        user_id=record.user_id,
+        email=record.email,
+        stripe_customer_id=record.stripe_customer_id,
+        tags=pb.ContactTags(
+            customer_status=_STATUS_TO_PB.get(tags.customer_status, pb.CUSTOMER_STATUS_UNSPECIFIED),
+            plan_tier=_TIER_TO_PB.get(tags.plan_tier, pb.PLAN_TIER_UNSPECIFIED),
+            trial_ends=_timestamp(tags.trial_ends),
+            customer_status_updated_at=_timestamp(tags.customer_status_at),
+            plan_tier_updated_at=_timestamp(tags.plan_tier_at),
+            trial_ends_updated_at=_timestamp(tags.trial_ends_at),
+        ),
+        created_at=_timestamp(record.created_at),
+    )
+
+
+def _secret_pb(record: storage.SecretRecord) -> pb.SecretMetadata:
+    return pb.SecretMetadata(
+        key_id=record.key_id,
+        created_at=_timestamp(record.created_at),
+        retired_at=_timestamp(record.retired_at),
+        active=record.retired_at is None,
+    )
+
+
+def _unknown_workspace() -> errors.ServiceError:
+    # Same reason as a bad hash would be misleading; an unknown workspace is its own reason,
+    # and still says nothing about any secret.
+    return errors.ServiceError(
+        errors.Kind.UNAUTHENTICATED, "WORKSPACE_NOT_FOUND", "unknown workspace"
+    )
+
+
+class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
+    """Implements askvault.identity.v1.IdentityService."""
+
+    def __init__(
+        self,
+        *,
+        pool: asyncpg.Pool,
+        settings: IdentitySettings,
+        secret_box: SecretBox,
+        signing_keys: list[tuple[str, Ed25519PrivateKey]],
+    ) -> None:
+        self._pool = pool
+        self._settings = settings
+        self._secret_box = secret_box
+        self._signing_keys = signing_keys
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _admin(self, context: grpc.aio.ServicerContext, workspace_id: str) -> str:
+        token = auth.bearer_from_metadata(context.invocation_metadata())
+        return auth.require_admin(
+            token, self._settings.admin_token_secret.get_secret_value(), workspace_id
+        )
+
+    async def _active_secrets(self, connection: Connection, workspace_id: str) -> dict[str, bytes]:
+        sealed = await storage.active_secret_ciphertexts(connection, workspace_id)
+        return {
+            key_id: self._secret_box.open(ciphertext, f"{workspace_id}/hmac/{key_id}")
+            for key_id, ciphertext in sealed.items()
+        }
+
+    async def _contact_or_not_found(
+        self, connection: Connection, workspace_id: str, contact_id: str
+    ) -> storage.ContactRecord:
+        record = await storage.get_contact(connection, workspace_id, contact_id, for_update=True)
+        if record is None:
+            raise errors.not_found("contact")
+        return record
+
+    # -- visitors --------------------------------------------------------------------------
+
+    async def VerifyVisitor(
+        self, request: pb.VerifyVisitorRequest, context: grpc.aio.ServicerContext
+    ) -> pb.VerifyVisitorResponse:
+        check = errors.Validator()
+        check.non_empty(request.workspace_id, "workspace_id")
+        check.require(
+            bool(request.user_id or request.email or request.token),
+            "user_id",
+            "user_id or email (or a token) is required",
+        )
+        check.require(
+            bool(request.user_hash) != bool(request.token),
+            "user_hash",
+            "exactly one of user_hash and token is required",
+        )
+        check.require(len(request.user_id) <= 256, "user_id", "at most 256 characters")
+        check.require(len(request.email) <= 320, "email", "at most 320 characters")
+        check.require(len(request.token) <= 8192, "token", "at most 8192 characters")
+        check.check()
+        async with self._pool.acquire() as connection:
+            if not await storage.workspace_exists(connection, request.workspace_id):
+                raise _unknown_workspace()
+            secrets = await self._active_secrets(connection, request.workspace_id)
+            if request.token:
+                visitor = verification.verify_token(
+                    request.token,
+                    secrets,
+                    leeway_seconds=self._settings.token_leeway_seconds,
+                    max_lifetime_seconds=self._settings.token_max_lifetime_seconds,
+                    expected_user_id=request.user_id,
+                )
+                email = visitor.email or request.email
+            else:
+                visitor = verification.verify_user_hash(
+                    secrets, request.user_id, request.email, request.user_hash
+                )
+                email = request.email
+            record = await storage.upsert_contact(
+                connection,
+                request.workspace_id,
+                ids.new_id("ct"),
+                visitor.user_id,
+                email.strip(),
+                contacts.normalize_email(email),
+            )
+        now = datetime.now(UTC).replace(microsecond=0)
+        expires_at = now + timedelta(seconds=self._settings.assertion_ttl_seconds)
+        key_id, private_key = self._signing_keys[0]
+        token = assertions.issue(
+            private_key,
+            key_id,
+            assertions.Assertion(
+                assertion_id=ids.new_id("as"),
+                workspace_id=record.workspace_id,
+                contact_id=record.contact_id,
+                user_id=record.user_id,
+                email=record.email,
+                stripe_customer_id=record.stripe_customer_id,
+                issued_at=now,
+                expires_at=expires_at,
+            ),
+        )
+        return pb.VerifyVisitorResponse(
+            contact=_contact_pb(record),
+            identity_assertion=token,
+            assertion_expires_at=_timestamp(expires_at),
+            method=(
+                pb.VERIFICATION_METHOD_TOKEN
+                if visitor.method == "token"
+                else pb.VERIFICATION_METHOD_USER_HASH
+            ),
+        )
+
+    async def GetVerificationKeys(
+        self, request: pb.GetVerificationKeysRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetVerificationKeysResponse:
+        return pb.GetVerificationKeysResponse(
+            keys=[
+                pb.VerificationKey(
+                    key_id=key_id,
+                    algorithm=assertions.ALGORITHM,
+                    public_key=private_key.public_key().public_bytes(
+                        serialization.Encoding.Raw, serialization.PublicFormat.Raw
+                    ),
+                )
+                for key_id, private_key in self._signing_keys
+            ]
+        )
+
+    # -- contacts --------------------------------------------------------------------------
+
+    async def GetContact(
+        self, request: pb.GetContactRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetContactResponse:
+        check = errors.Validator()
+        check.non_empty(request.workspace_id, "workspace_id")
+        check.non_empty(request.contact_id, "contact_id")
+        check.check()
+        async with self._pool.acquire() as connection:
+            record = await storage.get_contact(connection, request.workspace_id, request.contact_id)
+        if record is None:
+            raise errors.not_found("contact")
+        return pb.GetContactResponse(contact=_contact_pb(record))
+
+    async def FindContactsByCustomer(
+        self, request: pb.FindContactsByCustomerRequest, context: grpc.aio.ServicerContext
+    ) -> pb.FindContactsByCustomerResponse:
+        check = errors.Validator()
+        check.non_empty(request.workspace_id, "workspace_id")
+        check.non_empty(request.stripe_customer_id, "stripe_customer_id")
+        check.check()
+        async with self._pool.acquire() as connection:
+            records = await storage.contacts_by_customer(
+                connection, request.workspace_id, request.stripe_customer_id
+            )
+        return pb.FindContactsByCustomerResponse(contacts=[_contact_pb(r) for r in records])
+
+    async def LinkCustomer(
+        self, request: pb.LinkCustomerRequest, context: grpc.aio.ServicerContext
+    ) -> pb.LinkCustomerResponse:
+        check = errors.Validator()
+        check.non_empty(request.workspace_id, "workspace_id")
+        check.non_empty(request.contact_id, "contact_id")
+        target = request.WhichOneof("target")
+        check.require(target is not None, "target", "stripe_customer_id or email_match is set")
+        if target == "stripe_customer_id":
+            check.require(
+                request.stripe_customer_id.startswith("cus_"),
+                "stripe_customer_id",
+                "must be a Stripe customer id (cus_...)",
+            )
+        check.check()
+
+        async def link(connection: Connection) -> pb.LinkCustomerResponse:
+            record = await self._contact_or_not_found(
+                connection, request.workspace_id, request.contact_id
+            )
+            if target == "stripe_customer_id":
+                customer_id = request.stripe_customer_id
+            else:
+                customer_id = contacts.match_customer(
+                    record.email,
+                    [
+                        contacts.Candidate(c.stripe_customer_id, c.email)
+                        for c in request.email_match.candidates
+                    ],
+                )
+            linked = await storage.link_customer(
+                connection, request.workspace_id, request.contact_id, customer_id
+            )
+            return pb.LinkCustomerResponse(contact=_contact_pb(linked))
+
+        return await idempotency.run_once(
+            self._pool,
+            request.workspace_id,
+            request.idempotency_key,
+            request,
+            pb.LinkCustomerResponse,
+            link,
+        )
+
+    async def UpdateTags(
+        self, request: pb.UpdateTagsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UpdateTagsResponse:
+        check = errors.Validator()
+        check.non_empty(request.workspace_id, "workspace_id")
+        selector = request.WhichOneof("selector")
+        check.require(selector is not None, "selector", "contact_id or stripe_customer_id is set")
+        check.require(request.HasField("source_time"), "source_time", "is required")
+        check.require(
+            request.customer_status in _STATUS_FROM_PB or request.customer_status == 0,
+            "customer_status",
+            "unknown value",
+        )
+        check.require(
+            request.plan_tier in _TIER_FROM_PB or request.plan_tier == 0,
+            "plan_tier",
+            "unknown value",
+        )
+        check.check()
+        update = contacts.TagUpdate(
+            source_time=request.source_time.ToDatetime(UTC),
+            customer_status=_STATUS_FROM_PB.get(request.customer_status),
+            plan_tier=_TIER_FROM_PB.get(request.plan_tier),
+            trial_ends=(
+                request.trial_ends.ToDatetime(UTC) if request.HasField("trial_ends") else None
+            ),
+            set_trial_ends=request.set_trial_ends,
+        )
+
+        async def apply(connection: Connection) -> pb.UpdateTagsResponse:
+            if selector == "contact_id":
+                selected = [
+                    await self._contact_or_not_found(
+                        connection, request.workspace_id, request.contact_id
+                    )
+                ]
+            else:
+                selected = await storage.contacts_by_customer(
+                    connection, request.workspace_id, request.stripe_customer_id, for_update=True
+                )
+            updated = []
+            for record in selected:
+                tags = contacts.apply_update(record.tags, update)
+                if tags != record.tags:
+                    record = await storage.save_tags(
+                        connection, record.workspace_id, record.contact_id, tags
+                    )
+                updated.append(_contact_pb(record))
+            return pb.UpdateTagsResponse(contacts=updated)
+
+        return await idempotency.run_once(
+            self._pool,
+            request.workspace_id,
+            request.idempotency_key,
+            request,
+            pb.UpdateTagsResponse,
+            apply,
+        )
+
+    async def CheckAccess(
+        self, request: pb.CheckAccessRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CheckAccessResponse:
+        check = errors.Validator()
+        check.non_empty(request.workspace_id, "workspace_id")
+        check.non_empty(request.contact_id, "contact_id")
+        wanted = request.requirement
+        check.require(
+            all(status in _STATUS_FROM_PB for status in wanted.customer_statuses),
+            "requirement.customer_statuses",
+            "unknown value",
+        )
+        check.require(
+            wanted.minimum_plan_tier in _TIER_FROM_PB or wanted.minimum_plan_tier == 0,
+            "requirement.minimum_plan_tier",
+            "unknown value",
+        )
+        check.check()
+        async with self._pool.acquire() as connection:
+            record = await storage.get_contact(connection, request.workspace_id, request.contact_id)
+        if record is None:
+            raise errors.not_found("contact")
+        requirement = contacts.Requirement(
+            customer_statuses=frozenset(_STATUS_FROM_PB[s] for s in wanted.customer_statuses),
+            minimum_plan_tier=_TIER_FROM_PB.get(wanted.minimum_plan_tier, ""),
+            require_active_trial=wanted.require_active_trial,
+        )
+        unmet = contacts.unmet_requirements(record.tags, requirement, datetime.now(UTC))
+        return pb.CheckAccessResponse(allowed=not unmet, unmet=unmet)
+
+    # -- admin -----------------------------------------------------------------------------
+
+    async def AddSecret(
+        self, request: pb.AddSecretRequest, context: grpc.aio.ServicerContext
+    ) -> pb.AddSecretResponse:
+        self._admin(context, request.workspace_id)
+        check = errors.Validator()
+        check.non_empty(request.workspace_id, "workspace_id", max_length=64)
+        check.non_empty(request.key_id, "key_id", max_length=64)
+        check.require(
+            len(request.secret) >= _MIN_SECRET_BYTES,
+            "secret",
+            f"at least {_MIN_SECRET_BYTES} bytes",
+        )
+        check.check()
+        sealed = self._secret_box.seal(
+            request.secret, f"{request.workspace_id}/hmac/{request.key_id}"
+        )
+
+        async def add(connection: Connection) -> pb.AddSecretResponse:
+            record = await storage.insert_secret(
+                connection, request.workspace_id, request.key_id, sealed
+            )
+            if record is None:
+                raise errors.ServiceError(
+                    errors.Kind.ALREADY_EXISTS, "ALREADY_EXISTS", "the key id is taken"
+                )
+            return pb.AddSecretResponse(secret=_secret_pb(record))
+
+        return await idempotency.run_once(
+            self._pool,
+            request.workspace_id,
+            request.idempotency_key,
+            request,
+            pb.AddSecretResponse,
+            add,
+        )
+
+    async def RetireSecret(
+        self, request: pb.RetireSecretRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RetireSecretResponse:
+        self._admin(context, request.workspace_id)
+        check = errors.Validator()
+        check.non_empty(request.workspace_id, "workspace_id")
+        check.non_empty(request.key_id, "key_id")
+        check.check()
+
+        async def retire(connection: Connection) -> pb.RetireSecretResponse:
+            record = await storage.retire_secret(connection, request.workspace_id, request.key_id)
+            if record is None:
+                raise errors.not_found("secret")
+            return pb.RetireSecretResponse(secret=_secret_pb(record))
+
+        return await idempotency.run_once(
+            self._pool,
+            request.workspace_id,
+            request.idempotency_key,
+            request,
+            pb.RetireSecretResponse,
+            retire,
+        )
+
+    async def ListSecrets(
+        self, request: pb.ListSecretsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListSecretsResponse:
+        self._admin(context, request.workspace_id)
+        check = errors.Validator()
+        check.non_empty(request.workspace_id, "workspace_id")
+        check.check()
+        async with self._pool.acquire() as connection:
+            records = await storage.list_secrets(connection, request.workspace_id)
+        return pb.ListSecretsResponse(secrets=[_secret_pb(r) for r in records])

@@ -1,0 +1,72 @@
+-- Identity's SQL. Each statement is named; storage.py runs them by name.
+
+-- name: workspace_exists
+SELECT EXISTS (SELECT 1 FROM workspaces WHERE workspace_id = $1);
+
+-- name: ensure_workspace
+INSERT INTO workspaces (workspace_id) VALUES ($1) ON CONFLICT DO NOTHING;
+
+-- name: insert_secret
+INSERT INTO hmac_secrets (workspace_id, key_id, ciphertext)
+VALUES ($1, $2, $3)
+ON CONFLICT DO NOTHING
+RETURNING key_id, created_at, retired_at;
+
+-- name: retire_secret
+UPDATE hmac_secrets SET retired_at = coalesce(retired_at, now())
+WHERE workspace_id = $1 AND key_id = $2
+RETURNING key_id, created_at, retired_at;
+
+-- name: list_secrets
+SELECT key_id, created_at, retired_at FROM hmac_secrets
+WHERE workspace_id = $1 ORDER BY created_at, key_id;
+
+-- name: active_secrets
+SELECT key_id, ciphertext FROM hmac_secrets
+WHERE workspace_id = $1 AND retired_at IS NULL;
+
+-- name: upsert_contact_by_user_id
+INSERT INTO contacts (workspace_id, contact_id, user_id, email, email_normalized)
+VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (workspace_id, user_id) WHERE user_id <> ''
+DO UPDATE SET
+    email = CASE WHEN excluded.email <> '' THEN excluded.email ELSE contacts.email END,
+    email_normalized = CASE WHEN excluded.email <> '' THEN excluded.email_normalized
+                            ELSE contacts.email_normalized END,
+    updated_at = now()
+RETURNING *;
+
+-- name: upsert_contact_by_email
+INSERT INTO contacts (workspace_id, contact_id, user_id, email, email_normalized)
+VALUES ($1, $2, '', $3, $4)
+ON CONFLICT (workspace_id, email_normalized) WHERE user_id = ''
+DO UPDATE SET email = excluded.email, updated_at = now()
+RETURNING *;
+
+-- name: get_contact
+SELECT * FROM contacts WHERE workspace_id = $1 AND contact_id = $2;
+
+-- name: get_contact_for_update
+SELECT * FROM contacts WHERE workspace_id = $1 AND contact_id = $2 FOR UPDATE;
+
+-- name: contacts_by_customer_for_update
+SELECT * FROM contacts WHERE workspace_id = $1 AND stripe_customer_id = $2
+ORDER BY created_at, contact_id FOR UPDATE;
+
+-- name: contacts_by_customer
+SELECT * FROM contacts WHERE workspace_id = $1 AND stripe_customer_id = $2
+ORDER BY created_at, contact_id;
+
+-- name: link_customer
+UPDATE contacts SET stripe_customer_id = $3, updated_at = now()
+WHERE workspace_id = $1 AND contact_id = $2
+RETURNING *;
+
+-- name: save_tags
+UPDATE contacts SET
+    customer_status = $3, customer_status_at = $4,
+    plan_tier = $5, plan_tier_at = $6,
+    trial_ends = $7, trial_ends_at = $8,
+    updated_at = now()
+WHERE workspace_id = $1 AND contact_id = $2
+RETURNING *;

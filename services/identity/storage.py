@@ -1,0 +1,170 @@
+"""Identity's storage: the only module that runs identity's SQL."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+from identity.domain.contacts import Tags
+from runtime.database import Connection, Queries
+
+queries = Queries("identity")
+
+
+@dataclass(frozen=True)
+class SecretRecord:
+    """A secret's metadata."""
+
+    key_id: str
+    created_at: datetime
+    retired_at: datetime | None
+
+
+@dataclass(frozen=True)
+class ContactRecord:
+    """A stored contact."""
+
+    workspace_id: str
+    contact_id: str
+    user_id: str
+    email: str
+    stripe_customer_id: str
+    tags: Tags
+    created_at: datetime
+
+
+def _contact(row: asyncpg.Record) -> ContactRecord:
+    return ContactRecord(
+        workspace_id=row["workspace_id"],
+        contact_id=row["contact_id"],
+        user_id=row["user_id"],
+        email=row["email"],
+        stripe_customer_id=row["stripe_customer_id"],
+        tags=Tags(
+            customer_status=row["customer_status"],
+            customer_status_at=row["customer_status_at"],
+            plan_tier=row["plan_tier"],
+            plan_tier_at=row["plan_tier_at"],
+            trial_ends=row["trial_ends"],
+            trial_ends_at=row["trial_ends_at"],
+        ),
+        created_at=row["created_at"],
+    )
+
+
+def _secret(row: asyncpg.Record) -> SecretRecord:
+    return SecretRecord(row["key_id"], row["created_at"], row["retired_at"])
+
+
+async def workspace_exists(connection: Connection, workspace_id: str) -> bool:
+    """Whether the workspace has ever had a secret."""
+    return bool(await connection.fetchval(queries.workspace_exists, workspace_id))
+
+
+async def insert_secret(
+    connection: Connection, workspace_id: str, key_id: str, ciphertext: bytes
+) -> SecretRecord | None:
+    """Adds a secret (and the workspace); None when the key id is taken."""
+    await connection.execute(queries.ensure_workspace, workspace_id)
+    row = await connection.fetchrow(queries.insert_secret, workspace_id, key_id, ciphertext)
+    return _secret(row) if row else None
+
+
+async def retire_secret(
+    connection: Connection, workspace_id: str, key_id: str
+) -> SecretRecord | None:
+    """Retires a secret (keeping the first retirement time); None when unknown."""
+    row = await connection.fetchrow(queries.retire_secret, workspace_id, key_id)
+    return _secret(row) if row else None
+
+
+async def list_secrets(connection: Connection, workspace_id: str) -> list[SecretRecord]:
+    """Every secret's metadata, oldest first."""
+    return [_secret(row) for row in await connection.fetch(queries.list_secrets, workspace_id)]
+
+
+async def active_secret_ciphertexts(connection: Connection, workspace_id: str) -> dict[str, bytes]:
+    """key id -> ciphertext of each active secret."""
+    rows = await connection.fetch(queries.active_secrets, workspace_id)
+    return {row["key_id"]: bytes(row["ciphertext"]) for row in rows}
+
+
+async def upsert_contact(
+    connection: Connection,
+    workspace_id: str,
+    new_contact_id: str,
+    user_id: str,
+    email: str,
+    email_normalized: str,
+) -> ContactRecord:
+    """The contact for this user id (or email, without one), created on first sight."""
+    if user_id:
+        row = await connection.fetchrow(
+            queries.upsert_contact_by_user_id,
+            workspace_id,
+            new_contact_id,
+            user_id,
+            email,
+            email_normalized,
+        )
+    else:
+        row = await connection.fetchrow(
+            queries.upsert_contact_by_email, workspace_id, new_contact_id, email, email_normalized
+        )
+    assert row is not None
+    return _contact(row)
+
+
+async def get_contact(
+    connection: Connection, workspace_id: str, contact_id: str, *, for_update: bool = False
+) -> ContactRecord | None:
+    """One contact of the workspace, or None."""
+    query = queries.get_contact_for_update if for_update else queries.get_contact
+    row = await connection.fetchrow(query, workspace_id, contact_id)
+    return _contact(row) if row else None
+
+
+async def contacts_by_customer(
+    connection: Connection,
+    workspace_id: str,
+    stripe_customer_id: str,
+    *,
+    for_update: bool = False,
+) -> list[ContactRecord]:
+    """The contacts linked to a Stripe customer."""
+    query = queries.contacts_by_customer_for_update if for_update else queries.contacts_by_customer
+    return [
+        _contact(row) for row in await connection.fetch(query, workspace_id, stripe_customer_id)
+    ]
+
+
+async def link_customer(
+    connection: Connection, workspace_id: str, contact_id: str, stripe_customer_id: str
+) -> ContactRecord:
+    """Sets the contact's Stripe customer."""
+    row = await connection.fetchrow(
+        queries.link_customer, workspace_id, contact_id, stripe_customer_id
+    )
+    assert row is not None
+    return _contact(row)
+
+
+async def save_tags(
+    connection: Connection, workspace_id: str, contact_id: str, tags: Tags
+) -> ContactRecord:
+    """Stores the contact's tags with their source times."""
+    row = await connection.fetchrow(
+        queries.save_tags,
+        workspace_id,
+        contact_id,
+        tags.customer_status,
+        tags.customer_status_at,
+        tags.plan_tier,
+        tags.plan_tier_at,
+        tags.trial_ends,
+        tags.trial_ends_at,
+    )
+    assert row is not None
+    return _contact(row)
