@@ -43,7 +43,7 @@ lint: gen ## ruff, buf lint and buf breaking against main.
 	else echo "buf breaking: main has no protos yet, nothing to compare"; fi
 
 typecheck: gen ## mypy over the runtime, services, emulators and tests.
-	$(BIN)/mypy runtime services emulators tests conftest.py
+	$(BIN)/mypy runtime services emulators tests devstack bench conftest.py
 
 fmt: venv ## Format the code.
 	$(BIN)/ruff format .
@@ -56,7 +56,7 @@ test-unit: gen ## Only the tests that need no server.
 	$(BIN)/pytest -q -m "not integration"
 
 run: gen ## Start the whole system locally with embedded defaults; Ctrl-C stops it.
-	$(PY) -m runtime.localstack
+	$(PY) -m devstack
 
 migrate: gen ## Apply every service's migrations to DATABASE_URL.
 	for s in identity policy billing_gateway notifier edge; do \

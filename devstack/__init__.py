@@ -1,0 +1,1 @@
+"""The local stack: every service, the emulators and a PostgreSQL, started by ``make run``."""

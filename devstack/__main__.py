@@ -1,0 +1,267 @@
+"""``make run``: PostgreSQL (DATABASE_URL or embedded), the emulators, every service that
+exists, the demo workspace provisioned; Ctrl-C stops everything and leaves no process."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from devstack import config, provision
+from runtime.embedded_postgres import EmbeddedPostgres
+
+logger = logging.getLogger("devstack")
+
+
+@dataclass
+class Child:
+    """A process of the stack."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    ready: Callable[[], bool]
+    address: str
+    process: asyncio.subprocess.Process | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _port_open(port: int) -> Callable[[], bool]:
+    def check() -> bool:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
+            return True
+        return False
+
+    return check
+
+
+def _serving(port: int) -> Callable[[], bool]:
+    def check() -> bool:
+        async def ask() -> bool:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                answer = await health_pb2_grpc.HealthStub(channel).Check(
+                    health_pb2.HealthCheckRequest(), timeout=1.0
+                )
+                return bool(answer.status == health_pb2.HealthCheckResponse.SERVING)
+
+        try:
+            return asyncio.run(ask())
+        except Exception:
+            return False
+
+    return check
+
+
+def _exists(package: str) -> bool:
+    return (config.ROOT / "services" / package / "__main__.py").exists() or (
+        config.ROOT / "emulators" / package / "__main__.py"
+    ).exists()
+
+
+def plan(demo: config.DemoConfig, database_url: str) -> list[Child]:
+    """The processes to start, in order: emulators first, then services by dependency."""
+    keys = config.local_keys()
+    python = sys.executable
+    port = demo.port
+    stripe_key = os.environ.get("STRIPE_TEST_API_KEY", "")
+    stripe_base = (
+        "https://api.stripe.com" if stripe_key else f"http://127.0.0.1:{port('stripe_emulator')}"
+    )
+    common = {
+        "DATABASE_URL": database_url,
+        "ADMIN_TOKEN_SECRET": keys["ADMIN_TOKEN_SECRET"],
+        "LOG_LEVEL": os.environ.get("LOG_LEVEL", "WARNING"),
+        "SHUTDOWN_GRACE_SECONDS": "5",
+        "PYTHONUNBUFFERED": "1",
+    }
+    targets = {
+        "IDENTITY_TARGET": f"127.0.0.1:{port('identity')}",
+        "POLICY_TARGET": f"127.0.0.1:{port('policy')}",
+        "BILLING_TARGET": f"127.0.0.1:{port('billing_gateway')}",
+        "NOTIFIER_TARGET": f"127.0.0.1:{port('notifier')}",
+    }
+    children: list[Child] = []
+    if not stripe_key and _exists("stripe_emulator"):
+        children.append(
+            Child(
+                "stripe_emulator",
+                [
+                    python,
+                    "-m",
+                    "stripe_emulator",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port("stripe_emulator")),
+                    "--seed",
+                ],
+                {},
+                _port_open(port("stripe_emulator")),
+                stripe_base,
+            )
+        )
+    if _exists("smtp_sink"):
+        children.append(
+            Child(
+                "smtp_sink",
+                [
+                    python,
+                    "-m",
+                    "smtp_sink",
+                    "--smtp-port",
+                    str(port("smtp_sink")),
+                    "--http-port",
+                    str(port("smtp_sink_http")),
+                ],
+                {},
+                _port_open(port("smtp_sink_http")),
+                f"smtp://127.0.0.1:{port('smtp_sink')} (inbox http://127.0.0.1:{port('smtp_sink_http')})",
+            )
+        )
+    if _exists("whatsapp_emulator"):
+        children.append(
+            Child(
+                "whatsapp_emulator",
+                [
+                    python,
+                    "-m",
+                    "whatsapp_emulator",
+                    "--port",
+                    str(port("whatsapp_emulator")),
+                    "--webhook-url",
+                    f"http://127.0.0.1:{port('edge')}/api/whatsapp/webhook",
+                ],
+                {},
+                _port_open(port("whatsapp_emulator")),
+                f"http://127.0.0.1:{port('whatsapp_emulator')}",
+            )
+        )
+    service_env: dict[str, dict[str, str]] = {
+        "identity": {
+            "SECRETS_ENCRYPTION_KEYS": keys["SECRETS_ENCRYPTION_KEYS"],
+            "ASSERTION_SIGNING_KEYS": keys["ASSERTION_SIGNING_KEYS"],
+        },
+        "policy": {},
+        "notifier": {
+            "SMTP_HOST": "127.0.0.1",
+            "SMTP_PORT": str(port("smtp_sink")),
+            "WHATSAPP_BASE_URL": f"http://127.0.0.1:{port('whatsapp_emulator')}",
+            "WHATSAPP_ACCESS_TOKEN": "local-whatsapp-token",
+        },
+        "billing_gateway": {
+            "SECRETS_ENCRYPTION_KEYS": keys["SECRETS_ENCRYPTION_KEYS"],
+            "STRIPE_API_BASE": stripe_base,
+        },
+        "edge": {},
+    }
+    for offset, (name, extra) in enumerate(service_env.items()):
+        if not _exists(name):
+            continue
+        env = {**common, **targets, **extra}
+        env["GRPC_PORT"] = str(port(name))
+        env["METRICS_PORT"] = str(9461 + offset)
+        ready = _port_open(port(name)) if name == "edge" else _serving(port(name))
+        address = (
+            f"http://127.0.0.1:{port(name)}" if name == "edge" else f"127.0.0.1:{port(name)} (gRPC)"
+        )
+        children.append(Child(name, [python, "-m", name], env, ready, address))
+    return children
+
+
+async def _start(child: Child) -> None:
+    env = {**os.environ, **child.env}
+    child.process = await asyncio.create_subprocess_exec(*child.argv, env=env, cwd=config.ROOT)
+
+
+async def _wait_ready(child: Child, limit_seconds: float = 60.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit_seconds
+    while loop.time() < deadline:
+        assert child.process is not None
+        if child.process.returncode is not None:
+            raise RuntimeError(f"{child.name} exited with {child.process.returncode}")
+        if await asyncio.to_thread(child.ready):
+            return
+        await asyncio.sleep(0.2)
+    raise RuntimeError(f"{child.name} did not become ready in {limit_seconds:.0f}s")
+
+
+async def _stop(children: list[Child], grace: float = 15.0) -> None:
+    """SIGTERM in reverse order of start, then SIGKILL what is left after the grace."""
+    for child in reversed(children):
+        if child.process and child.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                child.process.send_signal(signal.SIGTERM)
+    for child in reversed(children):
+        if child.process is None:
+            continue
+        try:
+            await asyncio.wait_for(child.process.wait(), grace)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                child.process.kill()
+            await child.process.wait()
+
+
+async def run(once: bool) -> int:
+    """Starts the stack; with ``once`` stops right after it is up (a smoke check)."""
+    demo = config.load()
+    postgres = EmbeddedPostgres(config.DATA_DIR / "pg")
+    database_url = postgres.url()
+    print("PostgreSQL:", "embedded (.data/pg)" if postgres.embedded else "DATABASE_URL", flush=True)
+    children = plan(demo, database_url)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stopping.set)
+    status = 0
+    try:
+        for child in children:
+            await _start(child)
+            await _wait_ready(child)
+            print(f"  {child.name:<18} {child.address}", flush=True)
+        notes = await provision.provision(demo, children_names={c.name for c in children})
+        print("\n".join(["", *notes]), flush=True)
+        if once:
+            return 0
+        print("\nAll up. Ctrl-C stops everything.", flush=True)
+        waiters = [asyncio.create_task(c.process.wait()) for c in children if c.process]
+        stop_wait = asyncio.create_task(stopping.wait())
+        done, _ = await asyncio.wait([stop_wait, *waiters], return_when=asyncio.FIRST_COMPLETED)
+        if stop_wait not in done:
+            exited = [c.name for c in children if c.process and c.process.returncode is not None]
+            print(f"stopping: {', '.join(exited)} exited", flush=True)
+            status = 1
+        stop_wait.cancel()
+        for waiter in waiters:
+            waiter.cancel()
+    except Exception as error:
+        print(f"start-up failed: {error}", file=sys.stderr, flush=True)
+        status = 1
+    finally:
+        print("stopping...", flush=True)
+        await _stop(children)
+        postgres.stop()
+        print("stopped.", flush=True)
+    return status
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--once", action="store_true", help="start, provision, then stop")
+    args = parser.parse_args()
+    raise SystemExit(asyncio.run(run(args.once)))
+
+
+if __name__ == "__main__":
+    main()

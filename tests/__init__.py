@@ -1,0 +1,1 @@
+"""Contract and end-to-end tests across services."""
