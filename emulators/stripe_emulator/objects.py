@@ -67,7 +67,6 @@ def customer(
         "shipping": None,
         "tax_exempt": "none",
         "test_clock": test_clock,
-        "customer_account": None,
     }
 
 
