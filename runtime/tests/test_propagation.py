@@ -1,0 +1,59 @@
+"""Trace context and deadlines cross an RPC into a real service."""
+
+from __future__ import annotations
+
+import grpc
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from askvault.identity.v1 import identity_pb2, identity_pb2_grpc
+from runtime import clients, testing
+from tests.registry import SERVICES
+
+
+async def test_trace_context_is_carried_into_the_server(database_url: str) -> None:
+    exporter = InMemorySpanExporter()
+    provider = trace.get_tracer_provider()
+    if not isinstance(provider, TracerProvider):
+        provider = TracerProvider()
+        trace.set_tracer_provider(provider)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    identity = next(entry for entry in SERVICES if entry.name == "identity")
+    service, settings = identity.build(database_url)
+    async with testing.running(service, settings) as running:
+        channel = clients.channel(running.address)
+        try:
+            with trace.get_tracer("test").start_as_current_span("caller") as caller:
+                await identity_pb2_grpc.IdentityServiceStub(channel).GetVerificationKeys(
+                    identity_pb2.GetVerificationKeysRequest(), timeout=5
+                )
+        finally:
+            await channel.close()
+    trace_id = caller.get_span_context().trace_id
+    server_spans = [
+        span
+        for span in exporter.get_finished_spans()
+        if span.kind == trace.SpanKind.SERVER and "GetVerificationKeys" in span.name
+    ]
+    assert server_spans
+    assert all(span.context.trace_id == trace_id for span in server_spans)
+
+
+async def test_an_expired_deadline_is_refused_not_served(database_url: str) -> None:
+    identity = next(entry for entry in SERVICES if entry.name == "identity")
+    service, settings = identity.build(database_url)
+    async with (
+        testing.running(service, settings) as running,
+        grpc.aio.insecure_channel(running.address) as channel,
+    ):
+        stub = identity_pb2_grpc.IdentityServiceStub(channel)
+        try:
+            await stub.GetVerificationKeys(
+                identity_pb2.GetVerificationKeysRequest(), timeout=0.0001
+            )
+            code = grpc.StatusCode.OK
+        except grpc.aio.AioRpcError as error:
+            code = error.code()
+    assert code == grpc.StatusCode.DEADLINE_EXCEEDED
