@@ -40,24 +40,39 @@ def make_client(
     return client, http_client
 
 
+async def close_http(http_client: stripe.AIOHTTPClient) -> None:
+    await http_client.close_async()  # type: ignore[no-untyped-call]
+
+
+def error_code(error: stripe.StripeError) -> str | None:
+    """The `code` of Stripe's error body (the SDK leaves it out on some error classes)."""
+    body = error.json_body
+    if not isinstance(body, dict):
+        return None
+    code = body.get("error", {}).get("code")
+    return str(code) if code is not None else None
+
+
 @pytest.fixture
 async def client(emulator: RunningEmulator, api_key: str) -> AsyncIterator[stripe.StripeClient]:
     sdk, http_client = make_client(emulator, api_key)
     try:
         yield sdk
     finally:
-        await http_client.close_async()
+        await close_http(http_client)
 
 
 @pytest.fixture
-async def demo(emulator: RunningEmulator) -> AsyncIterator[tuple[stripe.StripeClient, dict[str, Any]]]:
+async def demo(
+    emulator: RunningEmulator,
+) -> AsyncIterator[tuple[stripe.StripeClient, dict[str, Any]]]:
     """The SDK on the demo account, with the demo seed's summary."""
     summary = seed.seed_demo(emulator.state)
     sdk, http_client = make_client(emulator, seed.DEMO_API_KEY)
     try:
         yield sdk, summary
     finally:
-        await http_client.close_async()
+        await close_http(http_client)
 
 
 @dataclass
@@ -87,7 +102,7 @@ async def webhook_sink() -> AsyncIterator[WebhookSink]:
     await site.start()
     server = site._server
     assert server is not None
-    port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
     sink.url = f"http://127.0.0.1:{port}/hook"
     try:
         yield sink
@@ -96,7 +111,8 @@ async def webhook_sink() -> AsyncIterator[WebhookSink]:
 
 
 async def admin(emulator: RunningEmulator, method: str, path: str, body: Any = None) -> Any:
-    async with aiohttp.ClientSession() as session:
-        async with session.request(method, f"{emulator.url}/_emulator{path}", json=body) as response:
-            assert response.status < 500, await response.text()
-            return await response.json()
+    async with aiohttp.ClientSession() as session, session.request(
+        method, f"{emulator.url}/_emulator{path}", json=body
+    ) as response:
+        assert response.status < 500, await response.text()
+        return await response.json()

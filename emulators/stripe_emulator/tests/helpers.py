@@ -20,17 +20,36 @@ class Catalog:
 
 async def make_catalog(client: stripe.StripeClient) -> Catalog:
     growth_product = await client.v1.products.create_async(
-        params={"name": "Growth", "marketing_features": [{"name": "WhatsApp channel"}], "metadata": {"tier": "growth"}}
+        params={
+            "name": "Growth",
+            "marketing_features": [{"name": "WhatsApp channel"}],
+            "metadata": {"tier": "growth"},
+        }
     )
     business_product = await client.v1.products.create_async(params={"name": "Business"})
     growth = await client.v1.prices.create_async(
-        params={"product": growth_product.id, "currency": "usd", "unit_amount": 4900, "recurring": {"interval": "month"}}
+        params={
+            "product": growth_product.id,
+            "currency": "usd",
+            "unit_amount": 4900,
+            "recurring": {"interval": "month"},
+        }
     )
     business = await client.v1.prices.create_async(
-        params={"product": business_product.id, "currency": "usd", "unit_amount": 19900, "recurring": {"interval": "month"}}
+        params={
+            "product": business_product.id,
+            "currency": "usd",
+            "unit_amount": 19900,
+            "recurring": {"interval": "month"},
+        }
     )
     growth_yearly = await client.v1.prices.create_async(
-        params={"product": growth_product.id, "currency": "usd", "unit_amount": 49000, "recurring": {"interval": "year"}}
+        params={
+            "product": growth_product.id,
+            "currency": "usd",
+            "unit_amount": 49000,
+            "recurring": {"interval": "year"},
+        }
     )
     return Catalog(growth, business, growth_yearly)
 

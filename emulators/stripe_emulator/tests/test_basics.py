@@ -10,7 +10,7 @@ import stripe
 
 from stripe_emulator import forms
 from stripe_emulator.app import RunningEmulator
-from stripe_emulator.tests.conftest import admin, make_client
+from stripe_emulator.tests.conftest import admin, close_http, error_code, make_client
 
 
 def test_bracketed_form_keys_decode_to_nested_lists_and_dicts() -> None:
@@ -49,7 +49,7 @@ async def test_missing_and_invalid_keys_answer_401_with_stripe_error_shape(
         assert raised.value.http_status == 401
         assert "Invalid API Key provided" in str(raised.value.user_message)
     finally:
-        await http_client.close_async()
+        await close_http(http_client)
 
 
 async def test_each_secret_key_is_an_isolated_account(emulator: RunningEmulator) -> None:
@@ -57,7 +57,9 @@ async def test_each_secret_key_is_an_isolated_account(emulator: RunningEmulator)
     second, second_http = make_client(emulator, "sk_test_second_account")
     try:
         created = await first.v1.customers.create_async(params={"email": "a@example.com"})
-        assert [customer.id for customer in (await first.v1.customers.list_async()).data] == [created.id]
+        assert [customer.id for customer in (await first.v1.customers.list_async()).data] == [
+            created.id
+        ]
         assert (await second.v1.customers.list_async()).data == []
         with pytest.raises(stripe.InvalidRequestError) as raised:
             await second.v1.customers.retrieve_async(created.id)
@@ -65,8 +67,8 @@ async def test_each_secret_key_is_an_isolated_account(emulator: RunningEmulator)
         assert raised.value.code == "resource_missing"
         assert raised.value.param == "id"
     finally:
-        await first_http.close_async()
-        await second_http.close_async()
+        await close_http(first_http)
+        await close_http(second_http)
 
 
 async def test_unknown_route_and_missing_param_errors(client: stripe.StripeClient) -> None:
@@ -93,30 +95,39 @@ async def test_pagination_limit_starting_after_and_has_more(client: stripe.Strip
         params={"limit": 2, "starting_after": first_page.data[-1].id}
     )
     assert [customer.id for customer in second_page.data] == [ids[2], ids[1]]
-    everything = [customer.id async for customer in (await client.v1.customers.list_async(params={"limit": 2})).auto_paging_iter()]
+    everything = [
+        customer.id
+        async for customer in (
+            await client.v1.customers.list_async(params={"limit": 2})
+        ).auto_paging_iter()
+    ]
     assert everything == list(reversed(ids))
 
 
 async def test_connected_account_is_scoped_under_its_platform(
     emulator: RunningEmulator, client: stripe.StripeClient, api_key: str
 ) -> None:
-    connected = await client.v1.accounts.create_async(params={"type": "standard", "email": "shop@example.com"})
+    connected = await client.v1.accounts.create_async(
+        params={"type": "standard", "email": "shop@example.com"}
+    )
     assert connected.id.startswith("acct_")
     in_connected = await client.v1.customers.create_async(
         params={"email": "buyer@example.com"}, options={"stripe_account": connected.id}
     )
     platform_customers = await client.v1.customers.list_async()
     assert platform_customers.data == []
-    connected_customers = await client.v1.customers.list_async(options={"stripe_account": connected.id})
+    connected_customers = await client.v1.customers.list_async(
+        options={"stripe_account": connected.id}
+    )
     assert [customer.id for customer in connected_customers.data] == [in_connected.id]
     other, other_http = make_client(emulator, "sk_test_someone_else")
     try:
         with pytest.raises(stripe.PermissionError) as raised:
             await other.v1.customers.list_async(options={"stripe_account": connected.id})
         assert raised.value.http_status == 403
-        assert raised.value.json_body is not None and raised.value.json_body["error"]["code"] == "account_invalid"
+        assert error_code(raised.value) == "account_invalid"
     finally:
-        await other_http.close_async()
+        await close_http(other_http)
 
 
 async def test_restricted_account_answers_like_stripe(
@@ -124,21 +135,42 @@ async def test_restricted_account_answers_like_stripe(
 ) -> None:
     connected = await client.v1.accounts.create_async(params={"type": "standard"})
     options: stripe.RequestOptions = {"stripe_account": connected.id}
-    await admin(emulator, "POST", "/accounts/restrict", {"api_key": api_key, "account": connected.id, "mode": "charges_disabled"})
-    customer = await client.v1.customers.create_async(params={"email": "r@example.com"}, options=options)
+    await admin(
+        emulator,
+        "POST",
+        "/accounts/restrict",
+        {"api_key": api_key, "account": connected.id, "mode": "charges_disabled"},
+    )
+    customer = await client.v1.customers.create_async(
+        params={"email": "r@example.com"}, options=options
+    )
     with pytest.raises(stripe.InvalidRequestError) as disabled:
         await client.v1.payment_intents.create_async(
-            params={"amount": 1000, "currency": "usd", "customer": customer.id, "payment_method": "pm_card_visa", "confirm": True},
+            params={
+                "amount": 1000,
+                "currency": "usd",
+                "customer": customer.id,
+                "payment_method": "pm_card_visa",
+                "confirm": True,
+            },
             options=options,
         )
     assert "cannot currently make charges" in str(disabled.value.user_message)
     account = await client.v1.accounts.retrieve_async(connected.id)
     assert account.charges_enabled is False
-    assert account.requirements is not None and account.requirements.disabled_reason == "requirements.past_due"
-    await admin(emulator, "POST", "/accounts/restrict", {"api_key": api_key, "account": connected.id, "mode": "access_revoked"})
+    assert (
+        account.requirements is not None
+        and account.requirements.disabled_reason == "requirements.past_due"
+    )
+    await admin(
+        emulator,
+        "POST",
+        "/accounts/restrict",
+        {"api_key": api_key, "account": connected.id, "mode": "access_revoked"},
+    )
     with pytest.raises(stripe.PermissionError) as revoked:
         await client.v1.customers.list_async(options=options)
-    assert revoked.value.json_body is not None and revoked.value.json_body["error"]["code"] == "account_invalid"
+    assert error_code(revoked.value) == "account_invalid"
     assert "Application access may have been revoked" in str(revoked.value.user_message)
 
 
@@ -146,7 +178,8 @@ async def test_expand_nested_paths(demo: tuple[stripe.StripeClient, dict[str, ob
     client, summary = demo
     alice = summary["customers"]["alice@example.com"]  # type: ignore[index]
     subscription = await client.v1.subscriptions.retrieve_async(
-        alice["subscription"], params={"expand": ["items.data.price.product", "customer", "latest_invoice"]}
+        alice["subscription"],
+        params={"expand": ["items.data.price.product", "customer", "latest_invoice"]},
     )
     product = subscription["items"].data[0].price.product
     assert isinstance(product, stripe.Product)

@@ -8,11 +8,13 @@ import pytest
 import stripe
 
 from stripe_emulator.app import RunningEmulator
-from stripe_emulator.tests.conftest import admin, make_client
+from stripe_emulator.tests.conftest import admin, make_client, close_http, error_code
 
 
 async def test_forced_500_and_503(emulator: RunningEmulator, client: stripe.StripeClient) -> None:
-    await admin(emulator, "POST", "/faults", {"route": "GET /v1/customers", "status": 500, "times": 1})
+    await admin(
+        emulator, "POST", "/faults", {"route": "GET /v1/customers", "status": 500, "times": 1}
+    )
     with pytest.raises(stripe.APIError) as failed:
         await client.v1.customers.list_async()
     assert failed.value.http_status == 500
@@ -25,38 +27,52 @@ async def test_forced_500_and_503(emulator: RunningEmulator, client: stripe.Stri
     assert (await client.v1.customers.list_async()).data == []
 
 
-async def test_rate_limit_with_and_without_should_retry(emulator: RunningEmulator, api_key: str) -> None:
+async def test_rate_limit_with_and_without_should_retry(
+    emulator: RunningEmulator, api_key: str
+) -> None:
     client, http_client = make_client(emulator, api_key, max_network_retries=1)
     try:
-        await admin(emulator, "POST", "/faults", {"route": "GET /v1/customers", "status": 429, "times": 1})
+        await admin(
+            emulator, "POST", "/faults", {"route": "GET /v1/customers", "status": 429, "times": 1}
+        )
         with pytest.raises(stripe.RateLimitError) as limited:
             await client.v1.customers.list_async()
         assert limited.value.http_status == 429
-        assert limited.value.json_body is not None
-        assert limited.value.json_body["error"]["code"] == "rate_limit"
+        assert error_code(limited.value) == "rate_limit"
         # With Stripe-Should-Retry: true the SDK retries once and the second attempt succeeds.
         await admin(
-            emulator, "POST", "/faults", {"route": "GET /v1/customers", "status": 429, "should_retry": True, "times": 1}
+            emulator,
+            "POST",
+            "/faults",
+            {"route": "GET /v1/customers", "status": 429, "should_retry": True, "times": 1},
         )
         assert (await client.v1.customers.list_async()).data == []
         assert (await admin(emulator, "GET", "/faults"))["faults"] == []
     finally:
-        await http_client.close_async()
+        await close_http(http_client)
 
 
-async def test_latency_and_dropped_connection(emulator: RunningEmulator, client: stripe.StripeClient) -> None:
-    await admin(emulator, "POST", "/faults", {"route": "GET /v1/products", "latency_ms": 300, "times": 1})
+async def test_latency_and_dropped_connection(
+    emulator: RunningEmulator, client: stripe.StripeClient
+) -> None:
+    await admin(
+        emulator, "POST", "/faults", {"route": "GET /v1/products", "latency_ms": 300, "times": 1}
+    )
     started = time.monotonic()
     await client.v1.products.list_async()
     assert time.monotonic() - started >= 0.3
-    await admin(emulator, "POST", "/faults", {"route": "POST /v1/refunds", "drop": True, "times": 1})
+    await admin(
+        emulator, "POST", "/faults", {"route": "POST /v1/refunds", "drop": True, "times": 1}
+    )
     with pytest.raises(stripe.APIConnectionError):
         await client.v1.refunds.create_async(params={"charge": "ch_x"})
     with pytest.raises(stripe.InvalidRequestError):
         await client.v1.refunds.create_async(params={"charge": "ch_x"})
 
 
-async def test_reset_forgets_everything(emulator: RunningEmulator, client: stripe.StripeClient) -> None:
+async def test_reset_forgets_everything(
+    emulator: RunningEmulator, client: stripe.StripeClient
+) -> None:
     await client.v1.customers.create_async(params={"email": "old@example.com"})
     await admin(emulator, "POST", "/reset")
     assert (await client.v1.customers.list_async()).data == []

@@ -10,7 +10,7 @@ import pytest
 import stripe
 
 from stripe_emulator.app import RunningEmulator
-from stripe_emulator.tests.conftest import make_client
+from stripe_emulator.tests.conftest import make_client, close_http
 
 Demo = tuple[stripe.StripeClient, dict[str, Any]]
 
@@ -18,7 +18,9 @@ Demo = tuple[stripe.StripeClient, dict[str, Any]]
 async def test_invoice_history_filters_and_served_pdf_and_page(demo: Demo) -> None:
     client, summary = demo
     alice = summary["customers"]["alice@example.com"]
-    invoices = await client.v1.invoices.list_async(params={"customer": alice["customer"], "limit": 100})
+    invoices = await client.v1.invoices.list_async(
+        params={"customer": alice["customer"], "limit": 100}
+    )
     assert len(invoices.data) == 5
     assert {invoice.status for invoice in invoices.data} == {"paid"}
     created = sorted(invoice.created for invoice in invoices.data)
@@ -61,7 +63,9 @@ async def test_bob_was_charged_twice_for_the_same_amount_minutes_apart(demo: Dem
 async def test_refund_bounds_partial_then_rest_then_already_refunded(demo: Demo) -> None:
     client, summary = demo
     bob = summary["customers"]["bob@example.com"]
-    charge = (await client.v1.charges.list_async(params={"customer": bob["customer"], "limit": 1})).data[0]
+    charge = (
+        await client.v1.charges.list_async(params={"customer": bob["customer"], "limit": 1})
+    ).data[0]
     with pytest.raises(stripe.InvalidRequestError) as too_much:
         await client.v1.refunds.create_async(params={"charge": charge.id, "amount": 1901})
     assert too_much.value.param == "amount"
@@ -73,8 +77,12 @@ async def test_refund_bounds_partial_then_rest_then_already_refunded(demo: Demo)
     after_partial = await client.v1.charges.retrieve_async(charge.id)
     assert (after_partial.amount_refunded, after_partial.refunded) == (500, False)
     with pytest.raises(stripe.InvalidRequestError):
-        await client.v1.refunds.create_async(params={"payment_intent": str(charge.payment_intent), "amount": 1401})
-    rest = await client.v1.refunds.create_async(params={"payment_intent": str(charge.payment_intent)})
+        await client.v1.refunds.create_async(
+            params={"payment_intent": str(charge.payment_intent), "amount": 1401}
+        )
+    rest = await client.v1.refunds.create_async(
+        params={"payment_intent": str(charge.payment_intent)}
+    )
     assert rest.amount == 1400
     refunded = await client.v1.charges.retrieve_async(charge.id)
     assert (refunded.amount_refunded, refunded.refunded) == (1900, True)
@@ -91,36 +99,51 @@ async def test_idempotency_replays_and_refuses_other_parameters(
 ) -> None:
     client, summary = demo
     bob = summary["customers"]["bob@example.com"]
-    charge = (await client.v1.charges.list_async(params={"customer": bob["customer"], "limit": 1})).data[0]
+    charge = (
+        await client.v1.charges.list_async(params={"customer": bob["customer"], "limit": 1})
+    ).data[0]
     key = f"refund-{uuid.uuid4()}"
-    first = await client.v1.refunds.create_async(params={"charge": charge.id, "amount": 700}, options={"idempotency_key": key})
-    replay = await client.v1.refunds.create_async(params={"charge": charge.id, "amount": 700}, options={"idempotency_key": key})
+    first = await client.v1.refunds.create_async(
+        params={"charge": charge.id, "amount": 700}, options={"idempotency_key": key}
+    )
+    replay = await client.v1.refunds.create_async(
+        params={"charge": charge.id, "amount": 700}, options={"idempotency_key": key}
+    )
     assert replay.id == first.id
     assert replay.last_response is not None
     assert replay.last_response.headers.get("Idempotent-Replayed") == "true"
     assert (await client.v1.charges.retrieve_async(charge.id)).amount_refunded == 700
     with pytest.raises(stripe.IdempotencyError) as mismatch:
-        await client.v1.refunds.create_async(params={"charge": charge.id, "amount": 800}, options={"idempotency_key": key})
+        await client.v1.refunds.create_async(
+            params={"charge": charge.id, "amount": 800}, options={"idempotency_key": key}
+        )
     assert mismatch.value.http_status == 400
     assert (await client.v1.charges.retrieve_async(charge.id)).amount_refunded == 700
     # Keys belong to one account: the same key elsewhere is a new request.
     other, other_http = make_client(emulator, "sk_test_other_idempotency")
     try:
-        created = await other.v1.customers.create_async(params={"email": "x@example.com"}, options={"idempotency_key": key})
+        created = await other.v1.customers.create_async(
+            params={"email": "x@example.com"}, options={"idempotency_key": key}
+        )
         assert created.email == "x@example.com"
     finally:
-        await other_http.close_async()
+        await close_http(other_http)
 
 
 async def test_card_decline_is_replayed_under_the_same_key(client: stripe.StripeClient) -> None:
     customer = await client.v1.customers.create_async(params={"email": "d@example.com"})
-    params: dict[str, Any] = {
-        "amount": 2000, "currency": "usd", "customer": customer.id,
-        "payment_method": "pm_card_chargeCustomerFail", "confirm": True,
+    params: stripe.params.PaymentIntentCreateParams = {
+        "amount": 2000,
+        "currency": "usd",
+        "customer": customer.id,
+        "payment_method": "pm_card_chargeCustomerFail",
+        "confirm": True,
     }
     for _ in range(2):
         with pytest.raises(stripe.CardError) as declined:
-            await client.v1.payment_intents.create_async(params=params, options={"idempotency_key": "same-decline"})
+            await client.v1.payment_intents.create_async(
+                params=params, options={"idempotency_key": "same-decline"}
+            )
         assert declined.value.code == "card_declined"
     assert len((await client.v1.charges.list_async(params={"customer": customer.id})).data) == 1
 
@@ -130,7 +153,9 @@ async def test_past_due_carol_and_upi_dev_and_trialing_erin(demo: Demo) -> None:
     carol = summary["customers"]["carol@example.com"]
     carol_subscription = await client.v1.subscriptions.retrieve_async(carol["subscription"])
     assert carol_subscription.status == "past_due"
-    open_invoices = await client.v1.invoices.list_async(params={"customer": carol["customer"], "status": "open"})
+    open_invoices = await client.v1.invoices.list_async(
+        params={"customer": carol["customer"], "status": "open"}
+    )
     assert len(open_invoices.data) == 1
     with pytest.raises(stripe.CardError):
         await client.v1.invoices.pay_async(open_invoices.data[0].id)
@@ -147,28 +172,44 @@ async def test_past_due_carol_and_upi_dev_and_trialing_erin(demo: Demo) -> None:
     invoice = subscription.latest_invoice
     assert isinstance(invoice, stripe.Invoice) and invoice.payment_settings.default_mandate
     mandate = await client.v1.mandates.retrieve_async(invoice.payment_settings.default_mandate)
-    assert (mandate.type, mandate.status, mandate.payment_method_details.type) == ("multi_use", "active", "upi")
+    assert (mandate.type, mandate.status, mandate.payment_method_details.type) == (
+        "multi_use",
+        "active",
+        "upi",
+    )
 
     erin = summary["customers"]["erin@example.com"]
     trialing = await client.v1.subscriptions.retrieve_async(erin["subscription"])
     assert trialing.status == "trialing" and trialing.trial_end is not None
 
 
-async def test_portal_session_for_payment_method_update(emulator: RunningEmulator, demo: Demo) -> None:
+async def test_portal_session_for_payment_method_update(
+    emulator: RunningEmulator, demo: Demo
+) -> None:
     client, summary = demo
     carol = summary["customers"]["carol@example.com"]
     session = await client.v1.billing_portal.sessions.create_async(
-        params={"customer": carol["customer"], "return_url": "https://example.com/back", "flow_data": {"type": "payment_method_update"}}
+        params={
+            "customer": carol["customer"],
+            "return_url": "https://example.com/back",
+            "flow_data": {"type": "payment_method_update"},
+        }
     )
     assert session.flow is not None and session.flow.type == "payment_method_update"
     assert session.url.startswith(emulator.url)
     async with aiohttp.ClientSession() as http:
         async with http.get(session.url) as page:
             assert page.status == 200
-        async with http.post(session.url, data={"payment_method": "pm_card_visa"}, allow_redirects=False) as update:
+        async with http.post(
+            session.url, data={"payment_method": "pm_card_visa"}, allow_redirects=False
+        ) as update:
             assert update.status == 303
             assert update.headers["Location"] == "https://example.com/back"
-    invoice = (await client.v1.invoices.list_async(params={"customer": carol["customer"], "status": "open"})).data[0]
+    invoice = (
+        await client.v1.invoices.list_async(
+            params={"customer": carol["customer"], "status": "open"}
+        )
+    ).data[0]
     paid = await client.v1.invoices.pay_async(invoice.id)
     assert paid.status == "paid"
     assert (await client.v1.subscriptions.retrieve_async(carol["subscription"])).status == "active"
@@ -177,15 +218,25 @@ async def test_portal_session_for_payment_method_update(emulator: RunningEmulato
 async def test_customers_search_and_list_by_email_and_catalog(demo: Demo) -> None:
     client, summary = demo
     found = await client.v1.customers.search_async(params={"query": "email:'alice@example.com'"})
-    assert [customer.id for customer in found.data] == [summary["customers"]["alice@example.com"]["customer"]]
-    assert (await client.v1.customers.search_async(params={"query": "email:'nobody@example.com'"})).data == []
+    assert [customer.id for customer in found.data] == [
+        summary["customers"]["alice@example.com"]["customer"]
+    ]
+    assert (
+        await client.v1.customers.search_async(params={"query": "email:'nobody@example.com'"})
+    ).data == []
     listed = await client.v1.customers.list_async(params={"email": "bob@example.com"})
-    assert [customer.id for customer in listed.data] == [summary["customers"]["bob@example.com"]["customer"]]
+    assert [customer.id for customer in listed.data] == [
+        summary["customers"]["bob@example.com"]["customer"]
+    ]
     products = await client.v1.products.list_async(params={"active": True})
     tiers = {product.metadata["tier"]: product for product in products.data}
     assert set(tiers) == {"starter", "growth", "business"}
     assert len(tiers["business"].marketing_features) > len(tiers["starter"].marketing_features) > 0
-    prices = await client.v1.prices.list_async(params={"product": tiers["growth"].id, "currency": "usd"})
-    assert [(price.unit_amount, price.recurring.interval) for price in prices.data] == [(4900, "month")]  # type: ignore[union-attr]
+    prices = await client.v1.prices.list_async(
+        params={"product": tiers["growth"].id, "currency": "usd"}
+    )
+    assert [(price.unit_amount, price["recurring"]["interval"]) for price in prices.data] == [
+        (4900, "month")
+    ]  # type: ignore[union-attr]
     eur = await client.v1.prices.list_async(params={"lookup_keys": ["business_monthly_eur"]})
     assert [(price.currency, price.unit_amount) for price in eur.data] == [("eur", 19900)]

@@ -12,8 +12,8 @@ import stripe
 
 from stripe_emulator import app, seed
 from stripe_emulator.app import RunningEmulator
+from stripe_emulator.tests.conftest import make_client, close_http
 from stripe_emulator.state import State
-from stripe_emulator.tests.conftest import make_client
 
 SEED_TIME = 1_790_000_000
 
@@ -46,7 +46,7 @@ async def test_seed_remote_through_the_admin_endpoint(emulator: RunningEmulator)
         assert growth.metadata["tier"] == "growth"
         assert [feature.name for feature in growth.marketing_features][0] == "Up to 10 seats"
     finally:
-        await http_client.close_async()
+        await close_http(http_client)
 
 
 async def test_state_file_keeps_state_across_restarts(tmp_path: Path) -> None:
@@ -54,7 +54,7 @@ async def test_state_file_keeps_state_across_restarts(tmp_path: Path) -> None:
     first = await app.start(state_file=state_file)
     client, http_client = make_client(first, "sk_test_persisted")
     created = await client.v1.customers.create_async(params={"email": "kept@example.com"})
-    await http_client.close_async()
+    await close_http(http_client)
     await first.close()
     assert state_file.exists()
     second = await app.start(state_file=state_file)
@@ -62,15 +62,21 @@ async def test_state_file_keeps_state_across_restarts(tmp_path: Path) -> None:
     try:
         assert (await client.v1.customers.retrieve_async(created.id)).email == "kept@example.com"
     finally:
-        await http_client.close_async()
+        await close_http(http_client)
         await second.close()
 
 
 async def test_command_line_starts_seeds_and_serves_quickly() -> None:
     started = time.monotonic()
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "stripe_emulator", "--port", "0", "--seed",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "stripe_emulator",
+        "--port",
+        "0",
+        "--seed",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     try:
         assert process.stderr is not None and process.stdout is not None

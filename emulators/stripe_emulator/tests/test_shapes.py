@@ -15,7 +15,8 @@ from stripe_emulator.tests.helpers import customer_on_clock, make_catalog
 
 FIXTURES = Path(
     os.environ.get(
-        "STRIPE_FIXTURES", Path(__file__).resolve().parents[4] / "shared" / "stripe" / "fixtures3.json"
+        "STRIPE_FIXTURES",
+        Path(__file__).resolve().parents[4] / "shared" / "stripe" / "fixtures3.json",
     )
 )
 
@@ -67,7 +68,9 @@ def shape_problems(ours: Any, example: Any, path: str) -> list[str]:
     if isinstance(example, list) and isinstance(ours, list):
         if not example:
             return []
-        return [problem for item in ours for problem in shape_problems(item, example[0], f"{path}[]")]
+        return [
+            problem for item in ours for problem in shape_problems(item, example[0], f"{path}[]")
+        ]
     if _json_type(ours) != _json_type(example):
         return [f"{path}: {_json_type(ours)} where the example has {_json_type(example)}"]
     return []
@@ -75,10 +78,17 @@ def shape_problems(ours: Any, example: Any, path: str) -> list[str]:
 
 def test_shape_check_catches_wrong_types_and_unknown_keys() -> None:
     example = {"id": "x", "amount": 1, "nested": {"flag": True}, "metadata": {}}
-    assert shape_problems({"id": "y", "amount": 2, "nested": {"flag": False}, "metadata": {"a": "b"}}, example, "o") == []
-    assert shape_problems({"id": "y", "amount": "2", "nested": {"flag": False}, "metadata": {}}, example, "o") == [
-        "o.amount: str where the example has number"
-    ]
+    assert (
+        shape_problems(
+            {"id": "y", "amount": 2, "nested": {"flag": False}, "metadata": {"a": "b"}},
+            example,
+            "o",
+        )
+        == []
+    )
+    assert shape_problems(
+        {"id": "y", "amount": "2", "nested": {"flag": False}, "metadata": {}}, example, "o"
+    ) == ["o.amount: str where the example has number"]
     assert "unexpected key o.nested.other" in shape_problems(
         {"id": "y", "amount": 2, "nested": {"flag": True, "other": 1}, "metadata": {}}, example, "o"
     )
@@ -104,36 +114,71 @@ async def test_every_resource_matches_the_official_example(
     )
     charge = (await client.v1.charges.list_async(params={"customer": alice["customer"]})).data[0]
     refund = await client.v1.refunds.create_async(params={"charge": charge.id, "amount": 100})
-    declined_customer = await client.v1.customers.create_async(params={"email": "declined@example.com"})
+    declined_customer = await client.v1.customers.create_async(
+        params={"email": "declined@example.com"}
+    )
     with pytest.raises(stripe.CardError) as declined:
         await client.v1.payment_intents.create_async(
-            params={"amount": 1000, "currency": "usd", "customer": declined_customer.id, "payment_method": "pm_card_chargeCustomerFail", "confirm": True}
+            params={
+                "amount": 1000,
+                "currency": "usd",
+                "customer": declined_customer.id,
+                "payment_method": "pm_card_chargeCustomerFail",
+                "confirm": True,
+            }
         )
     failed_intent = declined.value.json_body["error"]["payment_intent"]  # type: ignore[index]
-    endpoint = await client.v1.webhook_endpoints.create_async(params={"url": "https://example.com/h", "enabled_events": ["*"]})
-    dev_invoice = (await client.v1.invoices.list_async(params={"customer": dev["customer"]})).data[0]
+    endpoint = await client.v1.webhook_endpoints.create_async(
+        params={"url": "https://example.com/h", "enabled_events": ["*"]}
+    )
+    dev_invoice = (await client.v1.invoices.list_async(params={"customer": dev["customer"]})).data[
+        0
+    ]
     served: dict[str, list[Any]] = {
         "customer": [await client.v1.customers.retrieve_async(alice["customer"])],
         "product": (await client.v1.products.list_async()).data,
         "price": (await client.v1.prices.list_async(params={"limit": 100})).data,
-        "subscription": [await client.v1.subscriptions.retrieve_async(alice["subscription"]), await client.v1.subscriptions.retrieve_async(subscription.id)],
-        "subscription_item": [await client.v1.subscription_items.retrieve_async(subscription["items"].data[0].id)],
+        "subscription": [
+            await client.v1.subscriptions.retrieve_async(alice["subscription"]),
+            await client.v1.subscriptions.retrieve_async(subscription.id),
+        ],
+        "subscription_item": [
+            await client.v1.subscription_items.retrieve_async(subscription["items"].data[0].id)
+        ],
         "invoice": (await client.v1.invoices.list_async(params={"limit": 100})).data,
         "line_item": (await client.v1.invoices.line_items.list_async(dev_invoice.id)).data,
         "invoiceitem": (await client.v1.invoice_items.list_async()).data,
-        "invoice_payment": (await client.v1.invoice_payments.list_async(params={"limit": 100})).data,
-        "payment_intent": [*(await client.v1.payment_intents.list_async(params={"limit": 100})).data, failed_intent],
+        "invoice_payment": (
+            await client.v1.invoice_payments.list_async(params={"limit": 100})
+        ).data,
+        "payment_intent": [
+            *(await client.v1.payment_intents.list_async(params={"limit": 100})).data,
+            failed_intent,
+        ],
         "charge": (await client.v1.charges.list_async(params={"limit": 100})).data,
         "refund": [refund],
-        "payment_method": (await client.v1.payment_methods.list_async(params={"customer": dev["customer"]})).data
+        "payment_method": (
+            await client.v1.payment_methods.list_async(params={"customer": dev["customer"]})
+        ).data
         + (await client.v1.payment_methods.list_async(params={"customer": alice["customer"]})).data,
-        "mandate": [await client.v1.mandates.retrieve_async(str(dev_invoice.payment_settings.default_mandate))],
+        "mandate": [
+            await client.v1.mandates.retrieve_async(
+                str(dev_invoice.payment_settings.default_mandate)
+            )
+        ],
         "billing_portal.session": [
-            await client.v1.billing_portal.sessions.create_async(params={"customer": alice["customer"], "flow_data": {"type": "payment_method_update"}})
+            await client.v1.billing_portal.sessions.create_async(
+                params={
+                    "customer": alice["customer"],
+                    "flow_data": {"type": "payment_method_update"},
+                }
+            )
         ],
         "webhook_endpoint": [await client.v1.webhook_endpoints.retrieve_async(endpoint.id)],
         "event": (await client.v1.events.list_async(params={"limit": 100})).data,
-        "test_helpers.test_clock": [await client.v1.test_helpers.test_clocks.retrieve_async(clock.id)],
+        "test_helpers.test_clock": [
+            await client.v1.test_helpers.test_clocks.retrieve_async(clock.id)
+        ],
         "account": [await client.v1.accounts.create_async(params={"type": "standard"})],
         "deleted_customer": [await client.v1.customers.delete_async(declined_customer.id)],
         "deleted_webhook_endpoint": [await client.v1.webhook_endpoints.delete_async(endpoint.id)],

@@ -6,18 +6,29 @@ from __future__ import annotations
 import pytest
 import stripe
 
-from stripe_emulator.tests.helpers import CLOCK_START, customer_on_clock, hand_proration, make_catalog
+from stripe_emulator.tests.helpers import (
+    CLOCK_START,
+    customer_on_clock,
+    hand_proration,
+    make_catalog,
+)
 
 DAY = 86_400
 # 2026-07-15T00:00:00Z: one calendar month after CLOCK_START.
 ONE_MONTH_LATER = 1_784_073_600
 
 
-async def test_create_puts_period_on_items_and_pays_first_invoice(client: stripe.StripeClient) -> None:
+async def test_create_puts_period_on_items_and_pays_first_invoice(
+    client: stripe.StripeClient,
+) -> None:
     catalog = await make_catalog(client)
     customer, _ = await customer_on_clock(client, "new@example.com")
     subscription = await client.v1.subscriptions.create_async(
-        params={"customer": customer.id, "items": [{"price": catalog.growth.id}], "expand": ["latest_invoice"]}
+        params={
+            "customer": customer.id,
+            "items": [{"price": catalog.growth.id}],
+            "expand": ["latest_invoice"],
+        }
     )
     assert subscription.status == "active"
     item = subscription["items"].data[0]
@@ -25,10 +36,18 @@ async def test_create_puts_period_on_items_and_pays_first_invoice(client: stripe
     assert "current_period_end" not in subscription
     invoice = subscription.latest_invoice
     assert isinstance(invoice, stripe.Invoice)
-    assert (invoice.status, invoice.amount_paid, invoice.billing_reason) == ("paid", 4900, "subscription_create")
-    listed = await client.v1.subscriptions.list_async(params={"customer": customer.id, "price": catalog.growth.id})
+    assert (invoice.status, invoice.amount_paid, invoice.billing_reason) == (
+        "paid",
+        4900,
+        "subscription_create",
+    )
+    listed = await client.v1.subscriptions.list_async(
+        params={"customer": customer.id, "price": catalog.growth.id}
+    )
     assert [found.id for found in listed.data] == [subscription.id]
-    assert (await client.v1.subscriptions.list_async(params={"price": catalog.business.id})).data == []
+    assert (
+        await client.v1.subscriptions.list_async(params={"price": catalog.business.id})
+    ).data == []
     assert (await client.v1.subscriptions.list_async(params={"status": "past_due"})).data == []
 
 
@@ -59,8 +78,10 @@ async def test_price_change_with_create_prorations_matches_hand_computed_amounts
     amounts = [line.amount for line in preview.lines.data]
     assert amounts == [credit, debit, 19900]
     assert preview.amount_due == credit + debit + 19900
-    assert preview.lines.data[0].description.startswith("Unused time on Growth after 25 Jun 2026")
-    assert preview.lines.data[1].description.startswith("Remaining time on Business after")
+    descriptions = [str(line.description) for line in preview.lines.data]
+    assert descriptions[0] == "Unused time on Growth after 25 Jun 2026"
+    assert descriptions[1] == "Remaining time on Business after 25 Jun 2026"
+    assert descriptions[2] == "1 × Business (at $199.00 / month)"  # noqa: RUF001
 
     updated = await client.v1.subscriptions.update_async(
         subscription.id,
@@ -72,16 +93,24 @@ async def test_price_change_with_create_prorations_matches_hand_computed_amounts
     )
     assert updated["items"].data[0].price.id == catalog.business.id
     assert updated["items"].data[0].current_period_end == ONE_MONTH_LATER
-    pending = await client.v1.invoice_items.list_async(params={"customer": customer.id, "pending": True})
+    pending = await client.v1.invoice_items.list_async(
+        params={"customer": customer.id, "pending": True}
+    )
     assert sorted(item.amount for item in pending.data) == sorted([credit, debit])
     assert all(item.proration for item in pending.data)
 
-    await client.v1.test_helpers.test_clocks.advance_async(clock.id, params={"frozen_time": ONE_MONTH_LATER + 60})
-    renewal = (await client.v1.invoices.list_async(params={"subscription": subscription.id, "limit": 1})).data[0]
+    await client.v1.test_helpers.test_clocks.advance_async(
+        clock.id, params={"frozen_time": ONE_MONTH_LATER + 60}
+    )
+    renewal = (
+        await client.v1.invoices.list_async(params={"subscription": subscription.id, "limit": 1})
+    ).data[0]
     assert renewal.billing_reason == "subscription_cycle"
     assert renewal.status == "paid"
     assert renewal.amount_paid == credit + debit + 19900
-    assert (await client.v1.invoice_items.list_async(params={"customer": customer.id, "pending": True})).data == []
+    assert (
+        await client.v1.invoice_items.list_async(params={"customer": customer.id, "pending": True})
+    ).data == []
 
 
 async def test_always_invoice_charges_the_proration_now(client: stripe.StripeClient) -> None:
@@ -111,7 +140,9 @@ async def test_always_invoice_charges_the_proration_now(client: stripe.StripeCli
     assert [charge.amount for charge in charges.data] == [expected, 4900]
 
 
-async def test_proration_none_changes_price_without_any_invoice_item(client: stripe.StripeClient) -> None:
+async def test_proration_none_changes_price_without_any_invoice_item(
+    client: stripe.StripeClient,
+) -> None:
     catalog = await make_catalog(client)
     customer, _ = await customer_on_clock(client, "none@example.com")
     subscription = await client.v1.subscriptions.create_async(
@@ -119,7 +150,10 @@ async def test_proration_none_changes_price_without_any_invoice_item(client: str
     )
     await client.v1.subscriptions.update_async(
         subscription.id,
-        params={"items": [{"id": subscription["items"].data[0].id, "price": catalog.business.id}], "proration_behavior": "none"},
+        params={
+            "items": [{"id": subscription["items"].data[0].id, "price": catalog.business.id}],
+            "proration_behavior": "none",
+        },
     )
     assert (await client.v1.invoice_items.list_async(params={"customer": customer.id})).data == []
     assert len((await client.v1.invoices.list_async(params={"customer": customer.id})).data) == 1
@@ -131,12 +165,24 @@ async def test_cancel_at_period_end_then_renewal_time_ends_it(client: stripe.Str
     subscription = await client.v1.subscriptions.create_async(
         params={"customer": customer.id, "items": [{"price": catalog.growth.id}]}
     )
-    scheduled = await client.v1.subscriptions.update_async(subscription.id, params={"cancel_at_period_end": True})
-    assert (scheduled.cancel_at_period_end, scheduled.cancel_at, scheduled.status) == (True, ONE_MONTH_LATER, "active")
-    undone = await client.v1.subscriptions.update_async(subscription.id, params={"cancel_at_period_end": False})
+    scheduled = await client.v1.subscriptions.update_async(
+        subscription.id, params={"cancel_at_period_end": True}
+    )
+    assert (scheduled.cancel_at_period_end, scheduled.cancel_at, scheduled.status) == (
+        True,
+        ONE_MONTH_LATER,
+        "active",
+    )
+    undone = await client.v1.subscriptions.update_async(
+        subscription.id, params={"cancel_at_period_end": False}
+    )
     assert (undone.cancel_at_period_end, undone.cancel_at) == (False, None)
-    await client.v1.subscriptions.update_async(subscription.id, params={"cancel_at_period_end": True})
-    await client.v1.test_helpers.test_clocks.advance_async(clock.id, params={"frozen_time": ONE_MONTH_LATER + 1})
+    await client.v1.subscriptions.update_async(
+        subscription.id, params={"cancel_at_period_end": True}
+    )
+    await client.v1.test_helpers.test_clocks.advance_async(
+        clock.id, params={"frozen_time": ONE_MONTH_LATER + 1}
+    )
     ended = await client.v1.subscriptions.retrieve_async(subscription.id)
     assert (ended.status, ended.ended_at) == ("canceled", ONE_MONTH_LATER)
     assert len((await client.v1.invoices.list_async(params={"customer": customer.id})).data) == 1
@@ -151,27 +197,46 @@ async def test_cancel_now_and_list_filters(client: stripe.StripeClient) -> None:
     canceled = await client.v1.subscriptions.cancel_async(
         subscription.id, params={"cancellation_details": {"comment": "too expensive"}}
     )
-    assert (canceled.status, canceled.canceled_at, canceled.ended_at) == ("canceled", CLOCK_START, CLOCK_START)
-    assert canceled.cancellation_details is not None and canceled.cancellation_details.comment == "too expensive"
+    assert (canceled.status, canceled.canceled_at, canceled.ended_at) == (
+        "canceled",
+        CLOCK_START,
+        CLOCK_START,
+    )
+    assert (
+        canceled.cancellation_details is not None
+        and canceled.cancellation_details.comment == "too expensive"
+    )
     assert (await client.v1.subscriptions.list_async(params={"customer": customer.id})).data == []
-    listed = await client.v1.subscriptions.list_async(params={"customer": customer.id, "status": "canceled"})
+    listed = await client.v1.subscriptions.list_async(
+        params={"customer": customer.id, "status": "canceled"}
+    )
     assert [found.id for found in listed.data] == [subscription.id]
     with pytest.raises(stripe.InvalidRequestError):
         await client.v1.subscriptions.cancel_async(subscription.id)
 
 
-async def test_pause_collection_voids_renewal_invoices_until_cleared(client: stripe.StripeClient) -> None:
+async def test_pause_collection_voids_renewal_invoices_until_cleared(
+    client: stripe.StripeClient,
+) -> None:
     catalog = await make_catalog(client)
     customer, clock = await customer_on_clock(client, "paused@example.com")
     subscription = await client.v1.subscriptions.create_async(
         params={"customer": customer.id, "items": [{"price": catalog.growth.id}]}
     )
-    paused = await client.v1.subscriptions.update_async(subscription.id, params={"pause_collection": {"behavior": "void"}})
+    paused = await client.v1.subscriptions.update_async(
+        subscription.id, params={"pause_collection": {"behavior": "void"}}
+    )
     assert paused.pause_collection is not None and paused.pause_collection.behavior == "void"
-    await client.v1.test_helpers.test_clocks.advance_async(clock.id, params={"frozen_time": ONE_MONTH_LATER + 1})
-    latest = (await client.v1.invoices.list_async(params={"subscription": subscription.id, "limit": 1})).data[0]
+    await client.v1.test_helpers.test_clocks.advance_async(
+        clock.id, params={"frozen_time": ONE_MONTH_LATER + 1}
+    )
+    latest = (
+        await client.v1.invoices.list_async(params={"subscription": subscription.id, "limit": 1})
+    ).data[0]
     assert latest.status == "void"
-    resumed = await client.v1.subscriptions.update_async(subscription.id, params={"pause_collection": ""})
+    resumed = await client.v1.subscriptions.update_async(
+        subscription.id, params={"pause_collection": ""}
+    )
     assert resumed.pause_collection is None
     assert resumed.status == "active"
 
@@ -187,11 +252,19 @@ async def test_declining_card_renewal_goes_past_due_then_pay_with_new_card_recov
     failing = await client.v1.payment_methods.attach_async(
         "pm_card_chargeCustomerFail", params={"customer": customer.id}
     )
-    await client.v1.customers.update_async(customer.id, params={"invoice_settings": {"default_payment_method": failing.id}})
-    await client.v1.test_helpers.test_clocks.advance_async(clock.id, params={"frozen_time": ONE_MONTH_LATER + 60})
+    await client.v1.customers.update_async(
+        customer.id, params={"invoice_settings": {"default_payment_method": failing.id}}
+    )
+    await client.v1.test_helpers.test_clocks.advance_async(
+        clock.id, params={"frozen_time": ONE_MONTH_LATER + 60}
+    )
     past_due = await client.v1.subscriptions.retrieve_async(subscription.id)
     assert past_due.status == "past_due"
-    failed = (await client.v1.invoices.list_async(params={"subscription": subscription.id, "status": "open"})).data[0]
+    failed = (
+        await client.v1.invoices.list_async(
+            params={"subscription": subscription.id, "status": "open"}
+        )
+    ).data[0]
     assert (failed.attempt_count, failed.next_payment_attempt) == (1, ONE_MONTH_LATER + 3 * DAY)
 
     with pytest.raises(stripe.CardError) as declined:
@@ -201,24 +274,38 @@ async def test_declining_card_renewal_goes_past_due_then_pay_with_new_card_recov
     assert (await client.v1.invoices.retrieve_async(failed.id)).status == "open"
     assert (await client.v1.subscriptions.retrieve_async(subscription.id)).status == "past_due"
 
-    working = await client.v1.payment_methods.attach_async("pm_card_mastercard", params={"customer": customer.id})
+    working = await client.v1.payment_methods.attach_async(
+        "pm_card_mastercard", params={"customer": customer.id}
+    )
     paid = await client.v1.invoices.pay_async(failed.id, params={"payment_method": working.id})
     assert (paid.status, paid.amount_paid) == ("paid", 4900)
     assert (await client.v1.subscriptions.retrieve_async(subscription.id)).status == "active"
 
 
-async def test_automatic_retries_exhausted_make_the_subscription_unpaid(client: stripe.StripeClient) -> None:
+async def test_automatic_retries_exhausted_make_the_subscription_unpaid(
+    client: stripe.StripeClient,
+) -> None:
     catalog = await make_catalog(client)
     customer, clock = await customer_on_clock(client, "unpaid@example.com")
     subscription = await client.v1.subscriptions.create_async(
         params={"customer": customer.id, "items": [{"price": catalog.growth.id}]}
     )
-    failing = await client.v1.payment_methods.attach_async("pm_card_chargeCustomerFail", params={"customer": customer.id})
-    await client.v1.customers.update_async(customer.id, params={"invoice_settings": {"default_payment_method": failing.id}})
-    await client.v1.test_helpers.test_clocks.advance_async(clock.id, params={"frozen_time": ONE_MONTH_LATER + 20 * DAY})
+    failing = await client.v1.payment_methods.attach_async(
+        "pm_card_chargeCustomerFail", params={"customer": customer.id}
+    )
+    await client.v1.customers.update_async(
+        customer.id, params={"invoice_settings": {"default_payment_method": failing.id}}
+    )
+    await client.v1.test_helpers.test_clocks.advance_async(
+        clock.id, params={"frozen_time": ONE_MONTH_LATER + 20 * DAY}
+    )
     unpaid = await client.v1.subscriptions.retrieve_async(subscription.id)
     assert unpaid.status == "unpaid"
-    invoice = (await client.v1.invoices.list_async(params={"subscription": subscription.id, "status": "open"})).data[0]
+    invoice = (
+        await client.v1.invoices.list_async(
+            params={"subscription": subscription.id, "status": "open"}
+        )
+    ).data[0]
     assert (invoice.attempt_count, invoice.next_payment_attempt) == (4, None)
 
 
@@ -226,17 +313,25 @@ async def test_trial_then_first_paid_invoice_at_trial_end(client: stripe.StripeC
     catalog = await make_catalog(client)
     customer, clock = await customer_on_clock(client, "trial@example.com")
     subscription = await client.v1.subscriptions.create_async(
-        params={"customer": customer.id, "items": [{"price": catalog.business.id}], "trial_period_days": 14}
+        params={
+            "customer": customer.id,
+            "items": [{"price": catalog.business.id}],
+            "trial_period_days": 14,
+        }
     )
     assert (subscription.status, subscription.trial_end) == ("trialing", CLOCK_START + 14 * DAY)
-    await client.v1.test_helpers.test_clocks.advance_async(clock.id, params={"frozen_time": CLOCK_START + 15 * DAY})
+    await client.v1.test_helpers.test_clocks.advance_async(
+        clock.id, params={"frozen_time": CLOCK_START + 15 * DAY}
+    )
     active = await client.v1.subscriptions.retrieve_async(subscription.id)
     assert active.status == "active"
     invoices = await client.v1.invoices.list_async(params={"subscription": subscription.id})
     assert [invoice.amount_paid for invoice in invoices.data] == [19900, 0]
 
 
-async def test_interval_change_resets_the_cycle_and_invoices_now(client: stripe.StripeClient) -> None:
+async def test_interval_change_resets_the_cycle_and_invoices_now(
+    client: stripe.StripeClient,
+) -> None:
     catalog = await make_catalog(client)
     customer, _ = await customer_on_clock(client, "yearly@example.com")
     subscription = await client.v1.subscriptions.create_async(

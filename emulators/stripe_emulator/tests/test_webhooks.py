@@ -12,8 +12,12 @@ from stripe_emulator.tests.conftest import WebhookSink, admin
 from stripe_emulator.tests.helpers import customer_on_clock, make_catalog
 
 
-async def _endpoint(client: stripe.StripeClient, sink: WebhookSink, events: list[str]) -> stripe.WebhookEndpoint:
-    endpoint = await client.v1.webhook_endpoints.create_async(params={"url": sink.url, "enabled_events": events})
+async def _endpoint(
+    client: stripe.StripeClient, sink: WebhookSink, events: list[str]
+) -> stripe.WebhookEndpoint:
+    endpoint = await client.v1.webhook_endpoints.create_async(
+        params={"url": sink.url, "enabled_events": events}  # type: ignore[typeddict-item]
+    )
     assert endpoint.secret is not None and endpoint.secret.startswith("whsec_")
     return endpoint
 
@@ -29,7 +33,9 @@ async def test_endpoint_crud_returns_the_secret_only_on_create(client: stripe.St
         endpoint.id, params={"enabled_events": ["*"], "disabled": True}
     )
     assert (updated.enabled_events, updated.status) == (["*"], "disabled")
-    assert [found.id for found in (await client.v1.webhook_endpoints.list_async()).data] == [endpoint.id]
+    assert [found.id for found in (await client.v1.webhook_endpoints.list_async()).data] == [
+        endpoint.id
+    ]
     deleted = await client.v1.webhook_endpoints.delete_async(endpoint.id)
     assert deleted.deleted is True
     assert (await client.v1.webhook_endpoints.list_async()).data == []
@@ -45,7 +51,10 @@ async def test_deliveries_are_signed_and_verifiable_by_the_sdk(
     await admin(emulator, "POST", "/webhooks/flush")
     assert len(webhook_sink.received) == 2
     assert endpoint.secret is not None
-    verified = [stripe.Webhook.construct_event(body, signature, endpoint.secret) for body, signature in webhook_sink.received]
+    verified = [
+        stripe.Webhook.construct_event(body, signature, endpoint.secret)
+        for body, signature in webhook_sink.received
+    ]
     assert [event.type for event in verified] == ["customer.created", "customer.updated"]
     assert verified[1].data.object["name"] == "Hook"
     assert verified[1].data.previous_attributes.to_dict() == {"name": None}
@@ -97,13 +106,18 @@ async def test_subscription_and_payment_events_carry_previous_attributes(
     subscription = await client.v1.subscriptions.create_async(
         params={"customer": customer.id, "items": [{"price": catalog.growth.id}]}
     )
-    await client.v1.subscriptions.update_async(subscription.id, params={"cancel_at_period_end": True})
+    await client.v1.subscriptions.update_async(
+        subscription.id, params={"cancel_at_period_end": True}
+    )
     charge = (await client.v1.charges.list_async(params={"customer": customer.id})).data[0]
     await client.v1.refunds.create_async(params={"charge": charge.id, "amount": 100})
     await client.v1.subscriptions.cancel_async(subscription.id)
     await admin(emulator, "POST", "/webhooks/flush")
     assert endpoint.secret is not None
-    delivered = [stripe.Webhook.construct_event(body, signature, endpoint.secret) for body, signature in webhook_sink.received]
+    delivered = [
+        stripe.Webhook.construct_event(body, signature, endpoint.secret)
+        for body, signature in webhook_sink.received
+    ]
     types = [event.type for event in delivered]
     for expected in (
         "customer.subscription.created",
