@@ -145,7 +145,8 @@ async def _params(request: web.Request) -> Json:
             content_type = request.content_type
             if content_type == "application/json":
                 raise errors.invalid_request(
-                    "Invalid request: the v1 API takes form-encoded bodies (application/x-www-form-urlencoded)."
+                    "Invalid request: the v1 API takes form-encoded bodies "
+                    "(application/x-www-form-urlencoded)."
                 )
             pairs.extend(parse_qsl(body.decode(), keep_blank_values=True))
     return forms.decode_pairs(pairs)

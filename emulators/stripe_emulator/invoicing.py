@@ -49,7 +49,8 @@ def cycle_line(
     unit = proration.format_money(int(price["unit_amount"]), str(price["currency"]))
     return LineSpec(
         amount=int(price["unit_amount"]) * quantity,
-        description=f"{quantity} × {product_name(account, price)} (at {unit} / {every})",
+        # Stripe writes the multiplication sign in line descriptions.
+        description=f"{quantity} × {product_name(account, price)} (at {unit} / {every})",  # noqa: RUF001
         period_start=start,
         period_end=end,
         quantity=quantity,
@@ -358,7 +359,8 @@ def _latest_invoice_payment(account: Account, payment_intent_id: str) -> Json:
 def void(state: State, account: Account, invoice: Json, now: int) -> None:
     if invoice["status"] not in ("open", "uncollectible"):
         raise errors.invalid_request(
-            f"You can only pass in open or uncollectible invoices. This invoice is {invoice['status']}.",
+            "You can only pass in open or uncollectible invoices. "
+            f"This invoice is {invoice['status']}.",
             code="invoice_not_editable",
         )
     invoice["status"] = "void"
@@ -371,7 +373,8 @@ def void(state: State, account: Account, invoice: Json, now: int) -> None:
 def mark_uncollectible(state: State, account: Account, invoice: Json, now: int) -> None:
     if invoice["status"] != "open":
         raise errors.invalid_request(
-            f"You can only mark open invoices as uncollectible. This invoice is {invoice['status']}.",
+            "You can only mark open invoices as uncollectible. "
+            f"This invoice is {invoice['status']}.",
             code="invoice_not_editable",
         )
     invoice["status"] = "uncollectible"

@@ -341,7 +341,7 @@ def plan_change(
 
 def _who(account: Account, price: Json, quantity: int) -> str:
     name = invoicing.product_name(account, price)
-    return name if quantity == 1 else f"{quantity} × {name}"
+    return name if quantity == 1 else f"{quantity} × {name}"  # noqa: RUF001 (Stripe's sign)
 
 
 def _credit_line(
@@ -350,7 +350,9 @@ def _credit_line(
     amount = proration.prorated_amount(int(price["unit_amount"]), quantity, start, end, at)
     return LineSpec(
         amount=-amount,
-        description=f"Unused time on {_who(account, price, quantity)} after {proration.format_day(at)}",
+        description=(
+            f"Unused time on {_who(account, price, quantity)} after {proration.format_day(at)}"
+        ),
         period_start=at,
         period_end=end,
         quantity=quantity,
@@ -366,7 +368,9 @@ def _debit_line(
     amount = proration.prorated_amount(int(price["unit_amount"]), quantity, start, end, at)
     return LineSpec(
         amount=amount,
-        description=f"Remaining time on {_who(account, price, quantity)} after {proration.format_day(at)}",
+        description=(
+            f"Remaining time on {_who(account, price, quantity)} after {proration.format_day(at)}"
+        ),
         period_start=at,
         period_end=end,
         quantity=quantity,

@@ -73,7 +73,8 @@ def invoice_page(invoice: Json, pdf_url: str) -> str:
     total = proration.format_money(int(invoice["total"]), currency)
     due = proration.format_money(int(invoice["amount_remaining"]), currency)
     return f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>Invoice {html.escape(str(invoice["number"]))}</title></head>
+<html><head><meta charset="utf-8">
+<title>Invoice {html.escape(str(invoice["number"]))}</title></head>
 <body>
 <h1>Invoice {html.escape(str(invoice["number"]))}</h1>
 <p>Status: <strong>{html.escape(str(invoice["status"]))}</strong></p>

@@ -74,9 +74,10 @@ def seed_demo(state: State, api_key: str = DEMO_API_KEY, now: int | None = None)
 
 async def seed_remote(base_url: str, api_key: str = DEMO_API_KEY) -> Json:
     """Seed a running emulator through `POST /_emulator/seed`."""
-    async with aiohttp.ClientSession() as session, session.post(
-        f"{base_url}/_emulator/seed", json={"api_key": api_key}
-    ) as response:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{base_url}/_emulator/seed", json={"api_key": api_key}) as response,
+    ):
         response.raise_for_status()
         result: Json = await response.json()
         return result

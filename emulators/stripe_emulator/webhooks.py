@@ -114,12 +114,12 @@ class Dispatcher:
         else:
             self._idle.set()
 
-    async def flush(self, timeout: float) -> Json:
+    async def flush(self, wait_seconds: float) -> Json:
         """Deliver everything pending now (retries too, without their delay) and wait."""
         for delivery in self.pending:
             delivery.due = 0.0
         self._wake.set()
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(wait_seconds):
             await self._idle.wait()
         return {"pending": len(self.pending), "delivered": len(self.log_entries)}
 

@@ -287,7 +287,8 @@ def detach_payment_method(call: Call) -> Json:
     method = account.get("payment_method", call.arg("id"))
     if method["customer"] is None:
         raise errors.invalid_request(
-            "The payment method you provided is not attached to a customer so detachment is impossible.",
+            "The payment method you provided is not attached to a customer so detachment "
+            "is impossible.",
             param="payment_method",
         )
     customer = account.find("customer", str(method["customer"]))

@@ -154,7 +154,8 @@ def create_refund(call: Call) -> Json:
         charge = account.get("charge", str(intent["latest_charge"]))
     else:
         raise errors.invalid_request(
-            "One of the following params should be provided for this request: payment_intent or charge.",
+            "One of the following params should be provided for this request: "
+            "payment_intent or charge.",
             code="parameter_missing",
         )
     customer = account.find("customer", str(charge["customer"])) if charge["customer"] else None

@@ -32,7 +32,8 @@ def item_requests(
         if price is not None and not price["active"]:
             raise errors.invalid_param(
                 f"{param}[{index}][price]",
-                f"The price specified ({price_id}) is inactive. This field only accepts active prices.",
+                f"The price specified ({price_id}) is inactive. "
+                "This field only accepts active prices.",
             )
         quantity = raw.get("quantity")
         metadata = raw.get("metadata")
@@ -212,7 +213,8 @@ def update_subscription(call: Call) -> Json:
             if pause_behavior not in PAUSE_BEHAVIORS:
                 raise errors.invalid_param(
                     "pause_collection[behavior]",
-                    f"Invalid pause_collection[behavior]: must be one of {', '.join(PAUSE_BEHAVIORS)}",
+                    "Invalid pause_collection[behavior]: must be one of "
+                    + ", ".join(PAUSE_BEHAVIORS),
                 )
             resumes_at = params.integer(
                 params.mapping(call.params, "pause_collection"), "resumes_at"
@@ -262,7 +264,8 @@ def cancel_subscription(call: Call) -> Json:
     subscription = account.get("subscription", call.arg("id"))
     if subscription["status"] in ("canceled", "incomplete_expired"):
         raise errors.invalid_request(
-            f"No such subscription: '{subscription['id']}'. This subscription has already been canceled.",
+            f"No such subscription: '{subscription['id']}'. "
+            "This subscription has already been canceled.",
             code="resource_missing",
             status=404,
         )

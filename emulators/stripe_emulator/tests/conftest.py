@@ -111,8 +111,9 @@ async def webhook_sink() -> AsyncIterator[WebhookSink]:
 
 
 async def admin(emulator: RunningEmulator, method: str, path: str, body: Any = None) -> Any:
-    async with aiohttp.ClientSession() as session, session.request(
-        method, f"{emulator.url}/_emulator{path}", json=body
-    ) as response:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.request(method, f"{emulator.url}/_emulator{path}", json=body) as response,
+    ):
         assert response.status < 500, await response.text()
         return await response.json()

@@ -69,7 +69,7 @@ async def customer_on_clock(
 
 
 def half_up(value: Fraction) -> int:
-    """Round to the nearest integer, halves away from zero (computed by hand, not by the emulator)."""
+    """Round to the nearest integer, halves away from zero (by hand, not by the emulator)."""
     sign = -1 if value < 0 else 1
     magnitude = abs(value)
     whole = int(magnitude)

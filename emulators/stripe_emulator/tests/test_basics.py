@@ -36,12 +36,14 @@ def test_bracketed_form_keys_decode_to_nested_lists_and_dicts() -> None:
 async def test_missing_and_invalid_keys_answer_401_with_stripe_error_shape(
     emulator: RunningEmulator,
 ) -> None:
-    async with aiohttp.ClientSession() as session:
-        async with session.get(f"{emulator.url}/v1/customers") as response:
-            assert response.status == 401
-            body = await response.json()
-            assert body["error"]["type"] == "invalid_request_error"
-            assert "did not provide an API key" in body["error"]["message"]
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{emulator.url}/v1/customers") as response,
+    ):
+        assert response.status == 401
+        body = await response.json()
+        assert body["error"]["type"] == "invalid_request_error"
+        assert "did not provide an API key" in body["error"]["message"]
     sdk, http_client = make_client(emulator, "sk_live_nope_1234567890")
     try:
         with pytest.raises(stripe.AuthenticationError) as raised:

@@ -8,7 +8,7 @@ import pytest
 import stripe
 
 from stripe_emulator.app import RunningEmulator
-from stripe_emulator.tests.conftest import admin, make_client, close_http, error_code
+from stripe_emulator.tests.conftest import admin, close_http, error_code, make_client
 
 
 async def test_forced_500_and_503(emulator: RunningEmulator, client: stripe.StripeClient) -> None:

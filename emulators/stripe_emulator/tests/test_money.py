@@ -10,7 +10,7 @@ import pytest
 import stripe
 
 from stripe_emulator.app import RunningEmulator
-from stripe_emulator.tests.conftest import make_client, close_http
+from stripe_emulator.tests.conftest import close_http, make_client
 
 Demo = tuple[stripe.StripeClient, dict[str, Any]]
 

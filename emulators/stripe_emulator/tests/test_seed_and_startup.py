@@ -12,8 +12,8 @@ import stripe
 
 from stripe_emulator import app, seed
 from stripe_emulator.app import RunningEmulator
-from stripe_emulator.tests.conftest import make_client, close_http
 from stripe_emulator.state import State
+from stripe_emulator.tests.conftest import close_http, make_client
 
 SEED_TIME = 1_790_000_000
 
@@ -44,7 +44,7 @@ async def test_seed_remote_through_the_admin_endpoint(emulator: RunningEmulator)
     try:
         growth = await client.v1.products.retrieve_async(summary["products"]["growth"]["product"])
         assert growth.metadata["tier"] == "growth"
-        assert [feature.name for feature in growth.marketing_features][0] == "Up to 10 seats"
+        assert growth.marketing_features[0].name == "Up to 10 seats"
     finally:
         await close_http(http_client)
 
