@@ -10,7 +10,7 @@ from typing import Any
 
 import aiohttp
 
-from stripe_emulator import events, invoicing, lifecycle, objects, payments, proration
+from stripe_emulator import events, lifecycle, objects, payments, proration
 from stripe_emulator.lifecycle import ItemRequest
 from stripe_emulator.resources import catalog
 from stripe_emulator.state import Account, State
@@ -218,7 +218,6 @@ def _seed(state: State, account: Account, now: int) -> None:
     )
 
     lifecycle.advance(state, account, now, clock_id=None)
-    _ = invoicing  # invoices come from the subscription lifecycle
 
 
 def _customer(

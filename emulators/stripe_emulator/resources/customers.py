@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from stripe_emulator import errors, events, objects, params, payments, render
+from stripe_emulator import errors, events, lifecycle, objects, params, payments, render
 from stripe_emulator.lifecycle import now_for
 from stripe_emulator.routing import Call, Router
 
@@ -180,8 +180,6 @@ def delete_customer(call: Call) -> Json:
             "canceled",
             "incomplete_expired",
         ):
-            from stripe_emulator import lifecycle
-
             lifecycle.end(call.state, account, subscription, now, reason="cancellation_requested")
     del account.table("customer")[customer["id"]]
     account.deleted_ids.add(str(customer["id"]))

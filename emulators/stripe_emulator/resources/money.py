@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from stripe_emulator import errors, lifecycle, params, payments, render
+from stripe_emulator import errors, events, lifecycle, objects, params, payments, render
 from stripe_emulator.routing import Call, Router
 
 Json = dict[str, Any]
@@ -50,8 +50,6 @@ def create_payment_intent(call: Call) -> Json:
             raise error
         return render.respond(account, outcome.payment_intent, call.params)
     payments.ensure_charges_enabled(account)
-    from stripe_emulator import events, objects
-
     intent = account.put(
         objects.payment_intent(
             state.new_id("pi"),

@@ -6,7 +6,6 @@ from typing import Any
 
 from stripe_emulator import errors, events, lifecycle, objects, params, render
 from stripe_emulator.routing import Call, Router
-from stripe_emulator.state import API_VERSION
 
 Json = dict[str, Any]
 
@@ -290,6 +289,3 @@ def list_connected_accounts(call: Call) -> Json:
         if account.parent_id == call.account.id
     ]
     return render.paginate(call.account, found, call.params, "/v1/accounts")
-
-
-__all__ = ["API_VERSION", "router"]
