@@ -7,7 +7,6 @@ BIN := $(VENV)/bin
 GEN := gen
 PROTO_FILES := $(shell find protos -name '*.proto')
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
-SITE = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 
 .DEFAULT_GOAL := help
 .PHONY: help venv gen lint typecheck fmt test test-unit run migrate bench emulator clean
@@ -19,7 +18,8 @@ $(VENV)/.stamp: requirements.txt requirements-dev.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
 	# Put the repository's packages on the venv's path: the runtime, the services, the emulators, generated code.
-	printf '%s\n' "$(CURDIR)" "$(CURDIR)/services" "$(CURDIR)/emulators" "$(CURDIR)/$(GEN)" > "$(SITE)/askvault-paths.pth"
+	printf '%s\n' "$(CURDIR)" "$(CURDIR)/services" "$(CURDIR)/emulators" "$(CURDIR)/$(GEN)" \
+		> "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/askvault-paths.pth"
 	touch $@
 
 venv: $(VENV)/.stamp ## Create the virtualenv with every pinned dependency.
