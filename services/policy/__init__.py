@@ -1,0 +1,1 @@
+"""Policy: bounds, reserve/commit counters, grants, escalations and the tamper-evident audit log."""

@@ -1,0 +1,1 @@
+"""Policy's rules, free of gRPC and SQL: periods, bounds, decisions, grants, the audit chain."""

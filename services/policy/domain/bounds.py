@@ -1,0 +1,140 @@
+"""Bounds: a workspace's hard limits, their defaults, and which changes need two admins.
+
+Decisions worth knowing:
+
+- A change is compared with the *defaults*, not with the bounds in force: anything looser
+  than a default needs a second admin every time it is proposed, so one admin alone can
+  never move a workspace past the defaults, however many steps they take.
+- A refund cap in a currency that has no default cap is a loosening (without a cap, refunds
+  in that currency escalate to a human), so adding one needs a second admin. Removing a cap
+  or lowering one is a tightening.
+- A shorter counter period (day or week instead of month) resets more often and lets more
+  through per month, so it is a loosening too.
+- The AskVault plan is an account fact, not a safety bound: one admin may set it (the local
+  stack seeds the demo workspace this way). In production it would come from AskVault's own
+  billing.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+
+from policy.domain.model import Money
+from policy.domain.periods import LENGTH_ORDER, Period
+from runtime import errors
+
+_CURRENCY = re.compile(r"^[a-z]{3}$")
+MAX_REFUND_WINDOW = timedelta(days=365)
+MAX_CANCELLATION_GRACE = timedelta(days=30)
+MAX_PLAN_CHANGES = 1000
+
+
+class AskVaultPlan(enum.StrEnum):
+    """The AskVault plan of a workspace; "" when never set."""
+
+    UNSPECIFIED = ""
+    FREE = "free"
+    TEAM = "team"
+    BUSINESS = "business"
+    ENTERPRISE = "enterprise"
+
+
+SKILL_PLANS = frozenset({AskVaultPlan.BUSINESS, AskVaultPlan.ENTERPRISE})
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """A workspace's bounds. Identity is always required and is not a bound."""
+
+    askvault_plan: AskVaultPlan
+    refund_caps: tuple[Money, ...]
+    refund_window: timedelta
+    plan_changes_per_period: int
+    cancellation_grace: timedelta
+    confirm_refunds: bool
+    confirm_plan_changes: bool
+    counter_period: Period
+    updated_at: datetime | None = field(default=None, compare=False)
+
+    @property
+    def skill_enabled(self) -> bool:
+        """Whether the workspace's plan includes the billing skill."""
+        return self.askvault_plan in SKILL_PLANS
+
+    def refund_cap(self, currency: str) -> Money | None:
+        """The cap in this currency, or None when refunds in it are not covered."""
+        for cap in self.refund_caps:
+            if cap.currency == currency:
+                return cap
+        return None
+
+
+def parse_caps(spec: str) -> tuple[Money, ...]:
+    """ "usd:50000,eur:45000" -> caps (settings form)."""
+    caps = []
+    for item in (part.strip() for part in spec.split(",")):
+        if not item:
+            continue
+        currency, _, amount = item.partition(":")
+        caps.append(Money(int(amount), currency.strip().lower()))
+    return tuple(caps)
+
+
+def validate(bounds: Bounds) -> None:
+    """Refuses bounds that make no sense (INVALID_ARGUMENT naming each field)."""
+    check = errors.Validator()
+    seen: set[str] = set()
+    for index, cap in enumerate(bounds.refund_caps):
+        path = f"bounds.refund_caps[{index}]"
+        check.require(bool(_CURRENCY.match(cap.currency)), f"{path}.currency", "lower-case ISO")
+        check.require(cap.amount_minor >= 0, f"{path}.amount_minor", "must not be negative")
+        check.require(cap.currency not in seen, f"{path}.currency", "one cap per currency")
+        seen.add(cap.currency)
+    check.require(
+        timedelta(0) <= bounds.refund_window <= MAX_REFUND_WINDOW,
+        "bounds.refund_window",
+        f"between 0 and {MAX_REFUND_WINDOW.days} days",
+    )
+    check.require(
+        0 <= bounds.plan_changes_per_period <= MAX_PLAN_CHANGES,
+        "bounds.plan_changes_per_period",
+        f"between 0 and {MAX_PLAN_CHANGES}",
+    )
+    check.require(
+        timedelta(0) <= bounds.cancellation_grace <= MAX_CANCELLATION_GRACE,
+        "bounds.cancellation_grace",
+        f"between 0 and {MAX_CANCELLATION_GRACE.days} days",
+    )
+    check.check()
+
+
+def loosened_fields(proposed: Bounds, defaults: Bounds) -> list[str]:
+    """The bounds that the proposal loosens past their defaults (proto field names); an
+    empty list means one admin may apply it at once."""
+    loosened: list[str] = []
+    for cap in proposed.refund_caps:
+        default = defaults.refund_cap(cap.currency)
+        if default is None or cap.amount_minor > default.amount_minor:
+            loosened.append(f"refund_caps.{cap.currency}")
+    if proposed.refund_window > defaults.refund_window:
+        loosened.append("refund_window")
+    if proposed.plan_changes_per_period > defaults.plan_changes_per_period:
+        loosened.append("plan_changes_per_period")
+    if proposed.cancellation_grace < defaults.cancellation_grace:
+        loosened.append("cancellation_grace")
+    if defaults.confirm_refunds and not proposed.confirm_refunds:
+        loosened.append("confirm_refunds")
+    if defaults.confirm_plan_changes and not proposed.confirm_plan_changes:
+        loosened.append("confirm_plan_changes")
+    if LENGTH_ORDER[proposed.counter_period] < LENGTH_ORDER[defaults.counter_period]:
+        loosened.append("counter_period")
+    return loosened
+
+
+def for_unknown_workspace(defaults: Bounds) -> Bounds:
+    """What a workspace without a bounds row gets: the defaults with no AskVault plan, so
+    the skill stays off until an admin sets the plan."""
+    return replace(defaults, askvault_plan=AskVaultPlan.UNSPECIFIED)

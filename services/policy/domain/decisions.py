@@ -1,0 +1,263 @@
+"""The decision rules of Authorize, in the order they apply.
+
+1. identity (checked by the caller: assertion signature, expiry, workspace) -> DENY;
+2. the AskVault plan must include the skill -> DENY SKILL_NOT_ENABLED;
+3. the contact must be linked to a Stripe customer -> DENY CUSTOMER_NOT_LINKED;
+4. the details must describe the action, for the assertion's customer -> DENY INVALID_DETAILS;
+5. refunds: the charge must be inside the refund window, and the currency must have a cap
+   -> ESCALATE REFUND_OUTSIDE_WINDOW / CURRENCY_NOT_COVERED (static facts: asking the visitor
+   to confirm first would only delay the hand-off);
+6. refunds and plan changes: without the visitor's confirmation -> NEEDS_CONFIRMATION, with
+   the counter's numbers so the bot can warn before asking;
+7. refunds and plan changes: reserve against the period's counter -> ALLOW, or ESCALATE
+   REFUND_OVER_CAP / DENY PLAN_CHANGE_LIMIT when the reservation does not fit;
+8. cancel, pause, resume, retry payment: ALLOW (cancellations carry the grace period).
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+
+from policy.domain import periods
+from policy.domain.bounds import Bounds
+from policy.domain.model import Action, Details, Money
+
+_CURRENCY = re.compile(r"^[a-z]{3}$")
+# How far in the future a charge's creation time may lie (clock skew with Stripe).
+CHARGE_CLOCK_SKEW = timedelta(minutes=5)
+# Longest identifier accepted in details (Stripe ids are far shorter).
+MAX_ID_LENGTH = 255
+
+
+class Verdict(enum.StrEnum):
+    """What a decision says."""
+
+    ALLOW = "ALLOW"
+    NEEDS_CONFIRMATION = "NEEDS_CONFIRMATION"
+    ESCALATE = "ESCALATE"
+    DENY = "DENY"
+
+
+class Reason(enum.StrEnum):
+    """Why (askvault.policy.v1.DecisionReason without the prefix)."""
+
+    WITHIN_BOUNDS = "WITHIN_BOUNDS"
+    IDENTITY_REQUIRED = "IDENTITY_REQUIRED"
+    ASSERTION_INVALID = "ASSERTION_INVALID"
+    ASSERTION_EXPIRED = "ASSERTION_EXPIRED"
+    WORKSPACE_MISMATCH = "WORKSPACE_MISMATCH"
+    SKILL_NOT_ENABLED = "SKILL_NOT_ENABLED"
+    REFUND_OVER_CAP = "REFUND_OVER_CAP"
+    REFUND_OUTSIDE_WINDOW = "REFUND_OUTSIDE_WINDOW"
+    PLAN_CHANGE_LIMIT = "PLAN_CHANGE_LIMIT"
+    CURRENCY_NOT_COVERED = "CURRENCY_NOT_COVERED"
+    CONFIRMATION_REQUIRED = "CONFIRMATION_REQUIRED"
+    CUSTOMER_NOT_LINKED = "CUSTOMER_NOT_LINKED"
+    INVALID_DETAILS = "INVALID_DETAILS"
+    ESCALATION_APPROVED = "ESCALATION_APPROVED"
+
+
+class Counter(enum.StrEnum):
+    """The per-visitor counters."""
+
+    REFUND_AMOUNT = "refund_amount"
+    PLAN_CHANGES = "plan_changes"
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """What an ALLOW reserves: ``quantity`` on one counter of one period, up to ``limit``."""
+
+    counter: Counter
+    currency: str  # "" for counts
+    quantity: int
+    limit: int
+    period_start: datetime
+    period_end: datetime
+
+
+@dataclass(frozen=True)
+class Usage:
+    """A counter's state after (or without) a reservation."""
+
+    counter: Counter
+    currency: str
+    used: int
+    limit: int
+    resets_at: datetime
+
+    @property
+    def remaining(self) -> int:
+        """What is left in the period (never negative: approvals may go past the cap)."""
+        return max(0, self.limit - self.used)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A decision before the counters are touched.
+
+    ``reservation`` set with ALLOW means "allow if the reservation fits"; with
+    NEEDS_CONFIRMATION it names the counter whose numbers to show. ``escalate`` asks the
+    caller to open an escalation. ``details`` are the checked details (customer filled in).
+    """
+
+    verdict: Verdict
+    reason: Reason
+    details: Details
+    reservation: Reservation | None = None
+    escalate: bool = False
+
+
+def _deny(reason: Reason, details: Details) -> Decision:
+    return Decision(Verdict.DENY, reason, details)
+
+
+def details_problem(action: Action, details: Details, now: datetime) -> str:
+    """What is wrong with the details for this action, or "" when they describe it."""
+    ids = (
+        details.charge_id,
+        details.subscription_id,
+        details.invoice_id,
+        details.target_price_id,
+        details.stripe_customer_id,
+    )
+    if any(len(value) > MAX_ID_LENGTH for value in ids):
+        return "an identifier is too long"
+    if action is Action.REFUND:
+        if not details.charge_id:
+            return "a refund needs charge_id"
+        amount = details.amount
+        if amount is None or amount.amount_minor <= 0:
+            return "a refund needs a positive amount"
+        if not _CURRENCY.match(amount.currency):
+            return "a refund needs a lower-case ISO currency"
+        if details.charge_created_at is None:
+            return "a refund needs charge_created_at"
+        if details.charge_created_at > now + CHARGE_CLOCK_SKEW:
+            return "charge_created_at lies in the future"
+        return ""
+    if details.amount is not None and details.amount.amount_minor != 0:
+        return "only refunds carry an amount"
+    if action is Action.CHANGE_PLAN:
+        if not details.subscription_id or not details.target_price_id:
+            return "a plan change needs subscription_id and target_price_id"
+        return ""
+    if action in (
+        Action.CANCEL_SUBSCRIPTION,
+        Action.PAUSE_SUBSCRIPTION,
+        Action.RESUME_SUBSCRIPTION,
+    ):
+        return "" if details.subscription_id else "the action needs subscription_id"
+    if action is Action.RETRY_PAYMENT:
+        return "" if details.invoice_id else "a payment retry needs invoice_id"
+    return "unknown action"
+
+
+def with_customer(details: Details, assertion_customer: str) -> Details | None:
+    """The details bound to the assertion's customer; None when they name another one."""
+    if not details.stripe_customer_id:
+        return replace(details, stripe_customer_id=assertion_customer)
+    if details.stripe_customer_id != assertion_customer:
+        return None
+    return details
+
+
+def decide(
+    action: Action,
+    details: Details,
+    bounds: Bounds,
+    *,
+    assertion_customer: str,
+    confirmed: bool,
+    now: datetime,
+) -> Decision:
+    """Rules 2 to 8 (identity was verified by the caller)."""
+    if not bounds.skill_enabled:
+        return _deny(Reason.SKILL_NOT_ENABLED, details)
+    if not assertion_customer:
+        return _deny(Reason.CUSTOMER_NOT_LINKED, details)
+    bound = with_customer(details, assertion_customer)
+    if bound is None or details_problem(action, bound, now):
+        return _deny(Reason.INVALID_DETAILS, bound or details)
+    details = bound
+    period_start, period_end = periods.bounds_of(bounds.counter_period, now)
+    if action is Action.REFUND:
+        assert details.amount is not None and details.charge_created_at is not None
+        if now - details.charge_created_at > bounds.refund_window:
+            return Decision(Verdict.ESCALATE, Reason.REFUND_OUTSIDE_WINDOW, details, escalate=True)
+        cap = bounds.refund_cap(details.amount.currency)
+        if cap is None:
+            return Decision(Verdict.ESCALATE, Reason.CURRENCY_NOT_COVERED, details, escalate=True)
+        reservation = Reservation(
+            Counter.REFUND_AMOUNT,
+            cap.currency,
+            details.amount.amount_minor,
+            cap.amount_minor,
+            period_start,
+            period_end,
+        )
+        if bounds.confirm_refunds and not confirmed:
+            return Decision(
+                Verdict.NEEDS_CONFIRMATION, Reason.CONFIRMATION_REQUIRED, details, reservation
+            )
+        return Decision(Verdict.ALLOW, Reason.WITHIN_BOUNDS, details, reservation)
+    if action is Action.CHANGE_PLAN:
+        reservation = Reservation(
+            Counter.PLAN_CHANGES, "", 1, bounds.plan_changes_per_period, period_start, period_end
+        )
+        if bounds.confirm_plan_changes and not confirmed:
+            return Decision(
+                Verdict.NEEDS_CONFIRMATION, Reason.CONFIRMATION_REQUIRED, details, reservation
+            )
+        return Decision(Verdict.ALLOW, Reason.WITHIN_BOUNDS, details, reservation)
+    return Decision(Verdict.ALLOW, Reason.WITHIN_BOUNDS, details)
+
+
+def over_limit(decision: Decision) -> Decision:
+    """The decision when the reservation did not fit the counter."""
+    assert decision.reservation is not None
+    if decision.reservation.counter is Counter.REFUND_AMOUNT:
+        return replace(
+            decision, verdict=Verdict.ESCALATE, reason=Reason.REFUND_OVER_CAP, escalate=True
+        )
+    return replace(decision, verdict=Verdict.DENY, reason=Reason.PLAN_CHANGE_LIMIT)
+
+
+def approval_reservation(
+    action: Action, details: Details, bounds: Bounds, now: datetime
+) -> Reservation | None:
+    """What an approved escalation reserves: the same counter a normal grant would, so the
+    visitor's remaining allowance shrinks, but with no limit (an admin decided)."""
+    period_start, period_end = periods.bounds_of(bounds.counter_period, now)
+    if action is Action.REFUND and details.amount is not None:
+        return Reservation(
+            Counter.REFUND_AMOUNT,
+            details.amount.currency,
+            details.amount.amount_minor,
+            _NO_LIMIT,
+            period_start,
+            period_end,
+        )
+    if action is Action.CHANGE_PLAN:
+        return Reservation(Counter.PLAN_CHANGES, "", 1, _NO_LIMIT, period_start, period_end)
+    return None
+
+
+# Large enough that no reservation can exceed it, small enough for a bigint.
+_NO_LIMIT = 2**62
+
+
+def limit_for(counter: Counter, currency: str, bounds: Bounds) -> int:
+    """The limit a counter has under these bounds (0 for a currency with no cap)."""
+    if counter is Counter.PLAN_CHANGES:
+        return bounds.plan_changes_per_period
+    cap = bounds.refund_cap(currency)
+    return cap.amount_minor if cap else 0
+
+
+def money(amount_minor: int, currency: str) -> Money:
+    """Shorthand used when building usage figures."""
+    return Money(amount_minor, currency)

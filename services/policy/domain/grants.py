@@ -1,0 +1,84 @@
+"""The life of a grant: RESERVED -> REDEEMED -> COMMITTED | RELEASED, or RESERVED -> EXPIRED.
+
+A grant resolves (committed, released or expired) at most once. A REDEEMED grant never
+expires by itself: its action is in flight and may have happened at Stripe, so its
+reservation stays until the enforcement point reconciles it with Commit or Release.
+Commit and Release are accepted from RESERVED too (the enforcement point may resolve a grant
+it never got to redeem), but never after the grant's expiry.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from policy.domain.model import Action, Details
+from runtime import errors
+
+
+class State(enum.StrEnum):
+    """askvault.policy.v1.GrantState without the prefix, lower case."""
+
+    RESERVED = "reserved"
+    REDEEMED = "redeemed"
+    COMMITTED = "committed"
+    RELEASED = "released"
+    EXPIRED = "expired"
+
+
+RESOLVED = frozenset({State.COMMITTED, State.RELEASED, State.EXPIRED})
+
+
+@dataclass(frozen=True)
+class Grant:
+    """A stored grant, as the rules need it."""
+
+    grant_id: str
+    workspace_id: str
+    contact_id: str
+    action: Action
+    details: Details
+    state: State
+    expires_at: datetime
+    created_at: datetime
+    cancellation_grace: timedelta | None
+    redeem_key: str = ""
+
+    def due(self, now: datetime) -> bool:
+        """Whether a RESERVED grant's time is up (a redeemed one is never due)."""
+        return self.state is State.RESERVED and now >= self.expires_at
+
+
+def _error(reason: str, message: str) -> errors.ServiceError:
+    return errors.ServiceError(errors.Kind.FAILED_PRECONDITION, reason, message)
+
+
+def _refuse_resolved(grant: Grant) -> None:
+    if grant.state is State.EXPIRED:
+        raise _error("GRANT_EXPIRED", "the grant expired before it was used")
+    if grant.state in RESOLVED:
+        raise _error("GRANT_ALREADY_RESOLVED", f"the grant is already {grant.state.value}")
+
+
+class GrantDue(Exception):
+    """A RESERVED grant past its expiry was touched: the caller expires it, then refuses."""
+
+
+def check_redeem(grant: Grant, action: Action, details: Details, now: datetime) -> None:
+    """Refuses a redemption unless the grant is RESERVED, unexpired and for exactly these
+    parameters."""
+    _refuse_resolved(grant)
+    if grant.state is State.REDEEMED:
+        raise _error("GRANT_ALREADY_REDEEMED", "the grant was redeemed by another operation")
+    if grant.due(now):
+        raise GrantDue(grant.grant_id)
+    if action != grant.action or details.binding() != grant.details.binding():
+        raise _error("GRANT_INVALID", "the grant is for other parameters")
+
+
+def check_resolve(grant: Grant, now: datetime) -> None:
+    """Refuses a commit or release unless the grant is RESERVED (unexpired) or REDEEMED."""
+    _refuse_resolved(grant)
+    if grant.due(now):
+        raise GrantDue(grant.grant_id)

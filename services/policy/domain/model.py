@@ -1,0 +1,53 @@
+"""The values policy's rules talk about."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime
+
+
+class Action(enum.StrEnum):
+    """A billing action (askvault.common.v1.BillingAction without the prefix, lower case)."""
+
+    REFUND = "refund"
+    CHANGE_PLAN = "change_plan"
+    CANCEL_SUBSCRIPTION = "cancel_subscription"
+    PAUSE_SUBSCRIPTION = "pause_subscription"
+    RESUME_SUBSCRIPTION = "resume_subscription"
+    RETRY_PAYMENT = "retry_payment"
+
+
+@dataclass(frozen=True)
+class Money:
+    """An amount in integer minor units of a lower-case ISO currency."""
+
+    amount_minor: int
+    currency: str
+
+
+@dataclass(frozen=True)
+class Details:
+    """The parameters of an action; a grant binds exactly these."""
+
+    stripe_customer_id: str = ""
+    charge_id: str = ""
+    subscription_id: str = ""
+    invoice_id: str = ""
+    amount: Money | None = None
+    charge_created_at: datetime | None = None
+    target_price_id: str = ""
+
+    def binding(self) -> tuple[str, str, str, str, int, str, str]:
+        """What a redemption must match exactly (the charge's age is not part of it: the
+        enforcement point sends Stripe the charge id, not its creation time)."""
+        amount = self.amount or Money(0, "")
+        return (
+            self.stripe_customer_id,
+            self.charge_id,
+            self.subscription_id,
+            self.invoice_id,
+            amount.amount_minor,
+            amount.currency,
+            self.target_price_id,
+        )

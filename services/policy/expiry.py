@@ -1,0 +1,140 @@
+"""Expiry of grants nobody redeemed in time: a background worker, plus the same step run
+lazily when a call touches a due grant.
+
+The worker is safe in many replicas: each sweep works one workspace per transaction and
+claims due grants with ``FOR UPDATE SKIP LOCKED``, so two replicas never expire the same
+grant, and a grant being committed (row locked by Commit) is skipped, not waited for. Each
+expiry frees its reservation and appends one audit entry in the same transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+
+import asyncpg
+
+from policy import storage
+from policy.domain import audit
+from runtime.database import UNAVAILABLE_ERRORS, Connection
+
+logger = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+# Workspaces one sweep looks at; the next sweep picks up the rest.
+_WORKSPACES_PER_SWEEP = 100
+# Seconds to wait after a failed sweep (database down) before trying again.
+_RETRY_AFTER_ERROR_SECONDS = 2.0
+
+
+def _lock_order(record: storage.GrantRecord) -> tuple[str, str, str, datetime]:
+    # Counter rows are freed in one order everywhere, so two workers never deadlock.
+    return (
+        record.grant.contact_id,
+        record.counter.value if record.counter else "",
+        record.counter_currency,
+        record.counter_period_start or datetime.min.replace(tzinfo=UTC),
+    )
+
+
+async def expire_locked(
+    connection: Connection, workspace_id: str, records: Sequence[storage.GrantRecord], now: datetime
+) -> int:
+    """Expires grants of one workspace whose rows the caller holds locked; each must be
+    RESERVED and due. Frees their reservations and audits each once."""
+    entries = []
+    for record in sorted(records, key=_lock_order):
+        expired = await storage.expire_grant(connection, record, now)
+        grant = expired.grant
+        entries.append(
+            audit.Entry(
+                occurred_at=now,
+                actor_kind="service",
+                actor_id="policy",
+                kind="grant.expired",
+                contact_id=grant.contact_id,
+                stripe_customer_id=grant.details.stripe_customer_id,
+                action=grant.action.value,
+                amount_minor=grant.details.amount.amount_minor if grant.details.amount else 0,
+                currency=grant.details.amount.currency if grant.details.amount else "",
+                outcome="EXPIRED",
+                subject_id=grant.grant_id,
+            )
+        )
+    await storage.append_audit(connection, workspace_id, entries)
+    return len(entries)
+
+
+async def expire_one(pool: asyncpg.Pool, workspace_id: str, grant_id: str, now: datetime) -> bool:
+    """Expires one grant if it is still RESERVED and due (the lazy path)."""
+    async with pool.acquire() as connection, connection.transaction():
+        record = await storage.get_grant_for_update(connection, workspace_id, grant_id)
+        if record is None or not record.grant.due(now):
+            return False
+        await expire_locked(connection, workspace_id, [record], now)
+        return True
+
+
+async def sweep(pool: asyncpg.Pool, now: datetime, batch_size: int) -> int:
+    """One pass over every workspace with due grants; returns how many expired."""
+    async with pool.acquire() as connection:
+        workspaces = await storage.workspaces_with_due_grants(
+            connection, now, _WORKSPACES_PER_SWEEP
+        )
+        total = 0
+        for workspace_id in workspaces:
+            while True:
+                async with connection.transaction():
+                    records = await storage.claim_due_grants(
+                        connection, workspace_id, now, batch_size
+                    )
+                    if records:
+                        total += await expire_locked(connection, workspace_id, records, now)
+                if len(records) < batch_size:
+                    break
+    return total
+
+
+class ExpiryWorker:
+    """Runs ``sweep`` every ``interval_seconds`` until stopped."""
+
+    def __init__(
+        self, pool: asyncpg.Pool, clock: Clock, interval_seconds: float, batch_size: int
+    ) -> None:
+        self._pool = pool
+        self._clock = clock
+        self._interval_seconds = interval_seconds
+        self._batch_size = batch_size
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Starts the loop in the background."""
+        self._task = asyncio.create_task(self._run(), name="policy-grant-expiry")
+
+    async def stop(self) -> None:
+        """Stops after the sweep in progress, if any."""
+        self._stopping.set()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while not self._stopping.is_set():
+            delay = self._interval_seconds
+            try:
+                expired = await sweep(self._pool, self._clock(), self._batch_size)
+                if expired:
+                    logger.info("grants expired", extra={"count": expired})
+            except UNAVAILABLE_ERRORS as error:
+                logger.warning("expiry sweep failed", extra={"error": type(error).__name__})
+                delay = max(delay, _RETRY_AFTER_ERROR_SECONDS)
+            except Exception:
+                logger.exception("expiry sweep failed")
+                delay = max(delay, _RETRY_AFTER_ERROR_SECONDS)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=delay)

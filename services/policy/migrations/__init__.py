@@ -1,0 +1,1 @@
+"""Policy's numbered SQL migrations."""

@@ -1,0 +1,181 @@
+-- Policy's SQL. Each statement is named; storage.py runs them by name.
+
+-- name: get_bounds
+SELECT * FROM bounds WHERE workspace_id = $1;
+
+-- name: upsert_bounds
+INSERT INTO bounds (workspace_id, askvault_plan, refund_caps, refund_window,
+                    plan_changes_per_period, cancellation_grace, confirm_refunds,
+                    confirm_plan_changes, counter_period, updated_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+ON CONFLICT (workspace_id) DO UPDATE SET
+    askvault_plan = excluded.askvault_plan,
+    refund_caps = excluded.refund_caps,
+    refund_window = excluded.refund_window,
+    plan_changes_per_period = excluded.plan_changes_per_period,
+    cancellation_grace = excluded.cancellation_grace,
+    confirm_refunds = excluded.confirm_refunds,
+    confirm_plan_changes = excluded.confirm_plan_changes,
+    counter_period = excluded.counter_period,
+    updated_at = excluded.updated_at
+RETURNING *;
+
+-- name: supersede_pending_changes
+UPDATE bounds_changes SET state = 'superseded'
+WHERE workspace_id = $1 AND state = 'pending';
+
+-- name: insert_bounds_change
+INSERT INTO bounds_changes (workspace_id, change_id, proposed, state, proposed_by,
+                            approved_by, loosened_fields, created_at, applied_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+RETURNING *;
+
+-- name: get_bounds_change_for_update
+SELECT * FROM bounds_changes WHERE workspace_id = $1 AND change_id = $2 FOR UPDATE;
+
+-- name: apply_bounds_change
+UPDATE bounds_changes SET state = 'applied', approved_by = $3, applied_at = $4
+WHERE workspace_id = $1 AND change_id = $2
+RETURNING *;
+
+-- name: list_bounds_changes
+SELECT * FROM bounds_changes
+WHERE workspace_id = $1 AND ($2 = '' OR state = $2)
+ORDER BY created_at DESC, change_id DESC
+LIMIT 500;
+
+-- name: reserve
+-- Adds the quantity unless the counter would pass the limit; no row back means it did not
+-- fit. Concurrent reservations queue on the row lock and re-check the condition after it.
+INSERT INTO counters AS c (workspace_id, contact_id, counter, currency, period_start,
+                           period_end, used)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+ON CONFLICT (workspace_id, contact_id, counter, currency, period_start)
+DO UPDATE SET used = c.used + excluded.used
+WHERE c.used + excluded.used <= $8
+RETURNING used;
+
+-- name: counter_used
+SELECT coalesce((SELECT used FROM counters
+                 WHERE workspace_id = $1 AND contact_id = $2 AND counter = $3
+                   AND currency = $4 AND period_start = $5), 0);
+
+-- name: free
+UPDATE counters SET used = greatest(used - $6, 0)
+WHERE workspace_id = $1 AND contact_id = $2 AND counter = $3 AND currency = $4
+  AND period_start = $5
+RETURNING used;
+
+-- name: insert_grant
+INSERT INTO grants (workspace_id, grant_id, contact_id, action, stripe_customer_id, charge_id,
+                    subscription_id, invoice_id, amount_minor, currency, charge_created_at,
+                    target_price_id, state, expires_at, created_at, cancellation_grace,
+                    counter, counter_currency, counter_period_start, quantity, escalation_id)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'reserved', $13, $14, $15, $16, $17,
+        $18, $19, $20)
+RETURNING *;
+
+-- name: get_grant_for_update
+SELECT * FROM grants WHERE workspace_id = $1 AND grant_id = $2 FOR UPDATE;
+
+-- name: redeem_grant
+UPDATE grants SET state = 'redeemed', redeem_key = $3, redeemed_at = $4
+WHERE workspace_id = $1 AND grant_id = $2
+RETURNING *;
+
+-- name: commit_grant
+UPDATE grants SET state = 'committed', stripe_object_id = $3, resolved_at = $4
+WHERE workspace_id = $1 AND grant_id = $2
+RETURNING *;
+
+-- name: release_grant
+UPDATE grants SET state = 'released', release_reason = $3, resolved_at = $4
+WHERE workspace_id = $1 AND grant_id = $2
+RETURNING *;
+
+-- name: expire_grant
+UPDATE grants SET state = 'expired', resolved_at = $3
+WHERE workspace_id = $1 AND grant_id = $2
+RETURNING *;
+
+-- name: workspaces_with_due_grants
+SELECT DISTINCT workspace_id FROM grants
+WHERE state = 'reserved' AND expires_at <= $1
+LIMIT $2;
+
+-- name: claim_due_grants
+-- Rows another replica is expiring are skipped, not waited for.
+SELECT * FROM grants
+WHERE workspace_id = $1 AND state = 'reserved' AND expires_at <= $2
+ORDER BY expires_at, grant_id
+LIMIT $3
+FOR UPDATE SKIP LOCKED;
+
+-- name: insert_escalation
+INSERT INTO escalations (workspace_id, escalation_id, contact_id, stripe_customer_id, action,
+                         details, context, reason, state, created_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'open', $9)
+RETURNING *;
+
+-- name: get_escalation
+SELECT * FROM escalations WHERE workspace_id = $1 AND escalation_id = $2;
+
+-- name: get_escalation_for_update
+SELECT * FROM escalations WHERE workspace_id = $1 AND escalation_id = $2 FOR UPDATE;
+
+-- name: decide_escalation
+UPDATE escalations SET state = $3, decided_at = $4, decided_by = $5, decision_note = $6,
+                       grant_id = $7
+WHERE workspace_id = $1 AND escalation_id = $2
+RETURNING *;
+
+-- name: list_escalations
+SELECT * FROM escalations
+WHERE workspace_id = $1 AND ($2 = '' OR state = $2)
+  AND ($3::timestamptz IS NULL OR (created_at, escalation_id) < ($3, $4))
+ORDER BY created_at DESC, escalation_id DESC
+LIMIT $5;
+
+-- name: lock_audit_head
+-- Creates the head on first use and locks it either way, so appends are serialized.
+INSERT INTO audit_heads AS h (workspace_id, last_sequence, last_hash)
+VALUES ($1, 0, '')
+ON CONFLICT (workspace_id) DO UPDATE SET workspace_id = h.workspace_id
+RETURNING last_sequence, last_hash;
+
+-- name: get_audit_head
+SELECT last_sequence, last_hash FROM audit_heads WHERE workspace_id = $1;
+
+-- name: append_audit
+WITH appended AS (
+    INSERT INTO audit_events (workspace_id, sequence, occurred_at, actor_kind, actor_id, kind,
+                              contact_id, stripe_customer_id, action, amount_minor, currency,
+                              outcome, subject_id, previous_hash, hash)
+    SELECT $1, e.sequence, e.occurred_at, e.actor_kind, e.actor_id, e.kind, e.contact_id,
+           e.stripe_customer_id, e.action, e.amount_minor, e.currency, e.outcome, e.subject_id,
+           e.previous_hash, e.hash
+    FROM unnest($2::bigint[], $3::timestamptz[], $4::text[], $5::text[], $6::text[],
+                $7::text[], $8::text[], $9::text[], $10::bigint[], $11::text[], $12::text[],
+                $13::text[], $14::text[], $15::text[])
+         AS e (sequence, occurred_at, actor_kind, actor_id, kind, contact_id,
+               stripe_customer_id, action, amount_minor, currency, outcome, subject_id,
+               previous_hash, hash)
+)
+UPDATE audit_heads SET last_sequence = $16, last_hash = $17 WHERE workspace_id = $1;
+
+-- name: list_audit_events
+SELECT * FROM audit_events
+WHERE workspace_id = $1
+  AND ($2 = '' OR contact_id = $2)
+  AND ($3 = '' OR action = $3)
+  AND ($4::timestamptz IS NULL OR occurred_at >= $4)
+  AND ($5::timestamptz IS NULL OR occurred_at < $5)
+  AND sequence > $6
+ORDER BY sequence
+LIMIT $7;
+
+-- name: audit_chain_page
+SELECT * FROM audit_events
+WHERE workspace_id = $1 AND sequence > $2
+ORDER BY sequence
+LIMIT $3;

@@ -1,0 +1,121 @@
+"""Policy as the runtime starts it: the assertion verifier, the servicer, the expiry worker."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
+
+import grpc
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from askvault.identity.v1 import identity_pb2, identity_pb2_grpc
+from askvault.policy.v1 import policy_pb2, policy_pb2_grpc
+from policy.domain.bounds import AskVaultPlan, Bounds, parse_caps
+from policy.domain.periods import Period
+from policy.expiry import ExpiryWorker
+from policy.grpc_api import PolicyServicer
+from policy.settings import PolicySettings
+from runtime import assertions, clients, errors
+from runtime.server import Resources
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    """The wall clock, in UTC."""
+    return datetime.now(UTC)
+
+
+def default_bounds(settings: PolicySettings) -> Bounds:
+    """The defaults every change is compared with. The plan is not a bound: the defaults
+    name Business so that a workspace set to its defaults has the skill; a workspace with
+    no bounds row at all gets these without a plan (skill off)."""
+    return Bounds(
+        askvault_plan=AskVaultPlan.BUSINESS,
+        refund_caps=parse_caps(settings.default_refund_caps),
+        refund_window=timedelta(seconds=settings.default_refund_window_seconds),
+        plan_changes_per_period=settings.default_plan_changes_per_period,
+        cancellation_grace=timedelta(seconds=settings.default_cancellation_grace_seconds),
+        confirm_refunds=settings.default_confirm_refunds,
+        confirm_plan_changes=settings.default_confirm_plan_changes,
+        counter_period=Period(settings.default_counter_period),
+    )
+
+
+def identity_key_source(target: str) -> assertions.KeyFetcher:
+    """Fetches identity's assertion keys with GetVerificationKeys; an unreachable identity
+    fails the call closed with UNAVAILABLE DEPENDENCY_UNAVAILABLE."""
+    channel: grpc.aio.Channel | None = None
+
+    async def fetch() -> Mapping[str, Ed25519PublicKey]:
+        nonlocal channel
+        if not target:
+            return {}
+        if channel is None:
+            channel = clients.channel(target)
+        stub = identity_pb2_grpc.IdentityServiceStub(channel)
+        try:
+            response = await stub.GetVerificationKeys(
+                identity_pb2.GetVerificationKeysRequest(), timeout=clients.timeout(2.0)
+            )
+        except grpc.aio.AioRpcError as error:
+            raise errors.ServiceError(
+                errors.Kind.UNAVAILABLE,
+                "DEPENDENCY_UNAVAILABLE",
+                f"identity's verification keys are unavailable ({error.code().name})",
+            ) from None
+        return {
+            key.key_id: assertions.public_key_from_raw(key.public_key)
+            for key in response.keys
+            if key.algorithm == assertions.ALGORITHM
+        }
+
+    return fetch
+
+
+class PolicyService:
+    """The policy service for the runtime."""
+
+    name = "policy"
+    migrations_package = "policy.migrations"
+    error_domain = "policy.askvault.dev"
+    service_names = (policy_pb2.DESCRIPTOR.services_by_name["PolicyService"].full_name,)
+
+    def __init__(
+        self,
+        settings: PolicySettings,
+        *,
+        key_source: assertions.KeyFetcher | None = None,
+        clock: Clock = utc_now,
+    ) -> None:
+        self._settings = settings
+        self._clock = clock
+        self._verifier = assertions.Verifier(
+            key_source or identity_key_source(settings.identity_target),
+            refresh_interval=settings.identity_keys_refresh_seconds,
+        )
+        self._defaults = default_bounds(settings)
+        self._worker: ExpiryWorker | None = None
+
+    async def start(self, server: grpc.aio.Server, resources: Resources) -> None:
+        servicer = PolicyServicer(
+            pool=resources.pool,
+            settings=self._settings,
+            verifier=self._verifier,
+            clock=self._clock,
+            defaults=self._defaults,
+        )
+        policy_pb2_grpc.add_PolicyServiceServicer_to_server(servicer, server)
+        self._worker = ExpiryWorker(
+            resources.pool,
+            self._clock,
+            self._settings.expiry_interval_seconds,
+            self._settings.expiry_batch_size,
+        )
+        self._worker.start()
+
+    async def stop(self) -> None:
+        """Stops the expiry worker."""
+        if self._worker is not None:
+            await self._worker.stop()
+            self._worker = None

@@ -1,0 +1,41 @@
+"""Policy's settings (environment variables of the same names, upper case)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from runtime.settings import ServiceSettings
+
+
+class PolicySettings(ServiceSettings):
+    """Everything of ServiceSettings, plus policy's defaults and timings."""
+
+    grpc_port: int = Field(default=50062, ge=0, le=65535)
+    # host:port of identity, whose GetVerificationKeys publishes the keys that verify
+    # identity assertions. Empty is allowed only when the service is given a key source
+    # directly (tests); then every assertion is refused as invalid.
+    identity_target: str = ""
+    # Seconds between two fetches of identity's keys when an unknown key id shows up.
+    identity_keys_refresh_seconds: float = Field(default=10.0, gt=0)
+    # Lifetime of a grant: the enforcement point must redeem it within this many seconds.
+    grant_ttl_seconds: int = Field(default=120, ge=1, le=3600)
+    # Seconds between sweeps of the expiry worker.
+    expiry_interval_seconds: float = Field(default=1.0, gt=0)
+    # Grants one sweep expires per workspace and transaction.
+    expiry_batch_size: int = Field(default=100, ge=1, le=10_000)
+    # Default automatic refund caps per visitor and period: "usd:50000,eur:45000" (minor
+    # units). A currency without a cap escalates.
+    default_refund_caps: str = "usd:50000"
+    # Default refund window: how old a charge may be, in seconds (14 days).
+    default_refund_window_seconds: int = Field(default=14 * 86_400, ge=0)
+    # Default plan changes per visitor and period.
+    default_plan_changes_per_period: int = Field(default=3, ge=0)
+    # Default cancellation grace, in seconds.
+    default_cancellation_grace_seconds: int = Field(default=30, ge=0)
+    # Default: refunds and plan changes need the visitor's explicit confirmation.
+    default_confirm_refunds: bool = True
+    default_confirm_plan_changes: bool = True
+    # Default counter period: calendar_month, calendar_week or calendar_day (UTC).
+    default_counter_period: str = Field(
+        default="calendar_month", pattern="^calendar_(month|week|day)$"
+    )

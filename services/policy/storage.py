@@ -1,0 +1,627 @@
+"""Policy's storage: the only module that runs policy's SQL."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from policy.domain import audit, grants
+from policy.domain.bounds import AskVaultPlan, Bounds
+from policy.domain.decisions import Counter, Reservation
+from policy.domain.model import Action, Details, Money
+from policy.domain.periods import Period
+from runtime.database import Connection, Queries
+
+queries = Queries("policy")
+
+
+# -- bounds --------------------------------------------------------------------------------
+
+
+def bounds_to_json(bounds: Bounds) -> str:
+    """The stored form of proposed bounds (same shape as a bounds row)."""
+    return json.dumps(
+        {
+            "askvault_plan": bounds.askvault_plan.value,
+            "refund_caps": [
+                {"currency": cap.currency, "amount_minor": cap.amount_minor}
+                for cap in bounds.refund_caps
+            ],
+            "refund_window_seconds": bounds.refund_window.total_seconds(),
+            "plan_changes_per_period": bounds.plan_changes_per_period,
+            "cancellation_grace_seconds": bounds.cancellation_grace.total_seconds(),
+            "confirm_refunds": bounds.confirm_refunds,
+            "confirm_plan_changes": bounds.confirm_plan_changes,
+            "counter_period": bounds.counter_period.value,
+        }
+    )
+
+
+def _caps(raw: Any) -> tuple[Money, ...]:
+    items = json.loads(raw) if isinstance(raw, str) else raw
+    return tuple(Money(int(item["amount_minor"]), str(item["currency"])) for item in items)
+
+
+def bounds_from_json(raw: str) -> Bounds:
+    """Proposed bounds from their stored form."""
+    data = json.loads(raw)
+    return Bounds(
+        askvault_plan=AskVaultPlan(data["askvault_plan"]),
+        refund_caps=_caps(data["refund_caps"]),
+        refund_window=timedelta(seconds=data["refund_window_seconds"]),
+        plan_changes_per_period=int(data["plan_changes_per_period"]),
+        cancellation_grace=timedelta(seconds=data["cancellation_grace_seconds"]),
+        confirm_refunds=bool(data["confirm_refunds"]),
+        confirm_plan_changes=bool(data["confirm_plan_changes"]),
+        counter_period=Period(data["counter_period"]),
+    )
+
+
+def _bounds(row: asyncpg.Record) -> Bounds:
+    return Bounds(
+        askvault_plan=AskVaultPlan(row["askvault_plan"]),
+        refund_caps=_caps(row["refund_caps"]),
+        refund_window=row["refund_window"],
+        plan_changes_per_period=row["plan_changes_per_period"],
+        cancellation_grace=row["cancellation_grace"],
+        confirm_refunds=row["confirm_refunds"],
+        confirm_plan_changes=row["confirm_plan_changes"],
+        counter_period=Period(row["counter_period"]),
+        updated_at=row["updated_at"],
+    )
+
+
+async def get_bounds(connection: Connection, workspace_id: str) -> Bounds | None:
+    """The workspace's stored bounds, or None when an admin never set any."""
+    row = await connection.fetchrow(queries.get_bounds, workspace_id)
+    return _bounds(row) if row else None
+
+
+async def save_bounds(
+    connection: Connection, workspace_id: str, bounds: Bounds, now: datetime
+) -> Bounds:
+    """Puts bounds in force."""
+    caps = json.loads(bounds_to_json(bounds))["refund_caps"]
+    row = await connection.fetchrow(
+        queries.upsert_bounds,
+        workspace_id,
+        bounds.askvault_plan.value,
+        json.dumps(caps),
+        bounds.refund_window,
+        bounds.plan_changes_per_period,
+        bounds.cancellation_grace,
+        bounds.confirm_refunds,
+        bounds.confirm_plan_changes,
+        bounds.counter_period.value,
+        now,
+    )
+    assert row is not None
+    return _bounds(row)
+
+
+@dataclass(frozen=True)
+class BoundsChangeRecord:
+    """A stored bounds change."""
+
+    workspace_id: str
+    change_id: str
+    proposed: Bounds
+    state: str  # pending, applied, superseded
+    proposed_by: str
+    approved_by: str
+    loosened_fields: list[str]
+    created_at: datetime
+    applied_at: datetime | None
+
+
+def _change(row: asyncpg.Record) -> BoundsChangeRecord:
+    return BoundsChangeRecord(
+        workspace_id=row["workspace_id"],
+        change_id=row["change_id"],
+        proposed=bounds_from_json(row["proposed"]),
+        state=row["state"],
+        proposed_by=row["proposed_by"],
+        approved_by=row["approved_by"],
+        loosened_fields=list(row["loosened_fields"]),
+        created_at=row["created_at"],
+        applied_at=row["applied_at"],
+    )
+
+
+async def insert_bounds_change(
+    connection: Connection,
+    workspace_id: str,
+    change_id: str,
+    proposed: Bounds,
+    *,
+    pending: bool,
+    proposed_by: str,
+    loosened_fields: Sequence[str],
+    now: datetime,
+) -> BoundsChangeRecord:
+    """Records a change; earlier pending changes are superseded by it."""
+    await connection.execute(queries.supersede_pending_changes, workspace_id)
+    row = await connection.fetchrow(
+        queries.insert_bounds_change,
+        workspace_id,
+        change_id,
+        bounds_to_json(proposed),
+        "pending" if pending else "applied",
+        proposed_by,
+        "",
+        list(loosened_fields),
+        now,
+        None if pending else now,
+    )
+    assert row is not None
+    return _change(row)
+
+
+async def get_bounds_change_for_update(
+    connection: Connection, workspace_id: str, change_id: str
+) -> BoundsChangeRecord | None:
+    """One change, locked."""
+    row = await connection.fetchrow(queries.get_bounds_change_for_update, workspace_id, change_id)
+    return _change(row) if row else None
+
+
+async def apply_bounds_change(
+    connection: Connection, workspace_id: str, change_id: str, approved_by: str, now: datetime
+) -> BoundsChangeRecord:
+    """Marks a pending change applied by its second admin."""
+    row = await connection.fetchrow(
+        queries.apply_bounds_change, workspace_id, change_id, approved_by, now
+    )
+    assert row is not None
+    return _change(row)
+
+
+async def list_bounds_changes(
+    connection: Connection, workspace_id: str, state: str
+) -> list[BoundsChangeRecord]:
+    """The workspace's changes, newest first ("" state lists all)."""
+    rows = await connection.fetch(queries.list_bounds_changes, workspace_id, state)
+    return [_change(row) for row in rows]
+
+
+# -- counters ------------------------------------------------------------------------------
+
+
+async def reserve(
+    connection: Connection, workspace_id: str, contact_id: str, reservation: Reservation
+) -> int | None:
+    """Adds the reservation to its counter if it fits; the new usage, or None."""
+    if reservation.quantity > reservation.limit:
+        return None
+    used = await connection.fetchval(
+        queries.reserve,
+        workspace_id,
+        contact_id,
+        reservation.counter.value,
+        reservation.currency,
+        reservation.period_start,
+        reservation.period_end,
+        reservation.quantity,
+        reservation.limit,
+    )
+    return int(used) if used is not None else None
+
+
+async def counter_used(
+    connection: Connection, workspace_id: str, contact_id: str, reservation: Reservation
+) -> int:
+    """The counter's current usage (0 when it has none)."""
+    used = await connection.fetchval(
+        queries.counter_used,
+        workspace_id,
+        contact_id,
+        reservation.counter.value,
+        reservation.currency,
+        reservation.period_start,
+    )
+    return int(used)
+
+
+# -- grants --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GrantRecord:
+    """A stored grant with the counter it reserved on."""
+
+    grant: grants.Grant
+    counter: Counter | None
+    counter_currency: str
+    counter_period_start: datetime | None
+    quantity: int
+    stripe_object_id: str
+    escalation_id: str
+
+
+def _grant(row: asyncpg.Record) -> GrantRecord:
+    amount = Money(row["amount_minor"], row["currency"]) if row["currency"] else None
+    details = Details(
+        stripe_customer_id=row["stripe_customer_id"],
+        charge_id=row["charge_id"],
+        subscription_id=row["subscription_id"],
+        invoice_id=row["invoice_id"],
+        amount=amount,
+        charge_created_at=row["charge_created_at"],
+        target_price_id=row["target_price_id"],
+    )
+    return GrantRecord(
+        grant=grants.Grant(
+            grant_id=row["grant_id"],
+            workspace_id=row["workspace_id"],
+            contact_id=row["contact_id"],
+            action=Action(row["action"]),
+            details=details,
+            state=grants.State(row["state"]),
+            expires_at=row["expires_at"],
+            created_at=row["created_at"],
+            cancellation_grace=row["cancellation_grace"],
+            redeem_key=row["redeem_key"],
+        ),
+        counter=Counter(row["counter"]) if row["counter"] else None,
+        counter_currency=row["counter_currency"],
+        counter_period_start=row["counter_period_start"],
+        quantity=row["quantity"],
+        stripe_object_id=row["stripe_object_id"],
+        escalation_id=row["escalation_id"],
+    )
+
+
+async def insert_grant(
+    connection: Connection,
+    workspace_id: str,
+    grant_id: str,
+    contact_id: str,
+    action: Action,
+    details: Details,
+    *,
+    expires_at: datetime,
+    now: datetime,
+    cancellation_grace: timedelta | None,
+    reservation: Reservation | None,
+    escalation_id: str = "",
+) -> GrantRecord:
+    """Stores a RESERVED grant (its reservation was already added to the counter)."""
+    amount = details.amount or Money(0, "")
+    row = await connection.fetchrow(
+        queries.insert_grant,
+        workspace_id,
+        grant_id,
+        contact_id,
+        action.value,
+        details.stripe_customer_id,
+        details.charge_id,
+        details.subscription_id,
+        details.invoice_id,
+        amount.amount_minor,
+        amount.currency,
+        details.charge_created_at,
+        details.target_price_id,
+        expires_at,
+        now,
+        cancellation_grace,
+        reservation.counter.value if reservation else None,
+        reservation.currency if reservation else "",
+        reservation.period_start if reservation else None,
+        reservation.quantity if reservation else 0,
+        escalation_id,
+    )
+    assert row is not None
+    return _grant(row)
+
+
+async def get_grant_for_update(
+    connection: Connection, workspace_id: str, grant_id: str
+) -> GrantRecord | None:
+    """One grant, locked until the transaction ends."""
+    row = await connection.fetchrow(queries.get_grant_for_update, workspace_id, grant_id)
+    return _grant(row) if row else None
+
+
+async def redeem_grant(
+    connection: Connection, workspace_id: str, grant_id: str, key: str, now: datetime
+) -> GrantRecord:
+    """RESERVED -> REDEEMED."""
+    row = await connection.fetchrow(queries.redeem_grant, workspace_id, grant_id, key, now)
+    assert row is not None
+    return _grant(row)
+
+
+async def commit_grant(
+    connection: Connection, workspace_id: str, grant_id: str, stripe_object_id: str, now: datetime
+) -> GrantRecord:
+    """-> COMMITTED; the reservation counts for good."""
+    row = await connection.fetchrow(
+        queries.commit_grant, workspace_id, grant_id, stripe_object_id, now
+    )
+    assert row is not None
+    return _grant(row)
+
+
+async def free_reservation(connection: Connection, record: GrantRecord) -> None:
+    """Takes the grant's reservation off the counter it was made on."""
+    if record.counter is None or record.counter_period_start is None:
+        return
+    await connection.execute(
+        queries.free,
+        record.grant.workspace_id,
+        record.grant.contact_id,
+        record.counter.value,
+        record.counter_currency,
+        record.counter_period_start,
+        record.quantity,
+    )
+
+
+async def release_grant(
+    connection: Connection, record: GrantRecord, reason: str, now: datetime
+) -> GrantRecord:
+    """-> RELEASED, freeing the reservation."""
+    await free_reservation(connection, record)
+    row = await connection.fetchrow(
+        queries.release_grant, record.grant.workspace_id, record.grant.grant_id, reason, now
+    )
+    assert row is not None
+    return _grant(row)
+
+
+async def expire_grant(connection: Connection, record: GrantRecord, now: datetime) -> GrantRecord:
+    """RESERVED -> EXPIRED, freeing the reservation."""
+    await free_reservation(connection, record)
+    row = await connection.fetchrow(
+        queries.expire_grant, record.grant.workspace_id, record.grant.grant_id, now
+    )
+    assert row is not None
+    return _grant(row)
+
+
+async def workspaces_with_due_grants(
+    connection: Connection, now: datetime, limit: int
+) -> list[str]:
+    """Workspaces that have RESERVED grants past their expiry."""
+    rows = await connection.fetch(queries.workspaces_with_due_grants, now, limit)
+    return [row["workspace_id"] for row in rows]
+
+
+async def claim_due_grants(
+    connection: Connection, workspace_id: str, now: datetime, limit: int
+) -> list[GrantRecord]:
+    """Locks due grants of one workspace that no other worker holds."""
+    rows = await connection.fetch(queries.claim_due_grants, workspace_id, now, limit)
+    return [_grant(row) for row in rows]
+
+
+# -- escalations ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EscalationRecord:
+    """A stored escalation; details and context in their proto JSON form."""
+
+    workspace_id: str
+    escalation_id: str
+    contact_id: str
+    stripe_customer_id: str
+    action: str
+    details: dict[str, Any]
+    context: dict[str, Any]
+    reason: str
+    state: str  # open, approved, rejected
+    created_at: datetime
+    decided_at: datetime | None
+    decided_by: str
+    grant_id: str
+
+
+def _escalation(row: asyncpg.Record) -> EscalationRecord:
+    return EscalationRecord(
+        workspace_id=row["workspace_id"],
+        escalation_id=row["escalation_id"],
+        contact_id=row["contact_id"],
+        stripe_customer_id=row["stripe_customer_id"],
+        action=row["action"],
+        details=json.loads(row["details"]),
+        context=json.loads(row["context"]),
+        reason=row["reason"],
+        state=row["state"],
+        created_at=row["created_at"],
+        decided_at=row["decided_at"],
+        decided_by=row["decided_by"],
+        grant_id=row["grant_id"],
+    )
+
+
+async def insert_escalation(
+    connection: Connection,
+    workspace_id: str,
+    escalation_id: str,
+    *,
+    contact_id: str,
+    stripe_customer_id: str,
+    action: str,
+    details: dict[str, Any],
+    context: dict[str, Any],
+    reason: str,
+    now: datetime,
+) -> EscalationRecord:
+    """Opens an escalation."""
+    row = await connection.fetchrow(
+        queries.insert_escalation,
+        workspace_id,
+        escalation_id,
+        contact_id,
+        stripe_customer_id,
+        action,
+        json.dumps(details),
+        json.dumps(context),
+        reason,
+        now,
+    )
+    assert row is not None
+    return _escalation(row)
+
+
+async def get_escalation(
+    connection: Connection, workspace_id: str, escalation_id: str, *, for_update: bool = False
+) -> EscalationRecord | None:
+    """One escalation, or None."""
+    query = queries.get_escalation_for_update if for_update else queries.get_escalation
+    row = await connection.fetchrow(query, workspace_id, escalation_id)
+    return _escalation(row) if row else None
+
+
+async def decide_escalation(
+    connection: Connection,
+    workspace_id: str,
+    escalation_id: str,
+    *,
+    state: str,
+    now: datetime,
+    decided_by: str,
+    note: str,
+    grant_id: str,
+) -> EscalationRecord:
+    """Records an admin's decision."""
+    row = await connection.fetchrow(
+        queries.decide_escalation,
+        workspace_id,
+        escalation_id,
+        state,
+        now,
+        decided_by,
+        note,
+        grant_id,
+    )
+    assert row is not None
+    return _escalation(row)
+
+
+async def list_escalations(
+    connection: Connection,
+    workspace_id: str,
+    state: str,
+    after: tuple[datetime, str] | None,
+    limit: int,
+) -> list[EscalationRecord]:
+    """A page of escalations, newest first, after the (created_at, id) cursor."""
+    rows = await connection.fetch(
+        queries.list_escalations,
+        workspace_id,
+        state,
+        after[0] if after else None,
+        after[1] if after else "",
+        limit,
+    )
+    return [_escalation(row) for row in rows]
+
+
+# -- audit ---------------------------------------------------------------------------------
+
+
+def _chained(row: asyncpg.Record) -> audit.ChainedEntry:
+    return audit.ChainedEntry(
+        workspace_id=row["workspace_id"],
+        sequence=row["sequence"],
+        entry=audit.Entry(
+            occurred_at=row["occurred_at"],
+            actor_kind=row["actor_kind"],
+            actor_id=row["actor_id"],
+            kind=row["kind"],
+            contact_id=row["contact_id"],
+            stripe_customer_id=row["stripe_customer_id"],
+            action=row["action"],
+            amount_minor=row["amount_minor"],
+            currency=row["currency"],
+            outcome=row["outcome"],
+            subject_id=row["subject_id"],
+        ),
+        previous_hash=row["previous_hash"],
+        hash=row["hash"],
+    )
+
+
+async def append_audit(
+    connection: Connection, workspace_id: str, entries: Sequence[audit.Entry]
+) -> list[audit.ChainedEntry]:
+    """Appends entries to the workspace's chain, in the caller's transaction. The head row
+    stays locked until that transaction ends, so call this last, right before commit."""
+    if not entries:
+        return []
+    head = await connection.fetchrow(queries.lock_audit_head, workspace_id)
+    assert head is not None
+    chained = audit.chain(workspace_id, head["last_sequence"], head["last_hash"], entries)
+    columns: list[list[Any]] = [[] for _ in range(14)]
+    for item in chained:
+        entry = item.entry
+        values = (
+            item.sequence,
+            entry.occurred_at,
+            entry.actor_kind,
+            entry.actor_id,
+            entry.kind,
+            entry.contact_id,
+            entry.stripe_customer_id,
+            entry.action,
+            entry.amount_minor,
+            entry.currency,
+            entry.outcome,
+            entry.subject_id,
+            item.previous_hash,
+            item.hash,
+        )
+        for column, value in zip(columns, values, strict=True):
+            column.append(value)
+    await connection.execute(
+        queries.append_audit, workspace_id, *columns, chained[-1].sequence, chained[-1].hash
+    )
+    return chained
+
+
+@dataclass(frozen=True)
+class AuditFilter:
+    """Filters of ListAuditEvents ("" / None means any)."""
+
+    contact_id: str = ""
+    action: str = ""
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+
+
+async def list_audit_events(
+    connection: Connection, workspace_id: str, where: AuditFilter, after_sequence: int, limit: int
+) -> list[audit.ChainedEntry]:
+    """A page of audit events in chain order after a sequence."""
+    rows = await connection.fetch(
+        queries.list_audit_events,
+        workspace_id,
+        where.contact_id,
+        where.action,
+        where.start_time,
+        where.end_time,
+        after_sequence,
+        limit,
+    )
+    return [_chained(row) for row in rows]
+
+
+async def audit_chain_page(
+    connection: Connection, workspace_id: str, after_sequence: int, limit: int
+) -> list[audit.ChainedEntry]:
+    """Every entry after a sequence, in order, for verification."""
+    rows = await connection.fetch(queries.audit_chain_page, workspace_id, after_sequence, limit)
+    return [_chained(row) for row in rows]
+
+
+async def audit_head(connection: Connection, workspace_id: str) -> tuple[int, str]:
+    """(last sequence, last hash) the chain head records; (0, "") for an empty chain."""
+    row = await connection.fetchrow(queries.get_audit_head, workspace_id)
+    return (row["last_sequence"], row["last_hash"]) if row else (0, "")
