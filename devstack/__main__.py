@@ -21,6 +21,8 @@ from devstack import config, provision
 from runtime.embedded_postgres import EmbeddedPostgres
 
 logger = logging.getLogger("devstack")
+# The launcher starts processes while gRPC threads run; gRPC's fork handlers are not needed.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 
 @dataclass
@@ -178,9 +180,23 @@ def plan(demo: config.DemoConfig, database_url: str) -> list[Child]:
     return children
 
 
+LOGS = config.DATA_DIR / "logs"
+
+
 async def _start(child: Child) -> None:
     env = {**os.environ, **child.env}
-    child.process = await asyncio.create_subprocess_exec(*child.argv, env=env, cwd=config.ROOT)
+    LOGS.mkdir(parents=True, exist_ok=True)
+    with (LOGS / f"{child.name}.log").open("ab") as log:
+        child.process = await asyncio.create_subprocess_exec(
+            *child.argv, env=env, cwd=config.ROOT, stdout=log, stderr=log
+        )
+
+
+def _tail(child: Child, lines: int = 15) -> str:
+    path = LOGS / f"{child.name}.log"
+    return (
+        "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+    )
 
 
 async def _wait_ready(child: Child, limit_seconds: float = 60.0) -> None:
@@ -234,7 +250,7 @@ async def run(once: bool) -> int:
         print("\n".join(["", *notes]), flush=True)
         if once:
             return 0
-        print("\nAll up. Ctrl-C stops everything.", flush=True)
+        print(f"\nAll up; logs in {LOGS}. Ctrl-C stops everything.", flush=True)
         waiters = [asyncio.create_task(c.process.wait()) for c in children if c.process]
         stop_wait = asyncio.create_task(stopping.wait())
         done, _ = await asyncio.wait([stop_wait, *waiters], return_when=asyncio.FIRST_COMPLETED)
@@ -247,6 +263,9 @@ async def run(once: bool) -> int:
             waiter.cancel()
     except Exception as error:
         print(f"start-up failed: {error}", file=sys.stderr, flush=True)
+        for child in children:
+            if child.process and child.process.returncode is not None:
+                print(f"--- last lines of {LOGS / child.name}.log ---\n{_tail(child)}", flush=True)
         status = 1
     finally:
         print("stopping...", flush=True)
