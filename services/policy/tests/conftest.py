@@ -1,0 +1,217 @@
+"""Fixtures for policy's tests: a running policy server on a fresh database, with a test
+clock, a test assertion key and helpers to mint assertions and seed bounds."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import grpc
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from google.protobuf import timestamp_pb2
+
+from askvault.common.v1 import common_pb2
+from askvault.policy.v1 import policy_pb2 as pb
+from askvault.policy.v1 import policy_pb2_grpc
+from policy.service import PolicyService
+from policy.settings import PolicySettings
+from runtime import assertions, testing
+from runtime.server import RunningService
+
+WORKSPACE = "ws_test"
+KEY_ID = "test-key"
+START = datetime(2026, 3, 15, 12, 0, 0, tzinfo=UTC)
+_keys = itertools.count()
+
+
+class TestClock:
+    """A clock the test moves by hand."""
+
+    __test__ = False
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, delta: timedelta) -> None:
+        """Moves the clock forward."""
+        self.now += delta
+
+
+def timestamp(value: datetime) -> timestamp_pb2.Timestamp:
+    """A protobuf Timestamp."""
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+def usd(amount_minor: int) -> common_pb2.Money:
+    """An amount in US cents."""
+    return common_pb2.Money(amount_minor=amount_minor, currency="usd")
+
+
+def key(prefix: str = "k") -> str:
+    """A fresh idempotency key."""
+    return f"{prefix}-{next(_keys)}"
+
+
+def policy_settings(database_url: str, **values: object) -> PolicySettings:
+    """Settings for a test server; the worker sweeps rarely unless a test asks otherwise."""
+    defaults: dict[str, object] = {"expiry_interval_seconds": 3600.0}
+    defaults.update(values)
+    return testing.make_settings(PolicySettings, database_url, **defaults)
+
+
+@dataclass
+class Policy:
+    """A running policy server and what a test needs around it."""
+
+    stub: policy_pb2_grpc.PolicyServiceStub
+    server: RunningService
+    clock: TestClock
+    private_key: Ed25519PrivateKey
+    database_url: str
+    workspace_id: str = WORKSPACE
+    _contacts: itertools.count[int] = field(default_factory=itertools.count)
+
+    def assertion(
+        self,
+        contact_id: str = "ct_alice",
+        customer: str = "cus_alice",
+        *,
+        workspace_id: str | None = None,
+        expires_in: timedelta = timedelta(minutes=5),
+        private_key: Ed25519PrivateKey | None = None,
+    ) -> str:
+        """An identity assertion signed with the test key (or another one, to forge)."""
+        now = datetime.now(UTC).replace(microsecond=0)
+        return assertions.issue(
+            private_key or self.private_key,
+            KEY_ID,
+            assertions.Assertion(
+                assertion_id=f"as_{next(self._contacts)}",
+                workspace_id=workspace_id or self.workspace_id,
+                contact_id=contact_id,
+                user_id=f"user-{contact_id}",
+                email=f"{contact_id}@example.com",
+                stripe_customer_id=customer,
+                issued_at=now - timedelta(minutes=10),
+                expires_at=now + expires_in,
+            ),
+        )
+
+    def refund(
+        self,
+        amount_minor: int,
+        *,
+        contact_id: str = "ct_alice",
+        customer: str = "cus_alice",
+        charge_age: timedelta = timedelta(days=1),
+        confirmed: bool = True,
+        currency: str = "usd",
+        idempotency_key: str | None = None,
+        assertion: str | None = None,
+    ) -> pb.AuthorizeRequest:
+        """An Authorize request for a refund of a charge of ``charge_age``."""
+        return pb.AuthorizeRequest(
+            workspace_id=self.workspace_id,
+            identity_assertion=(
+                assertion if assertion is not None else self.assertion(contact_id, customer)
+            ),
+            action=common_pb2.BILLING_ACTION_REFUND,
+            details=pb.ActionDetails(
+                charge_id="ch_1",
+                amount=common_pb2.Money(amount_minor=amount_minor, currency=currency),
+                charge_created_at=timestamp(self.clock() - charge_age),
+            ),
+            confirmed=confirmed,
+            context=pb.EscalationContext(conversation_id="conv_1", transcript_summary="wants $"),
+            idempotency_key=idempotency_key or key("refund"),
+        )
+
+    def plan_change(
+        self, *, contact_id: str = "ct_alice", confirmed: bool = True
+    ) -> pb.AuthorizeRequest:
+        """An Authorize request for a plan change."""
+        return pb.AuthorizeRequest(
+            workspace_id=self.workspace_id,
+            identity_assertion=self.assertion(contact_id),
+            action=common_pb2.BILLING_ACTION_CHANGE_PLAN,
+            details=pb.ActionDetails(subscription_id="sub_1", target_price_id="price_pro"),
+            confirmed=confirmed,
+            idempotency_key=key("plan"),
+        )
+
+    async def set_bounds(
+        self, admin: str = "admin-alice", **changes: object
+    ) -> pb.ProposeBoundsChangeResponse:
+        """Proposes the defaults (plan Business) with some fields changed."""
+        current = await self.stub.GetBounds(pb.GetBoundsRequest(workspace_id=self.workspace_id))
+        bounds = pb.Bounds()
+        bounds.CopyFrom(current.defaults)
+        bounds.ClearField("updated_at")
+        bounds.askvault_plan = pb.ASK_VAULT_PLAN_BUSINESS
+        for name, value in changes.items():
+            if name == "refund_caps":
+                del bounds.refund_caps[:]
+                bounds.refund_caps.extend(value)  # type: ignore[arg-type]
+            elif isinstance(value, timedelta):
+                getattr(bounds, name).FromTimedelta(value)
+            else:
+                setattr(bounds, name, value)
+        response: pb.ProposeBoundsChangeResponse = await self.stub.ProposeBoundsChange(
+            pb.ProposeBoundsChangeRequest(
+                workspace_id=self.workspace_id, bounds=bounds, idempotency_key=key("bounds")
+            ),
+            metadata=testing.admin_metadata(admin),
+        )
+        return response
+
+    async def counter(self, contact_id: str = "ct_alice", counter: str = "refund_amount") -> int:
+        """The sum of a contact's counter rows (every period and currency)."""
+        connection = await asyncpg.connect(self.database_url)
+        try:
+            used = await connection.fetchval(
+                "SELECT coalesce(sum(used), 0) FROM policy.counters"
+                " WHERE workspace_id = $1 AND contact_id = $2 AND counter = $3",
+                self.workspace_id,
+                contact_id,
+                counter,
+            )
+        finally:
+            await connection.close()
+        return int(used)
+
+
+@pytest.fixture
+def private_key() -> Ed25519PrivateKey:
+    """The key identity would sign assertions with."""
+    return Ed25519PrivateKey.generate()
+
+
+@pytest.fixture
+async def policy(database_url: str, private_key: Ed25519PrivateKey) -> AsyncIterator[Policy]:
+    """Policy serving on a free port, with the demo workspace enabled (plan Business)."""
+    clock = TestClock(START)
+    public: Mapping[str, Ed25519PublicKey] = {KEY_ID: private_key.public_key()}
+
+    async def key_source() -> Mapping[str, Ed25519PublicKey]:
+        return public
+
+    settings = policy_settings(database_url)
+    service = PolicyService(settings, key_source=key_source, clock=clock)
+    async with (
+        testing.running(service, settings) as running,
+        grpc.aio.insecure_channel(running.address) as channel,
+    ):
+        harness = Policy(
+            policy_pb2_grpc.PolicyServiceStub(channel), running, clock, private_key, database_url
+        )
+        await harness.set_bounds()
+        yield harness
