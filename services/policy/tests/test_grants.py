@@ -1,0 +1,276 @@
+"""Grants: exact redemption, resolving exactly once, expiry by the worker and lazily, and a
+commit racing the expiry."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from datetime import timedelta
+
+import asyncpg
+import grpc
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from askvault.common.v1 import common_pb2
+from askvault.policy.v1 import policy_pb2 as pb
+from askvault.policy.v1 import policy_pb2_grpc
+from policy import expiry
+from policy.service import PolicyService
+from runtime import testing
+
+from .conftest import KEY_ID, Policy, TestClock, key, policy_settings, usd
+
+
+async def _grant(
+    policy: Policy, amount_minor: int = 1000, contact_id: str = "ct_alice"
+) -> pb.Grant:
+    response = await policy.stub.Authorize(policy.refund(amount_minor, contact_id=contact_id))
+    assert response.decision == pb.DECISION_ALLOW
+    return response.grant
+
+
+def _redeem(policy: Policy, grant: pb.Grant, **changes: object) -> pb.RedeemRequest:
+    request = pb.RedeemRequest(
+        workspace_id=policy.workspace_id,
+        grant_id=grant.grant_id,
+        action=grant.action,
+        details=grant.details,
+        idempotency_key=key("redeem"),
+    )
+    for name, value in changes.items():
+        if name == "amount":
+            request.details.amount.CopyFrom(value)  # type: ignore[arg-type]
+        elif name == "stripe_customer_id":
+            request.details.stripe_customer_id = str(value)
+        else:
+            setattr(request, name, value)
+    return request
+
+
+def _commit(
+    policy: Policy, grant: pb.Grant, idempotency_key: str | None = None
+) -> pb.CommitRequest:
+    return pb.CommitRequest(
+        workspace_id=policy.workspace_id,
+        grant_id=grant.grant_id,
+        stripe_object_id="re_1",
+        idempotency_key=idempotency_key or key("commit"),
+    )
+
+
+def _release(
+    policy: Policy, grant: pb.Grant, idempotency_key: str | None = None
+) -> pb.ReleaseRequest:
+    return pb.ReleaseRequest(
+        workspace_id=policy.workspace_id,
+        grant_id=grant.grant_id,
+        reason="card_declined",
+        idempotency_key=idempotency_key or key("release"),
+    )
+
+
+async def _refused(call: object) -> tuple[grpc.StatusCode, str]:
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await call  # type: ignore[misc]
+    code, reason, _ = testing.error_details(raised.value)
+    return code, reason
+
+
+async def _audit_kinds(policy: Policy, subject_id: str) -> list[str]:
+    connection = await asyncpg.connect(policy.database_url)
+    try:
+        rows = await connection.fetch(
+            "SELECT kind FROM policy.audit_events WHERE workspace_id = $1 AND subject_id = $2"
+            " ORDER BY sequence",
+            policy.workspace_id,
+            subject_id,
+        )
+    finally:
+        await connection.close()
+    return [row["kind"] for row in rows]
+
+
+async def test_redeem_with_exact_parameters_marks_the_grant_in_use(policy: Policy) -> None:
+    grant = await _grant(policy)
+    request = _redeem(policy, grant)
+    redeemed = await policy.stub.Redeem(request)
+    assert redeemed.grant.state == pb.GRANT_STATE_REDEEMED
+    # The same operation (same key) redeems again without error.
+    assert await policy.stub.Redeem(request) == redeemed
+    # Any other operation finds it in use.
+    assert await _refused(policy.stub.Redeem(_redeem(policy, grant))) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "GRANT_ALREADY_REDEEMED",
+    )
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"amount": usd(2000)},
+        {"amount": common_pb2.Money(amount_minor=1000, currency="eur")},
+        {"stripe_customer_id": "cus_mallory"},
+        {"action": common_pb2.BILLING_ACTION_CHANGE_PLAN},
+    ],
+)
+async def test_redeem_with_other_parameters_is_refused(
+    policy: Policy, changes: dict[str, object]
+) -> None:
+    grant = await _grant(policy, 1000)
+    assert await _refused(policy.stub.Redeem(_redeem(policy, grant, **changes))) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "GRANT_INVALID",
+    )
+    # Still redeemable with the right parameters.
+    redeemed = await policy.stub.Redeem(_redeem(policy, grant))
+    assert redeemed.grant.state == pb.GRANT_STATE_REDEEMED
+
+
+async def test_unknown_grant_is_not_found(policy: Policy) -> None:
+    grant = pb.Grant(grant_id="gr_nope", action=common_pb2.BILLING_ACTION_REFUND)
+    assert await _refused(policy.stub.Redeem(_redeem(policy, grant))) == (
+        grpc.StatusCode.NOT_FOUND,
+        "GRANT_INVALID",
+    )
+
+
+async def test_commit_resolves_exactly_once(policy: Policy) -> None:
+    grant = await _grant(policy, 1500)
+    await policy.stub.Redeem(_redeem(policy, grant))
+    request = _commit(policy, grant)
+    committed = await asyncio.gather(*(policy.stub.Commit(request) for _ in range(5)))
+    assert all(c == committed[0] for c in committed)
+    assert committed[0].grant.state == pb.GRANT_STATE_COMMITTED
+    for other in (
+        policy.stub.Commit(_commit(policy, grant)),
+        policy.stub.Release(_release(policy, grant)),
+    ):
+        assert await _refused(other) == (
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "GRANT_ALREADY_RESOLVED",
+        )
+    assert await policy.counter() == 1500
+    assert (await _audit_kinds(policy, grant.grant_id)).count("grant.committed") == 1
+
+
+async def test_release_frees_the_reservation_exactly_once(policy: Policy) -> None:
+    grant = await _grant(policy, 2500)
+    await policy.stub.Redeem(_redeem(policy, grant))
+    assert await policy.counter() == 2500
+    request = _release(policy, grant)
+    released = await asyncio.gather(*(policy.stub.Release(request) for _ in range(5)))
+    assert all(r.grant.state == pb.GRANT_STATE_RELEASED for r in released)
+    assert await policy.counter() == 0
+    for other in (
+        policy.stub.Release(_release(policy, grant)),
+        policy.stub.Commit(_commit(policy, grant)),
+    ):
+        assert await _refused(other) == (
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "GRANT_ALREADY_RESOLVED",
+        )
+    assert await policy.counter() == 0
+    assert (await _audit_kinds(policy, grant.grant_id)).count("grant.released") == 1
+
+
+async def test_worker_expires_an_unredeemed_grant_exactly_once(policy: Policy) -> None:
+    grant = await _grant(policy, 3000)
+    pool = policy.server.pool
+    assert await expiry.sweep(pool, policy.clock(), 100) == 0
+    policy.clock.advance(timedelta(seconds=120))
+    assert await expiry.sweep(pool, policy.clock(), 100) == 1
+    assert await expiry.sweep(pool, policy.clock(), 100) == 0
+    assert await policy.counter() == 0
+    assert (await _audit_kinds(policy, grant.grant_id)).count("grant.expired") == 1
+    assert await _refused(policy.stub.Redeem(_redeem(policy, grant))) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "GRANT_EXPIRED",
+    )
+    assert await _refused(policy.stub.Commit(_commit(policy, grant))) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "GRANT_EXPIRED",
+    )
+
+
+async def test_a_due_grant_touched_before_the_worker_is_expired_lazily(policy: Policy) -> None:
+    grant = await _grant(policy, 3000)
+    policy.clock.advance(timedelta(seconds=121))
+    assert await _refused(policy.stub.Commit(_commit(policy, grant))) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "GRANT_EXPIRED",
+    )
+    assert await policy.counter() == 0
+    assert await expiry.sweep(policy.server.pool, policy.clock(), 100) == 0
+    assert (await _audit_kinds(policy, grant.grant_id)).count("grant.expired") == 1
+
+
+async def test_a_redeemed_grant_with_unknown_outcome_stays_reserved(policy: Policy) -> None:
+    grant = await _grant(policy, 3000)
+    await policy.stub.Redeem(_redeem(policy, grant))
+    policy.clock.advance(timedelta(hours=5))
+    assert await expiry.sweep(policy.server.pool, policy.clock(), 100) == 0
+    assert await policy.counter() == 3000
+    committed = await policy.stub.Commit(_commit(policy, grant))
+    assert committed.grant.state == pb.GRANT_STATE_COMMITTED
+
+
+async def test_commit_racing_expiry_resolves_each_grant_exactly_once(policy: Policy) -> None:
+    issued = [await _grant(policy, 100, contact_id=f"ct_{n}") for n in range(20)]
+    # The server's clock says the grants are valid; the worker's sweep says they are due:
+    # whichever takes a grant's row lock first wins it.
+    due = policy.clock() + timedelta(hours=1)
+    results = await asyncio.gather(
+        expiry.sweep(policy.server.pool, due, 7),
+        *(policy.stub.Commit(_commit(policy, grant)) for grant in issued),
+        return_exceptions=True,
+    )
+    expired_count = results[0]
+    assert isinstance(expired_count, int)
+    outcomes = results[1:]
+    committed = [o for o in outcomes if isinstance(o, pb.CommitResponse)]
+    refused = [o for o in outcomes if isinstance(o, grpc.aio.AioRpcError)]
+    assert len(committed) + len(refused) == 20
+    assert all(testing.error_details(e)[1] == "GRANT_EXPIRED" for e in refused)
+    assert len(refused) == expired_count
+    for grant in issued:
+        kinds = Counter(await _audit_kinds(policy, grant.grant_id))
+        assert kinds["grant.committed"] + kinds["grant.expired"] == 1
+    total = sum(await asyncio.gather(*(policy.counter(f"ct_{n}") for n in range(20))))
+    assert total == 100 * len(committed)
+
+
+async def test_two_sweeping_replicas_expire_each_grant_once(policy: Policy) -> None:
+    issued = [await _grant(policy, 100, contact_id=f"ct_{n % 4}") for n in range(30)]
+    due = policy.clock() + timedelta(hours=1)
+    counts = await asyncio.gather(*(expiry.sweep(policy.server.pool, due, 4) for _ in range(3)))
+    assert sum(counts) == 30
+    for grant in issued:
+        assert (await _audit_kinds(policy, grant.grant_id)).count("grant.expired") == 1
+    assert sum([await policy.counter(f"ct_{n}") for n in range(4)]) == 0
+
+
+async def test_background_worker_expires_grants(
+    policy: Policy, private_key: Ed25519PrivateKey
+) -> None:
+    clock = TestClock(policy.clock())
+
+    async def key_source() -> dict[str, object]:
+        return {KEY_ID: private_key.public_key()}
+
+    settings = policy_settings(policy.database_url, expiry_interval_seconds=0.05)
+    service = PolicyService(settings, key_source=key_source, clock=clock)  # type: ignore[arg-type]
+    async with (
+        testing.running(service, settings) as running,
+        grpc.aio.insecure_channel(running.address) as channel,
+    ):
+        stub = policy_pb2_grpc.PolicyServiceStub(channel)
+        response = await stub.Authorize(policy.refund(700))
+        assert response.decision == pb.DECISION_ALLOW
+        clock.advance(timedelta(minutes=3))
+        for _ in range(200):
+            if await policy.counter() == 0:
+                break
+            await asyncio.sleep(0.05)
+    assert await policy.counter() == 0
+    assert await _audit_kinds(policy, response.grant.grant_id) == ["decision", "grant.expired"]
