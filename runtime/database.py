@@ -89,7 +89,7 @@ async def migrate(connection: Connection, schema: str, package: str) -> list[int
                 )
             logger.info(
                 "migration applied",
-                extra={"schema": schema, "version": migration.version, "name": migration.name},
+                extra={"schema": schema, "version": migration.version, "migration": migration.name},
             )
             applied.append(migration.version)
     finally:

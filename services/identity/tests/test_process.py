@@ -1,0 +1,98 @@
+"""Identity as a real process: ``migrate``, ``serve`` with metrics, SIGTERM drains and exits."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import signal
+import socket
+import sys
+import urllib.request
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from askvault.identity.v1 import identity_pb2, identity_pb2_grpc
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _environment(database_url: str, **extra: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "SECRETS_ENCRYPTION_KEYS": f"k1:{base64.b64encode(os.urandom(32)).decode()}",
+        "ASSERTION_SIGNING_KEYS": f"a1:{base64.b64encode(os.urandom(32)).decode()}",
+        "GRPC_ENABLE_FORK_SUPPORT": "false",
+        **extra,
+    }
+
+
+async def test_migrate_command_prepares_an_empty_database(empty_database_url: str) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "identity", "migrate", env=_environment(empty_database_url)
+    )
+    assert await asyncio.wait_for(process.wait(), 60) == 0
+    import asyncpg
+
+    connection = await asyncpg.connect(empty_database_url)
+    try:
+        versions = await connection.fetch("SELECT version FROM identity.schema_migrations")
+    finally:
+        await connection.close()
+    assert [row["version"] for row in versions] == [1]
+
+
+async def test_missing_required_setting_fails_at_start() -> None:
+    environment = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "identity",
+        env=environment,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, stderr = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode != 0
+    assert b"DATABASE_URL" in stderr
+
+
+async def test_serves_metrics_and_exits_cleanly_on_sigterm(database_url: str) -> None:
+    grpc_port, metrics_port = _free_port(), _free_port()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "identity",
+        env=_environment(database_url, GRPC_PORT=str(grpc_port), METRICS_PORT=str(metrics_port)),
+    )
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+            await asyncio.wait_for(channel.channel_ready(), 30)
+            health = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=5
+            )
+            keys = await identity_pb2_grpc.IdentityServiceStub(channel).GetVerificationKeys(
+                identity_pb2.GetVerificationKeysRequest(), timeout=5
+            )
+        metrics = await asyncio.to_thread(
+            lambda: (
+                urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5)
+                .read()
+                .decode()
+            )
+        )
+        process.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(process.wait(), 30)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert health.status == health_pb2.HealthCheckResponse.SERVING
+    assert len(keys.keys) == 1
+    assert "askvault_rpc_server_calls" in metrics
+    assert code == 0
