@@ -1,0 +1,1 @@
+"""Notifier: tells people things through a durable outbox (email, WhatsApp, agent hand-offs)."""

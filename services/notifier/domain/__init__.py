@@ -1,0 +1,1 @@
+"""Notifier's pure logic: no gRPC, no SQL, no network."""

@@ -1,0 +1,422 @@
+"""The message templates: for each, its variables, the email (subject, text, HTML) and the
+WhatsApp form (an approved template with its body parameters and quick-reply buttons, or
+free-form text for chat replies).
+
+Rendering rules:
+- ``{name}`` in a line is replaced by the variable; a line naming an *optional* variable
+  that is empty is left out, so optional details need no conditionals.
+- HTML gets escaped values; text and WhatsApp get them as they are.
+- Values that come from users (free text: a chat reply, an escalation's summary) pass
+  through ``runtime.logs.redact``, so a card number typed into the chat never leaves in a
+  message. Templates never ask for card data.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from runtime import errors, logs
+
+# Quick-reply payloads of the failed-payment template; the edge maps a reply to an action.
+RETRY_PAYMENT = "RETRY_PAYMENT"
+UPDATE_CARD = "UPDATE_CARD"
+TALK_TO_HUMAN = "TALK_TO_HUMAN"
+
+MAX_VARIABLES = 50
+MAX_VARIABLE_NAME = 64
+MAX_VARIABLE_VALUE = 4000
+# WhatsApp refuses body parameters with new lines, tabs or more than four spaces in a row.
+_WHATSAPP_PARAM_BAD = re.compile(r"[\n\t\r]+| {4,}")
+_PLACEHOLDER = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
+
+
+@dataclass(frozen=True)
+class Button:
+    """A quick-reply button of a WhatsApp template (its title lives in the approved template)."""
+
+    title: str
+    payload: str
+
+
+@dataclass(frozen=True)
+class Template:
+    """One template's definition."""
+
+    key: str
+    required: tuple[str, ...]
+    optional: tuple[str, ...]
+    subject: str
+    text: str
+    html: str
+    # Approved WhatsApp template name; empty for free-form text (chat replies).
+    whatsapp_name: str = ""
+    # Variables passed as the template's body parameters {{1}}, {{2}}, ... in order.
+    whatsapp_params: tuple[str, ...] = ()
+    whatsapp_buttons: tuple[Button, ...] = ()
+    # Variables whose values may come from users and are redacted before use.
+    free_text: tuple[str, ...] = ()
+    # Variables that must be http(s) links.
+    links: tuple[str, ...] = ()
+    # Variables that are always available: the greeting name and the sender's name.
+    implicit: tuple[str, ...] = field(default=("name", "sender_name"))
+
+
+@dataclass(frozen=True)
+class Email:
+    """A rendered email."""
+
+    subject: str
+    text: str
+    html: str
+
+
+@dataclass(frozen=True)
+class WhatsAppContent:
+    """A rendered WhatsApp message: a template with parameters and buttons, or free text."""
+
+    template_name: str
+    body_params: tuple[str, ...]
+    buttons: tuple[Button, ...]
+    text: str
+
+    @property
+    def is_template(self) -> bool:
+        """Whether this is a template message (free-form text needs the 24 h window)."""
+        return bool(self.template_name)
+
+
+_FOOTER_TEXT = "\n-- \n{sender_name}"
+_FOOTER_HTML = "<p style='color:#666'>{sender_name}</p>"
+
+TEMPLATES: dict[str, Template] = {
+    t.key: t
+    for t in (
+        Template(
+            key="payment_failed",
+            required=("amount", "update_card_url"),
+            optional=("invoice_url", "plan_name", "support_url"),
+            subject="Your payment of {amount} did not go through",
+            text=(
+                "Hi {name},\n\n"
+                "We could not collect your payment of {amount}.\n"
+                "Plan: {plan_name}\n"
+                "You can:\n"
+                "- retry now: reply RETRY to this message, or use the chat;\n"
+                "- update your card: {update_card_url}\n"
+                "- talk to support: reply HELP, or visit {support_url}\n"
+                "Invoice: {invoice_url}\n" + _FOOTER_TEXT
+            ),
+            html=(
+                "<p>Hi {name},</p>\n"
+                "<p>We could not collect your payment of <b>{amount}</b>.</p>\n"
+                "<p>Plan: {plan_name}</p>\n"
+                "<ul><li>Retry now: reply RETRY to this message, or use the chat</li>\n"
+                "<li><a href='{update_card_url}'>Update your card</a></li>\n"
+                "<li>Talk to support: reply HELP</li>\n"
+                "<li><a href='{support_url}'>Support</a></li></ul>\n"
+                "<p><a href='{invoice_url}'>View the invoice</a></p>\n" + _FOOTER_HTML
+            ),
+            whatsapp_name="payment_failed_v1",
+            whatsapp_params=("name", "amount"),
+            whatsapp_buttons=(
+                Button("Retry now", RETRY_PAYMENT),
+                Button("Update card", UPDATE_CARD),
+                Button("Talk to support", TALK_TO_HUMAN),
+            ),
+            links=("update_card_url", "invoice_url", "support_url"),
+        ),
+        Template(
+            key="refund_confirmation",
+            required=("amount",),
+            optional=("charge_date", "reference", "arrival_note"),
+            subject="Your refund of {amount} is on its way",
+            text=(
+                "Hi {name},\n\n"
+                "We refunded {amount}.\n"
+                "Original charge: {charge_date}\n"
+                "Reference: {reference}\n"
+                "{arrival_note}\n" + _FOOTER_TEXT
+            ),
+            html=(
+                "<p>Hi {name},</p>\n<p>We refunded <b>{amount}</b>.</p>\n"
+                "<p>Original charge: {charge_date}</p>\n<p>Reference: {reference}</p>\n"
+                "<p>{arrival_note}</p>\n" + _FOOTER_HTML
+            ),
+            whatsapp_name="refund_confirmation_v1",
+            whatsapp_params=("name", "amount"),
+        ),
+        Template(
+            key="plan_change_confirmation",
+            required=("new_plan",),
+            optional=("old_plan", "effective_date", "proration", "unlocks"),
+            subject="Your plan is now {new_plan}",
+            text=(
+                "Hi {name},\n\n"
+                "Your plan changed to {new_plan}.\n"
+                "Previous plan: {old_plan}\n"
+                "Effective: {effective_date}\n"
+                "Proration on your next invoice: {proration}\n"
+                "What it unlocks: {unlocks}\n" + _FOOTER_TEXT
+            ),
+            html=(
+                "<p>Hi {name},</p>\n<p>Your plan changed to <b>{new_plan}</b>.</p>\n"
+                "<p>Previous plan: {old_plan}</p>\n<p>Effective: {effective_date}</p>\n"
+                "<p>Proration on your next invoice: {proration}</p>\n"
+                "<p>What it unlocks: {unlocks}</p>\n" + _FOOTER_HTML
+            ),
+            whatsapp_name="plan_change_confirmation_v1",
+            whatsapp_params=("name", "new_plan"),
+        ),
+        Template(
+            key="cancellation_scheduled",
+            required=("cancel_at",),
+            optional=("plan_name", "undo_url"),
+            subject="Your subscription will end on {cancel_at}",
+            text=(
+                "Hi {name},\n\n"
+                "Your subscription {plan_name} is scheduled to end on {cancel_at}.\n"
+                "Changed your mind? Reply UNDO before then.\n"
+                "Or undo it here: {undo_url}\n" + _FOOTER_TEXT
+            ),
+            html=(
+                "<p>Hi {name},</p>\n"
+                "<p>Your subscription {plan_name} is scheduled to end on <b>{cancel_at}</b>.</p>\n"
+                "<p>Changed your mind? Reply UNDO before then.</p>\n"
+                "<p><a href='{undo_url}'>Undo the cancellation</a></p>\n" + _FOOTER_HTML
+            ),
+            whatsapp_name="cancellation_scheduled_v1",
+            whatsapp_params=("name", "cancel_at"),
+            links=("undo_url",),
+        ),
+        Template(
+            key="cancellation_undone",
+            required=(),
+            optional=("plan_name",),
+            subject="Your subscription continues",
+            text=(
+                "Hi {name},\n\n"
+                "The cancellation is undone; your subscription continues.\n"
+                "Plan: {plan_name}\n" + _FOOTER_TEXT
+            ),
+            html=(
+                "<p>Hi {name},</p>\n"
+                "<p>The cancellation is undone; your subscription continues.</p>\n"
+                "<p>Plan: {plan_name}</p>\n" + _FOOTER_HTML
+            ),
+            whatsapp_name="cancellation_undone_v1",
+            whatsapp_params=("name",),
+        ),
+        Template(
+            key="cancellation_done",
+            required=(),
+            optional=("plan_name", "ended_at"),
+            subject="Your subscription has ended",
+            text=(
+                "Hi {name},\n\n"
+                "Your subscription {plan_name} has been canceled.\n"
+                "Ended: {ended_at}\n" + _FOOTER_TEXT
+            ),
+            html=(
+                "<p>Hi {name},</p>\n"
+                "<p>Your subscription {plan_name} has been canceled.</p>\n"
+                "<p>Ended: {ended_at}</p>\n" + _FOOTER_HTML
+            ),
+            whatsapp_name="cancellation_done_v1",
+            whatsapp_params=("name",),
+        ),
+        Template(
+            key="offboarding",
+            required=(),
+            optional=("export_url", "feedback_url", "resubscribe_url", "data_retention_until"),
+            subject="Before you go",
+            text=(
+                "Hi {name},\n\n"
+                "Thank you for having been with us.\n"
+                "Export your data: {export_url}\n"
+                "We keep your data until {data_retention_until}.\n"
+                "Tell us why you left: {feedback_url}\n"
+                "Come back any time: {resubscribe_url}\n" + _FOOTER_TEXT
+            ),
+            html=(
+                "<p>Hi {name},</p>\n<p>Thank you for having been with us.</p>\n"
+                "<p><a href='{export_url}'>Export your data</a></p>\n"
+                "<p>We keep your data until {data_retention_until}.</p>\n"
+                "<p><a href='{feedback_url}'>Tell us why you left</a></p>\n"
+                "<p><a href='{resubscribe_url}'>Come back any time</a></p>\n" + _FOOTER_HTML
+            ),
+            whatsapp_name="offboarding_v1",
+            whatsapp_params=("name",),
+            links=("export_url", "feedback_url", "resubscribe_url"),
+        ),
+        Template(
+            key="invoice_bundle",
+            required=("period",),
+            optional=("invoice_links",),
+            subject="Your invoices for {period}",
+            text=(
+                "Hi {name},\n\n"
+                "Here are your invoices for {period} (attached).\n"
+                "{invoice_links}\n" + _FOOTER_TEXT
+            ),
+            html=(
+                "<p>Hi {name},</p>\n"
+                "<p>Here are your invoices for <b>{period}</b> (attached).</p>\n"
+                "<pre>{invoice_links}</pre>\n" + _FOOTER_HTML
+            ),
+            whatsapp_name="invoice_bundle_v1",
+            whatsapp_params=("name", "period"),
+        ),
+        Template(
+            key="handoff",
+            required=("reason", "summary"),
+            optional=(
+                "escalation_id",
+                "customer_email",
+                "customer_name",
+                "stripe_customer_id",
+                "amount",
+                "transcript",
+                "conversation_url",
+            ),
+            subject="Hand-off: {reason}",
+            text=(
+                "A conversation needs a human.\n\n"
+                "Reason: {reason}\n"
+                "Escalation: {escalation_id}\n"
+                "Customer: {customer_name}\n"
+                "Email: {customer_email}\n"
+                "Stripe customer: {stripe_customer_id}\n"
+                "Amount: {amount}\n"
+                "Conversation: {conversation_url}\n\n"
+                "Summary:\n{summary}\n\n"
+                "Transcript:\n{transcript}\n"
+            ),
+            html=(
+                "<p>A conversation needs a human.</p>\n<table>\n"
+                "<tr><td>Reason</td><td>{reason}</td></tr>\n"
+                "<tr><td>Escalation</td><td>{escalation_id}</td></tr>\n"
+                "<tr><td>Customer</td><td>{customer_name}</td></tr>\n"
+                "<tr><td>Email</td><td>{customer_email}</td></tr>\n"
+                "<tr><td>Stripe customer</td><td>{stripe_customer_id}</td></tr>\n"
+                "<tr><td>Amount</td><td>{amount}</td></tr>\n"
+                "<tr><td>Conversation</td><td><a href='{conversation_url}'>open</a></td></tr>\n"
+                "</table>\n<h4>Summary</h4><pre>{summary}</pre>\n"
+                "<h4>Transcript</h4><pre>{transcript}</pre>\n"
+            ),
+            free_text=("summary", "transcript", "reason"),
+            links=("conversation_url",),
+        ),
+        Template(
+            key="chat_reply",
+            required=("text",),
+            optional=(),
+            subject="{sender_name}: a reply to your message",
+            text="Hi {name},\n\n{text}\n" + _FOOTER_TEXT,
+            html="<p>Hi {name},</p>\n<p>{text}</p>\n" + _FOOTER_HTML,
+            free_text=("text",),
+        ),
+    )
+}
+
+
+def get(key: str) -> Template:
+    """The template of a key ("payment_failed"); KeyError for an unknown one."""
+    return TEMPLATES[key]
+
+
+def check_variables(template: Template, variables: Mapping[str, str]) -> None:
+    """Raises INVALID_ARGUMENT naming every missing, unknown or malformed variable."""
+    check = errors.Validator()
+    check.require(len(variables) <= MAX_VARIABLES, "variables", f"at most {MAX_VARIABLES}")
+    known = set(template.required) | set(template.optional) | set(template.implicit)
+    for name in template.required:
+        check.require(
+            bool(variables.get(name, "").strip()),
+            f"variables.{name}",
+            f"required by the {template.key} template",
+        )
+    for name, value in sorted(variables.items()):
+        path = f"variables.{name}"
+        check.require(name in known, path, f"not a variable of the {template.key} template")
+        check.require(len(name) <= MAX_VARIABLE_NAME, path, "name too long")
+        check.require(len(value) <= MAX_VARIABLE_VALUE, path, "value too long")
+        if name in template.links and value:
+            check.require(
+                value.startswith(("https://", "http://")), path, "must be an http(s) link"
+            )
+    check.check()
+
+
+def _values(
+    template: Template, variables: Mapping[str, str], name: str, sender: str
+) -> dict[str, str]:
+    values = {key: variables.get(key, "") for key in (*template.required, *template.optional)}
+    for key in template.free_text:
+        values[key] = logs.redact(values[key])
+    values["name"] = variables.get("name") or name or "there"
+    values["sender_name"] = variables.get("sender_name") or sender
+    return values
+
+
+def _fill(pattern: str, values: Mapping[str, str], optional: frozenset[str], escape: bool) -> str:
+    lines = []
+    for line in pattern.split("\n"):
+        names = _PLACEHOLDER.findall(line)
+        if any(key in optional and not values.get(key) for key in names):
+            continue
+        lines.append(
+            _PLACEHOLDER.sub(
+                lambda match: (
+                    html.escape(values.get(match[1], "")) if escape else values.get(match[1], "")
+                ),
+                line,
+            )
+        )
+    return "\n".join(lines)
+
+
+def render_email(
+    template: Template, variables: Mapping[str, str], *, name: str, sender_name: str
+) -> Email:
+    """The subject, text and HTML of the template for these variables."""
+    values = _values(template, variables, name, sender_name)
+    optional = frozenset(template.optional)
+    subject = _fill(template.subject, values, frozenset(), escape=False)
+    return Email(
+        subject=" ".join(subject.split()),
+        text=_fill(template.text, values, optional, escape=False),
+        html=_fill(template.html, values, optional, escape=True),
+    )
+
+
+def _whatsapp_param(value: str) -> str:
+    return _WHATSAPP_PARAM_BAD.sub(" ", value).strip() or "-"
+
+
+def render_whatsapp(
+    template: Template, variables: Mapping[str, str], *, name: str, sender_name: str
+) -> WhatsAppContent:
+    """The WhatsApp form: the approved template with its parameters, or free text."""
+    values = _values(template, variables, name, sender_name)
+    if template.whatsapp_name:
+        return WhatsAppContent(
+            template_name=template.whatsapp_name,
+            body_params=tuple(_whatsapp_param(values[key]) for key in template.whatsapp_params),
+            buttons=template.whatsapp_buttons,
+            text="",
+        )
+    return WhatsAppContent(
+        template_name="",
+        body_params=(),
+        buttons=(),
+        # A chat reply goes as the agent or bot wrote it, without greeting or footer.
+        text=values.get("text", ""),
+    )
+
+
+def whatsapp_capable(template: Template) -> bool:
+    """Whether the template can go by WhatsApp at all (hand-offs go to agents only)."""
+    return template.key != "handoff"

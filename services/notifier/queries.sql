@@ -1,0 +1,200 @@
+-- Notifier's SQL. Each statement is named; storage.py runs them by name.
+
+-- name: get_workspace_settings
+SELECT * FROM workspace_settings WHERE workspace_id = $1;
+
+-- name: upsert_workspace_settings
+INSERT INTO workspace_settings (
+    workspace_id, sender_name, from_address, reply_to, agent_inbox, helpdesk_webhook_url,
+    contact_hourly_limit, workspace_hourly_limit, whatsapp_phone_number_id)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+ON CONFLICT (workspace_id) DO UPDATE SET
+    sender_name = excluded.sender_name,
+    from_address = excluded.from_address,
+    reply_to = excluded.reply_to,
+    agent_inbox = excluded.agent_inbox,
+    helpdesk_webhook_url = excluded.helpdesk_webhook_url,
+    contact_hourly_limit = excluded.contact_hourly_limit,
+    workspace_hourly_limit = excluded.workspace_hourly_limit,
+    whatsapp_phone_number_id = excluded.whatsapp_phone_number_id,
+    updated_at = now()
+RETURNING *;
+
+-- name: insert_dedup_key
+-- A concurrent Send with the same key waits here until the first commits (or rolls back).
+INSERT INTO dedup_keys (workspace_id, dedup_key, message_id, fingerprint)
+VALUES ($1, $2, $3, $4)
+ON CONFLICT DO NOTHING
+RETURNING true;
+
+-- name: get_dedup_key
+SELECT message_id, fingerprint FROM dedup_keys WHERE workspace_id = $1 AND dedup_key = $2;
+
+-- name: count_send
+-- Adds one to this hour's counter unless it reached the limit; no row means "limit reached".
+INSERT INTO send_counters AS c (workspace_id, scope, window_start, sent)
+VALUES ($1, $2, date_trunc('hour', now() AT TIME ZONE 'UTC'), 1)
+ON CONFLICT (workspace_id, scope, window_start) DO UPDATE SET sent = c.sent + 1
+WHERE c.sent < $3
+RETURNING sent;
+
+-- name: delete_old_counters
+DELETE FROM send_counters WHERE window_start < (now() AT TIME ZONE 'UTC') - interval '2 hours';
+
+-- name: insert_message
+INSERT INTO messages (
+    workspace_id, message_id, contact_id, recipient_email, recipient_whatsapp, recipient_name,
+    template, variables, attachments, channel, webhook_url, dedup_key)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+RETURNING *;
+
+-- name: get_message
+SELECT * FROM messages WHERE workspace_id = $1 AND message_id = $2;
+
+-- name: list_messages
+SELECT * FROM messages
+WHERE workspace_id = $1 AND contact_id = $2
+  AND ($3::timestamptz IS NULL OR (created_at, message_id) < ($3::timestamptz, $4::text))
+ORDER BY created_at DESC, message_id DESC
+LIMIT $5;
+
+-- name: get_consents
+SELECT * FROM channel_consents WHERE workspace_id = $1 AND contact_id = $2 ORDER BY channel;
+
+-- name: upsert_consent
+-- The newest consent wins: one that occurred before the stored one changes nothing.
+INSERT INTO channel_consents AS c (
+    workspace_id, contact_id, channel, opted_in, source, occurred_at, whatsapp_number)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+ON CONFLICT (workspace_id, contact_id, channel) DO UPDATE SET
+    opted_in = excluded.opted_in,
+    source = excluded.source,
+    occurred_at = excluded.occurred_at,
+    whatsapp_number = CASE WHEN excluded.whatsapp_number <> '' THEN excluded.whatsapp_number
+                           ELSE c.whatsapp_number END,
+    recorded_at = now()
+WHERE excluded.occurred_at >= c.occurred_at
+RETURNING *;
+
+-- name: get_consent
+SELECT * FROM channel_consents WHERE workspace_id = $1 AND contact_id = $2 AND channel = $3;
+
+-- name: insert_consent_history
+INSERT INTO channel_consent_history (
+    workspace_id, contact_id, channel, opted_in, source, occurred_at, whatsapp_number)
+VALUES ($1, $2, $3, $4, $5, $6, $7);
+
+-- name: insert_inbound
+INSERT INTO whatsapp_inbound (workspace_id, provider_message_id, contact_id, whatsapp_number,
+                              received_at)
+VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT DO NOTHING
+RETURNING true;
+
+-- name: open_window
+INSERT INTO whatsapp_windows AS w (workspace_id, contact_id, last_inbound_at)
+VALUES ($1, $2, $3)
+ON CONFLICT (workspace_id, contact_id) DO UPDATE
+SET last_inbound_at = greatest(w.last_inbound_at, excluded.last_inbound_at)
+RETURNING last_inbound_at;
+
+-- name: get_window
+SELECT last_inbound_at FROM whatsapp_windows WHERE workspace_id = $1 AND contact_id = $2;
+
+-- name: claim_due
+-- Claims up to $1 due messages for $3: the lease ($2 seconds) becomes their next due time
+-- and the claim commits before delivery starts. Polling by due time (not by id) finds rows
+-- that a long transaction committed late. Joined: what delivery needs to know, read now.
+WITH due AS (
+    SELECT workspace_id, message_id FROM messages
+    WHERE status = 'queued' AND next_attempt_at <= now()
+    ORDER BY next_attempt_at
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+), claimed AS (
+    UPDATE messages m SET
+        attempts = m.attempts + 1,
+        next_attempt_at = now() + make_interval(secs => $2::float8),
+        claim_token = gen_random_uuid(),
+        claimed_by = $3,
+        updated_at = now()
+    FROM due
+    WHERE m.workspace_id = due.workspace_id AND m.message_id = due.message_id
+    RETURNING m.*
+)
+SELECT c.*,
+    s.sender_name AS ws_sender_name,
+    s.from_address AS ws_from_address,
+    s.reply_to AS ws_reply_to,
+    s.whatsapp_phone_number_id AS ws_whatsapp_phone_number_id,
+    wa.opted_in AS whatsapp_opted_in,
+    wa.whatsapp_number AS whatsapp_consent_number,
+    em.opted_in AS email_opted_in,
+    w.last_inbound_at AS last_inbound_at
+FROM claimed c
+LEFT JOIN workspace_settings s ON s.workspace_id = c.workspace_id
+LEFT JOIN channel_consents wa ON wa.workspace_id = c.workspace_id
+    AND wa.contact_id = c.contact_id AND wa.channel = 'whatsapp' AND c.contact_id <> ''
+LEFT JOIN channel_consents em ON em.workspace_id = c.workspace_id
+    AND em.contact_id = c.contact_id AND em.channel = 'email' AND c.contact_id <> ''
+LEFT JOIN whatsapp_windows w ON w.workspace_id = c.workspace_id AND w.contact_id = c.contact_id;
+
+-- name: mark_sent
+-- Not fenced by the claim: whoever got the provider's acceptance records it at once, which
+-- also keeps a message whose lease ran out from being claimed and sent again.
+UPDATE messages SET
+    status = 'sent', sent_at = now(), provider_message_id = $3, last_error = '',
+    claim_token = NULL, updated_at = now()
+WHERE workspace_id = $1 AND message_id = $2 AND status = 'queued'
+RETURNING true;
+
+-- name: reschedule
+UPDATE messages SET
+    next_attempt_at = now() + make_interval(secs => $4::float8), last_error = $5,
+    claim_token = NULL, updated_at = now()
+WHERE workspace_id = $1 AND message_id = $2 AND claim_token = $3 AND status = 'queued'
+RETURNING true;
+
+-- name: fall_back_to_email
+UPDATE messages SET
+    channel = 'email', fallback_from = channel, next_attempt_at = now(), last_error = $4,
+    claim_token = NULL, updated_at = now()
+WHERE workspace_id = $1 AND message_id = $2 AND claim_token = $3 AND status = 'queued'
+RETURNING true;
+
+-- name: bury
+UPDATE messages SET
+    status = 'dead', last_error = $4, claim_token = NULL, updated_at = now()
+WHERE workspace_id = $1 AND message_id = $2 AND claim_token = $3 AND status = 'queued'
+RETURNING true;
+
+-- name: mark_handoff_part_done
+UPDATE messages SET handoff_done = array_append(handoff_done, $4), updated_at = now()
+WHERE workspace_id = $1 AND message_id = $2 AND claim_token = $3 AND status = 'queued'
+  AND NOT ($4 = ANY (handoff_done))
+RETURNING true;
+
+-- name: messages_by_provider_id
+SELECT * FROM messages WHERE provider_message_id = $1 ORDER BY workspace_id FOR UPDATE;
+
+-- name: set_provider_status
+UPDATE messages SET
+    status = $3,
+    delivered_at = CASE WHEN $3 IN ('delivered', 'read')
+                        THEN coalesce(delivered_at, $4) ELSE delivered_at END,
+    read_at = CASE WHEN $3 = 'read' THEN coalesce(read_at, $4) ELSE read_at END,
+    updated_at = now()
+WHERE workspace_id = $1 AND message_id = $2;
+
+-- name: fail_after_sent
+UPDATE messages SET status = 'failed', failed_at = $3, last_error = $4, updated_at = now()
+WHERE workspace_id = $1 AND message_id = $2;
+
+-- name: requeue_after_sent
+-- A provider failure reported after acceptance: queue again ($3 = new channel).
+UPDATE messages SET
+    status = 'queued', channel = $3,
+    fallback_from = CASE WHEN $3 <> channel THEN channel ELSE fallback_from END,
+    next_attempt_at = now() + make_interval(secs => $4::float8), last_error = $5,
+    failed_at = $6, updated_at = now()
+WHERE workspace_id = $1 AND message_id = $2;

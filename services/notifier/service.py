@@ -1,0 +1,69 @@
+"""Notifier as the runtime starts it: the servicer on the server, the outbox workers beside."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import aiohttp
+import grpc
+
+from askvault.notifier.v1 import notifier_pb2, notifier_pb2_grpc
+from notifier.delivery import Deliverer
+from notifier.grpc_api import NotifierServicer
+from notifier.settings import NotifierSettings
+from notifier.worker import OutboxWorker, Waker
+from runtime.server import Resources
+
+logger = logging.getLogger(__name__)
+
+
+class NotifierService:
+    """The notifier service for the runtime."""
+
+    name = "notifier"
+    migrations_package = "notifier.migrations"
+    error_domain = "notifier.askvault.dev"
+    service_names = (notifier_pb2.DESCRIPTOR.services_by_name["NotifierService"].full_name,)
+
+    def __init__(self, settings: NotifierSettings) -> None:
+        self._settings = settings
+        self._stopping = asyncio.Event()
+        self._workers: list[asyncio.Task[None]] = []
+        self._session: aiohttp.ClientSession | None = None
+        self.waker = Waker()
+
+    async def start(self, server: grpc.aio.Server, resources: Resources) -> None:
+        servicer = NotifierServicer(
+            pool=resources.pool, settings=self._settings, on_queued=self.waker.notify
+        )
+        notifier_pb2_grpc.add_NotifierServiceServicer_to_server(servicer, server)
+        self._stopping.clear()
+        self._session = aiohttp.ClientSession()
+        deliverer = Deliverer(self._settings, self._session)
+        for index in range(self._settings.worker_count):
+            worker = OutboxWorker(
+                pool=resources.pool,
+                settings=self._settings,
+                deliverer=deliverer,
+                worker_id=f"{self.name}-{id(self):x}-{index}",
+                waker=self.waker,
+            )
+            self._workers.append(
+                asyncio.create_task(
+                    worker.run(self._stopping, housekeeping=index == 0),
+                    name=f"outbox-worker-{index}",
+                )
+            )
+
+    async def stop(self) -> None:
+        """Stops claiming, lets in-flight deliveries finish (bounded by their deadline)."""
+        self._stopping.set()
+        if self._workers:
+            await asyncio.gather(*self._workers, return_exceptions=True)
+        self._workers.clear()
+        if self._session is not None:
+            with contextlib.suppress(Exception):
+                await self._session.close()
+            self._session = None

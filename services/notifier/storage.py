@@ -1,0 +1,483 @@
+"""Notifier's storage: the only module that runs notifier's SQL."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+from notifier.domain import outbox
+from runtime.database import Connection, Queries
+
+queries = Queries("notifier")
+
+
+@dataclass(frozen=True)
+class AttachmentRecord:
+    """A file to fetch at send time."""
+
+    filename: str
+    content_type: str
+    url: str
+
+
+@dataclass(frozen=True)
+class MessageRecord:
+    """A stored message."""
+
+    workspace_id: str
+    message_id: str
+    contact_id: str
+    recipient_email: str
+    recipient_whatsapp: str
+    recipient_name: str
+    template: str
+    variables: dict[str, str]
+    attachments: tuple[AttachmentRecord, ...]
+    channel: str
+    fallback_from: str
+    webhook_url: str
+    status: str
+    attempts: int
+    last_error: str
+    next_attempt_at: datetime
+    claim_token: uuid.UUID | None
+    handoff_done: tuple[str, ...]
+    provider_message_id: str
+    dedup_key: str
+    created_at: datetime
+    sent_at: datetime | None
+    delivered_at: datetime | None
+
+
+@dataclass(frozen=True)
+class ClaimedMessage:
+    """A message claimed for delivery, with what its delivery needs to know."""
+
+    message: MessageRecord
+    claim_token: uuid.UUID
+    sender_name: str
+    from_address: str
+    reply_to: str
+    whatsapp_phone_number_id: str
+    whatsapp_consent: outbox.Consent | None
+    email_consent: outbox.Consent | None
+    last_inbound_at: datetime | None
+
+
+@dataclass(frozen=True)
+class WorkspaceSettingsRecord:
+    """A workspace's stored settings ('' and 0 mean "the service default")."""
+
+    workspace_id: str
+    sender_name: str = ""
+    from_address: str = ""
+    reply_to: str = ""
+    agent_inbox: str = ""
+    helpdesk_webhook_url: str = ""
+    contact_hourly_limit: int = 0
+    workspace_hourly_limit: int = 0
+    whatsapp_phone_number_id: str = ""
+
+
+@dataclass(frozen=True)
+class ConsentRecord:
+    """The consent in force for a contact and channel."""
+
+    channel: str
+    opted_in: bool
+    source: str
+    occurred_at: datetime
+    whatsapp_number: str
+
+
+@dataclass(frozen=True)
+class NewMessage:
+    """A message to queue."""
+
+    workspace_id: str
+    message_id: str
+    contact_id: str
+    recipient_email: str
+    recipient_whatsapp: str
+    recipient_name: str
+    template: str
+    variables: dict[str, str]
+    attachments: tuple[AttachmentRecord, ...]
+    channel: str
+    webhook_url: str
+    dedup_key: str
+
+
+def _message(row: asyncpg.Record) -> MessageRecord:
+    variables = row["variables"]
+    attachments = row["attachments"]
+    return MessageRecord(
+        workspace_id=row["workspace_id"],
+        message_id=row["message_id"],
+        contact_id=row["contact_id"],
+        recipient_email=row["recipient_email"],
+        recipient_whatsapp=row["recipient_whatsapp"],
+        recipient_name=row["recipient_name"],
+        template=row["template"],
+        variables=json.loads(variables) if isinstance(variables, str) else dict(variables),
+        attachments=tuple(
+            AttachmentRecord(a["filename"], a["content_type"], a["url"])
+            for a in (json.loads(attachments) if isinstance(attachments, str) else attachments)
+        ),
+        channel=row["channel"],
+        fallback_from=row["fallback_from"],
+        webhook_url=row["webhook_url"],
+        status=row["status"],
+        attempts=row["attempts"],
+        last_error=row["last_error"],
+        next_attempt_at=row["next_attempt_at"],
+        claim_token=row["claim_token"],
+        handoff_done=tuple(row["handoff_done"]),
+        provider_message_id=row["provider_message_id"],
+        dedup_key=row["dedup_key"],
+        created_at=row["created_at"],
+        sent_at=row["sent_at"],
+        delivered_at=row["delivered_at"],
+    )
+
+
+def _settings(row: asyncpg.Record) -> WorkspaceSettingsRecord:
+    return WorkspaceSettingsRecord(
+        workspace_id=row["workspace_id"],
+        sender_name=row["sender_name"],
+        from_address=row["from_address"],
+        reply_to=row["reply_to"],
+        agent_inbox=row["agent_inbox"],
+        helpdesk_webhook_url=row["helpdesk_webhook_url"],
+        contact_hourly_limit=row["contact_hourly_limit"],
+        workspace_hourly_limit=row["workspace_hourly_limit"],
+        whatsapp_phone_number_id=row["whatsapp_phone_number_id"],
+    )
+
+
+def _consent(row: asyncpg.Record) -> ConsentRecord:
+    return ConsentRecord(
+        channel=row["channel"],
+        opted_in=row["opted_in"],
+        source=row["source"],
+        occurred_at=row["occurred_at"],
+        whatsapp_number=row["whatsapp_number"],
+    )
+
+
+# -- workspace settings -----------------------------------------------------------------------
+
+
+async def get_workspace_settings(
+    connection: Connection, workspace_id: str
+) -> WorkspaceSettingsRecord:
+    """The workspace's stored settings (all defaults when it stored none)."""
+    row = await connection.fetchrow(queries.get_workspace_settings, workspace_id)
+    return _settings(row) if row else WorkspaceSettingsRecord(workspace_id)
+
+
+async def save_workspace_settings(
+    connection: Connection, record: WorkspaceSettingsRecord
+) -> WorkspaceSettingsRecord:
+    """Replaces the workspace's settings."""
+    row = await connection.fetchrow(
+        queries.upsert_workspace_settings,
+        record.workspace_id,
+        record.sender_name,
+        record.from_address,
+        record.reply_to,
+        record.agent_inbox,
+        record.helpdesk_webhook_url,
+        record.contact_hourly_limit,
+        record.workspace_hourly_limit,
+        record.whatsapp_phone_number_id,
+    )
+    assert row is not None
+    return _settings(row)
+
+
+# -- queueing ---------------------------------------------------------------------------------
+
+
+async def claim_dedup_key(
+    connection: Connection, workspace_id: str, dedup_key: str, message_id: str, fingerprint: bytes
+) -> tuple[str, bytes] | None:
+    """None when this call claimed the key for ``message_id``; else (the message id the key
+    already made, that call's fingerprint). Must run in the transaction that queues."""
+    inserted = await connection.fetchval(
+        queries.insert_dedup_key, workspace_id, dedup_key, message_id, fingerprint
+    )
+    if inserted:
+        return None
+    row = await connection.fetchrow(queries.get_dedup_key, workspace_id, dedup_key)
+    assert row is not None
+    return row["message_id"], bytes(row["fingerprint"])
+
+
+async def count_send(connection: Connection, workspace_id: str, scope: str, limit: int) -> bool:
+    """Counts one send against this hour's limit of the scope; False when it is reached.
+    The counter row stays locked until the transaction ends, so concurrent sends queue up
+    behind it and can never jointly pass the limit."""
+    return await connection.fetchval(queries.count_send, workspace_id, scope, limit) is not None
+
+
+async def delete_old_counters(connection: Connection) -> None:
+    """Drops counters of hours long gone."""
+    await connection.execute(queries.delete_old_counters)
+
+
+async def insert_message(connection: Connection, new: NewMessage) -> MessageRecord:
+    """Queues a message, due now."""
+    row = await connection.fetchrow(
+        queries.insert_message,
+        new.workspace_id,
+        new.message_id,
+        new.contact_id,
+        new.recipient_email,
+        new.recipient_whatsapp,
+        new.recipient_name,
+        new.template,
+        json.dumps(new.variables),
+        json.dumps([a.__dict__ for a in new.attachments]),
+        new.channel,
+        new.webhook_url,
+        new.dedup_key,
+    )
+    assert row is not None
+    return _message(row)
+
+
+async def get_message(
+    connection: Connection, workspace_id: str, message_id: str
+) -> MessageRecord | None:
+    """One message of the workspace, or None."""
+    row = await connection.fetchrow(queries.get_message, workspace_id, message_id)
+    return _message(row) if row else None
+
+
+async def list_messages(
+    connection: Connection,
+    workspace_id: str,
+    contact_id: str,
+    after: tuple[datetime, str] | None,
+    limit: int,
+) -> list[MessageRecord]:
+    """A contact's messages, newest first, after the (created_at, message_id) cursor."""
+    rows = await connection.fetch(
+        queries.list_messages,
+        workspace_id,
+        contact_id,
+        after[0] if after else None,
+        after[1] if after else "",
+        limit,
+    )
+    return [_message(row) for row in rows]
+
+
+# -- consents and windows ---------------------------------------------------------------------
+
+
+async def get_consents(
+    connection: Connection, workspace_id: str, contact_id: str
+) -> list[ConsentRecord]:
+    """The contact's consents in force, one per channel."""
+    rows = await connection.fetch(queries.get_consents, workspace_id, contact_id)
+    return [_consent(row) for row in rows]
+
+
+async def record_consent(
+    connection: Connection,
+    workspace_id: str,
+    contact_id: str,
+    channel: str,
+    opted_in: bool,
+    source: str,
+    occurred_at: datetime,
+    whatsapp_number: str,
+) -> ConsentRecord:
+    """Records a consent in the history and returns the one in force (the newest)."""
+    values = (workspace_id, contact_id, channel, opted_in, source, occurred_at, whatsapp_number)
+    await connection.execute(queries.insert_consent_history, *values)
+    row = await connection.fetchrow(queries.upsert_consent, *values)
+    if row is None:
+        row = await connection.fetchrow(queries.get_consent, workspace_id, contact_id, channel)
+    assert row is not None
+    return _consent(row)
+
+
+async def record_inbound(
+    connection: Connection,
+    workspace_id: str,
+    contact_id: str,
+    provider_message_id: str,
+    whatsapp_number: str,
+    received_at: datetime,
+) -> datetime:
+    """Records an inbound message once; returns the contact's latest inbound time."""
+    new = await connection.fetchval(
+        queries.insert_inbound,
+        workspace_id,
+        provider_message_id,
+        contact_id,
+        whatsapp_number,
+        received_at,
+    )
+    if new:
+        latest: datetime = await connection.fetchval(
+            queries.open_window, workspace_id, contact_id, received_at
+        )
+        return latest
+    stored: datetime | None = await connection.fetchval(
+        queries.get_window, workspace_id, contact_id
+    )
+    return stored if stored is not None else received_at
+
+
+# -- the workers' side ------------------------------------------------------------------------
+
+
+def _optional_consent(opted_in: bool | None, number: str | None) -> outbox.Consent | None:
+    return None if opted_in is None else outbox.Consent(opted_in, number or "")
+
+
+async def claim_due(
+    connection: Connection, limit: int, lease_seconds: float, worker_id: str
+) -> list[ClaimedMessage]:
+    """Claims up to ``limit`` due messages (committed before delivery starts)."""
+    rows = await connection.fetch(queries.claim_due, limit, lease_seconds, worker_id)
+    return [
+        ClaimedMessage(
+            message=_message(row),
+            claim_token=row["claim_token"],
+            sender_name=row["ws_sender_name"] or "",
+            from_address=row["ws_from_address"] or "",
+            reply_to=row["ws_reply_to"] or "",
+            whatsapp_phone_number_id=row["ws_whatsapp_phone_number_id"] or "",
+            whatsapp_consent=_optional_consent(
+                row["whatsapp_opted_in"], row["whatsapp_consent_number"]
+            ),
+            email_consent=_optional_consent(row["email_opted_in"], ""),
+            last_inbound_at=row["last_inbound_at"],
+        )
+        for row in rows
+    ]
+
+
+async def mark_sent(
+    connection: Connection, workspace_id: str, message_id: str, provider_message_id: str
+) -> bool:
+    """Records the provider's acceptance; False if the message was no longer queued."""
+    return bool(
+        await connection.fetchval(queries.mark_sent, workspace_id, message_id, provider_message_id)
+    )
+
+
+async def reschedule(
+    connection: Connection,
+    claimed: ClaimedMessage,
+    delay_seconds: float,
+    error: str,
+) -> bool:
+    """Queues the message again after a delay; False if the claim was lost meanwhile."""
+    message = claimed.message
+    return bool(
+        await connection.fetchval(
+            queries.reschedule,
+            message.workspace_id,
+            message.message_id,
+            claimed.claim_token,
+            delay_seconds,
+            error,
+        )
+    )
+
+
+async def fall_back_to_email(connection: Connection, claimed: ClaimedMessage, error: str) -> bool:
+    """Switches the message to email, due at once; False if the claim was lost."""
+    message = claimed.message
+    return bool(
+        await connection.fetchval(
+            queries.fall_back_to_email,
+            message.workspace_id,
+            message.message_id,
+            claimed.claim_token,
+            error,
+        )
+    )
+
+
+async def bury(connection: Connection, claimed: ClaimedMessage, error: str) -> bool:
+    """Dead-letters the message, keeping the error; False if the claim was lost."""
+    message = claimed.message
+    return bool(
+        await connection.fetchval(
+            queries.bury, message.workspace_id, message.message_id, claimed.claim_token, error
+        )
+    )
+
+
+async def mark_handoff_part_done(
+    connection: Connection, claimed: ClaimedMessage, part: str
+) -> None:
+    """Remembers that one destination of a hand-off was served."""
+    message = claimed.message
+    await connection.execute(
+        queries.mark_handoff_part_done,
+        message.workspace_id,
+        message.message_id,
+        claimed.claim_token,
+        part,
+    )
+
+
+# -- provider statuses ------------------------------------------------------------------------
+
+
+async def messages_by_provider_id(
+    connection: Connection, provider_message_id: str
+) -> list[MessageRecord]:
+    """The message(s) a provider id belongs to, locked for the status update."""
+    rows = await connection.fetch(queries.messages_by_provider_id, provider_message_id)
+    return [_message(row) for row in rows]
+
+
+async def set_provider_status(
+    connection: Connection, message: MessageRecord, status: str, occurred_at: datetime
+) -> None:
+    """Moves the message to a later provider status."""
+    await connection.execute(
+        queries.set_provider_status, message.workspace_id, message.message_id, status, occurred_at
+    )
+
+
+async def fail_after_sent(
+    connection: Connection, message: MessageRecord, occurred_at: datetime, error: str
+) -> None:
+    """Records a failure the provider reported after accepting the message."""
+    await connection.execute(
+        queries.fail_after_sent, message.workspace_id, message.message_id, occurred_at, error
+    )
+
+
+async def requeue_after_sent(
+    connection: Connection,
+    message: MessageRecord,
+    channel: str,
+    delay_seconds: float,
+    error: str,
+    occurred_at: datetime,
+) -> None:
+    """Queues again a message the provider failed after accepting it."""
+    await connection.execute(
+        queries.requeue_after_sent,
+        message.workspace_id,
+        message.message_id,
+        channel,
+        delay_seconds,
+        error,
+        occurred_at,
+    )

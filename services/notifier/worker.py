@@ -1,0 +1,274 @@
+"""The outbox workers: claim due messages, deliver them, record what happened.
+
+A claim is one committed statement (``FOR UPDATE SKIP LOCKED``; attempts + 1; the message's
+next due time moves one lease ahead), so any number of workers in any number of processes
+share the outbox without taking a message twice while its lease runs. A worker that dies
+mid-delivery loses nothing: when the lease ends the message is due again and another worker
+claims it. The price is at-least-once delivery to the provider: if a worker dies after the
+provider accepted a message and before ``mark_sent`` committed, the message goes out again
+with the same deterministic Message-ID. ``mark_sent`` runs the moment the provider answers,
+to keep that window as small as a single UPDATE.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+import asyncpg
+
+from notifier import storage
+from notifier.delivery import Deliverer, delivery_context
+from notifier.domain import outbox
+from notifier.domain.outbox import DeliveryFailure, FailureKind
+from notifier.settings import NotifierSettings
+from runtime.database import UNAVAILABLE_ERRORS
+
+logger = logging.getLogger(__name__)
+
+# Seconds between deletions of send counters of past hours (by worker 0 of a process).
+HOUSEKEEPING_INTERVAL_SECONDS = 600.0
+# Seconds to wait before claiming again after the database failed.
+DATABASE_RETRY_SECONDS = 1.0
+
+
+class Waker:
+    """Wakes the workers of this process when Send queued something, so a new message does
+    not wait for the next poll (workers in other processes find it by polling)."""
+
+    def __init__(self) -> None:
+        self._events: list[asyncio.Event] = []
+
+    def register(self) -> asyncio.Event:
+        """An event set whenever ``notify`` is called."""
+        event = asyncio.Event()
+        self._events.append(event)
+        return event
+
+    def notify(self) -> None:
+        """Wakes every registered worker."""
+        for event in self._events:
+            event.set()
+
+
+class OutboxWorker:
+    """One worker loop with at most ``concurrency`` deliveries in flight."""
+
+    def __init__(
+        self,
+        *,
+        pool: asyncpg.Pool,
+        settings: NotifierSettings,
+        deliverer: Deliverer,
+        worker_id: str,
+        waker: Waker | None = None,
+        rng: random.Random | None = None,
+        on_outcome: Callable[[str, str], Awaitable[None]] | None = None,
+    ) -> None:
+        self._pool = pool
+        self._settings = settings
+        self._deliverer = deliverer
+        self.worker_id = worker_id
+        self._wake = (waker or Waker()).register()
+        self._rng = rng or random.Random()
+        self._slots = asyncio.BoundedSemaphore(settings.worker_concurrency)
+        self._deliveries: set[asyncio.Task[None]] = set()
+        self._policy = outbox.RetryPolicy(
+            settings.max_attempts,
+            settings.retry_backoff_base_seconds,
+            settings.retry_backoff_cap_seconds,
+        )
+        self._on_outcome = on_outcome
+        self._last_housekeeping = time.monotonic()
+        self._killed = False
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    async def run(self, stopping: asyncio.Event, *, housekeeping: bool = False) -> None:
+        """Claims and delivers until ``stopping`` is set, then lets in-flight deliveries end."""
+        logger.info("outbox worker started", extra={"worker": self.worker_id})
+        try:
+            while not stopping.is_set():
+                await self._slots.acquire()
+                slots = 1
+                while slots < self._settings.worker_concurrency and not self._slots.locked():
+                    await self._slots.acquire()
+                    slots += 1
+                try:
+                    claimed = await self._claim(slots)
+                except UNAVAILABLE_ERRORS as error:
+                    logger.warning(
+                        "outbox claim failed",
+                        extra={"worker": self.worker_id, "error": type(error).__name__},
+                    )
+                    claimed = []
+                    await self._sleep(stopping, DATABASE_RETRY_SECONDS)
+                for _ in range(slots - len(claimed)):
+                    self._slots.release()
+                for item in claimed:
+                    task = asyncio.create_task(
+                        self._deliver(item), name=f"deliver-{item.message.message_id}"
+                    )
+                    self._deliveries.add(task)
+                    task.add_done_callback(self._delivery_done)
+                if housekeeping:
+                    await self._housekeeping()
+                if len(claimed) < slots:
+                    # Nothing more is due now: sleep until woken, stopped or the next poll.
+                    await self._sleep(stopping, self._settings.poll_interval_seconds)
+        finally:
+            if self._deliveries and not self._killed:
+                await asyncio.wait(
+                    set(self._deliveries), timeout=self._settings.delivery_deadline_seconds
+                )
+            for task in list(self._deliveries):
+                task.cancel()
+            logger.info("outbox worker stopped", extra={"worker": self.worker_id})
+
+    def kill(self) -> None:
+        """Cancels every delivery at once without recording anything (tests simulate a
+        crash with it; the leases of the messages it held run out). Cancel ``run`` too."""
+        self._killed = True
+        for task in list(self._deliveries):
+            task.cancel()
+
+    def _delivery_done(self, task: asyncio.Task[None]) -> None:
+        self._deliveries.discard(task)
+        self._slots.release()
+
+    async def _sleep(self, stopping: asyncio.Event, seconds: float) -> None:
+        self._wake.clear()
+        waiters = {
+            asyncio.ensure_future(stopping.wait()),
+            asyncio.ensure_future(self._wake.wait()),
+        }
+        try:
+            await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+
+    async def _claim(self, limit: int) -> list[storage.ClaimedMessage]:
+        async with self._pool.acquire() as connection:
+            return await storage.claim_due(
+                connection, limit, self._settings.lease_seconds, self.worker_id
+            )
+
+    async def _housekeeping(self) -> None:
+        if time.monotonic() - self._last_housekeeping < HOUSEKEEPING_INTERVAL_SECONDS:
+            return
+        self._last_housekeeping = time.monotonic()
+        with contextlib.suppress(*UNAVAILABLE_ERRORS):
+            async with self._pool.acquire() as connection:
+                await storage.delete_old_counters(connection)
+
+    # -- one delivery ------------------------------------------------------------------------
+
+    async def _deliver(self, claimed: storage.ClaimedMessage) -> None:
+        message = claimed.message
+
+        async def part_done(part: str) -> None:
+            async with self._pool.acquire() as connection:
+                await storage.mark_handoff_part_done(connection, claimed, part)
+
+        try:
+            async with asyncio.timeout(self._settings.delivery_deadline_seconds):
+                provider_message_id = await self._deliverer.deliver(claimed, part_done)
+        except DeliveryFailure as failure:
+            await self._record_failure(claimed, failure)
+            return
+        except TimeoutError:
+            await self._record_failure(
+                claimed, DeliveryFailure(FailureKind.TRANSIENT, "delivery took too long")
+            )
+            return
+        except UNAVAILABLE_ERRORS as error:
+            # The database failed mid-delivery (a hand-off part); the lease brings it back.
+            logger.warning(
+                "delivery interrupted",
+                extra={"message_id": message.message_id, "error": type(error).__name__},
+            )
+            return
+        except Exception as error:
+            logger.exception("delivery crashed", extra={"message_id": message.message_id})
+            await self._record_failure(
+                claimed,
+                DeliveryFailure(FailureKind.TRANSIENT, f"internal error: {type(error).__name__}"),
+            )
+            return
+        # Recorded at once: until this commits, a crash would send the message again.
+        try:
+            async with self._pool.acquire() as connection:
+                await storage.mark_sent(
+                    connection, message.workspace_id, message.message_id, provider_message_id
+                )
+        except UNAVAILABLE_ERRORS as error:
+            logger.error(
+                "sent but not recorded; it will be sent again when its lease ends",
+                extra={"message_id": message.message_id, "error": type(error).__name__},
+            )
+            return
+        logger.info(
+            "message sent",
+            extra={
+                "message_id": message.message_id,
+                "channel": message.channel,
+                "attempt": message.attempts,
+            },
+        )
+        await self._report(message.message_id, outbox.SENT)
+
+    async def _record_failure(
+        self, claimed: storage.ClaimedMessage, failure: DeliveryFailure
+    ) -> None:
+        message = claimed.message
+        context = delivery_context(claimed, datetime.now(UTC))
+        decision = outbox.after_failure(
+            failure,
+            channel=message.channel,
+            attempts=message.attempts,
+            can_email=outbox.can_fall_back_to_email(context),
+            policy=self._policy,
+            rng=self._rng,
+        )
+        try:
+            async with self._pool.acquire() as connection:
+                if isinstance(decision, outbox.Retry):
+                    await storage.reschedule(
+                        connection, claimed, decision.delay_seconds, decision.error
+                    )
+                    outcome = "retry"
+                elif isinstance(decision, outbox.FallBackToEmail):
+                    await storage.fall_back_to_email(connection, claimed, decision.error)
+                    outcome = "fallback"
+                else:
+                    await storage.bury(connection, claimed, decision.error)
+                    outcome = outbox.DEAD
+        except UNAVAILABLE_ERRORS as error:
+            logger.warning(
+                "outcome not recorded; the lease brings the message back",
+                extra={"message_id": message.message_id, "error": type(error).__name__},
+            )
+            return
+        logger.info(
+            "delivery failed",
+            extra={
+                "message_id": message.message_id,
+                "channel": message.channel,
+                "attempt": message.attempts,
+                "outcome": outcome,
+                "error": failure.error,
+            },
+        )
+        if outcome == "fallback":
+            self._wake.set()
+        await self._report(message.message_id, outcome)
+
+    async def _report(self, message_id: str, outcome: str) -> None:
+        if self._on_outcome is not None:
+            await self._on_outcome(message_id, outcome)
