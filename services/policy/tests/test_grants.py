@@ -27,7 +27,8 @@ async def _grant(
 ) -> pb.Grant:
     response = await policy.stub.Authorize(policy.refund(amount_minor, contact_id=contact_id))
     assert response.decision == pb.DECISION_ALLOW
-    return response.grant
+    grant: pb.Grant = response.grant
+    return grant
 
 
 def _redeem(policy: Policy, grant: pb.Grant, **changes: object) -> pb.RedeemRequest:

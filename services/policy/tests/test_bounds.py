@@ -1,0 +1,127 @@
+"""Bounds: defaults, one-admin changes, and the two-admin rule for loosening past defaults."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import grpc
+import pytest
+
+from askvault.common.v1 import common_pb2
+from askvault.policy.v1 import policy_pb2 as pb
+from runtime import testing
+
+from .conftest import Policy, key, usd
+
+
+def _approve(policy: Policy, change_id: str, admin: str) -> object:
+    return policy.stub.ApproveBoundsChange(
+        pb.ApproveBoundsChangeRequest(
+            workspace_id=policy.workspace_id, change_id=change_id, idempotency_key=key()
+        ),
+        metadata=testing.admin_metadata(admin),
+    )
+
+
+async def test_unknown_workspace_has_defaults_without_the_skill(policy: Policy) -> None:
+    response = await policy.stub.GetBounds(pb.GetBoundsRequest(workspace_id="ws_new"))
+    bounds = response.bounds
+    assert bounds.askvault_plan == pb.ASK_VAULT_PLAN_UNSPECIFIED
+    assert list(bounds.refund_caps) == [usd(50000)]
+    assert bounds.refund_window.ToTimedelta() == timedelta(days=14)
+    assert bounds.plan_changes_per_period == 3
+    assert bounds.cancellation_grace.ToTimedelta() == timedelta(seconds=30)
+    assert bounds.confirm_refunds and bounds.confirm_plan_changes
+    assert bounds.counter_period == pb.COUNTER_PERIOD_CALENDAR_MONTH
+
+
+async def test_tightening_applies_at_once_with_one_admin(policy: Policy) -> None:
+    change = (await policy.set_bounds(refund_caps=[usd(10000)])).change
+    assert change.state == pb.BOUNDS_CHANGE_STATE_APPLIED
+    assert list(change.loosened_fields) == []
+    response = await policy.stub.Authorize(policy.refund(15000))
+    assert response.reason == pb.DECISION_REASON_REFUND_OVER_CAP
+
+
+async def test_raised_cap_needs_a_second_different_admin(policy: Policy) -> None:
+    change = (await policy.set_bounds(refund_caps=[usd(100000)])).change
+    assert change.state == pb.BOUNDS_CHANGE_STATE_PENDING
+    assert list(change.loosened_fields) == ["refund_caps.usd"]
+    # Not in force yet.
+    response = await policy.stub.Authorize(policy.refund(60000))
+    assert response.decision == pb.DECISION_ESCALATE
+
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await _approve(policy, change.change_id, "admin-alice")  # type: ignore[misc]
+    assert testing.error_details(raised.value)[:2] == (
+        grpc.StatusCode.PERMISSION_DENIED,
+        "SECOND_ADMIN_REQUIRED",
+    )
+    applied = await _approve(policy, change.change_id, "admin-bob")  # type: ignore[misc]
+    assert applied.change.state == pb.BOUNDS_CHANGE_STATE_APPLIED
+    assert applied.change.approved_by == "admin-bob"
+    response = await policy.stub.Authorize(policy.refund(60000))
+    assert response.decision == pb.DECISION_ALLOW
+
+
+@pytest.mark.parametrize(
+    ("changes", "loosened"),
+    [
+        ({"plan_changes_per_period": 4}, ["plan_changes_per_period"]),
+        ({"refund_window": timedelta(days=15)}, ["refund_window"]),
+        ({"cancellation_grace": timedelta(seconds=29)}, ["cancellation_grace"]),
+        ({"confirm_refunds": False}, ["confirm_refunds"]),
+        ({"counter_period": pb.COUNTER_PERIOD_CALENDAR_DAY}, ["counter_period"]),
+        (
+            {"refund_caps": [usd(50000), common_pb2.Money(amount_minor=1, currency="eur")]},
+            ["refund_caps.eur"],
+        ),
+    ],
+)
+async def test_each_loosening_past_defaults_waits_for_a_second_admin(
+    policy: Policy, changes: dict[str, object], loosened: list[str]
+) -> None:
+    change = (await policy.set_bounds(**changes)).change  # type: ignore[arg-type]
+    assert change.state == pb.BOUNDS_CHANGE_STATE_PENDING
+    assert list(change.loosened_fields) == loosened
+
+
+async def test_a_newer_proposal_supersedes_a_pending_one(policy: Policy) -> None:
+    pending = (await policy.set_bounds(plan_changes_per_period=10)).change
+    await policy.set_bounds(plan_changes_per_period=2)
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await _approve(policy, pending.change_id, "admin-bob")  # type: ignore[misc]
+    assert testing.error_details(raised.value)[1] == "NOT_PENDING"
+    listed = await policy.stub.ListBoundsChanges(
+        pb.ListBoundsChangesRequest(workspace_id=policy.workspace_id),
+        metadata=testing.admin_metadata(),
+    )
+    states = {c.change_id: c.state for c in listed.changes}
+    assert states[pending.change_id] == pb.BOUNDS_CHANGE_STATE_SUPERSEDED
+    bounds = await policy.stub.GetBounds(pb.GetBoundsRequest(workspace_id=policy.workspace_id))
+    assert bounds.bounds.plan_changes_per_period == 2
+
+
+async def test_admin_rpcs_refuse_non_admins(policy: Policy) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await policy.stub.ProposeBoundsChange(
+            pb.ProposeBoundsChangeRequest(
+                workspace_id=policy.workspace_id, bounds=pb.Bounds(), idempotency_key=key()
+            ),
+            metadata=(("authorization", "Bearer nonsense"),),
+        )
+    assert testing.error_details(raised.value)[:2] == (
+        grpc.StatusCode.UNAUTHENTICATED,
+        "ADMIN_REQUIRED",
+    )
+
+
+async def test_nonsense_bounds_are_invalid(policy: Policy) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await policy.set_bounds(refund_caps=[usd(-1)], plan_changes_per_period=-2)
+    code, reason, violations = testing.error_details(raised.value)
+    assert (code, reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT")
+    assert set(violations) == {
+        "bounds.refund_caps[0].amount_minor",
+        "bounds.plan_changes_per_period",
+    }
