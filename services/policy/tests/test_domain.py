@@ -1,0 +1,324 @@
+"""Unit tests of policy's pure rules: periods, decisions, loosening, grants, the hash chain."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from policy.domain import audit, decisions, grants, periods
+from policy.domain.bounds import AskVaultPlan, Bounds, loosened_fields, parse_caps
+from policy.domain.decisions import Reason, Verdict
+from policy.domain.model import Action, Details, Money
+from policy.domain.periods import Period
+from runtime import errors
+
+NOW = datetime(2026, 3, 15, 12, 0, tzinfo=UTC)
+DEFAULTS = Bounds(
+    askvault_plan=AskVaultPlan.BUSINESS,
+    refund_caps=(Money(50000, "usd"),),
+    refund_window=timedelta(days=14),
+    plan_changes_per_period=3,
+    cancellation_grace=timedelta(seconds=30),
+    confirm_refunds=True,
+    confirm_plan_changes=True,
+    counter_period=Period.CALENDAR_MONTH,
+)
+REFUND = Details(
+    charge_id="ch_1",
+    amount=Money(2000, "usd"),
+    charge_created_at=NOW - timedelta(days=1),
+)
+
+
+@pytest.mark.parametrize(
+    ("period", "now", "start", "end"),
+    [
+        (
+            Period.CALENDAR_MONTH,
+            datetime(2026, 1, 31, 23, 59, 59, 999999, tzinfo=UTC),
+            datetime(2026, 1, 1, tzinfo=UTC),
+            datetime(2026, 2, 1, tzinfo=UTC),
+        ),
+        (
+            Period.CALENDAR_MONTH,
+            datetime(2026, 12, 1, tzinfo=UTC),
+            datetime(2026, 12, 1, tzinfo=UTC),
+            datetime(2027, 1, 1, tzinfo=UTC),
+        ),
+        (
+            Period.CALENDAR_MONTH,
+            datetime(2028, 2, 29, 8, tzinfo=UTC),
+            datetime(2028, 2, 1, tzinfo=UTC),
+            datetime(2028, 3, 1, tzinfo=UTC),
+        ),
+        (
+            Period.CALENDAR_WEEK,
+            datetime(2026, 3, 15, 23, tzinfo=UTC),  # a Sunday
+            datetime(2026, 3, 9, tzinfo=UTC),
+            datetime(2026, 3, 16, tzinfo=UTC),
+        ),
+        (
+            Period.CALENDAR_DAY,
+            datetime(2026, 3, 15, 0, 0, tzinfo=UTC),
+            datetime(2026, 3, 15, tzinfo=UTC),
+            datetime(2026, 3, 16, tzinfo=UTC),
+        ),
+    ],
+)
+def test_period_bounds(period: Period, now: datetime, start: datetime, end: datetime) -> None:
+    assert periods.bounds_of(period, now) == (start, end)
+
+
+def test_periods_are_taken_in_utc() -> None:
+    from zoneinfo import ZoneInfo
+
+    # 1 Feb 01:00 in Paris is still 31 January in UTC.
+    paris = datetime(2026, 2, 1, 0, 30, tzinfo=ZoneInfo("Europe/Paris"))
+    assert periods.bounds_of(Period.CALENDAR_MONTH, paris)[0] == datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def _decide(
+    action: Action = Action.REFUND,
+    details: Details = REFUND,
+    bounds: Bounds = DEFAULTS,
+    *,
+    customer: str = "cus_1",
+    confirmed: bool = True,
+) -> decisions.Decision:
+    return decisions.decide(
+        action, details, bounds, assertion_customer=customer, confirmed=confirmed, now=NOW
+    )
+
+
+def test_refund_within_bounds_reserves_on_the_currency_counter() -> None:
+    decision = _decide()
+    assert (decision.verdict, decision.reason) == (Verdict.ALLOW, Reason.WITHIN_BOUNDS)
+    assert decision.details.stripe_customer_id == "cus_1"
+    reservation = decision.reservation
+    assert reservation is not None
+    assert (reservation.currency, reservation.quantity, reservation.limit) == ("usd", 2000, 50000)
+    assert reservation.period_end == datetime(2026, 4, 1, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("age", "verdict"),
+    [
+        (timedelta(days=14) - timedelta(seconds=1), Verdict.ALLOW),
+        (timedelta(days=14), Verdict.ALLOW),
+        (timedelta(days=14, seconds=1), Verdict.ESCALATE),
+    ],
+)
+def test_refund_window_edges(age: timedelta, verdict: Verdict) -> None:
+    decision = _decide(details=replace(REFUND, charge_created_at=NOW - age))
+    assert decision.verdict is verdict
+    assert decision.escalate is (verdict is Verdict.ESCALATE)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "verdict", "reason"),
+    [
+        (
+            {"bounds": replace(DEFAULTS, askvault_plan=AskVaultPlan.TEAM)},
+            Verdict.DENY,
+            Reason.SKILL_NOT_ENABLED,
+        ),
+        ({"customer": ""}, Verdict.DENY, Reason.CUSTOMER_NOT_LINKED),
+        (
+            {"details": replace(REFUND, stripe_customer_id="cus_2")},
+            Verdict.DENY,
+            Reason.INVALID_DETAILS,
+        ),
+        (
+            {"details": replace(REFUND, amount=Money(0, "usd"))},
+            Verdict.DENY,
+            Reason.INVALID_DETAILS,
+        ),
+        (
+            {"details": replace(REFUND, charge_created_at=NOW + timedelta(hours=1))},
+            Verdict.DENY,
+            Reason.INVALID_DETAILS,
+        ),
+        (
+            {"details": replace(REFUND, amount=Money(100, "eur"))},
+            Verdict.ESCALATE,
+            Reason.CURRENCY_NOT_COVERED,
+        ),
+        ({"confirmed": False}, Verdict.NEEDS_CONFIRMATION, Reason.CONFIRMATION_REQUIRED),
+        (
+            {"confirmed": False, "bounds": replace(DEFAULTS, confirm_refunds=False)},
+            Verdict.ALLOW,
+            Reason.WITHIN_BOUNDS,
+        ),
+        (
+            {"action": Action.CHANGE_PLAN, "details": Details(subscription_id="sub_1")},
+            Verdict.DENY,
+            Reason.INVALID_DETAILS,
+        ),
+        (
+            {"action": Action.RETRY_PAYMENT, "details": Details(invoice_id="in_1")},
+            Verdict.ALLOW,
+            Reason.WITHIN_BOUNDS,
+        ),
+    ],
+)
+def test_decision_rules(kwargs: dict[str, object], verdict: Verdict, reason: Reason) -> None:
+    decision = _decide(**kwargs)  # type: ignore[arg-type]
+    assert (decision.verdict, decision.reason) == (verdict, reason)
+
+
+def test_over_limit_escalates_refunds_and_denies_plan_changes() -> None:
+    refund = decisions.over_limit(_decide())
+    assert (refund.verdict, refund.reason, refund.escalate) == (
+        Verdict.ESCALATE,
+        Reason.REFUND_OVER_CAP,
+        True,
+    )
+    plan = decisions.over_limit(
+        _decide(Action.CHANGE_PLAN, Details(subscription_id="sub_1", target_price_id="price_2"))
+    )
+    assert (plan.verdict, plan.reason, plan.escalate) == (
+        Verdict.DENY,
+        Reason.PLAN_CHANGE_LIMIT,
+        False,
+    )
+
+
+def test_usage_remaining_never_goes_negative() -> None:
+    usage = decisions.Usage(decisions.Counter.REFUND_AMOUNT, "usd", 60000, 50000, NOW)
+    assert usage.remaining == 0
+
+
+@pytest.mark.parametrize(
+    ("changes", "loosened"),
+    [
+        ({}, []),
+        ({"askvault_plan": AskVaultPlan.ENTERPRISE}, []),
+        ({"refund_caps": (Money(10000, "usd"),)}, []),
+        ({"refund_caps": ()}, []),
+        ({"refund_caps": (Money(50001, "usd"),)}, ["refund_caps.usd"]),
+        ({"refund_caps": (Money(50000, "usd"), Money(1, "inr"))}, ["refund_caps.inr"]),
+        ({"refund_window": timedelta(days=7)}, []),
+        ({"refund_window": timedelta(days=14, seconds=1)}, ["refund_window"]),
+        ({"plan_changes_per_period": 4}, ["plan_changes_per_period"]),
+        ({"cancellation_grace": timedelta(seconds=60)}, []),
+        ({"cancellation_grace": timedelta(seconds=29)}, ["cancellation_grace"]),
+        ({"confirm_plan_changes": False}, ["confirm_plan_changes"]),
+        ({"counter_period": Period.CALENDAR_WEEK}, ["counter_period"]),
+        (
+            {"plan_changes_per_period": 9, "confirm_refunds": False},
+            ["plan_changes_per_period", "confirm_refunds"],
+        ),
+    ],
+)
+def test_loosening_is_measured_against_defaults(
+    changes: dict[str, object], loosened: list[str]
+) -> None:
+    assert loosened_fields(replace(DEFAULTS, **changes), DEFAULTS) == loosened  # type: ignore[arg-type]
+
+
+def test_caps_parse_from_settings() -> None:
+    assert parse_caps("usd:50000, EUR:45000") == (Money(50000, "usd"), Money(45000, "eur"))
+
+
+def _grant(state: grants.State = grants.State.RESERVED) -> grants.Grant:
+    return grants.Grant(
+        grant_id="gr_1",
+        workspace_id="ws",
+        contact_id="ct",
+        action=Action.REFUND,
+        details=replace(REFUND, stripe_customer_id="cus_1"),
+        state=state,
+        expires_at=NOW + timedelta(minutes=2),
+        created_at=NOW,
+        cancellation_grace=None,
+    )
+
+
+def _reason(call: object, *args: object) -> str:
+    with pytest.raises(errors.ServiceError) as raised:
+        call(*args)  # type: ignore[operator]
+    return raised.value.reason
+
+
+def test_redeem_rules() -> None:
+    grant = _grant()
+    grants.check_redeem(grant, Action.REFUND, grant.details, NOW)
+    bigger = replace(grant.details, amount=Money(2001, "usd"))
+    assert _reason(grants.check_redeem, grant, Action.REFUND, bigger, NOW) == "GRANT_INVALID"
+    # The charge's creation time is not part of what the enforcement point must repeat.
+    grants.check_redeem(grant, Action.REFUND, replace(grant.details, charge_created_at=None), NOW)
+    redeemed = _grant(grants.State.REDEEMED)
+    assert (
+        _reason(grants.check_redeem, redeemed, Action.REFUND, grant.details, NOW)
+        == "GRANT_ALREADY_REDEEMED"
+    )
+    with pytest.raises(grants.GrantDue):
+        grants.check_redeem(grant, Action.REFUND, grant.details, grant.expires_at)
+
+
+def test_resolution_rules() -> None:
+    grants.check_resolve(_grant(), NOW)
+    grants.check_resolve(_grant(grants.State.REDEEMED), NOW + timedelta(days=1))
+    for state, reason in [
+        (grants.State.COMMITTED, "GRANT_ALREADY_RESOLVED"),
+        (grants.State.RELEASED, "GRANT_ALREADY_RESOLVED"),
+        (grants.State.EXPIRED, "GRANT_EXPIRED"),
+    ]:
+        assert _reason(grants.check_resolve, _grant(state), NOW) == reason
+    assert not _grant(grants.State.REDEEMED).due(NOW + timedelta(days=1))
+
+
+def _entries(count: int) -> list[audit.Entry]:
+    return [
+        audit.Entry(NOW + timedelta(seconds=n), "visitor", "ct", "decision", amount_minor=n)
+        for n in range(count)
+    ]
+
+
+def test_hash_chain_links_entries_and_verifies() -> None:
+    chained = audit.chain("ws", 0, "", _entries(3))
+    assert [c.sequence for c in chained] == [1, 2, 3]
+    assert chained[0].previous_hash == audit.GENESIS_HASH
+    assert chained[1].previous_hash == chained[0].hash
+    more = audit.chain("ws", 3, chained[-1].hash, _entries(1))
+    assert more[0].sequence == 4 and more[0].previous_hash == chained[-1].hash
+    verifier = audit.Verifier("ws")
+    assert all(verifier.feed(c) for c in [*chained, *more])
+    assert verifier.finish(4, more[0].hash) == audit.Verification(True, 4, 0, "")
+
+
+def test_hash_covers_every_field_and_the_workspace() -> None:
+    entry = _entries(1)[0]
+    base = audit.entry_hash(audit.GENESIS_HASH, "ws", 1, entry)
+    assert audit.entry_hash(audit.GENESIS_HASH, "ws2", 1, entry) != base
+    assert audit.entry_hash(audit.GENESIS_HASH, "ws", 2, entry) != base
+    for changed in (
+        replace(entry, outcome="x"),
+        replace(entry, occurred_at=entry.occurred_at + timedelta(microseconds=1)),
+        replace(entry, actor_id="other"),
+        replace(entry, amount_minor=7),
+    ):
+        assert audit.entry_hash(audit.GENESIS_HASH, "ws", 1, changed) != base
+
+
+def test_verifier_reports_the_first_break() -> None:
+    chained = audit.chain("ws", 0, "", _entries(4))
+    altered = replace(chained[1], entry=replace(chained[1].entry, outcome="forged"))
+    verifier = audit.Verifier("ws")
+    for item in [chained[0], altered, *chained[2:]]:
+        verifier.feed(item)
+    result = verifier.finish(4, chained[-1].hash)
+    assert (result.intact, result.first_broken_sequence) == (False, 2)
+
+    verifier = audit.Verifier("ws")
+    for item in [chained[0], chained[2], chained[3]]:
+        verifier.feed(item)
+    assert verifier.finish(4, chained[-1].hash).first_broken_sequence == 2
+
+    verifier = audit.Verifier("ws")
+    for item in chained[:3]:
+        verifier.feed(item)
+    result = verifier.finish(4, chained[-1].hash)
+    assert (result.intact, result.first_broken_sequence) == (False, 4)
