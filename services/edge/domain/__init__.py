@@ -1,0 +1,1 @@
+"""The edge's pure logic: intents, entities, redaction, replies, proposals. No I/O here."""

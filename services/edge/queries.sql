@@ -1,0 +1,49 @@
+-- name: touch_conversation
+INSERT INTO conversations (workspace_id, conversation_id, channel, contact_id)
+VALUES ($1, $2, $3, $4)
+ON CONFLICT (workspace_id, conversation_id)
+DO UPDATE SET updated_at = now(),
+              contact_id = CASE WHEN EXCLUDED.contact_id = '' THEN conversations.contact_id
+                                ELSE EXCLUDED.contact_id END;
+
+-- name: append_message
+INSERT INTO messages (workspace_id, conversation_id, author, text, intent)
+VALUES ($1, $2, $3, $4, $5);
+
+-- name: recent_messages
+SELECT author, text, intent, created_at FROM (
+    SELECT author, text, intent, created_at, sequence FROM messages
+    WHERE workspace_id = $1 AND conversation_id = $2
+    ORDER BY sequence DESC LIMIT $3
+) recent ORDER BY sequence;
+
+-- name: supersede_pending
+UPDATE proposals SET state = 'superseded'
+WHERE workspace_id = $1 AND conversation_id = $2 AND state IN ('pending');
+
+-- name: insert_proposal
+INSERT INTO proposals (workspace_id, conversation_id, proposal_id, contact_id, kind, details,
+                       summary, expires_at)
+VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8)
+RETURNING created_at;
+
+-- name: newest_proposal
+SELECT * FROM proposals
+WHERE workspace_id = $1 AND conversation_id = $2
+ORDER BY created_at DESC LIMIT 1
+FOR UPDATE;
+
+-- name: set_proposal_state
+UPDATE proposals SET state = $4, result = COALESCE($5::jsonb, result)
+WHERE workspace_id = $1 AND conversation_id = $2 AND proposal_id = $3;
+
+-- name: link_whatsapp
+INSERT INTO whatsapp_links (workspace_id, whatsapp_number, contact_id, user_id, email,
+                            credential)
+VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT (workspace_id, whatsapp_number)
+DO UPDATE SET contact_id = EXCLUDED.contact_id, user_id = EXCLUDED.user_id,
+              email = EXCLUDED.email, credential = EXCLUDED.credential;
+
+-- name: find_whatsapp_link
+SELECT * FROM whatsapp_links WHERE workspace_id = $1 AND whatsapp_number = $2;

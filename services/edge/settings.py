@@ -1,0 +1,52 @@
+"""The edge's settings (environment variables of the same names, upper case)."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+
+from runtime.settings import ServiceSettings
+
+
+class EdgeSettings(ServiceSettings):
+    """Everything of ServiceSettings (the gRPC fields are unused: the edge serves HTTP), plus
+    the HTTP server, the four services it calls, deadlines, limits and webhook secrets."""
+
+    # Address the HTTP server binds; port 0 picks a free port (tests).
+    http_host: str = "0.0.0.0"
+    http_port: int = Field(default=8080, ge=0, le=65535)
+    # host:port of each service the edge calls.
+    identity_target: str = "127.0.0.1:50061"
+    policy_target: str = "127.0.0.1:50062"
+    billing_target: str = "127.0.0.1:50063"
+    notifier_target: str = "127.0.0.1:50064"
+    # Largest request body accepted, in bytes (413 above it).
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    # Longest chat message accepted, in characters.
+    max_text_chars: int = Field(default=2000, ge=10)
+    # Deadline of each RPC to identity, policy and notifier, in seconds.
+    rpc_deadline_seconds: float = Field(default=2.0, gt=0)
+    # Deadline of each RPC to the billing gateway, in seconds: short enough that "Stripe
+    # unavailable" turns into a hand-off within 2 s of the visitor's message.
+    billing_deadline_seconds: float = Field(default=1.2, gt=0)
+    # Deadline of a webhook's IngestStripeEvent, in seconds (Stripe waits up to 10 s).
+    webhook_deadline_seconds: float = Field(default=5.0, gt=0)
+    # Chat turns per visitor per minute, and requests per client address per minute.
+    visitor_turns_per_minute: int = Field(default=30, ge=1)
+    address_requests_per_minute: int = Field(default=120, ge=1)
+    # How long a proposal waits for "yes", in seconds.
+    proposal_ttl_seconds: int = Field(default=600, ge=5)
+    # The workspace's time zone and currency when none is known from its data.
+    workspace_timezone: str = "UTC"
+    workspace_currency: str = "usd"
+    # The WhatsApp app secret (signs X-Hub-Signature-256) and the verify token of the GET
+    # handshake; empty refuses every WhatsApp request.
+    whatsapp_app_secret: SecretStr = SecretStr("")
+    whatsapp_verify_token: SecretStr = SecretStr("")
+    # The workspace WhatsApp messages belong to ("phone_number_id:workspace,..." or a single
+    # workspace id for every number).
+    whatsapp_workspaces: str = ""
+    # Keys that seal the credentials WhatsApp numbers are linked with: "k1:<base64 32
+    # bytes>,..."; empty disables linking WhatsApp numbers from the chat.
+    secrets_encryption_keys: SecretStr = SecretStr("")
+    # Where the customer returns after updating their card.
+    card_update_return_url: str = "https://example.com/billing"

@@ -1,0 +1,168 @@
+"""The edge's storage: the only module that runs the edge's SQL."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from edge.domain.proposals import Proposal, ProposalKind, ProposalState
+from runtime.database import Connection, Queries
+
+queries = Queries("edge")
+
+
+@dataclass(frozen=True)
+class TranscriptLine:
+    """One message of a conversation, already redacted."""
+
+    author: str
+    text: str
+    intent: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class WhatsAppLink:
+    """A WhatsApp number linked to a verified contact."""
+
+    workspace_id: str
+    whatsapp_number: str
+    contact_id: str
+    user_id: str
+    email: str
+    credential: bytes
+
+
+async def touch_conversation(
+    connection: Connection, workspace_id: str, conversation_id: str, channel: str, contact_id: str
+) -> None:
+    """Creates the conversation on its first message, or marks it active."""
+    await connection.execute(
+        queries.touch_conversation, workspace_id, conversation_id, channel, contact_id
+    )
+
+
+async def append_message(
+    connection: Connection,
+    workspace_id: str,
+    conversation_id: str,
+    author: str,
+    text: str,
+    intent: str = "",
+) -> None:
+    """Adds a (redacted) line to the transcript."""
+    await connection.execute(
+        queries.append_message, workspace_id, conversation_id, author, text, intent
+    )
+
+
+async def recent_messages(
+    connection: Connection, workspace_id: str, conversation_id: str, limit: int = 20
+) -> list[TranscriptLine]:
+    """The last lines of the transcript, oldest first."""
+    rows = await connection.fetch(queries.recent_messages, workspace_id, conversation_id, limit)
+    return [
+        TranscriptLine(row["author"], row["text"], row["intent"], row["created_at"]) for row in rows
+    ]
+
+
+async def add_proposal(
+    connection: Connection,
+    *,
+    workspace_id: str,
+    conversation_id: str,
+    proposal_id: str,
+    contact_id: str,
+    kind: ProposalKind,
+    details: dict[str, Any],
+    summary: str,
+    expires_at: datetime,
+) -> None:
+    """Stores a new proposal; any older pending one of the conversation is superseded."""
+    async with connection.transaction():
+        await connection.execute(queries.supersede_pending, workspace_id, conversation_id)
+        await connection.execute(
+            queries.insert_proposal,
+            workspace_id,
+            conversation_id,
+            proposal_id,
+            contact_id,
+            kind.value,
+            json.dumps(details),
+            summary,
+            expires_at,
+        )
+
+
+def _proposal(row: asyncpg.Record) -> Proposal:
+    return Proposal(
+        workspace_id=row["workspace_id"],
+        conversation_id=row["conversation_id"],
+        proposal_id=row["proposal_id"],
+        contact_id=row["contact_id"],
+        kind=ProposalKind(row["kind"]),
+        details=json.loads(row["details"]),
+        summary=row["summary"],
+        state=ProposalState(row["state"]),
+        created_at=row["created_at"],
+        expires_at=row["expires_at"],
+    )
+
+
+async def newest_proposal(
+    connection: Connection, workspace_id: str, conversation_id: str
+) -> Proposal | None:
+    """The conversation's newest proposal, locked until the transaction ends."""
+    row = await connection.fetchrow(queries.newest_proposal, workspace_id, conversation_id)
+    return _proposal(row) if row is not None else None
+
+
+async def set_proposal_state(
+    connection: Connection,
+    proposal: Proposal,
+    state: ProposalState,
+    result: dict[str, Any] | None = None,
+) -> None:
+    """Moves a proposal on, keeping what came of it."""
+    await connection.execute(
+        queries.set_proposal_state,
+        proposal.workspace_id,
+        proposal.conversation_id,
+        proposal.proposal_id,
+        state.value,
+        json.dumps(result) if result is not None else None,
+    )
+
+
+async def link_whatsapp(connection: Connection, link: WhatsAppLink) -> None:
+    """Links a WhatsApp number to a contact (a later link of the number replaces it)."""
+    await connection.execute(
+        queries.link_whatsapp,
+        link.workspace_id,
+        link.whatsapp_number,
+        link.contact_id,
+        link.user_id,
+        link.email,
+        link.credential,
+    )
+
+
+async def find_whatsapp_link(
+    connection: Connection, workspace_id: str, whatsapp_number: str
+) -> WhatsAppLink | None:
+    """The contact a WhatsApp number is linked to."""
+    row = await connection.fetchrow(queries.find_whatsapp_link, workspace_id, whatsapp_number)
+    if row is None:
+        return None
+    return WhatsAppLink(
+        row["workspace_id"],
+        row["whatsapp_number"],
+        row["contact_id"],
+        row["user_id"],
+        row["email"],
+        bytes(row["credential"]),
+    )
