@@ -108,6 +108,8 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
 
     async def _active_secrets(self, connection: Connection, workspace_id: str) -> dict[str, bytes]:
         sealed = await storage.active_secret_ciphertexts(connection, workspace_id)
+        if sealed is None:
+            raise _unknown_workspace()
         return {
             key_id: self._secret_box.open(ciphertext, f"{workspace_id}/hmac/{key_id}")
             for key_id, ciphertext in sealed.items()
@@ -143,8 +145,6 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         check.require(len(request.token) <= 8192, "token", "at most 8192 characters")
         check.check()
         async with self._pool.acquire() as connection:
-            if not await storage.workspace_exists(connection, request.workspace_id):
-                raise _unknown_workspace()
             secrets = await self._active_secrets(connection, request.workspace_id)
             if request.token:
                 visitor = verification.verify_token(

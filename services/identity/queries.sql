@@ -1,8 +1,5 @@
 -- Identity's SQL. Each statement is named; storage.py runs them by name.
 
--- name: workspace_exists
-SELECT EXISTS (SELECT 1 FROM workspaces WHERE workspace_id = $1);
-
 -- name: ensure_workspace
 INSERT INTO workspaces (workspace_id) VALUES ($1) ON CONFLICT DO NOTHING;
 
@@ -21,9 +18,20 @@ RETURNING key_id, created_at, retired_at;
 SELECT key_id, created_at, retired_at FROM hmac_secrets
 WHERE workspace_id = $1 ORDER BY created_at, key_id;
 
--- name: active_secrets
-SELECT key_id, ciphertext FROM hmac_secrets
-WHERE workspace_id = $1 AND retired_at IS NULL;
+-- name: workspace_active_secrets
+-- One row per active secret, or one row with a null key id for a workspace without any;
+-- no row at all for an unknown workspace.
+SELECT s.key_id, s.ciphertext
+FROM workspaces w
+LEFT JOIN hmac_secrets s
+    ON s.workspace_id = w.workspace_id AND s.retired_at IS NULL
+WHERE w.workspace_id = $1;
+
+-- name: find_contact_by_user_id
+SELECT * FROM contacts WHERE workspace_id = $1 AND user_id = $2 AND user_id <> '';
+
+-- name: find_contact_by_email_only
+SELECT * FROM contacts WHERE workspace_id = $1 AND email_normalized = $2 AND user_id = '';
 
 -- name: upsert_contact_by_user_id
 INSERT INTO contacts (workspace_id, contact_id, user_id, email, email_normalized)

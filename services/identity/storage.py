@@ -58,11 +58,6 @@ def _secret(row: asyncpg.Record) -> SecretRecord:
     return SecretRecord(row["key_id"], row["created_at"], row["retired_at"])
 
 
-async def workspace_exists(connection: Connection, workspace_id: str) -> bool:
-    """Whether the workspace has ever had a secret."""
-    return bool(await connection.fetchval(queries.workspace_exists, workspace_id))
-
-
 async def insert_secret(
     connection: Connection, workspace_id: str, key_id: str, ciphertext: bytes
 ) -> SecretRecord | None:
@@ -85,10 +80,14 @@ async def list_secrets(connection: Connection, workspace_id: str) -> list[Secret
     return [_secret(row) for row in await connection.fetch(queries.list_secrets, workspace_id)]
 
 
-async def active_secret_ciphertexts(connection: Connection, workspace_id: str) -> dict[str, bytes]:
-    """key id -> ciphertext of each active secret."""
-    rows = await connection.fetch(queries.active_secrets, workspace_id)
-    return {row["key_id"]: bytes(row["ciphertext"]) for row in rows}
+async def active_secret_ciphertexts(
+    connection: Connection, workspace_id: str
+) -> dict[str, bytes] | None:
+    """key id -> ciphertext of each active secret; None for an unknown workspace."""
+    rows = await connection.fetch(queries.workspace_active_secrets, workspace_id)
+    if not rows:
+        return None
+    return {row["key_id"]: bytes(row["ciphertext"]) for row in rows if row["key_id"] is not None}
 
 
 async def upsert_contact(
@@ -99,7 +98,16 @@ async def upsert_contact(
     email: str,
     email_normalized: str,
 ) -> ContactRecord:
-    """The contact for this user id (or email, without one), created on first sight."""
+    """The contact for this user id (or email, without one), created on first sight. A
+    visitor seen before with the same email costs a read, not a write."""
+    if user_id:
+        found = await connection.fetchrow(queries.find_contact_by_user_id, workspace_id, user_id)
+    else:
+        found = await connection.fetchrow(
+            queries.find_contact_by_email_only, workspace_id, email_normalized
+        )
+    if found is not None and (not email or found["email"] == email):
+        return _contact(found)
     if user_id:
         row = await connection.fetchrow(
             queries.upsert_contact_by_user_id,
