@@ -1,0 +1,1 @@
+"""The billing gateway's rules: pure logic, no gRPC, no SQL, no network."""

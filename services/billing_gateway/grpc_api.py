@@ -1,0 +1,1040 @@
+"""The billing gateway's gRPC layer: validates, scopes every customer call to the
+assertion's Stripe customer, and hands writes to the ledger."""
+
+from __future__ import annotations
+
+import base64
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+
+import asyncpg
+import grpc
+
+from askvault.billing.v1 import billing_pb2 as pb
+from askvault.billing.v1 import billing_pb2_grpc
+from askvault.policy.v1 import policy_pb2
+from billing_gateway import convert, storage, webhooks
+from billing_gateway.accounts import AccountDirectory, key_binding, secret_binding
+from billing_gateway.domain import billing, recovery
+from billing_gateway.ledger import Clock, Ledger, WriteRequest
+from billing_gateway.peers import Peers
+from billing_gateway.settings import BillingGatewaySettings
+from billing_gateway.stripe_api import StripeAccount, StripeGateway, to_json
+from runtime import auth, errors, idempotency
+from runtime.database import Connection
+from runtime.secretbox import SecretBox
+
+Json = dict[str, Any]
+
+_REFUND_REASONS = {
+    pb.REFUND_REASON_DUPLICATE: "duplicate",
+    pb.REFUND_REASON_FRAUDULENT: "fraudulent",
+    pb.REFUND_REASON_REQUESTED_BY_CUSTOMER: "requested_by_customer",
+}
+_PRORATION = {
+    pb.PRORATION_BEHAVIOR_UNSPECIFIED: "create_prorations",
+    pb.PRORATION_BEHAVIOR_CREATE_PRORATIONS: "create_prorations",
+    pb.PRORATION_BEHAVIOR_NONE: "none",
+    pb.PRORATION_BEHAVIOR_ALWAYS_INVOICE: "always_invoice",
+}
+_RECOVERY_STATE_NAMES = {value: key for key, value in convert.RECOVERY_STATES.items()}
+
+
+def _not_linked() -> errors.ServiceError:
+    return errors.ServiceError(
+        errors.Kind.FAILED_PRECONDITION,
+        "CUSTOMER_NOT_LINKED",
+        "the contact is not linked to a Stripe customer",
+    )
+
+
+def _page_size(value: int, default: int, maximum: int) -> int:
+    return default if value <= 0 else min(value, maximum)
+
+
+def _created_filter(after: Any, before: Any = None) -> Json:
+    created: Json = {}
+    if after is not None and after.seconds:
+        created["gte"] = after.seconds
+    if before is not None and before.seconds:
+        created["lt"] = before.seconds
+    return created
+
+
+class BillingGatewayServicer(billing_pb2_grpc.BillingGatewayServiceServicer):
+    """Implements askvault.billing.v1.BillingGatewayService."""
+
+    def __init__(
+        self,
+        *,
+        pool: asyncpg.Pool,
+        settings: BillingGatewaySettings,
+        secret_box: SecretBox,
+        gateway: StripeGateway,
+        peers: Peers,
+        accounts: AccountDirectory,
+        ledger: Ledger,
+        ingestion: webhooks.Ingestion,
+        clock: Clock,
+    ) -> None:
+        self._pool = pool
+        self._settings = settings
+        self._box = secret_box
+        self._stripe = gateway
+        self._peers = peers
+        self._accounts = accounts
+        self._ledger = ledger
+        self._ingestion = ingestion
+        self._clock = clock
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _admin(self, context: grpc.aio.ServicerContext, workspace_id: str) -> str:
+        token = auth.bearer_from_metadata(context.invocation_metadata())
+        return auth.require_admin(
+            token, self._settings.admin_token_secret.get_secret_value(), workspace_id
+        )
+
+    async def _customer(self, workspace_id: str, assertion: str) -> tuple[str, StripeAccount]:
+        """The assertion's Stripe customer (the only one this call may touch) and account."""
+        check = errors.Validator()
+        check.non_empty(workspace_id, "workspace_id")
+        check.check()
+        verified = await self._peers.verify(assertion, workspace_id)
+        if not verified.stripe_customer_id:
+            raise _not_linked()
+        return verified.stripe_customer_id, await self._accounts.account(workspace_id)
+
+    async def _retrieve(
+        self, account: StripeAccount, kind: str, object_id: str, customer_id: str, **params: Any
+    ) -> Json:
+        """An object of the customer; another customer's (or none) is NOT_FOUND, no data."""
+        if not object_id or len(object_id) > 255:
+            raise errors.not_found(kind)
+        options: Any = params or None
+
+        def retrieve(c: Any) -> Any:
+            service = {
+                "subscription": c.v1.subscriptions,
+                "charge": c.v1.charges,
+                "invoice": c.v1.invoices,
+            }[kind]
+            return service.retrieve_async(object_id, options)
+
+        found = to_json(await self._stripe.call(account, f"{kind}s.retrieve", retrieve))
+        if billing.expandable_id(found.get("customer")) != customer_id:
+            raise errors.not_found(kind)
+        return found
+
+    async def _product(self, account: StripeAccount, price: Json) -> Json | None:
+        product = price.get("product")
+        if isinstance(product, dict):
+            return product
+        if not product:
+            return None
+        return to_json(
+            await self._stripe.call(
+                account, "products.retrieve", lambda c: c.v1.products.retrieve_async(str(product))
+            )
+        )
+
+    async def _payment_method(
+        self, account: StripeAccount, subscription: Json, customer_id: str
+    ) -> Json | None:
+        method = subscription.get("default_payment_method")
+        if isinstance(method, dict):
+            return method
+        if not method:
+            customer = to_json(
+                await self._stripe.call(
+                    account,
+                    "customers.retrieve",
+                    lambda c: c.v1.customers.retrieve_async(
+                        customer_id, {"expand": ["invoice_settings.default_payment_method"]}
+                    ),
+                )
+            )
+            found = (customer.get("invoice_settings") or {}).get("default_payment_method")
+            return found if isinstance(found, dict) else None
+        return to_json(
+            await self._stripe.call(
+                account,
+                "payment_methods.retrieve",
+                lambda c: c.v1.payment_methods.retrieve_async(str(method)),
+            )
+        )
+
+    async def _subscription_pb(
+        self, account: StripeAccount, workspace_id: str, customer_id: str, subscription_id: str
+    ) -> tuple[pb.Subscription, Json, Json | None]:
+        """The subscription as the contract shows it, with its raw form and product."""
+        sub = await self._retrieve(
+            account,
+            "subscription",
+            subscription_id,
+            customer_id,
+            expand=["default_payment_method", "latest_invoice", "items.data.price.product"],
+        )
+        item = billing.first_item(sub) or {}
+        price = item.get("price") or None
+        product = await self._product(account, price) if price else None
+        method = await self._payment_method(account, sub, customer_id)
+        latest = sub.get("latest_invoice") if isinstance(sub.get("latest_invoice"), dict) else None
+        message = convert.subscription(
+            sub,
+            price=price,
+            product=product,
+            payment_method=method,
+            latest_invoice=latest,
+            in_place=billing.plan_change_in_place(sub, method),
+        )
+        async with self._pool.acquire() as connection:
+            pending = await storage.pending_cancellation(
+                connection, workspace_id, customer_id, str(sub["id"])
+            )
+        if pending is not None:
+            message.scheduled_cancellation.CopyFrom(convert.operation(pending))
+        return message, sub, product
+
+    def _write(
+        self,
+        request: Any,
+        action: str,
+        grant_id: str,
+        customer_id: str,
+        target_id: str,
+        details: policy_pb2.ActionDetails,
+        parameters: Json,
+    ) -> WriteRequest:
+        check = errors.Validator()
+        check.non_empty(grant_id, "grant_id")
+        check.check()
+        idempotency.require_key(request.idempotency_key)
+        return WriteRequest(
+            workspace_id=request.workspace_id,
+            idempotency_key=request.idempotency_key,
+            fingerprint=idempotency.fingerprint(request),
+            action=action,
+            grant_id=grant_id,
+            stripe_customer_id=customer_id,
+            target_id=target_id,
+            details=details,
+            parameters=parameters,
+        )
+
+    # -- reads -----------------------------------------------------------------------------
+
+    async def GetSubscription(
+        self, request: pb.GetSubscriptionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetSubscriptionResponse:
+        customer_id, account = await self._customer(
+            request.workspace_id, request.identity_assertion
+        )
+        listed = await self._stripe.call(
+            account,
+            "subscriptions.list",
+            lambda c: c.v1.subscriptions.list_async(
+                {"customer": customer_id, "status": "all", "limit": 100}
+            ),
+        )
+        subscriptions = [to_json(sub) for sub in listed.data]
+        if request.subscription_id:
+            chosen: Json | None = next(
+                (s for s in subscriptions if s["id"] == request.subscription_id), None
+            )
+            if chosen is None:
+                raise errors.not_found("subscription")
+        else:
+            picked = billing.pick_subscription(subscriptions)
+            chosen = dict(picked) if picked is not None else None
+        if chosen is None:
+            return pb.GetSubscriptionResponse(subscription_count=0)
+        message, sub, _ = await self._subscription_pb(
+            account, request.workspace_id, customer_id, str(chosen["id"])
+        )
+        if sub.get("status") in ("active", "trialing", "past_due"):
+            try:
+                preview = await self._stripe.call(
+                    account,
+                    "invoices.create_preview",
+                    lambda c: c.v1.invoices.create_preview_async(
+                        {"customer": customer_id, "subscription": str(sub["id"])}
+                    ),
+                )
+                message.next_invoice_amount.CopyFrom(
+                    convert.money(preview.amount_due, preview.currency)
+                )
+            except errors.ServiceError as error:
+                if error.kind is errors.Kind.UNAVAILABLE:
+                    raise
+        return pb.GetSubscriptionResponse(
+            subscription=message, subscription_count=len(subscriptions)
+        )
+
+    async def ListInvoices(
+        self, request: pb.ListInvoicesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListInvoicesResponse:
+        customer_id, account = await self._customer(
+            request.workspace_id, request.identity_assertion
+        )
+        params: Any = {"customer": customer_id, "limit": _page_size(request.page_size, 12, 100)}
+        created = _created_filter(
+            request.created_after if request.HasField("created_after") else None,
+            request.created_before if request.HasField("created_before") else None,
+        )
+        if created:
+            params["created"] = created
+        if request.status:
+            params["status"] = request.status
+        if request.page_token:
+            params["starting_after"] = request.page_token
+        listed = await self._stripe.call(
+            account, "invoices.list", lambda c: c.v1.invoices.list_async(params)
+        )
+        invoices = [to_json(invoice) for invoice in listed.data]
+        return pb.ListInvoicesResponse(
+            invoices=[convert.invoice(invoice) for invoice in invoices],
+            next_page_token=str(invoices[-1]["id"]) if listed.has_more and invoices else "",
+        )
+
+    async def _charges(
+        self, account: StripeAccount, customer_id: str, params: Json
+    ) -> tuple[list[Json], bool]:
+        query: Any = {"customer": customer_id, **params}
+        listed = await self._stripe.call(
+            account, "charges.list", lambda c: c.v1.charges.list_async(query)
+        )
+        return [to_json(charge) for charge in listed.data], bool(listed.has_more)
+
+    async def ListCharges(
+        self, request: pb.ListChargesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListChargesResponse:
+        customer_id, account = await self._customer(
+            request.workspace_id, request.identity_assertion
+        )
+        params: Any = {"limit": _page_size(request.page_size, 20, 100)}
+        if request.HasField("created_after"):
+            params["created"] = _created_filter(request.created_after)
+        if request.page_token:
+            params["starting_after"] = request.page_token
+        charges, has_more = await self._charges(account, customer_id, params)
+        return pb.ListChargesResponse(
+            charges=[convert.charge(charge) for charge in charges],
+            next_page_token=str(charges[-1]["id"]) if has_more and charges else "",
+        )
+
+    async def FindDuplicateCharges(
+        self, request: pb.FindDuplicateChargesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.FindDuplicateChargesResponse:
+        customer_id, account = await self._customer(
+            request.workspace_id, request.identity_assertion
+        )
+        window = request.window.seconds if request.HasField("window") else 86_400
+        lookback = request.lookback.seconds if request.HasField("lookback") else 90 * 86_400
+        check = errors.Validator()
+        check.require(window > 0, "window", "must be positive")
+        check.require(lookback > 0, "lookback", "must be positive")
+        check.check()
+        since = int(time.time()) - lookback
+        charges, _ = await self._charges(
+            account, customer_id, {"limit": 100, "created": {"gte": since}}
+        )
+        by_id = {str(charge["id"]): charge for charge in charges}
+        pairs = billing.find_duplicates((billing.charge_facts(c) for c in charges), window)
+        return pb.FindDuplicateChargesResponse(
+            pairs=[
+                pb.DuplicateChargePair(
+                    original=convert.charge(by_id[original]),
+                    duplicate=convert.charge(by_id[duplicate]),
+                )
+                for original, duplicate in pairs
+            ]
+        )
+
+    async def FindCustomers(
+        self, request: pb.FindCustomersRequest, context: grpc.aio.ServicerContext
+    ) -> pb.FindCustomersResponse:
+        check = errors.Validator()
+        check.non_empty(request.workspace_id, "workspace_id")
+        check.non_empty(request.email, "email", max_length=320)
+        check.check()
+        account = await self._accounts.account(request.workspace_id)
+        wanted = request.email.strip().lower()
+        found: dict[str, str] = {}
+        for email in dict.fromkeys((request.email.strip(), wanted)):
+            listed = await self._list_customers(account, email)
+            for customer in listed.data:
+                if str(customer.email or "").lower() == wanted:
+                    found[str(customer.id)] = str(customer.email)
+        return pb.FindCustomersResponse(
+            customers=[
+                pb.StripeCustomer(stripe_customer_id=customer_id, email=email)
+                for customer_id, email in found.items()
+            ]
+        )
+
+    async def _list_customers(self, account: StripeAccount, email: str) -> Any:
+        query: Any = {"email": email, "limit": 100}
+        return await self._stripe.call(
+            account, "customers.list", lambda c: c.v1.customers.list_async(query)
+        )
+
+    async def ListPlans(
+        self, request: pb.ListPlansRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListPlansResponse:
+        check = errors.Validator()
+        check.non_empty(request.workspace_id, "workspace_id")
+        check.check()
+        account = await self._accounts.account(request.workspace_id)
+        params: Any = {
+            "active": True,
+            "type": "recurring",
+            "limit": 100,
+            "expand": ["data.product"],
+        }
+        if request.currency:
+            params["currency"] = request.currency.lower()
+        listed = await self._stripe.call(
+            account, "prices.list", lambda c: c.v1.prices.list_async(params)
+        )
+        plans = []
+        for price in (to_json(p) for p in listed.data):
+            product = price.get("product") if isinstance(price.get("product"), dict) else None
+            if product is not None and not product.get("active", True):
+                continue
+            if request.currency and price.get("currency") != request.currency.lower():
+                continue
+            plans.append(convert.plan(price, product))
+        plans.sort(key=lambda plan: (plan.amount.currency, plan.amount.amount_minor, plan.name))
+        return pb.ListPlansResponse(plans=plans)
+
+    async def _price(self, account: StripeAccount, price_id: str) -> tuple[Json, Json | None]:
+        if not price_id or len(price_id) > 255:
+            raise errors.not_found("price")
+        price = to_json(
+            await self._stripe.call(
+                account,
+                "prices.retrieve",
+                lambda c: c.v1.prices.retrieve_async(price_id, {"expand": ["product"]}),
+            )
+        )
+        if not price.get("active", True) or not price.get("recurring"):
+            raise errors.not_found("price")
+        return price, await self._product(account, price)
+
+    async def _current_subscription_id(
+        self, account: StripeAccount, customer_id: str, subscription_id: str
+    ) -> str:
+        if subscription_id:
+            return subscription_id
+        listed = await self._stripe.call(
+            account,
+            "subscriptions.list",
+            lambda c: c.v1.subscriptions.list_async({"customer": customer_id, "limit": 100}),
+        )
+        chosen = billing.pick_subscription([to_json(sub) for sub in listed.data])
+        if chosen is None:
+            raise errors.not_found("subscription")
+        return str(chosen["id"])
+
+    async def PreviewPlanChange(
+        self, request: pb.PreviewPlanChangeRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PreviewPlanChangeResponse:
+        customer_id, account = await self._customer(
+            request.workspace_id, request.identity_assertion
+        )
+        subscription_id = await self._current_subscription_id(
+            account, customer_id, request.subscription_id
+        )
+        current, sub, _ = await self._subscription_pb(
+            account, request.workspace_id, customer_id, subscription_id
+        )
+        target_price, target_product = await self._price(account, request.target_price_id)
+        target = convert.plan(target_price, target_product)
+        gained, lost = billing.features_diff(current.plan.features, target.features)
+        response = pb.PreviewPlanChangeResponse(
+            current_plan=current.plan,
+            target_plan=target,
+            price_difference=convert.money(
+                target.amount.amount_minor - current.plan.amount.amount_minor,
+                target.amount.currency,
+            ),
+            features_gained=gained,
+            features_lost=lost,
+            subscription_id=subscription_id,
+            plan_change_in_place=current.plan_change_in_place,
+        )
+        now = int(time.time())
+        response.effective_at.FromSeconds(now)
+        if current.HasField("current_period_end"):
+            response.next_invoice_at.CopyFrom(current.current_period_end)
+        item = billing.first_item(sub)
+        if item is not None and current.plan_change_in_place:
+            preview = to_json(
+                await self._stripe.call(
+                    account,
+                    "invoices.create_preview",
+                    lambda c: c.v1.invoices.create_preview_async(
+                        {
+                            "customer": customer_id,
+                            "subscription": subscription_id,
+                            "subscription_details": {
+                                "items": [{"id": str(item["id"]), "price": target.price_id}],
+                                "proration_behavior": "create_prorations",
+                                "proration_date": now,
+                            },
+                        }
+                    ),
+                )
+            )
+            response.proration_amount.CopyFrom(
+                convert.money(billing.proration_amount(preview), preview.get("currency"))
+            )
+        return response
+
+    # -- writes ----------------------------------------------------------------------------
+
+    async def RefundCharge(
+        self, request: pb.RefundChargeRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RefundChargeResponse:
+        check = errors.Validator()
+        check.non_empty(request.charge_id, "charge_id")
+        check.require(request.amount.amount_minor > 0, "amount.amount_minor", "must be positive")
+        check.non_empty(request.amount.currency, "amount.currency", max_length=3)
+        check.check()
+        customer_id, account = await self._customer(
+            request.workspace_id, request.identity_assertion
+        )
+        charge = await self._retrieve(account, "charge", request.charge_id, customer_id)
+        if str(charge.get("currency")) != request.amount.currency.lower():
+            raise errors.invalid_argument(
+                errors.FieldViolation("amount.currency", "must be the charge's currency")
+            )
+        details = policy_pb2.ActionDetails(
+            stripe_customer_id=customer_id,
+            charge_id=request.charge_id,
+            amount=convert.money(request.amount.amount_minor, request.amount.currency),
+            charge_created_at=convert.timestamp(int(charge.get("created") or 0)),
+        )
+        write = self._write(
+            request,
+            "refund",
+            request.grant_id,
+            customer_id,
+            request.charge_id,
+            details,
+            {
+                "charge": request.charge_id,
+                "amount": request.amount.amount_minor,
+                "reason": _REFUND_REASONS.get(request.reason, ""),
+            },
+        )
+
+        async def respond(
+            operation: storage.OperationRecord, refund: Json
+        ) -> pb.RefundChargeResponse:
+            return pb.RefundChargeResponse(
+                operation=convert.operation(operation),
+                refund_id=str(refund.get("id") or ""),
+                amount=convert.money(refund.get("amount"), refund.get("currency")),
+                status=str(refund.get("status") or ""),
+            )
+
+        return await self._ledger.execute(write, respond, pb.RefundChargeResponse)
+
+    async def _in_place_or_refuse(self, current: pb.Subscription) -> None:
+        if not current.plan_change_in_place:
+            raise errors.ServiceError(
+                errors.Kind.FAILED_PRECONDITION,
+                "PLAN_CHANGE_REQUIRES_RESUBSCRIBE",
+                "a subscription paid by UPI or an Indian eMandate cannot change plan in place",
+            )
+
+    async def ChangePlan(
+        self, request: pb.ChangePlanRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ChangePlanResponse:
+        check = errors.Validator()
+        check.non_empty(request.subscription_id, "subscription_id")
+        check.non_empty(request.target_price_id, "target_price_id")
+        check.check()
+        customer_id, account = await self._customer(
+            request.workspace_id, request.identity_assertion
+        )
+        current, sub, _ = await self._subscription_pb(
+            account, request.workspace_id, customer_id, request.subscription_id
+        )
+        await self._in_place_or_refuse(current)
+        _, target_product = await self._price(account, request.target_price_id)
+        gained, _ = billing.features_diff(
+            current.plan.features, billing.features_of(target_product)
+        )
+        item = billing.first_item(sub)
+        if item is None:
+            raise errors.not_found("subscription")
+        details = policy_pb2.ActionDetails(
+            stripe_customer_id=customer_id,
+            subscription_id=request.subscription_id,
+            target_price_id=request.target_price_id,
+        )
+        write = self._write(
+            request,
+            "change_plan",
+            request.grant_id,
+            customer_id,
+            request.subscription_id,
+            details,
+            {
+                "subscription": request.subscription_id,
+                "item": str(item["id"]),
+                "price": request.target_price_id,
+                "proration_behavior": _PRORATION.get(
+                    request.proration_behavior, "create_prorations"
+                ),
+            },
+        )
+
+        async def respond(operation: storage.OperationRecord, _: Json) -> pb.ChangePlanResponse:
+            after, _sub, _product = await self._subscription_pb(
+                account, request.workspace_id, customer_id, request.subscription_id
+            )
+            return pb.ChangePlanResponse(
+                operation=convert.operation(operation), subscription=after, features_gained=gained
+            )
+
+        return await self._ledger.execute(write, respond, pb.ChangePlanResponse)
+
+    async def CancelSubscription(
+        self, request: pb.CancelSubscriptionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CancelSubscriptionResponse:
+        check = errors.Validator()
+        check.non_empty(request.subscription_id, "subscription_id")
+        check.check()
+        customer_id, account = await self._customer(
+            request.workspace_id, request.identity_assertion
+        )
+        await self._retrieve(account, "subscription", request.subscription_id, customer_id)
+        details = policy_pb2.ActionDetails(
+            stripe_customer_id=customer_id, subscription_id=request.subscription_id
+        )
+        write = self._write(
+            request,
+            "cancel_subscription",
+            request.grant_id,
+            customer_id,
+            request.subscription_id,
+            details,
+            {"subscription": request.subscription_id},
+        )
+        operation = await self._ledger.schedule_cancellation(write)
+        return pb.CancelSubscriptionResponse(operation=convert.operation(operation))
+
+    async def UndoCancellation(
+        self, request: pb.UndoCancellationRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UndoCancellationResponse:
+        customer_id, _ = await self._customer(request.workspace_id, request.identity_assertion)
+        operation_id = request.operation_id
+        if not operation_id:
+            async with self._pool.acquire() as connection:
+                pending = await storage.pending_cancellation(
+                    connection, request.workspace_id, customer_id
+                )
+            if pending is None:
+                raise errors.not_found("scheduled cancellation")
+            operation_id = pending.operation_id
+        voided: list[storage.OperationRecord] = []
+
+        async def effect(connection: Connection) -> pb.UndoCancellationResponse:
+            found = await storage.get_operation(connection, request.workspace_id, operation_id)
+            if found is None or found.stripe_customer_id != customer_id:
+                raise errors.not_found("operation")
+            operation, undone = await self._ledger.undo_cancellation(
+                connection, operation_id, request.workspace_id
+            )
+            if undone:
+                voided.append(operation)
+            return pb.UndoCancellationResponse(
+                operation=convert.operation(operation), undone=undone
+            )
+
+        response = await idempotency.run_once(
+            self._pool,
+            request.workspace_id,
+            request.idempotency_key,
+            request,
+            pb.UndoCancellationResponse,
+            effect,
+        )
+        for operation in voided:
+            await self._ledger.after_undo(operation)
+        return response
+
+    async def _subscription_write(
+        self,
+        request: Any,
+        action: str,
+        parameters: Json,
+    ) -> pb.PauseSubscriptionResponse:
+        check = errors.Validator()
+        check.non_empty(request.subscription_id, "subscription_id")
+        check.check()
+        customer_id, account = await self._customer(
+            request.workspace_id, request.identity_assertion
+        )
+        await self._retrieve(account, "subscription", request.subscription_id, customer_id)
+        details = policy_pb2.ActionDetails(
+            stripe_customer_id=customer_id, subscription_id=request.subscription_id
+        )
+        write = self._write(
+            request,
+            action,
+            request.grant_id,
+            customer_id,
+            request.subscription_id,
+            details,
+            {"subscription": request.subscription_id, **parameters},
+        )
+
+        async def respond(
+            operation: storage.OperationRecord, _: Json
+        ) -> pb.PauseSubscriptionResponse:
+            after, _sub, _product = await self._subscription_pb(
+                account, request.workspace_id, customer_id, request.subscription_id
+            )
+            return pb.PauseSubscriptionResponse(
+                operation=convert.operation(operation), subscription=after
+            )
+
+        # Pause and resume answer the same shape; the ledger stores it as a pause response.
+        return await self._ledger.execute(write, respond, pb.PauseSubscriptionResponse)
+
+    async def PauseSubscription(
+        self, request: pb.PauseSubscriptionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PauseSubscriptionResponse:
+        resumes_at = request.resumes_at.seconds if request.HasField("resumes_at") else None
+        return await self._subscription_write(
+            request, "pause_subscription", {"resumes_at": resumes_at}
+        )
+
+    async def ResumeSubscription(
+        self, request: pb.ResumeSubscriptionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ResumeSubscriptionResponse:
+        done = await self._subscription_write(request, "resume_subscription", {})
+        return pb.ResumeSubscriptionResponse(
+            operation=done.operation, subscription=done.subscription
+        )
+
+    async def RetryInvoicePayment(
+        self, request: pb.RetryInvoicePaymentRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RetryInvoicePaymentResponse:
+        customer_id, account = await self._customer(
+            request.workspace_id, request.identity_assertion
+        )
+        invoice_id = request.invoice_id
+        if not invoice_id:
+            listed = await self._stripe.call(
+                account,
+                "invoices.list",
+                lambda c: c.v1.invoices.list_async(
+                    {"customer": customer_id, "status": "open", "limit": 1}
+                ),
+            )
+            if not listed.data:
+                raise errors.not_found("open invoice")
+            invoice_id = str(listed.data[0].id)
+        else:
+            await self._retrieve(account, "invoice", invoice_id, customer_id)
+        details = policy_pb2.ActionDetails(stripe_customer_id=customer_id, invoice_id=invoice_id)
+        write = self._write(
+            request,
+            "retry_payment",
+            request.grant_id,
+            customer_id,
+            invoice_id,
+            details,
+            {"invoice": invoice_id},
+        )
+
+        async def respond(
+            operation: storage.OperationRecord, invoice: Json
+        ) -> pb.RetryInvoicePaymentResponse:
+            return pb.RetryInvoicePaymentResponse(
+                operation=convert.operation(operation),
+                invoice=convert.invoice(invoice),
+                paid=invoice.get("status") == "paid",
+            )
+
+        return await self._ledger.execute(write, respond, pb.RetryInvoicePaymentResponse)
+
+    async def CreatePaymentMethodUpdateLink(
+        self, request: pb.CreatePaymentMethodUpdateLinkRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CreatePaymentMethodUpdateLinkResponse:
+        customer_id, account = await self._customer(
+            request.workspace_id, request.identity_assertion
+        )
+        check = errors.Validator()
+        check.require(len(request.return_url) <= 2048, "return_url", "at most 2048 characters")
+        check.check()
+
+        async def effect(connection: Connection) -> pb.CreatePaymentMethodUpdateLinkResponse:
+            params: Any = {"customer": customer_id, "flow_data": {"type": "payment_method_update"}}
+            if request.return_url:
+                params["return_url"] = request.return_url
+            try:
+                session = await self._stripe.call(
+                    account,
+                    "billing_portal.sessions.create",
+                    lambda c: c.v1.billing_portal.sessions.create_async(params),
+                )
+                return pb.CreatePaymentMethodUpdateLinkResponse(
+                    url=str(session.url), kind=pb.UPDATE_LINK_KIND_BILLING_PORTAL
+                )
+            except errors.ServiceError as error:
+                if error.kind is errors.Kind.UNAVAILABLE:
+                    raise
+            listed = await self._stripe.call(
+                account,
+                "invoices.list",
+                lambda c: c.v1.invoices.list_async(
+                    {"customer": customer_id, "status": "open", "limit": 1}
+                ),
+            )
+            if not listed.data or not listed.data[0].hosted_invoice_url:
+                raise errors.ServiceError(
+                    errors.Kind.FAILED_PRECONDITION,
+                    "OPERATION_STATE",
+                    "no billing portal and no open invoice to update the card on",
+                )
+            return pb.CreatePaymentMethodUpdateLinkResponse(
+                url=str(listed.data[0].hosted_invoice_url), kind=pb.UPDATE_LINK_KIND_HOSTED_INVOICE
+            )
+
+        return await idempotency.run_once(
+            self._pool,
+            request.workspace_id,
+            request.idempotency_key,
+            request,
+            pb.CreatePaymentMethodUpdateLinkResponse,
+            effect,
+        )
+
+    async def GetOperation(
+        self, request: pb.GetOperationRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetOperationResponse:
+        check = errors.Validator()
+        check.non_empty(request.workspace_id, "workspace_id")
+        check.non_empty(request.operation_id, "operation_id")
+        check.check()
+        async with self._pool.acquire() as connection:
+            found = await storage.get_operation(
+                connection, request.workspace_id, request.operation_id
+            )
+        if found is None:
+            raise errors.not_found("operation")
+        return pb.GetOperationResponse(operation=convert.operation(found))
+
+    # -- webhooks --------------------------------------------------------------------------
+
+    async def IngestStripeEvent(
+        self, request: pb.IngestStripeEventRequest, context: grpc.aio.ServicerContext
+    ) -> pb.IngestStripeEventResponse:
+        check = errors.Validator()
+        check.non_empty(request.workspace_id, "workspace_id")
+        check.require(bool(request.payload), "payload", "must not be empty")
+        check.check()
+        event_id, duplicate = await self._ingestion.ingest(
+            request.workspace_id, request.payload, request.signature_header
+        )
+        return pb.IngestStripeEventResponse(event_id=event_id, duplicate=duplicate)
+
+    # -- admin -----------------------------------------------------------------------------
+
+    async def ConnectAccount(
+        self, request: pb.ConnectAccountRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ConnectAccountResponse:
+        self._admin(context, request.workspace_id)
+        check = errors.Validator()
+        check.non_empty(request.workspace_id, "workspace_id")
+        check.non_empty(request.secret_key, "secret_key", max_length=512)
+        check.require(
+            request.secret_key.startswith(("sk_", "rk_")), "secret_key", "must be a secret key"
+        )
+        check.require(
+            request.webhook_url.startswith(("https://", "http://")),
+            "webhook_url",
+            "must be an http(s) URL",
+        )
+        check.check()
+        account = StripeAccount(
+            request.workspace_id, request.secret_key, request.connected_account_id
+        )
+
+        async def effect(connection: Connection) -> pb.ConnectAccountResponse:
+            details = await self._stripe.call(
+                account, "account.retrieve", lambda c: c.v1.accounts.retrieve_current_async()
+            )
+            endpoint = await self._stripe.call(
+                account,
+                "webhook_endpoints.create",
+                lambda c: c.v1.webhook_endpoints.create_async(
+                    {
+                        "url": request.webhook_url,
+                        "enabled_events": cast(Any, list(webhooks.NEEDED_EVENTS)),
+                        "description": "AskVault billing skill",
+                    },
+                    {"idempotency_key": f"askvault-connect-{request.idempotency_key}"},
+                ),
+            )
+            livemode = bool(getattr(details, "livemode", False) or account.livemode)
+            await storage.save_account(
+                connection,
+                request.workspace_id,
+                self._box.seal(request.secret_key.encode(), key_binding(request.workspace_id)),
+                request.connected_account_id,
+                livemode,
+                str(endpoint.id),
+                request.webhook_url,
+                list(webhooks.NEEDED_EVENTS),
+            )
+            await storage.add_webhook_secret(
+                connection,
+                request.workspace_id,
+                str(endpoint.id),
+                self._box.seal(
+                    str(endpoint.secret).encode(),
+                    secret_binding(request.workspace_id, str(endpoint.id)),
+                ),
+            )
+            return pb.ConnectAccountResponse(
+                webhook_endpoint_id=str(endpoint.id),
+                livemode=livemode,
+                enabled_events=list(webhooks.NEEDED_EVENTS),
+            )
+
+        response = await idempotency.run_once(
+            self._pool,
+            request.workspace_id,
+            request.idempotency_key,
+            request,
+            pb.ConnectAccountResponse,
+            effect,
+        )
+        self._accounts.forget(request.workspace_id)
+        return response
+
+    async def CheckWebhookSetup(
+        self, request: pb.CheckWebhookSetupRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CheckWebhookSetupResponse:
+        self._admin(context, request.workspace_id)
+        account = await self._accounts.account(request.workspace_id)
+        async with self._pool.acquire() as connection:
+            record = await storage.get_account(connection, request.workspace_id)
+            last = await storage.last_event_received_at(connection, request.workspace_id)
+        assert record is not None
+        response = pb.CheckWebhookSetupResponse(
+            last_event_received_at=convert.timestamp(last),
+            url=record.webhook_url,
+            missing_event_types=list(webhooks.NEEDED_EVENTS),
+        )
+        if not record.webhook_endpoint_id:
+            return response
+        try:
+            endpoint = to_json(
+                await self._stripe.call(
+                    account,
+                    "webhook_endpoints.retrieve",
+                    lambda c: c.v1.webhook_endpoints.retrieve_async(record.webhook_endpoint_id),
+                )
+            )
+        except errors.ServiceError as error:
+            if error.kind is not errors.Kind.NOT_FOUND:
+                raise
+            return response
+        enabled = list(endpoint.get("enabled_events") or [])
+        del response.missing_event_types[:]
+        if "*" not in enabled:
+            response.missing_event_types.extend(
+                e for e in webhooks.NEEDED_EVENTS if e not in enabled
+            )
+        response.registered = True
+        response.enabled = endpoint.get("status") == "enabled"
+        response.url = str(endpoint.get("url") or record.webhook_url)
+        return response
+
+    async def ListRecoveryCases(
+        self, request: pb.ListRecoveryCasesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListRecoveryCasesResponse:
+        self._admin(context, request.workspace_id)
+        limit = _page_size(request.page_size, 50, 500)
+        after: tuple[datetime, str] | None = None
+        if request.page_token:
+            try:
+                stamp, _, case_id = (
+                    base64.urlsafe_b64decode(request.page_token).decode().partition("|")
+                )
+                after = (datetime.fromisoformat(stamp), case_id)
+            except ValueError:
+                raise errors.invalid_argument(
+                    errors.FieldViolation("page_token", "not a token of this list")
+                ) from None
+        state = _RECOVERY_STATE_NAMES.get(request.state, "")
+        async with self._pool.acquire() as connection:
+            cases = await storage.list_cases(
+                connection, request.workspace_id, state, after, limit + 1
+            )
+            page = cases[:limit]
+            timelines = await storage.case_events(
+                connection, request.workspace_id, [case.case_id for case in page]
+            )
+        token = ""
+        if len(cases) > limit:
+            last = page[-1]
+            token = base64.urlsafe_b64encode(
+                f"{last.opened_at.isoformat()}|{last.case_id}".encode()
+            ).decode()
+        return pb.ListRecoveryCasesResponse(
+            cases=[
+                pb.RecoveryCase(
+                    case_id=case.case_id,
+                    workspace_id=case.workspace_id,
+                    stripe_customer_id=case.stripe_customer_id,
+                    invoice_id=case.invoice_id,
+                    amount_due=convert.money(case.amount_due_minor, case.currency),
+                    state=convert.RECOVERY_STATES.get(case.state, pb.RECOVERY_STATE_UNSPECIFIED),
+                    opened_at=convert.timestamp(case.opened_at),
+                    closed_at=convert.timestamp(case.closed_at),
+                    timeline=[
+                        pb.RecoveryEvent(
+                            occurred_at=convert.timestamp(at), kind=kind, detail=detail
+                        )
+                        for at, kind, detail in timelines.get(case.case_id, [])
+                    ],
+                )
+                for case in page
+            ],
+            next_page_token=token,
+        )
+
+    async def GetRecoveryStats(
+        self, request: pb.GetRecoveryStatsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetRecoveryStatsResponse:
+        self._admin(context, request.workspace_id)
+        start = (
+            request.start_time.ToDatetime(UTC)
+            if request.HasField("start_time")
+            else datetime.fromtimestamp(0, UTC)
+        )
+        end = (
+            request.end_time.ToDatetime(UTC)
+            if request.HasField("end_time")
+            else self._clock() + timedelta(days=1)
+        )
+        async with self._pool.acquire() as connection:
+            outcomes = await storage.case_outcomes(connection, request.workspace_id, start, end)
+        figures = recovery.stats(outcomes)
+        return pb.GetRecoveryStatsResponse(
+            failed=figures.failed,
+            recovered_within_48h=figures.recovered_within_48h,
+            recovered=figures.recovered,
+            recovery_rate=figures.rate,
+        )

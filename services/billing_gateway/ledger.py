@@ -1,0 +1,498 @@
+"""The operation ledger: every mutating Stripe call is recorded before Stripe is called,
+taken under a grant redeemed at policy for exactly its parameters, and resolved (grant
+committed or released) after. A crash at any point leaves a row that reconciliation
+settles by looking the operation up in Stripe, never by repeating it blindly.
+
+Order of a write:
+  1. the operation row, IN_FLIGHT, committed on its own (a retry of the same idempotency
+     key finds it and resumes it instead of starting another);
+  2. policy.Redeem(grant, exact parameters, key = operation id);
+  3. the Stripe call, with Idempotency-Key "askvault-<operation id>";
+  4. the outcome recorded (SUCCEEDED with the Stripe object id, or FAILED with a reason);
+  5. policy.Commit or policy.Release (keys derived from the operation id).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+import asyncpg
+from google.protobuf.message import Message
+
+from askvault.policy.v1 import policy_pb2
+from billing_gateway import storage
+from billing_gateway.accounts import AccountDirectory
+from billing_gateway.convert import ACTIONS
+from billing_gateway.peers import Peers
+from billing_gateway.stripe_api import StripeAccount, StripeGateway, operation_key, to_json
+from runtime import errors, ids
+
+logger = logging.getLogger(__name__)
+
+Json = dict[str, Any]
+ResponseT = TypeVar("ResponseT", bound=Message)
+Clock = Callable[[], datetime]
+
+# Reason of a failure -> the status it is answered with (also when replayed).
+_REASON_KINDS = {
+    "NOT_FOUND": errors.Kind.NOT_FOUND,
+    "IDEMPOTENCY_MISMATCH": errors.Kind.INVALID_ARGUMENT,
+    "INVALID_ARGUMENT": errors.Kind.INVALID_ARGUMENT,
+    "STRIPE_UNAVAILABLE": errors.Kind.UNAVAILABLE,
+    "DEPENDENCY_UNAVAILABLE": errors.Kind.UNAVAILABLE,
+}
+# Reasons after which the grant must not be released by us: it is not ours.
+_FOREIGN_GRANT = frozenset({"GRANT_INVALID", "GRANT_ALREADY_REDEEMED", "GRANT_EXPIRED"})
+
+
+def failure(reason: str, message: str = "") -> errors.ServiceError:
+    """The error a failed operation answers with."""
+    kind = _REASON_KINDS.get(reason, errors.Kind.FAILED_PRECONDITION)
+    return errors.ServiceError(kind, reason, message or f"the operation failed: {reason}")
+
+
+class SimulatedCrash(Exception):
+    """Raised by the test hook between the Stripe call and recording its outcome."""
+
+
+@dataclass(frozen=True)
+class WriteRequest:
+    """One write, as the servicer hands it to the ledger."""
+
+    workspace_id: str
+    idempotency_key: str
+    fingerprint: bytes
+    action: str
+    grant_id: str
+    stripe_customer_id: str
+    target_id: str
+    details: policy_pb2.ActionDetails
+    # The exact Stripe parameters (replayed by reconciliation); never card data.
+    parameters: Json
+
+
+# -- what each action does in Stripe, and how to find out whether it happened ------------
+
+
+async def _perform(
+    gateway: StripeGateway, account: StripeAccount, operation: storage.OperationRecord
+) -> tuple[str, Json]:
+    """Makes the operation's Stripe call; (Stripe object id, object)."""
+    p = operation.parameters
+    key = operation_key(operation.operation_id)
+    options: Any = {"idempotency_key": key}
+    if operation.action == "refund":
+        params: Any = {
+            "charge": p["charge"],
+            "amount": p["amount"],
+            "metadata": {"askvault_operation_id": operation.operation_id},
+        }
+        if p.get("reason"):
+            params["reason"] = p["reason"]
+        refund = await gateway.call(
+            account, "refunds.create", lambda c: c.v1.refunds.create_async(params, options)
+        )
+        return str(refund.id), to_json(refund)
+    if operation.action == "change_plan":
+        update: Any = {
+            "items": [{"id": p["item"], "price": p["price"]}],
+            "proration_behavior": p["proration_behavior"],
+            "metadata": {"askvault_operation_id": operation.operation_id},
+        }
+        sub = await gateway.call(
+            account,
+            "subscriptions.update",
+            lambda c: c.v1.subscriptions.update_async(p["subscription"], update, options),
+        )
+        return str(sub.id), to_json(sub)
+    if operation.action == "pause_subscription":
+        pause: Any = {"behavior": "void"}
+        if p.get("resumes_at"):
+            pause["resumes_at"] = int(p["resumes_at"])
+        sub = await gateway.call(
+            account,
+            "subscriptions.update",
+            lambda c: c.v1.subscriptions.update_async(
+                p["subscription"], {"pause_collection": pause}, options
+            ),
+        )
+        return str(sub.id), to_json(sub)
+    if operation.action == "resume_subscription":
+        sub = await gateway.call(
+            account,
+            "subscriptions.update",
+            lambda c: c.v1.subscriptions.update_async(
+                p["subscription"], {"pause_collection": ""}, options
+            ),
+        )
+        return str(sub.id), to_json(sub)
+    if operation.action == "retry_payment":
+        invoice = await gateway.call(
+            account,
+            "invoices.pay",
+            lambda c: c.v1.invoices.pay_async(p["invoice"], {}, options),
+        )
+        return str(invoice.id), to_json(invoice)
+    if operation.action == "cancel_subscription":
+        current = await gateway.call(
+            account,
+            "subscriptions.retrieve",
+            lambda c: c.v1.subscriptions.retrieve_async(p["subscription"]),
+        )
+        if current.status == "canceled":
+            return str(current.id), to_json(current)
+        sub = await gateway.call(
+            account,
+            "subscriptions.cancel",
+            lambda c: c.v1.subscriptions.cancel_async(p["subscription"], {}, options),
+        )
+        return str(sub.id), to_json(sub)
+    raise ValueError(f"unknown action {operation.action}")
+
+
+async def _discover(
+    gateway: StripeGateway, account: StripeAccount, operation: storage.OperationRecord
+) -> tuple[str, Json] | None:
+    """Whether Stripe shows the operation as done: (object id, object), or None."""
+    p = operation.parameters
+    if operation.action == "refund":
+        refunds = await gateway.call(
+            account,
+            "refunds.list",
+            lambda c: c.v1.refunds.list_async({"charge": p["charge"], "limit": 100}),
+        )
+        for refund in (to_json(found) for found in refunds.data):
+            metadata = refund.get("metadata") or {}
+            if metadata.get("askvault_operation_id") == operation.operation_id:
+                return str(refund["id"]), refund
+        return None
+    if operation.action == "retry_payment":
+        invoice = await gateway.call(
+            account, "invoices.retrieve", lambda c: c.v1.invoices.retrieve_async(p["invoice"])
+        )
+        return (str(invoice.id), to_json(invoice)) if invoice.status == "paid" else None
+    sub = to_json(
+        await gateway.call(
+            account,
+            "subscriptions.retrieve",
+            lambda c: c.v1.subscriptions.retrieve_async(p["subscription"]),
+        )
+    )
+    done = False
+    if operation.action == "change_plan":
+        done = (sub.get("metadata") or {}).get("askvault_operation_id") == operation.operation_id
+    elif operation.action == "pause_subscription":
+        done = sub.get("pause_collection") is not None
+    elif operation.action == "resume_subscription":
+        done = sub.get("pause_collection") is None
+    elif operation.action == "cancel_subscription":
+        done = sub.get("status") == "canceled"
+    return (str(sub["id"]), sub) if done else None
+
+
+class Ledger:
+    """Runs writes through the ledger, the scheduled cancellations and reconciliation."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        gateway: StripeGateway,
+        peers: Peers,
+        accounts: AccountDirectory,
+        clock: Clock,
+    ) -> None:
+        self._pool = pool
+        self._gateway = gateway
+        self._peers = peers
+        self._accounts = accounts
+        self._clock = clock
+        # Test hook: called after Stripe answered and before the outcome is recorded, to
+        # simulate the process dying there.
+        self.after_stripe_call: Callable[[storage.OperationRecord], None] | None = None
+
+    # -- writes --------------------------------------------------------------------------
+
+    async def _start(self, write: WriteRequest, state: str) -> tuple[storage.OperationRecord, bool]:
+        """The operation of this idempotency key: (record, whether it is new)."""
+        async with self._pool.acquire() as connection:
+            created = await storage.insert_operation(
+                connection,
+                workspace_id=write.workspace_id,
+                operation_id=ids.new_id("op"),
+                idempotency_key=write.idempotency_key,
+                fingerprint=write.fingerprint,
+                action=write.action,
+                state=state,
+                grant_id=write.grant_id,
+                stripe_customer_id=write.stripe_customer_id,
+                target_id=write.target_id,
+                parameters=write.parameters,
+            )
+            if created is not None:
+                return created, True
+            existing = await storage.operation_by_key(
+                connection, write.workspace_id, write.idempotency_key
+            )
+        assert existing is not None
+        if existing.fingerprint != write.fingerprint or existing.action != write.action:
+            raise errors.ServiceError(
+                errors.Kind.INVALID_ARGUMENT,
+                "IDEMPOTENCY_MISMATCH",
+                "this idempotency key was used with other parameters",
+            )
+        return existing, False
+
+    async def _record(
+        self,
+        operation: storage.OperationRecord,
+        state: str,
+        *,
+        stripe_object_id: str = "",
+        error_reason: str = "",
+        run_at: datetime | None = None,
+        response: bytes | None = None,
+    ) -> storage.OperationRecord:
+        async with self._pool.acquire() as connection:
+            return await storage.update_operation(
+                connection,
+                operation,
+                state=state,
+                stripe_object_id=stripe_object_id,
+                error_reason=error_reason,
+                run_at=run_at,
+                response=response,
+            )
+
+    async def _resolve_grant(self, operation: storage.OperationRecord) -> None:
+        """Commits or releases the grant; on failure the periodic pass tries again."""
+        if not operation.grant_id or operation.grant_resolution:
+            return
+        try:
+            if operation.state == storage.SUCCEEDED:
+                await self._peers.commit(
+                    operation.workspace_id,
+                    operation.grant_id,
+                    operation.operation_id,
+                    operation.stripe_object_id,
+                )
+                resolution = "committed"
+            elif operation.error_reason in _FOREIGN_GRANT:
+                resolution = "not_ours"
+            else:
+                await self._peers.release(
+                    operation.workspace_id,
+                    operation.grant_id,
+                    operation.operation_id,
+                    operation.error_reason or operation.state,
+                )
+                resolution = "released"
+        except errors.ServiceError as error:
+            if error.kind is errors.Kind.UNAVAILABLE:
+                logger.warning(
+                    "grant not resolved yet",
+                    extra={"operation_id": operation.operation_id, "reason": error.reason},
+                )
+                return
+            # Policy refuses (already resolved, expired): nothing left for us to do.
+            resolution = f"refused:{error.reason}"
+        async with self._pool.acquire() as connection:
+            await storage.set_grant_resolution(connection, operation, resolution)
+
+    async def _redeem(
+        self, operation: storage.OperationRecord, details: policy_pb2.ActionDetails
+    ) -> policy_pb2.Grant:
+        try:
+            return await self._peers.redeem(
+                operation.workspace_id,
+                operation.grant_id,
+                ACTIONS[operation.action],
+                details,
+                operation.operation_id,
+            )
+        except errors.ServiceError as error:
+            if error.kind is not errors.Kind.UNAVAILABLE:
+                # Refused: Stripe was never called; the row says why.
+                failed = await self._record(operation, storage.FAILED, error_reason=error.reason)
+                await self._resolve_grant(failed)
+            raise
+
+    async def execute(
+        self,
+        write: WriteRequest,
+        respond: Callable[[storage.OperationRecord, Json], Awaitable[ResponseT]],
+        response_type: type[ResponseT],
+    ) -> ResponseT:
+        """Runs a write once per idempotency key and returns its response."""
+        account = await self._accounts.account(write.workspace_id)
+        operation, _ = await self._start(write, storage.IN_FLIGHT)
+        if operation.state == storage.SUCCEEDED and operation.response is not None:
+            return response_type.FromString(operation.response)
+        if operation.state == storage.FAILED:
+            raise failure(operation.error_reason)
+        await self._redeem(operation, write.details)
+        try:
+            object_id, result = await _perform(self._gateway, account, operation)
+        except errors.ServiceError as error:
+            if error.kind is errors.Kind.UNAVAILABLE:
+                # Stripe may or may not have acted: the row stays IN_FLIGHT for a retry with
+                # the same key, or for reconciliation to look it up.
+                raise
+            failed = await self._record(operation, storage.FAILED, error_reason=error.reason)
+            await self._resolve_grant(failed)
+            raise
+        if self.after_stripe_call is not None:
+            self.after_stripe_call(operation)
+        done = await self._record(operation, storage.SUCCEEDED, stripe_object_id=object_id)
+        response = await respond(done, result)
+        done = await self._record(
+            done,
+            storage.SUCCEEDED,
+            stripe_object_id=object_id,
+            response=response.SerializeToString(deterministic=True),
+        )
+        await self._resolve_grant(done)
+        return response
+
+    # -- cancellations ---------------------------------------------------------------------
+
+    async def schedule_cancellation(self, write: WriteRequest) -> storage.OperationRecord:
+        """Records the cancellation, redeems its grant and schedules it at now + grace."""
+        await self._accounts.account(write.workspace_id)
+        operation, _ = await self._start(write, storage.IN_FLIGHT)
+        if operation.state != storage.IN_FLIGHT or operation.run_at is not None:
+            if operation.state == storage.FAILED:
+                raise failure(operation.error_reason)
+            return operation
+        return await self._schedule(operation, write.details)
+
+    async def _schedule(
+        self, operation: storage.OperationRecord, details: policy_pb2.ActionDetails
+    ) -> storage.OperationRecord:
+        grant = await self._redeem(operation, details)
+        grace = (
+            timedelta(seconds=grant.cancellation_grace.seconds)
+            if grant.HasField("cancellation_grace")
+            else timedelta(0)
+        )
+        return await self._record(operation, storage.SCHEDULED, run_at=self._clock() + grace)
+
+    async def undo_cancellation(
+        self, connection: Any, operation_id: str, workspace_id: str
+    ) -> tuple[storage.OperationRecord, bool]:
+        """Voids a scheduled cancellation if it is still scheduled and not yet due. The row
+        lock decides a race with the runner: exactly one of them wins."""
+        operation = await storage.get_operation(
+            connection, workspace_id, operation_id, for_update=True
+        )
+        if operation is None or operation.action != "cancel_subscription":
+            raise errors.not_found("operation")
+        if (
+            operation.state != storage.SCHEDULED
+            or operation.run_at is None
+            or self._clock() >= operation.run_at
+        ):
+            return operation, False
+        voided = await storage.update_operation(connection, operation, state=storage.VOIDED)
+        return voided, True
+
+    async def after_undo(self, operation: storage.OperationRecord) -> None:
+        """Releases the voided cancellation's grant (after the void committed)."""
+        await self._resolve_grant(operation)
+
+    async def run_due_cancellations(self) -> int:
+        """Claims and runs every due cancellation; returns how many ran."""
+        ran = 0
+        while True:
+            async with self._pool.acquire() as connection, connection.transaction():
+                operation = await storage.claim_due_scheduled(connection, self._clock())
+                if operation is None:
+                    return ran
+                operation = await storage.update_operation(
+                    connection, operation, state=storage.IN_FLIGHT
+                )
+            await self._finish_in_flight(operation, perform=True)
+            ran += 1
+
+    # -- reconciliation ------------------------------------------------------------------
+
+    async def _finish_in_flight(
+        self, operation: storage.OperationRecord, *, perform: bool
+    ) -> storage.OperationRecord:
+        """Settles an IN_FLIGHT operation: looks it up in Stripe and records what it finds;
+        with ``perform`` (cancellations, whose run was promised) makes the call with the
+        same idempotency key when Stripe shows it undone."""
+        try:
+            account = await self._accounts.account(operation.workspace_id)
+            found = await _discover(self._gateway, account, operation)
+            if found is None and perform:
+                found = await _perform(self._gateway, account, operation)
+        except errors.ServiceError as error:
+            if error.kind is errors.Kind.UNAVAILABLE:
+                logger.warning(
+                    "operation not settled yet",
+                    extra={"operation_id": operation.operation_id, "reason": error.reason},
+                )
+                return operation
+            settled = await self._record(operation, storage.FAILED, error_reason=error.reason)
+            await self._resolve_grant(settled)
+            return settled
+        if found is None:
+            settled = await self._record(operation, storage.FAILED, error_reason="NOT_PERFORMED")
+        else:
+            settled = await self._record(operation, storage.SUCCEEDED, stripe_object_id=found[0])
+        await self._resolve_grant(settled)
+        return settled
+
+    async def reconcile(self, older_than_seconds: float) -> int:
+        """Settles in-flight operations older than the age, then resolves leftover grants;
+        returns how many operations it touched."""
+        touched: list[str] = []
+        cutoff = self._clock() - timedelta(seconds=older_than_seconds)
+        while True:
+            async with self._pool.acquire() as connection, connection.transaction():
+                operation = await storage.claim_in_flight(connection, cutoff, touched)
+            if operation is None:
+                break
+            touched.append(operation.operation_id)
+            if operation.action == "cancel_subscription" and operation.run_at is None:
+                # Died between recording and scheduling: finish scheduling (Redeem is
+                # idempotent by operation id).
+                details = policy_pb2.ActionDetails(
+                    stripe_customer_id=operation.stripe_customer_id,
+                    subscription_id=operation.target_id,
+                )
+                with contextlib.suppress(errors.ServiceError):
+                    await self._schedule(operation, details)
+                continue
+            await self._finish_in_flight(
+                operation, perform=operation.action == "cancel_subscription"
+            )
+        resolved: list[str] = []
+        while True:
+            async with self._pool.acquire() as connection:
+                operation = await storage.claim_unresolved(connection, resolved)
+            if operation is None:
+                break
+            resolved.append(operation.operation_id)
+            await self._resolve_grant(operation)
+        return len(touched) + len(resolved)
+
+
+async def run_periodically(
+    stop: asyncio.Event, interval: float, step: Callable[[], Awaitable[object]], name: str
+) -> None:
+    """Runs ``step`` every ``interval`` seconds until ``stop`` is set; failures are logged."""
+    while not stop.is_set():
+        try:
+            await step()
+        except Exception:
+            logger.exception("worker step failed", extra={"worker": name})
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(interval):
+                await stop.wait()

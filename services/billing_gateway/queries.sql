@@ -1,0 +1,151 @@
+-- name: upsert_account
+INSERT INTO accounts (workspace_id, secret_key_ciphertext, connected_account_id, livemode,
+                      webhook_endpoint_id, webhook_url, enabled_events)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+ON CONFLICT (workspace_id) DO UPDATE
+SET secret_key_ciphertext = EXCLUDED.secret_key_ciphertext,
+    connected_account_id = EXCLUDED.connected_account_id,
+    livemode = EXCLUDED.livemode,
+    webhook_endpoint_id = EXCLUDED.webhook_endpoint_id,
+    webhook_url = EXCLUDED.webhook_url,
+    enabled_events = EXCLUDED.enabled_events,
+    updated_at = now()
+RETURNING *;
+
+-- name: get_account
+SELECT * FROM accounts WHERE workspace_id = $1;
+
+-- name: insert_webhook_secret
+INSERT INTO webhook_secrets (workspace_id, secret_id, ciphertext)
+VALUES ($1, $2, $3)
+ON CONFLICT (workspace_id, secret_id) DO UPDATE SET ciphertext = EXCLUDED.ciphertext,
+    retired_at = NULL;
+
+-- name: active_webhook_secrets
+SELECT secret_id, ciphertext FROM webhook_secrets
+WHERE workspace_id = $1 AND retired_at IS NULL
+ORDER BY created_at DESC;
+
+-- name: insert_operation
+INSERT INTO operations (workspace_id, operation_id, idempotency_key, fingerprint, action, state,
+                        grant_id, stripe_customer_id, target_id, parameters, run_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+ON CONFLICT (workspace_id, idempotency_key) DO NOTHING
+RETURNING *;
+
+-- name: get_operation_by_key
+SELECT * FROM operations WHERE workspace_id = $1 AND idempotency_key = $2;
+
+-- name: get_operation
+SELECT * FROM operations WHERE workspace_id = $1 AND operation_id = $2;
+
+-- name: lock_operation
+SELECT * FROM operations WHERE workspace_id = $1 AND operation_id = $2 FOR UPDATE;
+
+-- name: update_operation
+UPDATE operations
+SET state = $3, stripe_object_id = $4, error_reason = $5, run_at = $6,
+    response = coalesce($7, response), attempts = attempts + 1, updated_at = now()
+WHERE workspace_id = $1 AND operation_id = $2
+RETURNING *;
+
+-- name: set_grant_resolution
+UPDATE operations SET grant_resolution = $3, updated_at = now()
+WHERE workspace_id = $1 AND operation_id = $2
+RETURNING *;
+
+-- name: claim_due_scheduled
+SELECT * FROM operations
+WHERE state = 'scheduled' AND run_at <= $1
+ORDER BY run_at
+LIMIT 1
+FOR UPDATE SKIP LOCKED;
+
+-- name: claim_in_flight
+SELECT * FROM operations
+WHERE state = 'in_flight' AND updated_at <= $1 AND NOT (operation_id = ANY($2::text[]))
+ORDER BY updated_at
+LIMIT 1
+FOR UPDATE SKIP LOCKED;
+
+-- name: claim_unresolved
+SELECT * FROM operations
+WHERE grant_resolution = '' AND state IN ('succeeded', 'failed', 'voided') AND grant_id <> ''
+  AND NOT (operation_id = ANY($1::text[]))
+ORDER BY updated_at
+LIMIT 1
+FOR UPDATE SKIP LOCKED;
+
+-- name: pending_cancellation
+SELECT * FROM operations
+WHERE workspace_id = $1 AND stripe_customer_id = $2 AND action = 'cancel_subscription'
+  AND state = 'scheduled' AND ($3 = '' OR target_id = $3)
+ORDER BY created_at DESC
+LIMIT 1;
+
+-- name: insert_event
+INSERT INTO stripe_events (workspace_id, event_id, event_type, event_created_at, payload)
+VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (workspace_id, event_id) DO NOTHING
+RETURNING true;
+
+-- name: claim_event
+SELECT workspace_id, event_id, event_type, event_created_at, payload, attempts
+FROM stripe_events
+WHERE processed_at IS NULL AND next_attempt_at <= now()
+ORDER BY next_attempt_at
+LIMIT 1
+FOR UPDATE SKIP LOCKED;
+
+-- name: mark_event_processed
+UPDATE stripe_events SET processed_at = now(), attempts = attempts + 1, last_error = ''
+WHERE workspace_id = $1 AND event_id = $2;
+
+-- name: defer_event
+UPDATE stripe_events
+SET attempts = attempts + 1, next_attempt_at = now() + make_interval(secs => $3), last_error = $4
+WHERE workspace_id = $1 AND event_id = $2;
+
+-- name: last_event_received_at
+SELECT max(received_at) FROM stripe_events WHERE workspace_id = $1;
+
+-- name: open_case
+INSERT INTO recovery_cases (workspace_id, case_id, stripe_customer_id, invoice_id,
+                            amount_due_minor, currency, opened_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+ON CONFLICT (workspace_id, invoice_id) DO NOTHING
+RETURNING *;
+
+-- name: case_by_invoice
+SELECT * FROM recovery_cases WHERE workspace_id = $1 AND invoice_id = $2 FOR UPDATE;
+
+-- name: close_case
+UPDATE recovery_cases SET state = $3, closed_at = $4
+WHERE workspace_id = $1 AND case_id = $2 AND state = 'open'
+RETURNING *;
+
+-- name: open_cases_of_customer
+SELECT * FROM recovery_cases
+WHERE workspace_id = $1 AND stripe_customer_id = $2 AND state = 'open'
+FOR UPDATE;
+
+-- name: add_case_event
+INSERT INTO recovery_events (workspace_id, case_id, occurred_at, kind, detail, source_id)
+VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT (workspace_id, case_id, source_id, kind) DO NOTHING;
+
+-- name: list_cases
+SELECT * FROM recovery_cases
+WHERE workspace_id = $1 AND ($2 = '' OR state = $2)
+  AND ($3::timestamptz IS NULL OR (opened_at, case_id) < ($3, $4))
+ORDER BY opened_at DESC, case_id DESC
+LIMIT $5;
+
+-- name: case_events
+SELECT case_id, occurred_at, kind, detail FROM recovery_events
+WHERE workspace_id = $1 AND case_id = ANY($2::text[])
+ORDER BY occurred_at, sequence;
+
+-- name: cases_opened_between
+SELECT opened_at, state, closed_at FROM recovery_cases
+WHERE workspace_id = $1 AND opened_at >= $2 AND opened_at < $3;

@@ -1,0 +1,137 @@
+"""The billing gateway as the runtime starts it: Stripe, peers, ledger, servicer, workers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import UTC, datetime
+
+import grpc
+
+from askvault.billing.v1 import billing_pb2, billing_pb2_grpc
+from billing_gateway import webhooks
+from billing_gateway.accounts import AccountDirectory
+from billing_gateway.grpc_api import BillingGatewayServicer
+from billing_gateway.ledger import Clock, Ledger, run_periodically
+from billing_gateway.peers import Peers
+from billing_gateway.settings import BillingGatewaySettings
+from billing_gateway.stripe_api import StripeGateway
+from runtime.secretbox import SecretBox
+from runtime.server import Resources
+
+logger = logging.getLogger(__name__)
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class BillingGatewayService:
+    """The billing gateway for the runtime."""
+
+    name = "billing_gateway"
+    migrations_package = "billing_gateway.migrations"
+    error_domain = "billing.askvault.dev"
+    service_names = (billing_pb2.DESCRIPTOR.services_by_name["BillingGatewayService"].full_name,)
+
+    def __init__(self, settings: BillingGatewaySettings, clock: Clock = _utc_now) -> None:
+        self._settings = settings
+        self._clock = clock
+        self._secret_box = SecretBox(settings.secrets_encryption_keys.get_secret_value())
+        self.gateway = StripeGateway(settings)
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._peers: Peers | None = None
+        self._ledger: Ledger | None = None
+        self._events: webhooks.EventWorker | None = None
+
+    @property
+    def ledger(self) -> Ledger:
+        """The ledger (started services only)."""
+        assert self._ledger is not None
+        return self._ledger
+
+    @property
+    def events(self) -> webhooks.EventWorker:
+        """The webhook worker (started services only)."""
+        assert self._events is not None
+        return self._events
+
+    async def start(self, server: grpc.aio.Server, resources: Resources) -> None:
+        settings = self._settings
+        pool = resources.pool
+        self._peers = Peers(
+            settings.identity_target, settings.policy_target, settings.notifier_target
+        )
+        accounts = AccountDirectory(pool, self._secret_box)
+        self._ledger = Ledger(pool, self.gateway, self._peers, accounts, self._clock)
+        self._events = webhooks.EventWorker(pool, self.gateway, self._peers, accounts)
+        servicer = BillingGatewayServicer(
+            pool=pool,
+            settings=settings,
+            secret_box=self._secret_box,
+            gateway=self.gateway,
+            peers=self._peers,
+            accounts=accounts,
+            ledger=self._ledger,
+            ingestion=webhooks.Ingestion(pool, accounts, settings.webhook_tolerance_seconds),
+            clock=self._clock,
+        )
+        billing_pb2_grpc.add_BillingGatewayServiceServicer_to_server(servicer, server)
+        if settings.run_workers:
+            self._start_workers()
+
+    def _start_workers(self) -> None:
+        settings = self._settings
+        ledger, events = self.ledger, self.events
+        first_pass = [True]
+
+        async def reconcile() -> None:
+            # At start every in-flight operation is settled; afterwards only stale ones, so
+            # a write still in progress on another replica is left to finish.
+            age = 0.0 if first_pass[0] else settings.reconcile_after_seconds
+            first_pass[0] = False
+            await ledger.reconcile(age)
+
+        self._tasks.append(
+            asyncio.create_task(
+                run_periodically(
+                    self._stop, settings.reconcile_interval_seconds, reconcile, "reconcile"
+                ),
+                name="billing-reconcile",
+            )
+        )
+        self._tasks.append(
+            asyncio.create_task(
+                run_periodically(
+                    self._stop,
+                    settings.scheduler_poll_seconds,
+                    ledger.run_due_cancellations,
+                    "cancellations",
+                ),
+                name="billing-cancellations",
+            )
+        )
+        for index in range(settings.webhook_workers):
+            self._tasks.append(
+                asyncio.create_task(
+                    events.run(self._stop, settings.webhook_poll_seconds),
+                    name=f"billing-webhooks-{index}",
+                )
+            )
+
+    async def stop(self) -> None:
+        """Stops the workers (a claimed row is released by its transaction's end)."""
+        self._stop.set()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                try:
+                    async with asyncio.timeout(5.0):
+                        await task
+                except TimeoutError:
+                    task.cancel()
+        self._tasks.clear()
+        if self._peers is not None:
+            await self._peers.close()
+        await self.gateway.close()

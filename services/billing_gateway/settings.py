@@ -1,0 +1,55 @@
+"""The billing gateway's settings (environment variables of the same names, upper case)."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+
+from runtime.settings import ServiceSettings
+
+
+class BillingGatewaySettings(ServiceSettings):
+    """Everything of ServiceSettings, plus Stripe, the other services and the workers."""
+
+    grpc_port: int = Field(default=50063, ge=0, le=65535)
+    # Keys that encrypt Stripe secret keys and webhook signing secrets at rest:
+    # "k2:<base64 32 bytes>,k1:..."; the first is current.
+    secrets_encryption_keys: SecretStr
+    # identity's gRPC address (host:port): assertion keys, tags, contacts.
+    identity_target: str = "127.0.0.1:50061"
+    # policy's gRPC address: Redeem, Commit and Release of grants.
+    policy_target: str = "127.0.0.1:50062"
+    # notifier's gRPC address: messages started by webhooks.
+    notifier_target: str = "127.0.0.1:50064"
+    # Stripe's API base: https://api.stripe.com, or the local emulator's URL.
+    stripe_api_base: str = "https://api.stripe.com"
+    # The Stripe API version every request pins (the SDK's own version when empty).
+    stripe_api_version: str = ""
+    # Seconds one Stripe HTTP request may take before it counts as a timeout.
+    stripe_timeout_seconds: float = Field(default=10.0, gt=0)
+    # Retries of a Stripe call on 429, 5xx, connection errors and timeouts, by the gateway's
+    # own deadline-aware loop (the SDK's own retries are set to 0: they ignore deadlines).
+    stripe_max_network_retries: int = Field(default=2, ge=0, le=10)
+    # First backoff between retries, in seconds (doubles, with jitter).
+    stripe_retry_backoff_seconds: float = Field(default=0.2, gt=0)
+    # Client-side requests per second per account, under Stripe's own limits.
+    stripe_rate_limit_test: float = Field(default=25.0, gt=0)
+    stripe_rate_limit_live: float = Field(default=100.0, gt=0)
+    # Consecutive failures (5xx, 429, timeouts) that open an account's circuit breaker.
+    breaker_failure_threshold: int = Field(default=5, ge=1)
+    # Seconds an open breaker refuses calls before one probe is let through.
+    breaker_cooldown_seconds: float = Field(default=15.0, gt=0)
+    # Webhook timestamps older or newer than this many seconds are refused.
+    webhook_tolerance_seconds: int = Field(default=300, ge=1, le=3600)
+    # Seconds between polls of the webhook inbox when it was found empty.
+    webhook_poll_seconds: float = Field(default=0.5, gt=0)
+    # Concurrent webhook processors per replica.
+    webhook_workers: int = Field(default=2, ge=1, le=64)
+    # Seconds between polls for due cancellations.
+    scheduler_poll_seconds: float = Field(default=1.0, gt=0)
+    # Seconds between reconciliation passes over in-flight operations and unresolved grants.
+    reconcile_interval_seconds: float = Field(default=30.0, gt=0)
+    # An operation in flight for longer than this many seconds is reconciled by the
+    # periodic pass (at start every in-flight operation is).
+    reconcile_after_seconds: float = Field(default=60.0, ge=0)
+    # Whether the background workers run in this process (the tests start them by hand).
+    run_workers: bool = True

@@ -1,0 +1,466 @@
+"""The billing gateway's storage: the only module that runs its SQL."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from billing_gateway.domain.recovery import CaseOutcome
+from runtime.database import Connection, Queries
+
+queries = Queries("billing_gateway")
+
+# Operation states, as stored.
+SCHEDULED = "scheduled"
+IN_FLIGHT = "in_flight"
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+VOIDED = "voided"
+TERMINAL = frozenset({SUCCEEDED, FAILED, VOIDED})
+
+
+@dataclass(frozen=True)
+class AccountRecord:
+    """A connected Stripe account (the key still sealed)."""
+
+    workspace_id: str
+    secret_key_ciphertext: bytes
+    connected_account_id: str
+    livemode: bool
+    webhook_endpoint_id: str
+    webhook_url: str
+    enabled_events: list[str]
+
+
+@dataclass(frozen=True)
+class OperationRecord:
+    """One row of the ledger."""
+
+    workspace_id: str
+    operation_id: str
+    idempotency_key: str
+    fingerprint: bytes
+    action: str
+    state: str
+    grant_id: str
+    stripe_customer_id: str
+    target_id: str
+    parameters: dict[str, Any]
+    stripe_object_id: str
+    error_reason: str
+    run_at: datetime | None
+    grant_resolution: str
+    created_at: datetime
+    updated_at: datetime
+    response: bytes | None = None
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    """A webhook event as stored by ingestion."""
+
+    workspace_id: str
+    event_id: str
+    event_type: str
+    created_at: datetime
+    payload: bytes
+    attempts: int
+
+
+@dataclass(frozen=True)
+class CaseRecord:
+    """A recovery case."""
+
+    workspace_id: str
+    case_id: str
+    stripe_customer_id: str
+    invoice_id: str
+    amount_due_minor: int
+    currency: str
+    state: str
+    opened_at: datetime
+    closed_at: datetime | None
+
+
+def _account(row: asyncpg.Record) -> AccountRecord:
+    return AccountRecord(
+        workspace_id=row["workspace_id"],
+        secret_key_ciphertext=bytes(row["secret_key_ciphertext"]),
+        connected_account_id=row["connected_account_id"],
+        livemode=row["livemode"],
+        webhook_endpoint_id=row["webhook_endpoint_id"],
+        webhook_url=row["webhook_url"],
+        enabled_events=list(row["enabled_events"]),
+    )
+
+
+def _operation(row: asyncpg.Record) -> OperationRecord:
+    parameters = row["parameters"]
+    return OperationRecord(
+        workspace_id=row["workspace_id"],
+        operation_id=row["operation_id"],
+        idempotency_key=row["idempotency_key"],
+        fingerprint=bytes(row["fingerprint"]),
+        action=row["action"],
+        state=row["state"],
+        grant_id=row["grant_id"],
+        stripe_customer_id=row["stripe_customer_id"],
+        target_id=row["target_id"],
+        parameters=json.loads(parameters) if isinstance(parameters, str) else dict(parameters),
+        stripe_object_id=row["stripe_object_id"],
+        error_reason=row["error_reason"],
+        run_at=row["run_at"],
+        grant_resolution=row["grant_resolution"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        response=bytes(row["response"]) if row["response"] is not None else None,
+    )
+
+
+def _case(row: asyncpg.Record) -> CaseRecord:
+    return CaseRecord(
+        workspace_id=row["workspace_id"],
+        case_id=row["case_id"],
+        stripe_customer_id=row["stripe_customer_id"],
+        invoice_id=row["invoice_id"],
+        amount_due_minor=row["amount_due_minor"],
+        currency=row["currency"],
+        state=row["state"],
+        opened_at=row["opened_at"],
+        closed_at=row["closed_at"],
+    )
+
+
+# accounts
+
+
+async def save_account(
+    connection: Connection,
+    workspace_id: str,
+    secret_key_ciphertext: bytes,
+    connected_account_id: str,
+    livemode: bool,
+    webhook_endpoint_id: str,
+    webhook_url: str,
+    enabled_events: Sequence[str],
+) -> AccountRecord:
+    """Creates or replaces the workspace's account."""
+    row = await connection.fetchrow(
+        queries.upsert_account,
+        workspace_id,
+        secret_key_ciphertext,
+        connected_account_id,
+        livemode,
+        webhook_endpoint_id,
+        webhook_url,
+        list(enabled_events),
+    )
+    assert row is not None
+    return _account(row)
+
+
+async def get_account(connection: Connection, workspace_id: str) -> AccountRecord | None:
+    """The workspace's account, or None."""
+    row = await connection.fetchrow(queries.get_account, workspace_id)
+    return _account(row) if row else None
+
+
+async def add_webhook_secret(
+    connection: Connection, workspace_id: str, secret_id: str, ciphertext: bytes
+) -> None:
+    """Adds a signing secret; the older ones stay active for rotation."""
+    await connection.execute(queries.insert_webhook_secret, workspace_id, secret_id, ciphertext)
+
+
+async def webhook_secrets(connection: Connection, workspace_id: str) -> dict[str, bytes]:
+    """secret id -> ciphertext of each active signing secret, newest first."""
+    rows = await connection.fetch(queries.active_webhook_secrets, workspace_id)
+    return {row["secret_id"]: bytes(row["ciphertext"]) for row in rows}
+
+
+# operations
+
+
+async def insert_operation(
+    connection: Connection,
+    *,
+    workspace_id: str,
+    operation_id: str,
+    idempotency_key: str,
+    fingerprint: bytes,
+    action: str,
+    state: str,
+    grant_id: str,
+    stripe_customer_id: str,
+    target_id: str,
+    parameters: dict[str, Any],
+    run_at: datetime | None = None,
+) -> OperationRecord | None:
+    """Records a new operation; None when the idempotency key already has one."""
+    row = await connection.fetchrow(
+        queries.insert_operation,
+        workspace_id,
+        operation_id,
+        idempotency_key,
+        fingerprint,
+        action,
+        state,
+        grant_id,
+        stripe_customer_id,
+        target_id,
+        json.dumps(parameters),
+        run_at,
+    )
+    return _operation(row) if row else None
+
+
+async def operation_by_key(
+    connection: Connection, workspace_id: str, idempotency_key: str
+) -> OperationRecord | None:
+    """The operation made under this idempotency key."""
+    row = await connection.fetchrow(queries.get_operation_by_key, workspace_id, idempotency_key)
+    return _operation(row) if row else None
+
+
+async def get_operation(
+    connection: Connection, workspace_id: str, operation_id: str, *, for_update: bool = False
+) -> OperationRecord | None:
+    """One operation, optionally locked until the transaction ends."""
+    query = queries.lock_operation if for_update else queries.get_operation
+    row = await connection.fetchrow(query, workspace_id, operation_id)
+    return _operation(row) if row else None
+
+
+async def update_operation(
+    connection: Connection,
+    operation: OperationRecord,
+    *,
+    state: str,
+    stripe_object_id: str = "",
+    error_reason: str = "",
+    run_at: datetime | None = None,
+    response: bytes | None = None,
+) -> OperationRecord:
+    """Moves an operation to a new state (with the response to replay, when it succeeded)."""
+    row = await connection.fetchrow(
+        queries.update_operation,
+        operation.workspace_id,
+        operation.operation_id,
+        state,
+        stripe_object_id or operation.stripe_object_id,
+        error_reason,
+        run_at if run_at is not None else operation.run_at,
+        response,
+    )
+    assert row is not None
+    return _operation(row)
+
+
+async def set_grant_resolution(
+    connection: Connection, operation: OperationRecord, resolution: str
+) -> None:
+    """Records that the grant was committed or released at policy."""
+    await connection.execute(
+        queries.set_grant_resolution, operation.workspace_id, operation.operation_id, resolution
+    )
+
+
+async def claim_due_scheduled(connection: Connection, now: datetime) -> OperationRecord | None:
+    """A due scheduled operation, locked (skipping those another replica holds)."""
+    row = await connection.fetchrow(queries.claim_due_scheduled, now)
+    return _operation(row) if row else None
+
+
+async def claim_in_flight(
+    connection: Connection, older_than: datetime, skip: Sequence[str]
+) -> OperationRecord | None:
+    """An in-flight operation last touched before the time, locked."""
+    row = await connection.fetchrow(queries.claim_in_flight, older_than, list(skip))
+    return _operation(row) if row else None
+
+
+async def claim_unresolved(connection: Connection, skip: Sequence[str]) -> OperationRecord | None:
+    """A finished operation whose grant was not yet committed or released, locked."""
+    row = await connection.fetchrow(queries.claim_unresolved, list(skip))
+    return _operation(row) if row else None
+
+
+async def pending_cancellation(
+    connection: Connection, workspace_id: str, stripe_customer_id: str, subscription_id: str = ""
+) -> OperationRecord | None:
+    """The customer's scheduled cancellation (of the subscription, when given)."""
+    row = await connection.fetchrow(
+        queries.pending_cancellation, workspace_id, stripe_customer_id, subscription_id
+    )
+    return _operation(row) if row else None
+
+
+# webhook inbox
+
+
+async def insert_event(
+    connection: Connection,
+    workspace_id: str,
+    event_id: str,
+    event_type: str,
+    created_at: datetime,
+    payload: bytes,
+) -> bool:
+    """Stores an event; False when it was already stored."""
+    inserted = await connection.fetchval(
+        queries.insert_event, workspace_id, event_id, event_type, created_at, payload
+    )
+    return bool(inserted)
+
+
+async def claim_event(connection: Connection) -> StoredEvent | None:
+    """The next due unprocessed event, locked (skipping those another worker holds)."""
+    row = await connection.fetchrow(queries.claim_event)
+    if row is None:
+        return None
+    return StoredEvent(
+        row["workspace_id"],
+        row["event_id"],
+        row["event_type"],
+        row["event_created_at"],
+        bytes(row["payload"]),
+        row["attempts"],
+    )
+
+
+async def mark_event_processed(connection: Connection, event: StoredEvent) -> None:
+    """Marks the event done (same transaction as its local effects)."""
+    await connection.execute(queries.mark_event_processed, event.workspace_id, event.event_id)
+
+
+async def defer_event(
+    connection: Connection, event: StoredEvent, delay_seconds: float, error: str
+) -> None:
+    """Leaves the event unprocessed, due again after the delay."""
+    await connection.execute(
+        queries.defer_event, event.workspace_id, event.event_id, delay_seconds, error[:500]
+    )
+
+
+async def last_event_received_at(connection: Connection, workspace_id: str) -> datetime | None:
+    """When the workspace's latest event arrived."""
+    value: datetime | None = await connection.fetchval(queries.last_event_received_at, workspace_id)
+    return value
+
+
+# recovery
+
+
+async def open_case(
+    connection: Connection,
+    *,
+    workspace_id: str,
+    case_id: str,
+    stripe_customer_id: str,
+    invoice_id: str,
+    amount_due_minor: int,
+    currency: str,
+    opened_at: datetime,
+) -> CaseRecord | None:
+    """Opens a case for the invoice; None when it already has one."""
+    row = await connection.fetchrow(
+        queries.open_case,
+        workspace_id,
+        case_id,
+        stripe_customer_id,
+        invoice_id,
+        amount_due_minor,
+        currency,
+        opened_at,
+    )
+    return _case(row) if row else None
+
+
+async def case_by_invoice(
+    connection: Connection, workspace_id: str, invoice_id: str
+) -> CaseRecord | None:
+    """The invoice's case, locked."""
+    row = await connection.fetchrow(queries.case_by_invoice, workspace_id, invoice_id)
+    return _case(row) if row else None
+
+
+async def close_case(
+    connection: Connection, case: CaseRecord, state: str, closed_at: datetime
+) -> CaseRecord | None:
+    """Closes an open case; None when it was not open."""
+    row = await connection.fetchrow(
+        queries.close_case, case.workspace_id, case.case_id, state, closed_at
+    )
+    return _case(row) if row else None
+
+
+async def open_cases_of_customer(
+    connection: Connection, workspace_id: str, stripe_customer_id: str
+) -> list[CaseRecord]:
+    """The customer's open cases, locked."""
+    rows = await connection.fetch(queries.open_cases_of_customer, workspace_id, stripe_customer_id)
+    return [_case(row) for row in rows]
+
+
+async def add_case_event(
+    connection: Connection,
+    case: CaseRecord,
+    occurred_at: datetime,
+    kind: str,
+    detail: str,
+    source_id: str,
+) -> None:
+    """Appends to the case's timeline, once per source and kind."""
+    await connection.execute(
+        queries.add_case_event,
+        case.workspace_id,
+        case.case_id,
+        occurred_at,
+        kind,
+        detail,
+        source_id,
+    )
+
+
+async def list_cases(
+    connection: Connection,
+    workspace_id: str,
+    state: str,
+    after: tuple[datetime, str] | None,
+    limit: int,
+) -> list[CaseRecord]:
+    """A page of cases, newest first, after the (opened_at, case_id) cursor."""
+    rows = await connection.fetch(
+        queries.list_cases,
+        workspace_id,
+        state,
+        after[0] if after else None,
+        after[1] if after else "",
+        limit,
+    )
+    return [_case(row) for row in rows]
+
+
+async def case_events(
+    connection: Connection, workspace_id: str, case_ids: Sequence[str]
+) -> dict[str, list[tuple[datetime, str, str]]]:
+    """case id -> its timeline (time, kind, detail) in order."""
+    found: dict[str, list[tuple[datetime, str, str]]] = {}
+    for row in await connection.fetch(queries.case_events, workspace_id, list(case_ids)):
+        found.setdefault(row["case_id"], []).append(
+            (row["occurred_at"], row["kind"], row["detail"])
+        )
+    return found
+
+
+async def case_outcomes(
+    connection: Connection, workspace_id: str, start: datetime, end: datetime
+) -> list[CaseOutcome]:
+    """Outcomes of the cases opened in [start, end)."""
+    rows = await connection.fetch(queries.cases_opened_between, workspace_id, start, end)
+    return [CaseOutcome(row["opened_at"], row["state"], row["closed_at"]) for row in rows]

@@ -1,0 +1,371 @@
+"""Stripe webhooks: ingestion (verify, store raw bytes, ack) and the worker that processes
+each stored event exactly once.
+
+The worker claims one event with FOR UPDATE SKIP LOCKED, applies its local effects and marks
+it processed in the same transaction. Calls to identity and the notifier carry keys derived
+from the event (or invoice) id, so a retry after a crash repeats nothing; when one of them
+is unreachable the transaction rolls back and the event is deferred with backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+
+from askvault.identity.v1 import identity_pb2
+from askvault.notifier.v1 import notifier_pb2
+from billing_gateway import convert, storage
+from billing_gateway.accounts import AccountDirectory
+from billing_gateway.domain import billing, signatures
+from billing_gateway.peers import Peers
+from billing_gateway.stripe_api import StripeGateway, to_json
+from runtime import errors, ids
+from runtime.database import Connection
+
+logger = logging.getLogger(__name__)
+
+Json = dict[str, Any]
+
+# The event types the skill needs; ConnectAccount registers exactly these.
+NEEDED_EVENTS = (
+    "customer.subscription.created",
+    "customer.subscription.updated",
+    "customer.subscription.deleted",
+    "invoice.payment_failed",
+    "invoice.payment_succeeded",
+    "invoice.paid",
+    "invoice.voided",
+    "invoice.marked_uncollectible",
+    "charge.refunded",
+)
+MAX_PAYLOAD_BYTES = 1024 * 1024
+# Backoff of a deferred event: 1 s, 2 s, 4 s ... at most 5 minutes.
+_BACKOFF_FIRST_SECONDS = 1.0
+_BACKOFF_MAX_SECONDS = 300.0
+
+_TIERS = {
+    "free": identity_pb2.PLAN_TIER_FREE,
+    "starter": identity_pb2.PLAN_TIER_STARTER,
+    "growth": identity_pb2.PLAN_TIER_GROWTH,
+    "business": identity_pb2.PLAN_TIER_BUSINESS,
+    "enterprise": identity_pb2.PLAN_TIER_ENTERPRISE,
+}
+_STATUSES = {
+    "active": identity_pb2.CUSTOMER_STATUS_ACTIVE,
+    "trialing": identity_pb2.CUSTOMER_STATUS_TRIALING,
+    "past_due": identity_pb2.CUSTOMER_STATUS_PAST_DUE,
+    "canceled": identity_pb2.CUSTOMER_STATUS_CANCELED,
+}
+
+
+def _bad_payload(message: str) -> errors.ServiceError:
+    return errors.invalid_argument(errors.FieldViolation("payload", message))
+
+
+class Ingestion:
+    """IngestStripeEvent's work: verify against every signing secret, store, ack."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        accounts: AccountDirectory,
+        tolerance_seconds: int,
+        wall_time: Callable[[], float] = time.time,
+    ) -> None:
+        self._pool = pool
+        self._accounts = accounts
+        self._tolerance = tolerance_seconds
+        self._wall_time = wall_time
+
+    async def ingest(self, workspace_id: str, payload: bytes, header: str) -> tuple[str, bool]:
+        """(event id, duplicate) after the event is durably stored."""
+        if len(payload) > MAX_PAYLOAD_BYTES:
+            raise _bad_payload("payload too large")
+        secrets = await self._accounts.signing_secrets(workspace_id)
+        try:
+            signatures.verify(
+                payload, header, secrets, now=self._wall_time(), tolerance_seconds=self._tolerance
+            )
+        except errors.ServiceError as refused:
+            if refused.reason != "SIGNATURE_INVALID":
+                raise
+            # A secret added since the cache was filled (rotation): read them again, once.
+            secrets = await self._accounts.signing_secrets(workspace_id, fresh=True)
+            signatures.verify(
+                payload, header, secrets, now=self._wall_time(), tolerance_seconds=self._tolerance
+            )
+        # Only the envelope is read here; the event is parsed fully by the worker.
+        try:
+            envelope = json.loads(payload)
+            event_id = str(envelope["id"])
+            event_type = str(envelope["type"])
+            created = datetime.fromtimestamp(int(envelope["created"]), UTC)
+        except (ValueError, KeyError, TypeError):
+            raise _bad_payload("not a Stripe event") from None
+        async with self._pool.acquire() as connection:
+            inserted = await storage.insert_event(
+                connection, workspace_id, event_id, event_type, created, payload
+            )
+        return event_id, not inserted
+
+
+class EventWorker:
+    """Processes stored events, each exactly once."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        gateway: StripeGateway,
+        peers: Peers,
+        accounts: AccountDirectory,
+    ) -> None:
+        self._pool = pool
+        self._gateway = gateway
+        self._peers = peers
+        self._accounts = accounts
+
+    async def run(self, stop: asyncio.Event, poll_seconds: float) -> None:
+        """Processes events until ``stop`` is set, sleeping when the inbox is empty."""
+        while not stop.is_set():
+            try:
+                worked = await self.process_one()
+            except Exception:
+                logger.exception("webhook worker step failed")
+                worked = False
+            if not worked:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(poll_seconds):
+                        await stop.wait()
+
+    async def drain(self) -> int:
+        """Processes every due event (tests and the benchmark); returns how many."""
+        count = 0
+        while await self.process_one():
+            count += 1
+        return count
+
+    async def process_one(self) -> bool:
+        """Claims and processes one due event; False when none is due."""
+        async with self._pool.acquire() as connection:
+            transaction = connection.transaction()
+            await transaction.start()
+            try:
+                event = await storage.claim_event(connection)
+                if event is None:
+                    await transaction.commit()
+                    return False
+                try:
+                    await self._apply(connection, event)
+                    await storage.mark_event_processed(connection, event)
+                except errors.ServiceError as error:
+                    await transaction.rollback()
+                    await self._defer(event, f"{error.reason}: {error.message}")
+                    return True
+                await transaction.commit()
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await transaction.rollback()
+                raise
+        return True
+
+    async def _defer(self, event: storage.StoredEvent, reason: str) -> None:
+        delay = min(_BACKOFF_MAX_SECONDS, _BACKOFF_FIRST_SECONDS * 2 ** min(event.attempts, 10))
+        logger.warning(
+            "webhook event deferred",
+            extra={"event_id": event.event_id, "reason": reason, "delay_seconds": delay},
+        )
+        async with self._pool.acquire() as connection:
+            await storage.defer_event(connection, event, delay, reason)
+
+    async def _apply(self, connection: Connection, event: storage.StoredEvent) -> None:
+        data = json.loads(event.payload)
+        obj: Json = (data.get("data") or {}).get("object") or {}
+        kind = event.event_type
+        if kind.startswith("customer.subscription."):
+            await self._subscription_changed(event, obj)
+        elif kind == "invoice.payment_failed":
+            await self._payment_failed(connection, event, obj)
+        elif kind in ("invoice.payment_succeeded", "invoice.paid"):
+            await self._close_case(connection, event, obj, "recovered", "payment_succeeded")
+        elif kind in ("invoice.voided", "invoice.marked_uncollectible"):
+            await self._close_case(connection, event, obj, "lost", kind.split(".")[1])
+        elif kind == "charge.refunded":
+            await self._refunded(event, obj)
+        # Any other type: acknowledged, ignored.
+
+    # -- subscriptions ---------------------------------------------------------------------
+
+    async def _subscription_changed(self, event: storage.StoredEvent, obj: Json) -> None:
+        customer_id = billing.expandable_id(obj.get("customer"))
+        subscription = obj
+        if event.event_type != "customer.subscription.deleted":
+            # Events arrive in any order and several can share a second: the object as Stripe
+            # holds it now is the newest state, whichever event made us look.
+            account = await self._accounts.account(event.workspace_id)
+            try:
+                subscription = to_json(
+                    await self._gateway.call(
+                        account,
+                        "subscriptions.retrieve",
+                        lambda c: c.v1.subscriptions.retrieve_async(
+                            str(obj["id"]), {"expand": ["items.data.price.product"]}
+                        ),
+                    )
+                )
+            except errors.ServiceError as error:
+                if error.kind is not errors.Kind.NOT_FOUND:
+                    raise
+        status = billing.TAG_STATUS.get(str(subscription.get("status")), "")
+        item = billing.first_item(subscription) or {}
+        price = item.get("price") or {}
+        product = price.get("product") if isinstance(price.get("product"), dict) else None
+        tier = billing.tier_of(price, product)
+        request = identity_pb2.UpdateTagsRequest(
+            workspace_id=event.workspace_id,
+            stripe_customer_id=customer_id,
+            customer_status=_STATUSES.get(status, identity_pb2.CUSTOMER_STATUS_UNSPECIFIED),
+            plan_tier=_TIERS.get(tier, identity_pb2.PLAN_TIER_UNSPECIFIED),
+            set_trial_ends=True,
+            source_time=convert.timestamp(event.created_at),
+            idempotency_key=f"stripe-event-{event.event_id}-tags",
+        )
+        if subscription.get("trial_end") and subscription.get("status") == "trialing":
+            request.trial_ends.FromSeconds(int(subscription["trial_end"]))
+        await self._peers.update_tags(request)
+        if event.event_type == "customer.subscription.deleted":
+            await self._notify(
+                event,
+                customer_id,
+                notifier_pb2.TEMPLATE_OFFBOARDING,
+                {"subscription_id": str(obj.get("id") or "")},
+                dedup=f"offboarding-{obj.get('id')}",
+            )
+
+    # -- recovery --------------------------------------------------------------------------
+
+    async def _payment_failed(
+        self, connection: Connection, event: storage.StoredEvent, invoice: Json
+    ) -> None:
+        invoice_id = str(invoice.get("id") or "")
+        customer_id = billing.expandable_id(invoice.get("customer"))
+        case = await storage.open_case(
+            connection,
+            workspace_id=event.workspace_id,
+            case_id=ids.new_id("rc"),
+            stripe_customer_id=customer_id,
+            invoice_id=invoice_id,
+            amount_due_minor=int(invoice.get("amount_due") or 0),
+            currency=str(invoice.get("currency") or ""),
+            opened_at=event.created_at,
+        ) or await storage.case_by_invoice(connection, event.workspace_id, invoice_id)
+        assert case is not None
+        attempt = int(invoice.get("attempt_count") or 1)
+        await storage.add_case_event(
+            connection,
+            case,
+            event.created_at,
+            "payment_failed",
+            f"attempt {attempt}",
+            event.event_id,
+        )
+        amount = convert.money(invoice.get("amount_due"), invoice.get("currency"))
+        await self._notify(
+            event,
+            customer_id,
+            notifier_pb2.TEMPLATE_PAYMENT_FAILED,
+            {
+                "invoice_id": invoice_id,
+                "amount_minor": str(amount.amount_minor),
+                "currency": amount.currency,
+                "hosted_invoice_url": str(invoice.get("hosted_invoice_url") or ""),
+                "actions": "retry_now,update_card,talk_to_support",
+            },
+            # One message per failed invoice, however many deliveries or events report it.
+            dedup=f"payment-failed-{invoice_id}",
+        )
+        await storage.add_case_event(
+            connection, case, event.created_at, "message_sent", "PAYMENT_FAILED", event.event_id
+        )
+
+    async def _close_case(
+        self,
+        connection: Connection,
+        event: storage.StoredEvent,
+        invoice: Json,
+        state: str,
+        kind: str,
+    ) -> None:
+        case = await storage.case_by_invoice(
+            connection, event.workspace_id, str(invoice.get("id") or "")
+        )
+        if case is None:
+            return
+        await storage.add_case_event(connection, case, event.created_at, kind, "", event.event_id)
+        await storage.close_case(connection, case, state, event.created_at)
+
+    async def _refunded(self, event: storage.StoredEvent, charge: Json) -> None:
+        customer_id = billing.expandable_id(charge.get("customer"))
+        if not customer_id:
+            return
+        await self._notify(
+            event,
+            customer_id,
+            notifier_pb2.TEMPLATE_REFUND_CONFIRMATION,
+            {
+                "charge_id": str(charge.get("id") or ""),
+                "amount_refunded_minor": str(int(charge.get("amount_refunded") or 0)),
+                "currency": str(charge.get("currency") or ""),
+            },
+            dedup=f"refund-{event.event_id}",
+        )
+
+    # -- messages --------------------------------------------------------------------------
+
+    async def _notify(
+        self,
+        event: storage.StoredEvent,
+        customer_id: str,
+        template: int,
+        variables: dict[str, str],
+        *,
+        dedup: str,
+    ) -> None:
+        """One message per linked contact (email from the contact, else from Stripe)."""
+        contacts = await self._peers.contacts_of(event.workspace_id, customer_id)
+        stripe_email = ""
+        if not contacts or any(not contact.email for contact in contacts):
+            account = await self._accounts.account(event.workspace_id)
+            try:
+                customer = await self._gateway.call(
+                    account,
+                    "customers.retrieve",
+                    lambda c: c.v1.customers.retrieve_async(customer_id),
+                )
+                stripe_email = str(getattr(customer, "email", "") or "")
+            except errors.ServiceError as error:
+                if error.kind is not errors.Kind.NOT_FOUND:
+                    raise
+        recipients = [
+            notifier_pb2.Recipient(
+                contact_id=contact.contact_id, email=contact.email or stripe_email
+            )
+            for contact in contacts
+        ] or ([notifier_pb2.Recipient(email=stripe_email)] if stripe_email else [])
+        for recipient in recipients:
+            await self._peers.send(
+                notifier_pb2.SendRequest(
+                    workspace_id=event.workspace_id,
+                    recipient=recipient,
+                    template=template,  # type: ignore[arg-type]
+                    variables=variables,
+                    dedup_key=f"{dedup}-{recipient.contact_id or recipient.email}",
+                )
+            )
