@@ -69,3 +69,11 @@ def require_admin(token: str, secret: str, workspace_id: str) -> str:
             errors.Kind.PERMISSION_DENIED, "ADMIN_REQUIRED", "not an admin of this workspace"
         )
     return str(claims["sub"])
+
+
+def admin_from_metadata(
+    metadata: Iterable[tuple[str, str | bytes]] | None, secret: str, workspace_id: str
+) -> str:
+    """The admin subject of a call's metadata (``context.invocation_metadata()``), or raises
+    UNAUTHENTICATED / PERMISSION_DENIED."""
+    return require_admin(bearer_from_metadata(metadata), secret, workspace_id)

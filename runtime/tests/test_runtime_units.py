@@ -86,3 +86,35 @@ def test_outgoing_timeout_is_cut_to_the_callers_deadline() -> None:
         assert deadlines.timeout(5.0) == 0.0
     finally:
         deadlines.reset(token)
+
+
+def test_cursor_round_trips_and_refuses_foreign_tokens() -> None:
+    from datetime import UTC, datetime
+
+    from runtime import paging
+
+    moment = datetime(2026, 5, 1, 12, 30, tzinfo=UTC)
+    assert paging.decode_cursor(paging.encode_cursor(moment, "esc_1")) == (moment, "esc_1")
+    assert paging.decode_cursor("") is None
+    with pytest.raises(errors.ServiceError) as refused:
+        paging.decode_cursor("not-a-token")
+    assert refused.value.violations[0].field == "page_token"
+    assert paging.page_size(0, 50, 500) == 50
+    assert paging.page_size(10_000, 50, 500) == 500
+
+
+def test_admin_credentials_are_checked_for_signature_role_and_workspace() -> None:
+    from runtime import auth
+
+    secret = "s" * 40
+    token = auth.issue_admin_token(secret, "admin-1", workspaces=["ws_a"])
+    metadata = (("authorization", f"Bearer {token}"),)
+    assert auth.admin_from_metadata(metadata, secret, "ws_a") == "admin-1"
+    for bad_metadata, workspace, kind in (
+        (metadata, "ws_b", errors.Kind.PERMISSION_DENIED),
+        ((), "ws_a", errors.Kind.UNAUTHENTICATED),
+        ((("authorization", f"Bearer {token}x"),), "ws_a", errors.Kind.UNAUTHENTICATED),
+    ):
+        with pytest.raises(errors.ServiceError) as refused:
+            auth.admin_from_metadata(bad_metadata, secret, workspace)
+        assert refused.value.kind is kind

@@ -8,14 +8,13 @@ import asyncpg
 import grpc
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from google.protobuf import timestamp_pb2
 
 from askvault.identity.v1 import identity_pb2 as pb
 from askvault.identity.v1 import identity_pb2_grpc
 from identity import storage
 from identity.domain import contacts, verification
 from identity.settings import IdentitySettings
-from runtime import assertions, auth, errors, idempotency, ids
+from runtime import assertions, auth, convert, errors, idempotency, ids
 from runtime.database import Connection
 from runtime.secretbox import SecretBox
 
@@ -37,14 +36,6 @@ _TIER_FROM_PB = {value: key for key, value in _TIER_TO_PB.items()}
 _MIN_SECRET_BYTES = 32
 
 
-def _timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
-    if value is None:
-        return None
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
-
-
 def _contact_pb(record: storage.ContactRecord) -> pb.Contact:
     tags = record.tags
     return pb.Contact(
@@ -56,20 +47,20 @@ def _contact_pb(record: storage.ContactRecord) -> pb.Contact:
         tags=pb.ContactTags(
             customer_status=_STATUS_TO_PB.get(tags.customer_status, pb.CUSTOMER_STATUS_UNSPECIFIED),
             plan_tier=_TIER_TO_PB.get(tags.plan_tier, pb.PLAN_TIER_UNSPECIFIED),
-            trial_ends=_timestamp(tags.trial_ends),
-            customer_status_updated_at=_timestamp(tags.customer_status_at),
-            plan_tier_updated_at=_timestamp(tags.plan_tier_at),
-            trial_ends_updated_at=_timestamp(tags.trial_ends_at),
+            trial_ends=convert.timestamp(tags.trial_ends),
+            customer_status_updated_at=convert.timestamp(tags.customer_status_at),
+            plan_tier_updated_at=convert.timestamp(tags.plan_tier_at),
+            trial_ends_updated_at=convert.timestamp(tags.trial_ends_at),
         ),
-        created_at=_timestamp(record.created_at),
+        created_at=convert.timestamp(record.created_at),
     )
 
 
 def _secret_pb(record: storage.SecretRecord) -> pb.SecretMetadata:
     return pb.SecretMetadata(
         key_id=record.key_id,
-        created_at=_timestamp(record.created_at),
-        retired_at=_timestamp(record.retired_at),
+        created_at=convert.timestamp(record.created_at),
+        retired_at=convert.timestamp(record.retired_at),
         active=record.retired_at is None,
     )
 
@@ -101,9 +92,10 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
     # -- helpers ---------------------------------------------------------------------------
 
     def _admin(self, context: grpc.aio.ServicerContext, workspace_id: str) -> str:
-        token = auth.bearer_from_metadata(context.invocation_metadata())
-        return auth.require_admin(
-            token, self._settings.admin_token_secret.get_secret_value(), workspace_id
+        return auth.admin_from_metadata(
+            context.invocation_metadata(),
+            self._settings.admin_token_secret.get_secret_value(),
+            workspace_id,
         )
 
     async def _active_secrets(self, connection: Connection, workspace_id: str) -> dict[str, bytes]:
@@ -188,7 +180,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         return pb.VerifyVisitorResponse(
             contact=_contact_pb(record),
             identity_assertion=token,
-            assertion_expires_at=_timestamp(expires_at),
+            assertion_expires_at=convert.timestamp(expires_at),
             method=(
                 pb.VERIFICATION_METHOD_TOKEN
                 if visitor.method == "token"
