@@ -229,7 +229,6 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         async def decide(connection: Connection) -> pb.AuthorizeResponse:
             if assertion is None:
                 assert refused is not None
-                decision = Decision(Verdict.DENY, refused, requested)
                 await storage.append_audit(
                     connection,
                     workspace_id,
