@@ -8,6 +8,7 @@ import hmac
 import grpc
 
 from askvault.identity.v1 import identity_pb2, identity_pb2_grpc
+from askvault.policy.v1 import policy_pb2, policy_pb2_grpc
 from devstack import config
 from runtime import auth
 
@@ -50,9 +51,38 @@ async def _identity(demo: config.DemoConfig) -> list[str]:
     ]
 
 
+async def _policy(demo: config.DemoConfig) -> list[str]:
+    """Puts the demo workspace on its AskVault plan; the other bounds stay at their defaults."""
+    plan = policy_pb2.AskVaultPlan.Value(
+        f"ASK_VAULT_PLAN_{demo.raw['workspace']['askvault_plan'].upper()}"
+    )
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{demo.port('policy')}") as channel:
+        stub = policy_pb2_grpc.PolicyServiceStub(channel)
+        current = await stub.GetBounds(
+            policy_pb2.GetBoundsRequest(workspace_id=demo.workspace_id), timeout=5
+        )
+        if current.bounds.askvault_plan != plan:
+            bounds = policy_pb2.Bounds()
+            bounds.CopyFrom(current.defaults)
+            bounds.workspace_id = demo.workspace_id
+            bounds.askvault_plan = plan
+            await stub.ProposeBoundsChange(
+                policy_pb2.ProposeBoundsChangeRequest(
+                    workspace_id=demo.workspace_id,
+                    bounds=bounds,
+                    idempotency_key=f"devstack-bounds-{plan}",
+                ),
+                metadata=admin_metadata(),
+                timeout=5,
+            )
+    return [f"Policy: {demo.workspace_id} on AskVault plan {policy_pb2.AskVaultPlan.Name(plan)}."]
+
+
 async def provision(demo: config.DemoConfig, children_names: set[str]) -> list[str]:
     """Runs the provisioning of every service that is part of the stack."""
     notes: list[str] = []
     if "identity" in children_names:
         notes += await _identity(demo)
+    if "policy" in children_names:
+        notes += await _policy(demo)
     return notes

@@ -49,4 +49,13 @@ SERVICES: list[ServiceEntry] = [
             "assertion_signing_keys": f"a1:{_key()}",
         },
     ),
+    ServiceEntry(
+        "policy",
+        "policy.service",
+        "PolicyService",
+        "policy.settings",
+        "PolicySettings",
+        # No identity: every assertion is refused as invalid, which the contract test expects.
+        lambda: {"identity_target": ""},
+    ),
 ]
