@@ -271,7 +271,7 @@ async def _send(request: web.Request) -> web.Response:
             await asyncio.sleep(fault.timeout_seconds)
             return web.json_response({"error": {"message": "timeout", "code": 2}}, status=504)
         if fault.http_status:
-            status, error_body = errors.error_body(131000 if fault.http_status == 500 else 2)
+            _, error_body = errors.error_body(131000 if fault.http_status == 500 else 2)
             return web.json_response(error_body, status=fault.http_status)
         return _error(fault.code)
     wamid = new_wamid()

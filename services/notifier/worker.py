@@ -101,7 +101,8 @@ class OutboxWorker:
                     slots += 1
                 try:
                     claimed = await self._claim(slots)
-                except UNAVAILABLE_ERRORS as error:
+                except Exception as error:
+                    # The loop outlives any database trouble; the claim is retried.
                     logger.warning(
                         "outbox claim failed",
                         extra={"worker": self.worker_id, "error": type(error).__name__},
@@ -129,6 +130,11 @@ class OutboxWorker:
             for task in list(self._deliveries):
                 task.cancel()
             logger.info("outbox worker stopped", extra={"worker": self.worker_id})
+
+    @property
+    def in_flight(self) -> int:
+        """Deliveries running now."""
+        return len(self._deliveries)
 
     def kill(self) -> None:
         """Cancels every delivery at once without recording anything (tests simulate a

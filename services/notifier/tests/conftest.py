@@ -16,6 +16,9 @@ from typing import Any
 import grpc
 import pytest
 from aiohttp import web
+from smtp_sink import app as smtp_sink_app
+from whatsapp_emulator import app as whatsapp_app
+from whatsapp_emulator import signing
 
 from askvault.notifier.v1 import notifier_pb2 as pb
 from askvault.notifier.v1 import notifier_pb2_grpc
@@ -23,9 +26,6 @@ from notifier.service import NotifierService
 from notifier.settings import NotifierSettings
 from runtime import testing
 from runtime.server import RunningService
-from smtp_sink import app as smtp_sink_app
-from whatsapp_emulator import app as whatsapp_app
-from whatsapp_emulator import signing
 
 WORKSPACE = "ws_test"
 PHONE_NUMBER_ID = "1098765432"
@@ -112,7 +112,7 @@ class Notifier:
 
     async def message(self, message_id: str, workspace_id: str = WORKSPACE) -> pb.Message:
         """The message as GetMessage shows it."""
-        response = await self.stub.GetMessage(
+        response: pb.GetMessageResponse = await self.stub.GetMessage(
             pb.GetMessageRequest(workspace_id=workspace_id, message_id=message_id)
         )
         return response.message
@@ -143,7 +143,7 @@ class Notifier:
         self, contact_id: str, opted_in: bool, number: str = "+14155550100", **fields: Any
     ) -> pb.ChannelConsent:
         """Records a WhatsApp consent."""
-        response = await self.stub.SetChannelConsent(
+        response: pb.SetChannelConsentResponse = await self.stub.SetChannelConsent(
             pb.SetChannelConsentRequest(
                 workspace_id=WORKSPACE,
                 contact_id=contact_id,
