@@ -7,8 +7,24 @@ from zoneinfo import ZoneInfo
 
 # Currencies whose minor unit is the unit itself (Stripe's zero-decimal currencies).
 ZERO_DECIMAL = frozenset(
-    {"bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx", "vnd", "vuv",
-     "xaf", "xof", "xpf"}
+    {
+        "bif",
+        "clp",
+        "djf",
+        "gnf",
+        "jpy",
+        "kmf",
+        "krw",
+        "mga",
+        "pyg",
+        "rwf",
+        "ugx",
+        "vnd",
+        "vuv",
+        "xaf",
+        "xof",
+        "xpf",
+    }
 )
 _SYMBOLS = {"usd": "$", "eur": "€", "gbp": "£", "inr": "₹", "jpy": "¥", "cad": "CA$", "aud": "A$"}
 
@@ -37,7 +53,7 @@ def date(moment: datetime, zone: str) -> str:
 
 
 def short_date(moment: datetime, zone: str, now: datetime) -> str:
-    """"May 1" in the current year, "Dec 3, 2025" otherwise."""
+    """ "May 1" in the current year, "Dec 3, 2025" otherwise."""
     local = moment.astimezone(ZoneInfo(zone))
     if local.year == now.astimezone(ZoneInfo(zone)).year:
         return f"{local:%B} {local.day}"

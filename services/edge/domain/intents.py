@@ -34,6 +34,7 @@ class Intent(enum.Enum):
     RETRY_PAYMENT = "retry_payment"
     UPDATE_CARD = "update_card"
     HUMAN = "human"
+    WHATSAPP_OPT_IN = "whatsapp_opt_in"
     YES = "yes"
     NO = "no"
     GREETING = "greeting"

@@ -1,0 +1,142 @@
+"""The edge as a process: settings, database (its schema migrated), channels to the four
+services, the HTTP server. It is not a gRPC server, so it has its own start and drain built
+from the runtime's parts (settings, logs, telemetry, database)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from dataclasses import dataclass
+
+import asyncpg
+import uvicorn
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from edge import mcp_server
+from edge.conversation import Engine
+from edge.http_api import Edge, build_app
+from edge.peers import Peers
+from edge.settings import EdgeSettings
+from runtime import database
+
+logger = logging.getLogger(__name__)
+
+NAME = "edge"
+MIGRATIONS = "edge.migrations"
+
+
+@dataclass
+class RunningEdge:
+    """A started edge; tests use it directly, ``serve`` waits on signals around it."""
+
+    edge: Edge
+    pool: asyncpg.Pool
+    peers: Peers
+    server: uvicorn.Server
+    port: int
+    _serving: asyncio.Task[None]
+    _probe: asyncio.Task[None]
+    _mcp: contextlib.AsyncExitStack
+    _settings: EdgeSettings
+
+    @property
+    def url(self) -> str:
+        """Base URL (loopback form for local clients)."""
+        return f"http://127.0.0.1:{self.port}"
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Drains: /readyz answers 503 first, in-flight requests finish, then everything closes."""
+        self.edge.draining = True
+        if self._settings.shutdown_delay_seconds:
+            await asyncio.sleep(self._settings.shutdown_delay_seconds)
+        self.server.should_exit = True
+        limit = grace if grace is not None else self._settings.shutdown_grace_seconds
+        try:
+            await asyncio.wait_for(asyncio.shield(self._serving), limit)
+        except TimeoutError:
+            self.server.force_exit = True
+            with contextlib.suppress(BaseException):
+                await self._serving
+        await self._mcp.aclose()
+        self._probe.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._probe
+        await self.peers.close()
+        await self.pool.close()
+        logger.info("stopped", extra={"port": self.port})
+
+
+class _Lifespanless:
+    """Answers ASGI lifespan events itself (the MCP manager is run by ``start``)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        await self._app(scope, receive, send)
+
+
+async def start(settings: EdgeSettings) -> RunningEdge:
+    """Starts the edge and returns once it listens (port 0 picks a free port)."""
+    dsn = settings.database_url.get_secret_value()
+    if settings.migrate_on_start:
+        await database.migrate_url(dsn, NAME, MIGRATIONS)
+    pool = await database.create_pool(
+        dsn,
+        NAME,
+        min_size=settings.database_pool_min_size,
+        max_size=settings.database_pool_max_size,
+    )
+    peers = Peers(settings)
+    edge = Edge(settings, Engine(settings, pool, peers), peers, pool)
+    manager, mcp_app = mcp_server.build(edge)
+    stack = contextlib.AsyncExitStack()
+    await stack.enter_async_context(manager.run())
+    app = _Lifespanless(build_app(edge, mcp_app))
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((settings.http_host, settings.http_port))
+    sock.listen(512)
+    sock.setblocking(False)
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        app,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
+    )
+    server = uvicorn.Server(config)
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    serving = asyncio.create_task(server.serve(sockets=[sock]), name="edge-http")
+    while not server.started:
+        if serving.done():
+            await serving
+            raise RuntimeError("the HTTP server stopped at start")
+        await asyncio.sleep(0.01)
+
+    async def probe() -> None:
+        while True:
+            try:
+                async with pool.acquire(timeout=2.0) as connection:
+                    await asyncio.wait_for(connection.fetchval("SELECT 1"), 2.0)
+                edge.database_ok = True
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                edge.database_ok = False
+            await asyncio.sleep(settings.health_probe_interval_seconds)
+
+    probe_task = asyncio.create_task(probe(), name="edge-db-probe")
+    logger.info("serving", extra={"port": port})
+    return RunningEdge(edge, pool, peers, server, port, serving, probe_task, stack, settings)

@@ -1,0 +1,206 @@
+"""The skill as tools a language model can call: JSON-Schema definitions, and the mapping of
+a tool call to the same request a chat turn makes (identity from the request, never from
+arguments; policy and confirmation exactly as in chat)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from edge.domain.intents import Intent, MoneyAmount, Parsed, Period
+
+_CONFIRMATION = {
+    "confirmation_id": {
+        "type": "string",
+        "description": "Set only after the customer said yes to the action this tool proposed "
+        "(the confirmation_id of the first call's result).",
+    }
+}
+
+
+@dataclass(frozen=True)
+class Tool:
+    """One tool: its name, what it does, its argument schema and the intent it runs."""
+
+    name: str
+    description: str
+    properties: dict[str, Any]
+    intent: Intent
+    required: tuple[str, ...] = ()
+
+    def definition(self) -> dict[str, Any]:
+        """The JSON-Schema tool definition."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "input_schema": {
+                "type": "object",
+                "properties": self.properties,
+                "required": list(self.required),
+                "additionalProperties": False,
+            },
+        }
+
+
+TOOLS: dict[str, Tool] = {
+    tool.name: tool
+    for tool in (
+        Tool(
+            "get_subscription",
+            "The customer's plan, price, status, next billing date and last invoice.",
+            {},
+            Intent.STATUS,
+        ),
+        Tool(
+            "list_invoices",
+            "The customer's invoices in a period, with PDF links.",
+            {
+                "start_date": {"type": "string", "format": "date", "description": "First day."},
+                "end_date": {"type": "string", "format": "date", "description": "Last day."},
+            },
+            Intent.INVOICES,
+        ),
+        Tool(
+            "find_duplicate_charges",
+            "Looks for a payment taken twice and offers to refund the duplicate.",
+            dict(_CONFIRMATION),
+            Intent.DUPLICATE_CHARGE,
+        ),
+        Tool(
+            "request_refund",
+            "Refunds one of the customer's charges (the latest when none is named), within "
+            "the workspace's policy; needs the customer's confirmation.",
+            {
+                "charge_id": {"type": "string", "description": "A charge id (ch_...)."},
+                "amount": {
+                    "type": "number",
+                    "exclusiveMinimum": 0,
+                    "description": "Amount in major units; the whole charge when omitted.",
+                },
+                **_CONFIRMATION,
+            },
+            Intent.REFUND,
+        ),
+        Tool("list_plans", "The plans on sale with prices and features.", {}, Intent.LIST_PLANS),
+        Tool(
+            "preview_plan_change",
+            "Price difference, proration and unlocked features of moving to a plan, changing nothing.",
+            {"plan": {"type": "string", "description": "Plan name, e.g. Growth."}},
+            Intent.CHANGE_PLAN,
+            ("plan",),
+        ),
+        Tool(
+            "change_plan",
+            "Moves the subscription to a plan; needs the customer's confirmation.",
+            {"plan": {"type": "string", "description": "Plan name, e.g. Growth."}, **_CONFIRMATION},
+            Intent.CHANGE_PLAN,
+            ("plan",),
+        ),
+        Tool(
+            "cancel_subscription",
+            "Cancels after a grace period in which it can be undone; needs confirmation.",
+            dict(_CONFIRMATION),
+            Intent.CANCEL,
+        ),
+        Tool("undo_cancellation", "Voids a scheduled cancellation.", {}, Intent.UNDO),
+        Tool(
+            "pause_subscription",
+            "Pauses payment collection; needs confirmation.",
+            dict(_CONFIRMATION),
+            Intent.PAUSE,
+        ),
+        Tool(
+            "retry_payment",
+            "Retries the payment of the customer's unpaid invoice.",
+            {
+                "invoice_id": {"type": "string", "description": "An open invoice (in_...)."},
+                **_CONFIRMATION,
+            },
+            Intent.RETRY_PAYMENT,
+        ),
+        Tool(
+            "payment_method_update_link",
+            "A secure link where the customer updates their card.",
+            {},
+            Intent.UPDATE_CARD,
+        ),
+        Tool(
+            "handoff_to_human",
+            "Hands the conversation to a human agent with its context.",
+            {"note": {"type": "string", "maxLength": 500}},
+            Intent.HUMAN,
+        ),
+    )
+}
+
+
+class ToolArgumentError(ValueError):
+    """An argument that does not fit the tool's schema; ``fields`` maps path to problem."""
+
+    def __init__(self, fields: dict[str, str]) -> None:
+        super().__init__("; ".join(f"{k}: {v}" for k, v in fields.items()))
+        self.fields = fields
+
+
+def _date(value: Any, field: str, problems: dict[str, str], zone: Any) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return datetime.fromisoformat(str(value)).replace(tzinfo=zone)
+    except ValueError:
+        problems[field] = "must be a date (YYYY-MM-DD)"
+        return None
+
+
+def to_parsed(tool: Tool, arguments: dict[str, Any], now: datetime) -> tuple[Parsed, str]:
+    """(the request a tool call stands for, the confirmation id it carries)."""
+    problems: dict[str, str] = {}
+    unknown = set(arguments) - set(tool.properties)
+    for name in sorted(unknown):
+        problems[name] = "unknown argument"
+    for name in tool.required:
+        if not isinstance(arguments.get(name), str) or not arguments[name].strip():
+            problems[name] = "required"
+    for name, schema in tool.properties.items():
+        value = arguments.get(name)
+        if value is None:
+            continue
+        if schema["type"] == "string" and (not isinstance(value, str) or len(value) > 500):
+            problems[name] = "must be a string of at most 500 characters"
+        if schema["type"] == "number" and (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or value <= 0
+            or value > 1e9
+        ):
+            problems[name] = "must be a positive number"
+    if problems:
+        raise ToolArgumentError(problems)
+    period = None
+    if tool.name == "list_invoices":
+        start = _date(arguments.get("start_date"), "start_date", problems, now.tzinfo)
+        end = _date(arguments.get("end_date"), "end_date", problems, now.tzinfo)
+        if problems:
+            raise ToolArgumentError(problems)
+        if start or end:
+            from datetime import timedelta
+
+            start = start or datetime(1970, 1, 1, tzinfo=now.tzinfo)
+            end = (end + timedelta(days=1)) if end else now
+            label = f"{start:%b %d, %Y} to {(end - timedelta(days=1)):%b %d, %Y}"
+            period = Period(start, end, label)
+    amount = None
+    if "amount" in arguments:
+        amount = MoneyAmount(round(float(arguments["amount"]) * 100), "")
+    plan = str(arguments.get("plan", "")).strip().lower()
+    parsed = Parsed(
+        tool.intent,
+        period=period,
+        amount=amount,
+        plan=plan,
+        charge_id=str(arguments.get("charge_id", "")),
+        invoice_id=str(arguments.get("invoice_id", "")),
+        last_charge=not arguments.get("charge_id"),
+    )
+    return parsed, str(arguments.get("confirmation_id", ""))
