@@ -38,7 +38,8 @@ class RunningEdge:
     port: int
     _serving: asyncio.Task[None]
     _probe: asyncio.Task[None]
-    _mcp: contextlib.AsyncExitStack
+    _mcp: asyncio.Task[None]
+    _mcp_stop: asyncio.Event
     _settings: EdgeSettings
 
     @property
@@ -59,7 +60,8 @@ class RunningEdge:
             self.server.force_exit = True
             with contextlib.suppress(BaseException):
                 await self._serving
-        await self._mcp.aclose()
+        self._mcp_stop.set()
+        await self._mcp
         self._probe.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._probe
@@ -100,8 +102,17 @@ async def start(settings: EdgeSettings) -> RunningEdge:
     peers = Peers(settings)
     edge = Edge(settings, Engine(settings, pool, peers), peers, pool)
     manager, mcp_app = mcp_server.build(edge)
-    stack = contextlib.AsyncExitStack()
-    await stack.enter_async_context(manager.run())
+    # The manager's task group must be entered and left by one task: it gets its own.
+    mcp_stop = asyncio.Event()
+    mcp_started = asyncio.Event()
+
+    async def run_mcp() -> None:
+        async with manager.run():
+            mcp_started.set()
+            await mcp_stop.wait()
+
+    mcp_task = asyncio.create_task(run_mcp(), name="edge-mcp")
+    await mcp_started.wait()
     app = _Lifespanless(build_app(edge, mcp_app))
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -139,4 +150,6 @@ async def start(settings: EdgeSettings) -> RunningEdge:
 
     probe_task = asyncio.create_task(probe(), name="edge-db-probe")
     logger.info("serving", extra={"port": port})
-    return RunningEdge(edge, pool, peers, server, port, serving, probe_task, stack, settings)
+    return RunningEdge(
+        edge, pool, peers, server, port, serving, probe_task, mcp_task, mcp_stop, settings
+    )

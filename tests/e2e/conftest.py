@@ -1,0 +1,216 @@
+"""The whole system in-process for end-to-end tests: the Stripe emulator (seeded), identity,
+policy, the notifier, the billing gateway and the edge, on free ports, one database."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import grpc
+import pytest
+
+from askvault.billing.v1 import billing_pb2, billing_pb2_grpc
+from askvault.identity.v1 import identity_pb2, identity_pb2_grpc
+from askvault.policy.v1 import policy_pb2, policy_pb2_grpc
+from billing_gateway.service import BillingGatewayService
+from billing_gateway.settings import BillingGatewaySettings
+from edge import service as edge_service
+from edge.settings import EdgeSettings
+from identity.service import IdentityService
+from identity.settings import IdentitySettings
+from notifier.service import NotifierService
+from notifier.settings import NotifierSettings
+from policy.service import PolicyService
+from policy.settings import PolicySettings
+from runtime import testing
+from stripe_emulator import app as stripe_app
+from stripe_emulator import seed
+
+WORKSPACE = "ws_e2e"
+HMAC_SECRET = b"e2e-hmac-secret-0123456789abcdef-0123456789"
+
+
+def _key() -> str:
+    return base64.b64encode(os.urandom(32)).decode()
+
+
+def user_hash(user_id: str) -> str:
+    """What the workspace's backend computes for a visitor."""
+    return hmac.new(HMAC_SECRET, user_id.encode(), hashlib.sha256).hexdigest()
+
+
+@dataclass
+class Stack:
+    """Addresses and clients of the running system."""
+
+    edge_url: str
+    stripe_url: str
+    summary: dict[str, Any]
+    http: aiohttp.ClientSession
+    policy: policy_pb2_grpc.PolicyServiceStub
+    billing: billing_pb2_grpc.BillingGatewayServiceStub
+    identity: identity_pb2_grpc.IdentityServiceStub
+    notifier_address: str
+
+    async def turn(
+        self, user: str | None, text: str, conversation: str = "c1", **visitor: str
+    ) -> dict[str, Any]:
+        """One chat turn as a verified visitor (user id), or anonymous (None)."""
+        who: dict[str, str] = dict(visitor)
+        if user is not None:
+            domain = "example.in" if user == "dev" else "example.com"
+            who = {"user_id": user, "email": f"{user}@{domain}", "user_hash": user_hash(user)}
+            who.update(visitor)
+        async with self.http.post(
+            f"{self.edge_url}/v1/chat/turns",
+            json={
+                "workspace_id": WORKSPACE,
+                "conversation_id": conversation,
+                "visitor": who,
+                "text": text,
+            },
+        ) as response:
+            assert response.status == 200, await response.text()
+            body: dict[str, Any] = await response.json()
+            return body
+
+    async def tool(self, user: str, name: str, arguments: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """A tool call with the visitor's identity in the headers."""
+        domain = "example.in" if user == "dev" else "example.com"
+        headers = {
+            "X-AskVault-Workspace": WORKSPACE,
+            "X-AskVault-User-Id": user,
+            "X-AskVault-User-Email": f"{user}@{domain}",
+            "X-AskVault-User-Hash": user_hash(user),
+            "X-AskVault-Conversation": "tools",
+        }
+        async with self.http.post(
+            f"{self.edge_url}/v1/tools/{name}", json={"arguments": arguments}, headers=headers
+        ) as response:
+            return response.status, await response.json()
+
+    async def fault(self, rule: dict[str, Any]) -> None:
+        """Adds a fault rule to the Stripe emulator."""
+        async with self.http.post(f"{self.stripe_url}/_emulator/faults", json=rule) as response:
+            assert response.status < 300
+
+
+@pytest.fixture
+async def stack(database_url: str) -> AsyncIterator[Stack]:
+    """Everything running, the e2e workspace provisioned."""
+    emulator = await stripe_app.start()
+    summary = seed.seed_demo(emulator.state)
+    identity_settings = testing.make_settings(
+        IdentitySettings,
+        database_url,
+        secrets_encryption_keys=f"k1:{_key()}",
+        assertion_signing_keys=f"a1:{_key()}",
+    )
+    async with testing.running(IdentityService(identity_settings), identity_settings) as identity:
+        policy_settings = testing.make_settings(
+            PolicySettings, database_url, identity_target=identity.address
+        )
+        async with testing.running(PolicyService(policy_settings), policy_settings) as policy:
+            notifier_settings = testing.make_settings(
+                NotifierSettings, database_url, smtp_port=1, worker_count=0
+            )
+            async with testing.running(
+                NotifierService(notifier_settings), notifier_settings
+            ) as notifier:
+                billing_settings = testing.make_settings(
+                    BillingGatewaySettings,
+                    database_url,
+                    secrets_encryption_keys=f"k1:{_key()}",
+                    identity_target=identity.address,
+                    policy_target=policy.address,
+                    notifier_target=notifier.address,
+                    stripe_api_base=emulator.url,
+                    stripe_timeout_seconds=1.0,
+                    stripe_max_network_retries=0,
+                    webhook_poll_seconds=0.1,
+                    scheduler_poll_seconds=0.2,
+                )
+                async with testing.running(
+                    BillingGatewayService(billing_settings), billing_settings
+                ) as billing:
+                    edge_settings = testing.make_settings(
+                        EdgeSettings,
+                        database_url,
+                        http_host="127.0.0.1",
+                        http_port=0,
+                        identity_target=identity.address,
+                        policy_target=policy.address,
+                        billing_target=billing.address,
+                        notifier_target=notifier.address,
+                        workspace_timezone="America/New_York",
+                        whatsapp_app_secret="wa-app-secret",
+                        whatsapp_verify_token="wa-verify",
+                        whatsapp_workspaces=WORKSPACE,
+                        secrets_encryption_keys=f"k1:{_key()}",
+                        visitor_turns_per_minute=1000,
+                        address_requests_per_minute=10_000,
+                    )
+                    running_edge = await edge_service.start(edge_settings)
+                    try:
+                        async with (
+                            aiohttp.ClientSession() as http,
+                            grpc.aio.insecure_channel(identity.address) as identity_channel,
+                            grpc.aio.insecure_channel(policy.address) as policy_channel,
+                            grpc.aio.insecure_channel(billing.address) as billing_channel,
+                        ):
+                            stack = Stack(
+                                running_edge.url,
+                                emulator.url,
+                                summary,
+                                http,
+                                policy_pb2_grpc.PolicyServiceStub(policy_channel),
+                                billing_pb2_grpc.BillingGatewayServiceStub(billing_channel),
+                                identity_pb2_grpc.IdentityServiceStub(identity_channel),
+                                notifier.address,
+                            )
+                            await _provision(stack, running_edge.url)
+                            yield stack
+                    finally:
+                        await running_edge.stop(grace=1.0)
+    await emulator.close()
+
+
+async def _provision(stack: Stack, edge_url: str) -> None:
+    admin = testing.admin_metadata("admin-e2e")
+    await stack.identity.AddSecret(
+        identity_pb2.AddSecretRequest(
+            workspace_id=WORKSPACE, key_id="k1", secret=HMAC_SECRET, idempotency_key="e2e-secret"
+        ),
+        metadata=admin,
+        timeout=5,
+    )
+    current = await stack.policy.GetBounds(
+        policy_pb2.GetBoundsRequest(workspace_id=WORKSPACE), timeout=5
+    )
+    bounds = policy_pb2.Bounds()
+    bounds.CopyFrom(current.defaults)
+    bounds.workspace_id = WORKSPACE
+    bounds.askvault_plan = policy_pb2.ASK_VAULT_PLAN_BUSINESS
+    await stack.policy.ProposeBoundsChange(
+        policy_pb2.ProposeBoundsChangeRequest(
+            workspace_id=WORKSPACE, bounds=bounds, idempotency_key="e2e-bounds"
+        ),
+        metadata=admin,
+        timeout=5,
+    )
+    await stack.billing.ConnectAccount(
+        billing_pb2.ConnectAccountRequest(
+            workspace_id=WORKSPACE,
+            secret_key=seed.DEMO_API_KEY,
+            webhook_url=f"{edge_url}/api/stripe/webhooks/{WORKSPACE}",
+            idempotency_key="e2e-connect",
+        ),
+        metadata=admin,
+        timeout=10,
+    )
