@@ -21,8 +21,6 @@ from devstack import config, provision
 from runtime.embedded_postgres import EmbeddedPostgres
 
 logger = logging.getLogger("devstack")
-# The launcher starts processes while gRPC threads run; gRPC's fork handlers are not needed.
-os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 
 @dataclass
