@@ -128,6 +128,10 @@ class NotFound(Exception):
     """The object named does not exist for this customer."""
 
 
+class NotLinked(Exception):
+    """The contact has no Stripe customer (none matched its email)."""
+
+
 @dataclass
 class Context:
     """Who is asking, in which conversation, and when."""
@@ -195,7 +199,7 @@ class Engine:
         if verified is None:
             reply = await self._unverified(request, parsed, now)
         else:
-            contact, assertion = verified
+            contact, assertion, link = verified
             context = Context(request, contact, assertion, now, zone)
             try:
                 reply = await self._dispatch(context, parsed, text)
@@ -207,6 +211,21 @@ class Engine:
                     text=STRIPE_DOWN_REPLY,
                     with_subscription=False,
                 )
+            except NotLinked:
+                if link == "unavailable":
+                    reply = await self._handoff(
+                        context,
+                        reason="STRIPE_UNAVAILABLE",
+                        note="Stripe could not be reached to find the visitor's customer.",
+                        text=STRIPE_DOWN_REPLY,
+                        with_subscription=False,
+                    )
+                else:
+                    reply = Reply(
+                        f"I couldn't find a billing account under {contact.email or 'your email'}, "
+                        "so I can't look that up. Want me to get a human?",
+                        status="not_found",
+                    )
             except NotFound as missing:
                 reply = Reply(f"I couldn't find {missing} on your account.", status="not_found")
             if redaction.contains_card(request.text):
@@ -226,7 +245,7 @@ class Engine:
             )
         return reply
 
-    async def _verify(self, request: Request) -> tuple[ipb.Contact, str] | None:
+    async def _verify(self, request: Request) -> tuple[ipb.Contact, str, str] | None:
         """The verified contact and its assertion, linked to its Stripe customer when one
         matches by email; None for a visitor with no or a bad identity."""
         visitor = request.visitor
@@ -250,25 +269,27 @@ class Engine:
             )
             return None
         contact = answer.contact
+        link = "linked" if contact.stripe_customer_id else "none"
         if not contact.stripe_customer_id and contact.email:
-            linked = await self._link_customer(request.workspace_id, contact)
-            if linked:
+            link = await self._link_customer(request.workspace_id, contact)
+            if link == "linked":
                 try:
                     answer = await self._peers.identity.VerifyVisitor(
                         verify_request, timeout=self._peers.timeout()
                     )
                 except grpc.aio.AioRpcError:
                     return None
-        return answer.contact, answer.identity_assertion
+        return answer.contact, answer.identity_assertion, link
 
-    async def _link_customer(self, workspace_id: str, contact: ipb.Contact) -> bool:
+    async def _link_customer(self, workspace_id: str, contact: ipb.Contact) -> str:
+        """ "linked", "none" (no customer has the email) or "unavailable"."""
         try:
             found = await self._peers.billing.FindCustomers(
                 bpb.FindCustomersRequest(workspace_id=workspace_id, email=contact.email),
                 timeout=self._peers.billing_timeout(),
             )
             if not found.customers:
-                return False
+                return "none"
             await self._peers.identity.LinkCustomer(
                 ipb.LinkCustomerRequest(
                     workspace_id=workspace_id,
@@ -286,13 +307,13 @@ class Engine:
                 ),
                 timeout=self._peers.timeout(),
             )
-            return True
+            return "linked"
         except grpc.aio.AioRpcError as error:
             logger.info(
                 "customer not linked",
                 extra={"code": error.code().name, "reason": error_reason(error)},
             )
-            return False
+            return "unavailable" if is_unavailable(error) else "none"
 
     async def _unverified(self, request: Request, parsed: Parsed, now: datetime) -> Reply:
         """No data for an unproven visitor: billing questions go to a human."""
@@ -398,6 +419,8 @@ class Engine:
                 raise StripeUnavailable(method) from error
             if error.code() == grpc.StatusCode.NOT_FOUND:
                 raise NotFound("that") from error
+            if error_reason(error) == "CUSTOMER_NOT_LINKED":
+                raise NotLinked() from error
             raise
 
     def _date(self, context: Context, stamp: timestamp_pb2.Timestamp) -> str:
