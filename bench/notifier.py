@@ -15,7 +15,6 @@ from typing import Any
 
 import aiosmtplib
 import grpc
-from smtp_sink import app as smtp_sink_app
 
 from askvault.notifier.v1 import notifier_pb2 as pb
 from askvault.notifier.v1 import notifier_pb2_grpc
@@ -23,6 +22,7 @@ from bench import _harness
 from notifier.service import NotifierService
 from notifier.settings import NotifierSettings
 from runtime import database, testing
+from smtp_sink import app as smtp_sink_app
 
 SATURATION_MESSAGES = 2000
 SEND_CONCURRENCY = 32

@@ -58,4 +58,13 @@ SERVICES: list[ServiceEntry] = [
         # No identity: every assertion is refused as invalid, which the contract test expects.
         lambda: {"identity_target": ""},
     ),
+    ServiceEntry(
+        "notifier",
+        "notifier.service",
+        "NotifierService",
+        "notifier.settings",
+        "NotifierSettings",
+        # No workers: the contract test only calls the RPCs.
+        lambda: {"worker_count": 0},
+    ),
 ]

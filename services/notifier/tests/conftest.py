@@ -16,9 +16,6 @@ from typing import Any
 import grpc
 import pytest
 from aiohttp import web
-from smtp_sink import app as smtp_sink_app
-from whatsapp_emulator import app as whatsapp_app
-from whatsapp_emulator import signing
 
 from askvault.notifier.v1 import notifier_pb2 as pb
 from askvault.notifier.v1 import notifier_pb2_grpc
@@ -26,6 +23,9 @@ from notifier.service import NotifierService
 from notifier.settings import NotifierSettings
 from runtime import testing
 from runtime.server import RunningService
+from smtp_sink import app as smtp_sink_app
+from whatsapp_emulator import app as whatsapp_app
+from whatsapp_emulator import signing
 
 WORKSPACE = "ws_test"
 PHONE_NUMBER_ID = "1098765432"

@@ -10,12 +10,12 @@ from typing import Any
 import asyncpg
 import pytest
 from aiohttp import web
-from smtp_sink.store import Fault
 
 from askvault.notifier.v1 import notifier_pb2 as pb
 from notifier import storage
 from notifier.tests.conftest import AGENT_INBOX, WORKSPACE, Notifier
 from runtime import testing
+from smtp_sink.store import Fault
 
 
 async def test_smtp_4xx_is_retried_then_sent(notifier: Notifier) -> None:

@@ -9,11 +9,11 @@ from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
-from whatsapp_emulator import app as whatsapp_app
 
 from askvault.notifier.v1 import notifier_pb2 as pb
 from notifier.tests.conftest import PHONE_NUMBER_ID, WORKSPACE, Notifier
 from runtime import testing
+from whatsapp_emulator import app as whatsapp_app
 
 NUMBER = "+14155550100"
 VARIABLES = {"amount": "$49.00", "update_card_url": "https://billing.example.com/card"}
