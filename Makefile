@@ -9,7 +9,7 @@ PROTO_FILES := $(shell find protos -name '*.proto')
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv gen lint typecheck fmt test test-unit run migrate bench emulator clean
+.PHONY: help venv gen lint typecheck fmt test test-unit run migrate bench emulator clean chat demo
 
 help: ## List the verbs.
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -70,3 +70,9 @@ bench: gen ## Run the benchmarks; figures go to bench/results.
 
 clean: ## Remove the virtualenv, generated code and local data.
 	rm -rf $(VENV) $(GEN) .data .mypy_cache .ruff_cache .pytest_cache
+
+chat: gen ## Chat in the terminal as a demo customer (USER=bob) with a running `make run`.
+	$(PY) -m devstack.chat --user $${USER_ID:-$${DEMO_USER:-alice}}
+
+demo: gen ## Play the seed's journey against a running `make run` and print the transcript.
+	$(PY) -m devstack.chat --demo

@@ -157,18 +157,32 @@ def plan(demo: config.DemoConfig, database_url: str) -> list[Child]:
             "SMTP_PORT": str(port("smtp_sink")),
             "WHATSAPP_BASE_URL": f"http://127.0.0.1:{port('whatsapp_emulator')}",
             "WHATSAPP_ACCESS_TOKEN": "local-whatsapp-token",
+            "WHATSAPP_PHONE_NUMBER_ID": "1000000001",
+            "DEFAULT_FROM_ADDRESS": demo.raw["workspace"]["support_email"],
+            "DEFAULT_SENDER_NAME": demo.raw["workspace"]["name"],
+            "AGENT_INBOX_ADDRESS": demo.raw["workspace"]["agent_inbox"],
         },
         "billing_gateway": {
             "SECRETS_ENCRYPTION_KEYS": keys["SECRETS_ENCRYPTION_KEYS"],
             "STRIPE_API_BASE": stripe_base,
         },
-        "edge": {},
+        "edge": {
+            "HTTP_PORT": str(port("edge")),
+            "HTTP_HOST": "127.0.0.1",
+            "WORKSPACE_TIMEZONE": str(demo.raw["workspace"].get("timezone", "UTC")),
+            "WORKSPACE_CURRENCY": str(demo.raw["workspace"].get("currency", "usd")),
+            "WHATSAPP_APP_SECRET": "local-whatsapp-app-secret",
+            "WHATSAPP_VERIFY_TOKEN": "local-whatsapp-verify-token",
+            "WHATSAPP_WORKSPACES": demo.workspace_id,
+            "SECRETS_ENCRYPTION_KEYS": keys["SECRETS_ENCRYPTION_KEYS"],
+        },
     }
     for offset, (name, extra) in enumerate(service_env.items()):
         if not _exists(name):
             continue
         env = {**common, **targets, **extra}
-        env["GRPC_PORT"] = str(port(name))
+        # The edge serves HTTP on HTTP_PORT; GRPC_PORT is unused there but harmless.
+        env["GRPC_PORT"] = str(port(name)) if name != "edge" else "0"
         env["METRICS_PORT"] = str(9461 + offset)
         ready = _port_open(port(name)) if name == "edge" else _serving(port(name))
         address = (

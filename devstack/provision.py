@@ -78,6 +78,51 @@ async def _policy(demo: config.DemoConfig) -> list[str]:
     return [f"Policy: {demo.workspace_id} on AskVault plan {policy_pb2.AskVaultPlan.Name(plan)}."]
 
 
+async def _edge(demo: config.DemoConfig, children_names: set[str]) -> list[str]:
+    """Connects the demo Stripe account to the billing gateway, with the edge as its webhook
+    endpoint, and says how to chat."""
+    import os
+    import time
+
+    from askvault.billing.v1 import billing_pb2, billing_pb2_grpc
+
+    notes: list[str] = []
+    if "billing_gateway" in children_names:
+        real_key = os.environ.get("STRIPE_TEST_API_KEY", "")
+        secret_key = real_key or str(demo.raw["stripe"]["secret_key"])
+        # The emulator forgets its endpoints between runs: register again each run; against
+        # real Stripe one key per workspace keeps a single endpoint.
+        run = "stripe" if real_key else str(int(time.time()))
+        async with grpc.aio.insecure_channel(
+            f"127.0.0.1:{demo.port('billing_gateway')}"
+        ) as channel:
+            await billing_pb2_grpc.BillingGatewayServiceStub(channel).ConnectAccount(
+                billing_pb2.ConnectAccountRequest(
+                    workspace_id=demo.workspace_id,
+                    secret_key=secret_key,
+                    webhook_url=f"http://127.0.0.1:{demo.port('edge')}/api/stripe/webhooks/{demo.workspace_id}",
+                    idempotency_key=f"devstack-connect-{run}",
+                ),
+                metadata=admin_metadata(),
+                timeout=15,
+            )
+        notes.append(f"Billing: {demo.workspace_id} connected to Stripe; webhooks go to the edge.")
+    if "edge" in children_names:
+        visitor = demo.visitors[0]
+        user_hash = hmac.new(
+            demo.hmac_secret, visitor["user_id"].encode(), hashlib.sha256
+        ).hexdigest()
+        notes += [
+            "Chat: `make chat` (DEMO_USER=bob make chat for another demo customer), `make demo` for the",
+            "seed journey, or:",
+            f"  curl -s localhost:{demo.port('edge')}/v1/chat/turns -H 'content-type: application/json' \\",
+            f'    -d \'{{"workspace_id":"{demo.workspace_id}","conversation_id":"c1",'
+            f'"visitor":{{"user_id":"{visitor["user_id"]}","email":"{visitor["email"]}",'
+            f'"user_hash":"{user_hash}"}},"text":"What is my plan?"}}\'',
+        ]
+    return notes
+
+
 async def provision(demo: config.DemoConfig, children_names: set[str]) -> list[str]:
     """Runs the provisioning of every service that is part of the stack."""
     notes: list[str] = []
@@ -85,4 +130,5 @@ async def provision(demo: config.DemoConfig, children_names: set[str]) -> list[s
         notes += await _identity(demo)
     if "policy" in children_names:
         notes += await _policy(demo)
+    notes += await _edge(demo, children_names)
     return notes
