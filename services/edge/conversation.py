@@ -397,12 +397,13 @@ class Engine:
     # ----- reads -----
 
     async def _subscription(self, context: Context) -> bpb.GetSubscriptionResponse:
-        return await self._billing_call(
+        answer: bpb.GetSubscriptionResponse = await self._billing_call(
             "GetSubscription",
             bpb.GetSubscriptionRequest(
                 workspace_id=context.workspace_id, identity_assertion=context.assertion
             ),
         )
+        return answer
 
     async def _billing_call(self, method: str, request: Any) -> Any:
         """Calls the gateway; unavailability becomes StripeUnavailable, NOT_FOUND NotFound."""
@@ -968,7 +969,7 @@ class Engine:
 
     def _details_pb(
         self, context: Context, kind: ProposalKind, details: Mapping[str, Any]
-    ) -> tuple[int, ppb.ActionDetails]:
+    ) -> tuple[cpb.BillingAction.ValueType, ppb.ActionDetails]:
         customer = context.contact.stripe_customer_id
         if kind is ProposalKind.REFUND:
             return cpb.BILLING_ACTION_REFUND, ppb.ActionDetails(
@@ -1015,7 +1016,7 @@ class Engine:
             subscription_summary=await self._subscription_summary(context),
             note=note,
         )
-        return await self._peers.policy.Authorize(
+        response: ppb.AuthorizeResponse = await self._peers.policy.Authorize(
             ppb.AuthorizeRequest(
                 workspace_id=context.workspace_id,
                 identity_assertion=context.assertion,
@@ -1027,6 +1028,7 @@ class Engine:
             ),
             timeout=self._peers.timeout(),
         )
+        return response
 
     async def _ask_policy(
         self,
@@ -1161,7 +1163,7 @@ class Engine:
         """The billing write under the grant, keyed by the proposal so a retry acts once."""
         details = proposal.details
         key = proposals.key(proposal.proposal_id, "do")
-        base = {
+        base: dict[str, Any] = {
             "workspace_id": context.workspace_id,
             "identity_assertion": context.assertion,
             "grant_id": grant.grant_id,
@@ -1251,10 +1253,10 @@ class Engine:
                         f"The payment of {_money(retried.invoice.amount_paid)} went through; you're all set.",
                         data={"paid": True},
                     )
-                card = await self._update_card(context)
+                card_link = await self._update_card(context)
                 return Reply(
-                    "The payment was declined again. " + card.text,
-                    actions=card.actions,
+                    "The payment was declined again. " + card_link.text,
+                    actions=card_link.actions,
                     data={"paid": False},
                     status="denied",
                 )
@@ -1263,10 +1265,10 @@ class Engine:
             await self._finish(proposal, {"error": reason or error.code().name})
             logger.warning("billing refused", extra={"reason": reason, "kind": proposal.kind.value})
             if reason == "CARD_DECLINED":
-                card = await self._update_card(context)
+                card_link = await self._update_card(context)
                 return Reply(
-                    "The payment was declined again. " + card.text,
-                    actions=card.actions,
+                    "The payment was declined again. " + card_link.text,
+                    actions=card_link.actions,
                     status="denied",
                 )
             if reason == "ALREADY_REFUNDED":

@@ -38,7 +38,11 @@ def build(edge: Edge) -> tuple[StreamableHTTPSessionManager, StreamableHTTPASGIA
     async def call_tool(
         ctx: ServerRequestContext[Any], params: types.CallToolRequestParams
     ) -> types.CallToolResult:
-        headers = {key.lower(): value for key, value in (ctx.headers or {}).items()}
+        # The HTTP request's headers carry the visitor's identity (never the arguments).
+        raw = getattr(ctx, "headers", None)
+        if raw is None and ctx.request is not None:
+            raw = getattr(ctx.request, "headers", None)
+        headers = {str(key).lower(): str(value) for key, value in (raw or {}).items()}
         result = await edge.call_tool(headers, params.name, dict(params.arguments or {}))
         if isinstance(result, JSONResponse):
             body = json.loads(bytes(result.body))

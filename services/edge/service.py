@@ -128,7 +128,8 @@ async def start(settings: EdgeSettings) -> RunningEdge:
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
     )
     server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    # The process's own handlers drain the edge; uvicorn must not take SIGTERM for itself.
+    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
     serving = asyncio.create_task(server.serve(sockets=[sock]), name="edge-http")
     while not server.started:
         if serving.done():

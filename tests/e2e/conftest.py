@@ -80,7 +80,9 @@ class Stack:
             body: dict[str, Any] = await response.json()
             return body
 
-    async def tool(self, user: str, name: str, arguments: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    async def tool(
+        self, user: str, name: str, arguments: dict[str, Any]
+    ) -> tuple[int, dict[str, Any]]:
         """A tool call with the visitor's identity in the headers."""
         domain = "example.in" if user == "dev" else "example.com"
         headers = {

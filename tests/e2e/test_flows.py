@@ -98,3 +98,38 @@ async def test_stripe_down_hands_off(stack: Stack) -> None:
     answer = await stack.turn("alice", "What's my subscription status?", conversation="down")
     assert "I can't access billing right now" in answer["reply"], answer
     assert answer["escalated"] is True
+
+
+async def test_mcp_lists_and_calls_tools_with_identity_from_headers(stack: Stack) -> None:
+    from tests.e2e.conftest import WORKSPACE, user_hash
+
+    headers = {
+        "Accept": "application/json, text/event-stream",
+        "X-AskVault-Workspace": WORKSPACE,
+        "X-AskVault-User-Id": "alice",
+        "X-AskVault-User-Email": "alice@example.com",
+        "X-AskVault-User-Hash": user_hash("alice"),
+    }
+    init = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-06-18",
+            "capabilities": {},
+            "clientInfo": {"name": "e2e", "version": "1"},
+        },
+    }
+    async with stack.http.post(f"{stack.edge_url}/mcp", json=init, headers=headers) as response:
+        assert response.status == 200, await response.text()
+    call = {
+        "jsonrpc": "2.0",
+        "id": 2,
+        "method": "tools/call",
+        "params": {"name": "get_subscription", "arguments": {}},
+    }
+    headers["MCP-Protocol-Version"] = "2025-06-18"
+    async with stack.http.post(f"{stack.edge_url}/mcp", json=call, headers=headers) as response:
+        text = await response.text()
+    assert response.status == 200, text
+    assert "Growth plan" in text

@@ -11,7 +11,7 @@ from __future__ import annotations
 import calendar
 import enum
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, tzinfo
 
 
@@ -205,9 +205,10 @@ def parse_period(text: str, now: datetime) -> Period | None:
         )
     for token_match in re.finditer(r"(?=( [a-z]+)(?: (\d{4}))? )", lowered):
         name, year_text = token_match.group(1).strip(), token_match.group(2)
-        month = _MONTHS.get(name)
-        if month is None:
+        found_month = _MONTHS.get(name)
+        if found_month is None:
             continue
+        month = found_month
         # "may" and "march" are verbs too: only months when clearly one ("in May", "May 2026").
         if name in ("may", "march") and not year_text:
             if not re.search(rf" (in|for|of|from|during) {name} ", lowered):
@@ -257,53 +258,54 @@ def parse(text: str, now: datetime, plan_names: tuple[str, ...] = KNOWN_PLANS) -
     amount = parse_amount(text)
     period = parse_period(text, now)
     mentions = _plan_mentions(lowered, plan_names)
-    common = {
-        "amount": amount,
-        "period": period,
-        "charge_id": charge_match.group(1) if charge_match else "",
-        "invoice_id": invoice_match.group(1) if invoice_match else "",
-        "mentions": tuple(mentions),
-    }
+    base = Parsed(
+        Intent.FALLBACK,
+        amount=amount,
+        period=period,
+        charge_id=charge_match.group(1) if charge_match else "",
+        invoice_id=invoice_match.group(1) if invoice_match else "",
+        mentions=tuple(mentions),
+    )
 
     if _any(
         r" (human|agent|person|someone|representative|real people|support team|operator)[ .,!?]",
         lowered,
     ) and _any(r" (talk|speak|chat|connect|get|want|need|transfer|escalate)", lowered):
-        return Parsed(Intent.HUMAN, **common)
+        return replace(base, intent=Intent.HUMAN)
     if _any(
         r" (charged|billed|paid|payment taken|charge[sd]?) (me )?(twice|two times|double|2 times)",
         lowered,
     ) or _any(r" (double|duplicate)[d]? (charge|charged|payment|billing|billed)", lowered):
-        return Parsed(Intent.DUPLICATE_CHARGE, **common)
+        return replace(base, intent=Intent.DUPLICATE_CHARGE)
     if (
         _any(r" (undo|reverse|take back|revert)[ .,!?]", lowered)
         or _any(r" (don't|do not|dont) (cancel|want to cancel)", lowered)
         or _any(r" (keep|restore|reactivate) my (subscription|plan|account)", lowered)
         or _any(r" changed my mind", lowered)
     ):
-        return Parsed(Intent.UNDO, **common)
+        return replace(base, intent=Intent.UNDO)
     if (
         _any(r" (retry|try again|pay now|retry now|charge (my card|me) again)", lowered)
         or lowered.strip() == "retry"
     ):
-        return Parsed(Intent.RETRY_PAYMENT, **common)
+        return replace(base, intent=Intent.RETRY_PAYMENT)
     if _any(
         r" (update|change|replace|new|add|switch) (my |the |a )?(credit |debit |payment )?(card|payment method)",
         lowered,
     ) or _any(r" card (details|info|information|number) ", lowered):
-        return Parsed(Intent.UPDATE_CARD, **common)
+        return replace(base, intent=Intent.UPDATE_CARD)
     if _any(r" refund", lowered) or _any(r" money back", lowered):
         last = _any(
             r" (last|latest|most recent|previous) (charge|payment|invoice)", lowered
         ) or not (charge_match or amount)
-        return Parsed(Intent.REFUND, last_charge=last, **common)
+        return replace(base, intent=Intent.REFUND, last_charge=last)
     if _any(r" (pause|freeze|suspend|hold)[ .,!?]", lowered) or _any(r" put .* on hold", lowered):
-        return Parsed(Intent.PAUSE, **common)
+        return replace(base, intent=Intent.PAUSE)
     if _any(
         r" (cancel|unsubscribe|terminate|end|stop) (my |the )?(subscription|plan|account|membership|billing)",
         lowered,
     ) or _any(r" (cancel|unsubscribe)[ .,!?]", lowered):
-        return Parsed(Intent.CANCEL, **common)
+        return replace(base, intent=Intent.CANCEL)
     direction = ""
     if _any(r" upgrade", lowered):
         direction = "upgrade"
@@ -313,30 +315,30 @@ def parse(text: str, now: datetime, plan_names: tuple[str, ...] = KNOWN_PLANS) -
         r" (change|switch|move|go|upgrade|downgrade|upgrading|downgrading|swap)", lowered
     )
     if direction or (change_words and mentions):
-        return Parsed(
-            Intent.CHANGE_PLAN,
+        return replace(
+            base,
+            intent=Intent.CHANGE_PLAN,
             plan=_target_plan(lowered, mentions),
             direction=direction,
-            **common,
         )
     if _any(r" (plans|pricing|prices|options|tiers)[ .,!?]", lowered) and not _any(
         r" my plan", lowered
     ):
-        return Parsed(Intent.LIST_PLANS, **common)
+        return replace(base, intent=Intent.LIST_PLANS)
     if _any(r" invoices?[ .,!?]|receipts?[ .,!?]|billing history| statements?[ .,!?]", lowered):
         if _any(r" (email|e-mail|mail|send)", lowered):
-            return Parsed(Intent.EMAIL_INVOICES, **common)
+            return replace(base, intent=Intent.EMAIL_INVOICES)
         if _any(r" (next|upcoming) (invoice|bill)", lowered):
-            return Parsed(Intent.NEXT_INVOICE, **common)
-        return Parsed(Intent.INVOICES, **common)
+            return replace(base, intent=Intent.NEXT_INVOICE)
+        return replace(base, intent=Intent.INVOICES)
     if _any(r" (next|upcoming) (bill|payment|charge)|how much will i (be charged|pay)", lowered):
-        return Parsed(Intent.NEXT_INVOICE, **common)
+        return replace(base, intent=Intent.NEXT_INVOICE)
     if _any(r" (renew|renewal|renews|next billing|billing date|when .* (charged|billed))", lowered):
-        return Parsed(Intent.RENEWAL, **common)
+        return replace(base, intent=Intent.RENEWAL)
     if _any(r" (which|what|current|my) (plan|tier)", lowered):
-        return Parsed(Intent.CURRENT_PLAN, **common)
+        return replace(base, intent=Intent.CURRENT_PLAN)
     if _any(r" (status|subscription|account|billing|am i (paid|subscribed))", lowered):
-        return Parsed(Intent.STATUS, **common)
+        return replace(base, intent=Intent.STATUS)
     if _GREETING.match(text):
-        return Parsed(Intent.GREETING, **common)
-    return Parsed(Intent.FALLBACK, **common)
+        return replace(base, intent=Intent.GREETING)
+    return replace(base, intent=Intent.FALLBACK)

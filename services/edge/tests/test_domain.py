@@ -96,7 +96,15 @@ def test_money_and_dates() -> None:
 
 def _proposal(state: ProposalState = ProposalState.PENDING, contact: str = "ct_1") -> Proposal:
     return Proposal(
-        "ws", "c1", "prop_1", contact, ProposalKind.REFUND, {}, "refund", state, NOW,
+        "ws",
+        "c1",
+        "prop_1",
+        contact,
+        ProposalKind.REFUND,
+        {},
+        "refund",
+        state,
+        NOW,
         NOW + timedelta(minutes=10),
     )
 
