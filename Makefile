@@ -49,8 +49,20 @@ fmt: venv ## Format the code.
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-test: lint typecheck ## Everything CI runs: lint, types, unit, integration and contract tests.
+test: lint typecheck deploy-check ## Everything CI runs: lint, types, unit, integration and contract tests.
 	$(BIN)/pytest -q
+
+# Kubernetes manifests and the image recipe: their tools live in their own virtualenv so that
+# checkov's many dependencies never touch the pins of .venv.
+DEPLOY_VENV := .venv-deploy
+.PHONY: deploy-check
+$(DEPLOY_VENV)/.stamp: deploy/requirements-check.txt
+	test -x $(DEPLOY_VENV)/bin/python || $(PYTHON) -m venv $(DEPLOY_VENV)
+	$(DEPLOY_VENV)/bin/python -m pip install -q --disable-pip-version-check -r deploy/requirements-check.txt
+	touch $@
+
+deploy-check: $(DEPLOY_VENV)/.stamp ## Render, validate (k8s 1.30-1.34) and scan the overlays; lint the Dockerfile.
+	$(DEPLOY_VENV)/bin/python deploy/tools/check.py
 
 test-unit: gen ## Only the tests that need no server.
 	$(BIN)/pytest -q -m "not integration"

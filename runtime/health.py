@@ -12,6 +12,9 @@ logger = logging.getLogger(__name__)
 
 SHUTTING_DOWN = "shutting_down"
 DATABASE = "database"
+# Health-check name a liveness probe asks for: SERVING while the process answers at all, so
+# that a database outage or a drain (NOT_SERVING for readiness) does not get pods restarted.
+LIVENESS = "liveness"
 
 
 class Health:
@@ -51,6 +54,7 @@ class Health:
         )
         for name in self._service_names:
             await self.servicer.set(name, status)
+        await self.servicer.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
 
     async def watch(
         self, name: str, probe: Callable[[], Awaitable[None]], interval_seconds: float
