@@ -113,9 +113,9 @@ async def _edge(demo: config.DemoConfig, children_names: set[str]) -> list[str]:
             demo.hmac_secret, visitor["user_id"].encode(), hashlib.sha256
         ).hexdigest()
         notes += [
-            "Chat: `make chat` (DEMO_USER=bob make chat for another demo customer), `make demo` for the",
+            "Chat: `make chat` (DEMO_USER=bob make chat for another demo customer), `make demo` for the",  # noqa: E501
             "seed journey, or:",
-            f"  curl -s localhost:{demo.port('edge')}/v1/chat/turns -H 'content-type: application/json' \\",
+            f"  curl -s localhost:{demo.port('edge')}/v1/chat/turns -H 'content-type: application/json' \\",  # noqa: E501
             f'    -d \'{{"workspace_id":"{demo.workspace_id}","conversation_id":"c1",'
             f'"visitor":{{"user_id":"{visitor["user_id"]}","email":"{visitor["email"]}",'
             f'"user_hash":"{user_hash}"}},"text":"What is my plan?"}}\'',

@@ -210,7 +210,7 @@ def parse_period(text: str, now: datetime) -> Period | None:
             continue
         month = found_month
         # "may" and "march" are verbs too: only months when clearly one ("in May", "May 2026").
-        if name in ("may", "march") and not year_text:
+        if name in ("may", "march") and not year_text:  # noqa: SIM102
             if not re.search(rf" (in|for|of|from|during) {name} ", lowered):
                 continue
         year = int(year_text) if year_text else (now.year if month <= now.month else now.year - 1)
@@ -290,7 +290,7 @@ def parse(text: str, now: datetime, plan_names: tuple[str, ...] = KNOWN_PLANS) -
     ):
         return replace(base, intent=Intent.RETRY_PAYMENT)
     if _any(
-        r" (update|change|replace|new|add|switch) (my |the |a )?(credit |debit |payment )?(card|payment method)",
+        r" (update|change|replace|new|add|switch) (my |the |a )?(credit |debit |payment )?(card|payment method)",  # noqa: E501
         lowered,
     ) or _any(r" card (details|info|information|number) ", lowered):
         return replace(base, intent=Intent.UPDATE_CARD)
@@ -302,7 +302,7 @@ def parse(text: str, now: datetime, plan_names: tuple[str, ...] = KNOWN_PLANS) -
     if _any(r" (pause|freeze|suspend|hold)[ .,!?]", lowered) or _any(r" put .* on hold", lowered):
         return replace(base, intent=Intent.PAUSE)
     if _any(
-        r" (cancel|unsubscribe|terminate|end|stop) (my |the )?(subscription|plan|account|membership|billing)",
+        r" (cancel|unsubscribe|terminate|end|stop) (my |the )?(subscription|plan|account|membership|billing)",  # noqa: E501
         lowered,
     ) or _any(r" (cancel|unsubscribe)[ .,!?]", lowered):
         return replace(base, intent=Intent.CANCEL)
