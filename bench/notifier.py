@@ -93,7 +93,7 @@ async def _through_outbox(
     await asyncio.gather(*tasks)
     received = await sink.store.wait_for(count, 120.0)
     seconds = time.perf_counter() - began
-    first_receipt = {}
+    first_receipt: dict[str, float] = {}
     for mail in received:
         first_receipt.setdefault(mail.message_id, mail.received_at)
     latencies = [first_receipt[key] - started_at[key] for key in started_at if key in first_receipt]
