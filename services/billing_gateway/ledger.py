@@ -19,7 +19,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import asyncpg
@@ -453,7 +453,8 @@ class Ledger:
         """Settles in-flight operations older than the age, then resolves leftover grants;
         returns how many operations it touched."""
         touched: list[str] = []
-        cutoff = self._clock() - timedelta(seconds=older_than_seconds)
+        # Row ages are the database's wall time, not the (injectable) scheduling clock.
+        cutoff = datetime.now(UTC) - timedelta(seconds=older_than_seconds)
         while True:
             async with self._pool.acquire() as connection, connection.transaction():
                 operation = await storage.claim_in_flight(connection, cutoff, touched)
