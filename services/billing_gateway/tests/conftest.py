@@ -222,7 +222,7 @@ async def stack(database_url: str) -> AsyncIterator[Stack]:
         secrets_encryption_keys=f"k1:{_b64()}",
         assertion_signing_keys=f"a1:{_b64()}",
     )
-    notifier = RecordingNotifier()
+    notifier = RecordingNotifier()  # type: ignore[abstract]
     notifier_server = grpc.aio.server()
     notifier_pb2_grpc.add_NotifierServiceServicer_to_server(notifier, notifier_server)
     notifier_port = notifier_server.add_insecure_port("127.0.0.1:0")

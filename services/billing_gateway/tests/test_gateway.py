@@ -109,8 +109,8 @@ async def test_refund_needs_a_grant_for_exactly_its_parameters(stack: Stack) -> 
     with pytest.raises(grpc.aio.AioRpcError) as other_amount:
         await stack.billing.RefundCharge(request)
     assert testing.error_details(other_amount.value)[1] == "GRANT_INVALID"
+    request.grant_id, request.idempotency_key = "gr_unknown", key("refund")
     with pytest.raises(grpc.aio.AioRpcError) as no_grant:
-        request.grant_id, request.idempotency_key = "gr_unknown", key("refund")
         await stack.billing.RefundCharge(request)
     assert testing.error_details(no_grant.value)[1] == "GRANT_INVALID"
     assert _refunds_of(stack, charge) == []
