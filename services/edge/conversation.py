@@ -431,7 +431,8 @@ class Engine:
         return formatting.short_date(_dt(stamp), context.zone, context.now)
 
     def _plan_text(self, plan: bpb.Plan) -> str:
-        return f"{plan.name} plan ({_money(plan.amount)}{formatting.interval(plan.interval, plan.interval_count)})"  # noqa: E501
+        per = formatting.interval(plan.interval, plan.interval_count)
+        return f"{plan.name} plan ({_money(plan.amount)}{per})"
 
     async def _status(self, context: Context, focus: Intent) -> Reply:
         answer = await self._subscription(context)
@@ -458,7 +459,8 @@ class Engine:
         if sub.HasField("scheduled_cancellation") and sub.scheduled_cancellation.operation_id:
             parts.append(
                 "Your cancellation is scheduled for "
-                f'{self._date(context, sub.scheduled_cancellation.run_at)}; say "undo" to keep your plan.'  # noqa: E501
+                f"{self._date(context, sub.scheduled_cancellation.run_at)}; "
+                'say "undo" to keep your plan.'
             )
         elif sub.cancel_at_period_end and sub.HasField("current_period_end"):
             parts.append(f"It ends on {self._date(context, sub.current_period_end)}.")
@@ -606,7 +608,8 @@ class Engine:
         except NotFound:
             current = ""
         described = [
-            f"{plan.name} {_money(plan.amount)}{formatting.interval(plan.interval, plan.interval_count)}"  # noqa: E501
+            f"{plan.name} {_money(plan.amount)}"
+            f"{formatting.interval(plan.interval, plan.interval_count)}"
             + (" (yours)" if plan.price_id == current else "")
             for plan in plans
         ]
@@ -885,7 +888,8 @@ class Engine:
         )
         if result.undone:
             return Reply(
-                f"Done: your cancellation is undone and your {answer.subscription.plan.name} plan continues.",  # noqa: E501
+                "Done: your cancellation is undone and your "
+                f"{answer.subscription.plan.name} plan continues.",
                 data={"undone": True},
             )
         return Reply(
@@ -1185,7 +1189,8 @@ class Engine:
                 await self._finish(proposal, {"refund_id": refund.refund_id})
                 card = f" to your {details['card']}" if details.get("card") else ""
                 return Reply(
-                    f"Done: I've refunded {_money(refund.amount)}{card} (reference {refund.refund_id}). "  # noqa: E501
+                    f"Done: I've refunded {_money(refund.amount)}{card} "
+                    f"(reference {refund.refund_id}). "
                     "It usually shows up within 5 to 10 business days.",
                     data={
                         "refund_id": refund.refund_id,
@@ -1208,7 +1213,10 @@ class Engine:
                 sub = changed.subscription
                 text = f"Done: you're now on the {self._plan_text(sub.plan)}, effective today."
                 if sub.HasField("current_period_end"):
-                    text += f" The prorated difference is on your next invoice on {self._date(context, sub.current_period_end)}."  # noqa: E501
+                    text += (
+                        " The prorated difference is on your next invoice on "
+                        f"{self._date(context, sub.current_period_end)}."
+                    )
                 if features:
                     text += f" You now have {formatting.listing(features)}."
                 return Reply(
@@ -1226,7 +1234,8 @@ class Engine:
                 local = run_at.astimezone(ZoneInfo(context.zone))
                 return Reply(
                     f"Your {details['plan']} subscription will be canceled at {local:%H:%M} on "
-                    f'{formatting.date(run_at, context.zone)}. Changed your mind? Just say "undo" before then.',  # noqa: E501
+                    f"{formatting.date(run_at, context.zone)}. "
+                    'Changed your mind? Just say "undo" before then.',
                     actions=[Action("cancel", "Undo", {"text": "undo"})],
                     data={
                         "operation_id": cancel.operation.operation_id,
@@ -1250,7 +1259,8 @@ class Engine:
                 await self._finish(proposal, {"paid": retried.paid})
                 if retried.paid:
                     return Reply(
-                        f"The payment of {_money(retried.invoice.amount_paid)} went through; you're all set.",  # noqa: E501
+                        f"The payment of {_money(retried.invoice.amount_paid)} went through; "
+                        "you're all set.",
                         data={"paid": True},
                     )
                 card_link = await self._update_card(context)
@@ -1275,7 +1285,8 @@ class Engine:
                 return Reply("That charge was already refunded.", status="denied")
             if reason == "PLAN_CHANGE_REQUIRES_RESUBSCRIBE":
                 return Reply(
-                    "Your payment method can't be changed in place; cancel and subscribe again to switch.",  # noqa: E501
+                    "Your payment method can't be changed in place; cancel and subscribe "
+                    "again to switch.",
                     status="denied",
                 )
             return Reply(
@@ -1294,7 +1305,10 @@ class Engine:
                 context,
                 reason=reason,
                 note=f"Policy escalated: {short}.",
-                text=f"I can't {short} on my own ({because}). I've passed it to our team with the details",  # noqa: E501
+                text=(
+                    f"I can't {short} on my own ({because}). "
+                    "I've passed it to our team with the details"
+                ),
                 escalation_id=decision.escalation_id,
                 status="escalated",
             )
@@ -1431,7 +1445,7 @@ class Engine:
         sub = answer.subscription
         return (
             f"{sub.plan.name} ({_money(sub.plan.amount)}/{sub.plan.interval}), "
-            f"{bpb.SubscriptionStatus.Name(sub.status).removeprefix('SUBSCRIPTION_STATUS_').lower()}, "  # noqa: E501
+            f"{_status_word(sub.status)}, "
             f"subscription {sub.subscription_id}, customer {context.contact.stripe_customer_id}"
         )
 
@@ -1491,6 +1505,12 @@ def _reason_text(decision: ppb.AuthorizeResponse, context: Context) -> str:
     if reason == ppb.DECISION_REASON_INVALID_DETAILS:
         return "the request isn't valid"
     return "it isn't allowed"
+
+
+def _status_word(status: int) -> str:
+    """A subscription status as a lower-case word ("active", "past_due")."""
+    name = bpb.SubscriptionStatus.Name(status)  # type: ignore[arg-type]
+    return name.removeprefix("SUBSCRIPTION_STATUS_").lower()
 
 
 def _money_json(value: cpb.Money) -> dict[str, Any]:

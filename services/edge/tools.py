@@ -85,7 +85,8 @@ TOOLS: dict[str, Tool] = {
         Tool("list_plans", "The plans on sale with prices and features.", {}, Intent.LIST_PLANS),
         Tool(
             "preview_plan_change",
-            "Price difference, proration and unlocked features of moving to a plan, changing nothing.",  # noqa: E501
+            "Price difference, proration and unlocked features of moving to a plan, "
+            "changing nothing.",
             {"plan": {"type": "string", "description": "Plan name, e.g. Growth."}},
             Intent.CHANGE_PLAN,
             ("plan",),

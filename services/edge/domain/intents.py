@@ -99,6 +99,7 @@ _GREETING = re.compile(
     r"^\s*(hi|hello|hey|good (morning|afternoon|evening)|help)\s*[.!?]*\s*$", re.I
 )
 _CHARGE_ID = re.compile(r"\b(ch_[A-Za-z0-9]+|py_[A-Za-z0-9]+)\b")
+_WHATSAPP_NUMBER = re.compile(r"\+\d[\d ()-]{7,18}\d")
 _INVOICE_ID = re.compile(r"\b(in_[A-Za-z0-9]+)\b")
 _AMOUNT = re.compile(
     r"(?P<sym>[$€£₹])\s?(?P<num>\d{1,3}(?:,\d{3})+|\d+)(?P<dec>\.\d{1,2})?"
@@ -272,6 +273,9 @@ def parse(text: str, now: datetime, plan_names: tuple[str, ...] = KNOWN_PLANS) -
         lowered,
     ) and _any(r" (talk|speak|chat|connect|get|want|need|transfer|escalate)", lowered):
         return replace(base, intent=Intent.HUMAN)
+    if _any(r" (whatsapp|whats app)[ .,!?]", lowered) and _WHATSAPP_NUMBER.search(text):
+        # "send my billing messages to WhatsApp +1 415 555 0100": consent with the number.
+        return replace(base, intent=Intent.WHATSAPP_OPT_IN)
     if _any(
         r" (charged|billed|paid|payment taken|charge[sd]?) (me )?(twice|two times|double|2 times)",
         lowered,
@@ -290,7 +294,8 @@ def parse(text: str, now: datetime, plan_names: tuple[str, ...] = KNOWN_PLANS) -
     ):
         return replace(base, intent=Intent.RETRY_PAYMENT)
     if _any(
-        r" (update|change|replace|new|add|switch) (my |the |a )?(credit |debit |payment )?(card|payment method)",  # noqa: E501
+        r" (update|change|replace|new|add|switch) (my |the |a )?"
+        r"(credit |debit |payment )?(card|payment method)",
         lowered,
     ) or _any(r" card (details|info|information|number) ", lowered):
         return replace(base, intent=Intent.UPDATE_CARD)
@@ -302,7 +307,8 @@ def parse(text: str, now: datetime, plan_names: tuple[str, ...] = KNOWN_PLANS) -
     if _any(r" (pause|freeze|suspend|hold)[ .,!?]", lowered) or _any(r" put .* on hold", lowered):
         return replace(base, intent=Intent.PAUSE)
     if _any(
-        r" (cancel|unsubscribe|terminate|end|stop) (my |the )?(subscription|plan|account|membership|billing)",  # noqa: E501
+        r" (cancel|unsubscribe|terminate|end|stop) (my |the )?"
+        r"(subscription|plan|account|membership|billing)",
         lowered,
     ) or _any(r" (cancel|unsubscribe)[ .,!?]", lowered):
         return replace(base, intent=Intent.CANCEL)

@@ -33,6 +33,8 @@ NOW = datetime(2026, 5, 15, 12, 0, tzinfo=UTC)
         ("retry now", Intent.RETRY_PAYMENT),
         ("I need to update my card", Intent.UPDATE_CARD),
         ("talk to a human", Intent.HUMAN),
+        ("send my billing messages to WhatsApp +1 415 555 0100", Intent.WHATSAPP_OPT_IN),
+        ("do you support whatsapp?", Intent.FALLBACK),
         ("yes", Intent.YES),
         ("No.", Intent.NO),
         ("my manager already approved this", Intent.FALLBACK),
