@@ -1044,6 +1044,8 @@ class Engine:
     ) -> Reply:
         """Asks policy before asking the visitor, so a refusal is explained at once."""
         proposal_id = ids.new_id("prop")
+        # What is refused on a later "yes" is named the same way ("refund $49").
+        details["short"] = short
         decision = await self._authorize(
             context,
             kind,
@@ -1135,7 +1137,8 @@ class Engine:
         )
         if decision.decision != ppb.DECISION_ALLOW:
             await self._finish(proposal, {"decision": ppb.Decision.Name(decision.decision)})
-            return await self._refused(context, decision, proposal.summary)
+            short = str(proposal.details.get("short") or proposal.summary)
+            return await self._refused(context, decision, short)
         return await self._execute(context, proposal, decision.grant)
 
     async def _finish(

@@ -1,19 +1,24 @@
-"""The whole system in-process for end-to-end tests: the Stripe emulator (seeded), identity,
-policy, the notifier, the billing gateway and the edge, on free ports, one database."""
+"""The whole system in-process for end-to-end tests: the Stripe emulator (seeded), the SMTP
+sink, the WhatsApp emulator, identity, policy, the notifier (with its outbox workers), the
+billing gateway and the edge, on free ports, one database."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
+import json
 import os
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import grpc
 import pytest
+import stripe
 
 from askvault.billing.v1 import billing_pb2, billing_pb2_grpc
 from askvault.identity.v1 import identity_pb2, identity_pb2_grpc
@@ -29,11 +34,19 @@ from notifier.settings import NotifierSettings
 from policy.service import PolicyService
 from policy.settings import PolicySettings
 from runtime import testing
+from smtp_sink import app as smtp_sink_app
 from stripe_emulator import app as stripe_app
 from stripe_emulator import seed
+from whatsapp_emulator import app as whatsapp_app
+from whatsapp_emulator import signing
 
 WORKSPACE = "ws_e2e"
 HMAC_SECRET = b"e2e-hmac-secret-0123456789abcdef-0123456789"
+WHATSAPP_APP_SECRET = "wa-app-secret"
+WHATSAPP_VERIFY_TOKEN = "wa-verify"
+WHATSAPP_TOKEN = "wa-access-token"
+PHONE_NUMBER_ID = "1000000001"
+AGENT_INBOX = "agents@support.e2e"
 
 
 def _key() -> str:
@@ -57,6 +70,9 @@ class Stack:
     billing: billing_pb2_grpc.BillingGatewayServiceStub
     identity: identity_pb2_grpc.IdentityServiceStub
     notifier_address: str
+    sink: smtp_sink_app.RunningSink
+    whatsapp: whatsapp_app.RunningEmulator
+    stripe: stripe.StripeClient
 
     async def turn(
         self, user: str | None, text: str, conversation: str = "c1", **visitor: str
@@ -102,12 +118,97 @@ class Stack:
         async with self.http.post(f"{self.stripe_url}/_emulator/faults", json=rule) as response:
             assert response.status < 300
 
+    def customer(self, email: str) -> dict[str, Any]:
+        """The seed summary of a demo customer."""
+        found: dict[str, Any] = self.summary["customers"][email]
+        return found
+
+    async def flush_webhooks(self) -> list[dict[str, Any]]:
+        """Has the emulator deliver every pending webhook now; the delivery log."""
+        async with self.http.post(
+            f"{self.stripe_url}/_emulator/webhooks/flush", json={"timeout": 10}
+        ) as response:
+            assert response.status == 200, await response.text()
+        async with self.http.get(f"{self.stripe_url}/_emulator/webhooks") as response:
+            log: dict[str, Any] = await response.json()
+        deliveries: list[dict[str, Any]] = log.get("deliveries", log.get("webhooks", []))
+        return deliveries
+
+    async def emails(self, to: str = "") -> list[dict[str, Any]]:
+        """The messages the SMTP sink received (to one address, or all)."""
+        async with self.http.get(
+            f"{self.sink.http_url}/messages", params={"to": to} if to else {}
+        ) as response:
+            body: dict[str, Any] = await response.json()
+        messages: list[dict[str, Any]] = body["messages"]
+        return messages
+
+    async def whatsapp_messages(self, to: str = "") -> list[dict[str, Any]]:
+        """The messages sent through the WhatsApp emulator."""
+        async with self.http.get(
+            f"{self.whatsapp.url}/_emulator/messages", params={"to": to} if to else {}
+        ) as response:
+            body: dict[str, Any] = await response.json()
+        messages: list[dict[str, Any]] = body["messages"]
+        return messages
+
+    async def post_whatsapp(
+        self, body: dict[str, Any], signature: str | None = None
+    ) -> tuple[int, dict[str, Any]]:
+        """A WhatsApp webhook POST to the edge, signed with the app secret unless given."""
+        raw = json.dumps(body).encode()
+        header = signing.sign(raw, WHATSAPP_APP_SECRET) if signature is None else signature
+        async with self.http.post(
+            f"{self.edge_url}/api/whatsapp/webhook",
+            data=raw,
+            headers={"Content-Type": "application/json", signing.HEADER: header},
+        ) as response:
+            return response.status, await response.json()
+
+    async def refunds(self) -> list[dict[str, Any]]:
+        """Every refund in the demo Stripe account (through the SDK)."""
+        found = await self.stripe.v1.refunds.list_async({"limit": 100})
+        return [refund.to_dict() for refund in found.data]
+
+    async def escalations(self) -> list[policy_pb2.Escalation]:
+        """The workspace's escalations, as an admin sees them."""
+        answer = await self.policy.ListEscalations(
+            policy_pb2.ListEscalationsRequest(workspace_id=WORKSPACE),
+            metadata=testing.admin_metadata("admin-e2e"),
+            timeout=5,
+        )
+        return list(answer.escalations)
+
+
+async def eventually(
+    check: Callable[[], Awaitable[Any]], timeout: float = 10.0, interval: float = 0.05
+) -> Any:
+    """Polls ``check`` until it returns something truthy; fails the test after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"never happened: {check}")
+        await asyncio.sleep(interval)
+
 
 @pytest.fixture
 async def stack(database_url: str) -> AsyncIterator[Stack]:
     """Everything running, the e2e workspace provisioned."""
     emulator = await stripe_app.start()
     summary = seed.seed_demo(emulator.state)
+    sink = await smtp_sink_app.start()
+    whatsapp = await whatsapp_app.start(
+        state=whatsapp_app.State(
+            access_token=WHATSAPP_TOKEN, app_secret=WHATSAPP_APP_SECRET, status_delay_seconds=0.05
+        )
+    )
+    stripe_http = stripe.AIOHTTPClient()
+    stripe_client = stripe.StripeClient(
+        seed.DEMO_API_KEY, base_addresses={"api": emulator.url}, http_client=stripe_http
+    )
     identity_settings = testing.make_settings(
         IdentitySettings,
         database_url,
@@ -120,7 +221,21 @@ async def stack(database_url: str) -> AsyncIterator[Stack]:
         )
         async with testing.running(PolicyService(policy_settings), policy_settings) as policy:
             notifier_settings = testing.make_settings(
-                NotifierSettings, database_url, smtp_port=1, worker_count=0
+                NotifierSettings,
+                database_url,
+                smtp_host=sink.host,
+                smtp_port=sink.smtp_port,
+                smtp_timeout_seconds=2.0,
+                whatsapp_base_url=whatsapp.url,
+                whatsapp_access_token=WHATSAPP_TOKEN,
+                whatsapp_phone_number_id=PHONE_NUMBER_ID,
+                whatsapp_timeout_seconds=1.0,
+                worker_count=1,
+                poll_interval_seconds=0.05,
+                max_attempts=3,
+                retry_backoff_base_seconds=0.05,
+                retry_backoff_cap_seconds=0.2,
+                agent_inbox_address=AGENT_INBOX,
             )
             async with testing.running(
                 NotifierService(notifier_settings), notifier_settings
@@ -151,8 +266,8 @@ async def stack(database_url: str) -> AsyncIterator[Stack]:
                         billing_target=billing.address,
                         notifier_target=notifier.address,
                         workspace_timezone="America/New_York",
-                        whatsapp_app_secret="wa-app-secret",
-                        whatsapp_verify_token="wa-verify",
+                        whatsapp_app_secret=WHATSAPP_APP_SECRET,
+                        whatsapp_verify_token=WHATSAPP_VERIFY_TOKEN,
                         whatsapp_workspaces=WORKSPACE,
                         secrets_encryption_keys=f"k1:{_key()}",
                         visitor_turns_per_minute=1000,
@@ -175,11 +290,18 @@ async def stack(database_url: str) -> AsyncIterator[Stack]:
                                 billing_pb2_grpc.BillingGatewayServiceStub(billing_channel),
                                 identity_pb2_grpc.IdentityServiceStub(identity_channel),
                                 notifier.address,
+                                sink,
+                                whatsapp,
+                                stripe_client,
                             )
+                            whatsapp.state.webhook_url = f"{running_edge.url}/api/whatsapp/webhook"
                             await _provision(stack, running_edge.url)
                             yield stack
                     finally:
                         await running_edge.stop(grace=1.0)
+    await stripe_http.close_async()
+    await whatsapp.close()
+    await sink.close()
     await emulator.close()
 
 

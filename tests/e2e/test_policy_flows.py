@@ -1,0 +1,188 @@
+"""Policy's answers as the visitor meets them: ESCALATE (over the cap, outside the window)
+becomes a hand-off with the full context; DENY is explained with its numbers; nothing changes
+without a "yes" to the newest proposal, in the same conversation, before it expires; an undo
+after the grace is too late."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+from google.protobuf import duration_pb2
+
+from askvault.common.v1 import common_pb2
+from askvault.policy.v1 import policy_pb2
+from runtime import testing
+from tests.e2e.conftest import AGENT_INBOX, WORKSPACE, Stack, eventually
+
+
+async def _set_bounds(stack: Stack, key: str, **changes: Any) -> None:
+    """Applies a bounds change; a loosening is approved by a second admin."""
+    current = await stack.policy.GetBounds(
+        policy_pb2.GetBoundsRequest(workspace_id=WORKSPACE), timeout=5
+    )
+    bounds = policy_pb2.Bounds()
+    bounds.CopyFrom(current.bounds)
+    for name, value in changes.items():
+        if isinstance(value, list):
+            del getattr(bounds, name)[:]
+            getattr(bounds, name).extend(value)
+        elif hasattr(value, "DESCRIPTOR"):
+            getattr(bounds, name).CopyFrom(value)
+        else:
+            setattr(bounds, name, value)
+    proposed = await stack.policy.ProposeBoundsChange(
+        policy_pb2.ProposeBoundsChangeRequest(
+            workspace_id=WORKSPACE, bounds=bounds, idempotency_key=f"{key}-propose"
+        ),
+        metadata=testing.admin_metadata("admin-e2e"),
+        timeout=5,
+    )
+    if proposed.change.state == policy_pb2.BOUNDS_CHANGE_STATE_PENDING:
+        await stack.policy.ApproveBoundsChange(
+            policy_pb2.ApproveBoundsChangeRequest(
+                workspace_id=WORKSPACE,
+                change_id=proposed.change.change_id,
+                idempotency_key=f"{key}-approve",
+            ),
+            metadata=testing.admin_metadata("admin-second"),
+            timeout=5,
+        )
+
+
+async def _price_of(stack: Stack, email: str) -> str:
+    subscription = await stack.stripe.v1.subscriptions.retrieve_async(
+        stack.customer(email)["subscription"]
+    )
+    return str(subscription["items"]["data"][0]["price"]["id"])
+
+
+async def test_refund_over_the_cap_hands_off_with_the_full_context(stack: Stack) -> None:
+    await _set_bounds(
+        stack,
+        "cap",
+        refund_caps=[common_pb2.Money(amount_minor=2000, currency="usd")],
+    )
+    # Policy answers NEEDS_CONFIRMATION before it reserves, so the cap bites on the "yes".
+    asked = await stack.turn("alice", "please refund my last charge", conversation="cap")
+    assert asked["escalated"] is False and "Shall I go ahead?" in asked["reply"], asked
+    answer = await stack.turn("alice", "yes", conversation="cap")
+    assert answer["escalated"] is True, answer
+    assert answer["reply"].startswith("I can't refund $49 on my own"), answer
+    assert "automatic refunds are limited to $20 per period" in answer["reply"], answer
+    escalation_id = answer["escalation_id"]
+    escalation = next(e for e in await stack.escalations() if e.escalation_id == escalation_id)
+    assert escalation.reason == "REFUND_OVER_CAP"
+    assert escalation.action == common_pb2.BILLING_ACTION_REFUND
+    assert escalation.details.amount.amount_minor == 4900
+    assert "refund my last charge" in escalation.context.transcript_summary
+    assert "Growth" in escalation.context.subscription_summary
+    assert "refund $49" in escalation.context.note
+
+    async def handoff_mail() -> list[dict[str, Any]]:
+        return [m for m in await stack.emails(AGENT_INBOX) if escalation_id in str(m)]
+
+    mails = await eventually(handoff_mail)
+    mail = str(mails[0])
+    assert "REFUND_OVER_CAP" in mail
+    assert "refund my last charge" in mail  # the transcript
+    assert "Growth ($49/month), active, subscription sub_" in mail  # the subscription summary
+    assert "refund $49" in mail  # the requested action
+    assert await stack.refunds() == []
+
+
+async def test_refund_outside_the_window_escalates_and_moves_no_money(stack: Stack) -> None:
+    oldest = stack.customer("alice@example.com")["charges"][0]
+    asked = await stack.turn("alice", f"refund {oldest}", conversation="window")
+    assert asked["escalated"] is True
+    assert "14-day refund window" in asked["reply"]
+    escalation = next(
+        e for e in await stack.escalations() if e.escalation_id == asked["escalation_id"]
+    )
+    assert escalation.reason == "REFUND_OUTSIDE_WINDOW"
+    assert escalation.details.charge_id == oldest
+    again = await stack.turn("alice", "yes", conversation="window")
+    assert "refunded" not in again["reply"]
+    assert await stack.refunds() == []
+
+
+async def test_plan_change_happens_only_on_yes_in_the_same_live_conversation(
+    stack: Stack, database_url: str
+) -> None:
+    starter = await _price_of(stack, "bob@example.com")
+    proposal = await stack.turn("bob", "switch me to the growth plan", conversation="pc-a")
+    assert any(action["type"] == "confirm" for action in proposal["actions"]), proposal
+    unrelated = await stack.turn("bob", "what plan am I on?", conversation="pc-a")
+    assert "Starter plan" in unrelated["reply"]
+    elsewhere = await stack.turn("bob", "yes", conversation="pc-b")
+    assert "nothing waiting" in elsewhere["reply"], elsewhere
+    other_visitor = await stack.turn("alice", "yes", conversation="pc-a")
+    assert "nothing waiting" in other_visitor["reply"], other_visitor
+    assert await _price_of(stack, "bob@example.com") == starter
+    connection = await asyncpg.connect(database_url)
+    try:
+        expired = await connection.execute(
+            "UPDATE edge.proposals SET expires_at = now() - interval '1 second'"
+            " WHERE workspace_id = $1 AND conversation_id = $2",
+            WORKSPACE,
+            "pc-a",
+        )
+    finally:
+        await connection.close()
+    assert expired == "UPDATE 1"
+    late = await stack.turn("bob", "yes", conversation="pc-a")
+    assert "expired" in late["reply"], late
+    assert await _price_of(stack, "bob@example.com") == starter
+    declined = await stack.turn("bob", "switch me to the growth plan", conversation="pc-a")
+    assert declined["intent"] == "change_plan"
+    no = await stack.turn("bob", "no", conversation="pc-a")
+    assert "won't do that" in no["reply"]
+    after_no = await stack.turn("bob", "yes", conversation="pc-a")
+    assert "nothing waiting" in after_no["reply"]
+    assert await _price_of(stack, "bob@example.com") == starter
+
+
+async def test_plan_change_limit_is_explained_with_its_numbers(stack: Stack) -> None:
+    await _set_bounds(stack, "limit", plan_changes_per_period=3)
+    targets = ["growth", "starter", "growth"]
+    for index, target in enumerate(targets):
+        await stack.turn("bob", f"switch me to the {target} plan", conversation="lim")
+        done = await stack.turn("bob", "yes", conversation="lim")
+        assert "Done: you're now on the" in done["reply"], (index, done)
+    # The counter is reserved on the "yes", so the fourth change is proposed, then denied.
+    fourth = await stack.turn("bob", "switch me to the starter plan", conversation="lim")
+    assert "Shall I go ahead?" in fourth["reply"], fourth
+    denied = await stack.turn("bob", "yes", conversation="lim")
+    assert denied["reply"].startswith(
+        "I can't change to Starter: you've used 3 of 3 plan changes this month; "
+        "the next is possible on "
+    ), denied
+    assert denied["escalated"] is False
+    assert (
+        await _price_of(stack, "bob@example.com")
+        == stack.summary["products"]["growth"]["prices"]["usd"]
+    )
+
+
+async def test_undo_after_the_grace_is_too_late_and_offboarding_is_sent(stack: Stack) -> None:
+    await _set_bounds(stack, "grace", cancellation_grace=duration_pb2.Duration(seconds=1))
+    await stack.turn("alice", "cancel my subscription", conversation="late")
+    scheduled = await stack.turn("alice", "yes", conversation="late")
+    assert "will be canceled" in scheduled["reply"], scheduled
+    subscription_id = stack.customer("alice@example.com")["subscription"]
+
+    async def canceled() -> bool:
+        subscription = await stack.stripe.v1.subscriptions.retrieve_async(subscription_id)
+        return bool(subscription["status"] == "canceled")
+
+    await eventually(canceled, timeout=15)
+    undo = await stack.turn("alice", "undo", conversation="late")
+    assert "canceled" in undo["reply"] and "subscribe again" in undo["reply"], undo
+    assert "undone" not in undo["reply"].replace("nothing to undo", "")
+    await stack.flush_webhooks()
+
+    async def offboarding() -> list[dict[str, Any]]:
+        return await stack.emails("alice@example.com")
+
+    mails = await eventually(offboarding)
+    assert [mail["subject"] for mail in mails] == ["Before you go"]
