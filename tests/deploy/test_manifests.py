@@ -1,0 +1,126 @@
+"""Every Deployment of every overlay, as ``kubectl kustomize`` renders it: probes, requests
+and limits, non-root, read-only root filesystem, dropped capabilities, and a NetworkPolicy
+selecting its pods. Uses the deploy virtualenv's kubectl and PyYAML (``make deploy-check``
+creates .venv-deploy; the main .venv has neither)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY_VENV = ROOT / ".venv-deploy" / "bin"
+OVERLAYS = ("dev", "prod")
+
+_TO_JSON = (
+    "import json, sys, yaml; print(json.dumps([d for d in yaml.safe_load_all(sys.stdin) if d]))"
+)
+
+
+def render(overlay: str) -> list[dict[str, Any]]:
+    if not (DEPLOY_VENV / "kubectl").exists():
+        pytest.skip("no .venv-deploy: run `make deploy-check` (make test does it first)")
+    rendered = subprocess.run(
+        [str(DEPLOY_VENV / "kubectl"), "kustomize", str(ROOT / "deploy" / "overlays" / overlay)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    converted = subprocess.run(
+        [str(DEPLOY_VENV / "python"), "-c", _TO_JSON],
+        input=rendered,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    documents: list[dict[str, Any]] = json.loads(converted)
+    return documents
+
+
+def _selects(policy: dict[str, Any], labels: dict[str, str]) -> bool:
+    selector = policy["spec"]["podSelector"]
+    assert "matchExpressions" not in selector
+    return all(labels.get(key) == value for key, value in selector.get("matchLabels", {}).items())
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_deployment_is_hardened_probed_limited_and_isolated(overlay: str) -> None:
+    documents = render(overlay)
+    deployments = [d for d in documents if d["kind"] == "Deployment"]
+    policies = [d for d in documents if d["kind"] == "NetworkPolicy"]
+    names = {d["metadata"]["name"] for d in deployments}
+    assert {"identity", "policy", "billing-gateway", "notifier", "edge"} <= names
+    for deployment in deployments:
+        name = deployment["metadata"]["name"]
+        pod = deployment["spec"]["template"]["spec"]
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        assert pod["securityContext"]["runAsNonRoot"] is True, name
+        assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault", name
+        assert pod["automountServiceAccountToken"] is False, name
+        for container in pod["containers"]:
+            where = f"{name}/{container['name']}"
+            assert container["readinessProbe"] and container["livenessProbe"], where
+            for kind in ("requests", "limits"):
+                assert {"cpu", "memory"} <= set(container["resources"][kind]), where
+            security = container["securityContext"]
+            assert security["runAsNonRoot"] is True, where
+            assert security["readOnlyRootFilesystem"] is True, where
+            assert security["allowPrivilegeEscalation"] is False, where
+            assert security["capabilities"]["drop"] == ["ALL"], where
+        assert any(_selects(policy, labels) for policy in policies), f"{name}: no NetworkPolicy"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_grpc_services_use_native_grpc_probes_and_outlast_their_drain(overlay: str) -> None:
+    documents = render(overlay)
+    configs = {d["metadata"]["name"]: d["data"] for d in documents if d["kind"] == "ConfigMap"}
+    for deployment in (d for d in documents if d["kind"] == "Deployment"):
+        if deployment["metadata"]["labels"].get("app.kubernetes.io/part-of") != "askvault":
+            continue  # the dev emulators
+        name = deployment["metadata"]["name"]
+        pod = deployment["spec"]["template"]["spec"]
+        container = pod["containers"][0]
+        config_name = container["envFrom"][0]["configMapRef"]["name"]
+        config = configs[config_name]
+        drain = float(config["SHUTDOWN_DELAY_SECONDS"]) + float(config["SHUTDOWN_GRACE_SECONDS"])
+        assert pod["terminationGracePeriodSeconds"] > drain, name
+        assert config["MIGRATE_ON_START"] == "false", name  # the migration Job migrates
+        assert config["OTEL_EXPORTER_OTLP_ENDPOINT"], name
+        if name == "edge":
+            assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+            continue
+        assert container["readinessProbe"]["grpc"].get("service", "") == ""
+        assert container["livenessProbe"]["grpc"]["service"] == "liveness"
+        assert container["ports"][0]["name"] == "grpc"
+
+
+def test_only_the_edge_is_reachable_from_outside_and_callers_match_the_call_graph() -> None:
+    documents = render("prod")
+    ingresses = [d for d in documents if d["kind"] == "Ingress"]
+    assert [
+        i["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"] for i in ingresses
+    ] == ["edge"]
+    callers: dict[str, set[str]] = {}
+    for policy in (d for d in documents if d["kind"] == "NetworkPolicy"):
+        target = policy["spec"]["podSelector"].get("matchLabels", {}).get("app.kubernetes.io/name")
+        for rule in policy["spec"].get("ingress", []):
+            for peer in rule.get("from", []):
+                if "podSelector" in peer and "namespaceSelector" not in peer:
+                    callers.setdefault(target, set()).add(
+                        peer["podSelector"]["matchLabels"]["app.kubernetes.io/name"]
+                    )
+    assert callers == {
+        "identity": {"edge", "policy", "billing-gateway"},
+        "policy": {"edge", "billing-gateway"},
+        "billing-gateway": {"edge"},
+        "notifier": {"edge", "billing-gateway"},
+    }
+
+
+def test_no_secret_values_in_git() -> None:
+    for overlay in OVERLAYS:
+        assert not [d for d in render(overlay) if d["kind"] == "Secret"]
