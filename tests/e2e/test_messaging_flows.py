@@ -1,0 +1,227 @@
+"""Flows that leave the chat: failed payment -> WhatsApp or email -> "retry now" -> recovered;
+the WhatsApp webhook (handshake, signatures, button replies as chat turns); Stripe webhooks
+-> contact tags, the newest state winning."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from askvault.billing.v1 import billing_pb2
+from askvault.identity.v1 import identity_pb2
+from runtime import testing
+from tests.e2e.conftest import (
+    PHONE_NUMBER_ID,
+    WHATSAPP_VERIFY_TOKEN,
+    WORKSPACE,
+    Stack,
+    eventually,
+    user_hash,
+)
+from whatsapp_emulator import app as whatsapp_app
+
+CAROL_NUMBER = "+14155550123"
+ALICE_NUMBER = "+14155550177"
+
+
+async def _cases(stack: Stack, state: int) -> list[billing_pb2.RecoveryCase]:
+    answer = await stack.billing.ListRecoveryCases(
+        billing_pb2.ListRecoveryCasesRequest(workspace_id=WORKSPACE, state=state),  # type: ignore[arg-type]
+        metadata=testing.admin_metadata("admin-e2e"),
+        timeout=5,
+    )
+    return list(answer.cases)
+
+
+async def _fail_carols_retry(stack: Stack, conversation: str) -> None:
+    """Carol's card declines: "retry now" fails and Stripe reports invoice.payment_failed."""
+    retried = await stack.turn("carol", "retry now", conversation=conversation)
+    if "Shall I go ahead?" in retried["reply"]:
+        retried = await stack.turn("carol", "yes", conversation=conversation)
+    assert "declined again" in retried["reply"], retried
+    assert any(action["type"] == "link" for action in retried["actions"])
+    await stack.flush_webhooks()
+
+
+async def _update_carols_card(stack: Stack, conversation: str) -> None:
+    """Carol follows the card-update link and picks the test Visa on the portal page."""
+    link = await stack.turn("carol", "update my card", conversation=conversation)
+    url = next(action["url"] for action in link["actions"] if action["type"] == "link")
+    async with stack.http.get(url) as page:
+        html = await page.text()
+    action = re.search(r'<form method="post" action="([^"]+)"', html)
+    assert action is not None, html
+    target = action.group(1).replace("&amp;", "&")
+    if target.startswith("/"):
+        target = stack.stripe_url + target
+    async with stack.http.post(
+        target, data={"payment_method": "pm_card_visa"}, allow_redirects=False
+    ) as response:
+        assert response.status < 400, await response.text()
+
+
+async def test_failed_payment_whatsapp_retry_now_recovers(stack: Stack) -> None:
+    opted = await stack.turn(
+        "carol", f"send my billing messages to WhatsApp {CAROL_NUMBER}", conversation="rec"
+    )
+    assert opted["intent"] == "whatsapp_opt_in" and CAROL_NUMBER in opted["reply"], opted
+    await _fail_carols_retry(stack, "rec")
+    invoice_id = stack.customer("carol@example.com")["invoices"][-1]
+
+    async def failed_notice() -> list[dict[str, Any]]:
+        return [
+            message
+            for message in await stack.whatsapp_messages()
+            if invoice_id in str(message) or "payment" in str(message).lower()
+        ]
+
+    notices = await eventually(failed_notice)
+    assert notices[0]["to"].lstrip("+") == CAROL_NUMBER.lstrip("+"), notices
+    (case,) = await _cases(stack, billing_pb2.RECOVERY_STATE_OPEN)
+    assert case.stripe_customer_id == stack.customer("carol@example.com")["customer"]
+    await _update_carols_card(stack, "rec")
+    # Carol taps "Retry now" in WhatsApp: the emulator posts the signed button reply.
+    async with stack.http.post(
+        f"{stack.whatsapp.url}/_emulator/inbound",
+        json={
+            "phone_number_id": PHONE_NUMBER_ID,
+            "from": CAROL_NUMBER,
+            "button_payload": "RETRY_PAYMENT",
+            "text": "Retry now",
+            "name": "Carol",
+        },
+    ) as response:
+        posted = await response.json()
+    assert posted["webhook_status"] == 200, posted
+
+    async def paid_reply() -> list[dict[str, Any]]:
+        return [m for m in await stack.whatsapp_messages() if "went through" in str(m)]
+
+    await eventually(paid_reply)
+    invoice = await stack.stripe.v1.invoices.retrieve_async(case.invoice_id)
+    assert invoice["status"] == "paid"
+    await stack.flush_webhooks()
+
+    async def recovered() -> list[billing_pb2.RecoveryCase]:
+        return await _cases(stack, billing_pb2.RECOVERY_STATE_RECOVERED)
+
+    (closed,) = await eventually(recovered)
+    assert closed.case_id == case.case_id
+    assert await _cases(stack, billing_pb2.RECOVERY_STATE_OPEN) == []
+
+
+async def test_failed_payment_without_whatsapp_consent_is_emailed(stack: Stack) -> None:
+    await _fail_carols_retry(stack, "rec-mail")
+
+    async def failed_mail() -> list[dict[str, Any]]:
+        return await stack.emails("carol@example.com")
+
+    mails = await eventually(failed_mail)
+    assert len(mails) == 1, mails
+    assert "retry" in mails[0]["text"].lower(), mails[0]
+    assert await stack.whatsapp_messages() == []
+
+
+async def test_whatsapp_verification_handshake(stack: Stack) -> None:
+    url = f"{stack.edge_url}/api/whatsapp/webhook"
+    right = {
+        "hub.mode": "subscribe",
+        "hub.verify_token": WHATSAPP_VERIFY_TOKEN,
+        "hub.challenge": "1158201444",
+    }
+    async with stack.http.get(url, params=right) as response:
+        assert response.status == 200
+        assert await response.text() == "1158201444"
+    async with stack.http.get(url, params={**right, "hub.verify_token": "wrong"}) as response:
+        assert response.status == 403
+        assert "1158201444" not in await response.text()
+
+
+async def test_whatsapp_bad_signature_is_refused_and_changes_nothing(
+    stack: Stack, database_url: str
+) -> None:
+    await stack.turn("alice", f"WhatsApp me at {ALICE_NUMBER} please", conversation="wa")
+    body = whatsapp_app.inbound_payload(PHONE_NUMBER_ID, ALICE_NUMBER, "Alice", "", "TALK_TO_HUMAN")
+    for signature in ("", "sha256=" + "0" * 64, "sha1=abc"):
+        status, answer = await stack.post_whatsapp(body, signature=signature)
+        assert status == 401, answer
+        assert answer["error"]["code"] == "SIGNATURE_INVALID"
+    assert await stack.escalations() == []
+    assert await stack.whatsapp_messages() == []
+    import asyncpg
+
+    connection = await asyncpg.connect(database_url)
+    try:
+        turns = await connection.fetchval(
+            "SELECT count(*) FROM edge.messages WHERE conversation_id LIKE 'wa:%'"
+        )
+    finally:
+        await connection.close()
+    assert turns == 0
+
+
+async def test_whatsapp_button_reply_becomes_a_chat_turn(stack: Stack) -> None:
+    linked = await stack.turn("alice", f"WhatsApp me at {ALICE_NUMBER} please", conversation="wa")
+    assert linked["intent"] == "whatsapp_opt_in", linked
+    status_text = whatsapp_app.inbound_payload(
+        PHONE_NUMBER_ID, ALICE_NUMBER, "Alice", "what's my subscription status?", ""
+    )
+    status, _ = await stack.post_whatsapp(status_text)
+    assert status == 200
+    button = whatsapp_app.inbound_payload(
+        PHONE_NUMBER_ID, ALICE_NUMBER, "Alice", "", "RETRY_PAYMENT"
+    )
+    status, _ = await stack.post_whatsapp(button)
+    assert status == 200
+
+    async def replies() -> list[str]:
+        found = await stack.whatsapp_messages()
+        texts = [str(m) for m in found if m["to"].lstrip("+") == ALICE_NUMBER.lstrip("+")]
+        return texts if len(texts) >= 2 else []
+
+    texts = await eventually(replies)
+    assert any("Growth plan" in text for text in texts), texts
+    assert any("nothing to retry" in text for text in texts), texts
+
+
+async def _contact(stack: Stack, user: str) -> identity_pb2.Contact:
+    answer = await stack.identity.VerifyVisitor(
+        identity_pb2.VerifyVisitorRequest(
+            workspace_id=WORKSPACE,
+            user_id=user,
+            email=f"{user}@example.com",
+            user_hash=user_hash(user),
+        ),
+        timeout=5,
+    )
+    return answer.contact
+
+
+async def test_subscription_webhooks_update_tags_newest_wins(stack: Stack) -> None:
+    await stack.turn("alice", "what plan am I on?", conversation="tags")  # links the contact
+    await stack.flush_webhooks()
+    subscription_id = stack.customer("alice@example.com")["subscription"]
+    subscription = await stack.stripe.v1.subscriptions.retrieve_async(subscription_id)
+    item_id = subscription["items"]["data"][0]["id"]
+    prices = {tier: p["prices"]["usd"] for tier, p in stack.summary["products"].items()}
+    async with stack.http.post(
+        f"{stack.stripe_url}/_emulator/webhooks/mode",
+        json={"duplicates": True, "out_of_order": True},
+    ) as response:
+        assert response.status < 300
+    for tier in ("business", "starter"):
+        await stack.stripe.v1.subscriptions.update_async(
+            subscription_id,
+            {
+                "items": [{"id": item_id, "price": prices[tier]}],
+                "proration_behavior": "none",
+            },
+        )
+    await stack.flush_webhooks()
+
+    async def starter_tag() -> identity_pb2.Contact | None:
+        contact = await _contact(stack, "alice")
+        return contact if contact.tags.plan_tier == identity_pb2.PLAN_TIER_STARTER else None
+
+    contact = await eventually(starter_tag)
+    assert contact.tags.customer_status == identity_pb2.CUSTOMER_STATUS_ACTIVE
