@@ -1,0 +1,118 @@
+"""One trace follows a refund across the system: the edge's HTTP span, identity, policy, the
+billing gateway, the Stripe HTTP call it makes, and the notifier; asserted with an in-memory
+exporter on the process's tracer provider (every service runs in this process)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.instrumentation.aiohttp_client import AioHttpClientInstrumentor
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from askvault.common.v1 import common_pb2
+from tests.e2e.conftest import Stack
+from tests.e2e.test_policy_flows import _set_bounds
+
+
+@pytest.fixture
+def spans() -> Iterator[InMemorySpanExporter]:
+    """Finished spans of this test; aiohttp client calls (the gateway's Stripe SDK client and
+    the emulators' webhook posts) become CLIENT spans carrying the trace context."""
+    exporter = InMemorySpanExporter()
+    provider = trace.get_tracer_provider()
+    if not isinstance(provider, TracerProvider):
+        provider = TracerProvider()
+        trace.set_tracer_provider(provider)
+    processor = SimpleSpanProcessor(exporter)
+    provider.add_span_processor(processor)
+    instrumentor = AioHttpClientInstrumentor()
+    instrumentor.instrument()
+    try:
+        yield exporter
+    finally:
+        instrumentor.uninstrument()
+        processor.shutdown()  # the provider keeps it, exporting to a stopped exporter: no-op
+
+
+def _turn_trace(exporter: InMemorySpanExporter, first_span_count: int) -> list[ReadableSpan]:
+    """The spans of the trace of the edge's last chat-turn request."""
+    finished = list(exporter.get_finished_spans())[first_span_count:]
+    turn = [
+        span
+        for span in finished
+        if span.name == "HTTP POST /v1/chat/turns" and span.kind == trace.SpanKind.SERVER
+    ][-1]
+    trace_id = turn.context.trace_id
+    return [span for span in exporter.get_finished_spans() if span.context.trace_id == trace_id]
+
+
+def _servers(spans: list[ReadableSpan]) -> set[str]:
+    return {span.name for span in spans if span.kind == trace.SpanKind.SERVER}
+
+
+def _stripe_calls(spans: list[ReadableSpan], stripe_url: str) -> list[str]:
+    found = []
+    for span in spans:
+        if span.kind != trace.SpanKind.CLIENT:
+            continue
+        url = str(span.attributes.get("url.full") or span.attributes.get("http.url") or "")
+        if url.startswith(stripe_url):
+            method = span.attributes.get("http.request.method") or span.attributes.get(
+                "http.method"
+            )
+            found.append(f"{method} {url[len(stripe_url) :].split('?')[0]}")
+    return found
+
+
+async def test_a_confirmed_refund_is_one_trace_into_stripe(
+    spans: InMemorySpanExporter, stack: Stack
+) -> None:
+    await stack.turn("bob", "Why was I charged twice?", conversation="trace")
+    before = len(spans.get_finished_spans())
+    refunded = await stack.turn("bob", "yes", conversation="trace")
+    assert "refunded $19" in refunded["reply"], refunded
+    traced = _turn_trace(spans, before)
+    servers = _servers(traced)
+    assert "/askvault.identity.v1.IdentityService/VerifyVisitor" in servers, servers
+    assert "/askvault.policy.v1.PolicyService/Authorize" in servers, servers
+    assert "/askvault.billing.v1.BillingGatewayService/RefundCharge" in servers, servers
+    assert "/askvault.policy.v1.PolicyService/Redeem" in servers or any(
+        "PolicyService/Commit" in name for name in servers
+    ), servers
+    assert "POST /v1/refunds" in _stripe_calls(traced, stack.stripe_url), _stripe_calls(
+        traced, stack.stripe_url
+    )
+    # Every span of the turn hangs off the edge's request span: one tree, not several.
+    edge_span = next(s for s in traced if s.name == "HTTP POST /v1/chat/turns")
+    ids = {span.context.span_id for span in traced}
+    orphans = [s.name for s in traced if s is not edge_span and s.parent is None]
+    assert orphans == [] and edge_span.parent is None, orphans
+    assert all(s.parent.span_id in ids for s in traced if s.parent is not None)
+
+
+async def test_an_escalated_refund_is_one_trace_through_the_notifier(
+    spans: InMemorySpanExporter, stack: Stack
+) -> None:
+    await _set_bounds(
+        stack, "trace-cap", refund_caps=[common_pb2.Money(amount_minor=1000, currency="usd")]
+    )
+    await stack.turn("bob", "Why was I charged twice?", conversation="trace-esc")
+    before = len(spans.get_finished_spans())
+    escalated = await stack.turn("bob", "yes", conversation="trace-esc")
+    assert escalated["escalated"] is True, escalated
+    traced = _turn_trace(spans, before)
+    servers = _servers(traced)
+    for expected in (
+        "/askvault.identity.v1.IdentityService/VerifyVisitor",
+        "/askvault.policy.v1.PolicyService/Authorize",
+        "/askvault.billing.v1.BillingGatewayService/GetSubscription",
+        "/askvault.notifier.v1.NotifierService/Send",
+    ):
+        assert expected in servers, (expected, servers)
+    assert any(
+        call.startswith("GET /v1/subscriptions") for call in _stripe_calls(traced, stack.stripe_url)
+    ), _stripe_calls(traced, stack.stripe_url)
