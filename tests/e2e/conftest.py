@@ -73,6 +73,8 @@ class Stack:
     sink: smtp_sink_app.RunningSink
     whatsapp: whatsapp_app.RunningEmulator
     stripe: stripe.StripeClient
+    # host:port of identity, policy, billing_gateway and notifier (for an edge process).
+    targets: dict[str, str]
 
     async def turn(
         self, user: str | None, text: str, conversation: str = "c1", **visitor: str
@@ -293,13 +295,19 @@ async def stack(database_url: str) -> AsyncIterator[Stack]:
                                 sink,
                                 whatsapp,
                                 stripe_client,
+                                {
+                                    "identity": identity.address,
+                                    "policy": policy.address,
+                                    "billing_gateway": billing.address,
+                                    "notifier": notifier.address,
+                                },
                             )
                             whatsapp.state.webhook_url = f"{running_edge.url}/api/whatsapp/webhook"
                             await _provision(stack, running_edge.url)
                             yield stack
                     finally:
                         await running_edge.stop(grace=1.0)
-    await stripe_http.close_async()
+    await stripe_http.close_async()  # type: ignore[no-untyped-call]
     await whatsapp.close()
     await sink.close()
     await emulator.close()

@@ -194,7 +194,8 @@ async def _contact(stack: Stack, user: str) -> identity_pb2.Contact:
         ),
         timeout=5,
     )
-    return answer.contact
+    contact: identity_pb2.Contact = answer.contact
+    return contact
 
 
 async def test_subscription_webhooks_update_tags_newest_wins(stack: Stack) -> None:

@@ -59,11 +59,10 @@ def _stripe_calls(spans: list[ReadableSpan], stripe_url: str) -> list[str]:
     for span in spans:
         if span.kind != trace.SpanKind.CLIENT:
             continue
-        url = str(span.attributes.get("url.full") or span.attributes.get("http.url") or "")
+        attributes = span.attributes or {}
+        url = str(attributes.get("url.full") or attributes.get("http.url") or "")
         if url.startswith(stripe_url):
-            method = span.attributes.get("http.request.method") or span.attributes.get(
-                "http.method"
-            )
+            method = attributes.get("http.request.method") or attributes.get("http.method")
             found.append(f"{method} {url[len(stripe_url) :].split('?')[0]}")
     return found
 
