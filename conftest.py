@@ -10,6 +10,8 @@ from __future__ import annotations
 import itertools
 import os
 import pkgutil
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -40,13 +42,17 @@ def with_database(url: str, name: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def postgres_server() -> Iterator[str]:
     """URL of the PostgreSQL server's maintenance database."""
-    embedded = EmbeddedPostgres(tmp_path_factory.mktemp("pg"))
+    # Not under pytest's tmp_path: pytest prunes old base directories, which would pull the
+    # data directory from under an embedded server of another pytest run on the machine.
+    data_dir = Path(tempfile.mkdtemp(prefix="askvault-test-pg-"))
+    embedded = EmbeddedPostgres(data_dir)
     try:
         yield embedded.url()
     finally:
         embedded.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

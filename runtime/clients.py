@@ -1,5 +1,5 @@
-"""Outgoing gRPC channels: traced, retried on UNAVAILABLE (every mutating RPC of ours is
-idempotent by key, so a retry is safe), with the caller's deadline passed on."""
+"""Outgoing gRPC channels: traced, retried on UNAVAILABLE and CANCELLED (every mutating RPC
+of ours is idempotent by key, so a retry is safe), with the caller's deadline passed on."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ _SERVICE_CONFIG = json.dumps(
                     "initialBackoff": "0.05s",
                     "maxBackoff": "0.5s",
                     "backoffMultiplier": 2,
-                    "retryableStatusCodes": ["UNAVAILABLE"],
+                    # CANCELLED too: a server that starts draining cancels calls it never ran.
+                    "retryableStatusCodes": ["UNAVAILABLE", "CANCELLED"],
                 },
             }
         ]

@@ -94,7 +94,10 @@ class OutboxWorker:
         logger.info("outbox worker started", extra={"worker": self.worker_id})
         try:
             while not stopping.is_set():
-                await self._slots.acquire()
+                # Waiting for a free slot must not outlast a stop: with every slot busy on a
+                # slow delivery, a plain acquire() would keep the worker from ever stopping.
+                if not await self._acquire_slot_or_stop(stopping):
+                    break
                 slots = 1
                 while slots < self._settings.worker_concurrency and not self._slots.locked():
                     await self._slots.acquire()
@@ -130,6 +133,20 @@ class OutboxWorker:
             for task in list(self._deliveries):
                 task.cancel()
             logger.info("outbox worker stopped", extra={"worker": self.worker_id})
+
+    async def _acquire_slot_or_stop(self, stopping: asyncio.Event) -> bool:
+        """Takes one delivery slot, or returns False (holding none) once stopping is set."""
+        acquiring = asyncio.ensure_future(self._slots.acquire())
+        waiting = asyncio.ensure_future(stopping.wait())
+        await asyncio.wait({acquiring, waiting}, return_when=asyncio.FIRST_COMPLETED)
+        waiting.cancel()
+        if not stopping.is_set():
+            return True
+        if acquiring.done() and not acquiring.cancelled():
+            self._slots.release()
+        else:
+            acquiring.cancel()
+        return False
 
     @property
     def in_flight(self) -> int:
