@@ -12,6 +12,7 @@ import json
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,7 @@ import aiohttp
 import grpc
 import pytest
 import stripe
+from aiohttp import web
 
 from askvault.billing.v1 import billing_pb2, billing_pb2_grpc
 from askvault.identity.v1 import identity_pb2, identity_pb2_grpc
@@ -75,6 +77,8 @@ class Stack:
     stripe: stripe.StripeClient
     # host:port of identity, policy, billing_gateway and notifier (for an edge process).
     targets: dict[str, str]
+    # The Stripe emulator's aiohttp runner (the benchmark times its request handler).
+    emulator_runner: web.AppRunner
 
     async def turn(
         self, user: str | None, text: str, conversation: str = "c1", **visitor: str
@@ -199,6 +203,14 @@ async def eventually(
 @pytest.fixture
 async def stack(database_url: str) -> AsyncIterator[Stack]:
     """Everything running, the e2e workspace provisioned."""
+    async with running_stack(database_url) as running:
+        yield running
+
+
+@asynccontextmanager
+async def running_stack(database_url: str, **edge_values: Any) -> AsyncIterator[Stack]:
+    """Everything running on one database (migrated at start), the e2e workspace provisioned;
+    ``edge_values`` override the edge's settings (the benchmark uses it)."""
     emulator = await stripe_app.start()
     summary = seed.seed_demo(emulator.state)
     sink = await smtp_sink_app.start()
@@ -272,8 +284,11 @@ async def stack(database_url: str) -> AsyncIterator[Stack]:
                         whatsapp_verify_token=WHATSAPP_VERIFY_TOKEN,
                         whatsapp_workspaces=WORKSPACE,
                         secrets_encryption_keys=f"k1:{_key()}",
-                        visitor_turns_per_minute=1000,
-                        address_requests_per_minute=10_000,
+                        **{
+                            "visitor_turns_per_minute": 1000,
+                            "address_requests_per_minute": 10_000,
+                            **edge_values,
+                        },
                     )
                     running_edge = await edge_service.start(edge_settings)
                     try:
@@ -301,6 +316,7 @@ async def stack(database_url: str) -> AsyncIterator[Stack]:
                                     "billing_gateway": billing.address,
                                     "notifier": notifier.address,
                                 },
+                                emulator.runner,
                             )
                             whatsapp.state.webhook_url = f"{running_edge.url}/api/whatsapp/webhook"
                             await _provision(stack, running_edge.url)
