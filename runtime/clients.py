@@ -4,10 +4,14 @@ of ours is idempotent by key, so a retry is safe), with the caller's deadline pa
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import grpc
 
-from runtime import deadlines
+from runtime import deadlines, service_auth
 
 _SERVICE_CONFIG = json.dumps(
     {
@@ -28,19 +32,85 @@ _SERVICE_CONFIG = json.dumps(
 )
 
 
-def channel(target: str) -> grpc.aio.Channel:
-    """An insecure channel to another service of the skill (TLS is terminated by the mesh)."""
+@dataclass(frozen=True)
+class Outgoing:
+    """How this process calls the other services: as whom, and over what transport."""
+
+    credential: service_auth.CachedCredential | None = None
+    credentials: grpc.ChannelCredentials | None = None
+
+
+_outgoing = Outgoing()
+
+
+def configure(
+    service_name: str,
+    service_token_secret: str = "",
+    tls_ca_file: str = "",
+    tls_cert_file: str = "",
+    tls_key_file: str = "",
+) -> None:
+    """Sets, once per process (by ``runtime.server.main``), the service credential and the
+    TLS settings every channel of this process uses."""
+    global _outgoing
+    credential = (
+        service_auth.CachedCredential(service_token_secret, service_name)
+        if service_token_secret
+        else None
+    )
+    credentials = None
+    if tls_ca_file:
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=Path(tls_ca_file).read_bytes(),
+            private_key=Path(tls_key_file).read_bytes() if tls_key_file else None,
+            certificate_chain=Path(tls_cert_file).read_bytes() if tls_cert_file else None,
+        )
+    _outgoing = Outgoing(credential, credentials)
+
+
+class _CredentialInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
+    """Adds this service's credential to every call."""
+
+    def __init__(self, credential: service_auth.CachedCredential) -> None:
+        self._credential = credential
+
+    async def intercept_unary_unary(
+        self,
+        continuation: Callable[[grpc.aio.ClientCallDetails, Any], Awaitable[Any]],
+        client_call_details: grpc.aio.ClientCallDetails,
+        request: Any,
+    ) -> Any:
+        metadata = list(client_call_details.metadata or ())
+        metadata.append((service_auth.HEADER, self._credential.token()))
+        details = grpc.aio.ClientCallDetails(
+            client_call_details.method,
+            client_call_details.timeout,
+            grpc.aio.Metadata(*metadata),
+            client_call_details.credentials,
+            client_call_details.wait_for_ready,
+        )
+        return await continuation(details, request)
+
+
+def channel(target: str, outgoing: Outgoing | None = None) -> grpc.aio.Channel:
+    """A traced channel to another service of the skill, with this process's credential and
+    TLS when configured (``outgoing`` overrides the process's settings, for tests)."""
     from opentelemetry.instrumentation.grpc import aio_client_interceptors
 
-    return grpc.aio.insecure_channel(
-        target,
-        options=[
-            ("grpc.service_config", _SERVICE_CONFIG),
-            ("grpc.enable_retries", 1),
-            ("grpc.keepalive_time_ms", 30_000),
-        ],
-        interceptors=aio_client_interceptors(),  # type: ignore[no-untyped-call]
-    )
+    config = outgoing or _outgoing
+    interceptors = list(aio_client_interceptors())  # type: ignore[no-untyped-call]
+    if config.credential is not None:
+        interceptors.append(_CredentialInterceptor(config.credential))
+    options = [
+        ("grpc.service_config", _SERVICE_CONFIG),
+        ("grpc.enable_retries", 1),
+        ("grpc.keepalive_time_ms", 30_000),
+    ]
+    if config.credentials is not None:
+        return grpc.aio.secure_channel(
+            target, config.credentials, options=options, interceptors=interceptors
+        )
+    return grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)
 
 
 def timeout(default_seconds: float = 5.0) -> float:

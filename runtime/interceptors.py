@@ -16,6 +16,7 @@ from opentelemetry import metrics
 
 from runtime import deadlines, errors
 from runtime.database import UNAVAILABLE_ERRORS
+from runtime.service_auth import CallerPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -65,8 +66,9 @@ def _pack(message: Any) -> any_pb2.Any:
 class ServerInterceptor(grpc.aio.ServerInterceptor):
     """Wraps every unary handler: records the deadline, times the call, maps errors."""
 
-    def __init__(self, domain: str) -> None:
+    def __init__(self, domain: str, callers: CallerPolicy | None = None) -> None:
         self._domain = domain
+        self._callers = callers
         meter = metrics.get_meter("askvault.rpc")
         self._calls = meter.create_counter(
             "askvault.rpc.server.calls", description="RPCs served, by method and status code"
@@ -102,6 +104,8 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                     raise errors.ServiceError(
                         errors.Kind.DEADLINE_EXCEEDED, "DEADLINE_EXCEEDED", "deadline passed"
                     )
+                if self._callers is not None:
+                    self._callers.check(method, context.invocation_metadata())
                 return await inner(request, context)
             except errors.ServiceError as error:
                 code = error.kind.value

@@ -15,6 +15,7 @@ import logging
 import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol, TypeVar
 
 import asyncpg
@@ -22,9 +23,10 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from runtime import database, logs, settings, telemetry
+from runtime import clients, database, logs, settings, telemetry
 from runtime.health import DATABASE, SHUTTING_DOWN, Health
 from runtime.interceptors import ServerInterceptor
+from runtime.service_auth import CallerPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +101,16 @@ class RunningService:
         logger.info("stopped", extra={"port": self.port})
 
 
+def _server_credentials(config: settings.ServiceSettings) -> grpc.ServerCredentials:
+    """TLS for the gRPC port; with a client CA, clients must present a certificate (mTLS)."""
+    client_ca = Path(config.tls_client_ca_file).read_bytes() if config.tls_client_ca_file else None
+    return grpc.ssl_server_credentials(
+        [(Path(config.tls_key_file).read_bytes(), Path(config.tls_cert_file).read_bytes())],
+        root_certificates=client_ca,
+        require_client_auth=client_ca is not None,
+    )
+
+
 async def start(service: Service, config: settings.ServiceSettings) -> RunningService:
     """Starts a service and returns once it listens (port 0 picks a free port)."""
     dsn = config.database_url.get_secret_value()
@@ -113,10 +125,16 @@ async def start(service: Service, config: settings.ServiceSettings) -> RunningSe
     health = Health(service.service_names)
     from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
+    token_secret = config.service_token_secret.get_secret_value()
+    callers = (
+        CallerPolicy(token_secret, getattr(service, "allowed_callers", {}))
+        if token_secret
+        else None
+    )
     server = grpc.aio.server(
         interceptors=[
             aio_server_interceptor(),  # type: ignore[no-untyped-call]
-            ServerInterceptor(service.error_domain),
+            ServerInterceptor(service.error_domain, callers),
         ],
         options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 4 * 1024 * 1024)],
     )
@@ -130,7 +148,11 @@ async def start(service: Service, config: settings.ServiceSettings) -> RunningSe
         server,
     )
     await service.start(server, Resources(config, pool, health))
-    port = server.add_insecure_port(f"{config.grpc_host}:{config.grpc_port}")
+    address = f"{config.grpc_host}:{config.grpc_port}"
+    if config.tls_cert_file:
+        port = server.add_secure_port(address, _server_credentials(config))
+    else:
+        port = server.add_insecure_port(address)
     if port == 0:
         raise RuntimeError(f"could not bind {config.grpc_host}:{config.grpc_port}")
     await server.start()
@@ -179,6 +201,13 @@ def main(
         logger.info("migrations applied", extra={"versions": applied})
         return
     telemetry.configure(service.name, config.otel_exporter_otlp_endpoint, config.metrics_port)
+    clients.configure(
+        service.name,
+        config.service_token_secret.get_secret_value(),
+        config.tls_ca_file,
+        config.tls_cert_file,
+        config.tls_key_file,
+    )
     try:
         import uvloop
 

@@ -39,6 +39,17 @@ class ServiceSettings(BaseSettings):
     admin_token_secret: SecretStr = SecretStr("")
     # Apply migrations at start (``migrate`` applies them without serving).
     migrate_on_start: bool = True
+    # HS256 key shared by the skill's services to sign service credentials; when set, every
+    # RPC except health, reflection and admin RPCs needs a credential of an allowed caller.
+    service_token_secret: SecretStr = SecretStr("")
+    # TLS for the gRPC port: PEM certificate chain and key; empty serves plaintext.
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    # PEM CA that client certificates must chain to; set it to require mutual TLS.
+    tls_client_ca_file: str = ""
+    # PEM CA that verifies the servers this service calls; set it to call them over TLS
+    # (the certificate and key above are then presented as this service's client identity).
+    tls_ca_file: str = ""
 
 
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)

@@ -19,6 +19,7 @@ from billing_gateway.settings import BillingGatewaySettings
 from billing_gateway.stripe_api import StripeGateway
 from runtime.secretbox import SecretBox
 from runtime.server import Resources
+from runtime.service_auth import ADMIN, EVERY_RPC
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +35,15 @@ class BillingGatewayService:
     migrations_package = "billing_gateway.migrations"
     error_domain = "billing.askvault.dev"
     service_names = (billing_pb2.DESCRIPTOR.services_by_name["BillingGatewayService"].full_name,)
+    # Who may call which RPC when service credentials are on (SERVICE_TOKEN_SECRET): only the
+    # edge, which also hands in Stripe's webhooks.
+    allowed_callers = {
+        EVERY_RPC: frozenset({"edge"}),
+        "ConnectAccount": frozenset({ADMIN}),
+        "CheckWebhookSetup": frozenset({ADMIN}),
+        "ListRecoveryCases": frozenset({ADMIN}),
+        "GetRecoveryStats": frozenset({ADMIN}),
+    }
 
     def __init__(self, settings: BillingGatewaySettings, clock: Clock = _utc_now) -> None:
         self._settings = settings

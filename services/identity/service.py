@@ -12,6 +12,7 @@ from identity.grpc_api import IdentityServicer
 from identity.settings import IdentitySettings
 from runtime.secretbox import SecretBox
 from runtime.server import Resources
+from runtime.service_auth import ADMIN, EVERY_RPC
 
 
 def parse_signing_keys(spec: str) -> list[tuple[str, Ed25519PrivateKey]]:
@@ -37,6 +38,14 @@ class IdentityService:
     migrations_package = "identity.migrations"
     error_domain = "identity.askvault.dev"
     service_names = (identity_pb2.DESCRIPTOR.services_by_name["IdentityService"].full_name,)
+    # Who may call which RPC when service credentials are on (SERVICE_TOKEN_SECRET).
+    allowed_callers = {
+        EVERY_RPC: frozenset({"edge", "policy", "billing_gateway"}),
+        "UpdateTags": frozenset({"billing_gateway"}),
+        "AddSecret": frozenset({ADMIN}),
+        "RetireSecret": frozenset({ADMIN}),
+        "ListSecrets": frozenset({ADMIN}),
+    }
 
     def __init__(self, settings: IdentitySettings) -> None:
         self._settings = settings

@@ -15,6 +15,7 @@ from notifier.grpc_api import NotifierServicer
 from notifier.settings import NotifierSettings
 from notifier.worker import OutboxWorker, Waker
 from runtime.server import Resources
+from runtime.service_auth import ADMIN, EVERY_RPC
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +27,12 @@ class NotifierService:
     migrations_package = "notifier.migrations"
     error_domain = "notifier.askvault.dev"
     service_names = (notifier_pb2.DESCRIPTOR.services_by_name["NotifierService"].full_name,)
+    # Who may call which RPC when service credentials are on (SERVICE_TOKEN_SECRET).
+    allowed_callers = {
+        EVERY_RPC: frozenset({"edge", "billing_gateway"}),
+        "UpdateWorkspaceSettings": frozenset({ADMIN}),
+        "GetWorkspaceSettings": frozenset({ADMIN}),
+    }
 
     def __init__(self, settings: NotifierSettings) -> None:
         self._settings = settings

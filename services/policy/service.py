@@ -17,6 +17,7 @@ from policy.grpc_api import PolicyServicer
 from policy.settings import PolicySettings
 from runtime import assertions, clients, errors
 from runtime.server import Resources
+from runtime.service_auth import ADMIN, EVERY_RPC
 
 Clock = Callable[[], datetime]
 
@@ -80,6 +81,27 @@ class PolicyService:
     migrations_package = "policy.migrations"
     error_domain = "policy.askvault.dev"
     service_names = (policy_pb2.DESCRIPTOR.services_by_name["PolicyService"].full_name,)
+    # Who may call which RPC when service credentials are on (SERVICE_TOKEN_SECRET): only the
+    # enforcement point resolves grants.
+    allowed_callers = {
+        EVERY_RPC: frozenset({"edge", "billing_gateway"}),
+        "Redeem": frozenset({"billing_gateway"}),
+        "Commit": frozenset({"billing_gateway"}),
+        "Release": frozenset({"billing_gateway"}),
+        **{
+            method: frozenset({ADMIN})
+            for method in (
+                "ListEscalations",
+                "ApproveEscalation",
+                "RejectEscalation",
+                "ProposeBoundsChange",
+                "ApproveBoundsChange",
+                "ListBoundsChanges",
+                "ListAuditEvents",
+                "VerifyAuditChain",
+            )
+        },
+    }
 
     def __init__(
         self,
