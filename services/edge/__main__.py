@@ -9,7 +9,7 @@ import signal
 
 from edge import service
 from edge.settings import EdgeSettings
-from runtime import database, logs, settings, telemetry
+from runtime import clients, database, logs, settings, telemetry
 
 logger = logging.getLogger("edge")
 
@@ -39,6 +39,14 @@ def main() -> None:
         logger.info("migrations applied", extra={"versions": applied})
         return
     telemetry.configure(service.NAME, config.otel_exporter_otlp_endpoint, config.metrics_port)
+    # The edge calls the services with its own credential and over TLS when configured.
+    clients.configure(
+        service.NAME,
+        config.service_token_secret.get_secret_value(),
+        config.tls_ca_file,
+        config.tls_cert_file,
+        config.tls_key_file,
+    )
     import uvloop
 
     uvloop.run(serve(config))
