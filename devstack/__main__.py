@@ -80,6 +80,8 @@ def plan(demo: config.DemoConfig, database_url: str) -> list[Child]:
     common = {
         "DATABASE_URL": database_url,
         "ADMIN_TOKEN_SECRET": keys["ADMIN_TOKEN_SECRET"],
+        # Service credentials on, so the local stack runs the allow-lists production runs.
+        "SERVICE_TOKEN_SECRET": keys["SERVICE_TOKEN_SECRET"],
         "LOG_LEVEL": os.environ.get("LOG_LEVEL", "WARNING"),
         "SHUTDOWN_GRACE_SECONDS": "5",
         "PYTHONUNBUFFERED": "1",

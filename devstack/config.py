@@ -58,8 +58,15 @@ def local_keys() -> dict[str, str]:
             "SECRETS_ENCRYPTION_KEYS": generate_key_spec("local1"),
             "ASSERTION_SIGNING_KEYS": f"local1:{base64.b64encode(os.urandom(32)).decode()}",
             "ADMIN_TOKEN_SECRET": base64.b64encode(os.urandom(32)).decode(),
+            "SERVICE_TOKEN_SECRET": base64.b64encode(os.urandom(32)).decode(),
         }
         path.write_text("".join(f"{key}={value}\n" for key, value in values.items()))
         path.chmod(0o600)
     pairs = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
-    return {key: value for key, value in pairs}
+    keys = {key: value for key, value in pairs}
+    if "SERVICE_TOKEN_SECRET" not in keys:
+        # Added after the first keys files were written: extend them in place.
+        keys["SERVICE_TOKEN_SECRET"] = base64.b64encode(os.urandom(32)).decode()
+        with path.open("a") as handle:
+            handle.write(f"SERVICE_TOKEN_SECRET={keys['SERVICE_TOKEN_SECRET']}\n")
+    return keys

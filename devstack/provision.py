@@ -10,7 +10,13 @@ import grpc
 from askvault.identity.v1 import identity_pb2, identity_pb2_grpc
 from askvault.policy.v1 import policy_pb2, policy_pb2_grpc
 from devstack import config
-from runtime import auth
+from runtime import auth, service_auth
+
+
+def service_metadata(service_name: str) -> tuple[tuple[str, str], ...]:
+    """Call metadata with a service credential of the local stack."""
+    secret = config.local_keys()["SERVICE_TOKEN_SECRET"]
+    return ((service_auth.HEADER, service_auth.issue(secret, service_name)),)
 
 
 def admin_metadata(subject: str = "devstack-admin") -> tuple[tuple[str, str], ...]:
@@ -58,8 +64,12 @@ async def _policy(demo: config.DemoConfig) -> list[str]:
     )
     async with grpc.aio.insecure_channel(f"127.0.0.1:{demo.port('policy')}") as channel:
         stub = policy_pb2_grpc.PolicyServiceStub(channel)
+        # GetBounds is an internal RPC: the launcher, which holds every key of the local
+        # stack, asks with the edge's credential.
         current = await stub.GetBounds(
-            policy_pb2.GetBoundsRequest(workspace_id=demo.workspace_id), timeout=5
+            policy_pb2.GetBoundsRequest(workspace_id=demo.workspace_id),
+            metadata=service_metadata("edge"),
+            timeout=5,
         )
         if current.bounds.askvault_plan != plan:
             bounds = policy_pb2.Bounds()
