@@ -825,11 +825,18 @@ class BillingGatewayServicer(billing_pb2_grpc.BillingGatewayServiceServicer):
         check.non_empty(request.workspace_id, "workspace_id")
         check.non_empty(request.operation_id, "operation_id")
         check.check()
+        # A customer sees their own operations only (another customer's id is NOT_FOUND,
+        # as for every read); without an assertion only an admin may look.
+        customer_id = ""
+        if request.identity_assertion:
+            customer_id, _ = await self._customer(request.workspace_id, request.identity_assertion)
+        else:
+            self._admin(context, request.workspace_id)
         async with self._pool.acquire() as connection:
             found = await storage.get_operation(
                 connection, request.workspace_id, request.operation_id
             )
-        if found is None:
+        if found is None or (customer_id and found.stripe_customer_id != customer_id):
             raise errors.not_found("operation")
         return pb.GetOperationResponse(operation=convert.operation(found))
 

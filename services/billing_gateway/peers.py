@@ -198,16 +198,40 @@ class Peers:
         return list(response.contacts)
 
     async def send(self, request: notifier_pb2.SendRequest) -> None:
-        """Queues a message (the dedup key makes one message of many calls)."""
+        """Queues a message (the dedup key makes one message of many calls).
+
+        RESOURCE_EXHAUSTED (the notifier's hourly limits) passes in time: it raises a
+        ServiceError, so the event is deferred and tried again later. INVALID_ARGUMENT
+        (our request is wrong: a bug) and FAILED_PRECONDITION (no consent, no destination)
+        do not change by retrying: they raise MessageRefused, which the worker records as
+        the event's outcome instead of retrying forever or dropping it silently."""
         try:
             await self.notifier.Send(request, timeout=clients.timeout(5.0))
         except grpc.aio.AioRpcError as error:
-            if error.code() in (
-                grpc.StatusCode.INVALID_ARGUMENT,
-                grpc.StatusCode.FAILED_PRECONDITION,
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-            ):
-                # A message the notifier will never take (no consent, limit): retrying the
-                # event cannot change that, so it is not a reason to keep the event pending.
-                return
+            code = error.code()
+            if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                raise errors.ServiceError(
+                    errors.Kind.RESOURCE_EXHAUSTED,
+                    error_reason(error) or "RATE_LIMITED",
+                    "the notifier's rate limit is reached; the message waits",
+                ) from None
+            if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION):
+                raise MessageRefused(
+                    code.name, error_reason(error), str(error.details() or "")
+                ) from None
             raise dependency_unavailable("notifier") from None
+
+
+class MessageRefused(Exception):
+    """The notifier will never take this message as asked (a retry cannot help)."""
+
+    def __init__(self, code: str, reason: str, detail: str) -> None:
+        super().__init__(f"{code} {reason}: {detail}")
+        self.code = code
+        self.reason = reason
+        self.detail = detail
+
+    @property
+    def is_bug(self) -> bool:
+        """INVALID_ARGUMENT: our request broke the notifier's contract."""
+        return self.code == grpc.StatusCode.INVALID_ARGUMENT.name

@@ -98,8 +98,17 @@ LIMIT 1
 FOR UPDATE SKIP LOCKED;
 
 -- name: mark_event_processed
-UPDATE stripe_events SET processed_at = now(), attempts = attempts + 1, last_error = ''
+UPDATE stripe_events SET processed_at = now(), attempts = attempts + 1, last_error = '',
+    outcome = $3
 WHERE workspace_id = $1 AND event_id = $2;
+
+-- name: get_event_status
+SELECT event_id, event_type, processed_at, attempts, outcome, last_error FROM stripe_events
+WHERE workspace_id = $1 AND event_id = $2;
+
+-- name: make_events_due
+UPDATE stripe_events SET next_attempt_at = now()
+WHERE workspace_id = $1 AND processed_at IS NULL;
 
 -- name: defer_event
 UPDATE stripe_events

@@ -333,9 +333,48 @@ async def claim_event(connection: Connection) -> StoredEvent | None:
     )
 
 
-async def mark_event_processed(connection: Connection, event: StoredEvent) -> None:
-    """Marks the event done (same transaction as its local effects)."""
-    await connection.execute(queries.mark_event_processed, event.workspace_id, event.event_id)
+async def mark_event_processed(
+    connection: Connection, event: StoredEvent, outcome: str = ""
+) -> None:
+    """Marks the event done (same transaction as its local effects); ``outcome`` names an
+    effect that could not happen (empty when all did)."""
+    await connection.execute(
+        queries.mark_event_processed, event.workspace_id, event.event_id, outcome[:500]
+    )
+
+
+@dataclass(frozen=True)
+class EventStatus:
+    """Where an event stands in the inbox."""
+
+    event_id: str
+    event_type: str
+    processed_at: datetime | None
+    attempts: int
+    outcome: str
+    last_error: str
+
+
+async def get_event_status(
+    connection: Connection, workspace_id: str, event_id: str
+) -> EventStatus | None:
+    """The inbox row of an event, or None."""
+    row = await connection.fetchrow(queries.get_event_status, workspace_id, event_id)
+    if row is None:
+        return None
+    return EventStatus(
+        row["event_id"],
+        row["event_type"],
+        row["processed_at"],
+        row["attempts"],
+        row["outcome"],
+        row["last_error"],
+    )
+
+
+async def make_events_due(connection: Connection, workspace_id: str) -> None:
+    """Makes the workspace's deferred events due now (operators, after an outage; tests)."""
+    await connection.execute(queries.make_events_due, workspace_id)
 
 
 async def defer_event(

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import stripe
 
-from billing_gateway.domain.resilience import CircuitBreaker, TokenBucket
+from billing_gateway.domain.resilience import BreakerState, CircuitBreaker, TokenBucket
 from billing_gateway.settings import BillingGatewaySettings
 from runtime import deadlines, errors
 
@@ -228,7 +228,11 @@ class StripeGateway:
 
     @staticmethod
     def _release_probe(breaker: CircuitBreaker) -> None:
-        breaker.probe_in_flight = False
+        breaker.release_probe()
+
+    def breaker_state(self, account: StripeAccount) -> BreakerState:
+        """The account's breaker state now (health reports and tests)."""
+        return self.breaker(account).state(self._monotonic())
 
     async def close(self) -> None:
         """Closes every HTTP session."""

@@ -25,7 +25,7 @@ from askvault.notifier.v1 import notifier_pb2
 from billing_gateway import convert, storage
 from billing_gateway.accounts import AccountDirectory
 from billing_gateway.domain import billing, signatures
-from billing_gateway.peers import Peers
+from billing_gateway.peers import MessageRefused, Peers
 from billing_gateway.stripe_api import StripeGateway, to_json
 from runtime import errors, ids
 from runtime.database import Connection
@@ -163,8 +163,8 @@ class EventWorker:
                     await transaction.commit()
                     return False
                 try:
-                    await self._apply(connection, event)
-                    await storage.mark_event_processed(connection, event)
+                    problems = await self._apply(connection, event)
+                    await storage.mark_event_processed(connection, event, "; ".join(problems))
                 except errors.ServiceError as error:
                     await transaction.rollback()
                     await self._defer(event, f"{error.reason}: {error.message}")
@@ -185,25 +185,31 @@ class EventWorker:
         async with self._pool.acquire() as connection:
             await storage.defer_event(connection, event, delay, reason)
 
-    async def _apply(self, connection: Connection, event: storage.StoredEvent) -> None:
+    async def _apply(self, connection: Connection, event: storage.StoredEvent) -> list[str]:
+        """Applies the event; returns the effects that could not happen (recorded as the
+        event's outcome), and raises ServiceError when the event must be tried again."""
         data = json.loads(event.payload)
         obj: Json = (data.get("data") or {}).get("object") or {}
         kind = event.event_type
+        problems: list[str] = []
         if kind.startswith("customer.subscription."):
-            await self._subscription_changed(event, obj)
+            await self._subscription_changed(event, obj, problems)
         elif kind == "invoice.payment_failed":
-            await self._payment_failed(connection, event, obj)
+            await self._payment_failed(connection, event, obj, problems)
         elif kind in ("invoice.payment_succeeded", "invoice.paid"):
             await self._close_case(connection, event, obj, "recovered", "payment_succeeded")
         elif kind in ("invoice.voided", "invoice.marked_uncollectible"):
             await self._close_case(connection, event, obj, "lost", kind.split(".")[1])
         elif kind == "charge.refunded":
-            await self._refunded(event, obj)
+            await self._refunded(event, obj, problems)
         # Any other type: acknowledged, ignored.
+        return problems
 
     # -- subscriptions ---------------------------------------------------------------------
 
-    async def _subscription_changed(self, event: storage.StoredEvent, obj: Json) -> None:
+    async def _subscription_changed(
+        self, event: storage.StoredEvent, obj: Json, problems: list[str]
+    ) -> None:
         customer_id = billing.expandable_id(obj.get("customer"))
         subscription = obj
         if event.event_type != "customer.subscription.deleted":
@@ -245,14 +251,19 @@ class EventWorker:
                 event,
                 customer_id,
                 notifier_pb2.TEMPLATE_OFFBOARDING,
-                {"subscription_id": str(obj.get("id") or "")},
+                {},
                 dedup=f"offboarding-{obj.get('id')}",
+                problems=problems,
             )
 
     # -- recovery --------------------------------------------------------------------------
 
     async def _payment_failed(
-        self, connection: Connection, event: storage.StoredEvent, invoice: Json
+        self,
+        connection: Connection,
+        event: storage.StoredEvent,
+        invoice: Json,
+        problems: list[str],
     ) -> None:
         invoice_id = str(invoice.get("id") or "")
         customer_id = billing.expandable_id(invoice.get("customer"))
@@ -277,22 +288,34 @@ class EventWorker:
             event.event_id,
         )
         amount = convert.money(invoice.get("amount_due"), invoice.get("currency"))
+        hosted = str(invoice.get("hosted_invoice_url") or "")
+        # The notifier's payment_failed template: the three ways out are in the template
+        # itself (retry now, update card, talk to support); the hosted invoice page is where
+        # the card is updated, and stays valid as long as the invoice (a portal session
+        # would expire long before the customer reads the email).
+        variables = {
+            "amount": billing.display_amount(amount.amount_minor, amount.currency),
+            "update_card_url": hosted,
+        }
+        if hosted:
+            variables["invoice_url"] = hosted
+        refused_before = len(problems)
         await self._notify(
             event,
             customer_id,
             notifier_pb2.TEMPLATE_PAYMENT_FAILED,
-            {
-                "invoice_id": invoice_id,
-                "amount_minor": str(amount.amount_minor),
-                "currency": amount.currency,
-                "hosted_invoice_url": str(invoice.get("hosted_invoice_url") or ""),
-                "actions": "retry_now,update_card,talk_to_support",
-            },
+            variables,
             # One message per failed invoice, however many deliveries or events report it.
             dedup=f"payment-failed-{invoice_id}",
+            problems=problems,
         )
         await storage.add_case_event(
-            connection, case, event.created_at, "message_sent", "PAYMENT_FAILED", event.event_id
+            connection,
+            case,
+            event.created_at,
+            "message_refused" if len(problems) > refused_before else "message_sent",
+            "PAYMENT_FAILED",
+            event.event_id,
         )
 
     async def _close_case(
@@ -311,7 +334,9 @@ class EventWorker:
         await storage.add_case_event(connection, case, event.created_at, kind, "", event.event_id)
         await storage.close_case(connection, case, state, event.created_at)
 
-    async def _refunded(self, event: storage.StoredEvent, charge: Json) -> None:
+    async def _refunded(
+        self, event: storage.StoredEvent, charge: Json, problems: list[str]
+    ) -> None:
         customer_id = billing.expandable_id(charge.get("customer"))
         if not customer_id:
             return
@@ -320,11 +345,13 @@ class EventWorker:
             customer_id,
             notifier_pb2.TEMPLATE_REFUND_CONFIRMATION,
             {
-                "charge_id": str(charge.get("id") or ""),
-                "amount_refunded_minor": str(int(charge.get("amount_refunded") or 0)),
-                "currency": str(charge.get("currency") or ""),
+                "amount": billing.display_amount(
+                    int(charge.get("amount_refunded") or 0), str(charge.get("currency") or "")
+                ),
+                "reference": str(charge.get("id") or ""),
             },
             dedup=f"refund-{event.event_id}",
+            problems=problems,
         )
 
     # -- messages --------------------------------------------------------------------------
@@ -337,8 +364,10 @@ class EventWorker:
         variables: dict[str, str],
         *,
         dedup: str,
+        problems: list[str],
     ) -> None:
-        """One message per linked contact (email from the contact, else from Stripe)."""
+        """One message per linked contact (email from the contact, else from Stripe). A
+        message the notifier refuses for good is logged and added to ``problems``."""
         contacts = await self._peers.contacts_of(event.workspace_id, customer_id)
         stripe_email = ""
         if not contacts or any(not contact.email for contact in contacts):
@@ -358,14 +387,46 @@ class EventWorker:
                 contact_id=contact.contact_id, email=contact.email or stripe_email
             )
             for contact in contacts
-        ] or ([notifier_pb2.Recipient(email=stripe_email)] if stripe_email else [])
-        for recipient in recipients:
-            await self._peers.send(
-                notifier_pb2.SendRequest(
-                    workspace_id=event.workspace_id,
-                    recipient=recipient,
-                    template=template,  # type: ignore[arg-type]
-                    variables=variables,
-                    dedup_key=f"{dedup}-{recipient.contact_id or recipient.email}",
+        ] or (
+            # No contact in identity yet (the customer never talked to the bot): the
+            # notifier needs a contact id for consent and limits, so the Stripe customer
+            # stands in for one.
+            [
+                notifier_pb2.Recipient(
+                    contact_id=f"stripe-customer-{customer_id}", email=stripe_email
                 )
-            )
+            ]
+            if stripe_email
+            else []
+        )
+        if not recipients:
+            problems.append(f"no recipient for {customer_id}")
+        for recipient in recipients:
+            try:
+                await self._peers.send(
+                    notifier_pb2.SendRequest(
+                        workspace_id=event.workspace_id,
+                        recipient=recipient,
+                        template=template,  # type: ignore[arg-type]
+                        variables=variables,
+                        dedup_key=f"{dedup}-{recipient.contact_id or recipient.email}",
+                    )
+                )
+            except MessageRefused as refused:
+                # INVALID_ARGUMENT is our bug; FAILED_PRECONDITION (no consent, no address)
+                # is the recipient's situation. Neither changes by retrying the event.
+                log = logger.error if refused.is_bug else logger.warning
+                log(
+                    "notifier refused a message",
+                    extra={
+                        "event_id": event.event_id,
+                        "event_type": event.event_type,
+                        "code": refused.code,
+                        "reason": refused.reason,
+                        "contact_id": recipient.contact_id,
+                    },
+                )
+                problems.append(
+                    f"notifier_refused {refused.code} {refused.reason} "
+                    f"contact={recipient.contact_id}"
+                )

@@ -173,3 +173,36 @@ def proration_amount(preview_invoice: Json) -> int:
         if prorated:
             total += int(line.get("amount") or 0)
     return total
+
+
+# Currencies Stripe counts in whole units (no minor unit): amounts are not divided by 100.
+ZERO_DECIMAL_CURRENCIES = frozenset(
+    [
+        "bif",
+        "clp",
+        "djf",
+        "gnf",
+        "jpy",
+        "kmf",
+        "krw",
+        "mga",
+        "pyg",
+        "rwf",
+        "ugx",
+        "vnd",
+        "vuv",
+        "xaf",
+        "xof",
+        "xpf",
+    ]
+)
+
+
+def display_amount(amount_minor: int, currency: str) -> str:
+    """An amount as a message shows it: "49.00 USD", "1200 JPY" (minus sign kept)."""
+    code = currency.upper()
+    if currency.lower() in ZERO_DECIMAL_CURRENCIES:
+        return f"{amount_minor} {code}"
+    sign = "-" if amount_minor < 0 else ""
+    whole, cents = divmod(abs(amount_minor), 100)
+    return f"{sign}{whole}.{cents:02d} {code}"

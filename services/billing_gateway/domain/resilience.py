@@ -46,6 +46,10 @@ class CircuitBreaker:
             return True
         return False
 
+    def release_probe(self) -> None:
+        """The admitted probe was never sent (no time, no token): another may go."""
+        self.probe_in_flight = False
+
     def record_success(self) -> None:
         """A call got an answer from Stripe (even a 4xx): Stripe is up."""
         self.failures = 0

@@ -1,15 +1,23 @@
 """Fixtures for the billing gateway's tests: the Stripe emulator in process (seeded with the
 demo catalog and customers), real identity and policy servers, a small real gRPC notifier
-that records what it is asked to send, a webhook receiver that forwards Stripe's deliveries
-to IngestStripeEvent (the edge's job), and the gateway itself with a hand-moved clock."""
+that records what it is asked to send (or the real notifier with an SMTP sink), a webhook
+receiver that forwards Stripe's deliveries to IngestStripeEvent (the edge's job), and the
+gateway itself with a hand-moved clock.
+
+Two backends: ``stack`` is the emulator with its demo seed (faults, webhooks, test clocks);
+``shared_stack`` is parametrised over the emulator (a fresh, empty account) and real Stripe
+test mode (only with STRIPE_TEST_API_KEY set; skipped otherwise). Tests on ``shared_stack``
+build what they need through the Stripe SDK (``Backend``), so one body runs on both."""
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import itertools
 import os
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -17,6 +25,7 @@ from typing import Any
 
 import grpc
 import pytest
+import stripe
 from aiohttp import web
 
 from askvault.billing.v1 import billing_pb2 as pb
@@ -25,16 +34,23 @@ from askvault.common.v1 import common_pb2
 from askvault.identity.v1 import identity_pb2, identity_pb2_grpc
 from askvault.notifier.v1 import notifier_pb2, notifier_pb2_grpc
 from askvault.policy.v1 import policy_pb2, policy_pb2_grpc
+from billing_gateway import storage
 from billing_gateway.service import BillingGatewayService
 from billing_gateway.settings import BillingGatewaySettings
 from identity.service import IdentityService
 from identity.settings import IdentitySettings
+from notifier.service import NotifierService
+from notifier.settings import NotifierSettings
 from policy.service import PolicyService
 from policy.settings import PolicySettings
 from runtime import testing
 from runtime.server import RunningService
+from smtp_sink import app as smtp_sink_app
 from stripe_emulator import app, seed
 from stripe_emulator.app import RunningEmulator
+
+STRIPE_LIVE_KEY = os.environ.get("STRIPE_TEST_API_KEY", "")
+LIVE_SKIP_REASON = "STRIPE_TEST_API_KEY is not set: the real Stripe test-mode run is skipped"
 
 WORKSPACE = "ws_billing"
 _keys = itertools.count()
@@ -72,6 +88,8 @@ class RecordingNotifier(notifier_pb2_grpc.NotifierServiceServicer):
         self.requests: list[notifier_pb2.SendRequest] = []
         self.by_dedup: dict[str, notifier_pb2.SendRequest] = {}
         self.unavailable = False
+        # The status the next calls answer with instead of taking the message.
+        self.refuse_with: grpc.StatusCode | None = None
 
     async def Send(
         self, request: notifier_pb2.SendRequest, context: grpc.aio.ServicerContext
@@ -79,6 +97,8 @@ class RecordingNotifier(notifier_pb2_grpc.NotifierServiceServicer):
         if self.unavailable:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "down for the test")
         self.requests.append(request)
+        if self.refuse_with is not None:
+            await context.abort(self.refuse_with, "refused for the test")
         duplicate = request.dedup_key in self.by_dedup
         self.by_dedup.setdefault(request.dedup_key, request)
         return notifier_pb2.SendResponse(
@@ -91,6 +111,113 @@ class RecordingNotifier(notifier_pb2_grpc.NotifierServiceServicer):
         return [m for m in self.by_dedup.values() if m.template == template]
 
 
+@dataclass(frozen=True)
+class Customer:
+    """A customer a test made through the SDK, subscribed and paid once."""
+
+    email: str
+    customer_id: str
+    payment_method_id: str
+    subscription_id: str
+    price_id: str
+
+
+@dataclass
+class Backend:
+    """A Stripe the gateway talks to (the emulator, or real Stripe test mode), and an SDK
+    client on the same account for the tests' own setup and checks."""
+
+    name: str
+    api_key: str
+    api_base: str
+    sdk: stripe.StripeClient
+    http_client: stripe.AIOHTTPClient
+    emulator: RunningEmulator | None
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:10])
+    created_products: list[str] = field(default_factory=list)
+
+    @property
+    def live(self) -> bool:
+        """Whether this is real Stripe."""
+        return self.emulator is None
+
+    async def catalog(self) -> dict[str, str]:
+        """Fresh products "starter" (19 USD, 2 features) and "growth" (49 USD, 3): tier ->
+        monthly price id."""
+        prices = {}
+        plans = {
+            "starter": (1900, ["Email support", "1 workspace"]),
+            "growth": (4900, ["Email support", "5 workspaces", "Priority support"]),
+        }
+        for tier, (amount, features) in plans.items():
+            product = await self.sdk.v1.products.create_async(
+                {
+                    "name": f"{tier.title()} {self.run_id}",
+                    "metadata": {"tier": tier, "askvault_test": self.run_id},
+                    "marketing_features": [{"name": name} for name in features],
+                }
+            )
+            self.created_products.append(str(product.id))
+            price = await self.sdk.v1.prices.create_async(
+                {
+                    "product": str(product.id),
+                    "unit_amount": amount,
+                    "currency": "usd",
+                    "recurring": {"interval": "month"},
+                }
+            )
+            prices[tier] = str(price.id)
+        return prices
+
+    async def customer(self, name: str, price_id: str) -> Customer:
+        """A customer with the test Visa as default, subscribed to the price (paid)."""
+        email = f"{name}+{self.run_id}@example.com"
+        created = await self.sdk.v1.customers.create_async(
+            {"email": email, "name": name.title(), "metadata": {"askvault_test": self.run_id}}
+        )
+        method = await self.sdk.v1.payment_methods.attach_async(
+            "pm_card_visa", {"customer": str(created.id)}
+        )
+        await self.sdk.v1.customers.update_async(
+            str(created.id), {"invoice_settings": {"default_payment_method": str(method.id)}}
+        )
+        subscription = await self.sdk.v1.subscriptions.create_async(
+            {"customer": str(created.id), "items": [{"price": price_id}]}
+        )
+        return Customer(email, str(created.id), str(method.id), str(subscription.id), price_id)
+
+    async def charge(self, customer: Customer, amount: int) -> str:
+        """A one-off card charge of the customer; returns the charge id."""
+        intent = await self.sdk.v1.payment_intents.create_async(
+            {
+                "amount": amount,
+                "currency": "usd",
+                "customer": customer.customer_id,
+                "payment_method": customer.payment_method_id,
+                "payment_method_types": ["card"],
+                "confirm": True,
+                "off_session": True,
+            }
+        )
+        return str(intent.latest_charge)
+
+    async def close(self) -> None:
+        """Archives what the run created (real Stripe keeps it) and closes the client."""
+        if self.live:
+            for product_id in self.created_products:
+                # Best effort: an unarchived leftover is harmless in test mode.
+                with contextlib.suppress(stripe.StripeError):
+                    await self.sdk.v1.products.update_async(product_id, {"active": False})
+        await self.http_client.close_async()  # type: ignore[no-untyped-call]
+
+
+def _backend(name: str, emulator: RunningEmulator | None, api_key: str) -> Backend:
+    http_client = stripe.AIOHTTPClient()
+    api_base = emulator.url if emulator is not None else "https://api.stripe.com"
+    sdk = stripe.StripeClient(api_key, base_addresses={"api": api_base}, http_client=http_client)
+    return Backend(name, api_key, api_base, sdk, http_client, emulator)
+
+
 @dataclass
 class Stack:
     """Everything a billing test talks to."""
@@ -98,7 +225,7 @@ class Stack:
     billing: billing_pb2_grpc.BillingGatewayServiceStub
     identity: identity_pb2_grpc.IdentityServiceStub
     policy: policy_pb2_grpc.PolicyServiceStub
-    emulator: RunningEmulator
+    backend: Backend
     demo: dict[str, Any]
     service: BillingGatewayService
     running: RunningService
@@ -106,15 +233,22 @@ class Stack:
     clock: TestClock
     notifier: RecordingNotifier
     webhook_url: str
+    sink: smtp_sink_app.RunningSink | None
     database_url: str
     hmac_secret: bytes = field(default_factory=lambda: os.urandom(32))
     deliveries: list[tuple[bytes, str, grpc.StatusCode]] = field(default_factory=list)
+
+    @property
+    def emulator(self) -> RunningEmulator:
+        """The emulator (emulator-backed stacks only)."""
+        assert self.backend.emulator is not None, "this test needs the emulator"
+        return self.backend.emulator
 
     def customer(self, email: str) -> str:
         """The demo customer id of an email."""
         return str(self.demo["customers"][email]["customer"])
 
-    async def assertion(self, email: str, link: bool = True) -> str:
+    async def assertion(self, email: str, link: bool = True, customer_id: str = "") -> str:
         """A verified visitor's assertion, linked to the demo customer of the email."""
         user_hash = hmac.new(self.hmac_secret, email.encode(), hashlib.sha256).hexdigest()
         request = identity_pb2.VerifyVisitorRequest(
@@ -127,7 +261,7 @@ class Stack:
             identity_pb2.LinkCustomerRequest(
                 workspace_id=WORKSPACE,
                 contact_id=verified.contact.contact_id,
-                stripe_customer_id=self.customer(email),
+                stripe_customer_id=customer_id or self.customer(email),
                 idempotency_key=key("link"),
             )
         )
@@ -154,6 +288,16 @@ class Stack:
     async def flush_webhooks(self) -> None:
         """Delivers every pending Stripe webhook to the gateway."""
         await self.emulator.dispatcher.flush(10.0)
+
+    async def event_status(self, event_id: str) -> storage.EventStatus | None:
+        """The inbox row of an event."""
+        async with self.running.pool.acquire() as connection:
+            return await storage.get_event_status(connection, WORKSPACE, event_id)
+
+    async def make_events_due(self) -> None:
+        """Deferred events become due now (instead of waiting out their backoff)."""
+        async with self.running.pool.acquire() as connection:
+            await storage.make_events_due(connection, WORKSPACE)
 
     def fresh_service(self) -> tuple[BillingGatewayService, BillingGatewaySettings]:
         """Another gateway instance on the same database (a restart)."""
@@ -211,11 +355,29 @@ def billing_settings(database_url: str, **values: Any) -> BillingGatewaySettings
     return testing.make_settings(BillingGatewaySettings, database_url, **defaults)
 
 
-@pytest.fixture
-async def stack(database_url: str) -> AsyncIterator[Stack]:
-    """The whole neighbourhood of the gateway, connected to the seeded demo account."""
-    emulator = await app.start()
-    demo = seed.seed_demo(emulator.state)
+def _notifier_settings(database_url: str, sink: smtp_sink_app.RunningSink) -> NotifierSettings:
+    """The real notifier, emailing the sink; WhatsApp off, quick polls."""
+    return testing.make_settings(
+        NotifierSettings,
+        database_url,
+        smtp_host=sink.host,
+        smtp_port=sink.smtp_port,
+        smtp_timeout_seconds=2.0,
+        whatsapp_timeout_seconds=2.0,
+        http_timeout_seconds=2.0,
+        worker_count=1,
+        poll_interval_seconds=0.05,
+        retry_backoff_base_seconds=0.05,
+        retry_backoff_cap_seconds=0.2,
+        lease_seconds=5.0,
+    )
+
+
+@contextlib.asynccontextmanager
+async def _stack(
+    database_url: str, backend: Backend, demo: dict[str, Any], *, real_notifier: bool = False
+) -> AsyncIterator[Stack]:
+    """The gateway and its neighbours on the backend, the account connected."""
     identity_config = testing.make_settings(
         IdentitySettings,
         database_url,
@@ -223,64 +385,148 @@ async def stack(database_url: str) -> AsyncIterator[Stack]:
         assertion_signing_keys=f"a1:{_b64()}",
     )
     notifier = RecordingNotifier()  # type: ignore[abstract]
-    notifier_server = grpc.aio.server()
-    notifier_pb2_grpc.add_NotifierServiceServicer_to_server(notifier, notifier_server)
-    notifier_port = notifier_server.add_insecure_port("127.0.0.1:0")
-    await notifier_server.start()
     deliveries: list[tuple[bytes, str, grpc.StatusCode]] = []
     stub_box: list[billing_pb2_grpc.BillingGatewayServiceStub] = []
-    receiver, webhook_url = await _webhook_receiver(deliveries, stub_box)
+    async with contextlib.AsyncExitStack() as exits:
+        sink: smtp_sink_app.RunningSink | None = None
+        if real_notifier:
+            sink = await smtp_sink_app.start()
+            exits.push_async_callback(sink.close)
+            notifier_config = _notifier_settings(database_url, sink)
+            started = await exits.enter_async_context(
+                testing.running(NotifierService(notifier_config), notifier_config)
+            )
+            notifier_target = started.address
+        else:
+            notifier_server = grpc.aio.server()
+            notifier_pb2_grpc.add_NotifierServiceServicer_to_server(notifier, notifier_server)
+            notifier_port = notifier_server.add_insecure_port("127.0.0.1:0")
+            await notifier_server.start()
+            exits.push_async_callback(notifier_server.stop, 0)
+            notifier_target = f"127.0.0.1:{notifier_port}"
+        if backend.live:
+            # Real Stripe cannot reach this machine: the endpoint is registered (and deleted
+            # at the end) but nothing is delivered; webhook tests are emulator-only.
+            webhook_url = f"https://askvault-tests.invalid/stripe/{backend.run_id}"
+        else:
+            receiver, webhook_url = await _webhook_receiver(deliveries, stub_box)
+            exits.push_async_callback(receiver.cleanup)
+        ident = await exits.enter_async_context(
+            testing.running(IdentityService(identity_config), identity_config)
+        )
+        policy_config = testing.make_settings(
+            PolicySettings,
+            database_url,
+            identity_target=ident.address,
+            expiry_interval_seconds=3600.0,
+            default_refund_caps="usd:1000000",
+        )
+        pol = await exits.enter_async_context(
+            testing.running(PolicyService(policy_config), policy_config)
+        )
+        config = billing_settings(
+            database_url,
+            identity_target=ident.address,
+            notifier_target=notifier_target,
+            policy_target=pol.address,
+            stripe_api_base=backend.api_base,
+            # Real Stripe answers slower than the emulator.
+            stripe_timeout_seconds=20.0 if backend.live else 2.0,
+        )
+        clock = TestClock()
+        service = BillingGatewayService(config, clock=clock)
+        running = await exits.enter_async_context(testing.running(service, config))
+        channel = await exits.enter_async_context(grpc.aio.insecure_channel(running.address))
+        identity_channel = await exits.enter_async_context(grpc.aio.insecure_channel(ident.address))
+        policy_channel = await exits.enter_async_context(grpc.aio.insecure_channel(pol.address))
+        billing = billing_pb2_grpc.BillingGatewayServiceStub(channel)
+        stub_box.append(billing)
+        stack = Stack(
+            billing=billing,
+            identity=identity_pb2_grpc.IdentityServiceStub(identity_channel),
+            policy=policy_pb2_grpc.PolicyServiceStub(policy_channel),
+            backend=backend,
+            demo=demo,
+            service=service,
+            running=running,
+            settings=config,
+            clock=clock,
+            notifier=notifier,
+            webhook_url=webhook_url,
+            sink=sink,
+            database_url=database_url,
+            deliveries=deliveries,
+        )
+        endpoint_id = await _prepare(stack)
+        if backend.live:
+            exits.push_async_callback(_delete_endpoint, backend, endpoint_id)
+        yield stack
+
+
+async def _delete_endpoint(backend: Backend, endpoint_id: str) -> None:
+    await backend.sdk.v1.webhook_endpoints.delete_async(endpoint_id)
+
+
+@contextlib.asynccontextmanager
+async def _seeded_emulator(api_key: str = "") -> AsyncIterator[tuple[Backend, dict[str, Any]]]:
+    emulator = await app.start()
+    demo = seed.seed_demo(emulator.state)
+    backend = _backend("emulator", emulator, api_key or seed.DEMO_API_KEY)
     try:
-        async with testing.running(IdentityService(identity_config), identity_config) as ident:
-            policy_config = testing.make_settings(
-                PolicySettings,
-                database_url,
-                identity_target=ident.address,
-                expiry_interval_seconds=3600.0,
-                default_refund_caps="usd:1000000",
-            )
-            config = billing_settings(
-                database_url,
-                identity_target=ident.address,
-                notifier_target=f"127.0.0.1:{notifier_port}",
-                stripe_api_base=emulator.url,
-            )
-            clock = TestClock()
-            async with testing.running(PolicyService(policy_config), policy_config) as pol:
-                config = config.model_copy(update={"policy_target": pol.address})
-                service = BillingGatewayService(config, clock=clock)
-                async with (
-                    testing.running(service, config) as running,
-                    grpc.aio.insecure_channel(running.address) as channel,
-                    grpc.aio.insecure_channel(ident.address) as identity_channel,
-                    grpc.aio.insecure_channel(pol.address) as policy_channel,
-                ):
-                    billing = billing_pb2_grpc.BillingGatewayServiceStub(channel)
-                    stub_box.append(billing)
-                    stack = Stack(
-                        billing=billing,
-                        identity=identity_pb2_grpc.IdentityServiceStub(identity_channel),
-                        policy=policy_pb2_grpc.PolicyServiceStub(policy_channel),
-                        emulator=emulator,
-                        demo=demo,
-                        service=service,
-                        running=running,
-                        settings=config,
-                        clock=clock,
-                        notifier=notifier,
-                        webhook_url=webhook_url,
-                        database_url=database_url,
-                        deliveries=deliveries,
-                    )
-                    await _prepare(stack)
-                    yield stack
+        yield backend, demo
     finally:
-        await receiver.cleanup()
-        await notifier_server.stop(0)
+        await backend.close()
         await emulator.close()
 
 
-async def _prepare(stack: Stack) -> None:
+@pytest.fixture
+async def stack(database_url: str) -> AsyncIterator[Stack]:
+    """The whole neighbourhood of the gateway, connected to the seeded demo account."""
+    async with _seeded_emulator() as (backend, demo), _stack(database_url, backend, demo) as s:
+        yield s
+
+
+@pytest.fixture
+async def notifier_stack(database_url: str) -> AsyncIterator[Stack]:
+    """As ``stack``, with the real notifier service emailing an SMTP sink."""
+    async with (
+        _seeded_emulator() as (backend, demo),
+        _stack(database_url, backend, demo, real_notifier=True) as s,
+    ):
+        yield s
+
+
+@pytest.fixture(
+    params=[
+        "emulator",
+        pytest.param(
+            "stripe_live",
+            marks=[
+                pytest.mark.stripe_live,
+                pytest.mark.skipif(not STRIPE_LIVE_KEY, reason=LIVE_SKIP_REASON),
+            ],
+        ),
+    ]
+)
+async def shared_stack(request: pytest.FixtureRequest, database_url: str) -> AsyncIterator[Stack]:
+    """The gateway on each backend, with an EMPTY account (no seed): the emulator with a
+    fresh key of its own, or real Stripe test mode with STRIPE_TEST_API_KEY."""
+    if request.param == "stripe_live":
+        backend = _backend("stripe_live", None, STRIPE_LIVE_KEY)
+        try:
+            async with _stack(database_url, backend, {}) as s:
+                yield s
+        finally:
+            await backend.close()
+        return
+    async with (
+        _seeded_emulator(f"sk_test_{uuid.uuid4().hex}") as (backend, _),
+        _stack(database_url, backend, {}) as s,
+    ):
+        yield s
+
+
+async def _prepare(stack: Stack) -> str:
     await stack.identity.AddSecret(
         identity_pb2.AddSecretRequest(
             workspace_id=WORKSPACE,
@@ -317,12 +563,13 @@ async def _prepare(stack: Stack) -> None:
             ),
             metadata=testing.admin_metadata("admin-bob"),
         )
-    await stack.billing.ConnectAccount(
+    connected = await stack.billing.ConnectAccount(
         pb.ConnectAccountRequest(
             workspace_id=WORKSPACE,
-            secret_key=seed.DEMO_API_KEY,
+            secret_key=stack.backend.api_key,
             webhook_url=stack.webhook_url,
             idempotency_key=key("connect"),
         ),
         metadata=testing.admin_metadata(),
     )
+    return str(connected.webhook_endpoint_id)
