@@ -11,8 +11,10 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -68,11 +70,20 @@ def _exists(package: str) -> bool:
     ).exists()
 
 
-def plan(demo: config.DemoConfig, database_url: str) -> list[Child]:
-    """The processes to start, in order: emulators first, then services by dependency."""
+def plan(
+    demo: config.DemoConfig,
+    database_url: str,
+    ports: Mapping[str, int] | None = None,
+    overrides: Mapping[str, Mapping[str, str]] | None = None,
+) -> list[Child]:
+    """The processes to start, in order: emulators first, then services by dependency.
+
+    ``ports`` replaces the ports of config/demo.toml (by the same names) and ``overrides``
+    adds environment variables per process name: the chaos harness runs a second stack on
+    free ports with shorter intervals; ``make run`` passes neither."""
     keys = config.local_keys()
     python = sys.executable
-    port = demo.port
+    port = _port_of(demo, ports)
     stripe_key = os.environ.get("STRIPE_TEST_API_KEY", "")
     stripe_base = (
         "https://api.stripe.com" if stripe_key else f"http://127.0.0.1:{port('stripe_emulator')}"
@@ -191,16 +202,31 @@ def plan(demo: config.DemoConfig, database_url: str) -> list[Child]:
             f"http://127.0.0.1:{port(name)}" if name == "edge" else f"127.0.0.1:{port(name)} (gRPC)"
         )
         children.append(Child(name, [python, "-m", name], env, ready, address))
+    for child in children:
+        child.env.update((overrides or {}).get(child.name, {}))
     return children
+
+
+def _port_of(demo: config.DemoConfig, ports: Mapping[str, int] | None) -> Callable[[str], int]:
+    """The port of a process: from ``ports`` when given, else from the demo config."""
+    if ports is None:
+        return demo.port
+    chosen = dict(ports)
+    return lambda name: chosen[name]
 
 
 LOGS = config.DATA_DIR / "logs"
 
 
-async def _start(child: Child) -> None:
+def _open_log(logs: Path, name: str) -> BinaryIO:
+    """The log file of a process, appended to across restarts."""
+    logs.mkdir(parents=True, exist_ok=True)
+    return (logs / f"{name}.log").open("ab")
+
+
+async def _start(child: Child, logs: Path = LOGS) -> None:
     env = {**os.environ, **child.env}
-    LOGS.mkdir(parents=True, exist_ok=True)
-    with (LOGS / f"{child.name}.log").open("ab") as log:
+    with _open_log(logs, child.name) as log:
         child.process = await asyncio.create_subprocess_exec(
             *child.argv, env=env, cwd=config.ROOT, stdout=log, stderr=log
         )

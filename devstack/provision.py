@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Callable
 
 import grpc
 
@@ -25,8 +26,8 @@ def admin_metadata(subject: str = "devstack-admin") -> tuple[tuple[str, str], ..
     return (("authorization", f"Bearer {auth.issue_admin_token(secret, subject)}"),)
 
 
-async def _identity(demo: config.DemoConfig) -> list[str]:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{demo.port('identity')}") as channel:
+async def _identity(demo: config.DemoConfig, port: Callable[[str], int]) -> list[str]:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port('identity')}") as channel:
         stub = identity_pb2_grpc.IdentityServiceStub(channel)
         try:
             await stub.AddSecret(
@@ -53,16 +54,16 @@ async def _identity(demo: config.DemoConfig) -> list[str]:
         f"Demo workspace {demo.workspace_id}: HMAC key {demo.hmac_key_id} (config/demo.toml).",
         "Verify the demo visitor through reflection:",
         f"  .venv/bin/grpcurl -plaintext -d '{request}' \\",
-        f"    127.0.0.1:{demo.port('identity')} askvault.identity.v1.IdentityService/VerifyVisitor",
+        f"    127.0.0.1:{port('identity')} askvault.identity.v1.IdentityService/VerifyVisitor",
     ]
 
 
-async def _policy(demo: config.DemoConfig) -> list[str]:
+async def _policy(demo: config.DemoConfig, port: Callable[[str], int]) -> list[str]:
     """Puts the demo workspace on its AskVault plan; the other bounds stay at their defaults."""
     plan = policy_pb2.AskVaultPlan.Value(
         f"ASK_VAULT_PLAN_{demo.raw['workspace']['askvault_plan'].upper()}"
     )
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{demo.port('policy')}") as channel:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port('policy')}") as channel:
         stub = policy_pb2_grpc.PolicyServiceStub(channel)
         # GetBounds is an internal RPC: the launcher, which holds every key of the local
         # stack, asks with the edge's credential.
@@ -88,7 +89,9 @@ async def _policy(demo: config.DemoConfig) -> list[str]:
     return [f"Policy: {demo.workspace_id} on AskVault plan {policy_pb2.AskVaultPlan.Name(plan)}."]
 
 
-async def _edge(demo: config.DemoConfig, children_names: set[str]) -> list[str]:
+async def _edge(
+    demo: config.DemoConfig, children_names: set[str], port: Callable[[str], int]
+) -> list[str]:
     """Connects the demo Stripe account to the billing gateway, with the edge as its webhook
     endpoint, and says how to chat."""
     import os
@@ -103,14 +106,12 @@ async def _edge(demo: config.DemoConfig, children_names: set[str]) -> list[str]:
         # The emulator forgets its endpoints between runs: register again each run; against
         # real Stripe one key per workspace keeps a single endpoint.
         run = "stripe" if real_key else str(int(time.time()))
-        async with grpc.aio.insecure_channel(
-            f"127.0.0.1:{demo.port('billing_gateway')}"
-        ) as channel:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port('billing_gateway')}") as channel:
             await billing_pb2_grpc.BillingGatewayServiceStub(channel).ConnectAccount(
                 billing_pb2.ConnectAccountRequest(
                     workspace_id=demo.workspace_id,
                     secret_key=secret_key,
-                    webhook_url=f"http://127.0.0.1:{demo.port('edge')}/api/stripe/webhooks/{demo.workspace_id}",
+                    webhook_url=f"http://127.0.0.1:{port('edge')}/api/stripe/webhooks/{demo.workspace_id}",
                     idempotency_key=f"devstack-connect-{run}",
                 ),
                 metadata=admin_metadata(),
@@ -125,7 +126,7 @@ async def _edge(demo: config.DemoConfig, children_names: set[str]) -> list[str]:
         notes += [
             "Chat: `make chat` (DEMO_USER=bob make chat for another demo customer), `make demo` for the",  # noqa: E501
             "seed journey, or:",
-            f"  curl -s localhost:{demo.port('edge')}/v1/chat/turns -H 'content-type: application/json' \\",  # noqa: E501
+            f"  curl -s localhost:{port('edge')}/v1/chat/turns -H 'content-type: application/json' \\",  # noqa: E501
             f'    -d \'{{"workspace_id":"{demo.workspace_id}","conversation_id":"c1",'
             f'"visitor":{{"user_id":"{visitor["user_id"]}","email":"{visitor["email"]}",'
             f'"user_hash":"{user_hash}"}},"text":"What is my plan?"}}\'',
@@ -133,12 +134,18 @@ async def _edge(demo: config.DemoConfig, children_names: set[str]) -> list[str]:
     return notes
 
 
-async def provision(demo: config.DemoConfig, children_names: set[str]) -> list[str]:
-    """Runs the provisioning of every service that is part of the stack."""
+async def provision(
+    demo: config.DemoConfig,
+    children_names: set[str],
+    port: Callable[[str], int] | None = None,
+) -> list[str]:
+    """Runs the provisioning of every service that is part of the stack; ``port`` gives the
+    port of each process when it is not the demo config's (the chaos harness's stack)."""
+    port_of = demo.port if port is None else port
     notes: list[str] = []
     if "identity" in children_names:
-        notes += await _identity(demo)
+        notes += await _identity(demo, port_of)
     if "policy" in children_names:
-        notes += await _policy(demo)
-    notes += await _edge(demo, children_names)
+        notes += await _policy(demo, port_of)
+    notes += await _edge(demo, children_names, port_of)
     return notes
