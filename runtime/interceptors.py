@@ -14,7 +14,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 from opentelemetry import metrics
 
-from runtime import deadlines, errors
+from runtime import deadlines, errors, request_checks
 from runtime.database import UNAVAILABLE_ERRORS
 from runtime.service_auth import CallerPolicy
 
@@ -106,6 +106,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                     )
                 if self._callers is not None:
                     self._callers.check(method, context.invocation_metadata())
+                request_checks.check(request)
                 return await inner(request, context)
             except errors.ServiceError as error:
                 code = error.kind.value
