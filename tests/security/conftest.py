@@ -1,0 +1,532 @@
+"""The whole system in-process once per module, for fuzzing and security checks.
+
+Like ``tests/e2e/conftest.py`` but with every secret known to the test (so that the logs and
+the tables can be scanned for them), two tenants each with its own Stripe account in the
+emulator (workspace A and workspace B), and a handler that captures every log record of the
+process, formatted as production formats it. Also: a snapshot of every table of every
+service schema (row count and content hash), to prove that refused requests change nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import hmac
+import logging
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+import asyncpg
+import grpc
+import hypothesis
+import pytest
+import stripe
+
+from askvault.billing.v1 import billing_pb2, billing_pb2_grpc
+from askvault.identity.v1 import identity_pb2, identity_pb2_grpc
+from askvault.notifier.v1 import notifier_pb2_grpc
+from askvault.policy.v1 import policy_pb2, policy_pb2_grpc
+from billing_gateway.service import BillingGatewayService
+from billing_gateway.settings import BillingGatewaySettings
+from edge import service as edge_service
+from edge.settings import EdgeSettings
+from identity.service import IdentityService
+from identity.settings import IdentitySettings
+from notifier.service import NotifierService
+from notifier.settings import NotifierSettings
+from policy.service import PolicyService
+from policy.settings import PolicySettings
+from runtime import auth, logs, testing
+from smtp_sink import app as smtp_sink_app
+from stripe_emulator import app as stripe_app
+from stripe_emulator import seed
+from stripe_emulator.app import RunningEmulator
+from whatsapp_emulator import app as whatsapp_app
+
+# Modest example counts: the folder must run in well under 90 s on two slow cores. Set
+# ASKVAULT_FUZZ_EXAMPLES to fuzz longer (a nightly run, or while hunting a bug).
+FUZZ_EXAMPLES = int(os.environ.get("ASKVAULT_FUZZ_EXAMPLES", "30"))
+hypothesis.settings.register_profile(
+    "security",
+    max_examples=FUZZ_EXAMPLES,
+    deadline=None,
+    suppress_health_check=[hypothesis.HealthCheck.too_slow, hypothesis.HealthCheck.data_too_large],
+    print_blob=True,
+)
+
+WORKSPACE_A = "ws_sec_a"
+WORKSPACE_B = "ws_sec_b"
+# The workspace a fuzzing admin credential is scoped to: admin RPCs there may succeed
+# without touching the tenants the other checks rely on.
+WORKSPACE_FUZZ = "ws_sec_fuzz"
+SERVICE_SCHEMAS = ("identity", "policy", "billing_gateway", "notifier", "edge")
+
+# Every secret of the system, distinctive enough to be found verbatim anywhere.
+HMAC_SECRET_A = b"hmac-secret-of-workspace-a-5c7d2e9f41a8b3c6"
+HMAC_SECRET_B = b"hmac-secret-of-workspace-b-0e1f2a3b4c5d6e7f"
+STRIPE_KEY_A = seed.DEMO_API_KEY
+STRIPE_KEY_B = "sk_test_askvault_workspace_b_7f3e9a"
+WHATSAPP_APP_SECRET = "whatsapp-app-secret-3d9c1b7a"
+WHATSAPP_VERIFY_TOKEN = "whatsapp-verify-token-8e2f6a0c"
+WHATSAPP_TOKEN = "whatsapp-access-token-4b8d2f6e"
+PHONE_NUMBER_ID = "1000000001"
+AGENT_INBOX = "agents@support.security"
+
+
+def _fixed_key(label: str) -> str:
+    """A 32-byte key (base64), derived from a label so that the test knows it."""
+    return base64.b64encode(hashlib.sha256(label.encode()).digest()).decode()
+
+
+IDENTITY_ENCRYPTION_KEY = _fixed_key("identity-encryption")
+IDENTITY_SIGNING_KEY = _fixed_key("identity-assertion-signing")
+BILLING_ENCRYPTION_KEY = _fixed_key("billing-encryption")
+EDGE_ENCRYPTION_KEY = _fixed_key("edge-encryption")
+
+
+def user_hash(user_id: str, secret: bytes = HMAC_SECRET_A) -> str:
+    """What a workspace's backend computes for a visitor."""
+    return hmac.new(secret, user_id.encode(), hashlib.sha256).hexdigest()
+
+
+def email_of(user: str) -> str:
+    """The demo email of a demo user id (``dev`` pays with UPI in India)."""
+    return f"{user}@example.in" if user == "dev" else f"{user}@example.com"
+
+
+def admin(subject: str, workspaces: list[str] | None = None, ttl_seconds: int = 3600) -> str:
+    """A genuine admin credential (optionally scoped to workspaces)."""
+    return auth.issue_admin_token(testing.TEST_ADMIN_SECRET, subject, workspaces, ttl_seconds)
+
+
+def bearer(token: str) -> tuple[tuple[str, str], ...]:
+    """Call metadata carrying a bearer token."""
+    return (("authorization", f"Bearer {token}"),)
+
+
+class CapturedLogs(logging.Handler):
+    """Keeps every record of the process, formatted exactly as production writes it."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.INFO)
+        self.lines: list[str] = []
+        self._formatter = logs.JsonFormatter("security-test")
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # The emulators stand in for Stripe, Meta and a mail server: what they log is theirs.
+        if record.name.split(".")[0] in ("stripe_emulator", "whatsapp_emulator", "smtp_sink"):
+            return
+        self.lines.append(self._formatter.format(record))
+
+
+@dataclass(repr=False)
+class System:
+    """Addresses, clients and secrets of the running system."""
+
+    edge_url: str
+    stripe_url: str
+    http: aiohttp.ClientSession
+    identity: identity_pb2_grpc.IdentityServiceStub
+    policy: policy_pb2_grpc.PolicyServiceStub
+    billing: billing_pb2_grpc.BillingGatewayServiceStub
+    notifier: notifier_pb2_grpc.NotifierServiceStub
+    emulator: RunningEmulator
+    sink: smtp_sink_app.RunningSink
+    whatsapp: whatsapp_app.RunningEmulator
+    stripe_a: stripe.StripeClient
+    stripe_b: stripe.StripeClient
+    summary_a: dict[str, Any]
+    summary_b: dict[str, Any]
+    pool: asyncpg.Pool
+    captured: CapturedLogs
+    secrets: dict[str, str] = field(default_factory=dict)
+    _tables: list[str] = field(default_factory=list)
+
+    def __repr__(self) -> str:
+        # Short: hypothesis prints the fixtures of a failing example.
+        return f"System(edge={self.edge_url})"
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(repr(self))
+
+    def customer(self, email: str, workspace: str = WORKSPACE_A) -> dict[str, Any]:
+        """The seed summary of a demo customer in a workspace's Stripe account."""
+        summary = self.summary_a if workspace == WORKSPACE_A else self.summary_b
+        found: dict[str, Any] = summary["customers"][email]
+        return found
+
+    def stub(self, service: str) -> Any:
+        """The gRPC stub of a service by its schema name."""
+        return {
+            "identity": self.identity,
+            "policy": self.policy,
+            "billing_gateway": self.billing,
+            "notifier": self.notifier,
+        }[service]
+
+    async def assertion(self, user: str, workspace: str = WORKSPACE_A) -> str:
+        """A verified visitor's identity assertion, linked to their Stripe customer."""
+        secret = HMAC_SECRET_A if workspace == WORKSPACE_A else HMAC_SECRET_B
+        request = identity_pb2.VerifyVisitorRequest(
+            workspace_id=workspace,
+            user_id=user,
+            email=email_of(user),
+            user_hash=user_hash(user, secret),
+        )
+        verified = await self.identity.VerifyVisitor(request, timeout=5)
+        if not verified.contact.stripe_customer_id:
+            await self.identity.LinkCustomer(
+                identity_pb2.LinkCustomerRequest(
+                    workspace_id=workspace,
+                    contact_id=verified.contact.contact_id,
+                    stripe_customer_id=self.customer(email_of(user), workspace)["customer"],
+                    idempotency_key=f"link-{workspace}-{user}",
+                ),
+                timeout=5,
+            )
+            verified = await self.identity.VerifyVisitor(request, timeout=5)
+        return str(verified.identity_assertion)
+
+    async def turn(
+        self, user: str | None, text: str, conversation: str, workspace: str = WORKSPACE_A
+    ) -> tuple[int, dict[str, Any]]:
+        """One chat turn as a verified visitor (or anonymous): (HTTP status, body)."""
+        visitor: dict[str, str] = {}
+        if user is not None:
+            secret = HMAC_SECRET_A if workspace == WORKSPACE_A else HMAC_SECRET_B
+            visitor = {
+                "user_id": user,
+                "email": email_of(user),
+                "user_hash": user_hash(user, secret),
+            }
+        async with self.http.post(
+            f"{self.edge_url}/v1/chat/turns",
+            json={
+                "workspace_id": workspace,
+                "conversation_id": conversation,
+                "visitor": visitor,
+                "text": text,
+            },
+        ) as response:
+            return response.status, await response.json()
+
+    def visitor_headers(self, user: str, workspace: str = WORKSPACE_A) -> dict[str, str]:
+        """The X-AskVault-* headers of a verified visitor (tools and MCP)."""
+        secret = HMAC_SECRET_A if workspace == WORKSPACE_A else HMAC_SECRET_B
+        return {
+            "X-AskVault-Workspace": workspace,
+            "X-AskVault-User-Id": user,
+            "X-AskVault-User-Email": email_of(user),
+            "X-AskVault-User-Hash": user_hash(user, secret),
+            "X-AskVault-Conversation": f"tools-{user}",
+        }
+
+    async def tool(
+        self, user: str, name: str, arguments: dict[str, Any], workspace: str = WORKSPACE_A
+    ) -> tuple[int, dict[str, Any]]:
+        """A JSON tool call as a verified visitor."""
+        async with self.http.post(
+            f"{self.edge_url}/v1/tools/{name}",
+            json={"arguments": arguments},
+            headers=self.visitor_headers(user, workspace),
+        ) as response:
+            return response.status, await response.json()
+
+    async def refunds(self) -> list[dict[str, Any]]:
+        """Every refund in both tenants' Stripe accounts."""
+        found: list[dict[str, Any]] = []
+        for client in (self.stripe_a, self.stripe_b):
+            page = await client.v1.refunds.list_async({"limit": 100})
+            found.extend(refund.to_dict() for refund in page.data)
+        return found
+
+    async def subscriptions(self) -> list[tuple[str, str, str, bool]]:
+        """(id, status, price, cancel_at_period_end) of every subscription of both tenants."""
+        found: list[tuple[str, str, str, bool]] = []
+        for client in (self.stripe_a, self.stripe_b):
+            page = await client.v1.subscriptions.list_async({"limit": 100, "status": "all"})
+            for found_subscription in page.data:
+                subscription = found_subscription.to_dict()
+                price = str(subscription["items"]["data"][0]["price"]["id"])
+                found.append(
+                    (
+                        str(subscription["id"]),
+                        str(subscription["status"]),
+                        price,
+                        bool(subscription.get("cancel_at_period_end")),
+                    )
+                )
+        return sorted(found)
+
+    async def tables(self) -> list[str]:
+        """Every table of every service schema, ``schema.table``."""
+        if not self._tables:
+            async with self.pool.acquire() as connection:
+                rows = await connection.fetch(
+                    "SELECT table_schema, table_name FROM information_schema.tables "
+                    "WHERE table_type = 'BASE TABLE' AND table_schema = ANY($1::text[]) "
+                    "ORDER BY 1, 2",
+                    list(SERVICE_SCHEMAS),
+                )
+            self._tables = [f'"{row[0]}"."{row[1]}"' for row in rows]
+        return self._tables
+
+    async def snapshot(self) -> dict[str, tuple[int, str]]:
+        """Row count and content hash of every table of every service schema."""
+        # Table names come from information_schema, not from input.
+        parts = [
+            f"SELECT '{table}', count(*), "  # noqa: S608
+            f"md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), '')) FROM {table} t"
+            for table in await self.tables()
+        ]
+        async with self.pool.acquire() as connection:
+            rows = await connection.fetch(" UNION ALL ".join(parts))
+        return {str(row[0]): (int(row[1]), str(row[2])) for row in rows}
+
+    async def rows(self) -> dict[str, list[dict[str, Any]]]:
+        """Every row of every table of every service schema."""
+        found: dict[str, list[dict[str, Any]]] = {}
+        async with self.pool.acquire() as connection:
+            for table in await self.tables():
+                found[table] = [
+                    dict(row)
+                    for row in await connection.fetch(f"SELECT * FROM {table}")  # noqa: S608
+                ]
+        return found
+
+
+def _with_database(url: str, name: str) -> str:
+    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
+
+
+@pytest.fixture(scope="module")
+async def module_database_url(postgres_server: str, template_database: str) -> AsyncIterator[str]:
+    """A fresh database (every schema migrated) for one test module."""
+    name = f"askvault_sec_{os.getpid()}_{os.urandom(4).hex()}"
+    connection = await asyncpg.connect(postgres_server)
+    try:
+        await connection.execute(f"CREATE DATABASE {name} TEMPLATE {template_database}")
+        yield _with_database(postgres_server, name)
+        await connection.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    finally:
+        await connection.close()
+
+
+@pytest.fixture(scope="module")
+async def system(module_database_url: str) -> AsyncIterator[System]:
+    """Everything running, workspaces A and B provisioned, every log record captured."""
+    captured = CapturedLogs()
+    root = logging.getLogger()
+    previous_level = root.level
+    root.addHandler(captured)
+    root.setLevel(logging.INFO)
+    try:
+        async with _running(module_database_url, captured) as running:
+            yield running
+    finally:
+        root.removeHandler(captured)
+        root.setLevel(previous_level)
+
+
+@contextlib.asynccontextmanager
+async def _running(database_url: str, captured: CapturedLogs) -> AsyncIterator[System]:
+    """Starts the emulators and the five services in dependency order; stops them in reverse."""
+    async with contextlib.AsyncExitStack() as stack:
+        emulator = await stripe_app.start()
+        stack.push_async_callback(emulator.close)
+        summary_a = seed.seed_demo(emulator.state, STRIPE_KEY_A)
+        summary_b = seed.seed_demo(emulator.state, STRIPE_KEY_B)
+        sink = await smtp_sink_app.start()
+        stack.push_async_callback(sink.close)
+        whatsapp = await whatsapp_app.start(
+            state=whatsapp_app.State(
+                access_token=WHATSAPP_TOKEN,
+                app_secret=WHATSAPP_APP_SECRET,
+                status_delay_seconds=0.05,
+            )
+        )
+        stack.push_async_callback(whatsapp.close)
+        stripe_http = stripe.AIOHTTPClient()
+        stack.push_async_callback(stripe_http.close_async)
+        stripe_a, stripe_b = (
+            stripe.StripeClient(key, base_addresses={"api": emulator.url}, http_client=stripe_http)
+            for key in (STRIPE_KEY_A, STRIPE_KEY_B)
+        )
+        identity_settings = testing.make_settings(
+            IdentitySettings,
+            database_url,
+            secrets_encryption_keys=f"k1:{IDENTITY_ENCRYPTION_KEY}",
+            assertion_signing_keys=f"a1:{IDENTITY_SIGNING_KEY}",
+        )
+        identity = await stack.enter_async_context(
+            testing.running(IdentityService(identity_settings), identity_settings)
+        )
+        policy_settings = testing.make_settings(
+            PolicySettings, database_url, identity_target=identity.address
+        )
+        policy = await stack.enter_async_context(
+            testing.running(PolicyService(policy_settings), policy_settings)
+        )
+        notifier_settings = testing.make_settings(
+            NotifierSettings,
+            database_url,
+            smtp_host=sink.host,
+            smtp_port=sink.smtp_port,
+            smtp_timeout_seconds=2.0,
+            whatsapp_base_url=whatsapp.url,
+            whatsapp_access_token=WHATSAPP_TOKEN,
+            whatsapp_phone_number_id=PHONE_NUMBER_ID,
+            whatsapp_timeout_seconds=1.0,
+            worker_count=1,
+            poll_interval_seconds=0.05,
+            max_attempts=3,
+            retry_backoff_base_seconds=0.05,
+            retry_backoff_cap_seconds=0.2,
+            agent_inbox_address=AGENT_INBOX,
+        )
+        notifier = await stack.enter_async_context(
+            testing.running(NotifierService(notifier_settings), notifier_settings)
+        )
+        billing_settings = testing.make_settings(
+            BillingGatewaySettings,
+            database_url,
+            secrets_encryption_keys=f"k1:{BILLING_ENCRYPTION_KEY}",
+            identity_target=identity.address,
+            policy_target=policy.address,
+            notifier_target=notifier.address,
+            stripe_api_base=emulator.url,
+            stripe_timeout_seconds=1.0,
+            stripe_max_network_retries=0,
+            webhook_poll_seconds=0.1,
+            scheduler_poll_seconds=0.2,
+        )
+        billing = await stack.enter_async_context(
+            testing.running(BillingGatewayService(billing_settings), billing_settings)
+        )
+        edge_settings = testing.make_settings(
+            EdgeSettings,
+            database_url,
+            http_host="127.0.0.1",
+            http_port=0,
+            identity_target=identity.address,
+            policy_target=policy.address,
+            billing_target=billing.address,
+            notifier_target=notifier.address,
+            workspace_timezone="America/New_York",
+            whatsapp_app_secret=WHATSAPP_APP_SECRET,
+            whatsapp_verify_token=WHATSAPP_VERIFY_TOKEN,
+            whatsapp_workspaces=WORKSPACE_A,
+            secrets_encryption_keys=f"k1:{EDGE_ENCRYPTION_KEY}",
+            visitor_turns_per_minute=100_000,
+            address_requests_per_minute=100_000,
+        )
+        running_edge = await edge_service.start(edge_settings)
+        stack.push_async_callback(running_edge.stop, 1.0)
+        http = await stack.enter_async_context(aiohttp.ClientSession())
+        channels = [
+            await stack.enter_async_context(grpc.aio.insecure_channel(running.address))
+            for running in (identity, policy, billing, notifier)
+        ]
+        pool = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
+        stack.push_async_callback(pool.close)
+        system = System(
+            edge_url=running_edge.url,
+            stripe_url=emulator.url,
+            http=http,
+            identity=identity_pb2_grpc.IdentityServiceStub(channels[0]),
+            policy=policy_pb2_grpc.PolicyServiceStub(channels[1]),
+            billing=billing_pb2_grpc.BillingGatewayServiceStub(channels[2]),
+            notifier=notifier_pb2_grpc.NotifierServiceStub(channels[3]),
+            emulator=emulator,
+            sink=sink,
+            whatsapp=whatsapp,
+            stripe_a=stripe_a,
+            stripe_b=stripe_b,
+            summary_a=summary_a,
+            summary_b=summary_b,
+            pool=pool,
+            captured=captured,
+        )
+        whatsapp.state.webhook_url = f"{running_edge.url}/api/whatsapp/webhook"
+        await _provision(system, running_edge.url)
+        system.secrets = _secrets(system)
+        yield system
+
+
+async def _provision(system: System, edge_url: str) -> None:
+    """HMAC secrets, business bounds and a connected Stripe account for A and B."""
+    for workspace, secret, key in (
+        (WORKSPACE_A, HMAC_SECRET_A, STRIPE_KEY_A),
+        (WORKSPACE_B, HMAC_SECRET_B, STRIPE_KEY_B),
+    ):
+        metadata = bearer(admin("admin-provisioning", [workspace]))
+        await system.identity.AddSecret(
+            identity_pb2.AddSecretRequest(
+                workspace_id=workspace, key_id="k1", secret=secret, idempotency_key="sec-secret"
+            ),
+            metadata=metadata,
+            timeout=5,
+        )
+        current = await system.policy.GetBounds(
+            policy_pb2.GetBoundsRequest(workspace_id=workspace), timeout=5
+        )
+        bounds = policy_pb2.Bounds()
+        bounds.CopyFrom(current.defaults)
+        bounds.workspace_id = workspace
+        bounds.askvault_plan = policy_pb2.ASK_VAULT_PLAN_BUSINESS
+        await system.policy.ProposeBoundsChange(
+            policy_pb2.ProposeBoundsChangeRequest(
+                workspace_id=workspace, bounds=bounds, idempotency_key="sec-bounds"
+            ),
+            metadata=metadata,
+            timeout=5,
+        )
+        await system.billing.ConnectAccount(
+            billing_pb2.ConnectAccountRequest(
+                workspace_id=workspace,
+                secret_key=key,
+                webhook_url=f"{edge_url}/api/stripe/webhooks/{workspace}",
+                idempotency_key="sec-connect",
+            ),
+            metadata=metadata,
+            timeout=10,
+        )
+
+
+def signing_secrets(system: System) -> list[str]:
+    """Every webhook signing secret the emulator issued (one endpoint per tenant)."""
+    found = []
+    for account in system.emulator.state.accounts.values():
+        for entry in account.table("webhook_secret").values():
+            found.append(str(entry["secret"]))
+    return found
+
+
+def _secrets(system: System) -> dict[str, str]:
+    """Name -> value of every secret a log line or a table must never hold."""
+    found = {
+        "hmac secret A": HMAC_SECRET_A.decode(),
+        "hmac secret B": HMAC_SECRET_B.decode(),
+        "stripe secret key A": STRIPE_KEY_A,
+        "stripe secret key B": STRIPE_KEY_B,
+        "whatsapp app secret": WHATSAPP_APP_SECRET,
+        "whatsapp verify token": WHATSAPP_VERIFY_TOKEN,
+        "whatsapp access token": WHATSAPP_TOKEN,
+        "admin token secret": testing.TEST_ADMIN_SECRET,
+        "identity encryption key": IDENTITY_ENCRYPTION_KEY,
+        "identity assertion signing key": IDENTITY_SIGNING_KEY,
+        "billing encryption key": BILLING_ENCRYPTION_KEY,
+        "edge encryption key": EDGE_ENCRYPTION_KEY,
+    }
+    for index, secret in enumerate(signing_secrets(system)):
+        found[f"webhook signing secret {index}"] = secret
+    # A visitor's HMAC is a credential too: it proves who they are for as long as the
+    # workspace's secret lives.
+    for user in ("alice", "bob", "carol", "dev", "erin"):
+        found[f"user hash of {user}"] = user_hash(user)
+    return found
