@@ -67,8 +67,9 @@ def verify(
     for secret in secrets:
         expected = hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
         for candidate in signatures:
-            # Every comparison runs; a match does not end the loop early.
-            matched |= hmac.compare_digest(expected, candidate)
+            # Every comparison runs; a match does not end the loop early. As bytes: a str with
+            # non-ASCII characters makes compare_digest raise TypeError (was INTERNAL).
+            matched |= hmac.compare_digest(expected.encode(), candidate.encode())
     if not matched:
         raise _refused("SIGNATURE_INVALID", "the signature matches no signing secret")
     if abs(now - timestamp) > tolerance_seconds:
