@@ -9,6 +9,7 @@ service schema (row count and content hash), to prove that refused requests chan
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import hashlib
@@ -287,6 +288,20 @@ class System:
         async with self.pool.acquire() as connection:
             rows = await connection.fetch(" UNION ALL ".join(parts))
         return {str(row[0]): (int(row[1]), str(row[2])) for row in rows}
+
+    async def settled_snapshot(self, quiet_seconds: float = 0.3, limit_seconds: float = 5.0) -> Any:
+        """The snapshot once nothing changed for ``quiet_seconds`` (the outbox, webhook and
+        scheduler workers finished what earlier requests gave them)."""
+        current = await self.snapshot()
+        waited = 0.0
+        while waited < limit_seconds:
+            await asyncio.sleep(quiet_seconds)
+            waited += quiet_seconds
+            latest = await self.snapshot()
+            if latest == current:
+                return latest
+            current = latest
+        return current
 
     async def rows(self) -> dict[str, list[dict[str, Any]]]:
         """Every row of every table of every service schema."""

@@ -9,7 +9,6 @@ requests get past validation into lookups, authorization and the ledgers.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 from collections import Counter
 from dataclasses import dataclass
@@ -166,20 +165,6 @@ async def fuzzing(system: System) -> Fuzzing:
     )
 
 
-async def _settled(system: System, previous: dict[str, tuple[int, str]]) -> dict[str, Any]:
-    """The snapshot once nothing has changed for QUIET_SECONDS (workers finished)."""
-    waited = 0.0
-    current = await system.snapshot()
-    while waited < SETTLE_LIMIT_SECONDS:
-        await asyncio.sleep(QUIET_SECONDS)
-        waited += QUIET_SECONDS
-        latest = await system.snapshot()
-        if latest == current:
-            return latest
-        current = latest
-    return current
-
-
 def _changed(before: dict[str, tuple[int, str]], after: dict[str, tuple[int, str]]) -> list[str]:
     return sorted(table for table in after if before.get(table) != after[table])
 
@@ -209,7 +194,7 @@ async def test_every_rpc_answers_hostile_input_clearly_and_refusals_change_nothi
         # An accepted request may change state (it was valid); let the workers finish so
         # that the next example starts from a still system.
         if after != before:
-            await _settled(system, after)
+            await system.settled_snapshot(QUIET_SECONDS, SETTLE_LIMIT_SECONDS)
         return
     assert reason, (code, "no ErrorInfo reason", request)
     if code is grpc.StatusCode.INVALID_ARGUMENT and reason == "INVALID_ARGUMENT":
