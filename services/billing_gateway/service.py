@@ -63,6 +63,12 @@ class BillingGatewayService:
         return self._ledger
 
     @property
+    def peers(self) -> Peers:
+        """The stubs of identity, policy and the notifier (started services only)."""
+        assert self._peers is not None
+        return self._peers
+
+    @property
     def events(self) -> webhooks.EventWorker:
         """The webhook worker (started services only)."""
         assert self._events is not None
