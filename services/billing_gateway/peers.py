@@ -234,4 +234,4 @@ class MessageRefused(Exception):
     @property
     def is_bug(self) -> bool:
         """INVALID_ARGUMENT: our request broke the notifier's contract."""
-        return self.code == grpc.StatusCode.INVALID_ARGUMENT.name
+        return bool(self.code == grpc.StatusCode.INVALID_ARGUMENT.name)

@@ -194,7 +194,8 @@ class Backend:
                 "currency": "usd",
                 "customer": customer.customer_id,
                 "payment_method": customer.payment_method_id,
-                "payment_method_types": ["card"],
+                # Card only, no redirect methods: confirmable off-session in test mode.
+                "automatic_payment_methods": {"enabled": True, "allow_redirects": "never"},
                 "confirm": True,
                 "off_session": True,
             }

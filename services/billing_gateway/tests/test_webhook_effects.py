@@ -44,13 +44,13 @@ async def _settled(stack: Stack) -> None:
     await stack.service.events.drain()
 
 
-async def _tags(stack: Stack, email: str) -> identity_pb2.Tags:
+async def _tags(stack: Stack, email: str) -> identity_pb2.ContactTags:
     found = await stack.identity.FindContactsByCustomer(
         identity_pb2.FindContactsByCustomerRequest(
             workspace_id=WORKSPACE, stripe_customer_id=stack.customer(email)
         )
     )
-    tags: identity_pb2.Tags = found.contacts[0].tags
+    tags: identity_pb2.ContactTags = found.contacts[0].tags
     return tags
 
 
