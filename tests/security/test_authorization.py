@@ -1,0 +1,387 @@
+"""Object-level authorization across contacts and workspaces, through direct RPCs, chat,
+tools and MCP; admin RPCs of every service refused without an admin credential, with a
+forged one, an expired one, one scoped to another workspace and a non-admin role."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+import jwt
+import pytest
+
+from askvault.billing.v1 import billing_pb2
+from askvault.common.v1 import common_pb2
+from askvault.identity.v1 import identity_pb2
+from askvault.notifier.v1 import notifier_pb2
+from askvault.policy.v1 import policy_pb2
+from runtime import testing
+from tests.security.conftest import WORKSPACE_A, WORKSPACE_B, System, admin, bearer
+
+NOT_YOURS = {grpc.StatusCode.NOT_FOUND}
+REFUSED_WORKSPACE = {grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED}
+
+
+async def _code(call: Any) -> tuple[grpc.StatusCode, str]:
+    try:
+        await call
+    except grpc.aio.AioRpcError as refused:
+        code, reason, _ = testing.error_details(refused)
+        return code, reason
+    return grpc.StatusCode.OK, ""
+
+
+async def _bobs_operation(system: System) -> str:
+    """Bob refunds his own last charge through chat; the operation id from the ledger."""
+    status, _ = await system.turn("bob", "refund my last charge", "bob-refund")
+    assert status == 200
+    status, body = await system.turn("bob", "yes", "bob-refund")
+    assert status == 200 and "refund" in body["reply"].lower(), body
+    async with system.pool.acquire() as connection:
+        found = await connection.fetchval(
+            "SELECT operation_id FROM billing_gateway.operations WHERE workspace_id = $1 "
+            "ORDER BY created_at DESC LIMIT 1",
+            WORKSPACE_A,
+        )
+    assert found
+    return str(found)
+
+
+async def test_alice_asking_for_bobs_objects_by_rpc_is_not_found(system: System) -> None:
+    alice = await system.assertion("alice")
+    bob = system.customer("bob@example.com")
+    operation = await _bobs_operation(system)
+    before = await system.refunds()
+    calls: dict[str, Callable[[], Any]] = {
+        "subscription": lambda: system.billing.GetSubscription(
+            billing_pb2.GetSubscriptionRequest(
+                workspace_id=WORKSPACE_A,
+                identity_assertion=alice,
+                subscription_id=bob["subscription"],
+            ),
+            timeout=5,
+        ),
+        "operation": lambda: system.billing.GetOperation(
+            billing_pb2.GetOperationRequest(
+                workspace_id=WORKSPACE_A, identity_assertion=alice, operation_id=operation
+            ),
+            timeout=5,
+        ),
+        "preview": lambda: system.billing.PreviewPlanChange(
+            billing_pb2.PreviewPlanChangeRequest(
+                workspace_id=WORKSPACE_A,
+                identity_assertion=alice,
+                subscription_id=bob["subscription"],
+                target_price_id=system.summary_a["products"]["business"]["prices"]["usd"],
+            ),
+            timeout=5,
+        ),
+        "invoice retry": lambda: system.billing.RetryInvoicePayment(
+            billing_pb2.RetryInvoicePaymentRequest(
+                workspace_id=WORKSPACE_A,
+                identity_assertion=alice,
+                grant_id="gr_forged",
+                invoice_id=bob["invoices"][-1],
+                idempotency_key="sec-retry-bob",
+            ),
+            timeout=5,
+        ),
+        "charge refund": lambda: system.billing.RefundCharge(
+            billing_pb2.RefundChargeRequest(
+                workspace_id=WORKSPACE_A,
+                identity_assertion=alice,
+                grant_id="gr_forged",
+                charge_id=bob["charges"][0],
+                amount=common_pb2.Money(amount_minor=100, currency="usd"),
+                idempotency_key="sec-refund-bob",
+            ),
+            timeout=5,
+        ),
+    }
+    for name, call in calls.items():
+        code, reason = await _code(call())
+        # Bob's objects do not exist for alice; a forged grant is refused before any lookup.
+        allowed = NOT_YOURS | (
+            {grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.FAILED_PRECONDITION}
+            if "grant" in name or name in ("invoice retry", "charge refund")
+            else set()
+        )
+        assert code in allowed, (name, code, reason)
+    # Alice's own invoice list does not contain bob's invoices.
+    mine = await system.billing.ListInvoices(
+        billing_pb2.ListInvoicesRequest(workspace_id=WORKSPACE_A, identity_assertion=alice),
+        timeout=5,
+    )
+    assert not {invoice.invoice_id for invoice in mine.invoices} & set(bob["invoices"])
+    assert await system.refunds() == before
+
+
+async def test_workspace_b_assertion_is_refused_in_workspace_a(system: System) -> None:
+    alice_b = await system.assertion("alice", WORKSPACE_B)
+    alice_a = system.customer("alice@example.com")
+    calls: dict[str, Callable[[], Any]] = {
+        "status": lambda: system.billing.GetSubscription(
+            billing_pb2.GetSubscriptionRequest(
+                workspace_id=WORKSPACE_A, identity_assertion=alice_b
+            ),
+            timeout=5,
+        ),
+        "charges": lambda: system.billing.ListCharges(
+            billing_pb2.ListChargesRequest(workspace_id=WORKSPACE_A, identity_assertion=alice_b),
+            timeout=5,
+        ),
+        "authorize": lambda: system.policy.Authorize(
+            policy_pb2.AuthorizeRequest(
+                workspace_id=WORKSPACE_A,
+                identity_assertion=alice_b,
+                action=common_pb2.BILLING_ACTION_REFUND,
+                details=policy_pb2.ActionDetails(
+                    amount=common_pb2.Money(amount_minor=100, currency="usd"),
+                    charge_id=alice_a["charges"][-1],
+                ),
+                confirmed=True,
+                idempotency_key="sec-auth-b-in-a",
+            ),
+            timeout=5,
+        ),
+    }
+    authorize = calls.pop("authorize")
+    for name, call in calls.items():
+        code, reason = await _code(call())
+        assert code in REFUSED_WORKSPACE, (name, code, reason)
+    # Policy answers an untrusted assertion with a refusal or a DENY decision, never a grant.
+    try:
+        decision = await authorize()
+    except grpc.aio.AioRpcError as refused:
+        code = refused.code()
+    else:
+        code = grpc.StatusCode.OK
+        assert decision.decision == policy_pb2.DECISION_DENY, decision
+        assert not decision.HasField("grant"), decision
+    assert code in REFUSED_WORKSPACE | {grpc.StatusCode.OK}, code
+    # Within its own workspace, B's alice cannot reach A's objects (another Stripe account).
+    code, reason = await _code(
+        system.billing.GetSubscription(
+            billing_pb2.GetSubscriptionRequest(
+                workspace_id=WORKSPACE_B,
+                identity_assertion=alice_b,
+                subscription_id=alice_a["subscription"],
+            ),
+            timeout=5,
+        )
+    )
+    assert code in NOT_YOURS, (code, reason)
+
+
+async def test_another_customers_ids_through_chat_tools_and_mcp_reveal_nothing(
+    system: System,
+) -> None:
+    bob = system.customer("bob@example.com")
+    before = await system.refunds()
+    status, body = await system.turn("alice", f"refund charge {bob['charges'][0]}", "xs-chat")
+    assert status == 200 and bob["customer"] not in str(body), body
+    status, body = await system.turn("alice", "yes", "xs-chat")
+    assert status == 200
+    for name, arguments in (
+        ("request_refund", {"charge_id": bob["charges"][0]}),
+        ("get_subscription", {"subscription_id": bob["subscription"]}),
+    ):
+        status, body = await system.tool("alice", name, arguments)
+        assert status in (200, 400), body
+        assert body.get("status") != "ok" or name == "get_subscription", body
+        assert bob["subscription"] not in str(body.get("data", "")), body
+    # The same through MCP: identity from the headers, bob's charge id in the arguments.
+    headers = {**system.visitor_headers("alice"), "Accept": "application/json, text/event-stream"}
+    call = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "tools/call",
+        "params": {"name": "request_refund", "arguments": {"charge_id": bob["charges"][0]}},
+    }
+    async with system.http.post(f"{system.edge_url}/mcp", json=call, headers=headers) as response:
+        text = await response.text()
+    assert response.status == 200, text
+    assert '"status":"ok"' not in text.replace(" ", ""), text
+    assert await system.refunds() == before
+
+
+# ----- admin RPCs -----
+
+
+def _expired() -> str:
+    return admin("admin-expired", ttl_seconds=-120)
+
+
+def _forged() -> str:
+    claims = {"sub": "mallory", "role": "admin", "aud": "askvault-admin", "exp": 2**33}
+    return jwt.encode(claims, "not-the-admin-key-but-long-enough-0123456789", algorithm="HS256")
+
+
+def _not_admin() -> str:
+    claims = {"sub": "eve", "role": "viewer", "aud": "askvault-admin", "exp": 2**33}
+    return jwt.encode(claims, testing.TEST_ADMIN_SECRET, algorithm="HS256")
+
+
+def _wrong_audience() -> str:
+    claims = {"sub": "eve", "role": "admin", "aud": "something-else", "exp": 2**33}
+    return jwt.encode(claims, testing.TEST_ADMIN_SECRET, algorithm="HS256")
+
+
+def _unsigned() -> str:
+    claims = {"sub": "eve", "role": "admin", "aud": "askvault-admin", "exp": 2**33}
+    return jwt.encode(claims, key="", algorithm="none")
+
+
+CREDENTIALS = {
+    "none": lambda: (),
+    "forged": lambda: bearer(_forged()),
+    "expired": lambda: bearer(_expired()),
+    "other workspace": lambda: bearer(admin("admin-of-b", [WORKSPACE_B])),
+    "not an admin role": lambda: bearer(_not_admin()),
+    "wrong audience": lambda: bearer(_wrong_audience()),
+    "unsigned": lambda: bearer(_unsigned()),
+}
+
+ADMIN_CALLS: dict[str, tuple[str, str, Any]] = {
+    "identity.AddSecret": (
+        "identity",
+        "AddSecret",
+        identity_pb2.AddSecretRequest(
+            workspace_id=WORKSPACE_A, key_id="k9", secret=b"x" * 32, idempotency_key="adm-1"
+        ),
+    ),
+    "identity.RetireSecret": (
+        "identity",
+        "RetireSecret",
+        identity_pb2.RetireSecretRequest(
+            workspace_id=WORKSPACE_A, key_id="k1", idempotency_key="adm-2"
+        ),
+    ),
+    "identity.ListSecrets": (
+        "identity",
+        "ListSecrets",
+        identity_pb2.ListSecretsRequest(workspace_id=WORKSPACE_A),
+    ),
+    "policy.ListEscalations": (
+        "policy",
+        "ListEscalations",
+        policy_pb2.ListEscalationsRequest(workspace_id=WORKSPACE_A),
+    ),
+    "policy.ApproveEscalation": (
+        "policy",
+        "ApproveEscalation",
+        policy_pb2.ApproveEscalationRequest(
+            workspace_id=WORKSPACE_A, escalation_id="esc_x", idempotency_key="adm-3"
+        ),
+    ),
+    "policy.RejectEscalation": (
+        "policy",
+        "RejectEscalation",
+        policy_pb2.RejectEscalationRequest(
+            workspace_id=WORKSPACE_A, escalation_id="esc_x", idempotency_key="adm-4"
+        ),
+    ),
+    "policy.ProposeBoundsChange": (
+        "policy",
+        "ProposeBoundsChange",
+        policy_pb2.ProposeBoundsChangeRequest(
+            workspace_id=WORKSPACE_A,
+            bounds=policy_pb2.Bounds(workspace_id=WORKSPACE_A),
+            idempotency_key="adm-5",
+        ),
+    ),
+    "policy.ApproveBoundsChange": (
+        "policy",
+        "ApproveBoundsChange",
+        policy_pb2.ApproveBoundsChangeRequest(
+            workspace_id=WORKSPACE_A, change_id="bc_x", idempotency_key="adm-6"
+        ),
+    ),
+    "policy.ListBoundsChanges": (
+        "policy",
+        "ListBoundsChanges",
+        policy_pb2.ListBoundsChangesRequest(workspace_id=WORKSPACE_A),
+    ),
+    "policy.ListAuditEvents": (
+        "policy",
+        "ListAuditEvents",
+        policy_pb2.ListAuditEventsRequest(workspace_id=WORKSPACE_A),
+    ),
+    "policy.VerifyAuditChain": (
+        "policy",
+        "VerifyAuditChain",
+        policy_pb2.VerifyAuditChainRequest(workspace_id=WORKSPACE_A),
+    ),
+    "billing.GetOperation": (
+        "billing_gateway",
+        "GetOperation",
+        billing_pb2.GetOperationRequest(workspace_id=WORKSPACE_A, operation_id="op_x"),
+    ),
+    "billing.ConnectAccount": (
+        "billing_gateway",
+        "ConnectAccount",
+        billing_pb2.ConnectAccountRequest(
+            workspace_id=WORKSPACE_A,
+            secret_key="sk_test_attacker_account",
+            webhook_url="https://attacker.example/hook",
+            idempotency_key="adm-7",
+        ),
+    ),
+    "billing.CheckWebhookSetup": (
+        "billing_gateway",
+        "CheckWebhookSetup",
+        billing_pb2.CheckWebhookSetupRequest(workspace_id=WORKSPACE_A),
+    ),
+    "billing.ListRecoveryCases": (
+        "billing_gateway",
+        "ListRecoveryCases",
+        billing_pb2.ListRecoveryCasesRequest(workspace_id=WORKSPACE_A),
+    ),
+    "billing.GetRecoveryStats": (
+        "billing_gateway",
+        "GetRecoveryStats",
+        billing_pb2.GetRecoveryStatsRequest(workspace_id=WORKSPACE_A),
+    ),
+    "notifier.UpdateWorkspaceSettings": (
+        "notifier",
+        "UpdateWorkspaceSettings",
+        notifier_pb2.UpdateWorkspaceSettingsRequest(
+            settings=notifier_pb2.WorkspaceSettings(workspace_id=WORKSPACE_A),
+            idempotency_key="adm-8",
+        ),
+    ),
+    "notifier.GetWorkspaceSettings": (
+        "notifier",
+        "GetWorkspaceSettings",
+        notifier_pb2.GetWorkspaceSettingsRequest(workspace_id=WORKSPACE_A),
+    ),
+}
+
+
+@pytest.mark.parametrize("credential", list(CREDENTIALS))
+async def test_admin_rpcs_of_every_service_refuse_a_bad_admin_credential(
+    system: System, credential: str
+) -> None:
+    before = await system.settled_snapshot()
+    for name, (service, method, request) in ADMIN_CALLS.items():
+        call = getattr(system.stub(service), method)
+        code, reason = await _code(call(request, metadata=CREDENTIALS[credential](), timeout=5))
+        assert code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED), (
+            name,
+            credential,
+            code,
+            reason,
+        )
+        assert reason == "ADMIN_REQUIRED", (name, credential, reason)
+    assert await system.snapshot() == before
+
+
+async def test_a_genuine_admin_of_the_workspace_gets_through(system: System) -> None:
+    """The refusals above are about the credential: the right one is accepted."""
+    metadata = bearer(admin("admin-of-a", [WORKSPACE_A]))
+    listed = await system.identity.ListSecrets(
+        identity_pb2.ListSecretsRequest(workspace_id=WORKSPACE_A), metadata=metadata, timeout=5
+    )
+    assert [secret.key_id for secret in listed.secrets] == ["k1"]
+    assert b"hmac" not in listed.SerializeToString()
