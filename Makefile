@@ -43,7 +43,7 @@ lint: gen ## ruff, buf lint and buf breaking against main.
 	else echo "buf breaking: main has no protos yet, nothing to compare"; fi
 
 typecheck: gen ## mypy over the runtime, services, emulators and tests.
-	$(BIN)/mypy runtime services emulators tests devstack bench conftest.py
+	$(BIN)/mypy runtime services emulators tests devstack bench chaos conftest.py
 
 fmt: venv ## Format the code.
 	$(BIN)/ruff format .
@@ -88,3 +88,7 @@ chat: gen ## Chat in the terminal as a demo customer (USER=bob) with a running `
 
 demo: gen ## Play the seed's journey against a running `make run` and print the transcript.
 	$(PY) -m devstack.chat --demo
+
+.PHONY: chaos
+chaos: gen ## Kill, crash and fault the whole system under load, then reconcile every ledger.
+	$(PY) -m chaos

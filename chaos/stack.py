@@ -1,0 +1,181 @@
+"""The system as ``make run`` starts it (devstack's launcher, imported), on free ports, on the
+harness's own PostgreSQL, with shorter intervals so that a few minutes show every recovery."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from chaos.postgres import ChaosPostgres
+from devstack import __main__ as launcher
+from devstack import config, provision
+
+# Services kill -9 applies to, in the order the scenario kills them.
+SERVICES = ("identity", "policy", "billing_gateway", "notifier", "edge")
+
+# The edge's deadlines in the stack (its defaults, written out because the harness's hang
+# limits are derived from them).
+RPC_DEADLINE_SECONDS = 2.0
+BILLING_DEADLINE_SECONDS = 1.2
+WEBHOOK_DEADLINE_SECONDS = 5.0
+# Grants expire this long after they are reserved (the policy default is 120 s).
+GRANT_TTL_SECONDS = 20
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def overrides() -> dict[str, dict[str, str]]:
+    """Per process: shorter intervals (expiry, reconciliation, leases, backoff) so recovery
+    completes within the run, no rate limits in the way of the load, no metrics ports."""
+    common = {
+        "METRICS_PORT": "0",
+        "GRPC_HOST": "127.0.0.1",
+        "HEALTH_PROBE_INTERVAL_SECONDS": "0.5",
+        "SHUTDOWN_GRACE_SECONDS": "3",
+        "LOG_LEVEL": os.environ.get("LOG_LEVEL", "WARNING"),
+    }
+    return {
+        "identity": dict(common),
+        "policy": {
+            **common,
+            "GRANT_TTL_SECONDS": str(GRANT_TTL_SECONDS),
+            "EXPIRY_INTERVAL_SECONDS": "0.5",
+        },
+        "notifier": {
+            **common,
+            "SMTP_TIMEOUT_SECONDS": "2",
+            "WHATSAPP_TIMEOUT_SECONDS": "2",
+            "HTTP_TIMEOUT_SECONDS": "2",
+            "POLL_INTERVAL_SECONDS": "0.2",
+            "RETRY_BACKOFF_BASE_SECONDS": "0.2",
+            "RETRY_BACKOFF_CAP_SECONDS": "2",
+            # A worker killed mid-send leaves its claim; the message is due again after this
+            # (more than 4/3 of the longest provider timeout above).
+            "LEASE_SECONDS": "5",
+            "DEFAULT_CONTACT_HOURLY_LIMIT": "100000",
+            "DEFAULT_WORKSPACE_HOURLY_LIMIT": "100000",
+        },
+        "billing_gateway": {
+            **common,
+            "STRIPE_TIMEOUT_SECONDS": "1.0",
+            "STRIPE_MAX_NETWORK_RETRIES": "1",
+            "BREAKER_COOLDOWN_SECONDS": "3",
+            "WEBHOOK_POLL_SECONDS": "0.2",
+            "SCHEDULER_POLL_SECONDS": "0.5",
+            "RECONCILE_INTERVAL_SECONDS": "1",
+            "RECONCILE_AFTER_SECONDS": "3",
+        },
+        "edge": {
+            **common,
+            "RPC_DEADLINE_SECONDS": str(RPC_DEADLINE_SECONDS),
+            "BILLING_DEADLINE_SECONDS": str(BILLING_DEADLINE_SECONDS),
+            "WEBHOOK_DEADLINE_SECONDS": str(WEBHOOK_DEADLINE_SECONDS),
+            "VISITOR_TURNS_PER_MINUTE": "100000",
+            "ADDRESS_REQUESTS_PER_MINUTE": "1000000",
+        },
+    }
+
+
+@dataclass
+class ChaosStack:
+    """The running processes, their ports and the harness's PostgreSQL."""
+
+    demo: config.DemoConfig
+    ports: dict[str, int]
+    children: dict[str, launcher.Child]
+    postgres: ChaosPostgres
+    database_url: str
+    logs: Path
+    keys: dict[str, str]
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.ports[name]}"
+
+    @property
+    def workspace_id(self) -> str:
+        return self.demo.workspace_id
+
+    async def kill9(self, name: str) -> None:
+        """SIGKILL: no drain, no cleanup, whatever was in flight is cut."""
+        process = self.children[name].process
+        assert process is not None
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        await process.wait()
+
+    async def start(self, name: str) -> float:
+        """Starts the process again; seconds until it is ready."""
+        began = time.monotonic()
+        child = self.children[name]
+        await launcher._start(child, self.logs)
+        await launcher._wait_ready(child)
+        return time.monotonic() - began
+
+    async def crash_postgres(self) -> None:
+        await asyncio.to_thread(self.postgres.crash)
+
+    async def start_postgres(self) -> None:
+        await asyncio.to_thread(self.postgres.start_again)
+
+    def exited(self) -> list[str]:
+        """Processes that exited on their own (none should)."""
+        return [
+            name
+            for name, child in self.children.items()
+            if child.process is not None and child.process.returncode is not None
+        ]
+
+    async def admin(self, path: str, body: dict[str, Any] | None = None) -> Any:
+        """POST to the Stripe emulator's admin API; its JSON answer."""
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(f"{self.url('stripe_emulator')}{path}", json=body or {}) as response,
+        ):
+            response.raise_for_status()
+            return await response.json()
+
+
+@asynccontextmanager
+async def running(logs: Path) -> AsyncIterator[ChaosStack]:
+    """Starts PostgreSQL, the emulators and every service (devstack's plan), provisions the
+    demo workspace; stops everything on exit."""
+    os.environ.pop("STRIPE_TEST_API_KEY", None)  # the emulator, never real Stripe
+    demo = config.load()
+    ports = {name: _free_port() for name in demo.raw["ports"]}
+    postgres = ChaosPostgres()
+    database_url = await asyncio.to_thread(postgres.start)
+    children = launcher.plan(demo, database_url, ports=ports, overrides=overrides())
+    stack = ChaosStack(
+        demo,
+        ports,
+        {child.name: child for child in children},
+        postgres,
+        database_url,
+        logs,
+        config.local_keys(),
+    )
+    try:
+        for child in children:
+            await launcher._start(child, logs)
+            await launcher._wait_ready(child)
+        await provision.provision(
+            demo, children_names=set(stack.children), port=lambda name: ports[name]
+        )
+        yield stack
+    finally:
+        await launcher._stop(children, grace=5.0)
+        await asyncio.to_thread(postgres.close)
