@@ -233,7 +233,7 @@ def _unsigned() -> str:
     return jwt.encode(claims, key="", algorithm="none")
 
 
-CREDENTIALS = {
+CREDENTIALS: dict[str, Callable[[], tuple[tuple[str, str], ...]]] = {
     "none": lambda: (),
     "forged": lambda: bearer(_forged()),
     "expired": lambda: bearer(_expired()),
