@@ -105,7 +105,8 @@ BODIES = st.one_of(
 )
 
 
-MCP_PLAIN_REFUSALS = {"Invalid Content-Type header"}
+# The MCP SDK's transport refusals that are not JSON (a wrong Content-Type, no Accept).
+MCP_PLAIN_REFUSALS = {(400, "Invalid Content-Type header"), (406, "")}
 
 
 def _is_error_body(text: str) -> bool:
@@ -162,7 +163,7 @@ async def test_every_endpoint_answers_hostile_requests_without_a_5xx(
     if status >= 400:
         # Known: the MCP SDK's own refusals (transport checks) are plain text; see
         # test_mcp_transport_refusals_carry_a_json_error_body.
-        if path != "/mcp" or text not in MCP_PLAIN_REFUSALS:
+        if path != "/mcp" or (status, text) not in MCP_PLAIN_REFUSALS:
             assert _is_error_body(text), (status, text[:500], method, path)
         assert await system.snapshot() == before, (status, text[:300], method, path)
 
@@ -176,8 +177,9 @@ async def test_http_fuzzing_moved_no_money(system: System, money: Any) -> None:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="known: the MCP SDK's transport check answers a wrong Content-Type with a plain-text "
-    "400 'Invalid Content-Type header', not a JSON error body (edge/mcp_server.py)",
+    reason="known: the MCP SDK's transport checks answer a wrong Content-Type with a plain-text "
+    "400 'Invalid Content-Type header' and a missing Accept with an empty 406, not a JSON "
+    "error body (edge/mcp_server.py)",
 )
 async def test_mcp_transport_refusals_carry_a_json_error_body(system: System) -> None:
     async with system.http.post(
@@ -186,4 +188,9 @@ async def test_mcp_transport_refusals_carry_a_json_error_body(system: System) ->
         headers={"Content-Type": "text/plain", "Accept": "application/json, text/event-stream"},
     ) as response:
         assert response.status == 400
+        assert _is_error_body(await response.text())
+    async with system.http.post(
+        f"{system.edge_url}/mcp", data=b"{}", headers={"Content-Type": "application/json"}
+    ) as response:
+        assert response.status == 406
         assert _is_error_body(await response.text())
