@@ -101,14 +101,12 @@ class BillingGatewayService:
     def _start_workers(self) -> None:
         settings = self._settings
         ledger, events = self.ledger, self.events
-        first_pass = [True]
 
         async def reconcile() -> None:
-            # At start every in-flight operation is settled; afterwards only stale ones, so
-            # a write still in progress on another replica is left to finish.
-            age = 0.0 if first_pass[0] else settings.reconcile_after_seconds
-            first_pass[0] = False
-            await ledger.reconcile(age)
+            # Only operations older than the longest a Stripe write can take are settled,
+            # at start too: a replica starting during a rolling update must leave the writes
+            # other live replicas are still making to them (the settings check the bound).
+            await ledger.reconcile(settings.reconcile_after_seconds)
 
         self._tasks.append(
             asyncio.create_task(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 
 from runtime.settings import ServiceSettings
 
@@ -48,8 +48,19 @@ class BillingGatewaySettings(ServiceSettings):
     scheduler_poll_seconds: float = Field(default=1.0, gt=0)
     # Seconds between reconciliation passes over in-flight operations and unresolved grants.
     reconcile_interval_seconds: float = Field(default=30.0, gt=0)
-    # An operation in flight for longer than this many seconds is reconciled by the
-    # periodic pass (at start every in-flight operation is).
+    # An operation in flight for longer than this many seconds is reconciled (looked up in
+    # Stripe, its grant committed or released). It must exceed the longest a Stripe write can
+    # take, or a replica could settle a write another replica is still making.
     reconcile_after_seconds: float = Field(default=60.0, ge=0)
     # Whether the background workers run in this process (the tests start them by hand).
     run_workers: bool = True
+
+    @model_validator(mode="after")
+    def _reconcile_after_outlasts_a_write(self) -> BillingGatewaySettings:
+        longest_write = self.stripe_timeout_seconds * (self.stripe_max_network_retries + 1)
+        if self.reconcile_after_seconds and self.reconcile_after_seconds <= longest_write:
+            raise ValueError(
+                f"RECONCILE_AFTER_SECONDS ({self.reconcile_after_seconds}) must exceed the "
+                f"longest Stripe write, {longest_write} s (timeout x attempts)"
+            )
+        return self
