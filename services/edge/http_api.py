@@ -12,6 +12,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from http import HTTPStatus
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -24,7 +25,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request as HttpRequest
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from askvault.billing.v1 import billing_pb2 as bpb
 from askvault.notifier.v1 import notifier_pb2 as npb
@@ -67,6 +68,96 @@ def error(
     if fields:
         body["fields"] = fields
     return JSONResponse({"error": body}, status_code=status)
+
+
+def _list_of_dicts(value: Any, where: str) -> list[dict[str, Any]]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+        raise ValueError(f"{where} must be a list of objects")
+    return value
+
+
+def whatsapp_values(body: Any) -> list[dict[str, Any]]:
+    """The ``value`` objects of a WhatsApp Cloud API webhook, with the shapes the edge reads
+    checked (lists of objects, string ids, numeric timestamps); ValueError otherwise."""
+    if not isinstance(body, dict):
+        raise ValueError("the body must be an object")
+    values = []
+    for entry in _list_of_dicts(body.get("entry"), "entry"):
+        for change in _list_of_dicts(entry.get("changes"), "entry.changes"):
+            value = change.get("value", {})
+            if not isinstance(value, dict):
+                raise ValueError("entry.changes.value must be an object")
+            metadata = value.get("metadata", {})
+            if not isinstance(metadata, dict):
+                raise ValueError("value.metadata must be an object")
+            for status in _list_of_dicts(value.get("statuses"), "value.statuses"):
+                if not str(status.get("timestamp", "0") or "0").isdigit():
+                    raise ValueError("value.statuses.timestamp must be unix seconds")
+                _list_of_dicts(status.get("errors"), "value.statuses.errors")
+            for message in _list_of_dicts(value.get("messages"), "value.messages"):
+                for part in ("button", "interactive", "text"):
+                    if not isinstance(message.get(part, {}), dict):
+                        raise ValueError(f"value.messages.{part} must be an object")
+            values.append(value)
+    return values
+
+
+class JsonErrorBodies:
+    """Gives a library's own refusals (the MCP transport answers some 4xx in plain text or
+    empty) the JSON error body every 4xx of the edge carries. A class, not a function, so
+    Starlette mounts it as an ASGI app rather than as a request handler."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        app = self._app
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        held: dict[str, Any] | None = None
+        body = bytearray()
+
+        async def rewrite(message: Message) -> None:
+            nonlocal held
+            if message["type"] == "http.response.start":
+                headers = dict(message.get("headers", []))
+                content_type = headers.get(b"content-type", b"")
+                if message["status"] >= 400 and b"json" not in content_type:
+                    held = dict(message)
+                    return
+            elif held is not None and message["type"] == "http.response.body":
+                body.extend(message.get("body", b""))
+                if message.get("more_body"):
+                    return
+                status = int(held["status"])
+                text = body.decode(errors="replace").strip() or HTTPStatus(status).phrase
+                payload = json.dumps(
+                    {"error": {"code": f"HTTP_{status}", "message": text}}
+                ).encode()
+                kept = [
+                    (key, value)
+                    for key, value in held.get("headers", [])
+                    if key.lower() not in (b"content-type", b"content-length")
+                ]
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": status,
+                        "headers": [
+                            *kept,
+                            (b"content-type", b"application/json"),
+                            (b"content-length", str(len(payload)).encode()),
+                        ],
+                    }
+                )
+                await send({"type": "http.response.body", "body": payload})
+                return
+            await send(message)
+
+        await app(scope, receive, rewrite)
 
 
 class BodyLimit:
@@ -353,10 +444,13 @@ class Edge:
             body = json.loads(payload)
         except ValueError:
             return error(400, "INVALID_JSON", "the body is not JSON")
-        for entry in body.get("entry", []) if isinstance(body, dict) else []:
-            for change in entry.get("changes", []):
-                value = change.get("value", {})
-                await self._whatsapp_value(value)
+        try:
+            values = whatsapp_values(body)
+        except ValueError as problem:
+            # Signed but not the Cloud API's shape: a 4xx, so Meta does not retry it forever.
+            return error(400, "INVALID_PAYLOAD", str(problem))
+        for value in values:
+            await self._whatsapp_value(value)
         return JSONResponse({"received": True})
 
     def _whatsapp_workspace(self, phone_number_id: str) -> str:
@@ -544,6 +638,6 @@ def build_app(edge: Edge, mcp_app: ASGIApp | None) -> ASGIApp:
         Route("/metrics", edge.metrics, methods=["GET"]),
     ]
     if mcp_app is not None:
-        routes.append(Route("/mcp", endpoint=mcp_app))
+        routes.append(Route("/mcp", endpoint=JsonErrorBodies(mcp_app)))
     app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
     return BodyLimit(app, edge.settings.max_body_bytes)

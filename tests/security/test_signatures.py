@@ -222,12 +222,6 @@ async def test_visitor_hmac_of_another_workspace_or_the_secret_itself_is_refused
         assert code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.INVALID_ARGUMENT), reason
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known: a correctly signed WhatsApp payload of an unexpected shape ({'entry': ['x']}) "
-    "raises inside edge/http_api.py whatsapp_webhook (entry.get on a str) and answers a "
-    "plain-text 500; Meta then retries it",
-)
 async def test_signed_whatsapp_payload_of_an_unexpected_shape_is_a_4xx(system: System) -> None:
     body = json.dumps({"entry": ["x"]}).encode()
     header = "sha256=" + hmac.new(WHATSAPP_APP_SECRET.encode(), body, hashlib.sha256).hexdigest()
