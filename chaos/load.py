@@ -50,6 +50,8 @@ class Turn:
     error: str = ""
     reply: str = ""
     escalated: bool = False
+    # When it started (time.monotonic()), to line turns up with the timeline.
+    began: float = 0.0
 
     @property
     def outcome(self) -> str:
@@ -117,9 +119,12 @@ class Load:
                 status,
                 reply=str(answer.get("reply", ""))[:300],
                 escalated=bool(answer.get("escalated")),
+                began=began,
             )
         except (aiohttp.ClientError, TimeoutError, OSError) as error:
-            turn = Turn(user, step, time.monotonic() - began, None, error=type(error).__name__)
+            turn = Turn(
+                user, step, time.monotonic() - began, None, error=type(error).__name__, began=began
+            )
         self.turns.append(turn)
         return turn
 

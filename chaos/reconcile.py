@@ -115,7 +115,7 @@ async def reconcile(
             dict(row)
             for row in await connection.fetch(
                 "SELECT operation_id, action, state, grant_id, stripe_object_id, parameters,"
-                " grant_resolution, target_id FROM billing_gateway.operations"
+                " grant_resolution, target_id, stripe_customer_id FROM billing_gateway.operations"
                 " WHERE workspace_id = $1",
                 workspace,
             )
@@ -154,7 +154,30 @@ async def reconcile(
     _expiry(findings, grants)
     _webhooks(findings, replayer, inbox, set(enabled or []))
     _hangs(findings, load, replayer)
+    _told(findings, load, operations)
     return findings
+
+
+def _told(findings: Findings, load: Load, operations: list[dict[str, Any]]) -> None:
+    """Reported, not a difference: confirmations whose answer did not say what the ledger
+    shows happened (the answer was lost to a kill or a timeout while the action completed,
+    or it completed later through the gateway's reconciliation)."""
+    done = Counter(
+        (o["stripe_customer_id"], o["action"]) for o in operations if o["state"] == "succeeded"
+    )
+    by_user = {c.user_id: c.customer_id for c in load.customers}
+    said: Counter[tuple[str, str]] = Counter()
+    for turn in load.turns:
+        if turn.user in by_user and turn.outcome in ("refunded", "plan changed"):
+            action = "refund" if turn.outcome == "refunded" else "change_plan"
+            said[(by_user[turn.user], action)] += 1
+    unsaid = {
+        action: sum(
+            max(n - said[(customer, a)], 0) for (customer, a), n in done.items() if a == action
+        )
+        for action in ("refund", "change_plan")
+    }
+    findings.figures["done but the visitor was not told so"] = unsaid
 
 
 def _ledgers(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -203,10 +204,28 @@ async def _scenario(
         findings.differ(f"{name} exited on its own during the run")
     for what, count in left.items():
         findings.differ(f"after settling: {count} {what}")
+    _write_turns(timeline, load, chaos.logs)
     findings.figures["customers made"] = len(load.customers)
     findings.figures["Stripe activity"] = load.stripe_pokes
     _print(timeline, findings)
     return 1 if findings.differences else 0
+
+
+def _write_turns(timeline: Timeline, load: Load, logs: Path) -> None:
+    """Every turn (seconds since the start, user, step, duration, outcome, reply) and the
+    timeline, beside the process logs, to line failures up with the faults."""
+    with (logs / "turns.jsonl").open("w") as handle:
+        for turn in load.turns:
+            record = {
+                "at": round(turn.began - timeline.began, 2),
+                "user": turn.user,
+                "step": turn.step,
+                "seconds": round(turn.seconds, 3),
+                "outcome": turn.outcome,
+                "reply": turn.reply,
+            }
+            handle.write(json.dumps(record) + "\n")
+    (logs / "timeline.txt").write_text("\n".join(timeline.entries) + "\n")
 
 
 def _print(timeline: Timeline, findings: reconcile.Findings) -> None:
