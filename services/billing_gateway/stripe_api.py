@@ -68,13 +68,18 @@ def _code(error: stripe.StripeError) -> str:
     return str(error.code or "")
 
 
-def _retryable(error: stripe.StripeError) -> bool:
-    if error.headers and str(error.headers.get("stripe-should-retry", "")).lower() == "false":
-        return False
+def _server_side(error: stripe.StripeError) -> bool:
+    """Stripe could not answer (connection, rate limit, 5xx), as opposed to refusing."""
     if isinstance(error, stripe.APIConnectionError | stripe.RateLimitError):
         return True
     status = error.http_status or 0
     return status == 429 or status >= 500
+
+
+def _retryable(error: stripe.StripeError) -> bool:
+    if error.headers and str(error.headers.get("stripe-should-retry", "")).lower() == "false":
+        return False
+    return _server_side(error)
 
 
 def map_error(error: stripe.StripeError) -> errors.ServiceError:
@@ -101,7 +106,8 @@ def map_error(error: stripe.StripeError) -> errors.ServiceError:
         return errors.ServiceError(
             kind.FAILED_PRECONDITION, "ACCOUNT_NOT_CONNECTED", "Stripe refused the account's key"
         )
-    if _retryable(error):
+    if _server_side(error):
+        # Also when Stripe says not to retry: it still did not answer, it did not refuse.
         return unavailable("Stripe is not answering")
     return errors.ServiceError(kind.FAILED_PRECONDITION, "OPERATION_STATE", message)
 
@@ -200,7 +206,10 @@ class StripeGateway:
                 failure: str = "timeout"
             except stripe.StripeError as error:
                 if not _retryable(error):
-                    breaker.record_success()
+                    if _server_side(error):
+                        breaker.record_failure(self._monotonic())
+                    else:
+                        breaker.record_success()
                     raise map_error(error) from None
                 failure = type(error).__name__
             else:

@@ -1139,7 +1139,13 @@ class Engine:
             await self._finish(proposal, {"decision": ppb.Decision.Name(decision.decision)})
             short = str(proposal.details.get("short") or proposal.summary)
             return await self._refused(context, decision, short)
-        return await self._execute(context, proposal, decision.grant)
+        try:
+            return await self._execute(context, proposal, decision.grant)
+        except StripeUnavailable:
+            # The proposal is spent whatever Stripe did: the gateway's ledger settles the
+            # write, the hand-off tells a human, and a later "yes" must not replay it.
+            await self._finish(proposal, {"error": "STRIPE_UNAVAILABLE"})
+            raise
 
     async def _finish(
         self,

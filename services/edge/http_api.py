@@ -34,6 +34,7 @@ from edge.conversation import Engine, Reply, Request, VisitorIdentity
 from edge.peers import Peers, error_reason, is_unavailable
 from edge.ratelimit import RateLimiter
 from edge.settings import EdgeSettings
+from runtime.database import UNAVAILABLE_ERRORS
 
 logger = logging.getLogger(__name__)
 tracer = trace.get_tracer("askvault.edge")
@@ -231,6 +232,11 @@ class Edge:
             span.set_attribute("askvault.channel", request.channel)
             try:
                 reply = await self.engine.handle(request)
+            except UNAVAILABLE_ERRORS as failure:
+                # The edge's own database (conversation state) is unreachable: nothing was
+                # decided or moved, and the client may retry.
+                logger.warning("database unavailable", extra={"error": type(failure).__name__})
+                return error(503, "DATABASE_UNAVAILABLE", "try again shortly")
             except grpc.aio.AioRpcError as failure:
                 logger.warning(
                     "dependency failed",

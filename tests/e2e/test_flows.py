@@ -133,3 +133,22 @@ async def test_mcp_lists_and_calls_tools_with_identity_from_headers(stack: Stack
         text = await response.text()
     assert response.status == 200, text
     assert "Growth plan" in text
+
+
+async def test_a_yes_lost_to_stripe_being_down_is_spent_not_replayed(stack: Stack) -> None:
+    # Found by chaos: Stripe refusing plan changes with a 503 that must not be retried; the
+    # "yes" hands off, and a later "yes" must not run the old proposal again.
+    upgrade = await stack.turn(
+        "bob", "I want to upgrade from Starter to Growth", conversation="lost"
+    )
+    assert "$30 more per month" in upgrade["reply"], upgrade
+    await stack.fault(
+        {"route": "POST /v1/subscriptions/*", "status": 503, "should_retry": False, "times": 5}
+    )
+    lost = await stack.turn("bob", "yes", conversation="lost")
+    assert "I can't access billing right now" in lost["reply"], lost
+    assert lost["escalated"] is True
+    again = await stack.turn("bob", "yes", conversation="lost")
+    assert "nothing waiting" in again["reply"], again
+    status = await stack.turn("bob", "what plan am I on?", conversation="lost")
+    assert "Starter plan" in status["reply"], status
