@@ -184,7 +184,9 @@ def test_stripe_server_errors_are_unavailable_even_when_not_to_be_retried() -> N
     from billing_gateway.stripe_api import map_error
 
     no_retry = stripe.APIError("busy", http_status=503, headers={"stripe-should-retry": "false"})
-    declined = stripe.CardError("declined", param="", code="card_declined", http_status=402)
+    declined = stripe.CardError(  # type: ignore[no-untyped-call]
+        "declined", param="", code="card_declined", http_status=402
+    )
     assert map_error(no_retry).kind is errors.Kind.UNAVAILABLE
     assert map_error(no_retry).reason == "STRIPE_UNAVAILABLE"
     assert map_error(declined).reason == "CARD_DECLINED"
