@@ -150,15 +150,23 @@ class ChaosStack:
 
 
 @asynccontextmanager
-async def running(logs: Path) -> AsyncIterator[ChaosStack]:
+async def running(
+    logs: Path, process_overrides: dict[str, dict[str, str]] | None = None
+) -> AsyncIterator[ChaosStack]:
     """Starts PostgreSQL, the emulators and every service (devstack's plan), provisions the
-    demo workspace; stops everything on exit."""
+    demo workspace; stops everything on exit. ``process_overrides`` replaces the harness's
+    shortened intervals (the benchmarks run with the services' defaults)."""
     os.environ.pop("STRIPE_TEST_API_KEY", None)  # the emulator, never real Stripe
     demo = config.load()
     ports = {name: _free_port() for name in demo.raw["ports"]}
     postgres = ChaosPostgres()
     database_url = await asyncio.to_thread(postgres.start)
-    children = launcher.plan(demo, database_url, ports=ports, overrides=overrides())
+    children = launcher.plan(
+        demo,
+        database_url,
+        ports=ports,
+        overrides=overrides() if process_overrides is None else process_overrides,
+    )
     stack = ChaosStack(
         demo,
         ports,
