@@ -14,7 +14,6 @@ import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -33,12 +32,6 @@ def _service_schemas() -> list[tuple[str, str]]:
         if (ROOT / "services" / module.name / "migrations").is_dir():
             found.append((module.name, f"{module.name}.migrations"))
     return sorted(found)
-
-
-def with_database(url: str, name: str) -> str:
-    """The same server URL pointing at another database."""
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path=f"/{name}"))
 
 
 @pytest.fixture(scope="session")
@@ -64,7 +57,9 @@ async def template_database(postgres_server: str) -> AsyncIterator[str]:
         await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         await admin.execute(f"CREATE DATABASE {name}")
         for schema, package in _service_schemas():
-            await database.migrate_url(with_database(postgres_server, name), schema, package)
+            await database.migrate_url(
+                database.with_database_name(postgres_server, name), schema, package
+            )
         yield name
     finally:
         await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
@@ -78,7 +73,7 @@ async def database_url(postgres_server: str, template_database: str) -> AsyncIte
     admin = await asyncpg.connect(postgres_server)
     try:
         await admin.execute(f"CREATE DATABASE {name} TEMPLATE {template_database}")
-        yield with_database(postgres_server, name)
+        yield database.with_database_name(postgres_server, name)
         await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     finally:
         await admin.close()
@@ -91,7 +86,7 @@ async def empty_database_url(postgres_server: str) -> AsyncIterator[str]:
     admin = await asyncpg.connect(postgres_server)
     try:
         await admin.execute(f"CREATE DATABASE {name}")
-        yield with_database(postgres_server, name)
+        yield database.with_database_name(postgres_server, name)
         await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     finally:
         await admin.close()

@@ -25,12 +25,34 @@ def _scenarios(only: list[str]) -> list[str]:
     return [name for name in sorted(names) if not only or name in only]
 
 
+def _flatten(values: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    rows: list[tuple[str, Any]] = []
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            rows += _flatten(value, f"{name}.")
+        else:
+            rows.append((name, value))
+    return rows
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.2f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
 def _markdown(results: dict[str, Any]) -> str:
+    """One two-column table per scenario: each figure beside its name (baselines are the
+    ``baseline_*`` rows, measured in the same run)."""
     lines = [
         "# Benchmark results",
         "",
-        f"Run at {results['started_at']} on {results['machine']}; "
-        "each scenario measures its own baseline in the same run.",
+        f"Run at {results['started_at']} on {results['machine']} (2 cores). Every scenario "
+        "measures its own baseline in the same run; `ratio*` rows divide ours by it. "
+        "Produced by `make bench`; the raw figures are in `results.json`.",
         "",
     ]
     for name, outcome in results["scenarios"].items():
@@ -38,16 +60,8 @@ def _markdown(results: dict[str, Any]) -> str:
         if "error" in outcome:
             lines += [f"failed: `{outcome['error']}`", ""]
             continue
-        rows = outcome.get("rows") or [outcome]
-        keys = sorted({key for row in rows for key in row if not isinstance(row[key], dict | list)})
-        lines.append("| " + " | ".join(keys) + " |")
-        lines.append("|" + "---|" * len(keys))
-        for row in rows:
-            cells = []
-            for key in keys:
-                value = row.get(key, "")
-                cells.append(f"{value:,.2f}" if isinstance(value, float) else str(value))
-            lines.append("| " + " | ".join(cells) + " |")
+        lines += ["| figure | value |", "|---|---|"]
+        lines += [f"| {key} | {_cell(value)} |" for key, value in _flatten(outcome)]
         lines.append("")
     return "\n".join(lines)
 
@@ -73,6 +87,11 @@ async def main(only: list[str]) -> None:
         results["scenarios"][name] = outcome
         print(json.dumps(outcome, indent=2, default=str), flush=True)
     RESULTS.mkdir(exist_ok=True)
+    saved = RESULTS / "results.json"
+    if only and saved.exists():
+        # A partial run replaces its own scenarios and keeps the others' last figures.
+        earlier = json.loads(saved.read_text())
+        results["scenarios"] = {**earlier.get("scenarios", {}), **results["scenarios"]}
     (RESULTS / "results.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
     (RESULTS / "results.md").write_text(_markdown(results) + "\n")
     print(f"wrote {RESULTS / 'results.json'} and {RESULTS / 'results.md'}")
@@ -81,4 +100,12 @@ async def main(only: list[str]) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("only", nargs="*", help="scenario names (default: all)")
-    asyncio.run(main(parser.parse_args().only))
+    parser.add_argument(
+        "--render", action="store_true", help="only rewrite results.md from results.json"
+    )
+    arguments = parser.parse_args()
+    if arguments.render:
+        saved = json.loads((RESULTS / "results.json").read_text())
+        (RESULTS / "results.md").write_text(_markdown(saved) + "\n")
+    else:
+        asyncio.run(main(arguments.only))

@@ -10,10 +10,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
+from runtime import database
 from runtime.embedded_postgres import EmbeddedPostgres
 
 Call = Callable[[], Awaitable[object]]
@@ -119,7 +119,7 @@ async def fresh_database() -> AsyncIterator[str]:
     try:
         await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
         await admin.execute(f"CREATE DATABASE {name}")
-        yield urlunsplit(urlsplit(server_url)._replace(path=f"/{name}"))
+        yield database.with_database_name(server_url, name)
         await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     finally:
         await admin.close()

@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, TypeAlias
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 
@@ -141,6 +142,12 @@ class Queries:
     def names(self) -> list[str]:
         """Every query name in the file."""
         return sorted(self._sql)
+
+
+def with_database_name(url: str, name: str) -> str:
+    """The same server URL pointing at another database."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{name}"))
 
 
 def record_to_dict(record: asyncpg.Record | None) -> dict[str, Any] | None:

@@ -5,11 +5,9 @@ billing gateway and the edge, on free ports, one database."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
 import hmac
 import json
-import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -17,28 +15,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-import grpc
 import pytest
 import stripe
 from aiohttp import web
 
-from askvault.billing.v1 import billing_pb2, billing_pb2_grpc
-from askvault.identity.v1 import identity_pb2, identity_pb2_grpc
+from askvault.billing.v1 import billing_pb2_grpc
+from askvault.identity.v1 import identity_pb2_grpc
 from askvault.policy.v1 import policy_pb2, policy_pb2_grpc
-from billing_gateway.service import BillingGatewayService
-from billing_gateway.settings import BillingGatewaySettings
-from edge import service as edge_service
-from edge.settings import EdgeSettings
-from identity.service import IdentityService
-from identity.settings import IdentitySettings
-from notifier.service import NotifierService
-from notifier.settings import NotifierSettings
-from policy.service import PolicyService
-from policy.settings import PolicySettings
 from runtime import testing
 from smtp_sink import app as smtp_sink_app
-from stripe_emulator import app as stripe_app
 from stripe_emulator import seed
+from tests import system as in_process
 from whatsapp_emulator import app as whatsapp_app
 from whatsapp_emulator import signing
 
@@ -47,12 +34,8 @@ HMAC_SECRET = b"e2e-hmac-secret-0123456789abcdef-0123456789"
 WHATSAPP_APP_SECRET = "wa-app-secret"
 WHATSAPP_VERIFY_TOKEN = "wa-verify"
 WHATSAPP_TOKEN = "wa-access-token"
-PHONE_NUMBER_ID = "1000000001"
+PHONE_NUMBER_ID = in_process.PHONE_NUMBER_ID
 AGENT_INBOX = "agents@support.e2e"
-
-
-def _key() -> str:
-    return base64.b64encode(os.urandom(32)).decode()
 
 
 def user_hash(user_id: str) -> str:
@@ -211,154 +194,44 @@ async def stack(database_url: str) -> AsyncIterator[Stack]:
 async def running_stack(database_url: str, **edge_values: Any) -> AsyncIterator[Stack]:
     """Everything running on one database (migrated at start), the e2e workspace provisioned;
     ``edge_values`` override the edge's settings (the benchmark uses it)."""
-    emulator = await stripe_app.start()
-    summary = seed.seed_demo(emulator.state)
-    sink = await smtp_sink_app.start()
-    whatsapp = await whatsapp_app.start(
-        state=whatsapp_app.State(
-            access_token=WHATSAPP_TOKEN, app_secret=WHATSAPP_APP_SECRET, status_delay_seconds=0.05
-        )
+    secrets = in_process.Secrets(
+        whatsapp_app_secret=WHATSAPP_APP_SECRET,
+        whatsapp_verify_token=WHATSAPP_VERIFY_TOKEN,
+        whatsapp_token=WHATSAPP_TOKEN,
     )
-    stripe_http = stripe.AIOHTTPClient()
-    stripe_client = stripe.StripeClient(
-        seed.DEMO_API_KEY, base_addresses={"api": emulator.url}, http_client=stripe_http
-    )
-    identity_settings = testing.make_settings(
-        IdentitySettings,
+    async with in_process.running(
         database_url,
-        secrets_encryption_keys=f"k1:{_key()}",
-        assertion_signing_keys=f"a1:{_key()}",
-    )
-    async with testing.running(IdentityService(identity_settings), identity_settings) as identity:
-        policy_settings = testing.make_settings(
-            PolicySettings, database_url, identity_target=identity.address
+        secrets,
+        whatsapp_workspaces=WORKSPACE,
+        agent_inbox=AGENT_INBOX,
+        edge_values=edge_values,
+    ) as system:
+        summary = seed.seed_demo(system.emulator.state)
+        await in_process.provision_workspace(
+            system,
+            WORKSPACE,
+            hmac_secret=HMAC_SECRET,
+            stripe_key=seed.DEMO_API_KEY,
+            admin=testing.admin_metadata("admin-e2e"),
+            key_prefix="e2e",
         )
-        async with testing.running(PolicyService(policy_settings), policy_settings) as policy:
-            notifier_settings = testing.make_settings(
-                NotifierSettings,
-                database_url,
-                smtp_host=sink.host,
-                smtp_port=sink.smtp_port,
-                smtp_timeout_seconds=2.0,
-                whatsapp_base_url=whatsapp.url,
-                whatsapp_access_token=WHATSAPP_TOKEN,
-                whatsapp_phone_number_id=PHONE_NUMBER_ID,
-                whatsapp_timeout_seconds=1.0,
-                worker_count=1,
-                poll_interval_seconds=0.05,
-                max_attempts=3,
-                retry_backoff_base_seconds=0.05,
-                retry_backoff_cap_seconds=0.2,
-                agent_inbox_address=AGENT_INBOX,
-            )
-            async with testing.running(
-                NotifierService(notifier_settings), notifier_settings
-            ) as notifier:
-                billing_settings = testing.make_settings(
-                    BillingGatewaySettings,
-                    database_url,
-                    secrets_encryption_keys=f"k1:{_key()}",
-                    identity_target=identity.address,
-                    policy_target=policy.address,
-                    notifier_target=notifier.address,
-                    stripe_api_base=emulator.url,
-                    stripe_timeout_seconds=1.0,
-                    stripe_max_network_retries=0,
-                    webhook_poll_seconds=0.1,
-                    scheduler_poll_seconds=0.2,
-                )
-                async with testing.running(
-                    BillingGatewayService(billing_settings), billing_settings
-                ) as billing:
-                    edge_settings = testing.make_settings(
-                        EdgeSettings,
-                        database_url,
-                        http_host="127.0.0.1",
-                        http_port=0,
-                        identity_target=identity.address,
-                        policy_target=policy.address,
-                        billing_target=billing.address,
-                        notifier_target=notifier.address,
-                        workspace_timezone="America/New_York",
-                        whatsapp_app_secret=WHATSAPP_APP_SECRET,
-                        whatsapp_verify_token=WHATSAPP_VERIFY_TOKEN,
-                        whatsapp_workspaces=WORKSPACE,
-                        secrets_encryption_keys=f"k1:{_key()}",
-                        **{
-                            "visitor_turns_per_minute": 1000,
-                            "address_requests_per_minute": 10_000,
-                            **edge_values,
-                        },
-                    )
-                    running_edge = await edge_service.start(edge_settings)
-                    try:
-                        async with (
-                            aiohttp.ClientSession() as http,
-                            grpc.aio.insecure_channel(identity.address) as identity_channel,
-                            grpc.aio.insecure_channel(policy.address) as policy_channel,
-                            grpc.aio.insecure_channel(billing.address) as billing_channel,
-                        ):
-                            stack = Stack(
-                                running_edge.url,
-                                emulator.url,
-                                summary,
-                                http,
-                                policy_pb2_grpc.PolicyServiceStub(policy_channel),
-                                billing_pb2_grpc.BillingGatewayServiceStub(billing_channel),
-                                identity_pb2_grpc.IdentityServiceStub(identity_channel),
-                                notifier.address,
-                                sink,
-                                whatsapp,
-                                stripe_client,
-                                {
-                                    "identity": identity.address,
-                                    "policy": policy.address,
-                                    "billing_gateway": billing.address,
-                                    "notifier": notifier.address,
-                                },
-                                emulator.runner,
-                            )
-                            whatsapp.state.webhook_url = f"{running_edge.url}/api/whatsapp/webhook"
-                            await _provision(stack, running_edge.url)
-                            yield stack
-                    finally:
-                        await running_edge.stop(grace=1.0)
-    await stripe_http.close_async()  # type: ignore[no-untyped-call]
-    await whatsapp.close()
-    await sink.close()
-    await emulator.close()
-
-
-async def _provision(stack: Stack, edge_url: str) -> None:
-    admin = testing.admin_metadata("admin-e2e")
-    await stack.identity.AddSecret(
-        identity_pb2.AddSecretRequest(
-            workspace_id=WORKSPACE, key_id="k1", secret=HMAC_SECRET, idempotency_key="e2e-secret"
-        ),
-        metadata=admin,
-        timeout=5,
-    )
-    current = await stack.policy.GetBounds(
-        policy_pb2.GetBoundsRequest(workspace_id=WORKSPACE), timeout=5
-    )
-    bounds = policy_pb2.Bounds()
-    bounds.CopyFrom(current.defaults)
-    bounds.workspace_id = WORKSPACE
-    bounds.askvault_plan = policy_pb2.ASK_VAULT_PLAN_BUSINESS
-    await stack.policy.ProposeBoundsChange(
-        policy_pb2.ProposeBoundsChangeRequest(
-            workspace_id=WORKSPACE, bounds=bounds, idempotency_key="e2e-bounds"
-        ),
-        metadata=admin,
-        timeout=5,
-    )
-    await stack.billing.ConnectAccount(
-        billing_pb2.ConnectAccountRequest(
-            workspace_id=WORKSPACE,
-            secret_key=seed.DEMO_API_KEY,
-            webhook_url=f"{edge_url}/api/stripe/webhooks/{WORKSPACE}",
-            idempotency_key="e2e-connect",
-        ),
-        metadata=admin,
-        timeout=10,
-    )
+        yield Stack(
+            system.edge_url,
+            system.emulator.url,
+            summary,
+            system.http,
+            system.policy,
+            system.billing,
+            system.identity,
+            system.notifier_server.address,
+            system.sink,
+            system.whatsapp,
+            system.stripe_client(seed.DEMO_API_KEY),
+            {
+                "identity": system.identity_server.address,
+                "policy": system.policy_server.address,
+                "billing_gateway": system.billing_server.address,
+                "notifier": system.notifier_server.address,
+            },
+            system.emulator.runner,
+        )

@@ -19,34 +19,22 @@ import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import asyncpg
-import grpc
 import hypothesis
 import pytest
 import stripe
 
-from askvault.billing.v1 import billing_pb2, billing_pb2_grpc
+from askvault.billing.v1 import billing_pb2_grpc
 from askvault.identity.v1 import identity_pb2, identity_pb2_grpc
 from askvault.notifier.v1 import notifier_pb2_grpc
-from askvault.policy.v1 import policy_pb2, policy_pb2_grpc
-from billing_gateway.service import BillingGatewayService
-from billing_gateway.settings import BillingGatewaySettings
-from edge import service as edge_service
-from edge.settings import EdgeSettings
-from identity.service import IdentityService
-from identity.settings import IdentitySettings
-from notifier.service import NotifierService
-from notifier.settings import NotifierSettings
-from policy.service import PolicyService
-from policy.settings import PolicySettings
-from runtime import auth, logs, testing
+from askvault.policy.v1 import policy_pb2_grpc
+from runtime import auth, database, logs, testing
 from smtp_sink import app as smtp_sink_app
-from stripe_emulator import app as stripe_app
 from stripe_emulator import seed
 from stripe_emulator.app import RunningEmulator
+from tests import system as in_process
 from whatsapp_emulator import app as whatsapp_app
 
 # Modest example counts: the folder must run in well under 90 s on two slow cores. Set
@@ -75,7 +63,7 @@ STRIPE_KEY_B = "sk_test_askvault_workspace_b_7f3e9a"
 WHATSAPP_APP_SECRET = "whatsapp-app-secret-3d9c1b7a"
 WHATSAPP_VERIFY_TOKEN = "whatsapp-verify-token-8e2f6a0c"
 WHATSAPP_TOKEN = "whatsapp-access-token-4b8d2f6e"
-PHONE_NUMBER_ID = "1000000001"
+PHONE_NUMBER_ID = in_process.PHONE_NUMBER_ID
 AGENT_INBOX = "agents@support.security"
 
 
@@ -315,10 +303,6 @@ class System:
         return found
 
 
-def _with_database(url: str, name: str) -> str:
-    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
-
-
 @pytest.fixture(scope="module")
 async def module_database_url(postgres_server: str, template_database: str) -> AsyncIterator[str]:
     """A fresh database (every schema migrated) for one test module."""
@@ -326,7 +310,7 @@ async def module_database_url(postgres_server: str, template_database: str) -> A
     connection = await asyncpg.connect(postgres_server)
     try:
         await connection.execute(f"CREATE DATABASE {name} TEMPLATE {template_database}")
-        yield _with_database(postgres_server, name)
+        yield database.with_database_name(postgres_server, name)
         await connection.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     finally:
         await connection.close()
@@ -350,167 +334,58 @@ async def system(module_database_url: str) -> AsyncIterator[System]:
 
 @contextlib.asynccontextmanager
 async def _running(database_url: str, captured: CapturedLogs) -> AsyncIterator[System]:
-    """Starts the emulators and the five services in dependency order; stops them in reverse."""
-    async with contextlib.AsyncExitStack() as stack:
-        emulator = await stripe_app.start()
-        stack.push_async_callback(emulator.close)
-        summary_a = seed.seed_demo(emulator.state, STRIPE_KEY_A)
-        summary_b = seed.seed_demo(emulator.state, STRIPE_KEY_B)
-        sink = await smtp_sink_app.start()
-        stack.push_async_callback(sink.close)
-        whatsapp = await whatsapp_app.start(
-            state=whatsapp_app.State(
-                access_token=WHATSAPP_TOKEN,
-                app_secret=WHATSAPP_APP_SECRET,
-                status_delay_seconds=0.05,
+    """The whole system in-process with this suite's known secrets, both tenants seeded and
+    provisioned."""
+    secrets = in_process.Secrets(
+        identity_encryption=IDENTITY_ENCRYPTION_KEY,
+        identity_signing=IDENTITY_SIGNING_KEY,
+        billing_encryption=BILLING_ENCRYPTION_KEY,
+        edge_encryption=EDGE_ENCRYPTION_KEY,
+        whatsapp_app_secret=WHATSAPP_APP_SECRET,
+        whatsapp_verify_token=WHATSAPP_VERIFY_TOKEN,
+        whatsapp_token=WHATSAPP_TOKEN,
+    )
+    async with in_process.running(
+        database_url, secrets, whatsapp_workspaces=WORKSPACE_A, agent_inbox=AGENT_INBOX
+    ) as running:
+        summary_a = seed.seed_demo(running.emulator.state, STRIPE_KEY_A)
+        summary_b = seed.seed_demo(running.emulator.state, STRIPE_KEY_B)
+        for workspace, secret, key in (
+            (WORKSPACE_A, HMAC_SECRET_A, STRIPE_KEY_A),
+            (WORKSPACE_B, HMAC_SECRET_B, STRIPE_KEY_B),
+        ):
+            await in_process.provision_workspace(
+                running,
+                workspace,
+                hmac_secret=secret,
+                stripe_key=key,
+                admin=bearer(admin("admin-provisioning", [workspace])),
+                key_prefix="sec",
             )
-        )
-        stack.push_async_callback(whatsapp.close)
-        stripe_http = stripe.AIOHTTPClient()
-        stack.push_async_callback(stripe_http.close_async)
-        stripe_a, stripe_b = (
-            stripe.StripeClient(key, base_addresses={"api": emulator.url}, http_client=stripe_http)
-            for key in (STRIPE_KEY_A, STRIPE_KEY_B)
-        )
-        identity_settings = testing.make_settings(
-            IdentitySettings,
-            database_url,
-            secrets_encryption_keys=f"k1:{IDENTITY_ENCRYPTION_KEY}",
-            assertion_signing_keys=f"a1:{IDENTITY_SIGNING_KEY}",
-        )
-        identity = await stack.enter_async_context(
-            testing.running(IdentityService(identity_settings), identity_settings)
-        )
-        policy_settings = testing.make_settings(
-            PolicySettings, database_url, identity_target=identity.address
-        )
-        policy = await stack.enter_async_context(
-            testing.running(PolicyService(policy_settings), policy_settings)
-        )
-        notifier_settings = testing.make_settings(
-            NotifierSettings,
-            database_url,
-            smtp_host=sink.host,
-            smtp_port=sink.smtp_port,
-            smtp_timeout_seconds=2.0,
-            whatsapp_base_url=whatsapp.url,
-            whatsapp_access_token=WHATSAPP_TOKEN,
-            whatsapp_phone_number_id=PHONE_NUMBER_ID,
-            whatsapp_timeout_seconds=1.0,
-            worker_count=1,
-            poll_interval_seconds=0.05,
-            max_attempts=3,
-            retry_backoff_base_seconds=0.05,
-            retry_backoff_cap_seconds=0.2,
-            agent_inbox_address=AGENT_INBOX,
-        )
-        notifier = await stack.enter_async_context(
-            testing.running(NotifierService(notifier_settings), notifier_settings)
-        )
-        billing_settings = testing.make_settings(
-            BillingGatewaySettings,
-            database_url,
-            secrets_encryption_keys=f"k1:{BILLING_ENCRYPTION_KEY}",
-            identity_target=identity.address,
-            policy_target=policy.address,
-            notifier_target=notifier.address,
-            stripe_api_base=emulator.url,
-            stripe_timeout_seconds=1.0,
-            stripe_max_network_retries=0,
-            webhook_poll_seconds=0.1,
-            scheduler_poll_seconds=0.2,
-        )
-        billing = await stack.enter_async_context(
-            testing.running(BillingGatewayService(billing_settings), billing_settings)
-        )
-        edge_settings = testing.make_settings(
-            EdgeSettings,
-            database_url,
-            http_host="127.0.0.1",
-            http_port=0,
-            identity_target=identity.address,
-            policy_target=policy.address,
-            billing_target=billing.address,
-            notifier_target=notifier.address,
-            workspace_timezone="America/New_York",
-            whatsapp_app_secret=WHATSAPP_APP_SECRET,
-            whatsapp_verify_token=WHATSAPP_VERIFY_TOKEN,
-            whatsapp_workspaces=WORKSPACE_A,
-            secrets_encryption_keys=f"k1:{EDGE_ENCRYPTION_KEY}",
-            visitor_turns_per_minute=100_000,
-            address_requests_per_minute=100_000,
-        )
-        running_edge = await edge_service.start(edge_settings)
-        stack.push_async_callback(running_edge.stop, 1.0)
-        http = await stack.enter_async_context(aiohttp.ClientSession())
-        channels = [
-            await stack.enter_async_context(grpc.aio.insecure_channel(running.address))
-            for running in (identity, policy, billing, notifier)
-        ]
         pool = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
-        stack.push_async_callback(pool.close)
-        system = System(
-            edge_url=running_edge.url,
-            stripe_url=emulator.url,
-            http=http,
-            identity=identity_pb2_grpc.IdentityServiceStub(channels[0]),
-            policy=policy_pb2_grpc.PolicyServiceStub(channels[1]),
-            billing=billing_pb2_grpc.BillingGatewayServiceStub(channels[2]),
-            notifier=notifier_pb2_grpc.NotifierServiceStub(channels[3]),
-            emulator=emulator,
-            sink=sink,
-            whatsapp=whatsapp,
-            stripe_a=stripe_a,
-            stripe_b=stripe_b,
-            summary_a=summary_a,
-            summary_b=summary_b,
-            pool=pool,
-            captured=captured,
-        )
-        whatsapp.state.webhook_url = f"{running_edge.url}/api/whatsapp/webhook"
-        await _provision(system, running_edge.url)
-        system.secrets = _secrets(system)
-        yield system
-
-
-async def _provision(system: System, edge_url: str) -> None:
-    """HMAC secrets, business bounds and a connected Stripe account for A and B."""
-    for workspace, secret, key in (
-        (WORKSPACE_A, HMAC_SECRET_A, STRIPE_KEY_A),
-        (WORKSPACE_B, HMAC_SECRET_B, STRIPE_KEY_B),
-    ):
-        metadata = bearer(admin("admin-provisioning", [workspace]))
-        await system.identity.AddSecret(
-            identity_pb2.AddSecretRequest(
-                workspace_id=workspace, key_id="k1", secret=secret, idempotency_key="sec-secret"
-            ),
-            metadata=metadata,
-            timeout=5,
-        )
-        current = await system.policy.GetBounds(
-            policy_pb2.GetBoundsRequest(workspace_id=workspace), timeout=5
-        )
-        bounds = policy_pb2.Bounds()
-        bounds.CopyFrom(current.defaults)
-        bounds.workspace_id = workspace
-        bounds.askvault_plan = policy_pb2.ASK_VAULT_PLAN_BUSINESS
-        await system.policy.ProposeBoundsChange(
-            policy_pb2.ProposeBoundsChangeRequest(
-                workspace_id=workspace, bounds=bounds, idempotency_key="sec-bounds"
-            ),
-            metadata=metadata,
-            timeout=5,
-        )
-        await system.billing.ConnectAccount(
-            billing_pb2.ConnectAccountRequest(
-                workspace_id=workspace,
-                secret_key=key,
-                webhook_url=f"{edge_url}/api/stripe/webhooks/{workspace}",
-                idempotency_key="sec-connect",
-            ),
-            metadata=metadata,
-            timeout=10,
-        )
+        try:
+            system = System(
+                edge_url=running.edge_url,
+                stripe_url=running.emulator.url,
+                http=running.http,
+                identity=running.identity,
+                policy=running.policy,
+                billing=running.billing,
+                notifier=running.notifier,
+                emulator=running.emulator,
+                sink=running.sink,
+                whatsapp=running.whatsapp,
+                stripe_a=running.stripe_client(STRIPE_KEY_A),
+                stripe_b=running.stripe_client(STRIPE_KEY_B),
+                summary_a=summary_a,
+                summary_b=summary_b,
+                pool=pool,
+                captured=captured,
+            )
+            system.secrets = _secrets(system)
+            yield system
+        finally:
+            await pool.close()
 
 
 def signing_secrets(system: System) -> list[str]:

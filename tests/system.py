@@ -1,0 +1,256 @@
+"""The whole system in-process, shared by the end-to-end, security and benchmark suites: the
+Stripe emulator, the SMTP sink, the WhatsApp emulator, identity, policy, the notifier (with
+one outbox worker), the billing gateway and the edge, on free ports and one database, with
+short intervals so that tests see retries and workers act within seconds."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import grpc
+import stripe
+
+from askvault.billing.v1 import billing_pb2, billing_pb2_grpc
+from askvault.identity.v1 import identity_pb2, identity_pb2_grpc
+from askvault.notifier.v1 import notifier_pb2_grpc
+from askvault.policy.v1 import policy_pb2, policy_pb2_grpc
+from billing_gateway.service import BillingGatewayService
+from billing_gateway.settings import BillingGatewaySettings
+from edge import service as edge_service
+from edge.settings import EdgeSettings
+from identity.service import IdentityService
+from identity.settings import IdentitySettings
+from notifier.service import NotifierService
+from notifier.settings import NotifierSettings
+from policy.service import PolicyService
+from policy.settings import PolicySettings
+from runtime import testing
+from runtime.server import RunningService
+from smtp_sink import app as smtp_sink_app
+from stripe_emulator import app as stripe_app
+from whatsapp_emulator import app as whatsapp_app
+
+PHONE_NUMBER_ID = "1000000001"
+
+Metadata = tuple[tuple[str, str], ...]
+
+
+def random_key() -> str:
+    """A fresh 32-byte key, base64, as the services' key settings take it."""
+    return base64.b64encode(os.urandom(32)).decode()
+
+
+@dataclass(frozen=True)
+class Secrets:
+    """Every key and secret the running system is given (tests that scan for leaks pick
+    their own, distinctive values)."""
+
+    identity_encryption: str = field(default_factory=random_key)
+    identity_signing: str = field(default_factory=random_key)
+    billing_encryption: str = field(default_factory=random_key)
+    edge_encryption: str = field(default_factory=random_key)
+    whatsapp_app_secret: str = "wa-app-secret"
+    whatsapp_verify_token: str = "wa-verify"
+    whatsapp_token: str = "wa-access-token"
+
+
+@dataclass
+class System:
+    """The running parts and a client for each."""
+
+    emulator: stripe_app.RunningEmulator
+    sink: smtp_sink_app.RunningSink
+    whatsapp: whatsapp_app.RunningEmulator
+    identity_server: RunningService
+    policy_server: RunningService
+    notifier_server: RunningService
+    billing_server: RunningService
+    edge_url: str
+    http: aiohttp.ClientSession
+    stripe_http: stripe.AIOHTTPClient
+    identity: identity_pb2_grpc.IdentityServiceStub
+    policy: policy_pb2_grpc.PolicyServiceStub
+    billing: billing_pb2_grpc.BillingGatewayServiceStub
+    notifier: notifier_pb2_grpc.NotifierServiceStub
+
+    def stripe_client(self, api_key: str) -> stripe.StripeClient:
+        """The official SDK on the emulator, as the account of ``api_key``."""
+        return stripe.StripeClient(
+            api_key, base_addresses={"api": self.emulator.url}, http_client=self.stripe_http
+        )
+
+
+@contextlib.asynccontextmanager
+async def running(
+    database_url: str,
+    secrets: Secrets,
+    *,
+    whatsapp_workspaces: str,
+    agent_inbox: str,
+    edge_values: Mapping[str, Any] | None = None,
+) -> AsyncIterator[System]:
+    """Starts the emulators and the five services in dependency order; stops them in
+    reverse. ``edge_values`` override the edge's settings."""
+    async with contextlib.AsyncExitStack() as stack:
+        emulator = await stripe_app.start()
+        stack.push_async_callback(emulator.close)
+        sink = await smtp_sink_app.start()
+        stack.push_async_callback(sink.close)
+        whatsapp = await whatsapp_app.start(
+            state=whatsapp_app.State(
+                access_token=secrets.whatsapp_token,
+                app_secret=secrets.whatsapp_app_secret,
+                status_delay_seconds=0.05,
+            )
+        )
+        stack.push_async_callback(whatsapp.close)
+        stripe_http = stripe.AIOHTTPClient()
+        stack.push_async_callback(stripe_http.close_async)
+        identity_settings = testing.make_settings(
+            IdentitySettings,
+            database_url,
+            secrets_encryption_keys=f"k1:{secrets.identity_encryption}",
+            assertion_signing_keys=f"a1:{secrets.identity_signing}",
+        )
+        identity = await stack.enter_async_context(
+            testing.running(IdentityService(identity_settings), identity_settings)
+        )
+        policy_settings = testing.make_settings(
+            PolicySettings, database_url, identity_target=identity.address
+        )
+        policy = await stack.enter_async_context(
+            testing.running(PolicyService(policy_settings), policy_settings)
+        )
+        notifier_settings = testing.make_settings(
+            NotifierSettings,
+            database_url,
+            smtp_host=sink.host,
+            smtp_port=sink.smtp_port,
+            smtp_timeout_seconds=2.0,
+            whatsapp_base_url=whatsapp.url,
+            whatsapp_access_token=secrets.whatsapp_token,
+            whatsapp_phone_number_id=PHONE_NUMBER_ID,
+            whatsapp_timeout_seconds=1.0,
+            worker_count=1,
+            poll_interval_seconds=0.05,
+            max_attempts=3,
+            retry_backoff_base_seconds=0.05,
+            retry_backoff_cap_seconds=0.2,
+            agent_inbox_address=agent_inbox,
+        )
+        notifier = await stack.enter_async_context(
+            testing.running(NotifierService(notifier_settings), notifier_settings)
+        )
+        billing_settings = testing.make_settings(
+            BillingGatewaySettings,
+            database_url,
+            secrets_encryption_keys=f"k1:{secrets.billing_encryption}",
+            identity_target=identity.address,
+            policy_target=policy.address,
+            notifier_target=notifier.address,
+            stripe_api_base=emulator.url,
+            stripe_timeout_seconds=1.0,
+            stripe_max_network_retries=0,
+            webhook_poll_seconds=0.1,
+            scheduler_poll_seconds=0.2,
+        )
+        billing = await stack.enter_async_context(
+            testing.running(BillingGatewayService(billing_settings), billing_settings)
+        )
+        edge_settings = testing.make_settings(
+            EdgeSettings,
+            database_url,
+            http_host="127.0.0.1",
+            http_port=0,
+            identity_target=identity.address,
+            policy_target=policy.address,
+            billing_target=billing.address,
+            notifier_target=notifier.address,
+            workspace_timezone="America/New_York",
+            whatsapp_app_secret=secrets.whatsapp_app_secret,
+            whatsapp_verify_token=secrets.whatsapp_verify_token,
+            whatsapp_workspaces=whatsapp_workspaces,
+            secrets_encryption_keys=f"k1:{secrets.edge_encryption}",
+            **{
+                "visitor_turns_per_minute": 100_000,
+                "address_requests_per_minute": 100_000,
+                **(edge_values or {}),
+            },
+        )
+        edge = await edge_service.start(edge_settings)
+        stack.push_async_callback(edge.stop, 1.0)
+        http = await stack.enter_async_context(aiohttp.ClientSession())
+        channels = [
+            await stack.enter_async_context(grpc.aio.insecure_channel(server.address))
+            for server in (identity, policy, billing, notifier)
+        ]
+        whatsapp.state.webhook_url = f"{edge.url}/api/whatsapp/webhook"
+        yield System(
+            emulator=emulator,
+            sink=sink,
+            whatsapp=whatsapp,
+            identity_server=identity,
+            policy_server=policy,
+            notifier_server=notifier,
+            billing_server=billing,
+            edge_url=edge.url,
+            http=http,
+            stripe_http=stripe_http,
+            identity=identity_pb2_grpc.IdentityServiceStub(channels[0]),
+            policy=policy_pb2_grpc.PolicyServiceStub(channels[1]),
+            billing=billing_pb2_grpc.BillingGatewayServiceStub(channels[2]),
+            notifier=notifier_pb2_grpc.NotifierServiceStub(channels[3]),
+        )
+
+
+async def provision_workspace(
+    system: System,
+    workspace_id: str,
+    *,
+    hmac_secret: bytes,
+    stripe_key: str,
+    admin: Metadata,
+    key_prefix: str,
+) -> None:
+    """What an operator does for a new workspace: its HMAC secret, the Business plan with
+    default bounds, and its Stripe account connected with the edge as webhook endpoint."""
+    await system.identity.AddSecret(
+        identity_pb2.AddSecretRequest(
+            workspace_id=workspace_id,
+            key_id="k1",
+            secret=hmac_secret,
+            idempotency_key=f"{key_prefix}-secret",
+        ),
+        metadata=admin,
+        timeout=5,
+    )
+    current = await system.policy.GetBounds(
+        policy_pb2.GetBoundsRequest(workspace_id=workspace_id), timeout=5
+    )
+    bounds = policy_pb2.Bounds()
+    bounds.CopyFrom(current.defaults)
+    bounds.workspace_id = workspace_id
+    bounds.askvault_plan = policy_pb2.ASK_VAULT_PLAN_BUSINESS
+    await system.policy.ProposeBoundsChange(
+        policy_pb2.ProposeBoundsChangeRequest(
+            workspace_id=workspace_id, bounds=bounds, idempotency_key=f"{key_prefix}-bounds"
+        ),
+        metadata=admin,
+        timeout=5,
+    )
+    await system.billing.ConnectAccount(
+        billing_pb2.ConnectAccountRequest(
+            workspace_id=workspace_id,
+            secret_key=stripe_key,
+            webhook_url=f"{system.edge_url}/api/stripe/webhooks/{workspace_id}",
+            idempotency_key=f"{key_prefix}-connect",
+        ),
+        metadata=admin,
+        timeout=10,
+    )
