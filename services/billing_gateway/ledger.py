@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 from google.protobuf.message import Message
+from opentelemetry import propagate
 
 from askvault.policy.v1 import policy_pb2
 from billing_gateway import storage
@@ -233,6 +234,7 @@ class Ledger:
                 stripe_customer_id=write.stripe_customer_id,
                 target_id=write.target_id,
                 parameters=write.parameters,
+                trace_context=_current_trace_context(),
             )
             if created is not None:
                 return created, True
@@ -497,3 +499,11 @@ async def run_periodically(
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(interval):
                 await stop.wait()
+
+
+def _current_trace_context() -> dict[str, str]:
+    """The W3C headers of the current trace, kept with the operation so that the webhook
+    Stripe sends about its object later continues the same trace."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return carrier

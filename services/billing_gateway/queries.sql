@@ -28,10 +28,19 @@ ORDER BY created_at DESC;
 
 -- name: insert_operation
 INSERT INTO operations (workspace_id, operation_id, idempotency_key, fingerprint, action, state,
-                        grant_id, stripe_customer_id, target_id, parameters, run_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                        grant_id, stripe_customer_id, target_id, parameters, run_at,
+                        trace_context)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
 ON CONFLICT (workspace_id, idempotency_key) DO NOTHING
 RETURNING *;
+
+-- name: trace_context_of_targets
+-- The trace of the newest recent operation on any of these Stripe objects.
+SELECT trace_context FROM operations
+WHERE workspace_id = $1 AND target_id = ANY($2::text[])
+  AND created_at > now() - interval '1 day' AND trace_context <> '{}'
+ORDER BY created_at DESC
+LIMIT 1;
 
 -- name: get_operation_by_key
 SELECT * FROM operations WHERE workspace_id = $1 AND idempotency_key = $2;

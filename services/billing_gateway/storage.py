@@ -186,6 +186,14 @@ async def webhook_secrets(connection: Connection, workspace_id: str) -> dict[str
 # operations
 
 
+async def trace_context_of_targets(
+    connection: Connection, workspace_id: str, target_ids: list[str]
+) -> dict[str, str]:
+    """The trace context of the newest recent operation on one of these objects, or {}."""
+    found = await connection.fetchval(queries.trace_context_of_targets, workspace_id, target_ids)
+    return dict(json.loads(found)) if found else {}
+
+
 async def insert_operation(
     connection: Connection,
     *,
@@ -200,6 +208,7 @@ async def insert_operation(
     target_id: str,
     parameters: dict[str, Any],
     run_at: datetime | None = None,
+    trace_context: dict[str, str] | None = None,
 ) -> OperationRecord | None:
     """Records a new operation; None when the idempotency key already has one."""
     row = await connection.fetchrow(
@@ -215,6 +224,7 @@ async def insert_operation(
         target_id,
         json.dumps(parameters),
         run_at,
+        json.dumps(trace_context or {}),
     )
     return _operation(row) if row else None
 

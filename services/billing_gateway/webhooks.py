@@ -19,6 +19,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
 
 from askvault.identity.v1 import identity_pb2
 from askvault.notifier.v1 import notifier_pb2
@@ -31,6 +33,7 @@ from runtime import errors, ids
 from runtime.database import Connection
 
 logger = logging.getLogger(__name__)
+tracer = trace.get_tracer(__name__)
 
 Json = dict[str, Any]
 
@@ -163,7 +166,16 @@ class EventWorker:
                     await transaction.commit()
                     return False
                 try:
-                    problems = await self._apply(connection, event)
+                    with tracer.start_as_current_span(
+                        f"billing.webhook {event.event_type}",
+                        context=await self._trace_of_write(connection, event),
+                        kind=trace.SpanKind.CONSUMER,
+                        attributes={
+                            "askvault.workspace_id": event.workspace_id,
+                            "askvault.stripe_event_id": event.event_id,
+                        },
+                    ):
+                        problems = await self._apply(connection, event)
                     await storage.mark_event_processed(connection, event, "; ".join(problems))
                 except errors.ServiceError as error:
                     await transaction.rollback()
@@ -175,6 +187,27 @@ class EventWorker:
                     await transaction.rollback()
                 raise
         return True
+
+    async def _trace_of_write(
+        self, connection: Connection, event: storage.StoredEvent
+    ) -> otel_context.Context | None:
+        """The trace of our own write that this event reports (a refund, a plan change, a
+        retried invoice), so that its effects (the confirmation message) join that trace;
+        None for events no write of ours caused."""
+        data = json.loads(event.payload)
+        obj = (data.get("data") or {}).get("object") or {}
+        targets = [
+            str(value)
+            for value in (
+                obj.get("id"),
+                obj.get("charge"),
+                obj.get("subscription"),
+                obj.get("invoice"),
+            )
+            if isinstance(value, str) and value
+        ]
+        carrier = await storage.trace_context_of_targets(connection, event.workspace_id, targets)
+        return propagate.extract(carrier) if carrier else None
 
     async def _defer(self, event: storage.StoredEvent, reason: str) -> None:
         delay = min(_BACKOFF_MAX_SECONDS, _BACKOFF_FIRST_SECONDS * 2 ** min(event.attempts, 10))

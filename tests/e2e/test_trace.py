@@ -14,7 +14,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from askvault.common.v1 import common_pb2
-from tests.e2e.conftest import Stack
+from tests.e2e.conftest import Stack, eventually
 from tests.e2e.test_policy_flows import _set_bounds
 
 
@@ -91,6 +91,25 @@ async def test_a_confirmed_refund_is_one_trace_into_stripe(
     orphans = [s.name for s in traced if s is not edge_span and s.parent is None]
     assert orphans == [] and edge_span.parent is None, orphans
     assert all(s.parent.span_id in ids for s in traced if s.parent is not None)
+    # Stripe's charge.refunded webhook continues the refund's trace into the notifier's
+    # confirmation: the gateway kept the trace context with the operation.
+    await stack.flush_webhooks()
+    trace_id = edge_span.context.trace_id
+
+    async def confirmation_in_trace() -> bool:
+        return any(
+            span.context.trace_id == trace_id
+            and span.name == "/askvault.notifier.v1.NotifierService/Send"
+            for span in spans.get_finished_spans()
+        )
+
+    assert await eventually(confirmation_in_trace)
+    webhook = [
+        span
+        for span in spans.get_finished_spans()
+        if span.name == "billing.webhook charge.refunded" and span.context.trace_id == trace_id
+    ]
+    assert webhook, "the webhook's processing is not in the refund's trace"
 
 
 async def test_an_escalated_refund_is_one_trace_through_the_notifier(
