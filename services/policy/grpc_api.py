@@ -292,6 +292,14 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
             )
         elif reservation is not None:
             used = await storage.counter_used(connection, workspace_id, contact_id, reservation)
+            if (
+                decision.verdict is Verdict.NEEDS_CONFIRMATION
+                and used + reservation.quantity > reservation.limit
+            ):
+                # Already beyond the bound: say so now rather than ask for a "yes" that
+                # could only end in a refusal. (The reservation on "yes" stays the check
+                # that counts; this one only spares the visitor a pointless confirmation.)
+                decision = decisions.over_limit(decision)
             usage = decisions.Usage(
                 reservation.counter,
                 reservation.currency,

@@ -63,11 +63,10 @@ async def test_refund_over_the_cap_hands_off_with_the_full_context(stack: Stack)
         "cap",
         refund_caps=[common_pb2.Money(amount_minor=2000, currency="usd")],
     )
-    # Policy answers NEEDS_CONFIRMATION before it reserves, so the cap bites on the "yes".
-    asked = await stack.turn("alice", "please refund my last charge", conversation="cap")
-    assert asked["escalated"] is False and "Shall I go ahead?" in asked["reply"], asked
-    answer = await stack.turn("alice", "yes", conversation="cap")
+    # Already over the cap: policy escalates at once, nothing is offered for a "yes".
+    answer = await stack.turn("alice", "please refund my last charge", conversation="cap")
     assert answer["escalated"] is True, answer
+    assert "Shall I go ahead?" not in answer["reply"], answer
     assert answer["reply"].startswith("I can't refund $49 on my own"), answer
     assert "automatic refunds are limited to $20 per period" in answer["reply"], answer
     escalation_id = answer["escalation_id"]
@@ -149,10 +148,9 @@ async def test_plan_change_limit_is_explained_with_its_numbers(stack: Stack) -> 
         await stack.turn("bob", f"switch me to the {target} plan", conversation="lim")
         done = await stack.turn("bob", "yes", conversation="lim")
         assert "Done: you're now on the" in done["reply"], (index, done)
-    # The counter is reserved on the "yes", so the fourth change is proposed, then denied.
-    fourth = await stack.turn("bob", "switch me to the starter plan", conversation="lim")
-    assert "Shall I go ahead?" in fourth["reply"], fourth
-    denied = await stack.turn("bob", "yes", conversation="lim")
+    # All three used: the fourth is refused at once, with its numbers, and nothing is offered.
+    denied = await stack.turn("bob", "switch me to the starter plan", conversation="lim")
+    assert "Shall I go ahead?" not in denied["reply"], denied
     assert denied["reply"].startswith(
         "I can't change to Starter: you've used 3 of 3 plan changes this month; "
         "the next is possible on "

@@ -118,9 +118,9 @@ async def test_an_escalated_refund_is_one_trace_through_the_notifier(
     await _set_bounds(
         stack, "trace-cap", refund_caps=[common_pb2.Money(amount_minor=1000, currency="usd")]
     )
-    await stack.turn("bob", "Why was I charged twice?", conversation="trace-esc")
     before = len(spans.get_finished_spans())
-    escalated = await stack.turn("bob", "yes", conversation="trace-esc")
+    # Over the cap already: the question itself escalates (no "yes" is asked for).
+    escalated = await stack.turn("bob", "Why was I charged twice?", conversation="trace-esc")
     assert escalated["escalated"] is True, escalated
     traced = _turn_trace(spans, before)
     servers = _servers(traced)

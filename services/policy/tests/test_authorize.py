@@ -197,6 +197,21 @@ async def test_unconfirmed_refund_needs_confirmation_and_reserves_nothing(policy
     assert await policy.counter() == 0
 
 
+async def test_unconfirmed_refund_already_over_the_cap_escalates_without_a_yes(
+    policy: Policy,
+) -> None:
+    first = await policy.stub.Authorize(policy.refund(49000))
+    assert first.decision == pb.DECISION_ALLOW
+    response = await policy.stub.Authorize(policy.refund(2000, confirmed=False))
+    assert (response.decision, response.reason) == (
+        pb.DECISION_ESCALATE,
+        pb.DECISION_REASON_REFUND_OVER_CAP,
+    )
+    assert response.escalation_id.startswith("esc_")
+    assert response.usage.remaining_amount == usd(1000)
+    assert await policy.counter() == 49000
+
+
 async def test_currency_without_cap_escalates(policy: Policy) -> None:
     response = await policy.stub.Authorize(policy.refund(1000, currency="eur"))
     assert (response.decision, response.reason) == (
