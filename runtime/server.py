@@ -43,7 +43,9 @@ class Resources:
 
 
 class Service(Protocol):
-    """A service as the runtime sees it."""
+    """A service as the runtime sees it. A service may also have ``allowed_callers``
+    (RPC name or ``service_auth.EVERY_RPC`` -> caller names), enforced when
+    SERVICE_TOKEN_SECRET is set; without it, no service may call it then."""
 
     @property
     def name(self) -> str:
