@@ -43,14 +43,17 @@ class Deliverer:
     def __init__(self, settings: NotifierSettings, session: aiohttp.ClientSession) -> None:
         self._settings = settings
         self._session = session
-        self._smtp = email.SmtpConfig(
-            host=settings.smtp_host,
-            port=settings.smtp_port,
-            starttls=settings.smtp_starttls,
-            use_tls=settings.smtp_use_tls,
-            username=settings.smtp_username,
-            password=settings.smtp_password.get_secret_value(),
-            timeout_seconds=settings.smtp_timeout_seconds,
+        self._smtp = email.SmtpConnections(
+            email.SmtpConfig(
+                host=settings.smtp_host,
+                port=settings.smtp_port,
+                starttls=settings.smtp_starttls,
+                use_tls=settings.smtp_use_tls,
+                username=settings.smtp_username,
+                password=settings.smtp_password.get_secret_value(),
+                timeout_seconds=settings.smtp_timeout_seconds,
+            ),
+            size=settings.smtp_idle_connections,
         )
         self._whatsapp = whatsapp.WhatsAppConfig(
             base_url=settings.whatsapp_base_url,
@@ -59,6 +62,10 @@ class Deliverer:
             template_language=settings.whatsapp_template_language,
             timeout_seconds=settings.whatsapp_timeout_seconds,
         )
+
+    async def close(self) -> None:
+        """Closes the kept SMTP connections."""
+        await self._smtp.close()
 
     def message_id_header(self, message_id: str) -> str:
         """The deterministic SMTP Message-ID of a message."""

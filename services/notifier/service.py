@@ -39,6 +39,7 @@ class NotifierService:
         self._stopping = asyncio.Event()
         self._workers: list[asyncio.Task[None]] = []
         self._session: aiohttp.ClientSession | None = None
+        self._deliverer: Deliverer | None = None
         self.waker = Waker()
 
     async def start(self, server: grpc.aio.Server, resources: Resources) -> None:
@@ -49,6 +50,7 @@ class NotifierService:
         self._stopping.clear()
         self._session = aiohttp.ClientSession()
         deliverer = Deliverer(self._settings, self._session)
+        self._deliverer = deliverer
         for index in range(self._settings.worker_count):
             worker = OutboxWorker(
                 pool=resources.pool,
@@ -70,6 +72,9 @@ class NotifierService:
         if self._workers:
             await asyncio.gather(*self._workers, return_exceptions=True)
         self._workers.clear()
+        if self._deliverer is not None:
+            await self._deliverer.close()
+            self._deliverer = None
         if self._session is not None:
             with contextlib.suppress(Exception):
                 await self._session.close()

@@ -27,6 +27,8 @@ class NotifierSettings(ServiceSettings):
     smtp_password: SecretStr = SecretStr("")
     # Seconds an SMTP connection or command may take before the attempt counts as failed.
     smtp_timeout_seconds: float = Field(default=10.0, gt=0)
+    # Idle SMTP connections kept open between messages (0: a new connection per message).
+    smtp_idle_connections: int = Field(default=8, ge=0, le=256)
     # Sender address and display name of workspaces that set none.
     default_from_address: str = "billing@askvault.local"
     default_sender_name: str = "Billing"

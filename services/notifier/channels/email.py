@@ -8,6 +8,7 @@ before recording it can be recognised as a duplicate by the sink (and by mail cl
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -117,21 +118,80 @@ async def fetch_attachment(
         ) from None
 
 
-async def send(config: SmtpConfig, mail: EmailMessage, sender: str, recipients: list[str]) -> None:
-    """Hands the message to the SMTP server; raises DeliveryFailure."""
-    try:
-        await aiosmtplib.send(
-            mail,
-            sender=sender,
-            recipients=recipients,
+class SmtpConnections:
+    """Open SMTP connections kept between messages (connect, TLS and AUTH cost more than the
+    message itself); at most ``size`` idle ones, a broken one is dropped, not reused."""
+
+    def __init__(self, config: SmtpConfig, size: int) -> None:
+        self.config = config
+        self._size = size
+        self._idle: list[aiosmtplib.SMTP] = []
+
+    async def _connect(self) -> aiosmtplib.SMTP:
+        config = self.config
+        client = aiosmtplib.SMTP(
             hostname=config.host,
             port=config.port,
-            start_tls=config.starttls,
             use_tls=config.use_tls,
+            start_tls=config.starttls,
             username=config.username or None,
             password=config.password or None,
             timeout=config.timeout_seconds,
         )
+        await client.connect()
+        return client
+
+    async def send(self, mail: EmailMessage, sender: str, recipients: list[str]) -> None:
+        """Sends on an idle connection (a fresh one if it turns out closed) or a new one."""
+        while self._idle:
+            client = self._idle.pop()
+            try:
+                await self._send_on(client, mail, sender, recipients)
+                return
+            except aiosmtplib.SMTPServerDisconnected:
+                continue  # the server closed the idle connection: nothing was sent on it
+        await self._send_on(await self._connect(), mail, sender, recipients)
+
+    async def _send_on(
+        self, client: aiosmtplib.SMTP, mail: EmailMessage, sender: str, recipients: list[str]
+    ) -> None:
+        try:
+            await client.send_message(
+                mail, sender=sender, recipients=recipients, timeout=self.config.timeout_seconds
+            )
+        except aiosmtplib.SMTPResponseException:
+            # The server refused this message; the connection itself is still good once the
+            # half-done transaction is reset.
+            await self._keep(client, reset=True)
+            raise
+        except BaseException:
+            client.close()
+            raise
+        await self._keep(client, reset=False)
+
+    async def _keep(self, client: aiosmtplib.SMTP, *, reset: bool) -> None:
+        if client.is_connected and len(self._idle) < self._size:
+            with contextlib.suppress(aiosmtplib.SMTPException):
+                if reset:
+                    await client.rset()
+                self._idle.append(client)
+                return
+        client.close()
+
+    async def close(self) -> None:
+        """Closes the idle connections."""
+        idle, self._idle = self._idle, []
+        for client in idle:
+            with contextlib.suppress(Exception):
+                await client.quit()
+
+
+async def send(
+    connections: SmtpConnections, mail: EmailMessage, sender: str, recipients: list[str]
+) -> None:
+    """Hands the message to the SMTP server; raises DeliveryFailure."""
+    try:
+        await connections.send(mail, sender, recipients)
     except aiosmtplib.SMTPRecipientsRefused as error:
         codes = [refused.code for refused in error.recipients]
         raise DeliveryFailure(
