@@ -12,7 +12,9 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +33,12 @@ from runtime.service_auth import CallerPolicy
 logger = logging.getLogger(__name__)
 
 SettingsT = TypeVar("SettingsT", bound=settings.ServiceSettings)
+
+# Seconds the pool gets to close gracefully at shutdown before its connections are cut.
+_POOL_CLOSE_SECONDS = 5.0
+# Seconds past the delay and the grace after which a stuck shutdown ends the process: the
+# workers' stop and the pool's close come after the grace.
+_STOP_MARGIN_SECONDS = 15.0
 
 
 @dataclass
@@ -99,7 +107,13 @@ class RunningService:
         self._probe.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._probe
-        await self.pool.close()
+        try:
+            # close() waits for every connection to be released; one left mid-query by a
+            # call the grace cut short must not keep the process from exiting.
+            await asyncio.wait_for(self.pool.close(), timeout=_POOL_CLOSE_SECONDS)
+        except TimeoutError:
+            logger.warning("database pool did not close in time; terminating it")
+            self.pool.terminate()
         logger.info("stopped", extra={"port": self.port})
 
 
@@ -182,7 +196,26 @@ async def serve(service: Service, config: settings.ServiceSettings) -> None:
     print(f"{service.name} listening on {running.address}", flush=True)
     await stopping.wait()
     logger.info("shutdown requested")
+    _exit_if_stuck(
+        config.shutdown_deadline_seconds
+        or config.shutdown_delay_seconds + config.shutdown_grace_seconds + _STOP_MARGIN_SECONDS
+    )
     await running.stop()
+
+
+def _exit_if_stuck(seconds: float) -> None:
+    """Ends the process if the drain has not finished after ``seconds``: a stuck task must
+    not keep a stopping pod (or `make run`) waiting for SIGKILL. The timer thread is a
+    daemon, so a normal exit does not wait for it."""
+
+    def give_up() -> None:
+        logger.error("shutdown did not finish in time; exiting", extra={"seconds": seconds})
+        logging.shutdown()
+        os._exit(70)
+
+    timer = threading.Timer(seconds, give_up)
+    timer.daemon = True
+    timer.start()
 
 
 def main(

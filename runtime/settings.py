@@ -29,6 +29,9 @@ class ServiceSettings(BaseSettings):
     shutdown_grace_seconds: float = Field(default=10.0, gt=0)
     # Seconds to keep answering NOT_SERVING before draining, so load balancers notice.
     shutdown_delay_seconds: float = Field(default=0.0, ge=0)
+    # Seconds after SIGTERM at which a shutdown that has not finished ends the process
+    # (0: the delay, plus the grace, plus 15 s). Keep it under terminationGracePeriodSeconds.
+    shutdown_deadline_seconds: float = Field(default=0.0, ge=0)
     # Size of the asyncpg pool.
     database_pool_min_size: int = Field(default=1, ge=0)
     database_pool_max_size: int = Field(default=10, ge=1)

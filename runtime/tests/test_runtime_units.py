@@ -118,3 +118,19 @@ def test_admin_credentials_are_checked_for_signature_role_and_workspace() -> Non
         with pytest.raises(errors.ServiceError) as refused:
             auth.admin_from_metadata(bad_metadata, secret, workspace)
         assert refused.value.kind is kind
+
+
+def test_a_stuck_shutdown_ends_the_process_at_its_deadline() -> None:
+    import subprocess
+    import sys
+
+    stuck = (
+        "import time\n"
+        "from runtime import server\n"
+        "server._exit_if_stuck(0.3)\n"
+        "time.sleep(30)\n"  # a shutdown that never finishes
+    )
+    finished = subprocess.run(
+        [sys.executable, "-c", stuck], capture_output=True, timeout=20, check=False
+    )
+    assert finished.returncode == 70

@@ -68,6 +68,9 @@ class NotifierSettings(ServiceSettings):
     # Seconds a claimed message stays leased to its worker; after that another worker
     # claims it again (a worker that died loses nothing). Must outlast one delivery.
     lease_seconds: float = Field(default=120.0, gt=0)
+    # A stopping notifier lets deliveries in flight finish (up to 0.75 of the lease), so its
+    # stuck-shutdown deadline is longer than the other services' (runtime setting).
+    shutdown_deadline_seconds: float = Field(default=125.0, ge=0)
 
     # -- limits and hand-offs ---------------------------------------------------------------
     # Messages per contact and per workspace per clock hour, for workspaces that set none.
