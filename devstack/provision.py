@@ -52,8 +52,9 @@ async def _identity(demo: config.DemoConfig, port: Callable[[str], int]) -> list
     )
     return [
         f"Demo workspace {demo.workspace_id}: HMAC key {demo.hmac_key_id} (config/demo.toml).",
-        "Verify the demo visitor through reflection:",
+        "Verify the demo visitor through reflection (as the edge: service credentials are on):",
         f"  .venv/bin/grpcurl -plaintext -d '{request}' \\",
+        '    -H "x-askvault-service: $(.venv/bin/python -m devstack.token edge)" \\',
         f"    127.0.0.1:{port('identity')} askvault.identity.v1.IdentityService/VerifyVisitor",
     ]
 

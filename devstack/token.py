@@ -1,0 +1,26 @@
+"""Prints a credential of the local stack for hand-made calls (grpcurl):
+``python -m devstack.token edge`` a service credential (10 minutes), ``--admin NAME`` an
+admin credential (1 hour). The keys are the local stack's, in .data/local-keys.env."""
+
+from __future__ import annotations
+
+import argparse
+
+from devstack import config
+from runtime import auth, service_auth
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("service", nargs="?", default="edge", help="calling service's name")
+    parser.add_argument("--admin", metavar="NAME", help="an admin credential instead")
+    arguments = parser.parse_args()
+    keys = config.local_keys()
+    if arguments.admin:
+        print(auth.issue_admin_token(keys["ADMIN_TOKEN_SECRET"], arguments.admin))
+    else:
+        print(service_auth.issue(keys["SERVICE_TOKEN_SECRET"], arguments.service))
+
+
+if __name__ == "__main__":
+    main()
