@@ -58,16 +58,40 @@ class RunningEdge:
             await asyncio.wait_for(asyncio.shield(self._serving), limit)
         except TimeoutError:
             self.server.force_exit = True
-            with contextlib.suppress(BaseException):
-                await self._serving
+            await _finish(self._serving, _STOP_STEP_SECONDS)
         self._mcp_stop.set()
-        await self._mcp
+        await _finish(self._mcp, _STOP_STEP_SECONDS)
         self._probe.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._probe
         await self.peers.close()
-        await self.pool.close()
+        try:
+            await asyncio.wait_for(self.pool.close(), _STOP_STEP_SECONDS)
+        except TimeoutError:
+            self.pool.terminate()
         logger.info("stopped", extra={"port": self.port})
+
+
+# Seconds each step of a stop may take after the grace (the HTTP server once forced, the MCP
+# session manager, the pool) before it is cancelled: a stuck stream must not hang the stop.
+_STOP_STEP_SECONDS = 5.0
+
+
+async def _finish(task: asyncio.Task[None], seconds: float) -> None:
+    """Waits for a task to end, cancelling it if it has not after ``seconds``; a task that
+    shields itself from cancellation is left behind rather than allowed to hang the stop."""
+    done, _ = await asyncio.wait({task}, timeout=seconds)
+    if not done:
+        logger.warning(
+            "stop step did not finish in time; cancelling", extra={"task": task.get_name()}
+        )
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=seconds)
+    for ended in done:
+        if not ended.cancelled() and ended.exception() is not None:
+            logger.warning(
+                "stop step failed", extra={"task": ended.get_name()}, exc_info=ended.exception()
+            )
 
 
 class _Lifespanless:
