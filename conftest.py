@@ -14,6 +14,7 @@ import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -90,3 +91,48 @@ async def empty_database_url(postgres_server: str) -> AsyncIterator[str]:
         await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     finally:
         await admin.close()
+
+
+# A test (setup, call and teardown together) that runs this long is hung, not slow: the
+# slowest one takes about a minute. Rather than let CI wait forever, print where every
+# asyncio task and thread is, then end the run with a failure.
+_HUNG_TEST_SECONDS = float(os.environ.get("ASKVAULT_HUNG_TEST_SECONDS", "300"))
+
+
+def _dump_and_exit(nodeid: str, capture: Any) -> None:
+    import asyncio
+    import faulthandler
+    import gc
+    import sys
+
+    if capture is not None:
+        # Writes must reach the real stderr, not pytest's capture of it.
+        capture.suspend_global_capture(in_=True)
+    err = sys.__stderr__
+    assert err is not None
+    err.write(f"\n*** {nodeid} ran longer than {_HUNG_TEST_SECONDS:.0f} s: hung. Tasks:\n")
+    for obj in gc.get_objects():
+        if isinstance(obj, asyncio.Task) and not obj.done():
+            err.write(f"--- task {obj.get_name()}\n")
+            for frame in obj.get_stack(limit=25):
+                err.write(
+                    f"    {frame.f_code.co_filename}:{frame.f_lineno} {frame.f_code.co_name}\n"
+                )
+    err.write("*** threads:\n")
+    faulthandler.dump_traceback(file=err, all_threads=True)
+    err.flush()
+    os._exit(3)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Iterator[None]:
+    import threading
+
+    capture = item.config.pluginmanager.getplugin("capturemanager")
+    watchdog = threading.Timer(_HUNG_TEST_SECONDS, _dump_and_exit, args=(item.nodeid, capture))
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        yield
+    finally:
+        watchdog.cancel()
