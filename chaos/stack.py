@@ -32,10 +32,14 @@ WEBHOOK_DEADLINE_SECONDS = 5.0
 GRANT_TTL_SECONDS = 20
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+def _free_ports(count: int) -> list[int]:
+    """Distinct free ports: all bound at once, so that no two picks can be the same port
+    (picking one at a time can return a port just released by the previous pick)."""
+    with contextlib.ExitStack() as stack:
+        probes = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for probe in probes:
+            probe.bind(("127.0.0.1", 0))
+        return [int(probe.getsockname()[1]) for probe in probes]
 
 
 def overrides() -> dict[str, dict[str, str]]:
@@ -158,7 +162,8 @@ async def running(
     shortened intervals (the benchmarks run with the services' defaults)."""
     os.environ.pop("STRIPE_TEST_API_KEY", None)  # the emulator, never real Stripe
     demo = config.load()
-    ports = {name: _free_port() for name in demo.raw["ports"]}
+    names = list(demo.raw["ports"])
+    ports = dict(zip(names, _free_ports(len(names)), strict=True))
     postgres = ChaosPostgres()
     database_url = await asyncio.to_thread(postgres.start)
     children = launcher.plan(

@@ -25,10 +25,20 @@ from runtime.testing import TEST_ADMIN_SECRET, admin_metadata
 ROOT = Path(__file__).resolve().parents[2]
 
 
+# Ports already handed out in this test run: the kernel may offer a port again as soon as
+# its probe socket closes, before the process meant to use it has bound it.
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    """A free port no earlier call of this run returned."""
+    while True:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = int(probe.getsockname()[1])
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def _key() -> str:

@@ -63,7 +63,10 @@ async def test_missing_required_setting_fails_at_start() -> None:
 
 
 async def test_serves_metrics_and_exits_cleanly_on_sigterm(database_url: str) -> None:
-    grpc_port, metrics_port = _free_port(), _free_port()
+    grpc_port = _free_port()
+    metrics_port = _free_port()
+    while metrics_port == grpc_port:  # the kernel may offer a just-released port again
+        metrics_port = _free_port()
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
