@@ -91,9 +91,10 @@ class BillingGatewayServicer(billing_pb2_grpc.BillingGatewayServiceServicer):
     # -- helpers ---------------------------------------------------------------------------
 
     def _admin(self, context: grpc.aio.ServicerContext, workspace_id: str) -> str:
-        token = auth.bearer_from_metadata(context.invocation_metadata())
-        return auth.require_admin(
-            token, self._settings.admin_token_secret.get_secret_value(), workspace_id
+        return auth.admin_from_metadata(
+            context.invocation_metadata(),
+            self._settings.admin_token_secret.get_secret_value(),
+            workspace_id,
         )
 
     async def _customer(self, workspace_id: str, assertion: str) -> tuple[str, StripeAccount]:

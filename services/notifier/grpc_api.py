@@ -3,23 +3,19 @@ delivery in ``worker``."""
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import grpc
-from google.protobuf import timestamp_pb2
 
 from askvault.notifier.v1 import notifier_pb2 as pb
 from askvault.notifier.v1 import notifier_pb2_grpc
 from notifier import storage
 from notifier.domain import outbox, templates
 from notifier.settings import NotifierSettings
-from runtime import auth, errors, idempotency, ids
+from runtime import auth, convert, errors, idempotency, ids, paging
 from runtime.database import Connection
 
 _TEMPLATE_TO_KEY = {
@@ -61,14 +57,6 @@ MAX_PAGE_SIZE = 500
 CLOCK_SKEW = timedelta(minutes=5)
 
 
-def _timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
-    if value is None:
-        return None
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
-
-
 def message_pb(record: storage.MessageRecord) -> pb.Message:
     """The proto form of a stored message."""
     return pb.Message(
@@ -80,12 +68,12 @@ def message_pb(record: storage.MessageRecord) -> pb.Message:
         status=_STATUS_TO_PB.get(record.status, pb.MESSAGE_STATUS_UNSPECIFIED),
         attempts=record.attempts,
         last_error=record.last_error,
-        created_at=_timestamp(record.created_at),
-        sent_at=_timestamp(record.sent_at),
-        delivered_at=_timestamp(record.delivered_at),
+        created_at=convert.timestamp(record.created_at),
+        sent_at=convert.timestamp(record.sent_at),
+        delivered_at=convert.timestamp(record.delivered_at),
         provider_message_id=record.provider_message_id,
         fallback_from=_STR_TO_CHANNEL.get(record.fallback_from, pb.CHANNEL_UNSPECIFIED),
-        next_attempt_at=_timestamp(
+        next_attempt_at=convert.timestamp(
             record.next_attempt_at if record.status == outbox.QUEUED else None
         ),
         dedup_key=record.dedup_key,
@@ -97,7 +85,7 @@ def _consent_pb(record: storage.ConsentRecord) -> pb.ChannelConsent:
         channel=_STR_TO_CHANNEL.get(record.channel, pb.CHANNEL_UNSPECIFIED),
         opted_in=record.opted_in,
         source=record.source,
-        occurred_at=_timestamp(record.occurred_at),
+        occurred_at=convert.timestamp(record.occurred_at),
         whatsapp_number=record.whatsapp_number,
     )
 
@@ -124,23 +112,6 @@ def _check_number(check: errors.Validator, value: str, path: str) -> None:
 def _check_single_line(check: errors.Validator, value: str, path: str, max_length: int) -> None:
     check.require(len(value) <= max_length, path, f"at most {max_length} characters")
     check.require("\n" not in value and "\r" not in value, path, "must be one line")
-
-
-def _encode_page_token(record: storage.MessageRecord) -> str:
-    raw = json.dumps([record.created_at.isoformat(), record.message_id]).encode()
-    return base64.urlsafe_b64encode(raw).decode()
-
-
-def _decode_page_token(token: str) -> tuple[datetime, str] | None:
-    if not token:
-        return None
-    try:
-        created_at, message_id = json.loads(base64.urlsafe_b64decode(token.encode()))
-        return datetime.fromisoformat(created_at), str(message_id)
-    except (ValueError, TypeError, binascii.Error):
-        raise errors.invalid_argument(
-            errors.FieldViolation("page_token", "not a token of this list")
-        ) from None
 
 
 def _send_fingerprint(request: pb.SendRequest) -> bytes:
@@ -171,9 +142,10 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServiceServicer):
         self._on_queued = on_queued
 
     def _admin(self, context: grpc.aio.ServicerContext, workspace_id: str) -> str:
-        token = auth.bearer_from_metadata(context.invocation_metadata())
-        return auth.require_admin(
-            token, self._settings.admin_token_secret.get_secret_value(), workspace_id
+        return auth.admin_from_metadata(
+            context.invocation_metadata(),
+            self._settings.admin_token_secret.get_secret_value(),
+            workspace_id,
         )
 
     def _effective_settings(self, record: storage.WorkspaceSettingsRecord) -> pb.WorkspaceSettings:
@@ -355,7 +327,7 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServiceServicer):
         check.non_empty(request.contact_id, "contact_id")
         check.require(0 <= request.page_size <= MAX_PAGE_SIZE, "page_size", f"0 to {MAX_PAGE_SIZE}")
         check.check()
-        after = _decode_page_token(request.page_token)
+        after = paging.decode_cursor(request.page_token)
         size = request.page_size or DEFAULT_PAGE_SIZE
         async with self._pool.acquire() as connection:
             records = await storage.list_messages(
@@ -364,7 +336,9 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServiceServicer):
         page = records[:size]
         return pb.ListMessagesResponse(
             messages=[message_pb(r) for r in page],
-            next_page_token=_encode_page_token(page[-1]) if len(records) > size else "",
+            next_page_token=paging.encode_cursor(page[-1].created_at, page[-1].message_id)
+            if len(records) > size
+            else "",
         )
 
     # -- consent and the WhatsApp window -----------------------------------------------------
@@ -455,7 +429,7 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServiceServicer):
                 min(received_at, now),
             )
         return pb.RecordInboundWhatsAppResponse(
-            window_closes_at=_timestamp(latest + outbox.WHATSAPP_WINDOW)
+            window_closes_at=convert.timestamp(latest + outbox.WHATSAPP_WINDOW)
         )
 
     async def IngestWhatsAppStatus(

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC
 from typing import Any
 
-from google.protobuf import duration_pb2, json_format, timestamp_pb2
+from google.protobuf import json_format
 
 from askvault.common.v1 import common_pb2
 from askvault.policy.v1 import policy_pb2 as pb
@@ -14,6 +14,7 @@ from policy.domain import audit, decisions, grants
 from policy.domain.bounds import AskVaultPlan, Bounds
 from policy.domain.model import Action, Details, Money
 from policy.domain.periods import Period
+from runtime import convert as runtime_convert
 
 ACTION_FROM_PB: dict[common_pb2.BillingAction.ValueType, Action] = {
     common_pb2.BILLING_ACTION_REFUND: Action.REFUND,
@@ -67,22 +68,9 @@ ACTOR_TO_PB = {
 }
 
 
-def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
-    """A protobuf Timestamp, or None."""
-    if value is None:
-        return None
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
-
-
-def duration(value: timedelta | None) -> duration_pb2.Duration | None:
-    """A protobuf Duration, or None."""
-    if value is None:
-        return None
-    result = duration_pb2.Duration()
-    result.FromTimedelta(value)
-    return result
+# Shared conversions, re-exported so the mapping reads from one module.
+timestamp = runtime_convert.timestamp
+duration = runtime_convert.duration
 
 
 def money_pb(value: Money | None) -> common_pb2.Money | None:

@@ -134,9 +134,10 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
     # -- helpers ---------------------------------------------------------------------------
 
     def _admin(self, context: grpc.aio.ServicerContext, workspace_id: str) -> str:
-        token = auth.bearer_from_metadata(context.invocation_metadata())
-        return auth.require_admin(
-            token, self._settings.admin_token_secret.get_secret_value(), workspace_id
+        return auth.admin_from_metadata(
+            context.invocation_metadata(),
+            self._settings.admin_token_secret.get_secret_value(),
+            workspace_id,
         )
 
     async def _bounds(self, connection: Connection, workspace_id: str) -> bounds.Bounds:
