@@ -7,12 +7,14 @@ Every service's migrations are applied once to a template database; each test ge
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 import pkgutil
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -99,8 +101,58 @@ async def empty_database_url(postgres_server: str) -> AsyncIterator[str]:
 _HUNG_TEST_SECONDS = float(os.environ.get("ASKVAULT_HUNG_TEST_SECONDS", "300"))
 
 
+@dataclass
+class _Progress:
+    """Where the running test is, for the hung-test dump: its phase and the fixtures set up
+    and not yet finalized (a teardown finalizes them last first, so the last one listed is
+    the one being finalized)."""
+
+    phase: str = ""
+    fixtures: list[str] = field(default_factory=list)
+
+
+_progress = _Progress()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_fixture_setup(fixturedef: pytest.FixtureDef[Any]) -> Generator[None, object, object]:
+    result = yield
+    _progress.fixtures.append(f"{fixturedef.argname} ({fixturedef.scope})")
+    return result
+
+
+def pytest_fixture_post_finalizer(fixturedef: pytest.FixtureDef[Any]) -> None:
+    name = f"{fixturedef.argname} ({fixturedef.scope})"
+    if name in _progress.fixtures:
+        _progress.fixtures.reverse()
+        _progress.fixtures.remove(name)
+        _progress.fixtures.reverse()
+
+
+def _coroutine_chain(task: asyncio.Task[Any]) -> list[str]:
+    """Frames from the task's coroutine down to what it awaits now (``get_stack`` shows only
+    the outermost frame of a suspended coroutine), then the future it waits on."""
+    lines = []
+    awaitable: Any = task.get_coro()
+    while awaitable is not None:
+        frame = getattr(awaitable, "cr_frame", None) or getattr(awaitable, "ag_frame", None)
+        frame = frame or getattr(awaitable, "gi_frame", None)
+        if frame is None:
+            break
+        lines.append(f"    {frame.f_code.co_filename}:{frame.f_lineno} {frame.f_code.co_name}")
+        awaitable = (
+            getattr(awaitable, "cr_await", None)
+            or getattr(awaitable, "ag_await", None)
+            or getattr(awaitable, "gi_yieldfrom", None)
+        )
+    waiter = getattr(task, "_fut_waiter", None)
+    if waiter is not None:
+        named = f"task {waiter.get_name()}" if isinstance(waiter, asyncio.Task) else repr(waiter)
+        lines.append(f"    waiting on: {named}")
+    return lines
+
+
 def _dump_and_exit(nodeid: str, capture: Any) -> None:
-    import asyncio
     import faulthandler
     import gc
     import sys
@@ -110,14 +162,18 @@ def _dump_and_exit(nodeid: str, capture: Any) -> None:
         capture.suspend_global_capture(in_=True)
     err = sys.__stderr__
     assert err is not None
-    err.write(f"\n*** {nodeid} ran longer than {_HUNG_TEST_SECONDS:.0f} s: hung. Tasks:\n")
+    err.write(f"\n*** {nodeid} ran longer than {_HUNG_TEST_SECONDS:.0f} s: hung")
+    err.write(f" in its {_progress.phase or 'unknown'} phase.\n")
+    if _progress.fixtures:
+        err.write("*** fixtures set up and not finalized (a teardown finalizes the last first):\n")
+        for name in _progress.fixtures:
+            err.write(f"    {name}\n")
+    err.write("*** tasks:\n")
     for obj in gc.get_objects():
         if isinstance(obj, asyncio.Task) and not obj.done():
             err.write(f"--- task {obj.get_name()}\n")
-            for frame in obj.get_stack(limit=25):
-                err.write(
-                    f"    {frame.f_code.co_filename}:{frame.f_lineno} {frame.f_code.co_name}\n"
-                )
+            for line in _coroutine_chain(obj):
+                err.write(line + "\n")
     err.write("*** threads:\n")
     faulthandler.dump_traceback(file=err, all_threads=True)
     err.flush()
@@ -136,3 +192,21 @@ def pytest_runtest_protocol(item: pytest.Item) -> Iterator[None]:
         yield
     finally:
         watchdog.cancel()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_setup() -> Iterator[None]:
+    _progress.phase = "setup"
+    yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call() -> Iterator[None]:
+    _progress.phase = "call"
+    yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown() -> Iterator[None]:
+    _progress.phase = "teardown"
+    yield

@@ -8,6 +8,8 @@ from collections.abc import Awaitable, Callable, Iterable
 
 from grpc_health.v1 import health, health_pb2
 
+from runtime import tasks
+
 logger = logging.getLogger(__name__)
 
 SHUTTING_DOWN = "shutting_down"
@@ -57,16 +59,23 @@ class Health:
         await self.servicer.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
 
     async def watch(
-        self, name: str, probe: Callable[[], Awaitable[None]], interval_seconds: float
+        self,
+        name: str,
+        probe: Callable[[], Awaitable[None]],
+        interval_seconds: float,
+        stop: asyncio.Event,
     ) -> None:
-        """Runs a probe forever; the component is well while the probe returns in time."""
-        while True:
+        """Runs a probe until ``stop`` is set; the component is well while the probe returns in
+        time. The probe's bound is ``asyncio.timeout``, not ``wait_for``, which on Python 3.11
+        can swallow a cancel (see ``runtime.tasks``); the stop event ends the loop anyway."""
+        while not stop.is_set():
             try:
-                await asyncio.wait_for(probe(), timeout=max(interval_seconds, 1.0))
+                async with asyncio.timeout(max(interval_seconds, 1.0)):
+                    await probe()
                 healthy = True
             except asyncio.CancelledError:
                 raise
             except Exception:
                 healthy = False
             await self.set_component(name, healthy)
-            await asyncio.sleep(interval_seconds)
+            await tasks.sleep_unless(stop, interval_seconds)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import os
 import signal
@@ -25,7 +24,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from runtime import clients, database, logs, settings, telemetry
+from runtime import clients, database, logs, settings, tasks, telemetry
 from runtime.health import DATABASE, SHUTTING_DOWN, Health
 from runtime.interceptors import ServerInterceptor
 from runtime.service_auth import CallerPolicy
@@ -36,6 +35,10 @@ SettingsT = TypeVar("SettingsT", bound=settings.ServiceSettings)
 
 # Seconds the pool gets to close gracefully at shutdown before its connections are cut.
 _POOL_CLOSE_SECONDS = 5.0
+# Seconds a service's own stop (its workers, its channels) may take; past it, it is cancelled.
+_SERVICE_STOP_SECONDS = 15.0
+# Seconds the gRPC server's stop may run past its grace before it is abandoned.
+_STOP_STEP_SECONDS = 5.0
 # Seconds past the delay and the grace after which a stuck shutdown ends the process: the
 # workers' stop and the pool's close come after the grace.
 _STOP_MARGIN_SECONDS = 15.0
@@ -88,6 +91,7 @@ class RunningService:
     health: Health
     port: int
     _probe: asyncio.Task[None]
+    _probe_stop: asyncio.Event
     _settings: settings.ServiceSettings
 
     @property
@@ -96,23 +100,23 @@ class RunningService:
         return f"127.0.0.1:{self.port}"
 
     async def stop(self, grace: float | None = None) -> None:
-        """Drains and stops: NOT_SERVING first, then in-flight calls get the grace."""
+        """Drains and stops: NOT_SERVING first, then in-flight calls get the grace. Every step
+        has a bound, so a stuck call, worker or connection cannot hang the stop."""
         await self.health.set_component(SHUTTING_DOWN, False)
         if self._settings.shutdown_delay_seconds:
             await asyncio.sleep(self._settings.shutdown_delay_seconds)
-        await self.server.stop(
-            grace if grace is not None else self._settings.shutdown_grace_seconds
-        )
-        await self.service.stop()
-        self._probe.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._probe
-        try:
-            # close() waits for every connection to be released; one left mid-query by a
-            # call the grace cut short must not keep the process from exiting.
-            await asyncio.wait_for(self.pool.close(), timeout=_POOL_CLOSE_SECONDS)
-        except TimeoutError:
-            logger.warning("database pool did not close in time; terminating it")
+        grace = grace if grace is not None else self._settings.shutdown_grace_seconds
+        # grpc.aio's stop can hang after a call was cancelled mid-flight (grpc/grpc#28999).
+        await tasks.bounded(self.server.stop(grace), grace + _STOP_STEP_SECONDS, "grpc server")
+        # A service that finishes work in flight as it stops (the notifier's deliveries) says
+        # how long that may take with its shutdown deadline.
+        service_stop = max(_SERVICE_STOP_SECONDS, self._settings.shutdown_deadline_seconds)
+        await tasks.bounded(self.service.stop(), service_stop, self.service.name)
+        self._probe_stop.set()
+        await tasks.finish(self._probe)
+        # close() waits for every connection to be released; one left mid-query by a call the
+        # grace cut short must not keep the process from exiting.
+        if not await tasks.bounded(self.pool.close(), _POOL_CLOSE_SECONDS, "database pool"):
             self.pool.terminate()
         logger.info("stopped", extra={"port": self.port})
 
@@ -178,12 +182,13 @@ async def start(service: Service, config: settings.ServiceSettings) -> RunningSe
             await connection.fetchval("SELECT 1")
 
     await health.set_component(DATABASE, True)
+    probe_stop = asyncio.Event()
     probe = asyncio.create_task(
-        health.watch(DATABASE, probe_database, config.health_probe_interval_seconds),
+        health.watch(DATABASE, probe_database, config.health_probe_interval_seconds, probe_stop),
         name=f"{service.name}-health-probe",
     )
     logger.info("serving", extra={"port": port, "services": list(service.service_names)})
-    return RunningService(service, server, pool, health, port, probe, config)
+    return RunningService(service, server, pool, health, port, probe, probe_stop, config)
 
 
 async def serve(service: Service, config: settings.ServiceSettings) -> None:

@@ -26,6 +26,8 @@ RETRY_DELAYS_SECONDS = (0.2, 0.5, 1.0, 2.0, 5.0)
 DELIVERY_TIMEOUT_SECONDS = 5.0
 # How long a batch is held before delivery when out-of-order mode reverses batches.
 OUT_OF_ORDER_WINDOW_SECONDS = 0.05
+# Seconds each step of a stop may take (the delivery task, the HTTP session).
+STOP_SECONDS = 5.0
 
 
 def sign(payload: str, secret: str, timestamp: int) -> str:
@@ -77,10 +79,14 @@ class Dispatcher:
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            # Bounded: a delivery stuck in a peer that never answers must not hang the stop.
+            await asyncio.wait({self._task}, timeout=STOP_SECONDS)
+            self._task = None
         if self._session is not None:
-            await self._session.close()
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(STOP_SECONDS):
+                    await self._session.close()
+            self._session = None
         if self.on_event in self.state.event_listeners:
             self.state.event_listeners.remove(self.on_event)
 

@@ -44,6 +44,8 @@ logger = logging.getLogger(__name__)
 
 WABA_ID = "102290129340398"
 DISPLAY_NUMBER = "15550001111"
+# Seconds each step of a stop may take (pending posts, the HTTP session).
+STOP_SECONDS = 5.0
 
 
 @dataclass
@@ -171,9 +173,13 @@ class WebhookPoster:
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            # Bounded: a post stuck in a peer that never answers must not hang the stop.
+            await asyncio.wait(set(self._tasks), timeout=STOP_SECONDS)
         if self._session is not None:
-            await self._session.close()
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(STOP_SECONDS):
+                    await self._session.close()
+            self._session = None
 
     def later(self, delay: float, body: dict[str, Any]) -> None:
         """Posts the body after a delay (the API answer goes out first)."""

@@ -14,7 +14,6 @@ Order of a write:
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
@@ -485,20 +484,6 @@ class Ledger:
             resolved.append(operation.operation_id)
             await self._resolve_grant(operation)
         return len(touched) + len(resolved)
-
-
-async def run_periodically(
-    stop: asyncio.Event, interval: float, step: Callable[[], Awaitable[object]], name: str
-) -> None:
-    """Runs ``step`` every ``interval`` seconds until ``stop`` is set; failures are logged."""
-    while not stop.is_set():
-        try:
-            await step()
-        except Exception:
-            logger.exception("worker step failed", extra={"worker": name})
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(interval):
-                await stop.wait()
 
 
 def _current_trace_context() -> dict[str, str]:

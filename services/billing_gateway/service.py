@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from datetime import UTC, datetime
 
@@ -13,10 +12,11 @@ from askvault.billing.v1 import billing_pb2, billing_pb2_grpc
 from billing_gateway import webhooks
 from billing_gateway.accounts import AccountDirectory
 from billing_gateway.grpc_api import BillingGatewayServicer
-from billing_gateway.ledger import Clock, Ledger, run_periodically
+from billing_gateway.ledger import Clock, Ledger
 from billing_gateway.peers import Peers
 from billing_gateway.settings import BillingGatewaySettings
 from billing_gateway.stripe_api import StripeGateway
+from runtime import tasks
 from runtime.secretbox import SecretBox
 from runtime.server import Resources
 from runtime.service_auth import ADMIN, EVERY_RPC
@@ -110,7 +110,7 @@ class BillingGatewayService:
 
         self._tasks.append(
             asyncio.create_task(
-                run_periodically(
+                tasks.every(
                     self._stop, settings.reconcile_interval_seconds, reconcile, "reconcile"
                 ),
                 name="billing-reconcile",
@@ -118,7 +118,7 @@ class BillingGatewayService:
         )
         self._tasks.append(
             asyncio.create_task(
-                run_periodically(
+                tasks.every(
                     self._stop,
                     settings.scheduler_poll_seconds,
                     ledger.run_due_cancellations,
@@ -136,16 +136,11 @@ class BillingGatewayService:
             )
 
     async def stop(self) -> None:
-        """Stops the workers (a claimed row is released by its transaction's end)."""
+        """Stops the workers (a claimed row is released by its transaction's end), then closes
+        the channels and Stripe's HTTP session; each wait is bounded."""
         self._stop.set()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                try:
-                    async with asyncio.timeout(5.0):
-                        await task
-                except TimeoutError:
-                    task.cancel()
+        await tasks.finish_all(self._tasks)
         self._tasks.clear()
         if self._peers is not None:
-            await self._peers.close()
-        await self.gateway.close()
+            await tasks.bounded(self._peers.close(), tasks.STOP_STEP_SECONDS, "billing channels")
+        await tasks.bounded(self.gateway.close(), tasks.STOP_STEP_SECONDS, "stripe client")

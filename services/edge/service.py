@@ -19,7 +19,7 @@ from edge.conversation import Engine
 from edge.http_api import Edge, build_app
 from edge.peers import Peers
 from edge.settings import EdgeSettings
-from runtime import database
+from runtime import database, tasks
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +38,7 @@ class RunningEdge:
     port: int
     _serving: asyncio.Task[None]
     _probe: asyncio.Task[None]
+    _probe_stop: asyncio.Event
     _mcp: asyncio.Task[None]
     _mcp_stop: asyncio.Event
     _settings: EdgeSettings
@@ -48,50 +49,25 @@ class RunningEdge:
         return f"http://127.0.0.1:{self.port}"
 
     async def stop(self, grace: float | None = None) -> None:
-        """Drains: /readyz answers 503 first, in-flight requests finish, then everything closes."""
+        """Drains: /readyz answers 503 first, in-flight requests finish, then everything closes.
+        Every step has a bound (``runtime.tasks``): a stuck stream cannot hang the stop."""
         self.edge.draining = True
         if self._settings.shutdown_delay_seconds:
             await asyncio.sleep(self._settings.shutdown_delay_seconds)
         self.server.should_exit = True
         limit = grace if grace is not None else self._settings.shutdown_grace_seconds
-        try:
-            await asyncio.wait_for(asyncio.shield(self._serving), limit)
-        except TimeoutError:
+        done, _ = await asyncio.wait({self._serving}, timeout=limit)
+        if not done:
             self.server.force_exit = True
-            await _finish(self._serving, _STOP_STEP_SECONDS)
+            await tasks.finish(self._serving)
         self._mcp_stop.set()
-        await _finish(self._mcp, _STOP_STEP_SECONDS)
-        self._probe.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._probe
-        await self.peers.close()
-        try:
-            await asyncio.wait_for(self.pool.close(), _STOP_STEP_SECONDS)
-        except TimeoutError:
+        await tasks.finish(self._mcp)
+        self._probe_stop.set()
+        await tasks.finish(self._probe)
+        await tasks.bounded(self.peers.close(), tasks.STOP_STEP_SECONDS, "edge channels")
+        if not await tasks.bounded(self.pool.close(), tasks.STOP_STEP_SECONDS, "database pool"):
             self.pool.terminate()
         logger.info("stopped", extra={"port": self.port})
-
-
-# Seconds each step of a stop may take after the grace (the HTTP server once forced, the MCP
-# session manager, the pool) before it is cancelled: a stuck stream must not hang the stop.
-_STOP_STEP_SECONDS = 5.0
-
-
-async def _finish(task: asyncio.Task[None], seconds: float) -> None:
-    """Waits for a task to end, cancelling it if it has not after ``seconds``; a task that
-    shields itself from cancellation is left behind rather than allowed to hang the stop."""
-    done, _ = await asyncio.wait({task}, timeout=seconds)
-    if not done:
-        logger.warning(
-            "stop step did not finish in time; cancelling", extra={"task": task.get_name()}
-        )
-        task.cancel()
-        done, _ = await asyncio.wait({task}, timeout=seconds)
-    for ended in done:
-        if not ended.cancelled() and ended.exception() is not None:
-            logger.warning(
-                "stop step failed", extra={"task": ended.get_name()}, exc_info=ended.exception()
-            )
 
 
 class _Lifespanless:
@@ -136,7 +112,14 @@ async def start(settings: EdgeSettings) -> RunningEdge:
             await mcp_stop.wait()
 
     mcp_task = asyncio.create_task(run_mcp(), name="edge-mcp")
-    await mcp_started.wait()
+    started_waiter = asyncio.ensure_future(mcp_started.wait())
+    # A manager that fails to start ends its task instead of setting the event.
+    await asyncio.wait({started_waiter, mcp_task}, return_when=asyncio.FIRST_COMPLETED)
+    if not mcp_started.is_set():
+        await tasks.finish(started_waiter)
+        await pool.close()
+        await mcp_task  # raises the manager's error
+        raise RuntimeError("the MCP session manager stopped at start")
     app = _Lifespanless(build_app(edge, mcp_app))
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -161,20 +144,33 @@ async def start(settings: EdgeSettings) -> RunningEdge:
             raise RuntimeError("the HTTP server stopped at start")
         await asyncio.sleep(0.01)
 
+    probe_stop = asyncio.Event()
+
     async def probe() -> None:
-        while True:
+        while not probe_stop.is_set():
             try:
-                async with pool.acquire(timeout=2.0) as connection:
-                    await asyncio.wait_for(connection.fetchval("SELECT 1"), 2.0)
+                async with asyncio.timeout(2.0):
+                    async with pool.acquire() as connection:
+                        await connection.fetchval("SELECT 1")
                 edge.database_ok = True
             except asyncio.CancelledError:
                 raise
             except Exception:
                 edge.database_ok = False
-            await asyncio.sleep(settings.health_probe_interval_seconds)
+            await tasks.sleep_unless(probe_stop, settings.health_probe_interval_seconds)
 
     probe_task = asyncio.create_task(probe(), name="edge-db-probe")
     logger.info("serving", extra={"port": port})
     return RunningEdge(
-        edge, pool, peers, server, port, serving, probe_task, mcp_task, mcp_stop, settings
+        edge,
+        pool,
+        peers,
+        server,
+        port,
+        serving,
+        probe_task,
+        probe_stop,
+        mcp_task,
+        mcp_stop,
+        settings,
     )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 import aiohttp
@@ -14,6 +13,7 @@ from notifier.delivery import Deliverer
 from notifier.grpc_api import NotifierServicer
 from notifier.settings import NotifierSettings
 from notifier.worker import OutboxWorker, Waker
+from runtime import tasks
 from runtime.server import Resources
 from runtime.service_auth import ADMIN, EVERY_RPC
 
@@ -69,13 +69,12 @@ class NotifierService:
     async def stop(self) -> None:
         """Stops claiming, lets in-flight deliveries finish (bounded by their deadline)."""
         self._stopping.set()
-        if self._workers:
-            await asyncio.gather(*self._workers, return_exceptions=True)
+        # A worker ends once its deliveries in flight have (each bounded by its deadline).
+        await tasks.finish_all(self._workers, self._settings.delivery_deadline_seconds + 5.0)
         self._workers.clear()
         if self._deliverer is not None:
-            await self._deliverer.close()
+            await tasks.bounded(self._deliverer.close(), tasks.STOP_STEP_SECONDS, "providers")
             self._deliverer = None
         if self._session is not None:
-            with contextlib.suppress(Exception):
-                await self._session.close()
+            await tasks.bounded(self._session.close(), tasks.STOP_STEP_SECONDS, "http session")
             self._session = None

@@ -19,6 +19,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 
@@ -27,6 +28,7 @@ from notifier.delivery import Deliverer, delivery_context
 from notifier.domain import outbox
 from notifier.domain.outbox import DeliveryFailure, FailureKind
 from notifier.settings import NotifierSettings
+from runtime import tasks
 from runtime.database import UNAVAILABLE_ERRORS
 
 logger = logging.getLogger(__name__)
@@ -35,6 +37,15 @@ logger = logging.getLogger(__name__)
 HOUSEKEEPING_INTERVAL_SECONDS = 600.0
 # Seconds to wait before claiming again after the database failed.
 DATABASE_RETRY_SECONDS = 1.0
+# Seconds a claim waits for a pooled connection: a stop must not wait behind a full pool.
+ACQUIRE_TIMEOUT_SECONDS = 10.0
+
+
+def _done_event(future: asyncio.Future[Any]) -> asyncio.Event:
+    """An event set when ``future`` ends (so it can be awaited beside other events)."""
+    event = asyncio.Event()
+    future.add_done_callback(lambda _: event.set())
+    return event
 
 
 class Waker:
@@ -126,27 +137,30 @@ class OutboxWorker:
                     # Nothing more is due now: sleep until woken, stopped or the next poll.
                     await self._sleep(stopping, self._settings.poll_interval_seconds)
         finally:
-            if self._deliveries and not self._killed:
-                await asyncio.wait(
-                    set(self._deliveries), timeout=self._settings.delivery_deadline_seconds
-                )
-            for task in list(self._deliveries):
-                task.cancel()
+            # In-flight deliveries may finish (each is bounded by its own deadline); a killed
+            # worker's were cancelled already. Either way none is left running.
+            await tasks.finish_all(
+                set(self._deliveries),
+                0 if self._killed else self._settings.delivery_deadline_seconds,
+            )
             logger.info("outbox worker stopped", extra={"worker": self.worker_id})
 
     async def _acquire_slot_or_stop(self, stopping: asyncio.Event) -> bool:
         """Takes one delivery slot, or returns False (holding none) once stopping is set."""
+        if stopping.is_set():
+            return False
         acquiring = asyncio.ensure_future(self._slots.acquire())
-        waiting = asyncio.ensure_future(stopping.wait())
-        await asyncio.wait({acquiring, waiting}, return_when=asyncio.FIRST_COMPLETED)
-        waiting.cancel()
-        if not stopping.is_set():
-            return True
-        if acquiring.done() and not acquiring.cancelled():
+        try:
+            await tasks.wait_any((stopping, _done_event(acquiring)), None)
+        finally:
+            if stopping.is_set() or not acquiring.done():
+                acquiring.cancel()
+            await asyncio.wait({acquiring})
+        took = not acquiring.cancelled() and acquiring.exception() is None
+        if took and stopping.is_set():
             self._slots.release()
-        else:
-            acquiring.cancel()
-        return False
+            return False
+        return took
 
     @property
     def in_flight(self) -> int:
@@ -166,18 +180,10 @@ class OutboxWorker:
 
     async def _sleep(self, stopping: asyncio.Event, seconds: float) -> None:
         self._wake.clear()
-        waiters = {
-            asyncio.ensure_future(stopping.wait()),
-            asyncio.ensure_future(self._wake.wait()),
-        }
-        try:
-            await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in waiters:
-                waiter.cancel()
+        await tasks.wait_any((stopping, self._wake), seconds)
 
     async def _claim(self, limit: int) -> list[storage.ClaimedMessage]:
-        async with self._pool.acquire() as connection:
+        async with self._pool.acquire(timeout=ACQUIRE_TIMEOUT_SECONDS) as connection:
             return await storage.claim_due(
                 connection, limit, self._settings.lease_seconds, self.worker_id
             )

@@ -10,7 +10,6 @@ expiry frees its reservation and appends one audit entry in the same transaction
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -19,6 +18,7 @@ import asyncpg
 
 from policy import storage
 from policy.domain import audit
+from runtime import tasks
 from runtime.database import UNAVAILABLE_ERRORS, Connection
 
 logger = logging.getLogger(__name__)
@@ -119,8 +119,7 @@ class ExpiryWorker:
         """Stops after the sweep in progress, if any."""
         self._stopping.set()
         if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await tasks.finish(self._task)
             self._task = None
 
     async def _run(self) -> None:
@@ -136,5 +135,4 @@ class ExpiryWorker:
             except Exception:
                 logger.exception("expiry sweep failed")
                 delay = max(delay, _RETRY_AFTER_ERROR_SECONDS)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), timeout=delay)
+            await tasks.sleep_unless(self._stopping, delay)

@@ -15,7 +15,7 @@ from policy.domain.periods import Period
 from policy.expiry import ExpiryWorker
 from policy.grpc_api import PolicyServicer
 from policy.settings import PolicySettings
-from runtime import assertions, clients, errors
+from runtime import assertions, clients, errors, tasks
 from runtime.server import Resources
 from runtime.service_auth import ADMIN, EVERY_RPC
 
@@ -43,18 +43,21 @@ def default_bounds(settings: PolicySettings) -> Bounds:
     )
 
 
-def identity_key_source(target: str) -> assertions.KeyFetcher:
-    """Fetches identity's assertion keys with GetVerificationKeys; an unreachable identity
-    fails the call closed with UNAVAILABLE DEPENDENCY_UNAVAILABLE."""
-    channel: grpc.aio.Channel | None = None
+class IdentityKeySource:
+    """Fetches identity's assertion keys with GetVerificationKeys over one channel, opened at
+    first use and closed when policy stops; an unreachable identity fails the call closed
+    with UNAVAILABLE DEPENDENCY_UNAVAILABLE."""
 
-    async def fetch() -> Mapping[str, Ed25519PublicKey]:
-        nonlocal channel
-        if not target:
+    def __init__(self, target: str) -> None:
+        self._target = target
+        self._channel: grpc.aio.Channel | None = None
+
+    async def __call__(self) -> Mapping[str, Ed25519PublicKey]:
+        if not self._target:
             return {}
-        if channel is None:
-            channel = clients.channel(target)
-        stub = identity_pb2_grpc.IdentityServiceStub(channel)
+        if self._channel is None:
+            self._channel = clients.channel(self._target)
+        stub = identity_pb2_grpc.IdentityServiceStub(self._channel)
         try:
             response = await stub.GetVerificationKeys(
                 identity_pb2.GetVerificationKeysRequest(), timeout=clients.timeout(2.0)
@@ -71,7 +74,11 @@ def identity_key_source(target: str) -> assertions.KeyFetcher:
             if key.algorithm == assertions.ALGORITHM
         }
 
-    return fetch
+    async def close(self) -> None:
+        """Closes the channel (calls in flight are cancelled)."""
+        if self._channel is not None:
+            channel, self._channel = self._channel, None
+            await channel.close()
 
 
 class PolicyService:
@@ -112,8 +119,9 @@ class PolicyService:
     ) -> None:
         self._settings = settings
         self._clock = clock
+        self._identity_keys = IdentityKeySource(settings.identity_target)
         self._verifier = assertions.Verifier(
-            key_source or identity_key_source(settings.identity_target),
+            key_source or self._identity_keys,
             refresh_interval=settings.identity_keys_refresh_seconds,
         )
         self._defaults = default_bounds(settings)
@@ -137,7 +145,8 @@ class PolicyService:
         self._worker.start()
 
     async def stop(self) -> None:
-        """Stops the expiry worker."""
+        """Stops the expiry worker and closes the channel to identity."""
         if self._worker is not None:
             await self._worker.stop()
             self._worker = None
+        await tasks.bounded(self._identity_keys.close(), tasks.STOP_STEP_SECONDS, "identity")
