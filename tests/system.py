@@ -94,9 +94,11 @@ async def running(
     whatsapp_workspaces: str,
     agent_inbox: str,
     edge_values: Mapping[str, Any] | None = None,
+    health_probe_interval_seconds: float = 0.2,
 ) -> AsyncIterator[System]:
     """Starts the emulators and the five services in dependency order; stops them in
-    reverse. ``edge_values`` override the edge's settings."""
+    reverse. ``edge_values`` override the edge's settings; every service (edge included)
+    probes its database every ``health_probe_interval_seconds``."""
     async with contextlib.AsyncExitStack() as stack:
         emulator = await stripe_app.start()
         stack.push_async_callback(emulator.close)
@@ -115,6 +117,7 @@ async def running(
         identity_settings = testing.make_settings(
             IdentitySettings,
             database_url,
+            health_probe_interval_seconds=health_probe_interval_seconds,
             secrets_encryption_keys=f"k1:{secrets.identity_encryption}",
             assertion_signing_keys=f"a1:{secrets.identity_signing}",
         )
@@ -122,7 +125,10 @@ async def running(
             testing.running(IdentityService(identity_settings), identity_settings)
         )
         policy_settings = testing.make_settings(
-            PolicySettings, database_url, identity_target=identity.address
+            PolicySettings,
+            database_url,
+            health_probe_interval_seconds=health_probe_interval_seconds,
+            identity_target=identity.address,
         )
         policy = await stack.enter_async_context(
             testing.running(PolicyService(policy_settings), policy_settings)
@@ -130,6 +136,7 @@ async def running(
         notifier_settings = testing.make_settings(
             NotifierSettings,
             database_url,
+            health_probe_interval_seconds=health_probe_interval_seconds,
             smtp_host=sink.host,
             smtp_port=sink.smtp_port,
             smtp_timeout_seconds=2.0,
@@ -150,6 +157,7 @@ async def running(
         billing_settings = testing.make_settings(
             BillingGatewaySettings,
             database_url,
+            health_probe_interval_seconds=health_probe_interval_seconds,
             secrets_encryption_keys=f"k1:{secrets.billing_encryption}",
             identity_target=identity.address,
             policy_target=policy.address,
@@ -166,6 +174,7 @@ async def running(
         edge_settings = testing.make_settings(
             EdgeSettings,
             database_url,
+            health_probe_interval_seconds=health_probe_interval_seconds,
             http_host="127.0.0.1",
             http_port=0,
             identity_target=identity.address,

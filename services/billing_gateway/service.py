@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import grpc
@@ -45,11 +47,17 @@ class BillingGatewayService:
         "GetRecoveryStats": frozenset({ADMIN}),
     }
 
-    def __init__(self, settings: BillingGatewaySettings, clock: Clock = _utc_now) -> None:
+    def __init__(
+        self,
+        settings: BillingGatewaySettings,
+        clock: Clock = _utc_now,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._settings = settings
         self._clock = clock
         self._secret_box = SecretBox(settings.secrets_encryption_keys.get_secret_value())
-        self.gateway = StripeGateway(settings)
+        # The breaker's and the rate limiter's clock (tests move it by hand).
+        self.gateway = StripeGateway(settings, monotonic)
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._peers: Peers | None = None

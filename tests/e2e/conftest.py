@@ -191,7 +191,9 @@ async def stack(database_url: str) -> AsyncIterator[Stack]:
 
 
 @asynccontextmanager
-async def running_stack(database_url: str, **edge_values: Any) -> AsyncIterator[Stack]:
+async def running_stack(
+    database_url: str, health_probe_interval_seconds: float = 0.2, **edge_values: Any
+) -> AsyncIterator[Stack]:
     """Everything running on one database (migrated at start), the e2e workspace provisioned;
     ``edge_values`` override the edge's settings (the benchmark uses it)."""
     secrets = in_process.Secrets(
@@ -205,6 +207,7 @@ async def running_stack(database_url: str, **edge_values: Any) -> AsyncIterator[
         whatsapp_workspaces=WORKSPACE,
         agent_inbox=AGENT_INBOX,
         edge_values=edge_values,
+        health_probe_interval_seconds=health_probe_interval_seconds,
     ) as system:
         summary = seed.seed_demo(system.emulator.state)
         await in_process.provision_workspace(

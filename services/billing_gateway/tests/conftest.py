@@ -17,6 +17,7 @@ import hashlib
 import hmac
 import itertools
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -72,13 +73,20 @@ class TestClock:
 
     def __init__(self) -> None:
         self.now = datetime.now(UTC)
+        self._monotonic_offset = 0.0
 
     def __call__(self) -> datetime:
         return self.now
 
+    def monotonic(self) -> float:
+        """The monotonic clock of the breaker and the rate limiter: real time, plus every
+        advance (so that waits still pass in real time)."""
+        return time.monotonic() + self._monotonic_offset
+
     def advance(self, delta: timedelta) -> None:
-        """Moves the clock."""
+        """Moves the clock (the monotonic one too)."""
         self.now += delta
+        self._monotonic_offset += delta.total_seconds()
 
 
 class RecordingNotifier(notifier_pb2_grpc.NotifierServiceServicer):
@@ -302,7 +310,9 @@ class Stack:
 
     def fresh_service(self) -> tuple[BillingGatewayService, BillingGatewaySettings]:
         """Another gateway instance on the same database (a restart)."""
-        service = BillingGatewayService(self.settings, clock=self.clock)
+        service = BillingGatewayService(
+            self.settings, clock=self.clock, monotonic=self.clock.monotonic
+        )
         return service, self.settings
 
 
@@ -376,7 +386,12 @@ def _notifier_settings(database_url: str, sink: smtp_sink_app.RunningSink) -> No
 
 @contextlib.asynccontextmanager
 async def _stack(
-    database_url: str, backend: Backend, demo: dict[str, Any], *, real_notifier: bool = False
+    database_url: str,
+    backend: Backend,
+    demo: dict[str, Any],
+    *,
+    real_notifier: bool = False,
+    **billing_values: Any,
 ) -> AsyncIterator[Stack]:
     """The gateway and its neighbours on the backend, the account connected."""
     identity_config = testing.make_settings(
@@ -433,9 +448,10 @@ async def _stack(
             stripe_api_base=backend.api_base,
             # Real Stripe answers slower than the emulator.
             stripe_timeout_seconds=20.0 if backend.live else 2.0,
+            **billing_values,
         )
         clock = TestClock()
-        service = BillingGatewayService(config, clock=clock)
+        service = BillingGatewayService(config, clock=clock, monotonic=clock.monotonic)
         running = await exits.enter_async_context(testing.running(service, config))
         channel = await exits.enter_async_context(grpc.aio.insecure_channel(running.address))
         identity_channel = await exits.enter_async_context(grpc.aio.insecure_channel(ident.address))
@@ -484,6 +500,16 @@ async def _seeded_emulator(api_key: str = "") -> AsyncIterator[tuple[Backend, di
 async def stack(database_url: str) -> AsyncIterator[Stack]:
     """The whole neighbourhood of the gateway, connected to the seeded demo account."""
     async with _seeded_emulator() as (backend, demo), _stack(database_url, backend, demo) as s:
+        yield s
+
+
+@pytest.fixture
+async def slow_breaker_stack(database_url: str) -> AsyncIterator[Stack]:
+    """As ``stack``, with a breaker that stays open a minute unless the clock is moved."""
+    async with (
+        _seeded_emulator() as (backend, demo),
+        _stack(database_url, backend, demo, breaker_cooldown_seconds=60.0) as s,
+    ):
         yield s
 
 

@@ -395,8 +395,9 @@ async def test_undo_racing_the_runner_resolves_once(stack: Stack) -> None:
 
 
 async def test_faults_answer_unavailable_fast_and_the_breaker_opens_then_closes(
-    stack: Stack,
+    slow_breaker_stack: Stack,
 ) -> None:
+    stack = slow_breaker_stack
     alice = await stack.assertion("alice@example.com")
     request = pb.GetSubscriptionRequest(workspace_id=WORKSPACE, identity_assertion=alice)
     await stack.billing.GetSubscription(request)
@@ -414,7 +415,10 @@ async def test_faults_answer_unavailable_fast_and_the_breaker_opens_then_closes(
     with pytest.raises(grpc.aio.AioRpcError) as still_open:
         await stack.billing.GetSubscription(request)
     assert testing.error_details(still_open.value)[1] == "STRIPE_UNAVAILABLE"
-    await asyncio.sleep(stack.settings.breaker_cooldown_seconds + 0.1)
+    # The cooldown passes on the breaker's clock, not by sleeping: however slow the machine,
+    # the breaker was still open above and is half-open now.
+    stack.clock.advance(timedelta(seconds=stack.settings.breaker_cooldown_seconds))
+    assert stack.service.gateway.breaker_state(account) is BreakerState.HALF_OPEN
     recovered = await stack.billing.GetSubscription(request)
     assert recovered.subscription.plan.tier == "growth"
     assert stack.service.gateway.breaker_state(account) is BreakerState.CLOSED

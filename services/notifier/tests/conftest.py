@@ -139,6 +139,17 @@ class Notifier:
         """Polls until the message has one of the statuses."""
         return await self.wait_for(message_id, lambda m: m.status in statuses, timeout)
 
+    async def outbox(self, contact_id: str) -> list[pb.Message]:
+        """Every message of a contact, asserting none is still queued: with nothing queued,
+        nothing more can be sent, so what the providers received so far is all they get
+        (this replaces sleeping to see that nothing else happens)."""
+        response: pb.ListMessagesResponse = await self.stub.ListMessages(
+            pb.ListMessagesRequest(workspace_id=WORKSPACE, contact_id=contact_id, page_size=500)
+        )
+        queued = [m.message_id for m in response.messages if m.status == pb.MESSAGE_STATUS_QUEUED]
+        assert queued == [], f"still queued: {queued}"
+        return list(response.messages)
+
     async def consent(
         self, contact_id: str, opted_in: bool, number: str = "+14155550100", **fields: Any
     ) -> pb.ChannelConsent:

@@ -3,7 +3,6 @@ the 24-hour window, an opt-out after queueing."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
@@ -214,7 +213,7 @@ async def test_an_opt_out_holds_for_messages_already_queued(
         lambda m: m.status == pb.MESSAGE_STATUS_SENT and m.channel == pb.CHANNEL_EMAIL,
     )
     assert message.fallback_from == pb.CHANNEL_WHATSAPP
-    await asyncio.sleep(0.1)
+    assert [m.message_id for m in await working.outbox("ct_wa")] == [sent.message.message_id]
     assert working.whatsapp.state.messages == []
     consents = await working.stub.GetChannelConsent(
         pb.GetChannelConsentRequest(workspace_id=WORKSPACE, contact_id="ct_wa")
