@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import tempfile
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 from chaos import scenario
 
@@ -19,7 +22,21 @@ def main() -> None:
     os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
     logs = args.logs or Path(tempfile.mkdtemp(prefix="askvault-chaos-logs-"))
     shape = scenario.SHORT if args.short else scenario.LONG
-    raise SystemExit(asyncio.run(scenario.run(shape, logs)))
+    raise SystemExit(asyncio.run(_until_terminated(scenario.run(shape, logs))))
+
+
+async def _until_terminated(run: Coroutine[Any, Any, int]) -> int:
+    """Runs the scenario; SIGTERM or SIGINT cancels it, so that it stops every process and
+    the PostgreSQL it started on the way out (a test that gives up on a run sends SIGTERM)."""
+    main_task = asyncio.ensure_future(run)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, main_task.cancel)
+    try:
+        return await main_task
+    except asyncio.CancelledError:
+        print("chaos: terminated; every process it started is stopped", flush=True)
+        return 128 + signal.SIGTERM
 
 
 if __name__ == "__main__":

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import socket
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any, TypeVar
 
 import grpc
@@ -40,6 +41,16 @@ async def running(
         yield started
     finally:
         await started.stop(grace=1.0)
+
+
+@contextmanager
+def refused_port() -> Iterator[int]:
+    """A port where every connection is refused, held for the block: bound but not listening,
+    so no other process can take it meanwhile (a port found free and released at once can be
+    taken by anyone before the test uses it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as held:
+        held.bind(("127.0.0.1", 0))
+        yield int(held.getsockname()[1])
 
 
 def error_details(error: grpc.aio.AioRpcError) -> tuple[grpc.StatusCode, str, dict[str, str]]:

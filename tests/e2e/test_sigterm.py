@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import sys
 import time
 from pathlib import Path
@@ -19,25 +18,48 @@ from tests.e2e.conftest import WORKSPACE, Stack, user_hash
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+# Stripe requests the emulator has left to slow down; the count of those it has slowed
+# tells the test that the chat turns are in flight.
+_SLOWED = 10_000
+TURNS = 5
+
+
+async def _stripe_requests_slowed(stack: Stack) -> int:
+    async with stack.http.get(f"{stack.stripe_url}/_emulator/faults") as response:
+        faults = await response.json()
+    listed = faults["faults"] if isinstance(faults, dict) else faults
+    return sum(_SLOWED - int(fault["times"]) for fault in listed if fault.get("times"))
+
+
+async def _until_draining(session: aiohttp.ClientSession, url: str) -> dict[str, object]:
+    """Polls /readyz until it answers 503 (the process handles SIGTERM at its own pace);
+    fails if the edge stops listening first."""
+    deadline = time.monotonic() + 20
+    while True:
+        async with session.get(f"{url}/readyz") as response:
+            if response.status == 503:
+                ready: dict[str, object] = await response.json()
+                return ready
+            assert response.status == 200, await response.text()
+        assert time.monotonic() < deadline, "/readyz never answered 503"
+        await asyncio.sleep(0.02)
 
 
 async def test_sigterm_drains_and_exits_zero(stack: Stack, database_url: str) -> None:
-    port = _free_port()
     env = {
         **os.environ,
         "DATABASE_URL": database_url,
         "HTTP_HOST": "127.0.0.1",
-        "HTTP_PORT": str(port),
+        # Port 0: the process binds a free port itself and prints it (a port picked here and
+        # released would be free for anyone until the process binds it).
+        "HTTP_PORT": "0",
         "IDENTITY_TARGET": stack.targets["identity"],
         "POLICY_TARGET": stack.targets["policy"],
         "BILLING_TARGET": stack.targets["billing_gateway"],
         "NOTIFIER_TARGET": stack.targets["notifier"],
-        "SHUTDOWN_DELAY_SECONDS": "1",
-        "SHUTDOWN_GRACE_SECONDS": "5",
+        # Long enough for the test to see /readyz answer 503 before the edge stops listening.
+        "SHUTDOWN_DELAY_SECONDS": "3",
+        "SHUTDOWN_GRACE_SECONDS": "15",
         "VISITOR_TURNS_PER_MINUTE": "1000",
         "LOG_LEVEL": "WARNING",
         "METRICS_PORT": "0",
@@ -51,15 +73,15 @@ async def test_sigterm_drains_and_exits_zero(stack: Stack, database_url: str) ->
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
-    url = f"http://127.0.0.1:{port}"
     try:
         assert process.stdout is not None
         line = await asyncio.wait_for(process.stdout.readline(), 30)
         assert b"edge listening on" in line, line
+        url = line.decode().split("edge listening on", 1)[1].strip()
         async with stack.http.get(f"{url}/readyz") as response:
             assert response.status == 200, await response.text()
         # Every Stripe call now takes 0.5 s, so chat turns are in flight when SIGTERM comes.
-        await stack.fault({"route": "*", "latency_ms": 500})
+        await stack.fault({"route": "*", "latency_ms": 500, "times": _SLOWED})
         body = {
             "workspace_id": WORKSPACE,
             "conversation_id": "sigterm",
@@ -82,20 +104,19 @@ async def test_sigterm_drains_and_exits_zero(stack: Stack, database_url: str) ->
                 results.append((started, type(failure).__name__))
 
         async with aiohttp.ClientSession() as session:
-            steady: list[asyncio.Task[None]] = []
-            for _ in range(5):
-                steady.append(asyncio.create_task(one_turn(session)))
-                await asyncio.sleep(0.1)
+            steady = [asyncio.create_task(one_turn(session)) for _ in range(TURNS)]
+            # SIGTERM once every turn is at the edge and waiting on Stripe, not after a sleep.
+            deadline = time.monotonic() + 20
+            while await _stripe_requests_slowed(stack) < TURNS:
+                assert time.monotonic() < deadline, "the chat turns never reached Stripe"
+                await asyncio.sleep(0.02)
             sent_sigterm = time.monotonic()
             process.send_signal(signal.SIGTERM)
-            await asyncio.sleep(0.1)
-            async with session.get(f"{url}/readyz") as response:
-                ready_status = response.status
-                ready = await response.json()
+            ready = await _until_draining(session, url)
             await asyncio.gather(*steady)
-        assert ready_status == 503 and ready["draining"] is True, ready
+        assert ready["draining"] is True, ready
         in_flight = [status for started, status in results if started < sent_sigterm]
-        assert in_flight == [200] * 5, results
+        assert in_flight == [200] * TURNS, results
         assert await asyncio.wait_for(process.wait(), 20) == 0
     finally:
         if process.returncode is None:

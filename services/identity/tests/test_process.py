@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import sys
+import tempfile
 import urllib.request
 
 import grpc
@@ -20,6 +21,10 @@ def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+# Starts tried before giving up on finding a metrics port nobody takes meanwhile.
+_PORT_ATTEMPTS = 3
 
 
 def _environment(database_url: str, **extra: str) -> dict[str, str]:
@@ -62,19 +67,37 @@ async def test_missing_required_setting_fails_at_start() -> None:
     assert b"DATABASE_URL" in stderr
 
 
-async def test_serves_metrics_and_exits_cleanly_on_sigterm(database_url: str) -> None:
-    grpc_port = _free_port()
-    metrics_port = _free_port()
-    while metrics_port == grpc_port:  # the kernel may offer a just-released port again
+async def _start_serving(database_url: str) -> tuple[asyncio.subprocess.Process, str, int]:
+    """``python -m identity`` on a port it binds itself (GRPC_PORT=0, its address read from
+    its output) and a metrics port picked here: the Prometheus exporter cannot report a port
+    of its own choosing, so a port taken in between is retried with another."""
+    for _ in range(_PORT_ATTEMPTS):
         metrics_port = _free_port()
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "identity",
-        env=_environment(database_url, GRPC_PORT=str(grpc_port), METRICS_PORT=str(metrics_port)),
-    )
+        # The logs go to a file: a pipe nobody reads would fill and stop the process.
+        with tempfile.TemporaryFile() as logs:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "identity",
+                env=_environment(database_url, GRPC_PORT="0", METRICS_PORT=str(metrics_port)),
+                stdout=asyncio.subprocess.PIPE,
+                stderr=logs,
+            )
+            assert process.stdout is not None
+            line = (await asyncio.wait_for(process.stdout.readline(), 60)).decode()
+            if "identity listening on" in line:
+                return process, line.split("listening on", 1)[1].strip(), metrics_port
+            await asyncio.wait_for(process.wait(), 30)
+            logs.seek(0)
+            stderr = logs.read()
+        assert b"Address already in use" in stderr, stderr.decode()[-2000:]
+    raise AssertionError(f"no free metrics port in {_PORT_ATTEMPTS} attempts")
+
+
+async def test_serves_metrics_and_exits_cleanly_on_sigterm(database_url: str) -> None:
+    process, address, metrics_port = await _start_serving(database_url)
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+        async with grpc.aio.insecure_channel(address) as channel:
             await asyncio.wait_for(channel.channel_ready(), 30)
             health = await health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(), timeout=5

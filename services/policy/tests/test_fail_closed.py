@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Mapping
 
 import grpc
@@ -18,66 +17,62 @@ from runtime import testing
 from .conftest import KEY_ID, START, Policy, TestClock, key, policy_settings
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 async def test_database_down_means_unavailable(private_key: Ed25519PrivateKey) -> None:
     async def key_source() -> Mapping[str, Ed25519PublicKey]:
         return {KEY_ID: private_key.public_key()}
 
-    # Nothing listens on this port: every query fails to connect.
-    settings = policy_settings(
-        f"postgresql://postgres@127.0.0.1:{_free_port()}/policy",
-        migrate_on_start=False,
-        database_pool_min_size=0,
-    )
-    clock = TestClock(START)
-    service = PolicyService(settings, key_source=key_source, clock=clock)
-    async with (
-        testing.running(service, settings) as running,
-        grpc.aio.insecure_channel(running.address) as channel,
-    ):
-        stub = policy_pb2_grpc.PolicyServiceStub(channel)
-        harness = Policy(stub, running, clock, private_key, "")
-        for request in (
-            harness.refund(1000),
-            harness.plan_change(),
-            harness.refund(0, assertion=""),
+    # Nothing listens on this port (held, so nobody else takes it): every query fails.
+    with testing.refused_port() as port:
+        settings = policy_settings(
+            f"postgresql://postgres@127.0.0.1:{port}/policy",
+            migrate_on_start=False,
+            database_pool_min_size=0,
+        )
+        clock = TestClock(START)
+        service = PolicyService(settings, key_source=key_source, clock=clock)
+        async with (
+            testing.running(service, settings) as running,
+            grpc.aio.insecure_channel(running.address) as channel,
         ):
+            stub = policy_pb2_grpc.PolicyServiceStub(channel)
+            harness = Policy(stub, running, clock, private_key, "")
+            for request in (
+                harness.refund(1000),
+                harness.plan_change(),
+                harness.refund(0, assertion=""),
+            ):
+                with pytest.raises(grpc.aio.AioRpcError) as raised:
+                    await stub.Authorize(request)
+                assert testing.error_details(raised.value)[:2] == (
+                    grpc.StatusCode.UNAVAILABLE,
+                    "DATABASE_UNAVAILABLE",
+                )
             with pytest.raises(grpc.aio.AioRpcError) as raised:
-                await stub.Authorize(request)
-            assert testing.error_details(raised.value)[:2] == (
-                grpc.StatusCode.UNAVAILABLE,
-                "DATABASE_UNAVAILABLE",
-            )
-        with pytest.raises(grpc.aio.AioRpcError) as raised:
-            await stub.Commit(
-                pb.CommitRequest(workspace_id="ws_test", grant_id="gr_x", idempotency_key=key())
-            )
-        assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+                await stub.Commit(
+                    pb.CommitRequest(workspace_id="ws_test", grant_id="gr_x", idempotency_key=key())
+                )
+            assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
 
 
 async def test_identity_unreachable_means_unavailable(policy: Policy, database_url: str) -> None:
-    settings = policy_settings(database_url, identity_target=f"127.0.0.1:{_free_port()}")
-    async with (
-        testing.running(PolicyService(settings), settings) as running,
-        grpc.aio.insecure_channel(running.address) as channel,
-    ):
-        stub = policy_pb2_grpc.PolicyServiceStub(channel)
-        with pytest.raises(grpc.aio.AioRpcError) as raised:
-            await stub.Authorize(
-                pb.AuthorizeRequest(
-                    workspace_id="ws_test",
-                    identity_assertion=policy.assertion(),
-                    action=common_pb2.BILLING_ACTION_REFUND,
-                    idempotency_key=key(),
+    with testing.refused_port() as port:
+        settings = policy_settings(database_url, identity_target=f"127.0.0.1:{port}")
+        async with (
+            testing.running(PolicyService(settings), settings) as running,
+            grpc.aio.insecure_channel(running.address) as channel,
+        ):
+            stub = policy_pb2_grpc.PolicyServiceStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as raised:
+                await stub.Authorize(
+                    pb.AuthorizeRequest(
+                        workspace_id="ws_test",
+                        identity_assertion=policy.assertion(),
+                        action=common_pb2.BILLING_ACTION_REFUND,
+                        idempotency_key=key(),
+                    )
                 )
+            assert testing.error_details(raised.value)[:2] == (
+                grpc.StatusCode.UNAVAILABLE,
+                "DEPENDENCY_UNAVAILABLE",
             )
-        assert testing.error_details(raised.value)[:2] == (
-            grpc.StatusCode.UNAVAILABLE,
-            "DEPENDENCY_UNAVAILABLE",
-        )
     assert await policy.counter() == 0
