@@ -9,6 +9,9 @@ from typing import Any, TypeVar
 
 import grpc
 from google.rpc import error_details_pb2, status_pb2
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from runtime import auth, server, settings
 
@@ -77,3 +80,40 @@ def admin_metadata(subject: str = "admin-alice") -> tuple[tuple[str, str], ...]:
     """Call metadata carrying a test admin credential."""
     token = auth.issue_admin_token(TEST_ADMIN_SECRET, subject)
     return (("authorization", f"Bearer {token}"),)
+
+
+class _SpanCapture(SpanProcessor):
+    """Hands finished spans to the exporter of the test capturing now, if any. Installed once
+    per process: a processor added per test would stay on the global provider for the rest of
+    the session (the SDK cannot remove one), keeping every later span."""
+
+    def __init__(self) -> None:
+        self.exporter: InMemorySpanExporter | None = None
+
+    def on_end(self, span: ReadableSpan) -> None:
+        exporter = self.exporter
+        if exporter is not None:
+            exporter.export((span,))
+
+
+_span_capture: _SpanCapture | None = None
+
+
+@contextmanager
+def captured_spans() -> Iterator[InMemorySpanExporter]:
+    """The spans finished in this process during the block (the global tracer provider is
+    made an SDK one if it is not yet)."""
+    global _span_capture
+    if _span_capture is None:
+        provider = trace.get_tracer_provider()
+        if not isinstance(provider, TracerProvider):
+            provider = TracerProvider()
+            trace.set_tracer_provider(provider)
+        _span_capture = _SpanCapture()
+        provider.add_span_processor(_span_capture)
+    exporter = InMemorySpanExporter()
+    _span_capture.exporter = exporter
+    try:
+        yield exporter
+    finally:
+        _span_capture.exporter = None

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from askvault.identity.v1 import identity_pb2, identity_pb2_grpc
 from runtime import clients, testing
@@ -13,23 +10,18 @@ from tests.registry import SERVICES
 
 
 async def test_trace_context_is_carried_into_the_server(database_url: str) -> None:
-    exporter = InMemorySpanExporter()
-    provider = trace.get_tracer_provider()
-    if not isinstance(provider, TracerProvider):
-        provider = TracerProvider()
-        trace.set_tracer_provider(provider)
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
     identity = next(entry for entry in SERVICES if entry.name == "identity")
     service, settings = identity.build(database_url)
-    async with testing.running(service, settings) as running:
-        channel = clients.channel(running.address)
-        try:
-            with trace.get_tracer("test").start_as_current_span("caller") as caller:
-                await identity_pb2_grpc.IdentityServiceStub(channel).GetVerificationKeys(
-                    identity_pb2.GetVerificationKeysRequest(), timeout=5
-                )
-        finally:
-            await channel.close()
+    with testing.captured_spans() as exporter:
+        async with testing.running(service, settings) as running:
+            channel = clients.channel(running.address)
+            try:
+                with trace.get_tracer("test").start_as_current_span("caller") as caller:
+                    await identity_pb2_grpc.IdentityServiceStub(channel).GetVerificationKeys(
+                        identity_pb2.GetVerificationKeysRequest(), timeout=5
+                    )
+            finally:
+                await channel.close()
     trace_id = caller.get_span_context().trace_id
     server_spans = [
         span

@@ -9,11 +9,11 @@ from collections.abc import Iterator
 import pytest
 from opentelemetry import trace
 from opentelemetry.instrumentation.aiohttp_client import AioHttpClientInstrumentor
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from askvault.common.v1 import common_pb2
+from runtime import testing
 from tests.e2e.conftest import Stack, eventually
 from tests.e2e.test_policy_flows import _set_bounds
 
@@ -22,20 +22,13 @@ from tests.e2e.test_policy_flows import _set_bounds
 def spans() -> Iterator[InMemorySpanExporter]:
     """Finished spans of this test; aiohttp client calls (the gateway's Stripe SDK client and
     the emulators' webhook posts) become CLIENT spans carrying the trace context."""
-    exporter = InMemorySpanExporter()
-    provider = trace.get_tracer_provider()
-    if not isinstance(provider, TracerProvider):
-        provider = TracerProvider()
-        trace.set_tracer_provider(provider)
-    processor = SimpleSpanProcessor(exporter)
-    provider.add_span_processor(processor)
     instrumentor = AioHttpClientInstrumentor()
     instrumentor.instrument()
     try:
-        yield exporter
+        with testing.captured_spans() as exporter:
+            yield exporter
     finally:
         instrumentor.uninstrument()
-        processor.shutdown()  # the provider keeps it, exporting to a stopped exporter: no-op
 
 
 def _turn_trace(exporter: InMemorySpanExporter, first_span_count: int) -> list[ReadableSpan]:
