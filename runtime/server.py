@@ -167,15 +167,22 @@ async def start(service: Service, config: settings.ServiceSettings) -> RunningSe
         ],
         server,
     )
-    await service.start(server, Resources(config, pool, health))
-    address = f"{config.grpc_host}:{config.grpc_port}"
-    if config.tls_cert_file:
-        port = server.add_secure_port(address, _server_credentials(config))
-    else:
-        port = server.add_insecure_port(address)
-    if port == 0:
-        raise RuntimeError(f"could not bind {config.grpc_host}:{config.grpc_port}")
-    await server.start()
+    try:
+        await service.start(server, Resources(config, pool, health))
+        address = f"{config.grpc_host}:{config.grpc_port}"
+        if config.tls_cert_file:
+            port = server.add_secure_port(address, _server_credentials(config))
+        else:
+            port = server.add_insecure_port(address)
+        if port == 0:
+            raise RuntimeError(f"could not bind {config.grpc_host}:{config.grpc_port}")
+        await server.start()
+    except BaseException:
+        # A start that fails half-way leaves no worker, server or connection behind.
+        await tasks.bounded(server.stop(0), _STOP_STEP_SECONDS, "grpc server")
+        await tasks.bounded(service.stop(), _SERVICE_STOP_SECONDS, service.name)
+        pool.terminate()
+        raise
 
     async def probe_database() -> None:
         async with pool.acquire(timeout=2.0) as connection:
