@@ -163,7 +163,9 @@ async def running(
             policy_target=policy.address,
             notifier_target=notifier.address,
             stripe_api_base=emulator.url,
-            stripe_timeout_seconds=1.0,
+            # Generous: a loaded machine must not turn a slow answer into "Stripe is down"
+            # (faults make Stripe fail fast where a test wants that).
+            stripe_timeout_seconds=10.0,
             stripe_max_network_retries=0,
             webhook_poll_seconds=0.1,
             scheduler_poll_seconds=0.2,
@@ -188,6 +190,9 @@ async def running(
             secrets_encryption_keys=f"k1:{secrets.edge_encryption}",
             **{
                 "visitor_turns_per_minute": 100_000,
+                # Generous for a loaded machine; tests of slowness set their own.
+                "rpc_deadline_seconds": 10.0,
+                "billing_deadline_seconds": 10.0,
                 "address_requests_per_minute": 100_000,
                 **(edge_values or {}),
             },

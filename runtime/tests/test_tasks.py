@@ -27,7 +27,7 @@ async def test_a_cancelled_health_watch_always_ends() -> None:
         watch = asyncio.create_task(health.watch(DATABASE, probe, 0.001, stop))
         await asyncio.sleep(rng.random() * 0.006)
         watch.cancel()
-        done, _ = await asyncio.wait({watch}, timeout=0.25)
+        done, _ = await asyncio.wait({watch}, timeout=1.0)
         if not done:
             survivors += 1
             stop.set()

@@ -53,7 +53,8 @@ async def test_sigterm_under_load_drains_without_losing_a_call(
         service,
         database_url,
         port,
-        SHUTDOWN_DELAY_SECONDS="1",
+        # Long enough for the health poll below to see NOT_SERVING on a loaded machine.
+        SHUTDOWN_DELAY_SECONDS="3",
         SHUTDOWN_GRACE_SECONDS="5",
     )
     calls: list[Call] = []
@@ -78,12 +79,17 @@ async def test_sigterm_under_load_drains_without_losing_a_call(
                 and replica.process.returncode is None
                 and loop.time() < give_up
             ):
+                # The time the poll was sent: every call started before it was accepted
+                # before NOT_SERVING was published.
+                polled_at = loop.time()
                 try:
                     status = await processes.health_status(replica.address)
-                except grpc.aio.AioRpcError:
+                except grpc.aio.AioRpcError as error:
+                    if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                        continue  # a slow answer, not a stopped server
                     break
                 if status == health_pb2.HealthCheckResponse.NOT_SERVING:
-                    not_serving_at = loop.time()
+                    not_serving_at = polled_at
                 await asyncio.sleep(0.02)
             exit_code = await asyncio.wait_for(replica.process.wait(), 30)
             # Every client ends on its own once refused; a hanging call would time out here.

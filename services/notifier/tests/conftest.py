@@ -49,7 +49,9 @@ def notifier_settings(
         "whatsapp_base_url": whatsapp.url,
         "whatsapp_access_token": WHATSAPP_TOKEN,
         "whatsapp_phone_number_id": PHONE_NUMBER_ID,
-        "whatsapp_timeout_seconds": 0.5,
+        # Generous for a loaded machine (a slow answer would count as an attempt), yet under
+        # the delivery deadline the lease gives (0.75 x lease_seconds).
+        "whatsapp_timeout_seconds": 2.0,
         "http_timeout_seconds": 2.0,
         "message_id_domain": MESSAGE_ID_DOMAIN,
         "worker_count": 2,
