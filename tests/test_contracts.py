@@ -70,7 +70,9 @@ async def test_every_rpc_is_implemented_and_reflected(
         testing.running(service, settings) as running,
         grpc.aio.insecure_channel(running.address) as channel,
     ):
-        health = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+        health = await health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(), timeout=10
+        )
         reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
         replies = reflection.ServerReflectionInfo(
             iter([reflection_pb2.ServerReflectionRequest(list_services="")])

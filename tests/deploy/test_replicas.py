@@ -130,7 +130,9 @@ class _Identity:
 
 async def _enable_skill(policy: policy_pb2_grpc.PolicyServiceStub) -> None:
     """Plan Business at the defaults (no bound loosened, so it applies at once)."""
-    current = await policy.GetBounds(policy_pb2.GetBoundsRequest(workspace_id=WORKSPACE))
+    current = await policy.GetBounds(
+        policy_pb2.GetBoundsRequest(workspace_id=WORKSPACE), timeout=10
+    )
     bounds = policy_pb2.Bounds()
     bounds.CopyFrom(current.defaults)
     bounds.ClearField("updated_at")
@@ -293,7 +295,9 @@ async def test_three_notifier_replicas_deliver_each_message_exactly_once(
     sink = await smtp_sink_app.start()
     # A slightly slow relay keeps every worker's slots busy, so the other replicas' workers
     # (which find messages by polling; only the receiving replica's are woken) get work.
-    sink.store.delay_seconds = 0.005
+    # Slow enough that replica-0 (which every Send wakes) cannot keep up alone: the others
+    # find work by polling, so every replica's share is more than zero.
+    sink.store.delay_seconds = 0.05
     common = {
         "SMTP_HOST": sink.host,
         "SMTP_PORT": str(sink.smtp_port),

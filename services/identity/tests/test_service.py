@@ -376,14 +376,17 @@ async def test_health_serves_and_reflection_lists_the_service(
 
 
 async def test_shutdown_flips_health_to_not_serving_before_draining(database_url: str) -> None:
-    settings = identity_settings(database_url, shutdown_delay_seconds=0.5)
+    # The delay is the window in which health answers NOT_SERVING while calls still work.
+    settings = identity_settings(database_url, shutdown_delay_seconds=3.0)
     running = await server.start(IdentityService(settings), settings)
     async with grpc.aio.insecure_channel(running.address) as channel:
         health = health_pb2_grpc.HealthStub(channel)
-        before = await health.Check(health_pb2.HealthCheckRequest())
+        before = await health.Check(health_pb2.HealthCheckRequest(), timeout=10)
         stopping = asyncio.create_task(running.stop(grace=1.0))
-        await asyncio.sleep(0.1)
-        during = await health.Check(health_pb2.HealthCheckRequest())
+        # The stop flips health before anything else; no sleep needed, just its first step.
+        while running.health.serving:
+            await asyncio.sleep(0.01)
+        during = await health.Check(health_pb2.HealthCheckRequest(), timeout=10)
         await stopping
     assert before.status == health_pb2.HealthCheckResponse.SERVING
     assert during.status == health_pb2.HealthCheckResponse.NOT_SERVING

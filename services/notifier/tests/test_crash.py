@@ -45,10 +45,12 @@ async def test_killed_workers_lose_nothing(
     # brings the messages of a killed worker back quickly.
     notifier = await notifier_factory(
         worker_count=0,
-        lease_seconds=1.5,
-        smtp_timeout_seconds=1.0,
-        whatsapp_timeout_seconds=1.0,
-        http_timeout_seconds=1.0,
+        # A slow but successful answer must not time out and be sent again (only kills may
+        # cause copies): provider timeouts of 2.5 s, under the 3 s delivery deadline.
+        lease_seconds=4.0,
+        smtp_timeout_seconds=2.5,
+        whatsapp_timeout_seconds=2.5,
+        http_timeout_seconds=2.5,
         worker_concurrency=8,
         default_contact_hourly_limit=MESSAGES,
         default_workspace_hourly_limit=MESSAGES * 2,
