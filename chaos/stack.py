@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -32,14 +33,27 @@ WEBHOOK_DEADLINE_SECONDS = 5.0
 GRANT_TTL_SECONDS = 20
 
 
+# Ports the harness gives its processes: below Linux's ephemeral range (32768-60999), so
+# that no outgoing connection of any process on the machine is given one of them between the
+# pick and the bind, nor while a killed service is being restarted on its port.
+_PORT_RANGE = range(20_000, 32_000)
+
+
 def _free_ports(count: int) -> list[int]:
-    """Distinct free ports: all bound at once, so that no two picks can be the same port
-    (picking one at a time can return a port just released by the previous pick)."""
+    """Distinct free ports from ``_PORT_RANGE``: all bound at once, so that no two picks can
+    be the same port."""
+    picker = random.SystemRandom()
     with contextlib.ExitStack() as stack:
-        probes = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for probe in probes:
-            probe.bind(("127.0.0.1", 0))
-        return [int(probe.getsockname()[1]) for probe in probes]
+        ports: list[int] = []
+        while len(ports) < count:
+            probe = stack.enter_context(socket.socket())
+            port = picker.choice(_PORT_RANGE)
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            ports.append(port)
+        return ports
 
 
 def overrides() -> dict[str, dict[str, str]]:

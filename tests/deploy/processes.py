@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
-import socket
 import sys
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -23,22 +22,6 @@ from askvault.policy.v1 import policy_pb2, policy_pb2_grpc
 from runtime.testing import TEST_ADMIN_SECRET, admin_metadata
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-# Ports already handed out in this test run: the kernel may offer a port again as soon as
-# its probe socket closes, before the process meant to use it has bound it.
-_handed_out: set[int] = set()
-
-
-def free_port() -> int:
-    """A free port no earlier call of this run returned."""
-    while True:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = int(probe.getsockname()[1])
-        if port not in _handed_out:
-            _handed_out.add(port)
-            return port
 
 
 def _key() -> str:
@@ -89,14 +72,16 @@ READ_CALLS = {name: _read_call(name) for name in REQUIRED_SETTINGS}
 
 
 def environment(
-    service: str, database_url: str, port: int, base: Mapping[str, str] | None = None, **extra: str
+    service: str, database_url: str, base: Mapping[str, str] | None = None, **extra: str
 ) -> dict[str, str]:
-    """The environment of one replica: required settings, a port, quick probes, no fork."""
+    """The environment of one replica: required settings, quick probes, no fork, and port 0:
+    the process binds a free port itself and prints it (a port found free here and released
+    could be taken by another process before the replica binds it)."""
     return {
         **(dict(os.environ) if base is None else dict(base)),
         "DATABASE_URL": database_url,
         "GRPC_HOST": "127.0.0.1",
-        "GRPC_PORT": str(port),
+        "GRPC_PORT": "0",
         "ADMIN_TOKEN_SECRET": TEST_ADMIN_SECRET,
         "HEALTH_PROBE_INTERVAL_SECONDS": "0.2",
         "LOG_LEVEL": "WARNING",
@@ -142,16 +127,25 @@ async def wait_serving(replica: Replica, limit_seconds: float = 60.0) -> None:
     raise AssertionError(f"not SERVING after {limit_seconds} s")
 
 
+async def listening_port(process: asyncio.subprocess.Process, limit_seconds: float = 60.0) -> int:
+    """The port a service process bound, from the "<name> listening on <host:port>" line it
+    prints to stdout once serving (its logs go to stderr)."""
+    assert process.stdout is not None
+    line = (await asyncio.wait_for(process.stdout.readline(), limit_seconds)).decode()
+    assert " listening on " in line, f"exited with {process.returncode} before serving: {line!r}"
+    return int(line.rsplit(":", 1)[1])
+
+
 @asynccontextmanager
 async def replica(
-    argv: Sequence[str], env: Mapping[str, str], port: int, cwd: Path = ROOT
+    argv: Sequence[str], env: Mapping[str, str], cwd: Path = ROOT
 ) -> AsyncIterator[Replica]:
     """A started process, SERVING; killed on exit if it is still running."""
     process = await asyncio.create_subprocess_exec(
-        *argv, env=dict(env), cwd=cwd, stdout=asyncio.subprocess.DEVNULL
+        *argv, env=dict(env), cwd=cwd, stdout=asyncio.subprocess.PIPE
     )
-    started = Replica(process, port)
     try:
+        started = Replica(process, await listening_port(process))
         await wait_serving(started)
         yield started
     finally:

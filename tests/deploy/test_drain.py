@@ -48,18 +48,16 @@ async def test_sigterm_under_load_drains_without_losing_a_call(
     service: str, database_url: str
 ) -> None:
     loop = asyncio.get_running_loop()
-    port = processes.free_port()
     env = processes.environment(
         service,
         database_url,
-        port,
         # Long enough for the health poll below to see NOT_SERVING on a loaded machine.
         SHUTDOWN_DELAY_SECONDS="3",
         SHUTDOWN_GRACE_SECONDS="5",
     )
     calls: list[Call] = []
     stop = asyncio.Event()
-    async with processes.replica(processes.service_argv(service), env, port) as replica:
+    async with processes.replica(processes.service_argv(service), env) as replica:
         channels = [grpc.aio.insecure_channel(replica.address) for _ in range(CLIENTS)]
         clients = [
             asyncio.create_task(_load(channel, service, calls, stop)) for channel in channels

@@ -54,11 +54,10 @@ async def test_installed_as_the_image_does_it_serves(
     entry = re.search(r'ENTRYPOINT \["python", "-m", "(\w+)"\]', DOCKERFILE.read_text())
     assert entry
     python_path = _image_env("PYTHONPATH").replace("/app", str(app))
-    port = processes.free_port()
     base = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": python_path}
-    env = processes.environment(service, database_url, port, base=base)
+    env = processes.environment(service, database_url, base=base)
     argv = [str(image_tree / "opt" / "venv" / "bin" / "python"), "-m", service, "serve"]
-    async with processes.replica(argv, env, port, cwd=app) as replica:
+    async with processes.replica(argv, env, cwd=app) as replica:
         assert (
             await processes.health_status(replica.address) == health_pb2.HealthCheckResponse.SERVING
         )
@@ -70,18 +69,20 @@ async def test_edge_installed_as_the_image_does_it_answers_healthz(
     app = tmp_path / "app"
     subprocess.run([*STAGE, "app", "edge", str(app)], cwd=ROOT, check=True)
     (app / "gen").symlink_to(image_tree / "app" / "gen")
-    port = processes.free_port()
     env = {
         "PATH": os.environ.get("PATH", ""),
         "PYTHONPATH": _image_env("PYTHONPATH").replace("/app", str(app)),
         "DATABASE_URL": database_url,
         "HTTP_HOST": "127.0.0.1",
-        "HTTP_PORT": str(port),
+        "HTTP_PORT": "0",  # bound by the process itself, printed on stdout
         "LOG_LEVEL": "WARNING",
     }
     argv = [str(image_tree / "opt" / "venv" / "bin" / "python"), "-m", "edge", "serve"]
-    process = await asyncio.create_subprocess_exec(*argv, env=env, cwd=app)
+    process = await asyncio.create_subprocess_exec(
+        *argv, env=env, cwd=app, stdout=asyncio.subprocess.PIPE
+    )
     try:
+        port = await processes.listening_port(process)
         status = 0
         for _ in range(150):
             assert process.returncode is None, "edge exited at start"

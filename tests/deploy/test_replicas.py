@@ -81,12 +81,9 @@ async def _started(
     async with AsyncExitStack() as stack:
         entering = []
         for service, settings in specs:
-            port = processes.free_port()
-            env = processes.environment(service, database_url, port, None, **settings)
+            env = processes.environment(service, database_url, None, **settings)
             entering.append(
-                stack.enter_async_context(
-                    processes.replica(processes.service_argv(service), env, port)
-                )
+                stack.enter_async_context(processes.replica(processes.service_argv(service), env))
             )
         # return_exceptions: every started process is on the stack before a failure is
         # raised, so none outlives the test.

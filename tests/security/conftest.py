@@ -16,6 +16,7 @@ import hashlib
 import hmac
 import logging
 import os
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -277,16 +278,35 @@ class System:
             rows = await connection.fetch(" UNION ALL ".join(parts))
         return {str(row[0]): (int(row[1]), str(row[2])) for row in rows}
 
-    async def settled_snapshot(self, quiet_seconds: float = 0.3, limit_seconds: float = 5.0) -> Any:
-        """The snapshot once nothing changed for ``quiet_seconds`` (the outbox, webhook and
-        scheduler workers finished what earlier requests gave them)."""
+    async def pending_work(self) -> int:
+        """Work due that no worker has taken yet: Stripe events not yet processed, messages
+        not yet claimed (a claimed message's next attempt is a lease ahead; the quiet period
+        covers its delivery)."""
+        async with self.pool.acquire(timeout=10) as connection:
+            found = await connection.fetchval(
+                "SELECT (SELECT count(*) FROM billing_gateway.stripe_events"
+                "        WHERE processed_at IS NULL AND next_attempt_at <= now())"
+                "     + (SELECT count(*) FROM notifier.messages"
+                "        WHERE status = 'queued' AND next_attempt_at <= now())"
+            )
+        return int(found)
+
+    async def settled_snapshot(
+        self, quiet_seconds: float = 0.3, limit_seconds: float = 10.0
+    ) -> Any:
+        """The snapshot once the workers have nothing left to do (the outbox, webhook and
+        scheduler workers finished what earlier requests gave them) and then nothing changed
+        for ``quiet_seconds`` (late callbacks such as WhatsApp statuses). A worker pausing
+        longer than the quiet period under load can no longer pass for settled while its
+        queue holds work."""
+        deadline = time.monotonic() + limit_seconds
+        while await self.pending_work() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
         current = await self.snapshot()
-        waited = 0.0
-        while waited < limit_seconds:
+        while time.monotonic() < deadline:
             await asyncio.sleep(quiet_seconds)
-            waited += quiet_seconds
             latest = await self.snapshot()
-            if latest == current:
+            if latest == current and not await self.pending_work():
                 return latest
             current = latest
         return current
