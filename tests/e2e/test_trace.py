@@ -80,14 +80,21 @@ async def test_a_confirmed_refund_is_one_trace_into_stripe(
     )
     # Every span of the turn hangs off the edge's request span: one tree, not several.
     edge_span = next(s for s in traced if s.name == "HTTP POST /v1/chat/turns")
-    ids = {span.context.span_id for span in traced}
     orphans = [s.name for s in traced if s is not edge_span and s.parent is None]
     assert orphans == [] and edge_span.parent is None, orphans
-    assert all(s.parent.span_id in ids for s in traced if s.parent is not None)
+    trace_id = edge_span.context.trace_id
+
+    async def every_parent_in_the_trace() -> bool:
+        # The refund's webhook continues this trace in the background (below), so a span
+        # may have finished while its parent has not yet: the tree is whole once they have.
+        in_trace = [s for s in spans.get_finished_spans() if s.context.trace_id == trace_id]
+        ids = {span.context.span_id for span in in_trace}
+        return all(s.parent.span_id in ids for s in in_trace if s.parent is not None)
+
+    assert await eventually(every_parent_in_the_trace)
     # Stripe's charge.refunded webhook continues the refund's trace into the notifier's
     # confirmation: the gateway kept the trace context with the operation.
     await stack.flush_webhooks()
-    trace_id = edge_span.context.trace_id
 
     async def confirmation_in_trace() -> bool:
         return any(
@@ -103,6 +110,8 @@ async def test_a_confirmed_refund_is_one_trace_into_stripe(
         if span.name == "billing.webhook charge.refunded" and span.context.trace_id == trace_id
     ]
     assert webhook, "the webhook's processing is not in the refund's trace"
+    # With the webhook's part in it, the trace is still one tree.
+    assert await eventually(every_parent_in_the_trace)
 
 
 async def test_an_escalated_refund_is_one_trace_through_the_notifier(
