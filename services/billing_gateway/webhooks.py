@@ -111,7 +111,8 @@ class Ingestion:
             event_id = str(envelope["id"])
             event_type = str(envelope["type"])
             created = datetime.fromtimestamp(int(envelope["created"]), UTC)
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
+            # A signed payload nested too deeply is refused here, never stored for the worker.
             raise _bad_payload("not a Stripe event") from None
         async with self._pool.acquire() as connection:
             inserted = await storage.insert_event(

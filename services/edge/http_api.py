@@ -220,6 +220,9 @@ class Edge:
             value = json.loads(body or b"{}")
         except (ValueError, UnicodeDecodeError):
             return error(400, "INVALID_JSON", "the body is not JSON")
+        except RecursionError:
+            # Nesting deeper than the parser's recursion limit: hostile, never a real request.
+            return error(400, "INVALID_JSON", "the body's JSON is nested too deeply")
         if not isinstance(value, dict):
             return error(400, "INVALID_ARGUMENT", "the body must be a JSON object")
         return value
@@ -450,6 +453,8 @@ class Edge:
             body = json.loads(payload)
         except ValueError:
             return error(400, "INVALID_JSON", "the body is not JSON")
+        except RecursionError:
+            return error(400, "INVALID_JSON", "the body's JSON is nested too deeply")
         try:
             values = whatsapp_values(body)
         except ValueError as problem:

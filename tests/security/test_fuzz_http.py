@@ -4,6 +4,8 @@ JSON error body, never a 5xx; a refused request changes no table; nothing moves 
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 from typing import Any
 
@@ -12,7 +14,14 @@ import pytest
 from hypothesis import strategies as st
 
 from tests.security import strategies
-from tests.security.conftest import FUZZ_EXAMPLES, WORKSPACE_A, WORKSPACE_B, System, user_hash
+from tests.security.conftest import (
+    FUZZ_EXAMPLES,
+    WHATSAPP_APP_SECRET,
+    WORKSPACE_A,
+    WORKSPACE_B,
+    System,
+    user_hash,
+)
 
 # One test covers every endpoint, so it gets more examples than one RPC does.
 FUZZ_HTTP = FUZZ_EXAMPLES * 5
@@ -189,3 +198,25 @@ async def test_mcp_transport_refusals_carry_a_json_error_body(system: System) ->
         # 406 for the missing Accept, or 400 when the SDK first refuses the empty message.
         assert response.status in (400, 406)
         assert _is_error_body(await response.text())
+
+
+# JSON nested deeper than Python's recursion limit, small enough to pass the body size limit.
+DEEP_JSON = b'{"text": ' + b"[" * 5_000 + b"]" * 5_000 + b"}"
+
+
+@pytest.mark.parametrize(
+    "path", ["/v1/chat/turns", "/v1/tools/get_subscription", "/api/whatsapp/webhook"]
+)
+async def test_json_nested_too_deep_is_a_400_not_a_500(system: System, path: str) -> None:
+    # Found by the fuzzer: the parser's RecursionError escaped as a 500.
+    headers = {"Content-Type": "application/json", **system.visitor_headers("alice")}
+    if path == "/api/whatsapp/webhook":
+        digest = hmac.new(WHATSAPP_APP_SECRET.encode(), DEEP_JSON, hashlib.sha256).hexdigest()
+        headers["X-Hub-Signature-256"] = f"sha256={digest}"
+    before = await system.snapshot()
+    async with system.http.post(
+        f"{system.edge_url}{path}", data=DEEP_JSON, headers=headers
+    ) as response:
+        assert response.status == 400, await response.text()
+        assert (await response.json())["error"]["code"] == "INVALID_JSON"
+    assert await system.snapshot() == before
