@@ -147,19 +147,18 @@ async def start(settings: EdgeSettings) -> RunningEdge:
     probe_stop = asyncio.Event()
 
     async def probe() -> None:
-        while not probe_stop.is_set():
-            try:
-                async with asyncio.timeout(2.0):
-                    async with pool.acquire() as connection:
-                        await connection.fetchval("SELECT 1")
-                edge.database_ok = True
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                edge.database_ok = False
-            await tasks.sleep_unless(probe_stop, settings.health_probe_interval_seconds)
+        try:
+            async with asyncio.timeout(2.0):
+                async with pool.acquire() as connection:
+                    await connection.fetchval("SELECT 1")
+            edge.database_ok = True
+        except Exception:
+            edge.database_ok = False
 
-    probe_task = asyncio.create_task(probe(), name="edge-db-probe")
+    probe_task = asyncio.create_task(
+        tasks.every(probe_stop, settings.health_probe_interval_seconds, probe, "edge-db-probe"),
+        name="edge-db-probe",
+    )
     logger.info("serving", extra={"port": port})
     return RunningEdge(
         edge,
