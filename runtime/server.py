@@ -37,8 +37,6 @@ SettingsT = TypeVar("SettingsT", bound=settings.ServiceSettings)
 _POOL_CLOSE_SECONDS = 5.0
 # Seconds a service's own stop (its workers, its channels) may take; past it, it is cancelled.
 _SERVICE_STOP_SECONDS = 15.0
-# Seconds the gRPC server's stop may run past its grace before it is abandoned.
-_STOP_STEP_SECONDS = 5.0
 # Seconds past the delay and the grace after which a stuck shutdown ends the process: the
 # workers' stop and the pool's close come after the grace.
 _STOP_MARGIN_SECONDS = 15.0
@@ -107,7 +105,7 @@ class RunningService:
             await asyncio.sleep(self._settings.shutdown_delay_seconds)
         grace = grace if grace is not None else self._settings.shutdown_grace_seconds
         # grpc.aio's stop can hang after a call was cancelled mid-flight (grpc/grpc#28999).
-        await tasks.bounded(self.server.stop(grace), grace + _STOP_STEP_SECONDS, "grpc server")
+        await tasks.bounded(self.server.stop(grace), grace + tasks.STOP_STEP_SECONDS, "grpc server")
         # A service that finishes work in flight as it stops (the notifier's deliveries) says
         # how long that may take with its shutdown deadline.
         service_stop = max(_SERVICE_STOP_SECONDS, self._settings.shutdown_deadline_seconds)
@@ -179,7 +177,7 @@ async def start(service: Service, config: settings.ServiceSettings) -> RunningSe
         await server.start()
     except BaseException:
         # A start that fails half-way leaves no worker, server or connection behind.
-        await tasks.bounded(server.stop(0), _STOP_STEP_SECONDS, "grpc server")
+        await tasks.bounded(server.stop(0), tasks.STOP_STEP_SECONDS, "grpc server")
         await tasks.bounded(service.stop(), _SERVICE_STOP_SECONDS, service.name)
         pool.terminate()
         raise
