@@ -4,8 +4,6 @@ JSON error body, never a 5xx; a refused request changes no table; nothing moves 
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 from typing import Any
 
@@ -22,6 +20,7 @@ from tests.security.conftest import (
     System,
     user_hash,
 )
+from whatsapp_emulator import signing
 
 # One test covers every endpoint, so it gets more examples than one RPC does.
 FUZZ_HTTP = FUZZ_EXAMPLES * 5
@@ -211,8 +210,7 @@ async def test_json_nested_too_deep_is_a_400_not_a_500(system: System, path: str
     # Found by the fuzzer: the parser's RecursionError escaped as a 500.
     headers = {"Content-Type": "application/json", **system.visitor_headers("alice")}
     if path == "/api/whatsapp/webhook":
-        digest = hmac.new(WHATSAPP_APP_SECRET.encode(), DEEP_JSON, hashlib.sha256).hexdigest()
-        headers["X-Hub-Signature-256"] = f"sha256={digest}"
+        headers[signing.HEADER] = signing.sign(DEEP_JSON, WHATSAPP_APP_SECRET)
     before = await system.snapshot()
     async with system.http.post(
         f"{system.edge_url}{path}", data=DEEP_JSON, headers=headers
