@@ -128,6 +128,10 @@ class NotFound(Exception):
     """The object named does not exist for this customer."""
 
 
+class ConversationNotOwned(Exception):
+    """The conversation belongs to another contact: the turn is refused, nothing stored."""
+
+
 class NotLinked(Exception):
     """The contact has no Stripe customer (none matched its email)."""
 
@@ -178,15 +182,29 @@ class Engine:
     # ----- the turn -----
 
     async def handle(self, request: Request) -> Reply:
-        """Answers one message: stores the redacted text, verifies, dispatches, stores the reply."""
+        """Answers one message: verifies, claims the conversation, stores the redacted text,
+        dispatches, stores the reply.
+
+        Verification comes first: a conversation belongs to the first verified contact that
+        writes in it, and a turn from anyone else (another contact, or an unverified visitor
+        once it has an owner) is refused before anything is stored or any proposal touched.
+        """
         text = redaction.redact(request.text)
         now = datetime.now(UTC)
         zone = self._settings.workspace_timezone
         parsed = request.parsed or intents.parse(text, now.astimezone(ZoneInfo(zone)))
-        async with self._pool.acquire() as connection:
-            await storage.touch_conversation(
-                connection, request.workspace_id, request.conversation_id, request.channel, ""
+        verified = await self._verify(request)
+        contact_id = verified[0].contact_id if verified is not None else ""
+        async with self._pool.acquire() as connection, connection.transaction():
+            owner = await storage.claim_conversation(
+                connection,
+                request.workspace_id,
+                request.conversation_id,
+                request.channel,
+                contact_id,
             )
+            if owner and owner != contact_id:
+                raise ConversationNotOwned(request.conversation_id)
             await storage.append_message(
                 connection,
                 request.workspace_id,
@@ -194,6 +212,7 @@ class Engine:
                 "visitor",
                 text,
                 parsed.intent.value,
+                verified=verified is not None,
             )
         verified = await self._verify(request)
         if verified is None:
@@ -1437,7 +1456,7 @@ class Engine:
             lines = await storage.recent_messages(
                 connection, request.workspace_id, request.conversation_id
             )
-        return "\n".join(f"{line.author}: {line.text}" for line in lines)
+        return "\n".join(_transcript_line(line) for line in lines)
 
     async def _subscription_summary(self, context: Context) -> str:
         try:
@@ -1457,6 +1476,14 @@ class Engine:
             f"{_status_word(sub.status)}, "
             f"subscription {sub.subscription_id}, customer {context.contact.stripe_customer_id}"
         )
+
+
+def _transcript_line(line: storage.TranscriptLine) -> str:
+    # An agent must never read an unproven visitor's words as the customer's.
+    author = line.author
+    if author == "visitor" and not line.verified:
+        author = "visitor (unverified)"
+    return f"{author}: {line.text}"
 
 
 def _confirmation_reply(text: str, proposal_id: str) -> Reply:

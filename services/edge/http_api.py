@@ -30,7 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from askvault.billing.v1 import billing_pb2 as bpb
 from askvault.notifier.v1 import notifier_pb2 as npb
 from edge import storage, tools
-from edge.conversation import Engine, Reply, Request, VisitorIdentity
+from edge.conversation import ConversationNotOwned, Engine, Reply, Request, VisitorIdentity
 from edge.peers import Peers, error_reason, is_unavailable
 from edge.ratelimit import RateLimiter
 from edge.settings import EdgeSettings
@@ -235,6 +235,12 @@ class Edge:
             span.set_attribute("askvault.channel", request.channel)
             try:
                 reply = await self.engine.handle(request)
+            except ConversationNotOwned:
+                return error(
+                    403,
+                    "CONVERSATION_NOT_OWNED",
+                    "this conversation belongs to another visitor; start a new conversation",
+                )
             except UNAVAILABLE_ERRORS as failure:
                 # The edge's own database (conversation state) is unreachable: nothing was
                 # decided or moved, and the client may retry.
