@@ -27,10 +27,10 @@ from askvault.policy.v1 import policy_pb2 as ppb
 from edge import storage
 from edge.domain import formatting, intents, proposals, redaction
 from edge.domain.intents import Intent, Parsed, Period
-from edge.domain.proposals import ProposalKind, ProposalState
+from edge.domain.proposals import ProposalKind, ProposalState, Quote
 from edge.peers import Peers, error_reason, is_unavailable
 from edge.settings import EdgeSettings
-from runtime import ids
+from runtime import ids, quotes
 from runtime.secretbox import SecretBox
 
 logger = logging.getLogger(__name__)
@@ -66,6 +66,16 @@ class VisitorIdentity:
 
 
 @dataclass(frozen=True)
+class QuoteAnswer:
+    """The person's answer to one quote, posted by the chat UI with the visitor's own proof
+    (``POST /v1/confirmations``)."""
+
+    quote_id: str
+    terms_hash: str
+    confirm: bool
+
+
+@dataclass(frozen=True)
 class Request:
     """One message to answer, from the chat, a tool call or WhatsApp."""
 
@@ -76,8 +86,8 @@ class Request:
     channel: str = "chat"
     # Set by tools: the parsed request, instead of parsing text.
     parsed: Parsed | None = None
-    # Set by tools: the proposal a confirmation is meant for.
-    confirmation_id: str = ""
+    # Set by the confirm endpoint: the person's own answer to one quote.
+    quote_answer: QuoteAnswer | None = None
 
 
 @dataclass
@@ -167,6 +177,26 @@ def _dt(stamp: timestamp_pb2.Timestamp) -> datetime:
 
 def _money(value: cpb.Money) -> str:
     return formatting.money(value.amount_minor, value.currency)
+
+
+# The channels on which a typed "yes" is the person's own: their chat and their WhatsApp.
+# A tool call is a model's, never the person's.
+_YES_CHANNELS = {
+    "chat": ppb.CONFIRMATION_CHANNEL_CHAT_TURN,
+    "whatsapp": ppb.CONFIRMATION_CHANNEL_WHATSAPP_REPLY,
+}
+# The proposal a money tool makes, so that its retry after the person confirmed on the
+# confirmation page runs that proposal.
+_KIND_OF_INTENT = {
+    Intent.REFUND: ProposalKind.REFUND,
+    Intent.DUPLICATE_CHARGE: ProposalKind.REFUND,
+    Intent.CHANGE_PLAN: ProposalKind.CHANGE_PLAN,
+    Intent.CANCEL: ProposalKind.CANCEL,
+    Intent.PAUSE: ProposalKind.PAUSE,
+    Intent.RETRY_PAYMENT: ProposalKind.RETRY_PAYMENT,
+}
+# Stored with a proposal confirmed on the confirmation page.
+PAGE_CHANNEL = "mcp_elicitation"
 
 
 class Engine:
@@ -372,10 +402,28 @@ class Engine:
 
     async def _dispatch(self, context: Context, parsed: Parsed, text: str) -> Reply:
         intent = parsed.intent
-        if context.request.confirmation_id or intent is Intent.YES:
-            return await self._confirm(context)
+        request = context.request
+        if request.quote_answer is not None:
+            answer = request.quote_answer
+            if not answer.confirm:
+                return await self._decline(context, answer.quote_id)
+            return await self._confirm(
+                context,
+                ppb.CONFIRMATION_CHANNEL_CONFIRM_ENDPOINT,
+                proposal_id=answer.quote_id,
+                terms_hash=answer.terms_hash,
+            )
+        if intent is Intent.YES:
+            channel = _YES_CHANNELS.get(request.channel)
+            if channel is None:
+                return Reply("Only the customer can confirm, in their own chat.", status="denied")
+            return await self._confirm(context, channel)
         if intent is Intent.NO:
             return await self._decline(context)
+        if request.channel == "tools" and intent in _KIND_OF_INTENT:
+            confirmed_on_page = await self._confirmed_on_page(context, _KIND_OF_INTENT[intent])
+            if confirmed_on_page is not None:
+                return confirmed_on_page
         if intent in (Intent.STATUS, Intent.RENEWAL, Intent.NEXT_INVOICE, Intent.CURRENT_PLAN):
             return await self._status(context, intent)
         if intent is Intent.INVOICES:
@@ -536,19 +584,23 @@ class Engine:
                 Action("link", f"Invoice {self._short(context, invoice.created_at)}", {"url": link})
             )
         lines.append("Want me to email them to you as one bundle?")
-        proposal_id = await self._store_proposal(
+        quote = await self._store_proposal(
             context,
             ProposalKind.EMAIL_INVOICES,
             {"period": period.label, "invoices": [_invoice_json(i) for i in invoices]},
             f"email your invoices for {period.label}",
         )
         actions.append(
-            Action("confirm", "Email them to me", {"text": "yes", "proposal_id": proposal_id})
+            Action(
+                "confirm",
+                "Email them to me",
+                {"text": "yes", "quote_id": quote.quote_id, "terms_hash": quote.terms_hash},
+            )
         )
         return Reply(
             "\n".join(lines),
             actions=actions,
-            data={"invoices": [_invoice_json(i) for i in invoices], "confirmation_id": proposal_id},
+            data={"invoices": [_invoice_json(i) for i in invoices], "quote": quote.as_json()},
         )
 
     def _default_period(self, context: Context) -> Period:
@@ -834,7 +886,7 @@ class Engine:
         )
 
     async def _propose_subscription_action(self, context: Context, kind: ProposalKind) -> Reply:
-        """Cancel and pause: the bot always asks first, then policy decides on the "yes"."""
+        """Cancel and pause: policy is asked first, then the person confirms the quote."""
         answer = await self._subscription(context)
         if (
             not answer.HasField("subscription")
@@ -854,10 +906,16 @@ class Engine:
             )
         else:
             text = f"I can pause payments on your {sub.plan.name} subscription until you resume."
-        proposal_id = await self._store_proposal(
-            context, kind, {"subscription_id": sub.subscription_id, "plan": sub.plan.name}, text
+        short = (
+            "cancel your subscription" if kind is ProposalKind.CANCEL else "pause your subscription"
         )
-        return _confirmation_reply(text, proposal_id)
+        return await self._ask_policy(
+            context,
+            kind,
+            {"subscription_id": sub.subscription_id, "plan": sub.plan.name},
+            text,
+            short,
+        )
 
     async def _retry(self, context: Context, invoice_id: str) -> Reply:
         answer = await self._subscription(context)
@@ -1028,7 +1086,7 @@ class Engine:
         context: Context,
         kind: ProposalKind,
         details: Mapping[str, Any],
-        confirmed: bool,
+        confirmation: ppb.Confirmation | None,
         key: str,
         note: str,
     ) -> ppb.AuthorizeResponse:
@@ -1045,7 +1103,8 @@ class Engine:
                 identity_assertion=context.assertion,
                 action=action,
                 details=details_pb,
-                confirmed=confirmed,
+                confirmed=confirmation is not None,
+                confirmation=confirmation,
                 context=escalation_context,
                 idempotency_key=key,
             ),
@@ -1061,7 +1120,8 @@ class Engine:
         text: str,
         short: str,
     ) -> Reply:
-        """Asks policy before asking the visitor, so a refusal is explained at once."""
+        """Asks policy before asking the visitor, so a refusal is explained at once; what
+        policy would allow is still only quoted: it runs when the person confirms it."""
         proposal_id = ids.new_id("prop")
         # What is refused on a later "yes" is named the same way ("refund $49").
         details["short"] = short
@@ -1069,22 +1129,13 @@ class Engine:
             context,
             kind,
             details,
-            False,
+            None,
             proposals.key(proposal_id, "ask"),
             f"The visitor asked to {short}.",
         )
-        if decision.decision == ppb.DECISION_NEEDS_CONFIRMATION:
-            await self._store_proposal(context, kind, details, text, proposal_id)
-            return _confirmation_reply(text, proposal_id)
-        if decision.decision == ppb.DECISION_ALLOW:
-            await self._store_proposal(context, kind, details, text, proposal_id)
-            async with self._pool.acquire() as connection, connection.transaction():
-                proposal = await storage.newest_proposal(
-                    connection, context.workspace_id, context.conversation_id
-                )
-                assert proposal is not None
-                await storage.set_proposal_state(connection, proposal, ProposalState.CONFIRMING)
-            return await self._execute(context, proposal, decision.grant)
+        if decision.decision in (ppb.DECISION_NEEDS_CONFIRMATION, ppb.DECISION_ALLOW):
+            quote = await self._store_proposal(context, kind, details, text, proposal_id)
+            return _confirmation_reply(quote, context.conversation_id)
         return await self._refused(context, decision, short)
 
     async def _store_proposal(
@@ -1094,8 +1145,25 @@ class Engine:
         details: dict[str, Any],
         summary: str,
         proposal_id: str = "",
-    ) -> str:
+    ) -> Quote:
+        """Stores the offer with its quote: a money action's terms are hashed exactly as
+        policy will check them when the person confirms."""
         proposal_id = proposal_id or ids.new_id("prop")
+        # Whole seconds: the quote's expiry is hashed (and shown) at that precision.
+        expires_at = (context.now + timedelta(seconds=self._settings.proposal_ttl_seconds)).replace(
+            microsecond=0
+        )
+        terms_hash = ""
+        if kind in proposals.MONEY_KINDS:
+            action, details_pb = self._details_pb(context, kind, details)
+            terms_hash = quotes.terms_hash(
+                workspace_id=context.workspace_id,
+                contact_id=context.contact.contact_id,
+                action=action,
+                details=details_pb.SerializeToString(deterministic=True),
+                summary=summary,
+                expires_at=expires_at,
+            )
         async with self._pool.acquire() as connection:
             await storage.add_proposal(
                 connection,
@@ -1106,25 +1174,61 @@ class Engine:
                 kind=kind,
                 details=details,
                 summary=summary,
-                expires_at=context.now + timedelta(seconds=self._settings.proposal_ttl_seconds),
+                expires_at=expires_at,
+                terms_hash=terms_hash,
             )
-        return proposal_id
+        return Quote(proposal_id, summary, expires_at, terms_hash)
 
-    async def _confirm(self, context: Context) -> Reply:
-        """A "yes": confirms only the newest proposal to this visitor in this conversation."""
-        async with self._pool.acquire() as connection, connection.transaction():
+    async def _confirmed_on_page(self, context: Context, kind: ProposalKind) -> Reply | None:
+        """A tool call after the person confirmed its quote on the confirmation page runs
+        that quote (the page itself holds no proof to act with); None when there is none."""
+        async with self._pool.acquire() as connection:
             proposal = await storage.newest_proposal(
                 connection, context.workspace_id, context.conversation_id
             )
+        if (
+            proposal is None
+            or proposal.kind is not kind
+            or proposal.person_confirmed_at is None
+            or proposals.confirmable(proposal, context.contact.contact_id, datetime.now(UTC))
+            is not None
+        ):
+            return None
+        return await self._confirm(
+            context,
+            ppb.CONFIRMATION_CHANNEL_MCP_ELICITATION,
+            proposal_id=proposal.proposal_id,
+            terms_hash=proposal.terms_hash,
+        )
+
+    async def _confirm(
+        self,
+        context: Context,
+        channel: ppb.ConfirmationChannel.ValueType,
+        *,
+        proposal_id: str = "",
+        terms_hash: str = "",
+    ) -> Reply:
+        """The person's confirmation: a typed "yes" confirms the newest proposal to this
+        visitor in this conversation; the confirm endpoint and the confirmation page name
+        the quote (and its terms) they confirm."""
+        async with self._pool.acquire() as connection, connection.transaction():
+            if proposal_id:
+                proposal = await storage.proposal_by_id(
+                    connection, context.workspace_id, context.conversation_id, proposal_id
+                )
+            else:
+                proposal = await storage.newest_proposal(
+                    connection, context.workspace_id, context.conversation_id
+                )
             refusal = proposals.confirmable(proposal, context.contact.contact_id, datetime.now(UTC))
-            wanted = context.request.confirmation_id
             if (
                 refusal is None
                 and proposal is not None
-                and wanted
-                and wanted != proposal.proposal_id
+                and terms_hash
+                and terms_hash != proposal.terms_hash
             ):
-                refusal = proposals.Refusal.NOTHING_PENDING
+                refusal = proposals.Refusal.TERMS_CHANGED
             if refusal is None and proposal is not None:
                 await storage.set_proposal_state(connection, proposal, ProposalState.CONFIRMING)
         if refusal is proposals.Refusal.EXPIRED:
@@ -1150,7 +1254,16 @@ class Engine:
             context,
             proposal.kind,
             proposal.details,
-            True,
+            ppb.Confirmation(
+                quote=ppb.Quote(
+                    quote_id=proposal.proposal_id,
+                    summary=proposal.summary,
+                    expires_at=_timestamp(proposal.expires_at),
+                    terms_hash=proposal.terms_hash,
+                ),
+                channel=channel,
+                confirmed_at=_timestamp(datetime.now(UTC)),
+            ),
             proposals.key(proposal.proposal_id, "confirm"),
             f"The visitor confirmed: {proposal.summary}",
         )
@@ -1175,11 +1288,16 @@ class Engine:
         async with self._pool.acquire() as connection:
             await storage.set_proposal_state(connection, proposal, state, result)
 
-    async def _decline(self, context: Context) -> Reply:
+    async def _decline(self, context: Context, proposal_id: str = "") -> Reply:
         async with self._pool.acquire() as connection, connection.transaction():
-            proposal = await storage.newest_proposal(
-                connection, context.workspace_id, context.conversation_id
-            )
+            if proposal_id:
+                proposal = await storage.proposal_by_id(
+                    connection, context.workspace_id, context.conversation_id, proposal_id
+                )
+            else:
+                proposal = await storage.newest_proposal(
+                    connection, context.workspace_id, context.conversation_id
+                )
             if (
                 proposal is not None
                 and proposal.state is ProposalState.PENDING
@@ -1486,14 +1604,17 @@ def _transcript_line(line: storage.TranscriptLine) -> str:
     return f"{author}: {line.text}"
 
 
-def _confirmation_reply(text: str, proposal_id: str) -> Reply:
+def _confirmation_reply(quote: Quote, conversation_id: str) -> Reply:
+    # The buttons are the chat UI's: "text" for a typed answer, or the quote for
+    # POST /v1/confirmations with the visitor's own proof.
+    answer = {"quote_id": quote.quote_id, "terms_hash": quote.terms_hash}
     return Reply(
-        f"{text} Shall I go ahead?",
+        f"{quote.summary} Shall I go ahead?",
         actions=[
-            Action("confirm", "Yes, go ahead", {"text": "yes", "proposal_id": proposal_id}),
-            Action("cancel", "No", {"text": "no", "proposal_id": proposal_id}),
+            Action("confirm", "Yes, go ahead", {"text": "yes", **answer}),
+            Action("cancel", "No", {"text": "no", **answer}),
         ],
-        data={"confirmation_id": proposal_id},
+        data={"quote": quote.as_json(), "conversation_id": conversation_id},
         status="needs_confirmation",
     )
 

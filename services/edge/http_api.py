@@ -59,6 +59,29 @@ _INTENTS = prometheus_client.Counter(
     registry=_REGISTRY,
 )
 _ID = re.compile(r"^[A-Za-z0-9_.:@+-]{1,128}$")
+# What workspace, conversation and quote ids look like.
+ID_PATTERN = _ID
+
+
+def visitor_from_json(visitor: Any, fields: dict[str, str]) -> VisitorIdentity | None:
+    """The visitor object of a chat turn or a confirmation; problems go into ``fields``."""
+    if not isinstance(visitor, dict):
+        fields["visitor"] = "must be an object"
+        return None
+    for name in ("user_id", "email", "user_hash", "token"):
+        value = visitor.get(name, "")
+        if not isinstance(value, str) or len(value) > 4096:
+            fields[f"visitor.{name}"] = "must be a string"
+    if visitor.get("user_hash") and visitor.get("token"):
+        fields["visitor"] = "give user_hash or token, not both"
+    if fields:
+        return None
+    return VisitorIdentity(
+        user_id=str(visitor.get("user_id", "")),
+        email=str(visitor.get("email", "")),
+        user_hash=str(visitor.get("user_hash", "")),
+        token=str(visitor.get("token", "")),
+    )
 
 
 def error(
@@ -260,6 +283,19 @@ class Edge:
         _INTENTS.labels(reply.intent, reply.status).inc()
         return reply
 
+    # The same, for the handlers of other modules (confirmations).
+    def address_allowed(self, request: HttpRequest) -> bool:
+        """Whether the client's address is within its request budget."""
+        return self._address_allowed(request)
+
+    async def json_body(self, request: HttpRequest) -> dict[str, Any] | JSONResponse:
+        """The request's JSON object, or the 4xx answer for a body that is not one."""
+        return await self._json(request)
+
+    async def answer(self, request: Request) -> Reply | JSONResponse:
+        """One turn through the engine, limited and traced like a chat turn."""
+        return await self._answer(request)
+
     # ----- chat -----
 
     async def chat_turn(self, request: HttpRequest) -> Response:
@@ -281,27 +317,14 @@ class Edge:
             fields["text"] = "required"
         elif len(text) > self.settings.max_text_chars:
             fields["text"] = f"at most {self.settings.max_text_chars} characters"
-        if not isinstance(visitor, dict):
-            fields["visitor"] = "must be an object"
-            visitor = {}
-        for name in ("user_id", "email", "user_hash", "token"):
-            value = visitor.get(name, "")
-            if not isinstance(value, str) or len(value) > 4096:
-                fields[f"visitor.{name}"] = "must be a string"
-        if visitor.get("user_hash") and visitor.get("token"):
-            fields["visitor"] = "give user_hash or token, not both"
-        if fields:
+        identity = visitor_from_json(visitor, fields)
+        if fields or identity is None:
             return error(400, "INVALID_ARGUMENT", "invalid chat turn", fields)
         answer = await self._answer(
             Request(
                 workspace_id=str(workspace_id),
                 conversation_id=str(conversation_id),
-                visitor=VisitorIdentity(
-                    user_id=str(visitor.get("user_id", "")),
-                    email=str(visitor.get("email", "")),
-                    user_hash=str(visitor.get("user_hash", "")),
-                    token=str(visitor.get("token", "")),
-                ),
+                visitor=identity,
                 text=str(text),
             )
         )
@@ -368,7 +391,7 @@ class Edge:
         workspace_id, conversation_id, visitor = who
         now = datetime.now(UTC).astimezone(ZoneInfo(self.settings.workspace_timezone))
         try:
-            parsed, confirmation_id = tools.to_parsed(tool, arguments, now)
+            parsed = tools.to_parsed(tool, arguments, now)
         except tools.ToolArgumentError as problem:
             return error(400, "INVALID_ARGUMENT", "invalid tool arguments", problem.fields)
         note = str(arguments.get("note", ""))
@@ -380,7 +403,6 @@ class Edge:
                 text=f"[tool {tool.name}] {note}".strip(),
                 channel="tools",
                 parsed=parsed,
-                confirmation_id=confirmation_id,
             )
         )
         if isinstance(answer, JSONResponse):
@@ -395,7 +417,12 @@ class Edge:
         if answer.escalation_id:
             result["escalation_id"] = answer.escalation_id
         if answer.status == "needs_confirmation":
-            result["confirmation_id"] = answer.data.get("confirmation_id", "")
+            # Said to the model in words as well: it relays the quote, the person confirms.
+            result["next_step"] = (
+                "Tell the customer these terms. Only the customer can confirm them: in their "
+                "own chat (typing yes or pressing the confirm button) or on the confirmation "
+                "page their assistant app opens. Calling this tool again does not confirm."
+            )
         return result
 
     # ----- webhooks -----
@@ -627,9 +654,12 @@ async def _http_error(request: HttpRequest, exc: Exception) -> Response:
     return error(exc.status_code, codes.get(exc.status_code, "BAD_REQUEST"), str(exc.detail))
 
 
-def build_app(edge: Edge, mcp_app: ASGIApp | None) -> ASGIApp:
+def build_app(
+    edge: Edge, mcp_app: ASGIApp | None, more_routes: list[Route] | None = None
+) -> ASGIApp:
     """The ASGI application."""
     routes: list[Route | Mount] = [
+        *[Route(r.path, _timed(r.path, r.endpoint), methods=r.methods) for r in more_routes or []],
         Route("/v1/chat/turns", _timed("/v1/chat/turns", edge.chat_turn), methods=["POST"]),
         Route("/v1/tools", _timed("/v1/tools", edge.list_tools), methods=["GET"]),
         Route(

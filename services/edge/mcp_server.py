@@ -2,6 +2,13 @@
 
 The visitor's identity comes from the HTTP request's headers, exactly as for
 ``POST /v1/tools/{name}``; nothing a model puts in the arguments can name the visitor.
+
+A money tool only quotes. When the MCP client declares URL-mode elicitation, the quote comes
+back as a URL elicitation (error -32042, which needs no back-channel, so sessions stay
+stateless): the client shows the person the edge's confirmation page, the person confirms
+there, and the client retries the call, which then runs exactly the confirmed quote. The
+model sees only the outcome. Other clients get the quote and relay it; the person confirms in
+their own chat.
 """
 
 from __future__ import annotations
@@ -12,13 +19,32 @@ from typing import Any
 import mcp_types as types
 from mcp.server import Server, ServerRequestContext
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
+from mcp.shared.exceptions import UrlElicitationRequiredError
 from starlette.responses import JSONResponse
 
 from edge import tools
+from edge.confirmations import Confirmations
 from edge.http_api import Edge
 
 
-def build(edge: Edge) -> tuple[StreamableHTTPSessionManager, StreamableHTTPASGIApp]:
+def _supports_url_elicitation(ctx: ServerRequestContext[Any]) -> bool:
+    capabilities = ctx.session.client_capabilities
+    elicitation = capabilities.elicitation if capabilities is not None else None
+    return elicitation is not None and elicitation.url is not None
+
+
+def _base_url(edge: Edge, ctx: ServerRequestContext[Any]) -> str:
+    """Where the person's browser reaches the edge: the configured public address, else the
+    address this request came to."""
+    if edge.settings.public_url:
+        return edge.settings.public_url.rstrip("/")
+    base = getattr(ctx.request, "base_url", None)
+    return str(base).rstrip("/") if base is not None else ""
+
+
+def build(
+    edge: Edge, confirmations: Confirmations
+) -> tuple[StreamableHTTPSessionManager, StreamableHTTPASGIApp]:
     """The session manager (run it for the server's lifetime) and its ASGI app."""
 
     async def list_tools(
@@ -51,6 +77,30 @@ def build(edge: Edge) -> tuple[StreamableHTTPSessionManager, StreamableHTTPASGIA
                 structured_content=body,
                 is_error=True,
             )
+        quote = result.get("data", {}).get("quote")
+        if (
+            result["status"] == "needs_confirmation"
+            and quote
+            and quote.get("terms_hash")
+            and _supports_url_elicitation(ctx)
+        ):
+            token = await confirmations.open_page(
+                headers.get("x-askvault-workspace", ""),
+                str(result["data"].get("conversation_id", "")),
+                str(quote["quote_id"]),
+            )
+            if token:
+                raise UrlElicitationRequiredError(
+                    [
+                        types.ElicitRequestURLParams(
+                            message=f"Please confirm: {quote['summary']}",
+                            url=f"{_base_url(edge, ctx)}/v1/confirm/{token}",
+                            elicitation_id=str(quote["quote_id"]),
+                        )
+                    ],
+                    "The customer must confirm this on the confirmation page; call the tool "
+                    "again once they have.",
+                )
         return types.CallToolResult(
             content=[types.TextContent(type="text", text=result["message"])],
             structured_content=result,
@@ -59,7 +109,10 @@ def build(edge: Edge) -> tuple[StreamableHTTPSessionManager, StreamableHTTPASGIA
     server: Server[Any] = Server(
         "askvault-billing",
         version="1",
-        instructions="Billing tools for the verified visitor named by the request headers.",
+        instructions=(
+            "Billing tools for the verified visitor named by the request headers. Tools that "
+            "move money only quote: the customer confirms the quote themselves, never you."
+        ),
         on_list_tools=list_tools,
         on_call_tool=call_tool,
     )

@@ -38,6 +38,12 @@ FOR UPDATE;
 -- name: proposal_by_confirm_token
 SELECT * FROM proposals WHERE confirm_token_sha256 = $1 FOR UPDATE;
 
+-- name: set_confirm_token
+UPDATE proposals SET confirm_token_sha256 = $4
+WHERE workspace_id = $1 AND conversation_id = $2 AND proposal_id = $3
+  AND state = 'pending' AND terms_hash <> '' AND expires_at > now()
+RETURNING proposal_id;
+
 -- name: mark_person_confirmed
 UPDATE proposals SET person_confirmed_at = coalesce(person_confirmed_at, now()),
                      person_confirmed_channel = $4

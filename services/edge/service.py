@@ -15,6 +15,7 @@ import uvicorn
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from edge import mcp_server
+from edge.confirmations import Confirmations
 from edge.conversation import Engine
 from edge.http_api import Edge, build_app
 from edge.peers import Peers
@@ -101,7 +102,8 @@ async def start(settings: EdgeSettings) -> RunningEdge:
     )
     peers = Peers(settings)
     edge = Edge(settings, Engine(settings, pool, peers), peers, pool)
-    manager, mcp_app = mcp_server.build(edge)
+    confirmations = Confirmations(edge)
+    manager, mcp_app = mcp_server.build(edge, confirmations)
     # The manager's task group must be entered and left by one task: it gets its own.
     mcp_stop = asyncio.Event()
     mcp_started = asyncio.Event()
@@ -120,7 +122,7 @@ async def start(settings: EdgeSettings) -> RunningEdge:
         await pool.close()
         await mcp_task  # raises the manager's error
         raise RuntimeError("the MCP session manager stopped at start")
-    app = _Lifespanless(build_app(edge, mcp_app))
+    app = _Lifespanless(build_app(edge, mcp_app, confirmations.routes()))
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((settings.http_host, settings.http_port))

@@ -50,3 +50,6 @@ class EdgeSettings(ServiceSettings):
     secrets_encryption_keys: SecretStr = SecretStr("")
     # Where the customer returns after updating their card.
     card_update_return_url: str = "https://example.com/billing"
+    # The address people's browsers reach the edge at (the confirmation page's links, e.g.
+    # "https://billing-bot.example.com"); empty uses the address each request came to.
+    public_url: str = ""

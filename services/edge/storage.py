@@ -154,6 +154,20 @@ async def proposal_by_confirm_token(connection: Connection, token_sha256: bytes)
     return _proposal(row) if row is not None else None
 
 
+async def set_confirm_token(
+    connection: Connection,
+    workspace_id: str,
+    conversation_id: str,
+    proposal_id: str,
+    token_sha256: bytes,
+) -> bool:
+    """Gives a pending money proposal a confirmation page token; False when there is none."""
+    found = await connection.fetchval(
+        queries.set_confirm_token, workspace_id, conversation_id, proposal_id, token_sha256
+    )
+    return found is not None
+
+
 async def mark_person_confirmed(connection: Connection, proposal: Proposal, channel: str) -> None:
     """Records that the person confirmed the proposal on ``channel`` (the first time counts)."""
     await connection.execute(

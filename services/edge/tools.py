@@ -1,6 +1,14 @@
 """The skill as tools a language model can call: JSON-Schema definitions, and the mapping of
 a tool call to the same request a chat turn makes (identity from the request, never from
-arguments; policy and confirmation exactly as in chat)."""
+arguments; policy exactly as in chat).
+
+A tool proposes; it never confirms. A money action called as a tool answers
+``needs_confirmation`` with a quote (what will happen, amounts, the hash of those terms, when
+the offer expires), and runs only when the person confirms it themselves: a "yes" typed in
+their own chat, the chat UI's confirm button (``POST /v1/confirmations`` with the visitor's
+own proof), or the confirmation page an MCP client opens for them (URL elicitation). No
+argument and no sequence of tool calls stands in for that.
+"""
 
 from __future__ import annotations
 
@@ -10,13 +18,17 @@ from typing import Any
 
 from edge.domain.intents import Intent, MoneyAmount, Parsed, Period
 
-_CONFIRMATION = {
-    "confirmation_id": {
-        "type": "string",
-        "description": "Set only after the customer said yes to the action this tool proposed "
-        "(the confirmation_id of the first call's result).",
-    }
-}
+# Appended to the description of every tool that moves money.
+_NEEDS_THE_PERSON = (
+    " Moves money only after the customer confirms the returned quote themselves (in their "
+    "chat or on the confirmation page); you cannot confirm for them. Tell the customer what "
+    "the quote says and that they need to confirm it."
+)
+# What a tool answers when called with the retired confirmation argument.
+CONFIRMATION_REFUSED = (
+    "tools cannot confirm: the customer confirms the quote in their own chat or on the "
+    "confirmation page"
+)
 
 
 @dataclass(frozen=True)
@@ -63,14 +75,15 @@ TOOLS: dict[str, Tool] = {
         ),
         Tool(
             "find_duplicate_charges",
-            "Looks for a payment taken twice and offers to refund the duplicate.",
-            dict(_CONFIRMATION),
+            "Looks for a payment taken twice and offers to refund the duplicate."
+            + _NEEDS_THE_PERSON,
+            {},
             Intent.DUPLICATE_CHARGE,
         ),
         Tool(
             "request_refund",
-            "Refunds one of the customer's charges (the latest when none is named), within "
-            "the workspace's policy; needs the customer's confirmation.",
+            "Quotes a refund of one of the customer's charges (the latest when none is named), "
+            "within the workspace's policy." + _NEEDS_THE_PERSON,
             {
                 "charge_id": {"type": "string", "description": "A charge id (ch_...)."},
                 "amount": {
@@ -78,7 +91,6 @@ TOOLS: dict[str, Tool] = {
                     "exclusiveMinimum": 0,
                     "description": "Amount in major units; the whole charge when omitted.",
                 },
-                **_CONFIRMATION,
             },
             Intent.REFUND,
         ),
@@ -93,31 +105,29 @@ TOOLS: dict[str, Tool] = {
         ),
         Tool(
             "change_plan",
-            "Moves the subscription to a plan; needs the customer's confirmation.",
-            {"plan": {"type": "string", "description": "Plan name, e.g. Growth."}, **_CONFIRMATION},
+            "Quotes moving the subscription to a plan." + _NEEDS_THE_PERSON,
+            {"plan": {"type": "string", "description": "Plan name, e.g. Growth."}},
             Intent.CHANGE_PLAN,
             ("plan",),
         ),
         Tool(
             "cancel_subscription",
-            "Cancels after a grace period in which it can be undone; needs confirmation.",
-            dict(_CONFIRMATION),
+            "Quotes a cancellation after a grace period in which it can be undone."
+            + _NEEDS_THE_PERSON,
+            {},
             Intent.CANCEL,
         ),
         Tool("undo_cancellation", "Voids a scheduled cancellation.", {}, Intent.UNDO),
         Tool(
             "pause_subscription",
-            "Pauses payment collection; needs confirmation.",
-            dict(_CONFIRMATION),
+            "Quotes pausing payment collection." + _NEEDS_THE_PERSON,
+            {},
             Intent.PAUSE,
         ),
         Tool(
             "retry_payment",
-            "Retries the payment of the customer's unpaid invoice.",
-            {
-                "invoice_id": {"type": "string", "description": "An open invoice (in_...)."},
-                **_CONFIRMATION,
-            },
+            "Quotes charging the card again for the customer's unpaid invoice." + _NEEDS_THE_PERSON,
+            {"invoice_id": {"type": "string", "description": "An open invoice (in_...)."}},
             Intent.RETRY_PAYMENT,
         ),
         Tool(
@@ -154,12 +164,15 @@ def _date(value: Any, field: str, problems: dict[str, str], zone: Any) -> dateti
         return None
 
 
-def to_parsed(tool: Tool, arguments: dict[str, Any], now: datetime) -> tuple[Parsed, str]:
-    """(the request a tool call stands for, the confirmation id it carries)."""
+def to_parsed(tool: Tool, arguments: dict[str, Any], now: datetime) -> Parsed:
+    """The request a tool call stands for."""
     problems: dict[str, str] = {}
     unknown = set(arguments) - set(tool.properties)
     for name in sorted(unknown):
         problems[name] = "unknown argument"
+    if "confirmation_id" in arguments:
+        # Earlier versions confirmed with it; say why it no longer does.
+        problems["confirmation_id"] = CONFIRMATION_REFUSED
     for name in tool.required:
         if not isinstance(arguments.get(name), str) or not arguments[name].strip():
             problems[name] = "required"
@@ -204,4 +217,4 @@ def to_parsed(tool: Tool, arguments: dict[str, Any], now: datetime) -> tuple[Par
         invoice_id=str(arguments.get("invoice_id", "")),
         last_charge=not arguments.get("charge_id"),
     )
-    return parsed, str(arguments.get("confirmation_id", ""))
+    return parsed

@@ -24,6 +24,19 @@ class ProposalKind(enum.Enum):
     EMAIL_INVOICES = "email_invoices"
 
 
+# What moves money or charges a card: policy authorizes it, and it runs only on the quote the
+# person confirmed.
+MONEY_KINDS = frozenset(
+    {
+        ProposalKind.REFUND,
+        ProposalKind.CHANGE_PLAN,
+        ProposalKind.CANCEL,
+        ProposalKind.PAUSE,
+        ProposalKind.RETRY_PAYMENT,
+    }
+)
+
+
 class ProposalState(enum.Enum):
     """The life of a proposal."""
 
@@ -55,6 +68,26 @@ class Proposal:
     person_confirmed_channel: str = ""
 
 
+@dataclass(frozen=True)
+class Quote:
+    """The terms a person is asked to confirm: what will happen (``summary``, the sentence
+    shown), until when the offer stands, and the hash policy checks them by."""
+
+    quote_id: str
+    summary: str
+    expires_at: datetime
+    terms_hash: str
+
+    def as_json(self) -> dict[str, str]:
+        """The quote as tool callers and the chat UI receive it."""
+        return {
+            "quote_id": self.quote_id,
+            "summary": self.summary,
+            "expires_at": self.expires_at.isoformat(),
+            "terms_hash": self.terms_hash,
+        }
+
+
 class Refusal(enum.Enum):
     """Why a "yes" confirms nothing."""
 
@@ -62,6 +95,8 @@ class Refusal(enum.Enum):
     EXPIRED = "expired"
     OTHER_VISITOR = "other_visitor"
     ALREADY_ANSWERED = "already_answered"
+    # The confirmation named terms other than the proposal's (a stale or altered quote).
+    TERMS_CHANGED = "terms_changed"
 
 
 def confirmable(proposal: Proposal | None, contact_id: str, now: datetime) -> Refusal | None:
