@@ -399,7 +399,9 @@ async def _reply(
     async with pool.acquire() as connection:
         link = await storage.find_whatsapp_link(connection, workspace_id, number)
     if link is None:
-        logger.info("whatsapp link answer not sent: number not proven", extra={"outcome": outcome})
+        logger.info(
+            "whatsapp link answer not sent: number not proven", extra={"outcome": outcome.value}
+        )
         return
     try:
         await peers.notifier.Send(

@@ -179,7 +179,7 @@ async def test_the_code_from_the_number_links_it(stack: Stack, database_url: str
     await _delivered_to(stack, ALICE_NUMBER, LINKED_TEXT)
     (challenge,) = await _challenges(database_url, ALICE_NUMBER)
     assert challenge["state"] == "proven"
-    # The code never reaches a transcript.
+    # The LINK message is never a chat turn (its code stays out of the transcript).
     lines = await _rows(database_url, "SELECT text FROM edge.messages WHERE text LIKE 'LINK %'")
     assert lines == []
 
