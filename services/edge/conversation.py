@@ -24,7 +24,7 @@ from askvault.common.v1 import common_pb2 as cpb
 from askvault.identity.v1 import identity_pb2 as ipb
 from askvault.notifier.v1 import notifier_pb2 as npb
 from askvault.policy.v1 import policy_pb2 as ppb
-from edge import storage
+from edge import storage, whatsapp_linking
 from edge.domain import formatting, intents, proposals, redaction
 from edge.domain.intents import Intent, Parsed, Period
 from edge.domain.proposals import ProposalKind, ProposalState, Quote
@@ -244,7 +244,6 @@ class Engine:
                 parsed.intent.value,
                 verified=verified is not None,
             )
-        verified = await self._verify(request)
         if verified is None:
             reply = await self._unverified(request, parsed, now)
         else:
@@ -997,53 +996,71 @@ class Engine:
         )
 
     async def _whatsapp_opt_in(self, context: Context, text: str) -> Reply:
+        """Starts linking a WhatsApp number: nothing is linked and no opt-in is recorded until
+        a signed message from that number brings back the code shown here (see
+        edge.whatsapp_linking)."""
         match = _PHONE.search(text)
         visitor = context.request.visitor
         if match is None or self._secret_box is None or not visitor.user_hash:
             return Reply("I can't set up WhatsApp messages from here, sorry.")
         number = "+" + re.sub(r"\D", "", match.group(0))
-        try:
-            await self._peers.notifier.SetChannelConsent(
-                npb.SetChannelConsentRequest(
-                    workspace_id=context.workspace_id,
-                    contact_id=context.contact.contact_id,
-                    consent=npb.ChannelConsent(
-                        channel=npb.CHANNEL_WHATSAPP,
-                        opted_in=True,
-                        source="chat_opt_in",
-                        occurred_at=_timestamp(context.now),
-                        whatsapp_number=number,
-                    ),
-                    idempotency_key=f"edge:wa:{context.contact.contact_id}:{number}",
-                ),
-                timeout=self._peers.timeout(),
-            )
-        except grpc.aio.AioRpcError as error:
-            logger.warning("whatsapp consent not recorded", extra={"code": error.code().name})
-            return Reply("I couldn't record that just now; please try again later.")
-        credential = self._secret_box.seal(
-            visitor.user_hash.encode(), f"{context.workspace_id}/whatsapp/{number}"
+        challenge = await whatsapp_linking.start(
+            self._pool,
+            self._settings,
+            self._secret_box,
+            workspace_id=context.workspace_id,
+            contact_id=context.contact.contact_id,
+            user_id=visitor.user_id,
+            email=visitor.email,
+            user_hash=visitor.user_hash,
+            number=number,
+            now=context.now,
         )
-        async with self._pool.acquire() as connection:
-            await storage.link_whatsapp(
-                connection,
-                storage.WhatsAppLink(
-                    context.workspace_id,
-                    number,
-                    context.contact.contact_id,
-                    visitor.user_id,
-                    visitor.email,
-                    credential,
-                ),
+        if challenge.started is whatsapp_linking.Started.ALREADY_LINKED:
+            return Reply(
+                f"WhatsApp {number} is already linked to your account; billing messages come "
+                "there.",
+                data={"whatsapp_number": number, "linked": True},
             )
-        return Reply(f"Done: billing messages will come to WhatsApp at {number}.")
+        if challenge.started is whatsapp_linking.Started.TOO_MANY:
+            return Reply(
+                "You've asked for several WhatsApp link codes in the last hour; please try "
+                "again later.",
+                data={"whatsapp_number": number, "linked": False},
+                status="denied",
+            )
+        business = self._settings.whatsapp_business_number
+        minutes = max(1, round(self._settings.whatsapp_link_code_ttl_seconds / 60))
+        actions = []
+        if business:
+            actions.append(
+                Action(
+                    "link",
+                    "Open WhatsApp",
+                    {"url": whatsapp_linking.wa_me_url(business, challenge.code)},
+                )
+            )
+        return Reply(
+            f"To link WhatsApp {number} to your account, send this message from that WhatsApp "
+            f"number to {'our WhatsApp number ' + business if business else 'our WhatsApp number'}"
+            f": LINK {challenge.code} (the code works for {minutes} minutes). Until then, "
+            "nothing about your account goes to that number.",
+            actions=actions,
+            data={
+                "whatsapp_number": number,
+                "linked": False,
+                "link_message": f"LINK {challenge.code}",
+                "expires_at": challenge.expires_at.isoformat() if challenge.expires_at else "",
+            },
+        )
 
     def open_whatsapp_credential(self, link: storage.WhatsAppLink) -> str:
-        """The user_hash a WhatsApp number was linked with."""
+        """The user_hash a proven WhatsApp number was linked with."""
         if self._secret_box is None:
             return ""
         return self._secret_box.open(
-            link.credential, f"{link.workspace_id}/whatsapp/{link.whatsapp_number}"
+            link.credential,
+            whatsapp_linking.credential_binding(link.workspace_id, link.whatsapp_number),
         ).decode()
 
     # ----- policy, proposals, confirmation -----

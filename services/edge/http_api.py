@@ -29,8 +29,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from askvault.billing.v1 import billing_pb2 as bpb
 from askvault.notifier.v1 import notifier_pb2 as npb
-from edge import storage, tools
+from edge import storage, tools, whatsapp_linking
 from edge.conversation import ConversationNotOwned, Engine, Reply, Request, VisitorIdentity
+from edge.domain import whatsapp_proof
 from edge.peers import Peers, error_reason, is_unavailable
 from edge.ratelimit import RateLimiter
 from edge.settings import EdgeSettings
@@ -556,7 +557,23 @@ class Edge:
             text = str(message.get("text", {}).get("body", ""))
         if not workspace_id or not text.strip():
             return
+        code = whatsapp_proof.link_code(text) if kind == "text" else None
+        if code is not None:
+            # "LINK <code>": the proof that this number's holder asked to link it. Never a
+            # chat turn (the code stays out of every transcript).
+            await whatsapp_linking.prove(
+                self.pool,
+                self.settings,
+                self.peers,
+                workspace_id=workspace_id,
+                number=number,
+                code=code,
+                provider_message_id=str(message.get("id", "")),
+                now=datetime.now(UTC),
+            )
+            return
         async with self.pool.acquire() as connection:
+            # Only a proven link: a number someone merely named is not their channel.
             link = await storage.find_whatsapp_link(connection, workspace_id, number)
         visitor = VisitorIdentity()
         if link is not None:
@@ -583,7 +600,11 @@ class Edge:
         reply = await self._answer(
             Request(
                 workspace_id=workspace_id,
-                conversation_id=f"wa:{number}"[:128],
+                # One conversation per contact and number: a number that moved to another
+                # contact (by proof) does not continue the earlier contact's conversation.
+                conversation_id=(
+                    f"wa:{number}:{link.contact_id}" if link is not None else f"wa:{number}"
+                )[:128],
                 visitor=visitor,
                 text=text[: self.settings.max_text_chars],
                 channel="whatsapp",

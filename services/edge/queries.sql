@@ -59,13 +59,76 @@ FOR UPDATE;
 UPDATE proposals SET state = $4, result = COALESCE($5::jsonb, result)
 WHERE workspace_id = $1 AND conversation_id = $2 AND proposal_id = $3;
 
--- name: link_whatsapp
-INSERT INTO whatsapp_links (workspace_id, whatsapp_number, contact_id, user_id, email,
-                            credential)
-VALUES ($1, $2, $3, $4, $5, $6)
-ON CONFLICT (workspace_id, whatsapp_number)
-DO UPDATE SET contact_id = EXCLUDED.contact_id, user_id = EXCLUDED.user_id,
-              email = EXCLUDED.email, credential = EXCLUDED.credential;
-
 -- name: find_whatsapp_link
-SELECT * FROM whatsapp_links WHERE workspace_id = $1 AND whatsapp_number = $2;
+-- Only proven links: a number linked before proof existed is not the contact's.
+SELECT * FROM whatsapp_links
+WHERE workspace_id = $1 AND whatsapp_number = $2 AND proven_at IS NOT NULL;
+
+-- name: lock_whatsapp_number
+SELECT pg_advisory_xact_lock(hashtext('edge/whatsapp-link/' || $1 || '/' || $2));
+
+-- name: lock_whatsapp_challenges_of_contact
+SELECT pg_advisory_xact_lock(hashtext('edge/whatsapp-challenges/' || $1 || '/' || $2));
+
+-- name: count_whatsapp_challenges_since
+SELECT count(*) FROM whatsapp_link_challenges
+WHERE workspace_id = $1 AND contact_id = $2 AND created_at > $3;
+
+-- name: supersede_contact_whatsapp_challenges
+UPDATE whatsapp_link_challenges SET state = 'superseded', finished_at = $4
+WHERE workspace_id = $1 AND contact_id = $2 AND whatsapp_number = $3 AND state = 'pending';
+
+-- name: insert_whatsapp_challenge
+INSERT INTO whatsapp_link_challenges (workspace_id, challenge_id, whatsapp_number, contact_id,
+                                      user_id, email, credential, code_key_id, code_hmac,
+                                      created_at, expires_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11);
+
+-- name: pending_whatsapp_challenges
+SELECT * FROM whatsapp_link_challenges
+WHERE workspace_id = $1 AND whatsapp_number = $2 AND state = 'pending'
+ORDER BY created_at
+FOR UPDATE;
+
+-- name: finish_whatsapp_challenges
+UPDATE whatsapp_link_challenges SET state = $3, finished_at = $4
+WHERE workspace_id = $1 AND challenge_id = ANY($2::text[]) AND state = 'pending';
+
+-- name: count_wrong_whatsapp_codes
+UPDATE whatsapp_link_challenges SET wrong_codes = wrong_codes + 1
+WHERE workspace_id = $1 AND challenge_id = ANY($2::text[]) AND state = 'pending';
+
+-- name: supersede_number_whatsapp_challenges
+UPDATE whatsapp_link_challenges SET state = 'superseded', finished_at = $3
+WHERE workspace_id = $1 AND whatsapp_number = $2 AND state = 'pending';
+
+-- name: claim_whatsapp_link_message
+INSERT INTO whatsapp_link_messages (workspace_id, provider_message_id, whatsapp_number)
+VALUES ($1, $2, $3)
+ON CONFLICT (workspace_id, provider_message_id) DO NOTHING
+RETURNING provider_message_id;
+
+-- name: get_whatsapp_link_message
+SELECT * FROM whatsapp_link_messages WHERE workspace_id = $1 AND provider_message_id = $2;
+
+-- name: set_whatsapp_link_message_outcome
+UPDATE whatsapp_link_messages SET outcome = $3, challenge_id = $4, ended_contact_id = $5
+WHERE workspace_id = $1 AND provider_message_id = $2;
+
+-- name: current_whatsapp_link
+-- The number's row, proven or not (a link made before proof existed is ended by a proof).
+SELECT * FROM whatsapp_links WHERE workspace_id = $1 AND whatsapp_number = $2 FOR UPDATE;
+
+-- name: end_whatsapp_link
+DELETE FROM whatsapp_links WHERE workspace_id = $1 AND whatsapp_number = $2;
+
+-- name: insert_proven_whatsapp_link
+-- No ON CONFLICT: a number's earlier link is ended explicitly (end_whatsapp_link) first.
+INSERT INTO whatsapp_links (workspace_id, whatsapp_number, contact_id, user_id, email,
+                            credential, proven_at, challenge_id)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8);
+
+-- name: record_whatsapp_link_event
+INSERT INTO whatsapp_link_events (workspace_id, whatsapp_number, contact_id, event,
+                                  challenge_id, other_contact_id)
+VALUES ($1, $2, $3, $4, $5, $6);

@@ -53,3 +53,13 @@ class EdgeSettings(ServiceSettings):
     # The address people's browsers reach the edge at (the confirmation page's links, e.g.
     # "https://billing-bot.example.com"); empty uses the address each request came to.
     public_url: str = ""
+    # Linking a WhatsApp number needs proof: the chat shows a one-time code that must come
+    # back as "LINK <code>" from that number. How long a code works, in seconds.
+    whatsapp_link_code_ttl_seconds: int = Field(default=600, ge=1)
+    # Wrong codes from a number that void its pending challenges.
+    whatsapp_link_max_wrong_codes: int = Field(default=5, ge=1)
+    # New link codes one contact may ask for per hour.
+    whatsapp_link_challenges_per_hour: int = Field(default=5, ge=1)
+    # The business's WhatsApp number as visitors dial it ("+14155550100"), shown in the chat
+    # with the code (and as a wa.me link); empty says "our WhatsApp number".
+    whatsapp_business_number: str = ""

@@ -117,9 +117,7 @@ async def test_the_confirm_endpoint_takes_only_the_persons_own_proof(stack: Stac
     assert status == 403, refused
     status, refused = await _confirm(stack, _visitor("bob"), answer)
     assert status == 403, refused
-    status, refused = await _confirm(
-        stack, _visitor("alice"), {**answer, "terms_hash": "f" * 64}
-    )
+    status, refused = await _confirm(stack, _visitor("alice"), {**answer, "terms_hash": "f" * 64})
     assert status == 200 and refused["status"] == "nothing_pending", refused
     assert await stack.refunds() == []
     # The person's own confirmation runs exactly the quote, once.

@@ -22,6 +22,32 @@ from whatsapp_emulator import app as whatsapp_app
 
 CAROL_NUMBER = "+14155550123"
 ALICE_NUMBER = "+14155550177"
+# The WhatsApp answer once a number is proven and linked.
+LINKED_TEXT = "now linked to your account"
+
+
+async def _link_whatsapp(stack: Stack, user: str, number: str, conversation: str) -> None:
+    """Links a number the only way there is: the chat shows a one-time code, and the number's
+    holder sends "LINK <code>" from it (a signed inbound message); waits for the answer."""
+    asked = await stack.turn(
+        user, f"send my billing messages to WhatsApp {number}", conversation=conversation
+    )
+    assert asked["intent"] == "whatsapp_opt_in" and number in asked["reply"], asked
+    code = re.search(r"LINK (\d{8})", asked["reply"])
+    assert code is not None, asked
+    status, answer = await stack.post_whatsapp(
+        whatsapp_app.inbound_payload(PHONE_NUMBER_ID, number, user, f"LINK {code.group(1)}", "")
+    )
+    assert status == 200, answer
+
+    async def linked() -> list[dict[str, Any]]:
+        return [
+            m
+            for m in await stack.whatsapp_messages()
+            if m["to"].lstrip("+") == number.lstrip("+") and LINKED_TEXT in str(m)
+        ]
+
+    await eventually(linked)
 
 
 async def _cases(stack: Stack, state: int) -> list[billing_pb2.RecoveryCase]:
@@ -61,10 +87,7 @@ async def _update_carols_card(stack: Stack, conversation: str) -> None:
 
 
 async def test_failed_payment_whatsapp_retry_now_recovers(stack: Stack) -> None:
-    opted = await stack.turn(
-        "carol", f"send my billing messages to WhatsApp {CAROL_NUMBER}", conversation="rec"
-    )
-    assert opted["intent"] == "whatsapp_opt_in" and CAROL_NUMBER in opted["reply"], opted
+    await _link_whatsapp(stack, "carol", CAROL_NUMBER, "rec")
     await _fail_carols_retry(stack, "rec")
     invoice_id = stack.customer("carol@example.com")["invoices"][-1]
 
@@ -140,14 +163,15 @@ async def test_whatsapp_verification_handshake(stack: Stack) -> None:
 async def test_whatsapp_bad_signature_is_refused_and_changes_nothing(
     stack: Stack, database_url: str
 ) -> None:
-    await stack.turn("alice", f"WhatsApp me at {ALICE_NUMBER} please", conversation="wa")
+    await _link_whatsapp(stack, "alice", ALICE_NUMBER, "wa")
+    sent_before = await stack.whatsapp_messages()
     body = whatsapp_app.inbound_payload(PHONE_NUMBER_ID, ALICE_NUMBER, "Alice", "", "TALK_TO_HUMAN")
     for signature in ("", "sha256=" + "0" * 64, "sha1=abc"):
         status, answer = await stack.post_whatsapp(body, signature=signature)
         assert status == 401, answer
         assert answer["error"]["code"] == "SIGNATURE_INVALID"
     assert await stack.escalations() == []
-    assert await stack.whatsapp_messages() == []
+    assert await stack.whatsapp_messages() == sent_before
     import asyncpg
 
     connection = await asyncpg.connect(database_url)
@@ -161,8 +185,7 @@ async def test_whatsapp_bad_signature_is_refused_and_changes_nothing(
 
 
 async def test_whatsapp_button_reply_becomes_a_chat_turn(stack: Stack) -> None:
-    linked = await stack.turn("alice", f"WhatsApp me at {ALICE_NUMBER} please", conversation="wa")
-    assert linked["intent"] == "whatsapp_opt_in", linked
+    await _link_whatsapp(stack, "alice", ALICE_NUMBER, "wa")
     status_text = whatsapp_app.inbound_payload(
         PHONE_NUMBER_ID, ALICE_NUMBER, "Alice", "what's my subscription status?", ""
     )
@@ -176,7 +199,11 @@ async def test_whatsapp_button_reply_becomes_a_chat_turn(stack: Stack) -> None:
 
     async def replies() -> list[str]:
         found = await stack.whatsapp_messages()
-        texts = [str(m) for m in found if m["to"].lstrip("+") == ALICE_NUMBER.lstrip("+")]
+        texts = [
+            str(m)
+            for m in found
+            if m["to"].lstrip("+") == ALICE_NUMBER.lstrip("+") and LINKED_TEXT not in str(m)
+        ]
         return texts if len(texts) >= 2 else []
 
     texts = await eventually(replies)
