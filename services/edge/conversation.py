@@ -128,6 +128,10 @@ class NotFound(Exception):
     """The object named does not exist for this customer."""
 
 
+class ConversationNotOwned(Exception):
+    """The conversation belongs to another contact: the turn is refused, nothing stored."""
+
+
 class NotLinked(Exception):
     """The contact has no Stripe customer (none matched its email)."""
 
@@ -185,15 +189,34 @@ class Engine:
     # ----- the turn -----
 
     async def handle(self, request: Request) -> Reply:
-        """Answers one message: stores the redacted text, verifies, dispatches, stores the reply."""
+        """Answers one message: verifies, claims the conversation, stores the redacted text,
+        dispatches, stores the reply.
+
+        Verification comes first: a conversation belongs to the first verified contact that
+        writes in it, and a turn from anyone else (another contact, or an unverified visitor
+        once it has an owner) is refused before anything is stored or any proposal touched.
+        """
         text = redaction.redact(request.text)
         now = datetime.now(UTC)
         zone = self._settings.workspace_timezone
         parsed = request.parsed or intents.parse(text, now.astimezone(ZoneInfo(zone)))
-        async with self._pool.acquire() as connection:
-            await storage.touch_conversation(
-                connection, request.workspace_id, request.conversation_id, request.channel, ""
+        verified = await self._verify(request)
+        if verified is not None:
+            # Limited on proven identity only; RateLimited before anything is stored or answered.
+            self._limits.check(
+                request.workspace_id, verified[0].contact_id, verified[0].stripe_customer_id
             )
+        contact_id = verified[0].contact_id if verified is not None else ""
+        async with self._pool.acquire() as connection, connection.transaction():
+            owner = await storage.claim_conversation(
+                connection,
+                request.workspace_id,
+                request.conversation_id,
+                request.channel,
+                contact_id,
+            )
+            if owner and owner != contact_id:
+                raise ConversationNotOwned(request.conversation_id)
             await storage.append_message(
                 connection,
                 request.workspace_id,
@@ -201,13 +224,9 @@ class Engine:
                 "visitor",
                 text,
                 parsed.intent.value,
+                verified=verified is not None,
             )
         verified = await self._verify(request)
-        if verified is not None:
-            # Limited on proven identity only; raises RateLimited before anything is answered.
-            self._limits.check(
-                request.workspace_id, verified[0].contact_id, verified[0].stripe_customer_id
-            )
         if verified is None:
             reply = await self._unverified(request, parsed, now)
         else:
@@ -1498,7 +1517,7 @@ class Engine:
             lines = await storage.recent_messages(
                 connection, request.workspace_id, request.conversation_id
             )
-        return "\n".join(f"{line.author}: {line.text}" for line in lines)
+        return "\n".join(_transcript_line(line) for line in lines)
 
     async def _subscription_summary(self, context: Context) -> str:
         try:
@@ -1518,6 +1537,14 @@ class Engine:
             f"{_status_word(sub.status)}, "
             f"subscription {sub.subscription_id}, customer {context.contact.stripe_customer_id}"
         )
+
+
+def _transcript_line(line: storage.TranscriptLine) -> str:
+    # An agent must never read an unproven visitor's words as the customer's.
+    author = line.author
+    if author == "visitor" and not line.verified:
+        author = "visitor (unverified)"
+    return f"{author}: {line.text}"
 
 
 def _confirmation_reply(text: str, proposal_id: str) -> Reply:

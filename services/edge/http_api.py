@@ -30,7 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from askvault.billing.v1 import billing_pb2 as bpb
 from askvault.notifier.v1 import notifier_pb2 as npb
 from edge import ratelimit, storage, tools
-from edge.conversation import Engine, Reply, Request, VisitorIdentity
+from edge.conversation import ConversationNotOwned, Engine, Reply, Request, VisitorIdentity
 from edge.peers import Peers, error_reason, is_unavailable
 from edge.settings import EdgeSettings
 from runtime.database import UNAVAILABLE_ERRORS
@@ -269,6 +269,12 @@ class Edge:
                 # Counted only once the visitor is proven: a claimed user id limits nobody.
                 return error(
                     429, "RATE_LIMITED", f"too many messages for this {limited.scope}; wait a minute"
+                )
+            except ConversationNotOwned:
+                return error(
+                    403,
+                    "CONVERSATION_NOT_OWNED",
+                    "this conversation belongs to another visitor; start a new conversation",
                 )
             except UNAVAILABLE_ERRORS as failure:
                 # The edge's own database (conversation state) is unreachable: nothing was

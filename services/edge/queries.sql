@@ -1,18 +1,21 @@
--- name: touch_conversation
+-- name: claim_conversation
+-- Creates the conversation, or marks it active; the first verified contact ($4 non-empty)
+-- becomes its owner and stays it. Returns the owner ('' while nobody verified wrote).
 INSERT INTO conversations (workspace_id, conversation_id, channel, contact_id)
 VALUES ($1, $2, $3, $4)
 ON CONFLICT (workspace_id, conversation_id)
 DO UPDATE SET updated_at = now(),
-              contact_id = CASE WHEN EXCLUDED.contact_id = '' THEN conversations.contact_id
-                                ELSE EXCLUDED.contact_id END;
+              contact_id = CASE WHEN conversations.contact_id = '' THEN EXCLUDED.contact_id
+                                ELSE conversations.contact_id END
+RETURNING contact_id;
 
 -- name: append_message
-INSERT INTO messages (workspace_id, conversation_id, author, text, intent)
-VALUES ($1, $2, $3, $4, $5);
+INSERT INTO messages (workspace_id, conversation_id, author, text, intent, verified)
+VALUES ($1, $2, $3, $4, $5, $6);
 
 -- name: recent_messages
-SELECT author, text, intent, created_at FROM (
-    SELECT author, text, intent, created_at, sequence FROM messages
+SELECT author, text, intent, created_at, verified FROM (
+    SELECT author, text, intent, created_at, verified, sequence FROM messages
     WHERE workspace_id = $1 AND conversation_id = $2
     ORDER BY sequence DESC LIMIT $3
 ) recent ORDER BY sequence;
@@ -23,9 +26,22 @@ WHERE workspace_id = $1 AND conversation_id = $2 AND state IN ('pending');
 
 -- name: insert_proposal
 INSERT INTO proposals (workspace_id, conversation_id, proposal_id, contact_id, kind, details,
-                       summary, expires_at)
-VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8)
+                       summary, expires_at, terms_hash, confirm_token_sha256)
+VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, $10)
 RETURNING created_at;
+
+-- name: proposal_by_id
+SELECT * FROM proposals
+WHERE workspace_id = $1 AND conversation_id = $2 AND proposal_id = $3
+FOR UPDATE;
+
+-- name: proposal_by_confirm_token
+SELECT * FROM proposals WHERE confirm_token_sha256 = $1 FOR UPDATE;
+
+-- name: mark_person_confirmed
+UPDATE proposals SET person_confirmed_at = coalesce(person_confirmed_at, now()),
+                     person_confirmed_channel = $4
+WHERE workspace_id = $1 AND conversation_id = $2 AND proposal_id = $3;
 
 -- name: newest_proposal
 SELECT * FROM proposals

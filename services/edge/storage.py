@@ -23,6 +23,8 @@ class TranscriptLine:
     text: str
     intent: str
     created_at: datetime
+    # Whether a visitor line's author was verified (None: stored before lines were marked).
+    verified: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -37,13 +39,15 @@ class WhatsAppLink:
     credential: bytes
 
 
-async def touch_conversation(
+async def claim_conversation(
     connection: Connection, workspace_id: str, conversation_id: str, channel: str, contact_id: str
-) -> None:
-    """Creates the conversation on its first message, or marks it active."""
-    await connection.execute(
-        queries.touch_conversation, workspace_id, conversation_id, channel, contact_id
+) -> str:
+    """Creates the conversation or marks it active, making ``contact_id`` (when set) its owner
+    if it has none; the owner afterwards ('' while no verified contact has written)."""
+    owner: str = await connection.fetchval(
+        queries.claim_conversation, workspace_id, conversation_id, channel, contact_id
     )
+    return owner
 
 
 async def append_message(
@@ -53,10 +57,13 @@ async def append_message(
     author: str,
     text: str,
     intent: str = "",
+    *,
+    verified: bool | None = None,
 ) -> None:
-    """Adds a (redacted) line to the transcript."""
+    """Adds a (redacted) line to the transcript; ``verified`` says whether a visitor line's
+    author was verified (None for the bot's lines)."""
     await connection.execute(
-        queries.append_message, workspace_id, conversation_id, author, text, intent
+        queries.append_message, workspace_id, conversation_id, author, text, intent, verified
     )
 
 
@@ -66,7 +73,10 @@ async def recent_messages(
     """The last lines of the transcript, oldest first."""
     rows = await connection.fetch(queries.recent_messages, workspace_id, conversation_id, limit)
     return [
-        TranscriptLine(row["author"], row["text"], row["intent"], row["created_at"]) for row in rows
+        TranscriptLine(
+            row["author"], row["text"], row["intent"], row["created_at"], row["verified"]
+        )
+        for row in rows
     ]
 
 
@@ -81,6 +91,8 @@ async def add_proposal(
     details: dict[str, Any],
     summary: str,
     expires_at: datetime,
+    terms_hash: str = "",
+    confirm_token_sha256: bytes | None = None,
 ) -> None:
     """Stores a new proposal; any older pending one of the conversation is superseded."""
     async with connection.transaction():
@@ -95,6 +107,8 @@ async def add_proposal(
             json.dumps(details),
             summary,
             expires_at,
+            terms_hash,
+            confirm_token_sha256,
         )
 
 
@@ -110,6 +124,9 @@ def _proposal(row: asyncpg.Record) -> Proposal:
         state=ProposalState(row["state"]),
         created_at=row["created_at"],
         expires_at=row["expires_at"],
+        terms_hash=row["terms_hash"],
+        person_confirmed_at=row["person_confirmed_at"],
+        person_confirmed_channel=row["person_confirmed_channel"],
     )
 
 
@@ -119,6 +136,33 @@ async def newest_proposal(
     """The conversation's newest proposal, locked until the transaction ends."""
     row = await connection.fetchrow(queries.newest_proposal, workspace_id, conversation_id)
     return _proposal(row) if row is not None else None
+
+
+async def proposal_by_id(
+    connection: Connection, workspace_id: str, conversation_id: str, proposal_id: str
+) -> Proposal | None:
+    """One proposal of the conversation, locked until the transaction ends."""
+    row = await connection.fetchrow(
+        queries.proposal_by_id, workspace_id, conversation_id, proposal_id
+    )
+    return _proposal(row) if row is not None else None
+
+
+async def proposal_by_confirm_token(connection: Connection, token_sha256: bytes) -> Proposal | None:
+    """The proposal a confirmation page's token belongs to, locked."""
+    row = await connection.fetchrow(queries.proposal_by_confirm_token, token_sha256)
+    return _proposal(row) if row is not None else None
+
+
+async def mark_person_confirmed(connection: Connection, proposal: Proposal, channel: str) -> None:
+    """Records that the person confirmed the proposal on ``channel`` (the first time counts)."""
+    await connection.execute(
+        queries.mark_person_confirmed,
+        proposal.workspace_id,
+        proposal.conversation_id,
+        proposal.proposal_id,
+        channel,
+    )
 
 
 async def set_proposal_state(

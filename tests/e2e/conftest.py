@@ -85,6 +85,22 @@ class Stack:
             body: dict[str, Any] = await response.json()
             return body
 
+    async def post_turn(
+        self, visitor: dict[str, str], text: str, conversation: str
+    ) -> tuple[int, dict[str, Any]]:
+        """A chat turn with any visitor object; the HTTP status and the JSON body."""
+        async with self.http.post(
+            f"{self.edge_url}/v1/chat/turns",
+            json={
+                "workspace_id": WORKSPACE,
+                "conversation_id": conversation,
+                "visitor": visitor,
+                "text": text,
+            },
+        ) as response:
+            body: dict[str, Any] = await response.json()
+            return response.status, body
+
     async def tool(
         self, user: str, name: str, arguments: dict[str, Any]
     ) -> tuple[int, dict[str, Any]]:

@@ -13,7 +13,7 @@ from google.protobuf import duration_pb2
 from askvault.common.v1 import common_pb2
 from askvault.policy.v1 import policy_pb2
 from runtime import testing
-from tests.e2e.conftest import AGENT_INBOX, WORKSPACE, Stack, eventually
+from tests.e2e.conftest import AGENT_INBOX, WORKSPACE, Stack, eventually, user_hash
 
 
 async def _set_bounds(stack: Stack, key: str, **changes: Any) -> None:
@@ -115,8 +115,11 @@ async def test_plan_change_happens_only_on_yes_in_the_same_live_conversation(
     assert "Starter plan" in unrelated["reply"]
     elsewhere = await stack.turn("bob", "yes", conversation="pc-b")
     assert "nothing waiting" in elsewhere["reply"], elsewhere
-    other_visitor = await stack.turn("alice", "yes", conversation="pc-a")
-    assert "nothing waiting" in other_visitor["reply"], other_visitor
+    # Another visitor cannot even write into bob's conversation.
+    status, other_visitor = await stack.post_turn(
+        {"user_id": "alice", "user_hash": user_hash("alice")}, "yes", conversation="pc-a"
+    )
+    assert status == 403, other_visitor
     assert await _price_of(stack, "bob@example.com") == starter
     connection = await asyncpg.connect(database_url)
     try:

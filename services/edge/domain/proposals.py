@@ -48,6 +48,11 @@ class Proposal:
     state: ProposalState
     created_at: datetime
     expires_at: datetime
+    # The hash of the quoted terms (runtime.quotes); empty for proposals that move no money.
+    terms_hash: str = ""
+    # Set once the person confirmed on the confirmation page (the MCP elicitation's URL).
+    person_confirmed_at: datetime | None = None
+    person_confirmed_channel: str = ""
 
 
 class Refusal(enum.Enum):
