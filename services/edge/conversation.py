@@ -426,7 +426,7 @@ class Engine:
                 "escalation state unknown",
                 extra={"code": error.code().name, "reason": error_reason(error)},
             )
-            return not (error.code() == grpc.StatusCode.NOT_FOUND)
+            return bool(error.code() != grpc.StatusCode.NOT_FOUND)
         return bool(found.escalation.state == ppb.ESCALATION_STATE_OPEN)
 
     # ----- dispatch -----

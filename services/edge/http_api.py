@@ -268,7 +268,9 @@ class Edge:
             except ratelimit.RateLimited as limited:
                 # Counted only once the visitor is proven: a claimed user id limits nobody.
                 return error(
-                    429, "RATE_LIMITED", f"too many messages for this {limited.scope}; wait a minute"
+                    429,
+                    "RATE_LIMITED",
+                    f"too many messages for this {limited.scope}; wait a minute",
                 )
             except ConversationNotOwned:
                 return error(

@@ -53,9 +53,7 @@ class RateLimiter:
             return False
         if len(self._counts) >= self._max_keys and key not in self._counts:
             # Forget ended windows first so memory stays bounded under a key flood.
-            self._counts = {
-                k: v for k, v in self._counts.items() if moment - v[0] < self._window
-            }
+            self._counts = {k: v for k, v in self._counts.items() if moment - v[0] < self._window}
         started = self._counts[key][0] if count else moment
         self._counts[key] = (started, count + 1)
         return True

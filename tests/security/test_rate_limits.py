@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import asyncpg
 import aiohttp
+import asyncpg
 
 from askvault.identity.v1 import identity_pb2
 from askvault.policy.v1 import policy_pb2
@@ -229,7 +229,7 @@ async def test_mcp_and_tools_are_limited_per_verified_contact(database_url: str)
 
 async def test_turns_are_limited_per_verified_contact(database_url: str) -> None:
     async with running_stack(database_url, visitor_turns_per_minute=SMALL) as stack:
-        for index in range(SMALL):
+        for _ in range(SMALL):
             status, body = await _turn(stack, _visitor("alice"), "what plan am I on?", "c-alice")
             assert status == 200, body
         before = await _edge_rows(database_url, "c-alice")
