@@ -228,9 +228,9 @@ class Edge:
     # ----- helpers -----
 
     def client_address(self, scope: Scope) -> str:
-        """The client's address: the socket peer, or behind a trusted proxy the right-most
-        X-Forwarded-For hop that is not a trusted proxy (uvicorn's own proxy handling is off,
-        so this is the only reader of the header)."""
+        """The client's address (an IPv6 client's /64): the socket peer, or behind a trusted
+        proxy the right-most X-Forwarded-For hop that is not a trusted proxy (uvicorn's own
+        proxy handling is off, so this is the only reader of the header)."""
         client = scope.get("client")
         peer = str(client[0]) if client else "unknown"
         forwarded = [
@@ -238,7 +238,9 @@ class Edge:
             for name, value in scope.get("headers", [])
             if name == b"x-forwarded-for"
         ]
-        return ratelimit.client_address(peer, forwarded, self.trusted_proxies)
+        return ratelimit.address_key(
+            ratelimit.client_address(peer, forwarded, self.trusted_proxies)
+        )
 
     def _address_allowed(self, request: HttpRequest) -> bool:
         return self.address_limit.allow(self.client_address(request.scope))

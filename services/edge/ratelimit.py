@@ -52,8 +52,12 @@ class RateLimiter:
         if count >= self._limit:
             return False
         if len(self._counts) >= self._max_keys and key not in self._counts:
-            # Forget ended windows first so memory stays bounded under a key flood.
+            # Forget ended windows first so memory stays bounded under a key flood; if every
+            # window is live, the oldest tenth goes (their holders get a fresh budget).
             self._counts = {k: v for k, v in self._counts.items() if moment - v[0] < self._window}
+            if len(self._counts) >= self._max_keys:
+                for stale in list(self._counts)[: max(1, self._max_keys // 10)]:
+                    del self._counts[stale]
         started = self._counts[key][0] if count else moment
         self._counts[key] = (started, count + 1)
         return True
@@ -67,12 +71,30 @@ def trusted_networks(spec: str) -> tuple[Network, ...]:
     )
 
 
-def _is_trusted(address: str, trusted: Sequence[Network]) -> bool:
+def _parse(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
         parsed = ipaddress.ip_address(address.strip().strip("[]"))
     except ValueError:
-        return False
-    return any(parsed in network for network in trusted)
+        return None
+    if isinstance(parsed, ipaddress.IPv6Address) and parsed.ipv4_mapped is not None:
+        return parsed.ipv4_mapped
+    return parsed
+
+
+def _is_trusted(address: str, trusted: Sequence[Network]) -> bool:
+    parsed = _parse(address)
+    return parsed is not None and any(parsed in network for network in trusted)
+
+
+def address_key(address: str) -> str:
+    """The budget an address spends: an IPv4 address, or an IPv6 address's /64 (one host
+    commonly holds a whole /64 and could rotate through it); anything else as given."""
+    parsed = _parse(address)
+    if parsed is None:
+        return address
+    if isinstance(parsed, ipaddress.IPv6Address):
+        return str(ipaddress.IPv6Network((parsed, 64), strict=False))
+    return str(parsed)
 
 
 def client_address(peer: str, forwarded_for: Iterable[str], trusted: Sequence[Network]) -> str:

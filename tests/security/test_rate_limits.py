@@ -13,6 +13,7 @@ configures it as a trusted proxy.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import aiohttp
@@ -312,6 +313,16 @@ async def test_repeated_unverified_billing_turns_open_one_escalation_and_one_ema
         assert status == 200 and body["escalation_id"] not in ("", reference), body
         assert len(_unverified_escalations(await stack.escalations(), "anon-1")) == 2
         assert len(await _handoff_messages(database_url)) == 2
+
+
+async def test_concurrent_unverified_billing_turns_open_one_escalation(database_url: str) -> None:
+    async with running_stack(database_url) as stack:
+        answers = await asyncio.gather(
+            *(_turn(stack, {}, "refund my last charge", "anon-burst") for _ in range(6))
+        )
+        assert all(status == 200 and body["escalated"] for status, body in answers), answers
+        assert len(_unverified_escalations(await stack.escalations(), "anon-burst")) == 1
+        assert len(await _handoff_messages(database_url)) == 1
 
 
 async def test_agent_emails_for_unverified_visitors_are_limited_per_workspace(

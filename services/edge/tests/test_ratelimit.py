@@ -27,6 +27,26 @@ def test_a_chain_of_only_proxies_or_no_header_counts_against_what_is_there() -> 
     assert ratelimit.client_address("10.0.0.2", ["10.0.0.9, 10.0.0.3"], PROXIES) == "10.0.0.9"
 
 
+def test_ipv4_mapped_peers_are_their_ipv4_address() -> None:
+    assert ratelimit.client_address("::ffff:10.0.0.2", ["203.0.113.5"], PROXIES) == "203.0.113.5"
+
+
+def test_an_ipv6_client_spends_one_budget_for_its_whole_64() -> None:
+    assert ratelimit.address_key("2001:db8:1:2::5") == ratelimit.address_key("2001:db8:1:2:ff::9")
+    assert ratelimit.address_key("2001:db8:1:2::5") == "2001:db8:1:2::/64"
+    assert ratelimit.address_key("2001:db8:1:3::5") != ratelimit.address_key("2001:db8:1:2::5")
+    assert ratelimit.address_key("203.0.113.5") == "203.0.113.5"
+    assert ratelimit.address_key("::ffff:203.0.113.5") == "203.0.113.5"
+
+
+def test_a_full_table_of_live_windows_still_takes_new_keys_and_stays_bounded() -> None:
+    limiter = ratelimit.RateLimiter(1, window_seconds=60, max_keys=10)
+    for index in range(25):
+        assert limiter.allow(f"k{index}", now=1)
+    assert limiter.allow("late", now=2)
+    assert not limiter.allow("late", now=3)
+
+
 def test_a_garbage_hop_is_an_untrusted_client_not_an_error() -> None:
     assert ratelimit.client_address("10.0.0.2", ["not-an-ip"], PROXIES) == "not-an-ip"
 
