@@ -153,6 +153,7 @@ async def run() -> dict[str, Any]:
             database_url,
             visitor_turns_per_minute=1_000_000,
             address_requests_per_minute=1_000_000,
+            customer_turns_per_minute=1_000_000,
         ) as stack,
     ):
         return await _measure(stack)

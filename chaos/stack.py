@@ -104,6 +104,7 @@ def overrides() -> dict[str, dict[str, str]]:
             "WEBHOOK_DEADLINE_SECONDS": str(WEBHOOK_DEADLINE_SECONDS),
             "VISITOR_TURNS_PER_MINUTE": "100000",
             "ADDRESS_REQUESTS_PER_MINUTE": "1000000",
+            "CUSTOMER_TURNS_PER_MINUTE": "1000000",
         },
     }
 

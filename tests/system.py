@@ -194,6 +194,7 @@ async def running(
                 "rpc_deadline_seconds": 10.0,
                 "billing_deadline_seconds": 10.0,
                 "address_requests_per_minute": 100_000,
+                "customer_turns_per_minute": 100_000,
                 **(edge_values or {}),
             },
         )

@@ -24,7 +24,7 @@ from askvault.common.v1 import common_pb2 as cpb
 from askvault.identity.v1 import identity_pb2 as ipb
 from askvault.notifier.v1 import notifier_pb2 as npb
 from askvault.policy.v1 import policy_pb2 as ppb
-from edge import storage, whatsapp_linking
+from edge import ratelimit, storage, whatsapp_linking
 from edge.domain import formatting, intents, proposals, redaction
 from edge.domain.intents import Intent, Parsed, Period
 from edge.domain.proposals import ProposalKind, ProposalState, Quote
@@ -202,8 +202,15 @@ PAGE_CHANNEL = "mcp_elicitation"
 class Engine:
     """Answers requests; holds no billing rule of its own."""
 
-    def __init__(self, settings: EdgeSettings, pool: asyncpg.Pool, peers: Peers) -> None:
+    def __init__(
+        self,
+        settings: EdgeSettings,
+        pool: asyncpg.Pool,
+        peers: Peers,
+        limits: ratelimit.TurnLimits | None = None,
+    ) -> None:
         self._settings = settings
+        self._limits = limits or ratelimit.TurnLimits.from_settings(settings)
         self._pool = pool
         self._peers = peers
         keys = settings.secrets_encryption_keys.get_secret_value()
@@ -224,6 +231,11 @@ class Engine:
         zone = self._settings.workspace_timezone
         parsed = request.parsed or intents.parse(text, now.astimezone(ZoneInfo(zone)))
         verified = await self._verify(request)
+        if verified is not None:
+            # Limited on proven identity only; RateLimited before anything is stored or answered.
+            self._limits.check(
+                request.workspace_id, verified[0].contact_id, verified[0].stripe_customer_id
+            )
         contact_id = verified[0].contact_id if verified is not None else ""
         async with self._pool.acquire() as connection, connection.transaction():
             owner = await storage.claim_conversation(
@@ -370,23 +382,16 @@ class Engine:
                 "I can help with billing once you're signed in to your account. " + _CAPABILITIES,
                 status="ok",
             )
-        escalation_id = await self._open_escalation(
-            request.workspace_id,
-            "",
-            reason="IDENTITY_UNVERIFIED",
-            context=ppb.EscalationContext(
-                conversation_id=request.conversation_id,
-                transcript_summary=await self._transcript(request),
-                note="The visitor's identity could not be verified; no billing data was shared.",
-            ),
-        )
-        await self._notify_handoff(
-            request.workspace_id,
-            escalation_id,
-            reason="IDENTITY_UNVERIFIED",
-            summary="An unverified visitor asked about billing.",
-            transcript=await self._transcript(request),
-        )
+        transcript = await self._transcript(request)
+        escalation_id, email = await self._unverified_escalation(request, transcript)
+        if email:
+            await self._notify_handoff(
+                request.workspace_id,
+                escalation_id,
+                reason="IDENTITY_UNVERIFIED",
+                summary="An unverified visitor asked about billing.",
+                transcript=transcript,
+            )
         return Reply(
             "I can't discuss billing details until I can confirm who you are. I've asked "
             "someone from our team to help you."
@@ -396,6 +401,62 @@ class Engine:
             escalation_id=escalation_id,
             status="handoff",
         )
+
+    async def _unverified_escalation(self, request: Request, transcript: str) -> tuple[str, bool]:
+        """(escalation id, whether to email the agents) for an unverified hand-off: the
+        conversation's open escalation when it has one (no email: the agents know), else a
+        new one, emailed within the workspace's hourly limit for unverified hand-offs."""
+        workspace_id, conversation_id = request.workspace_id, request.conversation_id
+        async with self._pool.acquire() as connection, connection.transaction():
+            if not await storage.lock_unverified_conversation(
+                connection, workspace_id, conversation_id
+            ):
+                # Another turn of this conversation is handing off right now: that one hand-off
+                # serves both (waiting would hold a connection per flooding request).
+                return "", False
+            previous = await storage.newest_unverified_escalation(
+                connection, workspace_id, conversation_id
+            )
+            if previous is not None and await self._escalation_open(workspace_id, previous):
+                return previous, False
+            escalation_id = await self._open_escalation(
+                workspace_id,
+                "",
+                reason="IDENTITY_UNVERIFIED",
+                context=ppb.EscalationContext(
+                    conversation_id=conversation_id,
+                    transcript_summary=transcript,
+                    note="The visitor's identity could not be verified; no billing data was "
+                    "shared.",
+                ),
+            )
+            if not escalation_id:
+                # Policy did not answer: nothing to point the agents at; the next turn retries.
+                return "", False
+            email = await storage.record_unverified_escalation(
+                connection,
+                workspace_id,
+                conversation_id,
+                escalation_id,
+                self._limits.unverified_handoff_emails_per_hour,
+            )
+        return escalation_id, email
+
+    async def _escalation_open(self, workspace_id: str, escalation_id: str) -> bool:
+        """Whether an escalation still waits on an agent (when policy cannot say, it is
+        taken as open: a flood must not open one per turn while policy is slow)."""
+        try:
+            found = await self._peers.policy.GetEscalation(
+                ppb.GetEscalationRequest(workspace_id=workspace_id, escalation_id=escalation_id),
+                timeout=self._peers.timeout(),
+            )
+        except grpc.aio.AioRpcError as error:
+            logger.warning(
+                "escalation state unknown",
+                extra={"code": error.code().name, "reason": error_reason(error)},
+            )
+            return bool(error.code() != grpc.StatusCode.NOT_FOUND)
+        return bool(found.escalation.state == ppb.ESCALATION_STATE_OPEN)
 
     # ----- dispatch -----
 

@@ -29,11 +29,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from askvault.billing.v1 import billing_pb2 as bpb
 from askvault.notifier.v1 import notifier_pb2 as npb
-from edge import storage, tools, whatsapp_linking
+from edge import ratelimit, storage, tools, whatsapp_linking
 from edge.conversation import ConversationNotOwned, Engine, Reply, Request, VisitorIdentity
 from edge.domain import whatsapp_proof
 from edge.peers import Peers, error_reason, is_unavailable
-from edge.ratelimit import RateLimiter
 from edge.settings import EdgeSettings
 from runtime.database import UNAVAILABLE_ERRORS
 
@@ -216,6 +215,25 @@ class BodyLimit:
         await self._app(scope, limited, send)
 
 
+class AddressLimited:
+    """Limits an ASGI app (the MCP transport) per client address, like every other entry: the
+    visitor is not verified before the tool call runs, so the address is all there is."""
+
+    def __init__(self, app: ASGIApp, edge: Edge) -> None:
+        self._app = app
+        self._edge = edge
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not self._edge.address_limit.allow(
+            self._edge.client_address(scope)
+        ):
+            await error(429, "RATE_LIMITED", "too many requests from this address")(
+                scope, receive, send
+            )
+            return
+        await self._app(scope, receive, send)
+
+
 class Edge:
     """The handlers, bound to the engine and settings."""
 
@@ -226,14 +244,30 @@ class Edge:
         self.pool = pool
         self.draining = False
         self.database_ok = True
-        self.visitor_limit = RateLimiter(settings.visitor_turns_per_minute)
-        self.address_limit = RateLimiter(settings.address_requests_per_minute)
+        # Before verification nothing but the client's address is known for sure; the limits
+        # per verified contact and per customer are the engine's (ratelimit.TurnLimits).
+        self.address_limit = ratelimit.RateLimiter(settings.address_requests_per_minute)
+        self.trusted_proxies = ratelimit.trusted_networks(settings.trusted_proxies)
 
     # ----- helpers -----
 
+    def client_address(self, scope: Scope) -> str:
+        """The client's address (an IPv6 client's /64): the socket peer, or behind a trusted
+        proxy the right-most X-Forwarded-For hop that is not a trusted proxy (uvicorn's own
+        proxy handling is off, so this is the only reader of the header)."""
+        client = scope.get("client")
+        peer = str(client[0]) if client else "unknown"
+        forwarded = [
+            value.decode("latin-1")
+            for name, value in scope.get("headers", [])
+            if name == b"x-forwarded-for"
+        ]
+        return ratelimit.address_key(
+            ratelimit.client_address(peer, forwarded, self.trusted_proxies)
+        )
+
     def _address_allowed(self, request: HttpRequest) -> bool:
-        address = request.client.host if request.client else "unknown"
-        return self.address_limit.allow(address)
+        return self.address_limit.allow(self.client_address(request.scope))
 
     async def _json(self, request: HttpRequest) -> dict[str, Any] | JSONResponse:
         try:
@@ -252,13 +286,18 @@ class Edge:
         return value
 
     async def _answer(self, request: Request) -> Reply | JSONResponse:
-        if not self.visitor_limit.allow(f"{request.workspace_id}/{request.visitor.key}"):
-            return error(429, "RATE_LIMITED", "too many messages; wait a minute")
         with tracer.start_as_current_span("edge.turn") as span:
             span.set_attribute("askvault.workspace_id", request.workspace_id)
             span.set_attribute("askvault.channel", request.channel)
             try:
                 reply = await self.engine.handle(request)
+            except ratelimit.RateLimited as limited:
+                # Counted only once the visitor is proven: a claimed user id limits nobody.
+                return error(
+                    429,
+                    "RATE_LIMITED",
+                    f"too many messages for this {limited.scope}; wait a minute",
+                )
             except ConversationNotOwned:
                 return error(
                     403,
@@ -336,6 +375,8 @@ class Edge:
     # ----- tools -----
 
     async def list_tools(self, request: HttpRequest) -> Response:
+        if not self._address_allowed(request):
+            return error(429, "RATE_LIMITED", "too many requests from this address")
         return JSONResponse({"tools": [tool.definition() for tool in tools.TOOLS.values()]})
 
     def identity_from_headers(
@@ -706,6 +747,6 @@ def build_app(
         Route("/metrics", edge.metrics, methods=["GET"]),
     ]
     if mcp_app is not None:
-        routes.append(Route("/mcp", endpoint=JsonErrorBodies(mcp_app)))
+        routes.append(Route("/mcp", endpoint=AddressLimited(JsonErrorBodies(mcp_app), edge)))
     app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
     return BodyLimit(app, edge.settings.max_body_bytes)

@@ -132,3 +132,26 @@ VALUES ($1, $2, $3, $4, $5, $6, $7, $8);
 INSERT INTO whatsapp_link_events (workspace_id, whatsapp_number, contact_id, event,
                                   challenge_id, other_contact_id)
 VALUES ($1, $2, $3, $4, $5, $6);
+
+-- name: lock_unverified_conversation
+-- Takes the unverified hand-offs of one conversation until the transaction ends (false when
+-- another transaction holds them).
+SELECT pg_try_advisory_xact_lock(hashtextextended('edge:unverified:' || $1 || '/' || $2, 0));
+
+-- name: newest_unverified_escalation
+SELECT escalation_id FROM unverified_escalations
+WHERE workspace_id = $1 AND conversation_id = $2
+ORDER BY opened_at DESC LIMIT 1;
+
+-- name: lock_unverified_emails
+-- Serializes the counting of a workspace's unverified hand-off emails until the transaction ends.
+SELECT pg_advisory_xact_lock(hashtextextended('edge:unverified-emails:' || $1, 0));
+
+-- name: count_unverified_emails
+SELECT count(*) FROM unverified_escalations
+WHERE workspace_id = $1 AND emailed_at > now() - make_interval(secs => $2);
+
+-- name: insert_unverified_escalation
+INSERT INTO unverified_escalations (workspace_id, conversation_id, escalation_id, emailed_at)
+VALUES ($1, $2, $3, CASE WHEN $4::boolean THEN now() END)
+ON CONFLICT DO NOTHING;

@@ -14,7 +14,7 @@ import asyncpg
 import uvicorn
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from edge import mcp_server
+from edge import mcp_server, ratelimit
 from edge.confirmations import Confirmations
 from edge.conversation import Engine
 from edge.http_api import Edge, build_app
@@ -101,7 +101,8 @@ async def start(settings: EdgeSettings) -> RunningEdge:
         max_size=settings.database_pool_max_size,
     )
     peers = Peers(settings)
-    edge = Edge(settings, Engine(settings, pool, peers), peers, pool)
+    engine = Engine(settings, pool, peers, limits=ratelimit.TurnLimits.from_settings(settings))
+    edge = Edge(settings, engine, peers, pool)
     confirmations = Confirmations(edge)
     manager, mcp_app = mcp_server.build(edge, confirmations)
     # The manager's task group must be entered and left by one task: it gets its own.
@@ -135,6 +136,10 @@ async def start(settings: EdgeSettings) -> RunningEdge:
         access_log=False,
         lifespan="on",
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
+        # X-Forwarded-For is read by the edge alone, and only from TRUSTED_PROXIES
+        # (http_api.Edge.client_address); uvicorn would trust 127.0.0.1 (or
+        # FORWARDED_ALLOW_IPS) and let any local client pick its own address.
+        proxy_headers=False,
     )
     server = uvicorn.Server(config)
     # The process's own handlers drain the edge; uvicorn must not take SIGTERM for itself.

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+import ipaddress
+
+from pydantic import Field, SecretStr, field_validator
 
 from runtime.settings import ServiceSettings
 
@@ -30,7 +32,8 @@ class EdgeSettings(ServiceSettings):
     billing_deadline_seconds: float = Field(default=1.2, gt=0)
     # Deadline of a webhook's IngestStripeEvent, in seconds (Stripe waits up to 10 s).
     webhook_deadline_seconds: float = Field(default=5.0, gt=0)
-    # Chat turns per visitor per minute, and requests per client address per minute.
+    # Turns (chat, tools, MCP, WhatsApp) per verified contact per minute, and requests per
+    # client address per minute (before verification; see trusted_proxies).
     visitor_turns_per_minute: int = Field(default=30, ge=1)
     address_requests_per_minute: int = Field(default=120, ge=1)
     # How long a proposal waits for "yes", in seconds.
@@ -63,3 +66,21 @@ class EdgeSettings(ServiceSettings):
     # The business's WhatsApp number as visitors dial it ("+14155550100"), shown in the chat
     # with the code (and as a wa.me link); empty says "our WhatsApp number".
     whatsapp_business_number: str = ""
+    # Proxies in front of the edge (the Ingress controller's pods), comma-separated CIDRs.
+    # Behind one of them the client address is the right-most X-Forwarded-For hop that is not
+    # itself a trusted proxy; empty trusts no one (the socket peer is the client).
+    trusted_proxies: str = ""
+    # Turns per Stripe customer per minute, shared by every contact bound to the customer.
+    customer_turns_per_minute: int = Field(default=120, ge=1)
+    # Agent emails per workspace per hour for hand-offs of unverified visitors; over it the
+    # escalation still opens (once per conversation) but no email goes out.
+    unverified_handoff_emails_per_hour: int = Field(default=20, ge=0)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _cidrs(cls, value: str) -> str:
+        # A typo must fail at start, not silently trust nobody (or everybody).
+        for part in (item.strip() for item in value.split(",")):
+            if part:
+                ipaddress.ip_network(part, strict=False)
+        return value

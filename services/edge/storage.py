@@ -476,3 +476,45 @@ async def add_proven_whatsapp_link(
         challenge_id,
         moved_from,
     )
+
+
+async def lock_unverified_conversation(
+    connection: Connection, workspace_id: str, conversation_id: str
+) -> bool:
+    """Takes the conversation's unverified hand-offs until the transaction ends, so that
+    concurrent turns open one escalation between them; False when another holds them."""
+    return bool(
+        await connection.fetchval(
+            queries.lock_unverified_conversation, workspace_id, conversation_id
+        )
+    )
+
+
+async def newest_unverified_escalation(
+    connection: Connection, workspace_id: str, conversation_id: str
+) -> str | None:
+    """The escalation last opened for an unverified visitor of the conversation."""
+    found = await connection.fetchval(
+        queries.newest_unverified_escalation, workspace_id, conversation_id
+    )
+    return str(found) if found is not None else None
+
+
+async def record_unverified_escalation(
+    connection: Connection,
+    workspace_id: str,
+    conversation_id: str,
+    escalation_id: str,
+    emails_per_hour: int,
+) -> bool:
+    """Records an escalation opened for an unverified visitor; True when the agents may be
+    emailed about it (the workspace sent fewer than ``emails_per_hour`` such emails in the
+    last hour, counted under a per-workspace lock so that concurrent turns cannot overshoot).
+    Call inside a transaction."""
+    await connection.execute(queries.lock_unverified_emails, workspace_id)
+    sent = await connection.fetchval(queries.count_unverified_emails, workspace_id, 3600.0)
+    email = int(sent) < emails_per_hour
+    await connection.execute(
+        queries.insert_unverified_escalation, workspace_id, conversation_id, escalation_id, email
+    )
+    return email
