@@ -117,6 +117,17 @@ async def test_failed_payment_whatsapp_retry_now_recovers(stack: Stack) -> None:
         posted = await response.json()
     assert posted["webhook_status"] == 200, posted
 
+    # The button only asks: charging the card again needs Carol's own "yes" from her number.
+    async def asked() -> list[dict[str, Any]]:
+        return [m for m in await stack.whatsapp_messages() if "Shall I go ahead?" in str(m)]
+
+    await eventually(asked)
+    unpaid = await stack.stripe.v1.invoices.retrieve_async(case.invoice_id)
+    assert unpaid["status"] == "open", unpaid
+    yes = whatsapp_app.inbound_payload(PHONE_NUMBER_ID, CAROL_NUMBER, "Carol", "yes", "")
+    status, _ = await stack.post_whatsapp(yes)
+    assert status == 200
+
     async def paid_reply() -> list[dict[str, Any]]:
         return [m for m in await stack.whatsapp_messages() if "went through" in str(m)]
 
