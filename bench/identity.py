@@ -53,7 +53,11 @@ async def run() -> dict[str, Any]:
             stub = identity_pb2_grpc.IdentityServiceStub(channel)
             await stub.AddSecret(
                 identity_pb2.AddSecretRequest(
-                    workspace_id="ws_bench", key_id="k1", secret=SECRET, idempotency_key="k1"
+                    workspace_id="ws_bench",
+                    key_id="k1",
+                    secret=SECRET,
+                    idempotency_key="k1",
+                    purpose=identity_pb2.SECRET_PURPOSE_USER_HASH,
                 ),
                 metadata=testing.admin_metadata(),
             )

@@ -34,6 +34,19 @@ class DemoConfig:
     def hmac_secret(self) -> bytes:
         return str(self.raw["workspace"]["hmac"]["secret"]).encode()
 
+    @property
+    def token_key_id(self) -> str:
+        """The visitor-token key's id; empty when the workspace signs no tokens."""
+        return str(self.raw["workspace"].get("token", {}).get("key_id", ""))
+
+    @property
+    def token_secret(self) -> bytes:
+        return str(self.raw["workspace"].get("token", {}).get("secret", "")).encode()
+
+    @property
+    def customer_metadata_key(self) -> str:
+        return str(self.raw["workspace"].get("identity", {}).get("customer_metadata_key", ""))
+
     def port(self, name: str) -> int:
         return int(self.raw["ports"][name])
 

@@ -29,20 +29,39 @@ def admin_metadata(subject: str = "devstack-admin") -> tuple[tuple[str, str], ..
 async def _identity(demo: config.DemoConfig, port: Callable[[str], int]) -> list[str]:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port('identity')}") as channel:
         stub = identity_pb2_grpc.IdentityServiceStub(channel)
-        try:
-            await stub.AddSecret(
-                identity_pb2.AddSecretRequest(
-                    workspace_id=demo.workspace_id,
-                    key_id=demo.hmac_key_id,
-                    secret=demo.hmac_secret,
-                    idempotency_key=f"devstack-secret-{demo.hmac_key_id}",
-                ),
-                metadata=admin_metadata(),
-                timeout=5,
+        # The user_hash secret, and the visitor-token key as separate material.
+        secrets = [(demo.hmac_key_id, demo.hmac_secret, identity_pb2.SECRET_PURPOSE_USER_HASH)]
+        if demo.token_key_id:
+            secrets.append(
+                (demo.token_key_id, demo.token_secret, identity_pb2.SECRET_PURPOSE_VISITOR_TOKEN)
             )
-        except grpc.aio.AioRpcError as error:
-            if error.code() != grpc.StatusCode.ALREADY_EXISTS:
-                raise
+        for key_id, secret, purpose in secrets:
+            try:
+                await stub.AddSecret(
+                    identity_pb2.AddSecretRequest(
+                        workspace_id=demo.workspace_id,
+                        key_id=key_id,
+                        secret=secret,
+                        purpose=purpose,
+                        idempotency_key=f"devstack-secret-{purpose}-{key_id}",
+                    ),
+                    metadata=admin_metadata(),
+                    timeout=5,
+                )
+            except grpc.aio.AioRpcError as error:
+                if error.code() != grpc.StatusCode.ALREADY_EXISTS:
+                    raise
+        await stub.UpdateWorkspaceSettings(
+            identity_pb2.UpdateWorkspaceSettingsRequest(
+                workspace_id=demo.workspace_id,
+                settings=identity_pb2.WorkspaceSettings(
+                    customer_metadata_key=demo.customer_metadata_key
+                ),
+                idempotency_key=f"devstack-identity-settings-{demo.customer_metadata_key}",
+            ),
+            metadata=admin_metadata(),
+            timeout=5,
+        )
     visitor = demo.visitors[0]
     # What the workspace's backend computes for its visitor (Intercom-style user_hash).
     user_hash = hmac.new(demo.hmac_secret, visitor["user_id"].encode(), hashlib.sha256).hexdigest()
@@ -51,7 +70,9 @@ async def _identity(demo: config.DemoConfig, port: Callable[[str], int]) -> list
         f'"email":"{visitor["email"]}","user_hash":"{user_hash}"}}'
     )
     return [
-        f"Demo workspace {demo.workspace_id}: HMAC key {demo.hmac_key_id} (config/demo.toml).",
+        f"Demo workspace {demo.workspace_id}: user_hash key {demo.hmac_key_id}, token key "
+        f"{demo.token_key_id or '(none)'}, customers bound by metadata "
+        f"{demo.customer_metadata_key or '(none)'} (config/demo.toml).",
         "Verify the demo visitor through reflection (as the edge: service credentials are on):",
         f"  .venv/bin/grpcurl -plaintext -d '{request}' \\",
         '    -H "x-askvault-service: $(.venv/bin/python -m devstack.token edge)" \\',

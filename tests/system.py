@@ -232,19 +232,40 @@ async def provision_workspace(
     stripe_key: str,
     admin: Metadata,
     key_prefix: str,
+    token_secret: bytes = b"",
+    customer_metadata_key: str = "askvault_user_id",
 ) -> None:
-    """What an operator does for a new workspace: its HMAC secret, the Business plan with
-    default bounds, and its Stripe account connected with the edge as webhook endpoint."""
-    await system.identity.AddSecret(
-        identity_pb2.AddSecretRequest(
-            workspace_id=workspace_id,
-            key_id="k1",
-            secret=hmac_secret,
-            idempotency_key=f"{key_prefix}-secret",
-        ),
-        metadata=admin,
-        timeout=5,
-    )
+    """What an operator does for a new workspace: its user_hash secret (and, when it signs
+    visitor tokens, a distinct token secret), the Stripe metadata key naming its user ids,
+    the Business plan with default bounds, and its Stripe account connected with the edge as
+    webhook endpoint."""
+    secrets = [("k1", hmac_secret, identity_pb2.SECRET_PURPOSE_USER_HASH)]
+    if token_secret:
+        secrets.append(("t1", token_secret, identity_pb2.SECRET_PURPOSE_VISITOR_TOKEN))
+    for key_id, secret, purpose in secrets:
+        await system.identity.AddSecret(
+            identity_pb2.AddSecretRequest(
+                workspace_id=workspace_id,
+                key_id=key_id,
+                secret=secret,
+                purpose=purpose,
+                idempotency_key=f"{key_prefix}-secret-{key_id}",
+            ),
+            metadata=admin,
+            timeout=5,
+        )
+    if customer_metadata_key:
+        await system.identity.UpdateWorkspaceSettings(
+            identity_pb2.UpdateWorkspaceSettingsRequest(
+                workspace_id=workspace_id,
+                settings=identity_pb2.WorkspaceSettings(
+                    customer_metadata_key=customer_metadata_key
+                ),
+                idempotency_key=f"{key_prefix}-identity-settings",
+            ),
+            metadata=admin,
+            timeout=5,
+        )
     current = await system.policy.GetBounds(
         policy_pb2.GetBoundsRequest(workspace_id=workspace_id), timeout=5
     )

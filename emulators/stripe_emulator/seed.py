@@ -63,6 +63,11 @@ DEMO_EMAILS = (
 )
 
 
+# The metadata key under which seeded customers carry their user id (the email's local
+# part: "alice" for alice@example.com), as config/demo.toml's customer_metadata_key.
+USER_ID_METADATA_KEY = "askvault_user_id"
+
+
 def seed_demo(state: State, api_key: str = DEMO_API_KEY, now: int | None = None) -> Json:
     """Create the demo catalog and customers in the account of `api_key` (once) and
     return the summary: account, products and prices by tier, customers by email."""
@@ -237,7 +242,9 @@ def _customer(
             name=name,
             phone=None,
             description="AskVault demo customer",
-            metadata={"demo": "true"},
+            # The workspace's user id of the customer: the demo workspace (and the tests)
+            # bind a verified visitor to the customer carrying its user id under this key.
+            metadata={"demo": "true", USER_ID_METADATA_KEY: email.partition("@")[0]},
             invoice_prefix=customer_id[4:12].upper(),
             test_clock=None,
             preferred_locales=locales or [],

@@ -4,6 +4,7 @@ assertion's Stripe customer, and hands writes to the ledger."""
 from __future__ import annotations
 
 import base64
+import re
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -39,6 +40,10 @@ _PRORATION = {
     pb.PRORATION_BEHAVIOR_ALWAYS_INVOICE: "always_invoice",
 }
 _RECOVERY_STATE_NAMES = {value: key for key, value in convert.RECOVERY_STATES.items()}
+# A metadata key and value safe to put inside a customers.search query's quoted strings.
+_METADATA_KEY = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
+_METADATA_VALUE = re.compile(r"^[^'\"\\\x00-\x1f\x7f]{1,500}$")
+_CUSTOMER_ID = re.compile(r"^cus_[A-Za-z0-9]{1,250}$")
 
 
 def _not_linked() -> errors.ServiceError:
@@ -358,9 +363,38 @@ class BillingGatewayServicer(billing_pb2_grpc.BillingGatewayServiceServicer):
     ) -> pb.FindCustomersResponse:
         check = errors.Validator()
         check.non_empty(request.workspace_id, "workspace_id")
-        check.non_empty(request.email, "email", max_length=320)
+        by_metadata = request.HasField("metadata")
+        asked = [bool(request.email), by_metadata, bool(request.stripe_customer_id)]
+        check.require(
+            sum(asked) == 1,
+            "email",
+            "exactly one of email, metadata and stripe_customer_id is required",
+        )
+        if request.email:
+            check.non_empty(request.email, "email", max_length=320)
+        if by_metadata:
+            check.require(
+                bool(_METADATA_KEY.match(request.metadata.key)),
+                "metadata.key",
+                "[A-Za-z0-9_-]{1,40}",
+            )
+            check.require(
+                bool(_METADATA_VALUE.match(request.metadata.value)),
+                "metadata.value",
+                "1 to 500 characters, without quotes, backslashes or control characters",
+            )
+        if request.stripe_customer_id:
+            check.require(
+                bool(_CUSTOMER_ID.match(request.stripe_customer_id)),
+                "stripe_customer_id",
+                "must be a Stripe customer id (cus_...)",
+            )
         check.check()
         account = await self._accounts.account(request.workspace_id)
+        if by_metadata:
+            return await self._find_by_metadata(account, request.metadata)
+        if request.stripe_customer_id:
+            return await self._find_by_id(account, request.stripe_customer_id)
         wanted = request.email.strip().lower()
         found: dict[str, str] = {}
         for email in dict.fromkeys((request.email.strip(), wanted)):
@@ -372,6 +406,57 @@ class BillingGatewayServicer(billing_pb2_grpc.BillingGatewayServiceServicer):
             customers=[
                 pb.StripeCustomer(stripe_customer_id=customer_id, email=email)
                 for customer_id, email in found.items()
+            ]
+        )
+
+    async def _find_by_metadata(
+        self, account: StripeAccount, wanted: pb.MetadataQuery
+    ) -> pb.FindCustomersResponse:
+        # Key and value were validated to hold no quote or backslash, so they cannot break
+        # out of the query's quoted strings. Stripe's search index lags writes by up to a
+        # minute; a customer created just now may be found on a later turn.
+        query: Any = {
+            "query": f"metadata['{wanted.key}']:'{wanted.value}'",
+            "limit": 10,
+        }
+        result = await self._stripe.call(
+            account, "customers.search", lambda c: c.v1.customers.search_async(query)
+        )
+        customers = []
+        for customer in result.data:
+            metadata = to_json(customer).get("metadata") or {}
+            value = str(metadata.get(wanted.key, ""))
+            # Search matching is Stripe's; the exact value is ours to check.
+            if value == wanted.value:
+                customers.append(
+                    pb.StripeCustomer(
+                        stripe_customer_id=str(customer.id),
+                        email=str(customer.email or ""),
+                        metadata_value=value,
+                    )
+                )
+        return pb.FindCustomersResponse(customers=customers)
+
+    async def _find_by_id(
+        self, account: StripeAccount, customer_id: str
+    ) -> pb.FindCustomersResponse:
+        try:
+            customer = await self._stripe.call(
+                account,
+                "customers.retrieve",
+                lambda c: c.v1.customers.retrieve_async(customer_id),
+            )
+        except errors.ServiceError as error:
+            if error.kind is errors.Kind.NOT_FOUND:
+                return pb.FindCustomersResponse()
+            raise
+        if getattr(customer, "deleted", False):
+            return pb.FindCustomersResponse()
+        return pb.FindCustomersResponse(
+            customers=[
+                pb.StripeCustomer(
+                    stripe_customer_id=str(customer.id), email=str(customer.email or "")
+                )
             ]
         )
 

@@ -7,6 +7,7 @@ one of them passes identity, policy and confirmation the same way.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 from collections.abc import Mapping
@@ -306,8 +307,10 @@ class Engine:
         return reply
 
     async def _verify(self, request: Request) -> tuple[ipb.Contact, str, str] | None:
-        """The verified contact and its assertion, linked to its Stripe customer when one
-        matches by email; None for a visitor with no or a bad identity."""
+        """The verified contact and its assertion, bound to its Stripe customer when identity
+        names a signed fact to find it by (a signed email, or the workspace's metadata key
+        with the verified user id); None for a visitor with no or a bad identity. An email the
+        visitor merely typed is never searched for."""
         visitor = request.visitor
         if not visitor.presented:
             return None
@@ -330,8 +333,9 @@ class Engine:
             return None
         contact = answer.contact
         link = "linked" if contact.stripe_customer_id else "none"
-        if not contact.stripe_customer_id and contact.email:
-            link = await self._link_customer(request.workspace_id, contact)
+        lookup = answer.customer_lookup
+        if not contact.stripe_customer_id and (lookup.email or lookup.metadata_key):
+            link = await self._link_customer(request.workspace_id, contact, lookup)
             if link == "linked":
                 try:
                     answer = await self._peers.identity.VerifyVisitor(
@@ -341,39 +345,86 @@ class Engine:
                     return None
         return answer.contact, answer.identity_assertion, link
 
-    async def _link_customer(self, workspace_id: str, contact: ipb.Contact) -> str:
-        """ "linked", "none" (no customer has the email) or "unavailable"."""
-        try:
-            found = await self._peers.billing.FindCustomers(
-                bpb.FindCustomersRequest(workspace_id=workspace_id, email=contact.email),
-                timeout=self._peers.billing_timeout(),
+    async def _link_customer(
+        self, workspace_id: str, contact: ipb.Contact, lookup: ipb.CustomerLookup
+    ) -> str:
+        """ "linked", "none" (no customer carries the signed fact) or "unavailable". Searches
+        by the signed email first, then by the metadata key naming the verified user id;
+        identity binds only the candidate matching what it knows was signed."""
+        searches: list[tuple[str, bpb.FindCustomersRequest]] = []
+        if lookup.email:
+            searches.append(
+                ("email", bpb.FindCustomersRequest(workspace_id=workspace_id, email=lookup.email))
             )
-            if not found.customers:
-                return "none"
-            await self._peers.identity.LinkCustomer(
-                ipb.LinkCustomerRequest(
+        if lookup.metadata_key and lookup.metadata_value:
+            searches.append(
+                (
+                    "metadata",
+                    bpb.FindCustomersRequest(
+                        workspace_id=workspace_id,
+                        metadata=bpb.MetadataQuery(
+                            key=lookup.metadata_key, value=lookup.metadata_value
+                        ),
+                    ),
+                )
+            )
+        try:
+            for kind, search in searches:
+                found = await self._peers.billing.FindCustomers(
+                    search, timeout=self._peers.billing_timeout()
+                )
+                if not found.customers:
+                    continue
+                candidates = [
+                    ipb.CustomerCandidate(
+                        stripe_customer_id=customer.stripe_customer_id,
+                        email=customer.email,
+                        metadata_value=customer.metadata_value,
+                    )
+                    for customer in found.customers
+                ]
+                # The same candidates give the same key, so a retried turn is one link.
+                fingerprint = hashlib.sha256(
+                    ",".join(sorted(c.stripe_customer_id for c in candidates)).encode()
+                ).hexdigest()[:16]
+                link = ipb.LinkCustomerRequest(
                     workspace_id=workspace_id,
                     contact_id=contact.contact_id,
-                    email_match=ipb.EmailMatch(
-                        candidates=[
-                            ipb.CustomerCandidate(
-                                stripe_customer_id=customer.stripe_customer_id,
-                                email=customer.email,
-                            )
-                            for customer in found.customers
-                        ]
-                    ),
-                    idempotency_key=f"edge:link:{contact.contact_id}",
-                ),
-                timeout=self._peers.timeout(),
-            )
-            return "linked"
+                    idempotency_key=f"edge:link:{contact.contact_id}:{kind}:{fingerprint}",
+                )
+                if kind == "email":
+                    link.email_match.CopyFrom(ipb.EmailMatch(candidates=candidates))
+                else:
+                    link.metadata_match.CopyFrom(
+                        ipb.MetadataMatch(metadata_key=lookup.metadata_key, candidates=candidates)
+                    )
+                await self._peers.identity.LinkCustomer(link, timeout=self._peers.timeout())
+                return "linked"
+            return "none"
         except grpc.aio.AioRpcError as error:
             logger.info(
                 "customer not linked",
                 extra={"code": error.code().name, "reason": error_reason(error)},
             )
             return "unavailable" if is_unavailable(error) else "none"
+
+    async def _customer_email(self, context: Context) -> str:
+        """The bound Stripe customer's own email: where to send when the visitor signed no
+        email (the email they typed is never a recipient). Empty when unknown."""
+        if not context.contact.stripe_customer_id:
+            return ""
+        try:
+            found = await self._peers.billing.FindCustomers(
+                bpb.FindCustomersRequest(
+                    workspace_id=context.workspace_id,
+                    stripe_customer_id=context.contact.stripe_customer_id,
+                ),
+                timeout=self._peers.billing_timeout(),
+            )
+        except grpc.aio.AioRpcError as error:
+            logger.info("customer email not found", extra={"code": error.code().name})
+            return ""
+        return next((c.email for c in found.customers if c.email), "")
 
     async def _unverified(self, request: Request, parsed: Parsed, now: datetime) -> Reply:
         """No data for an unproven visitor: billing questions go to a human."""
@@ -694,13 +745,18 @@ class Engine:
     async def _send_bundle(
         self, context: Context, period_label: str, invoices: list[dict[str, Any]], key: str
     ) -> Reply:
+        # Only an email the workspace signed, or the bound customer's own email in Stripe.
+        recipient = context.contact.email or await self._customer_email(context)
+        if not recipient:
+            return Reply(
+                "I have no verified email address to send your invoices to; the links above "
+                "work meanwhile."
+            )
         try:
             await self._peers.notifier.Send(
                 npb.SendRequest(
                     workspace_id=context.workspace_id,
-                    recipient=npb.Recipient(
-                        contact_id=context.contact.contact_id, email=context.contact.email
-                    ),
+                    recipient=npb.Recipient(contact_id=context.contact.contact_id, email=recipient),
                     template=npb.TEMPLATE_INVOICE_BUNDLE,
                     channel=npb.CHANNEL_EMAIL,
                     variables={
@@ -726,7 +782,7 @@ class Engine:
             logger.warning("invoice bundle not queued", extra={"code": error.code().name})
             return Reply("I couldn't send the email just now; the links above work meanwhile.")
         return Reply(
-            f"Done: I've emailed your invoices for {period_label} to {context.contact.email}.",
+            f"Done: I've emailed your invoices for {period_label} to {recipient}.",
             data={"emailed": len(invoices)},
         )
 

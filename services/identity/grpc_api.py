@@ -14,7 +14,7 @@ from askvault.identity.v1 import identity_pb2_grpc
 from identity import storage
 from identity.domain import contacts, verification
 from identity.settings import IdentitySettings
-from runtime import assertions, auth, convert, errors, idempotency, ids
+from runtime import assertions, auth, convert, errors, idempotency, ids, paging
 from runtime.database import Connection
 from runtime.secretbox import SecretBox
 
@@ -33,7 +33,21 @@ _TIER_TO_PB = {
     "enterprise": pb.PLAN_TIER_ENTERPRISE,
 }
 _TIER_FROM_PB = {value: key for key, value in _TIER_TO_PB.items()}
+_PURPOSE_TO_PB = {
+    verification.USER_HASH: pb.SECRET_PURPOSE_USER_HASH,
+    verification.VISITOR_TOKEN: pb.SECRET_PURPOSE_VISITOR_TOKEN,
+}
+_PURPOSE_FROM_PB = {value: key for key, value in _PURPOSE_TO_PB.items()}
+_BINDING_TO_PB = {
+    contacts.SIGNED_EMAIL: pb.BINDING_SOURCE_SIGNED_EMAIL,
+    contacts.TOKEN_CLAIM: pb.BINDING_SOURCE_TOKEN_CLAIM,
+    contacts.CUSTOMER_METADATA: pb.BINDING_SOURCE_CUSTOMER_METADATA,
+    contacts.ADMIN: pb.BINDING_SOURCE_ADMIN,
+    contacts.LEGACY_UNSIGNED: pb.BINDING_SOURCE_LEGACY_UNSIGNED,
+}
 _MIN_SECRET_BYTES = 32
+_LEGACY_PAGE_DEFAULT = 50
+_LEGACY_PAGE_MAX = 200
 
 
 def _contact_pb(record: storage.ContactRecord) -> pb.Contact:
@@ -53,7 +67,15 @@ def _contact_pb(record: storage.ContactRecord) -> pb.Contact:
             trial_ends_updated_at=convert.timestamp(tags.trial_ends_at),
         ),
         created_at=convert.timestamp(record.created_at),
+        claimed_email=record.claimed_email,
+        binding_source=_BINDING_TO_PB.get(record.binding_source, pb.BINDING_SOURCE_UNSPECIFIED),
     )
+
+
+def _sealing_context(workspace_id: str, purpose: str, key_id: str) -> str:
+    # Each purpose has its own context: a user_hash secret's ciphertext does not open as a
+    # token secret even if a row's purpose were changed in the database.
+    return f"{workspace_id}/hmac/{purpose}/{key_id}"
 
 
 def _secret_pb(record: storage.SecretRecord) -> pb.SecretMetadata:
@@ -62,6 +84,7 @@ def _secret_pb(record: storage.SecretRecord) -> pb.SecretMetadata:
         created_at=convert.timestamp(record.created_at),
         retired_at=convert.timestamp(record.retired_at),
         active=record.retired_at is None,
+        purpose=_PURPOSE_TO_PB.get(record.purpose, pb.SECRET_PURPOSE_UNSPECIFIED),
     )
 
 
@@ -98,14 +121,24 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             workspace_id,
         )
 
-    async def _active_secrets(self, connection: Connection, workspace_id: str) -> dict[str, bytes]:
-        sealed = await storage.active_secret_ciphertexts(connection, workspace_id)
-        if sealed is None:
+    async def _active_secrets(
+        self, connection: Connection, workspace_id: str, purpose: str
+    ) -> tuple[dict[str, bytes], str]:
+        """The active secrets of one purpose and the workspace's customer metadata key."""
+        found = await storage.active_secrets(connection, workspace_id, purpose)
+        if found is None:
             raise _unknown_workspace()
-        return {
-            key_id: self._secret_box.open(ciphertext, f"{workspace_id}/hmac/{key_id}")
-            for key_id, ciphertext in sealed.items()
+        opened = {
+            key_id: self._secret_box.open(
+                sealed.ciphertext,
+                _sealing_context(workspace_id, purpose, key_id)
+                if sealed.purpose_sealed
+                # Sealed before purposes existed: only user_hash secrets (migration 0002).
+                else f"{workspace_id}/hmac/{key_id}",
+            )
+            for key_id, sealed in found.sealed.items()
         }
+        return opened, found.customer_metadata_key
 
     async def _contact_or_not_found(
         self, connection: Connection, workspace_id: str, contact_id: str
@@ -136,8 +169,11 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         check.require(len(request.email) <= 320, "email", "at most 320 characters")
         check.require(len(request.token) <= 8192, "token", "at most 8192 characters")
         check.check()
-        async with self._pool.acquire() as connection:
-            secrets = await self._active_secrets(connection, request.workspace_id)
+        purpose = verification.VISITOR_TOKEN if request.token else verification.USER_HASH
+        async with self._pool.acquire() as connection, connection.transaction():
+            secrets, metadata_key = await self._active_secrets(
+                connection, request.workspace_id, purpose
+            )
             if request.token:
                 visitor = verification.verify_token(
                     request.token,
@@ -146,20 +182,35 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
                     max_lifetime_seconds=self._settings.token_max_lifetime_seconds,
                     expected_user_id=request.user_id,
                 )
-                email = visitor.email or request.email
             else:
                 visitor = verification.verify_user_hash(
                     secrets, request.user_id, request.email, request.user_hash
                 )
-                email = request.email
+            emails = contacts.split_emails(
+                visitor.method, visitor.user_id, request.email, visitor.email
+            )
             record = await storage.upsert_contact(
                 connection,
                 request.workspace_id,
                 ids.new_id("ct"),
                 visitor.user_id,
-                email.strip(),
-                contacts.normalize_email(email),
+                emails.signed,
+                contacts.normalize_email(emails.signed),
+                emails.claimed,
             )
+            if visitor.stripe_customer_id and (
+                record.stripe_customer_id != visitor.stripe_customer_id
+                or record.binding_source != contacts.TOKEN_CLAIM
+            ):
+                # The workspace signed this customer for the visitor: the strongest fact
+                # there is, so it binds (and re-binds) at once.
+                record = await storage.link_customer(
+                    connection,
+                    request.workspace_id,
+                    record.contact_id,
+                    visitor.stripe_customer_id,
+                    contacts.TOKEN_CLAIM,
+                )
         now = datetime.now(UTC).replace(microsecond=0)
         expires_at = now + timedelta(seconds=self._settings.assertion_ttl_seconds)
         key_id, private_key = self._signing_keys[0]
@@ -177,6 +228,13 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
                 expires_at=expires_at,
             ),
         )
+        lookup = None
+        if not record.stripe_customer_id:
+            lookup = pb.CustomerLookup(
+                email=record.email,
+                metadata_key=metadata_key if record.user_id else "",
+                metadata_value=record.user_id if metadata_key else "",
+            )
         return pb.VerifyVisitorResponse(
             contact=_contact_pb(record),
             identity_assertion=token,
@@ -186,6 +244,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
                 if visitor.method == "token"
                 else pb.VERIFICATION_METHOD_USER_HASH
             ),
+            customer_lookup=lookup,
         )
 
     async def GetVerificationKeys(
@@ -239,7 +298,11 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         check.non_empty(request.workspace_id, "workspace_id")
         check.non_empty(request.contact_id, "contact_id")
         target = request.WhichOneof("target")
-        check.require(target is not None, "target", "stripe_customer_id or email_match is set")
+        check.require(
+            target is not None,
+            "target",
+            "stripe_customer_id, email_match or metadata_match is set",
+        )
         if target == "stripe_customer_id":
             check.require(
                 request.stripe_customer_id.startswith("cus_"),
@@ -247,14 +310,17 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
                 "must be a Stripe customer id (cus_...)",
             )
         check.check()
+        if target == "stripe_customer_id":
+            # Choosing the customer outright is an owner's decision, never a service's.
+            self._admin(context, request.workspace_id)
 
         async def link(connection: Connection) -> pb.LinkCustomerResponse:
             record = await self._contact_or_not_found(
                 connection, request.workspace_id, request.contact_id
             )
             if target == "stripe_customer_id":
-                customer_id = request.stripe_customer_id
-            else:
+                customer_id, source = request.stripe_customer_id, contacts.ADMIN
+            elif target == "email_match":
                 customer_id = contacts.match_customer(
                     record.email,
                     [
@@ -262,9 +328,36 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
                         for c in request.email_match.candidates
                     ],
                 )
-            linked = await storage.link_customer(
-                connection, request.workspace_id, request.contact_id, customer_id
-            )
+                source = contacts.rebinding_source(
+                    record.stripe_customer_id,
+                    record.binding_source,
+                    customer_id,
+                    contacts.SIGNED_EMAIL,
+                )
+            else:
+                configured = await storage.get_customer_metadata_key(
+                    connection, request.workspace_id
+                )
+                customer_id = contacts.match_by_metadata(
+                    record.user_id,
+                    request.metadata_match.metadata_key,
+                    configured or "",
+                    [
+                        contacts.Candidate(c.stripe_customer_id, c.email, c.metadata_value)
+                        for c in request.metadata_match.candidates
+                    ],
+                )
+                source = contacts.rebinding_source(
+                    record.stripe_customer_id,
+                    record.binding_source,
+                    customer_id,
+                    contacts.CUSTOMER_METADATA,
+                )
+            linked = record
+            if (customer_id, source) != (record.stripe_customer_id, record.binding_source):
+                linked = await storage.link_customer(
+                    connection, request.workspace_id, request.contact_id, customer_id, source
+                )
             return pb.LinkCustomerResponse(contact=_contact_pb(linked))
 
         return await idempotency.run_once(
@@ -379,14 +472,20 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             "secret",
             f"at least {_MIN_SECRET_BYTES} bytes",
         )
+        check.require(
+            request.purpose in _PURPOSE_FROM_PB,
+            "purpose",
+            "SECRET_PURPOSE_USER_HASH or SECRET_PURPOSE_VISITOR_TOKEN is required",
+        )
         check.check()
+        purpose = _PURPOSE_FROM_PB[request.purpose]
         sealed = self._secret_box.seal(
-            request.secret, f"{request.workspace_id}/hmac/{request.key_id}"
+            request.secret, _sealing_context(request.workspace_id, purpose, request.key_id)
         )
 
         async def add(connection: Connection) -> pb.AddSecretResponse:
             record = await storage.insert_secret(
-                connection, request.workspace_id, request.key_id, sealed
+                connection, request.workspace_id, request.key_id, sealed, purpose
             )
             if record is None:
                 raise errors.ServiceError(
@@ -437,3 +536,70 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         async with self._pool.acquire() as connection:
             records = await storage.list_secrets(connection, request.workspace_id)
         return pb.ListSecretsResponse(secrets=[_secret_pb(r) for r in records])
+
+    async def GetWorkspaceSettings(
+        self, request: pb.GetWorkspaceSettingsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetWorkspaceSettingsResponse:
+        self._admin(context, request.workspace_id)
+        check = errors.Validator()
+        check.non_empty(request.workspace_id, "workspace_id")
+        check.check()
+        async with self._pool.acquire() as connection:
+            key = await storage.get_customer_metadata_key(connection, request.workspace_id)
+        if key is None:
+            raise errors.not_found("workspace", "WORKSPACE_NOT_FOUND")
+        return pb.GetWorkspaceSettingsResponse(
+            settings=pb.WorkspaceSettings(customer_metadata_key=key)
+        )
+
+    async def UpdateWorkspaceSettings(
+        self, request: pb.UpdateWorkspaceSettingsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UpdateWorkspaceSettingsResponse:
+        self._admin(context, request.workspace_id)
+        check = errors.Validator()
+        check.non_empty(request.workspace_id, "workspace_id")
+        wanted = request.settings.customer_metadata_key
+        check.require(
+            not wanted or bool(contacts.METADATA_KEY.match(wanted)),
+            "settings.customer_metadata_key",
+            "[A-Za-z0-9_-]{1,40}, or empty for none",
+        )
+        check.check()
+
+        async def update(connection: Connection) -> pb.UpdateWorkspaceSettingsResponse:
+            key = await storage.set_customer_metadata_key(connection, request.workspace_id, wanted)
+            if key is None:
+                raise errors.not_found("workspace", "WORKSPACE_NOT_FOUND")
+            return pb.UpdateWorkspaceSettingsResponse(
+                settings=pb.WorkspaceSettings(customer_metadata_key=key)
+            )
+
+        return await idempotency.run_once(
+            self._pool,
+            request.workspace_id,
+            request.idempotency_key,
+            request,
+            pb.UpdateWorkspaceSettingsResponse,
+            update,
+        )
+
+    async def ListLegacyBindings(
+        self, request: pb.ListLegacyBindingsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListLegacyBindingsResponse:
+        self._admin(context, request.workspace_id)
+        check = errors.Validator()
+        check.non_empty(request.workspace_id, "workspace_id")
+        check.check()
+        size = paging.page_size(request.page_size, _LEGACY_PAGE_DEFAULT, _LEGACY_PAGE_MAX)
+        after = paging.decode_cursor(request.page_token)
+        async with self._pool.acquire() as connection:
+            records = await storage.legacy_bindings(
+                connection, request.workspace_id, after, size + 1
+            )
+        page, more = records[:size], len(records) > size
+        return pb.ListLegacyBindingsResponse(
+            contacts=[_contact_pb(r) for r in page],
+            next_page_token=(
+                paging.encode_cursor(page[-1].created_at, page[-1].contact_id) if more else ""
+            ),
+        )

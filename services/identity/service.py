@@ -45,6 +45,9 @@ class IdentityService:
         "AddSecret": frozenset({ADMIN}),
         "RetireSecret": frozenset({ADMIN}),
         "ListSecrets": frozenset({ADMIN}),
+        "GetWorkspaceSettings": frozenset({ADMIN}),
+        "UpdateWorkspaceSettings": frozenset({ADMIN}),
+        "ListLegacyBindings": frozenset({ADMIN}),
     }
 
     def __init__(self, settings: IdentitySettings) -> None:

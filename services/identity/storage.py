@@ -20,6 +20,25 @@ class SecretRecord:
     key_id: str
     created_at: datetime
     retired_at: datetime | None
+    purpose: str
+
+
+@dataclass(frozen=True)
+class SealedSecret:
+    """An active secret's ciphertext and which sealing context it was sealed under."""
+
+    ciphertext: bytes
+    # True: sealed under the purpose's own context; False: under the one from before
+    # purposes existed (migration 0002).
+    purpose_sealed: bool
+
+
+@dataclass(frozen=True)
+class ActiveSecrets:
+    """A workspace's active secrets of one purpose, with its settings."""
+
+    sealed: dict[str, SealedSecret]
+    customer_metadata_key: str
 
 
 @dataclass(frozen=True)
@@ -33,6 +52,8 @@ class ContactRecord:
     stripe_customer_id: str
     tags: Tags
     created_at: datetime
+    claimed_email: str
+    binding_source: str
 
 
 def _contact(row: asyncpg.Record) -> ContactRecord:
@@ -51,19 +72,23 @@ def _contact(row: asyncpg.Record) -> ContactRecord:
             trial_ends_at=row["trial_ends_at"],
         ),
         created_at=row["created_at"],
+        claimed_email=row["claimed_email"],
+        binding_source=row["binding_source"],
     )
 
 
 def _secret(row: asyncpg.Record) -> SecretRecord:
-    return SecretRecord(row["key_id"], row["created_at"], row["retired_at"])
+    return SecretRecord(row["key_id"], row["created_at"], row["retired_at"], row["purpose"])
 
 
 async def insert_secret(
-    connection: Connection, workspace_id: str, key_id: str, ciphertext: bytes
+    connection: Connection, workspace_id: str, key_id: str, ciphertext: bytes, purpose: str
 ) -> SecretRecord | None:
-    """Adds a secret (and the workspace); None when the key id is taken."""
+    """Adds a secret of a purpose (and the workspace); None when the key id is taken."""
     await connection.execute(queries.ensure_workspace, workspace_id)
-    row = await connection.fetchrow(queries.insert_secret, workspace_id, key_id, ciphertext)
+    row = await connection.fetchrow(
+        queries.insert_secret, workspace_id, key_id, ciphertext, purpose
+    )
     return _secret(row) if row else None
 
 
@@ -80,14 +105,36 @@ async def list_secrets(connection: Connection, workspace_id: str) -> list[Secret
     return [_secret(row) for row in await connection.fetch(queries.list_secrets, workspace_id)]
 
 
-async def active_secret_ciphertexts(
-    connection: Connection, workspace_id: str
-) -> dict[str, bytes] | None:
-    """key id -> ciphertext of each active secret; None for an unknown workspace."""
-    rows = await connection.fetch(queries.workspace_active_secrets, workspace_id)
+async def active_secrets(
+    connection: Connection, workspace_id: str, purpose: str
+) -> ActiveSecrets | None:
+    """The active secrets of one purpose and the workspace's settings; None for an unknown
+    workspace."""
+    rows = await connection.fetch(queries.workspace_active_secrets, workspace_id, purpose)
     if not rows:
         return None
-    return {row["key_id"]: bytes(row["ciphertext"]) for row in rows if row["key_id"] is not None}
+    return ActiveSecrets(
+        sealed={
+            row["key_id"]: SealedSecret(bytes(row["ciphertext"]), row["purpose_sealed"])
+            for row in rows
+            if row["key_id"] is not None
+        },
+        customer_metadata_key=rows[0]["customer_metadata_key"],
+    )
+
+
+async def get_customer_metadata_key(connection: Connection, workspace_id: str) -> str | None:
+    """The workspace's customer metadata key ("" for none); None for an unknown workspace."""
+    row = await connection.fetchrow(queries.get_workspace_settings, workspace_id)
+    return None if row is None else str(row["customer_metadata_key"])
+
+
+async def set_customer_metadata_key(
+    connection: Connection, workspace_id: str, key: str
+) -> str | None:
+    """Stores the workspace's customer metadata key; None for an unknown workspace."""
+    row = await connection.fetchrow(queries.update_workspace_settings, workspace_id, key)
+    return None if row is None else str(row["customer_metadata_key"])
 
 
 async def upsert_contact(
@@ -97,16 +144,23 @@ async def upsert_contact(
     user_id: str,
     email: str,
     email_normalized: str,
+    claimed_email: str = "",
 ) -> ContactRecord:
-    """The contact for this user id (or email, without one), created on first sight. A
-    visitor seen before with the same email costs a read, not a write."""
+    """The contact for this user id (or email, without one), created on first sight.
+    ``email`` is the signed email (empty when none was signed) and replaces the stored one
+    only when set; ``claimed_email`` is unsigned display text. A visitor seen before with
+    the same emails costs a read, not a write."""
     if user_id:
         found = await connection.fetchrow(queries.find_contact_by_user_id, workspace_id, user_id)
     else:
         found = await connection.fetchrow(
             queries.find_contact_by_email_only, workspace_id, email_normalized
         )
-    if found is not None and (not email or found["email"] == email):
+    if (
+        found is not None
+        and (not email or found["email"] == email)
+        and (not claimed_email or found["claimed_email"] == claimed_email)
+    ):
         return _contact(found)
     if user_id:
         row = await connection.fetchrow(
@@ -116,6 +170,7 @@ async def upsert_contact(
             user_id,
             email,
             email_normalized,
+            claimed_email,
         )
     else:
         row = await connection.fetchrow(
@@ -149,14 +204,33 @@ async def contacts_by_customer(
 
 
 async def link_customer(
-    connection: Connection, workspace_id: str, contact_id: str, stripe_customer_id: str
+    connection: Connection,
+    workspace_id: str,
+    contact_id: str,
+    stripe_customer_id: str,
+    binding_source: str,
 ) -> ContactRecord:
-    """Sets the contact's Stripe customer."""
+    """Sets the contact's Stripe customer and the signed fact it came from."""
     row = await connection.fetchrow(
-        queries.link_customer, workspace_id, contact_id, stripe_customer_id
+        queries.link_customer, workspace_id, contact_id, stripe_customer_id, binding_source
     )
     assert row is not None
     return _contact(row)
+
+
+async def legacy_bindings(
+    connection: Connection,
+    workspace_id: str,
+    after: tuple[datetime, str] | None,
+    limit: int,
+) -> list[ContactRecord]:
+    """Contacts bound by an unsigned email (before migration 0002), oldest first, after the
+    cursor."""
+    after_time, after_id = after if after is not None else (None, "")
+    rows = await connection.fetch(
+        queries.legacy_bindings, workspace_id, after_time, after_id, limit
+    )
+    return [_contact(row) for row in rows]
 
 
 async def save_tags(

@@ -31,6 +31,8 @@ from whatsapp_emulator import signing
 
 WORKSPACE = "ws_e2e"
 HMAC_SECRET = b"e2e-hmac-secret-0123456789abcdef-0123456789"
+# The workspace's visitor-token key: other material than the user_hash secret (issue 13).
+TOKEN_SECRET = b"e2e-visitor-token-secret-fedcba9876543210-01234"
 WHATSAPP_APP_SECRET = "wa-app-secret"
 WHATSAPP_VERIFY_TOKEN = "wa-verify"
 WHATSAPP_TOKEN = "wa-access-token"
@@ -230,6 +232,7 @@ async def running_stack(
             system,
             WORKSPACE,
             hmac_secret=HMAC_SECRET,
+            token_secret=TOKEN_SECRET,
             stripe_key=seed.DEMO_API_KEY,
             admin=testing.admin_metadata("admin-e2e"),
             key_prefix="e2e",

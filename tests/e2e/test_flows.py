@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from tests.e2e.conftest import Stack
+import time
+
+import jwt
+
+from tests.e2e.conftest import TOKEN_SECRET, Stack
 
 
 async def test_status_for_a_verified_visitor(stack: Stack) -> None:
@@ -152,3 +156,50 @@ async def test_a_yes_lost_to_stripe_being_down_is_spent_not_replayed(stack: Stac
     assert "nothing waiting" in again["reply"], again
     status = await stack.turn("bob", "what plan am I on?", conversation="lost")
     assert "Starter plan" in status["reply"], status
+
+
+async def test_invoice_bundle_goes_to_the_bound_customers_own_email(stack: Stack) -> None:
+    # alice signed her user id only; the email she typed is not a recipient, her Stripe
+    # customer's own email is.
+    await stack.turn(
+        "alice", "invoices for the last 3 months", conversation="own", email="typed@evil.example"
+    )
+    emailed = await stack.turn("alice", "yes", conversation="own", email="typed@evil.example")
+    assert "emailed your invoices" in emailed["reply"] and "alice@example.com" in emailed["reply"]
+    assert await stack.emails("typed@evil.example") == []
+
+
+async def test_a_borrowed_email_binds_nothing_and_sends_nothing(stack: Stack) -> None:
+    # Attack: mallory proves her own user id and sends carol's email on her first turn.
+    victim = "carol@example.com"
+    mails_before = len(await stack.emails(victim))
+    status = await stack.turn("mallory", "What's my subscription status?", email=victim)
+    assert "Growth" not in status["reply"] and "$" not in status["reply"], status
+    await stack.turn("mallory", "email my invoices for the last 3 months", email=victim)
+    await stack.turn("mallory", "yes", email=victim)
+    card = await stack.turn("mallory", "update my card", email=victim)
+    assert "http" not in card["reply"], card
+    assert len(await stack.emails(victim)) == mails_before
+    # After binding: erin is bound to her own customer; sending bob's email moves nothing.
+    bob_invoices = stack.summary["customers"]["bob@example.com"]["invoices"]
+    before_bob = len(await stack.emails("bob@example.com"))
+    await stack.turn("erin", "What's my subscription status?", conversation="erin")
+    answer = await stack.turn(
+        "erin", "invoices for the last 3 months", conversation="erin", email="bob@example.com"
+    )
+    assert not any(invoice in str(answer) for invoice in bob_invoices)
+    await stack.turn("erin", "yes", conversation="erin", email="bob@example.com")
+    assert len(await stack.emails("bob@example.com")) == before_bob
+
+
+async def test_a_token_with_a_customer_claim_binds(stack: Stack) -> None:
+    now = int(time.time())
+    customer = stack.summary["customers"]["alice@example.com"]["customer"]
+    token = jwt.encode(
+        {"sub": "alice-sso", "iat": now, "exp": now + 600, "stripe_customer_id": customer},
+        TOKEN_SECRET,
+        algorithm="HS256",
+        headers={"kid": "t1"},
+    )
+    answer = await stack.turn(None, "What's my subscription status?", token=token)
+    assert "You're on the Growth plan" in answer["reply"], answer

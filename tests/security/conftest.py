@@ -59,6 +59,9 @@ SERVICE_SCHEMAS = ("identity", "policy", "billing_gateway", "notifier", "edge")
 # Every secret of the system, distinctive enough to be found verbatim anywhere.
 HMAC_SECRET_A = b"hmac-secret-of-workspace-a-5c7d2e9f41a8b3c6"
 HMAC_SECRET_B = b"hmac-secret-of-workspace-b-0e1f2a3b4c5d6e7f"
+# Visitor-token keys: other material than the user_hash secrets (issue 13).
+TOKEN_SECRET_A = b"visitor-token-secret-of-workspace-a-81c4e7f2"
+TOKEN_SECRET_B = b"visitor-token-secret-of-workspace-b-3d9a0b6e"
 STRIPE_KEY_A = seed.DEMO_API_KEY
 STRIPE_KEY_B = "sk_test_askvault_workspace_b_7f3e9a"
 WHATSAPP_APP_SECRET = "whatsapp-app-secret-3d9c1b7a"
@@ -177,6 +180,7 @@ class System:
                     stripe_customer_id=self.customer(email_of(user), workspace)["customer"],
                     idempotency_key=f"link-{workspace}-{user}",
                 ),
+                metadata=bearer(admin("admin-provisioning", [workspace])),
                 timeout=5,
             )
             verified = await self.identity.VerifyVisitor(request, timeout=5)
@@ -370,14 +374,15 @@ async def _running(database_url: str, captured: CapturedLogs) -> AsyncIterator[S
     ) as running:
         summary_a = seed.seed_demo(running.emulator.state, STRIPE_KEY_A)
         summary_b = seed.seed_demo(running.emulator.state, STRIPE_KEY_B)
-        for workspace, secret, key in (
-            (WORKSPACE_A, HMAC_SECRET_A, STRIPE_KEY_A),
-            (WORKSPACE_B, HMAC_SECRET_B, STRIPE_KEY_B),
+        for workspace, secret, token_secret, key in (
+            (WORKSPACE_A, HMAC_SECRET_A, TOKEN_SECRET_A, STRIPE_KEY_A),
+            (WORKSPACE_B, HMAC_SECRET_B, TOKEN_SECRET_B, STRIPE_KEY_B),
         ):
             await in_process.provision_workspace(
                 running,
                 workspace,
                 hmac_secret=secret,
+                token_secret=token_secret,
                 stripe_key=key,
                 admin=bearer(admin("admin-provisioning", [workspace])),
                 key_prefix="sec",

@@ -4,6 +4,9 @@ forged one, an expired one, one scoped to another workspace and a non-admin role
 
 from __future__ import annotations
 
+import base64
+import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -17,7 +20,16 @@ from askvault.identity.v1 import identity_pb2
 from askvault.notifier.v1 import notifier_pb2
 from askvault.policy.v1 import policy_pb2
 from runtime import testing
-from tests.security.conftest import WORKSPACE_A, WORKSPACE_B, System, admin, bearer
+from tests.security.conftest import (
+    HMAC_SECRET_A,
+    TOKEN_SECRET_A,
+    WORKSPACE_A,
+    WORKSPACE_B,
+    System,
+    admin,
+    bearer,
+    user_hash,
+)
 
 NOT_YOURS = {grpc.StatusCode.NOT_FOUND}
 REFUSED_WORKSPACE = {grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED}
@@ -248,8 +260,31 @@ ADMIN_CALLS: dict[str, tuple[str, str, Any]] = {
         "identity",
         "AddSecret",
         identity_pb2.AddSecretRequest(
-            workspace_id=WORKSPACE_A, key_id="k9", secret=b"x" * 32, idempotency_key="adm-1"
+            workspace_id=WORKSPACE_A,
+            key_id="k9",
+            secret=b"x" * 32,
+            idempotency_key="adm-1",
+            purpose=identity_pb2.SECRET_PURPOSE_VISITOR_TOKEN,
         ),
+    ),
+    "identity.GetWorkspaceSettings": (
+        "identity",
+        "GetWorkspaceSettings",
+        identity_pb2.GetWorkspaceSettingsRequest(workspace_id=WORKSPACE_A),
+    ),
+    "identity.UpdateWorkspaceSettings": (
+        "identity",
+        "UpdateWorkspaceSettings",
+        identity_pb2.UpdateWorkspaceSettingsRequest(
+            workspace_id=WORKSPACE_A,
+            settings=identity_pb2.WorkspaceSettings(customer_metadata_key="attacker_key"),
+            idempotency_key="adm-9",
+        ),
+    ),
+    "identity.ListLegacyBindings": (
+        "identity",
+        "ListLegacyBindings",
+        identity_pb2.ListLegacyBindingsRequest(workspace_id=WORKSPACE_A),
     ),
     "identity.RetireSecret": (
         "identity",
@@ -383,5 +418,161 @@ async def test_a_genuine_admin_of_the_workspace_gets_through(system: System) -> 
     listed = await system.identity.ListSecrets(
         identity_pb2.ListSecretsRequest(workspace_id=WORKSPACE_A), metadata=metadata, timeout=5
     )
-    assert [secret.key_id for secret in listed.secrets] == ["k1"]
+    assert [(secret.key_id, secret.purpose) for secret in listed.secrets] == [
+        ("k1", identity_pb2.SECRET_PURPOSE_USER_HASH),
+        ("t1", identity_pb2.SECRET_PURPOSE_VISITOR_TOKEN),
+    ]
     assert b"hmac" not in listed.SerializeToString()
+
+
+# ----- issue 13: customer binding only from signed facts, one key per protocol -----
+
+
+async def _contact_row(system: System, user_id: str) -> dict[str, Any] | None:
+    async with system.pool.acquire() as connection:
+        row = await connection.fetchrow(
+            "SELECT * FROM identity.contacts WHERE workspace_id = $1 AND user_id = $2",
+            WORKSPACE_A,
+            user_id,
+        )
+    return dict(row) if row else None
+
+
+async def _messages_to(system: System, email: str) -> int:
+    async with system.pool.acquire() as connection:
+        found = await connection.fetchval(
+            "SELECT count(*) FROM notifier.messages WHERE lower(recipient_email) = lower($1)",
+            email,
+        )
+    return int(found)
+
+
+async def _borrowed_email_turns(system: System, user: str, victim: str, conversation: str) -> str:
+    """Chat turns as ``user`` (signed) sending ``victim``'s email; every reply, joined."""
+    replies = []
+    for text in (
+        "What is my plan?",
+        "Show my invoices for the last 3 months",
+        "email my invoices for the last 3 months",
+        "yes",
+        "update my card",
+    ):
+        async with system.http.post(
+            f"{system.edge_url}/v1/chat/turns",
+            json={
+                "workspace_id": WORKSPACE_A,
+                "conversation_id": conversation,
+                "visitor": {
+                    "user_id": user,
+                    "email": victim,
+                    "user_hash": user_hash(user, HMAC_SECRET_A),
+                },
+                "text": text,
+            },
+        ) as response:
+            assert response.status == 200, await response.text()
+            replies.append(str((await response.json())["reply"]))
+    return "\n".join(replies)
+
+
+async def test_a_borrowed_email_on_a_first_turn_binds_nothing(system: System) -> None:
+    # Attack: mallory, a signed-up user of the workspace, proves her own user id and sends
+    # carol's email on her first chat.
+    victim = "carol@example.com"
+    carol = system.customer(victim)
+    mails_before = await _messages_to(system, victim)
+    replies = await _borrowed_email_turns(system, "mallory", victim, "borrowed-first")
+    contact = await _contact_row(system, "mallory")
+    assert contact is not None
+    assert contact["stripe_customer_id"] == ""
+    assert contact["email"] == ""
+    # Nothing of carol's account in the replies: not her plan state, invoices or card.
+    assert "past due" not in replies.lower(), replies
+    for invoice in carol["invoices"]:
+        assert invoice not in replies
+    assert "4242" not in replies and "0341" not in replies, replies
+    assert await _messages_to(system, victim) == mails_before
+
+
+async def test_a_borrowed_email_after_binding_moves_nothing(system: System) -> None:
+    # erin is bound to her own customer by the metadata naming her verified user id; then
+    # she sends bob's email: the binding stays, nothing goes to bob.
+    status, first = await system.turn("erin", "What is my plan?", "borrowed-after")
+    assert status == 200, first
+    erin = await _contact_row(system, "erin")
+    assert erin is not None
+    assert erin["stripe_customer_id"] == system.customer("erin@example.com")["customer"]
+    victim = "bob@example.com"
+    mails_before = await _messages_to(system, victim)
+    replies = await _borrowed_email_turns(system, "erin", victim, "borrowed-after")
+    after = await _contact_row(system, "erin")
+    assert after is not None
+    assert after["stripe_customer_id"] == erin["stripe_customer_id"]
+    assert after["email"] == ""
+    for invoice in system.customer(victim)["invoices"]:
+        assert invoice not in replies
+    assert await _messages_to(system, victim) == mails_before
+
+
+def _b64url(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+async def test_a_user_hash_of_a_crafted_user_id_is_not_a_visitor_token(system: System) -> None:
+    # Attack: the workspace's backend hashes any user id it is given. The user_hash of the
+    # user id "<header>.<payload>" would be an HS256 signature for a token naming any sub.
+    now = int(time.time())
+    header = _b64url(json.dumps({"alg": "HS256", "typ": "JWT", "kid": "k1"}).encode())
+    payload = _b64url(json.dumps({"sub": "crafted-victim", "iat": now, "exp": now + 600}).encode())
+    crafted_user_id = f"{header}.{payload}"
+    signature = bytes.fromhex(user_hash(crafted_user_id, HMAC_SECRET_A))
+    token = f"{crafted_user_id}.{_b64url(signature)}"
+    async with system.http.post(
+        f"{system.edge_url}/v1/chat/turns",
+        json={
+            "workspace_id": WORKSPACE_A,
+            "conversation_id": "crafted-token",
+            "visitor": {"token": token},
+            "text": "What is my plan?",
+        },
+    ) as response:
+        assert response.status == 200, await response.text()
+    assert await _contact_row(system, "crafted-victim") is None
+    code, reason = await _code(
+        system.identity.VerifyVisitor(
+            identity_pb2.VerifyVisitorRequest(workspace_id=WORKSPACE_A, token=token), timeout=5
+        )
+    )
+    assert (code, reason) == (grpc.StatusCode.UNAUTHENTICATED, "UNKNOWN_KEY")
+
+
+async def test_a_token_customer_claim_binds_and_legacy_bindings_are_listed(
+    system: System,
+) -> None:
+    now = int(time.time())
+    alice = system.customer("alice@example.com")["customer"]
+    token = jwt.encode(
+        {"sub": "alice-token", "iat": now, "exp": now + 600, "stripe_customer_id": alice},
+        TOKEN_SECRET_A,
+        algorithm="HS256",
+        headers={"kid": "t1"},
+    )
+    verified = await system.identity.VerifyVisitor(
+        identity_pb2.VerifyVisitorRequest(workspace_id=WORKSPACE_A, token=token), timeout=5
+    )
+    assert (verified.contact.stripe_customer_id, verified.contact.binding_source) == (
+        alice,
+        identity_pb2.BINDING_SOURCE_TOKEN_CLAIM,
+    )
+    async with system.pool.acquire() as connection:
+        await connection.execute(
+            "UPDATE identity.contacts SET binding_source = 'legacy_unsigned'"
+            " WHERE workspace_id = $1 AND user_id = 'alice-token'",
+            WORKSPACE_A,
+        )
+    listed = await system.identity.ListLegacyBindings(
+        identity_pb2.ListLegacyBindingsRequest(workspace_id=WORKSPACE_A),
+        metadata=bearer(admin("admin-of-a", [WORKSPACE_A])),
+        timeout=5,
+    )
+    assert verified.contact.contact_id in {c.contact_id for c in listed.contacts}

@@ -272,7 +272,8 @@ class Stack:
                 contact_id=verified.contact.contact_id,
                 stripe_customer_id=customer_id or self.customer(email),
                 idempotency_key=key("link"),
-            )
+            ),
+            metadata=testing.admin_metadata(),
         )
         return str((await self.identity.VerifyVisitor(request)).identity_assertion)
 
@@ -560,6 +561,7 @@ async def _prepare(stack: Stack) -> str:
             key_id="h1",
             secret=stack.hmac_secret,
             idempotency_key=key("secret"),
+            purpose=identity_pb2.SECRET_PURPOSE_USER_HASH,
         ),
         metadata=testing.admin_metadata(),
     )

@@ -168,6 +168,44 @@ async def test_find_customers_ignores_case(shared_stack: Stack) -> None:
     assert list(none.customers) == []
 
 
+async def test_find_customers_by_metadata_by_id_and_refusals(shared_stack: Stack) -> None:
+    stack, backend = shared_stack, shared_stack.backend
+    prices = await backend.catalog()
+    hal = await backend.customer("hal", prices["starter"])
+    found = await stack.billing.FindCustomers(
+        pb.FindCustomersRequest(
+            workspace_id=WORKSPACE,
+            metadata=pb.MetadataQuery(key="askvault_test", value=backend.run_id),
+        )
+    )
+    assert hal.customer_id in {c.stripe_customer_id for c in found.customers}
+    assert {c.metadata_value for c in found.customers} == {backend.run_id}
+    by_id = await stack.billing.FindCustomers(
+        pb.FindCustomersRequest(workspace_id=WORKSPACE, stripe_customer_id=hal.customer_id)
+    )
+    assert [(c.stripe_customer_id, c.email) for c in by_id.customers] == [
+        (hal.customer_id, hal.email)
+    ]
+    for bad in (
+        pb.FindCustomersRequest(workspace_id=WORKSPACE),
+        pb.FindCustomersRequest(
+            workspace_id=WORKSPACE,
+            email=hal.email,
+            metadata=pb.MetadataQuery(key="askvault_test", value="x"),
+        ),
+        pb.FindCustomersRequest(
+            workspace_id=WORKSPACE, metadata=pb.MetadataQuery(key="a']:'x' OR email", value="x")
+        ),
+        pb.FindCustomersRequest(
+            workspace_id=WORKSPACE,
+            metadata=pb.MetadataQuery(key="askvault_test", value="x' OR email:'y"),
+        ),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stack.billing.FindCustomers(bad)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
 async def test_refund_with_a_grant_once(shared_stack: Stack) -> None:
     stack, backend = shared_stack, shared_stack.backend
     prices = await backend.catalog()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -61,39 +62,119 @@ def normalize_email(email: str) -> str:
     return email.strip().casefold()
 
 
+# Where a contact's Stripe customer binding came from (Contact.binding_source).
+SIGNED_EMAIL = "signed_email"
+TOKEN_CLAIM = "token_claim"  # noqa: S105 - a binding source name, not a secret
+CUSTOMER_METADATA = "customer_metadata"
+ADMIN = "admin"
+LEGACY_UNSIGNED = "legacy_unsigned"
+BINDING_SOURCES = (SIGNED_EMAIL, TOKEN_CLAIM, CUSTOMER_METADATA, ADMIN, LEGACY_UNSIGNED)
+
+# A Stripe metadata key as a workspace may configure it: safe inside a search query.
+METADATA_KEY = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
+
+
 @dataclass(frozen=True)
 class Candidate:
     """A Stripe customer that may belong to the contact."""
 
     stripe_customer_id: str
     email: str
+    metadata_value: str = ""
 
 
-def match_customer(contact_email: str, candidates: Sequence[Candidate]) -> str:
-    """The one candidate whose email is the contact's; none or several is an error, never a
-    guess."""
-    wanted = normalize_email(contact_email)
-    if not wanted:
-        raise errors.ServiceError(
-            errors.Kind.FAILED_PRECONDITION,
-            "CUSTOMER_NOT_LINKED",
-            "the contact has no email to match",
-        )
-    matches = sorted(
-        {c.stripe_customer_id for c in candidates if normalize_email(c.email) == wanted}
-    )
+@dataclass(frozen=True)
+class SignedEmails:
+    """What a verification proved about the visitor's email: the signed one (empty when
+    none was signed) and the one they merely typed."""
+
+    signed: str
+    claimed: str
+
+
+def split_emails(method: str, user_id: str, request_email: str, token_email: str) -> SignedEmails:
+    """Which email the workspace signed: a token's email claim, or the user_hash input when
+    there is no user id (the hash is over the email). Any other email is only claimed."""
+    request_email = request_email.strip()
+    if method == "token":
+        signed = token_email.strip()
+        claimed = "" if normalize_email(request_email) == normalize_email(signed) else request_email
+        return SignedEmails(signed=signed, claimed=claimed)
+    if not user_id:
+        return SignedEmails(signed=request_email, claimed="")
+    return SignedEmails(signed="", claimed=request_email)
+
+
+def _one(matches: list[str], what: str) -> str:
     if not matches:
         raise errors.ServiceError(
-            errors.Kind.NOT_FOUND, "NOT_FOUND", "no Stripe customer has the contact's email"
+            errors.Kind.NOT_FOUND, "NOT_FOUND", f"no Stripe customer has the contact's {what}"
         )
     if len(matches) > 1:
         raise errors.ServiceError(
             errors.Kind.FAILED_PRECONDITION,
             "AMBIGUOUS_CUSTOMER_MATCH",
-            "several Stripe customers have the contact's email",
+            f"several Stripe customers have the contact's {what}",
             metadata={"candidates": ",".join(matches)},
         )
     return matches[0]
+
+
+def match_customer(signed_email: str, candidates: Sequence[Candidate]) -> str:
+    """The one candidate whose email is the contact's signed email; none or several is an
+    error, never a guess. Without a signed email nothing is matched: an email the visitor
+    merely typed proves nothing."""
+    wanted = normalize_email(signed_email)
+    if not wanted:
+        raise errors.ServiceError(
+            errors.Kind.FAILED_PRECONDITION,
+            "EMAIL_NOT_SIGNED",
+            "the contact has no signed email to match",
+        )
+    return _one(
+        sorted({c.stripe_customer_id for c in candidates if normalize_email(c.email) == wanted}),
+        "email",
+    )
+
+
+def match_by_metadata(
+    user_id: str, metadata_key: str, configured_key: str, candidates: Sequence[Candidate]
+) -> str:
+    """The one candidate whose metadata value (under the workspace's configured key) is the
+    contact's verified user id."""
+    if not configured_key or metadata_key != configured_key:
+        raise errors.ServiceError(
+            errors.Kind.FAILED_PRECONDITION,
+            "FAILED_PRECONDITION",
+            "metadata_key is not the workspace's customer metadata key",
+        )
+    if not user_id:
+        raise errors.ServiceError(
+            errors.Kind.FAILED_PRECONDITION,
+            "FAILED_PRECONDITION",
+            "the contact has no user id to match",
+        )
+    return _one(
+        sorted({c.stripe_customer_id for c in candidates if c.metadata_value == user_id}),
+        "user id",
+    )
+
+
+def rebinding_source(
+    current_customer: str, current_source: str, new_customer: str, source: str
+) -> str:
+    """The binding source to store when a match found ``new_customer``. A bound contact is
+    never moved by a match; the same customer again is a success that only upgrades a legacy
+    binding to the signed fact that now confirms it."""
+    if current_customer and current_customer != new_customer:
+        raise errors.ServiceError(
+            errors.Kind.FAILED_PRECONDITION,
+            "CUSTOMER_ALREADY_BOUND",
+            "the contact is bound to another Stripe customer",
+        )
+    if current_customer and current_source not in ("", LEGACY_UNSIGNED):
+        return current_source
+    return source
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,12 @@ from runtime import errors
 
 _LOWER_HEX_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
+# What a secret verifies (AddSecret purpose). A secret verifies only its own purpose: the
+# user_hash HMAC of a chosen user id "<header>.<payload>" is exactly an HS256 signature, so
+# one key for both would let any user_hash oracle mint tokens.
+USER_HASH = "user_hash"
+VISITOR_TOKEN = "visitor_token"  # noqa: S105 - a purpose name, not a secret
+
 
 @dataclass(frozen=True)
 class VerifiedVisitor:
@@ -28,6 +34,8 @@ class VerifiedVisitor:
     email: str
     key_id: str
     method: str  # "user_hash" or "token"
+    # A token's stripe_customer_id claim: the customer the workspace signed for the visitor.
+    stripe_customer_id: str = ""
 
 
 def refused(reason: str, message: str) -> errors.ServiceError:
@@ -48,7 +56,8 @@ def compute_user_hash(secret: bytes, user_id: str, email: str = "") -> str:
 def verify_user_hash(
     active_secrets: Mapping[str, bytes], user_id: str, email: str, user_hash: str
 ) -> VerifiedVisitor:
-    """Checks the hash against every active secret in constant time per comparison."""
+    """Checks the hash against every active user_hash secret (never a token secret) in
+    constant time per comparison."""
     if not _LOWER_HEX_SHA256.match(user_hash):
         raise refused("HASH_MISMATCH", "user_hash is not a lower-case hex HMAC-SHA256")
     matched = ""
@@ -71,8 +80,10 @@ def verify_token(
     expected_user_id: str = "",
     now: float | None = None,
 ) -> VerifiedVisitor:
-    """Checks an HS256 visitor token: kid picks the key, exp is required, iat may not lie in
-    the future, the lifetime is bounded, sub is the user id."""
+    """Checks an HS256 visitor token against the visitor-token secrets only (a kid naming a
+    user_hash secret is UNKNOWN_KEY): kid picks the key, exp is required, iat may not lie in
+    the future, the lifetime is bounded, sub is the user id; email and stripe_customer_id are
+    optional signed claims."""
     try:
         header = jwt.get_unverified_header(token)
     except jwt.PyJWTError:
@@ -109,7 +120,18 @@ def verify_token(
         raise refused("TOKEN_INVALID", "token has no subject")
     if expected_user_id and expected_user_id != user_id:
         raise refused("TOKEN_INVALID", "token is for another user")
-    email = claims.get("email", "")
+    email = claims.get("email") or ""
+    customer = claims.get("stripe_customer_id") or ""
+    if not isinstance(email, str) or len(email) > 320:
+        raise refused("TOKEN_INVALID", "token email claim is not an email")
+    if not isinstance(customer, str) or (
+        customer and not (customer.startswith("cus_") and len(customer) <= 255)
+    ):
+        raise refused("TOKEN_INVALID", "token stripe_customer_id claim is not a customer id")
     return VerifiedVisitor(
-        user_id=user_id, email=str(email) if email else "", key_id=key_id, method="token"
+        user_id=user_id,
+        email=email,
+        key_id=key_id,
+        method="token",
+        stripe_customer_id=customer,
     )

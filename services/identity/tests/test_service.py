@@ -27,13 +27,20 @@ SECRET_2 = b"2" * 32
 ADMIN = testing.admin_metadata()
 
 
-async def _add_secret(identity: Stub, workspace: str, key_id: str, secret: bytes) -> None:
+async def _add_secret(
+    identity: Stub,
+    workspace: str,
+    key_id: str,
+    secret: bytes,
+    purpose: pb.SecretPurpose.ValueType = pb.SECRET_PURPOSE_USER_HASH,
+) -> None:
     await identity.AddSecret(
         pb.AddSecretRequest(
             workspace_id=workspace,
             key_id=key_id,
             secret=secret,
             idempotency_key=f"add-{workspace}-{key_id}",
+            purpose=purpose,
         ),
         metadata=ADMIN,
     )
@@ -75,7 +82,8 @@ async def test_verified_visitor_gets_a_contact_and_a_signed_assertion(identity: 
     first = await _verify(identity, "ws_a", "user-1", SECRET_1, email="Ann@Example.com")
     again = await _verify(identity, "ws_a", "user-1", SECRET_1)
     assert first.contact.contact_id == again.contact.contact_id
-    assert again.contact.email == "Ann@Example.com"
+    # The hash covers the user id only: the email is what the visitor claims, not signed.
+    assert (again.contact.email, again.contact.claimed_email) == ("", "Ann@Example.com")
     keys = await _keys(identity)
     assertion = assertions.verify(first.identity_assertion, "ws_a", keys)  # type: ignore[arg-type]
     assert (assertion.contact_id, assertion.user_id) == (first.contact.contact_id, "user-1")
@@ -153,7 +161,8 @@ async def test_empty_identifiers_are_invalid_arguments(identity: Stub) -> None:
 
 
 async def test_jwt_visitors_and_their_refusals(identity: Stub) -> None:
-    await _add_secret(identity, "ws_a", "k1", SECRET_1)
+    await _add_secret(identity, "ws_a", "h1", SECRET_2)
+    await _add_secret(identity, "ws_a", "k1", SECRET_1, pb.SECRET_PURPOSE_VISITOR_TOKEN)
     now = int(time.time())
 
     def token(secret: bytes, kid: str, **claims: object) -> str:
@@ -170,6 +179,8 @@ async def test_jwt_visitors_and_their_refusals(identity: Stub) -> None:
         (token(SECRET_1, "k1", iat=now + 3600, exp=now + 7200), "TOKEN_NOT_YET_VALID"),
         (token(SECRET_1, "k9"), "UNKNOWN_KEY"),
         (token(SECRET_2, "k1"), "TOKEN_INVALID"),
+        # A user_hash key never verifies a token, even with its own material.
+        (token(SECRET_2, "h1"), "UNKNOWN_KEY"),
     ):
         code, got, _ = await _refusal(
             identity.VerifyVisitor(pb.VerifyVisitorRequest(workspace_id="ws_a", token=bad))
@@ -196,7 +207,11 @@ async def test_rotation_keeps_both_keys_until_the_old_one_is_retired(identity: S
 
 async def test_admin_rpcs_need_an_admin_credential(identity: Stub) -> None:
     request = pb.AddSecretRequest(
-        workspace_id="ws_a", key_id="k1", secret=SECRET_1, idempotency_key="x"
+        workspace_id="ws_a",
+        key_id="k1",
+        secret=SECRET_1,
+        idempotency_key="x",
+        purpose=pb.SECRET_PURPOSE_USER_HASH,
     )
     code, reason, _ = await _refusal(identity.AddSecret(request))
     assert (code, reason) == (grpc.StatusCode.UNAUTHENTICATED, "ADMIN_REQUIRED")
@@ -240,7 +255,8 @@ async def test_workspaces_are_isolated(identity: Stub) -> None:
                 contact_id=contact_a.contact_id,
                 stripe_customer_id="cus_x",
                 idempotency_key="l1",
-            )
+            ),
+            metadata=ADMIN,
         )
     )
     assert code == grpc.StatusCode.NOT_FOUND
@@ -250,7 +266,8 @@ async def test_workspaces_are_isolated(identity: Stub) -> None:
             contact_id=contact_a.contact_id,
             stripe_customer_id="cus_a",
             idempotency_key="l2",
-        )
+        ),
+        metadata=ADMIN,
     )
     in_b = await identity.UpdateTags(
         pb.UpdateTagsRequest(
@@ -270,7 +287,9 @@ async def test_workspaces_are_isolated(identity: Stub) -> None:
 
 async def test_link_by_email_match_and_its_refusals(identity: Stub) -> None:
     await _add_secret(identity, "ws_a", "k1", SECRET_1)
-    contact = (await _verify(identity, "ws_a", "u1", SECRET_1, email="ann@example.com")).contact
+    # Identified by email: the hash is over the email, so the email is signed.
+    contact = (await _verify(identity, "ws_a", "", SECRET_1, email="ann@example.com")).contact
+    assert contact.email == "ann@example.com"
 
     def link(key: str, *candidates: tuple[str, str]) -> Any:
         return identity.LinkCustomer(
@@ -292,6 +311,7 @@ async def test_link_by_email_match_and_its_refusals(identity: Stub) -> None:
     assert (code, reason) == (grpc.StatusCode.FAILED_PRECONDITION, "AMBIGUOUS_CUSTOMER_MATCH")
     linked = await link("m2", ("cus_1", "ANN@example.com"), ("cus_9", "bob@example.com"))
     assert linked.contact.stripe_customer_id == "cus_1"  # type: ignore[attr-defined]
+    assert linked.contact.binding_source == pb.BINDING_SOURCE_SIGNED_EMAIL  # type: ignore[attr-defined]
     replay = await link("m2", ("cus_1", "ANN@example.com"), ("cus_9", "bob@example.com"))
     assert replay == linked
     code, reason, _ = await _refusal(link("m2", ("cus_9", "ann@example.com")))
@@ -311,7 +331,8 @@ async def test_tags_under_out_of_order_updates_and_content_gating(identity: Stub
             contact_id=contact.contact_id,
             stripe_customer_id="cus_1",
             idempotency_key="l",
-        )
+        ),
+        metadata=ADMIN,
     )
     t0 = datetime(2026, 5, 1, tzinfo=UTC)
     newest = pb.UpdateTagsRequest(
@@ -395,5 +416,5 @@ async def test_shutdown_flips_health_to_not_serving_before_draining(database_url
 async def test_migrations_apply_to_an_empty_database_once(empty_database_url: str) -> None:
     first = await database.migrate_url(empty_database_url, "identity", "identity.migrations")
     second = await database.migrate_url(empty_database_url, "identity", "identity.migrations")
-    assert first == [1]
+    assert first == [1, 2]
     assert second == []
