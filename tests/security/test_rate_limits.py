@@ -264,6 +264,8 @@ async def test_contacts_of_one_customer_share_its_budget(database_url: str) -> N
                 stripe_customer_id=stack.customer("alice@example.com")["customer"],
                 idempotency_key="rate-limits-colleague",
             ),
+            # Binding a contact to a named customer is an admin's act.
+            metadata=testing.admin_metadata("admin-e2e"),
             timeout=5,
         )
         for index in range(SMALL):
