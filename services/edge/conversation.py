@@ -283,7 +283,8 @@ class Engine:
                     )
                 else:
                     reply = Reply(
-                        f"I couldn't find a billing account under {contact.email or 'your email'}, "
+                        "I couldn't find a billing account under "
+                        f"{contact.email or contact.claimed_email or 'your email'}, "
                         "so I can't look that up. Want me to get a human?",
                         status="not_found",
                     )

@@ -1,4 +1,6 @@
-"""Card numbers typed into chat are masked before anything is stored, logged or sent on."""
+"""Card numbers typed into chat are masked before anything is stored, logged or sent on; so
+are WhatsApp link codes, which prove a number only while nobody but its holder knows them
+(agents read stored transcripts)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,9 @@ from runtime import logs
 # 13 to 19 digits, optionally grouped by single spaces or dashes (as people type cards).
 _CARD_CANDIDATE = re.compile(r"(?<![\d])(?:\d[ -]?){12,18}\d(?![\d])")
 CARD_MASK = "[card number removed]"
+# "LINK 1234 5678" as shown in the chat, and its URL-encoded form in the wa.me link.
+_LINK_CODE = re.compile(r"(LINK(?:\s+|%20|\+))\d(?:[\d ]{0,12}\d)?", re.IGNORECASE)
+LINK_CODE_MASK = "[code removed]"
 
 
 def luhn_valid(digits: str) -> bool:
@@ -41,6 +46,12 @@ def contains_card(text: str) -> bool:
     return redact_cards(text) != text
 
 
+def redact_link_codes(text: str) -> str:
+    """Replaces the code of "LINK <code>" with a mask."""
+    return _LINK_CODE.sub(lambda match: match.group(1) + LINK_CODE_MASK, text)
+
+
 def redact(text: str) -> str:
-    """Card numbers, then API keys, webhook secrets and tokens (the runtime's log masking)."""
-    return logs.redact(redact_cards(text))
+    """Card numbers, link codes, then API keys, webhook secrets and tokens (the runtime's log
+    masking)."""
+    return logs.redact(redact_link_codes(redact_cards(text)))

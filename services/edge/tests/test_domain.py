@@ -131,3 +131,14 @@ def test_rate_limiter_windows() -> None:
     assert not limiter.allow("a", now=2)
     assert limiter.allow("b", now=2)
     assert limiter.allow("a", now=61)
+
+
+def test_whatsapp_link_codes_are_redacted_from_what_is_stored() -> None:
+    shown = (
+        "send this message from that WhatsApp number: LINK 12345678 (the code works for 10 "
+        "minutes). https://wa.me/14155550100?text=LINK%2012345678"
+    )
+    stored = redaction.redact(shown)
+    assert "12345678" not in stored, stored
+    assert "LINK [code removed]" in stored and "LINK%20[code removed]" in stored
+    assert redaction.redact("my plan costs $49 per month") == "my plan costs $49 per month"
