@@ -5,15 +5,24 @@ after the grace is too late."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import asyncpg
+import jwt
 from google.protobuf import duration_pb2
 
 from askvault.common.v1 import common_pb2
 from askvault.policy.v1 import policy_pb2
 from runtime import testing
-from tests.e2e.conftest import AGENT_INBOX, WORKSPACE, Stack, eventually, user_hash
+from tests.e2e.conftest import (
+    AGENT_INBOX,
+    TOKEN_SECRET,
+    WORKSPACE,
+    Stack,
+    eventually,
+    user_hash,
+)
 
 
 async def _set_bounds(stack: Stack, key: str, **changes: Any) -> None:
@@ -187,3 +196,42 @@ async def test_undo_after_the_grace_is_too_late_and_offboarding_is_sent(stack: S
 
     mails = await eventually(offboarding)
     assert [mail["subject"] for mail in mails] == ["Before you go"]
+
+
+async def test_contacts_of_one_customer_share_its_refund_cap(stack: Stack) -> None:
+    # Three people of one Stripe customer (alice's by user_hash, two colleagues whose signed
+    # tokens name the customer) each ask for $15 of her last $49 charge under a $40 cap: the
+    # customer's bound holds across them, and the third is handed to a human.
+    await _set_bounds(
+        stack, "shared-cap", refund_caps=[common_pb2.Money(amount_minor=4000, currency="usd")]
+    )
+    customer = stack.customer("alice@example.com")["customer"]
+    charges = stack.customer("alice@example.com")["charges"]
+    now = int(time.time())
+
+    def colleague(name: str) -> dict[str, str]:
+        claims = {"sub": name, "iat": now, "exp": now + 600, "stripe_customer_id": customer}
+        token = jwt.encode(claims, TOKEN_SECRET, algorithm="HS256", headers={"kid": "t1"})
+        return {"token": token}
+
+    people = [{"user_id": "alice", "user_hash": user_hash("alice")}]
+    people += [colleague("alice-colleague-1"), colleague("alice-colleague-2")]
+    answers = []
+    for index, person in enumerate(people):
+        conversation = f"shared-cap-{index}"
+        text = f"please refund $15 of {charges[-1]}"
+        status, asked = await stack.post_turn(person, text, conversation)
+        assert status == 200, asked
+        if "Shall I go ahead?" in asked["reply"]:
+            status, asked = await stack.post_turn(person, "yes", conversation)
+        answers.append(asked)
+    assert "refunded $15" in answers[0]["reply"], answers[0]
+    assert "refunded $15" in answers[1]["reply"], answers[1]
+    assert answers[2]["escalated"] is True, answers[2]
+    assert "refunded" not in answers[2]["reply"], answers[2]
+    refunds = await stack.refunds()
+    assert sorted(int(r["amount"]) for r in refunds) == [1500, 1500], refunds
+    escalation = next(
+        e for e in await stack.escalations() if e.escalation_id == answers[2]["escalation_id"]
+    )
+    assert escalation.reason == "REFUND_OVER_CAP"
