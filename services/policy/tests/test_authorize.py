@@ -227,14 +227,11 @@ async def test_currency_without_cap_escalates(policy: Policy) -> None:
     assert escalation.escalation.details.amount.currency == "eur"
 
 
-async def test_cancel_is_allowed_with_the_grace_period(policy: Policy) -> None:
+async def test_confirmed_cancel_is_allowed_with_the_grace_period(policy: Policy) -> None:
     response = await policy.stub.Authorize(
-        pb.AuthorizeRequest(
-            workspace_id=policy.workspace_id,
-            identity_assertion=policy.assertion(),
-            action=common_pb2.BILLING_ACTION_CANCEL_SUBSCRIPTION,
-            details=pb.ActionDetails(subscription_id="sub_1"),
-            idempotency_key=key(),
+        policy.action(
+            common_pb2.BILLING_ACTION_CANCEL_SUBSCRIPTION,
+            pb.ActionDetails(subscription_id="sub_1"),
         )
     )
     assert response.decision == pb.DECISION_ALLOW
@@ -249,16 +246,10 @@ async def test_cancel_is_allowed_with_the_grace_period(policy: Policy) -> None:
         (common_pb2.BILLING_ACTION_RETRY_PAYMENT, pb.ActionDetails(invoice_id="in_1")),
     ],
 )
-async def test_uncounted_actions_are_allowed_for_a_verified_visitor(
-    policy: Policy, action: int, details: pb.ActionDetails
+async def test_confirmed_uncounted_actions_are_allowed_for_a_verified_visitor(
+    policy: Policy, action: common_pb2.BillingAction.ValueType, details: pb.ActionDetails
 ) -> None:
-    request = pb.AuthorizeRequest(
-        workspace_id=policy.workspace_id,
-        identity_assertion=policy.assertion(),
-        action=action,  # type: ignore[arg-type]
-        details=details,
-        idempotency_key=key(),
-    )
+    request = policy.action(action, details)
     response = await policy.stub.Authorize(request)
     assert response.decision == pb.DECISION_ALLOW
     assert not response.HasField("usage")
