@@ -61,19 +61,18 @@ class Verification:
     problem: str
 
 
-_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
-
-
 def _time(value: datetime) -> str:
-    return value.astimezone(UTC).strftime(_TIME_FORMAT)
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _optional_time(value: datetime | None) -> str:
-    return _time(value) if value is not None else ""
+    # ISO form with a four-digit year: a presented quote may carry any representable time,
+    # and strftime writes year 1 as "1", which does not parse back.
+    return value.astimezone(UTC).isoformat(timespec="microseconds") if value else ""
 
 
 def _parse_time(value: str) -> datetime | None:
-    return datetime.strptime(value, _TIME_FORMAT).replace(tzinfo=UTC) if value else None
+    return datetime.fromisoformat(value) if value else None
 
 
 def confirmation_document(confirmation: Confirmation) -> dict[str, Any]:

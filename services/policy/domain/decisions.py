@@ -151,7 +151,7 @@ def confirmation_problem(
         return "the confirmation names no channel"
     if confirmation.expires_at is None:
         return "the quote has no expiry"
-    if now > confirmation.expires_at + QUOTE_CLOCK_SKEW:
+    if now - QUOTE_CLOCK_SKEW > confirmation.expires_at:  # (no overflow near year 9999)
         return "the quote expired"
     if not expected_terms_hash or not hmac.compare_digest(
         confirmation.terms_hash.encode(), expected_terms_hash.encode()

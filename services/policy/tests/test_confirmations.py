@@ -171,6 +171,29 @@ async def test_an_over_cap_amount_with_a_tampered_quote_opens_no_escalation(
 
 
 @pytest.mark.parametrize(
+    "seconds",
+    [-62_135_596_800, 253_402_300_799],  # 0001-01-01 and 9999-12-31T23:59:59, the extremes
+)
+async def test_a_quote_at_the_edge_of_time_is_refused_or_hashed_without_error(
+    policy: Policy, seconds: int
+) -> None:
+    request = policy.refund(1000)
+    request.confirmation.quote.expires_at.seconds = seconds
+    response = await policy.stub.Authorize(request)
+    assert (response.decision, response.reason) == (
+        pb.DECISION_DENY,
+        pb.DECISION_REASON_CONFIRMATION_INVALID,
+    )
+    (decision,) = await _decisions(policy)
+    assert decision.confirmation.quote.expires_at.seconds == seconds
+    verified = await policy.stub.VerifyAuditChain(
+        pb.VerifyAuditChainRequest(workspace_id=policy.workspace_id),
+        metadata=testing.admin_metadata(),
+    )
+    assert verified.intact
+
+
+@pytest.mark.parametrize(
     "channel",
     [
         pb.CONFIRMATION_CHANNEL_CHAT_TURN,
