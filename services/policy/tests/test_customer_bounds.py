@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
+import asyncpg
 import grpc
 import pytest
 
@@ -200,3 +201,73 @@ async def test_an_approved_escalation_counts_on_both_counters(policy: Policy) ->
         )
     )
     assert (await policy.customer_counter(SHARED), await policy.counter("ct_a")) == (0, 0)
+
+
+async def _held(policy: Policy) -> int:
+    """What the customer's grants still hold: reserved, redeemed or committed."""
+    connection = await asyncpg.connect(policy.database_url)
+    try:
+        held = await connection.fetchval(
+            "SELECT coalesce(sum(quantity), 0) FROM policy.grants WHERE workspace_id = $1"
+            " AND stripe_customer_id = $2 AND state IN ('reserved', 'redeemed', 'committed')",
+            policy.workspace_id,
+            SHARED,
+        )
+    finally:
+        await connection.close()
+    return int(held)
+
+
+async def test_reservations_releases_and_expiry_racing_on_one_customer_stay_exact(
+    policy: Policy,
+) -> None:
+    # Both rows are locked customer first everywhere: no deadlock, and the two counters
+    # always equal what the grants hold.
+    first = [
+        (
+            await policy.stub.Authorize(policy.refund(1000, contact_id=contact, customer=SHARED))
+        ).grant
+        for _ in range(4)
+        for contact in CONTACTS
+    ]
+    assert all(grant.grant_id for grant in first)
+    releases = [
+        policy.stub.Release(
+            pb.ReleaseRequest(
+                workspace_id=policy.workspace_id,
+                grant_id=grant.grant_id,
+                reason="card_declined",
+                idempotency_key=key(),
+            )
+        )
+        for grant in first[::2]
+    ]
+    authorizations = [
+        policy.stub.Authorize(policy.refund(3000, contact_id=contact, customer=SHARED))
+        for _ in range(6)
+        for contact in CONTACTS
+    ]
+    due = policy.clock() + timedelta(hours=1)
+    results = await asyncio.gather(
+        *releases,
+        *authorizations,
+        expiry.sweep(policy.server.pool, due, 3),
+        expiry.sweep(policy.server.pool, due, 5),
+        return_exceptions=True,
+    )
+    # A release may lose its grant to the sweep (GRANT_EXPIRED); nothing else may fail.
+    for result in results:
+        if isinstance(result, grpc.aio.AioRpcError):
+            assert testing.error_details(result)[1] == "GRANT_EXPIRED", result
+        else:
+            assert not isinstance(result, BaseException), result
+    allowed = [
+        r
+        for r in results
+        if isinstance(r, pb.AuthorizeResponse) and r.decision == pb.DECISION_ALLOW
+    ]
+    assert allowed
+    held = await _held(policy)
+    assert held <= 50000
+    assert await policy.customer_counter(SHARED) == held
+    assert await _visitor_total(policy) == held
