@@ -12,7 +12,7 @@ from askvault.policy.v1 import policy_pb2 as pb
 from policy import storage
 from policy.domain import audit, decisions, grants
 from policy.domain.bounds import AskVaultPlan, Bounds
-from policy.domain.model import Action, Details, Money
+from policy.domain.model import Action, Channel, Confirmation, Details, Money
 from policy.domain.periods import Period
 from runtime import convert as runtime_convert
 
@@ -60,6 +60,17 @@ CHANGE_STATE_TO_PB = {
     "superseded": pb.BOUNDS_CHANGE_STATE_SUPERSEDED,
 }
 CHANGE_STATE_FROM_PB = {number: name for name, number in CHANGE_STATE_TO_PB.items()}
+CHANNEL_FROM_PB = {
+    pb.CONFIRMATION_CHANNEL_CHAT_TURN: Channel.CHAT_TURN,
+    pb.CONFIRMATION_CHANNEL_CONFIRM_ENDPOINT: Channel.CONFIRM_ENDPOINT,
+    pb.CONFIRMATION_CHANNEL_MCP_ELICITATION: Channel.MCP_ELICITATION,
+    pb.CONFIRMATION_CHANNEL_WHATSAPP_REPLY: Channel.WHATSAPP_REPLY,
+}
+CHANNEL_TO_PB = {channel: number for number, channel in CHANNEL_FROM_PB.items()}
+SCOPE_TO_PB = {
+    decisions.Scope.VISITOR: pb.COUNTER_SCOPE_VISITOR,
+    decisions.Scope.CUSTOMER: pb.COUNTER_SCOPE_CUSTOMER,
+}
 ACTOR_TO_PB = {
     "visitor": common_pb2.ACTOR_KIND_VISITOR,
     "bot": common_pb2.ACTOR_KIND_BOT,
@@ -114,6 +125,40 @@ def details_pb(details: Details) -> pb.ActionDetails:
     )
 
 
+def confirmation_from_pb(message: pb.Confirmation) -> Confirmation:
+    """A presented confirmation; an unknown or unset channel and an unset expiry stay None
+    (the rules refuse them)."""
+    quote = message.quote
+    return Confirmation(
+        quote_id=quote.quote_id,
+        summary=quote.summary,
+        terms_hash=quote.terms_hash,
+        expires_at=quote.expires_at.ToDatetime(UTC) if quote.HasField("expires_at") else None,
+        channel=CHANNEL_FROM_PB.get(message.channel),
+        confirmed_at=(
+            message.confirmed_at.ToDatetime(UTC) if message.HasField("confirmed_at") else None
+        ),
+    )
+
+
+def confirmation_pb(confirmation: Confirmation) -> pb.Confirmation:
+    """A stored confirmation as a message."""
+    return pb.Confirmation(
+        quote=pb.Quote(
+            quote_id=confirmation.quote_id,
+            summary=confirmation.summary,
+            expires_at=timestamp(confirmation.expires_at),
+            terms_hash=confirmation.terms_hash,
+        ),
+        channel=(
+            CHANNEL_TO_PB[confirmation.channel]
+            if confirmation.channel
+            else pb.CONFIRMATION_CHANNEL_UNSPECIFIED
+        ),
+        confirmed_at=timestamp(confirmation.confirmed_at),
+    )
+
+
 def to_json(message: Any) -> dict[str, Any]:
     """A message's JSON form for storage."""
     result: dict[str, Any] = json_format.MessageToDict(message, preserving_proto_field_name=True)
@@ -152,6 +197,7 @@ def usage_pb(usage: decisions.Usage) -> pb.Usage:
                 amount_minor=usage.remaining, currency=usage.currency
             ),
             resets_at=timestamp(usage.resets_at),
+            scope=SCOPE_TO_PB[usage.scope],
         )
     return pb.Usage(
         action=common_pb2.BILLING_ACTION_CHANGE_PLAN,
@@ -159,6 +205,7 @@ def usage_pb(usage: decisions.Usage) -> pb.Usage:
         limit_count=usage.limit,
         remaining_count=usage.remaining,
         resets_at=timestamp(usage.resets_at),
+        scope=SCOPE_TO_PB[usage.scope],
     )
 
 
@@ -257,4 +304,5 @@ def audit_event_pb(item: audit.ChainedEntry) -> pb.AuditEvent:
         subject_id=entry.subject_id,
         hash=item.hash,
         previous_hash=item.previous_hash,
+        confirmation=confirmation_pb(entry.confirmation) if entry.confirmation else None,
     )

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 
 import asyncpg
 
@@ -30,23 +30,15 @@ _WORKSPACES_PER_SWEEP = 100
 _RETRY_AFTER_ERROR_SECONDS = 2.0
 
 
-def _lock_order(record: storage.GrantRecord) -> tuple[str, str, str, datetime]:
-    # Counter rows are freed in one order everywhere, so two workers never deadlock.
-    return (
-        record.grant.contact_id,
-        record.counter.value if record.counter else "",
-        record.counter_currency,
-        record.counter_period_start or datetime.min.replace(tzinfo=UTC),
-    )
-
-
 async def expire_locked(
     connection: Connection, workspace_id: str, records: Sequence[storage.GrantRecord], now: datetime
 ) -> int:
     """Expires grants of one workspace whose rows the caller holds locked; each must be
-    RESERVED and due. Frees their reservations and audits each once."""
+    RESERVED and due. Frees their reservations (customer and visitor counters, in the one
+    lock order ``storage.free_reservations`` keeps) and audits each once."""
+    await storage.free_reservations(connection, records)
     entries = []
-    for record in sorted(records, key=_lock_order):
+    for record in records:
         expired = await storage.expire_grant(connection, record, now)
         grant = expired.grant
         entries.append(

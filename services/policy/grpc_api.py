@@ -23,9 +23,9 @@ from askvault.policy.v1 import policy_pb2_grpc
 from policy import convert, expiry, storage
 from policy.domain import audit, bounds, decisions, grants
 from policy.domain.decisions import Decision, Reason, Verdict
-from policy.domain.model import Action, Details
+from policy.domain.model import Action, Confirmation, Details
 from policy.settings import PolicySettings
-from runtime import assertions, auth, errors, idempotency, ids
+from runtime import assertions, auth, errors, idempotency, ids, quotes
 from runtime.database import Connection
 
 Clock = Callable[[], datetime]
@@ -38,6 +38,8 @@ _MAX_ESCALATION_PAGE = 500
 _DEFAULT_AUDIT_PAGE = 100
 _MAX_AUDIT_PAGE = 1000
 _VERIFY_PAGE = 2000
+# Longest quote summary kept (a sentence or a few, not a document).
+_MAX_QUOTE_SUMMARY = 4096
 # Who resolves grants: the billing gateway (the mesh authenticates it; the audit names it).
 _ENFORCEMENT_POINT = "billing_gateway"
 
@@ -64,6 +66,7 @@ def _entry(
     details: Details | None = None,
     outcome: str = "",
     subject_id: str = "",
+    confirmation: Confirmation | None = None,
 ) -> audit.Entry:
     amount_minor, currency = _amount(details) if details else (0, "")
     return audit.Entry(
@@ -78,6 +81,24 @@ def _entry(
         currency=currency,
         outcome=outcome,
         subject_id=subject_id,
+        confirmation=confirmation,
+    )
+
+
+def _expected_terms_hash(
+    request: pb.AuthorizeRequest, contact_id: str, confirmation: Confirmation | None
+) -> str:
+    """The hash of the terms this request asks for, with the presented quote's summary and
+    expiry; "" when there is no quote to hash against."""
+    if confirmation is None or confirmation.expires_at is None:
+        return ""
+    return quotes.terms_hash(
+        workspace_id=request.workspace_id,
+        contact_id=contact_id,
+        action=request.action,
+        details=request.details.SerializeToString(deterministic=True),
+        summary=confirmation.summary,
+        expires_at=confirmation.expires_at,
     )
 
 
@@ -213,11 +234,23 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         check.require(
             len(request.identity_assertion) <= 8192, "identity_assertion", "at most 8192 chars"
         )
+        quote = request.confirmation.quote
+        check.require(len(quote.quote_id) <= _MAX_ID, "confirmation.quote.quote_id", "too long")
+        check.require(
+            len(quote.summary) <= _MAX_QUOTE_SUMMARY, "confirmation.quote.summary", "too long"
+        )
+        check.require(len(quote.terms_hash) <= 128, "confirmation.quote.terms_hash", "too long")
         check.check()
         idempotency.require_key(request.idempotency_key)
         workspace_id = request.workspace_id
         action = convert.ACTION_FROM_PB[request.action]
         requested = convert.details_from_pb(request.details)
+        # Only a claimed yes is looked at (and audited); a quote sent without one is not.
+        presented = (
+            convert.confirmation_from_pb(request.confirmation)
+            if request.confirmed and request.HasField("confirmation")
+            else None
+        )
         now = self._clock()
         try:
             assertion: assertions.Assertion | None = await self._verifier.verify(
@@ -256,9 +289,13 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
                 in_force,
                 assertion_customer=assertion.stripe_customer_id,
                 confirmed=request.confirmed,
+                confirmation=presented,
+                expected_terms_hash=_expected_terms_hash(request, assertion.contact_id, presented),
                 now=now,
             )
-            return await self._carry_out(connection, request, assertion, decision, in_force, now)
+            return await self._carry_out(
+                connection, request, assertion, decision, in_force, presented, now
+            )
 
         return await idempotency.run_once(
             self._pool, workspace_id, request.idempotency_key, request, pb.AuthorizeResponse, decide
@@ -271,43 +308,43 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         assertion: assertions.Assertion,
         decision: Decision,
         in_force: bounds.Bounds,
+        presented: Confirmation | None,
         now: datetime,
     ) -> pb.AuthorizeResponse:
         """Reserves, issues the grant or opens the escalation, audits; the response."""
         workspace_id = request.workspace_id
         contact_id = assertion.contact_id
+        customer_id = assertion.stripe_customer_id
         action = convert.ACTION_FROM_PB[request.action]
         reservation = decision.reservation
         usage: decisions.Usage | None = None
         if reservation is not None and decision.verdict is Verdict.ALLOW:
-            used = await storage.reserve(connection, workspace_id, contact_id, reservation)
-            if used is None:
-                used = await storage.counter_used(connection, workspace_id, contact_id, reservation)
-                decision = decisions.over_limit(decision)
-            usage = decisions.Usage(
-                reservation.counter,
-                reservation.currency,
-                used,
-                reservation.limit,
-                reservation.period_end,
+            fits, used = await storage.reserve(
+                connection,
+                workspace_id,
+                customer_id=customer_id,
+                contact_id=contact_id,
+                reservation=reservation,
             )
+            _, usage = decisions.bound_usage(
+                reservation, used, pending=0 if fits else reservation.quantity
+            )
+            if not fits:
+                decision = decisions.over_limit(decision)
         elif reservation is not None:
-            used = await storage.counter_used(connection, workspace_id, contact_id, reservation)
-            if (
-                decision.verdict is Verdict.NEEDS_CONFIRMATION
-                and used + reservation.quantity > reservation.limit
-            ):
-                # Already beyond the bound: say so now rather than ask for a "yes" that
+            used = await storage.counters_used(
+                connection,
+                workspace_id,
+                customer_id=customer_id,
+                contact_id=contact_id,
+                reservation=reservation,
+            )
+            over, usage = decisions.bound_usage(reservation, used, pending=reservation.quantity)
+            if decision.verdict is Verdict.NEEDS_CONFIRMATION and over:
+                # Already beyond a bound: say so now rather than ask for a "yes" that
                 # could only end in a refusal. (The reservation on "yes" stays the check
                 # that counts; this one only spares the visitor a pointless confirmation.)
                 decision = decisions.over_limit(decision)
-            usage = decisions.Usage(
-                reservation.counter,
-                reservation.currency,
-                used,
-                reservation.limit,
-                reservation.period_end,
-            )
         response = pb.AuthorizeResponse(
             decision=convert.VERDICT_TO_PB[decision.verdict],
             reason=pb.DecisionReason.Value(f"DECISION_REASON_{decision.reason.value}"),
@@ -357,6 +394,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
                 details=decision.details,
                 outcome=f"{decision.verdict.value}:{decision.reason.value}",
                 subject_id=subject_id,
+                confirmation=presented,
             )
         )
         if decision.escalate:
@@ -669,7 +707,13 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
                 in_force = await self._bounds(connection, workspace_id)
                 reservation = decisions.approval_reservation(action, details, in_force, now)
                 if reservation is not None:
-                    await storage.reserve(connection, workspace_id, record.contact_id, reservation)
+                    await storage.reserve(
+                        connection,
+                        workspace_id,
+                        customer_id=record.stripe_customer_id,
+                        contact_id=record.contact_id,
+                        reservation=reservation,
+                    )
                 grant = await self._reserve_grant(
                     connection,
                     workspace_id,

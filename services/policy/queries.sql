@@ -44,9 +44,26 @@ WHERE workspace_id = $1 AND ($2 = '' OR state = $2)
 ORDER BY created_at DESC, change_id DESC
 LIMIT 500;
 
+-- name: reserve_customer
+-- The customer's row, always locked before the visitor's (reserve below): adds the quantity
+-- unless the counter would pass the limit; no row back means it did not fit. Concurrent
+-- reservations queue on the row lock and re-check the condition after it.
+INSERT INTO customer_counters AS c (workspace_id, stripe_customer_id, counter, currency,
+                                    period_start, period_end, used)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+ON CONFLICT (workspace_id, stripe_customer_id, counter, currency, period_start)
+DO UPDATE SET used = c.used + excluded.used
+WHERE c.used + excluded.used <= $8
+RETURNING used;
+
+-- name: free_customer
+UPDATE customer_counters SET used = greatest(used - $6, 0)
+WHERE workspace_id = $1 AND stripe_customer_id = $2 AND counter = $3 AND currency = $4
+  AND period_start = $5
+RETURNING used;
+
 -- name: reserve
--- Adds the quantity unless the counter would pass the limit; no row back means it did not
--- fit. Concurrent reservations queue on the row lock and re-check the condition after it.
+-- The visitor's row, locked after the customer's; as reserve_customer.
 INSERT INTO counters AS c (workspace_id, contact_id, counter, currency, period_start,
                            period_end, used)
 VALUES ($1, $2, $3, $4, $5, $6, $7)
@@ -55,10 +72,13 @@ DO UPDATE SET used = c.used + excluded.used
 WHERE c.used + excluded.used <= $8
 RETURNING used;
 
--- name: counter_used
-SELECT coalesce((SELECT used FROM counters
-                 WHERE workspace_id = $1 AND contact_id = $2 AND counter = $3
-                   AND currency = $4 AND period_start = $5), 0);
+-- name: counters_used
+SELECT coalesce((SELECT used FROM customer_counters
+                 WHERE workspace_id = $1 AND stripe_customer_id = $2 AND counter = $4
+                   AND currency = $5 AND period_start = $6), 0) AS customer_used,
+       coalesce((SELECT used FROM counters
+                 WHERE workspace_id = $1 AND contact_id = $3 AND counter = $4
+                   AND currency = $5 AND period_start = $6), 0) AS visitor_used;
 
 -- name: free
 UPDATE counters SET used = greatest(used - $6, 0)
@@ -150,18 +170,18 @@ SELECT last_sequence, last_hash FROM audit_heads WHERE workspace_id = $1;
 WITH appended AS (
     INSERT INTO audit_events (workspace_id, sequence, occurred_at, actor_kind, actor_id, kind,
                               contact_id, stripe_customer_id, action, amount_minor, currency,
-                              outcome, subject_id, previous_hash, hash)
+                              outcome, subject_id, previous_hash, hash, confirmation)
     SELECT $1, e.sequence, e.occurred_at, e.actor_kind, e.actor_id, e.kind, e.contact_id,
            e.stripe_customer_id, e.action, e.amount_minor, e.currency, e.outcome, e.subject_id,
-           e.previous_hash, e.hash
+           e.previous_hash, e.hash, e.confirmation::jsonb
     FROM unnest($2::bigint[], $3::timestamptz[], $4::text[], $5::text[], $6::text[],
                 $7::text[], $8::text[], $9::text[], $10::bigint[], $11::text[], $12::text[],
-                $13::text[], $14::text[], $15::text[])
+                $13::text[], $14::text[], $15::text[], $16::text[])
          AS e (sequence, occurred_at, actor_kind, actor_id, kind, contact_id,
                stripe_customer_id, action, amount_minor, currency, outcome, subject_id,
-               previous_hash, hash)
+               previous_hash, hash, confirmation)
 )
-UPDATE audit_heads SET last_sequence = $16, last_hash = $17 WHERE workspace_id = $1;
+UPDATE audit_heads SET last_sequence = $17, last_hash = $18 WHERE workspace_id = $1;
 
 -- name: list_audit_events
 SELECT * FROM audit_events

@@ -32,7 +32,8 @@ class PolicySettings(ServiceSettings):
     default_plan_changes_per_period: int = Field(default=3, ge=0)
     # Default cancellation grace, in seconds.
     default_cancellation_grace_seconds: int = Field(default=30, ge=0)
-    # Default: refunds and plan changes need the visitor's explicit confirmation.
+    # Kept for compatibility: every money action needs the person's confirmation whatever
+    # these say (decisions.py, rule 7).
     default_confirm_refunds: bool = True
     default_confirm_plan_changes: bool = True
     # Default counter period: calendar_month, calendar_week or calendar_day (UTC).

@@ -12,7 +12,7 @@ import asyncpg
 
 from policy.domain import audit, grants
 from policy.domain.bounds import AskVaultPlan, Bounds
-from policy.domain.decisions import Counter, Reservation
+from policy.domain.decisions import Counter, Reservation, Scope
 from policy.domain.model import Action, Details, Money
 from policy.domain.periods import Period
 from runtime.database import Connection, Queries
@@ -193,15 +193,27 @@ async def list_bounds_changes(
 
 
 async def reserve(
-    connection: Connection, workspace_id: str, contact_id: str, reservation: Reservation
-) -> int | None:
-    """Adds the reservation to its counter if it fits; the new usage, or None."""
+    connection: Connection,
+    workspace_id: str,
+    *,
+    customer_id: str,
+    contact_id: str,
+    reservation: Reservation,
+) -> tuple[bool, dict[Scope, int]]:
+    """Adds the reservation to the customer's counter and to the visitor's if it fits both,
+    in the caller's transaction; (True, the new usage of each) or (False, their usage
+    unchanged). The customer's row is locked first, then the visitor's, here and wherever
+    both are touched, so concurrent reservations queue instead of deadlocking and the rows
+    stay exact."""
     if reservation.quantity > reservation.limit:
-        return None
-    used = await connection.fetchval(
-        queries.reserve,
-        workspace_id,
-        contact_id,
+        return False, await counters_used(
+            connection,
+            workspace_id,
+            customer_id=customer_id,
+            contact_id=contact_id,
+            reservation=reservation,
+        )
+    row = (
         reservation.counter.value,
         reservation.currency,
         reservation.period_start,
@@ -209,22 +221,49 @@ async def reserve(
         reservation.quantity,
         reservation.limit,
     )
-    return int(used) if used is not None else None
+    customer_used = await connection.fetchval(
+        queries.reserve_customer, workspace_id, customer_id, *row
+    )
+    visitor_used = None
+    if customer_used is not None:
+        visitor_used = await connection.fetchval(queries.reserve, workspace_id, contact_id, *row)
+        if visitor_used is None:
+            # The customer's row is ours until the transaction ends: take the quantity back.
+            await connection.execute(
+                queries.free_customer, workspace_id, customer_id, *row[:3], reservation.quantity
+            )
+    if customer_used is None or visitor_used is None:
+        return False, await counters_used(
+            connection,
+            workspace_id,
+            customer_id=customer_id,
+            contact_id=contact_id,
+            reservation=reservation,
+        )
+    return True, {Scope.CUSTOMER: int(customer_used), Scope.VISITOR: int(visitor_used)}
 
 
-async def counter_used(
-    connection: Connection, workspace_id: str, contact_id: str, reservation: Reservation
-) -> int:
-    """The counter's current usage (0 when it has none)."""
-    used = await connection.fetchval(
-        queries.counter_used,
+async def counters_used(
+    connection: Connection,
+    workspace_id: str,
+    *,
+    customer_id: str,
+    contact_id: str,
+    reservation: Reservation,
+) -> dict[Scope, int]:
+    """The current usage of the reservation's counter for the customer and the visitor
+    (0 where there is no row)."""
+    row = await connection.fetchrow(
+        queries.counters_used,
         workspace_id,
+        customer_id,
         contact_id,
         reservation.counter.value,
         reservation.currency,
         reservation.period_start,
     )
-    return int(used)
+    assert row is not None
+    return {Scope.CUSTOMER: int(row["customer_used"]), Scope.VISITOR: int(row["visitor_used"])}
 
 
 # -- grants --------------------------------------------------------------------------------
@@ -347,26 +386,44 @@ async def commit_grant(
     return _grant(row)
 
 
-async def free_reservation(connection: Connection, record: GrantRecord) -> None:
-    """Takes the grant's reservation off the counter it was made on."""
-    if record.counter is None or record.counter_period_start is None:
-        return
-    await connection.execute(
-        queries.free,
-        record.grant.workspace_id,
-        record.grant.contact_id,
-        record.counter.value,
-        record.counter_currency,
-        record.counter_period_start,
-        record.quantity,
+def _counter_row(record: GrantRecord) -> tuple[str, str, datetime]:
+    assert record.counter is not None and record.counter_period_start is not None
+    return (record.counter.value, record.counter_currency, record.counter_period_start)
+
+
+async def free_reservations(connection: Connection, records: Sequence[GrantRecord]) -> None:
+    """Takes the grants' reservations off the customers' and the visitors' counters they
+    were made on: every customer row first, then every visitor row, each in sorted order,
+    so that freeing never waits in an order that a reservation (customer, then visitor)
+    could wait in the other way."""
+    counted = [r for r in records if r.counter is not None and r.counter_period_start]
+    by_customer = sorted(
+        (r for r in counted if r.grant.details.stripe_customer_id),
+        key=lambda r: (r.grant.details.stripe_customer_id, *_counter_row(r)),
     )
+    for record in by_customer:
+        await connection.execute(
+            queries.free_customer,
+            record.grant.workspace_id,
+            record.grant.details.stripe_customer_id,
+            *_counter_row(record),
+            record.quantity,
+        )
+    for record in sorted(counted, key=lambda r: (r.grant.contact_id, *_counter_row(r))):
+        await connection.execute(
+            queries.free,
+            record.grant.workspace_id,
+            record.grant.contact_id,
+            *_counter_row(record),
+            record.quantity,
+        )
 
 
 async def release_grant(
     connection: Connection, record: GrantRecord, reason: str, now: datetime
 ) -> GrantRecord:
     """-> RELEASED, freeing the reservation."""
-    await free_reservation(connection, record)
+    await free_reservations(connection, [record])
     row = await connection.fetchrow(
         queries.release_grant, record.grant.workspace_id, record.grant.grant_id, reason, now
     )
@@ -375,8 +432,7 @@ async def release_grant(
 
 
 async def expire_grant(connection: Connection, record: GrantRecord, now: datetime) -> GrantRecord:
-    """RESERVED -> EXPIRED, freeing the reservation."""
-    await free_reservation(connection, record)
+    """RESERVED -> EXPIRED; the caller frees the reservation (``free_reservations``)."""
     row = await connection.fetchrow(
         queries.expire_grant, record.grant.workspace_id, record.grant.grant_id, now
     )
@@ -543,6 +599,11 @@ def _chained(row: asyncpg.Record) -> audit.ChainedEntry:
             currency=row["currency"],
             outcome=row["outcome"],
             subject_id=row["subject_id"],
+            confirmation=(
+                audit.confirmation_from_document(json.loads(row["confirmation"]))
+                if row["confirmation"] is not None
+                else None
+            ),
         ),
         previous_hash=row["previous_hash"],
         hash=row["hash"],
@@ -559,7 +620,7 @@ async def append_audit(
     head = await connection.fetchrow(queries.lock_audit_head, workspace_id)
     assert head is not None
     chained = audit.chain(workspace_id, head["last_sequence"], head["last_hash"], entries)
-    columns: list[list[Any]] = [[] for _ in range(14)]
+    columns: list[list[Any]] = [[] for _ in range(15)]
     for item in chained:
         entry = item.entry
         values = (
@@ -577,6 +638,11 @@ async def append_audit(
             entry.subject_id,
             item.previous_hash,
             item.hash,
+            (
+                json.dumps(audit.confirmation_document(entry.confirmation))
+                if entry.confirmation is not None
+                else None
+            ),
         )
         for column, value in zip(columns, values, strict=True):
             column.append(value)

@@ -49,7 +49,7 @@ from askvault.common.v1 import common_pb2
 from askvault.notifier.v1 import notifier_pb2, notifier_pb2_grpc
 from askvault.policy.v1 import policy_pb2, policy_pb2_grpc
 from billing_gateway.domain import signatures
-from runtime import assertions
+from runtime import assertions, quotes
 from runtime.testing import admin_metadata
 from smtp_sink import app as smtp_sink_app
 from stripe_emulator import app as stripe_app
@@ -92,6 +92,29 @@ async def _started(
             if isinstance(outcome, BaseException):
                 raise outcome
         yield [outcome for outcome in started if isinstance(outcome, processes.Replica)]
+
+
+def _confirmed(
+    request: policy_pb2.AuthorizeRequest, contact_id: str
+) -> policy_pb2.AuthorizeRequest:
+    """The request with the person's yes to a quote of exactly its terms, as the edge sends
+    it after the visitor confirmed (policy refuses confirmed = true without one)."""
+    expires_at = datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=5)
+    summary = "as quoted"
+    request.confirmed = True
+    request.confirmation.quote.quote_id = f"q_{request.idempotency_key}"
+    request.confirmation.quote.summary = summary
+    request.confirmation.quote.expires_at.FromDatetime(expires_at)
+    request.confirmation.quote.terms_hash = quotes.terms_hash(
+        workspace_id=request.workspace_id,
+        contact_id=contact_id,
+        action=request.action,
+        details=request.details.SerializeToString(deterministic=True),
+        summary=summary,
+        expires_at=expires_at,
+    )
+    request.confirmation.channel = policy_pb2.CONFIRMATION_CHANNEL_CHAT_TURN
+    return request
 
 
 class _Identity:
@@ -211,18 +234,19 @@ async def test_three_policy_replicas_expire_each_grant_exactly_once(database_url
 
             async def authorize(index: int) -> str:
                 charge_created_at = datetime.now(UTC) - timedelta(days=1)
+                contact_id = f"ct_{index % 10}"
                 request = policy_pb2.AuthorizeRequest(
                     workspace_id=WORKSPACE,
-                    identity_assertion=identity.assertion(f"ct_{index % 10}", "cus_replicas"),
+                    identity_assertion=identity.assertion(contact_id, "cus_replicas"),
                     action=common_pb2.BILLING_ACTION_REFUND,
                     details=policy_pb2.ActionDetails(
                         charge_id=f"ch_{index}",
                         amount=common_pb2.Money(amount_minor=100, currency="usd"),
                     ),
-                    confirmed=True,
                     idempotency_key=f"authorize-{index}",
                 )
                 request.details.charge_created_at.FromDatetime(charge_created_at)
+                _confirmed(request, contact_id)
                 # Spread over the replicas: authorizations (which lock the same counter and
                 # audit rows as the expiry) run on all three while all three sweep.
                 response = await stubs[index % REPLICAS].Authorize(request, timeout=10)
@@ -568,20 +592,22 @@ class _Billing:
         )
 
     async def grant(
-        self, assertion: str, action: int, details: policy_pb2.ActionDetails, key: str
+        self,
+        contact_id: str,
+        assertion: str,
+        action: int,
+        details: policy_pb2.ActionDetails,
+        key: str,
     ) -> str:
-        """A grant from the real policy process (confirmed, within bounds)."""
-        decision = await self.policy.Authorize(
-            policy_pb2.AuthorizeRequest(
-                workspace_id=WORKSPACE,
-                identity_assertion=assertion,
-                action=action,  # type: ignore[arg-type]
-                details=details,
-                confirmed=True,
-                idempotency_key=key,
-            ),
-            timeout=10,
+        """A grant from the real policy process (confirmed by the person, within bounds)."""
+        request = policy_pb2.AuthorizeRequest(
+            workspace_id=WORKSPACE,
+            identity_assertion=assertion,
+            action=action,  # type: ignore[arg-type]
+            details=details,
+            idempotency_key=key,
         )
+        decision = await self.policy.Authorize(_confirmed(request, contact_id), timeout=10)
         assert decision.decision == policy_pb2.DECISION_ALLOW, decision
         return str(decision.grant.grant_id)
 
@@ -680,6 +706,7 @@ async def test_three_billing_replicas_process_each_event_and_cancellation_once(
             customer_id, subscription_id = leavers[index]
             assertion = billing.identity.assertion(f"ct_leaver_{index}", customer_id)
             grant_id = await billing.grant(
+                f"ct_leaver_{index}",
                 assertion,
                 common_pb2.BILLING_ACTION_CANCEL_SUBSCRIPTION,
                 policy_pb2.ActionDetails(subscription_id=subscription_id),
@@ -847,7 +874,7 @@ async def test_a_replica_starting_mid_write_leaves_the_write_to_its_owner(
             int(billing.account.get("charge", charge_id)["created"])
         )
         grant_id = await billing.grant(
-            assertion, common_pb2.BILLING_ACTION_REFUND, details, "authorize-refund"
+            "ct_bob", assertion, common_pb2.BILLING_ACTION_REFUND, details, "authorize-refund"
         )
         # Stripe takes its time with this refund: the write stays in flight meanwhile.
         billing.emulator.faults.add(

@@ -3,7 +3,9 @@
 Each workspace has its own chain: entry n carries the hash of entry n-1 and its own hash,
 ``sha256(previous_hash_hex || canonical JSON of the entry)``, where the canonical JSON has
 sorted keys, no spaces and microsecond UTC times. Changing any stored field, deleting an
-entry or reordering entries breaks the chain at that sequence.
+entry or reordering entries breaks the chain at that sequence. An entry's ``confirmation``
+(the quote a person confirmed) is part of the document only when present, so entries written
+before it existed keep their hashes.
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
+
+from policy.domain.model import Channel, Confirmation
 
 GENESIS_HASH = "0" * 64
 
@@ -32,6 +37,7 @@ class Entry:
     currency: str = ""
     outcome: str = ""
     subject_id: str = ""
+    confirmation: Confirmation | None = None
 
 
 @dataclass(frozen=True)
@@ -59,9 +65,44 @@ def _time(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def _optional_time(value: datetime | None) -> str:
+    # ISO form with a four-digit year: a presented quote may carry any representable time,
+    # and strftime writes year 1 as "1", which does not parse back.
+    return value.astimezone(UTC).isoformat(timespec="microseconds") if value else ""
+
+
+def _parse_time(value: str) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def confirmation_document(confirmation: Confirmation) -> dict[str, Any]:
+    """The stored (and hashed) form of a confirmation."""
+    return {
+        "quote_id": confirmation.quote_id,
+        "summary": confirmation.summary,
+        "terms_hash": confirmation.terms_hash,
+        "expires_at": _optional_time(confirmation.expires_at),
+        "channel": confirmation.channel.value if confirmation.channel else "",
+        "confirmed_at": _optional_time(confirmation.confirmed_at),
+    }
+
+
+def confirmation_from_document(document: dict[str, Any]) -> Confirmation:
+    """A confirmation from its stored form."""
+    channel = str(document.get("channel", ""))
+    return Confirmation(
+        quote_id=str(document.get("quote_id", "")),
+        summary=str(document.get("summary", "")),
+        terms_hash=str(document.get("terms_hash", "")),
+        expires_at=_parse_time(str(document.get("expires_at", ""))),
+        channel=Channel(channel) if channel else None,
+        confirmed_at=_parse_time(str(document.get("confirmed_at", ""))),
+    )
+
+
 def canonical(workspace_id: str, sequence: int, entry: Entry) -> bytes:
     """The bytes an entry's hash covers."""
-    document = {
+    document: dict[str, Any] = {
         "workspace_id": workspace_id,
         "sequence": sequence,
         "occurred_at": _time(entry.occurred_at),
@@ -76,6 +117,8 @@ def canonical(workspace_id: str, sequence: int, entry: Entry) -> bytes:
         "outcome": entry.outcome,
         "subject_id": entry.subject_id,
     }
+    if entry.confirmation is not None:
+        document["confirmation"] = confirmation_document(entry.confirmation)
     return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
 
 

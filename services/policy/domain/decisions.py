@@ -4,32 +4,42 @@
 2. the AskVault plan must include the skill -> DENY SKILL_NOT_ENABLED;
 3. the contact must be linked to a Stripe customer -> DENY CUSTOMER_NOT_LINKED;
 4. the details must describe the action, for the assertion's customer -> DENY INVALID_DETAILS;
-5. refunds: the charge must be inside the refund window, and the currency must have a cap
+5. confirmed = true counts only with the person's Confirmation: a channel, a quote not
+   expired (``QUOTE_CLOCK_SKEW`` allowed) and a terms hash equal to the one of this very
+   request (runtime.quotes.terms_hash) -> otherwise DENY CONFIRMATION_INVALID, before any
+   escalation or reservation (a model's claim of a yes must not move anything);
+6. refunds: the charge must be inside the refund window, and the currency must have a cap
    -> ESCALATE REFUND_OUTSIDE_WINDOW / CURRENCY_NOT_COVERED (static facts: asking the visitor
    to confirm first would only delay the hand-off);
-6. refunds and plan changes: without the visitor's confirmation -> NEEDS_CONFIRMATION, with
-   the counter's numbers so the bot can warn before asking;
-7. refunds and plan changes: reserve against the period's counter -> ALLOW, or ESCALATE
-   REFUND_OVER_CAP / DENY PLAN_CHANGE_LIMIT when the reservation does not fit;
-8. cancel, pause, resume, retry payment: ALLOW (cancellations carry the grace period).
+7. every money action (refund, plan change, cancel, pause, resume, retry payment): not
+   confirmed -> NEEDS_CONFIRMATION, with the counter's numbers for refunds and plan changes
+   so the bot can warn before asking (the workspace's confirm_* bounds no longer waive it);
+8. refunds and plan changes: reserve against the period's counter of the Stripe customer
+   and of the visitor, both with the same limit -> ALLOW, or ESCALATE REFUND_OVER_CAP /
+   DENY PLAN_CHANGE_LIMIT when either does not fit (the reply's usage names that bound);
+9. cancel, pause, resume, retry payment, confirmed: ALLOW (cancellations carry the grace).
 """
 
 from __future__ import annotations
 
 import enum
+import hmac
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from policy.domain import periods
 from policy.domain.bounds import Bounds
-from policy.domain.model import Action, Details, Money
+from policy.domain.model import Action, Confirmation, Details, Money
 
 _CURRENCY = re.compile(r"^[a-z]{3}$")
 # How far in the future a charge's creation time may lie (clock skew with Stripe).
 CHARGE_CLOCK_SKEW = timedelta(minutes=5)
 # Longest identifier accepted in details (Stripe ids are far shorter).
 MAX_ID_LENGTH = 255
+# How long after its expiry a quote is still accepted (clock skew between edge and policy).
+QUOTE_CLOCK_SKEW = timedelta(seconds=5)
 
 
 class Verdict(enum.StrEnum):
@@ -58,18 +68,31 @@ class Reason(enum.StrEnum):
     CUSTOMER_NOT_LINKED = "CUSTOMER_NOT_LINKED"
     INVALID_DETAILS = "INVALID_DETAILS"
     ESCALATION_APPROVED = "ESCALATION_APPROVED"
+    CONFIRMATION_INVALID = "CONFIRMATION_INVALID"
 
 
 class Counter(enum.StrEnum):
-    """The per-visitor counters."""
+    """The counters, each kept per visitor and per Stripe customer."""
 
     REFUND_AMOUNT = "refund_amount"
     PLAN_CHANGES = "plan_changes"
 
 
+class Scope(enum.StrEnum):
+    """Whose counter (askvault.policy.v1.CounterScope without the prefix, lower case)."""
+
+    VISITOR = "visitor"
+    CUSTOMER = "customer"
+
+
+# The order bounds are checked and their rows locked in: the customer's first.
+SCOPES = (Scope.CUSTOMER, Scope.VISITOR)
+
+
 @dataclass(frozen=True)
 class Reservation:
-    """What an ALLOW reserves: ``quantity`` on one counter of one period, up to ``limit``."""
+    """What an ALLOW reserves: ``quantity`` on one counter of one period, up to ``limit``,
+    on the customer's row and on the visitor's alike."""
 
     counter: Counter
     currency: str  # "" for counts
@@ -88,6 +111,7 @@ class Usage:
     used: int
     limit: int
     resets_at: datetime
+    scope: Scope
 
     @property
     def remaining(self) -> int:
@@ -113,6 +137,27 @@ class Decision:
 
 def _deny(reason: Reason, details: Details) -> Decision:
     return Decision(Verdict.DENY, reason, details)
+
+
+def confirmation_problem(
+    confirmation: Confirmation | None, expected_terms_hash: str, now: datetime
+) -> str:
+    """What is wrong with a presented confirmation, or "" when it is the person's yes to
+    exactly these terms. ``expected_terms_hash`` is the hash of the request's own terms
+    (with the quote's summary and expiry), "" when it could not be computed."""
+    if confirmation is None:
+        return "confirmed without a confirmation"
+    if confirmation.channel is None:
+        return "the confirmation names no channel"
+    if confirmation.expires_at is None:
+        return "the quote has no expiry"
+    if now - QUOTE_CLOCK_SKEW > confirmation.expires_at:  # (no overflow near year 9999)
+        return "the quote expired"
+    if not expected_terms_hash or not hmac.compare_digest(
+        confirmation.terms_hash.encode(), expected_terms_hash.encode()
+    ):
+        return "the quote is for other terms"
+    return ""
 
 
 def details_problem(action: Action, details: Details, now: datetime) -> str:
@@ -172,9 +217,11 @@ def decide(
     *,
     assertion_customer: str,
     confirmed: bool,
+    confirmation: Confirmation | None,
+    expected_terms_hash: str,
     now: datetime,
 ) -> Decision:
-    """Rules 2 to 8 (identity was verified by the caller)."""
+    """Rules 2 to 9 (identity was verified by the caller)."""
     if not bounds.skill_enabled:
         return _deny(Reason.SKILL_NOT_ENABLED, details)
     if not assertion_customer:
@@ -183,6 +230,8 @@ def decide(
     if bound is None or details_problem(action, bound, now):
         return _deny(Reason.INVALID_DETAILS, bound or details)
     details = bound
+    if confirmed and confirmation_problem(confirmation, expected_terms_hash, now):
+        return _deny(Reason.CONFIRMATION_INVALID, details)
     period_start, period_end = periods.bounds_of(bounds.counter_period, now)
     if action is Action.REFUND:
         assert details.amount is not None and details.charge_created_at is not None
@@ -199,7 +248,7 @@ def decide(
             period_start,
             period_end,
         )
-        if bounds.confirm_refunds and not confirmed:
+        if not confirmed:
             return Decision(
                 Verdict.NEEDS_CONFIRMATION, Reason.CONFIRMATION_REQUIRED, details, reservation
             )
@@ -208,12 +257,37 @@ def decide(
         reservation = Reservation(
             Counter.PLAN_CHANGES, "", 1, bounds.plan_changes_per_period, period_start, period_end
         )
-        if bounds.confirm_plan_changes and not confirmed:
+        if not confirmed:
             return Decision(
                 Verdict.NEEDS_CONFIRMATION, Reason.CONFIRMATION_REQUIRED, details, reservation
             )
         return Decision(Verdict.ALLOW, Reason.WITHIN_BOUNDS, details, reservation)
+    if not confirmed:
+        return Decision(Verdict.NEEDS_CONFIRMATION, Reason.CONFIRMATION_REQUIRED, details)
     return Decision(Verdict.ALLOW, Reason.WITHIN_BOUNDS, details)
+
+
+def bound_usage(
+    reservation: Reservation, used: Mapping[Scope, int], *, pending: int
+) -> tuple[bool, Usage]:
+    """Whether ``pending`` more does not fit one of the bounds, and the usage to show: the
+    first bound it does not fit (the customer's before the visitor's), else the one with the
+    least left (the customer's on a tie). ``used`` is each row's usage (0 for no row)."""
+    usages = [
+        Usage(
+            reservation.counter,
+            reservation.currency,
+            used.get(scope, 0),
+            reservation.limit,
+            reservation.period_end,
+            scope,
+        )
+        for scope in SCOPES
+    ]
+    for usage in usages:
+        if usage.used + pending > usage.limit:
+            return True, usage
+    return False, min(usages, key=lambda usage: usage.remaining)
 
 
 def over_limit(decision: Decision) -> Decision:
@@ -229,8 +303,9 @@ def over_limit(decision: Decision) -> Decision:
 def approval_reservation(
     action: Action, details: Details, bounds: Bounds, now: datetime
 ) -> Reservation | None:
-    """What an approved escalation reserves: the same counter a normal grant would, so the
-    visitor's remaining allowance shrinks, but with no limit (an admin decided)."""
+    """What an approved escalation reserves: the same counters a normal grant would, so the
+    visitor's and the customer's remaining allowance shrink, but with no limit (an admin
+    decided)."""
     period_start, period_end = periods.bounds_of(bounds.counter_period, now)
     if action is Action.REFUND and details.amount is not None:
         return Reservation(

@@ -51,3 +51,24 @@ class Details:
             amount.currency,
             self.target_price_id,
         )
+
+
+class Channel(enum.StrEnum):
+    """How the person said yes (askvault.policy.v1.ConfirmationChannel, lower case)."""
+
+    CHAT_TURN = "chat_turn"
+    CONFIRM_ENDPOINT = "confirm_endpoint"
+    MCP_ELICITATION = "mcp_elicitation"
+    WHATSAPP_REPLY = "whatsapp_reply"
+
+
+@dataclass(frozen=True)
+class Confirmation:
+    """A person's yes to a quote, as presented with a request; checked, never trusted."""
+
+    quote_id: str
+    summary: str
+    terms_hash: str
+    expires_at: datetime | None
+    channel: Channel | None
+    confirmed_at: datetime | None = None

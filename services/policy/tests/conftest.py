@@ -19,11 +19,13 @@ from askvault.policy.v1 import policy_pb2 as pb
 from askvault.policy.v1 import policy_pb2_grpc
 from policy.service import PolicyService
 from policy.settings import PolicySettings
-from runtime import assertions, testing
+from runtime import assertions, quotes, testing
 from runtime.server import RunningService
 
 WORKSPACE = "ws_test"
 KEY_ID = "test-key"
+# How long a test quote stays confirmable.
+QUOTE_TTL = timedelta(minutes=5)
 START = datetime(2026, 3, 15, 12, 0, 0, tzinfo=UTC)
 _keys = itertools.count()
 
@@ -59,6 +61,40 @@ def usd(amount_minor: int) -> common_pb2.Money:
 def key(prefix: str = "k") -> str:
     """A fresh idempotency key."""
     return f"{prefix}-{next(_keys)}"
+
+
+def confirm(
+    request: pb.AuthorizeRequest,
+    contact_id: str,
+    *,
+    expires_at: datetime,
+    channel: pb.ConfirmationChannel.ValueType = pb.CONFIRMATION_CHANNEL_CHAT_TURN,
+    summary: str = "Refund as quoted",
+) -> pb.AuthorizeRequest:
+    """The request confirmed by the person: confirmed = true with a quote of exactly its
+    terms, as the edge would send it after a "yes"."""
+    expires_at = expires_at.replace(microsecond=0)
+    request.confirmed = True
+    request.confirmation.CopyFrom(
+        pb.Confirmation(
+            quote=pb.Quote(
+                quote_id=f"q_{next(_keys)}",
+                summary=summary,
+                expires_at=timestamp(expires_at),
+                terms_hash=quotes.terms_hash(
+                    workspace_id=request.workspace_id,
+                    contact_id=contact_id,
+                    action=request.action,
+                    details=request.details.SerializeToString(deterministic=True),
+                    summary=summary,
+                    expires_at=expires_at,
+                ),
+            ),
+            channel=channel,
+            confirmed_at=timestamp(expires_at - QUOTE_TTL),
+        )
+    )
+    return request
 
 
 def policy_settings(database_url: str, **values: object) -> PolicySettings:
@@ -118,8 +154,9 @@ class Policy:
         idempotency_key: str | None = None,
         assertion: str | None = None,
     ) -> pb.AuthorizeRequest:
-        """An Authorize request for a refund of a charge of ``charge_age``."""
-        return pb.AuthorizeRequest(
+        """An Authorize request for a refund of a charge of ``charge_age``, confirmed by the
+        person unless ``confirmed`` is False."""
+        request = pb.AuthorizeRequest(
             workspace_id=self.workspace_id,
             identity_assertion=(
                 assertion if assertion is not None else self.assertion(contact_id, customer)
@@ -130,22 +167,44 @@ class Policy:
                 amount=common_pb2.Money(amount_minor=amount_minor, currency=currency),
                 charge_created_at=timestamp(self.clock() - charge_age),
             ),
-            confirmed=confirmed,
             context=pb.EscalationContext(conversation_id="conv_1", transcript_summary="wants $"),
             idempotency_key=idempotency_key or key("refund"),
         )
+        return self.confirmed(request, contact_id) if confirmed else request
+
+    def confirmed(self, request: pb.AuthorizeRequest, contact_id: str) -> pb.AuthorizeRequest:
+        """The request with the person's valid confirmation of exactly its terms."""
+        return confirm(request, contact_id, expires_at=self.clock() + QUOTE_TTL)
+
+    def action(
+        self,
+        action: common_pb2.BillingAction.ValueType,
+        details: pb.ActionDetails,
+        *,
+        contact_id: str = "ct_alice",
+        customer: str = "cus_alice",
+        confirmed: bool = True,
+    ) -> pb.AuthorizeRequest:
+        """An Authorize request for any action, confirmed unless ``confirmed`` is False."""
+        request = pb.AuthorizeRequest(
+            workspace_id=self.workspace_id,
+            identity_assertion=self.assertion(contact_id, customer),
+            action=action,
+            details=details,
+            idempotency_key=key("action"),
+        )
+        return self.confirmed(request, contact_id) if confirmed else request
 
     def plan_change(
-        self, *, contact_id: str = "ct_alice", confirmed: bool = True
+        self, *, contact_id: str = "ct_alice", customer: str = "cus_alice", confirmed: bool = True
     ) -> pb.AuthorizeRequest:
-        """An Authorize request for a plan change."""
-        return pb.AuthorizeRequest(
-            workspace_id=self.workspace_id,
-            identity_assertion=self.assertion(contact_id),
-            action=common_pb2.BILLING_ACTION_CHANGE_PLAN,
-            details=pb.ActionDetails(subscription_id="sub_1", target_price_id="price_pro"),
+        """An Authorize request for a plan change, confirmed unless ``confirmed`` is False."""
+        return self.action(
+            common_pb2.BILLING_ACTION_CHANGE_PLAN,
+            pb.ActionDetails(subscription_id="sub_1", target_price_id="price_pro"),
+            contact_id=contact_id,
+            customer=customer,
             confirmed=confirmed,
-            idempotency_key=key("plan"),
         )
 
     async def set_bounds(
@@ -182,6 +241,23 @@ class Policy:
                 " WHERE workspace_id = $1 AND contact_id = $2 AND counter = $3",
                 self.workspace_id,
                 contact_id,
+                counter,
+            )
+        finally:
+            await connection.close()
+        return int(used)
+
+    async def customer_counter(
+        self, customer: str = "cus_alice", counter: str = "refund_amount"
+    ) -> int:
+        """The sum of a Stripe customer's counter rows (every period and currency)."""
+        connection = await asyncpg.connect(self.database_url)
+        try:
+            used = await connection.fetchval(
+                "SELECT coalesce(sum(used), 0) FROM policy.customer_counters"
+                " WHERE workspace_id = $1 AND stripe_customer_id = $2 AND counter = $3",
+                self.workspace_id,
+                customer,
                 counter,
             )
         finally:

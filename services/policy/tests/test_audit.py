@@ -4,6 +4,7 @@ verification that finds altered and deleted rows."""
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -181,6 +182,7 @@ async def test_a_rehashed_row_still_breaks_the_link_to_the_next(
         currency=row["currency"],
         outcome=row["outcome"],
         subject_id=row["subject_id"],
+        confirmation=audit.confirmation_from_document(json.loads(row["confirmation"])),
     )
     new_hash = audit.entry_hash(row["previous_hash"], policy.workspace_id, 2, forged)
     await _tamper(

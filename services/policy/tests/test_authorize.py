@@ -32,6 +32,7 @@ async def test_refund_within_cap_is_allowed_with_a_grant_for_exact_parameters(
     assert response.usage.remaining_amount == usd(48000)
     assert response.usage.resets_at.ToDatetime(UTC) == datetime(2026, 4, 1, tzinfo=UTC)
     assert await policy.counter() == 2000
+    assert await policy.customer_counter() == 2000
 
 
 async def test_400_used_then_50_concurrent_20_refunds_allow_exactly_5(policy: Policy) -> None:
@@ -56,7 +57,9 @@ async def test_400_used_then_50_concurrent_20_refunds_allow_exactly_5(policy: Po
     assert all(r.escalation_id.startswith("esc_") for r in escalated)
     assert all(r.usage.used_amount == usd(50000) for r in escalated)
     assert all(r.usage.remaining_amount == usd(0) for r in escalated)
+    assert {r.usage.scope for r in escalated} == {pb.COUNTER_SCOPE_CUSTOMER}
     assert await policy.counter() == 50000
+    assert await policy.customer_counter() == 50000
 
 
 async def test_ten_concurrent_plan_changes_allow_exactly_three(policy: Policy) -> None:
@@ -122,6 +125,7 @@ async def test_repeated_idempotency_key_returns_the_same_decision_and_reserves_o
     again = await asyncio.gather(*(policy.stub.Authorize(request) for _ in range(5)))
     assert all(r == first for r in again)
     assert await policy.counter() == 3000
+    assert await policy.customer_counter() == 3000
 
     other = pb.AuthorizeRequest()
     other.CopyFrom(request)
@@ -227,14 +231,11 @@ async def test_currency_without_cap_escalates(policy: Policy) -> None:
     assert escalation.escalation.details.amount.currency == "eur"
 
 
-async def test_cancel_is_allowed_with_the_grace_period(policy: Policy) -> None:
+async def test_confirmed_cancel_is_allowed_with_the_grace_period(policy: Policy) -> None:
     response = await policy.stub.Authorize(
-        pb.AuthorizeRequest(
-            workspace_id=policy.workspace_id,
-            identity_assertion=policy.assertion(),
-            action=common_pb2.BILLING_ACTION_CANCEL_SUBSCRIPTION,
-            details=pb.ActionDetails(subscription_id="sub_1"),
-            idempotency_key=key(),
+        policy.action(
+            common_pb2.BILLING_ACTION_CANCEL_SUBSCRIPTION,
+            pb.ActionDetails(subscription_id="sub_1"),
         )
     )
     assert response.decision == pb.DECISION_ALLOW
@@ -249,16 +250,10 @@ async def test_cancel_is_allowed_with_the_grace_period(policy: Policy) -> None:
         (common_pb2.BILLING_ACTION_RETRY_PAYMENT, pb.ActionDetails(invoice_id="in_1")),
     ],
 )
-async def test_uncounted_actions_are_allowed_for_a_verified_visitor(
-    policy: Policy, action: int, details: pb.ActionDetails
+async def test_confirmed_uncounted_actions_are_allowed_for_a_verified_visitor(
+    policy: Policy, action: common_pb2.BillingAction.ValueType, details: pb.ActionDetails
 ) -> None:
-    request = pb.AuthorizeRequest(
-        workspace_id=policy.workspace_id,
-        identity_assertion=policy.assertion(),
-        action=action,  # type: ignore[arg-type]
-        details=details,
-        idempotency_key=key(),
-    )
+    request = policy.action(action, details)
     response = await policy.stub.Authorize(request)
     assert response.decision == pb.DECISION_ALLOW
     assert not response.HasField("usage")

@@ -10,7 +10,7 @@ import pytest
 from policy.domain import audit, decisions, grants, periods
 from policy.domain.bounds import AskVaultPlan, Bounds, loosened_fields, parse_caps
 from policy.domain.decisions import Reason, Verdict
-from policy.domain.model import Action, Details, Money
+from policy.domain.model import Action, Channel, Confirmation, Details, Money
 from policy.domain.periods import Period
 from runtime import errors
 
@@ -79,6 +79,16 @@ def test_periods_are_taken_in_utc() -> None:
     assert periods.bounds_of(Period.CALENDAR_MONTH, paris)[0] == datetime(2026, 1, 1, tzinfo=UTC)
 
 
+TERMS = "ab" * 32
+CONFIRMATION = Confirmation(
+    quote_id="q_1",
+    summary="Refund $20.00",
+    terms_hash=TERMS,
+    expires_at=NOW + timedelta(minutes=5),
+    channel=Channel.CHAT_TURN,
+)
+
+
 def _decide(
     action: Action = Action.REFUND,
     details: Details = REFUND,
@@ -86,9 +96,18 @@ def _decide(
     *,
     customer: str = "cus_1",
     confirmed: bool = True,
+    confirmation: Confirmation | None = CONFIRMATION,
+    expected: str = TERMS,
 ) -> decisions.Decision:
     return decisions.decide(
-        action, details, bounds, assertion_customer=customer, confirmed=confirmed, now=NOW
+        action,
+        details,
+        bounds,
+        assertion_customer=customer,
+        confirmed=confirmed,
+        confirmation=confirmation,
+        expected_terms_hash=expected,
+        now=NOW,
     )
 
 
@@ -147,9 +166,48 @@ def test_refund_window_edges(age: timedelta, verdict: Verdict) -> None:
         ),
         ({"confirmed": False}, Verdict.NEEDS_CONFIRMATION, Reason.CONFIRMATION_REQUIRED),
         (
+            # The workspace's flag no longer waives the person's yes.
             {"confirmed": False, "bounds": replace(DEFAULTS, confirm_refunds=False)},
+            Verdict.NEEDS_CONFIRMATION,
+            Reason.CONFIRMATION_REQUIRED,
+        ),
+        ({"confirmation": None}, Verdict.DENY, Reason.CONFIRMATION_INVALID),
+        ({"expected": "cd" * 32}, Verdict.DENY, Reason.CONFIRMATION_INVALID),
+        ({"expected": ""}, Verdict.DENY, Reason.CONFIRMATION_INVALID),
+        (
+            {"confirmation": replace(CONFIRMATION, channel=None)},
+            Verdict.DENY,
+            Reason.CONFIRMATION_INVALID,
+        ),
+        (
+            {"confirmation": replace(CONFIRMATION, expires_at=None)},
+            Verdict.DENY,
+            Reason.CONFIRMATION_INVALID,
+        ),
+        (
+            {"confirmation": replace(CONFIRMATION, expires_at=NOW - timedelta(seconds=6))},
+            Verdict.DENY,
+            Reason.CONFIRMATION_INVALID,
+        ),
+        (
+            {"confirmation": replace(CONFIRMATION, expires_at=NOW - timedelta(seconds=5))},
             Verdict.ALLOW,
             Reason.WITHIN_BOUNDS,
+        ),
+        (
+            # An invalid yes is refused before the window would escalate it.
+            {
+                "confirmation": None,
+                "details": replace(REFUND, charge_created_at=NOW - timedelta(days=30)),
+            },
+            Verdict.DENY,
+            Reason.CONFIRMATION_INVALID,
+        ),
+        (
+            # Not claimed: the quote is not looked at.
+            {"confirmed": False, "confirmation": None},
+            Verdict.NEEDS_CONFIRMATION,
+            Reason.CONFIRMATION_REQUIRED,
         ),
         (
             {"action": Action.CHANGE_PLAN, "details": Details(subscription_id="sub_1")},
@@ -160,6 +218,24 @@ def test_refund_window_edges(age: timedelta, verdict: Verdict) -> None:
             {"action": Action.RETRY_PAYMENT, "details": Details(invoice_id="in_1")},
             Verdict.ALLOW,
             Reason.WITHIN_BOUNDS,
+        ),
+        (
+            {
+                "action": Action.RETRY_PAYMENT,
+                "details": Details(invoice_id="in_1"),
+                "confirmed": False,
+            },
+            Verdict.NEEDS_CONFIRMATION,
+            Reason.CONFIRMATION_REQUIRED,
+        ),
+        (
+            {
+                "action": Action.CANCEL_SUBSCRIPTION,
+                "details": Details(subscription_id="sub_1"),
+                "confirmed": False,
+            },
+            Verdict.NEEDS_CONFIRMATION,
+            Reason.CONFIRMATION_REQUIRED,
         ),
     ],
 )
@@ -186,8 +262,45 @@ def test_over_limit_escalates_refunds_and_denies_plan_changes() -> None:
 
 
 def test_usage_remaining_never_goes_negative() -> None:
-    usage = decisions.Usage(decisions.Counter.REFUND_AMOUNT, "usd", 60000, 50000, NOW)
+    usage = decisions.Usage(
+        decisions.Counter.REFUND_AMOUNT, "usd", 60000, 50000, NOW, decisions.Scope.VISITOR
+    )
     assert usage.remaining == 0
+
+
+@pytest.mark.parametrize(
+    ("customer", "visitor", "pending", "over", "scope", "used"),
+    [
+        (49000, 10000, 2000, True, decisions.Scope.CUSTOMER, 49000),
+        (49000, 49000, 2000, True, decisions.Scope.CUSTOMER, 49000),
+        (10000, 49000, 2000, True, decisions.Scope.VISITOR, 49000),
+        (30000, 10000, 2000, False, decisions.Scope.CUSTOMER, 30000),
+        (10000, 30000, 0, False, decisions.Scope.VISITOR, 30000),
+        (10000, 10000, 0, False, decisions.Scope.CUSTOMER, 10000),
+    ],
+)
+def test_bound_usage_names_the_bound_reached_else_the_tighter(
+    customer: int, visitor: int, pending: int, over: bool, scope: decisions.Scope, used: int
+) -> None:
+    reservation = _decide().reservation
+    assert reservation is not None
+    result = decisions.bound_usage(
+        reservation,
+        {decisions.Scope.CUSTOMER: customer, decisions.Scope.VISITOR: visitor},
+        pending=pending,
+    )
+    assert result[0] is over
+    assert (result[1].scope, result[1].used, result[1].limit) == (scope, used, 50000)
+
+
+def test_confirmation_hash_covers_the_stored_quote() -> None:
+    entry = audit.Entry(NOW, "visitor", "ct_1", "decision", confirmation=CONFIRMATION)
+    plain = replace(entry, confirmation=None)
+    altered = replace(entry, confirmation=replace(CONFIRMATION, summary="Refund $1"))
+    hashes = {audit.entry_hash(audit.GENESIS_HASH, "ws", 1, e) for e in (entry, plain, altered)}
+    assert len(hashes) == 3
+    document = audit.confirmation_document(CONFIRMATION)
+    assert audit.confirmation_from_document(document) == CONFIRMATION
 
 
 @pytest.mark.parametrize(

@@ -163,6 +163,7 @@ async def test_release_frees_the_reservation_exactly_once(policy: Policy) -> Non
     released = await asyncio.gather(*(policy.stub.Release(request) for _ in range(5)))
     assert all(r.grant.state == pb.GRANT_STATE_RELEASED for r in released)
     assert await policy.counter() == 0
+    assert await policy.customer_counter() == 0
     for other in (
         policy.stub.Release(_release(policy, grant)),
         policy.stub.Commit(_commit(policy, grant)),
@@ -183,6 +184,7 @@ async def test_worker_expires_an_unredeemed_grant_exactly_once(policy: Policy) -
     assert await expiry.sweep(pool, policy.clock(), 100) == 1
     assert await expiry.sweep(pool, policy.clock(), 100) == 0
     assert await policy.counter() == 0
+    assert await policy.customer_counter() == 0
     assert (await _audit_kinds(policy, grant.grant_id)).count("grant.expired") == 1
     assert await _refused(policy.stub.Redeem(_redeem(policy, grant))) == (
         grpc.StatusCode.FAILED_PRECONDITION,
@@ -212,6 +214,7 @@ async def test_a_redeemed_grant_with_unknown_outcome_stays_reserved(policy: Poli
     policy.clock.advance(timedelta(hours=5))
     assert await expiry.sweep(policy.server.pool, policy.clock(), 100) == 0
     assert await policy.counter() == 3000
+    assert await policy.customer_counter() == 3000
     committed = await policy.stub.Commit(_commit(policy, grant))
     assert committed.grant.state == pb.GRANT_STATE_COMMITTED
 
@@ -239,6 +242,8 @@ async def test_commit_racing_expiry_resolves_each_grant_exactly_once(policy: Pol
         assert kinds["grant.committed"] + kinds["grant.expired"] == 1
     total = sum(await asyncio.gather(*(policy.counter(f"ct_{n}") for n in range(20))))
     assert total == 100 * len(committed)
+    # The twenty contacts share one customer, whose row both paths touch.
+    assert await policy.customer_counter() == 100 * len(committed)
 
 
 async def test_two_sweeping_replicas_expire_each_grant_once(policy: Policy) -> None:
@@ -249,6 +254,7 @@ async def test_two_sweeping_replicas_expire_each_grant_once(policy: Policy) -> N
     for grant in issued:
         assert (await _audit_kinds(policy, grant.grant_id)).count("grant.expired") == 1
     assert sum([await policy.counter(f"ct_{n}") for n in range(4)]) == 0
+    assert await policy.customer_counter() == 0
 
 
 async def test_background_worker_expires_grants(
