@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 import grpc
+import jwt
 from google.protobuf import timestamp_pb2
 
 from askvault.billing.v1 import billing_pb2 as bpb
@@ -62,8 +63,22 @@ class VisitorIdentity:
 
     @property
     def key(self) -> str:
-        """The visitor's rate-limit key."""
-        return self.user_id or self.email or "anonymous"
+        """Who the visitor says they are (unverified): scopes a tool caller's conversation id,
+        so that two visitors of one LLM host do not meet in one conversation. Ownership, not
+        this key, keeps them apart when someone lies."""
+        return self.user_id or _token_subject(self.token) or self.email or "anonymous"
+
+
+def _token_subject(token: str) -> str:
+    """A visitor token's ``sub`` claim, read without verifying it (identity verifies)."""
+    if not token:
+        return ""
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError:
+        return ""
+    subject = claims.get("sub")
+    return subject if isinstance(subject, str) else ""
 
 
 @dataclass(frozen=True)
@@ -1763,17 +1778,23 @@ def _reason_text(decision: ppb.AuthorizeResponse, context: Context) -> str:
         if usage.HasField("resets_at")
         else ""
     )
+    # The bound reached may be the Stripe customer's, shared by everyone on the account.
+    shared = usage.scope == ppb.COUNTER_SCOPE_CUSTOMER
     if reason == ppb.DECISION_REASON_PLAN_CHANGE_LIMIT:
+        who = "your billing account has" if shared else "you've"
         return (
-            f"you've used {usage.used_count} of {usage.limit_count} plan changes this month{resets}"
+            f"{who} used {usage.used_count} of {usage.limit_count} plan changes this month{resets}"
         )
     if reason == ppb.DECISION_REASON_REFUND_OVER_CAP:
         if usage.HasField("limit_amount"):
+            scope = " for your billing account" if shared else ""
             return (
-                f"automatic refunds are limited to {_money(usage.limit_amount)} per period and "
-                f"{_money(usage.remaining_amount)} is left{resets}"
+                f"automatic refunds are limited to {_money(usage.limit_amount)} per period"
+                f"{scope} and {_money(usage.remaining_amount)} is left{resets}"
             )
         return "it is over the automatic refund limit"
+    if reason == ppb.DECISION_REASON_CONFIRMATION_INVALID:
+        return "your confirmation didn't match what I offered, so nothing changed; ask me again"
     if reason == ppb.DECISION_REASON_REFUND_OUTSIDE_WINDOW:
         days = decision.refund_window.seconds // 86_400 if decision.HasField("refund_window") else 0
         return (

@@ -235,3 +235,4 @@ async def test_contacts_of_one_customer_share_its_refund_cap(stack: Stack) -> No
         e for e in await stack.escalations() if e.escalation_id == answers[2]["escalation_id"]
     )
     assert escalation.reason == "REFUND_OVER_CAP"
+    assert "for your billing account" in answers[2]["reply"], answers[2]

@@ -142,3 +142,14 @@ def test_whatsapp_link_codes_are_redacted_from_what_is_stored() -> None:
     assert "12345678" not in stored, stored
     assert "LINK [code removed]" in stored and "LINK%20[code removed]" in stored
     assert redaction.redact("my plan costs $49 per month") == "my plan costs $49 per month"
+
+
+def test_a_tool_callers_conversation_is_scoped_by_the_token_subject() -> None:
+    import jwt
+
+    from edge.conversation import VisitorIdentity
+
+    token = jwt.encode({"sub": "sso-42"}, "any-secret-of-32-bytes-or-more-00000", "HS256")
+    assert VisitorIdentity(token=token).key == "sso-42"
+    assert VisitorIdentity(user_id="alice", token=token).key == "alice"
+    assert VisitorIdentity(token="not a token").key == "anonymous"
