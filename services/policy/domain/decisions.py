@@ -271,8 +271,9 @@ def bound_usage(
     reservation: Reservation, used: Mapping[Scope, int], *, pending: int
 ) -> tuple[bool, Usage]:
     """Whether ``pending`` more does not fit one of the bounds, and the usage to show: the
-    first bound it does not fit (the customer's before the visitor's), else the one with the
-    least left (the customer's on a tie). ``used`` is each row's usage (0 for no row)."""
+    first bound it does not fit (the visitor's own before the customer's, so a customer's
+    only visitor hears about their own use), else the one with the least left (the
+    customer's on a tie). ``used`` is each row's usage (0 for no row)."""
     usages = [
         Usage(
             reservation.counter,
@@ -284,7 +285,7 @@ def bound_usage(
         )
         for scope in SCOPES
     ]
-    for usage in usages:
+    for usage in sorted(usages, key=lambda usage: usage.scope is not Scope.VISITOR):
         if usage.used + pending > usage.limit:
             return True, usage
     return False, min(usages, key=lambda usage: usage.remaining)

@@ -57,7 +57,9 @@ async def test_400_used_then_50_concurrent_20_refunds_allow_exactly_5(policy: Po
     assert all(r.escalation_id.startswith("esc_") for r in escalated)
     assert all(r.usage.used_amount == usd(50000) for r in escalated)
     assert all(r.usage.remaining_amount == usd(0) for r in escalated)
-    assert {r.usage.scope for r in escalated} == {pb.COUNTER_SCOPE_CUSTOMER}
+    assert {r.usage.scope for r in escalated} == {
+        pb.COUNTER_SCOPE_VISITOR
+    }  # one visitor: their own use
     assert await policy.counter() == 50000
     assert await policy.customer_counter() == 50000
 

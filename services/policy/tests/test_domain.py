@@ -272,7 +272,7 @@ def test_usage_remaining_never_goes_negative() -> None:
     ("customer", "visitor", "pending", "over", "scope", "used"),
     [
         (49000, 10000, 2000, True, decisions.Scope.CUSTOMER, 49000),
-        (49000, 49000, 2000, True, decisions.Scope.CUSTOMER, 49000),
+        (49000, 49000, 2000, True, decisions.Scope.VISITOR, 49000),
         (10000, 49000, 2000, True, decisions.Scope.VISITOR, 49000),
         (30000, 10000, 2000, False, decisions.Scope.CUSTOMER, 30000),
         (10000, 30000, 0, False, decisions.Scope.VISITOR, 30000),
