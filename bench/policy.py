@@ -20,7 +20,7 @@ from askvault.policy.v1 import policy_pb2_grpc
 from bench import _harness
 from policy.service import PolicyService
 from policy.settings import PolicySettings
-from runtime import assertions, quotes, testing
+from runtime import assertions, testing
 
 CONCURRENCY = 64
 SECONDS = 8.0
@@ -100,27 +100,6 @@ def _assertion(private_key: Ed25519PrivateKey, contact_id: str) -> str:
     )
 
 
-def _confirmed(request: pb.AuthorizeRequest, contact_id: str) -> pb.AuthorizeRequest:
-    """The request with the person's yes to a quote of exactly its terms (policy refuses
-    confirmed = true without one), as the edge sends it."""
-    expires_at = datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=5)
-    summary = "bench refund"
-    request.confirmed = True
-    request.confirmation.quote.quote_id = f"q_{request.idempotency_key}"
-    request.confirmation.quote.summary = summary
-    request.confirmation.quote.expires_at.FromDatetime(expires_at)
-    request.confirmation.quote.terms_hash = quotes.terms_hash(
-        workspace_id=request.workspace_id,
-        contact_id=contact_id,
-        action=request.action,
-        details=request.details.SerializeToString(deterministic=True),
-        summary=summary,
-        expires_at=expires_at,
-    )
-    request.confirmation.channel = pb.CONFIRMATION_CHANNEL_CHAT_TURN
-    return request
-
-
 async def _raise_cap(stub: policy_pb2_grpc.PolicyServiceStub) -> None:
     """Business plan and a cap no run reaches: two admins, as the rule wants."""
     defaults = (await stub.GetBounds(pb.GetBoundsRequest(workspace_id=WORKSPACE))).defaults
@@ -185,7 +164,7 @@ async def _policy(database_url: str) -> tuple[_harness.Stats, _harness.Stats, fl
                 ),
                 idempotency_key=f"a-{number}",
             )
-            decision = await stub.Authorize(_confirmed(request, f"ct_{visitor}"))
+            decision = await stub.Authorize(testing.confirmed(request, contact_id=f"ct_{visitor}"))
             if decision.decision != pb.DECISION_ALLOW:
                 raise RuntimeError(f"unexpected decision {decision.decision}")
             return await stub.Commit(

@@ -145,7 +145,14 @@ class Load:
     async def _create(self, user_id: str, email: str) -> ChaosCustomer:
         v1 = self.stripe_client.v1
         customer = await v1.customers.create_async(
-            {"email": email, "name": f"Chaos {user_id}", "payment_method": "pm_card_visa"},
+            {
+                "email": email,
+                "name": f"Chaos {user_id}",
+                "payment_method": "pm_card_visa",
+                # The workspace binds a visitor to the customer whose metadata carries the
+                # visitor's signed user id (the email in chat is not signed).
+                "metadata": {self.stack.demo.customer_metadata_key: user_id},
+            },
             {"idempotency_key": f"chaos-customer-{email}"},
         )
         methods = await v1.payment_methods.list_async({"customer": customer.id})

@@ -5,15 +5,19 @@ from __future__ import annotations
 import socket
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import grpc
+import jwt
+from google.protobuf import timestamp_pb2
 from google.rpc import error_details_pb2, status_pb2
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from runtime import auth, server, settings
+from askvault.policy.v1 import policy_pb2
+from runtime import auth, quotes, server, settings
 
 SettingsT = TypeVar("SettingsT", bound=settings.ServiceSettings)
 
@@ -117,3 +121,45 @@ def captured_spans() -> Iterator[InMemorySpanExporter]:
         yield exporter
     finally:
         _span_capture.exporter = None
+
+
+def confirmed(
+    request: policy_pb2.AuthorizeRequest,
+    *,
+    contact_id: str = "",
+    expires_at: datetime | None = None,
+    channel: policy_pb2.ConfirmationChannel.ValueType = (policy_pb2.CONFIRMATION_CHANNEL_CHAT_TURN),
+    summary: str = "Refund as quoted",
+) -> policy_pb2.AuthorizeRequest:
+    """The request confirmed by the person, as the edge sends it after a "yes": confirmed =
+    true with a quote of exactly its terms. The contact defaults to the subject of the
+    request's identity assertion; the quote to five minutes from now."""
+    if not contact_id:
+        claims = jwt.decode(request.identity_assertion, options={"verify_signature": False})
+        contact_id = str(claims["sub"])
+    expires_at = (expires_at or datetime.now(UTC) + timedelta(minutes=5)).replace(microsecond=0)
+    expiry = timestamp_pb2.Timestamp()
+    expiry.FromDatetime(expires_at)
+    now = timestamp_pb2.Timestamp()
+    now.GetCurrentTime()
+    request.confirmed = True
+    request.confirmation.CopyFrom(
+        policy_pb2.Confirmation(
+            quote=policy_pb2.Quote(
+                quote_id=f"q_{request.idempotency_key}",
+                summary=summary,
+                expires_at=expiry,
+                terms_hash=quotes.terms_hash(
+                    workspace_id=request.workspace_id,
+                    contact_id=contact_id,
+                    action=request.action,
+                    details=request.details.SerializeToString(deterministic=True),
+                    summary=summary,
+                    expires_at=expires_at,
+                ),
+            ),
+            channel=channel,
+            confirmed_at=now,
+        )
+    )
+    return request

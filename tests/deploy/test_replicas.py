@@ -49,7 +49,7 @@ from askvault.common.v1 import common_pb2
 from askvault.notifier.v1 import notifier_pb2, notifier_pb2_grpc
 from askvault.policy.v1 import policy_pb2, policy_pb2_grpc
 from billing_gateway.domain import signatures
-from runtime import assertions, quotes
+from runtime import assertions, testing
 from runtime.testing import admin_metadata
 from smtp_sink import app as smtp_sink_app
 from stripe_emulator import app as stripe_app
@@ -92,29 +92,6 @@ async def _started(
             if isinstance(outcome, BaseException):
                 raise outcome
         yield [outcome for outcome in started if isinstance(outcome, processes.Replica)]
-
-
-def _confirmed(
-    request: policy_pb2.AuthorizeRequest, contact_id: str
-) -> policy_pb2.AuthorizeRequest:
-    """The request with the person's yes to a quote of exactly its terms, as the edge sends
-    it after the visitor confirmed (policy refuses confirmed = true without one)."""
-    expires_at = datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=5)
-    summary = "as quoted"
-    request.confirmed = True
-    request.confirmation.quote.quote_id = f"q_{request.idempotency_key}"
-    request.confirmation.quote.summary = summary
-    request.confirmation.quote.expires_at.FromDatetime(expires_at)
-    request.confirmation.quote.terms_hash = quotes.terms_hash(
-        workspace_id=request.workspace_id,
-        contact_id=contact_id,
-        action=request.action,
-        details=request.details.SerializeToString(deterministic=True),
-        summary=summary,
-        expires_at=expires_at,
-    )
-    request.confirmation.channel = policy_pb2.CONFIRMATION_CHANNEL_CHAT_TURN
-    return request
 
 
 class _Identity:
@@ -246,7 +223,7 @@ async def test_three_policy_replicas_expire_each_grant_exactly_once(database_url
                     idempotency_key=f"authorize-{index}",
                 )
                 request.details.charge_created_at.FromDatetime(charge_created_at)
-                _confirmed(request, contact_id)
+                testing.confirmed(request, contact_id=contact_id)
                 # Spread over the replicas: authorizations (which lock the same counter and
                 # audit rows as the expiry) run on all three while all three sweep.
                 response = await stubs[index % REPLICAS].Authorize(request, timeout=10)
@@ -607,7 +584,9 @@ class _Billing:
             details=details,
             idempotency_key=key,
         )
-        decision = await self.policy.Authorize(_confirmed(request, contact_id), timeout=10)
+        decision = await self.policy.Authorize(
+            testing.confirmed(request, contact_id=contact_id), timeout=10
+        )
         assert decision.decision == policy_pb2.DECISION_ALLOW, decision
         return str(decision.grant.grant_id)
 

@@ -282,13 +282,14 @@ class Stack:
     ) -> policy_pb2.Grant:
         """A grant from the real policy service (confirmed, within bounds)."""
         decision = await self.policy.Authorize(
-            policy_pb2.AuthorizeRequest(
-                workspace_id=WORKSPACE,
-                identity_assertion=assertion,
-                action=action,  # type: ignore[arg-type]
-                details=details,
-                confirmed=True,
-                idempotency_key=key("auth"),
+            testing.confirmed(
+                policy_pb2.AuthorizeRequest(
+                    workspace_id=WORKSPACE,
+                    identity_assertion=assertion,
+                    action=action,  # type: ignore[arg-type]
+                    details=details,
+                    idempotency_key=key("auth"),
+                )
             )
         )
         assert decision.decision == policy_pb2.DECISION_ALLOW, decision

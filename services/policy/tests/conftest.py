@@ -19,7 +19,7 @@ from askvault.policy.v1 import policy_pb2 as pb
 from askvault.policy.v1 import policy_pb2_grpc
 from policy.service import PolicyService
 from policy.settings import PolicySettings
-from runtime import assertions, quotes, testing
+from runtime import assertions, testing
 from runtime.server import RunningService
 
 WORKSPACE = "ws_test"
@@ -73,28 +73,9 @@ def confirm(
 ) -> pb.AuthorizeRequest:
     """The request confirmed by the person: confirmed = true with a quote of exactly its
     terms, as the edge would send it after a "yes"."""
-    expires_at = expires_at.replace(microsecond=0)
-    request.confirmed = True
-    request.confirmation.CopyFrom(
-        pb.Confirmation(
-            quote=pb.Quote(
-                quote_id=f"q_{next(_keys)}",
-                summary=summary,
-                expires_at=timestamp(expires_at),
-                terms_hash=quotes.terms_hash(
-                    workspace_id=request.workspace_id,
-                    contact_id=contact_id,
-                    action=request.action,
-                    details=request.details.SerializeToString(deterministic=True),
-                    summary=summary,
-                    expires_at=expires_at,
-                ),
-            ),
-            channel=channel,
-            confirmed_at=timestamp(expires_at - QUOTE_TTL),
-        )
+    return testing.confirmed(
+        request, contact_id=contact_id, expires_at=expires_at, channel=channel, summary=summary
     )
-    return request
 
 
 def policy_settings(database_url: str, **values: object) -> PolicySettings:
