@@ -104,6 +104,9 @@ class Request:
     parsed: Parsed | None = None
     # Set by the confirm endpoint: the person's own answer to one quote.
     quote_answer: QuoteAnswer | None = None
+    # Set by money tools (never previews): a quote of this kind the person confirmed on the
+    # confirmation page runs when the tool is called again.
+    runs_confirmed_quote: bool = False
 
 
 @dataclass
@@ -547,7 +550,7 @@ class Engine:
             return await self._confirm(context, channel)
         if intent is Intent.NO:
             return await self._decline(context)
-        if request.channel == "tools" and intent in _KIND_OF_INTENT:
+        if request.runs_confirmed_quote and intent in _KIND_OF_INTENT:
             confirmed_on_page = await self._confirmed_on_page(context, _KIND_OF_INTENT[intent])
             if confirmed_on_page is not None:
                 return confirmed_on_page
@@ -1333,13 +1336,11 @@ class Engine:
         """A tool call after the person confirmed its quote on the confirmation page runs
         that quote (the page itself holds no proof to act with); None when there is none."""
         async with self._pool.acquire() as connection:
-            proposal = await storage.newest_proposal(
-                connection, context.workspace_id, context.conversation_id
+            proposal = await storage.newest_person_confirmed(
+                connection, context.workspace_id, context.conversation_id, kind
             )
         if (
             proposal is None
-            or proposal.kind is not kind
-            or proposal.person_confirmed_at is None
             or proposals.confirmable(proposal, context.contact.contact_id, datetime.now(UTC))
             is not None
         ):

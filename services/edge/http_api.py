@@ -445,6 +445,7 @@ class Edge:
                 text=f"[tool {tool.name}] {note}".strip(),
                 channel="tools",
                 parsed=parsed,
+                runs_confirmed_quote=tool.moves_money,
             )
         )
         if isinstance(answer, JSONResponse):

@@ -78,8 +78,10 @@ def build(
                 is_error=True,
             )
         quote = result.get("data", {}).get("quote")
+        tool = tools.TOOLS[params.name]
         if (
-            result["status"] == "needs_confirmation"
+            tool.moves_money
+            and result["status"] == "needs_confirmation"
             and quote
             and quote.get("terms_hash")
             and _supports_url_elicitation(ctx)

@@ -21,8 +21,11 @@ SELECT author, text, intent, created_at, verified FROM (
 ) recent ORDER BY sequence;
 
 -- name: supersede_pending
+-- A quote the person already confirmed on the confirmation page is not superseded: it waits
+-- for the tool call that runs it.
 UPDATE proposals SET state = 'superseded'
-WHERE workspace_id = $1 AND conversation_id = $2 AND state IN ('pending');
+WHERE workspace_id = $1 AND conversation_id = $2 AND state IN ('pending')
+  AND person_confirmed_at IS NULL;
 
 -- name: insert_proposal
 INSERT INTO proposals (workspace_id, conversation_id, proposal_id, contact_id, kind, details,
@@ -34,6 +37,12 @@ RETURNING created_at;
 SELECT * FROM proposals
 WHERE workspace_id = $1 AND conversation_id = $2 AND proposal_id = $3
 FOR UPDATE;
+
+-- name: newest_person_confirmed
+SELECT * FROM proposals
+WHERE workspace_id = $1 AND conversation_id = $2 AND kind = $3 AND state = 'pending'
+  AND person_confirmed_at IS NOT NULL
+ORDER BY created_at DESC LIMIT 1;
 
 -- name: proposal_by_confirm_token
 SELECT * FROM proposals WHERE confirm_token_sha256 = $1 FOR UPDATE;

@@ -150,6 +150,16 @@ async def proposal_by_id(
     return _proposal(row) if row is not None else None
 
 
+async def newest_person_confirmed(
+    connection: Connection, workspace_id: str, conversation_id: str, kind: ProposalKind
+) -> Proposal | None:
+    """The newest pending proposal of ``kind`` the person confirmed on the confirmation page."""
+    row = await connection.fetchrow(
+        queries.newest_person_confirmed, workspace_id, conversation_id, kind.value
+    )
+    return _proposal(row) if row is not None else None
+
+
 async def proposal_by_confirm_token(connection: Connection, token_sha256: bytes) -> Proposal | None:
     """The proposal a confirmation page's token belongs to, locked."""
     row = await connection.fetchrow(queries.proposal_by_confirm_token, token_sha256)

@@ -40,6 +40,9 @@ class Tool:
     properties: dict[str, Any]
     intent: Intent
     required: tuple[str, ...] = ()
+    # Whether it quotes an action that moves money (the person confirms the quote); a
+    # preview quotes nothing to confirm.
+    moves_money: bool = False
 
     def definition(self) -> dict[str, Any]:
         """The JSON-Schema tool definition."""
@@ -79,6 +82,7 @@ TOOLS: dict[str, Tool] = {
             + _NEEDS_THE_PERSON,
             {},
             Intent.DUPLICATE_CHARGE,
+            moves_money=True,
         ),
         Tool(
             "request_refund",
@@ -93,6 +97,7 @@ TOOLS: dict[str, Tool] = {
                 },
             },
             Intent.REFUND,
+            moves_money=True,
         ),
         Tool("list_plans", "The plans on sale with prices and features.", {}, Intent.LIST_PLANS),
         Tool(
@@ -109,6 +114,7 @@ TOOLS: dict[str, Tool] = {
             {"plan": {"type": "string", "description": "Plan name, e.g. Growth."}},
             Intent.CHANGE_PLAN,
             ("plan",),
+            moves_money=True,
         ),
         Tool(
             "cancel_subscription",
@@ -116,6 +122,7 @@ TOOLS: dict[str, Tool] = {
             + _NEEDS_THE_PERSON,
             {},
             Intent.CANCEL,
+            moves_money=True,
         ),
         Tool("undo_cancellation", "Voids a scheduled cancellation.", {}, Intent.UNDO),
         Tool(
@@ -123,12 +130,14 @@ TOOLS: dict[str, Tool] = {
             "Quotes pausing payment collection." + _NEEDS_THE_PERSON,
             {},
             Intent.PAUSE,
+            moves_money=True,
         ),
         Tool(
             "retry_payment",
             "Quotes charging the card again for the customer's unpaid invoice." + _NEEDS_THE_PERSON,
             {"invoice_id": {"type": "string", "description": "An open invoice (in_...)."}},
             Intent.RETRY_PAYMENT,
+            moves_money=True,
         ),
         Tool(
             "payment_method_update_link",

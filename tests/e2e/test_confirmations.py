@@ -166,6 +166,9 @@ async def test_mcp_money_tools_run_only_after_the_person_confirms_on_the_page(
             elicitation_callback=person.elicit,
         ) as client,
     ):
+        # A preview changes nothing and asks no one.
+        preview = await client.call_tool("preview_plan_change", {"plan": "business"})
+        assert "Business" in str(preview.content), preview
         # The model calls, and calls again: each call only asks for the person.
         for _ in range(2):
             with pytest.raises(MCPError) as raised:
@@ -184,6 +187,9 @@ async def test_mcp_money_tools_run_only_after_the_person_confirms_on_the_page(
             assert confirmed.status == 200, await confirmed.text()
         assert await stack.refunds() == []  # the page itself runs nothing
 
+        # A preview after the person confirmed runs nothing either.
+        await client.call_tool("preview_plan_change", {"plan": "business"})
+        assert await stack.refunds() == []
         # The client retries: the confirmed quote runs, once; the model learns the outcome.
         result = await client.call_tool("request_refund", {"charge_id": charge})
         assert "refunded $49 " in str(result.content), result
