@@ -338,35 +338,25 @@ async def _record_consents(
                 c.channel == npb.CHANNEL_WHATSAPP and c.opted_in and c.whatsapp_number == number
                 for c in consents.consents
             ):
-                await peers.notifier.SetChannelConsent(
-                    npb.SetChannelConsentRequest(
-                        workspace_id=workspace_id,
-                        contact_id=settled.ended_contact_id,
-                        consent=npb.ChannelConsent(
-                            channel=npb.CHANNEL_WHATSAPP,
-                            opted_in=False,
-                            source=MOVED_SOURCE,
-                            occurred_at=occurred_at,
-                            whatsapp_number=number,
-                        ),
-                        idempotency_key=f"edge:wa-moved:{settled.challenge_id}",
-                    ),
-                    timeout=peers.timeout(),
-                )
-        await peers.notifier.SetChannelConsent(
-            npb.SetChannelConsentRequest(
-                workspace_id=workspace_id,
-                contact_id=settled.contact_id,
-                consent=npb.ChannelConsent(
-                    channel=npb.CHANNEL_WHATSAPP,
-                    opted_in=True,
-                    source=CONSENT_SOURCE,
+                await _set_consent(
+                    peers,
+                    workspace_id,
+                    settled.ended_contact_id,
+                    number,
+                    opted_in=False,
+                    source=MOVED_SOURCE,
                     occurred_at=occurred_at,
-                    whatsapp_number=number,
-                ),
-                idempotency_key=f"edge:wa-proof:{settled.challenge_id}",
-            ),
-            timeout=peers.timeout(),
+                    key=f"edge:wa-moved:{settled.challenge_id}",
+                )
+        await _set_consent(
+            peers,
+            workspace_id,
+            settled.contact_id,
+            number,
+            opted_in=True,
+            source=CONSENT_SOURCE,
+            occurred_at=occurred_at,
+            key=f"edge:wa-proof:{settled.challenge_id}",
         )
         await peers.notifier.RecordInboundWhatsApp(
             npb.RecordInboundWhatsAppRequest(
@@ -417,3 +407,32 @@ async def _reply(
         )
     except grpc.aio.AioRpcError as failure:
         logger.warning("whatsapp link answer not queued", extra={"code": failure.code().name})
+
+
+async def _set_consent(
+    peers: Peers,
+    workspace_id: str,
+    contact_id: str,
+    number: str,
+    *,
+    opted_in: bool,
+    source: str,
+    occurred_at: timestamp_pb2.Timestamp,
+    key: str,
+) -> None:
+    """Records a contact's WhatsApp consent for ``number`` with the notifier (idempotent)."""
+    await peers.notifier.SetChannelConsent(
+        npb.SetChannelConsentRequest(
+            workspace_id=workspace_id,
+            contact_id=contact_id,
+            consent=npb.ChannelConsent(
+                channel=npb.CHANNEL_WHATSAPP,
+                opted_in=opted_in,
+                source=source,
+                occurred_at=occurred_at,
+                whatsapp_number=number,
+            ),
+            idempotency_key=key,
+        ),
+        timeout=peers.timeout(),
+    )
