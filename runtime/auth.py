@@ -1,6 +1,7 @@
 """Admin credentials: HS256 JWTs with ``role: admin`` signed with the shared admin key,
 sent as ``authorization: Bearer <token>``. The subject names the admin, which is what the
-two-admin rule compares; an optional ``workspaces`` claim limits where it is valid."""
+two-admin rule compares; an optional ``workspaces`` claim (an exact list) limits where it is
+valid; ``iat`` is required and the lifetime bounded."""
 
 from __future__ import annotations
 
@@ -12,6 +13,10 @@ import jwt
 from runtime import errors
 
 AUDIENCE = "askvault-admin"
+# The longest an admin credential may live (exp - iat): a leaked one expires within a shift.
+MAX_LIFETIME_SECONDS = 12 * 3600
+# Clock skew tolerated on iat and exp, in seconds.
+LEEWAY_SECONDS = 30
 
 
 def issue_admin_token(
@@ -53,18 +58,32 @@ def require_admin(token: str, secret: str, workspace_id: str) -> str:
             secret,
             algorithms=["HS256"],
             audience=AUDIENCE,
-            options={"require": ["exp", "sub", "role"]},
+            leeway=LEEWAY_SECONDS,
+            options={"require": ["exp", "iat", "sub", "role"], "verify_iat": True},
         )
     except jwt.PyJWTError:
         raise errors.ServiceError(
             errors.Kind.UNAUTHENTICATED, "ADMIN_REQUIRED", "invalid admin credential"
         ) from None
+    lifetime = claims["exp"] - claims["iat"]
+    if not isinstance(lifetime, int) or lifetime > MAX_LIFETIME_SECONDS:
+        raise errors.ServiceError(
+            errors.Kind.UNAUTHENTICATED,
+            "ADMIN_REQUIRED",
+            f"an admin credential may live at most {MAX_LIFETIME_SECONDS} seconds",
+        )
     if claims.get("role") != "admin":
         raise errors.ServiceError(
             errors.Kind.PERMISSION_DENIED, "ADMIN_REQUIRED", "the credential is not an admin's"
         )
     allowed = claims.get("workspaces")
-    if allowed is not None and workspace_id not in allowed:
+    # An exact list of workspace ids: a string would match as a substring ("ws_demo" in
+    # "ws_demo_other"), so anything but a list of strings is refused.
+    if allowed is not None and (
+        not isinstance(allowed, list)
+        or not all(isinstance(item, str) for item in allowed)
+        or workspace_id not in allowed
+    ):
         raise errors.ServiceError(
             errors.Kind.PERMISSION_DENIED, "ADMIN_REQUIRED", "not an admin of this workspace"
         )

@@ -37,23 +37,48 @@ _CODES: dict[errors.Kind, int] = {
 UnaryHandler = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
 
 
+# The status travels in trailers, which gRPC caps (8 KiB by default): a request that echoes
+# a huge name into a violation's field path would otherwise turn a clear INVALID_ARGUMENT
+# into a bare RESOURCE_EXHAUSTED with no reason. Every echoed part is bounded.
+MAX_STATUS_MESSAGE = 1024
+MAX_VIOLATIONS = 10
+MAX_VIOLATION_FIELD = 100
+MAX_VIOLATION_DESCRIPTION = 200
+MAX_METADATA_VALUE = 200
+
+
+def _bounded(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def to_status(error: errors.ServiceError, domain: str) -> grpc.Status:
-    """A gRPC status carrying ErrorInfo and, for invalid input, BadRequest."""
+    """A gRPC status carrying ErrorInfo and, for invalid input, BadRequest (each part bounded
+    so that the trailers always fit)."""
     info = error_details_pb2.ErrorInfo(
-        reason=error.reason, domain=domain, metadata=dict(error.metadata)
+        reason=error.reason,
+        domain=domain,
+        metadata={
+            _bounded(key, MAX_VIOLATION_FIELD): _bounded(value, MAX_METADATA_VALUE)
+            for key, value in list(error.metadata.items())[:MAX_VIOLATIONS]
+        },
     )
     details = [_pack(info)]
     if error.violations:
         bad_request = error_details_pb2.BadRequest(
             field_violations=[
                 error_details_pb2.BadRequest.FieldViolation(
-                    field=violation.field, description=violation.description
+                    field=_bounded(violation.field, MAX_VIOLATION_FIELD),
+                    description=_bounded(violation.description, MAX_VIOLATION_DESCRIPTION),
                 )
-                for violation in error.violations
+                for violation in error.violations[:MAX_VIOLATIONS]
             ]
         )
         details.append(_pack(bad_request))
-    status = status_pb2.Status(code=_CODES[error.kind], message=error.message, details=details)
+    status = status_pb2.Status(
+        code=_CODES[error.kind],
+        message=_bounded(error.message, MAX_STATUS_MESSAGE),
+        details=details,
+    )
     return rpc_status.to_status(status)
 
 

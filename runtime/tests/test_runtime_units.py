@@ -134,3 +134,48 @@ def test_a_stuck_shutdown_ends_the_process_at_its_deadline() -> None:
         [sys.executable, "-c", stuck], capture_output=True, timeout=20, check=False
     )
     assert finished.returncode == 70
+
+
+def test_admin_credentials_need_iat_a_bounded_life_and_an_exact_workspace_list() -> None:
+    import time
+
+    import jwt
+
+    from runtime import auth
+
+    secret = "s" * 40
+    now = int(time.time())
+    base = {"sub": "admin-1", "role": "admin", "aud": auth.AUDIENCE, "iat": now, "exp": now + 60}
+    refused_claims = (
+        {**base, "iat": None},  # no iat
+        {**base, "exp": now + 30 * 365 * 86400},  # a thirty-year credential
+        {**base, "iat": now + 3600, "exp": now + 7200},  # issued in the future
+        {**base, "workspaces": "ws_demo_other"},  # a string, once matched as a substring
+        {**base, "workspaces": [["ws_demo"]]},
+    )
+    for claims in refused_claims:
+        token = jwt.encode({k: v for k, v in claims.items() if v is not None}, secret, "HS256")
+        with pytest.raises(errors.ServiceError) as refused:
+            auth.require_admin(token, secret, "ws_demo")
+        assert refused.value.reason == "ADMIN_REQUIRED", claims
+    exact = jwt.encode({**base, "workspaces": ["ws_demo_other"]}, secret, "HS256")
+    with pytest.raises(errors.ServiceError):
+        auth.require_admin(exact, secret, "ws_demo")
+    assert auth.require_admin(jwt.encode(base, secret, "HS256"), secret, "ws_demo") == "admin-1"
+
+
+def test_an_error_echoing_a_huge_field_still_fits_in_the_trailers() -> None:
+    # Found by the gRPC fuzzer: a 100 KB map key echoed into a violation's field path made
+    # the trailers too large, and the caller saw RESOURCE_EXHAUSTED without a reason.
+    from runtime import interceptors
+
+    name = "y" * 100_000
+    check = errors.Validator()
+    for index in range(50):
+        check.require(False, f"variables.{name}{index}", "not a variable " + name)
+    with pytest.raises(errors.ServiceError) as refused:
+        check.check()
+    status = interceptors.to_status(refused.value, "askvault.test")
+    size = sum(len(key) + len(value) for key, value in status.trailing_metadata)
+    assert size + len(status.details) < 8 * 1024, size
+    assert status.code == grpc.StatusCode.INVALID_ARGUMENT
