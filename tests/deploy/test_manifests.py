@@ -124,3 +124,23 @@ def test_only_the_edge_is_reachable_from_outside_and_callers_match_the_call_grap
 def test_no_secret_values_in_git() -> None:
     for overlay in OVERLAYS:
         assert not [d for d in render(overlay) if d["kind"] == "Secret"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_only_the_services_serving_admin_rpcs_hold_the_admin_key(overlay: str) -> None:
+    # The internet-facing edge serves no admin RPC and the migration Jobs need none: a pod
+    # that holds the admin key can mint admin credentials for every service.
+    holders = set()
+    for document in render(overlay):
+        if document["kind"] not in ("Deployment", "Job"):
+            continue
+        pod = document["spec"]["template"]["spec"]
+        for container in pod.get("containers", []) + pod.get("initContainers", []):
+            if any(env["name"] == "ADMIN_TOKEN_SECRET" for env in container.get("env", [])):
+                holders.add(f"{document['kind']}/{document['metadata']['name']}")
+    assert holders == {
+        "Deployment/identity",
+        "Deployment/policy",
+        "Deployment/billing-gateway",
+        "Deployment/notifier",
+    }, holders
