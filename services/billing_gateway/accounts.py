@@ -1,10 +1,14 @@
 """Workspaces' Stripe credentials and webhook signing secrets, opened from their sealed
-form and cached briefly (a rotation is picked up on the next miss)."""
+form. Accounts are cached briefly (a reconnect is picked up on the next miss); which signing
+secrets still verify is read on every webhook, so a retirement holds on every replica at
+once, and only the opened secrets are cached."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import asyncpg
 
@@ -36,16 +40,26 @@ class _Cached:
 class AccountDirectory:
     """Opens accounts and signing secrets, with a short cache."""
 
-    def __init__(self, pool: asyncpg.Pool, secret_box: SecretBox) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        secret_box: SecretBox,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         self._pool = pool
         self._box = secret_box
+        # The gateway's clock: what a secret's retirement time is compared with.
+        self._clock = clock
         self._accounts: dict[str, tuple[StripeAccount, float]] = {}
-        self._secrets: dict[str, tuple[list[str], float]] = {}
+        # (workspace, secret id, ciphertext) -> the opened secret; a secret is only used
+        # while the database still lists it as not retired.
+        self._opened: dict[tuple[str, str, bytes], str] = {}
 
     def forget(self, workspace_id: str) -> None:
         """Drops the cache of a workspace (after ConnectAccount)."""
         self._accounts.pop(workspace_id, None)
-        self._secrets.pop(workspace_id, None)
+        for cached in [k for k in self._opened if k[0] == workspace_id]:
+            del self._opened[cached]
 
     async def account(self, workspace_id: str) -> StripeAccount:
         """The workspace's Stripe account, or FAILED_PRECONDITION ACCOUNT_NOT_CONNECTED."""
@@ -65,16 +79,20 @@ class AccountDirectory:
         self._accounts[workspace_id] = (account, time.monotonic())
         return account
 
-    async def signing_secrets(self, workspace_id: str, *, fresh: bool = False) -> list[str]:
-        """The workspace's active signing secrets, newest first."""
-        cached = self._secrets.get(workspace_id)
-        if not fresh and cached is not None and time.monotonic() - cached[1] < CACHE_SECONDS:
-            return cached[0]
+    async def signing_secrets(self, workspace_id: str) -> list[str]:
+        """The workspace's signing secrets not retired now (by the gateway's clock), newest
+        first."""
         async with self._pool.acquire() as connection:
-            sealed = await storage.webhook_secrets(connection, workspace_id)
-        opened = [
-            self._box.open(ciphertext, secret_binding(workspace_id, secret_id)).decode()
-            for secret_id, ciphertext in sealed.items()
-        ]
-        self._secrets[workspace_id] = (opened, time.monotonic())
+            sealed = await storage.unretired_webhook_secrets(
+                connection, workspace_id, self._clock()
+            )
+        opened = []
+        for secret in sealed:
+            cache_key = (workspace_id, secret.secret_id, secret.ciphertext)
+            plain = self._opened.get(cache_key)
+            if plain is None:
+                binding = secret_binding(workspace_id, secret.secret_id)
+                plain = self._box.open(secret.ciphertext, binding).decode()
+                self._opened[cache_key] = plain
+            opened.append(plain)
         return opened

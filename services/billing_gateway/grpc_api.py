@@ -46,6 +46,21 @@ _METADATA_VALUE = re.compile(r"^[^'\"\\\x00-\x1f\x7f]{1,500}$")
 _CUSTOMER_ID = re.compile(r"^cus_[A-Za-z0-9]{1,250}$")
 
 
+# The longest a retired webhook signing secret may keep verifying: long enough to roll a new
+# secret out, short enough that a forgotten retirement still happens.
+MAX_SECRET_OVERLAP_SECONDS = 30 * 86_400
+
+
+def _webhook_secret(secret: storage.WebhookSecretMetadata, now: datetime) -> pb.WebhookSecret:
+    """A signing secret's metadata as the API shows it (never the secret)."""
+    return pb.WebhookSecret(
+        secret_id=secret.secret_id,
+        created_at=convert.timestamp(secret.created_at),
+        retires_at=convert.timestamp(secret.retired_at),
+        retired=secret.retired_at is not None and secret.retired_at <= now,
+    )
+
+
 def _not_linked() -> errors.ServiceError:
     return errors.ServiceError(
         errors.Kind.FAILED_PRECONDITION,
@@ -1023,11 +1038,14 @@ class BillingGatewayServicer(billing_pb2_grpc.BillingGatewayServiceServicer):
         async with self._pool.acquire() as connection:
             record = await storage.get_account(connection, request.workspace_id)
             last = await storage.last_event_received_at(connection, request.workspace_id)
+            secrets = await storage.webhook_secret_metadata(connection, request.workspace_id)
         assert record is not None
+        now = self._clock()
         response = pb.CheckWebhookSetupResponse(
             last_event_received_at=convert.timestamp(last),
             url=record.webhook_url,
             missing_event_types=list(webhooks.NEEDED_EVENTS),
+            webhook_secrets=[_webhook_secret(secret, now) for secret in secrets],
         )
         if not record.webhook_endpoint_id:
             return response
@@ -1052,6 +1070,43 @@ class BillingGatewayServicer(billing_pb2_grpc.BillingGatewayServiceServicer):
         response.registered = True
         response.enabled = endpoint.get("status") == "enabled"
         response.url = str(endpoint.get("url") or record.webhook_url)
+        return response
+
+    async def RetireWebhookSecret(
+        self, request: pb.RetireWebhookSecretRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RetireWebhookSecretResponse:
+        self._admin(context, request.workspace_id)
+        check = errors.Validator()
+        check.non_empty(request.workspace_id, "workspace_id")
+        check.non_empty(request.secret_id, "secret_id")
+        check.require(
+            request.overlap_seconds <= MAX_SECRET_OVERLAP_SECONDS,
+            "overlap_seconds",
+            f"at most {MAX_SECRET_OVERLAP_SECONDS}",
+        )
+        check.check()
+
+        async def effect(connection: Connection) -> pb.RetireWebhookSecretResponse:
+            now = self._clock()
+            retired = await storage.retire_webhook_secret(
+                connection,
+                request.workspace_id,
+                request.secret_id,
+                now + timedelta(seconds=request.overlap_seconds),
+            )
+            if retired is None:
+                raise errors.not_found("webhook secret")
+            return pb.RetireWebhookSecretResponse(secret=_webhook_secret(retired, now))
+
+        response = await idempotency.run_once(
+            self._pool,
+            request.workspace_id,
+            request.idempotency_key,
+            request,
+            pb.RetireWebhookSecretResponse,
+            effect,
+        )
+        self._accounts.forget(request.workspace_id)
         return response
 
     async def ListRecoveryCases(

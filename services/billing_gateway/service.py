@@ -43,6 +43,7 @@ class BillingGatewayService:
         EVERY_RPC: frozenset({"edge"}),
         "ConnectAccount": frozenset({ADMIN}),
         "CheckWebhookSetup": frozenset({ADMIN}),
+        "RetireWebhookSecret": frozenset({ADMIN}),
         "ListRecoveryCases": frozenset({ADMIN}),
         "GetRecoveryStats": frozenset({ADMIN}),
     }
@@ -88,7 +89,7 @@ class BillingGatewayService:
         self._peers = Peers(
             settings.identity_target, settings.policy_target, settings.notifier_target
         )
-        accounts = AccountDirectory(pool, self._secret_box)
+        accounts = AccountDirectory(pool, self._secret_box, self._clock)
         self._ledger = Ledger(pool, self.gateway, self._peers, accounts, self._clock)
         self._events = webhooks.EventWorker(pool, self.gateway, self._peers, accounts)
         servicer = BillingGatewayServicer(

@@ -177,10 +177,54 @@ async def add_webhook_secret(
     await connection.execute(queries.insert_webhook_secret, workspace_id, secret_id, ciphertext)
 
 
-async def webhook_secrets(connection: Connection, workspace_id: str) -> dict[str, bytes]:
-    """secret id -> ciphertext of each active signing secret, newest first."""
-    rows = await connection.fetch(queries.active_webhook_secrets, workspace_id)
-    return {row["secret_id"]: bytes(row["ciphertext"]) for row in rows}
+@dataclass(frozen=True)
+class SealedWebhookSecret:
+    """A signing secret as stored: sealed, with its retirement time if one is set."""
+
+    secret_id: str
+    ciphertext: bytes
+    retired_at: datetime | None
+
+
+@dataclass(frozen=True)
+class WebhookSecretMetadata:
+    """What may be shown of a signing secret: never the secret."""
+
+    secret_id: str
+    created_at: datetime
+    retired_at: datetime | None
+
+
+async def unretired_webhook_secrets(
+    connection: Connection, workspace_id: str, now: datetime
+) -> list[SealedWebhookSecret]:
+    """The signing secrets not retired at ``now``, newest first."""
+    rows = await connection.fetch(queries.unretired_webhook_secrets, workspace_id, now)
+    return [
+        SealedWebhookSecret(row["secret_id"], bytes(row["ciphertext"]), row["retired_at"])
+        for row in rows
+    ]
+
+
+async def webhook_secret_metadata(
+    connection: Connection, workspace_id: str
+) -> list[WebhookSecretMetadata]:
+    """Every signing secret of the workspace (retired ones too), newest first."""
+    rows = await connection.fetch(queries.webhook_secret_metadata, workspace_id)
+    return [WebhookSecretMetadata(r["secret_id"], r["created_at"], r["retired_at"]) for r in rows]
+
+
+async def retire_webhook_secret(
+    connection: Connection, workspace_id: str, secret_id: str, retire_at: datetime
+) -> WebhookSecretMetadata | None:
+    """Retires the secret at ``retire_at`` (or keeps an earlier retirement); None when the
+    workspace has no such secret."""
+    row = await connection.fetchrow(
+        queries.retire_webhook_secret, workspace_id, secret_id, retire_at
+    )
+    if row is None:
+        return None
+    return WebhookSecretMetadata(row["secret_id"], row["created_at"], row["retired_at"])
 
 
 # operations

@@ -92,19 +92,11 @@ class Ingestion:
         """(event id, duplicate) after the event is durably stored."""
         if len(payload) > MAX_PAYLOAD_BYTES:
             raise _bad_payload("payload too large")
+        # Read on every call: a secret added or retired on another replica counts at once.
         secrets = await self._accounts.signing_secrets(workspace_id)
-        try:
-            signatures.verify(
-                payload, header, secrets, now=self._wall_time(), tolerance_seconds=self._tolerance
-            )
-        except errors.ServiceError as refused:
-            if refused.reason != "SIGNATURE_INVALID":
-                raise
-            # A secret added since the cache was filled (rotation): read them again, once.
-            secrets = await self._accounts.signing_secrets(workspace_id, fresh=True)
-            signatures.verify(
-                payload, header, secrets, now=self._wall_time(), tolerance_seconds=self._tolerance
-            )
+        signatures.verify(
+            payload, header, secrets, now=self._wall_time(), tolerance_seconds=self._tolerance
+        )
         # Only the envelope is read here; the event is parsed fully by the worker.
         try:
             envelope = json.loads(payload)
@@ -321,28 +313,37 @@ class EventWorker:
             f"attempt {attempt}",
             event.event_id,
         )
-        amount = convert.money(invoice.get("amount_due"), invoice.get("currency"))
-        hosted = str(invoice.get("hosted_invoice_url") or "")
-        # The notifier's payment_failed template: the three ways out are in the template
-        # itself (retry now, update card, talk to support); the hosted invoice page is where
-        # the card is updated, and stays valid as long as the invoice (a portal session
-        # would expire long before the customer reads the email).
-        variables = {
-            "amount": billing.display_amount(amount.amount_minor, amount.currency),
-            "update_card_url": hosted,
-        }
-        if hosted:
-            variables["invoice_url"] = hosted
         refused_before = len(problems)
-        await self._notify(
-            event,
-            customer_id,
-            notifier_pb2.TEMPLATE_PAYMENT_FAILED,
-            variables,
-            # One message per failed invoice, however many deliveries or events report it.
-            dedup=f"payment-failed-{invoice_id}",
-            problems=problems,
-        )
+        # What the customer is told, and the link they follow, come from the invoice as
+        # Stripe holds it, never from the payload: a payload signed with a leaked secret
+        # must not put its own link (or another customer) into a message.
+        authoritative = await self._invoice_from_stripe(event.workspace_id, invoice_id)
+        hosted = str((authoritative or {}).get("hosted_invoice_url") or "")
+        if authoritative is None:
+            problems.append(f"invoice {invoice_id} not found at Stripe: no message")
+        elif billing.expandable_id(authoritative.get("customer")) != customer_id:
+            problems.append(f"invoice {invoice_id} belongs to another customer: no message")
+        elif not hosted:
+            problems.append(f"invoice {invoice_id} has no hosted page at Stripe: no message")
+        else:
+            amount = convert.money(authoritative.get("amount_due"), authoritative.get("currency"))
+            # The notifier's payment_failed template: the three ways out are in the template
+            # itself (retry now, update card, talk to support); the hosted invoice page is
+            # where the card is updated, and stays valid as long as the invoice (a portal
+            # session would expire long before the customer reads the email).
+            await self._notify(
+                event,
+                customer_id,
+                notifier_pb2.TEMPLATE_PAYMENT_FAILED,
+                {
+                    "amount": billing.display_amount(amount.amount_minor, amount.currency),
+                    "update_card_url": hosted,
+                    "invoice_url": hosted,
+                },
+                # One message per failed invoice, however many deliveries or events report it.
+                dedup=f"payment-failed-{invoice_id}",
+                problems=problems,
+            )
         await storage.add_case_event(
             connection,
             case,
@@ -351,6 +352,25 @@ class EventWorker:
             "PAYMENT_FAILED",
             event.event_id,
         )
+
+    async def _invoice_from_stripe(self, workspace_id: str, invoice_id: str) -> Json | None:
+        """The invoice as Stripe holds it now; None when Stripe has no such invoice. Other
+        failures raise, so the event is tried again later."""
+        if not invoice_id.startswith("in_") or len(invoice_id) > 255:
+            return None
+        account = await self._accounts.account(workspace_id)
+        try:
+            return to_json(
+                await self._gateway.call(
+                    account,
+                    "invoices.retrieve",
+                    lambda c: c.v1.invoices.retrieve_async(invoice_id),
+                )
+            )
+        except errors.ServiceError as error:
+            if error.kind is not errors.Kind.NOT_FOUND:
+                raise
+            return None
 
     async def _close_case(
         self,

@@ -368,6 +368,13 @@ ADMIN_CALLS: dict[str, tuple[str, str, Any]] = {
         "CheckWebhookSetup",
         billing_pb2.CheckWebhookSetupRequest(workspace_id=WORKSPACE_A),
     ),
+    "billing.RetireWebhookSecret": (
+        "billing_gateway",
+        "RetireWebhookSecret",
+        billing_pb2.RetireWebhookSecretRequest(
+            workspace_id=WORKSPACE_A, secret_id="we_x", idempotency_key="adm-retire"
+        ),
+    ),
     "billing.ListRecoveryCases": (
         "billing_gateway",
         "ListRecoveryCases",
