@@ -28,7 +28,8 @@ async def signing_secret(stack: ChaosStack) -> str:
     try:
         row = await connection.fetchrow(
             "SELECT secret_id, ciphertext FROM billing_gateway.webhook_secrets"
-            " WHERE workspace_id = $1 AND retired_at IS NULL ORDER BY created_at DESC LIMIT 1",
+            " WHERE workspace_id = $1 AND (retired_at IS NULL OR retired_at > now())"
+            " ORDER BY created_at DESC LIMIT 1",
             stack.workspace_id,
         )
     finally:
