@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from edge.domain.intents import Intent, MoneyAmount, Parsed, Period
@@ -215,7 +216,8 @@ def to_parsed(tool: Tool, arguments: dict[str, Any], now: datetime) -> Parsed:
             period = Period(start, end, label)
     amount = None
     if "amount" in arguments:
-        amount = MoneyAmount(round(float(arguments["amount"]) * 100), "")
+        # Major units of the charge's currency, which is known only once the charge is chosen.
+        amount = MoneyAmount(Decimal(str(arguments["amount"])), "")
     plan = str(arguments.get("plan", "")).strip().lower()
     parsed = Parsed(
         tool.intent,
