@@ -7,7 +7,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from decimal import Decimal
 
+import hypothesis
 import pytest
+from hypothesis import strategies as st
 
 from edge import tools
 from edge.domain import formatting, intents
@@ -95,6 +97,22 @@ def test_a_tool_amount_is_in_the_charges_currency(amount: float, code: str, mino
     parsed = tools.to_parsed(tools.TOOLS["request_refund"], {"amount": amount}, NOW)
     assert parsed.amount is not None and parsed.amount.currency == ""
     assert parsed.amount.minor_units(code) == minor
+
+
+@hypothesis.settings(max_examples=300, deadline=None)
+@hypothesis.given(
+    code=st.sampled_from(["usd", "eur", "jpy", "inr", "kwd", "bhd", "krw"]),
+    minor=st.integers(min_value=1, max_value=10**12),
+)
+def test_what_the_bot_says_reads_back_as_the_same_minor_units(code: str, minor: int) -> None:
+    # Any amount the bot shows, typed back by the visitor, is the same amount: display and
+    # parsing agree on the currency's unit.
+    shown = formatting.money(minor, code)
+    parsed = intents.parse(f"refund {shown} please", NOW)
+    assert parsed.amount is not None, shown
+    assert parsed.amount.currency == code, shown
+    assert parsed.amount.minor_units(code) == minor, shown
+    assert currency.to_minor(currency.to_major(minor, code), code) == minor
 
 
 @pytest.mark.parametrize(
