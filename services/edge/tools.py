@@ -94,7 +94,10 @@ TOOLS: dict[str, Tool] = {
                 "amount": {
                     "type": "number",
                     "exclusiveMinimum": 0,
-                    "description": "Amount in major units; the whole charge when omitted.",
+                    "description": (
+                        "Amount in major units of the charge's currency (19.5 is $19.50 on a "
+                        "dollar charge, 50 is ¥50 on a yen charge); the whole charge when omitted."
+                    ),
                 },
             },
             Intent.REFUND,
