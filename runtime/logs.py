@@ -11,11 +11,14 @@ from typing import Any
 
 from opentelemetry import trace
 
+from runtime import cards
+
 # Field names whose values are never written, whatever the caller passes.
 _SECRET_FIELD = re.compile(
     r"(secret|password|token|authorization|api_key|signature|user_hash|assertion|card)", re.I
 )
-# Values that are secrets or card data even inside free text.
+# Values that are secrets or card data even inside free text (any 13-19 digit run grouped by
+# spaces or dashes, Luhn-valid or not; cards written any other way are found by runtime.cards).
 _SECRET_VALUE = re.compile(
     r"(sk_(live|test)_[A-Za-z0-9_]+|rk_(live|test)_[A-Za-z0-9_]+|whsec_[A-Za-z0-9_]+"
     r"|eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*|\b(?:\d[ -]?){13,19}\b)"
@@ -27,7 +30,7 @@ _STANDARD_ATTRIBUTES = frozenset(
 
 def redact(text: str) -> str:
     """Masks API keys, webhook secrets, JWTs and card-number-like digit runs in text."""
-    return _SECRET_VALUE.sub("[redacted]", text)
+    return _SECRET_VALUE.sub("[redacted]", cards.redact(text, "[redacted]"))
 
 
 def _clean(key: str, value: Any) -> Any:

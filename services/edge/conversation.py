@@ -883,12 +883,20 @@ class Engine:
         remaining = chosen.amount.amount_minor - chosen.amount_refunded.amount_minor
         amount = remaining
         if parsed.amount is not None:
-            amount = parsed.amount.amount_minor
             if parsed.amount.currency and parsed.amount.currency != chosen.amount.currency:
                 return Reply(
                     f"That charge was in {chosen.amount.currency.upper()}, so I can't refund it "
                     f"in {parsed.amount.currency.upper()}."
                 )
+            # Minor units of the charge's currency, known only now (¥50 is 50, $50 is 5,000).
+            asked = parsed.amount.minor_units(chosen.amount.currency)
+            if asked is None:
+                return Reply(
+                    f"That amount is finer than the smallest unit of "
+                    f"{chosen.amount.currency.upper()} "
+                    f"({formatting.money(1, chosen.amount.currency)})."
+                )
+            amount = asked
             if amount > remaining:
                 return Reply(
                     f"The charge on {self._date(context, chosen.created_at)} was "

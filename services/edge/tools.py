@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from edge.domain.intents import Intent, MoneyAmount, Parsed, Period
@@ -93,7 +94,10 @@ TOOLS: dict[str, Tool] = {
                 "amount": {
                     "type": "number",
                     "exclusiveMinimum": 0,
-                    "description": "Amount in major units; the whole charge when omitted.",
+                    "description": (
+                        "Amount in major units of the charge's currency (19.5 is $19.50 on a "
+                        "dollar charge, 50 is ¥50 on a yen charge); the whole charge when omitted."
+                    ),
                 },
             },
             Intent.REFUND,
@@ -215,7 +219,8 @@ def to_parsed(tool: Tool, arguments: dict[str, Any], now: datetime) -> Parsed:
             period = Period(start, end, label)
     amount = None
     if "amount" in arguments:
-        amount = MoneyAmount(round(float(arguments["amount"]) * 100), "")
+        # Major units of the charge's currency, which is known only once the charge is chosen.
+        amount = MoneyAmount(Decimal(str(arguments["amount"])), "")
     plan = str(arguments.get("plan", "")).strip().lower()
     parsed = Parsed(
         tool.intent,

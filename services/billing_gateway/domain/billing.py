@@ -7,6 +7,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from runtime import currency as currency_units
+
 Json = Mapping[str, Any]
 
 # Stripe subscription status -> identity's customer_status tag ("" leaves it unchanged).
@@ -175,34 +177,7 @@ def proration_amount(preview_invoice: Json) -> int:
     return total
 
 
-# Currencies Stripe counts in whole units (no minor unit): amounts are not divided by 100.
-ZERO_DECIMAL_CURRENCIES = frozenset(
-    [
-        "bif",
-        "clp",
-        "djf",
-        "gnf",
-        "jpy",
-        "kmf",
-        "krw",
-        "mga",
-        "pyg",
-        "rwf",
-        "ugx",
-        "vnd",
-        "vuv",
-        "xaf",
-        "xof",
-        "xpf",
-    ]
-)
-
-
 def display_amount(amount_minor: int, currency: str) -> str:
-    """An amount as a message shows it: "49.00 USD", "1200 JPY" (minus sign kept)."""
-    code = currency.upper()
-    if currency.lower() in ZERO_DECIMAL_CURRENCIES:
-        return f"{amount_minor} {code}"
-    sign = "-" if amount_minor < 0 else ""
-    whole, cents = divmod(abs(amount_minor), 100)
-    return f"{sign}{whole}.{cents:02d} {code}"
+    """An amount as a message shows it: "49.00 USD", "1200 JPY", "1.234 KWD" (minus sign kept)."""
+    number = currency_units.number(amount_minor, currency, grouped=False, drop_zero_decimals=False)
+    return f"{number} {currency.upper()}"

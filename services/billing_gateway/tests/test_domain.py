@@ -164,6 +164,14 @@ def test_display_amount() -> None:
     assert billing.display_amount(1200, "jpy") == "1200 JPY"
 
 
+def test_display_amount_in_each_currencys_unit() -> None:
+    # What payment-failure and refund messages say: the currency's own minor unit, not cents.
+    assert billing.display_amount(159900, "inr") == "1599.00 INR"
+    assert billing.display_amount(1234, "kwd") == "1.234 KWD"
+    assert billing.display_amount(-2500, "bhd") == "-2.500 BHD"
+    assert billing.display_amount(-50, "jpy") == "-50 JPY"
+
+
 def test_recovery_stats() -> None:
     start = datetime(2026, 1, 1, tzinfo=UTC)
     cases = [

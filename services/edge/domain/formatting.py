@@ -5,41 +5,18 @@ from __future__ import annotations
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-# Currencies whose minor unit is the unit itself (Stripe's zero-decimal currencies).
-ZERO_DECIMAL = frozenset(
-    {
-        "bif",
-        "clp",
-        "djf",
-        "gnf",
-        "jpy",
-        "kmf",
-        "krw",
-        "mga",
-        "pyg",
-        "rwf",
-        "ugx",
-        "vnd",
-        "vuv",
-        "xaf",
-        "xof",
-        "xpf",
-    }
-)
+from runtime import currency as currency_units
+
 _SYMBOLS = {"usd": "$", "eur": "€", "gbp": "£", "inr": "₹", "jpy": "¥", "cad": "CA$", "aud": "A$"}
 
 
 def money(amount_minor: int, currency: str) -> str:
-    """An amount for people: whole amounts without decimals ("$49"), else two ("$12.50");
-    Indian rupees grouped the usual way for small amounts ("₹1,599"); negative with a minus."""
+    """An amount for people in the currency's own unit: whole amounts without decimals ("$49",
+    "¥5,000"), else with as many as the currency has ("$12.50", "1.234 KWD"); Indian rupees
+    grouped the usual way for small amounts ("₹1,599"); negative with a minus."""
     code = currency.lower()
     sign = "-" if amount_minor < 0 else ""
-    value = abs(amount_minor)
-    if code in ZERO_DECIMAL:
-        number = f"{value:,}"
-    else:
-        whole, cents = divmod(value, 100)
-        number = f"{whole:,}" if cents == 0 else f"{whole:,}.{cents:02d}"
+    number = currency_units.number(abs(amount_minor), code, grouped=True, drop_zero_decimals=True)
     symbol = _SYMBOLS.get(code)
     if symbol is None:
         return f"{sign}{number} {code.upper()}"

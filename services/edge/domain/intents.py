@@ -13,6 +13,9 @@ import enum
 import re
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, tzinfo
+from decimal import Decimal
+
+from runtime import currency as currency_units
 
 
 class Intent(enum.Enum):
@@ -64,10 +67,17 @@ class Period:
 
 @dataclass(frozen=True)
 class MoneyAmount:
-    """An amount the visitor typed, in minor units; currency empty when not said."""
+    """An amount the visitor typed or a tool passed, in major units as written (50, 19.50,
+    1.234); currency empty when not said. It becomes minor units only where the currency is
+    known (the charge's when none was said): ¥50 is 50 minor units, $50 is 5,000."""
 
-    amount_minor: int
+    major: Decimal
     currency: str
+
+    def minor_units(self, default_currency: str) -> int | None:
+        """The amount in minor units of its currency, or of ``default_currency`` when it names
+        none; None when it has more decimals than that currency has (¥50.5, $1.234)."""
+        return currency_units.to_minor(self.major, self.currency or default_currency)
 
 
 @dataclass(frozen=True)
@@ -86,7 +96,7 @@ class Parsed:
 
 
 def _words(text: str) -> str:
-    return " " + re.sub(r"[^a-z0-9$€£₹.,' ]+", " ", text.lower()).strip() + " "
+    return " " + re.sub(r"[^a-z0-9$€£₹¥.,' ]+", " ", text.lower()).strip() + " "
 
 
 _YES = re.compile(
@@ -101,13 +111,15 @@ _GREETING = re.compile(
 _CHARGE_ID = re.compile(r"\b(ch_[A-Za-z0-9]+|py_[A-Za-z0-9]+)\b")
 _WHATSAPP_NUMBER = re.compile(r"\+\d[\d ()-]{7,18}\d")
 _INVOICE_ID = re.compile(r"\b(in_[A-Za-z0-9]+)\b")
+# Up to three decimals: the Kuwaiti and Bahraini dinars have thousandths (1.234 KWD).
 _AMOUNT = re.compile(
-    r"(?P<sym>[$€£₹])\s?(?P<num>\d{1,3}(?:,\d{3})+|\d+)(?P<dec>\.\d{1,2})?"
-    r"|(?P<num2>\d{1,3}(?:,\d{3})+|\d+)(?P<dec2>\.\d{1,2})?\s?"
-    r"(?P<word>dollars?|usd|euros?|eur|pounds?|gbp|rupees?|inr|rs)\b",
+    r"(?P<sym>[$€£₹¥])\s?(?P<num>\d{1,3}(?:,\d{3})+|\d+)(?P<dec>\.\d{1,3})?"
+    r"|(?P<num2>\d{1,3}(?:,\d{3})+|\d+)(?P<dec2>\.\d{1,3})?\s?"
+    r"(?P<word>dollars?|usd|euros?|eur|pounds?|gbp|rupees?|inr|rs|yen|jpy|won|krw|kwd|bhd"
+    r"|omr|jod|tnd)\b",
     re.I,
 )
-_SYMBOLS = {"$": "usd", "€": "eur", "£": "gbp", "₹": "inr"}
+_SYMBOLS = {"$": "usd", "€": "eur", "£": "gbp", "₹": "inr", "¥": "jpy"}
 _CURRENCY_WORDS = {
     "dollar": "usd",
     "dollars": "usd",
@@ -122,6 +134,15 @@ _CURRENCY_WORDS = {
     "rupees": "inr",
     "inr": "inr",
     "rs": "inr",
+    "yen": "jpy",
+    "jpy": "jpy",
+    "won": "krw",
+    "krw": "krw",
+    "kwd": "kwd",
+    "bhd": "bhd",
+    "omr": "omr",
+    "jod": "jod",
+    "tnd": "tnd",
 }
 _NUMBER_WORDS = {
     "one": 1,
@@ -142,7 +163,7 @@ _MONTHS.update({name.lower(): index for index, name in enumerate(calendar.month_
 
 
 def parse_amount(text: str) -> MoneyAmount | None:
-    """The first money amount in the text ("$5,000", "19.50 euros"), in minor units."""
+    """The first money amount in the text ("$5,000", "19.50 euros", "¥50"), in major units."""
     match = _AMOUNT.search(text)
     if match is None:
         return None
@@ -152,10 +173,7 @@ def parse_amount(text: str) -> MoneyAmount | None:
     else:
         currency = _CURRENCY_WORDS[match.group("word").lower()]
         whole, decimals = match.group("num2"), match.group("dec2") or ""
-    cents = int(whole.replace(",", "")) * 100
-    if decimals:
-        cents += int((decimals[1:] + "0")[:2])
-    return MoneyAmount(cents, currency)
+    return MoneyAmount(Decimal(whole.replace(",", "") + decimals), currency)
 
 
 def _month_start(year: int, month: int, tz: tzinfo) -> datetime:
