@@ -199,6 +199,23 @@ async def test_redeem_of_a_charge_gone_out_of_the_window_is_refused_and_audited(
     )
 
 
+async def test_a_grant_a_human_approved_outside_the_window_is_redeemable(
+    policy: Policy,
+) -> None:
+    escalated = await policy.stub.Authorize(policy.refund(1000, charge_age=timedelta(days=20)))
+    assert escalated.decision == pb.DECISION_ESCALATE
+    approved = await policy.stub.ApproveEscalation(
+        pb.ApproveEscalationRequest(
+            workspace_id=policy.workspace_id,
+            escalation_id=escalated.escalation_id,
+            idempotency_key=key("approve"),
+        ),
+        metadata=testing.admin_metadata(),
+    )
+    redeemed = await policy.stub.Redeem(_redeem(policy, approved.grant))
+    assert redeemed.grant.state == pb.GRANT_STATE_REDEEMED
+
+
 async def test_refused_commit_and_release_are_audited(policy: Policy) -> None:
     grant = await _grant(policy, 1000)
     await policy.stub.Commit(_commit(policy, grant))
