@@ -608,14 +608,18 @@ class BillingGatewayServicer(billing_pb2_grpc.BillingGatewayServiceServicer):
             request.workspace_id, request.identity_assertion
         )
         charge = await self._retrieve(account, "charge", request.charge_id, customer_id)
-        if str(charge.get("currency")) != request.amount.currency.lower():
+        currency = str(charge.get("currency") or "")
+        if currency != request.amount.currency.lower():
             raise errors.invalid_argument(
                 errors.FieldViolation("amount.currency", "must be the charge's currency")
             )
+        # Policy redeems against what Stripe says, never what the caller asked: the charge's
+        # id, customer, currency and creation time as just read (the time decides the refund
+        # window), and the amount about to be sent to Stripe.
         details = policy_pb2.ActionDetails(
-            stripe_customer_id=customer_id,
-            charge_id=request.charge_id,
-            amount=convert.money(request.amount.amount_minor, request.amount.currency),
+            stripe_customer_id=billing.expandable_id(charge.get("customer")),
+            charge_id=str(charge.get("id") or ""),
+            amount=convert.money(request.amount.amount_minor, currency),
             charge_created_at=convert.timestamp(int(charge.get("created") or 0)),
         )
         write = self._write(

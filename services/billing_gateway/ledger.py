@@ -47,8 +47,12 @@ _REASON_KINDS = {
     "STRIPE_UNAVAILABLE": errors.Kind.UNAVAILABLE,
     "DEPENDENCY_UNAVAILABLE": errors.Kind.UNAVAILABLE,
 }
-# Reasons after which the grant must not be released by us: it is not ours.
-_FOREIGN_GRANT = frozenset({"GRANT_INVALID", "GRANT_ALREADY_REDEEMED", "GRANT_EXPIRED"})
+# Reasons after which the grant must not be released by us: it is not ours (or, for a
+# charge time that differs from Stripe's, not for the charge we read; it stays unredeemed
+# until it expires).
+_FOREIGN_GRANT = frozenset(
+    {"GRANT_INVALID", "GRANT_ALREADY_REDEEMED", "GRANT_EXPIRED", "GRANT_DETAILS_MISMATCH"}
+)
 
 
 def failure(reason: str, message: str = "") -> errors.ServiceError:

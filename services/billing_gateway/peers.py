@@ -22,6 +22,8 @@ _GRANT_REASONS = frozenset(
         "GRANT_ALREADY_REDEEMED",
         "GRANT_EXPIRED",
         "GRANT_ALREADY_RESOLVED",
+        "GRANT_DETAILS_MISMATCH",
+        "REFUND_OUTSIDE_WINDOW",
         "NOT_FOUND",
         "INVALID_ARGUMENT",
     }

@@ -42,6 +42,18 @@ _VERIFY_PAGE = 2000
 _MAX_QUOTE_SUMMARY = 4096
 # Who resolves grants: the billing gateway (the mesh authenticates it; the audit names it).
 _ENFORCEMENT_POINT = "billing_gateway"
+# Refusals of Redeem, Commit and Release that the audit log records (a malformed request or
+# a reused idempotency key is not a decision about the grant and is not audited).
+_GRANT_REFUSALS = frozenset(
+    {
+        "GRANT_INVALID",
+        "GRANT_ALREADY_REDEEMED",
+        "GRANT_EXPIRED",
+        "GRANT_ALREADY_RESOLVED",
+        "GRANT_DETAILS_MISMATCH",
+        "REFUND_OUTSIDE_WINDOW",
+    }
+)
 
 
 class AssertionVerifier(Protocol):
@@ -174,18 +186,52 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         response_type: type[ResponseT],
         effect: Callable[[Connection], Awaitable[ResponseT]],
         now: datetime,
+        refused_kind: str,
     ) -> ResponseT:
         """run_once for calls on a grant; a due grant is expired (in its own transaction,
-        since the call's is rolled back) and the call refused with GRANT_EXPIRED."""
+        since the call's is rolled back) and the call refused with GRANT_EXPIRED. Every
+        refusal of the grant is audited as ``refused_kind``, also in its own transaction."""
         try:
             return await idempotency.run_once(
                 self._pool, workspace_id, key, request, response_type, effect
             )
         except grants.GrantDue:
             await expiry.expire_one(self._pool, workspace_id, grant_id, now)
-            raise errors.ServiceError(
+            refusal = errors.ServiceError(
                 errors.Kind.FAILED_PRECONDITION, "GRANT_EXPIRED", "the grant expired"
-            ) from None
+            )
+            await self._audit_refusal(workspace_id, grant_id, refused_kind, refusal, now)
+            raise refusal from None
+        except errors.ServiceError as error:
+            if error.reason in _GRANT_REFUSALS:
+                await self._audit_refusal(workspace_id, grant_id, refused_kind, error, now)
+            raise
+
+    async def _audit_refusal(
+        self,
+        workspace_id: str,
+        grant_id: str,
+        kind: str,
+        refusal: errors.ServiceError,
+        now: datetime,
+    ) -> None:
+        """Audits a refused call on a grant with the grant's parameters (just its id when
+        there is no such grant); the grant itself is left as it was."""
+        outcome = f"REFUSED:{refusal.reason}"
+        async with self._pool.acquire() as connection, connection.transaction():
+            record = await storage.get_grant_for_update(connection, workspace_id, grant_id)
+            entry = (
+                _grant_entry(now, kind, record, outcome)
+                if record is not None
+                else _entry(
+                    now,
+                    kind,
+                    actor=("service", _ENFORCEMENT_POINT),
+                    outcome=outcome,
+                    subject_id=grant_id,
+                )
+            )
+            await storage.append_audit(connection, workspace_id, [entry])
 
     async def _locked_grant(
         self, connection: Connection, workspace_id: str, grant_id: str
@@ -431,7 +477,15 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
 
         async def redeem(connection: Connection) -> pb.RedeemResponse:
             record = await self._locked_grant(connection, request.workspace_id, request.grant_id)
-            grants.check_redeem(record.grant, action, details, now)
+            in_force = await self._bounds(connection, request.workspace_id)
+            grants.check_redeem(
+                record.grant,
+                action,
+                details,
+                now,
+                # A grant a human approved was judged by them, outside the window or not.
+                refund_window=None if record.escalation_id else in_force.refund_window,
+            )
             redeemed = await storage.redeem_grant(
                 connection, request.workspace_id, request.grant_id, request.idempotency_key, now
             )
@@ -450,6 +504,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
             pb.RedeemResponse,
             redeem,
             now,
+            "grant.redeem_refused",
         )
 
     async def Commit(
@@ -484,6 +539,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
             pb.CommitResponse,
             commit,
             now,
+            "grant.commit_refused",
         )
 
     async def Release(
@@ -516,6 +572,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
             pb.ReleaseResponse,
             release,
             now,
+            "grant.release_refused",
         )
 
     # -- escalations -----------------------------------------------------------------------

@@ -122,6 +122,106 @@ async def test_refund_needs_a_grant_for_exactly_its_parameters(stack: Stack) -> 
     assert first.amount.amount_minor == 500 and len(_refunds_of(stack, charge)) == 1
 
 
+async def _grant_audit(stack: Stack, grant_id: str) -> list[tuple[str, str]]:
+    audit = await stack.policy.ListAuditEvents(
+        policy_pb2.ListAuditEventsRequest(workspace_id=WORKSPACE),
+        metadata=testing.admin_metadata(),
+    )
+    return [(e.kind, e.outcome) for e in audit.events if e.subject_id == grant_id]
+
+
+async def test_refund_of_a_charge_stripe_says_is_old_is_refused_at_redeem(stack: Stack) -> None:
+    # The edge supplied a recent charge time and policy granted on it; Stripe says the charge
+    # is 40 days old. The gateway sends policy the time it read, and policy refuses.
+    bob = await stack.assertion("bob@example.com")
+    charge_id = stack.demo["customers"]["bob@example.com"]["charges"][-1]
+    account = stack.emulator.state.account_for_key(stack.demo["api_key"])
+    charge = account.get("charge", charge_id)
+    charge["created"] = int(time.time()) - int(timedelta(days=40).total_seconds())
+    details = policy_pb2.ActionDetails(charge_id=charge_id, amount=usd(500))
+    details.charge_created_at.FromSeconds(int(time.time()) - 3600)
+    grant = await stack.grant(bob, common_pb2.BILLING_ACTION_REFUND, details)
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await stack.billing.RefundCharge(
+            pb.RefundChargeRequest(
+                workspace_id=WORKSPACE,
+                identity_assertion=bob,
+                grant_id=grant.grant_id,
+                charge_id=charge_id,
+                amount=usd(500),
+                idempotency_key=key("refund"),
+            )
+        )
+    assert testing.error_details(refused.value)[:2] == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "GRANT_DETAILS_MISMATCH",
+    )
+    assert _refunds_of(stack, charge_id) == []
+    # Audited, and the grant neither redeemed nor released by the gateway.
+    assert [kind for kind, _ in await _grant_audit(stack, grant.grant_id)] == [
+        "decision",
+        "grant.redeem_refused",
+    ]
+    assert ("grant.redeem_refused", "REFUSED:GRANT_DETAILS_MISMATCH") in await _grant_audit(
+        stack, grant.grant_id
+    )
+
+
+async def test_refund_under_a_grant_in_another_currency_is_refused(stack: Stack) -> None:
+    bob = await stack.assertion("bob@example.com")
+    charge_id = stack.demo["customers"]["bob@example.com"]["charges"][-1]
+    account = stack.emulator.state.account_for_key(stack.demo["api_key"])
+    await _cover_eur(stack)
+    details = policy_pb2.ActionDetails(
+        charge_id=charge_id, amount=common_pb2.Money(amount_minor=500, currency="eur")
+    )
+    details.charge_created_at.FromSeconds(int(account.get("charge", charge_id)["created"]))
+    grant = await stack.grant(bob, common_pb2.BILLING_ACTION_REFUND, details)
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await stack.billing.RefundCharge(
+            pb.RefundChargeRequest(
+                workspace_id=WORKSPACE,
+                identity_assertion=bob,
+                grant_id=grant.grant_id,
+                charge_id=charge_id,
+                amount=usd(500),
+                idempotency_key=key("refund"),
+            )
+        )
+    assert testing.error_details(refused.value)[:2] == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "GRANT_INVALID",
+    )
+    assert _refunds_of(stack, charge_id) == []
+    assert ("grant.redeem_refused", "REFUSED:GRANT_INVALID") in await _grant_audit(
+        stack, grant.grant_id
+    )
+
+
+async def _cover_eur(stack: Stack) -> None:
+    """Adds a EUR refund cap (a loosening: a second admin approves it)."""
+    current = await stack.policy.GetBounds(policy_pb2.GetBoundsRequest(workspace_id=WORKSPACE))
+    bounds = policy_pb2.Bounds()
+    bounds.CopyFrom(current.bounds)
+    bounds.ClearField("updated_at")
+    bounds.refund_caps.append(common_pb2.Money(amount_minor=1000, currency="eur"))
+    proposed = await stack.policy.ProposeBoundsChange(
+        policy_pb2.ProposeBoundsChangeRequest(
+            workspace_id=WORKSPACE, bounds=bounds, idempotency_key=key("bounds")
+        ),
+        metadata=testing.admin_metadata(),
+    )
+    if proposed.change.state == policy_pb2.BOUNDS_CHANGE_STATE_PENDING:
+        await stack.policy.ApproveBoundsChange(
+            policy_pb2.ApproveBoundsChangeRequest(
+                workspace_id=WORKSPACE,
+                change_id=proposed.change.change_id,
+                idempotency_key=key("approve"),
+            ),
+            metadata=testing.admin_metadata("admin-bob"),
+        )
+
+
 async def test_crash_after_stripe_refunded_is_reconciled_once(stack: Stack) -> None:
     bob = await stack.assertion("bob@example.com")
     charge = stack.demo["customers"]["bob@example.com"]["charges"][-1]

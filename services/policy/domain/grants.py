@@ -10,6 +10,7 @@ it never got to redeem), but never after the grant's expiry.
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -65,9 +66,23 @@ class GrantDue(Exception):
     """A RESERVED grant past its expiry was touched: the caller expires it, then refuses."""
 
 
-def check_redeem(grant: Grant, action: Action, details: Details, now: datetime) -> None:
+def _whole_seconds(value: datetime | None) -> int | None:
+    # Stripe states a charge's creation time in whole seconds.
+    return math.floor(value.timestamp()) if value is not None else None
+
+
+def check_redeem(
+    grant: Grant,
+    action: Action,
+    details: Details,
+    now: datetime,
+    *,
+    refund_window: timedelta | None,
+) -> None:
     """Refuses a redemption unless the grant is RESERVED, unexpired and for exactly these
-    parameters."""
+    parameters. For a refund, ``details`` are what the enforcement point read from Stripe:
+    the charge's creation time must be the one the grant was issued for (to the second) and,
+    unless ``refund_window`` is None (a human approved the grant), inside the window now."""
     _refuse_resolved(grant)
     if grant.state is State.REDEEMED:
         raise _error("GRANT_ALREADY_REDEEMED", "the grant was redeemed by another operation")
@@ -75,6 +90,16 @@ def check_redeem(grant: Grant, action: Action, details: Details, now: datetime) 
         raise GrantDue(grant.grant_id)
     if action != grant.action or details.binding() != grant.details.binding():
         raise _error("GRANT_INVALID", "the grant is for other parameters")
+    if action is not Action.REFUND:
+        return
+    read = details.charge_created_at
+    if read is None or _whole_seconds(read) != _whole_seconds(grant.details.charge_created_at):
+        raise _error(
+            "GRANT_DETAILS_MISMATCH",
+            "the charge was created at another time than the grant was issued for",
+        )
+    if refund_window is not None and now - read > refund_window:
+        raise _error("REFUND_OUTSIDE_WINDOW", "the charge is older than the refund window")
 
 
 def check_resolve(grant: Grant, now: datetime) -> None:

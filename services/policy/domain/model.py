@@ -39,8 +39,8 @@ class Details:
     target_price_id: str = ""
 
     def binding(self) -> tuple[str, str, str, str, int, str, str]:
-        """What a redemption must match exactly (the charge's age is not part of it: the
-        enforcement point sends Stripe the charge id, not its creation time)."""
+        """What a redemption must match exactly (the charge's creation time is checked
+        apart, to the second, in ``grants.check_redeem``)."""
         amount = self.amount or Money(0, "")
         return (
             self.stripe_customer_id,

@@ -355,20 +355,48 @@ def _reason(call: object, *args: object) -> str:
     return raised.value.reason
 
 
+def _redeem(
+    grant: grants.Grant,
+    details: Details,
+    now: datetime = NOW,
+    window: timedelta | None = timedelta(days=14),
+) -> None:
+    grants.check_redeem(grant, Action.REFUND, details, now, refund_window=window)
+
+
 def test_redeem_rules() -> None:
     grant = _grant()
-    grants.check_redeem(grant, Action.REFUND, grant.details, NOW)
+    _redeem(grant, grant.details)
     bigger = replace(grant.details, amount=Money(2001, "usd"))
-    assert _reason(grants.check_redeem, grant, Action.REFUND, bigger, NOW) == "GRANT_INVALID"
-    # The charge's creation time is not part of what the enforcement point must repeat.
-    grants.check_redeem(grant, Action.REFUND, replace(grant.details, charge_created_at=None), NOW)
+    assert _reason(_redeem, grant, bigger) == "GRANT_INVALID"
     redeemed = _grant(grants.State.REDEEMED)
-    assert (
-        _reason(grants.check_redeem, redeemed, Action.REFUND, grant.details, NOW)
-        == "GRANT_ALREADY_REDEEMED"
-    )
+    assert _reason(_redeem, redeemed, grant.details) == "GRANT_ALREADY_REDEEMED"
     with pytest.raises(grants.GrantDue):
-        grants.check_redeem(grant, Action.REFUND, grant.details, grant.expires_at)
+        _redeem(grant, grant.details, grant.expires_at)
+
+
+def test_redeem_compares_the_charge_time_read_from_stripe_to_the_second() -> None:
+    grant = _grant()
+    created = REFUND.charge_created_at
+    assert created is not None
+    # Stripe's whole seconds match a grant time with a fraction of the same second.
+    fraction = replace(
+        grant, details=replace(grant.details, charge_created_at=created.replace(microsecond=250000))
+    )
+    _redeem(fraction, grant.details)
+    for read in (None, created - timedelta(seconds=1), created - timedelta(days=30)):
+        changed = replace(grant.details, charge_created_at=read)
+        assert _reason(_redeem, grant, changed) == "GRANT_DETAILS_MISMATCH"
+
+
+def test_redeem_rejudges_the_refund_window() -> None:
+    grant = _grant()
+    late = grant.expires_at - timedelta(seconds=1)
+    assert _reason(_redeem, grant, grant.details, late, timedelta(days=1)) == (
+        "REFUND_OUTSIDE_WINDOW"
+    )
+    # A grant a human approved (no window passed) is not judged again.
+    _redeem(grant, grant.details, late, None)
 
 
 def test_resolution_rules() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 import asyncpg
 import grpc
@@ -92,6 +92,20 @@ async def _audit_kinds(policy: Policy, subject_id: str) -> list[str]:
     return [row["kind"] for row in rows]
 
 
+async def _audit_outcomes(policy: Policy, subject_id: str) -> list[tuple[str, str]]:
+    connection = await asyncpg.connect(policy.database_url)
+    try:
+        rows = await connection.fetch(
+            "SELECT kind, outcome FROM policy.audit_events"
+            " WHERE workspace_id = $1 AND subject_id = $2 ORDER BY sequence",
+            policy.workspace_id,
+            subject_id,
+        )
+    finally:
+        await connection.close()
+    return [(row["kind"], row["outcome"]) for row in rows]
+
+
 async def test_redeem_with_exact_parameters_marks_the_grant_in_use(policy: Policy) -> None:
     grant = await _grant(policy)
     request = _redeem(policy, grant)
@@ -123,9 +137,110 @@ async def test_redeem_with_other_parameters_is_refused(
         grpc.StatusCode.FAILED_PRECONDITION,
         "GRANT_INVALID",
     )
+    # The refusal is audited (the refused call's own transaction rolled back).
+    assert ("grant.redeem_refused", "REFUSED:GRANT_INVALID") in await _audit_outcomes(
+        policy, grant.grant_id
+    )
     # Still redeemable with the right parameters.
     redeemed = await policy.stub.Redeem(_redeem(policy, grant))
     assert redeemed.grant.state == pb.GRANT_STATE_REDEEMED
+
+
+@pytest.mark.parametrize("shift", [timedelta(days=30), timedelta(seconds=1), timedelta(seconds=-1)])
+async def test_redeem_with_another_charge_time_is_refused_and_audited(
+    policy: Policy, shift: timedelta
+) -> None:
+    # The grant was issued for the charge time the edge supplied (a recent one); the
+    # enforcement point read another one from Stripe.
+    grant = await _grant(policy, 1000)
+    request = _redeem(policy, grant)
+    read_from_stripe = grant.details.charge_created_at.ToDatetime(UTC) - shift
+    request.details.charge_created_at.FromDatetime(read_from_stripe)
+    assert await _refused(policy.stub.Redeem(request)) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "GRANT_DETAILS_MISMATCH",
+    )
+    assert await _audit_outcomes(policy, grant.grant_id) == [
+        ("decision", "ALLOW:WITHIN_BOUNDS"),
+        ("grant.redeem_refused", "REFUSED:GRANT_DETAILS_MISMATCH"),
+    ]
+    # The grant stays unredeemed and reserved.
+    assert await policy.counter() == 1000
+    redeemed = await policy.stub.Redeem(_redeem(policy, grant))
+    assert redeemed.grant.state == pb.GRANT_STATE_REDEEMED
+
+
+async def test_redeem_with_no_charge_time_is_refused(policy: Policy) -> None:
+    grant = await _grant(policy, 1000)
+    request = _redeem(policy, grant)
+    request.details.ClearField("charge_created_at")
+    assert await _refused(policy.stub.Redeem(request)) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "GRANT_DETAILS_MISMATCH",
+    )
+
+
+async def test_redeem_of_a_charge_gone_out_of_the_window_is_refused_and_audited(
+    policy: Policy,
+) -> None:
+    # Inside the 14-day window when the grant was issued, outside it a minute later.
+    response = await policy.stub.Authorize(
+        policy.refund(1000, charge_age=timedelta(days=14, seconds=-30))
+    )
+    assert response.decision == pb.DECISION_ALLOW
+    grant = response.grant
+    policy.clock.advance(timedelta(minutes=1))
+    assert await _refused(policy.stub.Redeem(_redeem(policy, grant))) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "REFUND_OUTSIDE_WINDOW",
+    )
+    assert ("grant.redeem_refused", "REFUSED:REFUND_OUTSIDE_WINDOW") in await _audit_outcomes(
+        policy, grant.grant_id
+    )
+
+
+async def test_a_grant_a_human_approved_outside_the_window_is_redeemable(
+    policy: Policy,
+) -> None:
+    escalated = await policy.stub.Authorize(policy.refund(1000, charge_age=timedelta(days=20)))
+    assert escalated.decision == pb.DECISION_ESCALATE
+    approved = await policy.stub.ApproveEscalation(
+        pb.ApproveEscalationRequest(
+            workspace_id=policy.workspace_id,
+            escalation_id=escalated.escalation_id,
+            idempotency_key=key("approve"),
+        ),
+        metadata=testing.admin_metadata(),
+    )
+    redeemed = await policy.stub.Redeem(_redeem(policy, approved.grant))
+    assert redeemed.grant.state == pb.GRANT_STATE_REDEEMED
+
+
+async def test_refused_commit_and_release_are_audited(policy: Policy) -> None:
+    grant = await _grant(policy, 1000)
+    await policy.stub.Commit(_commit(policy, grant))
+    assert await _refused(policy.stub.Commit(_commit(policy, grant))) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "GRANT_ALREADY_RESOLVED",
+    )
+    assert await _refused(policy.stub.Release(_release(policy, grant))) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "GRANT_ALREADY_RESOLVED",
+    )
+    assert await _audit_outcomes(policy, grant.grant_id) == [
+        ("decision", "ALLOW:WITHIN_BOUNDS"),
+        ("grant.committed", "COMMITTED"),
+        ("grant.commit_refused", "REFUSED:GRANT_ALREADY_RESOLVED"),
+        ("grant.release_refused", "REFUSED:GRANT_ALREADY_RESOLVED"),
+    ]
+    unknown = pb.Grant(grant_id="gr_nope", action=common_pb2.BILLING_ACTION_REFUND)
+    assert await _refused(policy.stub.Release(_release(policy, unknown))) == (
+        grpc.StatusCode.NOT_FOUND,
+        "GRANT_INVALID",
+    )
+    assert await _audit_outcomes(policy, "gr_nope") == [
+        ("grant.release_refused", "REFUSED:GRANT_INVALID")
+    ]
 
 
 async def test_unknown_grant_is_not_found(policy: Policy) -> None:
