@@ -53,6 +53,7 @@ from runtime import assertions, testing
 from runtime.testing import admin_metadata
 from smtp_sink import app as smtp_sink_app
 from stripe_emulator import app as stripe_app
+from stripe_emulator import objects as stripe_objects
 from stripe_emulator import seed
 from tests.deploy import processes
 
@@ -662,6 +663,37 @@ async def test_three_billing_replicas_process_each_event_and_cancellation_once(
 
         demo_customers = [str(c["customer"]) for c in billing.demo["customers"].values()]
         events = _events(demo_customers)
+        # The gateway reads a failed invoice back from Stripe before telling the customer:
+        # Stripe holds each invoice the events name.
+        for event in events:
+            if event["type"] == "invoice.payment_failed":
+                failed = event["data"]["object"]
+                held = stripe_objects.invoice(
+                    failed["id"],
+                    int(time.time()),
+                    customer=account.find("customer", failed["customer"]) or {},
+                    currency=failed["currency"],
+                    subscription_id=None,
+                    billing_reason="manual",
+                    collection_method="charge_automatically",
+                    period_start=int(time.time()),
+                    period_end=int(time.time()),
+                    lines=[],
+                    default_payment_method=None,
+                    default_mandate=None,
+                    description=None,
+                    due_date=None,
+                    test_clock=None,
+                    metadata={},
+                )
+                account.put(
+                    {
+                        **held,
+                        "status": "open",
+                        "amount_due": failed["amount_due"],
+                        "hosted_invoice_url": failed["hosted_invoice_url"],
+                    }
+                )
         deliveries: list[tuple[billing_pb2_grpc.BillingGatewayServiceStub, bytes, str]] = []
         for event in events:
             payload = json.dumps(event).encode()

@@ -165,6 +165,12 @@ async def fuzzing(system: System) -> Fuzzing:
     )
 
 
+# Policy keeps refused grant calls in its audit log: appending there is the one trace such a
+# refusal may leave.
+AUDITED_REFUSALS = {("policy", "Redeem"), ("policy", "Commit"), ("policy", "Release")}
+AUDIT_TABLES = {'"policy"."audit_events"', '"policy"."audit_heads"'}
+
+
 def _changed(before: dict[str, tuple[int, str]], after: dict[str, tuple[int, str]]) -> list[str]:
     return sorted(table for table in after if before.get(table) != after[table])
 
@@ -199,7 +205,10 @@ async def test_every_rpc_answers_hostile_input_clearly_and_refusals_change_nothi
     assert reason, (code, "no ErrorInfo reason", request)
     if code is grpc.StatusCode.INVALID_ARGUMENT and reason == "INVALID_ARGUMENT":
         assert violations, ("INVALID_ARGUMENT without a field violation", request)
-    assert _changed(before, after) == [], (code, reason, request)
+    changed = _changed(before, after)
+    if (service, method) in AUDITED_REFUSALS:
+        changed = [table for table in changed if table not in AUDIT_TABLES]
+    assert changed == [], (code, reason, request)
 
 
 async def test_fuzzing_moved_no_money_and_no_subscription(system: System, fuzzing: Fuzzing) -> None:
