@@ -266,10 +266,12 @@ class Edge:
             ratelimit.client_address(peer, forwarded, self.trusted_proxies)
         )
 
-    def _address_allowed(self, request: HttpRequest) -> bool:
+    def address_allowed(self, request: HttpRequest) -> bool:
+        """Whether the client's address is within its request budget."""
         return self.address_limit.allow(self.client_address(request.scope))
 
-    async def _json(self, request: HttpRequest) -> dict[str, Any] | JSONResponse:
+    async def json_body(self, request: HttpRequest) -> dict[str, Any] | JSONResponse:
+        """The request's JSON object, or the 4xx answer for a body that is not one."""
         try:
             body = await request.body()
         except HTTPException:
@@ -285,7 +287,8 @@ class Edge:
             return error(400, "INVALID_ARGUMENT", "the body must be a JSON object")
         return value
 
-    async def _answer(self, request: Request) -> Reply | JSONResponse:
+    async def answer(self, request: Request) -> Reply | JSONResponse:
+        """One turn through the engine, limited and traced (chat, tools, WhatsApp, confirm)."""
         with tracer.start_as_current_span("edge.turn") as span:
             span.set_attribute("askvault.workspace_id", request.workspace_id)
             span.set_attribute("askvault.channel", request.channel)
@@ -323,25 +326,12 @@ class Edge:
         _INTENTS.labels(reply.intent, reply.status).inc()
         return reply
 
-    # The same, for the handlers of other modules (confirmations).
-    def address_allowed(self, request: HttpRequest) -> bool:
-        """Whether the client's address is within its request budget."""
-        return self._address_allowed(request)
-
-    async def json_body(self, request: HttpRequest) -> dict[str, Any] | JSONResponse:
-        """The request's JSON object, or the 4xx answer for a body that is not one."""
-        return await self._json(request)
-
-    async def answer(self, request: Request) -> Reply | JSONResponse:
-        """One turn through the engine, limited and traced like a chat turn."""
-        return await self._answer(request)
-
     # ----- chat -----
 
     async def chat_turn(self, request: HttpRequest) -> Response:
-        if not self._address_allowed(request):
+        if not self.address_allowed(request):
             return error(429, "RATE_LIMITED", "too many requests from this address")
-        body = await self._json(request)
+        body = await self.json_body(request)
         if isinstance(body, JSONResponse):
             return body
         fields: dict[str, str] = {}
@@ -360,7 +350,7 @@ class Edge:
         identity = visitor_from_json(visitor, fields)
         if fields or identity is None:
             return error(400, "INVALID_ARGUMENT", "invalid chat turn", fields)
-        answer = await self._answer(
+        answer = await self.answer(
             Request(
                 workspace_id=str(workspace_id),
                 conversation_id=str(conversation_id),
@@ -375,7 +365,7 @@ class Edge:
     # ----- tools -----
 
     async def list_tools(self, request: HttpRequest) -> Response:
-        if not self._address_allowed(request):
+        if not self.address_allowed(request):
             return error(429, "RATE_LIMITED", "too many requests from this address")
         return JSONResponse({"tools": [tool.definition() for tool in tools.TOOLS.values()]})
 
@@ -404,12 +394,12 @@ class Edge:
         return workspace_id, scoped[:200], visitor
 
     async def call_tool_json(self, request: HttpRequest) -> Response:
-        if not self._address_allowed(request):
+        if not self.address_allowed(request):
             return error(429, "RATE_LIMITED", "too many requests from this address")
         tool = tools.TOOLS.get(request.path_params["name"])
         if tool is None:
             return error(404, "UNKNOWN_TOOL", "no such tool")
-        body = await self._json(request)
+        body = await self.json_body(request)
         if isinstance(body, JSONResponse):
             return body
         arguments = body.get("arguments", body)
@@ -437,7 +427,7 @@ class Edge:
         except tools.ToolArgumentError as problem:
             return error(400, "INVALID_ARGUMENT", "invalid tool arguments", problem.fields)
         note = str(arguments.get("note", ""))
-        answer = await self._answer(
+        answer = await self.answer(
             Request(
                 workspace_id=workspace_id,
                 conversation_id=conversation_id,
@@ -639,7 +629,7 @@ class Edge:
                 )
             except grpc.aio.AioRpcError as failure:
                 logger.warning("inbound whatsapp not recorded", extra={"code": failure.code().name})
-        reply = await self._answer(
+        reply = await self.answer(
             Request(
                 workspace_id=workspace_id,
                 # One conversation per contact and number: a number that moved to another
