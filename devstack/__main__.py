@@ -90,7 +90,8 @@ def plan(
     )
     common = {
         "DATABASE_URL": database_url,
-        "ADMIN_TOKEN_SECRET": keys["ADMIN_TOKEN_SECRET"],
+        # Admin credentials are verified with the local provider's public keys.
+        **config.admin_environment(),
         # Service credentials on, so the local stack runs the allow-lists production runs.
         "SERVICE_TOKEN_SECRET": keys["SERVICE_TOKEN_SECRET"],
         "LOG_LEVEL": os.environ.get("LOG_LEVEL", "WARNING"),

@@ -9,11 +9,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from runtime.local_identity_provider import LocalIdentityProvider
 from runtime.secretbox import generate_key_spec
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = ROOT / "config" / "demo.toml"
 DATA_DIR = ROOT / ".data"
+# The local stack's identity provider: who signs admin credentials for `make run`.
+ADMIN_ISSUER = "https://devstack.askvault.local/"
+ADMIN_PROVIDER_DIR = DATA_DIR / "admin-idp"
 
 
 @dataclass(frozen=True)
@@ -70,7 +74,6 @@ def local_keys() -> dict[str, str]:
         values = {
             "SECRETS_ENCRYPTION_KEYS": generate_key_spec("local1"),
             "ASSERTION_SIGNING_KEYS": f"local1:{base64.b64encode(os.urandom(32)).decode()}",
-            "ADMIN_TOKEN_SECRET": base64.b64encode(os.urandom(32)).decode(),
             "SERVICE_TOKEN_SECRET": base64.b64encode(os.urandom(32)).decode(),
         }
         path.write_text("".join(f"{key}={value}\n" for key, value in values.items()))
@@ -83,3 +86,18 @@ def local_keys() -> dict[str, str]:
         with path.open("a") as handle:
             handle.write(f"SERVICE_TOKEN_SECRET={keys['SERVICE_TOKEN_SECRET']}\n")
     return keys
+
+
+def admin_provider() -> LocalIdentityProvider:
+    """The local stack's identity provider: its key stays in .data/admin-idp (only the
+    launcher and `devstack.token` read it); the services get its JWKS file."""
+    return LocalIdentityProvider.load_or_create(ADMIN_PROVIDER_DIR, ADMIN_ISSUER)
+
+
+def admin_environment() -> dict[str, str]:
+    """What the services need to verify the local provider's credentials."""
+    provider = admin_provider()
+    return {
+        "ADMIN_ISSUER": provider.issuer,
+        "ADMIN_JWKS_FILE": str(ADMIN_PROVIDER_DIR / "jwks.json"),
+    }

@@ -11,7 +11,7 @@ import grpc
 from askvault.identity.v1 import identity_pb2, identity_pb2_grpc
 from askvault.policy.v1 import policy_pb2, policy_pb2_grpc
 from devstack import config
-from runtime import auth, service_auth
+from runtime import service_auth
 
 
 def service_metadata(service_name: str) -> tuple[tuple[str, str], ...]:
@@ -22,8 +22,8 @@ def service_metadata(service_name: str) -> tuple[tuple[str, str], ...]:
 
 def admin_metadata(subject: str = "devstack-admin") -> tuple[tuple[str, str], ...]:
     """Call metadata with an admin credential of the local stack."""
-    secret = config.local_keys()["ADMIN_TOKEN_SECRET"]
-    return (("authorization", f"Bearer {auth.issue_admin_token(secret, subject)}"),)
+    token = config.admin_provider().issue(subject)
+    return (("authorization", f"Bearer {token}"),)
 
 
 async def _identity(demo: config.DemoConfig, port: Callable[[str], int]) -> list[str]:

@@ -1,13 +1,14 @@
 """Prints a credential of the local stack for hand-made calls (grpcurl):
 ``python -m devstack.token edge`` a service credential (10 minutes), ``--admin NAME`` an
-admin credential (1 hour). The keys are the local stack's, in .data/local-keys.env."""
+admin credential (1 hour) signed by the local stack's identity provider (.data/admin-idp).
+The service keys are the local stack's, in .data/local-keys.env."""
 
 from __future__ import annotations
 
 import argparse
 
 from devstack import config
-from runtime import auth, service_auth
+from runtime import service_auth
 
 
 def main() -> None:
@@ -17,7 +18,7 @@ def main() -> None:
     arguments = parser.parse_args()
     keys = config.local_keys()
     if arguments.admin:
-        print(auth.issue_admin_token(keys["ADMIN_TOKEN_SECRET"], arguments.admin))
+        print(config.admin_provider().issue(arguments.admin))
     else:
         print(service_auth.issue(keys["SERVICE_TOKEN_SECRET"], arguments.service))
 

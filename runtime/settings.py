@@ -37,9 +37,21 @@ class ServiceSettings(BaseSettings):
     database_pool_max_size: int = Field(default=10, ge=1)
     # Seconds between database health probes.
     health_probe_interval_seconds: float = Field(default=2.0, gt=0)
-    # HS256 key that signs admin credentials (``authorization: Bearer <jwt>``); empty
-    # refuses every admin RPC.
-    admin_token_secret: SecretStr = SecretStr("")
+    # Admin credentials (``authorization: Bearer <jwt>``) come from an identity provider:
+    # the ``iss`` of its tokens; empty refuses every admin RPC. Its public keys are read from
+    # ADMIN_JWKS_FILE, else ADMIN_JWKS_URL, else the issuer's OIDC discovery document.
+    admin_issuer: str = ""
+    admin_jwks_file: str = ""
+    admin_jwks_url: str = ""
+    # The ``aud`` an admin credential must carry (the provider's client or API id).
+    admin_audience: str = "askvault-admin"
+    # The claim (dotted path, e.g. ``realm_access.roles``) that must hold ADMIN_ROLE.
+    admin_role_claim: str = "roles"
+    admin_role: str = "askvault-admin"
+    # The claim listing the workspaces the admin may act on ("*": every workspace).
+    admin_workspaces_claim: str = "askvault_workspaces"
+    # The longest an admin credential may live (exp - iat): a leaked one expires soon.
+    admin_token_max_lifetime_seconds: int = Field(default=12 * 3600, gt=0, le=7 * 86400)
     # Apply migrations at start (``migrate`` applies them without serving).
     migrate_on_start: bool = True
     # HS256 key shared by the skill's services to sign service credentials; when set, every

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import socket
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
@@ -17,11 +21,35 @@ from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from askvault.policy.v1 import policy_pb2
-from runtime import auth, quotes, server, settings
+from runtime import quotes, server, settings
+from runtime.local_identity_provider import LocalIdentityProvider
 
 SettingsT = TypeVar("SettingsT", bound=settings.ServiceSettings)
 
-TEST_ADMIN_SECRET = "test-admin-token-secret-0123456789abcdef"  # noqa: S105 - tests only
+# The tests' identity provider: it signs admin credentials; servers read its JWKS file.
+TEST_ADMIN_ISSUER = "https://id.test.askvault.invalid/"
+TEST_ADMIN_PROVIDER = LocalIdentityProvider.generate(TEST_ADMIN_ISSUER, "test-admin-key-1")
+
+
+def _write_test_jwks() -> str:
+    directory = Path(tempfile.mkdtemp(prefix="askvault-test-idp-"))
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
+    path = directory / "jwks.json"
+    TEST_ADMIN_PROVIDER.write_jwks(path)
+    return str(path)
+
+
+TEST_ADMIN_JWKS_FILE = _write_test_jwks()
+
+
+def admin_settings() -> dict[str, str]:
+    """Settings (by field name) that make a server trust the tests' identity provider."""
+    return {"admin_issuer": TEST_ADMIN_ISSUER, "admin_jwks_file": TEST_ADMIN_JWKS_FILE}
+
+
+def admin_environment() -> dict[str, str]:
+    """The same as environment variables, for servers started as processes."""
+    return {name.upper(): value for name, value in admin_settings().items()}
 
 
 def make_settings(settings_class: type[SettingsT], database_url: str, **values: Any) -> SettingsT:
@@ -32,7 +60,7 @@ def make_settings(settings_class: type[SettingsT], database_url: str, **values: 
         "grpc_port": 0,
         "health_probe_interval_seconds": 0.2,
         "shutdown_grace_seconds": 2.0,
-        "admin_token_secret": TEST_ADMIN_SECRET,
+        **admin_settings(),
     }
     defaults.update(values)
     return settings_class(**defaults)
@@ -82,7 +110,7 @@ def error_details(error: grpc.aio.AioRpcError) -> tuple[grpc.StatusCode, str, di
 
 def admin_metadata(subject: str = "admin-alice") -> tuple[tuple[str, str], ...]:
     """Call metadata carrying a test admin credential."""
-    token = auth.issue_admin_token(TEST_ADMIN_SECRET, subject)
+    token = TEST_ADMIN_PROVIDER.issue(subject)
     return (("authorization", f"Bearer {token}"),)
 
 

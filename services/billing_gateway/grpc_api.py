@@ -100,6 +100,7 @@ class BillingGatewayServicer(billing_pb2_grpc.BillingGatewayServiceServicer):
     ) -> None:
         self._pool = pool
         self._settings = settings
+        self._admins = auth.AdminVerifier.from_settings(settings)
         self._box = secret_box
         self._stripe = gateway
         self._peers = peers
@@ -110,12 +111,8 @@ class BillingGatewayServicer(billing_pb2_grpc.BillingGatewayServiceServicer):
 
     # -- helpers ---------------------------------------------------------------------------
 
-    def _admin(self, context: grpc.aio.ServicerContext, workspace_id: str) -> str:
-        return auth.admin_from_metadata(
-            context.invocation_metadata(),
-            self._settings.admin_token_secret.get_secret_value(),
-            workspace_id,
-        )
+    async def _admin(self, context: grpc.aio.ServicerContext, workspace_id: str) -> str:
+        return await self._admins.subject_of_call(context.invocation_metadata(), workspace_id)
 
     async def _customer(self, workspace_id: str, assertion: str) -> tuple[str, StripeAccount]:
         """The assertion's Stripe customer (the only one this call may touch) and account."""
@@ -936,7 +933,7 @@ class BillingGatewayServicer(billing_pb2_grpc.BillingGatewayServiceServicer):
         if request.identity_assertion:
             customer_id, _ = await self._customer(request.workspace_id, request.identity_assertion)
         else:
-            self._admin(context, request.workspace_id)
+            await self._admin(context, request.workspace_id)
         async with self._pool.acquire() as connection:
             found = await storage.get_operation(
                 connection, request.workspace_id, request.operation_id
@@ -964,7 +961,7 @@ class BillingGatewayServicer(billing_pb2_grpc.BillingGatewayServiceServicer):
     async def ConnectAccount(
         self, request: pb.ConnectAccountRequest, context: grpc.aio.ServicerContext
     ) -> pb.ConnectAccountResponse:
-        self._admin(context, request.workspace_id)
+        await self._admin(context, request.workspace_id)
         check = errors.Validator()
         check.non_empty(request.workspace_id, "workspace_id")
         check.non_empty(request.secret_key, "secret_key", max_length=512)
@@ -1037,7 +1034,7 @@ class BillingGatewayServicer(billing_pb2_grpc.BillingGatewayServiceServicer):
     async def CheckWebhookSetup(
         self, request: pb.CheckWebhookSetupRequest, context: grpc.aio.ServicerContext
     ) -> pb.CheckWebhookSetupResponse:
-        self._admin(context, request.workspace_id)
+        await self._admin(context, request.workspace_id)
         account = await self._accounts.account(request.workspace_id)
         async with self._pool.acquire() as connection:
             record = await storage.get_account(connection, request.workspace_id)
@@ -1079,7 +1076,7 @@ class BillingGatewayServicer(billing_pb2_grpc.BillingGatewayServiceServicer):
     async def RetireWebhookSecret(
         self, request: pb.RetireWebhookSecretRequest, context: grpc.aio.ServicerContext
     ) -> pb.RetireWebhookSecretResponse:
-        self._admin(context, request.workspace_id)
+        await self._admin(context, request.workspace_id)
         check = errors.Validator()
         check.non_empty(request.workspace_id, "workspace_id")
         check.non_empty(request.secret_id, "secret_id")
@@ -1116,7 +1113,7 @@ class BillingGatewayServicer(billing_pb2_grpc.BillingGatewayServiceServicer):
     async def ListRecoveryCases(
         self, request: pb.ListRecoveryCasesRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListRecoveryCasesResponse:
-        self._admin(context, request.workspace_id)
+        await self._admin(context, request.workspace_id)
         limit = _page_size(request.page_size, 50, 500)
         after: tuple[datetime, str] | None = None
         if request.page_token:
@@ -1170,7 +1167,7 @@ class BillingGatewayServicer(billing_pb2_grpc.BillingGatewayServiceServicer):
     async def GetRecoveryStats(
         self, request: pb.GetRecoveryStatsRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetRecoveryStatsResponse:
-        self._admin(context, request.workspace_id)
+        await self._admin(context, request.workspace_id)
         start = (
             request.start_time.ToDatetime(UTC)
             if request.HasField("start_time")

@@ -109,17 +109,14 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
     ) -> None:
         self._pool = pool
         self._settings = settings
+        self._admins = auth.AdminVerifier.from_settings(settings)
         self._secret_box = secret_box
         self._signing_keys = signing_keys
 
     # -- helpers ---------------------------------------------------------------------------
 
-    def _admin(self, context: grpc.aio.ServicerContext, workspace_id: str) -> str:
-        return auth.admin_from_metadata(
-            context.invocation_metadata(),
-            self._settings.admin_token_secret.get_secret_value(),
-            workspace_id,
-        )
+    async def _admin(self, context: grpc.aio.ServicerContext, workspace_id: str) -> str:
+        return await self._admins.subject_of_call(context.invocation_metadata(), workspace_id)
 
     async def _active_secrets(
         self, connection: Connection, workspace_id: str, purpose: str
@@ -312,7 +309,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         check.check()
         if target == "stripe_customer_id":
             # Choosing the customer outright is an owner's decision, never a service's.
-            self._admin(context, request.workspace_id)
+            await self._admin(context, request.workspace_id)
 
         async def link(connection: Connection) -> pb.LinkCustomerResponse:
             record = await self._contact_or_not_found(
@@ -463,7 +460,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
     async def AddSecret(
         self, request: pb.AddSecretRequest, context: grpc.aio.ServicerContext
     ) -> pb.AddSecretResponse:
-        self._admin(context, request.workspace_id)
+        await self._admin(context, request.workspace_id)
         check = errors.Validator()
         check.non_empty(request.workspace_id, "workspace_id", max_length=64)
         check.non_empty(request.key_id, "key_id", max_length=64)
@@ -505,7 +502,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
     async def RetireSecret(
         self, request: pb.RetireSecretRequest, context: grpc.aio.ServicerContext
     ) -> pb.RetireSecretResponse:
-        self._admin(context, request.workspace_id)
+        await self._admin(context, request.workspace_id)
         check = errors.Validator()
         check.non_empty(request.workspace_id, "workspace_id")
         check.non_empty(request.key_id, "key_id")
@@ -529,7 +526,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
     async def ListSecrets(
         self, request: pb.ListSecretsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListSecretsResponse:
-        self._admin(context, request.workspace_id)
+        await self._admin(context, request.workspace_id)
         check = errors.Validator()
         check.non_empty(request.workspace_id, "workspace_id")
         check.check()
@@ -540,7 +537,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
     async def GetWorkspaceSettings(
         self, request: pb.GetWorkspaceSettingsRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetWorkspaceSettingsResponse:
-        self._admin(context, request.workspace_id)
+        await self._admin(context, request.workspace_id)
         check = errors.Validator()
         check.non_empty(request.workspace_id, "workspace_id")
         check.check()
@@ -555,7 +552,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
     async def UpdateWorkspaceSettings(
         self, request: pb.UpdateWorkspaceSettingsRequest, context: grpc.aio.ServicerContext
     ) -> pb.UpdateWorkspaceSettingsResponse:
-        self._admin(context, request.workspace_id)
+        await self._admin(context, request.workspace_id)
         check = errors.Validator()
         check.non_empty(request.workspace_id, "workspace_id")
         wanted = request.settings.customer_metadata_key
@@ -586,7 +583,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
     async def ListLegacyBindings(
         self, request: pb.ListLegacyBindingsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListLegacyBindingsResponse:
-        self._admin(context, request.workspace_id)
+        await self._admin(context, request.workspace_id)
         check = errors.Validator()
         check.non_empty(request.workspace_id, "workspace_id")
         check.check()

@@ -139,14 +139,11 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServiceServicer):
     ) -> None:
         self._pool = pool
         self._settings = settings
+        self._admins = auth.AdminVerifier.from_settings(settings)
         self._on_queued = on_queued
 
-    def _admin(self, context: grpc.aio.ServicerContext, workspace_id: str) -> str:
-        return auth.admin_from_metadata(
-            context.invocation_metadata(),
-            self._settings.admin_token_secret.get_secret_value(),
-            workspace_id,
-        )
+    async def _admin(self, context: grpc.aio.ServicerContext, workspace_id: str) -> str:
+        return await self._admins.subject_of_call(context.invocation_metadata(), workspace_id)
 
     def _effective_settings(self, record: storage.WorkspaceSettingsRecord) -> pb.WorkspaceSettings:
         config = self._settings
@@ -528,7 +525,7 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServiceServicer):
         self, request: pb.UpdateWorkspaceSettingsRequest, context: grpc.aio.ServicerContext
     ) -> pb.UpdateWorkspaceSettingsResponse:
         wanted = request.settings
-        self._admin(context, wanted.workspace_id)
+        await self._admin(context, wanted.workspace_id)
         check = errors.Validator()
         check.non_empty(wanted.workspace_id, "settings.workspace_id")
         _check_single_line(check, wanted.sender_name, "settings.sender_name", 100)
@@ -582,7 +579,7 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServiceServicer):
     async def GetWorkspaceSettings(
         self, request: pb.GetWorkspaceSettingsRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetWorkspaceSettingsResponse:
-        self._admin(context, request.workspace_id)
+        await self._admin(context, request.workspace_id)
         check = errors.Validator()
         check.non_empty(request.workspace_id, "workspace_id")
         check.check()

@@ -159,6 +159,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
     ) -> None:
         self._pool = pool
         self._settings = settings
+        self._admins = auth.AdminVerifier.from_settings(settings)
         self._verifier = verifier
         self._clock = clock
         self._defaults = defaults
@@ -166,12 +167,8 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
 
     # -- helpers ---------------------------------------------------------------------------
 
-    def _admin(self, context: grpc.aio.ServicerContext, workspace_id: str) -> str:
-        return auth.admin_from_metadata(
-            context.invocation_metadata(),
-            self._settings.admin_token_secret.get_secret_value(),
-            workspace_id,
-        )
+    async def _admin(self, context: grpc.aio.ServicerContext, workspace_id: str) -> str:
+        return await self._admins.subject_of_call(context.invocation_metadata(), workspace_id)
 
     async def _bounds(self, connection: Connection, workspace_id: str) -> bounds.Bounds:
         stored = await storage.get_bounds(connection, workspace_id)
@@ -679,7 +676,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
     async def ListEscalations(
         self, request: pb.ListEscalationsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListEscalationsResponse:
-        self._admin(context, request.workspace_id)
+        await self._admin(context, request.workspace_id)
         check = errors.Validator()
         _check_workspace(check, request.workspace_id)
         check.require(
@@ -737,7 +734,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
     async def ApproveEscalation(
         self, request: pb.ApproveEscalationRequest, context: grpc.aio.ServicerContext
     ) -> pb.ApproveEscalationResponse:
-        admin = self._admin(context, request.workspace_id)
+        admin = await self._admin(context, request.workspace_id)
         check = errors.Validator()
         _check_workspace(check, request.workspace_id)
         check.non_empty(request.escalation_id, "escalation_id", max_length=_MAX_ID)
@@ -837,7 +834,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
     async def RejectEscalation(
         self, request: pb.RejectEscalationRequest, context: grpc.aio.ServicerContext
     ) -> pb.RejectEscalationResponse:
-        admin = self._admin(context, request.workspace_id)
+        admin = await self._admin(context, request.workspace_id)
         check = errors.Validator()
         _check_workspace(check, request.workspace_id)
         check.non_empty(request.escalation_id, "escalation_id", max_length=_MAX_ID)
@@ -905,7 +902,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
     async def ProposeBoundsChange(
         self, request: pb.ProposeBoundsChangeRequest, context: grpc.aio.ServicerContext
     ) -> pb.ProposeBoundsChangeResponse:
-        admin = self._admin(context, request.workspace_id)
+        admin = await self._admin(context, request.workspace_id)
         check = errors.Validator()
         _check_workspace(check, request.workspace_id)
         check.require(request.HasField("bounds"), "bounds", "is required")
@@ -972,7 +969,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
     async def ApproveBoundsChange(
         self, request: pb.ApproveBoundsChangeRequest, context: grpc.aio.ServicerContext
     ) -> pb.ApproveBoundsChangeResponse:
-        admin = self._admin(context, request.workspace_id)
+        admin = await self._admin(context, request.workspace_id)
         check = errors.Validator()
         _check_workspace(check, request.workspace_id)
         check.non_empty(request.change_id, "change_id", max_length=_MAX_ID)
@@ -1029,7 +1026,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
     async def ListBoundsChanges(
         self, request: pb.ListBoundsChangesRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListBoundsChangesResponse:
-        self._admin(context, request.workspace_id)
+        await self._admin(context, request.workspace_id)
         check = errors.Validator()
         _check_workspace(check, request.workspace_id)
         check.require(
@@ -1052,7 +1049,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
     async def ListAuditEvents(
         self, request: pb.ListAuditEventsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListAuditEventsResponse:
-        self._admin(context, request.workspace_id)
+        await self._admin(context, request.workspace_id)
         check = errors.Validator()
         _check_workspace(check, request.workspace_id)
         check.require(
@@ -1093,7 +1090,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
     async def VerifyAuditChain(
         self, request: pb.VerifyAuditChainRequest, context: grpc.aio.ServicerContext
     ) -> pb.VerifyAuditChainResponse:
-        self._admin(context, request.workspace_id)
+        await self._admin(context, request.workspace_id)
         check = errors.Validator()
         _check_workspace(check, request.workspace_id)
         check.check()

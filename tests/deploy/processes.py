@@ -19,7 +19,7 @@ from askvault.billing.v1 import billing_pb2, billing_pb2_grpc
 from askvault.identity.v1 import identity_pb2, identity_pb2_grpc
 from askvault.notifier.v1 import notifier_pb2, notifier_pb2_grpc
 from askvault.policy.v1 import policy_pb2, policy_pb2_grpc
-from runtime.testing import TEST_ADMIN_SECRET, admin_metadata
+from runtime.testing import admin_environment, admin_metadata
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -82,7 +82,7 @@ def environment(
         "DATABASE_URL": database_url,
         "GRPC_HOST": "127.0.0.1",
         "GRPC_PORT": "0",
-        "ADMIN_TOKEN_SECRET": TEST_ADMIN_SECRET,
+        **admin_environment(),
         "HEALTH_PROBE_INTERVAL_SECONDS": "0.2",
         "LOG_LEVEL": "WARNING",
         "GRPC_ENABLE_FORK_SUPPORT": "false",

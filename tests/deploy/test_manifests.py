@@ -127,20 +127,33 @@ def test_no_secret_values_in_git() -> None:
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_only_the_services_serving_admin_rpcs_hold_the_admin_key(overlay: str) -> None:
-    # The internet-facing edge serves no admin RPC and the migration Jobs need none: a pod
-    # that holds the admin key can mint admin credentials for every service.
-    holders = set()
+def test_no_pod_holds_anything_that_signs_admin_credentials(overlay: str) -> None:
+    # Admin credentials come from the identity provider; the services read its public keys.
+    # A pod holding a signing key (the old shared ADMIN_TOKEN_SECRET) mints admins for every
+    # service. The four services serving admin RPCs know the provider; the edge does not.
+    knows_provider = set()
     for document in render(overlay):
         if document["kind"] not in ("Deployment", "Job"):
             continue
+        name = f"{document['kind']}/{document['metadata']['name']}"
         pod = document["spec"]["template"]["spec"]
         for container in pod.get("containers", []) + pod.get("initContainers", []):
-            if any(env["name"] == "ADMIN_TOKEN_SECRET" for env in container.get("env", [])):
-                holders.add(f"{document['kind']}/{document['metadata']['name']}")
-    assert holders == {
+            names = {env["name"] for env in container.get("env", [])}
+            assert not {"ADMIN_TOKEN_SECRET", "ADMIN_SIGNING_KEY"} & names, name
+            sources = {
+                ref.get("configMapRef", {}).get("name", "") for ref in container.get("envFrom", [])
+            }
+            if any(source.startswith("admin-identity") for source in sources):
+                knows_provider.add(name)
+    assert knows_provider == {
         "Deployment/identity",
         "Deployment/policy",
         "Deployment/billing-gateway",
         "Deployment/notifier",
-    }, holders
+    }, knows_provider
+    provider = next(
+        d
+        for d in render(overlay)
+        if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("admin-identity")
+    )
+    assert provider["data"]["ADMIN_ISSUER"].startswith("https://")

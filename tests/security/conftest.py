@@ -31,7 +31,7 @@ from askvault.billing.v1 import billing_pb2_grpc
 from askvault.identity.v1 import identity_pb2, identity_pb2_grpc
 from askvault.notifier.v1 import notifier_pb2_grpc
 from askvault.policy.v1 import policy_pb2_grpc
-from runtime import auth, database, logs, testing
+from runtime import database, logs, testing
 from smtp_sink import app as smtp_sink_app
 from stripe_emulator import seed
 from stripe_emulator.app import RunningEmulator
@@ -94,7 +94,7 @@ def email_of(user: str) -> str:
 
 def admin(subject: str, workspaces: list[str] | None = None, ttl_seconds: int = 3600) -> str:
     """A genuine admin credential (optionally scoped to workspaces)."""
-    return auth.issue_admin_token(testing.TEST_ADMIN_SECRET, subject, workspaces, ttl_seconds)
+    return testing.TEST_ADMIN_PROVIDER.issue(subject, workspaces or ("*",), ttl_seconds)
 
 
 def bearer(token: str) -> tuple[tuple[str, str], ...]:
@@ -432,7 +432,7 @@ def _secrets(system: System) -> dict[str, str]:
         "whatsapp app secret": WHATSAPP_APP_SECRET,
         "whatsapp verify token": WHATSAPP_VERIFY_TOKEN,
         "whatsapp access token": WHATSAPP_TOKEN,
-        "admin token secret": testing.TEST_ADMIN_SECRET,
+        "admin provider private key": testing.TEST_ADMIN_PROVIDER.private_pem(),
         "identity encryption key": IDENTITY_ENCRYPTION_KEY,
         "identity assertion signing key": IDENTITY_SIGNING_KEY,
         "billing encryption key": BILLING_ENCRYPTION_KEY,

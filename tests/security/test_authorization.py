@@ -20,6 +20,7 @@ from askvault.identity.v1 import identity_pb2
 from askvault.notifier.v1 import notifier_pb2
 from askvault.policy.v1 import policy_pb2
 from runtime import testing
+from runtime.local_identity_provider import LocalIdentityProvider
 from tests.security.conftest import (
     HMAC_SECRET_A,
     TOKEN_SECRET_A,
@@ -225,24 +226,63 @@ def _expired() -> str:
     return admin("admin-expired", ttl_seconds=-120)
 
 
+def _claims(**extra: Any) -> dict[str, Any]:
+    now = int(time.time())
+    claims: dict[str, Any] = {
+        "iss": testing.TEST_ADMIN_ISSUER,
+        "aud": "askvault-admin",
+        "sub": "mallory",
+        "role": "admin",
+        "roles": ["askvault-admin"],
+        "askvault_workspaces": ["*"],
+        "iat": now,
+        "exp": now + 600,
+    }
+    claims.update(extra)
+    return claims
+
+
+def _published_key() -> dict[str, Any]:
+    with open(testing.TEST_ADMIN_JWKS_FILE) as published:
+        key: dict[str, Any] = json.load(published)["keys"][0]
+    return key
+
+
 def _forged() -> str:
-    claims = {"sub": "mallory", "role": "admin", "aud": "askvault-admin", "exp": 2**33}
-    return jwt.encode(claims, "not-the-admin-key-but-long-enough-0123456789", algorithm="HS256")
+    """Signed by a key of the attacker's under the provider's key id."""
+    impostor = LocalIdentityProvider.generate(
+        testing.TEST_ADMIN_ISSUER, testing.TEST_ADMIN_PROVIDER.key_id
+    )
+    return impostor.issue("mallory")
+
+
+def _old_shared_key() -> str:
+    """The HS256 scheme with the admin key every pod held before the provider."""
+    return jwt.encode(_claims(), "test-admin-token-secret-0123456789abcdef", algorithm="HS256")
+
+
+def _public_key_as_hmac_secret() -> str:
+    """Algorithm confusion: an HMAC keyed with the provider's published key."""
+    published = _published_key()
+    return jwt.encode(
+        _claims(), published["x"], algorithm="HS256", headers={"kid": published["kid"]}
+    )
 
 
 def _not_admin() -> str:
-    claims = {"sub": "eve", "role": "viewer", "aud": "askvault-admin", "exp": 2**33}
-    return jwt.encode(claims, testing.TEST_ADMIN_SECRET, algorithm="HS256")
+    return testing.TEST_ADMIN_PROVIDER.issue("eve", roles=["viewer"])
 
 
 def _wrong_audience() -> str:
-    claims = {"sub": "eve", "role": "admin", "aud": "something-else", "exp": 2**33}
-    return jwt.encode(claims, testing.TEST_ADMIN_SECRET, algorithm="HS256")
+    return testing.TEST_ADMIN_PROVIDER.issue("eve", aud="something-else")
+
+
+def _over_long() -> str:
+    return testing.TEST_ADMIN_PROVIDER.issue("eve", ttl_seconds=30 * 365 * 86400)
 
 
 def _unsigned() -> str:
-    claims = {"sub": "eve", "role": "admin", "aud": "askvault-admin", "exp": 2**33}
-    return jwt.encode(claims, key="", algorithm="none")
+    return jwt.encode(_claims(), key="", algorithm="none")
 
 
 CREDENTIALS: dict[str, Callable[[], tuple[tuple[str, str], ...]]] = {
@@ -253,6 +293,12 @@ CREDENTIALS: dict[str, Callable[[], tuple[tuple[str, str], ...]]] = {
     "not an admin role": lambda: bearer(_not_admin()),
     "wrong audience": lambda: bearer(_wrong_audience()),
     "unsigned": lambda: bearer(_unsigned()),
+    "the old shared admin key": lambda: bearer(_old_shared_key()),
+    "the published key as an HMAC secret": lambda: bearer(_public_key_as_hmac_secret()),
+    "a thirty-year lifetime": lambda: bearer(_over_long()),
+    "a workspaces string": lambda: bearer(
+        testing.TEST_ADMIN_PROVIDER.issue("eve", askvault_workspaces=f"{WORKSPACE_A}_other")
+    ),
 }
 
 ADMIN_CALLS: dict[str, tuple[str, str, Any]] = {

@@ -125,3 +125,56 @@ async def test_nonsense_bounds_are_invalid(policy: Policy) -> None:
         "bounds.refund_caps[0].amount_minor",
         "bounds.plan_changes_per_period",
     }
+
+
+def _minted_from_what_a_pod_holds(subject: str, workspace_id: str) -> str:
+    """What someone with a policy pod can make: its settings hold the provider's public keys
+    (ADMIN_JWKS_FILE) and nothing that signs. The best they can do is an HMAC keyed with a
+    published key (algorithm confusion), or the HS256 scheme with the key every pod held
+    before admin identity came from a provider."""
+    import json
+    import time
+    from pathlib import Path
+
+    import jwt
+
+    published = json.loads(Path(testing.TEST_ADMIN_JWKS_FILE).read_text())["keys"][0]
+    now = int(time.time())
+    claims = {
+        "iss": testing.TEST_ADMIN_ISSUER,
+        "aud": "askvault-admin",
+        "sub": subject,
+        "role": "admin",
+        "roles": ["askvault-admin"],
+        "askvault_workspaces": [workspace_id],
+        "iat": now,
+        "exp": now + 600,
+    }
+    key = published["x"] if subject.endswith("-1") else "test-admin-token-secret-0123456789abcdef"
+    return jwt.encode(claims, key, algorithm="HS256", headers={"kid": published["kid"]})
+
+
+async def test_two_made_up_subjects_cannot_pass_the_two_admin_rule(policy: Policy) -> None:
+    change = (await policy.set_bounds(refund_caps=[usd(100000)])).change
+    assert change.state == pb.BOUNDS_CHANGE_STATE_PENDING
+    for made_up in ("mallory-1", "mallory-2"):
+        token = _minted_from_what_a_pod_holds(made_up, policy.workspace_id)
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await policy.stub.ApproveBoundsChange(
+                pb.ApproveBoundsChangeRequest(
+                    workspace_id=policy.workspace_id,
+                    change_id=change.change_id,
+                    idempotency_key=key(),
+                ),
+                metadata=(("authorization", f"Bearer {token}"),),
+            )
+        assert testing.error_details(raised.value)[:2] == (
+            grpc.StatusCode.UNAUTHENTICATED,
+            "ADMIN_REQUIRED",
+        )
+    # Still pending, still not in force: only a second person of the provider applies it.
+    response = await policy.stub.Authorize(policy.refund(60000))
+    assert response.decision == pb.DECISION_ESCALATE
+    await _approve(policy, change.change_id, "admin-bob")  # type: ignore[misc]
+    response = await policy.stub.Authorize(policy.refund(60000))
+    assert response.decision != pb.DECISION_ESCALATE
