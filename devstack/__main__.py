@@ -82,6 +82,7 @@ def plan(
     adds environment variables per process name: the chaos harness runs a second stack on
     free ports with shorter intervals; ``make run`` passes neither."""
     keys = config.local_keys()
+    signing_keys = config.service_keys()
     python = sys.executable
     port = _port_of(demo, ports)
     stripe_key = os.environ.get("STRIPE_TEST_API_KEY", "")
@@ -91,8 +92,9 @@ def plan(
     common = {
         "DATABASE_URL": database_url,
         "ADMIN_TOKEN_SECRET": keys["ADMIN_TOKEN_SECRET"],
-        # Service credentials on, so the local stack runs the allow-lists production runs.
-        "SERVICE_TOKEN_SECRET": keys["SERVICE_TOKEN_SECRET"],
+        # Service credentials on, so the local stack runs the allow-lists production runs:
+        # every process verifies with the public keys and signs with its own private key.
+        "SERVICE_PUBLIC_KEYS_FILE": str(config.public_keys_file()),
         "LOG_LEVEL": os.environ.get("LOG_LEVEL", "WARNING"),
         "SHUTDOWN_GRACE_SECONDS": "5",
         "PYTHONUNBUFFERED": "1",
@@ -193,7 +195,7 @@ def plan(
     for offset, (name, extra) in enumerate(service_env.items()):
         if not _exists(name):
             continue
-        env = {**common, **targets, **extra}
+        env = {**common, **targets, **extra, "SERVICE_SIGNING_KEY": signing_keys[name].pem()}
         # The edge serves HTTP on HTTP_PORT; GRPC_PORT is unused there but harmless.
         env["GRPC_PORT"] = str(port(name)) if name != "edge" else "0"
         env["METRICS_PORT"] = str(9461 + offset)

@@ -1,6 +1,7 @@
 """Prints a credential of the local stack for hand-made calls (grpcurl):
 ``python -m devstack.token edge`` a service credential (10 minutes), ``--admin NAME`` an
-admin credential (1 hour). The keys are the local stack's, in .data/local-keys.env."""
+admin credential (1 hour). The keys are the local stack's: each service's private key in
+.data/service-keys/<service>.pem, the admin key in .data/local-keys.env."""
 
 from __future__ import annotations
 
@@ -19,7 +20,10 @@ def main() -> None:
     if arguments.admin:
         print(auth.issue_admin_token(keys["ADMIN_TOKEN_SECRET"], arguments.admin))
     else:
-        print(service_auth.issue(keys["SERVICE_TOKEN_SECRET"], arguments.service))
+        signing_keys = config.service_keys()
+        if arguments.service not in signing_keys:
+            parser.error(f"no such service: choose from {', '.join(signing_keys)}")
+        print(service_auth.issue(signing_keys[arguments.service]))
 
 
 if __name__ == "__main__":
