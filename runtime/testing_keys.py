@@ -3,8 +3,12 @@ process, and what tests build from them (the JWKS setting, credentials, call met
 
 from __future__ import annotations
 
+import base64
 import functools
+import hashlib
+import hmac
 import json
+from collections.abc import Mapping
 
 from runtime import clients, service_auth
 
@@ -31,3 +35,20 @@ def metadata(key_id: str) -> tuple[tuple[str, str], ...]:
 def outgoing(key_id: str) -> clients.Outgoing:
     """Channels' settings that call as the service of ``key_id`` (``clients.channel``)."""
     return clients.Outgoing(credential=service_auth.CachedCredential(signing_key(key_id)))
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def hs256(secret: bytes, claims: Mapping[str, object], header: Mapping[str, object]) -> str:
+    """An HS256 token made by hand, as an attacker would: PyJWT refuses to HMAC with a PEM
+    public key and warns about short secrets."""
+    signing_input = f"{_b64(json.dumps(header).encode())}.{_b64(json.dumps(claims).encode())}"
+    signature = hmac.new(secret, signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{_b64(signature)}"
+
+
+def unsigned(claims: Mapping[str, object], header: Mapping[str, object]) -> str:
+    """A token with ``alg: none`` (or any header) and no signature."""
+    return f"{_b64(json.dumps(header).encode())}.{_b64(json.dumps(claims).encode())}."

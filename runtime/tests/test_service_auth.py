@@ -3,14 +3,10 @@ each service speaking with its own key and for no other."""
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
-import hashlib
-import hmac
 import ipaddress
 import json
 import time
-from collections.abc import Mapping
 from pathlib import Path
 
 import grpc
@@ -42,18 +38,6 @@ OLD_SHARED_SECRET = "service-token-secret-for-tests-0123456789"
 
 def _entry(name: str) -> object:
     return next(entry for entry in SERVICES if entry.name == name)
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _hs256(secret: bytes, header: Mapping[str, object], claims: Mapping[str, object]) -> str:
-    """An HS256 token made by hand: PyJWT refuses to HMAC with a PEM public key, an attacker
-    does not."""
-    signing_input = f"{_b64(json.dumps(header).encode())}.{_b64(json.dumps(claims).encode())}"
-    signature = hmac.new(secret, signing_input.encode(), hashlib.sha256).digest()
-    return f"{signing_input}.{_b64(signature)}"
 
 
 def _claims(sub: str, lifetime: int = 300, issued_ago: int = 0) -> dict[str, object]:
@@ -93,13 +77,14 @@ def _forgeries() -> dict[str, str]:
         "notifier key, kid billing_gateway:2": _signed("notifier", claims, "billing_gateway:2"),
         # The old scheme: HS256 with the secret all five services shared.
         "old shared-secret HS256": jwt.encode(claims, OLD_SHARED_SECRET, algorithm="HS256"),
-        "old shared-secret HS256 with kid": _hs256(OLD_SHARED_SECRET.encode(), hs256, claims),
+        "old shared-secret HS256 with kid": testing_keys.hs256(
+            OLD_SHARED_SECRET.encode(), claims, hs256
+        ),
         # Algorithm confusion: HS256 keyed with the (public) verification key.
-        "HS256 keyed with the public PEM": _hs256(public_pem, hs256, claims),
-        "HS256 keyed with the raw public key": _hs256(public_raw, hs256, claims),
-        "HS256 keyed with the JWK x": _hs256(public_x, hs256, claims),
-        "alg none": f"{_b64(json.dumps({'alg': 'none', 'kid': 'billing_gateway'}).encode())}."
-        f"{_b64(json.dumps(claims).encode())}.",
+        "HS256 keyed with the public PEM": testing_keys.hs256(public_pem, claims, hs256),
+        "HS256 keyed with the raw public key": testing_keys.hs256(public_raw, claims, hs256),
+        "HS256 keyed with the JWK x": testing_keys.hs256(public_x, claims, hs256),
+        "alg none": testing_keys.unsigned(claims, {"alg": "none", "kid": "billing_gateway"}),
         "no kid": _signed("billing_gateway", claims, kid=""),
         "expired": _signed("billing_gateway", _claims("billing_gateway", 300, issued_ago=400)),
         "lives a day": _signed("billing_gateway", _claims("billing_gateway", 86_400)),
