@@ -53,7 +53,8 @@ class Resources:
 class Service(Protocol):
     """A service as the runtime sees it. A service may also have ``allowed_callers``
     (RPC name or ``service_auth.EVERY_RPC`` -> caller names), enforced when
-    SERVICE_PUBLIC_KEYS is set; without it, no service may call it then."""
+    SERVICE_PUBLIC_KEYS or SERVICE_TRUST_DOMAIN is set; without it, no service may call it
+    then."""
 
     @property
     def name(self) -> str:
@@ -146,8 +147,10 @@ async def start(service: Service, config: settings.ServiceSettings) -> RunningSe
         config.service_public_keys, config.service_public_keys_file
     )
     callers = (
-        service_auth.CallerPolicy(public_keys, getattr(service, "allowed_callers", {}))
-        if public_keys is not None
+        service_auth.CallerPolicy(
+            public_keys, getattr(service, "allowed_callers", {}), config.service_trust_domain
+        )
+        if public_keys is not None or config.service_trust_domain
         else None
     )
     server = grpc.aio.server(

@@ -15,20 +15,25 @@ With public keys configured, every call between services must carry
 ``x-askvault-service: <EdDSA JWT naming the caller>`` and each server refuses RPCs from
 services that are not allowed to call them (health and reflection stay open for probes;
 admin RPCs are called by people with an admin credential, which the servicer checks).
-Without public keys the check is off. Mutual TLS (``TLS_CLIENT_CA_FILE``) can be on as well.
+Without public keys the check is off. Mutual TLS (``TLS_CLIENT_CA_FILE``) can be on as well,
+and with ``SERVICE_TRUST_DOMAIN`` a caller may instead prove its name with its client
+certificate's SPIFFE ID, ``spiffe://<trust domain>/askvault/<service>``.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import time
+import urllib.parse
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import jwt
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from jwt.algorithms import OKPAlgorithm
@@ -221,15 +226,52 @@ class PublicKeys:
         return str(caller)
 
 
+# The path of a service's SPIFFE ID under its trust domain: spiffe://<domain>/askvault/<name>.
+SPIFFE_PATH_PREFIX = "/askvault/"
+_SERVICE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+
+
+@functools.lru_cache(maxsize=256)
+def certificate_service(pem: bytes, trust_domain: str) -> str:
+    """The service a client certificate names by its SPIFFE ID (its one URI SAN,
+    ``spiffe://<trust domain>/askvault/<service>``), or "" when it names none: no URI SAN,
+    several (an X.509 SVID has exactly one), another trust domain, another path."""
+    try:
+        certificate = x509.load_pem_x509_certificate(pem)
+        names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except (ValueError, x509.ExtensionNotFound):
+        return ""
+    uris = names.value.get_values_for_type(x509.UniformResourceIdentifier)
+    if len(uris) != 1:
+        return ""
+    uri = urllib.parse.urlsplit(uris[0])
+    if (uri.scheme, uri.netloc, uri.query, uri.fragment) != ("spiffe", trust_domain, "", ""):
+        return ""
+    if not uri.path.startswith(SPIFFE_PATH_PREFIX):
+        return ""
+    service = uri.path[len(SPIFFE_PATH_PREFIX) :]
+    return service if _SERVICE_NAME.match(service) else ""
+
+
 @dataclass(frozen=True)
 class CallerPolicy:
     """Which services may call which RPC of a server: ``{"Redeem": {"billing_gateway"},
-    "*": {"edge", "billing_gateway"}}``; method names without the service prefix."""
+    "*": {"edge", "billing_gateway"}}``; method names without the service prefix.
 
-    public_keys: PublicKeys
+    A caller proves its name with a credential signed by its own key (``public_keys``) or,
+    when ``trust_domain`` is set (only with mutual TLS, whose handshake verified the chain),
+    with the SPIFFE ID of its client certificate; with both, they must name one service."""
+
+    public_keys: PublicKeys | None
     allowed: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    trust_domain: str = ""
 
-    def check(self, full_method: str, metadata: object) -> str:
+    def check(
+        self,
+        full_method: str,
+        metadata: object,
+        auth_context: Mapping[str, Iterable[bytes]] | None = None,
+    ) -> str:
         """The caller's name, or raises UNAUTHENTICATED / PERMISSION_DENIED. Open services
         and admin RPCs answer ""."""
         service, _, method = full_method.lstrip("/").partition("/")
@@ -239,9 +281,17 @@ class CallerPolicy:
         if ADMIN in allowed:
             return ""
         token = _header(metadata)
-        if not token:
+        certified = self._certificate_caller(auth_context)
+        if token:
+            if self.public_keys is None:
+                raise _unauthenticated("service credentials are not verified here")
+            caller = self.public_keys.verify(token)
+            if certified and certified != caller:
+                raise _unauthenticated("the credential and the certificate name two services")
+        elif certified:
+            caller = certified
+        else:
             raise _unauthenticated("a service credential is required")
-        caller = self.public_keys.verify(token)
         if caller not in allowed:
             raise errors.ServiceError(
                 errors.Kind.PERMISSION_DENIED,
@@ -250,6 +300,14 @@ class CallerPolicy:
                 metadata={"caller": caller},
             )
         return caller
+
+    def _certificate_caller(self, auth_context: Mapping[str, Iterable[bytes]] | None) -> str:
+        if not self.trust_domain or not auth_context:
+            return ""
+        certificates = list(auth_context.get("x509_pem_cert", ()))
+        if len(certificates) != 1:
+            return ""
+        return certificate_service(bytes(certificates[0]), self.trust_domain)
 
 
 def _header(metadata: object) -> str:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from typing import TypeVar
 
 from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from runtime import service_auth
+
+_TRUST_DOMAIN = re.compile(r"^[a-z0-9._-]{1,255}$")
 
 
 class ServiceSettings(BaseSettings):
@@ -64,9 +67,18 @@ class ServiceSettings(BaseSettings):
     # PEM CA that verifies the servers this service calls; set it to call them over TLS
     # (the certificate and key above are then presented as this service's client identity).
     tls_ca_file: str = ""
+    # SPIFFE trust domain of the services' client certificates ("askvault.example"); with
+    # mutual TLS on, a caller may prove its name with a certificate whose one URI SAN is
+    # spiffe://<trust domain>/askvault/<service>, checked against the same allow-lists.
+    service_trust_domain: str = ""
 
     @model_validator(mode="after")
     def _service_keys_are_valid(self) -> ServiceSettings:
+        if self.service_trust_domain and not _TRUST_DOMAIN.match(self.service_trust_domain):
+            raise ValueError("SERVICE_TRUST_DOMAIN is a host name: lower-case a-z 0-9 . - _")
+        if self.service_trust_domain and not self.tls_client_ca_file:
+            # Without mutual TLS nobody verified the certificate's chain.
+            raise ValueError("SERVICE_TRUST_DOMAIN needs mutual TLS (TLS_CLIENT_CA_FILE)")
         # A malformed key fails at start, not at the first call. The key id's service is
         # checked against the service's name when the service starts (the name is not known
         # here).

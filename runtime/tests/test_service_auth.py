@@ -279,7 +279,11 @@ async def test_grants_are_resolved_only_by_the_enforcement_point(database_url: s
 
 
 def _certificate(
-    subject: str, issuer_key: ec.EllipticCurvePrivateKey | None, issuer: x509.Name | None, ca: bool
+    subject: str,
+    issuer_key: ec.EllipticCurvePrivateKey | None,
+    issuer: x509.Name | None,
+    ca: bool,
+    uris: tuple[str, ...] = (),
 ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
@@ -297,7 +301,11 @@ def _certificate(
     if not ca:
         builder = builder.add_extension(
             x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+                [
+                    x509.DNSName("localhost"),
+                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                    *(x509.UniformResourceIdentifier(uri) for uri in uris),
+                ]
             ),
             critical=False,
         )
@@ -361,3 +369,83 @@ async def test_mutual_tls_admits_only_clients_with_a_certificate_of_the_ca(
     assert admitted == grpc.StatusCode.OK
     assert no_client_certificate == grpc.StatusCode.UNAVAILABLE
     assert plaintext == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_with_mutual_tls_a_caller_may_prove_its_name_with_its_spiffe_id(
+    database_url: str, tmp_path: Path
+) -> None:
+    ca_key, ca = _certificate("askvault-test-ca", None, None, ca=True)
+    _write(tmp_path / "ca", ca_key, ca)
+    _write(tmp_path / "server", *_certificate("policy", ca_key, ca.subject, ca=False))
+    domain = "test.askvault"
+    identities = {
+        "billing": (f"spiffe://{domain}/askvault/billing_gateway",),
+        "notifier": (f"spiffe://{domain}/askvault/notifier",),
+        "another trust domain": ("spiffe://elsewhere.example/askvault/billing_gateway",),
+        "two SPIFFE IDs": (
+            f"spiffe://{domain}/askvault/notifier",
+            f"spiffe://{domain}/askvault/billing_gateway",
+        ),
+        "another path": (f"spiffe://{domain}/billing_gateway",),
+        "no SPIFFE ID": (),
+    }
+    for name, uris in identities.items():
+        _write(tmp_path / name, *_certificate(name, ca_key, ca.subject, ca=False, uris=uris))
+    service, settings = _entry("policy").build(  # type: ignore[attr-defined]
+        database_url,
+        tls_cert_file=str(tmp_path / "server.crt"),
+        tls_key_file=str(tmp_path / "server.key"),
+        tls_client_ca_file=str(tmp_path / "ca.crt"),
+        service_trust_domain=domain,
+        service_public_keys=testing_keys.public_keys(),
+    )
+    request = policy_pb2.RedeemRequest(workspace_id="ws_a", grant_id="gr_x", idempotency_key="op1")
+
+    async def redeem(certificate: str, as_service: str = "") -> tuple[grpc.StatusCode, str]:
+        outgoing = clients.Outgoing(
+            credential=testing_keys.outgoing(as_service).credential if as_service else None,
+            credentials=grpc.ssl_channel_credentials(
+                (tmp_path / "ca.crt").read_bytes(),
+                (tmp_path / f"{certificate}.key").read_bytes(),
+                (tmp_path / f"{certificate}.crt").read_bytes(),
+            ),
+        )
+        channel = clients.channel(f"localhost:{running.port}", outgoing)
+        try:
+            await policy_pb2_grpc.PolicyServiceStub(channel).Redeem(request, timeout=5)
+        except grpc.aio.AioRpcError as error:
+            code, reason, _ = testing.error_details(error)
+            return code, reason
+        finally:
+            await channel.close()
+        return grpc.StatusCode.OK, ""
+
+    async with testing.running(service, settings) as running:
+        by_certificate = {name: await redeem(name) for name in identities}
+        notifier_certificate_billing_credential = await redeem("notifier", "billing_gateway")
+        billing_credential_alone = await redeem("no SPIFFE ID", "billing_gateway")
+    unauthenticated = (grpc.StatusCode.UNAUTHENTICATED, "SERVICE_CREDENTIAL_REQUIRED")
+    caller_refused = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
+    assert by_certificate.pop("billing")[0] not in caller_refused
+    assert by_certificate.pop("notifier") == (
+        grpc.StatusCode.PERMISSION_DENIED,
+        "CALLER_NOT_ALLOWED",
+    )
+    assert by_certificate == dict.fromkeys(by_certificate, unauthenticated)
+    # A credential and a certificate that name two services: neither is believed.
+    assert notifier_certificate_billing_credential == unauthenticated
+    assert billing_credential_alone[0] not in caller_refused
+
+
+def test_a_trust_domain_needs_mutual_tls() -> None:
+    with pytest.raises(pydantic.ValidationError, match="needs mutual TLS"):
+        testing.make_settings(
+            ServiceSettings, "postgresql://unused", service_trust_domain="askvault.example"
+        )
+    with pytest.raises(pydantic.ValidationError, match="host name"):
+        testing.make_settings(
+            ServiceSettings,
+            "postgresql://unused",
+            service_trust_domain="Askvault/Example",
+            tls_client_ca_file="/unused",
+        )
