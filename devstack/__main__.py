@@ -92,9 +92,6 @@ def plan(
     common = {
         "DATABASE_URL": database_url,
         "ADMIN_TOKEN_SECRET": keys["ADMIN_TOKEN_SECRET"],
-        # Service credentials on, so the local stack runs the allow-lists production runs:
-        # every process verifies with the public keys and signs with its own private key.
-        "SERVICE_PUBLIC_KEYS_FILE": str(config.public_keys_file()),
         "LOG_LEVEL": os.environ.get("LOG_LEVEL", "WARNING"),
         "SHUTDOWN_GRACE_SECONDS": "5",
         "PYTHONUNBUFFERED": "1",
@@ -195,7 +192,13 @@ def plan(
     for offset, (name, extra) in enumerate(service_env.items()):
         if not _exists(name):
             continue
-        env = {**common, **targets, **extra, "SERVICE_SIGNING_KEY": signing_keys[name].pem()}
+        env = {**common, **targets, **extra}
+        # Service credentials on, so the local stack runs the allow-lists production runs:
+        # each process signs with its own private key (and holds no other); the gRPC
+        # services verify their callers with every service's public key.
+        env["SERVICE_SIGNING_KEY"] = signing_keys[name].pem()
+        if name != "edge":
+            env["SERVICE_PUBLIC_KEYS_FILE"] = str(config.public_keys_file())
         # The edge serves HTTP on HTTP_PORT; GRPC_PORT is unused there but harmless.
         env["GRPC_PORT"] = str(port(name)) if name != "edge" else "0"
         env["METRICS_PORT"] = str(9461 + offset)

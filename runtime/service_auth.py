@@ -136,10 +136,6 @@ class CachedCredential:
         self._token = ""
         self._renew_at = 0.0
 
-    @property
-    def service(self) -> str:
-        return self._key.service
-
     def token(self) -> str:
         now = time.monotonic()
         if now >= self._renew_at:
