@@ -82,6 +82,7 @@ def plan(
     adds environment variables per process name: the chaos harness runs a second stack on
     free ports with shorter intervals; ``make run`` passes neither."""
     keys = config.local_keys()
+    signing_keys = config.service_keys()
     python = sys.executable
     port = _port_of(demo, ports)
     stripe_key = os.environ.get("STRIPE_TEST_API_KEY", "")
@@ -92,8 +93,6 @@ def plan(
         "DATABASE_URL": database_url,
         # Admin credentials are verified with the local provider's public keys.
         **config.admin_environment(),
-        # Service credentials on, so the local stack runs the allow-lists production runs.
-        "SERVICE_TOKEN_SECRET": keys["SERVICE_TOKEN_SECRET"],
         "LOG_LEVEL": os.environ.get("LOG_LEVEL", "WARNING"),
         "SHUTDOWN_GRACE_SECONDS": "5",
         "PYTHONUNBUFFERED": "1",
@@ -195,6 +194,12 @@ def plan(
         if not _exists(name):
             continue
         env = {**common, **targets, **extra}
+        # Service credentials on, so the local stack runs the allow-lists production runs:
+        # each process signs with its own private key (and holds no other); the gRPC
+        # services verify their callers with every service's public key.
+        env["SERVICE_SIGNING_KEY"] = signing_keys[name].pem()
+        if name != "edge":
+            env["SERVICE_PUBLIC_KEYS_FILE"] = str(config.public_keys_file())
         # The edge serves HTTP on HTTP_PORT; GRPC_PORT is unused there but harmless.
         env["GRPC_PORT"] = str(port(name)) if name != "edge" else "0"
         env["METRICS_PORT"] = str(9461 + offset)

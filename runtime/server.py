@@ -24,10 +24,9 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from runtime import clients, database, logs, settings, tasks, telemetry
+from runtime import clients, database, logs, service_auth, settings, tasks, telemetry
 from runtime.health import DATABASE, SHUTTING_DOWN, Health
 from runtime.interceptors import ServerInterceptor
-from runtime.service_auth import CallerPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +53,8 @@ class Resources:
 class Service(Protocol):
     """A service as the runtime sees it. A service may also have ``allowed_callers``
     (RPC name or ``service_auth.EVERY_RPC`` -> caller names), enforced when
-    SERVICE_TOKEN_SECRET is set; without it, no service may call it then."""
+    SERVICE_PUBLIC_KEYS or SERVICE_TRUST_DOMAIN is set; without it, no service may call it
+    then."""
 
     @property
     def name(self) -> str:
@@ -143,10 +143,14 @@ async def start(service: Service, config: settings.ServiceSettings) -> RunningSe
     health = Health(service.service_names)
     from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
-    token_secret = config.service_token_secret.get_secret_value()
+    public_keys = service_auth.load_public_keys(
+        config.service_public_keys, config.service_public_keys_file
+    )
     callers = (
-        CallerPolicy(token_secret, getattr(service, "allowed_callers", {}))
-        if token_secret
+        service_auth.CallerPolicy(
+            public_keys, getattr(service, "allowed_callers", {}), config.service_trust_domain
+        )
+        if public_keys is not None or config.service_trust_domain
         else None
     )
     server = grpc.aio.server(
@@ -246,13 +250,7 @@ def main(
         logger.info("migrations applied", extra={"versions": applied})
         return
     telemetry.configure(service.name, config.otel_exporter_otlp_endpoint, config.metrics_port)
-    clients.configure(
-        service.name,
-        config.service_token_secret.get_secret_value(),
-        config.tls_ca_file,
-        config.tls_cert_file,
-        config.tls_key_file,
-    )
+    clients.configure_from_settings(service.name, config)
     try:
         import uvloop
 

@@ -40,13 +40,7 @@ def main() -> None:
         return
     telemetry.configure(service.NAME, config.otel_exporter_otlp_endpoint, config.metrics_port)
     # The edge calls the services with its own credential and over TLS when configured.
-    clients.configure(
-        service.NAME,
-        config.service_token_secret.get_secret_value(),
-        config.tls_ca_file,
-        config.tls_cert_file,
-        config.tls_key_file,
-    )
+    clients.configure_from_settings(service.NAME, config)
     import uvloop
 
     uvloop.run(serve(config))

@@ -88,7 +88,7 @@ class PolicyService:
     migrations_package = "policy.migrations"
     error_domain = "policy.askvault.dev"
     service_names = (policy_pb2.DESCRIPTOR.services_by_name["PolicyService"].full_name,)
-    # Who may call which RPC when service credentials are on (SERVICE_TOKEN_SECRET): only the
+    # Who may call which RPC when service credentials are on (SERVICE_PUBLIC_KEYS): only the
     # enforcement point resolves grants.
     allowed_callers = {
         EVERY_RPC: frozenset({"edge", "billing_gateway"}),

@@ -157,3 +157,59 @@ def test_no_pod_holds_anything_that_signs_admin_credentials(overlay: str) -> Non
         if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("admin-identity")
     )
     assert provider["data"]["ADMIN_ISSUER"].startswith("https://")
+
+
+SERVICES = ("identity", "policy", "billing-gateway", "notifier", "edge")
+
+
+def _secrets_referenced(pod: dict[str, Any]) -> set[str]:
+    """Names of every Secret a pod reads: env, envFrom and volumes."""
+    names = set()
+    for container in pod.get("containers", []) + pod.get("initContainers", []):
+        for env in container.get("env", []):
+            reference = env.get("valueFrom", {}).get("secretKeyRef")
+            if reference:
+                names.add(reference["name"])
+        for source in container.get("envFrom", []):
+            if "secretRef" in source:
+                names.add(source["secretRef"]["name"])
+    for volume in pod.get("volumes", []):
+        if "secret" in volume:
+            names.add(volume["secret"]["secretName"])
+        for source in volume.get("projected", {}).get("sources", []):
+            if "secret" in source:
+                names.add(source["secret"]["name"])
+    return names
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_each_deployment_holds_only_its_own_service_key(overlay: str) -> None:
+    # A pod that holds a service's private key can speak as that service: each Deployment
+    # reads its own key and no other service's, the migration Jobs read none, and the
+    # verifiers get public keys only (a ConfigMap, not a Secret).
+    key_secrets = {f"{service}-service-key" for service in SERVICES}
+    held: dict[str, set[str]] = {}
+    for document in render(overlay):
+        if document["kind"] not in ("Deployment", "Job"):
+            continue
+        if document["metadata"]["labels"].get("app.kubernetes.io/part-of") != "askvault":
+            continue  # the dev emulators and database
+        pod = document["spec"]["template"]["spec"]
+        where = f"{document['kind']}/{document['metadata']['name']}"
+        held[where] = _secrets_referenced(pod) & key_secrets
+        env = {e["name"]: e for c in pod["containers"] for e in c.get("env", [])}
+        assert "SERVICE_TOKEN_SECRET" not in env, where
+        if document["kind"] == "Job":
+            assert not {"SERVICE_SIGNING_KEY", "SERVICE_SIGNING_KEY_FILE"} & set(env), where
+            continue
+        name = document["metadata"]["name"]
+        signing = env["SERVICE_SIGNING_KEY"]["valueFrom"]["secretKeyRef"]
+        assert signing["name"] == f"{name}-service-key", where
+        if name != "edge":  # the edge serves HTTP and verifies no service credential
+            public = env["SERVICE_PUBLIC_KEYS"]["valueFrom"]
+            assert public["configMapKeyRef"]["name"] == "askvault-service-public-keys", where
+            assert "optional" not in public["configMapKeyRef"], where  # the check is on
+    assert held == {
+        **{f"Deployment/{service}": {f"{service}-service-key"} for service in SERVICES},
+        **{f"Job/{service}-migrate": set() for service in SERVICES},
+    }, held
