@@ -16,10 +16,11 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from edge import mcp_server, ratelimit
 from edge.confirmations import Confirmations
-from edge.conversation import Engine
 from edge.http_api import Edge, build_app
 from edge.peers import Peers
+from edge.pipeline import Engine
 from edge.settings import EdgeSettings
+from edge.whatsapp_webhook import WhatsAppWebhook
 from runtime import database, tasks
 
 logger = logging.getLogger(__name__)
@@ -123,7 +124,8 @@ async def start(settings: EdgeSettings) -> RunningEdge:
         await pool.close()
         await mcp_task  # raises the manager's error
         raise RuntimeError("the MCP session manager stopped at start")
-    app = _Lifespanless(build_app(edge, mcp_app, confirmations.routes()))
+    whatsapp = WhatsAppWebhook(edge)
+    app = _Lifespanless(build_app(edge, mcp_app, [*confirmations.routes(), *whatsapp.routes()]))
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((settings.http_host, settings.http_port))
