@@ -61,15 +61,15 @@ RefusalReply = Callable[[TurnDeps, Context], Awaitable[Reply]]
 
 async def _card_declined(deps: TurnDeps, context: Context) -> Reply:
     url = await gateway.card_update_url(deps.peers, context, deps.settings.card_update_return_url)
-    return replies.declined_again(replies.card_link(url), retried=False)
+    return replies.declined_again(replies.card_link(url))
 
 
 async def _already_refunded(deps: TurnDeps, context: Context) -> Reply:
-    return replies.already_refunded()
+    return Reply(replies.ALREADY_REFUNDED, status="denied")
 
 
 async def _cannot_change_in_place(deps: TurnDeps, context: Context) -> Reply:
-    return replies.cannot_change_in_place()
+    return Reply(replies.CANNOT_CHANGE_IN_PLACE, status="denied")
 
 
 # The gateway's refusal reasons mean the same whatever the write, and every action answers
@@ -126,7 +126,14 @@ async def _refund(deps: TurnDeps, granted: Granted, terms: RefundTerms) -> bpb.R
 async def _refunded(
     deps: TurnDeps, context: Context, terms: RefundTerms, refund: bpb.RefundChargeResponse
 ) -> Reply:
-    return replies.refunded(refund, terms.card)
+    return Reply(
+        replies.refunded(refund, terms.card),
+        data={
+            "refund_id": refund.refund_id,
+            "amount": views.money_json(refund.amount),
+            "status": refund.status,
+        },
+    )
 
 
 # ----- plan change -----
@@ -160,7 +167,11 @@ async def _plan_changed(
     deps: TurnDeps, context: Context, terms: PlanChangeTerms, changed: bpb.ChangePlanResponse
 ) -> Reply:
     features = list(changed.features_gained) or list(terms.features_gained)
-    return replies.plan_changed(context, changed.subscription, features)
+    sub = changed.subscription
+    return Reply(
+        replies.plan_changed(context, sub, features),
+        data={"subscription": views.subscription_json(sub), "features_gained": features},
+    )
 
 
 # ----- cancel and pause -----
@@ -203,7 +214,7 @@ async def _pause(
 async def _paused(
     deps: TurnDeps, context: Context, terms: PauseTerms, paused: bpb.PauseSubscriptionResponse
 ) -> Reply:
-    return replies.paused(terms.plan)
+    return Reply(replies.paused(terms.plan))
 
 
 def _operation(
@@ -236,9 +247,11 @@ async def _retried(
     deps: TurnDeps, context: Context, terms: RetryTerms, retried: bpb.RetryInvoicePaymentResponse
 ) -> Reply:
     if retried.paid:
-        return replies.payment_went_through(retried.invoice)
+        return Reply(replies.payment_went_through(retried.invoice), data={"paid": True})
     url = await gateway.card_update_url(deps.peers, context, deps.settings.card_update_return_url)
-    return replies.declined_again(replies.card_link(url), retried=True)
+    reply = replies.declined_again(replies.card_link(url))
+    reply.data = {"paid": False}
+    return reply
 
 
 ACTIONS: Mapping[ProposalKind, MoneyAction[Any, Any]] = {
@@ -309,4 +322,4 @@ async def execute(
         refused = action.billing_refusals.get(reason)
         if refused is not None:
             return await refused(deps, context)
-        return replies.billing_refused()
+        return Reply(replies.BILLING_REFUSED, status="error")

@@ -42,9 +42,9 @@ async def confirm(
         if refusal is None and proposal is not None:
             await storage.set_proposal_state(connection, proposal, ProposalState.CONFIRMING)
     if refusal is proposals.Refusal.EXPIRED:
-        return replies.offer_expired()
+        return Reply(replies.OFFER_EXPIRED, status="expired")
     if refusal is not None or proposal is None:
-        return replies.nothing_pending()
+        return Reply(replies.NOTHING_PENDING, status="nothing_pending")
     terms = proposal.terms
     if isinstance(terms, InvoiceBundleTerms):
         reply = await reads.send_bundle(
@@ -123,8 +123,8 @@ async def decline(deps: TurnDeps, context: Context, proposal_id: str = "") -> Re
             and proposal.contact_id == context.contact.contact_id
         ):
             await storage.set_proposal_state(connection, proposal, ProposalState.DECLINED)
-            return replies.declined(True)
-    return replies.declined(False)
+            return Reply(replies.DECLINED)
+    return Reply(replies.NOTHING_TO_DECLINE)
 
 
 async def _answered(

@@ -155,7 +155,7 @@ async def _transcript(deps: TurnDeps, request: Request) -> str:
 async def unverified(deps: TurnDeps, request: Request, parsed: Parsed) -> Reply:
     """No data for an unproven visitor: billing questions go to a human."""
     if parsed.intent not in intents.BILLING_INTENTS and parsed.intent is not Intent.HUMAN:
-        return replies.sign_in_first()
+        return Reply(replies.SIGN_IN_FIRST, status="ok")
     transcript = await _transcript(deps, request)
     escalation_id, email = await _unverified_escalation(deps, request, transcript)
     if email:

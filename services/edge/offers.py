@@ -31,7 +31,7 @@ async def duplicates(deps: TurnDeps, context: Context) -> Reply:
         ),
     )
     if not answer.pairs:
-        return replies.no_duplicate()
+        return Reply(replies.NO_DUPLICATE, data={"pairs": []})
     duplicate = answer.pairs[0].duplicate
     remaining = duplicate.amount.amount_minor - duplicate.amount_refunded.amount_minor
     return await _refund(
@@ -54,24 +54,24 @@ async def refund(deps: TurnDeps, context: Context, parsed: Parsed) -> Reply:
         if chosen is None:
             raise NotFound("that charge")
         if chosen.refunded:
-            return replies.already_refunded_in_full()
+            return Reply(replies.ALREADY_REFUNDED_IN_FULL, status="denied")
     elif refundable:
         chosen = refundable[0]
     else:
-        return replies.nothing_to_refund()
+        return Reply(replies.NOTHING_TO_REFUND)
     currency = chosen.amount.currency
     remaining = chosen.amount.amount_minor - chosen.amount_refunded.amount_minor
     amount = remaining
     if parsed.amount is not None:
         if parsed.amount.currency and parsed.amount.currency != currency:
-            return replies.other_currency(currency, parsed.amount.currency)
+            return Reply(replies.other_currency(currency, parsed.amount.currency))
         # Minor units of the charge's currency, known only now (¥50 is 50, $50 is 5,000).
         asked = parsed.amount.minor_units(currency)
         if asked is None:
-            return replies.finer_than_currency(currency)
+            return Reply(replies.finer_than_currency(currency))
         amount = asked
         if amount > remaining:
-            return replies.over_remaining(context, chosen, remaining)
+            return Reply(replies.over_remaining(context, chosen, remaining), status="denied")
     return await _refund(
         deps,
         context,
@@ -97,7 +97,7 @@ async def _refund(
         amount=amount,
         charge_created_at=views.moment(charge.created_at),
         reason=int(reason),
-        card=replies.card_text(charge),
+        card=views.card_text(charge),
         short=short,
     )
     return await quoting.ask_policy(deps, context, terms, text)
@@ -107,21 +107,25 @@ async def change_plan(deps: TurnDeps, context: Context, parsed: Parsed) -> Reply
     """Previews the move to the plan named and offers it."""
     answer = await gateway.subscription(deps.peers, context)
     if not answer.HasField("subscription"):
-        return replies.no_subscription_to_change()
+        return Reply(replies.NO_SUBSCRIPTION_TO_CHANGE)
     sub = answer.subscription
     plans = await gateway.plans(deps.peers, context, sub.plan.amount.currency)
     if not parsed.plan:
-        return replies.which_plan(plans)
+        return Reply(replies.which_plan(plans), data={"plans": [views.plan_json(p) for p in plans]})
     target = next(
         (p for p in plans if parsed.plan in (p.name.lower(), p.tier.lower(), p.price_id.lower())),
         None,
     )
     if target is None:
-        return replies.unknown_plan(parsed.plan, plans)
+        return Reply(replies.unknown_plan(parsed.plan, plans))
     if target.price_id == sub.plan.price_id:
-        return replies.already_on(sub.plan)
+        return Reply(replies.already_on(sub.plan))
     if not sub.plan_change_in_place:
-        return replies.emandate_cannot_change(target.name)
+        return Reply(
+            replies.emandate_cannot_change(target.name),
+            data={"plan_change_in_place": False},
+            status="denied",
+        )
     try:
         preview = await gateway.call(
             deps.peers,
@@ -135,7 +139,7 @@ async def change_plan(deps: TurnDeps, context: Context, parsed: Parsed) -> Reply
         )
     except grpc.aio.AioRpcError as error:
         if error_reason(error) == "PLAN_CHANGE_REQUIRES_RESUBSCRIBE":
-            return replies.resubscribe_to(target.name)
+            return Reply(replies.resubscribe_to(target.name), status="denied")
         raise
     text, short = replies.plan_change_offer(context, preview, target)
     terms = PlanChangeTerms(
@@ -153,9 +157,9 @@ async def cancel(deps: TurnDeps, context: Context) -> Reply:
     """Offers to cancel the subscription (after a grace period the visitor can undo in)."""
     sub = await _active_subscription(deps, context)
     if sub is None:
-        return replies.no_active_subscription()
+        return Reply(replies.NO_ACTIVE_SUBSCRIPTION)
     if sub.HasField("scheduled_cancellation") and sub.scheduled_cancellation.operation_id:
-        return replies.cancellation_already_scheduled(context, sub)
+        return Reply(replies.cancellation_already_scheduled(context, sub))
     text, short = replies.cancel_offer(sub.plan.name)
     terms = CancelTerms(subscription_id=sub.subscription_id, plan=sub.plan.name, short=short)
     return await quoting.ask_policy(deps, context, terms, text)
@@ -165,7 +169,7 @@ async def pause(deps: TurnDeps, context: Context) -> Reply:
     """Offers to pause the subscription's payments."""
     sub = await _active_subscription(deps, context)
     if sub is None:
-        return replies.no_active_subscription()
+        return Reply(replies.NO_ACTIVE_SUBSCRIPTION)
     text, short = replies.pause_offer(sub.plan.name)
     terms = PauseTerms(subscription_id=sub.subscription_id, plan=sub.plan.name, short=short)
     return await quoting.ask_policy(deps, context, terms, text)
@@ -187,7 +191,7 @@ async def retry(deps: TurnDeps, context: Context, invoice_id: str) -> Reply:
     latest = answer.subscription.latest_invoice if answer.HasField("subscription") else None
     if not invoice_id:
         if latest is None or latest.status != "open":
-            return replies.nothing_to_retry()
+            return Reply(replies.NOTHING_TO_RETRY)
         invoice_id = latest.invoice_id
     amount = (
         views.money_text(latest.amount_due)

@@ -140,9 +140,12 @@ async def handle(deps: TurnDeps, request: Request) -> Reply:
             if link == "unavailable":
                 reply = await _stripe_down(deps, context, replies.STRIPE_DOWN_LINKING_NOTE)
             else:
-                reply = replies.no_billing_account(contact.email or contact.claimed_email)
+                reply = Reply(
+                    replies.no_billing_account(contact.email or contact.claimed_email),
+                    status="not_found",
+                )
         except NotFound as missing:
-            reply = replies.not_found(str(missing))
+            reply = Reply(replies.not_found(str(missing)), status="not_found")
         if redaction.contains_card(request.text):
             reply.text = replies.CARD_IN_MESSAGE + reply.text
     reply.intent = reply.intent or parsed.intent.value
@@ -291,7 +294,7 @@ async def _human(deps: TurnDeps, context: Context, parsed: Parsed, text: str) ->
 
 
 async def _greeting(deps: TurnDeps, context: Context, parsed: Parsed, text: str) -> Reply:
-    return replies.greeting()
+    return Reply(replies.GREETING)
 
 
 _ANSWERS: dict[Intent, _Answer] = {
@@ -356,5 +359,5 @@ async def _dispatch(deps: TurnDeps, context: Context, parsed: Parsed, text: str)
             return confirmed_on_page
     answer_for = _ANSWERS.get(intent)
     if answer_for is None:
-        return replies.what_i_do()
+        return Reply(replies.CAPABILITIES)
     return await answer_for(deps, context, parsed, text)

@@ -115,4 +115,8 @@ async def refused(
             escalation_id=decision.escalation_id,
             status="escalated",
         )
-    return replies.denied(context, decision, short)
+    return Reply(
+        replies.denied(short, replies.reason_text(decision, context)),
+        status="denied",
+        data={"decision": "DENY", "reason": ppb.DecisionReason.Name(decision.reason)},
+    )

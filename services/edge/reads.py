@@ -25,8 +25,10 @@ async def status(deps: TurnDeps, context: Context, focus: Intent) -> Reply:
     """The plan, its state, the next bill and the last invoice."""
     answer = await gateway.subscription(deps.peers, context)
     if not answer.HasField("subscription"):
-        return replies.no_subscription()
-    return replies.status(context, answer.subscription, focus is Intent.NEXT_INVOICE)
+        return Reply(replies.NO_SUBSCRIPTION, data={"subscription": None})
+    reply = replies.status(context, answer.subscription, focus is Intent.NEXT_INVOICE)
+    reply.data = {"subscription": views.subscription_json(answer.subscription)}
+    return reply
 
 
 async def invoices(deps: TurnDeps, context: Context, period: Period | None) -> Reply:
@@ -34,15 +36,16 @@ async def invoices(deps: TurnDeps, context: Context, period: Period | None) -> R
     period = period or _default_period(context)
     found = await gateway.invoices(deps.peers, context, period)
     if not found:
-        return replies.no_invoices(period.label)
-    listed = replies.invoices(context, period.label, found)
+        return Reply(replies.no_invoices(period.label), data={"invoices": []})
     quote = await quoting.store_proposal(
         deps,
         context,
         InvoiceBundleTerms(period.label, tuple(views.invoice_record(i) for i in found)),
         replies.bundle_summary(period.label),
     )
-    return replies.offer_bundle(listed, quote, found)
+    reply = replies.invoices(context, period.label, found, quote)
+    reply.data = {"invoices": [views.invoice_json(i) for i in found], "quote": quote.as_json()}
+    return reply
 
 
 async def email_invoices(deps: TurnDeps, context: Context, period: Period | None) -> Reply:
@@ -50,7 +53,7 @@ async def email_invoices(deps: TurnDeps, context: Context, period: Period | None
     period = period or _default_period(context)
     found = await gateway.invoices(deps.peers, context, period)
     if not found:
-        return replies.no_invoices_to_email(period.label)
+        return Reply(replies.no_invoices_to_email(period.label))
     return await send_bundle(
         deps,
         context,
@@ -73,7 +76,7 @@ async def send_bundle(
     # Only an email the workspace signed, or the bound customer's own email in Stripe.
     recipient = context.contact.email or await gateway.customer_email(deps.peers, context)
     if not recipient:
-        return replies.no_email_address()
+        return Reply(replies.NO_EMAIL_ADDRESS)
     try:
         await deps.peers.notifier.Send(
             npb.SendRequest(
@@ -100,8 +103,10 @@ async def send_bundle(
         )
     except grpc.aio.AioRpcError as error:
         logger.warning("invoice bundle not queued", extra={"code": error.code().name})
-        return replies.bundle_not_sent()
-    return replies.bundle_sent(bundle.period, recipient, len(bundle.invoices))
+        return Reply(replies.BUNDLE_NOT_SENT)
+    return Reply(
+        replies.bundle_sent(bundle.period, recipient), data={"emailed": len(bundle.invoices)}
+    )
 
 
 def _name(invoice: InvoiceRecord) -> str:
@@ -117,7 +122,7 @@ async def list_plans(deps: TurnDeps, context: Context) -> Reply:
         current = answer.subscription.plan.price_id if answer.HasField("subscription") else ""
     except NotFound:
         current = ""
-    return replies.plans(found, current)
+    return Reply(replies.plans(found, current), data={"plans": [views.plan_json(p) for p in found]})
 
 
 async def update_card(deps: TurnDeps, context: Context) -> Reply:
@@ -134,10 +139,12 @@ async def undo(deps: TurnDeps, context: Context) -> Reply:
     )
     operation_id = scheduled.operation_id if scheduled is not None else ""
     if not operation_id:
-        return replies.no_cancellation_to_undo(
+        if (
             answer.HasField("subscription")
             and answer.subscription.status == bpb.SUBSCRIPTION_STATUS_CANCELED
-        )
+        ):
+            return Reply(replies.ALREADY_CANCELED, status="denied")
+        return Reply(replies.NO_CANCELLATION)
     result = await gateway.call(
         deps.peers,
         "UndoCancellation",
@@ -149,5 +156,5 @@ async def undo(deps: TurnDeps, context: Context) -> Reply:
         ),
     )
     if result.undone:
-        return replies.undone(answer.subscription.plan.name)
-    return replies.too_late_to_undo()
+        return Reply(replies.undone(answer.subscription.plan.name), data={"undone": True})
+    return Reply(replies.TOO_LATE_TO_UNDO, data={"undone": False}, status="denied")

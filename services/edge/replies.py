@@ -1,5 +1,6 @@
 """Everything the bot says, and the notes it leaves for human agents: the one place to read
-or change the wording. The functions here only word what the other modules decided."""
+or change the wording. Constants and functions give the words; where buttons carry words
+too, the function gives the whole ``Reply``. The other modules decide, this one words."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ CAPABILITIES = (
     "changing, pausing or canceling your plan; retrying a failed payment; updating your card; "
     "or getting you a human."
 )
+GREETING = "Hi! " + CAPABILITIES
 
 # ----- the turn -----
 
@@ -37,39 +39,27 @@ HUMAN_ASKED_NOTE = "The visitor asked for a human."
 HUMAN_ASKED = "Of course. I've asked someone from our team to pick this up"
 
 
-def greeting() -> Reply:
-    return Reply("Hi! " + CAPABILITIES)
-
-
-def what_i_do() -> Reply:
-    return Reply(CAPABILITIES)
-
-
-def no_billing_account(email: str) -> Reply:
+def no_billing_account(email: str) -> str:
     """The contact's email matched no Stripe customer."""
-    return Reply(
-        "I couldn't find a billing account under "
-        f"{email or 'your email'}, "
-        "so I can't look that up. Want me to get a human?",
-        status="not_found",
+    return (
+        f"I couldn't find a billing account under {email or 'your email'}, "
+        "so I can't look that up. Want me to get a human?"
     )
 
 
-def not_found(what: str) -> Reply:
-    return Reply(f"I couldn't find {what} on your account.", status="not_found")
+def not_found(what: str) -> str:
+    return f"I couldn't find {what} on your account."
 
 
-# ----- unverified visitors -----
+# ----- hand-offs -----
 
+SIGN_IN_FIRST = "I can help with billing once you're signed in to your account. " + CAPABILITIES
 UNVERIFIED_NOTE = "The visitor's identity could not be verified; no billing data was shared."
 UNVERIFIED_SUMMARY = "An unverified visitor asked about billing."
 
 
-def sign_in_first() -> Reply:
-    return Reply(
-        "I can help with billing once you're signed in to your account. " + CAPABILITIES,
-        status="ok",
-    )
+def _talk_to_a_human(escalation_id: str) -> Action:
+    return Action("handoff", "Talk to a human", {"escalation_id": escalation_id})
 
 
 def unverified_handoff(escalation_id: str) -> Reply:
@@ -77,14 +67,11 @@ def unverified_handoff(escalation_id: str) -> Reply:
         "I can't discuss billing details until I can confirm who you are. I've asked "
         "someone from our team to help you."
         + (f" Your reference is {escalation_id}." if escalation_id else ""),
-        actions=[Action("handoff", "Talk to a human", {"escalation_id": escalation_id})],
+        actions=[_talk_to_a_human(escalation_id)],
         escalated=True,
         escalation_id=escalation_id,
         status="handoff",
     )
-
-
-# ----- hand-offs -----
 
 
 def handoff(text: str, escalation_id: str, email: str, status: str) -> Reply:
@@ -94,7 +81,7 @@ def handoff(text: str, escalation_id: str, email: str, status: str) -> Reply:
     ending = "" if text.endswith(".") else f"{reference}. They'll reply to {email or 'you'} soon."
     return Reply(
         text + ending,
-        actions=[Action("handoff", "Talk to a human", {"escalation_id": escalation_id})],
+        actions=[_talk_to_a_human(escalation_id)],
         escalated=True,
         escalation_id=escalation_id,
         status=status,
@@ -122,23 +109,17 @@ def subscription_summary(answer: bpb.GetSubscriptionResponse | None, customer: s
     )
 
 
-# ----- dates and plans -----
-
-
 def _date(context: Context, stamp: timestamp_pb2.Timestamp) -> str:
-    return formatting.date(views.moment(stamp), context.zone)
+    return views.date_text(context.zone, stamp)
 
 
 def _short(context: Context, stamp: timestamp_pb2.Timestamp) -> str:
-    return formatting.short_date(views.moment(stamp), context.zone, context.now)
-
-
-def plan_text(plan: bpb.Plan) -> str:
-    per = formatting.interval(plan.interval, plan.interval_count)
-    return f"{plan.name} plan ({views.money_text(plan.amount)}{per})"
+    return views.short_date_text(context.zone, context.now, stamp)
 
 
 # ----- reads -----
+
+NO_SUBSCRIPTION = "I don't see a subscription on your account. Want to see our plans?"
 
 
 def status(context: Context, sub: bpb.Subscription, next_invoice: bool) -> Reply:
@@ -149,12 +130,13 @@ def status(context: Context, sub: bpb.Subscription, next_invoice: bool) -> Reply
     state = sub.status
     if state == bpb.SUBSCRIPTION_STATUS_TRIALING and sub.HasField("trial_end"):
         parts.append(
-            f"You're on a trial of the {plan_text(sub.plan)} until {_date(context, sub.trial_end)}."
+            f"You're on a trial of the {views.plan_text(sub.plan)} until "
+            f"{_date(context, sub.trial_end)}."
         )
     elif state == bpb.SUBSCRIPTION_STATUS_CANCELED:
         parts.append(f"Your {sub.plan.name} subscription has ended.")
     else:
-        parts.append(f"You're on the {plan_text(sub.plan)}.")
+        parts.append(f"You're on the {views.plan_text(sub.plan)}.")
     if sub.paused:
         parts.append("Payments are paused.")
     if sub.HasField("scheduled_cancellation") and sub.scheduled_cancellation.operation_id:
@@ -194,20 +176,11 @@ def status(context: Context, sub: bpb.Subscription, next_invoice: bool) -> Reply
         parts.append("Want me to retry the payment now, or send you a link to update your card?")
     else:
         parts.append("Want to see your invoice history or change plans?")
-    return Reply(
-        " ".join(parts), actions=actions, data={"subscription": views.subscription_json(sub)}
-    )
+    return Reply(" ".join(parts), actions=actions)
 
 
-def no_subscription() -> Reply:
-    return Reply(
-        "I don't see a subscription on your account. Want to see our plans?",
-        data={"subscription": None},
-    )
-
-
-def no_invoices(period_label: str) -> Reply:
-    return Reply(f"I found no invoices for {period_label}.", data={"invoices": []})
+def no_invoices(period_label: str) -> str:
+    return f"I found no invoices for {period_label}."
 
 
 def bundle_summary(period_label: str) -> str:
@@ -215,8 +188,10 @@ def bundle_summary(period_label: str) -> str:
     return f"email your invoices for {period_label}"
 
 
-def invoices(context: Context, period_label: str, found: list[bpb.InvoiceSummary]) -> Reply:
-    """The invoices with their links, and the offer to email them (quoted afterwards)."""
+def invoices(
+    context: Context, period_label: str, found: list[bpb.InvoiceSummary], quote: Quote
+) -> Reply:
+    """The invoices with their links, and the button to email them as ``quote`` says."""
     lines = [f"Here are your invoices for {period_label}:"]
     actions = []
     for invoice in found:
@@ -225,83 +200,55 @@ def invoices(context: Context, period_label: str, found: list[bpb.InvoiceSummary
         link = invoice.invoice_pdf_url or invoice.hosted_invoice_url
         lines.append(f"- {_date(context, invoice.created_at)}: {amount} {invoice.status} ({link})")
         actions.append(
-            Action("link", f"Invoice {_short(context, invoice.created_at)}", {"url": link})
+            Action(
+                "link",
+                f"Invoice {_short(context, invoice.created_at)}",
+                {"url": link},
+            )
         )
     lines.append("Want me to email them to you as one bundle?")
+    answer = {"text": "yes", "quote_id": quote.quote_id, "terms_hash": quote.terms_hash}
+    actions.append(Action("confirm", "Email them to me", answer))
     return Reply("\n".join(lines), actions=actions)
 
 
-def offer_bundle(listed: Reply, quote: Quote, found: list[bpb.InvoiceSummary]) -> Reply:
-    """The invoice listing with its "email them" button for ``quote``."""
-    listed.actions.append(
-        Action(
-            "confirm",
-            "Email them to me",
-            {"text": "yes", "quote_id": quote.quote_id, "terms_hash": quote.terms_hash},
-        )
-    )
-    listed.data = {"invoices": [views.invoice_json(i) for i in found], "quote": quote.as_json()}
-    return listed
+def no_invoices_to_email(period_label: str) -> str:
+    return f"I found no invoices for {period_label} to email."
 
 
-def no_invoices_to_email(period_label: str) -> Reply:
-    return Reply(f"I found no invoices for {period_label} to email.")
+NO_EMAIL_ADDRESS = (
+    "I have no verified email address to send your invoices to; the links above work meanwhile."
+)
+BUNDLE_NOT_SENT = "I couldn't send the email just now; the links above work meanwhile."
 
 
-def no_email_address() -> Reply:
-    return Reply(
-        "I have no verified email address to send your invoices to; the links above work meanwhile."
-    )
+def bundle_sent(period_label: str, recipient: str) -> str:
+    return f"Done: I've emailed your invoices for {period_label} to {recipient}."
 
 
-def bundle_not_sent() -> Reply:
-    return Reply("I couldn't send the email just now; the links above work meanwhile.")
-
-
-def bundle_sent(period_label: str, recipient: str, count: int) -> Reply:
-    return Reply(
-        f"Done: I've emailed your invoices for {period_label} to {recipient}.",
-        data={"emailed": count},
-    )
-
-
-def plans(found: list[bpb.Plan], current_price_id: str) -> Reply:
+def plans(found: list[bpb.Plan], current_price_id: str) -> str:
     described = [
         f"{plan.name} {views.money_text(plan.amount)}"
         f"{formatting.interval(plan.interval, plan.interval_count)}"
         + (" (yours)" if plan.price_id == current_price_id else "")
         for plan in found
     ]
-    return Reply(
-        f"Our plans: {formatting.listing(described)}. Want to switch?",
-        data={"plans": [views.plan_json(p) for p in found]},
-    )
+    return f"Our plans: {formatting.listing(described)}. Want to switch?"
 
 
-def no_cancellation_to_undo(canceled: bool) -> Reply:
-    if canceled:
-        return Reply(
-            "Your subscription was already canceled, so there's nothing to undo. You "
-            "can subscribe again any time.",
-            status="denied",
-        )
-    return Reply("There's no cancellation to undo; your plan continues as it is.")
+ALREADY_CANCELED = (
+    "Your subscription was already canceled, so there's nothing to undo. You "
+    "can subscribe again any time."
+)
+NO_CANCELLATION = "There's no cancellation to undo; your plan continues as it is."
+TOO_LATE_TO_UNDO = (
+    "Too late to undo: the grace period had ended and the subscription is canceled. "
+    "You can subscribe again any time."
+)
 
 
-def undone(plan_name: str) -> Reply:
-    return Reply(
-        f"Done: your cancellation is undone and your {plan_name} plan continues.",
-        data={"undone": True},
-    )
-
-
-def too_late_to_undo() -> Reply:
-    return Reply(
-        "Too late to undo: the grace period had ended and the subscription is canceled. "
-        "You can subscribe again any time.",
-        data={"undone": False},
-        status="denied",
-    )
+def undone(plan_name: str) -> str:
+    return f"Done: your cancellation is undone and your {plan_name} plan continues."
 
 
 def card_link(url: str | None) -> Reply:
@@ -316,14 +263,15 @@ def card_link(url: str | None) -> Reply:
 
 
 # ----- offers (what a money action would do, before policy and the person) -----
+# An offer gives the quote's sentence and the action's short name ("refund $49"), which
+# names the action when policy refuses it.
 
-
-def no_duplicate() -> Reply:
-    return Reply(
-        "I checked your recent charges and don't see one taken twice. If a charge "
-        "looks wrong, tell me which one and I'll look into it.",
-        data={"pairs": []},
-    )
+NO_DUPLICATE = (
+    "I checked your recent charges and don't see one taken twice. If a charge "
+    "looks wrong, tell me which one and I'll look into it."
+)
+ALREADY_REFUNDED_IN_FULL = "That charge was already refunded in full."
+NOTHING_TO_REFUND = "I don't see a charge on your account that could be refunded."
 
 
 def duplicate_intro(context: Context, duplicate: bpb.Charge) -> str:
@@ -333,44 +281,30 @@ def duplicate_intro(context: Context, duplicate: bpb.Charge) -> str:
     )
 
 
-def already_refunded_in_full() -> Reply:
-    return Reply("That charge was already refunded in full.", status="denied")
-
-
-def nothing_to_refund() -> Reply:
-    return Reply("I don't see a charge on your account that could be refunded.")
-
-
-def other_currency(charge_currency: str, asked_currency: str) -> Reply:
-    return Reply(
+def other_currency(charge_currency: str, asked_currency: str) -> str:
+    return (
         f"That charge was in {charge_currency.upper()}, so I can't refund it "
         f"in {asked_currency.upper()}."
     )
 
 
-def finer_than_currency(currency: str) -> Reply:
-    return Reply(
+def finer_than_currency(currency: str) -> str:
+    return (
         f"That amount is finer than the smallest unit of {currency.upper()} "
         f"({formatting.money(1, currency)})."
     )
 
 
-def over_remaining(context: Context, charge: bpb.Charge, remaining: int) -> Reply:
-    return Reply(
+def over_remaining(context: Context, charge: bpb.Charge, remaining: int) -> str:
+    return (
         f"The charge on {_date(context, charge.created_at)} was "
         f"{views.money_text(charge.amount)}; I can refund at most "
-        f"{formatting.money(remaining, charge.amount.currency)} of it.",
-        status="denied",
+        f"{formatting.money(remaining, charge.amount.currency)} of it."
     )
 
 
-def card_text(charge: bpb.Charge) -> str:
-    """The charge's card as shown ("Visa •••• 4242"), or empty."""
-    return f"{charge.card_brand.title()} •••• {charge.card_last4}" if charge.card_last4 else ""
-
-
 def charge_intro(context: Context, charge: bpb.Charge) -> str:
-    card = card_text(charge)
+    card = views.card_text(charge)
     return (
         f"Your charge on {_date(context, charge.created_at)} was "
         f"{views.money_text(charge.amount)}" + (f" ({card})" if card else "") + "."
@@ -378,61 +312,51 @@ def charge_intro(context: Context, charge: bpb.Charge) -> str:
 
 
 def refund_offer(intro: str, amount: str) -> tuple[str, str]:
-    """(the quote's sentence, the action's short name) of a refund of ``amount``."""
     return f"{intro} I can refund {amount} to your original payment method.", f"refund {amount}"
 
 
-def no_subscription_to_change() -> Reply:
-    return Reply("You don't have a subscription to change. Want to see our plans?")
+NO_SUBSCRIPTION_TO_CHANGE = "You don't have a subscription to change. Want to see our plans?"
 
 
-def which_plan(found: list[bpb.Plan]) -> Reply:
+def which_plan(found: list[bpb.Plan]) -> str:
+    return f"Which plan would you like: {formatting.listing([p.name for p in found])}?"
+
+
+def unknown_plan(asked: str, found: list[bpb.Plan]) -> str:
     names = formatting.listing([p.name for p in found])
-    return Reply(
-        f"Which plan would you like: {names}?",
-        data={"plans": [views.plan_json(p) for p in found]},
-    )
+    return f"I don't know a plan called {asked.title()}. Our plans are {names}."
 
 
-def unknown_plan(asked: str, found: list[bpb.Plan]) -> Reply:
-    names = formatting.listing([p.name for p in found])
-    return Reply(f"I don't know a plan called {asked.title()}. Our plans are {names}.")
+def already_on(plan: bpb.Plan) -> str:
+    return f"You're already on the {views.plan_text(plan)}."
 
 
-def already_on(plan: bpb.Plan) -> Reply:
-    return Reply(f"You're already on the {plan_text(plan)}.")
-
-
-def emandate_cannot_change(target_name: str) -> Reply:
-    return Reply(
+def emandate_cannot_change(target_name: str) -> str:
+    return (
         "Your subscription is paid by UPI under an Indian eMandate, which can't be "
         f"changed in place. To move to {target_name}, cancel your current plan and "
         f"subscribe to {target_name} again; the new mandate is set up when you "
-        "subscribe. Want me to cancel the current plan?",
-        data={"plan_change_in_place": False},
-        status="denied",
+        "subscribe. Want me to cancel the current plan?"
     )
 
 
-def resubscribe_to(target_name: str) -> Reply:
-    return Reply(
+def resubscribe_to(target_name: str) -> str:
+    return (
         f"Your payment method can't be changed in place; to move to {target_name}, "
-        "cancel and subscribe again.",
-        status="denied",
+        "cancel and subscribe again."
     )
 
 
 def plan_change_offer(
     context: Context, preview: bpb.PreviewPlanChangeResponse, target: bpb.Plan
 ) -> tuple[str, str]:
-    """(the quote's sentence, the action's short name) of a plan change as previewed."""
     difference = preview.price_difference
     more_or_less = "more" if difference.amount_minor >= 0 else "less"
     diff_text = formatting.money(abs(difference.amount_minor), difference.currency)
     per = formatting.interval(target.interval, target.interval_count).lstrip("/")
     text = (
-        f"Moving from {plan_text(preview.current_plan)} to the "
-        f"{plan_text(preview.target_plan)} costs {diff_text} {more_or_less} per {per}. "
+        f"Moving from {views.plan_text(preview.current_plan)} to the "
+        f"{views.plan_text(preview.target_plan)} costs {diff_text} {more_or_less} per {per}. "
         f"It takes effect right away ({_date(context, preview.effective_at)})"
     )
     if preview.HasField("proration_amount") and preview.proration_amount.amount_minor:
@@ -448,12 +372,11 @@ def plan_change_offer(
     return text, f"change to {target.name}"
 
 
-def no_active_subscription() -> Reply:
-    return Reply("You don't have an active subscription.")
+NO_ACTIVE_SUBSCRIPTION = "You don't have an active subscription."
 
 
-def cancellation_already_scheduled(context: Context, sub: bpb.Subscription) -> Reply:
-    return Reply(
+def cancellation_already_scheduled(context: Context, sub: bpb.Subscription) -> str:
+    return (
         "Your cancellation is already scheduled for "
         f"{_date(context, sub.scheduled_cancellation.run_at)}."
     )
@@ -474,8 +397,7 @@ def pause_offer(plan_name: str) -> tuple[str, str]:
     )
 
 
-def nothing_to_retry() -> Reply:
-    return Reply("You don't have an unpaid invoice; nothing to retry.")
+NOTHING_TO_RETRY = "You don't have an unpaid invoice; nothing to retry."
 
 
 def retry_offer(amount: str) -> tuple[str, str]:
@@ -485,7 +407,12 @@ def retry_offer(amount: str) -> tuple[str, str]:
     )
 
 
-# ----- quotes and confirmations -----
+# ----- quotes, confirmations and policy's refusals -----
+
+OFFER_EXPIRED = "That offer expired, so I haven't done anything. Ask me again and I'll set it up."
+NOTHING_PENDING = "There's nothing waiting for your confirmation right now. " + CAPABILITIES
+DECLINED = "OK, I won't do that. Anything else I can help with?"
+NOTHING_TO_DECLINE = "OK. Anything else I can help with?"
 
 
 def asked_note(short: str) -> str:
@@ -511,26 +438,6 @@ def confirmation(quote: Quote, conversation_id: str) -> Reply:
     )
 
 
-def offer_expired() -> Reply:
-    return Reply(
-        "That offer expired, so I haven't done anything. Ask me again and I'll set it up.",
-        status="expired",
-    )
-
-
-def nothing_pending() -> Reply:
-    return Reply(
-        "There's nothing waiting for your confirmation right now. " + CAPABILITIES,
-        status="nothing_pending",
-    )
-
-
-def declined(had_offer: bool) -> Reply:
-    if had_offer:
-        return Reply("OK, I won't do that. Anything else I can help with?")
-    return Reply("OK. Anything else I can help with?")
-
-
 def escalated_note(short: str) -> str:
     return f"Policy escalated: {short}."
 
@@ -539,12 +446,8 @@ def escalated(short: str, because: str) -> str:
     return f"I can't {short} on my own ({because}). I've passed it to our team with the details"
 
 
-def denied(context: Context, decision: ppb.AuthorizeResponse, short: str) -> Reply:
-    return Reply(
-        f"I can't {short}: {reason_text(decision, context)}.",
-        status="denied",
-        data={"decision": "DENY", "reason": ppb.DecisionReason.Name(decision.reason)},
-    )
+def denied(short: str, because: str) -> str:
+    return f"I can't {short}: {because}."
 
 
 def reason_text(decision: ppb.AuthorizeResponse, context: Context) -> str:
@@ -572,8 +475,6 @@ def reason_text(decision: ppb.AuthorizeResponse, context: Context) -> str:
                 f"{scope} and {money(usage.remaining_amount)} is left{resets}"
             )
         return "it is over the automatic refund limit"
-    if reason == ppb.DECISION_REASON_CONFIRMATION_INVALID:
-        return "your confirmation didn't match what I offered, so nothing changed; ask me again"
     if reason == ppb.DECISION_REASON_REFUND_OUTSIDE_WINDOW:
         days = decision.refund_window.seconds // 86_400 if decision.HasField("refund_window") else 0
         return (
@@ -584,15 +485,18 @@ def reason_text(decision: ppb.AuthorizeResponse, context: Context) -> str:
     return _REASONS.get(reason, "it isn't allowed")
 
 
-_COULD_NOT_CONFIRM_IDENTITY = "I couldn't confirm who you are"
+_NOT_YOU = "I couldn't confirm who you are"
 _REASONS: dict[int, str] = {
+    ppb.DECISION_REASON_CONFIRMATION_INVALID: (
+        "your confirmation didn't match what I offered, so nothing changed; ask me again"
+    ),
     ppb.DECISION_REASON_CURRENCY_NOT_COVERED: "automatic refunds aren't set up for that currency",
     ppb.DECISION_REASON_CUSTOMER_NOT_LINKED: "your account isn't linked to a billing profile yet",
     ppb.DECISION_REASON_SKILL_NOT_ENABLED: "billing actions aren't enabled for this workspace",
-    ppb.DECISION_REASON_IDENTITY_REQUIRED: _COULD_NOT_CONFIRM_IDENTITY,
-    ppb.DECISION_REASON_ASSERTION_INVALID: _COULD_NOT_CONFIRM_IDENTITY,
-    ppb.DECISION_REASON_ASSERTION_EXPIRED: _COULD_NOT_CONFIRM_IDENTITY,
-    ppb.DECISION_REASON_WORKSPACE_MISMATCH: _COULD_NOT_CONFIRM_IDENTITY,
+    ppb.DECISION_REASON_IDENTITY_REQUIRED: _NOT_YOU,
+    ppb.DECISION_REASON_ASSERTION_INVALID: _NOT_YOU,
+    ppb.DECISION_REASON_ASSERTION_EXPIRED: _NOT_YOU,
+    ppb.DECISION_REASON_WORKSPACE_MISMATCH: _NOT_YOU,
     ppb.DECISION_REASON_INVALID_DETAILS: "the request isn't valid",
 }
 
@@ -600,22 +504,16 @@ _REASONS: dict[int, str] = {
 # ----- what came of a money action -----
 
 
-def refunded(refund: bpb.RefundChargeResponse, card: str) -> Reply:
+def refunded(refund: bpb.RefundChargeResponse, card: str) -> str:
     to_card = f" to your {card}" if card else ""
-    return Reply(
+    return (
         f"Done: I've refunded {views.money_text(refund.amount)}{to_card} "
-        f"(reference {refund.refund_id}). "
-        "It usually shows up within 5 to 10 business days.",
-        data={
-            "refund_id": refund.refund_id,
-            "amount": views.money_json(refund.amount),
-            "status": refund.status,
-        },
+        f"(reference {refund.refund_id}). It usually shows up within 5 to 10 business days."
     )
 
 
-def plan_changed(context: Context, sub: bpb.Subscription, features: list[str]) -> Reply:
-    text = f"Done: you're now on the {plan_text(sub.plan)}, effective today."
+def plan_changed(context: Context, sub: bpb.Subscription, features: list[str]) -> str:
+    text = f"Done: you're now on the {views.plan_text(sub.plan)}, effective today."
     if sub.HasField("current_period_end"):
         text += (
             " The prorated difference is on your next invoice on "
@@ -623,9 +521,7 @@ def plan_changed(context: Context, sub: bpb.Subscription, features: list[str]) -
         )
     if features:
         text += f" You now have {formatting.listing(features)}."
-    return Reply(
-        text, data={"subscription": views.subscription_json(sub), "features_gained": features}
-    )
+    return text
 
 
 def cancellation_scheduled(
@@ -641,27 +537,16 @@ def cancellation_scheduled(
     )
 
 
-def paused(plan_name: str) -> Reply:
-    return Reply(f"Done: payments on your {plan_name} subscription are paused.")
+def paused(plan_name: str) -> str:
+    return f"Done: payments on your {plan_name} subscription are paused."
 
 
-def payment_went_through(invoice: bpb.InvoiceSummary) -> Reply:
-    return Reply(
-        f"The payment of {views.money_text(invoice.amount_paid)} went through; you're all set.",
-        data={"paid": True},
-    )
+def payment_went_through(invoice: bpb.InvoiceSummary) -> str:
+    return f"The payment of {views.money_text(invoice.amount_paid)} went through; you're all set."
 
 
-def declined_again(card_link: Reply, *, retried: bool) -> Reply:
-    """The card was declined (again): the card-update link's answer after it. ``retried`` when
-    the retry ran and answered "not paid" (rather than the gateway refusing)."""
-    if retried:
-        return Reply(
-            "The payment was declined again. " + card_link.text,
-            actions=card_link.actions,
-            data={"paid": False},
-            status="denied",
-        )
+def declined_again(card_link: Reply) -> Reply:
+    """The card was declined (again), with the card-update link's answer after it."""
     return Reply(
         "The payment was declined again. " + card_link.text,
         actions=card_link.actions,
@@ -669,64 +554,35 @@ def declined_again(card_link: Reply, *, retried: bool) -> Reply:
     )
 
 
-def already_refunded() -> Reply:
-    return Reply("That charge was already refunded.", status="denied")
-
-
-def cannot_change_in_place() -> Reply:
-    return Reply(
-        "Your payment method can't be changed in place; cancel and subscribe again to switch.",
-        status="denied",
-    )
-
-
-def billing_refused() -> Reply:
-    return Reply(
-        "Billing refused that request, so nothing changed. Want me to get a human?",
-        status="error",
-    )
-
+ALREADY_REFUNDED = "That charge was already refunded."
+CANNOT_CHANGE_IN_PLACE = (
+    "Your payment method can't be changed in place; cancel and subscribe again to switch."
+)
+BILLING_REFUSED = "Billing refused that request, so nothing changed. Want me to get a human?"
 
 # ----- WhatsApp -----
 
-
-def no_whatsapp_here() -> Reply:
-    return Reply("I can't set up WhatsApp messages from here, sorry.")
-
-
-def whatsapp_already_linked(number: str) -> Reply:
-    return Reply(
-        f"WhatsApp {number} is already linked to your account; billing messages come there.",
-        data={"whatsapp_number": number, "linked": True},
-    )
+NO_WHATSAPP_HERE = "I can't set up WhatsApp messages from here, sorry."
+TOO_MANY_LINK_CODES = (
+    "You've asked for several WhatsApp link codes in the last hour; please try again later."
+)
 
 
-def too_many_link_codes(number: str) -> Reply:
-    return Reply(
-        "You've asked for several WhatsApp link codes in the last hour; please try again later.",
-        data={"whatsapp_number": number, "linked": False},
-        status="denied",
-    )
+def whatsapp_already_linked(number: str) -> str:
+    return f"WhatsApp {number} is already linked to your account; billing messages come there."
 
 
-def send_link_code(
-    number: str, business: str, code: str, minutes: int, actions: list[Action], expires_at: str
-) -> Reply:
-    return Reply(
+def send_link_code(number: str, business: str, code: str, minutes: int) -> str:
+    return (
         f"To link WhatsApp {number} to your account, send this message from that WhatsApp "
         f"number to {'our WhatsApp number ' + business if business else 'our WhatsApp number'}"
         f": LINK {code} (the code works for {minutes} minutes). Until then, "
-        "nothing about your account goes to that number.",
-        actions=actions,
-        data={
-            "whatsapp_number": number,
-            "linked": False,
-            "link_message": f"LINK {code}",
-            "expires_at": expires_at,
-        },
+        "nothing about your account goes to that number."
     )
 
 
+OPEN_WHATSAPP = "Open WhatsApp"
+# Answered on WhatsApp to a "LINK <code>" message.
 WHATSAPP_LINK_OUTCOMES = {
     Outcome.LINKED: (
         "Done: this WhatsApp number is now linked to your account, and billing messages will "

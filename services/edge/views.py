@@ -41,6 +41,27 @@ def money_text(value: cpb.Money) -> str:
     return formatting.money(value.amount_minor, value.currency)
 
 
+def date_text(zone: str, stamp: timestamp_pb2.Timestamp) -> str:
+    """A date the way the bot says it, in the workspace's zone ("May 28, 2026")."""
+    return formatting.date(moment(stamp), zone)
+
+
+def short_date_text(zone: str, now: datetime, stamp: timestamp_pb2.Timestamp) -> str:
+    """A date the short way ("May 28"; with the year when not this year's)."""
+    return formatting.short_date(moment(stamp), zone, now)
+
+
+def plan_text(plan: bpb.Plan) -> str:
+    """A plan the way the bot names it ("Growth plan ($49/month)")."""
+    per = formatting.interval(plan.interval, plan.interval_count)
+    return f"{plan.name} plan ({money_text(plan.amount)}{per})"
+
+
+def card_text(charge: bpb.Charge) -> str:
+    """The charge's card as shown ("Visa •••• 4242"), or empty."""
+    return f"{charge.card_brand.title()} •••• {charge.card_last4}" if charge.card_last4 else ""
+
+
 def status_word(status: int) -> str:
     """A subscription status as a lower-case word ("active", "past_due")."""
     name = bpb.SubscriptionStatus.Name(status)  # type: ignore[arg-type]

@@ -82,7 +82,7 @@ async def opt_in(deps: TurnDeps, context: Context, text: str) -> Reply:
     match = _PHONE.search(text)
     visitor = context.request.visitor
     if match is None or deps.secret_box is None or not visitor.user_hash:
-        return replies.no_whatsapp_here()
+        return Reply(replies.NO_WHATSAPP_HERE)
     number = "+" + re.sub(r"\D", "", match.group(0))
     challenge = await start(
         deps.pool,
@@ -97,23 +97,32 @@ async def opt_in(deps: TurnDeps, context: Context, text: str) -> Reply:
         now=context.now,
     )
     if challenge.started is Started.ALREADY_LINKED:
-        return replies.whatsapp_already_linked(number)
+        return Reply(
+            replies.whatsapp_already_linked(number),
+            data={"whatsapp_number": number, "linked": True},
+        )
     if challenge.started is Started.TOO_MANY:
-        return replies.too_many_link_codes(number)
+        return Reply(
+            replies.TOO_MANY_LINK_CODES,
+            data={"whatsapp_number": number, "linked": False},
+            status="denied",
+        )
     business = deps.settings.whatsapp_business_number
     minutes = max(1, round(deps.settings.whatsapp_link_code_ttl_seconds / 60))
     actions = []
     if business:
         actions.append(
-            Action("link", "Open WhatsApp", {"url": wa_me_url(business, challenge.code)})
+            Action("link", replies.OPEN_WHATSAPP, {"url": wa_me_url(business, challenge.code)})
         )
-    return replies.send_link_code(
-        number,
-        business,
-        challenge.code,
-        minutes,
-        actions,
-        challenge.expires_at.isoformat() if challenge.expires_at else "",
+    return Reply(
+        replies.send_link_code(number, business, challenge.code, minutes),
+        actions=actions,
+        data={
+            "whatsapp_number": number,
+            "linked": False,
+            "link_message": f"LINK {challenge.code}",
+            "expires_at": challenge.expires_at.isoformat() if challenge.expires_at else "",
+        },
     )
 
 
