@@ -275,12 +275,8 @@ async def _link_customer(
 
 # ----- what to do -----
 
-# An answer by intent: (deps, context, parsed, the redacted text) -> reply.
+# The answer to each intent, given (deps, context, parsed, the redacted text).
 _Answer = Callable[[TurnDeps, Context, Parsed, str], Awaitable[Reply]]
-
-
-async def _status(deps: TurnDeps, context: Context, parsed: Parsed, text: str) -> Reply:
-    return await reads.status(deps, context, parsed.intent)
 
 
 async def _human(deps: TurnDeps, context: Context, parsed: Parsed, text: str) -> Reply:
@@ -297,36 +293,28 @@ async def _greeting(deps: TurnDeps, context: Context, parsed: Parsed, text: str)
     return Reply(replies.GREETING)
 
 
+# fmt: off
 _ANSWERS: dict[Intent, _Answer] = {
-    Intent.STATUS: _status,
-    Intent.RENEWAL: _status,
-    Intent.NEXT_INVOICE: _status,
-    Intent.CURRENT_PLAN: _status,
-    Intent.INVOICES: lambda deps, context, parsed, text: reads.invoices(
-        deps, context, parsed.period
-    ),
-    Intent.EMAIL_INVOICES: lambda deps, context, parsed, text: reads.email_invoices(
-        deps, context, parsed.period
-    ),
-    Intent.DUPLICATE_CHARGE: lambda deps, context, parsed, text: offers.duplicates(deps, context),
-    Intent.REFUND: lambda deps, context, parsed, text: offers.refund(deps, context, parsed),
-    Intent.LIST_PLANS: lambda deps, context, parsed, text: reads.list_plans(deps, context),
-    Intent.CHANGE_PLAN: lambda deps, context, parsed, text: offers.change_plan(
-        deps, context, parsed
-    ),
-    Intent.CANCEL: lambda deps, context, parsed, text: offers.cancel(deps, context),
-    Intent.PAUSE: lambda deps, context, parsed, text: offers.pause(deps, context),
-    Intent.UNDO: lambda deps, context, parsed, text: reads.undo(deps, context),
-    Intent.RETRY_PAYMENT: lambda deps, context, parsed, text: offers.retry(
-        deps, context, parsed.invoice_id
-    ),
-    Intent.UPDATE_CARD: lambda deps, context, parsed, text: reads.update_card(deps, context),
+    Intent.STATUS: lambda d, c, p, t: reads.status(d, c, p.intent),
+    Intent.RENEWAL: lambda d, c, p, t: reads.status(d, c, p.intent),
+    Intent.NEXT_INVOICE: lambda d, c, p, t: reads.status(d, c, p.intent),
+    Intent.CURRENT_PLAN: lambda d, c, p, t: reads.status(d, c, p.intent),
+    Intent.INVOICES: lambda d, c, p, t: reads.invoices(d, c, p.period),
+    Intent.EMAIL_INVOICES: lambda d, c, p, t: reads.email_invoices(d, c, p.period),
+    Intent.DUPLICATE_CHARGE: lambda d, c, p, t: offers.duplicates(d, c),
+    Intent.REFUND: lambda d, c, p, t: offers.refund(d, c, p),
+    Intent.LIST_PLANS: lambda d, c, p, t: reads.list_plans(d, c),
+    Intent.CHANGE_PLAN: lambda d, c, p, t: offers.change_plan(d, c, p),
+    Intent.CANCEL: lambda d, c, p, t: offers.cancel(d, c),
+    Intent.PAUSE: lambda d, c, p, t: offers.pause(d, c),
+    Intent.UNDO: lambda d, c, p, t: reads.undo(d, c),
+    Intent.RETRY_PAYMENT: lambda d, c, p, t: offers.retry(d, c, p.invoice_id),
+    Intent.UPDATE_CARD: lambda d, c, p, t: reads.update_card(d, c),
     Intent.HUMAN: _human,
-    Intent.WHATSAPP_OPT_IN: lambda deps, context, parsed, text: whatsapp_linking.opt_in(
-        deps, context, text
-    ),
+    Intent.WHATSAPP_OPT_IN: lambda d, c, p, t: whatsapp_linking.opt_in(d, c, t),
     Intent.GREETING: _greeting,
 }
+# fmt: on
 
 
 async def _dispatch(deps: TurnDeps, context: Context, parsed: Parsed, text: str) -> Reply:

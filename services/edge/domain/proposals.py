@@ -26,19 +26,6 @@ class ProposalKind(enum.Enum):
     EMAIL_INVOICES = "email_invoices"
 
 
-# What moves money or charges a card: policy authorizes it, and it runs only on the quote the
-# person confirmed.
-MONEY_KINDS = frozenset(
-    {
-        ProposalKind.REFUND,
-        ProposalKind.CHANGE_PLAN,
-        ProposalKind.CANCEL,
-        ProposalKind.PAUSE,
-        ProposalKind.RETRY_PAYMENT,
-    }
-)
-
-
 class ProposalState(enum.Enum):
     """The life of a proposal."""
 
@@ -175,7 +162,8 @@ class InvoiceBundleTerms:
     invoices: tuple[InvoiceRecord, ...]
 
 
-# The terms of a proposal that moves money: policy authorizes them.
+# The terms of a proposal that moves money or charges a card: policy authorizes them, and
+# they run only as the quote the person confirmed.
 MoneyTerms = RefundTerms | PlanChangeTerms | CancelTerms | PauseTerms | RetryTerms
 # The terms of any proposal.
 Terms = MoneyTerms | InvoiceBundleTerms
