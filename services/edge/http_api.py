@@ -32,6 +32,7 @@ from edge.pipeline import Engine
 from edge.settings import EdgeSettings
 from edge.turn import ConversationNotOwned, Reply, Request, VisitorIdentity
 from runtime.database import UNAVAILABLE_ERRORS
+from runtime.health import DATABASE, SHUTTING_DOWN, Health
 
 logger = logging.getLogger(__name__)
 tracer = trace.get_tracer("askvault.edge")
@@ -89,8 +90,9 @@ class Edge:
         self.engine = engine
         self.peers = peers
         self.pool = pool
-        self.draining = False
-        self.database_ok = True
+        # Components as the gRPC services have them (runtime.health): the database, and
+        # shutting_down, which the drain flips before anything else.
+        self.health = Health(())
         # Before verification nothing but the client's address is known for sure; the limits
         # per verified contact and per customer are the engine's (ratelimit.TurnLimits).
         self.address_limit = ratelimit.RateLimiter(settings.address_requests_per_minute)
@@ -348,13 +350,12 @@ class Edge:
 
     async def readyz(self, request: HttpRequest) -> Response:
         states = {name: state.name.lower() for name, state in self.peers.channel_states().items()}
-        ready = (
-            not self.draining and self.database_ok and all(s != "shutdown" for s in states.values())
-        )
+        components = self.health.components()
+        ready = self.health.serving and all(s != "shutdown" for s in states.values())
         body = {
             "ready": ready,
-            "database": self.database_ok,
-            "draining": self.draining,
+            "database": components.get(DATABASE, False),
+            "draining": not components[SHUTTING_DOWN],
             "dependencies": states,
         }
         return JSONResponse(body, status_code=200 if ready else 503)

@@ -22,6 +22,7 @@ from edge.pipeline import Engine
 from edge.settings import EdgeSettings
 from edge.whatsapp_webhook import WhatsAppWebhook
 from runtime import database, tasks
+from runtime.health import DATABASE, SHUTTING_DOWN
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ class RunningEdge:
     async def stop(self, grace: float | None = None) -> None:
         """Drains: /readyz answers 503 first, in-flight requests finish, then everything closes.
         Every step has a bound (``runtime.tasks``): a stuck stream cannot hang the stop."""
-        self.edge.draining = True
+        await self.edge.health.set_component(SHUTTING_DOWN, False)
         if self._settings.shutdown_delay_seconds:
             await asyncio.sleep(self._settings.shutdown_delay_seconds)
         self.server.should_exit = True
@@ -155,17 +156,17 @@ async def start(settings: EdgeSettings) -> RunningEdge:
 
     probe_stop = asyncio.Event()
 
-    async def probe() -> None:
-        try:
-            async with asyncio.timeout(2.0):
-                async with pool.acquire() as connection:
-                    await connection.fetchval("SELECT 1")
-            edge.database_ok = True
-        except Exception:
-            edge.database_ok = False
+    async def probe_database() -> None:
+        async with asyncio.timeout(2.0):
+            async with pool.acquire() as connection:
+                await connection.fetchval("SELECT 1")
 
+    # As runtime.server does for the gRPC services: well at start, then probed.
+    await edge.health.set_component(DATABASE, True)
     probe_task = asyncio.create_task(
-        tasks.every(probe_stop, settings.health_probe_interval_seconds, probe, "edge-db-probe"),
+        edge.health.watch(
+            DATABASE, probe_database, settings.health_probe_interval_seconds, probe_stop
+        ),
         name="edge-db-probe",
     )
     logger.info("serving", extra={"port": port})
