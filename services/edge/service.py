@@ -1,6 +1,7 @@
 """The edge as a process: settings, database (its schema migrated), channels to the four
 services, the HTTP server. It is not a gRPC server, so it has its own start and drain built
-from the runtime's parts (settings, logs, telemetry, database)."""
+from the runtime's parts (settings, logs, telemetry, database, health components and
+bounded stops); /readyz reads the same health components the gRPC services publish."""
 
 from __future__ import annotations
 
