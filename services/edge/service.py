@@ -1,6 +1,7 @@
 """The edge as a process: settings, database (its schema migrated), channels to the four
 services, the HTTP server. It is not a gRPC server, so it has its own start and drain built
-from the runtime's parts (settings, logs, telemetry, database)."""
+from the runtime's parts (settings, logs, telemetry, database, health components and
+bounded stops); /readyz reads the same health components the gRPC services publish."""
 
 from __future__ import annotations
 
@@ -16,11 +17,13 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from edge import mcp_server, ratelimit
 from edge.confirmations import Confirmations
-from edge.conversation import Engine
 from edge.http_api import Edge, build_app
 from edge.peers import Peers
+from edge.pipeline import Engine
 from edge.settings import EdgeSettings
+from edge.whatsapp_webhook import WhatsAppWebhook
 from runtime import database, tasks
+from runtime.health import DATABASE, SHUTTING_DOWN
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +55,7 @@ class RunningEdge:
     async def stop(self, grace: float | None = None) -> None:
         """Drains: /readyz answers 503 first, in-flight requests finish, then everything closes.
         Every step has a bound (``runtime.tasks``): a stuck stream cannot hang the stop."""
-        self.edge.draining = True
+        await self.edge.health.set_component(SHUTTING_DOWN, False)
         if self._settings.shutdown_delay_seconds:
             await asyncio.sleep(self._settings.shutdown_delay_seconds)
         self.server.should_exit = True
@@ -123,7 +126,8 @@ async def start(settings: EdgeSettings) -> RunningEdge:
         await pool.close()
         await mcp_task  # raises the manager's error
         raise RuntimeError("the MCP session manager stopped at start")
-    app = _Lifespanless(build_app(edge, mcp_app, confirmations.routes()))
+    whatsapp = WhatsAppWebhook(edge)
+    app = _Lifespanless(build_app(edge, mcp_app, [*confirmations.routes(), *whatsapp.routes()]))
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((settings.http_host, settings.http_port))
@@ -153,17 +157,17 @@ async def start(settings: EdgeSettings) -> RunningEdge:
 
     probe_stop = asyncio.Event()
 
-    async def probe() -> None:
-        try:
-            async with asyncio.timeout(2.0):
-                async with pool.acquire() as connection:
-                    await connection.fetchval("SELECT 1")
-            edge.database_ok = True
-        except Exception:
-            edge.database_ok = False
+    async def probe_database() -> None:
+        async with asyncio.timeout(2.0):
+            async with pool.acquire() as connection:
+                await connection.fetchval("SELECT 1")
 
+    # As runtime.server does for the gRPC services: well at start, then probed.
+    await edge.health.set_component(DATABASE, True)
     probe_task = asyncio.create_task(
-        tasks.every(probe_stop, settings.health_probe_interval_seconds, probe, "edge-db-probe"),
+        edge.health.watch(
+            DATABASE, probe_database, settings.health_probe_interval_seconds, probe_stop
+        ),
         name="edge-db-probe",
     )
     logger.info("serving", extra={"port": port})
