@@ -1,7 +1,8 @@
 """The edge as a process: settings, database (its schema migrated), channels to the four
-services, the HTTP server. It is not a gRPC server, so it has its own start and drain built
-from the runtime's parts (settings, logs, telemetry, database, health components and
-bounded stops); /readyz reads the same health components the gRPC services publish."""
+services, the HTTP server. The runtime runs it as it runs the gRPC services
+(``runtime.server``: commands, signals, the shutdown deadline, the database pool and its
+health probe); only the HTTP server is the edge's own. /readyz reads the same health
+components the gRPC services publish."""
 
 from __future__ import annotations
 
@@ -22,8 +23,9 @@ from edge.peers import Peers
 from edge.pipeline import Engine
 from edge.settings import EdgeSettings
 from edge.whatsapp_webhook import WhatsAppWebhook
-from runtime import database, tasks
-from runtime.health import DATABASE, SHUTTING_DOWN
+from runtime import tasks
+from runtime.health import SHUTTING_DOWN
+from runtime.server import DatabaseProbe, close_pool, open_database
 
 logger = logging.getLogger(__name__)
 
@@ -41,8 +43,7 @@ class RunningEdge:
     server: uvicorn.Server
     port: int
     _serving: asyncio.Task[None]
-    _probe: asyncio.Task[None]
-    _probe_stop: asyncio.Event
+    _probe: DatabaseProbe
     _mcp: asyncio.Task[None]
     _mcp_stop: asyncio.Event
     _settings: EdgeSettings
@@ -51,6 +52,10 @@ class RunningEdge:
     def url(self) -> str:
         """Base URL (loopback form for local clients)."""
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def listening_on(self) -> str:
+        return self.url
 
     async def stop(self, grace: float | None = None) -> None:
         """Drains: /readyz answers 503 first, in-flight requests finish, then everything closes.
@@ -66,11 +71,9 @@ class RunningEdge:
             await tasks.finish(self._serving)
         self._mcp_stop.set()
         await tasks.finish(self._mcp)
-        self._probe_stop.set()
-        await tasks.finish(self._probe)
+        await self._probe.stop()
         await tasks.bounded(self.peers.close(), tasks.STOP_STEP_SECONDS, "edge channels")
-        if not await tasks.bounded(self.pool.close(), tasks.STOP_STEP_SECONDS, "database pool"):
-            self.pool.terminate()
+        await close_pool(self.pool)
         logger.info("stopped", extra={"port": self.port})
 
 
@@ -94,15 +97,7 @@ class _Lifespanless:
 
 async def start(settings: EdgeSettings) -> RunningEdge:
     """Starts the edge and returns once it listens (port 0 picks a free port)."""
-    dsn = settings.database_url.get_secret_value()
-    if settings.migrate_on_start:
-        await database.migrate_url(dsn, NAME, MIGRATIONS)
-    pool = await database.create_pool(
-        dsn,
-        NAME,
-        min_size=settings.database_pool_min_size,
-        max_size=settings.database_pool_max_size,
-    )
+    pool = await open_database(settings, NAME, MIGRATIONS)
     peers = Peers(settings)
     engine = Engine(settings, pool, peers, limits=ratelimit.TurnLimits.from_settings(settings))
     edge = Edge(settings, engine, peers, pool)
@@ -145,41 +140,28 @@ async def start(settings: EdgeSettings) -> RunningEdge:
         # FORWARDED_ALLOW_IPS) and let any local client pick its own address.
         proxy_headers=False,
     )
-    server = uvicorn.Server(config)
+    http_server = uvicorn.Server(config)
     # The process's own handlers drain the edge; uvicorn must not take SIGTERM for itself.
-    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
-    serving = asyncio.create_task(server.serve(sockets=[sock]), name="edge-http")
-    while not server.started:
+    http_server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
+    serving = asyncio.create_task(http_server.serve(sockets=[sock]), name="edge-http")
+    while not http_server.started:
         if serving.done():
             await serving
             raise RuntimeError("the HTTP server stopped at start")
         await asyncio.sleep(0.01)
 
-    probe_stop = asyncio.Event()
-
-    async def probe_database() -> None:
-        async with asyncio.timeout(2.0):
-            async with pool.acquire() as connection:
-                await connection.fetchval("SELECT 1")
-
-    # As runtime.server does for the gRPC services: well at start, then probed.
-    await edge.health.set_component(DATABASE, True)
-    probe_task = asyncio.create_task(
-        edge.health.watch(
-            DATABASE, probe_database, settings.health_probe_interval_seconds, probe_stop
-        ),
-        name="edge-db-probe",
+    probe = await DatabaseProbe.start(
+        pool, edge.health, settings.health_probe_interval_seconds, NAME
     )
     logger.info("serving", extra={"port": port})
     return RunningEdge(
         edge,
         pool,
         peers,
-        server,
+        http_server,
         port,
         serving,
-        probe_task,
-        probe_stop,
+        probe,
         mcp_task,
         mcp_stop,
         settings,
