@@ -55,6 +55,7 @@ class Secrets:
     identity_signing: str = field(default_factory=random_key)
     billing_encryption: str = field(default_factory=random_key)
     edge_encryption: str = field(default_factory=random_key)
+    audit_mac: str = field(default_factory=random_key)
     whatsapp_app_secret: str = "wa-app-secret"
     whatsapp_verify_token: str = "wa-verify"
     whatsapp_token: str = "wa-access-token"
@@ -129,6 +130,7 @@ async def running(
             database_url,
             health_probe_interval_seconds=health_probe_interval_seconds,
             identity_target=identity.address,
+            audit_mac_keys=f"a1:{secrets.audit_mac}",
         )
         policy = await stack.enter_async_context(
             testing.running(PolicyService(policy_settings), policy_settings)

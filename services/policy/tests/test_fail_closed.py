@@ -35,7 +35,7 @@ async def test_database_down_means_unavailable(private_key: Ed25519PrivateKey) -
             grpc.aio.insecure_channel(running.address) as channel,
         ):
             stub = policy_pb2_grpc.PolicyServiceStub(channel)
-            harness = Policy(stub, running, clock, private_key, "")
+            harness = Policy(stub, running, clock, private_key, "", settings.mac_keys())
             for request in (
                 harness.refund(1000),
                 harness.plan_change(),
