@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
+import asyncpg
 import grpc
 import jwt
 from google.protobuf import timestamp_pb2
@@ -17,7 +18,7 @@ from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from askvault.policy.v1 import policy_pb2
-from runtime import auth, quotes, server, settings
+from runtime import auth, database, quotes, server, settings
 
 SettingsT = TypeVar("SettingsT", bound=settings.ServiceSettings)
 
@@ -36,6 +37,26 @@ def make_settings(settings_class: type[SettingsT], database_url: str, **values: 
     }
     defaults.update(values)
     return settings_class(**defaults)
+
+
+# Password of the tests' service login roles (a test cluster only).
+TEST_SERVICE_PASSWORD = "askvault-test-service"  # noqa: S105 - tests only
+
+
+async def service_database_url(database_url: str, schema: str) -> str:
+    """The URL of the same database logged in as the service's role, as production runs it:
+    a login role (``askvault_<schema>_test``, shared by every test on the cluster) that is a
+    member of the group role the service's migrations grant. ``database_url`` must be a
+    superuser's (the tests' server is)."""
+    connection = await asyncpg.connect(database_url)
+    try:
+        login = f"askvault_{schema}_test"
+        await database.ensure_login_role(
+            connection, schema, login, TEST_SERVICE_PASSWORD, reset_password=False
+        )
+    finally:
+        await connection.close()
+    return database.with_credentials(database_url, login, TEST_SERVICE_PASSWORD)
 
 
 @asynccontextmanager

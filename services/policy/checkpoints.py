@@ -105,8 +105,8 @@ async def check_checkpoint(
             checkpoint,
             False,
             "",
-            f"the chain is broken at sequence {broken.first_broken_sequence} "
-            f"before the checkpoint: {broken.problem}",
+            f"the chain is broken at sequence {broken.first_broken_sequence}, "
+            f"at or before the checkpoint's: {broken.problem}",
         )
     if sequence < checkpoint.sequence:
         return CheckpointCheck(

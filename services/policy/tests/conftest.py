@@ -271,7 +271,12 @@ async def policy(database_url: str, private_key: Ed25519PrivateKey) -> AsyncIter
     async def key_source() -> Mapping[str, Ed25519PublicKey]:
         return public
 
-    settings = policy_settings(database_url)
+    # The server runs as production runs it: as a member of policy's service role, migrating
+    # (nothing left to apply here) as the owner.
+    settings = policy_settings(
+        await testing.service_database_url(database_url, "policy"),
+        migration_database_url=database_url,
+    )
     service = PolicyService(settings, key_source=key_source, clock=clock)
     async with (
         testing.running(service, settings) as running,
