@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import os
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,14 +73,22 @@ def local_keys() -> dict[str, str]:
             "ASSERTION_SIGNING_KEYS": f"local1:{base64.b64encode(os.urandom(32)).decode()}",
             "ADMIN_TOKEN_SECRET": base64.b64encode(os.urandom(32)).decode(),
             "SERVICE_TOKEN_SECRET": base64.b64encode(os.urandom(32)).decode(),
+            "AUDIT_MAC_KEYS": f"local1:{base64.b64encode(os.urandom(32)).decode()}",
+            "DATABASE_SERVICE_PASSWORD": base64.urlsafe_b64encode(os.urandom(24)).decode(),
         }
         path.write_text("".join(f"{key}={value}\n" for key, value in values.items()))
         path.chmod(0o600)
     pairs = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
     keys = {key: value for key, value in pairs}
-    if "SERVICE_TOKEN_SECRET" not in keys:
-        # Added after the first keys files were written: extend them in place.
-        keys["SERVICE_TOKEN_SECRET"] = base64.b64encode(os.urandom(32)).decode()
-        with path.open("a") as handle:
-            handle.write(f"SERVICE_TOKEN_SECRET={keys['SERVICE_TOKEN_SECRET']}\n")
+    # Added after the first keys files were written: extend them in place.
+    added: dict[str, Callable[[], str]] = {
+        "SERVICE_TOKEN_SECRET": lambda: base64.b64encode(os.urandom(32)).decode(),
+        "AUDIT_MAC_KEYS": lambda: f"local1:{base64.b64encode(os.urandom(32)).decode()}",
+        "DATABASE_SERVICE_PASSWORD": lambda: base64.urlsafe_b64encode(os.urandom(24)).decode(),
+    }
+    for name, make in added.items():
+        if name not in keys:
+            keys[name] = make()
+            with path.open("a") as handle:
+                handle.write(f"{name}={keys[name]}\n")
     return keys

@@ -119,14 +119,6 @@ class RunningService:
         logger.info("stopped", extra={"port": self.port})
 
 
-def migration_dsn(config: settings.ServiceSettings) -> str:
-    """The DSN that applies migrations: the owner's when MIGRATION_DATABASE_URL is set (the
-    service's own role may not change the schema), else DATABASE_URL."""
-    return (
-        config.migration_database_url.get_secret_value() or config.database_url.get_secret_value()
-    )
-
-
 def _server_credentials(config: settings.ServiceSettings) -> grpc.ServerCredentials:
     """TLS for the gRPC port; with a client CA, clients must present a certificate (mTLS)."""
     client_ca = Path(config.tls_client_ca_file).read_bytes() if config.tls_client_ca_file else None
@@ -141,7 +133,7 @@ async def start(service: Service, config: settings.ServiceSettings) -> RunningSe
     """Starts a service and returns once it listens (port 0 picks a free port)."""
     dsn = config.database_url.get_secret_value()
     if config.migrate_on_start:
-        await database.migrate_url(migration_dsn(config), service.name, service.migrations_package)
+        await database.migrate_url(config.migration_dsn(), service.name, service.migrations_package)
     pool = await database.create_pool(
         dsn,
         service.name,
@@ -250,7 +242,7 @@ def main(
     logs.configure(service.name, config.log_level)
     if command == "migrate":
         applied = asyncio.run(
-            database.migrate_url(migration_dsn(config), service.name, service.migrations_package)
+            database.migrate_url(config.migration_dsn(), service.name, service.migrations_package)
         )
         logger.info("migrations applied", extra={"versions": applied})
         return

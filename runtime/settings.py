@@ -60,6 +60,13 @@ class ServiceSettings(BaseSettings):
     # (the certificate and key above are then presented as this service's client identity).
     tls_ca_file: str = ""
 
+    def migration_dsn(self) -> str:
+        """The DSN that applies migrations: the owner's when MIGRATION_DATABASE_URL is set
+        (the service's own role may not change the schema), else DATABASE_URL."""
+        return (
+            self.migration_database_url.get_secret_value() or self.database_url.get_secret_value()
+        )
+
 
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)
 

@@ -34,8 +34,9 @@ def main() -> None:
     config = settings.load(EdgeSettings)
     logs.configure(service.NAME, config.log_level)
     if command == "migrate":
-        dsn = config.database_url.get_secret_value()
-        applied = asyncio.run(database.migrate_url(dsn, service.NAME, service.MIGRATIONS))
+        applied = asyncio.run(
+            database.migrate_url(config.migration_dsn(), service.NAME, service.MIGRATIONS)
+        )
         logger.info("migrations applied", extra={"versions": applied})
         return
     telemetry.configure(service.NAME, config.otel_exporter_otlp_endpoint, config.metrics_port)

@@ -93,7 +93,7 @@ async def start(settings: EdgeSettings) -> RunningEdge:
     """Starts the edge and returns once it listens (port 0 picks a free port)."""
     dsn = settings.database_url.get_secret_value()
     if settings.migrate_on_start:
-        await database.migrate_url(dsn, NAME, MIGRATIONS)
+        await database.migrate_url(settings.migration_dsn(), NAME, MIGRATIONS)
     pool = await database.create_pool(
         dsn,
         NAME,
