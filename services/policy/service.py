@@ -133,6 +133,10 @@ class PolicyService:
         self._checkpoints: CheckpointWorker | None = None
 
     async def start(self, server: grpc.aio.Server, resources: Resources) -> None:
+        if self._audit_keys is None:
+            # Without the key, whoever controls the database could rewrite the audit log
+            # and recompute a chain that verifies: never serve like that.
+            raise RuntimeError("AUDIT_MAC_KEYS is required to serve (deploy/README.md)")
         servicer = PolicyServicer(
             pool=resources.pool,
             settings=self._settings,

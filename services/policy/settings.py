@@ -14,9 +14,10 @@ class PolicySettings(ServiceSettings):
     grpc_port: int = Field(default=50062, ge=0, le=65535)
     # Keys that link the audit chain with HMAC-SHA256 and MAC its checkpoints, never stored
     # in the database: "a2:<base64, 32+ bytes>,a1:..."; the first signs, all verify
-    # (rotation). Required: without it whoever owns the database could rewrite the log and
-    # recompute a chain that verifies.
-    audit_mac_keys: SecretStr
+    # (rotation). Required to serve (policy refuses to start without it: whoever owns the
+    # database could otherwise rewrite the log and recompute a chain that verifies); the
+    # ``migrate`` command does not need it, so the migration Job never holds it.
+    audit_mac_keys: SecretStr = SecretStr("")
     # Seconds between audit checkpoints: each workspace's chain head, MAC'd, written to the
     # logs when it moved since the last one; admins compare them with VerifyAuditCheckpoint.
     audit_checkpoint_interval_seconds: float = Field(default=300.0, gt=0)
@@ -53,9 +54,11 @@ class PolicySettings(ServiceSettings):
     @field_validator("audit_mac_keys")
     @classmethod
     def _valid_mac_keys(cls, value: SecretStr) -> SecretStr:
-        MacKeys.parse(value.get_secret_value())  # fails at start, not at the first append
+        if value.get_secret_value():
+            MacKeys.parse(value.get_secret_value())  # fails at start, not at the first append
         return value
 
-    def mac_keys(self) -> MacKeys:
-        """The parsed audit MAC keys."""
-        return MacKeys.parse(self.audit_mac_keys.get_secret_value())
+    def mac_keys(self) -> MacKeys | None:
+        """The parsed audit MAC keys; None when AUDIT_MAC_KEYS is not set."""
+        spec = self.audit_mac_keys.get_secret_value()
+        return MacKeys.parse(spec) if spec else None

@@ -288,7 +288,7 @@ async def policy(database_url: str, private_key: Ed25519PrivateKey) -> AsyncIter
             clock,
             private_key,
             database_url,
-            settings.mac_keys(),
+            audit.MacKeys.parse(AUDIT_MAC_KEYS),
         )
         await harness.set_bounds()
         yield harness

@@ -413,3 +413,12 @@ async def test_entries_under_a_rotated_out_key_verify_while_it_is_kept(
     # Dropping t1 too early leaves its entries unverifiable: keep retired keys.
     result = await verify_with(f"t2:{new_key}")
     assert (result.intact, result.first_broken_sequence) == (False, 1)
+
+
+async def test_policy_refuses_to_serve_without_an_audit_mac_key(database_url: str) -> None:
+    settings = policy_settings(database_url, audit_mac_keys="")
+    with pytest.raises(RuntimeError, match="AUDIT_MAC_KEYS"):
+        async with testing.running(PolicyService(settings), settings):
+            pass
+    with pytest.raises(ValueError, match="audit MAC key"):
+        policy_settings(database_url, audit_mac_keys="m1:c2hvcnQ=")
