@@ -1152,7 +1152,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         if checkpoint.workspace_id != request.workspace_id:
             raise errors.ServiceError(
                 errors.Kind.INVALID_ARGUMENT,
-                "AUDIT_CHECKPOINT_WORKSPACE_MISMATCH",
+                "AUDIT_CHECKPOINT_INVALID",
                 "the checkpoint is of another workspace",
             )
         async with (

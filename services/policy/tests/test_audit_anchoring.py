@@ -291,7 +291,7 @@ async def test_a_checkpoint_not_written_by_policy_is_refused(
         )
     assert testing.error_details(raised.value)[:2] == (
         grpc.StatusCode.INVALID_ARGUMENT,
-        "AUDIT_CHECKPOINT_WORKSPACE_MISMATCH",
+        "AUDIT_CHECKPOINT_INVALID",
     )
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await policy.stub.VerifyAuditCheckpoint(
