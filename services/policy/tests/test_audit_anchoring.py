@@ -86,7 +86,8 @@ async def _rewrite_without_key(
         )
         if drop_key_ids:
             await owner.execute(
-                "UPDATE policy.audit_events SET key_id = '' WHERE workspace_id = $1 AND sequence = $2",
+                "UPDATE policy.audit_events SET key_id = ''"
+                " WHERE workspace_id = $1 AND sequence = $2",
                 workspace_id,
                 row["sequence"],
             )
@@ -123,7 +124,9 @@ async def test_the_service_role_may_only_append_and_read_the_log(
         "SELECT rolsuper FROM pg_roles WHERE rolname = current_user"
     )
     # Refused for lack of privilege, not only by the triggers (which the owner can drop).
-    with pytest.raises(asyncpg.InsufficientPrivilegeError, match="permission denied|must be owner"):
+    with pytest.raises(
+        asyncpg.InsufficientPrivilegeError, match=r"permission denied|must be owner"
+    ):
         await service_role.execute(statement)
     result = await _verify(policy)
     assert (result.intact, result.checked) == (True, 6)
