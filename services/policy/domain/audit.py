@@ -275,7 +275,7 @@ class Verifier:
                 self._previous, self._workspace_id, stored.sequence, stored.entry
             )
             self.unsigned += 1
-        if not hmac.compare_digest(recomputed, stored.hash):
+        if not hmac.compare_digest(recomputed.encode(), stored.hash.encode()):
             return self._break(stored.sequence, "entry altered: hash does not match content")
         self._expected_sequence += 1
         self._previous = stored.hash
