@@ -6,6 +6,7 @@ import base64
 import json
 import os
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,11 +77,24 @@ def local_keys() -> dict[str, str]:
         values = {
             "SECRETS_ENCRYPTION_KEYS": generate_key_spec("local1"),
             "ASSERTION_SIGNING_KEYS": f"local1:{base64.b64encode(os.urandom(32)).decode()}",
+            "AUDIT_MAC_KEYS": f"local1:{base64.b64encode(os.urandom(32)).decode()}",
+            "DATABASE_SERVICE_PASSWORD": base64.urlsafe_b64encode(os.urandom(24)).decode(),
         }
         path.write_text("".join(f"{key}={value}\n" for key, value in values.items()))
         path.chmod(0o600)
     pairs = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
-    return {key: value for key, value in pairs}
+    keys = {key: value for key, value in pairs}
+    # Added after the first keys files were written: extend them in place.
+    added: dict[str, Callable[[], str]] = {
+        "AUDIT_MAC_KEYS": lambda: f"local1:{base64.b64encode(os.urandom(32)).decode()}",
+        "DATABASE_SERVICE_PASSWORD": lambda: base64.urlsafe_b64encode(os.urandom(24)).decode(),
+    }
+    for name, make in added.items():
+        if name not in keys:
+            keys[name] = make()
+            with path.open("a") as handle:
+                handle.write(f"{name}={keys[name]}\n")
+    return keys
 
 
 # The local stack's service keys: one private key per service (<service>.pem) and the public

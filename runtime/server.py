@@ -137,7 +137,7 @@ async def open_database(
     """The process's pool on its schema, migrations applied first when MIGRATE_ON_START."""
     dsn = config.database_url.get_secret_value()
     if config.migrate_on_start:
-        await database.migrate_url(dsn, schema, migrations_package)
+        await database.migrate_url(config.migration_dsn(), schema, migrations_package)
     return await database.create_pool(
         dsn,
         schema,
@@ -303,9 +303,11 @@ def run_process(
     parser.add_argument("command", nargs="?", default="serve", choices=["serve", "migrate"])
     command = parser.parse_args(argv).command
     logs.configure(name, config.log_level)
-    dsn = config.database_url.get_secret_value()
     if command == "migrate":
-        applied = asyncio.run(database.migrate_url(dsn, name, migrations_package))
+        # As the owner role when MIGRATION_DATABASE_URL is set; the service role cannot.
+        applied = asyncio.run(
+            database.migrate_url(config.migration_dsn(), name, migrations_package)
+        )
         logger.info("migrations applied", extra={"versions": applied})
         return
     telemetry.configure(name, config.otel_exporter_otlp_endpoint, config.metrics_port)

@@ -19,8 +19,14 @@ class ServiceSettings(BaseSettings):
 
     model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
 
-    # PostgreSQL DSN; required. The service keeps its tables in its own schema.
+    # PostgreSQL DSN the service runs with; required. The service keeps its tables in its own
+    # schema. In production this is a login role that is a member of the service's group role
+    # (``askvault_<service>_service``), which may only read and write rows, never change the
+    # schema, and may only INSERT and SELECT an append-only table such as policy's audit log.
     database_url: SecretStr
+    # PostgreSQL DSN of the schema's owner, used only to apply migrations (the ``migrate``
+    # command and MIGRATE_ON_START); empty: DATABASE_URL migrates, as one role does both.
+    migration_database_url: SecretStr = SecretStr("")
     # Address the gRPC server binds; port 0 picks a free port (tests).
     grpc_host: str = "0.0.0.0"
     grpc_port: int = Field(default=50051, ge=0, le=65535)
@@ -107,6 +113,13 @@ class ServiceSettings(BaseSettings):
         except OSError as error:
             raise ValueError(f"service keys: {error}") from None
         return self
+
+    def migration_dsn(self) -> str:
+        """The DSN that applies migrations: the owner's when MIGRATION_DATABASE_URL is set
+        (the service's own role may not change the schema), else DATABASE_URL."""
+        return (
+            self.migration_database_url.get_secret_value() or self.database_url.get_secret_value()
+        )
 
 
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)

@@ -213,3 +213,64 @@ def test_each_deployment_holds_only_its_own_service_key(overlay: str) -> None:
         **{f"Deployment/{service}": {f"{service}-service-key"} for service in SERVICES},
         **{f"Job/{service}-migrate": set() for service in SERVICES},
     }, held
+
+
+# Where the schema owner's DSN lives, per overlay: only the migration Jobs may reference it.
+_OWNER_SECRETS = {"prod": "askvault-database-owner", "dev": "askvault-pg-app"}
+
+
+def _env(document: dict[str, Any]) -> list[dict[str, Any]]:
+    env: list[dict[str, Any]] = document["spec"]["template"]["spec"]["containers"][0]["env"]
+    return env
+
+
+def _secret(variable: dict[str, Any]) -> str:
+    return str(variable.get("valueFrom", {}).get("secretKeyRef", {}).get("name", ""))
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_migration_jobs_run_as_the_owner_and_services_as_their_own_role(overlay: str) -> None:
+    owner = _OWNER_SECRETS[overlay]
+    documents = [
+        d
+        for d in render(overlay)
+        if d["kind"] in ("Deployment", "Job")
+        and d["metadata"]["labels"].get("app.kubernetes.io/part-of") == "askvault"
+    ]
+    jobs = [d for d in documents if d["kind"] == "Job"]
+    deployments = [d for d in documents if d["kind"] == "Deployment"]
+    assert len(jobs) == len(deployments) == 5
+    for job in jobs:
+        variables = {v["name"]: v for v in _env(job)}
+        name = job["metadata"]["name"]
+        assert _secret(variables["MIGRATION_DATABASE_URL"]) == owner, name
+        assert _secret(variables["DATABASE_URL"]) == owner, name
+        # The owner's pod never holds the key that would let it recompute the audit chain.
+        assert "AUDIT_MAC_KEYS" not in variables, name
+    for deployment in deployments:
+        name = deployment["metadata"]["name"]
+        variables = {v["name"]: v for v in _env(deployment)}
+        assert "MIGRATION_DATABASE_URL" not in variables, name
+        assert all(_secret(v) != owner for v in variables.values()), name
+        url = variables["DATABASE_URL"]
+        if overlay == "dev":
+            role = name.replace("-", "_")
+            assert url["value"].startswith(f"postgresql://askvault_{role}_login:"), name
+            assert _secret(variables["DATABASE_PASSWORD"]) == f"askvault-pg-{name}", name
+        else:
+            assert _secret(url) == f"{name}-secrets", name
+    policy = next(d for d in deployments if d["metadata"]["name"] == "policy")
+    keys = next(v for v in _env(policy) if v["name"] == "AUDIT_MAC_KEYS")
+    assert _secret(keys) == "policy-secrets"
+
+
+def test_the_dev_database_manages_a_group_and_a_login_role_per_service() -> None:
+    cluster = next(d for d in render("dev") if d["kind"] == "Cluster")
+    roles = {role["name"]: role for role in cluster["spec"]["managed"]["roles"]}
+    for service in ("identity", "policy", "billing_gateway", "notifier", "edge"):
+        group = roles[f"askvault_{service}_service"]
+        login = roles[f"askvault_{service}_login"]
+        assert group["login"] is False
+        assert login["login"] is True
+        assert login["inRoles"] == [group["name"]]
+        assert login["passwordSecret"]["name"] == f"askvault-pg-{service.replace('_', '-')}"
