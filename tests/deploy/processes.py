@@ -83,6 +83,9 @@ def environment(
     return {
         **(dict(os.environ) if base is None else dict(base)),
         "DATABASE_URL": database_url,
+        # The replica migrates with the same DSN (a base environment, such as the local
+        # stack's, may name another owner).
+        "MIGRATION_DATABASE_URL": database_url,
         "GRPC_HOST": "127.0.0.1",
         "GRPC_PORT": "0",
         **admin_environment(),
