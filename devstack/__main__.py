@@ -171,7 +171,12 @@ def plan(
             "SECRETS_ENCRYPTION_KEYS": keys["SECRETS_ENCRYPTION_KEYS"],
             "ASSERTION_SIGNING_KEYS": keys["ASSERTION_SIGNING_KEYS"],
         },
-        "policy": {"AUDIT_MAC_KEYS": keys["AUDIT_MAC_KEYS"]},
+        "policy": {
+            "AUDIT_MAC_KEYS": keys["AUDIT_MAC_KEYS"],
+            # A .data database from before the keyed chain holds plain entries; let them
+            # verify locally (a deployment keyed from its first entry leaves this off).
+            "AUDIT_ACCEPTS_UNKEYED_PREFIX": "true",
+        },
         "notifier": {
             "SMTP_HOST": "127.0.0.1",
             "SMTP_PORT": str(port("smtp_sink")),

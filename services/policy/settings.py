@@ -18,6 +18,9 @@ class PolicySettings(ServiceSettings):
     # database could otherwise rewrite the log and recompute a chain that verifies); the
     # ``migrate`` command does not need it, so the migration Job never holds it.
     audit_mac_keys: SecretStr = SecretStr("")
+    # Set only where the audit log began before the keyed chain (its first entries are plain
+    # SHA-256): such a prefix then verifies. Off, any plain entry is reported altered.
+    audit_accepts_unkeyed_prefix: bool = False
     # Seconds between audit checkpoints: each workspace's chain head, MAC'd, written to the
     # logs when it moved since the last one; admins compare them with VerifyAuditCheckpoint.
     audit_checkpoint_interval_seconds: float = Field(default=300.0, gt=0)
@@ -61,4 +64,6 @@ class PolicySettings(ServiceSettings):
     def mac_keys(self) -> MacKeys | None:
         """The parsed audit MAC keys; None when AUDIT_MAC_KEYS is not set."""
         spec = self.audit_mac_keys.get_secret_value()
-        return MacKeys.parse(spec) if spec else None
+        if not spec:
+            return None
+        return MacKeys.parse(spec, accepts_unkeyed_prefix=self.audit_accepts_unkeyed_prefix)

@@ -53,9 +53,13 @@ class MacKeys:
 
     signing_key_id: str
     keys: Mapping[str, bytes] = field(repr=False)
+    # Whether a chain may begin with plain SHA-256 entries (written before the keyed chain).
+    # Off unless the deployment's log is that old: with it on, an owner who rewrites a chain
+    # from some entry on as plain entries is caught only by a checkpoint taken after it.
+    accepts_unkeyed_prefix: bool = False
 
     @classmethod
-    def parse(cls, spec: str) -> MacKeys:
+    def parse(cls, spec: str, *, accepts_unkeyed_prefix: bool = False) -> MacKeys:
         """Keys from their environment form ``"kid2:<base64>,kid1:<base64>"``."""
         keys: dict[str, bytes] = {}
         for item in (part.strip() for part in spec.split(",")):
@@ -77,7 +81,7 @@ class MacKeys:
             keys[key_id] = raw
         if not keys:
             raise ValueError("at least one audit MAC key is required")
-        return cls(next(iter(keys)), keys)
+        return cls(next(iter(keys)), keys, accepts_unkeyed_prefix)
 
     def signing_key(self) -> bytes:
         """The key new entries and checkpoints are MAC'd with."""
@@ -270,6 +274,9 @@ class Verifier:
         elif self._signed_seen:
             # A plain entry after a MAC'd one: recomputed by someone without the key.
             return self._break(stored.sequence, "entry altered: not MAC'd after MAC'd entries")
+        elif not self._keys.accepts_unkeyed_prefix:
+            # This log was keyed from its first entry: a plain one was written without the key.
+            return self._break(stored.sequence, "entry altered: not MAC'd")
         else:
             recomputed = entry_hash(
                 self._previous, self._workspace_id, stored.sequence, stored.entry

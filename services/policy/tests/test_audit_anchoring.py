@@ -9,8 +9,10 @@ from __future__ import annotations
 import base64
 import logging
 from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import timedelta
+from typing import Any
 
 import asyncpg
 import grpc
@@ -314,13 +316,32 @@ async def test_a_checkpoint_not_written_by_policy_is_refused(
 # -- entries from before the MAC, and rotation --------------------------------------------
 
 
-async def test_plain_entries_written_before_the_mac_verify_and_stay_linked(
-    policy: Policy, owner: asyncpg.Connection
-) -> None:
-    legacy = replace(policy, workspace_id="ws_legacy")
-    # Entries as the code before the keyed chain wrote them: plain SHA-256, no key id.
+@asynccontextmanager
+async def _server_with(
+    policy: Policy, database_url: str, **values: Any
+) -> AsyncIterator[policy_pb2_grpc.PolicyServiceStub]:
+    """A second policy server on the same database, with other settings."""
+    public: Mapping[str, Ed25519PublicKey] = {KEY_ID: policy.private_key.public_key()}
+
+    async def key_source() -> Mapping[str, Ed25519PublicKey]:
+        return public
+
+    settings = policy_settings(database_url, **values)
+    service = PolicyService(settings, key_source=key_source, clock=TestClock(policy.clock()))
+    async with (
+        testing.running(service, settings) as running,
+        grpc.aio.insecure_channel(running.address) as channel,
+    ):
+        yield policy_pb2_grpc.PolicyServiceStub(channel)
+
+
+async def _write_plain_entries(
+    owner: asyncpg.Connection, policy: Policy, workspace_id: str, count: int
+) -> str:
+    """Entries as the code before the keyed chain wrote them: plain SHA-256, no key id.
+    Returns the last hash (the head row is written too)."""
     previous = audit.GENESIS_HASH
-    for sequence in (1, 2, 3):
+    for sequence in range(1, count + 1):
         entry = audit.Entry(
             occurred_at=policy.clock() - timedelta(days=10 - sequence),
             actor_kind="admin",
@@ -328,13 +349,13 @@ async def test_plain_entries_written_before_the_mac_verify_and_stay_linked(
             kind="bounds.applied",
             subject_id=f"chg_{sequence}",
         )
-        current = audit.entry_hash(previous, legacy.workspace_id, sequence, entry)
+        current = audit.entry_hash(previous, workspace_id, sequence, entry)
         await owner.execute(
             "INSERT INTO policy.audit_events (workspace_id, sequence, occurred_at, actor_kind,"
             " actor_id, kind, contact_id, stripe_customer_id, action, amount_minor, currency,"
             " outcome, subject_id, previous_hash, hash)"
             " VALUES ($1, $2, $3, $4, $5, $6, '', '', '', 0, '', '', $7, $8, $9)",
-            legacy.workspace_id,
+            workspace_id,
             sequence,
             entry.occurred_at,
             entry.actor_kind,
@@ -346,8 +367,34 @@ async def test_plain_entries_written_before_the_mac_verify_and_stay_linked(
         )
         previous = current
     await owner.execute(
-        "INSERT INTO policy.audit_heads VALUES ($1, 3, $2)", legacy.workspace_id, previous
+        "INSERT INTO policy.audit_heads VALUES ($1, $2, $3)", workspace_id, count, previous
     )
+    return previous
+
+
+async def test_a_chain_rewritten_as_plain_entries_is_refused_where_the_log_was_keyed_from_the_start(
+    policy: Policy, owner: asyncpg.Connection
+) -> None:
+    # The owner replaces a workspace's whole log with plain SHA-256 entries (no key needed),
+    # head row included: unless the deployment says its log predates the keyed chain, a
+    # plain entry is an altered one.
+    forged = replace(policy, workspace_id="ws_forged")
+    await _write_plain_entries(owner, policy, forged.workspace_id, 3)
+    result = await _verify(forged)
+    assert (result.intact, result.first_broken_sequence) == (False, 1)
+    assert "not MAC'd" in result.problem
+
+
+async def test_plain_entries_written_before_the_mac_verify_and_stay_linked(
+    policy: Policy, owner: asyncpg.Connection, database_url: str
+) -> None:
+    async with _server_with(policy, database_url, audit_accepts_unkeyed_prefix=True) as stub:
+        await _plain_prefix_then_keyed(replace(policy, stub=stub), owner)
+
+
+async def _plain_prefix_then_keyed(policy: Policy, owner: asyncpg.Connection) -> None:
+    legacy = replace(policy, workspace_id="ws_legacy")
+    previous = await _write_plain_entries(owner, policy, legacy.workspace_id, 3)
     await legacy.set_bounds()  # appended by the server: MAC'd, linked to the plain entry 3
     await legacy.stub.Authorize(legacy.plan_change())
     events = (

@@ -516,14 +516,18 @@ def test_the_chain_is_keyed_and_a_keyless_recomputation_breaks_it() -> None:
 def test_plain_entries_before_the_switch_verify_and_stay_linked() -> None:
     plain = _plain_chain(3)
     keyed = audit.chain(_KEYS, "ws", 3, plain[-1].hash, _entries(2))
+    # Only where the deployment says its log predates the keyed chain.
     result = _verify(_KEYS, [*plain, *keyed])
+    assert (result.intact, result.first_broken_sequence) == (False, 1)
+    legacy_keys = replace(_KEYS, accepts_unkeyed_prefix=True)
+    result = _verify(legacy_keys, [*plain, *keyed])
     assert (result.intact, result.checked, result.unsigned) == (True, 5, 3)
     # A rewrite of the plain prefix, recomputed, breaks the first MAC'd entry's link.
     forged = replace(plain[2].entry, outcome="forged")
     rehashed = replace(
         plain[2], entry=forged, hash=audit.entry_hash(plain[1].hash, "ws", 3, forged)
     )
-    result = _verify(_KEYS, [*plain[:2], rehashed, *keyed])
+    result = _verify(legacy_keys, [*plain[:2], rehashed, *keyed])
     assert (result.intact, result.first_broken_sequence) == (False, 4)
 
 
