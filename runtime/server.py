@@ -34,6 +34,7 @@ from runtime.interceptors import ServerInterceptor
 logger = logging.getLogger(__name__)
 
 SettingsT = TypeVar("SettingsT", bound=settings.ServiceSettings)
+SettingsContraT = TypeVar("SettingsContraT", bound=settings.ServiceSettings, contravariant=True)
 
 # Seconds the pool gets to close gracefully at shutdown before its connections are cut.
 _POOL_CLOSE_SECONDS = 5.0
@@ -289,27 +290,41 @@ def _exit_if_stuck(seconds: float) -> None:
     timer.start()
 
 
+class ServiceClass(Protocol[SettingsContraT]):
+    """A service's class: it names itself and its migrations before it is built, so the
+    ``migrate`` command needs no setting but the database's."""
+
+    name: str
+    migrations_package: str
+
+    def __call__(self, config: SettingsContraT, /) -> Service: ...
+
+
 def run_process(
     name: str,
     migrations_package: str,
-    config: SettingsT,
+    load_config: Callable[[], SettingsT],
     serve_process: Callable[[SettingsT], Coroutine[Any, Any, None]],
     argv: Sequence[str] | None = None,
 ) -> None:
     """``python -m <process> [serve|migrate]`` for every process of the skill, the edge
-    included: logs, then either the migrations alone or telemetry, outgoing credentials and
+    included. ``migrate`` reads only the database settings (the migration Job holds no key of
+    the service) and applies the migrations as the owner when MIGRATION_DATABASE_URL is set;
+    ``serve`` loads ``load_config``, then logs, telemetry, outgoing credentials and
     ``serve_process`` on uvloop."""
     parser = argparse.ArgumentParser()
     parser.add_argument("command", nargs="?", default="serve", choices=["serve", "migrate"])
     command = parser.parse_args(argv).command
-    logs.configure(name, config.log_level)
     if command == "migrate":
-        # As the owner role when MIGRATION_DATABASE_URL is set; the service role cannot.
+        database_only = settings.load(settings.ServiceSettings)
+        logs.configure(name, database_only.log_level)
         applied = asyncio.run(
-            database.migrate_url(config.migration_dsn(), name, migrations_package)
+            database.migrate_url(database_only.migration_dsn(), name, migrations_package)
         )
         logger.info("migrations applied", extra={"versions": applied})
         return
+    config = load_config()
+    logs.configure(name, config.log_level)
     telemetry.configure(name, config.otel_exporter_otlp_endpoint, config.metrics_port)
     clients.configure_from_settings(name, config)
     try:
@@ -322,14 +337,18 @@ def run_process(
 
 def main(
     settings_class: type[SettingsT],
-    build: Callable[[SettingsT], Service],
+    service_class: ServiceClass[SettingsT],
     argv: Sequence[str] | None = None,
 ) -> None:
     """The entry point of ``python -m <service> [serve|migrate]`` of a gRPC service."""
-    config = settings.load(settings_class)
-    service = build(config)
 
-    async def serve_service(loaded: SettingsT) -> None:
-        await serve(service, loaded)
+    async def serve_service(config: SettingsT) -> None:
+        await serve(service_class(config), config)
 
-    run_process(service.name, service.migrations_package, config, serve_service, argv)
+    run_process(
+        service_class.name,
+        service_class.migrations_package,
+        lambda: settings.load(settings_class),
+        serve_service,
+        argv,
+    )

@@ -14,8 +14,7 @@ async def serve(config: EdgeSettings) -> None:
 
 
 def main() -> None:
-    config = settings.load(EdgeSettings)
-    server.run_process(service.NAME, service.MIGRATIONS, config, serve)
+    server.run_process(service.NAME, service.MIGRATIONS, lambda: settings.load(EdgeSettings), serve)
 
 
 if __name__ == "__main__":

@@ -245,8 +245,10 @@ def test_migration_jobs_run_as_the_owner_and_services_as_their_own_role(overlay:
         name = job["metadata"]["name"]
         assert _secret(variables["MIGRATION_DATABASE_URL"]) == owner, name
         assert _secret(variables["DATABASE_URL"]) == owner, name
-        # The owner's pod never holds the key that would let it recompute the audit chain.
+        # The owner's pod never holds the key that would let it recompute the audit chain,
+        # nor any other key of the service: `migrate` reads the database settings only.
         assert "AUDIT_MAC_KEYS" not in variables, name
+        assert set(variables) == {"MIGRATION_DATABASE_URL", "DATABASE_URL"}, name
     for deployment in deployments:
         name = deployment["metadata"]["name"]
         variables = {v["name"]: v for v in _env(deployment)}
