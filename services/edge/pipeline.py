@@ -22,6 +22,7 @@ from askvault.billing.v1 import billing_pb2 as bpb
 from askvault.identity.v1 import identity_pb2 as ipb
 from askvault.policy.v1 import policy_pb2 as ppb
 from edge import (
+    agent_notes,
     confirming,
     handoff,
     offers,
@@ -135,10 +136,10 @@ async def handle(deps: TurnDeps, request: Request) -> Reply:
         try:
             reply = await _dispatch(deps, context, parsed, text)
         except StripeUnavailable:
-            reply = await _stripe_down(deps, context, replies.STRIPE_DOWN_NOTE)
+            reply = await _stripe_down(deps, context, agent_notes.STRIPE_DOWN_NOTE)
         except NotLinked:
             if link == "unavailable":
-                reply = await _stripe_down(deps, context, replies.STRIPE_DOWN_LINKING_NOTE)
+                reply = await _stripe_down(deps, context, agent_notes.STRIPE_DOWN_LINKING_NOTE)
             else:
                 reply = Reply(
                     replies.no_billing_account(contact.email or contact.claimed_email),
@@ -284,7 +285,7 @@ async def _human(deps: TurnDeps, context: Context, parsed: Parsed, text: str) ->
         deps,
         context,
         reason="VISITOR_ASKED",
-        note=replies.HUMAN_ASKED_NOTE,
+        note=agent_notes.HUMAN_ASKED_NOTE,
         text=replies.HUMAN_ASKED,
     )
 
