@@ -8,6 +8,7 @@ import grpc
 
 from askvault.billing.v1 import billing_pb2 as bpb
 from edge import gateway, offer_replies, quoting, views
+from edge.domain import plan_choice
 from edge.domain.intents import Parsed
 from edge.domain.proposals import (
     CancelTerms,
@@ -103,23 +104,23 @@ async def _refund(
     return await quoting.ask_policy(deps, context, terms, text)
 
 
-async def change_plan(deps: TurnDeps, context: Context, parsed: Parsed) -> Reply:
-    """Previews the move to the plan named and offers it."""
+async def change_plan(deps: TurnDeps, context: Context, parsed: Parsed, text: str = "") -> Reply:
+    """Previews the move to the plan named (in the live catalog) and offers it."""
     answer = await gateway.subscription(deps.peers, context)
     if not answer.HasField("subscription"):
         return Reply(offer_replies.NO_SUBSCRIPTION_TO_CHANGE)
     sub = answer.subscription
     plans = await gateway.plans(deps.peers, context, sub.plan.amount.currency)
-    if not parsed.plan:
+    chosen = plan_choice.choose(
+        parsed.plan, text, [plan_choice.PlanNames(p.name, p.tier, p.price_id) for p in plans]
+    )
+    if chosen is None and not parsed.plan:
         return Reply(
             offer_replies.which_plan(plans), data={"plans": [views.plan_json(p) for p in plans]}
         )
-    target = next(
-        (p for p in plans if parsed.plan in (p.name.lower(), p.tier.lower(), p.price_id.lower())),
-        None,
-    )
-    if target is None:
+    if chosen is None:
         return Reply(offer_replies.unknown_plan(parsed.plan, plans))
+    target = plans[chosen]
     if target.price_id == sub.plan.price_id:
         return Reply(offer_replies.already_on(sub.plan))
     if not sub.plan_change_in_place:

@@ -294,6 +294,10 @@ async def _greeting(deps: TurnDeps, context: Context, parsed: Parsed, text: str)
     return Reply(replies.GREETING)
 
 
+async def _clarify(deps: TurnDeps, context: Context, parsed: Parsed, text: str) -> Reply:
+    return replies.clarify(parsed.alternatives)
+
+
 # fmt: off
 _ANSWERS: dict[Intent, _Answer] = {
     Intent.STATUS: lambda d, c, p, t: reads.status(d, c, p.intent),
@@ -305,15 +309,18 @@ _ANSWERS: dict[Intent, _Answer] = {
     Intent.DUPLICATE_CHARGE: lambda d, c, p, t: offers.duplicates(d, c),
     Intent.REFUND: lambda d, c, p, t: offers.refund(d, c, p),
     Intent.LIST_PLANS: lambda d, c, p, t: reads.list_plans(d, c),
-    Intent.CHANGE_PLAN: lambda d, c, p, t: offers.change_plan(d, c, p),
+    Intent.CHANGE_PLAN: lambda d, c, p, t: offers.change_plan(d, c, p, t),
     Intent.CANCEL: lambda d, c, p, t: offers.cancel(d, c),
     Intent.PAUSE: lambda d, c, p, t: offers.pause(d, c),
     Intent.UNDO: lambda d, c, p, t: reads.undo(d, c),
+    Intent.RESUME: lambda d, c, p, t: reads.resume(d, c),
+    Intent.PAYMENT_FAILED: lambda d, c, p, t: reads.payment_failed(d, c),
     Intent.RETRY_PAYMENT: lambda d, c, p, t: offers.retry(d, c, p.invoice_id),
     Intent.UPDATE_CARD: lambda d, c, p, t: reads.update_card(d, c),
     Intent.HUMAN: _human,
     Intent.WHATSAPP_OPT_IN: lambda d, c, p, t: whatsapp_linking.opt_in(d, c, t),
     Intent.GREETING: _greeting,
+    Intent.CLARIFY: _clarify,
 }
 # fmt: on
 

@@ -18,6 +18,7 @@ from google.protobuf import timestamp_pb2
 from askvault.billing.v1 import billing_pb2 as bpb
 from edge import views
 from edge.domain import formatting
+from edge.domain.intents import Intent
 from edge.domain.proposals import Quote
 from edge.turn import Action, Context, Reply
 
@@ -155,6 +156,59 @@ def status(context: Context, sub: bpb.Subscription, next_invoice: bool) -> Reply
     else:
         parts.append("Want to see your invoice history or change plans?")
     return Reply(" ".join(parts), actions=actions)
+
+
+NO_FAILED_PAYMENT = "I don't see a failed payment on your account: your last invoice isn't unpaid."
+
+
+def payment_failed(context: Context, invoice: bpb.InvoiceSummary) -> Reply:
+    """The unpaid invoice, and the three ways on: retry, a new card, or a person."""
+    return Reply(
+        f"Your last invoice ({_short(context, invoice.created_at)}) of "
+        f"{views.money_text(invoice.amount_due)} is unpaid. I can retry the payment now, send "
+        "you a secure link to update your card, or get you someone from our team.",
+        actions=[
+            Action("confirm", "Retry payment", {"text": "retry now"}),
+            Action("confirm", "Update card", {"text": "update my card"}),
+            Action("confirm", "Talk to a human", {"text": "talk to a human"}),
+        ],
+    )
+
+
+NOT_PAUSED = "Your subscription isn't paused, so there's nothing to resume."
+# A hand-off's text: the reference and who answers follow.
+RESUME_HANDED_OFF = (
+    "I can't resume payments myself yet, so I've asked someone from our team to resume "
+    "your subscription"
+)
+
+# When a message asks for two things: what each is called and what its button sends
+# (a message read back as that one).
+_CHOICES: dict[Intent, tuple[str, str]] = {
+    Intent.REFUND: ("get a refund", "refund my last charge"),
+    Intent.DUPLICATE_CHARGE: ("look into a charge taken twice", "I was charged twice"),
+    Intent.CANCEL: ("cancel your subscription", "cancel my subscription"),
+    Intent.UNDO: ("undo your cancellation", "undo the cancellation"),
+    Intent.PAUSE: ("pause your subscription", "pause my subscription"),
+    Intent.RESUME: ("resume your subscription", "resume my subscription"),
+    Intent.CHANGE_PLAN: ("change your plan", "change my plan"),
+    Intent.PAYMENT_FAILED: ("sort out a failed payment", "my payment failed"),
+    Intent.RETRY_PAYMENT: ("retry a payment", "retry my payment"),
+    Intent.UPDATE_CARD: ("update your card", "update my card"),
+    Intent.EMAIL_INVOICES: ("email your invoices", "email me my invoices"),
+}
+
+
+def clarify(alternatives: tuple[Intent, ...]) -> Reply:
+    """Asks which of two things the visitor meant, a button for each."""
+    choices = [_CHOICES[intent] for intent in alternatives if intent in _CHOICES][:2]
+    if len(choices) < 2:
+        return Reply(CAPABILITIES)
+    (first, _), (second, _) = choices
+    return Reply(
+        f"Just to be sure: do you want to {first}, or to {second}?",
+        actions=[Action("confirm", name.capitalize(), {"text": text}) for name, text in choices],
+    )
 
 
 def no_invoices(period_label: str) -> str:

@@ -336,12 +336,13 @@ def _rank(found: set[Intent]) -> list[Intent]:
 
 # ----- plans -----
 
-# Words between "to" and "plan" that describe rather than name a plan.
+# Words after "to" or before "plan" that describe (or do) rather than name a plan.
 _NOT_PLAN_NAMES = spelling.word_set(
     """
     a an the my our your this that it me us one bigger larger higher better smaller cheaper
     lower different new other another current same paid annual monthly yearly next previous
-    plan plans tier tiers subscription package
+    plan plans tier tiers subscription package month year
+    change switch move upgrade downgrade swap cancel go get be have keep pay see know do make
     """
 )
 _TO_PLAN = re.compile(r"\b(to|into|onto|for|with) (the )?(\w+)( plan| tier)?\b")
