@@ -106,7 +106,7 @@ _YES_CORE = spelling.word_set(
 _YES_PHRASES = ("go ahead", "do it", "go for it", "sounds good", "please do", "let us do it")
 _YES_FILLER = spelling.word_set(
     "please thanks thank you that this is fine right good great sounds it do go ahead for "
-    "thing perfect let us now of course indeed just yes sir"
+    "thing perfect let us now of course indeed just yes sir i we and"
 )
 _NO_CORE = spelling.word_set("n no nope nah never not nevermind stop")
 _NO_PHRASES = ("cancel that", "never mind", "forget it", "leave it")
@@ -143,7 +143,9 @@ def _only(
 
 # ----- the rules: each names an intent -----
 
-_ACTION_WORDS = r"(talk|speak|chat|connect|get|want|need|transfer|escalate|contact|reach|call|put)"
+_ACTION_WORDS = (
+    r"(talk|speak|chat|connect|get|want|need|transfer|escalate|contact|reach|call|put|help)"
+)
 _PEOPLE = (
     r"(human|humans|agent|agents|person|someone|somebody|representative|operator|manager|"
     r"support|customer service|customer care|staff|real people|team member)"
@@ -176,16 +178,26 @@ _RULES: tuple[tuple[Intent, re.Pattern[str]], ...] = tuple(
             r"|billing|billed|transaction|transactions)\b|\btwo (identical |separate )?"
             r"(charges|payments|transactions)\b|\bsame (charge|payment)( \S+){0,3} twice\b",
         ),
-        (Intent.REFUND, r"\b(refund|refunds|refunded|reimburse|reimbursement|money back)\b"),
+        (
+            Intent.REFUND,
+            r"\b(refund|refunds|refunded|reimburse|reimbursement|money back)\b"
+            r"|\b(return|give back|send back)( me)? (my|the) money\b",
+        ),
         (
             Intent.LIST_PLANS,
             r"\b(plans|pricing|prices|price list|tiers|options|option|compare)\b"
             r"|\bhow much( \w+){0,4} (cost|costs)\b"
+            r"|\b(each|every|all|your|available|other) (plan|tier)s?\b"
+            r"|\bdo you (offer|have|sell)( \w+){0,3} (plan|plans|tier|tiers)\b"
             r"|\b(cheaper|cheapest|less expensive|more affordable|lower price|budget)\b",
         ),
         (Intent.CHANGE_PLAN, r"\b(upgrade|downgrade|upgrading|downgrading)\b"),
         (Intent.CHANGE_PLAN, rf"\b{_CHANGE_VERB}( \S+){{0,4}} {_PLAN_WORDS}\b"),
-        (Intent.CHANGE_PLAN, r"\b(switch|move|swap|change)( me| us| it)? (to|into|onto) \w+"),
+        (
+            Intent.CHANGE_PLAN,
+            r"\b(switch|move|swap|change|moving|switching)( \w+){0,3} (to|into|onto)"
+            r" (?!my |your |me |us )\w+|\b(go|going|move|moving) from \w+( plan| tier)? to \w+",
+        ),
         (
             Intent.CHANGE_PLAN,
             r"\b(want|need|would like|give me|get me|sign me up for|put me on|take)"
@@ -226,13 +238,14 @@ _RULES: tuple[tuple[Intent, re.Pattern[str]], ...] = tuple(
         ),
         (
             Intent.RETRY_PAYMENT,
-            r"\b(retry|re try)\b|\btry( \w+){0,3} again\b|\btry charging\b"
+            r"\b(retry|re try)\b|\btry( \w+){0,3} (again|one more time|once more)\b"
+            r"|\btry charging\b"
             r"|\bcharge( my card| me| it| the card) again\b|\bpay now\b"
             r"|\bpay (my|the)( open| unpaid| outstanding| last)? (invoice|bill|balance)\b",
         ),
         (
             Intent.UPDATE_CARD,
-            r"\b(update|updating|change|replace|new|add|switch|use|edit)"
+            r"\b(update|updating|change|replace|new|add|switch|swap|use|edit|put)( out| in)?"
             r"( my| the| a| your| another| different| other)*( credit| debit| payment| billing)?"
             r" (card|cards|payment method|payment details|payment info|billing details)\b"
             r"|\bcard (details|info|information|number|expired|has expired|on file)\b",
@@ -242,14 +255,17 @@ _RULES: tuple[tuple[Intent, re.Pattern[str]], ...] = tuple(
         (Intent.INVOICES, rf"\b{_INVOICE_WORDS}\b"),
         (
             Intent.NEXT_INVOICE,
-            r"\b(next|upcoming|coming|following) (invoice|bill|payment|charge)\b"
-            r"|\bhow much( \w+){0,7} (next|upcoming)\b|\bpreview( \w+){0,2} (invoice|bill)\b",
+            # "the date of my next charge" asks when, not how much: that is the renewal.
+            r"^(?!.*\b(date|day|when)\b).*\b(next|upcoming|coming|following)"
+            r" (invoice|bill|payment|charge)\b|\bhow much( \w+){0,7} (next|upcoming)\b"
+            r"|\bpreview( \w+){0,2} (invoice|bill)\b",
         ),
         (
             Intent.RENEWAL,
             r"\b(renew|renewal|renews|renewing|next billing|billing date|billed next)\b"
             r"|\bwhen( \w+){0,4} (charged|billed|charge me|bill me)\b|\bcharged again\b"
-            r"|\b(what|which) (day|date)( \w+){0,4} (charge|bill)\b",
+            r"|\b(what|which) (day|date)( \w+){0,4} (charge|bill)\b"
+            r"|\b(date|day|when)\b.*\bnext (charge|payment|bill|invoice)\b",
         ),
         (
             Intent.CURRENT_PLAN,

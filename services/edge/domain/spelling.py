@@ -40,6 +40,8 @@ BILLING_WORDS = word_set(
 # Frequent English words near a billing word; never "corrected".
 COMMON_WORDS = word_set(
     """
+    parsed passed passing parsing plays stats state states detail lease killed filled mount
+    retired bounded ties
     about above across actually after again against ahead also always another answer anyone
     anything around asked awesome because before behind being below better between bigger
     cause change changed changes changing charity check clause close closed coming could
@@ -74,8 +76,17 @@ _SPLIT_WORDS = {"doesnt": "does not", "didnt": "did not", "isnt": "is not", "im"
 _TOKEN = re.compile(r"[a-z0-9$€£₹¥_]+(?:[.,][0-9]+)*|'[a-z]+")
 
 
+# Billing words by first letter: a typo seldom changes the first letter, and real words that
+# do differ there from a billing word ("killed", "mount", "lease") must stay themselves.
+_BY_INITIAL: dict[str, tuple[str, ...]] = {
+    initial: tuple(w for w in sorted(BILLING_WORDS) if len(w) >= 5 and w[0] == initial)
+    for initial in {word[0] for word in BILLING_WORDS}
+}
+
+
 def _max_edits(word: str) -> int:
-    return 2 if len(word) >= 8 else 1
+    # Two edits only in long words: at eight letters "building" is two from "billing".
+    return 2 if len(word) >= 10 else 1
 
 
 def correct(word: str) -> str:
@@ -84,13 +95,11 @@ def correct(word: str) -> str:
         return word
     found = process.extractOne(
         word,
-        BILLING_WORDS,
+        _BY_INITIAL.get(word[0], ()),
         scorer=OSA.distance,
         score_cutoff=_max_edits(word),
     )
-    if found is None or len(found[0]) < 5:
-        return word
-    return str(found[0])
+    return word if found is None else str(found[0])
 
 
 def _expand(text: str) -> str:
