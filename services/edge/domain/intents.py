@@ -320,25 +320,19 @@ _ACTION_KEYWORDS: dict[Intent, frozenset[str]] = {
     Intent.EMAIL_INVOICES: frozenset({"email", "mail"}),
     Intent.RESUME: frozenset({"resume", "unpause", "restart"}),
 }
-# "instead of cancelling" negates too: the visitor prefers the other thing named.
-_NEGATORS = frozenset({"not", "no", "never", "instead"})
-# Words that may stand between a negator and the action it negates ("not want a refund").
-_NEGATION_GAP = spelling.word_set(
-    "want need wish like to a an the any my it get do would that this please really of"
+# A negated action: "no refund", "not a refund", "instead of cancelling" (the visitor prefers
+# the other thing named), or a wish negated ("do not want a refund", "no need to refund").
+# "I did not get my refund" asks about one: nothing wished, so nothing negated.
+_NEGATED = (
+    r"\b(not|no|never|instead of)( a| an| the| any| my)? ({})\b"
+    r"|\b(not|no|never)( really| even)? (want|need|wish|like)"
+    r"( to| a| an| the| any| my| it| get| do| that| this| please| me){{0,4}} ({})\b"
 )
 
 
-def _negated(words: list[str], intent: Intent) -> bool:
-    keywords = _ACTION_KEYWORDS.get(intent, frozenset())
-    for index, word in enumerate(words):
-        if word not in keywords:
-            continue
-        back = index - 1
-        while back >= 0 and index - back <= 5 and words[back] in _NEGATION_GAP:
-            back -= 1
-        if back >= 0 and words[back] in _NEGATORS:
-            return True
-    return False
+def _negated(lowered: str, intent: Intent) -> bool:
+    keywords = "|".join(sorted(_ACTION_KEYWORDS.get(intent, frozenset())))
+    return bool(keywords) and re.search(_NEGATED.format(keywords, keywords), lowered) is not None
 
 
 def _rank(found: set[Intent]) -> list[Intent]:
@@ -432,7 +426,7 @@ def parse(text: str, now: datetime, plan_names: tuple[str, ...] = ()) -> Parsed:
     if Intent.HUMAN in found:
         # Asked for a person in so many words: that comes before anything else said.
         return replace(base, intent=Intent.HUMAN)
-    negated = {intent for intent in found if _negated(words, intent)}
+    negated = {intent for intent in found if _negated(lowered, intent)}
     ranked = _rank(found - negated)
     if negated and (not ranked or ranked[0] in _READS):
         # "I do not want a refund", "I don't want to change my plan": a no, to whatever

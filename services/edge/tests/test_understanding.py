@@ -77,6 +77,8 @@ def test_negation_drops_the_action_negated_only() -> None:
     # A "no" that goes on to ask for something is that something.
     assert intents.parse("No, I want a refund", NOW).intent is Intent.REFUND
     assert intents.parse("I haven't received my refund", NOW).intent is Intent.REFUND
+    assert intents.parse("I did not get my refund", NOW).intent is Intent.REFUND
+    assert intents.parse("I would not like to change my plan", NOW).intent is Intent.NO
     # "Don't cancel" still undoes a cancellation, as before.
     assert intents.parse("please don't cancel my subscription", NOW).intent is Intent.UNDO
     assert intents.parse("can I pause instead of cancelling?", NOW).intent is Intent.PAUSE
