@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from askvault.policy.v1 import policy_pb2 as ppb
-from edge import actions, quoting, reads, replies, storage, views
+from edge import actions, agent_notes, quoting, reads, replies, storage, views
 from edge.domain import proposals
 from edge.domain.proposals import InvoiceBundleTerms, ProposalKind, ProposalState
 from edge.turn import Context, Reply, StripeUnavailable, TurnDeps
@@ -67,7 +67,7 @@ async def confirm(
             confirmed_at=views.timestamp(datetime.now(UTC)),
         ),
         proposals.key(proposal.proposal_id, "confirm"),
-        replies.confirmed_note(proposal.summary),
+        agent_notes.confirmed_note(proposal.summary),
     )
     if decision.decision != ppb.DECISION_ALLOW:
         await _finish(deps, proposal, {"decision": ppb.Decision.Name(decision.decision)})

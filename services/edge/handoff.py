@@ -14,7 +14,7 @@ import grpc
 
 from askvault.notifier.v1 import notifier_pb2 as npb
 from askvault.policy.v1 import policy_pb2 as ppb
-from edge import gateway, replies, storage
+from edge import agent_notes, gateway, replies, storage
 from edge.domain import intents
 from edge.domain.intents import Intent, Parsed
 from edge.peers import Peers, error_reason
@@ -78,7 +78,7 @@ async def escalation_context(deps: TurnDeps, context: Context, note: str) -> ppb
 async def subscription_summary(peers: Peers, context: Context) -> str:
     """The subscription as the agents read it."""
     answer = await gateway.subscription_or_none(peers, context)
-    return replies.subscription_summary(answer, context.contact.stripe_customer_id)
+    return agent_notes.subscription_summary(answer, context.contact.stripe_customer_id)
 
 
 async def open_escalation(
@@ -145,7 +145,8 @@ async def _transcript(deps: TurnDeps, request: Request) -> str:
             connection, request.workspace_id, request.conversation_id
         )
     return "\n".join(
-        f"{replies.transcript_author(line.author, line.verified)}: {line.text}" for line in lines
+        f"{agent_notes.transcript_author(line.author, line.verified)}: {line.text}"
+        for line in lines
     )
 
 
@@ -164,7 +165,7 @@ async def unverified(deps: TurnDeps, request: Request, parsed: Parsed) -> Reply:
             request.workspace_id,
             escalation_id,
             reason="IDENTITY_UNVERIFIED",
-            summary=replies.UNVERIFIED_SUMMARY,
+            summary=agent_notes.UNVERIFIED_SUMMARY,
             transcript=transcript,
         )
     return replies.unverified_handoff(escalation_id)
@@ -197,7 +198,7 @@ async def _unverified_escalation(
             context=ppb.EscalationContext(
                 conversation_id=conversation_id,
                 transcript_summary=transcript,
-                note=replies.UNVERIFIED_NOTE,
+                note=agent_notes.UNVERIFIED_NOTE,
             ),
         )
         if not escalation_id:

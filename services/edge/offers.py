@@ -7,7 +7,8 @@ from __future__ import annotations
 import grpc
 
 from askvault.billing.v1 import billing_pb2 as bpb
-from edge import gateway, quoting, replies, views
+from edge import gateway, offer_replies, quoting, views
+from edge.domain import plan_choice
 from edge.domain.intents import Parsed
 from edge.domain.proposals import (
     CancelTerms,
@@ -31,7 +32,7 @@ async def duplicates(deps: TurnDeps, context: Context) -> Reply:
         ),
     )
     if not answer.pairs:
-        return Reply(replies.NO_DUPLICATE, data={"pairs": []})
+        return Reply(offer_replies.NO_DUPLICATE, data={"pairs": []})
     duplicate = answer.pairs[0].duplicate
     remaining = duplicate.amount.amount_minor - duplicate.amount_refunded.amount_minor
     return await _refund(
@@ -39,7 +40,7 @@ async def duplicates(deps: TurnDeps, context: Context) -> Reply:
         context,
         duplicate,
         remaining,
-        replies.duplicate_intro(context, duplicate),
+        offer_replies.duplicate_intro(context, duplicate),
         bpb.REFUND_REASON_DUPLICATE,
     )
 
@@ -54,30 +55,30 @@ async def refund(deps: TurnDeps, context: Context, parsed: Parsed) -> Reply:
         if chosen is None:
             raise NotFound("that charge")
         if chosen.refunded:
-            return Reply(replies.ALREADY_REFUNDED_IN_FULL, status="denied")
+            return Reply(offer_replies.ALREADY_REFUNDED_IN_FULL, status="denied")
     elif refundable:
         chosen = refundable[0]
     else:
-        return Reply(replies.NOTHING_TO_REFUND)
+        return Reply(offer_replies.NOTHING_TO_REFUND)
     currency = chosen.amount.currency
     remaining = chosen.amount.amount_minor - chosen.amount_refunded.amount_minor
     amount = remaining
     if parsed.amount is not None:
         if parsed.amount.currency and parsed.amount.currency != currency:
-            return Reply(replies.other_currency(currency, parsed.amount.currency))
+            return Reply(offer_replies.other_currency(currency, parsed.amount.currency))
         # Minor units of the charge's currency, known only now (¥50 is 50, $50 is 5,000).
         asked = parsed.amount.minor_units(currency)
         if asked is None:
-            return Reply(replies.finer_than_currency(currency))
+            return Reply(offer_replies.finer_than_currency(currency))
         amount = asked
         if amount > remaining:
-            return Reply(replies.over_remaining(context, chosen, remaining), status="denied")
+            return Reply(offer_replies.over_remaining(context, chosen, remaining), status="denied")
     return await _refund(
         deps,
         context,
         chosen,
         amount,
-        replies.charge_intro(context, chosen),
+        offer_replies.charge_intro(context, chosen),
         bpb.REFUND_REASON_REQUESTED_BY_CUSTOMER,
     )
 
@@ -91,7 +92,7 @@ async def _refund(
     reason: bpb.RefundReason.ValueType,
 ) -> Reply:
     amount = Money(amount_minor, charge.amount.currency)
-    text, short = replies.refund_offer(intro, amount.display)
+    text, short = offer_replies.refund_offer(intro, amount.display)
     terms = RefundTerms(
         charge_id=charge.charge_id,
         amount=amount,
@@ -103,26 +104,28 @@ async def _refund(
     return await quoting.ask_policy(deps, context, terms, text)
 
 
-async def change_plan(deps: TurnDeps, context: Context, parsed: Parsed) -> Reply:
-    """Previews the move to the plan named and offers it."""
+async def change_plan(deps: TurnDeps, context: Context, parsed: Parsed, text: str = "") -> Reply:
+    """Previews the move to the plan named (in the live catalog) and offers it."""
     answer = await gateway.subscription(deps.peers, context)
     if not answer.HasField("subscription"):
-        return Reply(replies.NO_SUBSCRIPTION_TO_CHANGE)
+        return Reply(offer_replies.NO_SUBSCRIPTION_TO_CHANGE)
     sub = answer.subscription
     plans = await gateway.plans(deps.peers, context, sub.plan.amount.currency)
-    if not parsed.plan:
-        return Reply(replies.which_plan(plans), data={"plans": [views.plan_json(p) for p in plans]})
-    target = next(
-        (p for p in plans if parsed.plan in (p.name.lower(), p.tier.lower(), p.price_id.lower())),
-        None,
+    chosen = plan_choice.choose(
+        parsed.plan, text, [plan_choice.PlanNames(p.name, p.tier, p.price_id) for p in plans]
     )
-    if target is None:
-        return Reply(replies.unknown_plan(parsed.plan, plans))
+    if chosen is None and not parsed.plan:
+        return Reply(
+            offer_replies.which_plan(plans), data={"plans": [views.plan_json(p) for p in plans]}
+        )
+    if chosen is None:
+        return Reply(offer_replies.unknown_plan(parsed.plan, plans))
+    target = plans[chosen]
     if target.price_id == sub.plan.price_id:
-        return Reply(replies.already_on(sub.plan))
+        return Reply(offer_replies.already_on(sub.plan))
     if not sub.plan_change_in_place:
         return Reply(
-            replies.emandate_cannot_change(target.name),
+            offer_replies.emandate_cannot_change(target.name),
             data={"plan_change_in_place": False},
             status="denied",
         )
@@ -139,9 +142,9 @@ async def change_plan(deps: TurnDeps, context: Context, parsed: Parsed) -> Reply
         )
     except grpc.aio.AioRpcError as error:
         if error_reason(error) == "PLAN_CHANGE_REQUIRES_RESUBSCRIBE":
-            return Reply(replies.resubscribe_to(target.name), status="denied")
+            return Reply(offer_replies.resubscribe_to(target.name), status="denied")
         raise
-    text, short = replies.plan_change_offer(context, preview, target)
+    text, short = offer_replies.plan_change_offer(context, preview, target)
     terms = PlanChangeTerms(
         subscription_id=sub.subscription_id,
         target_price_id=target.price_id,
@@ -157,10 +160,10 @@ async def cancel(deps: TurnDeps, context: Context) -> Reply:
     """Offers to cancel the subscription (after a grace period the visitor can undo in)."""
     sub = await _active_subscription(deps, context)
     if sub is None:
-        return Reply(replies.NO_ACTIVE_SUBSCRIPTION)
+        return Reply(offer_replies.NO_ACTIVE_SUBSCRIPTION)
     if sub.HasField("scheduled_cancellation") and sub.scheduled_cancellation.operation_id:
-        return Reply(replies.cancellation_already_scheduled(context, sub))
-    text, short = replies.cancel_offer(sub.plan.name)
+        return Reply(offer_replies.cancellation_already_scheduled(context, sub))
+    text, short = offer_replies.cancel_offer(sub.plan.name)
     terms = CancelTerms(subscription_id=sub.subscription_id, plan=sub.plan.name, short=short)
     return await quoting.ask_policy(deps, context, terms, text)
 
@@ -169,8 +172,8 @@ async def pause(deps: TurnDeps, context: Context) -> Reply:
     """Offers to pause the subscription's payments."""
     sub = await _active_subscription(deps, context)
     if sub is None:
-        return Reply(replies.NO_ACTIVE_SUBSCRIPTION)
-    text, short = replies.pause_offer(sub.plan.name)
+        return Reply(offer_replies.NO_ACTIVE_SUBSCRIPTION)
+    text, short = offer_replies.pause_offer(sub.plan.name)
     terms = PauseTerms(subscription_id=sub.subscription_id, plan=sub.plan.name, short=short)
     return await quoting.ask_policy(deps, context, terms, text)
 
@@ -191,13 +194,13 @@ async def retry(deps: TurnDeps, context: Context, invoice_id: str) -> Reply:
     latest = answer.subscription.latest_invoice if answer.HasField("subscription") else None
     if not invoice_id:
         if latest is None or latest.status != "open":
-            return Reply(replies.NOTHING_TO_RETRY)
+            return Reply(offer_replies.NOTHING_TO_RETRY)
         invoice_id = latest.invoice_id
     amount = (
         views.money_text(latest.amount_due)
         if latest is not None and latest.invoice_id == invoice_id
         else ""
     )
-    text, short = replies.retry_offer(amount)
+    text, short = offer_replies.retry_offer(amount)
     terms = RetryTerms(invoice_id=invoice_id, amount_text=amount, short=short)
     return await quoting.ask_policy(deps, context, terms, text)

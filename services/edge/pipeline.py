@@ -22,6 +22,7 @@ from askvault.billing.v1 import billing_pb2 as bpb
 from askvault.identity.v1 import identity_pb2 as ipb
 from askvault.policy.v1 import policy_pb2 as ppb
 from edge import (
+    agent_notes,
     confirming,
     handoff,
     offers,
@@ -135,10 +136,10 @@ async def handle(deps: TurnDeps, request: Request) -> Reply:
         try:
             reply = await _dispatch(deps, context, parsed, text)
         except StripeUnavailable:
-            reply = await _stripe_down(deps, context, replies.STRIPE_DOWN_NOTE)
+            reply = await _stripe_down(deps, context, agent_notes.STRIPE_DOWN_NOTE)
         except NotLinked:
             if link == "unavailable":
-                reply = await _stripe_down(deps, context, replies.STRIPE_DOWN_LINKING_NOTE)
+                reply = await _stripe_down(deps, context, agent_notes.STRIPE_DOWN_LINKING_NOTE)
             else:
                 reply = Reply(
                     replies.no_billing_account(contact.email or contact.claimed_email),
@@ -284,13 +285,17 @@ async def _human(deps: TurnDeps, context: Context, parsed: Parsed, text: str) ->
         deps,
         context,
         reason="VISITOR_ASKED",
-        note=replies.HUMAN_ASKED_NOTE,
+        note=agent_notes.HUMAN_ASKED_NOTE,
         text=replies.HUMAN_ASKED,
     )
 
 
 async def _greeting(deps: TurnDeps, context: Context, parsed: Parsed, text: str) -> Reply:
     return Reply(replies.GREETING)
+
+
+async def _clarify(deps: TurnDeps, context: Context, parsed: Parsed, text: str) -> Reply:
+    return replies.clarify(parsed.alternatives)
 
 
 # fmt: off
@@ -304,15 +309,18 @@ _ANSWERS: dict[Intent, _Answer] = {
     Intent.DUPLICATE_CHARGE: lambda d, c, p, t: offers.duplicates(d, c),
     Intent.REFUND: lambda d, c, p, t: offers.refund(d, c, p),
     Intent.LIST_PLANS: lambda d, c, p, t: reads.list_plans(d, c),
-    Intent.CHANGE_PLAN: lambda d, c, p, t: offers.change_plan(d, c, p),
+    Intent.CHANGE_PLAN: lambda d, c, p, t: offers.change_plan(d, c, p, t),
     Intent.CANCEL: lambda d, c, p, t: offers.cancel(d, c),
     Intent.PAUSE: lambda d, c, p, t: offers.pause(d, c),
     Intent.UNDO: lambda d, c, p, t: reads.undo(d, c),
+    Intent.RESUME: lambda d, c, p, t: reads.resume(d, c),
+    Intent.PAYMENT_FAILED: lambda d, c, p, t: reads.payment_failed(d, c),
     Intent.RETRY_PAYMENT: lambda d, c, p, t: offers.retry(d, c, p.invoice_id),
     Intent.UPDATE_CARD: lambda d, c, p, t: reads.update_card(d, c),
     Intent.HUMAN: _human,
     Intent.WHATSAPP_OPT_IN: lambda d, c, p, t: whatsapp_linking.opt_in(d, c, t),
     Intent.GREETING: _greeting,
+    Intent.CLARIFY: _clarify,
 }
 # fmt: on
 

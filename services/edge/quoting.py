@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from askvault.policy.v1 import policy_pb2 as ppb
-from edge import actions, handoff, replies, storage
+from edge import actions, agent_notes, handoff, refusals, replies, storage
 from edge.domain import proposals
 from edge.domain.proposals import MoneyTerms, Quote, Terms
 from edge.turn import Context, Reply, TurnDeps
@@ -24,7 +24,7 @@ async def ask_policy(deps: TurnDeps, context: Context, terms: MoneyTerms, text: 
         terms,
         None,
         proposals.key(proposal_id, "ask"),
-        replies.asked_note(terms.short),
+        agent_notes.asked_note(terms.short),
     )
     if decision.decision in (ppb.DECISION_NEEDS_CONFIRMATION, ppb.DECISION_ALLOW):
         quote = await store_proposal(deps, context, terms, text, proposal_id)
@@ -110,13 +110,13 @@ async def refused(
             deps,
             context,
             reason=reason,
-            note=replies.escalated_note(short),
-            text=replies.escalated(short, replies.reason_text(decision, context)),
+            note=agent_notes.escalated_note(short),
+            text=refusals.escalated(short, refusals.reason_text(decision, context)),
             escalation_id=decision.escalation_id,
             status="escalated",
         )
     return Reply(
-        replies.denied(short, replies.reason_text(decision, context)),
+        refusals.denied(short, refusals.reason_text(decision, context)),
         status="denied",
         data={"decision": "DENY", "reason": ppb.DecisionReason.Name(decision.reason)},
     )

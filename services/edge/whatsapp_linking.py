@@ -21,7 +21,7 @@ import grpc
 from google.protobuf import timestamp_pb2
 
 from askvault.notifier.v1 import notifier_pb2 as npb
-from edge import replies, whatsapp_storage
+from edge import whatsapp_replies, whatsapp_storage
 from edge.domain import whatsapp_proof
 from edge.domain.whatsapp_proof import ChallengeState, Outcome
 from edge.peers import Peers, error_reason
@@ -82,7 +82,7 @@ async def opt_in(deps: TurnDeps, context: Context, text: str) -> Reply:
     match = _PHONE.search(text)
     visitor = context.request.visitor
     if match is None or deps.secret_box is None or not visitor.user_hash:
-        return Reply(replies.NO_WHATSAPP_HERE)
+        return Reply(whatsapp_replies.NO_WHATSAPP_HERE)
     number = "+" + re.sub(r"\D", "", match.group(0))
     challenge = await start(
         deps.pool,
@@ -98,12 +98,12 @@ async def opt_in(deps: TurnDeps, context: Context, text: str) -> Reply:
     )
     if challenge.started is Started.ALREADY_LINKED:
         return Reply(
-            replies.whatsapp_already_linked(number),
+            whatsapp_replies.whatsapp_already_linked(number),
             data={"whatsapp_number": number, "linked": True},
         )
     if challenge.started is Started.TOO_MANY:
         return Reply(
-            replies.TOO_MANY_LINK_CODES,
+            whatsapp_replies.TOO_MANY_LINK_CODES,
             data={"whatsapp_number": number, "linked": False},
             status="denied",
         )
@@ -112,10 +112,12 @@ async def opt_in(deps: TurnDeps, context: Context, text: str) -> Reply:
     actions = []
     if business:
         actions.append(
-            Action("link", replies.OPEN_WHATSAPP, {"url": wa_me_url(business, challenge.code)})
+            Action(
+                "link", whatsapp_replies.OPEN_WHATSAPP, {"url": wa_me_url(business, challenge.code)}
+            )
         )
     return Reply(
-        replies.send_link_code(number, business, challenge.code, minutes),
+        whatsapp_replies.send_link_code(number, business, challenge.code, minutes),
         actions=actions,
         data={
             "whatsapp_number": number,
@@ -447,7 +449,7 @@ async def _reply(
                 recipient=npb.Recipient(contact_id=link.contact_id, whatsapp_number=number),
                 template=npb.TEMPLATE_CHAT_REPLY,
                 channel=npb.CHANNEL_WHATSAPP,
-                variables={"text": replies.WHATSAPP_LINK_OUTCOMES[outcome]},
+                variables={"text": whatsapp_replies.WHATSAPP_LINK_OUTCOMES[outcome]},
                 dedup_key=f"edge:wa-link:{message_id}",
             ),
             timeout=peers.timeout(),

@@ -4,18 +4,35 @@ The parser is deliberately conservative: it recognises what a customer asks for 
 out the objects named (a period, an amount, a plan, Stripe ids). It never decides whether
 an action is allowed: whatever the text says ("my manager approved this", "ignore your
 rules"), an action still goes through policy and confirmation.
+
+How a message is read: its words are normalised (``spelling.tokens``: case, contractions,
+typos); every rule that matches names an intent; a negated action ("I do not want a
+refund") is dropped; a more specific intent outranks the ones it refines (a duplicate
+charge outranks a refund, any action outranks a read); and when two actions are still
+left, the visitor is asked which one they mean (``Intent.CLARIFY``).
 """
 
 from __future__ import annotations
 
-import calendar
 import enum
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta, tzinfo
-from decimal import Decimal
+from datetime import datetime
 
-from runtime import currency as currency_units
+from edge.domain import spelling
+from edge.domain.entities import MoneyAmount, Period, parse_amount, parse_period
+
+__all__ = [
+    "BILLING_INTENTS",
+    "Intent",
+    "MoneyAmount",
+    "Parsed",
+    "Period",
+    "parse",
+    "parse_amount",
+    "parse_period",
+]
 
 
 class Intent(enum.Enum):
@@ -34,10 +51,13 @@ class Intent(enum.Enum):
     CANCEL = "cancel"
     UNDO = "undo"
     PAUSE = "pause"
+    RESUME = "resume"
+    PAYMENT_FAILED = "payment_failed"
     RETRY_PAYMENT = "retry_payment"
     UPDATE_CARD = "update_card"
     HUMAN = "human"
     WHATSAPP_OPT_IN = "whatsapp_opt_in"
+    CLARIFY = "clarify"
     YES = "yes"
     NO = "no"
     GREETING = "greeting"
@@ -53,32 +73,6 @@ BILLING_INTENTS = frozenset(Intent) - {
     Intent.NO,
 }
 
-KNOWN_PLANS = ("free", "starter", "growth", "business", "enterprise")
-
-
-@dataclass(frozen=True)
-class Period:
-    """A half-open time range [start, end) and how the visitor said it."""
-
-    start: datetime
-    end: datetime
-    label: str
-
-
-@dataclass(frozen=True)
-class MoneyAmount:
-    """An amount the visitor typed or a tool passed, in major units as written (50, 19.50,
-    1.234); currency empty when not said. It becomes minor units only where the currency is
-    known (the charge's when none was said): ¥50 is 50 minor units, $50 is 5,000."""
-
-    major: Decimal
-    currency: str
-
-    def minor_units(self, default_currency: str) -> int | None:
-        """The amount in minor units of its currency, or of ``default_currency`` when it names
-        none; None when it has more decimals than that currency has (¥50.5, $1.234)."""
-        return currency_units.to_minor(self.major, self.currency or default_currency)
-
 
 @dataclass(frozen=True)
 class Parsed:
@@ -87,282 +81,374 @@ class Parsed:
     intent: Intent
     period: Period | None = None
     amount: MoneyAmount | None = None
+    # The plan asked for as said ("basalt"): matched to the live catalog where it is known.
     plan: str = ""
     direction: str = ""  # "upgrade" or "downgrade" when said
     charge_id: str = ""
     invoice_id: str = ""
     last_charge: bool = False
     mentions: tuple[str, ...] = field(default_factory=tuple)
+    # The intents a CLARIFY asks the visitor to choose between, most likely first.
+    alternatives: tuple[Intent, ...] = field(default_factory=tuple)
 
 
-def _words(text: str) -> str:
-    return " " + re.sub(r"[^a-z0-9$€£₹¥.,' ]+", " ", text.lower()).strip() + " "
-
-
-_YES = re.compile(
-    r"^\s*(y|yes|yeah|yep|yup|sure|ok|okay|confirm|confirmed|go ahead|do it|please do|"
-    r"yes please|sounds good|correct)\s*[.!]*\s*$",
-    re.I,
-)
-_NO = re.compile(r"^\s*(n|no|nope|nah|cancel that|never ?mind|don't|do not|stop)\s*[.!]*\s*$", re.I)
-_GREETING = re.compile(
-    r"^\s*(hi|hello|hey|good (morning|afternoon|evening)|help)\s*[.!?]*\s*$", re.I
-)
 _CHARGE_ID = re.compile(r"\b(ch_[A-Za-z0-9]+|py_[A-Za-z0-9]+)\b")
 _WHATSAPP_NUMBER = re.compile(r"\+\d[\d ()-]{7,18}\d")
 _INVOICE_ID = re.compile(r"\b(in_[A-Za-z0-9]+)\b")
-# Up to three decimals: the Kuwaiti and Bahraini dinars have thousandths (1.234 KWD).
-_AMOUNT = re.compile(
-    r"(?P<sym>[$€£₹¥])\s?(?P<num>\d{1,3}(?:,\d{3})+|\d+)(?P<dec>\.\d{1,3})?"
-    r"|(?P<num2>\d{1,3}(?:,\d{3})+|\d+)(?P<dec2>\.\d{1,3})?\s?"
-    r"(?P<word>dollars?|usd|euros?|eur|pounds?|gbp|rupees?|inr|rs|yen|jpy|won|krw|kwd|bhd"
-    r"|omr|jod|tnd)\b",
-    re.I,
+
+# ----- whole-message answers: yes, no, hello -----
+
+# A "yes" is a message made only of these words, with at least one of the first set.
+_YES_CORE = spelling.word_set(
+    "y ya yea yeah yep yup yes sure ok okay k alright confirm confirmed correct absolutely "
+    "definitely proceed affirmative agreed"
 )
-_SYMBOLS = {"$": "usd", "€": "eur", "£": "gbp", "₹": "inr", "¥": "jpy"}
-_CURRENCY_WORDS = {
-    "dollar": "usd",
-    "dollars": "usd",
-    "usd": "usd",
-    "euro": "eur",
-    "euros": "eur",
-    "eur": "eur",
-    "pound": "gbp",
-    "pounds": "gbp",
-    "gbp": "gbp",
-    "rupee": "inr",
-    "rupees": "inr",
-    "inr": "inr",
-    "rs": "inr",
-    "yen": "jpy",
-    "jpy": "jpy",
-    "won": "krw",
-    "krw": "krw",
-    "kwd": "kwd",
-    "bhd": "bhd",
-    "omr": "omr",
-    "jod": "jod",
-    "tnd": "tnd",
+_YES_PHRASES = ("go ahead", "do it", "go for it", "sounds good", "please do", "let us do it")
+_YES_FILLER = spelling.word_set(
+    "please thanks thank you that this is fine right good great sounds it do go ahead for "
+    "thing perfect let us now of course indeed just yes sir i we and"
+)
+_NO_CORE = spelling.word_set("n no nope nah never not nevermind stop")
+_NO_PHRASES = ("cancel that", "never mind", "forget it", "leave it")
+_NO_FILLER = spelling.word_set(
+    "thanks thank you that do it i am good now leave please this time mind fine want need "
+    "to okay for"
+)
+_GREETING_WORDS = spelling.word_set("hi hello hey hiya howdy greetings yo")
+_GREETING = re.compile(
+    r"^ (hi|hello|hey|hiya|howdy|greetings|yo|good (morning|afternoon|evening|day))"
+    r"( (there|all|team|again|folks))?( (how are you|anyone there|is anyone there|"
+    r"anybody there|how is it going))? $"
+)
+
+
+def _squeezed(word: str) -> str:
+    """ "yesss" -> "yes", "noo" -> "no": a repeated last letter is emphasis."""
+    return re.sub(r"(.)\1+$", r"\1", word)
+
+
+def _only(
+    words: list[str], core: frozenset[str], phrases: Iterable[str], filler: frozenset[str]
+) -> bool:
+    joined = " " + " ".join(_squeezed(w) for w in words) + " "
+    said = False
+    for phrase in phrases:
+        if f" {phrase} " in joined:
+            said = True
+            joined = joined.replace(f" {phrase} ", " ")
+    rest = joined.split()
+    said = said or any(word in core for word in rest)
+    return said and all(word in core or word in filler for word in rest)
+
+
+# ----- the rules: each names an intent -----
+
+_ACTION_WORDS = (
+    r"(talk|speak|chat|connect|get|want|need|transfer|escalate|contact|reach|call|put|help)"
+)
+_PEOPLE = (
+    r"(human|humans|agent|agents|person|someone|somebody|representative|operator|manager|"
+    r"support|customer service|customer care|staff|real people|team member)"
+)
+_CHANGE_VERB = r"(change|changing|switch|switching|move|moving|swap|go|going)"
+_INVOICE_WORDS = (
+    r"(invoice|invoices|receipt|receipts|billing history|payment history|statement|statements)"
+)
+_PLAN_WORDS = r"(plan|plans|tier|tiers|subscription|package)"
+
+# (intent, pattern over " word word "): every match names its intent.
+_RULES: tuple[tuple[Intent, re.Pattern[str]], ...] = tuple(
+    (intent, re.compile(pattern))
+    for intent, pattern in (
+        (Intent.HUMAN, rf"\b{_PEOPLE}\b.*\b{_ACTION_WORDS}\b|\b{_ACTION_WORDS}\b.*\b{_PEOPLE}\b"),
+        (
+            Intent.HUMAN,
+            r"^ (a )?(human|agent|representative|operator|real person|person|support|help|"
+            r"help me|i need help|i need some help|need help|customer service)"
+            r"( please| now| pls| asap)? $",
+        ),
+        (
+            Intent.DUPLICATE_CHARGE,
+            r"\b(charged|billed|paid|charging|billing|charge|charges|took|taken|deducted)"
+            r"( \S+){0,6} (twice|two times|2 times|2x|double|two charges)\b",
+        ),
+        (
+            Intent.DUPLICATE_CHARGE,
+            r"\b(double|duplicate|duplicated|doubled) ?(charge|charged|charges|payment|payments"
+            r"|billing|billed|transaction|transactions)\b|\btwo (identical |separate )?"
+            r"(charges|payments|transactions)\b|\bsame (charge|payment)( \S+){0,3} twice\b",
+        ),
+        (
+            Intent.REFUND,
+            r"\b(refund|refunds|refunded|reimburse|reimbursement|money back)\b"
+            r"|\b(return|give back|send back)( me)? (my|the) money\b",
+        ),
+        (
+            Intent.LIST_PLANS,
+            r"\b(plans|pricing|prices|price list|tiers|options|option|compare)\b"
+            r"|\bhow much( \w+){0,4} (cost|costs)\b"
+            r"|\b(each|every|all|your|available|other) (plan|tier)s?\b"
+            r"|\bdo you (offer|have|sell)( \w+){0,3} (plan|plans|tier|tiers)\b"
+            r"|\b(cheaper|cheapest|less expensive|more affordable|lower price|budget)\b",
+        ),
+        (Intent.CHANGE_PLAN, r"\b(upgrade|downgrade|upgrading|downgrading)\b"),
+        (Intent.CHANGE_PLAN, rf"\b{_CHANGE_VERB}( \S+){{0,4}} {_PLAN_WORDS}\b"),
+        (
+            Intent.CHANGE_PLAN,
+            r"\b(switch|move|swap|change|moving|switching)( \w+){0,3} (to|into|onto)"
+            r" (?!my |your |me |us )\w+|\b(go|going|move|moving) from \w+( plan| tier)? to \w+",
+        ),
+        (
+            Intent.CHANGE_PLAN,
+            r"\b(want|need|would like|give me|get me|sign me up for|put me on|take)"
+            r"( the| a| an)? \w+ (plan|tier)\b",
+        ),
+        (
+            Intent.CANCEL,
+            r"\b(cancel|cancelling|canceling|unsubscribe|terminate|end|stop|close|delete|quit"
+            r"|shut down|shutdown|get rid of)( \S+){0,2} (subscription|subscriptions|plan|"
+            r"account|membership|billing|everything|it|service)\b",
+        ),
+        (
+            Intent.CANCEL,
+            r"\b(cancel|cancelling|canceling|unsubscribe)\b|\bstop (billing|charging) me\b",
+        ),
+        (
+            Intent.UNDO,
+            r"\b(undo|reverse|revert|take back)\b|\bdo not (\w+ )?(want to )?cancel\b"
+            r"|\b(keep|restore|reactivate) (my|the) (subscription|plan|account)\b"
+            r"|\bchanged my mind\b",
+        ),
+        (
+            Intent.PAUSE,
+            r"\b(pause|freeze|suspend)\b|\bon hold\b|\bhold (my|the) \w+|\btake a break\b",
+        ),
+        (
+            Intent.RESUME,
+            r"\b(resume|unpause|un pause|restart)\b|\bstart( \w+){0,2} again\b"
+            r"|\breactivate( \w+){0,2} paused\b|\bturn( \w+){0,2} back on\b",
+        ),
+        (
+            Intent.PAYMENT_FAILED,
+            r"\b(payment|payments|card|charge|transaction|invoice|pay|paying)\b.*"
+            r"\b(declined|decline|failed|fail|fails|failing|failure|bounced|rejected|"
+            r"unsuccessful|did not go through|not go through|not accepted|not working)\b"
+            r"|\b(declined|failed|rejected)( \w+){0,2} (payment|card|charge)\b"
+            r"|\bpayment (failure|problem|issue)\b",
+        ),
+        (
+            Intent.RETRY_PAYMENT,
+            r"\b(retry|re try)\b|\btry( \w+){0,3} (again|one more time|once more)\b"
+            r"|\btry charging\b"
+            r"|\bcharge( my card| me| it| the card) again\b|\bpay now\b"
+            r"|\bpay (my|the)( open| unpaid| outstanding| last)? (invoice|bill|balance)\b",
+        ),
+        (
+            Intent.UPDATE_CARD,
+            r"\b(update|updating|change|replace|new|add|switch|swap|use|edit|put)( out| in)?"
+            r"( my| the| a| your| another| different| other)*( credit| debit| payment| billing)?"
+            r" (card|cards|payment method|payment details|payment info|billing details)\b"
+            r"|\bcard (details|info|information|number|expired|has expired|on file)\b",
+        ),
+        (Intent.EMAIL_INVOICES, rf"\b{_INVOICE_WORDS}\b.*\b(email|e mail|mail|emailed|inbox)\b"),
+        (Intent.EMAIL_INVOICES, rf"\b(email|e mail|mail|inbox)\b.*\b{_INVOICE_WORDS}\b"),
+        (Intent.INVOICES, rf"\b{_INVOICE_WORDS}\b"),
+        (
+            Intent.NEXT_INVOICE,
+            # "the date of my next charge" asks when, not how much: that is the renewal.
+            r"^(?!.*\b(date|day|when)\b).*\b(next|upcoming|coming|following)"
+            r" (invoice|bill|payment|charge)\b|\bhow much( \w+){0,7} (next|upcoming)\b"
+            r"|\bpreview( \w+){0,2} (invoice|bill)\b",
+        ),
+        (
+            Intent.RENEWAL,
+            r"\b(renew|renewal|renews|renewing|next billing|billing date|billed next)\b"
+            r"|\bwhen( \w+){0,4} (charged|billed|charge me|bill me)\b|\bcharged again\b"
+            r"|\b(what|which) (day|date)( \w+){0,4} (charge|bill)\b"
+            r"|\b(date|day|when)\b.*\bnext (charge|payment|bill|invoice)\b",
+        ),
+        (
+            Intent.CURRENT_PLAN,
+            r"\b(which|what|current)( \w+){0,3} (plan|tier|package)\b"
+            r"|\bmy (current )?(plan|tier)( is)? $"
+            r"|\bam i (on|subscribed to|paying for)( \w+){0,3} (plan|tier|package)\b",
+        ),
+        (
+            Intent.STATUS,
+            r"\b(status|subscription|subscribed|account|billing|standing|paid up|active)\b",
+        ),
+    )
+)
+
+_READS = (
+    Intent.NEXT_INVOICE,
+    Intent.RENEWAL,
+    Intent.INVOICES,
+    Intent.LIST_PLANS,
+    Intent.CURRENT_PLAN,
+    Intent.STATUS,
+)
+# What each intent outranks when both match: it refines them (a duplicate charge is a
+# refund asked for a reason; undoing a cancellation mentions cancelling).
+_OUTRANKS: dict[Intent, frozenset[Intent]] = {
+    Intent.DUPLICATE_CHARGE: frozenset(
+        {Intent.REFUND, Intent.PAYMENT_FAILED, Intent.UPDATE_CARD, Intent.CHANGE_PLAN}
+    ),
+    Intent.UNDO: frozenset({Intent.CANCEL, Intent.CHANGE_PLAN}),
+    Intent.RESUME: frozenset({Intent.PAUSE, Intent.UNDO, Intent.CANCEL}),
+    Intent.RETRY_PAYMENT: frozenset({Intent.PAYMENT_FAILED}),
+    Intent.UPDATE_CARD: frozenset({Intent.PAYMENT_FAILED, Intent.CHANGE_PLAN}),
+    Intent.REFUND: frozenset({Intent.PAYMENT_FAILED}),
+    Intent.EMAIL_INVOICES: frozenset({Intent.INVOICES}),
+    Intent.NEXT_INVOICE: frozenset({Intent.RENEWAL, Intent.INVOICES, Intent.STATUS}),
+    Intent.RENEWAL: frozenset({Intent.CURRENT_PLAN, Intent.STATUS}),
+    Intent.LIST_PLANS: frozenset({Intent.CURRENT_PLAN, Intent.STATUS}),
+    Intent.CURRENT_PLAN: frozenset({Intent.STATUS}),
+    Intent.INVOICES: frozenset({Intent.STATUS}),
 }
-_NUMBER_WORDS = {
-    "one": 1,
-    "two": 2,
-    "three": 3,
-    "four": 4,
-    "five": 5,
-    "six": 6,
-    "seven": 7,
-    "eight": 8,
-    "nine": 9,
-    "ten": 10,
-    "eleven": 11,
-    "twelve": 12,
+
+# The words that name an action, for telling "I do not want a refund" from "a refund".
+_ACTION_KEYWORDS: dict[Intent, frozenset[str]] = {
+    Intent.REFUND: frozenset({"refund", "refunds", "refunded", "reimburse"}),
+    Intent.CANCEL: frozenset(
+        {"cancel", "cancelling", "canceling", "unsubscribe", "close", "delete", "terminate"}
+    ),
+    Intent.PAUSE: frozenset({"pause", "freeze", "suspend"}),
+    Intent.CHANGE_PLAN: frozenset({"change", "switch", "upgrade", "downgrade", "move"}),
+    Intent.RETRY_PAYMENT: frozenset({"retry"}),
+    Intent.UPDATE_CARD: frozenset({"update", "change", "replace"}),
+    Intent.EMAIL_INVOICES: frozenset({"email", "mail"}),
+    Intent.RESUME: frozenset({"resume", "unpause", "restart"}),
 }
-_MONTHS = {name.lower(): index for index, name in enumerate(calendar.month_name) if name}
-_MONTHS.update({name.lower(): index for index, name in enumerate(calendar.month_abbr) if name})
+# A negated action: "no refund", "not a refund", "instead of cancelling" (the visitor prefers
+# the other thing named), or a wish negated ("do not want a refund", "no need to refund").
+# "I did not get my refund" asks about one: nothing wished, so nothing negated.
+_NEGATED = (
+    r"\b(not|no|never|instead of)( a| an| the| any| my)? ({})\b"
+    r"|\b(not|no|never)( really| even)? (want|need|wish|like)"
+    r"( to| a| an| the| any| my| it| get| do| that| this| please| me){{0,4}} ({})\b"
+)
 
 
-def parse_amount(text: str) -> MoneyAmount | None:
-    """The first money amount in the text ("$5,000", "19.50 euros", "¥50"), in major units."""
-    match = _AMOUNT.search(text)
-    if match is None:
-        return None
-    if match.group("sym"):
-        currency = _SYMBOLS[match.group("sym")]
-        whole, decimals = match.group("num"), match.group("dec") or ""
-    else:
-        currency = _CURRENCY_WORDS[match.group("word").lower()]
-        whole, decimals = match.group("num2"), match.group("dec2") or ""
-    return MoneyAmount(Decimal(whole.replace(",", "") + decimals), currency)
+def _negated(lowered: str, intent: Intent) -> bool:
+    keywords = "|".join(sorted(_ACTION_KEYWORDS.get(intent, frozenset())))
+    return bool(keywords) and re.search(_NEGATED.format(keywords, keywords), lowered) is not None
 
 
-def _month_start(year: int, month: int, tz: tzinfo) -> datetime:
-    return datetime(year, month, 1, tzinfo=tz)
+def _rank(found: set[Intent]) -> list[Intent]:
+    """The intents left once the refined ones are dropped, actions before reads."""
+    kept = {i for i in found if not any(i in _OUTRANKS.get(o, ()) for o in found if o != i)}
+    if kept - set(_READS):
+        kept -= set(_READS)
+    order = list(Intent)
+    return sorted(kept, key=order.index)
 
 
-def _add_months(year: int, month: int, delta: int) -> tuple[int, int]:
-    index = year * 12 + (month - 1) + delta
-    return index // 12, index % 12 + 1
+# ----- plans -----
 
-
-def parse_period(text: str, now: datetime) -> Period | None:
-    """A period named in the text, relative to ``now`` (aware; its zone is the workspace's):
-    "last 3 months", "past two months", "last month", "this month", "this year", "March",
-    "March 2026", "last 30 days"."""
-    lowered = _words(text)
-    tz = now.tzinfo or UTC
-    match = re.search(r" (?:last|past|previous) (\d+|[a-z]+) (month|week|day|year)s? ", lowered)
-    if match:
-        count_word, unit = match.groups()
-        count = int(count_word) if count_word.isdigit() else _NUMBER_WORDS.get(count_word, 0)
-        if count > 0:
-            if unit == "month":
-                year, month = _add_months(now.year, now.month, -count)
-                day = min(now.day, calendar.monthrange(year, month)[1])
-                start = now.replace(year=year, month=month, day=day)
-                return Period(start, now + timedelta(seconds=1), f"the last {count} months")
-            days = {"day": 1, "week": 7, "year": 365}[unit] * count
-            return Period(
-                now - timedelta(days=days), now + timedelta(seconds=1), f"the last {count} {unit}s"
-            )
-    if " last month " in lowered or " previous month " in lowered:
-        year, month = _add_months(now.year, now.month, -1)
-        start = _month_start(year, month, tz)
-        end = _month_start(now.year, now.month, tz)
-        return Period(start, end, calendar.month_name[month])
-    if " this month " in lowered:
-        start = _month_start(now.year, now.month, tz)
-        return Period(start, now + timedelta(seconds=1), "this month")
-    if " this year " in lowered:
-        start = datetime(now.year, 1, 1, tzinfo=tz)
-        return Period(start, now + timedelta(seconds=1), "this year")
-    if " last year " in lowered:
-        return Period(
-            datetime(now.year - 1, 1, 1, tzinfo=tz),
-            datetime(now.year, 1, 1, tzinfo=tz),
-            "last year",
-        )
-    for token_match in re.finditer(r"(?=( [a-z]+)(?: (\d{4}))? )", lowered):
-        name, year_text = token_match.group(1).strip(), token_match.group(2)
-        found_month = _MONTHS.get(name)
-        if found_month is None:
-            continue
-        month = found_month
-        # "may" and "march" are verbs too: only months when clearly one ("in May", "May 2026").
-        if name in ("may", "march") and not year_text:  # noqa: SIM102
-            if not re.search(rf" (in|for|of|from|during) {name} ", lowered):
-                continue
-        year = int(year_text) if year_text else (now.year if month <= now.month else now.year - 1)
-        end_year, end_month = _add_months(year, month, 1)
-        return Period(
-            _month_start(year, month, tz),
-            _month_start(end_year, end_month, tz),
-            f"{calendar.month_name[month]} {year}" if year_text else calendar.month_name[month],
-        )
-    return None
+# Words after "to" or before "plan" that describe (or do) rather than name a plan.
+_NOT_PLAN_NAMES = spelling.word_set(
+    """
+    a an the my our your this that it me us one bigger larger higher better smaller cheaper
+    lower different new other another current same paid annual monthly yearly next previous
+    plan plans tier tiers subscription package month year
+    change switch move upgrade downgrade swap cancel go get be have keep pay see know do make
+    """
+)
+_TO_PLAN = re.compile(r"\b(to|into|onto|for|with) (the )?(\w+)( plan| tier)?\b")
+_NAMED_PLAN = re.compile(r"\b(the |a |an )?(\w+) (plan|tier)\b")
 
 
 def _plan_mentions(lowered: str, plan_names: tuple[str, ...]) -> list[str]:
     found: list[tuple[int, str]] = []
     for name in plan_names:
-        for match in re.finditer(rf" {re.escape(name.lower())}(?: plan| tier)?[ .,!?]", lowered):
+        for match in re.finditer(rf"\b{re.escape(name.lower())}\b", lowered):
             found.append((match.start(), name.lower()))
     found.sort()
     return [name for _, name in found]
 
 
-def _target_plan(lowered: str, mentions: list[str]) -> str:
-    """The plan moved to: the one after "to"/"into"/"onto", else the last one named."""
-    if not mentions:
-        return ""
+def _asked_plan(lowered: str, mentions: list[str]) -> str:
+    """The plan moved to: a known name after "to"/"into"/"onto"/"for", else the last known
+    name; without known names, the word after "to" or before "plan" ("to Basalt", "the
+    Basalt plan")."""
     for name in mentions:
-        if re.search(rf" (?:to|into|onto|for|with) (?:the )?{re.escape(name)}[ .,!?]", lowered):
+        if re.search(rf"\b(to|into|onto|for|with) (the )?{re.escape(name)}\b", lowered):
             return name
-    return mentions[-1]
+    if mentions:
+        return mentions[-1]
+    for pattern, group in ((_TO_PLAN, 3), (_NAMED_PLAN, 2)):
+        for match in pattern.finditer(lowered):
+            word = match.group(group)
+            if word not in _NOT_PLAN_NAMES and word not in spelling.BILLING_WORDS:
+                return word
+    return ""
 
 
-def _any(pattern: str, lowered: str) -> bool:
-    return re.search(pattern, lowered) is not None
+def _direction(lowered: str) -> str:
+    if re.search(r"\b(upgrade|upgrading|bigger|larger|higher|go up|move up)\b", lowered):
+        return "upgrade"
+    if re.search(r"\b(downgrade|downgrading|smaller|lower|go down|move down)\b", lowered):
+        return "downgrade"
+    return ""
 
 
-def parse(text: str, now: datetime, plan_names: tuple[str, ...] = KNOWN_PLANS) -> Parsed:
-    """The intent and entities of one chat message."""
-    if _YES.match(text):
+# ----- the parse -----
+
+
+def parse(text: str, now: datetime, plan_names: tuple[str, ...] = ()) -> Parsed:
+    """The intent and entities of one chat message; ``plan_names`` are the catalog's, when
+    the caller knows them (the words after "to" or before "plan" otherwise)."""
+    words = spelling.tokens(text)
+    lowered = " " + " ".join(words) + " "
+    if _only(words, _YES_CORE, _YES_PHRASES, _YES_FILLER):
         return Parsed(Intent.YES)
-    if _NO.match(text):
+    if _only(words, _NO_CORE, _NO_PHRASES, _NO_FILLER):
         return Parsed(Intent.NO)
-    lowered = _words(text)
     charge_match = _CHARGE_ID.search(text)
     invoice_match = _INVOICE_ID.search(text)
     amount = parse_amount(text)
-    period = parse_period(text, now)
     mentions = _plan_mentions(lowered, plan_names)
     base = Parsed(
         Intent.FALLBACK,
         amount=amount,
-        period=period,
+        period=parse_period(text, now),
         charge_id=charge_match.group(1) if charge_match else "",
         invoice_id=invoice_match.group(1) if invoice_match else "",
         mentions=tuple(mentions),
     )
-
-    if _any(
-        r" (human|agent|person|someone|representative|real people|support team|operator)[ .,!?]",
-        lowered,
-    ) and _any(r" (talk|speak|chat|connect|get|want|need|transfer|escalate)", lowered):
-        return replace(base, intent=Intent.HUMAN)
-    if _any(r" (whatsapp|whats app)[ .,!?]", lowered) and _WHATSAPP_NUMBER.search(text):
+    if re.search(r"\b(whatsapp|whats app)\b", lowered) and _WHATSAPP_NUMBER.search(text):
         # "send my billing messages to WhatsApp +1 415 555 0100": consent with the number.
         return replace(base, intent=Intent.WHATSAPP_OPT_IN)
-    if _any(
-        r" (charged|billed|paid|payment taken|charge[sd]?) (me )?(twice|two times|double|2 times)",
-        lowered,
-    ) or _any(r" (double|duplicate)[d]? (charge|charged|payment|billing|billed)", lowered):
-        return replace(base, intent=Intent.DUPLICATE_CHARGE)
-    if (
-        _any(r" (undo|reverse|take back|revert)[ .,!?]", lowered)
-        or _any(r" (don't|do not|dont) (cancel|want to cancel)", lowered)
-        or _any(r" (keep|restore|reactivate) my (subscription|plan|account)", lowered)
-        or _any(r" changed my mind", lowered)
-    ):
-        return replace(base, intent=Intent.UNDO)
-    if (
-        _any(r" (retry|try again|pay now|retry now|charge (my card|me) again)", lowered)
-        or lowered.strip() == "retry"
-    ):
-        return replace(base, intent=Intent.RETRY_PAYMENT)
-    if _any(
-        r" (update|change|replace|new|add|switch) (my |the |a )?"
-        r"(credit |debit |payment )?(card|payment method)",
-        lowered,
-    ) or _any(r" card (details|info|information|number) ", lowered):
-        return replace(base, intent=Intent.UPDATE_CARD)
-    if _any(r" refund", lowered) or _any(r" money back", lowered):
-        last = _any(
-            r" (last|latest|most recent|previous) (charge|payment|invoice)", lowered
-        ) or not (charge_match or amount)
-        return replace(base, intent=Intent.REFUND, last_charge=last)
-    if _any(r" (pause|freeze|suspend|hold)[ .,!?]", lowered) or _any(r" put .* on hold", lowered):
-        return replace(base, intent=Intent.PAUSE)
-    if _any(
-        r" (cancel|unsubscribe|terminate|end|stop) (my |the )?"
-        r"(subscription|plan|account|membership|billing)",
-        lowered,
-    ) or _any(r" (cancel|unsubscribe)[ .,!?]", lowered):
-        return replace(base, intent=Intent.CANCEL)
-    direction = ""
-    if _any(r" upgrade", lowered):
-        direction = "upgrade"
-    elif _any(r" downgrade", lowered):
-        direction = "downgrade"
-    change_words = _any(
-        r" (change|switch|move|go|upgrade|downgrade|upgrading|downgrading|swap)", lowered
-    )
-    if direction or (change_words and mentions):
+    found = {intent for intent, rule in _RULES if rule.search(lowered)}
+    if mentions and re.search(rf"\b{_CHANGE_VERB}\b", lowered):
+        found.add(Intent.CHANGE_PLAN)
+    if Intent.HUMAN in found:
+        # Asked for a person in so many words: that comes before anything else said.
+        return replace(base, intent=Intent.HUMAN)
+    negated = {intent for intent in found if _negated(lowered, intent)}
+    ranked = _rank(found - negated)
+    if negated and (not ranked or ranked[0] in _READS):
+        # "I do not want a refund", "I don't want to change my plan": a no, to whatever
+        # was offered, not the action named nor a read of its topic.
+        return replace(base, intent=Intent.NO)
+    if not ranked:
+        if (words and words[0] in _GREETING_WORDS) or _GREETING.match(lowered):
+            return replace(base, intent=Intent.GREETING)
+        return base
+    if len(ranked) > 1 and ranked[0] not in _READS:
+        return replace(base, intent=Intent.CLARIFY, alternatives=tuple(ranked[:2]))
+    intent = ranked[0]
+    if intent is Intent.CHANGE_PLAN:
         return replace(
             base,
-            intent=Intent.CHANGE_PLAN,
-            plan=_target_plan(lowered, mentions),
-            direction=direction,
+            intent=intent,
+            plan=_asked_plan(lowered, mentions),
+            direction=_direction(lowered),
         )
-    if _any(r" (plans|pricing|prices|options|tiers)[ .,!?]", lowered) and not _any(
-        r" my plan", lowered
-    ):
-        return replace(base, intent=Intent.LIST_PLANS)
-    if _any(r" invoices?[ .,!?]|receipts?[ .,!?]|billing history| statements?[ .,!?]", lowered):
-        if _any(r" (email|e-mail|mail|send)", lowered):
-            return replace(base, intent=Intent.EMAIL_INVOICES)
-        if _any(r" (next|upcoming) (invoice|bill)", lowered):
-            return replace(base, intent=Intent.NEXT_INVOICE)
-        return replace(base, intent=Intent.INVOICES)
-    if _any(r" (next|upcoming) (bill|payment|charge)|how much will i (be charged|pay)", lowered):
-        return replace(base, intent=Intent.NEXT_INVOICE)
-    if _any(r" (renew|renewal|renews|next billing|billing date|when .* (charged|billed))", lowered):
-        return replace(base, intent=Intent.RENEWAL)
-    if _any(r" (which|what|current|my) (plan|tier)", lowered):
-        return replace(base, intent=Intent.CURRENT_PLAN)
-    if _any(r" (status|subscription|account|billing|am i (paid|subscribed))", lowered):
-        return replace(base, intent=Intent.STATUS)
-    if _GREETING.match(text):
-        return replace(base, intent=Intent.GREETING)
-    return replace(base, intent=Intent.FALLBACK)
+    if intent is Intent.REFUND:
+        last = bool(
+            re.search(r"\b(last|latest|most recent|previous) (charge|payment|invoice)\b", lowered)
+        ) or not (charge_match or amount)
+        return replace(base, intent=intent, last_charge=last)
+    return replace(base, intent=intent)
