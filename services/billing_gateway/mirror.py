@@ -520,7 +520,7 @@ class Mirror:
                 # Newest first: the first page's answer time bounds everything listed.
                 reached = max(reached, response_time(listed))
             for event in listed.data:
-                payload = json.dumps(to_json(event)).encode()
+                payload = json.dumps(to_json(event), default=str).encode()
                 inserted = await storage.insert_event(
                     connection,
                     workspace.workspace_id,
