@@ -12,7 +12,9 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
+import grpc
 import pytest
+from google.protobuf import duration_pb2
 
 from askvault.billing.v1 import billing_pb2 as pb
 from askvault.common.v1 import common_pb2
@@ -246,7 +248,9 @@ async def test_freshness_bound_falls_back_to_stripe_and_says_so(stack: Stack) ->
     await _warm(stack)
     updated = await stack.billing.UpdateMirrorSettings(
         pb.UpdateMirrorSettingsRequest(
-            workspace_id=WORKSPACE, idempotency_key=key("mirror"), max_age={"seconds": 60}
+            workspace_id=WORKSPACE,
+            idempotency_key=key("mirror"),
+            max_age=duration_pb2.Duration(seconds=60),
         ),
         metadata=testing.admin_metadata(),
     )
@@ -261,16 +265,17 @@ async def test_freshness_bound_falls_back_to_stripe_and_says_so(stack: Stack) ->
     assert stale.origin.as_of.ToDatetime().replace(tzinfo=stack.clock.now.tzinfo) == stack.clock.now
     assert any(r.startswith("GET /v1/subscriptions") for r in _stripe_requests(stack)[before:])
     # A bad bound changes nothing.
-    with pytest.raises(Exception) as refused:
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
         await stack.billing.UpdateMirrorSettings(
             pb.UpdateMirrorSettingsRequest(
                 workspace_id=WORKSPACE,
                 idempotency_key=key("mirror"),
-                max_age={"seconds": 30 * 86_400},
+                max_age=duration_pb2.Duration(seconds=30 * 86_400),
             ),
             metadata=testing.admin_metadata(),
         )
-    assert "max_age" in str(refused.value)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "max_age" in str(refused.value.details())
     assert (await _status(stack)).max_age.seconds == 60
 
 
