@@ -532,10 +532,17 @@ class BillingGatewayServicer(billing_pb2_grpc.BillingGatewayServiceServicer):
             )
         check.check()
         account = await self._accounts.account(request.workspace_id)
+        held = await self._customers_from_mirror(request)
+        if held is not None:
+            return held
         if by_metadata:
-            return await self._find_by_metadata(account, request.metadata)
+            found_by_metadata = await self._find_by_metadata(account, request.metadata)
+            found_by_metadata.origin.CopyFrom(self._from_stripe())
+            return found_by_metadata
         if request.stripe_customer_id:
-            return await self._find_by_id(account, request.stripe_customer_id)
+            found_by_id = await self._find_by_id(account, request.stripe_customer_id)
+            found_by_id.origin.CopyFrom(self._from_stripe())
+            return found_by_id
         wanted = request.email.strip().lower()
         found: dict[str, str] = {}
         for email in dict.fromkeys((request.email.strip(), wanted)):
@@ -547,7 +554,41 @@ class BillingGatewayServicer(billing_pb2_grpc.BillingGatewayServiceServicer):
             customers=[
                 pb.StripeCustomer(stripe_customer_id=customer_id, email=email)
                 for customer_id, email in found.items()
-            ]
+            ],
+            origin=self._from_stripe(),
+        )
+
+    async def _customers_from_mirror(
+        self, request: pb.FindCustomersRequest
+    ) -> pb.FindCustomersResponse | None:
+        by_metadata = request.HasField("metadata")
+        async with self._pool.acquire() as connection:
+            freshness = await self._mirror.freshness(connection, request.workspace_id)
+            held = await mirror_reads.customers(
+                connection,
+                request.workspace_id,
+                customer_id=request.stripe_customer_id,
+                email=request.email.strip(),
+                metadata=(request.metadata.key, request.metadata.value) if by_metadata else None,
+                freshness=freshness,
+                now=self._clock(),
+            )
+        if held is None:
+            return None
+        return pb.FindCustomersResponse(
+            customers=[
+                pb.StripeCustomer(
+                    stripe_customer_id=str(customer["id"]),
+                    email=str(customer.get("email") or ""),
+                    metadata_value=(
+                        str((customer.get("metadata") or {}).get(request.metadata.key, ""))
+                        if by_metadata
+                        else ""
+                    ),
+                )
+                for customer in held.customers
+            ],
+            origin=self._from_mirror(held.as_of),
         )
 
     async def _find_by_metadata(

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 
@@ -130,6 +131,10 @@ class Mirror:
         self._accounts = accounts
         self._settings = settings
         self._clock = clock
+        # Where invoice links may point: Stripe's hosts, and the API's own (the emulator).
+        self._link_hosts = mirroring.STRIPE_LINK_HOSTS | {
+            urlsplit(settings.stripe_api_base).hostname or ""
+        }
 
     # -- taking versions in ----------------------------------------------------------------
 
@@ -231,18 +236,19 @@ class Mirror:
             mirroring.PRICE,
         )
         created = int(event.created_at.timestamp())
-        decision = await self.take(
-            connection,
-            event.workspace_id,
-            obj,
-            created,
-            f"event:{event.event_id}",
-            deleted=deleted,
-        )
-        if decision is not Decision.REFETCH:
-            return
+        if mirroring.links_trusted(object_type, obj, self._link_hosts):
+            decision = await self.take(
+                connection,
+                event.workspace_id,
+                obj,
+                created,
+                f"event:{event.event_id}",
+                deleted=deleted,
+            )
+            if decision is not Decision.REFETCH:
+                return
         logger.info(
-            "mirror refetch: two versions in one second",
+            "mirror refetch: two versions in one second, or links not at Stripe",
             extra={
                 "workspace_id": event.workspace_id,
                 "object_type": object_type,
@@ -338,16 +344,15 @@ class Mirror:
 
     async def freshness(self, connection: Connection, workspace_id: str) -> Freshness:
         """Whether the mirror may answer the workspace's reads, and within which bound."""
-        row = await storage.mirror_workspace(connection, workspace_id)
-        backfills = await storage.backfills_of(connection, workspace_id)
-        complete = bool(backfills) and all(backfill.done for backfill in backfills)
-        max_age = self._settings.mirror_max_age_seconds
+        found = await storage.mirror_freshness(connection, workspace_id)
         caught_up_to = None
-        if row is not None:
-            max_age = row.max_age_seconds or max_age
-            if row.caught_up_to is not None and complete:
-                caught_up_to = datetime.fromtimestamp(row.caught_up_to, UTC)
-        return Freshness(complete, max_age, caught_up_to)
+        if found.caught_up_to is not None and found.backfilled:
+            caught_up_to = datetime.fromtimestamp(found.caught_up_to, UTC)
+        return Freshness(
+            found.backfilled,
+            found.max_age_seconds or self._settings.mirror_max_age_seconds,
+            caught_up_to,
+        )
 
     # -- backfill --------------------------------------------------------------------------
 

@@ -96,19 +96,26 @@ async def subscription(
             return SubscriptionParts(None, 0, None, None, None, None, reader.oldest())
         item = billing.first_item(chosen) or {}
         price = item.get("price") or None
-        product = None
-        if price:
-            product = await reader.get(
-                mirroring.PRODUCT, billing.expandable_id(price.get("product"))
-            )
+        product_id = billing.expandable_id((price or {}).get("product"))
         method_id = billing.expandable_id(chosen.get("default_payment_method")) or (
             billing.expandable_id(
                 (customer.get("invoice_settings") or {}).get("default_payment_method")
             )
         )
-        method = await reader.get(mirroring.PAYMENT_METHOD, method_id) if method_id else None
         latest_id = billing.expandable_id(chosen.get("latest_invoice"))
-        latest = await reader.get(mirroring.INVOICE, latest_id) if latest_id else None
+        wanted = [
+            (object_type, object_id)
+            for object_type, object_id in (
+                (mirroring.PRODUCT, product_id),
+                (mirroring.PAYMENT_METHOD, method_id),
+                (mirroring.INVOICE, latest_id),
+            )
+            if object_id
+        ]
+        held = await storage.get_mirrored_many(connection, workspace_id, wanted)
+        product = reader.use(held.get((mirroring.PRODUCT, product_id))) if product_id else None
+        method = reader.use(held.get((mirroring.PAYMENT_METHOD, method_id))) if method_id else None
+        latest = reader.use(held.get((mirroring.INVOICE, latest_id))) if latest_id else None
     except _Miss:
         return None
     return SubscriptionParts(
@@ -199,3 +206,44 @@ async def catalog(
     except _Miss:
         return None
     return Catalog(plans, reader.oldest())
+
+
+@dataclass(frozen=True)
+class Customers:
+    """Customers the mirror holds that match a query."""
+
+    customers: list[Json]
+    as_of: datetime
+
+
+async def customers(
+    connection: Connection,
+    workspace_id: str,
+    *,
+    customer_id: str = "",
+    email: str = "",
+    metadata: tuple[str, str] | None = None,
+    freshness: Freshness,
+    now: datetime,
+) -> Customers | None:
+    """Customers by id, by email (case-insensitive) or by a metadata value. None (ask
+    Stripe) when none is held: a customer created a moment ago may not be here yet."""
+    if not freshness.complete:
+        return None
+    reader = _Reader(connection, workspace_id, freshness, now)
+    if customer_id:
+        found = await storage.get_mirrored(
+            connection, workspace_id, mirroring.CUSTOMER, customer_id
+        )
+        rows = [found] if found is not None and not found.deleted else []
+    elif metadata is not None:
+        rows = await storage.customers_by_metadata(connection, workspace_id, *metadata)
+    else:
+        rows = await storage.customers_by_email(connection, workspace_id, email)
+    if not rows:
+        return None
+    try:
+        held = [reader.use(row) for row in rows]
+    except _Miss:
+        return None
+    return Customers(held, reader.oldest())

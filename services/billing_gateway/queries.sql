@@ -276,3 +276,30 @@ UPDATE mirror_workspaces
 SET caught_up_to = greatest(coalesce(caught_up_to, 0), $2),
     next_catch_up_at = now() + make_interval(secs => $3)
 WHERE workspace_id = $1;
+
+-- name: mirror_freshness
+-- (the workspace's own bound or NULL, its catch-up position, whether every list is backfilled)
+SELECT (SELECT max_age_seconds FROM mirror_workspaces WHERE workspace_id = $1) AS max_age_seconds,
+       (SELECT caught_up_to FROM mirror_workspaces WHERE workspace_id = $1) AS caught_up_to,
+       coalesce((SELECT bool_and(done) FROM mirror_backfills WHERE workspace_id = $1), false)
+           AS backfilled;
+
+-- name: get_mirrored_many
+SELECT * FROM stripe_objects
+WHERE workspace_id = $1 AND (object_type, object_id) IN (
+    SELECT * FROM unnest($2::text[], $3::text[])
+);
+
+-- name: customers_by_email
+SELECT * FROM stripe_objects
+WHERE workspace_id = $1 AND object_type = 'customer' AND NOT deleted
+  AND lower(data->>'email') = lower($2)
+ORDER BY created DESC, object_id DESC
+LIMIT 100;
+
+-- name: customers_by_metadata
+SELECT * FROM stripe_objects
+WHERE workspace_id = $1 AND object_type = 'customer' AND NOT deleted
+  AND data->'metadata' @> jsonb_build_object($2::text, $3::text)
+ORDER BY created DESC, object_id DESC
+LIMIT 10;

@@ -818,3 +818,54 @@ async def finish_catch_up(
 ) -> None:
     """Every event up to ``caught_up_to`` is in the inbox; look again after a pause."""
     await connection.execute(queries.finish_catch_up, workspace_id, caught_up_to, next_in_seconds)
+
+
+@dataclass(frozen=True)
+class MirrorFreshness:
+    """What deciding whether the mirror may answer needs of a workspace."""
+
+    max_age_seconds: int | None
+    caught_up_to: int | None
+    backfilled: bool
+
+
+async def mirror_freshness(connection: Connection, workspace_id: str) -> MirrorFreshness:
+    """The workspace's bound, catch-up position and backfill completion, in one query."""
+    row = await connection.fetchrow(queries.mirror_freshness, workspace_id)
+    assert row is not None
+    caught = row["caught_up_to"]
+    return MirrorFreshness(
+        row["max_age_seconds"], int(caught) if caught is not None else None, row["backfilled"]
+    )
+
+
+async def get_mirrored_many(
+    connection: Connection, workspace_id: str, keys: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], MirroredObject]:
+    """Held objects by (type, id), in one query; those not held are absent."""
+    if not keys:
+        return {}
+    rows = await connection.fetch(
+        queries.get_mirrored_many,
+        workspace_id,
+        [object_type for object_type, _ in keys],
+        [object_id for _, object_id in keys],
+    )
+    found = [_mirrored(row) for row in rows]
+    return {(held.object_type, held.object_id): held for held in found}
+
+
+async def customers_by_email(
+    connection: Connection, workspace_id: str, email: str
+) -> list[MirroredObject]:
+    """Held customers (not deleted) with the email, case-insensitively."""
+    rows = await connection.fetch(queries.customers_by_email, workspace_id, email)
+    return [_mirrored(row) for row in rows]
+
+
+async def customers_by_metadata(
+    connection: Connection, workspace_id: str, metadata_key: str, value: str
+) -> list[MirroredObject]:
+    """Held customers (not deleted) whose metadata holds exactly this value under the key."""
+    rows = await connection.fetch(queries.customers_by_metadata, workspace_id, metadata_key, value)
+    return [_mirrored(row) for row in rows]

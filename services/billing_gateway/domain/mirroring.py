@@ -13,6 +13,7 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from billing_gateway.domain import billing
 
@@ -194,6 +195,23 @@ def split_embedded(object_type: str, obj: Json) -> tuple[Json, list[Json]]:
     elif object_type == PAYMENT_METHOD:
         obj = trimmed_payment_method(obj)
     return obj, embedded
+
+
+# Hosts Stripe serves an invoice's hosted page and PDF from.
+STRIPE_LINK_HOSTS = frozenset({"invoice.stripe.com", "pay.stripe.com"})
+
+
+def links_trusted(object_type: str, obj: Mapping[str, Any], hosts: frozenset[str]) -> bool:
+    """Whether an invoice's links point at Stripe. A payload signed with a leaked webhook
+    secret must not put its own link in front of a customer: such a version is not taken
+    from the payload but read from Stripe."""
+    if object_type != INVOICE:
+        return True
+    for field in ("hosted_invoice_url", "invoice_pdf"):
+        link = obj.get(field)
+        if link and urlsplit(str(link)).hostname not in hosts:
+            return False
+    return True
 
 
 def next_invoice_amount(subscription: Mapping[str, Any]) -> tuple[int, str] | None:

@@ -61,3 +61,9 @@ CREATE TABLE mirror_workspaces (
     -- When the catch-up worker looks at this workspace again.
     next_catch_up_at timestamptz NOT NULL DEFAULT now()
 );
+
+-- FindCustomers from the mirror: by email (case-insensitive) and by a metadata value.
+CREATE INDEX stripe_customers_by_email
+    ON stripe_objects (workspace_id, lower(data->>'email')) WHERE object_type = 'customer';
+CREATE INDEX stripe_customers_by_metadata
+    ON stripe_objects USING gin ((data->'metadata') jsonb_path_ops) WHERE object_type = 'customer';

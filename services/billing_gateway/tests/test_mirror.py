@@ -427,3 +427,70 @@ async def test_a_deleted_customer_leaves_the_mirror_answering_nothing_for_it(
         pb.ListChargesRequest(workspace_id=WORKSPACE, identity_assertion=bob)
     )
     assert charges.origin.source == pb.READ_SOURCE_STRIPE
+
+
+async def test_find_customers_from_the_mirror(stack: Stack) -> None:
+    await _warm(stack)
+    alice = stack.customer(ALICE)
+    # The demo customers carry their user id under metadata askvault_user_id.
+    account = stack.emulator.state.account_for_key(stack.demo["api_key"])
+    user_id = account.get("customer", alice)["metadata"]["askvault_user_id"]
+    before = len(_stripe_requests(stack))
+    by_email = await stack.billing.FindCustomers(
+        pb.FindCustomersRequest(workspace_id=WORKSPACE, email="ALICE@example.com")
+    )
+    by_id = await stack.billing.FindCustomers(
+        pb.FindCustomersRequest(workspace_id=WORKSPACE, stripe_customer_id=alice)
+    )
+    by_metadata = await stack.billing.FindCustomers(
+        pb.FindCustomersRequest(
+            workspace_id=WORKSPACE,
+            metadata=pb.MetadataQuery(key="askvault_user_id", value=user_id),
+        )
+    )
+    assert _stripe_requests(stack)[before:] == []
+    for answer in (by_email, by_id, by_metadata):
+        assert answer.origin.source == pb.READ_SOURCE_MIRROR
+        assert [c.stripe_customer_id for c in answer.customers] == [alice]
+    assert by_metadata.customers[0].metadata_value == user_id
+    # Nobody held: Stripe is asked (a customer created a moment ago may not be here yet).
+    nobody = await stack.billing.FindCustomers(
+        pb.FindCustomersRequest(workspace_id=WORKSPACE, email="nobody@example.com")
+    )
+    assert nobody.origin.source == pb.READ_SOURCE_STRIPE and not nobody.customers
+
+
+async def test_a_signed_event_cannot_put_its_own_invoice_link_in_the_mirror(
+    stack: Stack,
+) -> None:
+    alice = await stack.assertion(ALICE)
+    await _warm(stack)
+    invoice_id = stack.demo["customers"][ALICE]["invoices"][-1]
+    genuine = await _held(stack, "invoice", invoice_id)
+    forged = {
+        **genuine.data,
+        "hosted_invoice_url": "https://pay.evil.example/i/123",
+        "invoice_pdf": "https://pay.evil.example/i/123.pdf",
+    }
+    await _deliver(
+        stack,
+        {
+            "id": "evt_forged_link",
+            "object": "event",
+            "type": "invoice.updated",
+            "created": int(time.time()) + 5,
+            "data": {"object": forged},
+        },
+    )
+    before = len(_stripe_requests(stack))
+    await stack.service.events.drain()
+    held = await _held(stack, "invoice", invoice_id)
+    assert held.data["hosted_invoice_url"] == genuine.data["hosted_invoice_url"]
+    assert held.data["invoice_pdf"] == genuine.data["invoice_pdf"]
+    # Not taken from the payload: read from Stripe instead.
+    assert f"GET /v1/invoices/{invoice_id}" in _stripe_requests(stack)[before:]
+    invoices = await stack.billing.ListInvoices(
+        pb.ListInvoicesRequest(workspace_id=WORKSPACE, identity_assertion=alice)
+    )
+    assert invoices.origin.source == pb.READ_SOURCE_MIRROR
+    assert all("evil" not in i.hosted_invoice_url for i in invoices.invoices)
