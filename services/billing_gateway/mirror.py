@@ -311,30 +311,40 @@ class Mirror:
     async def take_read(
         self, workspace_id: str, objects: list[Json], response: Any, source: str = "read"
     ) -> None:
-        """Objects just read from Stripe (a read that fell back to Stripe, or the
-        authoritative read before a write), at the response's time."""
+        """Objects just read from Stripe (a read that fell back to Stripe, the authoritative
+        read before a write, a write's answer), at the response's time. Best effort: the
+        caller's answer never waits on the mirror's troubles (a lost update is made good by
+        the next event, read or catch-up)."""
         at = response_time(response)
-        async with self._pool.acquire() as connection, connection.transaction():
-            for obj in objects:
-                object_type = str(obj.get("object") or "")
-                if object_type in mirroring.MIRRORED and obj.get("id"):
+        kept = sorted(
+            (obj for obj in objects if obj.get("object") in mirroring.MIRRORED and obj.get("id")),
+            # One order of row locks for every writer: fewer deadlocks with the backfill.
+            key=lambda obj: (str(obj["object"]), str(obj["id"])),
+        )
+        if not kept:
+            return
+        try:
+            async with self._pool.acquire() as connection, connection.transaction():
+                for obj in kept:
                     await self._take_fetched(
-                        connection, workspace_id, object_type, str(obj["id"]), obj, at, source
+                        connection,
+                        workspace_id,
+                        str(obj["object"]),
+                        str(obj["id"]),
+                        obj,
+                        at,
+                        source,
                     )
+        except (asyncpg.PostgresError, OSError):
+            logger.exception(
+                "mirror: a version read from Stripe not recorded",
+                extra={"workspace_id": workspace_id, "source": source},
+            )
 
     async def take_written(self, workspace_id: str, obj: Json) -> None:
         """Stripe's answer to one of our writes (read-your-writes): the next read sees it.
-        A refund's answer carries its charge, expanded."""
-        objects = [obj]
-        if obj.get("object") == mirroring.REFUND and isinstance(obj.get("charge"), dict):
-            objects.append(obj["charge"])
-        try:
-            await self.take_read(workspace_id, objects, None, "write")
-        except (asyncpg.PostgresError, OSError):
-            # The write happened; the mirror learns it from the webhook or the next read.
-            logger.exception(
-                "mirror: our own write not recorded", extra={"workspace_id": workspace_id}
-            )
+        A refund's answer carries its charge, expanded, which is taken as well."""
+        await self.take_read(workspace_id, [obj], None, "write")
 
     async def get(
         self, connection: Connection, workspace_id: str, object_type: str, object_id: str
@@ -357,12 +367,10 @@ class Mirror:
     # -- backfill --------------------------------------------------------------------------
 
     async def start(self, connection: Connection, workspace_id: str) -> None:
-        """A newly connected account: backfill every list; catch up on events from now."""
+        """A newly connected account: backfill every list; catch up on events from now (the
+        webhook endpoint is registered now: earlier events were never meant for us)."""
         await storage.start_mirror(
-            connection,
-            workspace_id,
-            int(time.time()) - self._settings.mirror_catch_up_overlap_seconds,
-            mirroring.BACKFILL_TYPES,
+            connection, workspace_id, int(time.time()), mirroring.BACKFILL_TYPES
         )
         logger.info("mirror backfill scheduled", extra={"workspace_id": workspace_id})
 
@@ -513,6 +521,8 @@ class Mirror:
         assert workspace.caught_up_to is not None
         account = await self._accounts.account(workspace.workspace_id)
         since = workspace.caught_up_to - self._settings.mirror_catch_up_overlap_seconds
+        if workspace.connected_at is not None:
+            since = max(since, workspace.connected_at - 1)
         cursor = ""
         reached = workspace.caught_up_to
         added = 0

@@ -223,8 +223,10 @@ ORDER BY created DESC, object_id DESC;
 SELECT count(*) FROM stripe_objects WHERE workspace_id = $1;
 
 -- name: start_mirror
-INSERT INTO mirror_workspaces (workspace_id, caught_up_to) VALUES ($1, $2)
-ON CONFLICT (workspace_id) DO NOTHING;
+INSERT INTO mirror_workspaces (workspace_id, caught_up_to, connected_at) VALUES ($1, $2, $2)
+ON CONFLICT (workspace_id) DO UPDATE
+SET caught_up_to = EXCLUDED.caught_up_to, connected_at = EXCLUDED.connected_at,
+    next_catch_up_at = now();
 
 -- name: start_backfill
 -- A reconnect starts every list over; copies already held stay (newer versions win anyway).

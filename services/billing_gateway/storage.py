@@ -783,12 +783,16 @@ class MirrorWorkspace:
     workspace_id: str
     max_age_seconds: int | None
     caught_up_to: int | None
+    connected_at: int | None = None
 
 
 def _mirror_workspace(row: asyncpg.Record) -> MirrorWorkspace:
-    caught = row["caught_up_to"]
+    caught, connected = row["caught_up_to"], row["connected_at"]
     return MirrorWorkspace(
-        row["workspace_id"], row["max_age_seconds"], int(caught) if caught is not None else None
+        row["workspace_id"],
+        row["max_age_seconds"],
+        int(caught) if caught is not None else None,
+        int(connected) if connected is not None else None,
     )
 
 

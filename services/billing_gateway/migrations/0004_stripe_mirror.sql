@@ -58,6 +58,10 @@ CREATE TABLE mirror_workspaces (
     max_age_seconds integer,
     -- Every event Stripe listed with `created` up to here (Unix seconds) is in the inbox.
     caught_up_to bigint,
+    -- When the account was connected (Unix seconds): events before it were never meant for
+    -- the gateway (the backfill copied the state they led to), so no catch-up goes back
+    -- further.
+    connected_at bigint,
     -- When the catch-up worker looks at this workspace again.
     next_catch_up_at timestamptz NOT NULL DEFAULT now()
 );
