@@ -700,16 +700,54 @@ class BillingGatewayServicer(billing_pb2_grpc.BillingGatewayServiceServicer):
     async def _price(self, account: StripeAccount, price_id: str) -> tuple[Json, Json | None]:
         if not price_id or len(price_id) > 255:
             raise errors.not_found("price")
-        price = to_json(
-            await self._stripe.call(
-                account,
-                "prices.retrieve",
-                lambda c: c.v1.prices.retrieve_async(price_id, {"expand": ["product"]}),
-            )
+        raw = await self._stripe.call(
+            account,
+            "prices.retrieve",
+            lambda c: c.v1.prices.retrieve_async(price_id, {"expand": ["product"]}),
         )
+        price = to_json(raw)
+        await self._mirror.take_read(account.workspace_id, [price], raw)
         if not price.get("active", True) or not price.get("recurring"):
             raise errors.not_found("price")
         return price, await self._product(account, price)
+
+    async def _current_from_mirror(
+        self, workspace_id: str, customer_id: str, subscription_id: str
+    ) -> tuple[pb.Subscription, Json] | None:
+        """The subscription a plan change would apply to, from the mirror (None: ask Stripe)."""
+        async with self._pool.acquire() as connection:
+            freshness = await self._mirror.freshness(connection, workspace_id)
+            parts = await mirror_reads.subscription(
+                connection, workspace_id, customer_id, subscription_id, freshness, self._clock()
+            )
+        if parts is None or parts.subscription is None:
+            return None
+        if not subscription_id and parts.subscription.get("status") in mirroring.ENDED:
+            # As Stripe's default list: an ended subscription is not the current one.
+            return None
+        message = await self._subscription_message(
+            workspace_id,
+            customer_id,
+            parts.subscription,
+            parts.price,
+            parts.product,
+            parts.payment_method,
+            parts.latest_invoice,
+        )
+        return message, parts.subscription
+
+    async def _target_price(
+        self, account: StripeAccount, price_id: str
+    ) -> tuple[Json, Json | None]:
+        """An active recurring price and its product: from the mirror, else from Stripe."""
+        async with self._pool.acquire() as connection:
+            freshness = await self._mirror.freshness(connection, account.workspace_id)
+            held = await mirror_reads.price(
+                connection, account.workspace_id, price_id, freshness, self._clock()
+            )
+        if held is not None:
+            return held
+        return await self._price(account, price_id)
 
     async def _current_subscription_id(
         self, account: StripeAccount, customer_id: str, subscription_id: str
@@ -732,13 +770,22 @@ class BillingGatewayServicer(billing_pb2_grpc.BillingGatewayServiceServicer):
         customer_id, account = await self._customer(
             request.workspace_id, request.identity_assertion
         )
-        subscription_id = await self._current_subscription_id(
-            account, customer_id, request.subscription_id
+        # The subscription and the target price from the mirror when it holds them fresh;
+        # the proration is Stripe's own computation, always asked of Stripe.
+        held = await self._current_from_mirror(
+            request.workspace_id, customer_id, request.subscription_id
         )
-        current, sub, _ = await self._subscription_pb(
-            account, request.workspace_id, customer_id, subscription_id
-        )
-        target_price, target_product = await self._price(account, request.target_price_id)
+        if held is not None:
+            current, sub = held
+            subscription_id = str(sub["id"])
+        else:
+            subscription_id = await self._current_subscription_id(
+                account, customer_id, request.subscription_id
+            )
+            current, sub, _ = await self._subscription_pb(
+                account, request.workspace_id, customer_id, subscription_id
+            )
+        target_price, target_product = await self._target_price(account, request.target_price_id)
         target = convert.plan(target_price, target_product)
         gained, lost = billing.features_diff(current.plan.features, target.features)
         response = pb.PreviewPlanChangeResponse(

@@ -247,3 +247,21 @@ async def customers(
     except _Miss:
         return None
     return Customers(held, reader.oldest())
+
+
+async def price(
+    connection: Connection, workspace_id: str, price_id: str, freshness: Freshness, now: datetime
+) -> tuple[Json, Json | None] | None:
+    """An active recurring price with its product, or None (ask Stripe: it says NOT_FOUND)."""
+    if not freshness.complete or not price_id:
+        return None
+    reader = _Reader(connection, workspace_id, freshness, now)
+    try:
+        held = await reader.get(mirroring.PRICE, price_id)
+        if not held.get("active", True) or not held.get("recurring"):
+            return None
+        product_id = billing.expandable_id(held.get("product"))
+        product = await reader.get(mirroring.PRODUCT, product_id) if product_id else None
+    except _Miss:
+        return None
+    return held, product

@@ -44,6 +44,9 @@ BACKFILL_TYPES = (
     "refunds",
 )
 
+# Subscription statuses Stripe's default list leaves out.
+ENDED = frozenset({"canceled", "incomplete_expired"})
+
 # Event type prefixes whose data object the mirror takes in (`customer.` also covers
 # `customer.subscription.`; the object's own `object` field says which it is).
 EVENT_PREFIXES = (

@@ -494,3 +494,28 @@ async def test_a_signed_event_cannot_put_its_own_invoice_link_in_the_mirror(
     )
     assert invoices.origin.source == pb.READ_SOURCE_MIRROR
     assert all("evil" not in i.hosted_invoice_url for i in invoices.invoices)
+
+
+async def test_plan_change_preview_asks_stripe_only_for_the_proration(stack: Stack) -> None:
+    alice = await stack.assertion(ALICE)
+    starter = stack.demo["products"]["starter"]["prices"]["usd"]
+    request = pb.PreviewPlanChangeRequest(
+        workspace_id=WORKSPACE, identity_assertion=alice, target_price_id=starter
+    )
+    cold = await stack.billing.PreviewPlanChange(request)
+    await _warm(stack)
+    before = len(_stripe_requests(stack))
+    warm = await stack.billing.PreviewPlanChange(request)
+    assert _stripe_requests(stack)[before:] == ["POST /v1/invoices/create_preview"]
+    for field in (
+        "current_plan",
+        "target_plan",
+        "price_difference",
+        "features_gained",
+        "features_lost",
+        "subscription_id",
+        "plan_change_in_place",
+        "next_invoice_at",
+    ):
+        assert getattr(warm, field) == getattr(cold, field), field
+    assert warm.proration_amount.currency == "usd" and warm.proration_amount.amount_minor < 0
