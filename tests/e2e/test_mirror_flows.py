@@ -39,3 +39,11 @@ async def test_a_status_turn_with_a_warm_mirror_makes_no_stripe_request(stack: S
     assert again["reply"] == first["reply"]
     made = (await _stripe_requests(stack))[before:]
     assert made == [], made
+
+
+async def test_a_warm_mirror_answers_the_status_while_stripe_is_down(stack: Stack) -> None:
+    await eventually(lambda: _mirror_warm(stack), timeout=30)
+    await stack.turn("bob", "What's my subscription status?")
+    await stack.fault({"route": "*", "status": 503})
+    answer = await stack.turn("bob", "What's my subscription status?", conversation="down")
+    assert "Starter" in answer["reply"] and not answer["escalated"], answer
