@@ -230,11 +230,7 @@ class Mirror:
         object_type = str(obj.get("object") or "")
         if object_type not in mirroring.MIRRORED or not obj.get("id"):
             return
-        deleted = event.event_type.endswith(".deleted") and object_type in (
-            mirroring.CUSTOMER,
-            mirroring.PRODUCT,
-            mirroring.PRICE,
-        )
+        deleted = event.event_type.endswith(".deleted") and object_type in (mirroring.DELETABLE)
         created = int(event.created_at.timestamp())
         if mirroring.links_trusted(object_type, obj, self._link_hosts):
             decision = await self.take(

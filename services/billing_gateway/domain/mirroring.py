@@ -44,6 +44,9 @@ BACKFILL_TYPES = (
     "refunds",
 )
 
+# Objects a `*.deleted` event removes (a subscription's deleted event reports it canceled).
+DELETABLE = frozenset({CUSTOMER, PRODUCT, PRICE, INVOICE})
+
 # Subscription statuses Stripe's default list leaves out.
 ENDED = frozenset({"canceled", "incomplete_expired"})
 
