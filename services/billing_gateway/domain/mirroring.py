@@ -137,8 +137,8 @@ def decide(object_type: str, held: Held | None, incoming: Json, incoming_time: i
 
 
 def comparable(obj: Mapping[str, Any]) -> Json:
-    """The object without what changes between two renderings of one version."""
-    return {key: value for key, value in obj.items() if key not in ("livemode_", "request")}
+    """The object's data without the mirror's own deletion mark (compared on its own)."""
+    return {key: value for key, value in obj.items() if key != "deleted"}
 
 
 def customer_of(object_type: str, obj: Mapping[str, Any]) -> str:

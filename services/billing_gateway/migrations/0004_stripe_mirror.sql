@@ -71,3 +71,14 @@ CREATE INDEX stripe_customers_by_email
     ON stripe_objects (workspace_id, lower(data->>'email')) WHERE object_type = 'customer';
 CREATE INDEX stripe_customers_by_metadata
     ON stripe_objects USING gin ((data->'metadata') jsonb_path_ops) WHERE object_type = 'customer';
+
+-- Accounts connected before the mirror existed: backfilled and caught up from now on, as if
+-- connected now (until their backfill is done, their reads go to Stripe as before).
+INSERT INTO mirror_workspaces (workspace_id, caught_up_to, connected_at)
+SELECT workspace_id, extract(epoch FROM now())::bigint, extract(epoch FROM now())::bigint
+FROM accounts;
+INSERT INTO mirror_backfills (workspace_id, object_type)
+SELECT workspace_id, object_type
+FROM accounts,
+     unnest(ARRAY['products', 'prices', 'customers', 'subscriptions', 'invoices', 'charges',
+                  'refunds']) AS object_type;

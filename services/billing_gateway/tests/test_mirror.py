@@ -118,7 +118,9 @@ def test_version_rules() -> None:
     assert mirroring.decide("subscription", held, newer, 101) is Decision.STORE
     assert mirroring.decide("subscription", held, newer, 99) is Decision.IGNORE
     assert mirroring.decide("subscription", held, newer, 100) is Decision.REFETCH
-    assert mirroring.decide("subscription", held, dict(held.data), 100) is Decision.CONFIRM
+    same = {**held.data, "deleted": False}
+    assert mirroring.decide("subscription", held, same, 100) is Decision.CONFIRM
+    assert mirroring.decide("subscription", held, same, 101) is Decision.STORE
     # A final version wins a tie without a refetch, whichever side holds it.
     canceled = {**newer, "status": "canceled"}
     assert mirroring.decide("subscription", held, canceled, 100) is Decision.STORE
