@@ -193,8 +193,9 @@ class Mirror:
         version_time = max(version_time, mirroring.object_time(obj))
         found = await storage.lock_mirrored(connection, workspace_id, object_type, object_id)
         held = mirroring.Held(*found) if found is not None else None
-        if held is not None and deleted and not obj.get("object"):
-            # Stripe answers a deleted object with a stub: keep the last full version.
+        if held is not None and deleted:
+            # Stripe answers a deleted object with a stub ({id, object, deleted}): the last
+            # full version is kept, marked deleted (reads never show it).
             obj = {**held.data, "deleted": True}
         decision = mirroring.decide(object_type, held, {**obj, "deleted": deleted}, version_time)
         if decision is Decision.REFETCH and authoritative:
