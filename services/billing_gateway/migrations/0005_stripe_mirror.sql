@@ -82,3 +82,8 @@ SELECT workspace_id, object_type
 FROM accounts,
      unnest(ARRAY['products', 'prices', 'customers', 'subscriptions', 'invoices', 'charges',
                   'refunds']) AS object_type;
+
+-- The service role's row access to the new tables (0004_service_role.sql granted the tables
+-- that existed then).
+GRANT SELECT, INSERT, UPDATE, DELETE ON stripe_objects, mirror_backfills, mirror_workspaces
+    TO askvault_billing_gateway_service;
