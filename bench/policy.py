@@ -4,7 +4,9 @@ hop, one reservation") in the same run, on the same database."""
 
 from __future__ import annotations
 
+import base64
 import itertools
+import os
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -137,6 +139,7 @@ async def _policy(database_url: str) -> tuple[_harness.Stats, _harness.Stats, fl
         database_url,
         database_pool_min_size=POOL_SIZE,
         database_pool_max_size=POOL_SIZE,
+        audit_mac_keys=f"m1:{base64.b64encode(os.urandom(32)).decode()}",
     )
     async with (
         testing.running(PolicyService(settings, key_source=key_source), settings) as running,

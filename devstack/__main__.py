@@ -16,10 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+import asyncpg
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from devstack import config, provision
+from runtime import database
 from runtime.embedded_postgres import EmbeddedPostgres
 
 logger = logging.getLogger("devstack")
@@ -75,13 +77,18 @@ def plan(
     database_url: str,
     ports: Mapping[str, int] | None = None,
     overrides: Mapping[str, Mapping[str, str]] | None = None,
+    service_database_urls: Mapping[str, str] | None = None,
 ) -> list[Child]:
     """The processes to start, in order: emulators first, then services by dependency.
 
+    ``database_url`` is the owner's: every service migrates with it (MIGRATION_DATABASE_URL)
+    and runs with its entry of ``service_database_urls`` (a login of its service role, as in
+    production), or with the owner's URL when it has none.
     ``ports`` replaces the ports of config/demo.toml (by the same names) and ``overrides``
     adds environment variables per process name: the chaos harness runs a second stack on
     free ports with shorter intervals; ``make run`` passes neither."""
     keys = config.local_keys()
+    signing_keys = config.service_keys()
     python = sys.executable
     port = _port_of(demo, ports)
     stripe_key = os.environ.get("STRIPE_TEST_API_KEY", "")
@@ -90,10 +97,9 @@ def plan(
     )
     common = {
         "DATABASE_URL": database_url,
+        "MIGRATION_DATABASE_URL": database_url,
         # Admin credentials are verified with the local provider's public keys.
         **config.admin_environment(),
-        # Service credentials on, so the local stack runs the allow-lists production runs.
-        "SERVICE_TOKEN_SECRET": keys["SERVICE_TOKEN_SECRET"],
         "LOG_LEVEL": os.environ.get("LOG_LEVEL", "WARNING"),
         "SHUTDOWN_GRACE_SECONDS": "5",
         "PYTHONUNBUFFERED": "1",
@@ -165,7 +171,7 @@ def plan(
             "SECRETS_ENCRYPTION_KEYS": keys["SECRETS_ENCRYPTION_KEYS"],
             "ASSERTION_SIGNING_KEYS": keys["ASSERTION_SIGNING_KEYS"],
         },
-        "policy": {},
+        "policy": {"AUDIT_MAC_KEYS": keys["AUDIT_MAC_KEYS"]},
         "notifier": {
             "SMTP_HOST": "127.0.0.1",
             "SMTP_PORT": str(port("smtp_sink")),
@@ -195,6 +201,13 @@ def plan(
         if not _exists(name):
             continue
         env = {**common, **targets, **extra}
+        # Service credentials on, so the local stack runs the allow-lists production runs:
+        # each process signs with its own private key (and holds no other); the gRPC
+        # services verify their callers with every service's public key.
+        env["SERVICE_SIGNING_KEY"] = signing_keys[name].pem()
+        if name != "edge":
+            env["SERVICE_PUBLIC_KEYS_FILE"] = str(config.public_keys_file())
+        env["DATABASE_URL"] = (service_database_urls or {}).get(name, database_url)
         # The edge serves HTTP on HTTP_PORT; GRPC_PORT is unused there but harmless.
         env["GRPC_PORT"] = str(port(name)) if name != "edge" else "0"
         env["METRICS_PORT"] = str(9461 + offset)
@@ -270,13 +283,39 @@ async def _stop(children: list[Child], grace: float = 15.0) -> None:
             await child.process.wait()
 
 
+async def service_database_urls(owner_url: str) -> dict[str, str]:
+    """Per service with a schema: the URL of its local login role, a member of the service's
+    group role (created here when absent; its migrations grant it), so that the local stack
+    runs the services with the privileges production gives them. ``owner_url`` must be able
+    to create roles (the embedded server's, or a superuser's DATABASE_URL)."""
+    password = config.local_keys()["DATABASE_SERVICE_PASSWORD"]
+    schemas = sorted(
+        path.parent.parent.name
+        for path in (config.ROOT / "services").glob("*/migrations/__init__.py")
+    )
+    connection = await asyncpg.connect(owner_url)
+    try:
+        for schema in schemas:
+            await database.ensure_login_role(
+                connection, schema, f"askvault_{schema}_local", password
+            )
+    finally:
+        await connection.close()
+    return {
+        schema: database.with_credentials(owner_url, f"askvault_{schema}_local", password)
+        for schema in schemas
+    }
+
+
 async def run(once: bool) -> int:
     """Starts the stack; with ``once`` stops right after it is up (a smoke check)."""
     demo = config.load()
     postgres = EmbeddedPostgres(config.DATA_DIR / "pg")
     database_url = postgres.url()
     print("PostgreSQL:", "embedded (.data/pg)" if postgres.embedded else "DATABASE_URL", flush=True)
-    children = plan(demo, database_url)
+    children = plan(
+        demo, database_url, service_database_urls=await service_database_urls(database_url)
+    )
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import base64
+import json
 import os
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from runtime import service_auth
 from runtime.local_identity_provider import LocalIdentityProvider
 from runtime.secretbox import generate_key_spec
 
@@ -74,17 +77,62 @@ def local_keys() -> dict[str, str]:
         values = {
             "SECRETS_ENCRYPTION_KEYS": generate_key_spec("local1"),
             "ASSERTION_SIGNING_KEYS": f"local1:{base64.b64encode(os.urandom(32)).decode()}",
-            "SERVICE_TOKEN_SECRET": base64.b64encode(os.urandom(32)).decode(),
+            "AUDIT_MAC_KEYS": f"local1:{base64.b64encode(os.urandom(32)).decode()}",
+            "DATABASE_SERVICE_PASSWORD": base64.urlsafe_b64encode(os.urandom(24)).decode(),
         }
         path.write_text("".join(f"{key}={value}\n" for key, value in values.items()))
         path.chmod(0o600)
     pairs = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
     keys = {key: value for key, value in pairs}
-    if "SERVICE_TOKEN_SECRET" not in keys:
-        # Added after the first keys files were written: extend them in place.
-        keys["SERVICE_TOKEN_SECRET"] = base64.b64encode(os.urandom(32)).decode()
-        with path.open("a") as handle:
-            handle.write(f"SERVICE_TOKEN_SECRET={keys['SERVICE_TOKEN_SECRET']}\n")
+    # Added after the first keys files were written: extend them in place.
+    added: dict[str, Callable[[], str]] = {
+        "AUDIT_MAC_KEYS": lambda: f"local1:{base64.b64encode(os.urandom(32)).decode()}",
+        "DATABASE_SERVICE_PASSWORD": lambda: base64.urlsafe_b64encode(os.urandom(24)).decode(),
+    }
+    for name, make in added.items():
+        if name not in keys:
+            keys[name] = make()
+            with path.open("a") as handle:
+                handle.write(f"{name}={keys[name]}\n")
+    return keys
+
+
+# The local stack's service keys: one private key per service (<service>.pem) and the public
+# keys of all of them (jwks.json), made once.
+SERVICE_KEYS_DIR = "service-keys"
+# The processes of the stack that call or serve with service credentials.
+SERVICE_NAMES = ("identity", "policy", "notifier", "billing_gateway", "edge")
+
+
+def service_keys_dir() -> Path:
+    return DATA_DIR / SERVICE_KEYS_DIR
+
+
+def public_keys_file() -> Path:
+    """The JWKS every process of the local stack verifies service credentials with."""
+    return service_keys_dir() / "jwks.json"
+
+
+def service_keys() -> dict[str, service_auth.SigningKey]:
+    """The private key of each service (made when missing; kept across runs), with the JWKS
+    file rewritten to hold exactly their public keys. Only the launcher holds all of them;
+    each process is given its own."""
+    directory = service_keys_dir()
+    directory.mkdir(parents=True, exist_ok=True)
+    directory.chmod(0o700)
+    keys: dict[str, service_auth.SigningKey] = {}
+    for service in SERVICE_NAMES:
+        path = directory / f"{service}.pem"
+        if path.exists():
+            keys[service] = service_auth.SigningKey.from_pem(path.read_bytes(), service)
+            continue
+        keys[service] = service_auth.SigningKey.generate(service)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(keys[service].pem())
+    public = json.dumps(service_auth.jwks(keys.values()), indent=2) + "\n"
+    if not public_keys_file().exists() or public_keys_file().read_text() != public:
+        public_keys_file().write_text(public)
     return keys
 
 

@@ -15,9 +15,10 @@ from runtime import service_auth
 
 
 def service_metadata(service_name: str) -> tuple[tuple[str, str], ...]:
-    """Call metadata with a service credential of the local stack."""
-    secret = config.local_keys()["SERVICE_TOKEN_SECRET"]
-    return ((service_auth.HEADER, service_auth.issue(secret, service_name)),)
+    """Call metadata with a service credential of the local stack (the launcher holds every
+    service's key)."""
+    key = config.service_keys()[service_name]
+    return ((service_auth.HEADER, service_auth.issue(key)),)
 
 
 def admin_metadata(subject: str = "devstack-admin") -> tuple[tuple[str, str], ...]:

@@ -12,6 +12,7 @@ from typing import Any
 import grpc
 
 from runtime import deadlines, service_auth
+from runtime.settings import ServiceSettings
 
 _SERVICE_CONFIG = json.dumps(
     {
@@ -44,20 +45,15 @@ _outgoing = Outgoing()
 
 
 def configure(
-    service_name: str,
-    service_token_secret: str = "",
+    signing_key: service_auth.SigningKey | None = None,
     tls_ca_file: str = "",
     tls_cert_file: str = "",
     tls_key_file: str = "",
 ) -> None:
-    """Sets, once per process (by ``runtime.server.main``), the service credential and the
-    TLS settings every channel of this process uses."""
+    """Sets, once per process (by ``runtime.server.main``), the service credential (signed
+    with this service's own key) and the TLS settings every channel of this process uses."""
     global _outgoing
-    credential = (
-        service_auth.CachedCredential(service_token_secret, service_name)
-        if service_token_secret
-        else None
-    )
+    credential = service_auth.CachedCredential(signing_key) if signing_key else None
     credentials = None
     if tls_ca_file:
         credentials = grpc.ssl_channel_credentials(
@@ -66,6 +62,21 @@ def configure(
             certificate_chain=Path(tls_cert_file).read_bytes() if tls_cert_file else None,
         )
     _outgoing = Outgoing(credential, credentials)
+
+
+def configure_from_settings(service_name: str, config: ServiceSettings) -> None:
+    """``configure`` with a service's settings; raises SystemExit when its signing key is
+    another service's."""
+    try:
+        signing_key = service_auth.load_signing_key(
+            service_name,
+            config.service_signing_key.get_secret_value(),
+            config.service_signing_key_file,
+            config.service_signing_key_id,
+        )
+    except ValueError as error:
+        raise SystemExit(f"invalid configuration: {error}") from None
+    configure(signing_key, config.tls_ca_file, config.tls_cert_file, config.tls_key_file)
 
 
 class _CredentialInterceptor(grpc.aio.UnaryUnaryClientInterceptor):

@@ -3,12 +3,13 @@ one schema per service, and named queries kept in ``.sql`` files."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, TypeAlias
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import asyncpg
 
@@ -148,6 +149,49 @@ def with_database_name(url: str, name: str) -> str:
     """The same server URL pointing at another database."""
     parts = urlsplit(url)
     return urlunsplit(parts._replace(path=f"/{name}"))
+
+
+def with_credentials(url: str, user: str, password: str) -> str:
+    """The same server and database URL, logging in as another role."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    login = f"{quote(user, safe='')}:{quote(password, safe='')}@"
+    return urlunsplit(parts._replace(netloc=login + host))
+
+
+def service_role(schema: str) -> str:
+    """The NOLOGIN group role a service runs as (its migrations create it and grant it row
+    access to the schema); login roles are made members of it."""
+    if not _SCHEMA_NAME.match(schema):
+        raise ValueError(f"bad schema name {schema!r}")
+    return f"askvault_{schema}_service"
+
+
+async def ensure_login_role(
+    connection: Connection, schema: str, login: str, password: str, *, reset_password: bool = True
+) -> None:
+    """Creates (if absent) the service's group role and a login role that is a member of it,
+    with this password (set again on an existing login unless ``reset_password`` is False).
+    For the local stack and the tests, which connect as a superuser; in production a DBA does
+    this once (deploy/README.md). Safe when several processes race on one cluster: a role
+    another one created meanwhile is fine."""
+    if not _SCHEMA_NAME.match(login):
+        raise ValueError(f"bad role name {login!r}")
+    group = service_role(schema)
+    # Utility commands take no parameters: the password goes in as a quoted literal.
+    quoted = await connection.fetchval("SELECT quote_literal($1)", password)
+    # Made by the service's migrations, an earlier run or a racing process: fine.
+    with contextlib.suppress(asyncpg.DuplicateObjectError, asyncpg.UniqueViolationError):
+        await connection.execute(f"CREATE ROLE {group} NOLOGIN")
+    try:
+        await connection.execute(f"CREATE ROLE {login} LOGIN PASSWORD {quoted} IN ROLE {group}")
+        created = True
+    except (asyncpg.DuplicateObjectError, asyncpg.UniqueViolationError):
+        created = False
+    if not await connection.fetchval("SELECT pg_has_role($1, $2, 'MEMBER')", login, group):
+        await connection.execute(f"GRANT {group} TO {login}")
+    if not created and reset_password:
+        await connection.execute(f"ALTER ROLE {login} PASSWORD {quoted}")
 
 
 def record_to_dict(record: asyncpg.Record | None) -> dict[str, Any] | None:

@@ -130,7 +130,11 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                         errors.Kind.DEADLINE_EXCEEDED, "DEADLINE_EXCEEDED", "deadline passed"
                     )
                 if self._callers is not None:
-                    self._callers.check(method, context.invocation_metadata())
+                    self._callers.check(
+                        method,
+                        context.invocation_metadata(),
+                        context.auth_context() if self._callers.trust_domain else None,
+                    )
                 request_checks.check(request)
                 return await inner(request, context)
             except errors.ServiceError as error:

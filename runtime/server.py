@@ -1,4 +1,7 @@
-"""Start-up and shutdown of a service: ``main`` is the whole entry point of ``python -m <svc>``.
+"""Start-up and shutdown of every process of the skill: ``main`` is the whole entry point of
+``python -m <svc>`` for a gRPC service; ``run_process``, ``serve_until_signalled``,
+``open_database``, ``DatabaseProbe`` and ``close_pool`` are the parts the edge (an HTTP
+server) shares with them, so it starts, drains and reports health the same way.
 
 Order of start: settings, logs, telemetry, database pool (migrations applied), gRPC server
 (interceptors, health, reflection, the service's servicers), the service's workers.
@@ -14,20 +17,19 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import asyncpg
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from runtime import clients, database, logs, settings, tasks, telemetry
+from runtime import clients, database, logs, service_auth, settings, tasks, telemetry
 from runtime.health import DATABASE, SHUTTING_DOWN, Health
 from runtime.interceptors import ServerInterceptor
-from runtime.service_auth import CallerPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +56,8 @@ class Resources:
 class Service(Protocol):
     """A service as the runtime sees it. A service may also have ``allowed_callers``
     (RPC name or ``service_auth.EVERY_RPC`` -> caller names), enforced when
-    SERVICE_TOKEN_SECRET is set; without it, no service may call it then."""
+    SERVICE_PUBLIC_KEYS or SERVICE_TRUST_DOMAIN is set; without it, no service may call it
+    then."""
 
     @property
     def name(self) -> str:
@@ -88,14 +91,17 @@ class RunningService:
     pool: asyncpg.Pool
     health: Health
     port: int
-    _probe: asyncio.Task[None]
-    _probe_stop: asyncio.Event
+    _probe: DatabaseProbe
     _settings: settings.ServiceSettings
 
     @property
     def address(self) -> str:
         """host:port the server listens on (loopback form for local clients)."""
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def listening_on(self) -> str:
+        return self.address
 
     async def stop(self, grace: float | None = None) -> None:
         """Drains and stops: NOT_SERVING first, then in-flight calls get the grace. Every step
@@ -110,12 +116,8 @@ class RunningService:
         # how long that may take with its shutdown deadline.
         service_stop = max(_SERVICE_STOP_SECONDS, self._settings.shutdown_deadline_seconds)
         await tasks.bounded(self.service.stop(), service_stop, self.service.name)
-        self._probe_stop.set()
-        await tasks.finish(self._probe)
-        # close() waits for every connection to be released; one left mid-query by a call the
-        # grace cut short must not keep the process from exiting.
-        if not await tasks.bounded(self.pool.close(), _POOL_CLOSE_SECONDS, "database pool"):
-            self.pool.terminate()
+        await self._probe.stop()
+        await close_pool(self.pool)
         logger.info("stopped", extra={"port": self.port})
 
 
@@ -129,24 +131,71 @@ def _server_credentials(config: settings.ServiceSettings) -> grpc.ServerCredenti
     )
 
 
-async def start(service: Service, config: settings.ServiceSettings) -> RunningService:
-    """Starts a service and returns once it listens (port 0 picks a free port)."""
+async def open_database(
+    config: settings.ServiceSettings, schema: str, migrations_package: str
+) -> asyncpg.Pool:
+    """The process's pool on its schema, migrations applied first when MIGRATE_ON_START."""
     dsn = config.database_url.get_secret_value()
     if config.migrate_on_start:
-        await database.migrate_url(dsn, service.name, service.migrations_package)
-    pool = await database.create_pool(
+        await database.migrate_url(config.migration_dsn(), schema, migrations_package)
+    return await database.create_pool(
         dsn,
-        service.name,
+        schema,
         min_size=config.database_pool_min_size,
         max_size=config.database_pool_max_size,
     )
+
+
+@dataclass
+class DatabaseProbe:
+    """Marks the database component of a health well at start, then probes it until
+    stopped (``stop`` is bounded like every step of a shutdown)."""
+
+    task: asyncio.Task[None]
+    stopping: asyncio.Event
+
+    @classmethod
+    async def start(
+        cls, pool: asyncpg.Pool, health: Health, interval_seconds: float, name: str
+    ) -> DatabaseProbe:
+        async def probe_database() -> None:
+            async with pool.acquire(timeout=2.0) as connection:
+                await connection.fetchval("SELECT 1")
+
+        await health.set_component(DATABASE, True)
+        stopping = asyncio.Event()
+        task = asyncio.create_task(
+            health.watch(DATABASE, probe_database, interval_seconds, stopping),
+            name=f"{name}-health-probe",
+        )
+        return cls(task, stopping)
+
+    async def stop(self) -> None:
+        self.stopping.set()
+        await tasks.finish(self.task)
+
+
+async def close_pool(pool: asyncpg.Pool) -> None:
+    """close() waits for every connection to be released; one left mid-query by a call the
+    grace cut short must not keep the process from exiting."""
+    if not await tasks.bounded(pool.close(), _POOL_CLOSE_SECONDS, "database pool"):
+        pool.terminate()
+
+
+async def start(service: Service, config: settings.ServiceSettings) -> RunningService:
+    """Starts a service and returns once it listens (port 0 picks a free port)."""
+    pool = await open_database(config, service.name, service.migrations_package)
     health = Health(service.service_names)
     from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
-    token_secret = config.service_token_secret.get_secret_value()
+    public_keys = service_auth.load_public_keys(
+        config.service_public_keys, config.service_public_keys_file
+    )
     callers = (
-        CallerPolicy(token_secret, getattr(service, "allowed_callers", {}))
-        if token_secret
+        service_auth.CallerPolicy(
+            public_keys, getattr(service, "allowed_callers", {}), config.service_trust_domain
+        )
+        if public_keys is not None or config.service_trust_domain
         else None
     )
     server = grpc.aio.server(
@@ -182,28 +231,35 @@ async def start(service: Service, config: settings.ServiceSettings) -> RunningSe
         pool.terminate()
         raise
 
-    async def probe_database() -> None:
-        async with pool.acquire(timeout=2.0) as connection:
-            await connection.fetchval("SELECT 1")
-
-    await health.set_component(DATABASE, True)
-    probe_stop = asyncio.Event()
-    probe = asyncio.create_task(
-        health.watch(DATABASE, probe_database, config.health_probe_interval_seconds, probe_stop),
-        name=f"{service.name}-health-probe",
+    probe = await DatabaseProbe.start(
+        pool, health, config.health_probe_interval_seconds, service.name
     )
     logger.info("serving", extra={"port": port, "services": list(service.service_names)})
-    return RunningService(service, server, pool, health, port, probe, probe_stop, config)
+    return RunningService(service, server, pool, health, port, probe, config)
 
 
-async def serve(service: Service, config: settings.ServiceSettings) -> None:
-    """Runs until SIGTERM or SIGINT, then drains."""
-    running = await start(service, config)
+class Running(Protocol):
+    """A started process front (a gRPC server, the edge's HTTP server)."""
+
+    @property
+    def listening_on(self) -> str:
+        """Where it listens, for the start-up line."""
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Drains: not ready first, in-flight work gets the grace, then everything closes."""
+
+
+async def serve_until_signalled(
+    name: str, config: settings.ServiceSettings, start: Callable[[], Awaitable[Running]]
+) -> None:
+    """Starts, runs until SIGTERM or SIGINT, then drains; a drain past the shutdown deadline
+    ends the process."""
+    running = await start()
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
-    print(f"{service.name} listening on {running.address}", flush=True)
+    print(f"{name} listening on {running.listening_on}", flush=True)
     await stopping.wait()
     logger.info("shutdown requested")
     _exit_if_stuck(
@@ -211,6 +267,11 @@ async def serve(service: Service, config: settings.ServiceSettings) -> None:
         or config.shutdown_delay_seconds + config.shutdown_grace_seconds + _STOP_MARGIN_SECONDS
     )
     await running.stop()
+
+
+async def serve(service: Service, config: settings.ServiceSettings) -> None:
+    """Runs a gRPC service until SIGTERM or SIGINT, then drains."""
+    await serve_until_signalled(service.name, config, lambda: start(service, config))
 
 
 def _exit_if_stuck(seconds: float) -> None:
@@ -228,34 +289,47 @@ def _exit_if_stuck(seconds: float) -> None:
     timer.start()
 
 
+def run_process(
+    name: str,
+    migrations_package: str,
+    config: SettingsT,
+    serve_process: Callable[[SettingsT], Coroutine[Any, Any, None]],
+    argv: Sequence[str] | None = None,
+) -> None:
+    """``python -m <process> [serve|migrate]`` for every process of the skill, the edge
+    included: logs, then either the migrations alone or telemetry, outgoing credentials and
+    ``serve_process`` on uvloop."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("command", nargs="?", default="serve", choices=["serve", "migrate"])
+    command = parser.parse_args(argv).command
+    logs.configure(name, config.log_level)
+    if command == "migrate":
+        # As the owner role when MIGRATION_DATABASE_URL is set; the service role cannot.
+        applied = asyncio.run(
+            database.migrate_url(config.migration_dsn(), name, migrations_package)
+        )
+        logger.info("migrations applied", extra={"versions": applied})
+        return
+    telemetry.configure(name, config.otel_exporter_otlp_endpoint, config.metrics_port)
+    clients.configure_from_settings(name, config)
+    try:
+        import uvloop
+
+        uvloop.run(serve_process(config))
+    except ImportError:  # pragma: no cover - uvloop is a pinned dependency
+        asyncio.run(serve_process(config))
+
+
 def main(
     settings_class: type[SettingsT],
     build: Callable[[SettingsT], Service],
     argv: Sequence[str] | None = None,
 ) -> None:
-    """The entry point of ``python -m <service> [serve|migrate]``."""
-    parser = argparse.ArgumentParser()
-    parser.add_argument("command", nargs="?", default="serve", choices=["serve", "migrate"])
-    command = parser.parse_args(argv).command
+    """The entry point of ``python -m <service> [serve|migrate]`` of a gRPC service."""
     config = settings.load(settings_class)
     service = build(config)
-    logs.configure(service.name, config.log_level)
-    dsn = config.database_url.get_secret_value()
-    if command == "migrate":
-        applied = asyncio.run(database.migrate_url(dsn, service.name, service.migrations_package))
-        logger.info("migrations applied", extra={"versions": applied})
-        return
-    telemetry.configure(service.name, config.otel_exporter_otlp_endpoint, config.metrics_port)
-    clients.configure(
-        service.name,
-        config.service_token_secret.get_secret_value(),
-        config.tls_ca_file,
-        config.tls_cert_file,
-        config.tls_key_file,
-    )
-    try:
-        import uvloop
 
-        uvloop.run(serve(service, config))
-    except ImportError:  # pragma: no cover - uvloop is a pinned dependency
-        asyncio.run(serve(service, config))
+    async def serve_service(loaded: SettingsT) -> None:
+        await serve(service, loaded)
+
+    run_process(service.name, service.migrations_package, config, serve_service, argv)

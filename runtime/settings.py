@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from typing import TypeVar
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from runtime import service_auth
+
+_TRUST_DOMAIN = re.compile(r"^[a-z0-9._-]{1,255}$")
 
 
 class ServiceSettings(BaseSettings):
@@ -14,8 +19,14 @@ class ServiceSettings(BaseSettings):
 
     model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
 
-    # PostgreSQL DSN; required. The service keeps its tables in its own schema.
+    # PostgreSQL DSN the service runs with; required. The service keeps its tables in its own
+    # schema. In production this is a login role that is a member of the service's group role
+    # (``askvault_<service>_service``), which may only read and write rows, never change the
+    # schema, and may only INSERT and SELECT an append-only table such as policy's audit log.
     database_url: SecretStr
+    # PostgreSQL DSN of the schema's owner, used only to apply migrations (the ``migrate``
+    # command and MIGRATE_ON_START); empty: DATABASE_URL migrates, as one role does both.
+    migration_database_url: SecretStr = SecretStr("")
     # Address the gRPC server binds; port 0 picks a free port (tests).
     grpc_host: str = "0.0.0.0"
     grpc_port: int = Field(default=50051, ge=0, le=65535)
@@ -54,9 +65,18 @@ class ServiceSettings(BaseSettings):
     admin_token_max_lifetime_seconds: int = Field(default=12 * 3600, gt=0, le=7 * 86400)
     # Apply migrations at start (``migrate`` applies them without serving).
     migrate_on_start: bool = True
-    # HS256 key shared by the skill's services to sign service credentials; when set, every
-    # RPC except health, reflection and admin RPCs needs a credential of an allowed caller.
-    service_token_secret: SecretStr = SecretStr("")
+    # This service's own Ed25519 private key (PKCS#8 PEM) that signs the credential it calls
+    # the other services with, inline or as a file; empty: its calls carry no credential.
+    service_signing_key: SecretStr = SecretStr("")
+    service_signing_key_file: str = ""
+    # The id of that key in the public keys: "<service>" or "<service>:<label>" during a
+    # rotation; empty: the service's name.
+    service_signing_key_id: str = ""
+    # The public keys of the skill's services, a JWKS whose kids are as above, inline JSON or
+    # a file. When set, every RPC except health, reflection and admin RPCs needs a credential
+    # of an allowed caller, signed with that caller's own key; empty: the check is off.
+    service_public_keys: str = ""
+    service_public_keys_file: str = ""
     # TLS for the gRPC port: PEM certificate chain and key; empty serves plaintext.
     tls_cert_file: str = ""
     tls_key_file: str = ""
@@ -65,6 +85,41 @@ class ServiceSettings(BaseSettings):
     # PEM CA that verifies the servers this service calls; set it to call them over TLS
     # (the certificate and key above are then presented as this service's client identity).
     tls_ca_file: str = ""
+    # SPIFFE trust domain of the services' client certificates ("askvault.example"); with
+    # mutual TLS on, a caller may prove its name with a certificate whose one URI SAN is
+    # spiffe://<trust domain>/askvault/<service>, checked against the same allow-lists.
+    service_trust_domain: str = ""
+
+    @model_validator(mode="after")
+    def _service_keys_are_valid(self) -> ServiceSettings:
+        if self.service_trust_domain and not _TRUST_DOMAIN.match(self.service_trust_domain):
+            raise ValueError("SERVICE_TRUST_DOMAIN is a host name: lower-case a-z 0-9 . - _")
+        if self.service_trust_domain and not self.tls_client_ca_file:
+            # Without mutual TLS nobody verified the certificate's chain.
+            raise ValueError("SERVICE_TRUST_DOMAIN needs mutual TLS (TLS_CLIENT_CA_FILE)")
+        # A malformed key fails at start, not at the first call. The key id's service is
+        # checked against the service's name when the service starts (the name is not known
+        # here).
+        try:
+            service_auth.load_public_keys(self.service_public_keys, self.service_public_keys_file)
+            signing_key = self.service_signing_key.get_secret_value()
+            if signing_key or self.service_signing_key_file:
+                service_auth.load_signing_key(
+                    service_auth.service_of(self.service_signing_key_id or "unnamed"),
+                    signing_key,
+                    self.service_signing_key_file,
+                    self.service_signing_key_id,
+                )
+        except OSError as error:
+            raise ValueError(f"service keys: {error}") from None
+        return self
+
+    def migration_dsn(self) -> str:
+        """The DSN that applies migrations: the owner's when MIGRATION_DATABASE_URL is set
+        (the service's own role may not change the schema), else DATABASE_URL."""
+        return (
+            self.migration_database_url.get_secret_value() or self.database_url.get_secret_value()
+        )
 
 
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
+import asyncpg
 import grpc
 import jwt
 from google.protobuf import timestamp_pb2
@@ -21,7 +22,7 @@ from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from askvault.policy.v1 import policy_pb2
-from runtime import quotes, server, settings
+from runtime import database, quotes, server, settings
 from runtime.local_identity_provider import LocalIdentityProvider
 
 SettingsT = TypeVar("SettingsT", bound=settings.ServiceSettings)
@@ -64,6 +65,26 @@ def make_settings(settings_class: type[SettingsT], database_url: str, **values: 
     }
     defaults.update(values)
     return settings_class(**defaults)
+
+
+# Password of the tests' service login roles (a test cluster only).
+TEST_SERVICE_PASSWORD = "askvault-test-service"  # noqa: S105 - tests only
+
+
+async def service_database_url(database_url: str, schema: str) -> str:
+    """The URL of the same database logged in as the service's role, as production runs it:
+    a login role (``askvault_<schema>_test``, shared by every test on the cluster) that is a
+    member of the group role the service's migrations grant. ``database_url`` must be a
+    superuser's (the tests' server is)."""
+    connection = await asyncpg.connect(database_url)
+    try:
+        login = f"askvault_{schema}_test"
+        await database.ensure_login_role(
+            connection, schema, login, TEST_SERVICE_PASSWORD, reset_password=False
+        )
+    finally:
+        await connection.close()
+    return database.with_credentials(database_url, login, TEST_SERVICE_PASSWORD)
 
 
 @asynccontextmanager

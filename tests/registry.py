@@ -56,7 +56,7 @@ SERVICES: list[ServiceEntry] = [
         "policy.settings",
         "PolicySettings",
         # No identity: every assertion is refused as invalid, which the contract test expects.
-        lambda: {"identity_target": ""},
+        lambda: {"identity_target": "", "audit_mac_keys": f"m1:{_key()}"},
     ),
     ServiceEntry(
         "notifier",

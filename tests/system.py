@@ -55,6 +55,7 @@ class Secrets:
     identity_signing: str = field(default_factory=random_key)
     billing_encryption: str = field(default_factory=random_key)
     edge_encryption: str = field(default_factory=random_key)
+    audit_mac: str = field(default_factory=random_key)
     whatsapp_app_secret: str = "wa-app-secret"
     whatsapp_verify_token: str = "wa-verify"
     whatsapp_token: str = "wa-access-token"
@@ -98,7 +99,9 @@ async def running(
 ) -> AsyncIterator[System]:
     """Starts the emulators and the five services in dependency order; stops them in
     reverse. ``edge_values`` override the edge's settings; every service (edge included)
-    probes its database every ``health_probe_interval_seconds``."""
+    probes its database every ``health_probe_interval_seconds``. Each service runs as a login
+    of its service role, as in production, and migrates (nothing is left to apply) as the
+    owner, ``database_url``."""
     async with contextlib.AsyncExitStack() as stack:
         emulator = await stripe_app.start()
         stack.push_async_callback(emulator.close)
@@ -116,7 +119,8 @@ async def running(
         stack.push_async_callback(stripe_http.close_async)
         identity_settings = testing.make_settings(
             IdentitySettings,
-            database_url,
+            await testing.service_database_url(database_url, "identity"),
+            migration_database_url=database_url,
             health_probe_interval_seconds=health_probe_interval_seconds,
             secrets_encryption_keys=f"k1:{secrets.identity_encryption}",
             assertion_signing_keys=f"a1:{secrets.identity_signing}",
@@ -126,16 +130,19 @@ async def running(
         )
         policy_settings = testing.make_settings(
             PolicySettings,
-            database_url,
+            await testing.service_database_url(database_url, "policy"),
+            migration_database_url=database_url,
             health_probe_interval_seconds=health_probe_interval_seconds,
             identity_target=identity.address,
+            audit_mac_keys=f"a1:{secrets.audit_mac}",
         )
         policy = await stack.enter_async_context(
             testing.running(PolicyService(policy_settings), policy_settings)
         )
         notifier_settings = testing.make_settings(
             NotifierSettings,
-            database_url,
+            await testing.service_database_url(database_url, "notifier"),
+            migration_database_url=database_url,
             health_probe_interval_seconds=health_probe_interval_seconds,
             smtp_host=sink.host,
             smtp_port=sink.smtp_port,
@@ -156,7 +163,8 @@ async def running(
         )
         billing_settings = testing.make_settings(
             BillingGatewaySettings,
-            database_url,
+            await testing.service_database_url(database_url, "billing_gateway"),
+            migration_database_url=database_url,
             health_probe_interval_seconds=health_probe_interval_seconds,
             secrets_encryption_keys=f"k1:{secrets.billing_encryption}",
             identity_target=identity.address,
@@ -180,7 +188,8 @@ async def running(
         )
         edge_settings = testing.make_settings(
             EdgeSettings,
-            database_url,
+            await testing.service_database_url(database_url, "edge"),
+            migration_database_url=database_url,
             health_probe_interval_seconds=health_probe_interval_seconds,
             http_host="127.0.0.1",
             http_port=0,

@@ -38,7 +38,7 @@ class BillingGatewayService:
     migrations_package = "billing_gateway.migrations"
     error_domain = "billing.askvault.dev"
     service_names = (billing_pb2.DESCRIPTOR.services_by_name["BillingGatewayService"].full_name,)
-    # Who may call which RPC when service credentials are on (SERVICE_TOKEN_SECRET): only the
+    # Who may call which RPC when service credentials are on (SERVICE_PUBLIC_KEYS): only the
     # edge, which also hands in Stripe's webhooks.
     allowed_callers = {
         EVERY_RPC: frozenset({"edge"}),

@@ -25,11 +25,13 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from edge import storage
-from edge.conversation import PAGE_CHANNEL, QuoteAnswer, Request
+from edge.confirming import PAGE_CHANNEL
 from edge.domain import proposals
 from edge.domain.intents import Intent, Parsed
 from edge.domain.proposals import ProposalState
-from edge.http_api import ID_PATTERN, Edge, error, visitor_from_json
+from edge.http_api import ID_PATTERN, Edge, visitor_from_json
+from edge.http_middleware import error
+from edge.turn import QuoteAnswer, Request
 
 _TERMS_HASH = re.compile(r"^[0-9a-f]{64}$")
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{43}$")

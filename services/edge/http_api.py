@@ -1,40 +1,38 @@
-"""The edge's HTTP surface: chat turns, tools (JSON and MCP), Stripe and WhatsApp webhooks,
-health and metrics. Bad input is a 4xx with ``{"error": {"code", "message", "fields"?}}``,
+"""The edge's HTTP surface: chat turns, tools (JSON and MCP), Stripe webhooks, health and
+metrics; the WhatsApp webhook is ``whatsapp_webhook``'s, the confirmations
+``confirmations``'. Bad input is a 4xx with ``{"error": {"code", "message", "fields"?}}``,
 never a 5xx."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from http import HTTPStatus
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import grpc
 import prometheus_client
-from google.protobuf import timestamp_pb2
 from opentelemetry import trace
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request as HttpRequest
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Scope
 
 from askvault.billing.v1 import billing_pb2 as bpb
-from askvault.notifier.v1 import notifier_pb2 as npb
-from edge import ratelimit, storage, tools, whatsapp_linking
-from edge.conversation import ConversationNotOwned, Engine, Reply, Request, VisitorIdentity
-from edge.domain import whatsapp_proof
+from edge import ratelimit, tools
+from edge.http_middleware import AddressLimited, BodyLimit, JsonErrorBodies, error
 from edge.peers import Peers, error_reason, is_unavailable
+from edge.pipeline import Engine
 from edge.settings import EdgeSettings
+from edge.turn import ConversationNotOwned, Reply, Request, VisitorIdentity
 from runtime.database import UNAVAILABLE_ERRORS
+from runtime.health import DATABASE, SHUTTING_DOWN, Health
 
 logger = logging.getLogger(__name__)
 tracer = trace.get_tracer("askvault.edge")
@@ -84,156 +82,6 @@ def visitor_from_json(visitor: Any, fields: dict[str, str]) -> VisitorIdentity |
     )
 
 
-def error(
-    status: int, code: str, message: str, fields: dict[str, str] | None = None
-) -> JSONResponse:
-    """The error body every 4xx carries."""
-    body: dict[str, Any] = {"code": code, "message": message}
-    if fields:
-        body["fields"] = fields
-    return JSONResponse({"error": body}, status_code=status)
-
-
-def _list_of_dicts(value: Any, where: str) -> list[dict[str, Any]]:
-    if value is None:
-        return []
-    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
-        raise ValueError(f"{where} must be a list of objects")
-    return value
-
-
-def whatsapp_values(body: Any) -> list[dict[str, Any]]:
-    """The ``value`` objects of a WhatsApp Cloud API webhook, with the shapes the edge reads
-    checked (lists of objects, string ids, numeric timestamps); ValueError otherwise."""
-    if not isinstance(body, dict):
-        raise ValueError("the body must be an object")
-    values = []
-    for entry in _list_of_dicts(body.get("entry"), "entry"):
-        for change in _list_of_dicts(entry.get("changes"), "entry.changes"):
-            value = change.get("value", {})
-            if not isinstance(value, dict):
-                raise ValueError("entry.changes.value must be an object")
-            metadata = value.get("metadata", {})
-            if not isinstance(metadata, dict):
-                raise ValueError("value.metadata must be an object")
-            for status in _list_of_dicts(value.get("statuses"), "value.statuses"):
-                if not str(status.get("timestamp", "0") or "0").isdigit():
-                    raise ValueError("value.statuses.timestamp must be unix seconds")
-                _list_of_dicts(status.get("errors"), "value.statuses.errors")
-            for message in _list_of_dicts(value.get("messages"), "value.messages"):
-                for part in ("button", "interactive", "text"):
-                    if not isinstance(message.get(part, {}), dict):
-                        raise ValueError(f"value.messages.{part} must be an object")
-            values.append(value)
-    return values
-
-
-class JsonErrorBodies:
-    """Gives a library's own refusals (the MCP transport answers some 4xx in plain text or
-    empty) the JSON error body every 4xx of the edge carries. A class, not a function, so
-    Starlette mounts it as an ASGI app rather than as a request handler."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self._app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        app = self._app
-        if scope["type"] != "http":
-            await app(scope, receive, send)
-            return
-        held: dict[str, Any] | None = None
-        body = bytearray()
-
-        async def rewrite(message: Message) -> None:
-            nonlocal held
-            if message["type"] == "http.response.start":
-                headers = dict(message.get("headers", []))
-                content_type = headers.get(b"content-type", b"")
-                if message["status"] >= 400 and b"json" not in content_type:
-                    held = dict(message)
-                    return
-            elif held is not None and message["type"] == "http.response.body":
-                body.extend(message.get("body", b""))
-                if message.get("more_body"):
-                    return
-                status = int(held["status"])
-                text = body.decode(errors="replace").strip() or HTTPStatus(status).phrase
-                payload = json.dumps(
-                    {"error": {"code": f"HTTP_{status}", "message": text}}
-                ).encode()
-                kept = [
-                    (key, value)
-                    for key, value in held.get("headers", [])
-                    if key.lower() not in (b"content-type", b"content-length")
-                ]
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": status,
-                        "headers": [
-                            *kept,
-                            (b"content-type", b"application/json"),
-                            (b"content-length", str(len(payload)).encode()),
-                        ],
-                    }
-                )
-                await send({"type": "http.response.body", "body": payload})
-                return
-            await send(message)
-
-        await app(scope, receive, rewrite)
-
-
-class BodyLimit:
-    """Refuses bodies over the limit with 413, by Content-Length or by counting the stream."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self._app = app
-        self._max = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self._app(scope, receive, send)
-            return
-        for name, value in scope.get("headers", []):
-            if name == b"content-length" and value.isdigit() and int(value) > self._max:
-                await error(413, "PAYLOAD_TOO_LARGE", f"body over {self._max} bytes")(
-                    scope, receive, send
-                )
-                return
-        seen = 0
-
-        async def limited() -> Any:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self._max:
-                    raise HTTPException(413, "body too large")
-            return message
-
-        await self._app(scope, limited, send)
-
-
-class AddressLimited:
-    """Limits an ASGI app (the MCP transport) per client address, like every other entry: the
-    visitor is not verified before the tool call runs, so the address is all there is."""
-
-    def __init__(self, app: ASGIApp, edge: Edge) -> None:
-        self._app = app
-        self._edge = edge
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and not self._edge.address_limit.allow(
-            self._edge.client_address(scope)
-        ):
-            await error(429, "RATE_LIMITED", "too many requests from this address")(
-                scope, receive, send
-            )
-            return
-        await self._app(scope, receive, send)
-
-
 class Edge:
     """The handlers, bound to the engine and settings."""
 
@@ -242,8 +90,9 @@ class Edge:
         self.engine = engine
         self.peers = peers
         self.pool = pool
-        self.draining = False
-        self.database_ok = True
+        # Components as the gRPC services have them (runtime.health): the database, and
+        # shutting_down, which the drain flips before anything else.
+        self.health = Health(())
         # Before verification nothing but the client's address is known for sure; the limits
         # per verified contact and per customer are the engine's (ratelimit.TurnLimits).
         self.address_limit = ratelimit.RateLimiter(settings.address_requests_per_minute)
@@ -268,7 +117,11 @@ class Edge:
 
     def address_allowed(self, request: HttpRequest) -> bool:
         """Whether the client's address is within its request budget."""
-        return self.address_limit.allow(self.client_address(request.scope))
+        return self.scope_allowed(request.scope)
+
+    def scope_allowed(self, scope: Scope) -> bool:
+        """Whether the ASGI request's client address is within its request budget."""
+        return self.address_limit.allow(self.client_address(scope))
 
     async def json_body(self, request: HttpRequest) -> dict[str, Any] | JSONResponse:
         """The request's JSON object, or the 4xx answer for a body that is not one."""
@@ -451,11 +304,7 @@ class Edge:
             result["escalation_id"] = answer.escalation_id
         if answer.status == "needs_confirmation":
             # Said to the model in words as well: it relays the quote, the person confirms.
-            result["next_step"] = (
-                "Tell the customer these terms. Only the customer can confirm them: in their "
-                "own chat (typing yes or pressing the confirm button) or on the confirmation "
-                "page their assistant app opens. Calling this tool again does not confirm."
-            )
+            result["next_step"] = tools.NEXT_STEP_CONFIRM
         return result
 
     # ----- webhooks -----
@@ -494,172 +343,6 @@ class Edge:
             {"received": True, "event_id": stored.event_id, "duplicate": stored.duplicate}
         )
 
-    async def whatsapp_verify(self, request: HttpRequest) -> Response:
-        params = request.query_params
-        expected = self.settings.whatsapp_verify_token.get_secret_value()
-        if (
-            params.get("hub.mode") == "subscribe"
-            and expected
-            and hmac.compare_digest(params.get("hub.verify_token", "").encode(), expected.encode())
-        ):
-            return PlainTextResponse(params.get("hub.challenge", ""))
-        return error(403, "VERIFY_TOKEN_MISMATCH", "verification failed")
-
-    async def whatsapp_webhook(self, request: HttpRequest) -> Response:
-        secret = self.settings.whatsapp_app_secret.get_secret_value()
-        try:
-            payload = await request.body()
-        except HTTPException:
-            return error(413, "PAYLOAD_TOO_LARGE", "body too large")
-        header = request.headers.get("x-hub-signature-256", "")
-        expected = "sha256=" + hmac.new(secret.encode(), payload, hashlib.sha256).hexdigest()
-        if not secret or not hmac.compare_digest(header.encode(), expected.encode()):
-            return error(401, "SIGNATURE_INVALID", "bad X-Hub-Signature-256")
-        try:
-            body = json.loads(payload)
-        except ValueError:
-            return error(400, "INVALID_JSON", "the body is not JSON")
-        except RecursionError:
-            return error(400, "INVALID_JSON", "the body's JSON is nested too deeply")
-        try:
-            values = whatsapp_values(body)
-        except ValueError as problem:
-            # Signed but not the Cloud API's shape: a 4xx, so Meta does not retry it forever.
-            return error(400, "INVALID_PAYLOAD", str(problem))
-        for value in values:
-            await self._whatsapp_value(value)
-        return JSONResponse({"received": True})
-
-    def _whatsapp_workspace(self, phone_number_id: str) -> str:
-        spec = self.settings.whatsapp_workspaces
-        for item in (part.strip() for part in spec.split(",")):
-            number, sep, workspace = item.partition(":")
-            if sep and number == phone_number_id:
-                return workspace
-            if not sep and item:
-                return item
-        return ""
-
-    async def _whatsapp_value(self, value: dict[str, Any]) -> None:
-        statuses = value.get("statuses", [])
-        if statuses:
-            updates = []
-            for status in statuses:
-                stamp = timestamp_pb2.Timestamp(seconds=int(status.get("timestamp", 0) or 0))
-                errors_ = status.get("errors") or [{}]
-                updates.append(
-                    npb.WhatsAppStatus(
-                        provider_message_id=str(status.get("id", "")),
-                        status=str(status.get("status", "")),
-                        occurred_at=stamp,
-                        error_code=int(errors_[0].get("code", 0) or 0),
-                        error_title=str(errors_[0].get("title", "")),
-                    )
-                )
-            try:
-                await self.peers.notifier.IngestWhatsAppStatus(
-                    npb.IngestWhatsAppStatusRequest(statuses=updates), timeout=self.peers.timeout()
-                )
-            except grpc.aio.AioRpcError as failure:
-                logger.warning("whatsapp statuses not applied", extra={"code": failure.code().name})
-        workspace_id = self._whatsapp_workspace(
-            str(value.get("metadata", {}).get("phone_number_id", ""))
-        )
-        for message in value.get("messages", []):
-            await self._whatsapp_message(workspace_id, message)
-
-    async def _whatsapp_message(self, workspace_id: str, message: dict[str, Any]) -> None:
-        number = "+" + re.sub(r"\D", "", str(message.get("from", "")))
-        kind = message.get("type")
-        if kind == "button":
-            payload = str(message.get("button", {}).get("payload", ""))
-            text = {
-                "RETRY_PAYMENT": "retry now",
-                "UPDATE_CARD": "update my card",
-                "TALK_TO_HUMAN": "talk to a human",
-            }.get(payload, str(message.get("button", {}).get("text", "")))
-        elif kind == "interactive":
-            reply = message.get("interactive", {}).get("button_reply", {})
-            text = {
-                "RETRY_PAYMENT": "retry now",
-                "UPDATE_CARD": "update my card",
-                "TALK_TO_HUMAN": "talk to a human",
-            }.get(str(reply.get("id", "")), str(reply.get("title", "")))
-        else:
-            text = str(message.get("text", {}).get("body", ""))
-        if not workspace_id or not text.strip():
-            return
-        code = whatsapp_proof.link_code(text) if kind == "text" else None
-        if code is not None:
-            # "LINK <code>": the proof that this number's holder asked to link it. Never a
-            # chat turn (the code stays out of every transcript).
-            await whatsapp_linking.prove(
-                self.pool,
-                self.settings,
-                self.peers,
-                workspace_id=workspace_id,
-                number=number,
-                code=code,
-                provider_message_id=str(message.get("id", "")),
-                now=datetime.now(UTC),
-            )
-            return
-        async with self.pool.acquire() as connection:
-            # Only a proven link: a number someone merely named is not their channel.
-            link = await storage.find_whatsapp_link(connection, workspace_id, number)
-        visitor = VisitorIdentity()
-        if link is not None:
-            visitor = VisitorIdentity(
-                user_id=link.user_id,
-                email=link.email,
-                user_hash=self.engine.open_whatsapp_credential(link),
-            )
-            try:
-                await self.peers.notifier.RecordInboundWhatsApp(
-                    npb.RecordInboundWhatsAppRequest(
-                        workspace_id=workspace_id,
-                        contact_id=link.contact_id,
-                        whatsapp_number=number,
-                        received_at=timestamp_pb2.Timestamp(
-                            seconds=int(message.get("timestamp", 0) or time.time())
-                        ),
-                        provider_message_id=str(message.get("id", "")),
-                    ),
-                    timeout=self.peers.timeout(),
-                )
-            except grpc.aio.AioRpcError as failure:
-                logger.warning("inbound whatsapp not recorded", extra={"code": failure.code().name})
-        reply = await self.answer(
-            Request(
-                workspace_id=workspace_id,
-                # One conversation per contact and number: a number that moved to another
-                # contact (by proof) does not continue the earlier contact's conversation.
-                conversation_id=(
-                    f"wa:{number}:{link.contact_id}" if link is not None else f"wa:{number}"
-                )[:128],
-                visitor=visitor,
-                text=text[: self.settings.max_text_chars],
-                channel="whatsapp",
-            )
-        )
-        if isinstance(reply, Reply) and link is not None:
-            try:
-                await self.peers.notifier.Send(
-                    npb.SendRequest(
-                        workspace_id=workspace_id,
-                        recipient=npb.Recipient(
-                            contact_id=link.contact_id, whatsapp_number=number, email=link.email
-                        ),
-                        template=npb.TEMPLATE_CHAT_REPLY,
-                        channel=npb.CHANNEL_WHATSAPP,
-                        variables={"text": reply.text},
-                        dedup_key=f"edge:wa-reply:{message.get('id', '')}",
-                    ),
-                    timeout=self.peers.timeout(),
-                )
-            except grpc.aio.AioRpcError as failure:
-                logger.warning("whatsapp reply not queued", extra={"code": failure.code().name})
-
     # ----- health -----
 
     async def healthz(self, request: HttpRequest) -> Response:
@@ -667,13 +350,12 @@ class Edge:
 
     async def readyz(self, request: HttpRequest) -> Response:
         states = {name: state.name.lower() for name, state in self.peers.channel_states().items()}
-        ready = (
-            not self.draining and self.database_ok and all(s != "shutdown" for s in states.values())
-        )
+        components = self.health.components()
+        ready = self.health.serving and all(s != "shutdown" for s in states.values())
         body = {
             "ready": ready,
-            "database": self.database_ok,
-            "draining": self.draining,
+            "database": components.get(DATABASE, False),
+            "draining": not components[SHUTTING_DOWN],
             "dependencies": states,
         }
         return JSONResponse(body, status_code=200 if ready else 503)
@@ -723,21 +405,13 @@ def build_app(
             _timed("/api/stripe/webhooks", edge.stripe_webhook),
             methods=["POST"],
         ),
-        Route(
-            "/api/whatsapp/webhook",
-            _timed("/api/whatsapp/webhook", edge.whatsapp_verify),
-            methods=["GET"],
-        ),
-        Route(
-            "/api/whatsapp/webhook",
-            _timed("/api/whatsapp/webhook", edge.whatsapp_webhook),
-            methods=["POST"],
-        ),
         Route("/healthz", edge.healthz, methods=["GET"]),
         Route("/readyz", edge.readyz, methods=["GET"]),
         Route("/metrics", edge.metrics, methods=["GET"]),
     ]
     if mcp_app is not None:
-        routes.append(Route("/mcp", endpoint=AddressLimited(JsonErrorBodies(mcp_app), edge)))
+        routes.append(
+            Route("/mcp", endpoint=AddressLimited(JsonErrorBodies(mcp_app), edge.scope_allowed))
+        )
     app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
     return BodyLimit(app, edge.settings.max_body_bytes)

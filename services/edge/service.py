@@ -1,6 +1,8 @@
 """The edge as a process: settings, database (its schema migrated), channels to the four
-services, the HTTP server. It is not a gRPC server, so it has its own start and drain built
-from the runtime's parts (settings, logs, telemetry, database)."""
+services, the HTTP server. The runtime runs it as it runs the gRPC services
+(``runtime.server``: commands, signals, the shutdown deadline, the database pool and its
+health probe); only the HTTP server is the edge's own. /readyz reads the same health
+components the gRPC services publish."""
 
 from __future__ import annotations
 
@@ -16,11 +18,14 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from edge import mcp_server, ratelimit
 from edge.confirmations import Confirmations
-from edge.conversation import Engine
 from edge.http_api import Edge, build_app
 from edge.peers import Peers
+from edge.pipeline import Engine
 from edge.settings import EdgeSettings
-from runtime import database, tasks
+from edge.whatsapp_webhook import WhatsAppWebhook
+from runtime import tasks
+from runtime.health import SHUTTING_DOWN
+from runtime.server import DatabaseProbe, close_pool, open_database
 
 logger = logging.getLogger(__name__)
 
@@ -38,8 +43,7 @@ class RunningEdge:
     server: uvicorn.Server
     port: int
     _serving: asyncio.Task[None]
-    _probe: asyncio.Task[None]
-    _probe_stop: asyncio.Event
+    _probe: DatabaseProbe
     _mcp: asyncio.Task[None]
     _mcp_stop: asyncio.Event
     _settings: EdgeSettings
@@ -49,10 +53,14 @@ class RunningEdge:
         """Base URL (loopback form for local clients)."""
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def listening_on(self) -> str:
+        return self.url
+
     async def stop(self, grace: float | None = None) -> None:
         """Drains: /readyz answers 503 first, in-flight requests finish, then everything closes.
         Every step has a bound (``runtime.tasks``): a stuck stream cannot hang the stop."""
-        self.edge.draining = True
+        await self.edge.health.set_component(SHUTTING_DOWN, False)
         if self._settings.shutdown_delay_seconds:
             await asyncio.sleep(self._settings.shutdown_delay_seconds)
         self.server.should_exit = True
@@ -63,11 +71,9 @@ class RunningEdge:
             await tasks.finish(self._serving)
         self._mcp_stop.set()
         await tasks.finish(self._mcp)
-        self._probe_stop.set()
-        await tasks.finish(self._probe)
+        await self._probe.stop()
         await tasks.bounded(self.peers.close(), tasks.STOP_STEP_SECONDS, "edge channels")
-        if not await tasks.bounded(self.pool.close(), tasks.STOP_STEP_SECONDS, "database pool"):
-            self.pool.terminate()
+        await close_pool(self.pool)
         logger.info("stopped", extra={"port": self.port})
 
 
@@ -91,15 +97,7 @@ class _Lifespanless:
 
 async def start(settings: EdgeSettings) -> RunningEdge:
     """Starts the edge and returns once it listens (port 0 picks a free port)."""
-    dsn = settings.database_url.get_secret_value()
-    if settings.migrate_on_start:
-        await database.migrate_url(dsn, NAME, MIGRATIONS)
-    pool = await database.create_pool(
-        dsn,
-        NAME,
-        min_size=settings.database_pool_min_size,
-        max_size=settings.database_pool_max_size,
-    )
+    pool = await open_database(settings, NAME, MIGRATIONS)
     peers = Peers(settings)
     engine = Engine(settings, pool, peers, limits=ratelimit.TurnLimits.from_settings(settings))
     edge = Edge(settings, engine, peers, pool)
@@ -123,7 +121,8 @@ async def start(settings: EdgeSettings) -> RunningEdge:
         await pool.close()
         await mcp_task  # raises the manager's error
         raise RuntimeError("the MCP session manager stopped at start")
-    app = _Lifespanless(build_app(edge, mcp_app, confirmations.routes()))
+    whatsapp = WhatsAppWebhook(edge)
+    app = _Lifespanless(build_app(edge, mcp_app, [*confirmations.routes(), *whatsapp.routes()]))
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((settings.http_host, settings.http_port))
@@ -141,41 +140,28 @@ async def start(settings: EdgeSettings) -> RunningEdge:
         # FORWARDED_ALLOW_IPS) and let any local client pick its own address.
         proxy_headers=False,
     )
-    server = uvicorn.Server(config)
+    http_server = uvicorn.Server(config)
     # The process's own handlers drain the edge; uvicorn must not take SIGTERM for itself.
-    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
-    serving = asyncio.create_task(server.serve(sockets=[sock]), name="edge-http")
-    while not server.started:
+    http_server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
+    serving = asyncio.create_task(http_server.serve(sockets=[sock]), name="edge-http")
+    while not http_server.started:
         if serving.done():
             await serving
             raise RuntimeError("the HTTP server stopped at start")
         await asyncio.sleep(0.01)
 
-    probe_stop = asyncio.Event()
-
-    async def probe() -> None:
-        try:
-            async with asyncio.timeout(2.0):
-                async with pool.acquire() as connection:
-                    await connection.fetchval("SELECT 1")
-            edge.database_ok = True
-        except Exception:
-            edge.database_ok = False
-
-    probe_task = asyncio.create_task(
-        tasks.every(probe_stop, settings.health_probe_interval_seconds, probe, "edge-db-probe"),
-        name="edge-db-probe",
+    probe = await DatabaseProbe.start(
+        pool, edge.health, settings.health_probe_interval_seconds, NAME
     )
     logger.info("serving", extra={"port": port})
     return RunningEdge(
         edge,
         pool,
         peers,
-        server,
+        http_server,
         port,
         serving,
-        probe_task,
-        probe_stop,
+        probe,
         mcp_task,
         mcp_stop,
         settings,

@@ -1,17 +1,33 @@
-"""The edge's storage: the only module that runs the edge's SQL."""
+"""The edge's storage of conversations, messages, proposals and unverified hand-offs: the
+only module that runs that SQL (WhatsApp links: ``whatsapp_storage``).
+
+A proposal's terms are typed in the code and stored as the JSON they always were
+(``proposals.details``): the conversion is here, one codec per kind."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 
-from edge.domain import whatsapp_proof
-from edge.domain.proposals import Proposal, ProposalKind, ProposalState
+from edge.domain.proposals import (
+    CancelTerms,
+    InvoiceBundleTerms,
+    InvoiceRecord,
+    Money,
+    PauseTerms,
+    PlanChangeTerms,
+    Proposal,
+    ProposalKind,
+    ProposalState,
+    RefundTerms,
+    RetryTerms,
+    Terms,
+)
 from runtime.database import Connection, Queries
 
 queries = Queries("edge")
@@ -27,18 +43,6 @@ class TranscriptLine:
     created_at: datetime
     # Whether a visitor line's author was verified (None: stored before lines were marked).
     verified: bool | None = None
-
-
-@dataclass(frozen=True)
-class WhatsAppLink:
-    """A WhatsApp number linked to a verified contact."""
-
-    workspace_id: str
-    whatsapp_number: str
-    contact_id: str
-    user_id: str
-    email: str
-    credential: bytes
 
 
 async def claim_conversation(
@@ -89,8 +93,7 @@ async def add_proposal(
     conversation_id: str,
     proposal_id: str,
     contact_id: str,
-    kind: ProposalKind,
-    details: dict[str, Any],
+    terms: Terms,
     summary: str,
     expires_at: datetime,
     terms_hash: str = "",
@@ -105,13 +108,125 @@ async def add_proposal(
             conversation_id,
             proposal_id,
             contact_id,
-            kind.value,
-            json.dumps(details),
+            terms.KIND.value,
+            json.dumps(_CODECS[terms.KIND].to_json(terms)),
             summary,
             expires_at,
             terms_hash,
             confirm_token_sha256,
         )
+
+
+@dataclass(frozen=True)
+class _Codec:
+    """A kind of terms to and from its stored JSON."""
+
+    to_json: Callable[[Any], dict[str, Any]]
+    from_json: Callable[[dict[str, Any]], Terms]
+
+
+def _money(stored: dict[str, Any]) -> Money:
+    return Money(stored["amount_minor"], stored["currency"])
+
+
+def _refund_json(terms: RefundTerms) -> dict[str, Any]:
+    return {
+        "charge_id": terms.charge_id,
+        "amount_minor": terms.amount.amount_minor,
+        "currency": terms.amount.currency,
+        "charge_created_at": terms.charge_created_at.isoformat(),
+        "reason": terms.reason,
+        "card": terms.card,
+        "short": terms.short,
+    }
+
+
+def _refund_terms(stored: dict[str, Any]) -> RefundTerms:
+    return RefundTerms(
+        charge_id=stored["charge_id"],
+        amount=_money(stored),
+        charge_created_at=datetime.fromisoformat(stored["charge_created_at"]),
+        reason=stored["reason"],
+        card=stored.get("card") or "",
+        short=stored.get("short") or "",
+    )
+
+
+def _plan_change_json(terms: PlanChangeTerms) -> dict[str, Any]:
+    return {
+        "subscription_id": terms.subscription_id,
+        "target_price_id": terms.target_price_id,
+        "target_name": terms.target_name,
+        "old_name": terms.old_name,
+        "features_gained": list(terms.features_gained),
+        "short": terms.short,
+    }
+
+
+def _plan_change_terms(stored: dict[str, Any]) -> PlanChangeTerms:
+    return PlanChangeTerms(
+        subscription_id=stored["subscription_id"],
+        target_price_id=stored["target_price_id"],
+        target_name=stored["target_name"],
+        old_name=stored["old_name"],
+        features_gained=tuple(stored.get("features_gained") or ()),
+        short=stored.get("short") or "",
+    )
+
+
+def _subscription_json(terms: CancelTerms | PauseTerms) -> dict[str, Any]:
+    return {"subscription_id": terms.subscription_id, "plan": terms.plan, "short": terms.short}
+
+
+def _retry_json(terms: RetryTerms) -> dict[str, Any]:
+    return {"invoice_id": terms.invoice_id, "amount": terms.amount_text, "short": terms.short}
+
+
+def _bundle_json(terms: InvoiceBundleTerms) -> dict[str, Any]:
+    return {"period": terms.period, "invoices": [i.as_json() for i in terms.invoices]}
+
+
+def _invoice(stored: dict[str, Any]) -> InvoiceRecord:
+    return InvoiceRecord(
+        invoice_id=stored["invoice_id"],
+        number=stored["number"],
+        status=stored["status"],
+        amount_due=_money(stored["amount_due"]),
+        amount_paid=_money(stored["amount_paid"]),
+        created_at=datetime.fromisoformat(stored["created_at"]),
+        pdf_url=stored["pdf_url"],
+        hosted_url=stored["hosted_url"],
+    )
+
+
+_CODECS: Mapping[ProposalKind, _Codec] = {
+    ProposalKind.REFUND: _Codec(_refund_json, _refund_terms),
+    ProposalKind.CHANGE_PLAN: _Codec(_plan_change_json, _plan_change_terms),
+    ProposalKind.CANCEL: _Codec(
+        _subscription_json,
+        lambda stored: CancelTerms(
+            stored["subscription_id"], stored["plan"], stored.get("short") or ""
+        ),
+    ),
+    ProposalKind.PAUSE: _Codec(
+        _subscription_json,
+        lambda stored: PauseTerms(
+            stored["subscription_id"], stored["plan"], stored.get("short") or ""
+        ),
+    ),
+    ProposalKind.RETRY_PAYMENT: _Codec(
+        _retry_json,
+        lambda stored: RetryTerms(
+            stored["invoice_id"], stored.get("amount") or "", stored.get("short") or ""
+        ),
+    ),
+    ProposalKind.EMAIL_INVOICES: _Codec(
+        _bundle_json,
+        lambda stored: InvoiceBundleTerms(
+            stored["period"], tuple(_invoice(i) for i in stored["invoices"])
+        ),
+    ),
+}
 
 
 def _proposal(row: asyncpg.Record) -> Proposal:
@@ -120,8 +235,7 @@ def _proposal(row: asyncpg.Record) -> Proposal:
         conversation_id=row["conversation_id"],
         proposal_id=row["proposal_id"],
         contact_id=row["contact_id"],
-        kind=ProposalKind(row["kind"]),
-        details=json.loads(row["details"]),
+        terms=_CODECS[ProposalKind(row["kind"])].from_json(json.loads(row["details"])),
         summary=row["summary"],
         state=ProposalState(row["state"]),
         created_at=row["created_at"],
@@ -205,286 +319,6 @@ async def set_proposal_state(
         proposal.proposal_id,
         state.value,
         json.dumps(result) if result is not None else None,
-    )
-
-
-async def find_whatsapp_link(
-    connection: Connection, workspace_id: str, whatsapp_number: str
-) -> WhatsAppLink | None:
-    """The contact a WhatsApp number is proven and linked to (None while unproven)."""
-    row = await connection.fetchrow(queries.find_whatsapp_link, workspace_id, whatsapp_number)
-    if row is None:
-        return None
-    return WhatsAppLink(
-        row["workspace_id"],
-        row["whatsapp_number"],
-        row["contact_id"],
-        row["user_id"],
-        row["email"],
-        bytes(row["credential"]),
-    )
-
-
-# ----- WhatsApp link proof -----
-
-
-@dataclass(frozen=True)
-class WhatsAppChallenge:
-    """A request to link a number, waiting for "LINK <code>" from it."""
-
-    workspace_id: str
-    challenge_id: str
-    whatsapp_number: str
-    contact_id: str
-    user_id: str
-    email: str
-    credential: bytes
-    code_key_id: str
-    code_hmac: bytes
-    wrong_codes: int
-    created_at: datetime
-    expires_at: datetime
-
-    def judged(self) -> whatsapp_proof.Challenge:
-        """What the pure judge needs of it."""
-        return whatsapp_proof.Challenge(
-            challenge_id=self.challenge_id,
-            contact_id=self.contact_id,
-            code_key_id=self.code_key_id,
-            code_hmac=self.code_hmac,
-            wrong_codes=self.wrong_codes,
-            created_at=self.created_at,
-            expires_at=self.expires_at,
-        )
-
-
-@dataclass(frozen=True)
-class WhatsAppLinkMessage:
-    """An inbound "LINK <code>" message already handled, and what it achieved."""
-
-    provider_message_id: str
-    whatsapp_number: str
-    outcome: str
-    challenge_id: str
-    ended_contact_id: str
-
-
-@dataclass(frozen=True)
-class CurrentWhatsAppLink:
-    """The number's link row, proven or not."""
-
-    contact_id: str
-    challenge_id: str
-    # None for a link made before proofs existed.
-    proven_at: datetime | None
-
-
-async def lock_whatsapp_number(connection: Connection, workspace_id: str, number: str) -> None:
-    """Serialises proofs of one number until the transaction ends."""
-    await connection.execute(queries.lock_whatsapp_number, workspace_id, number)
-
-
-async def add_whatsapp_challenge(
-    connection: Connection, challenge: WhatsAppChallenge, since: datetime, per_hour: int
-) -> bool:
-    """Stores a new challenge (superseding the contact's earlier one for the number) unless the
-    contact already started ``per_hour`` challenges after ``since``; False then. Concurrent
-    requests of one contact wait on each other, so the cap holds."""
-    async with connection.transaction():
-        await connection.execute(
-            queries.lock_whatsapp_challenges_of_contact,
-            challenge.workspace_id,
-            challenge.contact_id,
-        )
-        started = await connection.fetchval(
-            queries.count_whatsapp_challenges_since,
-            challenge.workspace_id,
-            challenge.contact_id,
-            since,
-        )
-        if started >= per_hour:
-            return False
-        await connection.execute(
-            queries.supersede_contact_whatsapp_challenges,
-            challenge.workspace_id,
-            challenge.contact_id,
-            challenge.whatsapp_number,
-            challenge.created_at,
-        )
-        await connection.execute(
-            queries.insert_whatsapp_challenge,
-            challenge.workspace_id,
-            challenge.challenge_id,
-            challenge.whatsapp_number,
-            challenge.contact_id,
-            challenge.user_id,
-            challenge.email,
-            challenge.credential,
-            challenge.code_key_id,
-            challenge.code_hmac,
-            challenge.created_at,
-            challenge.expires_at,
-        )
-    return True
-
-
-async def pending_whatsapp_challenges(
-    connection: Connection, workspace_id: str, number: str
-) -> list[WhatsAppChallenge]:
-    """The number's pending challenges, locked until the transaction ends."""
-    rows = await connection.fetch(queries.pending_whatsapp_challenges, workspace_id, number)
-    return [
-        WhatsAppChallenge(
-            workspace_id=row["workspace_id"],
-            challenge_id=row["challenge_id"],
-            whatsapp_number=row["whatsapp_number"],
-            contact_id=row["contact_id"],
-            user_id=row["user_id"],
-            email=row["email"],
-            credential=bytes(row["credential"]),
-            code_key_id=row["code_key_id"],
-            code_hmac=bytes(row["code_hmac"]),
-            wrong_codes=row["wrong_codes"],
-            created_at=row["created_at"],
-            expires_at=row["expires_at"],
-        )
-        for row in rows
-    ]
-
-
-async def finish_whatsapp_challenges(
-    connection: Connection,
-    workspace_id: str,
-    challenge_ids: Sequence[str],
-    state: whatsapp_proof.ChallengeState,
-    now: datetime,
-) -> None:
-    """Ends pending challenges in ``state``."""
-    if challenge_ids:
-        await connection.execute(
-            queries.finish_whatsapp_challenges, workspace_id, list(challenge_ids), state.value, now
-        )
-
-
-async def count_wrong_whatsapp_codes(
-    connection: Connection, workspace_id: str, challenge_ids: Sequence[str]
-) -> None:
-    """One more wrong code against each of the pending challenges."""
-    if challenge_ids:
-        await connection.execute(
-            queries.count_wrong_whatsapp_codes, workspace_id, list(challenge_ids)
-        )
-
-
-async def supersede_number_whatsapp_challenges(
-    connection: Connection, workspace_id: str, number: str, now: datetime
-) -> None:
-    """Ends every other pending challenge of a number that was just proven."""
-    await connection.execute(
-        queries.supersede_number_whatsapp_challenges, workspace_id, number, now
-    )
-
-
-async def claim_whatsapp_link_message(
-    connection: Connection, workspace_id: str, provider_message_id: str, number: str
-) -> WhatsAppLinkMessage | None:
-    """Records an inbound LINK message as handled; None when it is new, else the earlier
-    handling (a webhook delivered again). A concurrent second delivery waits for the first."""
-    claimed = await connection.fetchval(
-        queries.claim_whatsapp_link_message, workspace_id, provider_message_id, number
-    )
-    if claimed is not None:
-        return None
-    row = await connection.fetchrow(
-        queries.get_whatsapp_link_message, workspace_id, provider_message_id
-    )
-    assert row is not None
-    return WhatsAppLinkMessage(
-        row["provider_message_id"],
-        row["whatsapp_number"],
-        row["outcome"],
-        row["challenge_id"],
-        row["ended_contact_id"],
-    )
-
-
-async def set_whatsapp_link_message_outcome(
-    connection: Connection,
-    workspace_id: str,
-    provider_message_id: str,
-    outcome: whatsapp_proof.Outcome,
-    challenge_id: str = "",
-    ended_contact_id: str = "",
-) -> None:
-    """What the LINK message achieved, for a later delivery of the same message."""
-    await connection.execute(
-        queries.set_whatsapp_link_message_outcome,
-        workspace_id,
-        provider_message_id,
-        outcome.value,
-        challenge_id,
-        ended_contact_id,
-    )
-
-
-async def current_whatsapp_link(
-    connection: Connection, workspace_id: str, number: str
-) -> CurrentWhatsAppLink | None:
-    """The number's link row, proven or not, locked until the transaction ends."""
-    row = await connection.fetchrow(queries.current_whatsapp_link, workspace_id, number)
-    if row is None:
-        return None
-    return CurrentWhatsAppLink(row["contact_id"], row["challenge_id"], row["proven_at"])
-
-
-async def end_whatsapp_link(
-    connection: Connection,
-    workspace_id: str,
-    number: str,
-    contact_id: str,
-    moved_to: str,
-    challenge_id: str,
-) -> None:
-    """Ends the number's link to ``contact_id`` explicitly, recording why in the history."""
-    await connection.execute(queries.end_whatsapp_link, workspace_id, number)
-    await connection.execute(
-        queries.record_whatsapp_link_event,
-        workspace_id,
-        number,
-        contact_id,
-        "ended",
-        challenge_id,
-        moved_to,
-    )
-
-
-async def add_proven_whatsapp_link(
-    connection: Connection,
-    link: WhatsAppLink,
-    proven_at: datetime,
-    challenge_id: str,
-    moved_from: str,
-) -> None:
-    """Links a proven number (any earlier link of it must have been ended first)."""
-    await connection.execute(
-        queries.insert_proven_whatsapp_link,
-        link.workspace_id,
-        link.whatsapp_number,
-        link.contact_id,
-        link.user_id,
-        link.email,
-        link.credential,
-        proven_at,
-        challenge_id,
-    )
-    await connection.execute(
-        queries.record_whatsapp_link_event,
-        link.workspace_id,
-        link.whatsapp_number,
-        link.contact_id,
-        "linked",
-        challenge_id,
-        moved_from,
     )
 
 

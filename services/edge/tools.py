@@ -25,6 +25,12 @@ _NEEDS_THE_PERSON = (
     "chat or on the confirmation page); you cannot confirm for them. Tell the customer what "
     "the quote says and that they need to confirm it."
 )
+# Told to the model with every quote: it relays the quote, the person confirms.
+NEXT_STEP_CONFIRM = (
+    "Tell the customer these terms. Only the customer can confirm them: in their "
+    "own chat (typing yes or pressing the confirm button) or on the confirmation "
+    "page their assistant app opens. Calling this tool again does not confirm."
+)
 # What a tool answers when called with the retired confirmation argument.
 CONFIRMATION_REFUSED = (
     "tools cannot confirm: the customer confirms the quote in their own chat or on the "

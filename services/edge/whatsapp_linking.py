@@ -1,6 +1,6 @@
 """Linking a WhatsApp number to a verified contact, only once the number's holder proved it.
 
-``start`` (from a chat turn) stores a challenge and gives the visitor a one-time code;
+``opt_in`` (a chat turn's answer) ``start``s a challenge and gives the visitor a one-time code;
 ``prove`` (from a signed inbound WhatsApp message "LINK <code>") checks the code, links the
 number, ends any earlier link of it explicitly, records the opt-in with the notifier and
 answers on WhatsApp. Until then the number gets nothing about the account and its messages
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from urllib.parse import quote
@@ -20,11 +21,12 @@ import grpc
 from google.protobuf import timestamp_pb2
 
 from askvault.notifier.v1 import notifier_pb2 as npb
-from edge import storage
+from edge import replies, whatsapp_storage
 from edge.domain import whatsapp_proof
 from edge.domain.whatsapp_proof import ChallengeState, Outcome
 from edge.peers import Peers, error_reason
 from edge.settings import EdgeSettings
+from edge.turn import Action, Context, Reply, TurnDeps
 from runtime import ids
 from runtime.database import Connection
 from runtime.secretbox import SecretBox
@@ -35,25 +37,6 @@ logger = logging.getLogger(__name__)
 CONSENT_SOURCE = "whatsapp_link_proof"
 # The consent source that withdraws an earlier contact's opt-in when its number moved.
 MOVED_SOURCE = "whatsapp_link_moved"
-
-LINKED_TEXT = (
-    "Done: this WhatsApp number is now linked to your account, and billing messages will "
-    "come here. Reply here any time for billing help."
-)
-WRONG_CODE_TEXT = (
-    "That code doesn't match. Check the code shown in the chat and send LINK followed by it."
-)
-VOID_TEXT = "Too many wrong codes: that link code no longer works. Ask in the chat for a new one."
-NO_CHALLENGE_TEXT = (
-    "There's no link waiting for this number, or its code has expired. Ask in the chat for a "
-    "new code."
-)
-_REPLIES = {
-    Outcome.LINKED: LINKED_TEXT,
-    Outcome.WRONG_CODE: WRONG_CODE_TEXT,
-    Outcome.VOID: VOID_TEXT,
-    Outcome.NO_CHALLENGE: NO_CHALLENGE_TEXT,
-}
 
 
 class Started(enum.Enum):
@@ -90,6 +73,68 @@ def wa_me_url(business_number: str, code: str) -> str:
     return f"https://wa.me/{digits}?text={quote(f'LINK {code}')}"
 
 
+_PHONE = re.compile(r"\+?\d[\d ()-]{7,18}\d")
+
+
+async def opt_in(deps: TurnDeps, context: Context, text: str) -> Reply:
+    """Starts linking the WhatsApp number in ``text``: nothing is linked and no opt-in is
+    recorded until a signed message from that number brings back the code shown here."""
+    match = _PHONE.search(text)
+    visitor = context.request.visitor
+    if match is None or deps.secret_box is None or not visitor.user_hash:
+        return Reply(replies.NO_WHATSAPP_HERE)
+    number = "+" + re.sub(r"\D", "", match.group(0))
+    challenge = await start(
+        deps.pool,
+        deps.settings,
+        deps.secret_box,
+        workspace_id=context.workspace_id,
+        contact_id=context.contact.contact_id,
+        user_id=visitor.user_id,
+        email=visitor.email,
+        user_hash=visitor.user_hash,
+        number=number,
+        now=context.now,
+    )
+    if challenge.started is Started.ALREADY_LINKED:
+        return Reply(
+            replies.whatsapp_already_linked(number),
+            data={"whatsapp_number": number, "linked": True},
+        )
+    if challenge.started is Started.TOO_MANY:
+        return Reply(
+            replies.TOO_MANY_LINK_CODES,
+            data={"whatsapp_number": number, "linked": False},
+            status="denied",
+        )
+    business = deps.settings.whatsapp_business_number
+    minutes = max(1, round(deps.settings.whatsapp_link_code_ttl_seconds / 60))
+    actions = []
+    if business:
+        actions.append(
+            Action("link", replies.OPEN_WHATSAPP, {"url": wa_me_url(business, challenge.code)})
+        )
+    return Reply(
+        replies.send_link_code(number, business, challenge.code, minutes),
+        actions=actions,
+        data={
+            "whatsapp_number": number,
+            "linked": False,
+            "link_message": f"LINK {challenge.code}",
+            "expires_at": challenge.expires_at.isoformat() if challenge.expires_at else "",
+        },
+    )
+
+
+def open_credential(secret_box: SecretBox | None, link: whatsapp_storage.WhatsAppLink) -> str:
+    """The user_hash a proven WhatsApp number was linked with ("" without a secret box)."""
+    if secret_box is None:
+        return ""
+    return secret_box.open(
+        link.credential, credential_binding(link.workspace_id, link.whatsapp_number)
+    ).decode()
+
+
 async def start(
     pool: asyncpg.Pool,
     settings: EdgeSettings,
@@ -107,15 +152,15 @@ async def start(
     keys = code_keys(settings)
     assert keys is not None, "linking needs SECRETS_ENCRYPTION_KEYS (checked by the caller)"
     async with pool.acquire() as connection:
-        linked = await storage.find_whatsapp_link(connection, workspace_id, number)
+        linked = await whatsapp_storage.find_whatsapp_link(connection, workspace_id, number)
         if linked is not None and linked.contact_id == contact_id:
             return Challenge(Started.ALREADY_LINKED)
         code = whatsapp_proof.new_code()
         challenge_id = ids.new_id("walink")
         expires_at = now + timedelta(seconds=settings.whatsapp_link_code_ttl_seconds)
-        stored = await storage.add_whatsapp_challenge(
+        stored = await whatsapp_storage.add_whatsapp_challenge(
             connection,
-            storage.WhatsAppChallenge(
+            whatsapp_storage.WhatsAppChallenge(
                 workspace_id=workspace_id,
                 challenge_id=challenge_id,
                 whatsapp_number=number,
@@ -178,15 +223,15 @@ async def prove(
         return Outcome.NO_CHALLENGE
     message_id = provider_message_id or ids.new_id("wa_no_id")
     async with pool.acquire() as connection, connection.transaction():
-        await storage.lock_whatsapp_number(connection, workspace_id, number)
-        earlier = await storage.claim_whatsapp_link_message(
+        await whatsapp_storage.lock_whatsapp_number(connection, workspace_id, number)
+        earlier = await whatsapp_storage.claim_whatsapp_link_message(
             connection, workspace_id, message_id, number
         )
         if earlier is not None:
             settled = await _earlier(connection, workspace_id, number, earlier)
         else:
             settled = await _judge(connection, settings, keys, workspace_id, number, code, now)
-            await storage.set_whatsapp_link_message_outcome(
+            await whatsapp_storage.set_whatsapp_link_message_outcome(
                 connection,
                 workspace_id,
                 message_id,
@@ -207,13 +252,13 @@ async def _earlier(
     connection: Connection,
     workspace_id: str,
     number: str,
-    earlier: storage.WhatsAppLinkMessage,
+    earlier: whatsapp_storage.WhatsAppLinkMessage,
 ) -> _Settled:
     """A message handled before: its outcome; a link is finished again only while it stands."""
     outcome = Outcome(earlier.outcome) if earlier.outcome else Outcome.NO_CHALLENGE
     if outcome is not Outcome.LINKED:
         return _Settled(outcome)
-    current = await storage.current_whatsapp_link(connection, workspace_id, number)
+    current = await whatsapp_storage.current_whatsapp_link(connection, workspace_id, number)
     if current is None or current.challenge_id != earlier.challenge_id:
         # The number moved on since: finishing this proof again would undo that.
         return _Settled(Outcome.NO_CHALLENGE)
@@ -235,7 +280,7 @@ async def _judge(
     code: str,
     now: datetime,
 ) -> _Settled:
-    pending = await storage.pending_whatsapp_challenges(connection, workspace_id, number)
+    pending = await whatsapp_storage.pending_whatsapp_challenges(connection, workspace_id, number)
     judgement = whatsapp_proof.judge(
         [challenge.judged() for challenge in pending],
         code,
@@ -245,11 +290,11 @@ async def _judge(
         workspace_id,
         number,
     )
-    await storage.finish_whatsapp_challenges(
+    await whatsapp_storage.finish_whatsapp_challenges(
         connection, workspace_id, judgement.expired, ChallengeState.EXPIRED, now
     )
-    await storage.count_wrong_whatsapp_codes(connection, workspace_id, judgement.counted)
-    await storage.finish_whatsapp_challenges(
+    await whatsapp_storage.count_wrong_whatsapp_codes(connection, workspace_id, judgement.counted)
+    await whatsapp_storage.finish_whatsapp_challenges(
         connection, workspace_id, judgement.voided, ChallengeState.VOID, now
     )
     if judgement.voided:
@@ -260,12 +305,14 @@ async def _judge(
     if judgement.proven is None:
         return _Settled(judgement.outcome)
     proven = next(c for c in pending if c.challenge_id == judgement.proven.challenge_id)
-    await storage.finish_whatsapp_challenges(
+    await whatsapp_storage.finish_whatsapp_challenges(
         connection, workspace_id, [proven.challenge_id], ChallengeState.PROVEN, now
     )
-    await storage.supersede_number_whatsapp_challenges(connection, workspace_id, number, now)
+    await whatsapp_storage.supersede_number_whatsapp_challenges(
+        connection, workspace_id, number, now
+    )
     ended = ""
-    current = await storage.current_whatsapp_link(connection, workspace_id, number)
+    current = await whatsapp_storage.current_whatsapp_link(connection, workspace_id, number)
     if current is not None:
         if current.contact_id != proven.contact_id:
             ended = current.contact_id
@@ -278,7 +325,7 @@ async def _judge(
                     "was_proven": current.proven_at is not None,
                 },
             )
-        await storage.end_whatsapp_link(
+        await whatsapp_storage.end_whatsapp_link(
             connection,
             workspace_id,
             number,
@@ -286,9 +333,9 @@ async def _judge(
             moved_to=proven.contact_id,
             challenge_id=proven.challenge_id,
         )
-    await storage.add_proven_whatsapp_link(
+    await whatsapp_storage.add_proven_whatsapp_link(
         connection,
-        storage.WhatsAppLink(
+        whatsapp_storage.WhatsAppLink(
             workspace_id,
             number,
             proven.contact_id,
@@ -387,7 +434,7 @@ async def _reply(
     """Answers on WhatsApp, only to a number proven by some contact (the notifier sends only
     with that contact's consent); an unproven number gets nothing."""
     async with pool.acquire() as connection:
-        link = await storage.find_whatsapp_link(connection, workspace_id, number)
+        link = await whatsapp_storage.find_whatsapp_link(connection, workspace_id, number)
     if link is None:
         logger.info(
             "whatsapp link answer not sent: number not proven", extra={"outcome": outcome.value}
@@ -400,7 +447,7 @@ async def _reply(
                 recipient=npb.Recipient(contact_id=link.contact_id, whatsapp_number=number),
                 template=npb.TEMPLATE_CHAT_REPLY,
                 channel=npb.CHANNEL_WHATSAPP,
-                variables={"text": _REPLIES[outcome]},
+                variables={"text": replies.WHATSAPP_LINK_OUTCOMES[outcome]},
                 dedup_key=f"edge:wa-link:{message_id}",
             ),
             timeout=peers.timeout(),

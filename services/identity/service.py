@@ -38,7 +38,7 @@ class IdentityService:
     migrations_package = "identity.migrations"
     error_domain = "identity.askvault.dev"
     service_names = (identity_pb2.DESCRIPTOR.services_by_name["IdentityService"].full_name,)
-    # Who may call which RPC when service credentials are on (SERVICE_TOKEN_SECRET).
+    # Who may call which RPC when service credentials are on (SERVICE_PUBLIC_KEYS).
     allowed_callers = {
         EVERY_RPC: frozenset({"edge", "policy", "billing_gateway"}),
         "UpdateTags": frozenset({"billing_gateway"}),

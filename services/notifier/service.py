@@ -27,7 +27,7 @@ class NotifierService:
     migrations_package = "notifier.migrations"
     error_domain = "notifier.askvault.dev"
     service_names = (notifier_pb2.DESCRIPTOR.services_by_name["NotifierService"].full_name,)
-    # Who may call which RPC when service credentials are on (SERVICE_TOKEN_SECRET).
+    # Who may call which RPC when service credentials are on (SERVICE_PUBLIC_KEYS).
     allowed_callers = {
         EVERY_RPC: frozenset({"edge", "billing_gateway"}),
         "UpdateWorkspaceSettings": frozenset({ADMIN}),

@@ -304,5 +304,6 @@ def audit_event_pb(item: audit.ChainedEntry) -> pb.AuditEvent:
         subject_id=entry.subject_id,
         hash=item.hash,
         previous_hash=item.previous_hash,
+        key_id=item.key_id,
         confirmation=confirmation_pb(entry.confirmation) if entry.confirmation else None,
     )

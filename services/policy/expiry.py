@@ -31,7 +31,11 @@ _RETRY_AFTER_ERROR_SECONDS = 2.0
 
 
 async def expire_locked(
-    connection: Connection, workspace_id: str, records: Sequence[storage.GrantRecord], now: datetime
+    connection: Connection,
+    keys: audit.MacKeys,
+    workspace_id: str,
+    records: Sequence[storage.GrantRecord],
+    now: datetime,
 ) -> int:
     """Expires grants of one workspace whose rows the caller holds locked; each must be
     RESERVED and due. Frees their reservations (customer and visitor counters, in the one
@@ -56,21 +60,23 @@ async def expire_locked(
                 subject_id=grant.grant_id,
             )
         )
-    await storage.append_audit(connection, workspace_id, entries)
+    await storage.append_audit(connection, keys, workspace_id, entries)
     return len(entries)
 
 
-async def expire_one(pool: asyncpg.Pool, workspace_id: str, grant_id: str, now: datetime) -> bool:
+async def expire_one(
+    pool: asyncpg.Pool, keys: audit.MacKeys, workspace_id: str, grant_id: str, now: datetime
+) -> bool:
     """Expires one grant if it is still RESERVED and due (the lazy path)."""
     async with pool.acquire() as connection, connection.transaction():
         record = await storage.get_grant_for_update(connection, workspace_id, grant_id)
         if record is None or not record.grant.due(now):
             return False
-        await expire_locked(connection, workspace_id, [record], now)
+        await expire_locked(connection, keys, workspace_id, [record], now)
         return True
 
 
-async def sweep(pool: asyncpg.Pool, now: datetime, batch_size: int) -> int:
+async def sweep(pool: asyncpg.Pool, keys: audit.MacKeys, now: datetime, batch_size: int) -> int:
     """One pass over every workspace with due grants; returns how many expired."""
     async with pool.acquire() as connection:
         workspaces = await storage.workspaces_with_due_grants(
@@ -84,7 +90,7 @@ async def sweep(pool: asyncpg.Pool, now: datetime, batch_size: int) -> int:
                         connection, workspace_id, now, batch_size
                     )
                     if records:
-                        total += await expire_locked(connection, workspace_id, records, now)
+                        total += await expire_locked(connection, keys, workspace_id, records, now)
                 if len(records) < batch_size:
                     break
     return total
@@ -94,9 +100,15 @@ class ExpiryWorker:
     """Runs ``sweep`` every ``interval_seconds`` until stopped."""
 
     def __init__(
-        self, pool: asyncpg.Pool, clock: Clock, interval_seconds: float, batch_size: int
+        self,
+        pool: asyncpg.Pool,
+        keys: audit.MacKeys,
+        clock: Clock,
+        interval_seconds: float,
+        batch_size: int,
     ) -> None:
         self._pool = pool
+        self._keys = keys
         self._clock = clock
         self._interval_seconds = interval_seconds
         self._batch_size = batch_size
@@ -118,7 +130,7 @@ class ExpiryWorker:
         while not self._stopping.is_set():
             delay = self._interval_seconds
             try:
-                expired = await sweep(self._pool, self._clock(), self._batch_size)
+                expired = await sweep(self._pool, self._keys, self._clock(), self._batch_size)
                 if expired:
                     logger.info("grants expired", extra={"count": expired})
             except UNAVAILABLE_ERRORS as error:

@@ -15,12 +15,13 @@ from typing import Protocol, TypeVar
 
 import asyncpg
 import grpc
+from google.protobuf import timestamp_pb2
 from google.protobuf.message import Message
 
 from askvault.common.v1 import common_pb2
 from askvault.policy.v1 import policy_pb2 as pb
 from askvault.policy.v1 import policy_pb2_grpc
-from policy import convert, expiry, storage
+from policy import checkpoints, convert, expiry, storage
 from policy.domain import audit, bounds, decisions, grants
 from policy.domain.decisions import Decision, Reason, Verdict
 from policy.domain.model import Action, Confirmation, Details
@@ -156,10 +157,12 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         verifier: AssertionVerifier,
         clock: Clock,
         defaults: bounds.Bounds,
+        audit_keys: audit.MacKeys,
     ) -> None:
         self._pool = pool
         self._settings = settings
         self._admins = auth.AdminVerifier.from_settings(settings)
+        self._audit_keys = audit_keys
         self._verifier = verifier
         self._clock = clock
         self._defaults = defaults
@@ -193,7 +196,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
                 self._pool, workspace_id, key, request, response_type, effect
             )
         except grants.GrantDue:
-            await expiry.expire_one(self._pool, workspace_id, grant_id, now)
+            await expiry.expire_one(self._pool, self._audit_keys, workspace_id, grant_id, now)
             refusal = errors.ServiceError(
                 errors.Kind.FAILED_PRECONDITION, "GRANT_EXPIRED", "the grant expired"
             )
@@ -228,7 +231,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
                     subject_id=grant_id,
                 )
             )
-            await storage.append_audit(connection, workspace_id, [entry])
+            await storage.append_audit(connection, self._audit_keys, workspace_id, [entry])
 
     async def _locked_grant(
         self, connection: Connection, workspace_id: str, grant_id: str
@@ -308,6 +311,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
                 assert refused is not None
                 await storage.append_audit(
                     connection,
+                    self._audit_keys,
                     workspace_id,
                     [
                         _entry(
@@ -454,7 +458,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
                     subject_id=subject_id,
                 )
             )
-        await storage.append_audit(connection, workspace_id, entries)
+        await storage.append_audit(connection, self._audit_keys, workspace_id, entries)
         return response
 
     # -- grants ----------------------------------------------------------------------------
@@ -488,6 +492,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
             )
             await storage.append_audit(
                 connection,
+                self._audit_keys,
                 request.workspace_id,
                 [_grant_entry(now, "grant.redeemed", redeemed, "REDEEMED")],
             )
@@ -523,6 +528,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
             )
             await storage.append_audit(
                 connection,
+                self._audit_keys,
                 request.workspace_id,
                 [_grant_entry(now, "grant.committed", committed, "COMMITTED")],
             )
@@ -556,6 +562,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
             released = await storage.release_grant(connection, record, request.reason, now)
             await storage.append_audit(
                 connection,
+                self._audit_keys,
                 request.workspace_id,
                 [_grant_entry(now, "grant.released", released, "RELEASED")],
             )
@@ -632,6 +639,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
             )
             await storage.append_audit(
                 connection,
+                self._audit_keys,
                 request.workspace_id,
                 [
                     _entry(
@@ -816,7 +824,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
                         subject_id=grant.grant.grant_id,
                     )
                 )
-            await storage.append_audit(connection, workspace_id, entries)
+            await storage.append_audit(connection, self._audit_keys, workspace_id, entries)
             return pb.ApproveEscalationResponse(
                 escalation=convert.escalation_pb(decided),
                 grant=convert.grant_pb(grant) if grant else None,
@@ -859,6 +867,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
             )
             await storage.append_audit(
                 connection,
+                self._audit_keys,
                 request.workspace_id,
                 [
                     _entry(
@@ -944,6 +953,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
                 await storage.save_bounds(connection, request.workspace_id, proposed, now)
             await storage.append_audit(
                 connection,
+                self._audit_keys,
                 request.workspace_id,
                 [
                     _entry(
@@ -1001,6 +1011,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
             await storage.save_bounds(connection, request.workspace_id, applied.proposed, now)
             await storage.append_audit(
                 connection,
+                self._audit_keys,
                 request.workspace_id,
                 [
                     _entry(
@@ -1094,7 +1105,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         check = errors.Validator()
         _check_workspace(check, request.workspace_id)
         check.check()
-        verifier = audit.Verifier(request.workspace_id)
+        verifier = audit.Verifier(self._audit_keys, request.workspace_id)
         # One snapshot: entries appended while we read are not half-seen.
         async with (
             self._pool.acquire() as connection,
@@ -1117,5 +1128,42 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
             intact=result.intact,
             checked=result.checked,
             first_broken_sequence=result.first_broken_sequence,
+            problem=result.problem,
+            unsigned_entries=result.unsigned,
+        )
+
+    async def VerifyAuditCheckpoint(
+        self, request: pb.VerifyAuditCheckpointRequest, context: grpc.aio.ServicerContext
+    ) -> pb.VerifyAuditCheckpointResponse:
+        await self._admin(context, request.workspace_id)
+        check = errors.Validator()
+        _check_workspace(check, request.workspace_id)
+        check.require(bool(request.checkpoint), "checkpoint", "is required")
+        check.check()
+        try:
+            checkpoint = audit.open_checkpoint(self._audit_keys, request.checkpoint)
+        except audit.CheckpointError as error:
+            raise errors.ServiceError(
+                errors.Kind.INVALID_ARGUMENT, "AUDIT_CHECKPOINT_INVALID", str(error)
+            ) from None
+        if checkpoint.workspace_id != request.workspace_id:
+            raise errors.ServiceError(
+                errors.Kind.INVALID_ARGUMENT,
+                "AUDIT_CHECKPOINT_INVALID",
+                "the checkpoint is of another workspace",
+            )
+        async with (
+            self._pool.acquire() as connection,
+            connection.transaction(isolation="repeatable_read", readonly=True),
+        ):
+            result = await checkpoints.check_checkpoint(connection, self._audit_keys, checkpoint)
+        taken_at = timestamp_pb2.Timestamp()
+        taken_at.FromDatetime(checkpoint.taken_at)
+        return pb.VerifyAuditCheckpointResponse(
+            contained=result.contained,
+            sequence=checkpoint.sequence,
+            checkpoint_hash=checkpoint.hash,
+            stored_hash=result.stored_hash,
+            taken_at=taken_at,
             problem=result.problem,
         )

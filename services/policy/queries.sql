@@ -166,22 +166,28 @@ RETURNING last_sequence, last_hash;
 -- name: get_audit_head
 SELECT last_sequence, last_hash FROM audit_heads WHERE workspace_id = $1;
 
+-- name: audit_heads_page
+SELECT workspace_id, last_sequence, last_hash FROM audit_heads
+WHERE workspace_id > $1 AND last_sequence > 0
+ORDER BY workspace_id
+LIMIT $2;
+
 -- name: append_audit
 WITH appended AS (
     INSERT INTO audit_events (workspace_id, sequence, occurred_at, actor_kind, actor_id, kind,
                               contact_id, stripe_customer_id, action, amount_minor, currency,
-                              outcome, subject_id, previous_hash, hash, confirmation)
+                              outcome, subject_id, previous_hash, hash, confirmation, key_id)
     SELECT $1, e.sequence, e.occurred_at, e.actor_kind, e.actor_id, e.kind, e.contact_id,
            e.stripe_customer_id, e.action, e.amount_minor, e.currency, e.outcome, e.subject_id,
-           e.previous_hash, e.hash, e.confirmation::jsonb
+           e.previous_hash, e.hash, e.confirmation::jsonb, e.key_id
     FROM unnest($2::bigint[], $3::timestamptz[], $4::text[], $5::text[], $6::text[],
                 $7::text[], $8::text[], $9::text[], $10::bigint[], $11::text[], $12::text[],
-                $13::text[], $14::text[], $15::text[], $16::text[])
+                $13::text[], $14::text[], $15::text[], $16::text[], $17::text[])
          AS e (sequence, occurred_at, actor_kind, actor_id, kind, contact_id,
                stripe_customer_id, action, amount_minor, currency, outcome, subject_id,
-               previous_hash, hash, confirmation)
+               previous_hash, hash, confirmation, key_id)
 )
-UPDATE audit_heads SET last_sequence = $17, last_hash = $18 WHERE workspace_id = $1;
+UPDATE audit_heads SET last_sequence = $18, last_hash = $19 WHERE workspace_id = $1;
 
 -- name: list_audit_events
 SELECT * FROM audit_events

@@ -1,4 +1,5 @@
-"""Policy as the runtime starts it: the assertion verifier, the servicer, the expiry worker."""
+"""Policy as the runtime starts it: the assertion verifier, the servicer, the expiry and
+audit checkpoint workers."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from askvault.identity.v1 import identity_pb2, identity_pb2_grpc
 from askvault.policy.v1 import policy_pb2, policy_pb2_grpc
+from policy.checkpoints import CheckpointWorker
 from policy.domain.bounds import AskVaultPlan, Bounds, parse_caps
 from policy.domain.periods import Period
 from policy.expiry import ExpiryWorker
@@ -88,7 +90,7 @@ class PolicyService:
     migrations_package = "policy.migrations"
     error_domain = "policy.askvault.dev"
     service_names = (policy_pb2.DESCRIPTOR.services_by_name["PolicyService"].full_name,)
-    # Who may call which RPC when service credentials are on (SERVICE_TOKEN_SECRET): only the
+    # Who may call which RPC when service credentials are on (SERVICE_PUBLIC_KEYS): only the
     # enforcement point resolves grants.
     allowed_callers = {
         EVERY_RPC: frozenset({"edge", "billing_gateway"}),
@@ -106,6 +108,7 @@ class PolicyService:
                 "ListBoundsChanges",
                 "ListAuditEvents",
                 "VerifyAuditChain",
+                "VerifyAuditCheckpoint",
             )
         },
     }
@@ -125,28 +128,46 @@ class PolicyService:
             refresh_interval=settings.identity_keys_refresh_seconds,
         )
         self._defaults = default_bounds(settings)
+        self._audit_keys = settings.mac_keys()
         self._worker: ExpiryWorker | None = None
+        self._checkpoints: CheckpointWorker | None = None
 
     async def start(self, server: grpc.aio.Server, resources: Resources) -> None:
+        if self._audit_keys is None:
+            # Without the key, whoever controls the database could rewrite the audit log
+            # and recompute a chain that verifies: never serve like that.
+            raise RuntimeError("AUDIT_MAC_KEYS is required to serve (deploy/README.md)")
         servicer = PolicyServicer(
             pool=resources.pool,
             settings=self._settings,
             verifier=self._verifier,
             clock=self._clock,
             defaults=self._defaults,
+            audit_keys=self._audit_keys,
         )
         policy_pb2_grpc.add_PolicyServiceServicer_to_server(servicer, server)
         self._worker = ExpiryWorker(
             resources.pool,
+            self._audit_keys,
             self._clock,
             self._settings.expiry_interval_seconds,
             self._settings.expiry_batch_size,
         )
         self._worker.start()
+        self._checkpoints = CheckpointWorker(
+            resources.pool,
+            self._audit_keys,
+            self._clock,
+            self._settings.audit_checkpoint_interval_seconds,
+        )
+        self._checkpoints.start()
 
     async def stop(self) -> None:
-        """Stops the expiry worker and closes the channel to identity."""
+        """Stops the workers and closes the channel to identity."""
         if self._worker is not None:
             await self._worker.stop()
             self._worker = None
+        if self._checkpoints is not None:
+            await self._checkpoints.stop()
+            self._checkpoints = None
         await tasks.bounded(self._identity_keys.close(), tasks.STOP_STEP_SECONDS, "identity")

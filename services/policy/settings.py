@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, SecretStr, field_validator
 
+from policy.domain.audit import MacKeys
 from runtime.settings import ServiceSettings
 
 
@@ -11,6 +12,15 @@ class PolicySettings(ServiceSettings):
     """Everything of ServiceSettings, plus policy's defaults and timings."""
 
     grpc_port: int = Field(default=50062, ge=0, le=65535)
+    # Keys that link the audit chain with HMAC-SHA256 and MAC its checkpoints, never stored
+    # in the database: "a2:<base64, 32+ bytes>,a1:..."; the first signs, all verify
+    # (rotation). Required to serve (policy refuses to start without it: whoever owns the
+    # database could otherwise rewrite the log and recompute a chain that verifies); the
+    # ``migrate`` command does not need it, so the migration Job never holds it.
+    audit_mac_keys: SecretStr = SecretStr("")
+    # Seconds between audit checkpoints: each workspace's chain head, MAC'd, written to the
+    # logs when it moved since the last one; admins compare them with VerifyAuditCheckpoint.
+    audit_checkpoint_interval_seconds: float = Field(default=300.0, gt=0)
     # host:port of identity, whose GetVerificationKeys publishes the keys that verify
     # identity assertions. Empty is allowed only when the service is given a key source
     # directly (tests); then every assertion is refused as invalid.
@@ -40,3 +50,15 @@ class PolicySettings(ServiceSettings):
     default_counter_period: str = Field(
         default="calendar_month", pattern="^calendar_(month|week|day)$"
     )
+
+    @field_validator("audit_mac_keys")
+    @classmethod
+    def _valid_mac_keys(cls, value: SecretStr) -> SecretStr:
+        if value.get_secret_value():
+            MacKeys.parse(value.get_secret_value())  # fails at start, not at the first append
+        return value
+
+    def mac_keys(self) -> MacKeys | None:
+        """The parsed audit MAC keys; None when AUDIT_MAC_KEYS is not set."""
+        spec = self.audit_mac_keys.get_secret_value()
+        return MacKeys.parse(spec) if spec else None

@@ -607,20 +607,25 @@ def _chained(row: asyncpg.Record) -> audit.ChainedEntry:
         ),
         previous_hash=row["previous_hash"],
         hash=row["hash"],
+        key_id=row["key_id"],
     )
 
 
 async def append_audit(
-    connection: Connection, workspace_id: str, entries: Sequence[audit.Entry]
+    connection: Connection,
+    keys: audit.MacKeys,
+    workspace_id: str,
+    entries: Sequence[audit.Entry],
 ) -> list[audit.ChainedEntry]:
-    """Appends entries to the workspace's chain, in the caller's transaction. The head row
-    stays locked until that transaction ends, so call this last, right before commit."""
+    """Appends entries to the workspace's chain, MAC'd under the signing key, in the
+    caller's transaction. The head row stays locked until that transaction ends, so call
+    this last, right before commit."""
     if not entries:
         return []
     head = await connection.fetchrow(queries.lock_audit_head, workspace_id)
     assert head is not None
-    chained = audit.chain(workspace_id, head["last_sequence"], head["last_hash"], entries)
-    columns: list[list[Any]] = [[] for _ in range(15)]
+    chained = audit.chain(keys, workspace_id, head["last_sequence"], head["last_hash"], entries)
+    columns: list[list[Any]] = [[] for _ in range(16)]
     for item in chained:
         entry = item.entry
         values = (
@@ -643,6 +648,7 @@ async def append_audit(
                 if entry.confirmation is not None
                 else None
             ),
+            item.key_id,
         )
         for column, value in zip(columns, values, strict=True):
             column.append(value)
@@ -691,3 +697,20 @@ async def audit_head(connection: Connection, workspace_id: str) -> tuple[int, st
     """(last sequence, last hash) the chain head records; (0, "") for an empty chain."""
     row = await connection.fetchrow(queries.get_audit_head, workspace_id)
     return (row["last_sequence"], row["last_hash"]) if row else (0, "")
+
+
+@dataclass(frozen=True)
+class AuditHead:
+    """Where a workspace's chain ends, as its head row records it."""
+
+    workspace_id: str
+    sequence: int
+    hash: str
+
+
+async def audit_heads_page(
+    connection: Connection, after_workspace_id: str, limit: int
+) -> list[AuditHead]:
+    """The chain heads of the workspaces after one, in workspace order (for checkpoints)."""
+    rows = await connection.fetch(queries.audit_heads_page, after_workspace_id, limit)
+    return [AuditHead(r["workspace_id"], r["last_sequence"], r["last_hash"]) for r in rows]

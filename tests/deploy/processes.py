@@ -28,13 +28,16 @@ def _key() -> str:
     return base64.b64encode(os.urandom(32)).decode()
 
 
+# One audit MAC key for every policy replica of a run: replicas append to the same chains.
+_AUDIT_MAC_KEYS = f"m1:{_key()}"
+
 # What each gRPC service needs beyond DATABASE_URL to start (its required settings).
 REQUIRED_SETTINGS: dict[str, Callable[[], dict[str, str]]] = {
     "identity": lambda: {
         "SECRETS_ENCRYPTION_KEYS": f"k1:{_key()}",
         "ASSERTION_SIGNING_KEYS": f"a1:{_key()}",
     },
-    "policy": dict,
+    "policy": lambda: {"AUDIT_MAC_KEYS": _AUDIT_MAC_KEYS},
     "notifier": dict,
     "billing_gateway": lambda: {"SECRETS_ENCRYPTION_KEYS": f"k1:{_key()}"},
 }

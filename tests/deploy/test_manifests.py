@@ -157,3 +157,120 @@ def test_no_pod_holds_anything_that_signs_admin_credentials(overlay: str) -> Non
         if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("admin-identity")
     )
     assert provider["data"]["ADMIN_ISSUER"].startswith("https://")
+
+
+SERVICES = ("identity", "policy", "billing-gateway", "notifier", "edge")
+
+
+def _secrets_referenced(pod: dict[str, Any]) -> set[str]:
+    """Names of every Secret a pod reads: env, envFrom and volumes."""
+    names = set()
+    for container in pod.get("containers", []) + pod.get("initContainers", []):
+        for env in container.get("env", []):
+            reference = env.get("valueFrom", {}).get("secretKeyRef")
+            if reference:
+                names.add(reference["name"])
+        for source in container.get("envFrom", []):
+            if "secretRef" in source:
+                names.add(source["secretRef"]["name"])
+    for volume in pod.get("volumes", []):
+        if "secret" in volume:
+            names.add(volume["secret"]["secretName"])
+        for source in volume.get("projected", {}).get("sources", []):
+            if "secret" in source:
+                names.add(source["secret"]["name"])
+    return names
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_each_deployment_holds_only_its_own_service_key(overlay: str) -> None:
+    # A pod that holds a service's private key can speak as that service: each Deployment
+    # reads its own key and no other service's, the migration Jobs read none, and the
+    # verifiers get public keys only (a ConfigMap, not a Secret).
+    key_secrets = {f"{service}-service-key" for service in SERVICES}
+    held: dict[str, set[str]] = {}
+    for document in render(overlay):
+        if document["kind"] not in ("Deployment", "Job"):
+            continue
+        if document["metadata"]["labels"].get("app.kubernetes.io/part-of") != "askvault":
+            continue  # the dev emulators and database
+        pod = document["spec"]["template"]["spec"]
+        where = f"{document['kind']}/{document['metadata']['name']}"
+        held[where] = _secrets_referenced(pod) & key_secrets
+        env = {e["name"]: e for c in pod["containers"] for e in c.get("env", [])}
+        assert "SERVICE_TOKEN_SECRET" not in env, where
+        if document["kind"] == "Job":
+            assert not {"SERVICE_SIGNING_KEY", "SERVICE_SIGNING_KEY_FILE"} & set(env), where
+            continue
+        name = document["metadata"]["name"]
+        signing = env["SERVICE_SIGNING_KEY"]["valueFrom"]["secretKeyRef"]
+        assert signing["name"] == f"{name}-service-key", where
+        if name != "edge":  # the edge serves HTTP and verifies no service credential
+            public = env["SERVICE_PUBLIC_KEYS"]["valueFrom"]
+            assert public["configMapKeyRef"]["name"] == "askvault-service-public-keys", where
+            assert "optional" not in public["configMapKeyRef"], where  # the check is on
+    assert held == {
+        **{f"Deployment/{service}": {f"{service}-service-key"} for service in SERVICES},
+        **{f"Job/{service}-migrate": set() for service in SERVICES},
+    }, held
+
+
+# Where the schema owner's DSN lives, per overlay: only the migration Jobs may reference it.
+_OWNER_SECRETS = {"prod": "askvault-database-owner", "dev": "askvault-pg-app"}
+
+
+def _env(document: dict[str, Any]) -> list[dict[str, Any]]:
+    env: list[dict[str, Any]] = document["spec"]["template"]["spec"]["containers"][0]["env"]
+    return env
+
+
+def _secret(variable: dict[str, Any]) -> str:
+    return str(variable.get("valueFrom", {}).get("secretKeyRef", {}).get("name", ""))
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_migration_jobs_run_as_the_owner_and_services_as_their_own_role(overlay: str) -> None:
+    owner = _OWNER_SECRETS[overlay]
+    documents = [
+        d
+        for d in render(overlay)
+        if d["kind"] in ("Deployment", "Job")
+        and d["metadata"]["labels"].get("app.kubernetes.io/part-of") == "askvault"
+    ]
+    jobs = [d for d in documents if d["kind"] == "Job"]
+    deployments = [d for d in documents if d["kind"] == "Deployment"]
+    assert len(jobs) == len(deployments) == 5
+    for job in jobs:
+        variables = {v["name"]: v for v in _env(job)}
+        name = job["metadata"]["name"]
+        assert _secret(variables["MIGRATION_DATABASE_URL"]) == owner, name
+        assert _secret(variables["DATABASE_URL"]) == owner, name
+        # The owner's pod never holds the key that would let it recompute the audit chain.
+        assert "AUDIT_MAC_KEYS" not in variables, name
+    for deployment in deployments:
+        name = deployment["metadata"]["name"]
+        variables = {v["name"]: v for v in _env(deployment)}
+        assert "MIGRATION_DATABASE_URL" not in variables, name
+        assert all(_secret(v) != owner for v in variables.values()), name
+        url = variables["DATABASE_URL"]
+        if overlay == "dev":
+            role = name.replace("-", "_")
+            assert url["value"].startswith(f"postgresql://askvault_{role}_login:"), name
+            assert _secret(variables["DATABASE_PASSWORD"]) == f"askvault-pg-{name}", name
+        else:
+            assert _secret(url) == f"{name}-secrets", name
+    policy = next(d for d in deployments if d["metadata"]["name"] == "policy")
+    keys = next(v for v in _env(policy) if v["name"] == "AUDIT_MAC_KEYS")
+    assert _secret(keys) == "policy-secrets"
+
+
+def test_the_dev_database_manages_a_group_and_a_login_role_per_service() -> None:
+    cluster = next(d for d in render("dev") if d["kind"] == "Cluster")
+    roles = {role["name"]: role for role in cluster["spec"]["managed"]["roles"]}
+    for service in ("identity", "policy", "billing_gateway", "notifier", "edge"):
+        group = roles[f"askvault_{service}_service"]
+        login = roles[f"askvault_{service}_login"]
+        assert group["login"] is False
+        assert login["login"] is True
+        assert login["inRoles"] == [group["name"]]
+        assert login["passwordSecret"]["name"] == f"askvault-pg-{service.replace('_', '-')}"

@@ -438,6 +438,7 @@ async def _stack(
             identity_target=ident.address,
             expiry_interval_seconds=3600.0,
             default_refund_caps="usd:1000000",
+            audit_mac_keys=f"m1:{_b64()}",
         )
         pol = await exits.enter_async_context(
             testing.running(PolicyService(policy_config), policy_config)

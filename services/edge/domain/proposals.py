@@ -10,7 +10,9 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
+
+from edge.domain import formatting
 
 
 class ProposalKind(enum.Enum):
@@ -24,19 +26,6 @@ class ProposalKind(enum.Enum):
     EMAIL_INVOICES = "email_invoices"
 
 
-# What moves money or charges a card: policy authorizes it, and it runs only on the quote the
-# person confirmed.
-MONEY_KINDS = frozenset(
-    {
-        ProposalKind.REFUND,
-        ProposalKind.CHANGE_PLAN,
-        ProposalKind.CANCEL,
-        ProposalKind.PAUSE,
-        ProposalKind.RETRY_PAYMENT,
-    }
-)
-
-
 class ProposalState(enum.Enum):
     """The life of a proposal."""
 
@@ -48,6 +37,139 @@ class ProposalState(enum.Enum):
 
 
 @dataclass(frozen=True)
+class Money:
+    """An amount in integer minor units of its currency, as Stripe counts it (¥50 is 50, $50
+    is 5,000): the one form an amount has from the chosen charge to the refund request."""
+
+    amount_minor: int
+    currency: str
+
+    @property
+    def display(self) -> str:
+        """The amount the way the bot says it ("$49")."""
+        return formatting.money(self.amount_minor, self.currency)
+
+    def as_json(self) -> dict[str, Any]:
+        """The amount as tool callers receive it, with its display text."""
+        return {
+            "amount_minor": self.amount_minor,
+            "currency": self.currency,
+            "display": self.display,
+        }
+
+
+@dataclass(frozen=True)
+class RefundTerms:
+    """Refund ``amount`` of one charge."""
+
+    KIND: ClassVar[ProposalKind] = ProposalKind.REFUND
+
+    charge_id: str
+    amount: Money
+    # When the charge was made: policy checks the refund window against it.
+    charge_created_at: datetime
+    # A billing.v1 RefundReason value.
+    reason: int
+    # "Visa •••• 4242", or empty when the charge names no card.
+    card: str
+    # What the action is called when it is refused ("refund $49").
+    short: str = ""
+
+
+@dataclass(frozen=True)
+class PlanChangeTerms:
+    """Move one subscription to another price."""
+
+    KIND: ClassVar[ProposalKind] = ProposalKind.CHANGE_PLAN
+
+    subscription_id: str
+    target_price_id: str
+    target_name: str
+    old_name: str
+    features_gained: tuple[str, ...]
+    short: str = ""
+
+
+@dataclass(frozen=True)
+class CancelTerms:
+    """Cancel one subscription (after the grace period)."""
+
+    KIND: ClassVar[ProposalKind] = ProposalKind.CANCEL
+
+    subscription_id: str
+    # The plan's name, for the replies.
+    plan: str
+    short: str = ""
+
+
+@dataclass(frozen=True)
+class PauseTerms:
+    """Pause payments of one subscription."""
+
+    KIND: ClassVar[ProposalKind] = ProposalKind.PAUSE
+
+    subscription_id: str
+    plan: str
+    short: str = ""
+
+
+@dataclass(frozen=True)
+class RetryTerms:
+    """Retry the payment of one invoice."""
+
+    KIND: ClassVar[ProposalKind] = ProposalKind.RETRY_PAYMENT
+
+    invoice_id: str
+    # The amount due as shown ("$49"), or empty when not known.
+    amount_text: str
+    short: str = ""
+
+
+@dataclass(frozen=True)
+class InvoiceRecord:
+    """One invoice as listed to the visitor and sent in a bundle."""
+
+    invoice_id: str
+    number: str
+    status: str
+    amount_due: Money
+    amount_paid: Money
+    created_at: datetime
+    pdf_url: str
+    hosted_url: str
+
+    def as_json(self) -> dict[str, Any]:
+        """The invoice as tool callers receive it."""
+        return {
+            "invoice_id": self.invoice_id,
+            "number": self.number,
+            "status": self.status,
+            "amount_due": self.amount_due.as_json(),
+            "amount_paid": self.amount_paid.as_json(),
+            "created_at": self.created_at.isoformat(),
+            "pdf_url": self.pdf_url,
+            "hosted_url": self.hosted_url,
+        }
+
+
+@dataclass(frozen=True)
+class InvoiceBundleTerms:
+    """Email the invoices of a period as one bundle (moves no money)."""
+
+    KIND: ClassVar[ProposalKind] = ProposalKind.EMAIL_INVOICES
+
+    period: str
+    invoices: tuple[InvoiceRecord, ...]
+
+
+# The terms of a proposal that moves money or charges a card: policy authorizes them, and
+# they run only as the quote the person confirmed.
+MoneyTerms = RefundTerms | PlanChangeTerms | CancelTerms | PauseTerms | RetryTerms
+# The terms of any proposal.
+Terms = MoneyTerms | InvoiceBundleTerms
+
+
+@dataclass(frozen=True)
 class Proposal:
     """One offer awaiting a "yes"."""
 
@@ -55,8 +177,7 @@ class Proposal:
     conversation_id: str
     proposal_id: str
     contact_id: str
-    kind: ProposalKind
-    details: dict[str, Any]
+    terms: Terms
     summary: str
     state: ProposalState
     created_at: datetime
@@ -66,6 +187,11 @@ class Proposal:
     # Set once the person confirmed on the confirmation page (the MCP elicitation's URL).
     person_confirmed_at: datetime | None = None
     person_confirmed_channel: str = ""
+
+    @property
+    def kind(self) -> ProposalKind:
+        """What the proposal would do."""
+        return self.terms.KIND
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import pytest
 
 from edge.domain import formatting, intents, proposals, redaction
 from edge.domain.intents import Intent
-from edge.domain.proposals import Proposal, ProposalKind, ProposalState, Refusal
+from edge.domain.proposals import CancelTerms, Proposal, ProposalState, Refusal
 from edge.ratelimit import RateLimiter
 
 NOW = datetime(2026, 5, 15, 12, 0, tzinfo=UTC)
@@ -103,9 +103,8 @@ def _proposal(state: ProposalState = ProposalState.PENDING, contact: str = "ct_1
         "c1",
         "prop_1",
         contact,
-        ProposalKind.REFUND,
-        {},
-        "refund",
+        CancelTerms(subscription_id="sub_1", plan="Starter"),
+        "cancel your subscription",
         state,
         NOW,
         NOW + timedelta(minutes=10),
@@ -148,7 +147,7 @@ def test_whatsapp_link_codes_are_redacted_from_what_is_stored() -> None:
 def test_a_tool_callers_conversation_is_scoped_by_the_token_subject() -> None:
     import jwt
 
-    from edge.conversation import VisitorIdentity
+    from edge.turn import VisitorIdentity
 
     token = jwt.encode({"sub": "sso-42"}, "any-secret-of-32-bytes-or-more-00000", "HS256")
     assert VisitorIdentity(token=token).key == "sso-42"

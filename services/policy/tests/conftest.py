@@ -3,6 +3,7 @@ clock, a test assertion key and helpers to mint assertions and seed bounds."""
 
 from __future__ import annotations
 
+import base64
 import itertools
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from google.protobuf import timestamp_pb2
 from askvault.common.v1 import common_pb2
 from askvault.policy.v1 import policy_pb2 as pb
 from askvault.policy.v1 import policy_pb2_grpc
+from policy.domain import audit
 from policy.service import PolicyService
 from policy.settings import PolicySettings
 from runtime import assertions, testing
@@ -28,6 +30,9 @@ KEY_ID = "test-key"
 QUOTE_TTL = timedelta(minutes=5)
 START = datetime(2026, 3, 15, 12, 0, 0, tzinfo=UTC)
 _keys = itertools.count()
+# The audit MAC keys of test servers (tests of rotation pass their own).
+AUDIT_MAC_KEY = base64.b64encode(b"policy-test-audit-mac-key-0123456789abcdef").decode()
+AUDIT_MAC_KEYS = f"t1:{AUDIT_MAC_KEY}"
 
 
 class TestClock:
@@ -80,7 +85,11 @@ def confirm(
 
 def policy_settings(database_url: str, **values: object) -> PolicySettings:
     """Settings for a test server; the worker sweeps rarely unless a test asks otherwise."""
-    defaults: dict[str, object] = {"expiry_interval_seconds": 3600.0}
+    defaults: dict[str, object] = {
+        "expiry_interval_seconds": 3600.0,
+        "audit_mac_keys": AUDIT_MAC_KEYS,
+        "audit_checkpoint_interval_seconds": 3600.0,
+    }
     defaults.update(values)
     return testing.make_settings(PolicySettings, database_url, **defaults)
 
@@ -94,6 +103,7 @@ class Policy:
     clock: TestClock
     private_key: Ed25519PrivateKey
     database_url: str
+    audit_keys: audit.MacKeys
     workspace_id: str = WORKSPACE
     _contacts: itertools.count[int] = field(default_factory=itertools.count)
 
@@ -261,14 +271,24 @@ async def policy(database_url: str, private_key: Ed25519PrivateKey) -> AsyncIter
     async def key_source() -> Mapping[str, Ed25519PublicKey]:
         return public
 
-    settings = policy_settings(database_url)
+    # The server runs as production runs it: as a member of policy's service role, migrating
+    # (nothing left to apply here) as the owner.
+    settings = policy_settings(
+        await testing.service_database_url(database_url, "policy"),
+        migration_database_url=database_url,
+    )
     service = PolicyService(settings, key_source=key_source, clock=clock)
     async with (
         testing.running(service, settings) as running,
         grpc.aio.insecure_channel(running.address) as channel,
     ):
         harness = Policy(
-            policy_pb2_grpc.PolicyServiceStub(channel), running, clock, private_key, database_url
+            policy_pb2_grpc.PolicyServiceStub(channel),
+            running,
+            clock,
+            private_key,
+            database_url,
+            audit.MacKeys.parse(AUDIT_MAC_KEYS),
         )
         await harness.set_bounds()
         yield harness

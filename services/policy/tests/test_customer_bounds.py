@@ -169,7 +169,7 @@ async def test_expiry_frees_both_counters(policy: Policy, lazily: bool) -> None:
                 )
             assert testing.error_details(raised.value)[1] == "GRANT_EXPIRED"
     else:
-        assert await expiry.sweep(policy.server.pool, policy.clock(), 2) == 3
+        assert await expiry.sweep(policy.server.pool, policy.audit_keys, policy.clock(), 2) == 3
     assert await policy.customer_counter(SHARED) == 0
     assert await _visitor_total(policy) == 0
 
@@ -251,8 +251,8 @@ async def test_reservations_releases_and_expiry_racing_on_one_customer_stay_exac
     results = await asyncio.gather(
         *releases,
         *authorizations,
-        expiry.sweep(policy.server.pool, due, 3),
-        expiry.sweep(policy.server.pool, due, 5),
+        expiry.sweep(policy.server.pool, policy.audit_keys, due, 3),
+        expiry.sweep(policy.server.pool, policy.audit_keys, due, 5),
         return_exceptions=True,
     )
     # A release may lose its grant to the sweep (GRANT_EXPIRED); nothing else may fail.

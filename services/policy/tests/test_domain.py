@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -411,6 +412,12 @@ def test_resolution_rules() -> None:
     assert not _grant(grants.State.REDEEMED).due(NOW + timedelta(days=1))
 
 
+_KEYS = audit.MacKeys.parse(f"k1:{base64.b64encode(b'k' * 32).decode()}")
+_NEW_KEYS = audit.MacKeys.parse(
+    f"k2:{base64.b64encode(b'n' * 32).decode()},k1:{base64.b64encode(b'k' * 32).decode()}"
+)
+
+
 def _entries(count: int) -> list[audit.Entry]:
     return [
         audit.Entry(NOW + timedelta(seconds=n), "visitor", "ct", "decision", amount_minor=n)
@@ -419,15 +426,16 @@ def _entries(count: int) -> list[audit.Entry]:
 
 
 def test_hash_chain_links_entries_and_verifies() -> None:
-    chained = audit.chain("ws", 0, "", _entries(3))
+    chained = audit.chain(_KEYS, "ws", 0, "", _entries(3))
     assert [c.sequence for c in chained] == [1, 2, 3]
     assert chained[0].previous_hash == audit.GENESIS_HASH
     assert chained[1].previous_hash == chained[0].hash
-    more = audit.chain("ws", 3, chained[-1].hash, _entries(1))
+    more = audit.chain(_KEYS, "ws", 3, chained[-1].hash, _entries(1))
     assert more[0].sequence == 4 and more[0].previous_hash == chained[-1].hash
-    verifier = audit.Verifier("ws")
+    verifier = audit.Verifier(_KEYS, "ws")
     assert all(verifier.feed(c) for c in [*chained, *more])
     assert verifier.finish(4, more[0].hash) == audit.Verification(True, 4, 0, "")
+    assert {c.key_id for c in chained} == {"k1"}
 
 
 def test_hash_covers_every_field_and_the_workspace() -> None:
@@ -445,21 +453,126 @@ def test_hash_covers_every_field_and_the_workspace() -> None:
 
 
 def test_verifier_reports_the_first_break() -> None:
-    chained = audit.chain("ws", 0, "", _entries(4))
+    chained = audit.chain(_KEYS, "ws", 0, "", _entries(4))
     altered = replace(chained[1], entry=replace(chained[1].entry, outcome="forged"))
-    verifier = audit.Verifier("ws")
+    verifier = audit.Verifier(_KEYS, "ws")
     for item in [chained[0], altered, *chained[2:]]:
         verifier.feed(item)
     result = verifier.finish(4, chained[-1].hash)
     assert (result.intact, result.first_broken_sequence) == (False, 2)
 
-    verifier = audit.Verifier("ws")
+    verifier = audit.Verifier(_KEYS, "ws")
     for item in [chained[0], chained[2], chained[3]]:
         verifier.feed(item)
     assert verifier.finish(4, chained[-1].hash).first_broken_sequence == 2
 
-    verifier = audit.Verifier("ws")
+    verifier = audit.Verifier(_KEYS, "ws")
     for item in chained[:3]:
         verifier.feed(item)
     result = verifier.finish(4, chained[-1].hash)
     assert (result.intact, result.first_broken_sequence) == (False, 4)
+
+
+def _plain_chain(count: int) -> list[audit.ChainedEntry]:
+    """Entries chained as before the MAC existed: plain SHA-256, no key id."""
+    chained = []
+    previous = audit.GENESIS_HASH
+    for sequence, entry in enumerate(_entries(count), start=1):
+        current = audit.entry_hash(previous, "ws", sequence, entry)
+        chained.append(audit.ChainedEntry("ws", sequence, entry, previous, current))
+        previous = current
+    return chained
+
+
+def _verify(keys: audit.MacKeys, chained: list[audit.ChainedEntry]) -> audit.Verification:
+    verifier = audit.Verifier(keys, "ws")
+    for item in chained:
+        verifier.feed(item)
+    return verifier.finish(chained[-1].sequence, chained[-1].hash)
+
+
+def test_the_chain_is_keyed_and_a_keyless_recomputation_breaks_it() -> None:
+    chained = audit.chain(_KEYS, "ws", 0, "", _entries(3))
+    entry = chained[0].entry
+    assert chained[0].hash != audit.entry_hash(audit.GENESIS_HASH, "ws", 1, entry)
+    # Someone without the key rewrites entry 2 and recomputes it and the rest with SHA-256.
+    forged = replace(chained[1].entry, amount_minor=999)
+    second = audit.entry_hash(chained[0].hash, "ws", 2, forged)
+    third = audit.entry_hash(second, "ws", 3, chained[2].entry)
+    rewritten = [
+        chained[0],
+        replace(chained[1], entry=forged, hash=second),
+        replace(chained[2], previous_hash=second, hash=third),
+    ]
+    result = _verify(_KEYS, rewritten)
+    assert (result.intact, result.first_broken_sequence) == (False, 2)
+    # ... or also drops the key ids: a plain entry after a MAC'd one is refused.
+    downgraded = [rewritten[0], *(replace(item, key_id="") for item in rewritten[1:])]
+    result = _verify(_KEYS, downgraded)
+    assert (result.intact, result.first_broken_sequence) == (False, 2)
+    assert "not MAC'd" in result.problem
+
+
+def test_plain_entries_before_the_switch_verify_and_stay_linked() -> None:
+    plain = _plain_chain(3)
+    keyed = audit.chain(_KEYS, "ws", 3, plain[-1].hash, _entries(2))
+    result = _verify(_KEYS, [*plain, *keyed])
+    assert (result.intact, result.checked, result.unsigned) == (True, 5, 3)
+    # A rewrite of the plain prefix, recomputed, breaks the first MAC'd entry's link.
+    forged = replace(plain[2].entry, outcome="forged")
+    rehashed = replace(
+        plain[2], entry=forged, hash=audit.entry_hash(plain[1].hash, "ws", 3, forged)
+    )
+    result = _verify(_KEYS, [*plain[:2], rehashed, *keyed])
+    assert (result.intact, result.first_broken_sequence) == (False, 4)
+
+
+def test_rotation_old_entries_verify_under_the_old_key_and_unknown_keys_do_not() -> None:
+    old = audit.chain(_KEYS, "ws", 0, "", _entries(2))
+    new = audit.chain(_NEW_KEYS, "ws", 2, old[-1].hash, _entries(2))
+    assert [c.key_id for c in [*old, *new]] == ["k1", "k1", "k2", "k2"]
+    assert _verify(_NEW_KEYS, [*old, *new]).intact
+    result = _verify(_KEYS, [*old, *new])  # k2 retired... or never known
+    assert (result.intact, result.first_broken_sequence) == (False, 3)
+    assert "unknown key" in result.problem
+
+
+def test_mac_keys_parse_and_refuse_bad_forms() -> None:
+    keys = audit.MacKeys.parse(
+        f" k2:{base64.b64encode(b'n' * 32).decode()} ,k1:{base64.b64encode(b'k' * 40).decode()}"
+    )
+    assert keys.signing_key_id == "k2" and set(keys.keys) == {"k1", "k2"}
+    for spec in (
+        "",
+        "k1",
+        f"k1:{base64.b64encode(b'short').decode()}",
+        "k1:not base64!",
+        f"bad id:{base64.b64encode(b'k' * 32).decode()}",
+        f"k1:{base64.b64encode(b'k' * 32).decode()},k1:{base64.b64encode(b'n' * 32).decode()}",
+    ):
+        with pytest.raises(ValueError, match="audit MAC key"):
+            audit.MacKeys.parse(spec)
+
+
+def test_checkpoints_open_only_when_policy_sealed_them() -> None:
+    sealed = audit.seal_checkpoint(_KEYS, "ws", 7, "ab" * 32, NOW)
+    opened = audit.open_checkpoint(_NEW_KEYS, sealed)  # verifies under a retained old key
+    assert opened == audit.Checkpoint("ws", 7, "ab" * 32, NOW, "k1")
+    document, _, mac = sealed.partition(".")
+    forged_document = (
+        base64.urlsafe_b64encode(
+            base64.urlsafe_b64decode(document + "==").replace(b'"sequence":7', b'"sequence":6')
+        )
+        .decode()
+        .rstrip("=")
+    )
+    other_key = audit.MacKeys.parse(f"k1:{base64.b64encode(b'x' * 32).decode()}")
+    for presented, keys in (
+        (f"{forged_document}.{mac}", _KEYS),
+        (sealed, other_key),
+        (sealed.replace(".", ""), _KEYS),
+        ("garbage", _KEYS),
+        (sealed, audit.MacKeys.parse(f"k9:{base64.b64encode(b'x' * 32).decode()}")),
+    ):
+        with pytest.raises(audit.CheckpointError):
+            audit.open_checkpoint(keys, presented)

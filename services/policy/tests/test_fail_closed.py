@@ -11,10 +11,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from askvault.common.v1 import common_pb2
 from askvault.policy.v1 import policy_pb2 as pb
 from askvault.policy.v1 import policy_pb2_grpc
+from policy.domain import audit
 from policy.service import PolicyService
 from runtime import testing
 
-from .conftest import KEY_ID, START, Policy, TestClock, key, policy_settings
+from .conftest import AUDIT_MAC_KEYS, KEY_ID, START, Policy, TestClock, key, policy_settings
 
 
 async def test_database_down_means_unavailable(private_key: Ed25519PrivateKey) -> None:
@@ -35,7 +36,9 @@ async def test_database_down_means_unavailable(private_key: Ed25519PrivateKey) -
             grpc.aio.insecure_channel(running.address) as channel,
         ):
             stub = policy_pb2_grpc.PolicyServiceStub(channel)
-            harness = Policy(stub, running, clock, private_key, "")
+            harness = Policy(
+                stub, running, clock, private_key, "", audit.MacKeys.parse(AUDIT_MAC_KEYS)
+            )
             for request in (
                 harness.refund(1000),
                 harness.plan_change(),

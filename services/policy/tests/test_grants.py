@@ -294,10 +294,10 @@ async def test_release_frees_the_reservation_exactly_once(policy: Policy) -> Non
 async def test_worker_expires_an_unredeemed_grant_exactly_once(policy: Policy) -> None:
     grant = await _grant(policy, 3000)
     pool = policy.server.pool
-    assert await expiry.sweep(pool, policy.clock(), 100) == 0
+    assert await expiry.sweep(pool, policy.audit_keys, policy.clock(), 100) == 0
     policy.clock.advance(timedelta(seconds=120))
-    assert await expiry.sweep(pool, policy.clock(), 100) == 1
-    assert await expiry.sweep(pool, policy.clock(), 100) == 0
+    assert await expiry.sweep(pool, policy.audit_keys, policy.clock(), 100) == 1
+    assert await expiry.sweep(pool, policy.audit_keys, policy.clock(), 100) == 0
     assert await policy.counter() == 0
     assert await policy.customer_counter() == 0
     assert (await _audit_kinds(policy, grant.grant_id)).count("grant.expired") == 1
@@ -319,7 +319,7 @@ async def test_a_due_grant_touched_before_the_worker_is_expired_lazily(policy: P
         "GRANT_EXPIRED",
     )
     assert await policy.counter() == 0
-    assert await expiry.sweep(policy.server.pool, policy.clock(), 100) == 0
+    assert await expiry.sweep(policy.server.pool, policy.audit_keys, policy.clock(), 100) == 0
     assert (await _audit_kinds(policy, grant.grant_id)).count("grant.expired") == 1
 
 
@@ -327,7 +327,7 @@ async def test_a_redeemed_grant_with_unknown_outcome_stays_reserved(policy: Poli
     grant = await _grant(policy, 3000)
     await policy.stub.Redeem(_redeem(policy, grant))
     policy.clock.advance(timedelta(hours=5))
-    assert await expiry.sweep(policy.server.pool, policy.clock(), 100) == 0
+    assert await expiry.sweep(policy.server.pool, policy.audit_keys, policy.clock(), 100) == 0
     assert await policy.counter() == 3000
     assert await policy.customer_counter() == 3000
     committed = await policy.stub.Commit(_commit(policy, grant))
@@ -340,7 +340,7 @@ async def test_commit_racing_expiry_resolves_each_grant_exactly_once(policy: Pol
     # whichever takes a grant's row lock first wins it.
     due = policy.clock() + timedelta(hours=1)
     results = await asyncio.gather(
-        expiry.sweep(policy.server.pool, due, 7),
+        expiry.sweep(policy.server.pool, policy.audit_keys, due, 7),
         *(policy.stub.Commit(_commit(policy, grant)) for grant in issued),
         return_exceptions=True,
     )
@@ -364,7 +364,9 @@ async def test_commit_racing_expiry_resolves_each_grant_exactly_once(policy: Pol
 async def test_two_sweeping_replicas_expire_each_grant_once(policy: Policy) -> None:
     issued = [await _grant(policy, 100, contact_id=f"ct_{n % 4}") for n in range(30)]
     due = policy.clock() + timedelta(hours=1)
-    counts = await asyncio.gather(*(expiry.sweep(policy.server.pool, due, 4) for _ in range(3)))
+    counts = await asyncio.gather(
+        *(expiry.sweep(policy.server.pool, policy.audit_keys, due, 4) for _ in range(3))
+    )
     assert sum(counts) == 30
     for grant in issued:
         assert (await _audit_kinds(policy, grant.grant_id)).count("grant.expired") == 1

@@ -1,0 +1,128 @@
+"""The edge's ASGI wrappers and its error body: every 4xx is JSON
+``{"error": {"code", "message", "fields"?}}``, bodies are bounded, and an app mounted as
+it is (the MCP transport) is limited per client address like every other entry."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from http import HTTPStatus
+from typing import Any
+
+from starlette.exceptions import HTTPException
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+
+def error(
+    status: int, code: str, message: str, fields: dict[str, str] | None = None
+) -> JSONResponse:
+    """The error body every 4xx carries."""
+    body: dict[str, Any] = {"code": code, "message": message}
+    if fields:
+        body["fields"] = fields
+    return JSONResponse({"error": body}, status_code=status)
+
+
+class JsonErrorBodies:
+    """Gives a library's own refusals (the MCP transport answers some 4xx in plain text or
+    empty) the JSON error body every 4xx of the edge carries. A class, not a function, so
+    Starlette mounts it as an ASGI app rather than as a request handler."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        app = self._app
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        held: dict[str, Any] | None = None
+        body = bytearray()
+
+        async def rewrite(message: Message) -> None:
+            nonlocal held
+            if message["type"] == "http.response.start":
+                headers = dict(message.get("headers", []))
+                content_type = headers.get(b"content-type", b"")
+                if message["status"] >= 400 and b"json" not in content_type:
+                    held = dict(message)
+                    return
+            elif held is not None and message["type"] == "http.response.body":
+                body.extend(message.get("body", b""))
+                if message.get("more_body"):
+                    return
+                status = int(held["status"])
+                text = body.decode(errors="replace").strip() or HTTPStatus(status).phrase
+                payload = json.dumps(
+                    {"error": {"code": f"HTTP_{status}", "message": text}}
+                ).encode()
+                kept = [
+                    (key, value)
+                    for key, value in held.get("headers", [])
+                    if key.lower() not in (b"content-type", b"content-length")
+                ]
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": status,
+                        "headers": [
+                            *kept,
+                            (b"content-type", b"application/json"),
+                            (b"content-length", str(len(payload)).encode()),
+                        ],
+                    }
+                )
+                await send({"type": "http.response.body", "body": payload})
+                return
+            await send(message)
+
+        await app(scope, receive, rewrite)
+
+
+class BodyLimit:
+    """Refuses bodies over the limit with 413, by Content-Length or by counting the stream."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self._app = app
+        self._max = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", []):
+            if name == b"content-length" and value.isdigit() and int(value) > self._max:
+                await error(413, "PAYLOAD_TOO_LARGE", f"body over {self._max} bytes")(
+                    scope, receive, send
+                )
+                return
+        seen = 0
+
+        async def limited() -> Any:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self._max:
+                    raise HTTPException(413, "body too large")
+            return message
+
+        await self._app(scope, limited, send)
+
+
+class AddressLimited:
+    """Limits an ASGI app (the MCP transport) per client address, like every other entry: the
+    visitor is not verified before the tool call runs, so the address is all there is."""
+
+    def __init__(self, app: ASGIApp, allowed: Callable[[Scope], bool]) -> None:
+        self._app = app
+        self._allowed = allowed
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not self._allowed(scope):
+            await error(429, "RATE_LIMITED", "too many requests from this address")(
+                scope, receive, send
+            )
+            return
+        await self._app(scope, receive, send)

@@ -1,0 +1,243 @@
+"""The WhatsApp Cloud API adapter: the webhook's verification handshake, delivery statuses
+(to the notifier), "LINK <code>" proofs (to ``whatsapp_linking``), and inbound messages of
+proven numbers as chat turns whose replies go back over WhatsApp. A number nobody proved is
+an unverified visitor and gets nothing back."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import re
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import grpc
+from google.protobuf import timestamp_pb2
+from starlette.exceptions import HTTPException
+from starlette.requests import Request as HttpRequest
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from askvault.notifier.v1 import notifier_pb2 as npb
+from edge import whatsapp_linking, whatsapp_storage
+from edge.domain import whatsapp_proof
+from edge.http_api import Edge
+from edge.http_middleware import error
+from edge.turn import Reply, Request, VisitorIdentity
+
+logger = logging.getLogger(__name__)
+
+# Quick-reply buttons of the failed-payment message, as the text a visitor would type.
+_BUTTON_TEXT = {
+    "RETRY_PAYMENT": "retry now",
+    "UPDATE_CARD": "update my card",
+    "TALK_TO_HUMAN": "talk to a human",
+}
+
+
+def _list_of_dicts(value: Any, where: str) -> list[dict[str, Any]]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+        raise ValueError(f"{where} must be a list of objects")
+    return value
+
+
+def whatsapp_values(body: Any) -> list[dict[str, Any]]:
+    """The ``value`` objects of a WhatsApp Cloud API webhook, with the shapes the edge reads
+    checked (lists of objects, string ids, numeric timestamps); ValueError otherwise."""
+    if not isinstance(body, dict):
+        raise ValueError("the body must be an object")
+    values = []
+    for entry in _list_of_dicts(body.get("entry"), "entry"):
+        for change in _list_of_dicts(entry.get("changes"), "entry.changes"):
+            value = change.get("value", {})
+            if not isinstance(value, dict):
+                raise ValueError("entry.changes.value must be an object")
+            metadata = value.get("metadata", {})
+            if not isinstance(metadata, dict):
+                raise ValueError("value.metadata must be an object")
+            for status in _list_of_dicts(value.get("statuses"), "value.statuses"):
+                if not str(status.get("timestamp", "0") or "0").isdigit():
+                    raise ValueError("value.statuses.timestamp must be unix seconds")
+                _list_of_dicts(status.get("errors"), "value.statuses.errors")
+            for message in _list_of_dicts(value.get("messages"), "value.messages"):
+                for part in ("button", "interactive", "text"):
+                    if not isinstance(message.get(part, {}), dict):
+                        raise ValueError(f"value.messages.{part} must be an object")
+            values.append(value)
+    return values
+
+
+class WhatsAppWebhook:
+    """``GET``/``POST /api/whatsapp/webhook``, bound to the edge."""
+
+    def __init__(self, edge: Edge) -> None:
+        self._edge = edge
+
+    def routes(self) -> list[Route]:
+        """The routes this module serves."""
+        return [
+            Route("/api/whatsapp/webhook", self.verify, methods=["GET"]),
+            Route("/api/whatsapp/webhook", self.webhook, methods=["POST"]),
+        ]
+
+    async def verify(self, request: HttpRequest) -> Response:
+        params = request.query_params
+        expected = self._edge.settings.whatsapp_verify_token.get_secret_value()
+        if (
+            params.get("hub.mode") == "subscribe"
+            and expected
+            and hmac.compare_digest(params.get("hub.verify_token", "").encode(), expected.encode())
+        ):
+            return PlainTextResponse(params.get("hub.challenge", ""))
+        return error(403, "VERIFY_TOKEN_MISMATCH", "verification failed")
+
+    async def webhook(self, request: HttpRequest) -> Response:
+        secret = self._edge.settings.whatsapp_app_secret.get_secret_value()
+        try:
+            payload = await request.body()
+        except HTTPException:
+            return error(413, "PAYLOAD_TOO_LARGE", "body too large")
+        header = request.headers.get("x-hub-signature-256", "")
+        expected = "sha256=" + hmac.new(secret.encode(), payload, hashlib.sha256).hexdigest()
+        if not secret or not hmac.compare_digest(header.encode(), expected.encode()):
+            return error(401, "SIGNATURE_INVALID", "bad X-Hub-Signature-256")
+        try:
+            body = json.loads(payload)
+        except ValueError:
+            return error(400, "INVALID_JSON", "the body is not JSON")
+        except RecursionError:
+            return error(400, "INVALID_JSON", "the body's JSON is nested too deeply")
+        try:
+            values = whatsapp_values(body)
+        except ValueError as problem:
+            # Signed but not the Cloud API's shape: a 4xx, so Meta does not retry it forever.
+            return error(400, "INVALID_PAYLOAD", str(problem))
+        for value in values:
+            await self._value(value)
+        return JSONResponse({"received": True})
+
+    def _workspace(self, phone_number_id: str) -> str:
+        spec = self._edge.settings.whatsapp_workspaces
+        for item in (part.strip() for part in spec.split(",")):
+            number, sep, workspace = item.partition(":")
+            if sep and number == phone_number_id:
+                return workspace
+            if not sep and item:
+                return item
+        return ""
+
+    async def _value(self, value: dict[str, Any]) -> None:
+        statuses = value.get("statuses", [])
+        if statuses:
+            updates = []
+            for status in statuses:
+                stamp = timestamp_pb2.Timestamp(seconds=int(status.get("timestamp", 0) or 0))
+                errors_ = status.get("errors") or [{}]
+                updates.append(
+                    npb.WhatsAppStatus(
+                        provider_message_id=str(status.get("id", "")),
+                        status=str(status.get("status", "")),
+                        occurred_at=stamp,
+                        error_code=int(errors_[0].get("code", 0) or 0),
+                        error_title=str(errors_[0].get("title", "")),
+                    )
+                )
+            try:
+                await self._edge.peers.notifier.IngestWhatsAppStatus(
+                    npb.IngestWhatsAppStatusRequest(statuses=updates),
+                    timeout=self._edge.peers.timeout(),
+                )
+            except grpc.aio.AioRpcError as failure:
+                logger.warning("whatsapp statuses not applied", extra={"code": failure.code().name})
+        workspace_id = self._workspace(str(value.get("metadata", {}).get("phone_number_id", "")))
+        for message in value.get("messages", []):
+            await self._message(workspace_id, message)
+
+    async def _message(self, workspace_id: str, message: dict[str, Any]) -> None:
+        number = "+" + re.sub(r"\D", "", str(message.get("from", "")))
+        kind = message.get("type")
+        if kind == "button":
+            payload = str(message.get("button", {}).get("payload", ""))
+            text = _BUTTON_TEXT.get(payload, str(message.get("button", {}).get("text", "")))
+        elif kind == "interactive":
+            reply = message.get("interactive", {}).get("button_reply", {})
+            text = _BUTTON_TEXT.get(str(reply.get("id", "")), str(reply.get("title", "")))
+        else:
+            text = str(message.get("text", {}).get("body", ""))
+        if not workspace_id or not text.strip():
+            return
+        code = whatsapp_proof.link_code(text) if kind == "text" else None
+        if code is not None:
+            # "LINK <code>": the proof that this number's holder asked to link it. Never a
+            # chat turn (the code stays out of every transcript).
+            await whatsapp_linking.prove(
+                self._edge.pool,
+                self._edge.settings,
+                self._edge.peers,
+                workspace_id=workspace_id,
+                number=number,
+                code=code,
+                provider_message_id=str(message.get("id", "")),
+                now=datetime.now(UTC),
+            )
+            return
+        async with self._edge.pool.acquire() as connection:
+            # Only a proven link: a number someone merely named is not their channel.
+            link = await whatsapp_storage.find_whatsapp_link(connection, workspace_id, number)
+        visitor = VisitorIdentity()
+        if link is not None:
+            visitor = VisitorIdentity(
+                user_id=link.user_id,
+                email=link.email,
+                user_hash=self._edge.engine.open_whatsapp_credential(link),
+            )
+            try:
+                await self._edge.peers.notifier.RecordInboundWhatsApp(
+                    npb.RecordInboundWhatsAppRequest(
+                        workspace_id=workspace_id,
+                        contact_id=link.contact_id,
+                        whatsapp_number=number,
+                        received_at=timestamp_pb2.Timestamp(
+                            seconds=int(message.get("timestamp", 0) or time.time())
+                        ),
+                        provider_message_id=str(message.get("id", "")),
+                    ),
+                    timeout=self._edge.peers.timeout(),
+                )
+            except grpc.aio.AioRpcError as failure:
+                logger.warning("inbound whatsapp not recorded", extra={"code": failure.code().name})
+        reply = await self._edge.answer(
+            Request(
+                workspace_id=workspace_id,
+                # One conversation per contact and number: a number that moved to another
+                # contact (by proof) does not continue the earlier contact's conversation.
+                conversation_id=(
+                    f"wa:{number}:{link.contact_id}" if link is not None else f"wa:{number}"
+                )[:128],
+                visitor=visitor,
+                text=text[: self._edge.settings.max_text_chars],
+                channel="whatsapp",
+            )
+        )
+        if isinstance(reply, Reply) and link is not None:
+            try:
+                await self._edge.peers.notifier.Send(
+                    npb.SendRequest(
+                        workspace_id=workspace_id,
+                        recipient=npb.Recipient(
+                            contact_id=link.contact_id, whatsapp_number=number, email=link.email
+                        ),
+                        template=npb.TEMPLATE_CHAT_REPLY,
+                        channel=npb.CHANNEL_WHATSAPP,
+                        variables={"text": reply.text},
+                        dedup_key=f"edge:wa-reply:{message.get('id', '')}",
+                    ),
+                    timeout=self._edge.peers.timeout(),
+                )
+            except grpc.aio.AioRpcError as failure:
+                logger.warning("whatsapp reply not queued", extra={"code": failure.code().name})
