@@ -26,12 +26,12 @@ from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from edge import replies, tools
+from edge import replies, storage, tools
 from edge.domain import grounding
 from edge.domain.intents import Intent, Parsed
 from edge.llm_client import ChatModel, ModelFailed, ToolCall
 from edge.settings import EdgeSettings
-from edge.turn import Context, NotFound, Reply, Request
+from edge.turn import Context, NotFound, Reply, Request, TurnDeps
 
 logger = logging.getLogger(__name__)
 
@@ -121,18 +121,19 @@ class _Turn:
 
 
 async def answer(
-    settings: EdgeSettings,
+    deps: TurnDeps,
     context: Context,
     text: str,
     run_tool: RunTool,
     rules: RulesAnswer,
 ) -> Reply:
     """The model's grounded answer to ``text``, or a grounded replacement."""
-    model = model_of(settings)
+    model = model_of(deps.settings)
     assert model is not None  # callers ask ``takes`` first
     turn = _Turn()
     try:
-        words = await _converse(settings, model, context, text, run_tool, turn)
+        history = await _history(deps, context)
+        words = await _converse(deps.settings, model, history, text, run_tool, context, turn)
     except ModelFailed as failure:
         logger.info("model failed; the rules answer", extra={"reason": str(failure)})
         return await _replacement(turn, rules)
@@ -149,12 +150,32 @@ async def answer(
     return _combined(turn, words)
 
 
+async def _history(deps: TurnDeps, context: Context) -> list[dict[str, Any]]:
+    """The conversation's last lines before this turn's, as chat messages: the bot's and the
+    verified visitor's (a line typed before verification could be anyone's)."""
+    wanted = deps.settings.llm_history_lines
+    if wanted == 0:
+        return []
+    async with deps.pool.acquire() as connection:
+        lines = await storage.recent_messages(
+            connection, context.workspace_id, context.conversation_id, wanted + 1
+        )
+    messages = []
+    for line in lines[:-1]:  # the last is this turn's, stored before the answer
+        if line.author == "bot":
+            messages.append({"role": "assistant", "content": line.text})
+        elif line.verified is not False:
+            messages.append({"role": "user", "content": line.text})
+    return messages
+
+
 async def _converse(
     settings: EdgeSettings,
     model: ChatModel,
-    context: Context,
+    history: list[dict[str, Any]],
     text: str,
     run_tool: RunTool,
+    context: Context,
     turn: _Turn,
 ) -> str:
     """Rounds of model calls and tool runs until the model answers in words."""
@@ -162,6 +183,7 @@ async def _converse(
     deadline = loop.time() + settings.llm_timeout_seconds
     messages: list[dict[str, Any]] = [
         {"role": "system", "content": SYSTEM_PROMPT},
+        *history,
         {"role": "user", "content": text},
     ]
     definitions = tool_definitions()

@@ -356,7 +356,7 @@ async def _dispatch(deps: TurnDeps, context: Context, parsed: Parsed, text: str)
             return confirmed_on_page
     if llm_turns.takes(deps.settings, request, intent):
         return await llm_turns.answer(
-            deps.settings,
+            deps,
             context,
             text,
             run_tool=lambda tool_parsed: _ANSWERS[tool_parsed.intent](

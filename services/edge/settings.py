@@ -87,6 +87,8 @@ class EdgeSettings(ServiceSettings):
     llm_timeout_seconds: float = Field(default=8.0, gt=0)
     # Model calls per turn (tool calls, then the answer in words).
     llm_max_rounds: int = Field(default=4, ge=1, le=10)
+    # Earlier lines of the conversation the model sees (the bot's and the verified visitor's).
+    llm_history_lines: int = Field(default=6, ge=0, le=40)
 
     @field_validator("trusted_proxies")
     @classmethod

@@ -75,6 +75,12 @@ async def test_the_model_answers_through_the_tools(
     (result,) = _tool_results(model)
     assert "Growth" in result and "$49" in result
     assert second["messages"][2]["tool_calls"][0]["function"]["name"] == "get_subscription"
+    # The next turn carries the conversation so far.
+    await _script(llm_stack, model, [{"content": "Anything else?"}])
+    await llm_stack.turn("alice", "thanks a lot", conversation="ok")
+    (third,) = model.state.requests
+    assert [m["role"] for m in third["messages"]] == ["system", "user", "assistant", "user"]
+    assert third["messages"][2]["content"] == words
 
 
 async def test_a_quote_by_the_model_runs_only_on_the_persons_yes(
@@ -199,14 +205,13 @@ async def test_a_model_that_acts_for_another_customer_is_refused(
 async def test_a_failing_slow_or_garbled_model_gets_the_rules_answer(
     llm_stack: Stack, model: model_app.RunningEmulator
 ) -> None:
-    for number, step in enumerate(
-        [
-            {"http_status": 500},
-            {"raw": {"choices": []}},
-            {"content": ""},
-            {"delay_seconds": 5, "content": "too late"},
-        ]
-    ):
+    steps: list[dict[str, Any]] = [
+        {"http_status": 500},
+        {"raw": {"choices": []}},
+        {"content": ""},
+        {"delay_seconds": 5, "content": "too late"},
+    ]
+    for number, step in enumerate(steps):
         await _script(llm_stack, model, [step])
         started = time.monotonic()
         answer = await llm_stack.turn(
