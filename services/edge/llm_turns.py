@@ -45,8 +45,10 @@ RulesAnswer = Callable[[], Awaitable[Reply]]
 _RULES_ONLY = frozenset({Intent.YES, Intent.NO, Intent.HUMAN, Intent.WHATSAPP_OPT_IN})
 # The intents whose tools may quote (a plan change's preview too).
 _QUOTING_INTENTS = frozenset(tool.intent for tool in tools.TOOLS.values() if tool.moves_money)
-# Tool calls one model round may make; more are refused.
-_CALLS_PER_ROUND = 4
+# Tool calls one turn may make (each is RPCs to the services); more are refused.
+_CALLS_PER_TURN = 6
+# The longest answer in words a model may give, in characters; longer is a bad answer.
+_MAX_WORDS_CHARS = 2000
 
 SYSTEM_PROMPT = (
     "You are the billing assistant of a SaaS company, talking with one verified customer. "
@@ -193,12 +195,12 @@ async def _converse(
             raise ModelFailed("timeout")
         said = await model.complete(messages, definitions, remaining)
         if not said.tool_calls:
-            if not said.content:
-                raise ModelFailed("empty answer")
+            if not said.content or len(said.content) > _MAX_WORDS_CHARS:
+                raise ModelFailed("no usable answer")
             return said.content
         messages.append(said.as_message())
-        for index, call in enumerate(said.tool_calls):
-            if index >= _CALLS_PER_ROUND:
+        for call in said.tool_calls:
+            if len(turn.evidence) >= _CALLS_PER_TURN:
                 result: dict[str, Any] = {"status": "refused", "message": "too many calls"}
                 turn.refusals.append("too_many_calls")
             else:
@@ -267,7 +269,7 @@ def _combined(turn: _Turn, words: str) -> Reply:
         data.update(reply.data)
     return Reply(
         text,
-        intent=turn.outcomes[0][1].intent or turn.outcomes[0][0].intent.value
+        intent=(turn.outcomes[0][1].intent or turn.outcomes[0][0].intent.value)
         if turn.outcomes
         else "",
         actions=[action for reply in replies_ for action in reply.actions],

@@ -8,6 +8,7 @@ import json
 import pytest
 
 from edge.domain import grounding
+from edge.llm_client import parse_completion
 
 STATUS = json.dumps(
     {
@@ -78,3 +79,27 @@ def test_with_no_tool_results_every_amount_is_ungrounded() -> None:
 def test_a_policy_term_a_tool_returned_may_be_repeated() -> None:
     refusal = json.dumps({"message": "That's outside the refund window of 30 days."})
     assert kinds("That charge is outside the refund window of 30 days.", refusal) == []
+
+
+def test_a_completion_with_arguments_that_are_not_an_object_keeps_the_call() -> None:
+    # The call is kept (and refused by the turn), not dropped: a model that sends garbage
+    # does not get its words through unchecked.
+    said = parse_completion(
+        {
+            "choices": [
+                {
+                    "message": {
+                        "content": None,
+                        "tool_calls": [
+                            {"id": "c1", "function": {"name": "request_refund", "arguments": "{"}},
+                            {"id": "c2", "function": {"name": "list_plans", "arguments": "[]"}},
+                        ],
+                    }
+                }
+            ]
+        }
+    )
+    assert [(c.name, c.arguments) for c in said.tool_calls] == [
+        ("request_refund", None),
+        ("list_plans", None),
+    ]
