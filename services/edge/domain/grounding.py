@@ -66,7 +66,8 @@ _AMOUNT_PATTERNS = (
     # "49.00": a number with cents is an amount even without a currency
     re.compile(r"(?<![\d.])(?P<n>\d[\d,]*\.\d{2})(?![\d.])"),
 )
-_ANY_NUMBER = re.compile(r"\d[\d,]*(?:\.\d+)?")
+# A number standing on its own: not a run of digits inside an id or a hash ("ch_3Px9", "9f38").
+_ANY_NUMBER = re.compile(r"(?<![A-Za-z0-9_.])\d[\d,]*(?:\.\d+)?(?![A-Za-z0-9_])")
 _WORD_NUMBERS = {
     "one": 1,
     "two": 2,
@@ -88,6 +89,16 @@ _DURATION = re.compile(
     r"(?P<unit>hour|day|week|month|year)s?\b",
     re.IGNORECASE,
 )
+# Days named without a date: a date all the same, which the tool results must say in words.
+_RELATIVE_DAY = re.compile(
+    r"\b(?:tomorrow|yesterday|tonight|monday|tuesday|wednesday|thursday|friday|saturday|"
+    r"sunday|next\s+(?:week|month|year)|last\s+(?:week|month|year)|end\s+of\s+(?:the|this)\s+"
+    r"(?:week|month|year))\b",
+    re.IGNORECASE,
+)
+# Any other number of two digits or more (an amount without its currency, "49 a month"); a
+# single digit is a count ("3 invoices") and may be the model's own.
+_BARE_NUMBER = re.compile(r"(?<![\w.,])(?:\d{2,}[\d,]*(?:\.\d+)?|\d\.\d+)(?![\w])")
 _URL = re.compile(r"https?://[^\s<>()\"']+", re.IGNORECASE)
 # Words that state a rule of the business: the model may repeat them only from a tool result.
 _POLICY_TERMS = (
@@ -140,7 +151,7 @@ _DONE_CLAIMS = (
 class Finding:
     """One thing the reply says that no tool result backs: what kind, and the words."""
 
-    kind: str  # "amount", "date", "duration", "link", "policy", "done_claim"
+    kind: str  # "amount", "number", "date", "duration", "link", "policy", "done_claim"
     words: str
 
 
@@ -238,6 +249,19 @@ def findings(reply: str, evidence: Evidence) -> list[Finding]:
             value = _number(match["n"])
             if value is not None and value not in evidence.numbers:
                 found.append(Finding("amount", match.group(0)))
+    for match in _RELATIVE_DAY.finditer(reply):
+        if match.group(0).lower() not in evidence.text:
+            found.append(Finding("date", match.group(0)))
+    amount_spans = [m.span("n") for pattern in _AMOUNT_PATTERNS for m in pattern.finditer(reply)]
+    for match in _BARE_NUMBER.finditer(reply):
+        start = match.start()
+        if any(a <= start < b for a, b in [*date_spans, *amount_spans]):
+            continue  # checked above
+        if any(match.start() >= u.start() and match.end() <= u.end() for u in _URL.finditer(reply)):
+            continue  # part of a link, checked below
+        value = _number(match.group(0))
+        if value is not None and value not in evidence.numbers:
+            found.append(Finding("number", match.group(0)))
     for key, words in _durations(reply):
         if key not in evidence.durations:
             found.append(Finding("duration", words))

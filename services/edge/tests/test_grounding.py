@@ -39,6 +39,8 @@ def kinds(reply: str, *results: str) -> list[str]:
         "Your plan renews on 28 December 2026 at $49.00.",
         "Your plan renews 2026-12-28; the last invoice was paid November 28.",
         "You pay 49 USD per month.",
+        "You pay 49 a month, for 3 seats.",
+        "Your Visa ending 4242 was charged $49.",
         "I can refund $49 to your Visa ending 4242. Reply yes to confirm.",
     ],
 )
@@ -56,6 +58,9 @@ def test_what_the_tools_said_goes_out(reply: str) -> None:
         ("Your plan renews on 12/29/2026.", "date"),
         ("Your plan renews in January 2027.", "date"),
         ("Refunds are possible within 30 days of a charge.", "duration"),
+        ("You pay 59 a month.", "number"),
+        ("Your card will be charged again tomorrow.", "date"),
+        ("It renews next Monday.", "date"),
         ("Our refund policy allows refunds of any charge.", "policy"),
         ("We offer a money-back guarantee.", "policy"),
         ("Annual plans are non-refundable.", "policy"),
@@ -103,3 +108,9 @@ def test_a_completion_with_arguments_that_are_not_an_object_keeps_the_call() -> 
         ("request_refund", None),
         ("list_plans", None),
     ]
+
+
+def test_digits_inside_ids_and_hashes_are_no_evidence() -> None:
+    result = json.dumps({"data": {"quote": {"quote_id": "prop_38ab", "terms_hash": "9f38c27"}}})
+    assert kinds("That will be $38.", result) == ["amount"]
+    assert kinds("That will be $27.", result) == ["amount"]
