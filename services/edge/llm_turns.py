@@ -250,12 +250,13 @@ async def _replacement(turn: _Turn, rules: RulesAnswer) -> Reply:
 
 def _combined(turn: _Turn, words: str) -> Reply:
     """The model's words (or, with none, the tools' replies), with the tools' buttons and
-    status. A quote's own words always go out: the person says yes to exactly what the edge
-    quoted, never to a model's retelling."""
+    status. A quote's and a hand-off's own words always go out: the person says yes to
+    exactly what the edge quoted, never to a model's retelling, and learns that a human has
+    their case."""
     replies_ = [reply for _, reply in turn.outcomes]
     if words:
-        quotes = [r.text for r in replies_ if r.status == "needs_confirmation"]
-        text = "\n\n".join([words, *(q for q in quotes if q not in words)])
+        kept = [r.text for r in replies_ if r.status == "needs_confirmation" or r.escalated]
+        text = "\n\n".join([words, *(k for k in kept if k not in words)])
     else:
         text = "\n\n".join(r.text for r in replies_)
     escalated = next((r for r in replies_ if r.escalated), None)

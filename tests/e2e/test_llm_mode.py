@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from edge import tools
+from edge import replies, tools
 from model_emulator import app as model_app
 from tests.e2e.conftest import Stack, running_stack
 
@@ -221,3 +221,18 @@ async def test_a_failing_slow_or_garbled_model_gets_the_rules_answer(
         assert "too late" not in answer["reply"]
         assert time.monotonic() - started < MODEL_TIMEOUT_SECONDS + 2.5, step
         assert len(model.state.requests) == 1
+
+
+async def test_a_handoff_by_the_model_says_so_in_the_edges_words(
+    llm_stack: Stack, model: model_app.RunningEmulator
+) -> None:
+    await _script(
+        llm_stack,
+        model,
+        [_calls(("handoff_to_human", {"note": "wants to talk"})), {"content": "Done, hang on."}],
+    )
+    answer = await llm_stack.turn("alice", "this is too confusing for me", conversation="h")
+    assert answer["escalated"] is True and answer["escalation_id"], answer
+    assert answer["reply"].startswith("Done, hang on.\n\n"), answer
+    assert replies.HUMAN_ASKED in answer["reply"], answer
+    assert any(e.escalation_id == answer["escalation_id"] for e in await llm_stack.escalations())
