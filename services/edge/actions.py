@@ -24,6 +24,7 @@ from edge.domain.proposals import (
     PlanChangeTerms,
     ProposalKind,
     RefundTerms,
+    ResumeTerms,
     RetryTerms,
 )
 from edge.peers import error_reason
@@ -174,10 +175,12 @@ async def _plan_changed(
     )
 
 
-# ----- cancel and pause -----
+# ----- cancel, pause and resume -----
 
 
-def _subscription_details(terms: CancelTerms | PauseTerms, customer: str) -> ppb.ActionDetails:
+def _subscription_details(
+    terms: CancelTerms | PauseTerms | ResumeTerms, customer: str
+) -> ppb.ActionDetails:
     return ppb.ActionDetails(stripe_customer_id=customer, subscription_id=terms.subscription_id)
 
 
@@ -217,10 +220,31 @@ async def _paused(
     return Reply(replies.paused(terms.plan))
 
 
+async def _resume(
+    deps: TurnDeps, granted: Granted, terms: ResumeTerms
+) -> bpb.ResumeSubscriptionResponse:
+    response: bpb.ResumeSubscriptionResponse = await gateway.call(
+        deps.peers,
+        "ResumeSubscription",
+        bpb.ResumeSubscriptionRequest(**granted.fields(), subscription_id=terms.subscription_id),
+    )
+    return response
+
+
+async def _resumed(
+    deps: TurnDeps, context: Context, terms: ResumeTerms, resumed: bpb.ResumeSubscriptionResponse
+) -> Reply:
+    return Reply(
+        replies.resumed(context, terms.plan, resumed.subscription),
+        data={"subscription": views.subscription_json(resumed.subscription)},
+    )
+
+
 def _operation(
     response: bpb.ChangePlanResponse
     | bpb.CancelSubscriptionResponse
-    | bpb.PauseSubscriptionResponse,
+    | bpb.PauseSubscriptionResponse
+    | bpb.ResumeSubscriptionResponse,
 ) -> dict[str, Any]:
     return {"operation_id": response.operation.operation_id}
 
@@ -282,6 +306,13 @@ ACTIONS: Mapping[ProposalKind, MoneyAction[Any, Any]] = {
         request=_pause,
         outcome=_operation,
         succeeded=_paused,
+    ),
+    ProposalKind.RESUME: MoneyAction(
+        billing_action=cpb.BILLING_ACTION_RESUME_SUBSCRIPTION,
+        policy_details=_subscription_details,
+        request=_resume,
+        outcome=_operation,
+        succeeded=_resumed,
     ),
     ProposalKind.RETRY_PAYMENT: MoneyAction(
         billing_action=cpb.BILLING_ACTION_RETRY_PAYMENT,

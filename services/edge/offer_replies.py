@@ -147,6 +147,14 @@ def pause_offer(plan_name: str) -> tuple[str, str]:
     )
 
 
+def resume_offer(plan_name: str) -> tuple[str, str]:
+    return (
+        f"Your {plan_name} subscription is paused. I can resume it: payments start again "
+        "from the next billing date.",
+        "resume your subscription",
+    )
+
+
 NOTHING_TO_RETRY = "You don't have an unpaid invoice; nothing to retry."
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import grpc
 
 from askvault.billing.v1 import billing_pb2 as bpb
-from edge import gateway, offer_replies, quoting, views
+from edge import gateway, offer_replies, quoting, replies, views
 from edge.domain import plan_choice
 from edge.domain.intents import Parsed
 from edge.domain.proposals import (
@@ -16,6 +16,7 @@ from edge.domain.proposals import (
     PauseTerms,
     PlanChangeTerms,
     RefundTerms,
+    ResumeTerms,
     RetryTerms,
 )
 from edge.peers import error_reason
@@ -175,6 +176,19 @@ async def pause(deps: TurnDeps, context: Context) -> Reply:
         return Reply(offer_replies.NO_ACTIVE_SUBSCRIPTION)
     text, short = offer_replies.pause_offer(sub.plan.name)
     terms = PauseTerms(subscription_id=sub.subscription_id, plan=sub.plan.name, short=short)
+    return await quoting.ask_policy(deps, context, terms, text)
+
+
+async def resume(deps: TurnDeps, context: Context) -> Reply:
+    """Offers to resume a paused subscription's payments; any other is said not paused."""
+    answer = await gateway.subscription(deps.peers, context)
+    if not answer.HasField("subscription"):
+        return Reply(replies.NO_SUBSCRIPTION, data={"subscription": None})
+    sub = answer.subscription
+    if not sub.paused or sub.status == bpb.SUBSCRIPTION_STATUS_CANCELED:
+        return Reply(replies.NOT_PAUSED)
+    text, short = offer_replies.resume_offer(sub.plan.name)
+    terms = ResumeTerms(subscription_id=sub.subscription_id, plan=sub.plan.name, short=short)
     return await quoting.ask_policy(deps, context, terms, text)
 
 

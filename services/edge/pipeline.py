@@ -65,6 +65,7 @@ _KIND_OF_INTENT = {
     Intent.CHANGE_PLAN: ProposalKind.CHANGE_PLAN,
     Intent.CANCEL: ProposalKind.CANCEL,
     Intent.PAUSE: ProposalKind.PAUSE,
+    Intent.RESUME: ProposalKind.RESUME,
     Intent.RETRY_PAYMENT: ProposalKind.RETRY_PAYMENT,
 }
 
@@ -313,7 +314,7 @@ _ANSWERS: dict[Intent, _Answer] = {
     Intent.CANCEL: lambda d, c, p, t: offers.cancel(d, c),
     Intent.PAUSE: lambda d, c, p, t: offers.pause(d, c),
     Intent.UNDO: lambda d, c, p, t: reads.undo(d, c),
-    Intent.RESUME: lambda d, c, p, t: reads.resume(d, c),
+    Intent.RESUME: lambda d, c, p, t: offers.resume(d, c),
     Intent.PAYMENT_FAILED: lambda d, c, p, t: reads.payment_failed(d, c),
     Intent.RETRY_PAYMENT: lambda d, c, p, t: offers.retry(d, c, p.invoice_id),
     Intent.UPDATE_CARD: lambda d, c, p, t: reads.update_card(d, c),

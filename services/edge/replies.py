@@ -176,11 +176,6 @@ def payment_failed(context: Context, invoice: bpb.InvoiceSummary) -> Reply:
 
 
 NOT_PAUSED = "Your subscription isn't paused, so there's nothing to resume."
-# A hand-off's text: the reference and who answers follow.
-RESUME_HANDED_OFF = (
-    "I can't resume payments myself yet, so I've asked someone from our team to resume "
-    "your subscription"
-)
 
 # When a message asks for two things: what each is called and what its button sends
 # (a message read back as that one).
@@ -355,6 +350,13 @@ def cancellation_scheduled(
 
 def paused(plan_name: str) -> str:
     return f"Done: payments on your {plan_name} subscription are paused."
+
+
+def resumed(context: Context, plan_name: str, sub: bpb.Subscription) -> str:
+    text = f"Done: payments on your {plan_name} subscription are back on."
+    if sub.HasField("current_period_end"):
+        text += f" Next billing date: {_date(context, sub.current_period_end)}."
+    return text
 
 
 def payment_went_through(invoice: bpb.InvoiceSummary) -> str:

@@ -25,6 +25,7 @@ from edge.domain.proposals import (
     ProposalKind,
     ProposalState,
     RefundTerms,
+    ResumeTerms,
     RetryTerms,
     Terms,
 )
@@ -174,7 +175,7 @@ def _plan_change_terms(stored: dict[str, Any]) -> PlanChangeTerms:
     )
 
 
-def _subscription_json(terms: CancelTerms | PauseTerms) -> dict[str, Any]:
+def _subscription_json(terms: CancelTerms | PauseTerms | ResumeTerms) -> dict[str, Any]:
     return {"subscription_id": terms.subscription_id, "plan": terms.plan, "short": terms.short}
 
 
@@ -211,6 +212,12 @@ _CODECS: Mapping[ProposalKind, _Codec] = {
     ProposalKind.PAUSE: _Codec(
         _subscription_json,
         lambda stored: PauseTerms(
+            stored["subscription_id"], stored["plan"], stored.get("short") or ""
+        ),
+    ),
+    ProposalKind.RESUME: _Codec(
+        _subscription_json,
+        lambda stored: ResumeTerms(
             stored["subscription_id"], stored["plan"], stored.get("short") or ""
         ),
     ),

@@ -22,6 +22,7 @@ class ProposalKind(enum.Enum):
     CHANGE_PLAN = "change_plan"
     CANCEL = "cancel"
     PAUSE = "pause"
+    RESUME = "resume"
     RETRY_PAYMENT = "retry_payment"
     EMAIL_INVOICES = "email_invoices"
 
@@ -114,6 +115,17 @@ class PauseTerms:
 
 
 @dataclass(frozen=True)
+class ResumeTerms:
+    """Resume payments of one paused subscription."""
+
+    KIND: ClassVar[ProposalKind] = ProposalKind.RESUME
+
+    subscription_id: str
+    plan: str
+    short: str = ""
+
+
+@dataclass(frozen=True)
 class RetryTerms:
     """Retry the payment of one invoice."""
 
@@ -164,7 +176,7 @@ class InvoiceBundleTerms:
 
 # The terms of a proposal that moves money or charges a card: policy authorizes them, and
 # they run only as the quote the person confirmed.
-MoneyTerms = RefundTerms | PlanChangeTerms | CancelTerms | PauseTerms | RetryTerms
+MoneyTerms = RefundTerms | PlanChangeTerms | CancelTerms | PauseTerms | ResumeTerms | RetryTerms
 # The terms of any proposal.
 Terms = MoneyTerms | InvoiceBundleTerms
 

