@@ -117,8 +117,16 @@ def plan_change_offer(
             f" is {verb} your next invoice on {_date(context, preview.next_invoice_at)}"
         )
     text += "."
-    if preview.features_gained:
+    # Each plan lists its own lines ("Up to 3 seats", "Up to 10 seats"): a cheaper plan's are
+    # no gain to speak of, nor a dearer plan's a loss.
+    if preview.features_gained and difference.amount_minor >= 0:
         text += f" You'd unlock {formatting.listing(list(preview.features_gained))}."
+    if preview.features_lost and difference.amount_minor <= 0:
+        # Said before the "yes": a downgrade takes these away at once.
+        text += (
+            f" You'd lose {formatting.listing(list(preview.features_lost))}"
+            f" ({preview.current_plan.name} features the {target.name} plan doesn't have)."
+        )
     return text, f"change to {target.name}"
 
 

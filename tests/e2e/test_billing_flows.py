@@ -42,3 +42,23 @@ async def test_a_paused_subscription_is_resumed_after_the_persons_yes(stack: Sta
     assert "nothing waiting" in again["reply"], again
     status = await stack.turn("alice", "what's my subscription status?", conversation="pr")
     assert "paused" not in status["reply"], status
+
+
+async def test_a_downgrade_names_the_features_lost_before_the_yes(stack: Stack) -> None:
+    offer = await stack.turn("alice", "downgrade me to Starter", conversation="down")
+    assert offer["intent"] == "change_plan", offer
+    assert "less per month" in offer["reply"], offer
+    assert "You'd lose" in offer["reply"], offer
+    # Growth's marketing features that Starter lacks, from the live catalog.
+    for lost in ("Up to 10 seats", "WhatsApp channel", "Priority email support"):
+        assert lost in offer["reply"], (lost, offer)
+    assert "unlock" not in offer["reply"], offer
+    assert offer["actions"], offer
+    assert (await _subscription(stack, "alice@example.com"))["items"]["data"][0]["price"][
+        "id"
+    ] == stack.summary["products"]["growth"]["prices"]["usd"]
+    done = await stack.turn("alice", "yes", conversation="down")
+    assert "now on the Starter plan" in done["reply"], done
+    # An upgrade names no loss.
+    upgrade = await stack.turn("alice", "upgrade me to Growth", conversation="down")
+    assert "You'd lose" not in upgrade["reply"], upgrade
