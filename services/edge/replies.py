@@ -219,7 +219,11 @@ def invoices(
     context: Context, period_label: str, found: list[bpb.InvoiceSummary], quote: Quote
 ) -> Reply:
     """The invoices with their links, and the button to email them as ``quote`` says."""
-    lines = [f"Here are your invoices for {period_label}:"]
+    lines = [
+        f"Here is your invoice for {period_label}:"
+        if len(found) == 1
+        else f"Here are your invoices for {period_label}:"
+    ]
     actions = []
     for invoice in found:
         paid = invoice.status == "paid"
@@ -233,7 +237,11 @@ def invoices(
                 {"url": link},
             )
         )
-    lines.append("Want me to email them to you as one bundle?")
+    lines.append(
+        "Want me to email it to you?"
+        if len(found) == 1
+        else "Want me to email them to you as one bundle?"
+    )
     answer = {"text": "yes", "quote_id": quote.quote_id, "terms_hash": quote.terms_hash}
     actions.append(Action("confirm", "Email them to me", answer))
     return Reply("\n".join(lines), actions=actions)

@@ -4,8 +4,11 @@ month, with every service and the Stripe emulator running."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
+from tests import system as in_process
 from tests.e2e.conftest import Stack
 
 
@@ -62,3 +65,21 @@ async def test_a_downgrade_names_the_features_lost_before_the_yes(stack: Stack) 
     # An upgrade names no loss.
     upgrade = await stack.turn("alice", "upgrade me to Growth", conversation="down")
     assert "You'd lose" not in upgrade["reply"], upgrade
+
+
+async def test_a_named_month_picks_that_months_invoice(stack: Stack) -> None:
+    zone = ZoneInfo(in_process.WORKSPACE_TIMEZONE)
+    invoices = [
+        await stack.stripe.v1.invoices.retrieve_async(invoice_id)
+        for invoice_id in stack.customer("alice@example.com")["invoices"]
+    ]
+    assert len(invoices) >= 3, invoices
+    chosen = sorted(invoices, key=lambda invoice: invoice["created"])[1]
+    month = datetime.fromtimestamp(chosen["created"], zone).strftime("%B")
+    answer = await stack.turn("alice", f"send me my {month} invoice", conversation="month")
+    assert answer["intent"] == "invoices", answer
+    assert f"Here is your invoice for {month}:" in answer["reply"], answer
+    links = [action for action in answer["actions"] if action["type"] == "link"]
+    assert [link["url"] for link in links] == [chosen["invoice_pdf"]], (links, chosen)
+    emailed = await stack.turn("alice", "yes", conversation="month")
+    assert f"emailed your invoices for {month}" in emailed["reply"], emailed

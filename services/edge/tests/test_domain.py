@@ -73,6 +73,11 @@ def test_periods() -> None:
     december = intents.parse_period("my December invoice", NOW)
     assert december is not None and december.start.year == 2025
     assert intents.parse_period("may I see my invoices", NOW) is None
+    # "March" and "May" are months when they name an invoice, not only after "in"/"for".
+    for text in ("my March invoice", "send me the march bill", "my May receipt"):
+        found = intents.parse_period(text, NOW)
+        assert found is not None and found.label in ("March", "May"), text
+    assert intents.parse_period("we march on, may we?", NOW) is None
 
 
 def test_card_numbers_are_redacted_only_when_luhn_valid() -> None:
