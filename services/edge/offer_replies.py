@@ -8,7 +8,7 @@ from google.protobuf import timestamp_pb2
 
 from askvault.billing.v1 import billing_pb2 as bpb
 from edge import views
-from edge.domain import formatting
+from edge.domain import formatting, plan_choice
 from edge.turn import Context
 
 
@@ -75,6 +75,17 @@ def which_plan(found: list[bpb.Plan]) -> str:
 def unknown_plan(asked: str, found: list[bpb.Plan]) -> str:
     names = formatting.listing([p.name for p in found])
     return f"I don't know a plan called {asked.title()}. Our plans are {names}."
+
+
+def no_plan_that_way(step: plan_choice.Step, current: bpb.Plan, found: list[bpb.Plan]) -> str:
+    way = {
+        plan_choice.Step.DOWN: "cheaper than",
+        plan_choice.Step.CHEAPEST: "cheaper than",
+        plan_choice.Step.UP: "above",
+        plan_choice.Step.DEAREST: "above",
+    }[step]
+    names = formatting.listing([p.name for p in found])
+    return f"There's no plan {way} your {views.plan_text(current)}. Our plans are {names}."
 
 
 def already_on(plan: bpb.Plan) -> str:

@@ -111,10 +111,24 @@ async def change_plan(deps: TurnDeps, context: Context, parsed: Parsed, text: st
     if not answer.HasField("subscription"):
         return Reply(offer_replies.NO_SUBSCRIPTION_TO_CHANGE)
     sub = answer.subscription
-    plans = await gateway.plans(deps.peers, context, sub.plan.amount.currency)
+    plans = offered_plans(
+        await gateway.plans(deps.peers, context, sub.plan.amount.currency),
+        sub.plan,
+        context.self_serve_price_ids,
+    )
     chosen = plan_choice.choose(
         parsed.plan, text, [plan_choice.PlanNames(p.name, p.tier, p.price_id) for p in plans]
     )
+    step = plan_choice.step_named(text) if chosen is None else None
+    if step is not None:
+        chosen = plan_choice.step_from(
+            step, sub.plan.amount.amount_minor, [p.amount.amount_minor for p in plans]
+        )
+        if chosen is None:
+            return Reply(
+                offer_replies.no_plan_that_way(step, sub.plan, plans),
+                data={"plans": [views.plan_json(p) for p in plans]},
+            )
     if chosen is None and not parsed.plan:
         return Reply(
             offer_replies.which_plan(plans), data={"plans": [views.plan_json(p) for p in plans]}
@@ -155,6 +169,32 @@ async def change_plan(deps: TurnDeps, context: Context, parsed: Parsed, text: st
         short=short,
     )
     return await quoting.ask_policy(deps, context, terms, text)
+
+
+def offered_plans(
+    catalog: list[bpb.Plan], current: bpb.Plan, self_serve_price_ids: tuple[str, ...]
+) -> list[bpb.Plan]:
+    """The plans a customer on ``current`` may move to by themselves: the workspace's
+    self-serve prices when it lists any (as Stripe's Customer Portal lists products), else the
+    active recurring prices in the currency and interval of the current plan. Either way in the
+    current plan's currency (a subscription keeps its currency), and the current plan itself
+    (so that "Growth" while on Growth answers that it is the plan already)."""
+    currency = current.amount.currency
+    if self_serve_price_ids:
+        listed = set(self_serve_price_ids)
+        return [
+            p
+            for p in catalog
+            if p.amount.currency == currency
+            and (p.price_id in listed or p.price_id == current.price_id)
+        ]
+    return [
+        p
+        for p in catalog
+        if p.amount.currency == currency
+        and p.interval == current.interval
+        and p.interval_count == current.interval_count
+    ]
 
 
 async def cancel(deps: TurnDeps, context: Context) -> Reply:

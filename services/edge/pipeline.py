@@ -132,8 +132,8 @@ async def handle(deps: TurnDeps, request: Request) -> Reply:
     if verified is None:
         reply = await handoff.unverified(deps, request, parsed)
     else:
-        contact, assertion, link = verified
-        context = Context(request, contact, assertion, now, zone)
+        contact, assertion, link, self_serve_price_ids = verified
+        context = Context(request, contact, assertion, now, zone, self_serve_price_ids)
         try:
             reply = await _dispatch(deps, context, parsed, text)
         except StripeUnavailable:
@@ -177,8 +177,11 @@ async def _stripe_down(deps: TurnDeps, context: Context, note: str) -> Reply:
 # ----- who is asking -----
 
 
-async def _verify(peers: Peers, request: Request) -> tuple[ipb.Contact, str, str] | None:
-    """The verified contact, its assertion and how linking it went, bound to its Stripe
+async def _verify(
+    peers: Peers, request: Request
+) -> tuple[ipb.Contact, str, str, tuple[str, ...]] | None:
+    """The verified contact, its assertion, how linking it went and the workspace's self-serve
+    prices, the contact bound to its Stripe
     customer when identity names a signed fact to find it by (a signed email, or the
     workspace's metadata key with the verified user id); None for a visitor with no or a bad
     identity. An email the visitor merely typed is never searched for."""
@@ -210,7 +213,7 @@ async def _verify(peers: Peers, request: Request) -> tuple[ipb.Contact, str, str
                 answer = await peers.identity.VerifyVisitor(verify_request, timeout=peers.timeout())
             except grpc.aio.AioRpcError:
                 return None
-    return answer.contact, answer.identity_assertion, link
+    return answer.contact, answer.identity_assertion, link, tuple(answer.self_serve_price_ids)
 
 
 async def _link_customer(

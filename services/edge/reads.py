@@ -11,7 +11,7 @@ import grpc
 
 from askvault.billing.v1 import billing_pb2 as bpb
 from askvault.notifier.v1 import notifier_pb2 as npb
-from edge import gateway, quoting, replies, views
+from edge import gateway, offers, quoting, replies, views
 from edge.domain import intents
 from edge.domain.intents import Intent, Period
 from edge.domain.proposals import InvoiceBundleTerms, InvoiceRecord
@@ -131,9 +131,12 @@ async def list_plans(deps: TurnDeps, context: Context) -> Reply:
     current = ""
     try:
         answer = await gateway.subscription(deps.peers, context)
-        current = answer.subscription.plan.price_id if answer.HasField("subscription") else ""
     except NotFound:
-        current = ""
+        answer = None
+    if answer is not None and answer.HasField("subscription"):
+        # A subscriber hears the plans they may move to themselves.
+        current = answer.subscription.plan.price_id
+        found = offers.offered_plans(found, answer.subscription.plan, context.self_serve_price_ids)
     return Reply(replies.plans(found, current), data={"plans": [views.plan_json(p) for p in found]})
 
 

@@ -8,8 +8,13 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import grpc
+import pytest
+
+from askvault.identity.v1 import identity_pb2 as ipb
+from runtime import testing
 from tests import system as in_process
-from tests.e2e.conftest import Stack
+from tests.e2e.conftest import WORKSPACE, Stack
 
 
 async def _subscription(stack: Stack, email: str) -> dict[str, Any]:
@@ -83,3 +88,82 @@ async def test_a_named_month_picks_that_months_invoice(stack: Stack) -> None:
     assert [link["url"] for link in links] == [chosen["invoice_pdf"]], (links, chosen)
     emailed = await stack.turn("alice", "yes", conversation="month")
     assert f"emailed your invoices for {month}" in emailed["reply"], emailed
+
+
+async def _plan(stack: Stack, name: str, amount: int, interval: str) -> str:
+    """A product with one recurring USD price, added to the live catalog; its price id."""
+    product = await stack.stripe.v1.products.create_async(
+        {"name": name, "marketing_features": [{"name": f"{name} support"}]}
+    )
+    price = await stack.stripe.v1.prices.create_async(
+        {
+            "product": product.id,
+            "currency": "usd",
+            "unit_amount": amount,
+            "recurring": {"interval": interval},
+        }
+    )
+    return str(price.id)
+
+
+async def test_plans_by_name_and_alias_from_the_offered_catalog(stack: Stack) -> None:
+    await _plan(stack, "Basalt", 9900, "month")
+    await _plan(stack, "Quartz", 99000, "year")
+    # Alice is on Growth ($49/month): the default offer is the monthly USD prices.
+    up = await stack.turn("alice", "move me to the next tier up", conversation="al")
+    assert up["intent"] == "change_plan", up
+    assert "to the Basalt plan ($99/month)" in up["reply"], up
+    cheaper = await stack.turn("alice", "switch me to the cheaper one", conversation="al")
+    assert "to the Starter plan ($19/month)" in cheaper["reply"], cheaper
+    top = await stack.turn("alice", "change to the most expensive plan", conversation="al")
+    assert "to the Business plan" in top["reply"], top
+    named = await stack.turn("alice", "upgrade to Basalt", conversation="al")
+    assert "to the Basalt plan" in named["reply"], named
+    # A yearly price is not offered to a monthly subscriber by default.
+    yearly = await stack.turn("alice", "upgrade to Quartz", conversation="al")
+    assert "don't know a plan called Quartz" in yearly["reply"], yearly
+    listed = await stack.turn("alice", "what plans do you have?", conversation="al")
+    assert "Basalt" in listed["reply"] and "Quartz" not in listed["reply"], listed
+
+
+async def test_a_workspace_chooses_the_prices_offered_for_self_serve_changes(
+    stack: Stack,
+) -> None:
+    quartz = await _plan(stack, "Quartz", 99000, "year")
+    starter = stack.summary["products"]["starter"]["prices"]["usd"]
+    admin = testing.admin_metadata("admin-e2e")
+    before = await stack.identity.GetWorkspaceSettings(
+        ipb.GetWorkspaceSettingsRequest(workspace_id=WORKSPACE), metadata=admin, timeout=5
+    )
+    settings = ipb.WorkspaceSettings()
+    settings.CopyFrom(before.settings)
+    settings.self_serve_price_ids[:] = [starter, quartz]
+    updated = await stack.identity.UpdateWorkspaceSettings(
+        ipb.UpdateWorkspaceSettingsRequest(
+            workspace_id=WORKSPACE, settings=settings, idempotency_key="self-serve-1"
+        ),
+        metadata=admin,
+        timeout=5,
+    )
+    assert list(updated.settings.self_serve_price_ids) == [starter, quartz]
+    up = await stack.turn("alice", "move me to the next tier up", conversation="ws")
+    assert "Quartz" in up["reply"], up
+    business = await stack.turn("alice", "upgrade to Business", conversation="ws")
+    assert "don't know a plan called Business" in business["reply"], business
+    listed = await stack.turn("alice", "what plans do you have?", conversation="ws")
+    assert "Business" not in listed["reply"] and "Quartz" in listed["reply"], listed
+    # A list naming something other than prices is refused and changes nothing.
+    settings.self_serve_price_ids[:] = ["prod_askvault_business"]
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await stack.identity.UpdateWorkspaceSettings(
+            ipb.UpdateWorkspaceSettingsRequest(
+                workspace_id=WORKSPACE, settings=settings, idempotency_key="self-serve-2"
+            ),
+            metadata=admin,
+            timeout=5,
+        )
+    assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    after = await stack.identity.GetWorkspaceSettings(
+        ipb.GetWorkspaceSettingsRequest(workspace_id=WORKSPACE), metadata=admin, timeout=5
+    )
+    assert list(after.settings.self_serve_price_ids) == [starter, quartz]
