@@ -24,6 +24,7 @@ from edge.domain.proposals import (
     PlanChangeTerms,
     ProposalKind,
     RefundTerms,
+    ResubscribeTerms,
     ResumeTerms,
     RetryTerms,
 )
@@ -140,7 +141,9 @@ async def _refunded(
 # ----- plan change -----
 
 
-def _plan_change_details(terms: PlanChangeTerms, customer: str) -> ppb.ActionDetails:
+def _plan_change_details(
+    terms: PlanChangeTerms | ResubscribeTerms, customer: str
+) -> ppb.ActionDetails:
     return ppb.ActionDetails(
         stripe_customer_id=customer,
         subscription_id=terms.subscription_id,
@@ -173,6 +176,34 @@ async def _plan_changed(
         replies.plan_changed(context, sub, features),
         data={"subscription": views.subscription_json(sub), "features_gained": features},
     )
+
+
+# ----- plan change by subscribing anew (UPI, an Indian eMandate) -----
+
+
+async def _resubscribe(
+    deps: TurnDeps, granted: Granted, terms: ResubscribeTerms
+) -> bpb.StartResubscriptionResponse:
+    response: bpb.StartResubscriptionResponse = await gateway.call(
+        deps.peers,
+        "StartResubscription",
+        bpb.StartResubscriptionRequest(
+            **granted.fields(),
+            subscription_id=terms.subscription_id,
+            target_price_id=terms.target_price_id,
+            success_url=deps.settings.card_update_return_url,
+        ),
+    )
+    return response
+
+
+async def _resubscribe_started(
+    deps: TurnDeps,
+    context: Context,
+    terms: ResubscribeTerms,
+    started: bpb.StartResubscriptionResponse,
+) -> Reply:
+    return replies.resubscribe_link(context, terms.old_name, terms.target_name, started)
 
 
 # ----- cancel, pause and resume -----
@@ -292,6 +323,16 @@ ACTIONS: Mapping[ProposalKind, MoneyAction[Any, Any]] = {
         request=_change_plan,
         outcome=_operation,
         succeeded=_plan_changed,
+    ),
+    ProposalKind.RESUBSCRIBE: MoneyAction(
+        billing_action=cpb.BILLING_ACTION_CHANGE_PLAN,
+        policy_details=_plan_change_details,
+        request=_resubscribe,
+        outcome=lambda started: {
+            "operation_id": started.operation.operation_id,
+            "checkout_session_id": started.checkout_session_id,
+        },
+        succeeded=_resubscribe_started,
     ),
     ProposalKind.CANCEL: MoneyAction(
         billing_action=cpb.BILLING_ACTION_CANCEL_SUBSCRIPTION,

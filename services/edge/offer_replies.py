@@ -92,19 +92,23 @@ def already_on(plan: bpb.Plan) -> str:
     return f"You're already on the {views.plan_text(plan)}."
 
 
-def emandate_cannot_change(target_name: str) -> str:
-    return (
-        "Your subscription is paid by UPI under an Indian eMandate, which can't be "
-        f"changed in place. To move to {target_name}, cancel your current plan and "
-        f"subscribe to {target_name} again; the new mandate is set up when you "
-        "subscribe. Want me to cancel the current plan?"
+def resubscribe_offer(
+    context: Context, current: bpb.Subscription, target: bpb.Plan
+) -> tuple[str, str]:
+    """A UPI or eMandate subscription moves by subscribing anew: the offer says so and what
+    would happen (the current plan ends at its period end, once the new one is active)."""
+    ends = (
+        f" at the end of its period ({_date(context, current.current_period_end)})"
+        if current.HasField("current_period_end")
+        else " at the end of its period"
     )
-
-
-def resubscribe_to(target_name: str) -> str:
     return (
-        f"Your payment method can't be changed in place; to move to {target_name}, "
-        "cancel and subscribe again."
+        "Your subscription is paid by UPI under an Indian eMandate, which can't be changed in "
+        f"place: to move to {target.name}, you subscribe to {target.name} again and the new "
+        "mandate is set up when you subscribe. Want me to cancel the current plan? I'd send you "
+        f"a Stripe Checkout link for the {views.plan_text(target)}, and your "
+        f"{current.plan.name} plan would end{ends}, only once {target.name} is active.",
+        f"move to {target.name}",
     )
 
 

@@ -16,6 +16,7 @@ from edge.domain.proposals import (
     PauseTerms,
     PlanChangeTerms,
     RefundTerms,
+    ResubscribeTerms,
     ResumeTerms,
     RetryTerms,
 )
@@ -139,11 +140,7 @@ async def change_plan(deps: TurnDeps, context: Context, parsed: Parsed, text: st
     if target.price_id == sub.plan.price_id:
         return Reply(offer_replies.already_on(sub.plan))
     if not sub.plan_change_in_place:
-        return Reply(
-            offer_replies.emandate_cannot_change(target.name),
-            data={"plan_change_in_place": False},
-            status="denied",
-        )
+        return await _resubscribe(deps, context, sub, target)
     try:
         preview = await gateway.call(
             deps.peers,
@@ -157,7 +154,7 @@ async def change_plan(deps: TurnDeps, context: Context, parsed: Parsed, text: st
         )
     except grpc.aio.AioRpcError as error:
         if error_reason(error) == "PLAN_CHANGE_REQUIRES_RESUBSCRIBE":
-            return Reply(offer_replies.resubscribe_to(target.name), status="denied")
+            return await _resubscribe(deps, context, sub, target)
         raise
     text, short = offer_replies.plan_change_offer(context, preview, target)
     terms = PlanChangeTerms(
@@ -166,6 +163,22 @@ async def change_plan(deps: TurnDeps, context: Context, parsed: Parsed, text: st
         target_name=target.name,
         old_name=sub.plan.name,
         features_gained=tuple(preview.features_gained),
+        short=short,
+    )
+    return await quoting.ask_policy(deps, context, terms, text)
+
+
+async def _resubscribe(
+    deps: TurnDeps, context: Context, sub: bpb.Subscription, target: bpb.Plan
+) -> Reply:
+    """Offers the move by subscribing anew: a Checkout link for ``target`` (new mandate), the
+    current plan ending at its period end once the new one is active."""
+    text, short = offer_replies.resubscribe_offer(context, sub, target)
+    terms = ResubscribeTerms(
+        subscription_id=sub.subscription_id,
+        target_price_id=target.price_id,
+        target_name=target.name,
+        old_name=sub.plan.name,
         short=short,
     )
     return await quoting.ask_policy(deps, context, terms, text)

@@ -356,6 +356,34 @@ def cancellation_scheduled(
     )
 
 
+def resubscribe_link(
+    context: Context, old_name: str, target_name: str, started: bpb.StartResubscriptionResponse
+) -> Reply:
+    """The Checkout link for the new plan; the old one ends only once the new one is active."""
+    ends = (
+        f" on {_date(context, started.current_period_end)}"
+        if started.HasField("current_period_end")
+        else ""
+    )
+    until = (
+        f" The link works until {_date(context, started.expires_at)}."
+        if started.HasField("expires_at")
+        else ""
+    )
+    return Reply(
+        f"Here's your secure Stripe Checkout link to subscribe to {target_name} and approve "
+        f"its new mandate: {started.checkout_url}.{until} Your {old_name} plan stays as it is "
+        f"until {target_name} is active; then it ends at the end of its period{ends}, so "
+        "you're never without a plan or billed twice for the same days.",
+        actions=[Action("link", f"Subscribe to {target_name}", {"url": started.checkout_url})],
+        data={
+            "checkout_url": started.checkout_url,
+            "checkout_session_id": started.checkout_session_id,
+            "operation_id": started.operation.operation_id,
+        },
+    )
+
+
 def paused(plan_name: str) -> str:
     return f"Done: payments on your {plan_name} subscription are paused."
 

@@ -25,6 +25,7 @@ from edge.domain.proposals import (
     ProposalKind,
     ProposalState,
     RefundTerms,
+    ResubscribeTerms,
     ResumeTerms,
     RetryTerms,
     Terms,
@@ -213,6 +214,22 @@ _CODECS: Mapping[ProposalKind, _Codec] = {
         _subscription_json,
         lambda stored: PauseTerms(
             stored["subscription_id"], stored["plan"], stored.get("short") or ""
+        ),
+    ),
+    ProposalKind.RESUBSCRIBE: _Codec(
+        lambda terms: {
+            "subscription_id": terms.subscription_id,
+            "target_price_id": terms.target_price_id,
+            "target_name": terms.target_name,
+            "old_name": terms.old_name,
+            "short": terms.short,
+        },
+        lambda stored: ResubscribeTerms(
+            stored["subscription_id"],
+            stored["target_price_id"],
+            stored["target_name"],
+            stored["old_name"],
+            stored.get("short") or "",
         ),
     ),
     ProposalKind.RESUME: _Codec(

@@ -14,7 +14,7 @@ import pytest
 from askvault.identity.v1 import identity_pb2 as ipb
 from runtime import testing
 from tests import system as in_process
-from tests.e2e.conftest import WORKSPACE, Stack
+from tests.e2e.conftest import WORKSPACE, Stack, eventually
 
 
 async def _subscription(stack: Stack, email: str) -> dict[str, Any]:
@@ -167,3 +167,41 @@ async def test_a_workspace_chooses_the_prices_offered_for_self_serve_changes(
         ipb.GetWorkspaceSettingsRequest(workspace_id=WORKSPACE), metadata=admin, timeout=5
     )
     assert list(after.settings.self_serve_price_ids) == [starter, quartz]
+
+
+async def test_upi_moves_plan_by_a_checkout_link_and_ends_the_old_plan_once_the_new_is_active(
+    stack: Stack,
+) -> None:
+    old_id = stack.customer("dev@example.in")["subscription"]
+    offer = await stack.turn("dev", "switch me to the business plan", conversation="upi")
+    assert offer["intent"] == "change_plan", offer
+    assert "UPI" in offer["reply"] and "Want me to cancel the current plan?" in offer["reply"]
+    assert "Checkout link" in offer["reply"] and offer["actions"], offer
+    done = await stack.turn("dev", "yes", conversation="upi")
+    links = [action["url"] for action in done["actions"] if action["type"] == "link"]
+    assert len(links) == 1 and links[0] in done["reply"], done
+    assert "stays as it is until Business is active" in done["reply"], done
+    # Nothing ends before the new plan is active.
+    assert not (await _subscription(stack, "dev@example.in"))["cancel_at_period_end"]
+    again = await stack.turn("dev", "yes", conversation="upi")
+    assert "nothing waiting" in again["reply"], again
+    # Dev subscribes on the Checkout page, approving a new UPI mandate.
+    async with stack.http.post(
+        links[0], data={"vpa": "dev@okicici"}, allow_redirects=False
+    ) as page:
+        assert page.status < 400, await page.text()
+    customer_id = stack.customer("dev@example.in")["customer"]
+    listed = await stack.stripe.v1.subscriptions.list_async({"customer": customer_id})
+    new = [sub for sub in listed.data if sub.id != old_id]
+    assert len(new) == 1 and new[0].status == "active", listed
+    assert (
+        new[0]["items"].data[0].price.id == stack.summary["products"]["business"]["prices"]["inr"]
+    )
+
+    async def old_ends_at_period_end() -> bool:
+        await stack.flush_webhooks()
+        return bool((await _subscription(stack, "dev@example.in"))["cancel_at_period_end"])
+
+    await eventually(old_ends_at_period_end)
+    old = await _subscription(stack, "dev@example.in")
+    assert old["status"] == "active", old
