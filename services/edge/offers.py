@@ -122,9 +122,7 @@ async def change_plan(deps: TurnDeps, context: Context, parsed: Parsed, text: st
     )
     step = plan_choice.step_named(text) if chosen is None else None
     if step is not None:
-        chosen = plan_choice.step_from(
-            step, sub.plan.amount.amount_minor, [p.amount.amount_minor for p in plans]
-        )
+        chosen = plan_choice.step_from(step, _per_month(sub.plan), [_per_month(p) for p in plans])
         if chosen is None:
             return Reply(
                 offer_replies.no_plan_that_way(step, sub.plan, plans),
@@ -166,6 +164,15 @@ async def change_plan(deps: TurnDeps, context: Context, parsed: Parsed, text: st
         short=short,
     )
     return await quoting.ask_policy(deps, context, terms, text)
+
+
+# Months in one billing interval, so that tiers billed yearly and monthly compare.
+_MONTHS_PER_INTERVAL = {"day": 12 / 365, "week": 12 / 52, "month": 1.0, "year": 12.0}
+
+
+def _per_month(plan: bpb.Plan) -> float:
+    months = _MONTHS_PER_INTERVAL.get(plan.interval, 1.0) * max(plan.interval_count, 1)
+    return plan.amount.amount_minor / months
 
 
 async def _resubscribe(

@@ -101,8 +101,8 @@ def step_named(text: str) -> Step | None:
     return None
 
 
-def step_from(step: Step, current_amount: int, amounts: Sequence[int]) -> int | None:
-    """The index in ``amounts`` (the offered plans' prices per interval, in the visitor's
+def step_from(step: Step, current_amount: float, amounts: Sequence[float]) -> int | None:
+    """The index in ``amounts`` (the offered plans' prices per month, in the visitor's
     currency) of the plan ``step`` names from a plan costing ``current_amount``: one step
     down is the dearest plan cheaper than it, one step up the cheapest plan dearer; None when
     there is none that way."""
