@@ -25,6 +25,7 @@ from edge import (
     agent_notes,
     confirming,
     handoff,
+    llm_turns,
     offers,
     ratelimit,
     reads,
@@ -357,7 +358,22 @@ async def _dispatch(deps: TurnDeps, context: Context, parsed: Parsed, text: str)
         )
         if confirmed_on_page is not None:
             return confirmed_on_page
-    answer_for = _ANSWERS.get(intent)
+    if llm_turns.takes(deps.settings, request, intent):
+        return await llm_turns.answer(
+            deps,
+            context,
+            text,
+            run_tool=lambda tool_parsed: _ANSWERS[tool_parsed.intent](
+                deps, context, tool_parsed, ""
+            ),
+            rules=lambda: _rules(deps, context, parsed, text),
+        )
+    return await _rules(deps, context, parsed, text)
+
+
+async def _rules(deps: TurnDeps, context: Context, parsed: Parsed, text: str) -> Reply:
+    """The rules' answer for the intent."""
+    answer_for = _ANSWERS.get(parsed.intent)
     if answer_for is None:
         return Reply(replies.CAPABILITIES)
     return await answer_for(deps, context, parsed, text)
