@@ -377,3 +377,27 @@ async def _logged_queries(pool: asyncpg.Pool) -> list[str]:
     await asyncio.sleep(0)
     logged.clear()
     return logged
+
+
+async def test_a_changed_metadata_key_is_used_at_once_by_the_replica_that_changed_it(
+    database_url: str,
+) -> None:
+    async with _replicas(database_url, 1, secret_cache_ttl_seconds=60.0) as (identity,):
+        await _add(identity, "ws_a", "k1", OLD)
+        request = pb.VerifyVisitorRequest(
+            workspace_id="ws_a", user_id="u1", user_hash=compute_user_hash(OLD, "u1")
+        )
+        before = await identity.VerifyVisitor(request)
+        assert before.customer_lookup.metadata_key == ""
+        await identity.UpdateWorkspaceSettings(
+            pb.UpdateWorkspaceSettingsRequest(
+                workspace_id="ws_a",
+                settings=pb.WorkspaceSettings(customer_metadata_key="askvault_user_id"),
+                idempotency_key="settings-1",
+            ),
+            metadata=ADMIN,
+        )
+        after = await identity.VerifyVisitor(request)
+        assert after.customer_lookup == pb.CustomerLookup(
+            metadata_key="askvault_user_id", metadata_value="u1"
+        )
