@@ -31,6 +31,8 @@ OLD = b"o" * 32
 NEW = b"n" * 32
 # Short, so the bound is tested in real time across replicas without a long wait.
 TTL_SECONDS = 1.0
+# What a loaded machine may add to the bound: the calls themselves and the polling.
+SLACK_SECONDS = 1.0
 
 
 class _Clock:
@@ -227,10 +229,10 @@ async def _verifies(stub: Stub, workspace: str, secret: bytes, user_id: str = "u
 
 
 async def _seconds_until(expected: bool, check: Callable[[], Awaitable[bool]]) -> float:
-    """How long until ``check()`` answers ``expected`` (polled), failing past twice the TTL."""
+    """How long until ``check()`` answers ``expected`` (polled), failing past the bound."""
     started = time.monotonic()
     while await check() != expected:
-        assert time.monotonic() - started < 2 * TTL_SECONDS, "the cache outlived its bound"
+        assert time.monotonic() - started < TTL_SECONDS + SLACK_SECONDS, "outlived its bound"
         await asyncio.sleep(0.05)
     return time.monotonic() - started
 
@@ -249,7 +251,7 @@ async def test_a_retired_key_stops_verifying_everywhere_within_the_bound(
         assert not await _verifies(retiring, "ws_a", OLD)
         # ...the other within the TTL of its cached copy (loaded before the retirement).
         await _seconds_until(False, lambda: _verifies(other, "ws_a", OLD))
-        assert time.monotonic() - retired_at <= TTL_SECONDS + 0.5
+        assert time.monotonic() - retired_at <= TTL_SECONDS + SLACK_SECONDS
         assert await _verifies(other, "ws_a", NEW)
 
 
@@ -261,7 +263,7 @@ async def test_a_new_key_verifies_everywhere_within_the_bound(database_url: str)
         await _add(adding, "ws_a", "new", NEW)
         assert await _verifies(adding, "ws_a", NEW)
         await _seconds_until(True, lambda: _verifies(other, "ws_a", NEW))
-        assert time.monotonic() - added_at <= TTL_SECONDS + 0.5
+        assert time.monotonic() - added_at <= TTL_SECONDS + SLACK_SECONDS
 
 
 async def test_a_workspace_never_verifies_with_another_workspaces_cached_secret(
