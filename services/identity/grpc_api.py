@@ -14,6 +14,7 @@ from askvault.identity.v1 import identity_pb2 as pb
 from askvault.identity.v1 import identity_pb2_grpc
 from identity import storage
 from identity.domain import contacts, verification
+from identity.secret_cache import SecretCache, WorkspaceSecrets
 from identity.settings import IdentitySettings
 from runtime import assertions, auth, convert, errors, idempotency, ids, paging
 from runtime.database import Connection
@@ -124,30 +125,104 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         self._admins = auth.AdminVerifier.from_settings(settings)
         self._secret_box = secret_box
         self._signing_keys = signing_keys
+        self._secrets = SecretCache(
+            ttl_seconds=settings.secret_cache_ttl_seconds,
+            max_entries=settings.secret_cache_max_entries,
+        )
+        # The public keys never change while the process runs: derived once.
+        self._verification_keys = [
+            pb.VerificationKey(
+                key_id=key_id,
+                algorithm=assertions.ALGORITHM,
+                public_key=private_key.public_key().public_bytes(
+                    serialization.Encoding.Raw, serialization.PublicFormat.Raw
+                ),
+            )
+            for key_id, private_key in signing_keys
+        ]
 
     # -- helpers ---------------------------------------------------------------------------
 
     async def _admin(self, context: grpc.aio.ServicerContext, workspace_id: str) -> str:
         return await self._admins.subject_of_call(context.invocation_metadata(), workspace_id)
 
-    async def _active_secrets(
-        self, connection: Connection, workspace_id: str, purpose: str
-    ) -> tuple[dict[str, bytes], storage.ActiveSecrets]:
-        """The active secrets of one purpose, opened, and the workspace's settings."""
-        found = await storage.active_secrets(connection, workspace_id, purpose)
-        if found is None:
-            raise _unknown_workspace()
-        opened = {
-            key_id: self._secret_box.open(
-                sealed.ciphertext,
-                _sealing_context(workspace_id, purpose, key_id)
-                if sealed.purpose_sealed
-                # Sealed before purposes existed: only user_hash secrets (migration 0002).
-                else f"{workspace_id}/hmac/{key_id}",
+    async def _active_secrets(self, workspace_id: str, purpose: str) -> WorkspaceSecrets:
+        """The active secrets of one purpose, opened, and the workspace's customer metadata
+        key: from memory when loaded less than SECRET_CACHE_TTL_SECONDS ago."""
+
+        async def load() -> WorkspaceSecrets | None:
+            async with self._pool.acquire() as connection:
+                found = await storage.active_secrets(connection, workspace_id, purpose)
+            if found is None:
+                return None
+            return WorkspaceSecrets.of(
+                {
+                    key_id: self._secret_box.open(
+                        sealed.ciphertext,
+                        _sealing_context(workspace_id, purpose, key_id)
+                        if sealed.purpose_sealed
+                        # Sealed before purposes existed: only user_hash secrets (migration
+                        # 0002).
+                        else f"{workspace_id}/hmac/{key_id}",
+                    )
+                    for key_id, sealed in found.sealed.items()
+                },
+                found.customer_metadata_key,
+                found.self_serve_price_ids,
             )
-            for key_id, sealed in found.sealed.items()
-        }
-        return opened, found
+
+        secrets = await self._secrets.get(workspace_id, purpose, load)
+        if secrets is None:
+            raise _unknown_workspace()
+        return secrets
+
+    async def _visitor_contact(
+        self,
+        workspace_id: str,
+        visitor: verification.VerifiedVisitor,
+        emails: contacts.SignedEmails,
+    ) -> storage.ContactRecord:
+        """The verified visitor's contact, created, updated or (re-)bound as this visit
+        requires. A visitor seen before with the same emails and binding costs one read."""
+        email_normalized = contacts.normalize_email(emails.signed)
+        async with self._pool.acquire() as connection:
+            found = await storage.find_visitor_contact(
+                connection, workspace_id, visitor.user_id, email_normalized
+            )
+            current = found is not None and contacts.is_current(
+                found.email, found.claimed_email, emails
+            )
+            if found is not None and current and not self._rebinds(found, visitor):
+                return found
+            async with connection.transaction():
+                record = (
+                    found
+                    if found is not None and current
+                    else await storage.upsert_contact(
+                        connection,
+                        workspace_id,
+                        ids.new_id("ct"),
+                        visitor.user_id,
+                        emails.signed,
+                        email_normalized,
+                        emails.claimed,
+                    )
+                )
+                if self._rebinds(record, visitor):
+                    record = await storage.link_customer(
+                        connection,
+                        workspace_id,
+                        record.contact_id,
+                        visitor.stripe_customer_id,
+                        contacts.TOKEN_CLAIM,
+                    )
+            return record
+
+    @staticmethod
+    def _rebinds(record: storage.ContactRecord, visitor: verification.VerifiedVisitor) -> bool:
+        return contacts.needs_token_binding(
+            record.stripe_customer_id, record.binding_source, visitor.stripe_customer_id
+        )
 
     async def _contact_or_not_found(
         self, connection: Connection, workspace_id: str, contact_id: str
@@ -179,48 +254,23 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         check.require(len(request.token) <= 8192, "token", "at most 8192 characters")
         check.check()
         purpose = verification.VISITOR_TOKEN if request.token else verification.USER_HASH
-        async with self._pool.acquire() as connection, connection.transaction():
-            secrets, workspace = await self._active_secrets(
-                connection, request.workspace_id, purpose
+        secrets = await self._active_secrets(request.workspace_id, purpose)
+        if request.token:
+            visitor = verification.verify_token(
+                request.token,
+                secrets.opened,
+                leeway_seconds=self._settings.token_leeway_seconds,
+                max_lifetime_seconds=self._settings.token_max_lifetime_seconds,
+                expected_user_id=request.user_id,
             )
-            metadata_key = workspace.customer_metadata_key
-            if request.token:
-                visitor = verification.verify_token(
-                    request.token,
-                    secrets,
-                    leeway_seconds=self._settings.token_leeway_seconds,
-                    max_lifetime_seconds=self._settings.token_max_lifetime_seconds,
-                    expected_user_id=request.user_id,
-                )
-            else:
-                visitor = verification.verify_user_hash(
-                    secrets, request.user_id, request.email, request.user_hash
-                )
-            emails = contacts.split_emails(
-                visitor.method, visitor.user_id, request.email, visitor.email
+        else:
+            visitor = verification.verify_user_hash(
+                secrets.opened, request.user_id, request.email, request.user_hash
             )
-            record = await storage.upsert_contact(
-                connection,
-                request.workspace_id,
-                ids.new_id("ct"),
-                visitor.user_id,
-                emails.signed,
-                contacts.normalize_email(emails.signed),
-                emails.claimed,
-            )
-            if visitor.stripe_customer_id and (
-                record.stripe_customer_id != visitor.stripe_customer_id
-                or record.binding_source != contacts.TOKEN_CLAIM
-            ):
-                # The workspace signed this customer for the visitor: the strongest fact
-                # there is, so it binds (and re-binds) at once.
-                record = await storage.link_customer(
-                    connection,
-                    request.workspace_id,
-                    record.contact_id,
-                    visitor.stripe_customer_id,
-                    contacts.TOKEN_CLAIM,
-                )
+        emails = contacts.split_emails(
+            visitor.method, visitor.user_id, request.email, visitor.email
+        )
+        record = await self._visitor_contact(request.workspace_id, visitor, emails)
         now = datetime.now(UTC).replace(microsecond=0)
         expires_at = now + timedelta(seconds=self._settings.assertion_ttl_seconds)
         key_id, private_key = self._signing_keys[0]
@@ -242,8 +292,8 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         if not record.stripe_customer_id:
             lookup = pb.CustomerLookup(
                 email=record.email,
-                metadata_key=metadata_key if record.user_id else "",
-                metadata_value=record.user_id if metadata_key else "",
+                metadata_key=secrets.customer_metadata_key if record.user_id else "",
+                metadata_value=record.user_id if secrets.customer_metadata_key else "",
             )
         return pb.VerifyVisitorResponse(
             contact=_contact_pb(record),
@@ -255,24 +305,13 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
                 else pb.VERIFICATION_METHOD_USER_HASH
             ),
             customer_lookup=lookup,
-            self_serve_price_ids=workspace.self_serve_price_ids,
+            self_serve_price_ids=secrets.self_serve_price_ids,
         )
 
     async def GetVerificationKeys(
         self, request: pb.GetVerificationKeysRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetVerificationKeysResponse:
-        return pb.GetVerificationKeysResponse(
-            keys=[
-                pb.VerificationKey(
-                    key_id=key_id,
-                    algorithm=assertions.ALGORITHM,
-                    public_key=private_key.public_key().public_bytes(
-                        serialization.Encoding.Raw, serialization.PublicFormat.Raw
-                    ),
-                )
-                for key_id, private_key in self._signing_keys
-            ]
-        )
+        return pb.GetVerificationKeysResponse(keys=self._verification_keys)
 
     # -- contacts --------------------------------------------------------------------------
 
@@ -504,14 +543,18 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
                 )
             return pb.AddSecretResponse(secret=_secret_pb(record))
 
-        return await idempotency.run_once(
-            self._pool,
-            request.workspace_id,
-            request.idempotency_key,
-            request,
-            pb.AddSecretResponse,
-            add,
-        )
+        try:
+            return await idempotency.run_once(
+                self._pool,
+                request.workspace_id,
+                request.idempotency_key,
+                request,
+                pb.AddSecretResponse,
+                add,
+            )
+        finally:
+            # After the commit (or a failure): this replica serves the change at once.
+            self._secrets.invalidate(request.workspace_id)
 
     async def RetireSecret(
         self, request: pb.RetireSecretRequest, context: grpc.aio.ServicerContext
@@ -528,14 +571,18 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
                 raise errors.not_found("secret")
             return pb.RetireSecretResponse(secret=_secret_pb(record))
 
-        return await idempotency.run_once(
-            self._pool,
-            request.workspace_id,
-            request.idempotency_key,
-            request,
-            pb.RetireSecretResponse,
-            retire,
-        )
+        try:
+            return await idempotency.run_once(
+                self._pool,
+                request.workspace_id,
+                request.idempotency_key,
+                request,
+                pb.RetireSecretResponse,
+                retire,
+            )
+        finally:
+            # After the commit (or a failure): this replica serves the change at once.
+            self._secrets.invalidate(request.workspace_id)
 
     async def ListSecrets(
         self, request: pb.ListSecretsRequest, context: grpc.aio.ServicerContext
@@ -591,14 +638,18 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
                 raise errors.not_found("workspace", "WORKSPACE_NOT_FOUND")
             return pb.UpdateWorkspaceSettingsResponse(settings=_settings_pb(stored))
 
-        return await idempotency.run_once(
-            self._pool,
-            request.workspace_id,
-            request.idempotency_key,
-            request,
-            pb.UpdateWorkspaceSettingsResponse,
-            update,
-        )
+        try:
+            return await idempotency.run_once(
+                self._pool,
+                request.workspace_id,
+                request.idempotency_key,
+                request,
+                pb.UpdateWorkspaceSettingsResponse,
+                update,
+            )
+        finally:
+            # After the commit (or a failure): this replica serves the change at once.
+            self._secrets.invalidate(request.workspace_id)
 
     async def ListLegacyBindings(
         self, request: pb.ListLegacyBindingsRequest, context: grpc.aio.ServicerContext

@@ -22,3 +22,9 @@ class IdentitySettings(ServiceSettings):
     token_leeway_seconds: int = Field(default=30, ge=0, le=300)
     # Longest lifetime (exp - iat) a visitor token may claim, in seconds.
     token_max_lifetime_seconds: int = Field(default=86_400, ge=60)
+    # How long decrypted workspace secrets are served from memory, in seconds: a secret added
+    # or retired through another replica is seen within this bound (at once in the replica
+    # that did it). 0 reads and decrypts them on every verification.
+    secret_cache_ttl_seconds: float = Field(default=5.0, ge=0, le=300)
+    # Most (workspace, purpose) entries kept in that cache; the least recently used go first.
+    secret_cache_max_entries: int = Field(default=10_000, ge=1)

@@ -167,6 +167,19 @@ async def set_workspace_settings(
     return None if row is None else _settings(row)
 
 
+async def find_visitor_contact(
+    connection: Connection, workspace_id: str, user_id: str, email_normalized: str
+) -> ContactRecord | None:
+    """The contact for this user id (or email, without one), or None: one read."""
+    if user_id:
+        row = await connection.fetchrow(queries.find_contact_by_user_id, workspace_id, user_id)
+    else:
+        row = await connection.fetchrow(
+            queries.find_contact_by_email_only, workspace_id, email_normalized
+        )
+    return _contact(row) if row else None
+
+
 async def upsert_contact(
     connection: Connection,
     workspace_id: str,
@@ -178,20 +191,7 @@ async def upsert_contact(
 ) -> ContactRecord:
     """The contact for this user id (or email, without one), created on first sight.
     ``email`` is the signed email (empty when none was signed) and replaces the stored one
-    only when set; ``claimed_email`` is unsigned display text. A visitor seen before with
-    the same emails costs a read, not a write."""
-    if user_id:
-        found = await connection.fetchrow(queries.find_contact_by_user_id, workspace_id, user_id)
-    else:
-        found = await connection.fetchrow(
-            queries.find_contact_by_email_only, workspace_id, email_normalized
-        )
-    if (
-        found is not None
-        and (not email or found["email"] == email)
-        and (not claimed_email or found["claimed_email"] == claimed_email)
-    ):
-        return _contact(found)
+    only when set; ``claimed_email`` is unsigned display text (kept when empty)."""
     if user_id:
         row = await connection.fetchrow(
             queries.upsert_contact_by_user_id,

@@ -105,6 +105,24 @@ def split_emails(method: str, user_id: str, request_email: str, token_email: str
     return SignedEmails(signed="", claimed=request_email)
 
 
+def is_current(stored_email: str, stored_claimed_email: str, emails: SignedEmails) -> bool:
+    """Whether a stored contact already holds what this visit signed and claimed (an empty
+    email keeps the stored one), so that a known visitor costs a read and no write."""
+    return (not emails.signed or stored_email == emails.signed) and (
+        not emails.claimed or stored_claimed_email == emails.claimed
+    )
+
+
+def needs_token_binding(
+    stored_customer_id: str, stored_binding_source: str, signed_customer_id: str
+) -> bool:
+    """Whether a token's signed customer must (re-)bind the contact: the workspace signing
+    the customer is the strongest fact there is."""
+    return bool(signed_customer_id) and (
+        stored_customer_id != signed_customer_id or stored_binding_source != TOKEN_CLAIM
+    )
+
+
 def _one(matches: list[str], what: str) -> str:
     if not matches:
         raise errors.ServiceError(
