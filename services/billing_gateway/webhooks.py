@@ -27,7 +27,8 @@ from askvault.notifier.v1 import notifier_pb2
 from billing_gateway import convert, storage
 from billing_gateway.accounts import AccountDirectory
 from billing_gateway.domain import billing, signatures
-from billing_gateway.peers import MessageRefused, Peers
+from billing_gateway.notices import Notices, display_date
+from billing_gateway.peers import Peers
 from billing_gateway.stripe_api import StripeGateway, to_json
 from runtime import errors, ids
 from runtime.database import Connection
@@ -127,6 +128,7 @@ class EventWorker:
         self._gateway = gateway
         self._peers = peers
         self._accounts = accounts
+        self._notices = Notices(peers, accounts, gateway)
 
     async def run(self, stop: asyncio.Event, poll_seconds: float) -> None:
         """Processes events until ``stop`` is set, sleeping when the inbox is empty."""
@@ -273,14 +275,39 @@ class EventWorker:
             request.trial_ends.FromSeconds(int(subscription["trial_end"]))
         await self._peers.update_tags(request)
         if event.event_type == "customer.subscription.deleted":
+            ended = obj.get("ended_at") or obj.get("canceled_at")
+            ended_at = convert.from_unix(int(ended)) if ended else event.created_at
             await self._notify(
                 event,
                 customer_id,
                 notifier_pb2.TEMPLATE_OFFBOARDING,
-                {},
+                {
+                    "plan_name": await self._product_name(event.workspace_id, price, product),
+                    "ended_at": display_date(ended_at),
+                },
                 dedup=f"offboarding-{obj.get('id')}",
                 problems=problems,
             )
+
+    async def _product_name(self, workspace_id: str, price: Json, product: Json | None) -> str:
+        """The plan's name as Stripe holds its product ('' when Stripe has none)."""
+        if product is not None:
+            return str(product.get("name") or "")
+        product_id = billing.expandable_id(price.get("product"))
+        if not product_id.startswith("prod_") or len(product_id) > 255:
+            return ""
+        account = await self._accounts.account(workspace_id)
+        try:
+            found = await self._gateway.call(
+                account,
+                "products.retrieve",
+                lambda c: c.v1.products.retrieve_async(product_id),
+            )
+        except errors.ServiceError as error:
+            if error.kind is not errors.Kind.NOT_FOUND:
+                raise
+            return ""
+        return str(getattr(found, "name", "") or "")
 
     # -- recovery --------------------------------------------------------------------------
 
@@ -414,73 +441,20 @@ class EventWorker:
         self,
         event: storage.StoredEvent,
         customer_id: str,
-        template: int,
+        template: notifier_pb2.Template.ValueType,
         variables: dict[str, str],
         *,
         dedup: str,
         problems: list[str],
     ) -> None:
-        """One message per linked contact (email from the contact, else from Stripe). A
-        message the notifier refuses for good is logged and added to ``problems``."""
-        contacts = await self._peers.contacts_of(event.workspace_id, customer_id)
-        stripe_email = ""
-        if not contacts or any(not contact.email for contact in contacts):
-            account = await self._accounts.account(event.workspace_id)
-            try:
-                customer = await self._gateway.call(
-                    account,
-                    "customers.retrieve",
-                    lambda c: c.v1.customers.retrieve_async(customer_id),
-                )
-                stripe_email = str(getattr(customer, "email", "") or "")
-            except errors.ServiceError as error:
-                if error.kind is not errors.Kind.NOT_FOUND:
-                    raise
-        recipients = [
-            notifier_pb2.Recipient(
-                contact_id=contact.contact_id, email=contact.email or stripe_email
-            )
-            for contact in contacts
-        ] or (
-            # No contact in identity yet (the customer never talked to the bot): the
-            # notifier needs a contact id for consent and limits, so the Stripe customer
-            # stands in for one.
-            [
-                notifier_pb2.Recipient(
-                    contact_id=f"stripe-customer-{customer_id}", email=stripe_email
-                )
-            ]
-            if stripe_email
-            else []
+        """One message per linked contact (see ``Notices``); what the notifier refuses for
+        good is added to ``problems`` (the event's outcome) instead of retried forever."""
+        refused = await self._notices.send(
+            event.workspace_id,
+            customer_id,
+            template,
+            variables,
+            dedup=dedup,
+            log_fields={"event_id": event.event_id, "event_type": event.event_type},
         )
-        if not recipients:
-            problems.append(f"no recipient for {customer_id}")
-        for recipient in recipients:
-            try:
-                await self._peers.send(
-                    notifier_pb2.SendRequest(
-                        workspace_id=event.workspace_id,
-                        recipient=recipient,
-                        template=template,  # type: ignore[arg-type]
-                        variables=variables,
-                        dedup_key=f"{dedup}-{recipient.contact_id or recipient.email}",
-                    )
-                )
-            except MessageRefused as refused:
-                # INVALID_ARGUMENT is our bug; FAILED_PRECONDITION (no consent, no address)
-                # is the recipient's situation. Neither changes by retrying the event.
-                log = logger.error if refused.is_bug else logger.warning
-                log(
-                    "notifier refused a message",
-                    extra={
-                        "event_id": event.event_id,
-                        "event_type": event.event_type,
-                        "code": refused.code,
-                        "reason": refused.reason,
-                        "contact_id": recipient.contact_id,
-                    },
-                )
-                problems.append(
-                    f"notifier_refused {refused.code} {refused.reason} "
-                    f"contact={recipient.contact_id}"
-                )
+        problems.extend(refused)

@@ -151,7 +151,7 @@ TEMPLATES: dict[str, Template] = {
         Template(
             key="plan_change_confirmation",
             required=("new_plan",),
-            optional=("old_plan", "effective_date", "proration", "unlocks"),
+            optional=("old_plan", "effective_date", "proration", "unlocks", "loses"),
             subject="Your plan is now {new_plan}",
             text=(
                 "Hi {name},\n\n"
@@ -159,13 +159,15 @@ TEMPLATES: dict[str, Template] = {
                 "Previous plan: {old_plan}\n"
                 "Effective: {effective_date}\n"
                 "Proration on your next invoice: {proration}\n"
-                "What it unlocks: {unlocks}\n" + _FOOTER_TEXT
+                "What it unlocks: {unlocks}\n"
+                "No longer included: {loses}\n" + _FOOTER_TEXT
             ),
             html=(
                 "<p>Hi {name},</p>\n<p>Your plan changed to <b>{new_plan}</b>.</p>\n"
                 "<p>Previous plan: {old_plan}</p>\n<p>Effective: {effective_date}</p>\n"
                 "<p>Proration on your next invoice: {proration}</p>\n"
-                "<p>What it unlocks: {unlocks}</p>\n" + _FOOTER_HTML
+                "<p>What it unlocks: {unlocks}</p>\n"
+                "<p>No longer included: {loses}</p>\n" + _FOOTER_HTML
             ),
             whatsapp_name="plan_change_confirmation_v1",
             whatsapp_params=("name", "new_plan"),
@@ -230,10 +232,20 @@ TEMPLATES: dict[str, Template] = {
         Template(
             key="offboarding",
             required=(),
-            optional=("export_url", "feedback_url", "resubscribe_url", "data_retention_until"),
-            subject="Before you go",
+            optional=(
+                "plan_name",
+                "ended_at",
+                "export_url",
+                "feedback_url",
+                "resubscribe_url",
+                "data_retention_until",
+            ),
+            subject="Your subscription has ended",
             text=(
                 "Hi {name},\n\n"
+                "Your subscription has ended.\n"
+                "Plan: {plan_name}\n"
+                "Ended: {ended_at}\n"
                 "Thank you for having been with us.\n"
                 "Export your data: {export_url}\n"
                 "We keep your data until {data_retention_until}.\n"
@@ -241,7 +253,10 @@ TEMPLATES: dict[str, Template] = {
                 "Come back any time: {resubscribe_url}\n" + _FOOTER_TEXT
             ),
             html=(
-                "<p>Hi {name},</p>\n<p>Thank you for having been with us.</p>\n"
+                "<p>Hi {name},</p>\n"
+                "<p>Your subscription has ended.</p>\n"
+                "<p>Plan: {plan_name}</p>\n<p>Ended: {ended_at}</p>\n"
+                "<p>Thank you for having been with us.</p>\n"
                 "<p><a href='{export_url}'>Export your data</a></p>\n"
                 "<p>We keep your data until {data_retention_until}.</p>\n"
                 "<p><a href='{feedback_url}'>Tell us why you left</a></p>\n"
