@@ -11,6 +11,7 @@ from askvault.billing.v1 import billing_pb2
 from askvault.identity.v1 import identity_pb2
 from runtime import testing
 from tests.e2e.conftest import (
+    AGENT_INBOX,
     PHONE_NUMBER_ID,
     WHATSAPP_VERIFY_TOKEN,
     WORKSPACE,
@@ -152,8 +153,59 @@ async def test_failed_payment_without_whatsapp_consent_is_emailed(stack: Stack) 
 
     mails = await eventually(failed_mail)
     assert len(mails) == 1, mails
-    assert "retry" in mails[0]["text"].lower(), mails[0]
+    text = mails[0]["text"]
+    # All three ways out, each one the system keeps: the invoice page (Stripe's), the card
+    # link (Stripe's) and support through the chat's hand-off (no reply-to address is set, so
+    # the email does not ask for a reply nobody reads).
+    invoice = await stack.stripe.v1.invoices.retrieve_async(
+        stack.customer("carol@example.com")["invoices"][-1]
+    )
+    hosted = str(invoice["hosted_invoice_url"])
+    assert f"- retry now: pay the invoice with the card on file or another one: {hosted}" in text
+    assert f"- update your card: {hosted}" in text, text
+    assert '- talk to support: say "talk to a human" in our chat' in text, text
+    assert "reply" not in text.lower(), text
     assert await stack.whatsapp_messages() == []
+
+
+async def test_failed_payment_whatsapp_offers_three_buttons_each_answered(
+    stack: Stack,
+) -> None:
+    await _link_whatsapp(stack, "carol", CAROL_NUMBER, "opts")
+    await _fail_carols_retry(stack, "opts")
+
+    async def notice() -> list[dict[str, Any]]:
+        return [m for m in await stack.whatsapp_messages() if "payment_failed" in str(m)]
+
+    (sent,) = await eventually(notice)
+    payloads = [
+        parameter["payload"]
+        for component in sent["body"]["template"]["components"]
+        if component["type"] == "button"
+        for parameter in component["parameters"]
+    ]
+    assert payloads == ["RETRY_PAYMENT", "UPDATE_CARD", "TALK_TO_HUMAN"], sent
+    for payload in ("UPDATE_CARD", "TALK_TO_HUMAN"):
+        button = whatsapp_app.inbound_payload(PHONE_NUMBER_ID, CAROL_NUMBER, "Carol", "", payload)
+        status, _ = await stack.post_whatsapp(button)
+        assert status == 200
+
+    async def answers() -> list[str]:
+        texts = [
+            str(m["text"])
+            for m in await stack.whatsapp_messages()
+            if m["to"].lstrip("+") == CAROL_NUMBER.lstrip("+") and m["text"]
+        ]
+        card = [t for t in texts if stack.stripe_url in t or "billing.stripe" in t]
+        human = [t for t in texts if "(reference esc" in t or "reference" in t]
+        return texts if card and human else []
+
+    await eventually(answers)
+
+    async def handoff() -> list[dict[str, Any]]:
+        return [m for m in await stack.emails(AGENT_INBOX) if "talk to a human" in str(m)]
+
+    await eventually(handoff)
 
 
 async def test_whatsapp_verification_handshake(stack: Stack) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from runtime import errors, logs
@@ -99,25 +99,25 @@ TEMPLATES: dict[str, Template] = {
             required=("amount", "update_card_url"),
             optional=("invoice_url", "plan_name", "support_url"),
             subject="Your payment of {amount} did not go through",
+            # Every way out is one the system keeps: the invoice page pays at once, the card
+            # link is Stripe's, and support is a link, a reply read by the workspace (its
+            # reply-to address), or the chat's hand-off; never "reply RETRY" to an email.
             text=(
                 "Hi {name},\n\n"
                 "We could not collect your payment of {amount}.\n"
                 "Plan: {plan_name}\n"
                 "You can:\n"
-                "- retry now: reply RETRY to this message, or use the chat;\n"
+                "- retry now: {retry_option}\n"
                 "- update your card: {update_card_url}\n"
-                "- talk to support: reply HELP, or visit {support_url}\n"
-                "Invoice: {invoice_url}\n" + _FOOTER_TEXT
+                "- talk to support: {support_option}\n" + _FOOTER_TEXT
             ),
             html=(
                 "<p>Hi {name},</p>\n"
                 "<p>We could not collect your payment of <b>{amount}</b>.</p>\n"
                 "<p>Plan: {plan_name}</p>\n"
-                "<ul><li>Retry now: reply RETRY to this message, or use the chat</li>\n"
+                "<ul><li>Retry now: {retry_option}</li>\n"
                 "<li><a href='{update_card_url}'>Update your card</a></li>\n"
-                "<li>Talk to support: reply HELP</li>\n"
-                "<li><a href='{support_url}'>Support</a></li></ul>\n"
-                "<p><a href='{invoice_url}'>View the invoice</a></p>\n" + _FOOTER_HTML
+                "<li>Talk to support: {support_option}</li></ul>\n" + _FOOTER_HTML
             ),
             whatsapp_name="payment_failed_v1",
             whatsapp_params=("name", "amount"),
@@ -365,10 +365,44 @@ def check_variables(template: Template, variables: Mapping[str, str]) -> None:
     check.check()
 
 
+def _payment_options(variables: Mapping[str, str], reply_to: str) -> dict[str, str]:
+    """The failed-payment message's "retry now" and "talk to support", each always there."""
+    invoice = variables.get("invoice_url", "")
+    support = variables.get("support_url", "")
+    return {
+        "retry_option": (
+            f"pay the invoice with the card on file or another one: {invoice}"
+            if invoice
+            else 'say "retry my payment" in our chat'
+        ),
+        "support_option": (
+            support
+            if support
+            else "reply to this email"
+            if reply_to
+            else 'say "talk to a human" in our chat'
+        ),
+    }
+
+
+# Values a template's lines use that are made from its variables and the workspace's
+# settings (the reply-to address), by template key.
+_DERIVED: dict[str, Callable[[Mapping[str, str], str], dict[str, str]]] = {
+    "payment_failed": _payment_options,
+}
+
+
 def _values(
-    template: Template, variables: Mapping[str, str], name: str, sender: str
+    template: Template,
+    variables: Mapping[str, str],
+    name: str,
+    sender: str,
+    reply_to: str = "",
 ) -> dict[str, str]:
     values = {key: variables.get(key, "") for key in (*template.required, *template.optional)}
+    derive = _DERIVED.get(template.key)
+    if derive is not None:
+        values.update(derive(variables, reply_to))
     for key in template.free_text:
         values[key] = logs.redact(values[key])
     values["name"] = variables.get("name") or name or "there"
@@ -394,10 +428,16 @@ def _fill(pattern: str, values: Mapping[str, str], optional: frozenset[str], esc
 
 
 def render_email(
-    template: Template, variables: Mapping[str, str], *, name: str, sender_name: str
+    template: Template,
+    variables: Mapping[str, str],
+    *,
+    name: str,
+    sender_name: str,
+    reply_to: str = "",
 ) -> Email:
-    """The subject, text and HTML of the template for these variables."""
-    values = _values(template, variables, name, sender_name)
+    """The subject, text and HTML of the template for these variables; ``reply_to`` is where
+    a reply to the email goes (a workspace's address read by people), '' for nowhere."""
+    values = _values(template, variables, name, sender_name, reply_to)
     optional = frozenset(template.optional)
     subject = _fill(template.subject, values, frozenset(), escape=False)
     return Email(

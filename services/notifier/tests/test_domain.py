@@ -41,6 +41,50 @@ def test_missing_unknown_and_malformed_variables_are_violations() -> None:
     assert fields == {"variables.update_card_url", "variables.card_number"}
 
 
+@pytest.mark.parametrize(
+    ("variables", "reply_to", "retry", "support"),
+    [
+        (
+            {"invoice_url": "https://invoice.stripe.com/i/1"},
+            "billing@acme.test",
+            "pay the invoice with the card on file or another one: https://invoice.stripe.com/i/1",
+            "reply to this email",
+        ),
+        ({}, "", 'say "retry my payment" in our chat', 'say "talk to a human" in our chat'),
+        (
+            {"support_url": "https://acme.test/help"},
+            "billing@acme.test",
+            'say "retry my payment" in our chat',
+            "https://acme.test/help",
+        ),
+    ],
+)
+def test_failed_payment_email_always_has_its_three_options(
+    variables: dict[str, str], reply_to: str, retry: str, support: str
+) -> None:
+    """Retry now, update card and talk to support are always there, and none of them asks
+    for a reply that nobody reads (no reply-to address: no "reply to this email")."""
+    template = templates.get("payment_failed")
+    email = templates.render_email(
+        template,
+        {"amount": "49.00 USD", "update_card_url": "https://billing.stripe.com/p/1", **variables},
+        name="Ann",
+        sender_name="Acme",
+        reply_to=reply_to,
+    )
+    for body in (email.text, email.html.replace("&quot;", '"')):
+        assert "etry now: " + retry in body, body
+        assert "https://billing.stripe.com/p/1" in body
+        assert "alk to support: " + support in body, body
+    assert "reply RETRY" not in email.text and "reply HELP" not in email.text
+    whatsapp = templates.render_whatsapp(template, {"amount": "49.00 USD"}, name="", sender_name="")
+    assert [button.payload for button in whatsapp.buttons] == [
+        templates.RETRY_PAYMENT,
+        templates.UPDATE_CARD,
+        templates.TALK_TO_HUMAN,
+    ]
+
+
 def test_user_text_is_redacted_and_html_escaped() -> None:
     template = templates.get("chat_reply")
     rendered = templates.render_email(
