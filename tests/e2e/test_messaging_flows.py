@@ -316,3 +316,74 @@ async def test_subscription_webhooks_update_tags_newest_wins(stack: Stack) -> No
 
     contact = await eventually(starter_tag)
     assert contact.tags.customer_status == identity_pb2.CUSTOMER_STATUS_ACTIVE
+
+
+async def _whatsapp_texts(stack: Stack, number: str, needle: str) -> list[str]:
+    return [
+        str(m["text"])
+        for m in await stack.whatsapp_messages()
+        if m["to"].lstrip("+") == number.lstrip("+") and needle in str(m["text"])
+    ]
+
+
+async def test_whatsapp_stop_opts_out_and_start_opts_back_in(stack: Stack) -> None:
+    await _link_whatsapp(stack, "carol", CAROL_NUMBER, "stop")
+    stop = whatsapp_app.inbound_payload(PHONE_NUMBER_ID, CAROL_NUMBER, "Carol", "STOP", "")
+    status, _ = await stack.post_whatsapp(stop)
+    assert status == 200
+
+    async def stopped() -> list[str]:
+        return await _whatsapp_texts(stack, CAROL_NUMBER, "won't get WhatsApp messages")
+
+    await eventually(stopped)
+    # Opted out: the failed-payment notice goes by email, nothing more by WhatsApp.
+    await _fail_carols_retry(stack, "stop")
+
+    async def failed_mail() -> list[dict[str, Any]]:
+        return await stack.emails("carol@example.com")
+
+    mails = await eventually(failed_mail)
+    assert "did not go through" in mails[0]["subject"], mails
+    assert not [m for m in await stack.whatsapp_messages() if "payment_failed" in str(m)]
+    # A chat turn from the number gets no WhatsApp answer while opted out.
+    before = len(await stack.whatsapp_messages())
+    start = whatsapp_app.inbound_payload(PHONE_NUMBER_ID, CAROL_NUMBER, "Carol", "Start", "")
+    status, _ = await stack.post_whatsapp(start)
+    assert status == 200
+
+    async def started() -> list[str]:
+        return await _whatsapp_texts(stack, CAROL_NUMBER, "will come to this WhatsApp number")
+
+    await eventually(started)
+    # Opted back in: chat answers come on WhatsApp again.
+    question = whatsapp_app.inbound_payload(
+        PHONE_NUMBER_ID, CAROL_NUMBER, "Carol", "what's my subscription status?", ""
+    )
+    status, _ = await stack.post_whatsapp(question)
+    assert status == 200
+
+    async def answered() -> list[str]:
+        return await _whatsapp_texts(stack, CAROL_NUMBER, "plan")
+
+    await eventually(answered)
+    assert len(await stack.whatsapp_messages()) >= before + 2
+
+
+async def test_whatsapp_help_hands_off_to_a_person(stack: Stack) -> None:
+    await _link_whatsapp(stack, "alice", ALICE_NUMBER, "help")
+    help_ = whatsapp_app.inbound_payload(PHONE_NUMBER_ID, ALICE_NUMBER, "Alice", "HELP", "")
+    status, _ = await stack.post_whatsapp(help_)
+    assert status == 200
+
+    async def answer() -> list[str]:
+        return await _whatsapp_texts(stack, ALICE_NUMBER, "reference")
+
+    (text,) = await eventually(answer)
+    escalation_id = text.split("(reference ")[1].split(")")[0]
+
+    async def handoff() -> list[dict[str, Any]]:
+        return [m for m in await stack.emails(AGENT_INBOX) if escalation_id in str(m)]
+
+    (mail,) = await eventually(handoff)
+    customer = stack.customer("alice@example.com")["customer"]
+    assert customer in mail["text"] and "talk to a human" in mail["text"], mail["text"]

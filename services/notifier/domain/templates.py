@@ -18,12 +18,17 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from notifier.domain import outbox
 from runtime import errors, logs
 
 # Quick-reply payloads of the failed-payment template; the edge maps a reply to an action.
 RETRY_PAYMENT = "RETRY_PAYMENT"
 UPDATE_CARD = "UPDATE_CARD"
 TALK_TO_HUMAN = "TALK_TO_HUMAN"
+
+# The confirmation of a WhatsApp opt-out: it goes on WhatsApp although the contact just
+# opted out of it (it answers their STOP), and nothing else does.
+WHATSAPP_OPTED_OUT = outbox.WHATSAPP_OPTED_OUT_TEMPLATE
 
 MAX_VARIABLES = 50
 MAX_VARIABLE_NAME = 64
@@ -323,6 +328,15 @@ TEMPLATES: dict[str, Template] = {
             ),
             free_text=("summary", "transcript", "reason"),
             links=("conversation_url",),
+        ),
+        Template(
+            key=WHATSAPP_OPTED_OUT,
+            required=("text",),
+            optional=(),
+            subject="{sender_name}: WhatsApp messages stopped",
+            text="Hi {name},\n\n{text}\n" + _FOOTER_TEXT,
+            html="<p>Hi {name},</p>\n<p>{text}</p>\n" + _FOOTER_HTML,
+            free_text=("text",),
         ),
         Template(
             key="chat_reply",

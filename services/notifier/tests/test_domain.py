@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -191,3 +192,36 @@ def test_statuses_only_move_forward() -> None:
         )
         is None
     )
+
+
+def test_only_the_opt_out_confirmation_goes_to_a_contact_who_opted_out_of_whatsapp() -> None:
+    withdrawn = outbox.Consent(False, "+14155550123")
+    route = dict(
+        requested=outbox.WHATSAPP,
+        email="ann@example.com",
+        whatsapp_number="",
+        whatsapp_consent=withdrawn,
+        email_consent=None,
+        whatsapp_enabled=True,
+        has_attachments=False,
+        whatsapp_capable=True,
+    )
+    with pytest.raises(errors.ServiceError) as refused:
+        outbox.choose_route(**route)  # type: ignore[arg-type]
+    assert refused.value.reason == "CONSENT_REQUIRED"
+    confirmation = outbox.choose_route(**route, answers_opt_out=True)  # type: ignore[arg-type]
+    assert confirmation.channel == outbox.WHATSAPP
+    with pytest.raises(errors.ServiceError):  # never to a number that never opted in
+        outbox.choose_route(**{**route, "whatsapp_consent": None}, answers_opt_out=True)  # type: ignore[arg-type]
+    now = datetime.now(UTC)
+    for key, failed in (("chat_reply", True), (templates.WHATSAPP_OPTED_OUT, False)):
+        context = outbox.DeliveryContext(
+            channel=outbox.WHATSAPP,
+            template_key=key,
+            email="ann@example.com",
+            whatsapp_consent=withdrawn,
+            email_consent=None,
+            window_closes_at=now + timedelta(hours=1),
+            now=now,
+        )
+        assert (outbox.precheck(context, free_form=True) is not None) == failed
