@@ -43,6 +43,9 @@ UNSETTLED = {
         " OR (state IN ('succeeded', 'failed', 'voided') AND grant_resolution = '')"
     ),
     "outbox messages queued": "SELECT count(*) FROM notifier.messages WHERE status = 'queued'",
+    "mirror backfill pages not copied": (
+        "SELECT count(*) FROM billing_gateway.mirror_backfills WHERE NOT done"
+    ),
 }
 
 
@@ -136,6 +139,14 @@ async def reconcile(
                 workspace,
             )
         }
+        mirrored = [
+            dict(row)
+            for row in await connection.fetch(
+                "SELECT object_type, object_id, data, deleted FROM billing_gateway.stripe_objects"
+                " WHERE workspace_id = $1",
+                workspace,
+            )
+        ]
         enabled = await connection.fetchval(
             "SELECT enabled_events FROM billing_gateway.accounts WHERE workspace_id = $1",
             workspace,
@@ -155,7 +166,66 @@ async def reconcile(
     _webhooks(findings, replayer, inbox, set(enabled or []))
     _hangs(findings, load, replayer)
     _told(findings, load, operations)
+    await _mirror(findings, load, mirrored)
     return findings
+
+
+# What the mirror must agree with Stripe on, per object type (what reads show).
+_MIRROR_FIELDS: dict[str, tuple[str, tuple[str, ...], dict[str, Any]]] = {
+    "subscription": (
+        "subscriptions",
+        ("status", "cancel_at_period_end", "pause_collection", "price"),
+        {"status": "all"},
+    ),
+    "invoice": ("invoices", ("status", "amount_due", "amount_paid", "hosted_invoice_url"), {}),
+    "charge": ("charges", ("status", "amount_refunded", "refunded"), {}),
+    "refund": ("refunds", ("status", "amount"), {}),
+    "customer": ("customers", ("email",), {}),
+    "price": ("prices", ("active", "unit_amount"), {}),
+    "product": ("products", ("active", "name"), {}),
+}
+
+
+def _mirror_value(obj: dict[str, Any], name: str) -> Any:
+    if name == "price":
+        items = (obj.get("items") or {}).get("data") or [{}]
+        return ((items[0] or {}).get("price") or {}).get("id")
+    if name == "pause_collection":
+        return bool(obj.get("pause_collection"))
+    return obj.get(name)
+
+
+async def _mirror(findings: Findings, load: Load, mirrored: list[dict[str, Any]]) -> None:
+    """The billing gateway's mirror of Stripe agrees with Stripe on every object reads show
+    (after every webhook, three times out of order, and the backfill)."""
+    v1 = load.stripe_client.v1
+    held: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in mirrored:
+        data = row["data"]
+        held[(str(row["object_type"]), str(row["object_id"]))] = {
+            **(json.loads(data) if isinstance(data, str) else dict(data)),
+            "deleted": bool(row["deleted"]),
+        }
+    compared = 0
+    for object_type, (list_name, fields, params) in _MIRROR_FIELDS.items():
+        listed = await _all(getattr(v1, list_name).list_async, params)
+        at_stripe = {str(obj["id"]) for obj in listed}
+        for obj in listed:
+            mine = held.get((object_type, str(obj["id"])))
+            compared += 1
+            if mine is None or mine["deleted"]:
+                findings.differ(f"mirror lacks {object_type} {obj['id']}")
+                continue
+            for name in fields:
+                if _mirror_value(mine, name) != _mirror_value(obj, name):
+                    findings.differ(
+                        f"mirror {object_type} {obj['id']} {name}: "
+                        f"{_mirror_value(mine, name)!r}, Stripe {_mirror_value(obj, name)!r}"
+                    )
+        for (kind, object_id), mine in held.items():
+            if kind == object_type and not mine["deleted"] and object_id not in at_stripe:
+                findings.differ(f"mirror holds {object_type} {object_id}, Stripe lists none")
+    findings.figures["mirror objects compared with Stripe"] = compared
 
 
 def _told(findings: Findings, load: Load, operations: list[dict[str, Any]]) -> None:

@@ -177,6 +177,11 @@ async def running(
             stripe_max_network_retries=0,
             webhook_poll_seconds=0.1,
             scheduler_poll_seconds=0.2,
+            # The mirror's backfill done within a second of connecting; one catch-up right
+            # after it, the next an hour later (tests that compare snapshots see no worker
+            # change a row between them).
+            mirror_backfill_pages_per_second=20.0,
+            mirror_catch_up_interval_seconds=3600.0,
         )
         billing = await stack.enter_async_context(
             testing.running(BillingGatewayService(billing_settings), billing_settings)

@@ -20,6 +20,7 @@ from urllib.parse import parse_qsl
 from aiohttp import web
 
 from stripe_emulator import errors, events, faults, forms, lifecycle, pages, payments, render, seed
+from stripe_emulator.request_log import RequestLog
 from stripe_emulator.resources import catalog, customers, invoices, money, platform, subscriptions
 from stripe_emulator.routing import Call, Router
 from stripe_emulator.state import API_VERSION, Account, IdempotentResult, State
@@ -33,6 +34,7 @@ STATE_KEY = web.AppKey("state", State)
 DISPATCHER_KEY = web.AppKey("dispatcher", Dispatcher)
 FAULTS_KEY = web.AppKey("faults", faults.FaultTable)
 ROUTER_KEY = web.AppKey("router", Router)
+REQUEST_LOG_KEY = web.AppKey("request_log", RequestLog)
 STATE_FILE_KEY = web.AppKey("state_file", Path)
 
 # Order matters: fixed paths (`/v1/customers/search`) come before `{id}` patterns.
@@ -59,6 +61,7 @@ def create_app(state: State | None = None, *, state_file: Path | None = None) ->
     app[DISPATCHER_KEY] = Dispatcher(app[STATE_KEY])
     app[FAULTS_KEY] = faults.FaultTable()
     app[ROUTER_KEY] = api_router()
+    app[REQUEST_LOG_KEY] = RequestLog()
     if state_file is not None:
         app[STATE_FILE_KEY] = state_file
         if state_file.exists():
@@ -72,6 +75,8 @@ def create_app(state: State | None = None, *, state_file: Path | None = None) ->
     app.router.add_post("/_emulator/faults", admin_add_fault)
     app.router.add_delete("/_emulator/faults", admin_clear_faults)
     app.router.add_get("/_emulator/webhooks", admin_webhook_log)
+    app.router.add_get("/_emulator/requests", admin_request_log)
+    app.router.add_delete("/_emulator/requests", admin_clear_request_log)
     app.router.add_post("/_emulator/webhooks/mode", admin_webhook_mode)
     app.router.add_post("/_emulator/webhooks/flush", admin_webhook_flush)
     app.router.add_post("/_emulator/accounts/restrict", admin_restrict)
@@ -158,6 +163,22 @@ def _fingerprint(method: str, path: str, request_params: Json) -> str:
 
 
 async def handle_api(request: web.Request) -> web.StreamResponse:
+    """Serves one API request and logs it (method, path, account, status)."""
+    response = await _serve_api(request)
+    account = ""
+    with contextlib.suppress(errors.StripeError):
+        account = _authenticate(request, request.app[STATE_KEY]).id
+    request.app[REQUEST_LOG_KEY].add(
+        request.method,
+        request.path,
+        account,
+        getattr(response, "status", 0),
+        response.headers.get("Request-Id", ""),
+    )
+    return response
+
+
+async def _serve_api(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE_KEY]
     request_id = "req_" + secrets.token_hex(7)
     headers = {
@@ -267,6 +288,7 @@ async def admin_reset(request: web.Request) -> web.Response:
     request.app[STATE_KEY].reset()
     request.app[DISPATCHER_KEY].reset()
     request.app[FAULTS_KEY].clear()
+    request.app[REQUEST_LOG_KEY].clear()
     return _json({"reset": True})
 
 
@@ -305,6 +327,21 @@ async def admin_webhook_log(request: web.Request) -> web.Response:
             "deliveries": dispatcher.log_entries,
         }
     )
+
+
+async def admin_request_log(request: web.Request) -> web.Response:
+    """The API requests served, oldest first; `?api_key=` or `?account=` narrows to one
+    account."""
+    account = request.query.get("account", "")
+    api_key = request.query.get("api_key", "")
+    if api_key:
+        account = request.app[STATE_KEY].account_for_key(api_key).id
+    return _json({"requests": request.app[REQUEST_LOG_KEY].as_json(account)})
+
+
+async def admin_clear_request_log(request: web.Request) -> web.Response:
+    request.app[REQUEST_LOG_KEY].clear()
+    return _json({"requests": []})
 
 
 async def admin_webhook_mode(request: web.Request) -> web.Response:
@@ -440,6 +477,11 @@ class RunningEmulator:
     @property
     def faults(self) -> faults.FaultTable:
         return self.app[FAULTS_KEY]
+
+    @property
+    def requests(self) -> RequestLog:
+        """The API requests served."""
+        return self.app[REQUEST_LOG_KEY]
 
     async def close(self) -> None:
         await self.runner.cleanup()

@@ -16,10 +16,11 @@ from askvault.billing.v1 import billing_pb2 as pb
 from askvault.billing.v1 import billing_pb2_grpc
 from askvault.notifier.v1 import notifier_pb2
 from askvault.policy.v1 import policy_pb2
-from billing_gateway import convert, notices, storage, webhooks
+from billing_gateway import convert, mirror_reads, notices, storage, webhooks
 from billing_gateway.accounts import AccountDirectory, key_binding, secret_binding
-from billing_gateway.domain import billing, recovery
+from billing_gateway.domain import billing, mirroring, recovery
 from billing_gateway.ledger import Clock, Ledger, WriteRequest
+from billing_gateway.mirror import Freshness, Mirror
 from billing_gateway.peers import Peers
 from billing_gateway.settings import BillingGatewaySettings
 from billing_gateway.stripe_api import StripeAccount, StripeGateway, to_json
@@ -50,6 +51,8 @@ _CUSTOMER_ID = re.compile(r"^cus_[A-Za-z0-9]{1,250}$")
 # The longest a retired webhook signing secret may keep verifying: long enough to roll a new
 # secret out, short enough that a forgotten retirement still happens.
 MAX_SECRET_OVERLAP_SECONDS = 30 * 86_400
+# The longest freshness bound a workspace may set: a week-old answer is already too old.
+MAX_MIRROR_AGE_SECONDS = 7 * 86_400
 
 
 def _webhook_secret(secret: storage.WebhookSecretMetadata, now: datetime) -> pb.WebhookSecret:
@@ -98,6 +101,7 @@ class BillingGatewayServicer(billing_pb2_grpc.BillingGatewayServiceServicer):
         ledger: Ledger,
         ingestion: webhooks.Ingestion,
         clock: Clock,
+        mirror: Mirror,
     ) -> None:
         self._pool = pool
         self._settings = settings
@@ -110,6 +114,7 @@ class BillingGatewayServicer(billing_pb2_grpc.BillingGatewayServiceServicer):
         self._ingestion = ingestion
         self._clock = clock
         self._notices = notices.Notices(peers, accounts, gateway)
+        self._mirror = mirror
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -142,9 +147,12 @@ class BillingGatewayServicer(billing_pb2_grpc.BillingGatewayServiceServicer):
             }[kind]
             return service.retrieve_async(object_id, options)
 
-        found = to_json(await self._stripe.call(account, f"{kind}s.retrieve", retrieve))
+        raw = await self._stripe.call(account, f"{kind}s.retrieve", retrieve)
+        found = to_json(raw)
         if billing.expandable_id(found.get("customer")) != customer_id:
             raise errors.not_found(kind)
+        # What Stripe just answered is the newest version: the mirror takes it too.
+        await self._mirror.take_read(account.workspace_id, [found], raw)
         return found
 
     async def _product(self, account: StripeAccount, price: Json) -> Json | None:
@@ -153,11 +161,11 @@ class BillingGatewayServicer(billing_pb2_grpc.BillingGatewayServiceServicer):
             return product
         if not product:
             return None
-        return to_json(
-            await self._stripe.call(
-                account, "products.retrieve", lambda c: c.v1.products.retrieve_async(str(product))
-            )
+        raw = await self._stripe.call(
+            account, "products.retrieve", lambda c: c.v1.products.retrieve_async(str(product))
         )
+        await self._mirror.take_read(account.workspace_id, [to_json(raw)], raw)
+        return to_json(raw)
 
     async def _payment_method(
         self, account: StripeAccount, subscription: Json, customer_id: str
@@ -166,24 +174,24 @@ class BillingGatewayServicer(billing_pb2_grpc.BillingGatewayServiceServicer):
         if isinstance(method, dict):
             return method
         if not method:
-            customer = to_json(
-                await self._stripe.call(
-                    account,
-                    "customers.retrieve",
-                    lambda c: c.v1.customers.retrieve_async(
-                        customer_id, {"expand": ["invoice_settings.default_payment_method"]}
-                    ),
-                )
+            raw_customer = await self._stripe.call(
+                account,
+                "customers.retrieve",
+                lambda c: c.v1.customers.retrieve_async(
+                    customer_id, {"expand": ["invoice_settings.default_payment_method"]}
+                ),
             )
+            customer = to_json(raw_customer)
+            await self._mirror.take_read(account.workspace_id, [customer], raw_customer)
             found = (customer.get("invoice_settings") or {}).get("default_payment_method")
             return found if isinstance(found, dict) else None
-        return to_json(
-            await self._stripe.call(
-                account,
-                "payment_methods.retrieve",
-                lambda c: c.v1.payment_methods.retrieve_async(str(method)),
-            )
+        raw = await self._stripe.call(
+            account,
+            "payment_methods.retrieve",
+            lambda c: c.v1.payment_methods.retrieve_async(str(method)),
         )
+        await self._mirror.take_read(account.workspace_id, [to_json(raw)], raw)
+        return to_json(raw)
 
     async def _subscription_pb(
         self, account: StripeAccount, workspace_id: str, customer_id: str, subscription_id: str
@@ -201,6 +209,21 @@ class BillingGatewayServicer(billing_pb2_grpc.BillingGatewayServiceServicer):
         product = await self._product(account, price) if price else None
         method = await self._payment_method(account, sub, customer_id)
         latest = sub.get("latest_invoice") if isinstance(sub.get("latest_invoice"), dict) else None
+        message = await self._subscription_message(
+            workspace_id, customer_id, sub, price, product, method, latest
+        )
+        return message, sub, product
+
+    async def _subscription_message(
+        self,
+        workspace_id: str,
+        customer_id: str,
+        sub: Json,
+        price: Json | None,
+        product: Json | None,
+        method: Json | None,
+        latest: Json | None,
+    ) -> pb.Subscription:
         message = convert.subscription(
             sub,
             price=price,
@@ -215,7 +238,47 @@ class BillingGatewayServicer(billing_pb2_grpc.BillingGatewayServiceServicer):
             )
         if pending is not None:
             message.scheduled_cancellation.CopyFrom(convert.operation(pending))
-        return message, sub, product
+        return message
+
+    async def _freshness(self, workspace_id: str) -> Freshness:
+        async with self._pool.acquire() as connection:
+            return await self._mirror.freshness(connection, workspace_id)
+
+    def _from_stripe(self) -> pb.ReadOrigin:
+        return pb.ReadOrigin(source=pb.READ_SOURCE_STRIPE, as_of=convert.timestamp(self._clock()))
+
+    @staticmethod
+    def _from_mirror(as_of: datetime) -> pb.ReadOrigin:
+        return pb.ReadOrigin(source=pb.READ_SOURCE_MIRROR, as_of=convert.timestamp(as_of))
+
+    async def _subscription_from_mirror(
+        self, workspace_id: str, customer_id: str, subscription_id: str
+    ) -> pb.GetSubscriptionResponse | None:
+        async with self._pool.acquire() as connection:
+            freshness = await self._mirror.freshness(connection, workspace_id)
+            parts = await mirror_reads.subscription(
+                connection, workspace_id, customer_id, subscription_id, freshness, self._clock()
+            )
+        if parts is None:
+            return None
+        origin = self._from_mirror(parts.as_of)
+        if parts.subscription is None:
+            return pb.GetSubscriptionResponse(subscription_count=0, origin=origin)
+        message = await self._subscription_message(
+            workspace_id,
+            customer_id,
+            parts.subscription,
+            parts.price,
+            parts.product,
+            parts.payment_method,
+            parts.latest_invoice,
+        )
+        upcoming = mirroring.next_invoice_amount(parts.subscription)
+        if upcoming is not None:
+            message.next_invoice_amount.CopyFrom(convert.money(*upcoming))
+        return pb.GetSubscriptionResponse(
+            subscription=message, subscription_count=parts.count, origin=origin
+        )
 
     def _write(
         self,
@@ -251,6 +314,11 @@ class BillingGatewayServicer(billing_pb2_grpc.BillingGatewayServiceServicer):
         customer_id, account = await self._customer(
             request.workspace_id, request.identity_assertion
         )
+        answered = await self._subscription_from_mirror(
+            request.workspace_id, customer_id, request.subscription_id
+        )
+        if answered is not None:
+            return answered
         listed = await self._stripe.call(
             account,
             "subscriptions.list",
@@ -259,6 +327,7 @@ class BillingGatewayServicer(billing_pb2_grpc.BillingGatewayServiceServicer):
             ),
         )
         subscriptions = [to_json(sub) for sub in listed.data]
+        await self._mirror.take_read(request.workspace_id, subscriptions, listed)
         if request.subscription_id:
             chosen: Json | None = next(
                 (s for s in subscriptions if s["id"] == request.subscription_id), None
@@ -269,7 +338,7 @@ class BillingGatewayServicer(billing_pb2_grpc.BillingGatewayServiceServicer):
             picked = billing.pick_subscription(subscriptions)
             chosen = dict(picked) if picked is not None else None
         if chosen is None:
-            return pb.GetSubscriptionResponse(subscription_count=0)
+            return pb.GetSubscriptionResponse(subscription_count=0, origin=self._from_stripe())
         message, sub, _ = await self._subscription_pb(
             account, request.workspace_id, customer_id, str(chosen["id"])
         )
@@ -289,7 +358,7 @@ class BillingGatewayServicer(billing_pb2_grpc.BillingGatewayServiceServicer):
                 if error.kind is errors.Kind.UNAVAILABLE:
                     raise
         return pb.GetSubscriptionResponse(
-            subscription=message, subscription_count=len(subscriptions)
+            subscription=message, subscription_count=len(subscriptions), origin=self._from_stripe()
         )
 
     async def ListInvoices(
@@ -309,23 +378,81 @@ class BillingGatewayServicer(billing_pb2_grpc.BillingGatewayServiceServicer):
             params["status"] = request.status
         if request.page_token:
             params["starting_after"] = request.page_token
+        page = await self._customer_page(
+            request.workspace_id,
+            mirroring.INVOICE,
+            customer_id,
+            storage.MirrorQuery(
+                created_gte=created.get("gte"),
+                created_lt=created.get("lt"),
+                status=request.status,
+                limit=params["limit"],
+            ),
+            request.page_token,
+        )
+        if page is not None:
+            return pb.ListInvoicesResponse(
+                invoices=[convert.invoice(invoice) for invoice in page.objects],
+                next_page_token=str(page.objects[-1]["id"])
+                if page.has_more and page.objects
+                else "",
+                origin=self._from_mirror(page.as_of),
+            )
         listed = await self._stripe.call(
             account, "invoices.list", lambda c: c.v1.invoices.list_async(params)
         )
         invoices = [to_json(invoice) for invoice in listed.data]
+        await self._mirror.take_read(request.workspace_id, invoices, listed)
         return pb.ListInvoicesResponse(
             invoices=[convert.invoice(invoice) for invoice in invoices],
             next_page_token=str(invoices[-1]["id"]) if listed.has_more and invoices else "",
+            origin=self._from_stripe(),
         )
 
+    async def _customer_page(
+        self,
+        workspace_id: str,
+        object_type: str,
+        customer_id: str,
+        query: storage.MirrorQuery,
+        page_token: str,
+    ) -> mirror_reads.Page | None:
+        async with self._pool.acquire() as connection:
+            freshness = await self._mirror.freshness(connection, workspace_id)
+            return await mirror_reads.customer_objects(
+                connection,
+                workspace_id,
+                object_type,
+                customer_id,
+                query,
+                page_token,
+                freshness,
+                self._clock(),
+            )
+
     async def _charges(
-        self, account: StripeAccount, customer_id: str, params: Json
-    ) -> tuple[list[Json], bool]:
+        self, account: StripeAccount, customer_id: str, params: Json, page_token: str = ""
+    ) -> tuple[list[Json], bool, pb.ReadOrigin]:
+        """A page of the customer's charges: from the mirror, or from Stripe."""
+        created = params.get("created") or {}
+        page = await self._customer_page(
+            account.workspace_id,
+            mirroring.CHARGE,
+            customer_id,
+            storage.MirrorQuery(created_gte=created.get("gte"), limit=int(params["limit"])),
+            page_token,
+        )
+        if page is not None:
+            return page.objects, page.has_more, self._from_mirror(page.as_of)
         query: Any = {"customer": customer_id, **params}
+        if page_token:
+            query["starting_after"] = page_token
         listed = await self._stripe.call(
             account, "charges.list", lambda c: c.v1.charges.list_async(query)
         )
-        return [to_json(charge) for charge in listed.data], bool(listed.has_more)
+        charges = [to_json(charge) for charge in listed.data]
+        await self._mirror.take_read(account.workspace_id, charges, listed)
+        return charges, bool(listed.has_more), self._from_stripe()
 
     async def ListCharges(
         self, request: pb.ListChargesRequest, context: grpc.aio.ServicerContext
@@ -336,12 +463,13 @@ class BillingGatewayServicer(billing_pb2_grpc.BillingGatewayServiceServicer):
         params: Any = {"limit": _page_size(request.page_size, 20, 100)}
         if request.HasField("created_after"):
             params["created"] = _created_filter(request.created_after)
-        if request.page_token:
-            params["starting_after"] = request.page_token
-        charges, has_more = await self._charges(account, customer_id, params)
+        charges, has_more, origin = await self._charges(
+            account, customer_id, params, request.page_token
+        )
         return pb.ListChargesResponse(
             charges=[convert.charge(charge) for charge in charges],
             next_page_token=str(charges[-1]["id"]) if has_more and charges else "",
+            origin=origin,
         )
 
     async def FindDuplicateCharges(
@@ -357,7 +485,7 @@ class BillingGatewayServicer(billing_pb2_grpc.BillingGatewayServiceServicer):
         check.require(lookback > 0, "lookback", "must be positive")
         check.check()
         since = int(time.time()) - lookback
-        charges, _ = await self._charges(
+        charges, _, origin = await self._charges(
             account, customer_id, {"limit": 100, "created": {"gte": since}}
         )
         by_id = {str(charge["id"]): charge for charge in charges}
@@ -369,7 +497,8 @@ class BillingGatewayServicer(billing_pb2_grpc.BillingGatewayServiceServicer):
                     duplicate=convert.charge(by_id[duplicate]),
                 )
                 for original, duplicate in pairs
-            ]
+            ],
+            origin=origin,
         )
 
     async def FindCustomers(
@@ -405,10 +534,17 @@ class BillingGatewayServicer(billing_pb2_grpc.BillingGatewayServiceServicer):
             )
         check.check()
         account = await self._accounts.account(request.workspace_id)
+        held = await self._customers_from_mirror(request)
+        if held is not None:
+            return held
         if by_metadata:
-            return await self._find_by_metadata(account, request.metadata)
+            found_by_metadata = await self._find_by_metadata(account, request.metadata)
+            found_by_metadata.origin.CopyFrom(self._from_stripe())
+            return found_by_metadata
         if request.stripe_customer_id:
-            return await self._find_by_id(account, request.stripe_customer_id)
+            found_by_id = await self._find_by_id(account, request.stripe_customer_id)
+            found_by_id.origin.CopyFrom(self._from_stripe())
+            return found_by_id
         wanted = request.email.strip().lower()
         found: dict[str, str] = {}
         for email in dict.fromkeys((request.email.strip(), wanted)):
@@ -420,7 +556,41 @@ class BillingGatewayServicer(billing_pb2_grpc.BillingGatewayServiceServicer):
             customers=[
                 pb.StripeCustomer(stripe_customer_id=customer_id, email=email)
                 for customer_id, email in found.items()
-            ]
+            ],
+            origin=self._from_stripe(),
+        )
+
+    async def _customers_from_mirror(
+        self, request: pb.FindCustomersRequest
+    ) -> pb.FindCustomersResponse | None:
+        by_metadata = request.HasField("metadata")
+        async with self._pool.acquire() as connection:
+            freshness = await self._mirror.freshness(connection, request.workspace_id)
+            held = await mirror_reads.customers(
+                connection,
+                request.workspace_id,
+                customer_id=request.stripe_customer_id,
+                email=request.email.strip(),
+                metadata=(request.metadata.key, request.metadata.value) if by_metadata else None,
+                freshness=freshness,
+                now=self._clock(),
+            )
+        if held is None:
+            return None
+        return pb.FindCustomersResponse(
+            customers=[
+                pb.StripeCustomer(
+                    stripe_customer_id=str(customer["id"]),
+                    email=str(customer.get("email") or ""),
+                    metadata_value=(
+                        str((customer.get("metadata") or {}).get(request.metadata.key, ""))
+                        if by_metadata
+                        else ""
+                    ),
+                )
+                for customer in held.customers
+            ],
+            origin=self._from_mirror(held.as_of),
         )
 
     async def _find_by_metadata(
@@ -487,6 +657,17 @@ class BillingGatewayServicer(billing_pb2_grpc.BillingGatewayServiceServicer):
         check.non_empty(request.workspace_id, "workspace_id")
         check.check()
         account = await self._accounts.account(request.workspace_id)
+        async with self._pool.acquire() as connection:
+            freshness = await self._mirror.freshness(connection, request.workspace_id)
+            held = await mirror_reads.catalog(
+                connection,
+                request.workspace_id,
+                request.currency.lower(),
+                freshness,
+                self._clock(),
+            )
+        if held is not None:
+            return self._plans(held.plans, self._from_mirror(held.as_of))
         params: Any = {
             "active": True,
             "type": "recurring",
@@ -498,30 +679,77 @@ class BillingGatewayServicer(billing_pb2_grpc.BillingGatewayServiceServicer):
         listed = await self._stripe.call(
             account, "prices.list", lambda c: c.v1.prices.list_async(params)
         )
-        plans = []
-        for price in (to_json(p) for p in listed.data):
+        prices = [to_json(p) for p in listed.data]
+        await self._mirror.take_read(request.workspace_id, prices, listed)
+        found: list[tuple[Json, Json | None]] = []
+        for price in prices:
             product = price.get("product") if isinstance(price.get("product"), dict) else None
             if product is not None and not product.get("active", True):
                 continue
             if request.currency and price.get("currency") != request.currency.lower():
                 continue
-            plans.append(convert.plan(price, product))
+            found.append((price, product))
+        return self._plans(found, self._from_stripe())
+
+    @staticmethod
+    def _plans(
+        found: list[tuple[Json, Json | None]], origin: pb.ReadOrigin
+    ) -> pb.ListPlansResponse:
+        plans = [convert.plan(price, product) for price, product in found]
         plans.sort(key=lambda plan: (plan.amount.currency, plan.amount.amount_minor, plan.name))
-        return pb.ListPlansResponse(plans=plans)
+        return pb.ListPlansResponse(plans=plans, origin=origin)
 
     async def _price(self, account: StripeAccount, price_id: str) -> tuple[Json, Json | None]:
         if not price_id or len(price_id) > 255:
             raise errors.not_found("price")
-        price = to_json(
-            await self._stripe.call(
-                account,
-                "prices.retrieve",
-                lambda c: c.v1.prices.retrieve_async(price_id, {"expand": ["product"]}),
-            )
+        raw = await self._stripe.call(
+            account,
+            "prices.retrieve",
+            lambda c: c.v1.prices.retrieve_async(price_id, {"expand": ["product"]}),
         )
+        price = to_json(raw)
+        await self._mirror.take_read(account.workspace_id, [price], raw)
         if not price.get("active", True) or not price.get("recurring"):
             raise errors.not_found("price")
         return price, await self._product(account, price)
+
+    async def _current_from_mirror(
+        self, workspace_id: str, customer_id: str, subscription_id: str
+    ) -> tuple[pb.Subscription, Json] | None:
+        """The subscription a plan change would apply to, from the mirror (None: ask Stripe)."""
+        async with self._pool.acquire() as connection:
+            freshness = await self._mirror.freshness(connection, workspace_id)
+            parts = await mirror_reads.subscription(
+                connection, workspace_id, customer_id, subscription_id, freshness, self._clock()
+            )
+        if parts is None or parts.subscription is None:
+            return None
+        if not subscription_id and parts.subscription.get("status") in mirroring.ENDED:
+            # As Stripe's default list: an ended subscription is not the current one.
+            return None
+        message = await self._subscription_message(
+            workspace_id,
+            customer_id,
+            parts.subscription,
+            parts.price,
+            parts.product,
+            parts.payment_method,
+            parts.latest_invoice,
+        )
+        return message, parts.subscription
+
+    async def _target_price(
+        self, account: StripeAccount, price_id: str
+    ) -> tuple[Json, Json | None]:
+        """An active recurring price and its product: from the mirror, else from Stripe."""
+        async with self._pool.acquire() as connection:
+            freshness = await self._mirror.freshness(connection, account.workspace_id)
+            held = await mirror_reads.price(
+                connection, account.workspace_id, price_id, freshness, self._clock()
+            )
+        if held is not None:
+            return held
+        return await self._price(account, price_id)
 
     async def _current_subscription_id(
         self, account: StripeAccount, customer_id: str, subscription_id: str
@@ -544,13 +772,22 @@ class BillingGatewayServicer(billing_pb2_grpc.BillingGatewayServiceServicer):
         customer_id, account = await self._customer(
             request.workspace_id, request.identity_assertion
         )
-        subscription_id = await self._current_subscription_id(
-            account, customer_id, request.subscription_id
+        # The subscription and the target price from the mirror when it holds them fresh;
+        # the proration is Stripe's own computation, always asked of Stripe.
+        held = await self._current_from_mirror(
+            request.workspace_id, customer_id, request.subscription_id
         )
-        current, sub, _ = await self._subscription_pb(
-            account, request.workspace_id, customer_id, subscription_id
-        )
-        target_price, target_product = await self._price(account, request.target_price_id)
+        if held is not None:
+            current, sub = held
+            subscription_id = str(sub["id"])
+        else:
+            subscription_id = await self._current_subscription_id(
+                account, customer_id, request.subscription_id
+            )
+            current, sub, _ = await self._subscription_pb(
+                account, request.workspace_id, customer_id, subscription_id
+            )
+        target_price, target_product = await self._target_price(account, request.target_price_id)
         target = convert.plan(target_price, target_product)
         gained, lost = billing.features_diff(current.plan.features, target.features)
         response = pb.PreviewPlanChangeResponse(
@@ -1053,6 +1290,8 @@ class BillingGatewayServicer(billing_pb2_grpc.BillingGatewayServiceServicer):
                     secret_binding(request.workspace_id, str(endpoint.id)),
                 ),
             )
+            # The mirror copies every list of the account, and catches up on events from now.
+            await self._mirror.start(connection, request.workspace_id)
             return pb.ConnectAccountResponse(
                 webhook_endpoint_id=str(endpoint.id),
                 livemode=livemode,
@@ -1225,4 +1464,70 @@ class BillingGatewayServicer(billing_pb2_grpc.BillingGatewayServiceServicer):
             recovered_within_48h=figures.recovered_within_48h,
             recovered=figures.recovered,
             recovery_rate=figures.rate,
+        )
+
+    # -- the mirror ------------------------------------------------------------------------
+
+    async def GetMirrorStatus(
+        self, request: pb.GetMirrorStatusRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetMirrorStatusResponse:
+        await self._admin(context, request.workspace_id)
+        check = errors.Validator()
+        check.non_empty(request.workspace_id, "workspace_id")
+        check.check()
+        async with self._pool.acquire() as connection:
+            backfills = await storage.backfills_of(connection, request.workspace_id)
+            freshness = await self._mirror.freshness(connection, request.workspace_id)
+            workspace = await storage.mirror_workspace(connection, request.workspace_id)
+            count = await storage.count_mirrored(connection, request.workspace_id)
+        response = pb.GetMirrorStatusResponse(
+            backfills=[
+                pb.MirrorBackfill(
+                    object_type=backfill.object_type,
+                    done=backfill.done,
+                    objects_copied=backfill.objects_copied,
+                    pages_copied=backfill.pages_copied,
+                    started_at=convert.timestamp(backfill.started_at),
+                    finished_at=convert.timestamp(backfill.finished_at),
+                    last_error=backfill.last_error,
+                )
+                for backfill in backfills
+            ],
+            backfill_done=freshness.complete,
+            objects=count,
+        )
+        if workspace is not None and workspace.caught_up_to is not None:
+            response.caught_up_to.FromSeconds(workspace.caught_up_to)
+        response.max_age.FromSeconds(freshness.max_age_seconds)
+        return response
+
+    async def UpdateMirrorSettings(
+        self, request: pb.UpdateMirrorSettingsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UpdateMirrorSettingsResponse:
+        await self._admin(context, request.workspace_id)
+        seconds = request.max_age.seconds if request.HasField("max_age") else 0
+        check = errors.Validator()
+        check.non_empty(request.workspace_id, "workspace_id")
+        check.require(
+            0 <= seconds <= MAX_MIRROR_AGE_SECONDS and request.max_age.nanos == 0,
+            "max_age",
+            f"whole seconds from 1 to {MAX_MIRROR_AGE_SECONDS}, or unset for the default",
+        )
+        check.check()
+        idempotency.require_key(request.idempotency_key)
+        await self._accounts.account(request.workspace_id)
+
+        async def effect(connection: Connection) -> pb.UpdateMirrorSettingsResponse:
+            await storage.set_mirror_max_age(connection, request.workspace_id, seconds or None)
+            response = pb.UpdateMirrorSettingsResponse()
+            response.max_age.FromSeconds(seconds or self._settings.mirror_max_age_seconds)
+            return response
+
+        return await idempotency.run_once(
+            self._pool,
+            request.workspace_id,
+            request.idempotency_key,
+            request,
+            pb.UpdateMirrorSettingsResponse,
+            effect,
         )

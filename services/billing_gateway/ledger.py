@@ -29,6 +29,7 @@ from askvault.policy.v1 import policy_pb2
 from billing_gateway import storage
 from billing_gateway.accounts import AccountDirectory
 from billing_gateway.convert import ACTIONS
+from billing_gateway.mirror import Mirror
 from billing_gateway.peers import Peers
 from billing_gateway.stripe_api import StripeAccount, StripeGateway, operation_key, to_json
 from runtime import errors, ids
@@ -96,6 +97,8 @@ async def _perform(
             "charge": p["charge"],
             "amount": p["amount"],
             "metadata": {"askvault_operation_id": operation.operation_id},
+            # The charge as the refund left it, for the mirror (read-your-writes).
+            "expand": ["charge"],
         }
         if p.get("reason"):
             params["reason"] = p["reason"]
@@ -210,12 +213,15 @@ class Ledger:
         peers: Peers,
         accounts: AccountDirectory,
         clock: Clock,
+        mirror: Mirror,
     ) -> None:
         self._pool = pool
         self._gateway = gateway
         self._peers = peers
         self._accounts = accounts
         self._clock = clock
+        # Stripe's answer to each write goes into the mirror: the next read sees it.
+        self._mirror = mirror
         # Test hook: called after Stripe answered and before the outcome is recorded, to
         # simulate the process dying there.
         self.after_stripe_call: Callable[[storage.OperationRecord], None] | None = None
@@ -353,6 +359,7 @@ class Ledger:
             raise
         if self.after_stripe_call is not None:
             self.after_stripe_call(operation)
+        await self._mirror.take_written(write.workspace_id, result)
         done = await self._record(operation, storage.SUCCEEDED, stripe_object_id=object_id)
         response = await respond(done, result)
         done = await self._record(
@@ -450,6 +457,7 @@ class Ledger:
         if found is None:
             settled = await self._record(operation, storage.FAILED, error_reason="NOT_PERFORMED")
         else:
+            await self._mirror.take_written(operation.workspace_id, found[1])
             settled = await self._record(operation, storage.SUCCEEDED, stripe_object_id=found[0])
         await self._resolve_grant(settled)
         return settled

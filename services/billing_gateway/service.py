@@ -15,6 +15,7 @@ from billing_gateway import webhooks
 from billing_gateway.accounts import AccountDirectory
 from billing_gateway.grpc_api import BillingGatewayServicer
 from billing_gateway.ledger import Clock, Ledger
+from billing_gateway.mirror import Mirror
 from billing_gateway.peers import Peers
 from billing_gateway.settings import BillingGatewaySettings
 from billing_gateway.stripe_api import StripeGateway
@@ -46,6 +47,8 @@ class BillingGatewayService:
         "RetireWebhookSecret": frozenset({ADMIN}),
         "ListRecoveryCases": frozenset({ADMIN}),
         "GetRecoveryStats": frozenset({ADMIN}),
+        "GetMirrorStatus": frozenset({ADMIN}),
+        "UpdateMirrorSettings": frozenset({ADMIN}),
     }
 
     def __init__(
@@ -64,6 +67,7 @@ class BillingGatewayService:
         self._peers: Peers | None = None
         self._ledger: Ledger | None = None
         self._events: webhooks.EventWorker | None = None
+        self._mirror: Mirror | None = None
 
     @property
     def ledger(self) -> Ledger:
@@ -78,6 +82,12 @@ class BillingGatewayService:
         return self._peers
 
     @property
+    def mirror(self) -> Mirror:
+        """The mirror of Stripe, its backfill and catch-up (started services only)."""
+        assert self._mirror is not None
+        return self._mirror
+
+    @property
     def events(self) -> webhooks.EventWorker:
         """The webhook worker (started services only)."""
         assert self._events is not None
@@ -90,8 +100,9 @@ class BillingGatewayService:
             settings.identity_target, settings.policy_target, settings.notifier_target
         )
         accounts = AccountDirectory(pool, self._secret_box, self._clock)
-        self._ledger = Ledger(pool, self.gateway, self._peers, accounts, self._clock)
-        self._events = webhooks.EventWorker(pool, self.gateway, self._peers, accounts)
+        self._mirror = Mirror(pool, self.gateway, accounts, settings, self._clock)
+        self._ledger = Ledger(pool, self.gateway, self._peers, accounts, self._clock, self._mirror)
+        self._events = webhooks.EventWorker(pool, self.gateway, self._peers, accounts, self._mirror)
         servicer = BillingGatewayServicer(
             pool=pool,
             settings=settings,
@@ -100,6 +111,7 @@ class BillingGatewayService:
             peers=self._peers,
             accounts=accounts,
             ledger=self._ledger,
+            mirror=self._mirror,
             ingestion=webhooks.Ingestion(pool, accounts, settings.webhook_tolerance_seconds),
             clock=self._clock,
         )
@@ -109,7 +121,7 @@ class BillingGatewayService:
 
     def _start_workers(self) -> None:
         settings = self._settings
-        ledger, events = self.ledger, self.events
+        ledger, events, mirror = self.ledger, self.events, self.mirror
 
         async def reconcile() -> None:
             # Only operations older than the longest a Stripe write can take are settled,
@@ -134,6 +146,15 @@ class BillingGatewayService:
                     "cancellations",
                 ),
                 name="billing-cancellations",
+            )
+        )
+        self._tasks.append(
+            asyncio.create_task(mirror.run_backfill(self._stop), name="billing-mirror-backfill")
+        )
+        self._tasks.append(
+            asyncio.create_task(
+                mirror.run_catch_up(self._stop, settings.scheduler_poll_seconds),
+                name="billing-mirror-catch-up",
             )
         )
         for index in range(settings.webhook_workers):

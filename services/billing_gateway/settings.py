@@ -52,6 +52,21 @@ class BillingGatewaySettings(ServiceSettings):
     # Stripe, its grant committed or released). It must exceed the longest a Stripe write can
     # take, or a replica could settle a write another replica is still making.
     reconcile_after_seconds: float = Field(default=60.0, ge=0)
+    # Reads answer from the mirror of Stripe while what it holds was confirmed by Stripe (an
+    # event, a read, a write, the backfill or a catch-up) within this many seconds, else from
+    # Stripe; a workspace may set its own bound (UpdateMirrorSettings).
+    mirror_max_age_seconds: int = Field(default=900, ge=1, le=7 * 86_400)
+    # Objects per page of the backfill of a newly connected account (Stripe's list limit).
+    mirror_backfill_page_size: int = Field(default=100, ge=1, le=100)
+    # Backfill pages per second per replica: the backfill leaves the account's Stripe request
+    # rate to live traffic.
+    mirror_backfill_pages_per_second: float = Field(default=2.0, gt=0)
+    # Seconds between catch-ups of a workspace through Stripe's events list (events a
+    # webhook never delivered).
+    mirror_catch_up_interval_seconds: float = Field(default=60.0, gt=0)
+    # Each catch-up lists events from this many seconds before the last one reached: Stripe's
+    # events list may show an event a little after its `created`.
+    mirror_catch_up_overlap_seconds: int = Field(default=60, ge=0, le=86_400)
     # Whether the background workers run in this process (the tests start them by hand).
     run_workers: bool = True
 

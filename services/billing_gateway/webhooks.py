@@ -27,6 +27,7 @@ from askvault.notifier.v1 import notifier_pb2
 from billing_gateway import convert, storage
 from billing_gateway.accounts import AccountDirectory
 from billing_gateway.domain import billing, signatures
+from billing_gateway.mirror import Mirror
 from billing_gateway.notices import Notices, display_date
 from billing_gateway.peers import Peers
 from billing_gateway.stripe_api import StripeGateway, to_json
@@ -49,6 +50,32 @@ NEEDED_EVENTS = (
     "invoice.voided",
     "invoice.marked_uncollectible",
     "charge.refunded",
+    # The mirror of Stripe (mirror.py): every change of the objects it keeps.
+    "customer.created",
+    "customer.updated",
+    "customer.deleted",
+    "customer.subscription.paused",
+    "customer.subscription.resumed",
+    "product.created",
+    "product.updated",
+    "product.deleted",
+    "price.created",
+    "price.updated",
+    "price.deleted",
+    "invoice.created",
+    "invoice.finalized",
+    "invoice.updated",
+    "invoice.deleted",
+    "charge.succeeded",
+    "charge.failed",
+    "charge.updated",
+    "charge.captured",
+    "charge.refund.updated",
+    "refund.created",
+    "refund.updated",
+    "payment_method.attached",
+    "payment_method.updated",
+    "payment_method.detached",
 )
 MAX_PAYLOAD_BYTES = 1024 * 1024
 # Backoff of a deferred event: 1 s, 2 s, 4 s ... at most 5 minutes.
@@ -123,12 +150,14 @@ class EventWorker:
         gateway: StripeGateway,
         peers: Peers,
         accounts: AccountDirectory,
+        mirror: Mirror,
     ) -> None:
         self._pool = pool
         self._gateway = gateway
         self._peers = peers
         self._accounts = accounts
         self._notices = Notices(peers, accounts, gateway)
+        self._mirror = mirror
 
     async def run(self, stop: asyncio.Event, poll_seconds: float) -> None:
         """Processes events until ``stop`` is set, sleeping when the inbox is empty."""
@@ -220,6 +249,8 @@ class EventWorker:
         obj: Json = (data.get("data") or {}).get("object") or {}
         kind = event.event_type
         problems: list[str] = []
+        # The mirror first, in the same transaction: processed means mirrored.
+        await self._mirror.take_event(connection, event)
         if kind.startswith("customer.subscription."):
             await self._subscription_changed(event, obj, problems)
         elif kind == "invoice.payment_failed":

@@ -627,6 +627,9 @@ async def _billing(database_url: str) -> AsyncIterator[_Billing]:
             "WEBHOOK_POLL_SECONDS": "0.05",
             "SCHEDULER_POLL_SECONDS": "0.05",
             "RECONCILE_INTERVAL_SECONDS": "0.2",
+            # Small pages, quickly: the three replicas' backfills race over many pages.
+            "MIRROR_BACKFILL_PAGE_SIZE": "2",
+            "MIRROR_BACKFILL_PAGES_PER_SECOND": "50",
         }
         yield _Billing(
             database_url,
@@ -770,10 +773,48 @@ async def test_three_billing_replicas_process_each_event_and_cancellation_once(
             )
             return [(row[0], row[1], row[2]) for row in rows]
 
+        async def backfill_done() -> bool:
+            return (
+                await _count(
+                    database_url,
+                    "SELECT count(*) FROM billing_gateway.mirror_backfills WHERE NOT done",
+                )
+                == 0
+            )
+
         await _eventually(cancellations_settled, "cancellations not run", operation_rows)
         # Stripe's deliveries of the cancellations (customer.subscription.deleted, twice).
         await emulator.dispatcher.flush(20.0)
         await _eventually(events_done, "events not processed")
+        await _eventually(backfill_done, "mirror backfill not done")
+
+    # -- the mirror's backfill: each page copied by one replica only (the counts are exact).
+    copied = {
+        row["object_type"]: int(row["objects_copied"])
+        for row in await _fetch(
+            database_url,
+            "SELECT object_type, objects_copied FROM billing_gateway.mirror_backfills"
+            " WHERE workspace_id = $1",
+            WORKSPACE,
+        )
+    }
+    for list_name, object_type in (
+        ("subscriptions", "subscription"),
+        ("customers", "customer"),
+        ("products", "product"),
+        ("prices", "price"),
+        ("charges", "charge"),
+    ):
+        assert copied[list_name] == len(list(account.all(object_type))), list_name
+    # Every cancellation reached the mirror (our write's answer, then Stripe's events).
+    mirrored = await _fetch(
+        database_url,
+        "SELECT object_id, data->>'status' AS status FROM billing_gateway.stripe_objects"
+        " WHERE workspace_id = $1 AND object_type = 'subscription'",
+        WORKSPACE,
+    )
+    statuses = {row["object_id"]: row["status"] for row in mirrored}
+    assert {statuses[s] for s in (sub for _, sub in leavers)} == {"canceled"}
 
     # -- ingestion: each event stored once, whichever replica and however often.
     first_acks = Counter(event_id for event_id, duplicate in delivered if not duplicate)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import jwt
+from google.protobuf import duration_pb2
 
-from tests.e2e.conftest import TOKEN_SECRET, Stack
+from askvault.billing.v1 import billing_pb2
+from runtime import testing
+from tests.e2e.conftest import TOKEN_SECRET, WORKSPACE, Stack
 
 
 async def test_status_for_a_verified_visitor(stack: Stack) -> None:
@@ -98,7 +102,19 @@ async def test_another_customers_ids_through_tools_are_not_found(stack: Stack) -
 
 
 async def test_stripe_down_hands_off(stack: Stack) -> None:
+    # Nothing the billing gateway's mirror holds counts as fresh for more than a second, so
+    # the status must come from Stripe (a warm mirror answers through an outage:
+    # test_mirror_flows.py).
+    await stack.billing.UpdateMirrorSettings(
+        billing_pb2.UpdateMirrorSettingsRequest(
+            workspace_id=WORKSPACE,
+            max_age=duration_pb2.Duration(seconds=1),
+            idempotency_key="e2e-mirror-bound",
+        ),
+        metadata=testing.admin_metadata("admin-e2e"),
+    )
     await stack.fault({"route": "*", "status": 503})
+    await asyncio.sleep(1.5)
     answer = await stack.turn("alice", "What's my subscription status?", conversation="down")
     assert "I can't access billing right now" in answer["reply"], answer
     assert answer["escalated"] is True

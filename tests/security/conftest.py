@@ -283,15 +283,20 @@ class System:
         return {str(row[0]): (int(row[1]), str(row[2])) for row in rows}
 
     async def pending_work(self) -> int:
-        """Work due that no worker has taken yet: Stripe events not yet processed, messages
-        not yet claimed (a claimed message's next attempt is a lease ahead; the quiet period
-        covers its delivery)."""
+        """Work due that no worker has taken yet: Stripe events not yet processed, the
+        mirror's backfill pages and catch-ups, messages not yet claimed (a claimed message's
+        next attempt is a lease ahead; the quiet period covers its delivery)."""
         async with self.pool.acquire(timeout=10) as connection:
             found = await connection.fetchval(
                 "SELECT (SELECT count(*) FROM billing_gateway.stripe_events"
                 "        WHERE processed_at IS NULL AND next_attempt_at <= now())"
                 "     + (SELECT count(*) FROM notifier.messages"
                 "        WHERE status = 'queued' AND next_attempt_at <= now())"
+                # The billing gateway's mirror: backfill pages and catch-ups due.
+                "     + (SELECT count(*) FROM billing_gateway.mirror_backfills"
+                "        WHERE NOT done AND next_attempt_at <= now())"
+                "     + (SELECT count(*) FROM billing_gateway.mirror_workspaces"
+                "        WHERE next_catch_up_at <= now() AND caught_up_to IS NOT NULL)"
             )
         return int(found)
 
@@ -408,6 +413,9 @@ async def _running(database_url: str, captured: CapturedLogs) -> AsyncIterator[S
                 captured=captured,
             )
             system.secrets = _secrets(system)
+            # The billing gateway's mirror backfilled and caught up once: no worker changes a
+            # row under the tests' before/after snapshots afterwards.
+            await system.settled_snapshot(limit_seconds=30.0)
             yield system
         finally:
             await pool.close()

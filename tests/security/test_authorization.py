@@ -431,6 +431,18 @@ ADMIN_CALLS: dict[str, tuple[str, str, Any]] = {
         "GetRecoveryStats",
         billing_pb2.GetRecoveryStatsRequest(workspace_id=WORKSPACE_A),
     ),
+    "billing.GetMirrorStatus": (
+        "billing_gateway",
+        "GetMirrorStatus",
+        billing_pb2.GetMirrorStatusRequest(workspace_id=WORKSPACE_A),
+    ),
+    "billing.UpdateMirrorSettings": (
+        "billing_gateway",
+        "UpdateMirrorSettings",
+        billing_pb2.UpdateMirrorSettingsRequest(
+            workspace_id=WORKSPACE_A, idempotency_key="adm-mirror"
+        ),
+    ),
     "notifier.UpdateWorkspaceSettings": (
         "notifier",
         "UpdateWorkspaceSettings",

@@ -76,3 +76,24 @@ async def test_reset_forgets_everything(
     await client.v1.customers.create_async(params={"email": "old@example.com"})
     await admin(emulator, "POST", "/reset")
     assert (await client.v1.customers.list_async()).data == []
+
+
+async def test_request_log_counts_each_accounts_requests(
+    emulator: RunningEmulator, client: stripe.StripeClient, api_key: str
+) -> None:
+    await client.v1.customers.create_async(params={"email": "log@example.com"})
+    await client.v1.customers.list_async()
+    await admin(emulator, "POST", "/faults", {"route": "GET /v1/prices", "status": 503})
+    with pytest.raises(stripe.APIError):
+        await client.v1.prices.list_async()
+    logged = (await admin(emulator, "GET", f"/requests?api_key={api_key}"))["requests"]
+    assert [(r["method"], r["path"], r["status"]) for r in logged] == [
+        ("POST", "/v1/customers", 200),
+        ("GET", "/v1/customers", 200),
+        ("GET", "/v1/prices", 503),
+    ]
+    assert all(r["request_id"].startswith("req_") for r in logged[:2])
+    other = (await admin(emulator, "GET", "/requests?api_key=sk_test_someone_else"))["requests"]
+    assert other == []
+    await admin(emulator, "DELETE", "/requests")
+    assert (await admin(emulator, "GET", "/requests"))["requests"] == []
