@@ -308,6 +308,53 @@ class BillingGatewayServicer(billing_pb2_grpc.BillingGatewayServiceServicer):
 
     # -- reads -----------------------------------------------------------------------------
 
+    async def SyncContactTags(
+        self, request: pb.SyncContactTagsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SyncContactTagsResponse:
+        customer_id, account = await self._customer(
+            request.workspace_id, request.identity_assertion
+        )
+
+        async def effect(connection: Connection) -> pb.SyncContactTagsResponse:
+            # The state Stripe holds now is at least as new as any event dated before this
+            # second. Stripe dates events in whole seconds, so an event of this very second
+            # may be newer than the read: the tags are dated just before it, and it wins.
+            read_at = self._clock().replace(microsecond=0) - timedelta(seconds=1)
+            listed = await self._stripe.call(
+                account,
+                "subscriptions.list",
+                lambda c: c.v1.subscriptions.list_async(
+                    {"customer": customer_id, "status": "all", "limit": 100}
+                ),
+            )
+            picked = billing.pick_subscription([to_json(sub) for sub in listed.data])
+            chosen = dict(picked) if picked is not None else None
+            item = billing.first_item(chosen) if chosen is not None else None
+            if item is not None and isinstance(item.get("price"), dict):
+                # The tier is read from the product's metadata.
+                item["price"]["product"] = await self._product(account, item["price"])
+            await self._peers.update_tags(
+                webhooks.tags_request(
+                    request.workspace_id,
+                    customer_id,
+                    chosen,
+                    source_time=read_at,
+                    idempotency_key=f"sync-tags-{request.idempotency_key}",
+                )
+            )
+            return pb.SyncContactTagsResponse(
+                subscription_id=str(chosen["id"]) if chosen is not None else ""
+            )
+
+        return await idempotency.run_once(
+            self._pool,
+            request.workspace_id,
+            request.idempotency_key,
+            request,
+            pb.SyncContactTagsResponse,
+            effect,
+        )
+
     async def GetSubscription(
         self, request: pb.GetSubscriptionRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetSubscriptionResponse:

@@ -101,6 +101,36 @@ def _bad_payload(message: str) -> errors.ServiceError:
     return errors.invalid_argument(errors.FieldViolation("payload", message))
 
 
+def tags_request(
+    workspace_id: str,
+    customer_id: str,
+    subscription: Json | None,
+    *,
+    source_time: datetime,
+    idempotency_key: str,
+) -> identity_pb2.UpdateTagsRequest:
+    """The tags of the customer's contacts as this subscription (with its price's product
+    expanded, when it is) shows them; no subscription tags the customer as having none."""
+    subscription = subscription or {}
+    status = billing.TAG_STATUS.get(str(subscription.get("status")), "")
+    item = billing.first_item(subscription) or {}
+    price = item.get("price") or {}
+    product = price.get("product") if isinstance(price.get("product"), dict) else None
+    tier = billing.tier_of(price, product) if subscription else ""
+    request = identity_pb2.UpdateTagsRequest(
+        workspace_id=workspace_id,
+        stripe_customer_id=customer_id,
+        customer_status=_STATUSES.get(status, identity_pb2.CUSTOMER_STATUS_UNSPECIFIED),
+        plan_tier=_TIERS.get(tier, identity_pb2.PLAN_TIER_UNSPECIFIED),
+        set_trial_ends=True,
+        source_time=convert.timestamp(source_time),
+        idempotency_key=idempotency_key,
+    )
+    if subscription.get("trial_end") and subscription.get("status") == "trialing":
+        request.trial_ends.FromSeconds(int(subscription["trial_end"]))
+    return request
+
+
 class Ingestion:
     """IngestStripeEvent's work: verify against every signing secret, store, ack."""
 
@@ -288,23 +318,18 @@ class EventWorker:
             except errors.ServiceError as error:
                 if error.kind is not errors.Kind.NOT_FOUND:
                     raise
-        status = billing.TAG_STATUS.get(str(subscription.get("status")), "")
         item = billing.first_item(subscription) or {}
         price = item.get("price") or {}
         product = price.get("product") if isinstance(price.get("product"), dict) else None
-        tier = billing.tier_of(price, product)
-        request = identity_pb2.UpdateTagsRequest(
-            workspace_id=event.workspace_id,
-            stripe_customer_id=customer_id,
-            customer_status=_STATUSES.get(status, identity_pb2.CUSTOMER_STATUS_UNSPECIFIED),
-            plan_tier=_TIERS.get(tier, identity_pb2.PLAN_TIER_UNSPECIFIED),
-            set_trial_ends=True,
-            source_time=convert.timestamp(event.created_at),
-            idempotency_key=f"stripe-event-{event.event_id}-tags",
+        await self._peers.update_tags(
+            tags_request(
+                event.workspace_id,
+                customer_id,
+                subscription,
+                source_time=event.created_at,
+                idempotency_key=f"stripe-event-{event.event_id}-tags",
+            )
         )
-        if subscription.get("trial_end") and subscription.get("status") == "trialing":
-            request.trial_ends.FromSeconds(int(subscription["trial_end"]))
-        await self._peers.update_tags(request)
         if event.event_type == "customer.subscription.deleted":
             ended = obj.get("ended_at") or obj.get("canceled_at")
             ended_at = convert.from_unix(int(ended)) if ended else event.created_at

@@ -209,7 +209,28 @@ async def _verify(peers: Peers, request: Request) -> tuple[ipb.Contact, str, str
                 answer = await peers.identity.VerifyVisitor(verify_request, timeout=peers.timeout())
             except grpc.aio.AioRpcError:
                 return None
+            await _tag_linked(peers, request.workspace_id, answer)
     return answer.contact, answer.identity_assertion, link
+
+
+async def _tag_linked(peers: Peers, workspace_id: str, answer: ipb.VerifyVisitorResponse) -> None:
+    """Tags the just-linked contact from its customer's subscription now, instead of at the
+    customer's next subscription event. A failure leaves that to the next event."""
+    contact = answer.contact
+    try:
+        await peers.billing.SyncContactTags(
+            bpb.SyncContactTagsRequest(
+                workspace_id=workspace_id,
+                identity_assertion=answer.identity_assertion,
+                idempotency_key=f"edge:tags:{contact.contact_id}:{contact.stripe_customer_id}",
+            ),
+            timeout=peers.billing_timeout(),
+        )
+    except grpc.aio.AioRpcError as error:
+        logger.warning(
+            "linked contact not tagged",
+            extra={"code": error.code().name, "reason": error_reason(error)},
+        )
 
 
 async def _link_customer(

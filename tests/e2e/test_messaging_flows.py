@@ -387,3 +387,12 @@ async def test_whatsapp_help_hands_off_to_a_person(stack: Stack) -> None:
     (mail,) = await eventually(handoff)
     customer = stack.customer("alice@example.com")["customer"]
     assert customer in mail["text"] and "talk to a human" in mail["text"], mail["text"]
+
+
+async def test_tags_are_filled_when_the_contact_is_linked(stack: Stack) -> None:
+    # No subscription event after the link: the first turn links bob and tags him at once.
+    await stack.turn("bob", "hi", conversation="tagged")
+    contact = await _contact(stack, "bob")
+    assert contact.stripe_customer_id == stack.customer("bob@example.com")["customer"]
+    assert contact.tags.customer_status == identity_pb2.CUSTOMER_STATUS_ACTIVE, contact
+    assert contact.tags.plan_tier == identity_pb2.PLAN_TIER_STARTER, contact
