@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field, SecretStr, field_validator
 
 from policy.domain.audit import MacKeys
+from policy.domain.bounds import default_caps_spec, parse_caps
 from runtime.settings import ServiceSettings
 
 
@@ -37,8 +38,9 @@ class PolicySettings(ServiceSettings):
     # Grants one sweep expires per workspace and transaction.
     expiry_batch_size: int = Field(default=100, ge=1, le=10_000)
     # Default automatic refund caps per visitor and period: "usd:50000,eur:45000" (minor
-    # units). A currency without a cap escalates.
-    default_refund_caps: str = "usd:50000"
+    # units). A currency without a cap escalates. The default covers the major currencies
+    # (usd, eur, gbp, cad, aud, jpy, inr; see bounds.DEFAULT_REFUND_CAPS_MAJOR).
+    default_refund_caps: str = Field(default_factory=default_caps_spec)
     # Default refund window: how old a charge may be, in seconds (14 days).
     default_refund_window_seconds: int = Field(default=14 * 86_400, ge=0)
     # Default plan changes per visitor and period.
@@ -53,6 +55,12 @@ class PolicySettings(ServiceSettings):
     default_counter_period: str = Field(
         default="calendar_month", pattern="^calendar_(month|week|day)$"
     )
+
+    @field_validator("default_refund_caps")
+    @classmethod
+    def _valid_refund_caps(cls, value: str) -> str:
+        parse_caps(value)  # fails at start, not at the first refund
+        return value
 
     @field_validator("audit_mac_keys")
     @classmethod

@@ -27,7 +27,17 @@ async def test_unknown_workspace_has_defaults_without_the_skill(policy: Policy) 
     response = await policy.stub.GetBounds(pb.GetBoundsRequest(workspace_id="ws_new"))
     bounds = response.bounds
     assert bounds.askvault_plan == pb.ASK_VAULT_PLAN_UNSPECIFIED
-    assert list(bounds.refund_caps) == [usd(50000)]
+    # The major currencies each have a default cap, in their own minor units (yen have none).
+    caps = {cap.currency: cap.amount_minor for cap in bounds.refund_caps}
+    assert caps == {
+        "usd": 50000,
+        "eur": 50000,
+        "gbp": 40000,
+        "cad": 70000,
+        "aud": 75000,
+        "jpy": 75000,
+        "inr": 4000000,
+    }
     assert bounds.refund_window.ToTimedelta() == timedelta(days=14)
     assert bounds.plan_changes_per_period == 3
     assert bounds.cancellation_grace.ToTimedelta() == timedelta(seconds=30)
@@ -73,7 +83,11 @@ async def test_raised_cap_needs_a_second_different_admin(policy: Policy) -> None
         ({"confirm_refunds": False}, ["confirm_refunds"]),
         ({"counter_period": pb.COUNTER_PERIOD_CALENDAR_DAY}, ["counter_period"]),
         (
-            {"refund_caps": [usd(50000), common_pb2.Money(amount_minor=1, currency="eur")]},
+            {"refund_caps": [usd(50000), common_pb2.Money(amount_minor=1, currency="chf")]},
+            ["refund_caps.chf"],
+        ),
+        (
+            {"refund_caps": [common_pb2.Money(amount_minor=50001, currency="eur")]},
             ["refund_caps.eur"],
         ),
     ],

@@ -9,11 +9,19 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from policy.domain import audit, decisions, grants, periods
-from policy.domain.bounds import AskVaultPlan, Bounds, loosened_fields, parse_caps
+from policy.domain.bounds import (
+    DEFAULT_REFUND_CAPS_MAJOR,
+    AskVaultPlan,
+    Bounds,
+    default_caps_spec,
+    loosened_fields,
+    parse_caps,
+)
 from policy.domain.decisions import Reason, Verdict
 from policy.domain.model import Action, Channel, Confirmation, Details, Money
 from policy.domain.periods import Period
-from runtime import errors
+from policy.tests.conftest import policy_settings
+from runtime import currency, errors
 
 NOW = datetime(2026, 3, 15, 12, 0, tzinfo=UTC)
 DEFAULTS = Bounds(
@@ -334,6 +342,27 @@ def test_loosening_is_measured_against_defaults(
 
 def test_caps_parse_from_settings() -> None:
     assert parse_caps("usd:50000, EUR:45000") == (Money(50000, "usd"), Money(45000, "eur"))
+    for bad in ("usd", "usd:-5", "usd:12.50", "dollars:100", "usd:1,usd:2"):
+        with pytest.raises(ValueError, match="refund cap"):
+            parse_caps(bad)
+
+
+def test_default_caps_cover_the_major_currencies_in_their_minor_units() -> None:
+    caps = {cap.currency: cap for cap in parse_caps(default_caps_spec())}
+    assert set(caps) >= {"usd", "eur", "gbp", "cad", "aud", "jpy", "inr"}
+    # 500 dollars is 50000 cents; 75000 yen is 75000 (yen have no minor unit).
+    assert caps["usd"].amount_minor == 50000
+    assert caps["jpy"].amount_minor == 75000
+    for code, cap in caps.items():
+        major = currency.to_major(cap.amount_minor, code)
+        assert major == DEFAULT_REFUND_CAPS_MAJOR[code], code
+
+
+def test_refund_caps_setting_is_checked_at_start() -> None:
+    database_url = "postgresql://policy@127.0.0.1:5432/unused"
+    assert policy_settings(database_url, default_refund_caps="usd:100").default_refund_caps
+    with pytest.raises(ValueError, match="refund cap"):
+        policy_settings(database_url, default_refund_caps="usd:ten")
 
 
 def _grant(state: grants.State = grants.State.RESERVED) -> grants.Grant:
