@@ -6,6 +6,7 @@ from pydantic import Field, SecretStr, field_validator
 
 from policy.domain.audit import MacKeys
 from policy.domain.bounds import default_caps_spec, parse_caps
+from policy.domain.periods import valid_time_zone
 from runtime.settings import ServiceSettings
 
 
@@ -51,10 +52,21 @@ class PolicySettings(ServiceSettings):
     # these say (decisions.py, rule 7).
     default_confirm_refunds: bool = True
     default_confirm_plan_changes: bool = True
-    # Default counter period: calendar_month, calendar_week or calendar_day (UTC).
+    # Default counter period: calendar_month, calendar_week or calendar_day (in the time zone).
     default_counter_period: str = Field(
         default="calendar_month", pattern="^calendar_(month|week|day)$"
     )
+
+    # Default time zone of the counter periods (IANA name): a period starts at midnight there.
+    # Each workspace may set its own (Bounds.time_zone).
+    default_time_zone: str = "UTC"
+
+    @field_validator("default_time_zone")
+    @classmethod
+    def _valid_time_zone(cls, value: str) -> str:
+        if not valid_time_zone(value):
+            raise ValueError(f"DEFAULT_TIME_ZONE {value!r} is not an IANA time zone")
+        return value
 
     @field_validator("default_refund_caps")
     @classmethod

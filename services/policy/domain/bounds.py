@@ -24,7 +24,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from policy.domain.model import Money
-from policy.domain.periods import LENGTH_ORDER, Period
+from policy.domain.periods import LENGTH_ORDER, Period, valid_time_zone
 from runtime import currency, errors
 
 _CURRENCY = re.compile(r"^[a-z]{3}$")
@@ -58,6 +58,8 @@ class Bounds:
     confirm_refunds: bool
     confirm_plan_changes: bool
     counter_period: Period
+    # The IANA zone whose midnights start the counter periods.
+    time_zone: str = "UTC"
     updated_at: datetime | None = field(default=None, compare=False)
 
     @property
@@ -125,6 +127,9 @@ def validate(bounds: Bounds) -> None:
         check.require(cap.currency not in seen, f"{path}.currency", "one cap per currency")
         seen.add(cap.currency)
     check.require(
+        valid_time_zone(bounds.time_zone), "bounds.time_zone", "an IANA time zone (Europe/Paris)"
+    )
+    check.require(
         timedelta(0) <= bounds.refund_window <= MAX_REFUND_WINDOW,
         "bounds.refund_window",
         f"between 0 and {MAX_REFUND_WINDOW.days} days",
@@ -142,10 +147,17 @@ def validate(bounds: Bounds) -> None:
     check.check()
 
 
-def loosened_fields(proposed: Bounds, defaults: Bounds) -> list[str]:
+def loosened_fields(
+    proposed: Bounds, defaults: Bounds, current_time_zone: str | None = None
+) -> list[str]:
     """The bounds that the proposal loosens past their defaults (proto field names); an
-    empty list means one admin may apply it at once."""
+    empty list means one admin may apply it at once. A new time zone (other than
+    ``current_time_zone``, the workspace's zone now, or the default's for a workspace without
+    bounds) counts: it moves the start of the current period, and a period that starts again
+    allows everything again."""
     loosened: list[str] = []
+    if proposed.time_zone != (current_time_zone or defaults.time_zone):
+        loosened.append("time_zone")
     for cap in proposed.refund_caps:
         default = defaults.refund_cap(cap.currency)
         if default is None or cap.amount_minor > default.amount_minor:

@@ -609,3 +609,69 @@ def test_checkpoints_open_only_when_policy_sealed_them() -> None:
     ):
         with pytest.raises(audit.CheckpointError):
             audit.open_checkpoint(keys, presented)
+
+
+@pytest.mark.parametrize(
+    ("period", "now", "zone", "start", "end"),
+    [
+        # A minute before midnight in New York (UTC-5) is still the day before there.
+        (
+            Period.CALENDAR_DAY,
+            datetime(2026, 3, 2, 4, 59, tzinfo=UTC),
+            "America/New_York",
+            datetime(2026, 3, 1, 5, 0, tzinfo=UTC),
+            datetime(2026, 3, 2, 5, 0, tzinfo=UTC),
+        ),
+        # The day that loses an hour to summer time is 23 hours long.
+        (
+            Period.CALENDAR_DAY,
+            datetime(2026, 3, 8, 12, 0, tzinfo=UTC),
+            "America/New_York",
+            datetime(2026, 3, 8, 5, 0, tzinfo=UTC),
+            datetime(2026, 3, 9, 4, 0, tzinfo=UTC),
+        ),
+        # Paris's week starts on Monday at 00:00 local (23:00 UTC on Sunday in winter).
+        (
+            Period.CALENDAR_WEEK,
+            datetime(2026, 1, 4, 23, 30, tzinfo=UTC),
+            "Europe/Paris",
+            datetime(2026, 1, 4, 23, 0, tzinfo=UTC),
+            datetime(2026, 1, 11, 23, 0, tzinfo=UTC),
+        ),
+        # Tokyo's January ends on 31 January at 15:00 UTC.
+        (
+            Period.CALENDAR_MONTH,
+            datetime(2026, 1, 31, 15, 0, tzinfo=UTC),
+            "Asia/Tokyo",
+            datetime(2026, 1, 31, 15, 0, tzinfo=UTC),
+            datetime(2026, 2, 28, 15, 0, tzinfo=UTC),
+        ),
+        # Where summer time began at midnight (Sao Paulo, 4 November 2018), the day starts at
+        # 01:00 local, the first moment that existed.
+        (
+            Period.CALENDAR_DAY,
+            datetime(2018, 11, 4, 12, 0, tzinfo=UTC),
+            "America/Sao_Paulo",
+            datetime(2018, 11, 4, 3, 0, tzinfo=UTC),
+            datetime(2018, 11, 5, 2, 0, tzinfo=UTC),
+        ),
+        # UTC stays as it was.
+        (
+            Period.CALENDAR_MONTH,
+            datetime(2026, 12, 31, 23, 59, tzinfo=UTC),
+            "UTC",
+            datetime(2026, 12, 1, tzinfo=UTC),
+            datetime(2027, 1, 1, tzinfo=UTC),
+        ),
+    ],
+)
+def test_periods_start_at_midnight_in_the_workspace_time_zone(
+    period: Period, now: datetime, zone: str, start: datetime, end: datetime
+) -> None:
+    assert periods.bounds_of(period, now, zone) == (start, end)
+
+
+def test_time_zone_names_are_checked() -> None:
+    assert periods.valid_time_zone("Asia/Kolkata") and periods.valid_time_zone("UTC")
+    for name in ("", "Mars/Olympus_Mons", "../etc/passwd", "x" * 100):
+        assert not periods.valid_time_zone(name)
