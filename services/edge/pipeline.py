@@ -102,7 +102,7 @@ async def handle(deps: TurnDeps, request: Request) -> Reply:
     now = datetime.now(UTC)
     zone = deps.settings.workspace_timezone
     parsed = request.parsed or intents.parse(text, now.astimezone(ZoneInfo(zone)))
-    verified = await _verify(deps.peers, request)
+    verified = await verify(deps.peers, request)
     if verified is not None:
         # Limited on proven identity only; RateLimited before anything is stored or answered.
         deps.limits.check(
@@ -176,7 +176,7 @@ async def _stripe_down(deps: TurnDeps, context: Context, note: str) -> Reply:
 # ----- who is asking -----
 
 
-async def _verify(peers: Peers, request: Request) -> tuple[ipb.Contact, str, str] | None:
+async def verify(peers: Peers, request: Request) -> tuple[ipb.Contact, str, str] | None:
     """The verified contact, its assertion and how linking it went, bound to its Stripe
     customer when identity names a signed fact to find it by (a signed email, or the
     workspace's metadata key with the verified user id); None for a visitor with no or a bad
