@@ -37,6 +37,8 @@ from stripe_emulator import app as stripe_app
 from whatsapp_emulator import app as whatsapp_app
 
 PHONE_NUMBER_ID = "1000000001"
+# The zone the edge speaks dates in (and counts months by) in the in-process system.
+WORKSPACE_TIMEZONE = "America/New_York"
 
 Metadata = tuple[tuple[str, str], ...]
 
@@ -197,7 +199,7 @@ async def running(
             policy_target=policy.address,
             billing_target=billing.address,
             notifier_target=notifier.address,
-            workspace_timezone="America/New_York",
+            workspace_timezone=WORKSPACE_TIMEZONE,
             whatsapp_app_secret=secrets.whatsapp_app_secret,
             whatsapp_verify_token=secrets.whatsapp_verify_token,
             whatsapp_workspaces=whatsapp_workspaces,

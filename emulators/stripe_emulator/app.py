@@ -21,7 +21,15 @@ from aiohttp import web
 
 from stripe_emulator import errors, events, faults, forms, lifecycle, pages, payments, render, seed
 from stripe_emulator.request_log import RequestLog
-from stripe_emulator.resources import catalog, customers, invoices, money, platform, subscriptions
+from stripe_emulator.resources import (
+    catalog,
+    checkout,
+    customers,
+    invoices,
+    money,
+    platform,
+    subscriptions,
+)
 from stripe_emulator.routing import Call, Router
 from stripe_emulator.state import API_VERSION, Account, IdempotentResult, State
 from stripe_emulator.webhooks import Dispatcher
@@ -45,6 +53,7 @@ RESOURCE_ROUTERS = (
     invoices.router,
     money.router,
     platform.router,
+    checkout.router,
 )
 
 
@@ -85,6 +94,8 @@ def create_app(state: State | None = None, *, state_file: Path | None = None) ->
     app.router.add_get("/invoices/{token}/pdf", public_invoice_pdf)
     app.router.add_get("/billing_portal/{token}", public_portal_page)
     app.router.add_post("/billing_portal/{token}", public_portal_update)
+    app.router.add_get("/checkout/{token}", public_checkout_page)
+    app.router.add_post("/checkout/{token}", public_checkout_complete)
     return app
 
 
@@ -453,6 +464,31 @@ async def public_portal_update(request: web.Request) -> web.Response:
     if return_url:
         raise web.HTTPSeeOther(str(return_url))
     return web.Response(text="Payment method updated.", content_type="text/plain")
+
+
+async def public_checkout_page(request: web.Request) -> web.Response:
+    account, session = _linked(request, "checkout.session")
+    plan = account.table("checkout_plan")[str(session["id"])]
+    price = account.get("price", str(plan["price"]))
+    return web.Response(
+        text=pages.checkout_page(session, price, str(request.url)), content_type="text/html"
+    )
+
+
+async def public_checkout_complete(request: web.Request) -> web.Response:
+    """The customer subscribes on the page (by UPI, approving a new mandate for ``vpa``)."""
+    state = request.app[STATE_KEY]
+    account, session = _linked(request, "checkout.session")
+    form = await request.post()
+    vpa = str(form.get("vpa") or "customer@okaxis")
+    try:
+        checkout.complete(state, account, session, vpa)
+    except errors.StripeError:
+        raise web.HTTPConflict(text="This checkout is no longer open.") from None
+    success_url = session.get("success_url")
+    if success_url:
+        raise web.HTTPSeeOther(str(success_url))
+    return web.Response(text="Subscribed.", content_type="text/plain")
 
 
 # running

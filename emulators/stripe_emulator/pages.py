@@ -99,3 +99,20 @@ def portal_page(session: Json, customer: Json, action_url: str) -> str:
 </form>
 </body></html>
 """
+
+
+def checkout_page(session: Json, price: Json, action_url: str) -> str:
+    amount = f"{int(price['unit_amount'] or 0) / 100:.2f} {str(price['currency']).upper()}"
+    methods = ", ".join(str(kind) for kind in session["payment_method_types"])
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>Checkout</title></head>
+<body>
+<h1>Subscribe (Stripe emulator)</h1>
+<p>{html.escape(amount)} per {html.escape(str(price["recurring"]["interval"]))}</p>
+<p>Pay with: {html.escape(methods)}</p>
+<form method="post" action="{html.escape(action_url)}">
+<input name="vpa" value="customer@okaxis">
+<button type="submit">Approve the mandate and subscribe</button>
+</form>
+</body></html>
+"""

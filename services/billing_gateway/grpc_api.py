@@ -46,6 +46,7 @@ _RECOVERY_STATE_NAMES = {value: key for key, value in convert.RECOVERY_STATES.it
 _METADATA_KEY = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
 _METADATA_VALUE = re.compile(r"^[^'\"\\\x00-\x1f\x7f]{1,500}$")
 _CUSTOMER_ID = re.compile(r"^cus_[A-Za-z0-9]{1,250}$")
+_HTTP_URL = re.compile(r"^https?://[^\s]+$")
 
 
 # The longest a retired webhook signing secret may keep verifying: long enough to roll a new
@@ -1148,6 +1149,76 @@ class BillingGatewayServicer(billing_pb2_grpc.BillingGatewayServiceServicer):
         return pb.ResumeSubscriptionResponse(
             operation=done.operation, subscription=done.subscription
         )
+
+    async def StartResubscription(
+        self, request: pb.StartResubscriptionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.StartResubscriptionResponse:
+        check = errors.Validator()
+        check.non_empty(request.subscription_id, "subscription_id")
+        check.non_empty(request.target_price_id, "target_price_id")
+        check.require(
+            len(request.success_url) <= 2048
+            and (not request.success_url or _HTTP_URL.match(request.success_url) is not None),
+            "success_url",
+            "an http(s) URL of at most 2048 characters, or empty",
+        )
+        check.check()
+        customer_id, account = await self._customer(
+            request.workspace_id, request.identity_assertion
+        )
+        current, sub, _ = await self._subscription_pb(
+            account, request.workspace_id, customer_id, request.subscription_id
+        )
+        if current.plan_change_in_place:
+            # A subscription that can change in place changes with ChangePlan: no second one.
+            raise errors.ServiceError(
+                errors.Kind.FAILED_PRECONDITION,
+                "PLAN_CHANGE_IN_PLACE",
+                "this subscription changes plan in place (ChangePlan)",
+            )
+        if current.status == pb.SUBSCRIPTION_STATUS_CANCELED:
+            raise errors.not_found("subscription")
+        target_price, _ = await self._price(account, request.target_price_id)
+        if str(target_price.get("currency")) != current.plan.amount.currency:
+            raise errors.invalid_argument(
+                errors.FieldViolation("target_price_id", "the target price is in another currency")
+            )
+        types = list((sub.get("payment_settings") or {}).get("payment_method_types") or [])
+        details = policy_pb2.ActionDetails(
+            stripe_customer_id=customer_id,
+            subscription_id=request.subscription_id,
+            target_price_id=request.target_price_id,
+        )
+        write = self._write(
+            request,
+            "resubscribe",
+            request.grant_id,
+            customer_id,
+            request.subscription_id,
+            details,
+            {
+                "subscription": request.subscription_id,
+                "price": request.target_price_id,
+                # The new mandate is set up the way the current one was (UPI where UPI).
+                "payment_method_types": types or ["upi"],
+                "success_url": request.success_url,
+            },
+        )
+
+        async def respond(
+            operation: storage.OperationRecord, session: Json
+        ) -> pb.StartResubscriptionResponse:
+            response = pb.StartResubscriptionResponse(
+                operation=convert.operation(operation),
+                checkout_url=str(session.get("url") or ""),
+                checkout_session_id=str(session.get("id") or ""),
+                current_period_end=current.current_period_end,
+            )
+            if session.get("expires_at"):
+                response.expires_at.FromSeconds(int(session["expires_at"]))
+            return response
+
+        return await self._ledger.execute(write, respond, pb.StartResubscriptionResponse)
 
     async def RetryInvoicePayment(
         self, request: pb.RetryInvoicePaymentRequest, context: grpc.aio.ServicerContext

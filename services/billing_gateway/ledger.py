@@ -29,6 +29,7 @@ from askvault.policy.v1 import policy_pb2
 from billing_gateway import storage
 from billing_gateway.accounts import AccountDirectory
 from billing_gateway.convert import ACTIONS
+from billing_gateway.domain import billing
 from billing_gateway.mirror import Mirror
 from billing_gateway.peers import Peers
 from billing_gateway.stripe_api import StripeAccount, StripeGateway, operation_key, to_json
@@ -146,6 +147,27 @@ async def _perform(
             lambda c: c.v1.invoices.pay_async(p["invoice"], {}, options),
         )
         return str(invoice.id), to_json(invoice)
+    if operation.action == "resubscribe":
+        marks = {
+            "askvault_operation_id": operation.operation_id,
+            billing.REPLACES_METADATA_KEY: p["subscription"],
+        }
+        checkout: Any = {
+            "mode": "subscription",
+            "customer": operation.stripe_customer_id,
+            "line_items": [{"price": p["price"], "quantity": 1}],
+            "payment_method_types": p["payment_method_types"],
+            "subscription_data": {"metadata": marks},
+            "metadata": marks,
+        }
+        if p.get("success_url"):
+            checkout["success_url"] = p["success_url"]
+        session = await gateway.call(
+            account,
+            "checkout.sessions.create",
+            lambda c: c.v1.checkout.sessions.create_async(checkout, options),
+        )
+        return str(session.id), to_json(session)
     if operation.action == "cancel_subscription":
         current = await gateway.call(
             account,
@@ -178,6 +200,10 @@ async def _discover(
             metadata = refund.get("metadata") or {}
             if metadata.get("askvault_operation_id") == operation.operation_id:
                 return str(refund["id"]), refund
+        return None
+    if operation.action == "resubscribe":
+        # A Checkout Session whose link never reached the customer moves nothing: it expires
+        # unused, and the operation is settled as not performed.
         return None
     if operation.action == "retry_payment":
         invoice = await gateway.call(

@@ -318,6 +318,11 @@ class EventWorker:
             except errors.ServiceError as error:
                 if error.kind is not errors.Kind.NOT_FOUND:
                     raise
+        replaced = str(
+            (subscription.get("metadata") or {}).get(billing.REPLACES_METADATA_KEY) or ""
+        )
+        if replaced and subscription.get("status") == "active":
+            await self._end_replaced(event, customer_id, str(subscription["id"]), replaced)
         item = billing.first_item(subscription) or {}
         price = item.get("price") or {}
         product = price.get("product") if isinstance(price.get("product"), dict) else None
@@ -364,6 +369,45 @@ class EventWorker:
                 raise
             return ""
         return str(getattr(found, "name", "") or "")
+
+    async def _end_replaced(
+        self, event: storage.StoredEvent, customer_id: str, new_id: str, replaced_id: str
+    ) -> None:
+        """The subscription a resubscription replaces (StartResubscription, under the grant
+        the person confirmed) ends at its period end, now that the new one is active; never
+        another customer's, never twice."""
+        account = await self._accounts.account(event.workspace_id)
+        try:
+            old = to_json(
+                await self._gateway.call(
+                    account,
+                    "subscriptions.retrieve",
+                    lambda c: c.v1.subscriptions.retrieve_async(replaced_id),
+                )
+            )
+        except errors.ServiceError as error:
+            if error.kind is errors.Kind.NOT_FOUND:
+                return
+            raise
+        if (
+            billing.expandable_id(old.get("customer")) != customer_id
+            or old.get("status") == "canceled"
+            or old.get("cancel_at_period_end")
+        ):
+            return
+        await self._gateway.call(
+            account,
+            "subscriptions.update",
+            lambda c: c.v1.subscriptions.update_async(
+                replaced_id,
+                {"cancel_at_period_end": True},
+                {"idempotency_key": f"askvault-replaced-by-{new_id}"},
+            ),
+        )
+        logger.info(
+            "replaced subscription ends at its period end",
+            extra={"subscription_id": replaced_id, "replaced_by": new_id},
+        )
 
     # -- recovery --------------------------------------------------------------------------
 

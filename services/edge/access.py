@@ -105,7 +105,7 @@ class ContentAccess:
             )
             if verified is None:
                 return error(401, "VISITOR_NOT_VERIFIED", "the visitor's identity is not proven")
-            contact, _, _ = verified
+            contact = verified[0]
             answer = await peers.identity.CheckAccess(
                 ipb.CheckAccessRequest(
                     workspace_id=str(workspace_id),

@@ -24,6 +24,8 @@ from edge.domain.proposals import (
     PlanChangeTerms,
     ProposalKind,
     RefundTerms,
+    ResubscribeTerms,
+    ResumeTerms,
     RetryTerms,
 )
 from edge.peers import error_reason
@@ -139,7 +141,9 @@ async def _refunded(
 # ----- plan change -----
 
 
-def _plan_change_details(terms: PlanChangeTerms, customer: str) -> ppb.ActionDetails:
+def _plan_change_details(
+    terms: PlanChangeTerms | ResubscribeTerms, customer: str
+) -> ppb.ActionDetails:
     return ppb.ActionDetails(
         stripe_customer_id=customer,
         subscription_id=terms.subscription_id,
@@ -174,10 +178,40 @@ async def _plan_changed(
     )
 
 
-# ----- cancel and pause -----
+# ----- plan change by subscribing anew (UPI, an Indian eMandate) -----
 
 
-def _subscription_details(terms: CancelTerms | PauseTerms, customer: str) -> ppb.ActionDetails:
+async def _resubscribe(
+    deps: TurnDeps, granted: Granted, terms: ResubscribeTerms
+) -> bpb.StartResubscriptionResponse:
+    response: bpb.StartResubscriptionResponse = await gateway.call(
+        deps.peers,
+        "StartResubscription",
+        bpb.StartResubscriptionRequest(
+            **granted.fields(),
+            subscription_id=terms.subscription_id,
+            target_price_id=terms.target_price_id,
+            success_url=deps.settings.card_update_return_url,
+        ),
+    )
+    return response
+
+
+async def _resubscribe_started(
+    deps: TurnDeps,
+    context: Context,
+    terms: ResubscribeTerms,
+    started: bpb.StartResubscriptionResponse,
+) -> Reply:
+    return replies.resubscribe_link(context, terms.old_name, terms.target_name, started)
+
+
+# ----- cancel, pause and resume -----
+
+
+def _subscription_details(
+    terms: CancelTerms | PauseTerms | ResumeTerms, customer: str
+) -> ppb.ActionDetails:
     return ppb.ActionDetails(stripe_customer_id=customer, subscription_id=terms.subscription_id)
 
 
@@ -217,10 +251,31 @@ async def _paused(
     return Reply(replies.paused(terms.plan))
 
 
+async def _resume(
+    deps: TurnDeps, granted: Granted, terms: ResumeTerms
+) -> bpb.ResumeSubscriptionResponse:
+    response: bpb.ResumeSubscriptionResponse = await gateway.call(
+        deps.peers,
+        "ResumeSubscription",
+        bpb.ResumeSubscriptionRequest(**granted.fields(), subscription_id=terms.subscription_id),
+    )
+    return response
+
+
+async def _resumed(
+    deps: TurnDeps, context: Context, terms: ResumeTerms, resumed: bpb.ResumeSubscriptionResponse
+) -> Reply:
+    return Reply(
+        replies.resumed(context, terms.plan, resumed.subscription),
+        data={"subscription": views.subscription_json(resumed.subscription)},
+    )
+
+
 def _operation(
     response: bpb.ChangePlanResponse
     | bpb.CancelSubscriptionResponse
-    | bpb.PauseSubscriptionResponse,
+    | bpb.PauseSubscriptionResponse
+    | bpb.ResumeSubscriptionResponse,
 ) -> dict[str, Any]:
     return {"operation_id": response.operation.operation_id}
 
@@ -269,6 +324,16 @@ ACTIONS: Mapping[ProposalKind, MoneyAction[Any, Any]] = {
         outcome=_operation,
         succeeded=_plan_changed,
     ),
+    ProposalKind.RESUBSCRIBE: MoneyAction(
+        billing_action=cpb.BILLING_ACTION_CHANGE_PLAN,
+        policy_details=_plan_change_details,
+        request=_resubscribe,
+        outcome=lambda started: {
+            "operation_id": started.operation.operation_id,
+            "checkout_session_id": started.checkout_session_id,
+        },
+        succeeded=_resubscribe_started,
+    ),
     ProposalKind.CANCEL: MoneyAction(
         billing_action=cpb.BILLING_ACTION_CANCEL_SUBSCRIPTION,
         policy_details=_subscription_details,
@@ -282,6 +347,13 @@ ACTIONS: Mapping[ProposalKind, MoneyAction[Any, Any]] = {
         request=_pause,
         outcome=_operation,
         succeeded=_paused,
+    ),
+    ProposalKind.RESUME: MoneyAction(
+        billing_action=cpb.BILLING_ACTION_RESUME_SUBSCRIPTION,
+        policy_details=_subscription_details,
+        request=_resume,
+        outcome=_operation,
+        succeeded=_resumed,
     ),
     ProposalKind.RETRY_PAYMENT: MoneyAction(
         billing_action=cpb.BILLING_ACTION_RETRY_PAYMENT,

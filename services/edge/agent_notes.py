@@ -10,7 +10,6 @@ from edge import views
 STRIPE_DOWN_NOTE = "The billing gateway could not reach Stripe in time."
 STRIPE_DOWN_LINKING_NOTE = "Stripe could not be reached to find the visitor's customer."
 HUMAN_ASKED_NOTE = "The visitor asked for a human."
-RESUME_ASKED_NOTE = "The visitor asked to resume their paused subscription."
 UNVERIFIED_NOTE = "The visitor's identity could not be verified; no billing data was shared."
 UNVERIFIED_SUMMARY = "An unverified visitor asked about billing."
 

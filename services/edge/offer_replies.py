@@ -8,7 +8,7 @@ from google.protobuf import timestamp_pb2
 
 from askvault.billing.v1 import billing_pb2 as bpb
 from edge import views
-from edge.domain import formatting
+from edge.domain import formatting, plan_choice
 from edge.turn import Context
 
 
@@ -77,23 +77,38 @@ def unknown_plan(asked: str, found: list[bpb.Plan]) -> str:
     return f"I don't know a plan called {asked.title()}. Our plans are {names}."
 
 
+def no_plan_that_way(step: plan_choice.Step, current: bpb.Plan, found: list[bpb.Plan]) -> str:
+    way = {
+        plan_choice.Step.DOWN: "cheaper than",
+        plan_choice.Step.CHEAPEST: "cheaper than",
+        plan_choice.Step.UP: "above",
+        plan_choice.Step.DEAREST: "above",
+    }[step]
+    names = formatting.listing([p.name for p in found])
+    return f"There's no plan {way} your {views.plan_text(current)}. Our plans are {names}."
+
+
 def already_on(plan: bpb.Plan) -> str:
     return f"You're already on the {views.plan_text(plan)}."
 
 
-def emandate_cannot_change(target_name: str) -> str:
-    return (
-        "Your subscription is paid by UPI under an Indian eMandate, which can't be "
-        f"changed in place. To move to {target_name}, cancel your current plan and "
-        f"subscribe to {target_name} again; the new mandate is set up when you "
-        "subscribe. Want me to cancel the current plan?"
+def resubscribe_offer(
+    context: Context, current: bpb.Subscription, target: bpb.Plan
+) -> tuple[str, str]:
+    """A UPI or eMandate subscription moves by subscribing anew: the offer says so and what
+    would happen (the current plan ends at its period end, once the new one is active)."""
+    ends = (
+        f" at the end of its period ({_date(context, current.current_period_end)})"
+        if current.HasField("current_period_end")
+        else " at the end of its period"
     )
-
-
-def resubscribe_to(target_name: str) -> str:
     return (
-        f"Your payment method can't be changed in place; to move to {target_name}, "
-        "cancel and subscribe again."
+        "Your subscription is paid by UPI under an Indian eMandate, which can't be changed in "
+        f"place: to move to {target.name}, you subscribe to {target.name} again and the new "
+        "mandate is set up when you subscribe. Want me to cancel the current plan? I'd send you "
+        f"a Stripe Checkout link for the {views.plan_text(target)}, and your "
+        f"{current.plan.name} plan would end{ends}, only once {target.name} is active.",
+        f"move to {target.name}",
     )
 
 
@@ -117,8 +132,16 @@ def plan_change_offer(
             f" is {verb} your next invoice on {_date(context, preview.next_invoice_at)}"
         )
     text += "."
-    if preview.features_gained:
+    # Each plan lists its own lines ("Up to 3 seats", "Up to 10 seats"): a cheaper plan's are
+    # no gain to speak of, nor a dearer plan's a loss.
+    if preview.features_gained and difference.amount_minor >= 0:
         text += f" You'd unlock {formatting.listing(list(preview.features_gained))}."
+    if preview.features_lost and difference.amount_minor <= 0:
+        # Said before the "yes": a downgrade takes these away at once.
+        text += (
+            f" You'd lose {formatting.listing(list(preview.features_lost))}"
+            f" ({preview.current_plan.name} features the {target.name} plan doesn't have)."
+        )
     return text, f"change to {target.name}"
 
 
@@ -144,6 +167,14 @@ def pause_offer(plan_name: str) -> tuple[str, str]:
     return (
         f"I can pause payments on your {plan_name} subscription until you resume.",
         "pause your subscription",
+    )
+
+
+def resume_offer(plan_name: str) -> tuple[str, str]:
+    return (
+        f"Your {plan_name} subscription is paused. I can resume it: payments start again "
+        "from the next billing date.",
+        "resume your subscription",
     )
 
 

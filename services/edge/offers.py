@@ -7,7 +7,7 @@ from __future__ import annotations
 import grpc
 
 from askvault.billing.v1 import billing_pb2 as bpb
-from edge import gateway, offer_replies, quoting, views
+from edge import gateway, offer_replies, quoting, replies, views
 from edge.domain import plan_choice
 from edge.domain.intents import Parsed
 from edge.domain.proposals import (
@@ -16,6 +16,8 @@ from edge.domain.proposals import (
     PauseTerms,
     PlanChangeTerms,
     RefundTerms,
+    ResubscribeTerms,
+    ResumeTerms,
     RetryTerms,
 )
 from edge.peers import error_reason
@@ -110,10 +112,22 @@ async def change_plan(deps: TurnDeps, context: Context, parsed: Parsed, text: st
     if not answer.HasField("subscription"):
         return Reply(offer_replies.NO_SUBSCRIPTION_TO_CHANGE)
     sub = answer.subscription
-    plans = await gateway.plans(deps.peers, context, sub.plan.amount.currency)
+    plans = offered_plans(
+        await gateway.plans(deps.peers, context, sub.plan.amount.currency),
+        sub.plan,
+        context.self_serve_price_ids,
+    )
     chosen = plan_choice.choose(
         parsed.plan, text, [plan_choice.PlanNames(p.name, p.tier, p.price_id) for p in plans]
     )
+    step = plan_choice.step_named(text) if chosen is None else None
+    if step is not None:
+        chosen = plan_choice.step_from(step, _per_month(sub.plan), [_per_month(p) for p in plans])
+        if chosen is None:
+            return Reply(
+                offer_replies.no_plan_that_way(step, sub.plan, plans),
+                data={"plans": [views.plan_json(p) for p in plans]},
+            )
     if chosen is None and not parsed.plan:
         return Reply(
             offer_replies.which_plan(plans), data={"plans": [views.plan_json(p) for p in plans]}
@@ -124,11 +138,7 @@ async def change_plan(deps: TurnDeps, context: Context, parsed: Parsed, text: st
     if target.price_id == sub.plan.price_id:
         return Reply(offer_replies.already_on(sub.plan))
     if not sub.plan_change_in_place:
-        return Reply(
-            offer_replies.emandate_cannot_change(target.name),
-            data={"plan_change_in_place": False},
-            status="denied",
-        )
+        return await _resubscribe(deps, context, sub, target)
     try:
         preview = await gateway.call(
             deps.peers,
@@ -142,7 +152,7 @@ async def change_plan(deps: TurnDeps, context: Context, parsed: Parsed, text: st
         )
     except grpc.aio.AioRpcError as error:
         if error_reason(error) == "PLAN_CHANGE_REQUIRES_RESUBSCRIBE":
-            return Reply(offer_replies.resubscribe_to(target.name), status="denied")
+            return await _resubscribe(deps, context, sub, target)
         raise
     text, short = offer_replies.plan_change_offer(context, preview, target)
     terms = PlanChangeTerms(
@@ -154,6 +164,57 @@ async def change_plan(deps: TurnDeps, context: Context, parsed: Parsed, text: st
         short=short,
     )
     return await quoting.ask_policy(deps, context, terms, text)
+
+
+# Months in one billing interval, so that tiers billed yearly and monthly compare.
+_MONTHS_PER_INTERVAL = {"day": 12 / 365, "week": 12 / 52, "month": 1.0, "year": 12.0}
+
+
+def _per_month(plan: bpb.Plan) -> float:
+    months = _MONTHS_PER_INTERVAL.get(plan.interval, 1.0) * max(plan.interval_count, 1)
+    return plan.amount.amount_minor / months
+
+
+async def _resubscribe(
+    deps: TurnDeps, context: Context, sub: bpb.Subscription, target: bpb.Plan
+) -> Reply:
+    """Offers the move by subscribing anew: a Checkout link for ``target`` (new mandate), the
+    current plan ending at its period end once the new one is active."""
+    text, short = offer_replies.resubscribe_offer(context, sub, target)
+    terms = ResubscribeTerms(
+        subscription_id=sub.subscription_id,
+        target_price_id=target.price_id,
+        target_name=target.name,
+        old_name=sub.plan.name,
+        short=short,
+    )
+    return await quoting.ask_policy(deps, context, terms, text)
+
+
+def offered_plans(
+    catalog: list[bpb.Plan], current: bpb.Plan, self_serve_price_ids: tuple[str, ...]
+) -> list[bpb.Plan]:
+    """The plans a customer on ``current`` may move to by themselves: the workspace's
+    self-serve prices when it lists any (as Stripe's Customer Portal lists products), else the
+    active recurring prices in the currency and interval of the current plan. Either way in the
+    current plan's currency (a subscription keeps its currency), and the current plan itself
+    (so that "Growth" while on Growth answers that it is the plan already)."""
+    currency = current.amount.currency
+    if self_serve_price_ids:
+        listed = set(self_serve_price_ids)
+        return [
+            p
+            for p in catalog
+            if p.amount.currency == currency
+            and (p.price_id in listed or p.price_id == current.price_id)
+        ]
+    return [
+        p
+        for p in catalog
+        if p.amount.currency == currency
+        and p.interval == current.interval
+        and p.interval_count == current.interval_count
+    ]
 
 
 async def cancel(deps: TurnDeps, context: Context) -> Reply:
@@ -175,6 +236,19 @@ async def pause(deps: TurnDeps, context: Context) -> Reply:
         return Reply(offer_replies.NO_ACTIVE_SUBSCRIPTION)
     text, short = offer_replies.pause_offer(sub.plan.name)
     terms = PauseTerms(subscription_id=sub.subscription_id, plan=sub.plan.name, short=short)
+    return await quoting.ask_policy(deps, context, terms, text)
+
+
+async def resume(deps: TurnDeps, context: Context) -> Reply:
+    """Offers to resume a paused subscription's payments; any other is said not paused."""
+    answer = await gateway.subscription(deps.peers, context)
+    if not answer.HasField("subscription"):
+        return Reply(replies.NO_SUBSCRIPTION, data={"subscription": None})
+    sub = answer.subscription
+    if not sub.paused or sub.status == bpb.SUBSCRIPTION_STATUS_CANCELED:
+        return Reply(replies.NOT_PAUSED)
+    text, short = offer_replies.resume_offer(sub.plan.name)
+    terms = ResumeTerms(subscription_id=sub.subscription_id, plan=sub.plan.name, short=short)
     return await quoting.ask_policy(deps, context, terms, text)
 
 

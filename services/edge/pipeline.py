@@ -25,6 +25,7 @@ from edge import (
     agent_notes,
     confirming,
     handoff,
+    llm_turns,
     offers,
     ratelimit,
     reads,
@@ -65,6 +66,7 @@ _KIND_OF_INTENT = {
     Intent.CHANGE_PLAN: ProposalKind.CHANGE_PLAN,
     Intent.CANCEL: ProposalKind.CANCEL,
     Intent.PAUSE: ProposalKind.PAUSE,
+    Intent.RESUME: ProposalKind.RESUME,
     Intent.RETRY_PAYMENT: ProposalKind.RETRY_PAYMENT,
 }
 
@@ -131,8 +133,8 @@ async def handle(deps: TurnDeps, request: Request) -> Reply:
     if verified is None:
         reply = await handoff.unverified(deps, request, parsed)
     else:
-        contact, assertion, link = verified
-        context = Context(request, contact, assertion, now, zone)
+        contact, assertion, link, self_serve_price_ids = verified
+        context = Context(request, contact, assertion, now, zone, self_serve_price_ids)
         try:
             reply = await _dispatch(deps, context, parsed, text)
         except StripeUnavailable:
@@ -176,8 +178,11 @@ async def _stripe_down(deps: TurnDeps, context: Context, note: str) -> Reply:
 # ----- who is asking -----
 
 
-async def verify(peers: Peers, request: Request) -> tuple[ipb.Contact, str, str] | None:
-    """The verified contact, its assertion and how linking it went, bound to its Stripe
+async def verify(
+    peers: Peers, request: Request
+) -> tuple[ipb.Contact, str, str, tuple[str, ...]] | None:
+    """The verified contact, its assertion, how linking it went and the workspace's self-serve
+    prices, the contact bound to its Stripe
     customer when identity names a signed fact to find it by (a signed email, or the
     workspace's metadata key with the verified user id); None for a visitor with no or a bad
     identity. An email the visitor merely typed is never searched for."""
@@ -210,7 +215,7 @@ async def verify(peers: Peers, request: Request) -> tuple[ipb.Contact, str, str]
             except grpc.aio.AioRpcError:
                 return None
             await _tag_linked(peers, request.workspace_id, answer)
-    return answer.contact, answer.identity_assertion, link
+    return answer.contact, answer.identity_assertion, link, tuple(answer.self_serve_price_ids)
 
 
 async def _tag_linked(peers: Peers, workspace_id: str, answer: ipb.VerifyVisitorResponse) -> None:
@@ -334,7 +339,7 @@ _ANSWERS: dict[Intent, _Answer] = {
     Intent.CANCEL: lambda d, c, p, t: offers.cancel(d, c),
     Intent.PAUSE: lambda d, c, p, t: offers.pause(d, c),
     Intent.UNDO: lambda d, c, p, t: reads.undo(d, c),
-    Intent.RESUME: lambda d, c, p, t: reads.resume(d, c),
+    Intent.RESUME: lambda d, c, p, t: offers.resume(d, c),
     Intent.PAYMENT_FAILED: lambda d, c, p, t: reads.payment_failed(d, c),
     Intent.RETRY_PAYMENT: lambda d, c, p, t: offers.retry(d, c, p.invoice_id),
     Intent.UPDATE_CARD: lambda d, c, p, t: reads.update_card(d, c),
@@ -374,7 +379,22 @@ async def _dispatch(deps: TurnDeps, context: Context, parsed: Parsed, text: str)
         )
         if confirmed_on_page is not None:
             return confirmed_on_page
-    answer_for = _ANSWERS.get(intent)
+    if llm_turns.takes(deps.settings, request, intent):
+        return await llm_turns.answer(
+            deps,
+            context,
+            text,
+            run_tool=lambda tool_parsed: _ANSWERS[tool_parsed.intent](
+                deps, context, tool_parsed, ""
+            ),
+            rules=lambda: _rules(deps, context, parsed, text),
+        )
+    return await _rules(deps, context, parsed, text)
+
+
+async def _rules(deps: TurnDeps, context: Context, parsed: Parsed, text: str) -> Reply:
+    """The rules' answer for the intent."""
+    answer_for = _ANSWERS.get(parsed.intent)
     if answer_for is None:
         return Reply(replies.CAPABILITIES)
     return await answer_for(deps, context, parsed, text)

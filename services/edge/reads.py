@@ -1,7 +1,6 @@
 """Answers that need no quote: the subscription, a failed payment's ways on, invoices (and
-emailing them), the plans, a card-update link, undoing a scheduled cancellation (the gateway
-voids its own scheduled operation; no new grant is needed), and resuming a paused
-subscription (a person does it, for now)."""
+emailing them), the plans, a card-update link, and undoing a scheduled cancellation (the gateway
+voids its own scheduled operation; no new grant is needed)."""
 
 from __future__ import annotations
 
@@ -12,7 +11,7 @@ import grpc
 
 from askvault.billing.v1 import billing_pb2 as bpb
 from askvault.notifier.v1 import notifier_pb2 as npb
-from edge import agent_notes, gateway, handoff, quoting, replies, views
+from edge import gateway, offers, quoting, replies, views
 from edge.domain import intents
 from edge.domain.intents import Intent, Period
 from edge.domain.proposals import InvoiceBundleTerms, InvoiceRecord
@@ -42,22 +41,6 @@ async def payment_failed(deps: TurnDeps, context: Context) -> Reply:
     if not latest.invoice_id or latest.status != "open":
         return Reply(replies.NO_FAILED_PAYMENT)
     return replies.payment_failed(context, latest)
-
-
-async def resume(deps: TurnDeps, context: Context) -> Reply:
-    """A paused subscription goes to a person to resume; any other is said not paused."""
-    answer = await gateway.subscription(deps.peers, context)
-    if not answer.HasField("subscription"):
-        return Reply(replies.NO_SUBSCRIPTION, data={"subscription": None})
-    if not answer.subscription.paused:
-        return Reply(replies.NOT_PAUSED)
-    return await handoff.handoff(
-        deps,
-        context,
-        reason="VISITOR_ASKED",
-        note=agent_notes.RESUME_ASKED_NOTE,
-        text=replies.RESUME_HANDED_OFF,
-    )
 
 
 async def invoices(deps: TurnDeps, context: Context, period: Period | None) -> Reply:
@@ -148,9 +131,12 @@ async def list_plans(deps: TurnDeps, context: Context) -> Reply:
     current = ""
     try:
         answer = await gateway.subscription(deps.peers, context)
-        current = answer.subscription.plan.price_id if answer.HasField("subscription") else ""
     except NotFound:
-        current = ""
+        answer = None
+    if answer is not None and answer.HasField("subscription"):
+        # A subscriber hears the plans they may move to themselves.
+        current = answer.subscription.plan.price_id
+        found = offers.offered_plans(found, answer.subscription.plan, context.self_serve_price_ids)
     return Reply(replies.plans(found, current), data={"plans": [views.plan_json(p) for p in found]})
 
 

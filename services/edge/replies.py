@@ -176,11 +176,6 @@ def payment_failed(context: Context, invoice: bpb.InvoiceSummary) -> Reply:
 
 
 NOT_PAUSED = "Your subscription isn't paused, so there's nothing to resume."
-# A hand-off's text: the reference and who answers follow.
-RESUME_HANDED_OFF = (
-    "I can't resume payments myself yet, so I've asked someone from our team to resume "
-    "your subscription"
-)
 
 # When a message asks for two things: what each is called and what its button sends
 # (a message read back as that one).
@@ -224,7 +219,11 @@ def invoices(
     context: Context, period_label: str, found: list[bpb.InvoiceSummary], quote: Quote
 ) -> Reply:
     """The invoices with their links, and the button to email them as ``quote`` says."""
-    lines = [f"Here are your invoices for {period_label}:"]
+    lines = [
+        f"Here is your invoice for {period_label}:"
+        if len(found) == 1
+        else f"Here are your invoices for {period_label}:"
+    ]
     actions = []
     for invoice in found:
         paid = invoice.status == "paid"
@@ -238,7 +237,11 @@ def invoices(
                 {"url": link},
             )
         )
-    lines.append("Want me to email them to you as one bundle?")
+    lines.append(
+        "Want me to email it to you?"
+        if len(found) == 1
+        else "Want me to email them to you as one bundle?"
+    )
     answer = {"text": "yes", "quote_id": quote.quote_id, "terms_hash": quote.terms_hash}
     actions.append(Action("confirm", "Email them to me", answer))
     return Reply("\n".join(lines), actions=actions)
@@ -353,8 +356,43 @@ def cancellation_scheduled(
     )
 
 
+def resubscribe_link(
+    context: Context, old_name: str, target_name: str, started: bpb.StartResubscriptionResponse
+) -> Reply:
+    """The Checkout link for the new plan; the old one ends only once the new one is active."""
+    ends = (
+        f" on {_date(context, started.current_period_end)}"
+        if started.HasField("current_period_end")
+        else ""
+    )
+    until = (
+        f" The link works until {_date(context, started.expires_at)}."
+        if started.HasField("expires_at")
+        else ""
+    )
+    return Reply(
+        f"Here's your secure Stripe Checkout link to subscribe to {target_name} and approve "
+        f"its new mandate: {started.checkout_url}.{until} Your {old_name} plan stays as it is "
+        f"until {target_name} is active; then it ends at the end of its period{ends}, so "
+        "you're never without a plan or billed twice for the same days.",
+        actions=[Action("link", f"Subscribe to {target_name}", {"url": started.checkout_url})],
+        data={
+            "checkout_url": started.checkout_url,
+            "checkout_session_id": started.checkout_session_id,
+            "operation_id": started.operation.operation_id,
+        },
+    )
+
+
 def paused(plan_name: str) -> str:
     return f"Done: payments on your {plan_name} subscription are paused."
+
+
+def resumed(context: Context, plan_name: str, sub: bpb.Subscription) -> str:
+    text = f"Done: payments on your {plan_name} subscription are back on."
+    if sub.HasField("current_period_end"):
+        text += f" Next billing date: {_date(context, sub.current_period_end)}."
+    return text
 
 
 def payment_went_through(invoice: bpb.InvoiceSummary) -> str:

@@ -75,6 +75,20 @@ class EdgeSettings(ServiceSettings):
     # Agent emails per workspace per hour for hand-offs of unverified visitors; over it the
     # escalation still opens (once per conversation) but no email goes out.
     unverified_handoff_emails_per_hour: int = Field(default=20, ge=0)
+    # Optional LLM mode: chat turns answered by a model through an OpenAI-compatible
+    # chat-completions API with the /v1/tools tools ("https://api.openai.com/v1", an Ollama or
+    # vLLM "http://host:port/v1"), when the base URL and the model are set; empty: the rules
+    # answer every turn. The rules answer too whenever the model fails, is slow or ungrounded.
+    llm_base_url: str = ""
+    llm_model: str = ""
+    # Sent as "Authorization: Bearer <key>"; empty sends none (a local server).
+    llm_api_key: SecretStr = SecretStr("")
+    # Longest a turn waits for the model (all its rounds together), in seconds.
+    llm_timeout_seconds: float = Field(default=8.0, gt=0)
+    # Model calls per turn (tool calls, then the answer in words).
+    llm_max_rounds: int = Field(default=4, ge=1, le=10)
+    # Earlier lines of the conversation the model sees (the bot's and the verified visitor's).
+    llm_history_lines: int = Field(default=6, ge=0, le=40)
 
     @field_validator("trusted_proxies")
     @classmethod

@@ -25,6 +25,8 @@ from edge.domain.proposals import (
     ProposalKind,
     ProposalState,
     RefundTerms,
+    ResubscribeTerms,
+    ResumeTerms,
     RetryTerms,
     Terms,
 )
@@ -174,7 +176,7 @@ def _plan_change_terms(stored: dict[str, Any]) -> PlanChangeTerms:
     )
 
 
-def _subscription_json(terms: CancelTerms | PauseTerms) -> dict[str, Any]:
+def _subscription_json(terms: CancelTerms | PauseTerms | ResumeTerms) -> dict[str, Any]:
     return {"subscription_id": terms.subscription_id, "plan": terms.plan, "short": terms.short}
 
 
@@ -211,6 +213,28 @@ _CODECS: Mapping[ProposalKind, _Codec] = {
     ProposalKind.PAUSE: _Codec(
         _subscription_json,
         lambda stored: PauseTerms(
+            stored["subscription_id"], stored["plan"], stored.get("short") or ""
+        ),
+    ),
+    ProposalKind.RESUBSCRIBE: _Codec(
+        lambda terms: {
+            "subscription_id": terms.subscription_id,
+            "target_price_id": terms.target_price_id,
+            "target_name": terms.target_name,
+            "old_name": terms.old_name,
+            "short": terms.short,
+        },
+        lambda stored: ResubscribeTerms(
+            stored["subscription_id"],
+            stored["target_price_id"],
+            stored["target_name"],
+            stored["old_name"],
+            stored.get("short") or "",
+        ),
+    ),
+    ProposalKind.RESUME: _Codec(
+        _subscription_json,
+        lambda stored: ResumeTerms(
             stored["subscription_id"], stored["plan"], stored.get("short") or ""
         ),
     ),

@@ -143,6 +143,13 @@ TOOLS: dict[str, Tool] = {
             moves_money=True,
         ),
         Tool(
+            "resume_subscription",
+            "Quotes resuming payment collection on a paused subscription." + _NEEDS_THE_PERSON,
+            {},
+            Intent.RESUME,
+            moves_money=True,
+        ),
+        Tool(
             "retry_payment",
             "Quotes charging the card again for the customer's unpaid invoice." + _NEEDS_THE_PERSON,
             {"invoice_id": {"type": "string", "description": "An open invoice (in_...)."}},

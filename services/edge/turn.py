@@ -145,6 +145,9 @@ class Context:
     assertion: str
     now: datetime
     zone: str
+    # The prices the workspace offers for self-serve plan changes (identity's workspace
+    # settings); empty for the default offer.
+    self_serve_price_ids: tuple[str, ...] = ()
 
     @property
     def workspace_id(self) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -48,6 +49,10 @@ _BINDING_TO_PB = {
 _MIN_SECRET_BYTES = 32
 _LEGACY_PAGE_DEFAULT = 50
 _LEGACY_PAGE_MAX = 200
+# How many prices a workspace may offer for self-serve plan changes (the Customer Portal
+# allows 10 products with up to 20 prices; a chat offer names far fewer).
+MAX_SELF_SERVE_PRICES = 50
+_PRICE_ID = re.compile(r"price_[A-Za-z0-9_]{1,249}")
 
 
 def _contact_pb(record: storage.ContactRecord) -> pb.Contact:
@@ -69,6 +74,13 @@ def _contact_pb(record: storage.ContactRecord) -> pb.Contact:
         created_at=convert.timestamp(record.created_at),
         claimed_email=record.claimed_email,
         binding_source=_BINDING_TO_PB.get(record.binding_source, pb.BINDING_SOURCE_UNSPECIFIED),
+    )
+
+
+def _settings_pb(settings: storage.WorkspaceSettings) -> pb.WorkspaceSettings:
+    return pb.WorkspaceSettings(
+        customer_metadata_key=settings.customer_metadata_key,
+        self_serve_price_ids=settings.self_serve_price_ids,
     )
 
 
@@ -120,8 +132,8 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
 
     async def _active_secrets(
         self, connection: Connection, workspace_id: str, purpose: str
-    ) -> tuple[dict[str, bytes], str]:
-        """The active secrets of one purpose and the workspace's customer metadata key."""
+    ) -> tuple[dict[str, bytes], storage.ActiveSecrets]:
+        """The active secrets of one purpose, opened, and the workspace's settings."""
         found = await storage.active_secrets(connection, workspace_id, purpose)
         if found is None:
             raise _unknown_workspace()
@@ -135,7 +147,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             )
             for key_id, sealed in found.sealed.items()
         }
-        return opened, found.customer_metadata_key
+        return opened, found
 
     async def _contact_or_not_found(
         self, connection: Connection, workspace_id: str, contact_id: str
@@ -168,9 +180,10 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         check.check()
         purpose = verification.VISITOR_TOKEN if request.token else verification.USER_HASH
         async with self._pool.acquire() as connection, connection.transaction():
-            secrets, metadata_key = await self._active_secrets(
+            secrets, workspace = await self._active_secrets(
                 connection, request.workspace_id, purpose
             )
+            metadata_key = workspace.customer_metadata_key
             if request.token:
                 visitor = verification.verify_token(
                     request.token,
@@ -242,6 +255,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
                 else pb.VERIFICATION_METHOD_USER_HASH
             ),
             customer_lookup=lookup,
+            self_serve_price_ids=workspace.self_serve_price_ids,
         )
 
     async def GetVerificationKeys(
@@ -542,12 +556,10 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         check.non_empty(request.workspace_id, "workspace_id")
         check.check()
         async with self._pool.acquire() as connection:
-            key = await storage.get_customer_metadata_key(connection, request.workspace_id)
-        if key is None:
+            found = await storage.get_workspace_settings(connection, request.workspace_id)
+        if found is None:
             raise errors.not_found("workspace", "WORKSPACE_NOT_FOUND")
-        return pb.GetWorkspaceSettingsResponse(
-            settings=pb.WorkspaceSettings(customer_metadata_key=key)
-        )
+        return pb.GetWorkspaceSettingsResponse(settings=_settings_pb(found))
 
     async def UpdateWorkspaceSettings(
         self, request: pb.UpdateWorkspaceSettingsRequest, context: grpc.aio.ServicerContext
@@ -561,15 +573,23 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             "settings.customer_metadata_key",
             "[A-Za-z0-9_-]{1,40}, or empty for none",
         )
+        prices = tuple(dict.fromkeys(request.settings.self_serve_price_ids))
+        check.require(
+            len(prices) <= MAX_SELF_SERVE_PRICES
+            and all(_PRICE_ID.fullmatch(price) for price in prices),
+            "settings.self_serve_price_ids",
+            f"at most {MAX_SELF_SERVE_PRICES} Stripe price ids (price_...)",
+        )
         check.check()
+        settings = storage.WorkspaceSettings(wanted, prices)
 
         async def update(connection: Connection) -> pb.UpdateWorkspaceSettingsResponse:
-            key = await storage.set_customer_metadata_key(connection, request.workspace_id, wanted)
-            if key is None:
-                raise errors.not_found("workspace", "WORKSPACE_NOT_FOUND")
-            return pb.UpdateWorkspaceSettingsResponse(
-                settings=pb.WorkspaceSettings(customer_metadata_key=key)
+            stored = await storage.set_workspace_settings(
+                connection, request.workspace_id, settings
             )
+            if stored is None:
+                raise errors.not_found("workspace", "WORKSPACE_NOT_FOUND")
+            return pb.UpdateWorkspaceSettingsResponse(settings=_settings_pb(stored))
 
         return await idempotency.run_once(
             self._pool,

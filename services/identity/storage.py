@@ -39,6 +39,8 @@ class ActiveSecrets:
 
     sealed: dict[str, SealedSecret]
     customer_metadata_key: str
+    # The prices offered for self-serve plan changes; empty for the default offer.
+    self_serve_price_ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -120,21 +122,49 @@ async def active_secrets(
             if row["key_id"] is not None
         },
         customer_metadata_key=rows[0]["customer_metadata_key"],
+        self_serve_price_ids=tuple(rows[0]["self_serve_price_ids"]),
     )
+
+
+@dataclass(frozen=True)
+class WorkspaceSettings:
+    """What an admin sets for a workspace."""
+
+    # The Stripe customer metadata key naming the workspace's user id ("" for none).
+    customer_metadata_key: str
+    # The prices offered for self-serve plan changes; empty for the default offer.
+    self_serve_price_ids: tuple[str, ...]
+
+
+def _settings(row: asyncpg.Record) -> WorkspaceSettings:
+    return WorkspaceSettings(str(row["customer_metadata_key"]), tuple(row["self_serve_price_ids"]))
 
 
 async def get_customer_metadata_key(connection: Connection, workspace_id: str) -> str | None:
     """The workspace's customer metadata key ("" for none); None for an unknown workspace."""
+    found = await get_workspace_settings(connection, workspace_id)
+    return None if found is None else found.customer_metadata_key
+
+
+async def get_workspace_settings(
+    connection: Connection, workspace_id: str
+) -> WorkspaceSettings | None:
+    """The workspace's settings; None for an unknown workspace."""
     row = await connection.fetchrow(queries.get_workspace_settings, workspace_id)
-    return None if row is None else str(row["customer_metadata_key"])
+    return None if row is None else _settings(row)
 
 
-async def set_customer_metadata_key(
-    connection: Connection, workspace_id: str, key: str
-) -> str | None:
-    """Stores the workspace's customer metadata key; None for an unknown workspace."""
-    row = await connection.fetchrow(queries.update_workspace_settings, workspace_id, key)
-    return None if row is None else str(row["customer_metadata_key"])
+async def set_workspace_settings(
+    connection: Connection, workspace_id: str, settings: WorkspaceSettings
+) -> WorkspaceSettings | None:
+    """Replaces the workspace's settings; None for an unknown workspace."""
+    row = await connection.fetchrow(
+        queries.update_workspace_settings,
+        workspace_id,
+        settings.customer_metadata_key,
+        list(settings.self_serve_price_ids),
+    )
+    return None if row is None else _settings(row)
 
 
 async def upsert_contact(

@@ -12,7 +12,10 @@ import time
 from pathlib import Path
 
 import aiohttp
+from google.protobuf import duration_pb2
 
+from askvault.billing.v1 import billing_pb2
+from runtime import testing
 from tests.e2e.conftest import WORKSPACE, Stack, user_hash
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -80,6 +83,17 @@ async def test_sigterm_drains_and_exits_zero(stack: Stack, database_url: str) ->
         url = line.decode().split("edge listening on", 1)[1].strip()
         async with stack.http.get(f"{url}/readyz") as response:
             assert response.status == 200, await response.text()
+        # Nothing the gateway's mirror holds counts as fresh for more than a second, so each
+        # status turn reads Stripe (a warm mirror would answer it without Stripe).
+        await stack.billing.UpdateMirrorSettings(
+            billing_pb2.UpdateMirrorSettingsRequest(
+                workspace_id=WORKSPACE,
+                max_age=duration_pb2.Duration(seconds=1),
+                idempotency_key="sigterm-mirror-bound",
+            ),
+            metadata=testing.admin_metadata("admin-e2e"),
+        )
+        await asyncio.sleep(1.5)
         # Every Stripe call now takes 0.5 s, so chat turns are in flight when SIGTERM comes.
         await stack.fault({"route": "*", "latency_ms": 500, "times": _SLOWED})
         body = {

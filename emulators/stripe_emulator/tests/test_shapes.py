@@ -133,6 +133,14 @@ async def test_every_resource_matches_the_official_example(
     dev_invoice = (await client.v1.invoices.list_async(params={"customer": dev["customer"]})).data[
         0
     ]
+    # UPI is newer than the SDK's typed parameters.
+    checkout_params: Any = {
+        "mode": "subscription",
+        "customer": dev["customer"],
+        "line_items": [{"price": catalog.growth.id, "quantity": 1}],
+        "payment_method_types": ["upi"],
+        "success_url": "https://example.com/done",
+    }
     served: dict[str, list[Any]] = {
         "customer": [await client.v1.customers.retrieve_async(alice["customer"])],
         "product": (await client.v1.products.list_async()).data,
@@ -172,6 +180,9 @@ async def test_every_resource_matches_the_official_example(
                     "flow_data": {"type": "payment_method_update"},
                 }
             )
+        ],
+        "checkout.session": [
+            await client.v1.checkout.sessions.create_async(params=checkout_params)
         ],
         "webhook_endpoint": [await client.v1.webhook_endpoints.retrieve_async(endpoint.id)],
         "event": (await client.v1.events.list_async(params={"limit": 100})).data,

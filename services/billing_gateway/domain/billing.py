@@ -80,6 +80,11 @@ def tier_of(price: Json | None, product: Json | None) -> str:
     return ""
 
 
+# The metadata key under which a subscription started by StartResubscription names the one it
+# replaces: that one is set to cancel at its period end once the new one is active.
+REPLACES_METADATA_KEY = "askvault_replaces_subscription"
+
+
 def plan_change_in_place(
     subscription: Json, payment_method: Json | None, mandate: Json | None = None
 ) -> bool:

@@ -230,3 +230,46 @@ async def test_refund_with_a_grant_once(shared_stack: Stack) -> None:
     refunds = await backend.sdk.v1.refunds.list_async({"charge": charge_id})
     assert [int(r.amount) for r in refunds.data] == [600]
     assert first.operation.state == pb.OPERATION_STATE_SUCCEEDED
+
+
+async def test_a_card_subscription_is_not_resubscribed_it_changes_in_place(
+    shared_stack: Stack,
+) -> None:
+    stack, backend = shared_stack, shared_stack.backend
+    prices = await backend.catalog()
+    eve = await backend.customer("eve", prices["starter"])
+    assertion = await _linked(stack, eve)
+    details = policy_pb2.ActionDetails(
+        subscription_id=eve.subscription_id, target_price_id=prices["growth"]
+    )
+    grant = await stack.grant(assertion, common_pb2.BILLING_ACTION_CHANGE_PLAN, details)
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await stack.billing.StartResubscription(
+            pb.StartResubscriptionRequest(
+                workspace_id=WORKSPACE,
+                identity_assertion=assertion,
+                grant_id=grant.grant_id,
+                subscription_id=eve.subscription_id,
+                target_price_id=prices["growth"],
+                idempotency_key=key("resubscribe"),
+            )
+        )
+    assert testing.error_details(refused.value)[:2] == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "PLAN_CHANGE_IN_PLACE",
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as bad_url:
+        await stack.billing.StartResubscription(
+            pb.StartResubscriptionRequest(
+                workspace_id=WORKSPACE,
+                identity_assertion=assertion,
+                grant_id=grant.grant_id,
+                subscription_id=eve.subscription_id,
+                target_price_id=prices["growth"],
+                success_url="javascript:alert(1)",
+                idempotency_key=key("resubscribe"),
+            )
+        )
+    assert bad_url.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    sub = await backend.sdk.v1.subscriptions.retrieve_async(eve.subscription_id)
+    assert not sub.cancel_at_period_end

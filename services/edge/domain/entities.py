@@ -160,9 +160,12 @@ def parse_period(text: str, now: datetime) -> Period | None:
         if found_month is None:
             continue
         month = found_month
-        # "may" and "march" are verbs too: only months when clearly one ("in May", "May 2026").
+        # "may" and "march" are verbs too: only months when clearly one ("in May", "May 2026",
+        # "my March invoice", "March's bill").
         if name in ("may", "march") and not year_text:  # noqa: SIM102
-            if not re.search(rf" (in|for|of|from|during) {name} ", lowered):
+            if not re.search(rf" (in|for|of|from|during|my|last) {name} ", lowered) and not (
+                re.search(rf" {name} (s )?(invoice|invoices|bill|bills|receipt|receipts) ", lowered)
+            ):
                 continue
         year = int(year_text) if year_text else (now.year if month <= now.month else now.year - 1)
         end_year, end_month = _add_months(year, month, 1)

@@ -22,6 +22,8 @@ class ProposalKind(enum.Enum):
     CHANGE_PLAN = "change_plan"
     CANCEL = "cancel"
     PAUSE = "pause"
+    RESUME = "resume"
+    RESUBSCRIBE = "resubscribe"
     RETRY_PAYMENT = "retry_payment"
     EMAIL_INVOICES = "email_invoices"
 
@@ -91,6 +93,21 @@ class PlanChangeTerms:
 
 
 @dataclass(frozen=True)
+class ResubscribeTerms:
+    """Move a subscription that can't change in place (UPI, an Indian eMandate) to another
+    price: a Checkout link subscribes anew with a new mandate, and the current subscription
+    ends at its period end once the new one is active. Policy grants it as a plan change."""
+
+    KIND: ClassVar[ProposalKind] = ProposalKind.RESUBSCRIBE
+
+    subscription_id: str
+    target_price_id: str
+    target_name: str
+    old_name: str
+    short: str = ""
+
+
+@dataclass(frozen=True)
 class CancelTerms:
     """Cancel one subscription (after the grace period)."""
 
@@ -107,6 +124,17 @@ class PauseTerms:
     """Pause payments of one subscription."""
 
     KIND: ClassVar[ProposalKind] = ProposalKind.PAUSE
+
+    subscription_id: str
+    plan: str
+    short: str = ""
+
+
+@dataclass(frozen=True)
+class ResumeTerms:
+    """Resume payments of one paused subscription."""
+
+    KIND: ClassVar[ProposalKind] = ProposalKind.RESUME
 
     subscription_id: str
     plan: str
@@ -164,7 +192,15 @@ class InvoiceBundleTerms:
 
 # The terms of a proposal that moves money or charges a card: policy authorizes them, and
 # they run only as the quote the person confirmed.
-MoneyTerms = RefundTerms | PlanChangeTerms | CancelTerms | PauseTerms | RetryTerms
+MoneyTerms = (
+    RefundTerms
+    | PlanChangeTerms
+    | ResubscribeTerms
+    | CancelTerms
+    | PauseTerms
+    | ResumeTerms
+    | RetryTerms
+)
 # The terms of any proposal.
 Terms = MoneyTerms | InvoiceBundleTerms
 

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from edge.domain import formatting, intents, proposals, redaction
+from edge.domain import formatting, intents, plan_choice, proposals, redaction
 from edge.domain.intents import Intent
 from edge.domain.proposals import CancelTerms, Proposal, ProposalState, Refusal
 from edge.ratelimit import RateLimiter
@@ -73,6 +73,11 @@ def test_periods() -> None:
     december = intents.parse_period("my December invoice", NOW)
     assert december is not None and december.start.year == 2025
     assert intents.parse_period("may I see my invoices", NOW) is None
+    # "March" and "May" are months when they name an invoice, not only after "in"/"for".
+    for text in ("my March invoice", "send me the march bill", "my May receipt"):
+        found = intents.parse_period(text, NOW)
+        assert found is not None and found.label in ("March", "May"), text
+    assert intents.parse_period("we march on, may we?", NOW) is None
 
 
 def test_card_numbers_are_redacted_only_when_luhn_valid() -> None:
@@ -153,3 +158,19 @@ def test_a_tool_callers_conversation_is_scoped_by_the_token_subject() -> None:
     assert VisitorIdentity(token=token).key == "sso-42"
     assert VisitorIdentity(user_id="alice", token=token).key == "alice"
     assert VisitorIdentity(token="not a token").key == "anonymous"
+
+
+def test_plans_named_by_where_they_stand_from_the_visitors_own() -> None:
+    step = plan_choice.step_named
+    assert step("switch me to the cheaper one") is plan_choice.Step.DOWN
+    assert step("move me to the next tier up") is plan_choice.Step.UP
+    assert step("the cheapest plan please") is plan_choice.Step.CHEAPEST
+    assert step("give me the top tier") is plan_choice.Step.DEAREST
+    assert step("upgrade from Starter to Growth") is None
+    amounts = [1900.0, 4900.0, 9900.0, 19900.0]
+    assert plan_choice.step_from(plan_choice.Step.UP, 4900, amounts) == 2
+    assert plan_choice.step_from(plan_choice.Step.DOWN, 4900, amounts) == 0
+    assert plan_choice.step_from(plan_choice.Step.DOWN, 1900, amounts) is None
+    assert plan_choice.step_from(plan_choice.Step.UP, 19900, amounts) is None
+    assert plan_choice.step_from(plan_choice.Step.CHEAPEST, 9900, amounts) == 0
+    assert plan_choice.step_from(plan_choice.Step.DEAREST, 1900, amounts) == 3

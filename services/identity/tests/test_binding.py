@@ -336,6 +336,43 @@ async def test_workspace_settings_validate_the_key(identity: Stub) -> None:
     assert code == grpc.StatusCode.UNAUTHENTICATED
 
 
+async def test_workspace_self_serve_prices_are_kept_validated_and_told_to_the_edge(
+    identity: Stub,
+) -> None:
+    await _setup(identity, metadata_key="askvault_user_id")
+    assert list((await _by_hash(identity, "u1")).self_serve_price_ids) == []
+    wanted = pb.WorkspaceSettings(
+        customer_metadata_key="askvault_user_id",
+        self_serve_price_ids=["price_growth", "price_team_yearly", "price_growth"],
+    )
+    updated = await identity.UpdateWorkspaceSettings(
+        pb.UpdateWorkspaceSettingsRequest(workspace_id=WS, settings=wanted, idempotency_key="s1"),
+        metadata=ADMIN,
+    )
+    # Kept once each, in the order given.
+    assert list(updated.settings.self_serve_price_ids) == ["price_growth", "price_team_yearly"]
+    assert updated.settings.customer_metadata_key == "askvault_user_id"
+    verified = await _by_hash(identity, "u1")
+    assert list(verified.self_serve_price_ids) == ["price_growth", "price_team_yearly"]
+    for bad in (["prod_123"], ["price_x; DROP"], [f"price_{i}" for i in range(51)]):
+        code, _, violations = await _refusal(
+            identity.UpdateWorkspaceSettings(
+                pb.UpdateWorkspaceSettingsRequest(
+                    workspace_id=WS,
+                    settings=pb.WorkspaceSettings(self_serve_price_ids=bad),
+                    idempotency_key=f"bad-prices-{len(bad)}-{bad[0]}",
+                ),
+                metadata=ADMIN,
+            )
+        )
+        assert code == grpc.StatusCode.INVALID_ARGUMENT
+        assert "settings.self_serve_price_ids" in violations
+    got = await identity.GetWorkspaceSettings(
+        pb.GetWorkspaceSettingsRequest(workspace_id=WS), metadata=ADMIN
+    )
+    assert got.settings == updated.settings
+
+
 async def test_migration_keeps_old_secrets_as_user_hash_and_reports_legacy_bindings(
     empty_database_url: str,
 ) -> None:
