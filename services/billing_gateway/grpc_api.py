@@ -14,8 +14,9 @@ import grpc
 
 from askvault.billing.v1 import billing_pb2 as pb
 from askvault.billing.v1 import billing_pb2_grpc
+from askvault.notifier.v1 import notifier_pb2
 from askvault.policy.v1 import policy_pb2
-from billing_gateway import convert, mirror_reads, storage, webhooks
+from billing_gateway import convert, mirror_reads, notices, storage, webhooks
 from billing_gateway.accounts import AccountDirectory, key_binding, secret_binding
 from billing_gateway.domain import billing, mirroring, recovery
 from billing_gateway.ledger import Clock, Ledger, WriteRequest
@@ -113,6 +114,7 @@ class BillingGatewayServicer(billing_pb2_grpc.BillingGatewayServiceServicer):
         self._ledger = ledger
         self._ingestion = ingestion
         self._clock = clock
+        self._notices = notices.Notices(peers, accounts, gateway)
         self._mirror = mirror
 
     # -- helpers ---------------------------------------------------------------------------
@@ -306,6 +308,53 @@ class BillingGatewayServicer(billing_pb2_grpc.BillingGatewayServiceServicer):
         )
 
     # -- reads -----------------------------------------------------------------------------
+
+    async def SyncContactTags(
+        self, request: pb.SyncContactTagsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SyncContactTagsResponse:
+        customer_id, account = await self._customer(
+            request.workspace_id, request.identity_assertion
+        )
+
+        async def effect(connection: Connection) -> pb.SyncContactTagsResponse:
+            # The state Stripe holds now is at least as new as any event dated before this
+            # second. Stripe dates events in whole seconds, so an event of this very second
+            # may be newer than the read: the tags are dated just before it, and it wins.
+            read_at = self._clock().replace(microsecond=0) - timedelta(seconds=1)
+            listed = await self._stripe.call(
+                account,
+                "subscriptions.list",
+                lambda c: c.v1.subscriptions.list_async(
+                    {"customer": customer_id, "status": "all", "limit": 100}
+                ),
+            )
+            picked = billing.pick_subscription([to_json(sub) for sub in listed.data])
+            chosen = dict(picked) if picked is not None else None
+            item = billing.first_item(chosen) if chosen is not None else None
+            if item is not None and isinstance(item.get("price"), dict):
+                # The tier is read from the product's metadata.
+                item["price"]["product"] = await self._product(account, item["price"])
+            await self._peers.update_tags(
+                webhooks.tags_request(
+                    request.workspace_id,
+                    customer_id,
+                    chosen,
+                    source_time=read_at,
+                    idempotency_key=f"sync-tags-{request.idempotency_key}",
+                )
+            )
+            return pb.SyncContactTagsResponse(
+                subscription_id=str(chosen["id"]) if chosen is not None else ""
+            )
+
+        return await idempotency.run_once(
+            self._pool,
+            request.workspace_id,
+            request.idempotency_key,
+            request,
+            pb.SyncContactTagsResponse,
+            effect,
+        )
 
     async def GetSubscription(
         self, request: pb.GetSubscriptionRequest, context: grpc.aio.ServicerContext
@@ -906,7 +955,7 @@ class BillingGatewayServicer(billing_pb2_grpc.BillingGatewayServiceServicer):
         )
         await self._in_place_or_refuse(current)
         _, target_product = await self._price(account, request.target_price_id)
-        gained, _ = billing.features_diff(
+        gained, lost = billing.features_diff(
             current.plan.features, billing.features_of(target_product)
         )
         item = billing.first_item(sub)
@@ -942,7 +991,23 @@ class BillingGatewayServicer(billing_pb2_grpc.BillingGatewayServiceServicer):
                 operation=convert.operation(operation), subscription=after, features_gained=gained
             )
 
-        return await self._ledger.execute(write, respond, pb.ChangePlanResponse)
+        changed = await self._ledger.execute(write, respond, pb.ChangePlanResponse)
+        await self._notices.confirm(
+            request.workspace_id,
+            customer_id,
+            notifier_pb2.TEMPLATE_PLAN_CHANGE_CONFIRMATION,
+            {
+                "new_plan": notices.plan_label(changed.subscription.plan),
+                "old_plan": notices.plan_label(current.plan),
+                "effective_date": notices.display_date(
+                    convert.from_unix(changed.operation.updated_at.seconds)
+                ),
+                "unlocks": ", ".join(changed.features_gained),
+                "loses": ", ".join(lost),
+            },
+            operation_id=changed.operation.operation_id,
+        )
+        return changed
 
     async def CancelSubscription(
         self, request: pb.CancelSubscriptionRequest, context: grpc.aio.ServicerContext
@@ -953,7 +1018,9 @@ class BillingGatewayServicer(billing_pb2_grpc.BillingGatewayServiceServicer):
         customer_id, account = await self._customer(
             request.workspace_id, request.identity_assertion
         )
-        await self._retrieve(account, "subscription", request.subscription_id, customer_id)
+        current, _sub, _product = await self._subscription_pb(
+            account, request.workspace_id, customer_id, request.subscription_id
+        )
         details = policy_pb2.ActionDetails(
             stripe_customer_id=customer_id, subscription_id=request.subscription_id
         )
@@ -967,6 +1034,17 @@ class BillingGatewayServicer(billing_pb2_grpc.BillingGatewayServiceServicer):
             {"subscription": request.subscription_id},
         )
         operation = await self._ledger.schedule_cancellation(write)
+        if operation.state == storage.SCHEDULED and operation.run_at is not None:
+            await self._notices.confirm(
+                request.workspace_id,
+                customer_id,
+                notifier_pb2.TEMPLATE_CANCELLATION_SCHEDULED,
+                {
+                    "cancel_at": notices.display_date(operation.run_at),
+                    "plan_name": notices.plan_label(current.plan),
+                },
+                operation_id=operation.operation_id,
+            )
         return pb.CancelSubscriptionResponse(operation=convert.operation(operation))
 
     async def UndoCancellation(
@@ -1007,6 +1085,14 @@ class BillingGatewayServicer(billing_pb2_grpc.BillingGatewayServiceServicer):
         )
         for operation in voided:
             await self._ledger.after_undo(operation)
+        if response.undone:
+            await self._notices.confirm(
+                request.workspace_id,
+                customer_id,
+                notifier_pb2.TEMPLATE_CANCELLATION_UNDONE,
+                {},
+                operation_id=response.operation.operation_id,
+            )
         return response
 
     async def _subscription_write(

@@ -28,7 +28,8 @@ from billing_gateway import convert, storage
 from billing_gateway.accounts import AccountDirectory
 from billing_gateway.domain import billing, signatures
 from billing_gateway.mirror import Mirror
-from billing_gateway.peers import MessageRefused, Peers
+from billing_gateway.notices import Notices, display_date
+from billing_gateway.peers import Peers
 from billing_gateway.stripe_api import StripeGateway, to_json
 from runtime import errors, ids
 from runtime.database import Connection
@@ -100,6 +101,36 @@ def _bad_payload(message: str) -> errors.ServiceError:
     return errors.invalid_argument(errors.FieldViolation("payload", message))
 
 
+def tags_request(
+    workspace_id: str,
+    customer_id: str,
+    subscription: Json | None,
+    *,
+    source_time: datetime,
+    idempotency_key: str,
+) -> identity_pb2.UpdateTagsRequest:
+    """The tags of the customer's contacts as this subscription (with its price's product
+    expanded, when it is) shows them; no subscription tags the customer as having none."""
+    subscription = subscription or {}
+    status = billing.TAG_STATUS.get(str(subscription.get("status")), "")
+    item = billing.first_item(subscription) or {}
+    price = item.get("price") or {}
+    product = price.get("product") if isinstance(price.get("product"), dict) else None
+    tier = billing.tier_of(price, product) if subscription else ""
+    request = identity_pb2.UpdateTagsRequest(
+        workspace_id=workspace_id,
+        stripe_customer_id=customer_id,
+        customer_status=_STATUSES.get(status, identity_pb2.CUSTOMER_STATUS_UNSPECIFIED),
+        plan_tier=_TIERS.get(tier, identity_pb2.PLAN_TIER_UNSPECIFIED),
+        set_trial_ends=True,
+        source_time=convert.timestamp(source_time),
+        idempotency_key=idempotency_key,
+    )
+    if subscription.get("trial_end") and subscription.get("status") == "trialing":
+        request.trial_ends.FromSeconds(int(subscription["trial_end"]))
+    return request
+
+
 class Ingestion:
     """IngestStripeEvent's work: verify against every signing secret, store, ack."""
 
@@ -155,6 +186,7 @@ class EventWorker:
         self._gateway = gateway
         self._peers = peers
         self._accounts = accounts
+        self._notices = Notices(peers, accounts, gateway)
         self._mirror = mirror
 
     async def run(self, stop: asyncio.Event, poll_seconds: float) -> None:
@@ -291,32 +323,52 @@ class EventWorker:
         )
         if replaced and subscription.get("status") == "active":
             await self._end_replaced(event, customer_id, str(subscription["id"]), replaced)
-        status = billing.TAG_STATUS.get(str(subscription.get("status")), "")
         item = billing.first_item(subscription) or {}
         price = item.get("price") or {}
         product = price.get("product") if isinstance(price.get("product"), dict) else None
-        tier = billing.tier_of(price, product)
-        request = identity_pb2.UpdateTagsRequest(
-            workspace_id=event.workspace_id,
-            stripe_customer_id=customer_id,
-            customer_status=_STATUSES.get(status, identity_pb2.CUSTOMER_STATUS_UNSPECIFIED),
-            plan_tier=_TIERS.get(tier, identity_pb2.PLAN_TIER_UNSPECIFIED),
-            set_trial_ends=True,
-            source_time=convert.timestamp(event.created_at),
-            idempotency_key=f"stripe-event-{event.event_id}-tags",
+        await self._peers.update_tags(
+            tags_request(
+                event.workspace_id,
+                customer_id,
+                subscription,
+                source_time=event.created_at,
+                idempotency_key=f"stripe-event-{event.event_id}-tags",
+            )
         )
-        if subscription.get("trial_end") and subscription.get("status") == "trialing":
-            request.trial_ends.FromSeconds(int(subscription["trial_end"]))
-        await self._peers.update_tags(request)
         if event.event_type == "customer.subscription.deleted":
+            ended = obj.get("ended_at") or obj.get("canceled_at")
+            ended_at = convert.from_unix(int(ended)) if ended else event.created_at
             await self._notify(
                 event,
                 customer_id,
                 notifier_pb2.TEMPLATE_OFFBOARDING,
-                {},
+                {
+                    "plan_name": await self._product_name(event.workspace_id, price, product),
+                    "ended_at": display_date(ended_at),
+                },
                 dedup=f"offboarding-{obj.get('id')}",
                 problems=problems,
             )
+
+    async def _product_name(self, workspace_id: str, price: Json, product: Json | None) -> str:
+        """The plan's name as Stripe holds its product ('' when Stripe has none)."""
+        if product is not None:
+            return str(product.get("name") or "")
+        product_id = billing.expandable_id(price.get("product"))
+        if not product_id.startswith("prod_") or len(product_id) > 255:
+            return ""
+        account = await self._accounts.account(workspace_id)
+        try:
+            found = await self._gateway.call(
+                account,
+                "products.retrieve",
+                lambda c: c.v1.products.retrieve_async(product_id),
+            )
+        except errors.ServiceError as error:
+            if error.kind is not errors.Kind.NOT_FOUND:
+                raise
+            return ""
+        return str(getattr(found, "name", "") or "")
 
     async def _end_replaced(
         self, event: storage.StoredEvent, customer_id: str, new_id: str, replaced_id: str
@@ -489,73 +541,20 @@ class EventWorker:
         self,
         event: storage.StoredEvent,
         customer_id: str,
-        template: int,
+        template: notifier_pb2.Template.ValueType,
         variables: dict[str, str],
         *,
         dedup: str,
         problems: list[str],
     ) -> None:
-        """One message per linked contact (email from the contact, else from Stripe). A
-        message the notifier refuses for good is logged and added to ``problems``."""
-        contacts = await self._peers.contacts_of(event.workspace_id, customer_id)
-        stripe_email = ""
-        if not contacts or any(not contact.email for contact in contacts):
-            account = await self._accounts.account(event.workspace_id)
-            try:
-                customer = await self._gateway.call(
-                    account,
-                    "customers.retrieve",
-                    lambda c: c.v1.customers.retrieve_async(customer_id),
-                )
-                stripe_email = str(getattr(customer, "email", "") or "")
-            except errors.ServiceError as error:
-                if error.kind is not errors.Kind.NOT_FOUND:
-                    raise
-        recipients = [
-            notifier_pb2.Recipient(
-                contact_id=contact.contact_id, email=contact.email or stripe_email
-            )
-            for contact in contacts
-        ] or (
-            # No contact in identity yet (the customer never talked to the bot): the
-            # notifier needs a contact id for consent and limits, so the Stripe customer
-            # stands in for one.
-            [
-                notifier_pb2.Recipient(
-                    contact_id=f"stripe-customer-{customer_id}", email=stripe_email
-                )
-            ]
-            if stripe_email
-            else []
+        """One message per linked contact (see ``Notices``); what the notifier refuses for
+        good is added to ``problems`` (the event's outcome) instead of retried forever."""
+        refused = await self._notices.send(
+            event.workspace_id,
+            customer_id,
+            template,
+            variables,
+            dedup=dedup,
+            log_fields={"event_id": event.event_id, "event_type": event.event_type},
         )
-        if not recipients:
-            problems.append(f"no recipient for {customer_id}")
-        for recipient in recipients:
-            try:
-                await self._peers.send(
-                    notifier_pb2.SendRequest(
-                        workspace_id=event.workspace_id,
-                        recipient=recipient,
-                        template=template,  # type: ignore[arg-type]
-                        variables=variables,
-                        dedup_key=f"{dedup}-{recipient.contact_id or recipient.email}",
-                    )
-                )
-            except MessageRefused as refused:
-                # INVALID_ARGUMENT is our bug; FAILED_PRECONDITION (no consent, no address)
-                # is the recipient's situation. Neither changes by retrying the event.
-                log = logger.error if refused.is_bug else logger.warning
-                log(
-                    "notifier refused a message",
-                    extra={
-                        "event_id": event.event_id,
-                        "event_type": event.event_type,
-                        "code": refused.code,
-                        "reason": refused.reason,
-                        "contact_id": recipient.contact_id,
-                    },
-                )
-                problems.append(
-                    f"notifier_refused {refused.code} {refused.reason} "
-                    f"contact={recipient.contact_id}"
-                )
+        problems.extend(refused)

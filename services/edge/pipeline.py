@@ -104,7 +104,7 @@ async def handle(deps: TurnDeps, request: Request) -> Reply:
     now = datetime.now(UTC)
     zone = deps.settings.workspace_timezone
     parsed = request.parsed or intents.parse(text, now.astimezone(ZoneInfo(zone)))
-    verified = await _verify(deps.peers, request)
+    verified = await verify(deps.peers, request)
     if verified is not None:
         # Limited on proven identity only; RateLimited before anything is stored or answered.
         deps.limits.check(
@@ -178,7 +178,7 @@ async def _stripe_down(deps: TurnDeps, context: Context, note: str) -> Reply:
 # ----- who is asking -----
 
 
-async def _verify(
+async def verify(
     peers: Peers, request: Request
 ) -> tuple[ipb.Contact, str, str, tuple[str, ...]] | None:
     """The verified contact, its assertion, how linking it went and the workspace's self-serve
@@ -214,7 +214,28 @@ async def _verify(
                 answer = await peers.identity.VerifyVisitor(verify_request, timeout=peers.timeout())
             except grpc.aio.AioRpcError:
                 return None
+            await _tag_linked(peers, request.workspace_id, answer)
     return answer.contact, answer.identity_assertion, link, tuple(answer.self_serve_price_ids)
+
+
+async def _tag_linked(peers: Peers, workspace_id: str, answer: ipb.VerifyVisitorResponse) -> None:
+    """Tags the just-linked contact from its customer's subscription now, instead of at the
+    customer's next subscription event. A failure leaves that to the next event."""
+    contact = answer.contact
+    try:
+        await peers.billing.SyncContactTags(
+            bpb.SyncContactTagsRequest(
+                workspace_id=workspace_id,
+                identity_assertion=answer.identity_assertion,
+                idempotency_key=f"edge:tags:{contact.contact_id}:{contact.stripe_customer_id}",
+            ),
+            timeout=peers.billing_timeout(),
+        )
+    except grpc.aio.AioRpcError as error:
+        logger.warning(
+            "linked contact not tagged",
+            extra={"code": error.code().name, "reason": error_reason(error)},
+        )
 
 
 async def _link_customer(

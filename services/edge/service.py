@@ -17,6 +17,7 @@ import uvicorn
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from edge import mcp_server, ratelimit
+from edge.access import ContentAccess
 from edge.confirmations import Confirmations
 from edge.http_api import Edge, build_app
 from edge.peers import Peers
@@ -122,7 +123,10 @@ async def start(settings: EdgeSettings) -> RunningEdge:
         await mcp_task  # raises the manager's error
         raise RuntimeError("the MCP session manager stopped at start")
     whatsapp = WhatsAppWebhook(edge)
-    app = _Lifespanless(build_app(edge, mcp_app, [*confirmations.routes(), *whatsapp.routes()]))
+    access = ContentAccess(edge)
+    app = _Lifespanless(
+        build_app(edge, mcp_app, [*confirmations.routes(), *whatsapp.routes(), *access.routes()])
+    )
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((settings.http_host, settings.http_port))

@@ -27,6 +27,7 @@ from edge.domain.whatsapp_proof import ChallengeState, Outcome
 from edge.peers import Peers, error_reason
 from edge.settings import EdgeSettings
 from edge.turn import Action, Context, Reply, TurnDeps
+from edge.whatsapp_consent import set_consent
 from runtime import ids
 from runtime.database import Connection
 from runtime.secretbox import SecretBox
@@ -387,7 +388,7 @@ async def _record_consents(
                 c.channel == npb.CHANNEL_WHATSAPP and c.opted_in and c.whatsapp_number == number
                 for c in consents.consents
             ):
-                await _set_consent(
+                await set_consent(
                     peers,
                     workspace_id,
                     settled.ended_contact_id,
@@ -397,7 +398,7 @@ async def _record_consents(
                     occurred_at=occurred_at,
                     key=f"edge:wa-moved:{settled.challenge_id}",
                 )
-        await _set_consent(
+        await set_consent(
             peers,
             workspace_id,
             settled.contact_id,
@@ -456,32 +457,3 @@ async def _reply(
         )
     except grpc.aio.AioRpcError as failure:
         logger.warning("whatsapp link answer not queued", extra={"code": failure.code().name})
-
-
-async def _set_consent(
-    peers: Peers,
-    workspace_id: str,
-    contact_id: str,
-    number: str,
-    *,
-    opted_in: bool,
-    source: str,
-    occurred_at: timestamp_pb2.Timestamp,
-    key: str,
-) -> None:
-    """Records a contact's WhatsApp consent for ``number`` with the notifier (idempotent)."""
-    await peers.notifier.SetChannelConsent(
-        npb.SetChannelConsentRequest(
-            workspace_id=workspace_id,
-            contact_id=contact_id,
-            consent=npb.ChannelConsent(
-                channel=npb.CHANNEL_WHATSAPP,
-                opted_in=opted_in,
-                source=source,
-                occurred_at=occurred_at,
-                whatsapp_number=number,
-            ),
-            idempotency_key=key,
-        ),
-        timeout=peers.timeout(),
-    )

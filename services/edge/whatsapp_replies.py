@@ -42,3 +42,14 @@ WHATSAPP_LINK_OUTCOMES = {
         "for a new code."
     ),
 }
+
+# Answered on WhatsApp to STOP and START.
+WHATSAPP_STOPPED = (
+    "Done: you won't get WhatsApp messages from us any more; billing messages go to your "
+    "email instead. Send START here to get them on WhatsApp again."
+)
+WHATSAPP_STARTED = (
+    "Done: billing messages will come to this WhatsApp number again. Send STOP to stop them."
+)
+# What HELP on WhatsApp asks for: a person, as in the chat.
+WHATSAPP_HELP_TEXT = "talk to a human"

@@ -22,8 +22,9 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from askvault.notifier.v1 import notifier_pb2 as npb
-from edge import whatsapp_linking, whatsapp_storage
-from edge.domain import whatsapp_proof
+from edge import whatsapp_consent, whatsapp_linking, whatsapp_replies, whatsapp_storage
+from edge.domain import whatsapp_keywords, whatsapp_proof
+from edge.domain.whatsapp_keywords import Keyword
 from edge.http_api import Edge
 from edge.http_middleware import error
 from edge.turn import Reply, Request, VisitorIdentity
@@ -189,6 +190,7 @@ class WhatsAppWebhook:
         async with self._edge.pool.acquire() as connection:
             # Only a proven link: a number someone merely named is not their channel.
             link = await whatsapp_storage.find_whatsapp_link(connection, workspace_id, number)
+        sent_at = timestamp_pb2.Timestamp(seconds=int(message.get("timestamp", 0) or time.time()))
         visitor = VisitorIdentity()
         if link is not None:
             visitor = VisitorIdentity(
@@ -202,15 +204,35 @@ class WhatsAppWebhook:
                         workspace_id=workspace_id,
                         contact_id=link.contact_id,
                         whatsapp_number=number,
-                        received_at=timestamp_pb2.Timestamp(
-                            seconds=int(message.get("timestamp", 0) or time.time())
-                        ),
+                        received_at=sent_at,
                         provider_message_id=str(message.get("id", "")),
                     ),
                     timeout=self._edge.peers.timeout(),
                 )
             except grpc.aio.AioRpcError as failure:
                 logger.warning("inbound whatsapp not recorded", extra={"code": failure.code().name})
+        keyword = whatsapp_keywords.keyword(text) if kind == "text" else None
+        if keyword is Keyword.HELP:
+            # HELP asks for a person: the same hand-off as "talk to a human" in the chat.
+            text = whatsapp_replies.WHATSAPP_HELP_TEXT
+        elif keyword is not None:
+            # STOP and START are about this channel, never a chat turn; a number nobody
+            # proved has no consent to change (and gets nothing from us anyway).
+            if link is not None:
+                # Recorded as of its receipt: WhatsApp's timestamps are whole seconds, and a
+                # STOP sent in the second the number was proven must not lose to the proof.
+                received = timestamp_pb2.Timestamp()
+                received.GetCurrentTime()
+                await whatsapp_consent.stop_or_start(
+                    self._edge.peers,
+                    workspace_id,
+                    link,
+                    number,
+                    keyword,
+                    message_id=str(message.get("id", "")),
+                    received_at=received,
+                )
+            return
         reply = await self._edge.answer(
             Request(
                 workspace_id=workspace_id,

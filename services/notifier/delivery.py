@@ -115,11 +115,13 @@ class Deliverer:
         reply_to: str = "",
     ) -> str:
         message = claimed.message
+        reply_to = reply_to or claimed.reply_to
         content = templates.render_email(
             template,
             message.variables,
             name=message.recipient_name,
             sender_name=self._sender(claimed),
+            reply_to=reply_to,
         )
         fetched = await asyncio.gather(
             *(
@@ -140,7 +142,7 @@ class Deliverer:
             message_id_header_value=header,
             from_address=from_address,
             sender_name=self._sender(claimed),
-            reply_to=reply_to or claimed.reply_to,
+            reply_to=reply_to,
             to=to,
             content=content,
             attachments=fetched,

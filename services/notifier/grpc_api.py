@@ -29,6 +29,7 @@ _TEMPLATE_TO_KEY = {
     pb.TEMPLATE_INVOICE_BUNDLE: "invoice_bundle",
     pb.TEMPLATE_HANDOFF: "handoff",
     pb.TEMPLATE_CHAT_REPLY: "chat_reply",
+    pb.TEMPLATE_WHATSAPP_OPTED_OUT: templates.WHATSAPP_OPTED_OUT,
 }
 _KEY_TO_TEMPLATE = {value: key for key, value in _TEMPLATE_TO_KEY.items()}
 _CHANNEL_TO_STR = {
@@ -265,6 +266,7 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServiceServicer):
                     ),
                     has_attachments=bool(request.attachments),
                     whatsapp_capable=templates.whatsapp_capable(template),
+                    answers_opt_out=template.key == templates.WHATSAPP_OPTED_OUT,
                 )
                 # Counted in a fixed order (contact, then workspace) so that concurrent
                 # sends wait on the counter rows instead of deadlocking.

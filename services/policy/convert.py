@@ -232,8 +232,11 @@ def escalation_pb(record: storage.EscalationRecord) -> pb.Escalation:
     )
 
 
-def bounds_from_pb(message: pb.Bounds, default_period: Period) -> Bounds:
-    """Proposed bounds (complete: an unset duration is zero, an unset period the default)."""
+def bounds_from_pb(
+    message: pb.Bounds, default_period: Period, default_time_zone: str = "UTC"
+) -> Bounds:
+    """Proposed bounds (complete: an unset duration is zero, an unset period or time zone
+    the default)."""
     return Bounds(
         askvault_plan=PLAN_FROM_PB.get(message.askvault_plan, AskVaultPlan.UNSPECIFIED),
         refund_caps=tuple(Money(cap.amount_minor, cap.currency) for cap in message.refund_caps),
@@ -243,6 +246,7 @@ def bounds_from_pb(message: pb.Bounds, default_period: Period) -> Bounds:
         confirm_refunds=message.confirm_refunds,
         confirm_plan_changes=message.confirm_plan_changes,
         counter_period=PERIOD_FROM_PB.get(message.counter_period, default_period),
+        time_zone=message.time_zone or default_time_zone,
     )
 
 
@@ -261,6 +265,7 @@ def bounds_pb(workspace_id: str, bounds: Bounds) -> pb.Bounds:
         confirm_refunds=bounds.confirm_refunds,
         confirm_plan_changes=bounds.confirm_plan_changes,
         counter_period=PERIOD_TO_PB[bounds.counter_period],
+        time_zone=bounds.time_zone,
         updated_at=timestamp(bounds.updated_at),
     )
 

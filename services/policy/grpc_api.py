@@ -933,12 +933,17 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         )
         check.check()
         idempotency.require_key(request.idempotency_key)
-        proposed = convert.bounds_from_pb(request.bounds, self._defaults.counter_period)
+        proposed = convert.bounds_from_pb(
+            request.bounds, self._defaults.counter_period, self._defaults.time_zone
+        )
         bounds.validate(proposed)
-        loosened = bounds.loosened_fields(proposed, self._defaults)
         now = self._clock()
 
         async def propose(connection: Connection) -> pb.ProposeBoundsChangeResponse:
+            current = await storage.get_bounds(connection, request.workspace_id)
+            loosened = bounds.loosened_fields(
+                proposed, self._defaults, current.time_zone if current is not None else None
+            )
             change = await storage.insert_bounds_change(
                 connection,
                 request.workspace_id,

@@ -6,8 +6,8 @@ SELECT * FROM bounds WHERE workspace_id = $1;
 -- name: upsert_bounds
 INSERT INTO bounds (workspace_id, askvault_plan, refund_caps, refund_window,
                     plan_changes_per_period, cancellation_grace, confirm_refunds,
-                    confirm_plan_changes, counter_period, updated_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                    confirm_plan_changes, counter_period, updated_at, time_zone)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
 ON CONFLICT (workspace_id) DO UPDATE SET
     askvault_plan = excluded.askvault_plan,
     refund_caps = excluded.refund_caps,
@@ -17,7 +17,8 @@ ON CONFLICT (workspace_id) DO UPDATE SET
     confirm_refunds = excluded.confirm_refunds,
     confirm_plan_changes = excluded.confirm_plan_changes,
     counter_period = excluded.counter_period,
-    updated_at = excluded.updated_at
+    updated_at = excluded.updated_at,
+    time_zone = excluded.time_zone
 RETURNING *;
 
 -- name: supersede_pending_changes

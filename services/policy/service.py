@@ -42,6 +42,7 @@ def default_bounds(settings: PolicySettings) -> Bounds:
         confirm_refunds=settings.default_confirm_refunds,
         confirm_plan_changes=settings.default_confirm_plan_changes,
         counter_period=Period(settings.default_counter_period),
+        time_zone=settings.default_time_zone,
     )
 
 

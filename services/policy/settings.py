@@ -5,6 +5,8 @@ from __future__ import annotations
 from pydantic import Field, SecretStr, field_validator
 
 from policy.domain.audit import MacKeys
+from policy.domain.bounds import default_caps_spec, parse_caps
+from policy.domain.periods import valid_time_zone
 from runtime.settings import ServiceSettings
 
 
@@ -37,8 +39,9 @@ class PolicySettings(ServiceSettings):
     # Grants one sweep expires per workspace and transaction.
     expiry_batch_size: int = Field(default=100, ge=1, le=10_000)
     # Default automatic refund caps per visitor and period: "usd:50000,eur:45000" (minor
-    # units). A currency without a cap escalates.
-    default_refund_caps: str = "usd:50000"
+    # units). A currency without a cap escalates. The default covers the major currencies
+    # (usd, eur, gbp, cad, aud, jpy, inr; see bounds.DEFAULT_REFUND_CAPS_MAJOR).
+    default_refund_caps: str = Field(default_factory=default_caps_spec)
     # Default refund window: how old a charge may be, in seconds (14 days).
     default_refund_window_seconds: int = Field(default=14 * 86_400, ge=0)
     # Default plan changes per visitor and period.
@@ -49,10 +52,27 @@ class PolicySettings(ServiceSettings):
     # these say (decisions.py, rule 7).
     default_confirm_refunds: bool = True
     default_confirm_plan_changes: bool = True
-    # Default counter period: calendar_month, calendar_week or calendar_day (UTC).
+    # Default counter period: calendar_month, calendar_week or calendar_day (in the time zone).
     default_counter_period: str = Field(
         default="calendar_month", pattern="^calendar_(month|week|day)$"
     )
+
+    # Default time zone of the counter periods (IANA name): a period starts at midnight there.
+    # Each workspace may set its own (Bounds.time_zone).
+    default_time_zone: str = "UTC"
+
+    @field_validator("default_time_zone")
+    @classmethod
+    def _valid_time_zone(cls, value: str) -> str:
+        if not valid_time_zone(value):
+            raise ValueError(f"DEFAULT_TIME_ZONE {value!r} is not an IANA time zone")
+        return value
+
+    @field_validator("default_refund_caps")
+    @classmethod
+    def _valid_refund_caps(cls, value: str) -> str:
+        parse_caps(value)  # fails at start, not at the first refund
+        return value
 
     @field_validator("audit_mac_keys")
     @classmethod

@@ -38,6 +38,7 @@ def bounds_to_json(bounds: Bounds) -> str:
             "confirm_refunds": bounds.confirm_refunds,
             "confirm_plan_changes": bounds.confirm_plan_changes,
             "counter_period": bounds.counter_period.value,
+            "time_zone": bounds.time_zone,
         }
     )
 
@@ -59,6 +60,7 @@ def bounds_from_json(raw: str) -> Bounds:
         confirm_refunds=bool(data["confirm_refunds"]),
         confirm_plan_changes=bool(data["confirm_plan_changes"]),
         counter_period=Period(data["counter_period"]),
+        time_zone=str(data.get("time_zone") or "UTC"),
     )
 
 
@@ -72,6 +74,7 @@ def _bounds(row: asyncpg.Record) -> Bounds:
         confirm_refunds=row["confirm_refunds"],
         confirm_plan_changes=row["confirm_plan_changes"],
         counter_period=Period(row["counter_period"]),
+        time_zone=row["time_zone"],
         updated_at=row["updated_at"],
     )
 
@@ -99,6 +102,7 @@ async def save_bounds(
         bounds.confirm_plan_changes,
         bounds.counter_period.value,
         now,
+        bounds.time_zone,
     )
     assert row is not None
     return _bounds(row)

@@ -26,14 +26,17 @@ async def test_a_tool_refund_of_50_on_a_yen_charge_is_50_yen(stack: Stack) -> No
     charge = await _yen_charge(stack, 5000)
     status, body = await stack.tool("alice", "request_refund", {"charge_id": charge, "amount": 50})
     assert status == 200, body
-    # The e2e workspace has no yen cap, so policy hands it off; the amount it names is the point.
+    # Yen have a default cap now, so policy asks for the person's yes; the amount it names
+    # (50 yen, not the 5,000-yen charge and not 5,000 "minor units") is the point.
     message = str(body["message"])
-    assert "refund ¥50 " in message and "¥5,000" not in message, body
+    assert body["status"] == "needs_confirmation", body
+    assert "refund ¥50 " in message and "refund ¥5,000" not in message, body
 
 
 async def test_a_typed_refund_of_yen_is_counted_in_yen(stack: Stack) -> None:
     charge = await _yen_charge(stack, 5000)
     answer = await stack.turn("alice", f"please refund ¥50 of {charge}", conversation="yen")
-    assert "refund ¥50 " in answer["reply"] and "¥5,000" not in answer["reply"], answer
+    assert "refund ¥50 " in answer["reply"], answer
+    assert "refund ¥5,000" not in answer["reply"], answer
     finer = await stack.turn("alice", f"refund 50.5 JPY of {charge}", conversation="yen-finer")
     assert "smallest unit of JPY" in finer["reply"], finer

@@ -11,6 +11,7 @@ from askvault.billing.v1 import billing_pb2
 from askvault.identity.v1 import identity_pb2
 from runtime import testing
 from tests.e2e.conftest import (
+    AGENT_INBOX,
     PHONE_NUMBER_ID,
     WHATSAPP_VERIFY_TOKEN,
     WORKSPACE,
@@ -152,8 +153,59 @@ async def test_failed_payment_without_whatsapp_consent_is_emailed(stack: Stack) 
 
     mails = await eventually(failed_mail)
     assert len(mails) == 1, mails
-    assert "retry" in mails[0]["text"].lower(), mails[0]
+    text = mails[0]["text"]
+    # All three ways out, each one the system keeps: the invoice page (Stripe's), the card
+    # link (Stripe's) and support through the chat's hand-off (no reply-to address is set, so
+    # the email does not ask for a reply nobody reads).
+    invoice = await stack.stripe.v1.invoices.retrieve_async(
+        stack.customer("carol@example.com")["invoices"][-1]
+    )
+    hosted = str(invoice["hosted_invoice_url"])
+    assert f"- retry now: pay the invoice with the card on file or another one: {hosted}" in text
+    assert f"- update your card: {hosted}" in text, text
+    assert '- talk to support: say "talk to a human" in our chat' in text, text
+    assert "reply" not in text.lower(), text
     assert await stack.whatsapp_messages() == []
+
+
+async def test_failed_payment_whatsapp_offers_three_buttons_each_answered(
+    stack: Stack,
+) -> None:
+    await _link_whatsapp(stack, "carol", CAROL_NUMBER, "opts")
+    await _fail_carols_retry(stack, "opts")
+
+    async def notice() -> list[dict[str, Any]]:
+        return [m for m in await stack.whatsapp_messages() if "payment_failed" in str(m)]
+
+    (sent,) = await eventually(notice)
+    payloads = [
+        parameter["payload"]
+        for component in sent["body"]["template"]["components"]
+        if component["type"] == "button"
+        for parameter in component["parameters"]
+    ]
+    assert payloads == ["RETRY_PAYMENT", "UPDATE_CARD", "TALK_TO_HUMAN"], sent
+    for payload in ("UPDATE_CARD", "TALK_TO_HUMAN"):
+        button = whatsapp_app.inbound_payload(PHONE_NUMBER_ID, CAROL_NUMBER, "Carol", "", payload)
+        status, _ = await stack.post_whatsapp(button)
+        assert status == 200
+
+    async def answers() -> list[str]:
+        texts = [
+            str(m["text"])
+            for m in await stack.whatsapp_messages()
+            if m["to"].lstrip("+") == CAROL_NUMBER.lstrip("+") and m["text"]
+        ]
+        card = [t for t in texts if stack.stripe_url in t or "billing.stripe" in t]
+        human = [t for t in texts if "(reference esc" in t or "reference" in t]
+        return texts if card and human else []
+
+    await eventually(answers)
+
+    async def handoff() -> list[dict[str, Any]]:
+        return [m for m in await stack.emails(AGENT_INBOX) if "talk to a human" in str(m)]
+
+    await eventually(handoff)
 
 
 async def test_whatsapp_verification_handshake(stack: Stack) -> None:
@@ -264,3 +316,83 @@ async def test_subscription_webhooks_update_tags_newest_wins(stack: Stack) -> No
 
     contact = await eventually(starter_tag)
     assert contact.tags.customer_status == identity_pb2.CUSTOMER_STATUS_ACTIVE
+
+
+async def _whatsapp_texts(stack: Stack, number: str, needle: str) -> list[str]:
+    return [
+        str(m["text"])
+        for m in await stack.whatsapp_messages()
+        if m["to"].lstrip("+") == number.lstrip("+") and needle in str(m["text"])
+    ]
+
+
+async def test_whatsapp_stop_opts_out_and_start_opts_back_in(stack: Stack) -> None:
+    await _link_whatsapp(stack, "carol", CAROL_NUMBER, "stop")
+    stop = whatsapp_app.inbound_payload(PHONE_NUMBER_ID, CAROL_NUMBER, "Carol", "STOP", "")
+    status, _ = await stack.post_whatsapp(stop)
+    assert status == 200
+
+    async def stopped() -> list[str]:
+        return await _whatsapp_texts(stack, CAROL_NUMBER, "won't get WhatsApp messages")
+
+    await eventually(stopped)
+    # Opted out: the failed-payment notice goes by email, nothing more by WhatsApp.
+    await _fail_carols_retry(stack, "stop")
+
+    async def failed_mail() -> list[dict[str, Any]]:
+        return await stack.emails("carol@example.com")
+
+    mails = await eventually(failed_mail)
+    assert "did not go through" in mails[0]["subject"], mails
+    assert not [m for m in await stack.whatsapp_messages() if "payment_failed" in str(m)]
+    # A chat turn from the number gets no WhatsApp answer while opted out.
+    before = len(await stack.whatsapp_messages())
+    start = whatsapp_app.inbound_payload(PHONE_NUMBER_ID, CAROL_NUMBER, "Carol", "Start", "")
+    status, _ = await stack.post_whatsapp(start)
+    assert status == 200
+
+    async def started() -> list[str]:
+        return await _whatsapp_texts(stack, CAROL_NUMBER, "will come to this WhatsApp number")
+
+    await eventually(started)
+    # Opted back in: chat answers come on WhatsApp again.
+    question = whatsapp_app.inbound_payload(
+        PHONE_NUMBER_ID, CAROL_NUMBER, "Carol", "what's my subscription status?", ""
+    )
+    status, _ = await stack.post_whatsapp(question)
+    assert status == 200
+
+    async def answered() -> list[str]:
+        return await _whatsapp_texts(stack, CAROL_NUMBER, "plan")
+
+    await eventually(answered)
+    assert len(await stack.whatsapp_messages()) >= before + 2
+
+
+async def test_whatsapp_help_hands_off_to_a_person(stack: Stack) -> None:
+    await _link_whatsapp(stack, "alice", ALICE_NUMBER, "help")
+    help_ = whatsapp_app.inbound_payload(PHONE_NUMBER_ID, ALICE_NUMBER, "Alice", "HELP", "")
+    status, _ = await stack.post_whatsapp(help_)
+    assert status == 200
+
+    async def answer() -> list[str]:
+        return await _whatsapp_texts(stack, ALICE_NUMBER, "reference")
+
+    (text,) = await eventually(answer)
+    escalation_id = text.split("(reference ")[1].split(")")[0]
+
+    async def handoff() -> list[dict[str, Any]]:
+        return [m for m in await stack.emails(AGENT_INBOX) if escalation_id in str(m)]
+
+    (mail,) = await eventually(handoff)
+    customer = stack.customer("alice@example.com")["customer"]
+    assert customer in mail["text"] and "talk to a human" in mail["text"], mail["text"]
+
+
+async def test_tags_are_filled_when_the_contact_is_linked(stack: Stack) -> None:
+    # No subscription event after the link: the first turn links bob and tags him at once.
+    await stack.turn("bob", "hi", conversation="tagged")
+    contact = await _contact(stack, "bob")
+    assert contact.stripe_customer_id == stack.customer("bob@example.com")["customer"]
+    assert contact.tags.customer_status == identity_pb2.CUSTOMER_STATUS_ACTIVE, contact
+    assert contact.tags.plan_tier == identity_pb2.PLAN_TIER_STARTER, contact

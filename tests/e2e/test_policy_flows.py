@@ -173,6 +173,23 @@ async def test_plan_change_limit_is_explained_with_its_numbers(stack: Stack) -> 
         == stack.summary["products"]["growth"]["prices"]["usd"]
     )
 
+    # One confirmation email per change that happened, naming the plan before and after.
+    async def confirmations() -> list[dict[str, Any]]:
+        mails = [
+            mail
+            for mail in await stack.emails("bob@example.com")
+            if mail["subject"].startswith("Your plan is now ")
+        ]
+        return mails if len(mails) >= len(targets) else []
+
+    mails = await eventually(confirmations)
+    assert sorted(mail["subject"].split(" (")[0] for mail in mails) == [
+        "Your plan is now Growth",
+        "Your plan is now Growth",
+        "Your plan is now Starter",
+    ], mails
+    assert all("Previous plan: " in mail["text"] for mail in mails), mails
+
 
 async def test_undo_after_the_grace_is_too_late_and_offboarding_is_sent(stack: Stack) -> None:
     await _set_bounds(stack, "grace", cancellation_grace=duration_pb2.Duration(seconds=1))
@@ -191,11 +208,15 @@ async def test_undo_after_the_grace_is_too_late_and_offboarding_is_sent(stack: S
     assert "undone" not in undo["reply"].replace("nothing to undo", "")
     await stack.flush_webhooks()
 
-    async def offboarding() -> list[dict[str, Any]]:
-        return await stack.emails("alice@example.com")
+    async def scheduled_and_offboarding() -> list[dict[str, Any]]:
+        mails = await stack.emails("alice@example.com")
+        return mails if len(mails) >= 2 else []
 
-    mails = await eventually(offboarding)
-    assert [mail["subject"] for mail in mails] == ["Before you go"]
+    mails = await eventually(scheduled_and_offboarding)
+    subjects = sorted(mail["subject"] for mail in mails)
+    assert len(subjects) == 2, subjects
+    assert subjects[0] == "Your subscription has ended", subjects
+    assert subjects[1].startswith("Your subscription will end on "), subjects
 
 
 async def test_contacts_of_one_customer_share_its_refund_cap(stack: Stack) -> None:

@@ -183,6 +183,11 @@ def _consent_required(channel: str) -> errors.ServiceError:
     )
 
 
+# The template that confirms a WhatsApp opt-out: the one WhatsApp message an opted-out
+# contact gets, as the answer to their STOP (inside the customer-service window).
+WHATSAPP_OPTED_OUT_TEMPLATE = "whatsapp_opted_out"
+
+
 def choose_route(
     *,
     requested: str,
@@ -193,14 +198,16 @@ def choose_route(
     whatsapp_enabled: bool,
     has_attachments: bool,
     whatsapp_capable: bool,
+    answers_opt_out: bool = False,
 ) -> Route:
     """The channel of a customer message: WhatsApp only with an opt-in, else email.
 
     ``requested`` is "" (choose), EMAIL or WHATSAPP. Raises FAILED_PRECONDITION
     CONSENT_REQUIRED when the requested channel lacks consent, INVALID_ARGUMENT when no
-    channel has an address.
+    channel has an address. ``answers_opt_out``: the message confirms the contact's own
+    WhatsApp opt-out, which a recorded consent (given, then withdrawn) is enough for.
     """
-    opted_in = whatsapp_consent is not None and whatsapp_consent.opted_in
+    opted_in = whatsapp_consent is not None and (whatsapp_consent.opted_in or answers_opt_out)
     number = (whatsapp_consent.whatsapp_number if whatsapp_consent else "") or whatsapp_number
     email_refused = email_consent is not None and not email_consent.opted_in
     if requested == WHATSAPP:
@@ -268,7 +275,8 @@ def precheck(context: DeliveryContext, *, free_form: bool) -> DeliveryFailure | 
     the message was queued holds: the WhatsApp message goes by email instead (or dies)."""
     if context.channel == WHATSAPP:
         consent = context.whatsapp_consent
-        if consent is None or not consent.opted_in:
+        answers_opt_out = context.template_key == WHATSAPP_OPTED_OUT_TEMPLATE
+        if consent is None or not (consent.opted_in or answers_opt_out):
             return DeliveryFailure(FailureKind.FALLBACK, "the contact opted out of WhatsApp")
         if free_form and (
             context.window_closes_at is None or context.window_closes_at <= context.now

@@ -15,15 +15,20 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from notifier.domain import outbox
 from runtime import errors, logs
 
 # Quick-reply payloads of the failed-payment template; the edge maps a reply to an action.
 RETRY_PAYMENT = "RETRY_PAYMENT"
 UPDATE_CARD = "UPDATE_CARD"
 TALK_TO_HUMAN = "TALK_TO_HUMAN"
+
+# The confirmation of a WhatsApp opt-out: it goes on WhatsApp although the contact just
+# opted out of it (it answers their STOP), and nothing else does.
+WHATSAPP_OPTED_OUT = outbox.WHATSAPP_OPTED_OUT_TEMPLATE
 
 MAX_VARIABLES = 50
 MAX_VARIABLE_NAME = 64
@@ -99,25 +104,25 @@ TEMPLATES: dict[str, Template] = {
             required=("amount", "update_card_url"),
             optional=("invoice_url", "plan_name", "support_url"),
             subject="Your payment of {amount} did not go through",
+            # Every way out is one the system keeps: the invoice page pays at once, the card
+            # link is Stripe's, and support is a link, a reply read by the workspace (its
+            # reply-to address), or the chat's hand-off; never "reply RETRY" to an email.
             text=(
                 "Hi {name},\n\n"
                 "We could not collect your payment of {amount}.\n"
                 "Plan: {plan_name}\n"
                 "You can:\n"
-                "- retry now: reply RETRY to this message, or use the chat;\n"
+                "- retry now: {retry_option}\n"
                 "- update your card: {update_card_url}\n"
-                "- talk to support: reply HELP, or visit {support_url}\n"
-                "Invoice: {invoice_url}\n" + _FOOTER_TEXT
+                "- talk to support: {support_option}\n" + _FOOTER_TEXT
             ),
             html=(
                 "<p>Hi {name},</p>\n"
                 "<p>We could not collect your payment of <b>{amount}</b>.</p>\n"
                 "<p>Plan: {plan_name}</p>\n"
-                "<ul><li>Retry now: reply RETRY to this message, or use the chat</li>\n"
+                "<ul><li>Retry now: {retry_option}</li>\n"
                 "<li><a href='{update_card_url}'>Update your card</a></li>\n"
-                "<li>Talk to support: reply HELP</li>\n"
-                "<li><a href='{support_url}'>Support</a></li></ul>\n"
-                "<p><a href='{invoice_url}'>View the invoice</a></p>\n" + _FOOTER_HTML
+                "<li>Talk to support: {support_option}</li></ul>\n" + _FOOTER_HTML
             ),
             whatsapp_name="payment_failed_v1",
             whatsapp_params=("name", "amount"),
@@ -151,7 +156,7 @@ TEMPLATES: dict[str, Template] = {
         Template(
             key="plan_change_confirmation",
             required=("new_plan",),
-            optional=("old_plan", "effective_date", "proration", "unlocks"),
+            optional=("old_plan", "effective_date", "proration", "unlocks", "loses"),
             subject="Your plan is now {new_plan}",
             text=(
                 "Hi {name},\n\n"
@@ -159,13 +164,15 @@ TEMPLATES: dict[str, Template] = {
                 "Previous plan: {old_plan}\n"
                 "Effective: {effective_date}\n"
                 "Proration on your next invoice: {proration}\n"
-                "What it unlocks: {unlocks}\n" + _FOOTER_TEXT
+                "What it unlocks: {unlocks}\n"
+                "No longer included: {loses}\n" + _FOOTER_TEXT
             ),
             html=(
                 "<p>Hi {name},</p>\n<p>Your plan changed to <b>{new_plan}</b>.</p>\n"
                 "<p>Previous plan: {old_plan}</p>\n<p>Effective: {effective_date}</p>\n"
                 "<p>Proration on your next invoice: {proration}</p>\n"
-                "<p>What it unlocks: {unlocks}</p>\n" + _FOOTER_HTML
+                "<p>What it unlocks: {unlocks}</p>\n"
+                "<p>No longer included: {loses}</p>\n" + _FOOTER_HTML
             ),
             whatsapp_name="plan_change_confirmation_v1",
             whatsapp_params=("name", "new_plan"),
@@ -230,10 +237,20 @@ TEMPLATES: dict[str, Template] = {
         Template(
             key="offboarding",
             required=(),
-            optional=("export_url", "feedback_url", "resubscribe_url", "data_retention_until"),
-            subject="Before you go",
+            optional=(
+                "plan_name",
+                "ended_at",
+                "export_url",
+                "feedback_url",
+                "resubscribe_url",
+                "data_retention_until",
+            ),
+            subject="Your subscription has ended",
             text=(
                 "Hi {name},\n\n"
+                "Your subscription has ended.\n"
+                "Plan: {plan_name}\n"
+                "Ended: {ended_at}\n"
                 "Thank you for having been with us.\n"
                 "Export your data: {export_url}\n"
                 "We keep your data until {data_retention_until}.\n"
@@ -241,7 +258,10 @@ TEMPLATES: dict[str, Template] = {
                 "Come back any time: {resubscribe_url}\n" + _FOOTER_TEXT
             ),
             html=(
-                "<p>Hi {name},</p>\n<p>Thank you for having been with us.</p>\n"
+                "<p>Hi {name},</p>\n"
+                "<p>Your subscription has ended.</p>\n"
+                "<p>Plan: {plan_name}</p>\n<p>Ended: {ended_at}</p>\n"
+                "<p>Thank you for having been with us.</p>\n"
                 "<p><a href='{export_url}'>Export your data</a></p>\n"
                 "<p>We keep your data until {data_retention_until}.</p>\n"
                 "<p><a href='{feedback_url}'>Tell us why you left</a></p>\n"
@@ -310,6 +330,15 @@ TEMPLATES: dict[str, Template] = {
             links=("conversation_url",),
         ),
         Template(
+            key=WHATSAPP_OPTED_OUT,
+            required=("text",),
+            optional=(),
+            subject="{sender_name}: WhatsApp messages stopped",
+            text="Hi {name},\n\n{text}\n" + _FOOTER_TEXT,
+            html="<p>Hi {name},</p>\n<p>{text}</p>\n" + _FOOTER_HTML,
+            free_text=("text",),
+        ),
+        Template(
             key="chat_reply",
             required=("text",),
             optional=(),
@@ -350,10 +379,44 @@ def check_variables(template: Template, variables: Mapping[str, str]) -> None:
     check.check()
 
 
+def _payment_options(variables: Mapping[str, str], reply_to: str) -> dict[str, str]:
+    """The failed-payment message's "retry now" and "talk to support", each always there."""
+    invoice = variables.get("invoice_url", "")
+    support = variables.get("support_url", "")
+    return {
+        "retry_option": (
+            f"pay the invoice with the card on file or another one: {invoice}"
+            if invoice
+            else 'say "retry my payment" in our chat'
+        ),
+        "support_option": (
+            support
+            if support
+            else "reply to this email"
+            if reply_to
+            else 'say "talk to a human" in our chat'
+        ),
+    }
+
+
+# Values a template's lines use that are made from its variables and the workspace's
+# settings (the reply-to address), by template key.
+_DERIVED: dict[str, Callable[[Mapping[str, str], str], dict[str, str]]] = {
+    "payment_failed": _payment_options,
+}
+
+
 def _values(
-    template: Template, variables: Mapping[str, str], name: str, sender: str
+    template: Template,
+    variables: Mapping[str, str],
+    name: str,
+    sender: str,
+    reply_to: str = "",
 ) -> dict[str, str]:
     values = {key: variables.get(key, "") for key in (*template.required, *template.optional)}
+    derive = _DERIVED.get(template.key)
+    if derive is not None:
+        values.update(derive(variables, reply_to))
     for key in template.free_text:
         values[key] = logs.redact(values[key])
     values["name"] = variables.get("name") or name or "there"
@@ -379,10 +442,16 @@ def _fill(pattern: str, values: Mapping[str, str], optional: frozenset[str], esc
 
 
 def render_email(
-    template: Template, variables: Mapping[str, str], *, name: str, sender_name: str
+    template: Template,
+    variables: Mapping[str, str],
+    *,
+    name: str,
+    sender_name: str,
+    reply_to: str = "",
 ) -> Email:
-    """The subject, text and HTML of the template for these variables."""
-    values = _values(template, variables, name, sender_name)
+    """The subject, text and HTML of the template for these variables; ``reply_to`` is where
+    a reply to the email goes (a workspace's address read by people), '' for nowhere."""
+    values = _values(template, variables, name, sender_name, reply_to)
     optional = frozenset(template.optional)
     subject = _fill(template.subject, values, frozenset(), escape=False)
     return Email(

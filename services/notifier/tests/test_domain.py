@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -39,6 +40,50 @@ def test_missing_unknown_and_malformed_variables_are_violations() -> None:
         )
     fields = {v.field for v in caught.value.violations}
     assert fields == {"variables.update_card_url", "variables.card_number"}
+
+
+@pytest.mark.parametrize(
+    ("variables", "reply_to", "retry", "support"),
+    [
+        (
+            {"invoice_url": "https://invoice.stripe.com/i/1"},
+            "billing@acme.test",
+            "pay the invoice with the card on file or another one: https://invoice.stripe.com/i/1",
+            "reply to this email",
+        ),
+        ({}, "", 'say "retry my payment" in our chat', 'say "talk to a human" in our chat'),
+        (
+            {"support_url": "https://acme.test/help"},
+            "billing@acme.test",
+            'say "retry my payment" in our chat',
+            "https://acme.test/help",
+        ),
+    ],
+)
+def test_failed_payment_email_always_has_its_three_options(
+    variables: dict[str, str], reply_to: str, retry: str, support: str
+) -> None:
+    """Retry now, update card and talk to support are always there, and none of them asks
+    for a reply that nobody reads (no reply-to address: no "reply to this email")."""
+    template = templates.get("payment_failed")
+    email = templates.render_email(
+        template,
+        {"amount": "49.00 USD", "update_card_url": "https://billing.stripe.com/p/1", **variables},
+        name="Ann",
+        sender_name="Acme",
+        reply_to=reply_to,
+    )
+    for body in (email.text, email.html.replace("&quot;", '"')):
+        assert "etry now: " + retry in body, body
+        assert "https://billing.stripe.com/p/1" in body
+        assert "alk to support: " + support in body, body
+    assert "reply RETRY" not in email.text and "reply HELP" not in email.text
+    whatsapp = templates.render_whatsapp(template, {"amount": "49.00 USD"}, name="", sender_name="")
+    assert [button.payload for button in whatsapp.buttons] == [
+        templates.RETRY_PAYMENT,
+        templates.UPDATE_CARD,
+        templates.TALK_TO_HUMAN,
+    ]
 
 
 def test_user_text_is_redacted_and_html_escaped() -> None:
@@ -147,3 +192,36 @@ def test_statuses_only_move_forward() -> None:
         )
         is None
     )
+
+
+def test_only_the_opt_out_confirmation_goes_to_a_contact_who_opted_out_of_whatsapp() -> None:
+    withdrawn = outbox.Consent(False, "+14155550123")
+    route = dict(
+        requested=outbox.WHATSAPP,
+        email="ann@example.com",
+        whatsapp_number="",
+        whatsapp_consent=withdrawn,
+        email_consent=None,
+        whatsapp_enabled=True,
+        has_attachments=False,
+        whatsapp_capable=True,
+    )
+    with pytest.raises(errors.ServiceError) as refused:
+        outbox.choose_route(**route)  # type: ignore[arg-type]
+    assert refused.value.reason == "CONSENT_REQUIRED"
+    confirmation = outbox.choose_route(**route, answers_opt_out=True)  # type: ignore[arg-type]
+    assert confirmation.channel == outbox.WHATSAPP
+    with pytest.raises(errors.ServiceError):  # never to a number that never opted in
+        outbox.choose_route(**{**route, "whatsapp_consent": None}, answers_opt_out=True)  # type: ignore[arg-type]
+    now = datetime.now(UTC)
+    for key, failed in (("chat_reply", True), (templates.WHATSAPP_OPTED_OUT, False)):
+        context = outbox.DeliveryContext(
+            channel=outbox.WHATSAPP,
+            template_key=key,
+            email="ann@example.com",
+            whatsapp_consent=withdrawn,
+            email_consent=None,
+            window_closes_at=now + timedelta(hours=1),
+            now=now,
+        )
+        assert (outbox.precheck(context, free_form=True) is not None) == failed

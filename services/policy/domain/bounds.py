@@ -21,10 +21,11 @@ import enum
 import re
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from decimal import Decimal
 
 from policy.domain.model import Money
-from policy.domain.periods import LENGTH_ORDER, Period
-from runtime import errors
+from policy.domain.periods import LENGTH_ORDER, Period, valid_time_zone
+from runtime import currency, errors
 
 _CURRENCY = re.compile(r"^[a-z]{3}$")
 MAX_REFUND_WINDOW = timedelta(days=365)
@@ -57,6 +58,8 @@ class Bounds:
     confirm_refunds: bool
     confirm_plan_changes: bool
     counter_period: Period
+    # The IANA zone whose midnights start the counter periods.
+    time_zone: str = "UTC"
     updated_at: datetime | None = field(default=None, compare=False)
 
     @property
@@ -72,14 +75,44 @@ class Bounds:
         return None
 
 
+# The default automatic refund caps of the major currencies, in major units (about 500 US
+# dollars each, rounded to what people in that currency think of as a round amount);
+# ``default_caps_spec`` turns them into each currency's minor units.
+DEFAULT_REFUND_CAPS_MAJOR: dict[str, Decimal] = {
+    "usd": Decimal(500),
+    "eur": Decimal(500),
+    "gbp": Decimal(400),
+    "cad": Decimal(700),
+    "aud": Decimal(750),
+    "jpy": Decimal(75_000),
+    "inr": Decimal(40_000),
+}
+
+
+def default_caps_spec() -> str:
+    """The default caps in the settings form: "usd:50000,eur:50000,...,jpy:75000,..."."""
+    parts = []
+    for code, major in DEFAULT_REFUND_CAPS_MAJOR.items():
+        minor = currency.to_minor(major, code)
+        assert minor is not None  # whole major amounts fit every currency
+        parts.append(f"{code}:{minor}")
+    return ",".join(parts)
+
+
 def parse_caps(spec: str) -> tuple[Money, ...]:
-    """ "usd:50000,eur:45000" -> caps (settings form)."""
-    caps = []
+    """ "usd:50000,eur:45000" -> caps (settings form, minor units); ValueError for an item
+    that is not "<currency>:<amount>" or a currency named twice."""
+    caps: list[Money] = []
     for item in (part.strip() for part in spec.split(",")):
         if not item:
             continue
-        currency, _, amount = item.partition(":")
-        caps.append(Money(int(amount), currency.strip().lower()))
+        code, _, amount = item.partition(":")
+        code = code.strip().lower()
+        if not _CURRENCY.match(code) or not amount.strip().isdigit():
+            raise ValueError(f"refund cap {item!r}: expected <currency>:<minor units>")
+        if any(cap.currency == code for cap in caps):
+            raise ValueError(f"refund cap {item!r}: {code} named twice")
+        caps.append(Money(int(amount), code))
     return tuple(caps)
 
 
@@ -93,6 +126,9 @@ def validate(bounds: Bounds) -> None:
         check.require(cap.amount_minor >= 0, f"{path}.amount_minor", "must not be negative")
         check.require(cap.currency not in seen, f"{path}.currency", "one cap per currency")
         seen.add(cap.currency)
+    check.require(
+        valid_time_zone(bounds.time_zone), "bounds.time_zone", "an IANA time zone (Europe/Paris)"
+    )
     check.require(
         timedelta(0) <= bounds.refund_window <= MAX_REFUND_WINDOW,
         "bounds.refund_window",
@@ -111,10 +147,17 @@ def validate(bounds: Bounds) -> None:
     check.check()
 
 
-def loosened_fields(proposed: Bounds, defaults: Bounds) -> list[str]:
+def loosened_fields(
+    proposed: Bounds, defaults: Bounds, current_time_zone: str | None = None
+) -> list[str]:
     """The bounds that the proposal loosens past their defaults (proto field names); an
-    empty list means one admin may apply it at once."""
+    empty list means one admin may apply it at once. A new time zone (other than
+    ``current_time_zone``, the workspace's zone now, or the default's for a workspace without
+    bounds) counts: it moves the start of the current period, and a period that starts again
+    allows everything again."""
     loosened: list[str] = []
+    if proposed.time_zone != (current_time_zone or defaults.time_zone):
+        loosened.append("time_zone")
     for cap in proposed.refund_caps:
         default = defaults.refund_cap(cap.currency)
         if default is None or cap.amount_minor > default.amount_minor:

@@ -232,7 +232,7 @@ def decide(
     details = bound
     if confirmed and confirmation_problem(confirmation, expected_terms_hash, now):
         return _deny(Reason.CONFIRMATION_INVALID, details)
-    period_start, period_end = periods.bounds_of(bounds.counter_period, now)
+    period_start, period_end = periods.bounds_of(bounds.counter_period, now, bounds.time_zone)
     if action is Action.REFUND:
         assert details.amount is not None and details.charge_created_at is not None
         if now - details.charge_created_at > bounds.refund_window:
@@ -307,7 +307,7 @@ def approval_reservation(
     """What an approved escalation reserves: the same counters a normal grant would, so the
     visitor's and the customer's remaining allowance shrink, but with no limit (an admin
     decided)."""
-    period_start, period_end = periods.bounds_of(bounds.counter_period, now)
+    period_start, period_end = periods.bounds_of(bounds.counter_period, now, bounds.time_zone)
     if action is Action.REFUND and details.amount is not None:
         return Reservation(
             Counter.REFUND_AMOUNT,

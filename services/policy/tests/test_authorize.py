@@ -218,8 +218,22 @@ async def test_unconfirmed_refund_already_over_the_cap_escalates_without_a_yes(
     assert await policy.counter() == 49000
 
 
+async def test_major_currencies_have_default_caps(policy: Policy) -> None:
+    # Confirmed refunds of 400 EUR, 60000 JPY, 300 GBP and 30000 INR are under the default
+    # caps (500 EUR, 75000 JPY, 400 GBP, 40000 INR): allowed, not handed off as a currency
+    # without a cap; 80000 JPY is over its cap and escalates as such.
+    for amount, currency in ((40000, "eur"), (60000, "jpy"), (30000, "gbp"), (3_000_000, "inr")):
+        response = await policy.stub.Authorize(policy.refund(amount, currency=currency))
+        assert response.decision == pb.DECISION_ALLOW, (currency, response)
+    over = await policy.stub.Authorize(policy.refund(80000, currency="jpy"))
+    assert (over.decision, over.reason) == (
+        pb.DECISION_ESCALATE,
+        pb.DECISION_REASON_REFUND_OVER_CAP,
+    )
+
+
 async def test_currency_without_cap_escalates(policy: Policy) -> None:
-    response = await policy.stub.Authorize(policy.refund(1000, currency="eur"))
+    response = await policy.stub.Authorize(policy.refund(1000, currency="chf"))
     assert (response.decision, response.reason) == (
         pb.DECISION_ESCALATE,
         pb.DECISION_REASON_CURRENCY_NOT_COVERED,
@@ -230,7 +244,7 @@ async def test_currency_without_cap_escalates(policy: Policy) -> None:
         )
     )
     assert escalation.escalation.context.transcript_summary == "wants $"
-    assert escalation.escalation.details.amount.currency == "eur"
+    assert escalation.escalation.details.amount.currency == "chf"
 
 
 async def test_confirmed_cancel_is_allowed_with_the_grace_period(policy: Policy) -> None:

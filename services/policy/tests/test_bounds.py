@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+import asyncio
+from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
@@ -27,7 +28,17 @@ async def test_unknown_workspace_has_defaults_without_the_skill(policy: Policy) 
     response = await policy.stub.GetBounds(pb.GetBoundsRequest(workspace_id="ws_new"))
     bounds = response.bounds
     assert bounds.askvault_plan == pb.ASK_VAULT_PLAN_UNSPECIFIED
-    assert list(bounds.refund_caps) == [usd(50000)]
+    # The major currencies each have a default cap, in their own minor units (yen have none).
+    caps = {cap.currency: cap.amount_minor for cap in bounds.refund_caps}
+    assert caps == {
+        "usd": 50000,
+        "eur": 50000,
+        "gbp": 40000,
+        "cad": 70000,
+        "aud": 75000,
+        "jpy": 75000,
+        "inr": 4000000,
+    }
     assert bounds.refund_window.ToTimedelta() == timedelta(days=14)
     assert bounds.plan_changes_per_period == 3
     assert bounds.cancellation_grace.ToTimedelta() == timedelta(seconds=30)
@@ -73,7 +84,11 @@ async def test_raised_cap_needs_a_second_different_admin(policy: Policy) -> None
         ({"confirm_refunds": False}, ["confirm_refunds"]),
         ({"counter_period": pb.COUNTER_PERIOD_CALENDAR_DAY}, ["counter_period"]),
         (
-            {"refund_caps": [usd(50000), common_pb2.Money(amount_minor=1, currency="eur")]},
+            {"refund_caps": [usd(50000), common_pb2.Money(amount_minor=1, currency="chf")]},
+            ["refund_caps.chf"],
+        ),
+        (
+            {"refund_caps": [common_pb2.Money(amount_minor=50001, currency="eur")]},
             ["refund_caps.eur"],
         ),
     ],
@@ -178,3 +193,37 @@ async def test_two_made_up_subjects_cannot_pass_the_two_admin_rule(policy: Polic
     await _approve(policy, change.change_id, "admin-bob")  # type: ignore[misc]
     response = await policy.stub.Authorize(policy.refund(60000))
     assert response.decision != pb.DECISION_ESCALATE
+
+
+async def test_counter_periods_follow_the_workspace_time_zone(policy: Policy) -> None:
+    # Moving the zone moves the start of the current period: a second admin approves it.
+    proposed = (await policy.set_bounds(time_zone="Asia/Kolkata")).change
+    assert proposed.state == pb.BOUNDS_CHANGE_STATE_PENDING
+    assert list(proposed.loosened_fields) == ["time_zone"]
+    await _approve(policy, proposed.change_id, "admin-bob")  # type: ignore[misc]
+    bounds = await policy.stub.GetBounds(pb.GetBoundsRequest(workspace_id=policy.workspace_id))
+    assert bounds.bounds.time_zone == "Asia/Kolkata"
+    assert bounds.defaults.time_zone == "UTC"
+    # Kolkata is UTC+5:30: its February begins on 31 January at 18:30 UTC, not at midnight.
+    policy.clock.now = datetime(2026, 1, 31, 18, 29, 59, tzinfo=UTC)
+    january = await asyncio.gather(*(policy.stub.Authorize(policy.plan_change()) for _ in range(5)))
+    assert sum(r.decision == pb.DECISION_ALLOW for r in january) == 3
+    denied = next(r for r in january if r.decision == pb.DECISION_DENY)
+    assert denied.usage.resets_at.ToDatetime(UTC) == datetime(2026, 1, 31, 18, 30, tzinfo=UTC)
+    policy.clock.advance(timedelta(seconds=1))  # 00:00:00 on 1 February in Kolkata
+    february = await asyncio.gather(
+        *(policy.stub.Authorize(policy.plan_change()) for _ in range(5))
+    )
+    assert sum(r.decision == pb.DECISION_ALLOW for r in february) == 3
+    denied = next(r for r in february if r.decision == pb.DECISION_DENY)
+    assert denied.usage.resets_at.ToDatetime(UTC) == datetime(2026, 2, 28, 18, 30, tzinfo=UTC)
+    # Keeping the zone is no loosening: a tightening applies at once.
+    kept = (await policy.set_bounds(time_zone="Asia/Kolkata", plan_changes_per_period=2)).change
+    assert kept.state == pb.BOUNDS_CHANGE_STATE_APPLIED
+
+
+async def test_unknown_time_zone_is_invalid(policy: Policy) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await policy.set_bounds(time_zone="Mars/Olympus_Mons")
+    code, reason, *_ = testing.error_details(raised.value)
+    assert (code, reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT")

@@ -9,11 +9,19 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from policy.domain import audit, decisions, grants, periods
-from policy.domain.bounds import AskVaultPlan, Bounds, loosened_fields, parse_caps
+from policy.domain.bounds import (
+    DEFAULT_REFUND_CAPS_MAJOR,
+    AskVaultPlan,
+    Bounds,
+    default_caps_spec,
+    loosened_fields,
+    parse_caps,
+)
 from policy.domain.decisions import Reason, Verdict
 from policy.domain.model import Action, Channel, Confirmation, Details, Money
 from policy.domain.periods import Period
-from runtime import errors
+from policy.tests.conftest import policy_settings
+from runtime import currency, errors
 
 NOW = datetime(2026, 3, 15, 12, 0, tzinfo=UTC)
 DEFAULTS = Bounds(
@@ -334,6 +342,27 @@ def test_loosening_is_measured_against_defaults(
 
 def test_caps_parse_from_settings() -> None:
     assert parse_caps("usd:50000, EUR:45000") == (Money(50000, "usd"), Money(45000, "eur"))
+    for bad in ("usd", "usd:-5", "usd:12.50", "dollars:100", "usd:1,usd:2"):
+        with pytest.raises(ValueError, match="refund cap"):
+            parse_caps(bad)
+
+
+def test_default_caps_cover_the_major_currencies_in_their_minor_units() -> None:
+    caps = {cap.currency: cap for cap in parse_caps(default_caps_spec())}
+    assert set(caps) >= {"usd", "eur", "gbp", "cad", "aud", "jpy", "inr"}
+    # 500 dollars is 50000 cents; 75000 yen is 75000 (yen have no minor unit).
+    assert caps["usd"].amount_minor == 50000
+    assert caps["jpy"].amount_minor == 75000
+    for code, cap in caps.items():
+        major = currency.to_major(cap.amount_minor, code)
+        assert major == DEFAULT_REFUND_CAPS_MAJOR[code], code
+
+
+def test_refund_caps_setting_is_checked_at_start() -> None:
+    database_url = "postgresql://policy@127.0.0.1:5432/unused"
+    assert policy_settings(database_url, default_refund_caps="usd:100").default_refund_caps
+    with pytest.raises(ValueError, match="refund cap"):
+        policy_settings(database_url, default_refund_caps="usd:ten")
 
 
 def _grant(state: grants.State = grants.State.RESERVED) -> grants.Grant:
@@ -580,3 +609,69 @@ def test_checkpoints_open_only_when_policy_sealed_them() -> None:
     ):
         with pytest.raises(audit.CheckpointError):
             audit.open_checkpoint(keys, presented)
+
+
+@pytest.mark.parametrize(
+    ("period", "now", "zone", "start", "end"),
+    [
+        # A minute before midnight in New York (UTC-5) is still the day before there.
+        (
+            Period.CALENDAR_DAY,
+            datetime(2026, 3, 2, 4, 59, tzinfo=UTC),
+            "America/New_York",
+            datetime(2026, 3, 1, 5, 0, tzinfo=UTC),
+            datetime(2026, 3, 2, 5, 0, tzinfo=UTC),
+        ),
+        # The day that loses an hour to summer time is 23 hours long.
+        (
+            Period.CALENDAR_DAY,
+            datetime(2026, 3, 8, 12, 0, tzinfo=UTC),
+            "America/New_York",
+            datetime(2026, 3, 8, 5, 0, tzinfo=UTC),
+            datetime(2026, 3, 9, 4, 0, tzinfo=UTC),
+        ),
+        # Paris's week starts on Monday at 00:00 local (23:00 UTC on Sunday in winter).
+        (
+            Period.CALENDAR_WEEK,
+            datetime(2026, 1, 4, 23, 30, tzinfo=UTC),
+            "Europe/Paris",
+            datetime(2026, 1, 4, 23, 0, tzinfo=UTC),
+            datetime(2026, 1, 11, 23, 0, tzinfo=UTC),
+        ),
+        # Tokyo's January ends on 31 January at 15:00 UTC.
+        (
+            Period.CALENDAR_MONTH,
+            datetime(2026, 1, 31, 15, 0, tzinfo=UTC),
+            "Asia/Tokyo",
+            datetime(2026, 1, 31, 15, 0, tzinfo=UTC),
+            datetime(2026, 2, 28, 15, 0, tzinfo=UTC),
+        ),
+        # Where summer time began at midnight (Sao Paulo, 4 November 2018), the day starts at
+        # 01:00 local, the first moment that existed.
+        (
+            Period.CALENDAR_DAY,
+            datetime(2018, 11, 4, 12, 0, tzinfo=UTC),
+            "America/Sao_Paulo",
+            datetime(2018, 11, 4, 3, 0, tzinfo=UTC),
+            datetime(2018, 11, 5, 2, 0, tzinfo=UTC),
+        ),
+        # UTC stays as it was.
+        (
+            Period.CALENDAR_MONTH,
+            datetime(2026, 12, 31, 23, 59, tzinfo=UTC),
+            "UTC",
+            datetime(2026, 12, 1, tzinfo=UTC),
+            datetime(2027, 1, 1, tzinfo=UTC),
+        ),
+    ],
+)
+def test_periods_start_at_midnight_in_the_workspace_time_zone(
+    period: Period, now: datetime, zone: str, start: datetime, end: datetime
+) -> None:
+    assert periods.bounds_of(period, now, zone) == (start, end)
+
+
+def test_time_zone_names_are_checked() -> None:
+    assert periods.valid_time_zone("Asia/Kolkata") and periods.valid_time_zone("UTC")
+    for name in ("", "Mars/Olympus_Mons", "../etc/passwd", "x" * 100):
+        assert not periods.valid_time_zone(name)

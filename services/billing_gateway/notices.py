@@ -1,0 +1,150 @@
+"""Messages to a Stripe customer's people: who receives them (the contacts linked to the
+customer, else the customer's email at Stripe) and the confirmations of the gateway's own
+writes (plan changed, cancellation scheduled or undone), one per operation however often
+the write is retried (the notifier's dedup key carries the operation id)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from datetime import datetime
+
+from askvault.billing.v1 import billing_pb2 as pb
+from askvault.notifier.v1 import notifier_pb2
+from billing_gateway.accounts import AccountDirectory
+from billing_gateway.domain import billing
+from billing_gateway.peers import MessageRefused, Peers
+from billing_gateway.stripe_api import StripeGateway
+from runtime import errors
+
+logger = logging.getLogger(__name__)
+
+
+def display_date(moment: datetime) -> str:
+    """A date as a message shows it ("12 March 2026", UTC)."""
+    return f"{moment.day} {moment:%B %Y}"
+
+
+def plan_label(plan: pb.Plan) -> str:
+    """A plan as a message names it: "Growth (49.00 USD / month)"."""
+    name = plan.name or plan.tier or plan.price_id
+    if plan.HasField("amount") and plan.interval:
+        price = billing.display_amount(plan.amount.amount_minor, plan.amount.currency)
+        return f"{name} ({price} / {plan.interval})"
+    return name
+
+
+class Notices:
+    """Sends templated messages about one Stripe customer through the notifier."""
+
+    def __init__(self, peers: Peers, accounts: AccountDirectory, gateway: StripeGateway) -> None:
+        self._peers = peers
+        self._accounts = accounts
+        self._gateway = gateway
+
+    async def recipients(self, workspace_id: str, customer_id: str) -> list[notifier_pb2.Recipient]:
+        """One recipient per linked contact (email from the contact, else from Stripe); the
+        Stripe customer itself when no contact is linked yet."""
+        contacts = await self._peers.contacts_of(workspace_id, customer_id)
+        stripe_email = ""
+        if not contacts or any(not contact.email for contact in contacts):
+            account = await self._accounts.account(workspace_id)
+            try:
+                customer = await self._gateway.call(
+                    account,
+                    "customers.retrieve",
+                    lambda c: c.v1.customers.retrieve_async(customer_id),
+                )
+                stripe_email = str(getattr(customer, "email", "") or "")
+            except errors.ServiceError as error:
+                if error.kind is not errors.Kind.NOT_FOUND:
+                    raise
+        recipients = [
+            notifier_pb2.Recipient(
+                contact_id=contact.contact_id, email=contact.email or stripe_email
+            )
+            for contact in contacts
+        ]
+        if recipients or not stripe_email:
+            return recipients
+        # No contact in identity yet (the customer never talked to the bot): the notifier
+        # needs a contact id for consent and limits, so the Stripe customer stands in for one.
+        return [
+            notifier_pb2.Recipient(contact_id=f"stripe-customer-{customer_id}", email=stripe_email)
+        ]
+
+    async def send(
+        self,
+        workspace_id: str,
+        customer_id: str,
+        template: notifier_pb2.Template.ValueType,
+        variables: dict[str, str],
+        *,
+        dedup: str,
+        log_fields: Mapping[str, str] | None = None,
+    ) -> list[str]:
+        """Queues the message for every recipient; returns what could not be sent for good
+        (no recipient, a refusal by the notifier), logged with ``log_fields``. Passing
+        failures raise ServiceError."""
+        problems: list[str] = []
+        recipients = await self.recipients(workspace_id, customer_id)
+        if not recipients:
+            problems.append(f"no recipient for {customer_id}")
+        for recipient in recipients:
+            try:
+                await self._peers.send(
+                    notifier_pb2.SendRequest(
+                        workspace_id=workspace_id,
+                        recipient=recipient,
+                        template=template,
+                        variables=variables,
+                        dedup_key=f"{dedup}-{recipient.contact_id or recipient.email}",
+                    )
+                )
+            except MessageRefused as refused:
+                # INVALID_ARGUMENT is our bug; FAILED_PRECONDITION (no consent, no address)
+                # is the recipient's situation. Neither changes by trying again.
+                log = logger.error if refused.is_bug else logger.warning
+                log(
+                    "notifier refused a message",
+                    extra={
+                        **(log_fields or {}),
+                        "template": notifier_pb2.Template.Name(template),
+                        "code": refused.code,
+                        "reason": refused.reason,
+                        "contact_id": recipient.contact_id,
+                    },
+                )
+                problems.append(
+                    f"notifier_refused {refused.code} {refused.reason} "
+                    f"contact={recipient.contact_id}"
+                )
+        return problems
+
+    async def confirm(
+        self,
+        workspace_id: str,
+        customer_id: str,
+        template: notifier_pb2.Template.ValueType,
+        variables: dict[str, str],
+        *,
+        operation_id: str,
+    ) -> None:
+        """The confirmation of a write that already succeeded: one message per operation
+        (the dedup key is the operation's), and a message that cannot go now is logged, never
+        turned into a failure of the write it confirms."""
+        try:
+            problems = await self.send(
+                workspace_id,
+                customer_id,
+                template,
+                variables,
+                dedup=f"{notifier_pb2.Template.Name(template).lower()}-{operation_id}",
+            )
+        except errors.ServiceError as error:
+            problems = [f"{error.reason}: {error}"]
+        if problems:
+            logger.warning(
+                "confirmation not sent",
+                extra={"operation_id": operation_id, "problems": "; ".join(problems)},
+            )
