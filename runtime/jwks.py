@@ -152,12 +152,18 @@ class KeySet:
         self._clock = clock
         self._keys: dict[str, jwt.PyJWK] = {}
         self._read_at: float | None = None
+        # When a first read failed: calls meanwhile are refused at once, not each sent to the
+        # provider (a flood of admin calls during an outage must not become a flood of reads).
+        self._failed_at: float | None = None
         self._lock = asyncio.Lock()
 
     async def key(self, key_id: str) -> jwt.PyJWK | None:
         """The key of that id (a token without one: the only key), or None when the
         provider does not publish it. Raises KeysUnavailable when no key set can be read."""
         now = self._clock()
+        failed_at = self._failed_at
+        if self._read_at is None and failed_at is not None and now - failed_at < self._min_refresh:
+            raise KeysUnavailable("the identity provider's keys could not be read")
         if self._read_at is None or now - self._read_at >= self._max_age:
             await self._refresh(stale_ok=self._read_at is not None)
         found = self._find(key_id)
@@ -187,6 +193,7 @@ class KeySet:
                 TimeoutError,
             ) as error:
                 if not stale_ok:
+                    self._failed_at = started
                     raise KeysUnavailable(str(error)) from None
                 logger.warning(
                     "identity provider keys could not be read again; the cached ones serve",

@@ -258,6 +258,24 @@ async def test_an_unreachable_provider_keeps_the_cached_keys_and_says_unavailabl
     assert outcome == "UNAVAILABLE/ADMIN_KEYS_UNAVAILABLE"
 
 
+async def test_an_unreachable_provider_is_asked_once_per_interval_not_once_per_call(
+    tmp_path: Path,
+) -> None:
+    provider = _provider()
+    path = tmp_path / "jwks.json"
+    clock = _Clock()
+    loader, reads = _counting_file_loader(path)  # the file does not exist yet
+    verifier = auth.AdminVerifier(RULES, jwks.KeySet(loader, min_refresh_seconds=30, clock=clock))
+    for _ in range(20):
+        outcome = await _reason(verifier, provider.issue("alice", [WORKSPACE]))
+        assert outcome == "UNAVAILABLE/ADMIN_KEYS_UNAVAILABLE"
+    assert len(reads) == 1
+    provider.write_jwks(path)
+    clock.now += 31
+    assert await verifier.subject(provider.issue("alice", [WORKSPACE]), WORKSPACE) == "alice"
+    assert len(reads) == 2
+
+
 async def test_no_issuer_configured_refuses_every_admin_call(tmp_path: Path) -> None:
     provider = _provider()
     verifier = auth.AdminVerifier(RULES, None)
