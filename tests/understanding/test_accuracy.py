@@ -7,7 +7,8 @@ The first 356 phrasings were written before the rules they measure; two later ba
 written before being run (76 and 64 phrasings), were read right 92% and 83% of the time
 before the rules were improved on them; 18 bare plan aliases ("the cheaper one", "the next
 tier up", nothing else said) were added with the rule that reads them
-it (one of 18 read right before). Expect less than the table on phrasings nobody has tried yet: add them here when found."""
+it (one of the 18 was read right before). Expect less than the table on phrasings nobody
+has tried yet: add them here when found."""
 
 from __future__ import annotations
 
