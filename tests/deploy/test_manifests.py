@@ -248,7 +248,11 @@ def test_each_deployment_holds_only_its_own_service_key(overlay: str) -> None:
 
 
 # Where the schema owner's DSN lives, per overlay: only the migration Jobs may reference it.
-_OWNER_SECRETS = {"prod": "askvault-database-owner", "dev": "askvault-pg-app"}
+_OWNER_SECRETS = {
+    "prod": "askvault-database-owner",
+    "prod-llm": "askvault-database-owner",
+    "dev": "askvault-pg-app",
+}
 
 
 def _env(document: dict[str, Any]) -> list[dict[str, Any]]:
