@@ -67,8 +67,8 @@ deploy-check: $(DEPLOY_VENV)/.stamp ## Render, validate (k8s 1.30-1.34) and scan
 test-unit: gen ## Only the tests that need no server.
 	$(BIN)/pytest -q -m "not integration"
 
-run: gen ## Start the whole system locally with embedded defaults; Ctrl-C stops it.
-	$(PY) -m devstack
+run: gen ## Start the whole system locally with embedded defaults (LLM=1: LLM mode on the scripted model emulator); Ctrl-C stops it.
+	$(PY) -m devstack $(if $(filter 1 yes true,$(LLM)),--llm)
 
 migrate: gen ## Apply every service's migrations to DATABASE_URL.
 	for s in identity policy billing_gateway notifier edge; do \

@@ -78,6 +78,7 @@ def plan(
     ports: Mapping[str, int] | None = None,
     overrides: Mapping[str, Mapping[str, str]] | None = None,
     service_database_urls: Mapping[str, str] | None = None,
+    llm: bool = False,
 ) -> list[Child]:
     """The processes to start, in order: emulators first, then services by dependency.
 
@@ -86,7 +87,8 @@ def plan(
     production), or with the owner's URL when it has none.
     ``ports`` replaces the ports of config/demo.toml (by the same names) and ``overrides``
     adds environment variables per process name: the chaos harness runs a second stack on
-    free ports with shorter intervals; ``make run`` passes neither."""
+    free ports with shorter intervals; ``make run`` passes neither. ``llm`` (``make run
+    LLM=1``) starts the scripted model emulator too and points the edge's LLM mode at it."""
     keys = config.local_keys()
     signing_keys = config.service_keys()
     python = sys.executable
@@ -166,6 +168,22 @@ def plan(
                 f"http://127.0.0.1:{port('whatsapp_emulator')}",
             )
         )
+    llm_env: dict[str, str] = {}
+    if llm and _exists("model_emulator"):
+        children.append(
+            Child(
+                "model_emulator",
+                [python, "-m", "model_emulator", "--port", str(port("model_emulator"))],
+                {"MODEL_EMULATOR_API_KEY": LOCAL_MODEL_API_KEY},
+                _port_open(port("model_emulator")),
+                f"http://127.0.0.1:{port('model_emulator')}/v1 (script: POST /_emulator/script)",
+            )
+        )
+        llm_env = {
+            "LLM_BASE_URL": f"http://127.0.0.1:{port('model_emulator')}/v1",
+            "LLM_MODEL": "scripted-model",
+            "LLM_API_KEY": LOCAL_MODEL_API_KEY,
+        }
     service_env: dict[str, dict[str, str]] = {
         "identity": {
             "SECRETS_ENCRYPTION_KEYS": keys["SECRETS_ENCRYPTION_KEYS"],
@@ -200,6 +218,7 @@ def plan(
             "WHATSAPP_VERIFY_TOKEN": "local-whatsapp-verify-token",
             "WHATSAPP_WORKSPACES": demo.workspace_id,
             "SECRETS_ENCRYPTION_KEYS": keys["SECRETS_ENCRYPTION_KEYS"],
+            **llm_env,
         },
     }
     for offset, (name, extra) in enumerate(service_env.items()):
@@ -235,6 +254,8 @@ def _port_of(demo: config.DemoConfig, ports: Mapping[str, int] | None) -> Callab
 
 
 LOGS = config.DATA_DIR / "logs"
+# The local model emulator's API key (development only).
+LOCAL_MODEL_API_KEY = "local-model-key"
 
 
 def _open_log(logs: Path, name: str) -> BinaryIO:
@@ -312,14 +333,18 @@ async def service_database_urls(owner_url: str) -> dict[str, str]:
     }
 
 
-async def run(once: bool) -> int:
-    """Starts the stack; with ``once`` stops right after it is up (a smoke check)."""
+async def run(once: bool, llm: bool = False) -> int:
+    """Starts the stack; with ``once`` stops right after it is up (a smoke check); with
+    ``llm`` the scripted model emulator answers the edge's LLM mode."""
     demo = config.load()
     postgres = EmbeddedPostgres(config.DATA_DIR / "pg")
     database_url = postgres.url()
     print("PostgreSQL:", "embedded (.data/pg)" if postgres.embedded else "DATABASE_URL", flush=True)
     children = plan(
-        demo, database_url, service_database_urls=await service_database_urls(database_url)
+        demo,
+        database_url,
+        service_database_urls=await service_database_urls(database_url),
+        llm=llm,
     )
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -363,8 +388,11 @@ async def run(once: bool) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--once", action="store_true", help="start, provision, then stop")
+    parser.add_argument(
+        "--llm", action="store_true", help="LLM mode against the scripted model emulator"
+    )
     args = parser.parse_args()
-    raise SystemExit(asyncio.run(run(args.once)))
+    raise SystemExit(asyncio.run(run(args.once, args.llm)))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,10 @@
 
 ``python -m devstack.chat [--user bob]`` opens a terminal chat; ``--demo`` plays the seed's
 journey (a duplicate charge refunded, then an upgrade from Starter to Growth) and prints the
-transcript.
+transcript. The demo first puts bob back in his seed story through the Stripe emulator's
+test endpoint (and waits until the stack has seen it), and talks in a new conversation, so it
+plays the same way every time on one ``make run`` (until the workspace's per-customer bounds,
+e.g. three plan changes a month, say no: those are never reset).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import argparse
 import asyncio
 import hashlib
 import hmac
+import os
 import sys
 import uuid
 from typing import Any
@@ -26,17 +30,33 @@ DEMO_JOURNEY = (
     "yes",
     "What's my subscription status?",
 )
+DEMO_USER = "bob"
+DEMO_EMAIL = "bob@example.com"
+# How long the demo waits for the stack to see the reset (webhooks delivered and processed).
+RESET_WAIT_SECONDS = 20.0
+# What the bot says once the reset is seen: bob on the seed's plan, the duplicate back.
+_RESET_SEEN = (
+    ("What's my subscription status?", "Starter"),
+    ("Why was I charged twice?", "twice on"),
+)
 
 
 class Chat:
     """One conversation with the edge as a verified demo visitor."""
 
-    def __init__(self, http: aiohttp.ClientSession, demo: config.DemoConfig, user: str) -> None:
+    def __init__(
+        self,
+        http: aiohttp.ClientSession,
+        demo: config.DemoConfig,
+        user: str,
+        edge_url: str | None = None,
+    ) -> None:
         visitor = next((v for v in demo.visitors if v["user_id"] == user), None)
         if visitor is None:
             raise SystemExit(f"unknown demo user {user!r}; see config/demo.toml")
         self._http = http
-        self._url = f"http://127.0.0.1:{demo.port('edge')}/v1/chat/turns"
+        base = edge_url or f"http://127.0.0.1:{demo.port('edge')}"
+        self._url = f"{base}/v1/chat/turns"
         self._body: dict[str, Any] = {
             "workspace_id": demo.workspace_id,
             "conversation_id": f"cli-{uuid.uuid4().hex[:12]}",
@@ -64,17 +84,64 @@ class Chat:
         return reply
 
 
+async def reset_demo_customer(
+    http: aiohttp.ClientSession, demo: config.DemoConfig, edge_url: str, stripe_url: str
+) -> None:
+    """Puts bob back in his seed story in the Stripe emulator, has the emulator deliver the
+    events now, and waits until the bot answers from the reset state (the billing gateway's
+    mirror follows those events), asking in a conversation of its own."""
+    async with http.post(
+        f"{stripe_url}/_emulator/stories/reset",
+        json={"api_key": demo.raw["stripe"]["secret_key"], "email": DEMO_EMAIL},
+    ) as response:
+        changed = await response.json()
+        if response.status != 200:
+            raise RuntimeError(f"the demo customer could not be reset: {changed}")
+    if not any(changed.values()):
+        return
+    async with http.post(f"{stripe_url}/_emulator/webhooks/flush", json={}) as response:
+        response.raise_for_status()
+    probe = Chat(http, demo, DEMO_USER, edge_url)
+    deadline = asyncio.get_running_loop().time() + RESET_WAIT_SECONDS
+    for question, seen in _RESET_SEEN:
+        while seen not in await probe.say(question):
+            if asyncio.get_running_loop().time() > deadline:
+                raise RuntimeError("the stack did not see the demo customer's reset in time")
+            await asyncio.sleep(0.5)
+
+
+async def play_demo(
+    http: aiohttp.ClientSession, demo: config.DemoConfig, edge_url: str, stripe_url: str | None
+) -> list[str]:
+    """Resets the demo customer (when the stack runs the Stripe emulator), then plays the
+    journey in a new conversation; the transcript, one line per message."""
+    if stripe_url is not None:
+        await reset_demo_customer(http, demo, edge_url, stripe_url)
+    chat = Chat(http, demo, DEMO_USER, edge_url)
+    transcript: list[str] = []
+    for line in DEMO_JOURNEY:
+        transcript += [f"visitor> {line}", f"bot> {await chat.say(line)}"]
+    return transcript
+
+
 async def run(user: str, demo_mode: bool) -> int:
     demo = config.load()
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as http:
-        chat = Chat(http, demo, "bob" if demo_mode else user)
         try:
             if demo_mode:
-                print(f"Seed journey as bob@example.com in {demo.workspace_id}\n")
-                for line in DEMO_JOURNEY:
-                    print(f"visitor> {line}")
-                    print(f"bot> {await chat.say(line)}\n")
+                # With real Stripe (STRIPE_TEST_API_KEY) there is no emulator to reset.
+                stripe_url = (
+                    None
+                    if os.environ.get("STRIPE_TEST_API_KEY")
+                    else f"http://127.0.0.1:{demo.port('stripe_emulator')}"
+                )
+                edge_url = f"http://127.0.0.1:{demo.port('edge')}"
+                transcript = await play_demo(http, demo, edge_url, stripe_url)
+                print(f"Seed journey as {DEMO_EMAIL} in {demo.workspace_id}\n")
+                for visitor_line, bot_line in zip(transcript[::2], transcript[1::2], strict=True):
+                    print(f"{visitor_line}\n{bot_line}\n")
                 return 0
+            chat = Chat(http, demo, user)
             print(f"Chatting as {user} in {demo.workspace_id}; Ctrl-D to leave.")
             while True:
                 try:

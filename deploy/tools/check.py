@@ -17,7 +17,7 @@ from kubernetes_validate import utils as kv
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
-OVERLAYS = ("dev", "prod")
+OVERLAYS = ("dev", "prod", "prod-llm")
 KUBERNETES_VERSIONS = ("1.30", "1.31", "1.32", "1.33", "1.34")
 BIN = Path(sys.executable).parent
 

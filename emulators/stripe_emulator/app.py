@@ -19,7 +19,18 @@ from urllib.parse import parse_qsl
 
 from aiohttp import web
 
-from stripe_emulator import errors, events, faults, forms, lifecycle, pages, payments, render, seed
+from stripe_emulator import (
+    errors,
+    events,
+    faults,
+    forms,
+    lifecycle,
+    pages,
+    payments,
+    render,
+    seed,
+    stories,
+)
 from stripe_emulator.request_log import RequestLog
 from stripe_emulator.resources import (
     catalog,
@@ -80,6 +91,7 @@ def create_app(state: State | None = None, *, state_file: Path | None = None) ->
     app.router.add_get("/_emulator/health", admin_health)
     app.router.add_post("/_emulator/reset", admin_reset)
     app.router.add_post("/_emulator/seed", admin_seed)
+    app.router.add_post("/_emulator/stories/reset", admin_reset_story)
     app.router.add_get("/_emulator/faults", admin_list_faults)
     app.router.add_post("/_emulator/faults", admin_add_fault)
     app.router.add_delete("/_emulator/faults", admin_clear_faults)
@@ -309,6 +321,18 @@ async def admin_seed(request: web.Request) -> web.Response:
         request.app[STATE_KEY], api_key=str(body.get("api_key") or seed.DEMO_API_KEY)
     )
     return _json(summary)
+
+
+async def admin_reset_story(request: web.Request) -> web.Response:
+    """Puts one demo customer back in its seed story (``make demo`` before each play)."""
+    body = await _admin_body(request)
+    state = request.app[STATE_KEY]
+    try:
+        account = state.account_for_key(str(body.get("api_key") or seed.DEMO_API_KEY))
+        changed = stories.reset(state, account, str(body.get("email") or ""))
+    except errors.StripeError as failure:
+        return _json({"error": failure.message}, 400)
+    return _json(changed)
 
 
 async def admin_list_faults(request: web.Request) -> web.Response:

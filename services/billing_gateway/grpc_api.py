@@ -18,6 +18,7 @@ from askvault.notifier.v1 import notifier_pb2
 from askvault.policy.v1 import policy_pb2
 from billing_gateway import convert, mirror_reads, notices, storage, webhooks
 from billing_gateway.accounts import AccountDirectory, key_binding, secret_binding
+from billing_gateway.confirmation_outbox import ConfirmationOutbox
 from billing_gateway.domain import billing, mirroring, recovery
 from billing_gateway.ledger import Clock, Ledger, WriteRequest
 from billing_gateway.mirror import Freshness, Mirror
@@ -103,6 +104,7 @@ class BillingGatewayServicer(billing_pb2_grpc.BillingGatewayServiceServicer):
         ingestion: webhooks.Ingestion,
         clock: Clock,
         mirror: Mirror,
+        confirmations: ConfirmationOutbox,
     ) -> None:
         self._pool = pool
         self._settings = settings
@@ -114,7 +116,7 @@ class BillingGatewayServicer(billing_pb2_grpc.BillingGatewayServiceServicer):
         self._ledger = ledger
         self._ingestion = ingestion
         self._clock = clock
-        self._notices = notices.Notices(peers, accounts, gateway)
+        self._notices = confirmations
         self._mirror = mirror
 
     # -- helpers ---------------------------------------------------------------------------

@@ -1,7 +1,6 @@
 """Messages to a Stripe customer's people: who receives them (the contacts linked to the
-customer, else the customer's email at Stripe) and the confirmations of the gateway's own
-writes (plan changed, cancellation scheduled or undone), one per operation however often
-the write is retried (the notifier's dedup key carries the operation id)."""
+customer, else the customer's email at Stripe). The confirmations of the gateway's own writes
+go through ``confirmation_outbox``, which keeps them until the notifier takes them."""
 
 from __future__ import annotations
 
@@ -120,31 +119,3 @@ class Notices:
                     f"contact={recipient.contact_id}"
                 )
         return problems
-
-    async def confirm(
-        self,
-        workspace_id: str,
-        customer_id: str,
-        template: notifier_pb2.Template.ValueType,
-        variables: dict[str, str],
-        *,
-        operation_id: str,
-    ) -> None:
-        """The confirmation of a write that already succeeded: one message per operation
-        (the dedup key is the operation's), and a message that cannot go now is logged, never
-        turned into a failure of the write it confirms."""
-        try:
-            problems = await self.send(
-                workspace_id,
-                customer_id,
-                template,
-                variables,
-                dedup=f"{notifier_pb2.Template.Name(template).lower()}-{operation_id}",
-            )
-        except errors.ServiceError as error:
-            problems = [f"{error.reason}: {error}"]
-        if problems:
-            logger.warning(
-                "confirmation not sent",
-                extra={"operation_id": operation_id, "problems": "; ".join(problems)},
-            )

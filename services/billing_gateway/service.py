@@ -13,9 +13,11 @@ import grpc
 from askvault.billing.v1 import billing_pb2, billing_pb2_grpc
 from billing_gateway import webhooks
 from billing_gateway.accounts import AccountDirectory
+from billing_gateway.confirmation_outbox import ConfirmationOutbox
 from billing_gateway.grpc_api import BillingGatewayServicer
 from billing_gateway.ledger import Clock, Ledger
 from billing_gateway.mirror import Mirror
+from billing_gateway.notices import Notices
 from billing_gateway.peers import Peers
 from billing_gateway.settings import BillingGatewaySettings
 from billing_gateway.stripe_api import StripeGateway
@@ -68,6 +70,7 @@ class BillingGatewayService:
         self._ledger: Ledger | None = None
         self._events: webhooks.EventWorker | None = None
         self._mirror: Mirror | None = None
+        self._confirmations: ConfirmationOutbox | None = None
 
     @property
     def ledger(self) -> Ledger:
@@ -88,6 +91,12 @@ class BillingGatewayService:
         return self._mirror
 
     @property
+    def confirmations(self) -> ConfirmationOutbox:
+        """The outbox of confirmation emails (started services only)."""
+        assert self._confirmations is not None
+        return self._confirmations
+
+    @property
     def events(self) -> webhooks.EventWorker:
         """The webhook worker (started services only)."""
         assert self._events is not None
@@ -103,6 +112,12 @@ class BillingGatewayService:
         self._mirror = Mirror(pool, self.gateway, accounts, settings, self._clock)
         self._ledger = Ledger(pool, self.gateway, self._peers, accounts, self._clock, self._mirror)
         self._events = webhooks.EventWorker(pool, self.gateway, self._peers, accounts, self._mirror)
+        self._confirmations = ConfirmationOutbox(
+            pool,
+            Notices(self._peers, accounts, self.gateway),
+            settings.confirmation_retry_seconds,
+            settings.confirmation_retry_max_seconds,
+        )
         servicer = BillingGatewayServicer(
             pool=pool,
             settings=settings,
@@ -112,6 +127,7 @@ class BillingGatewayService:
             accounts=accounts,
             ledger=self._ledger,
             mirror=self._mirror,
+            confirmations=self._confirmations,
             ingestion=webhooks.Ingestion(pool, accounts, settings.webhook_tolerance_seconds),
             clock=self._clock,
         )
@@ -122,6 +138,7 @@ class BillingGatewayService:
     def _start_workers(self) -> None:
         settings = self._settings
         ledger, events, mirror = self.ledger, self.events, self.mirror
+        confirmations = self.confirmations
 
         async def reconcile() -> None:
             # Only operations older than the longest a Stripe write can take are settled,
@@ -146,6 +163,17 @@ class BillingGatewayService:
                     "cancellations",
                 ),
                 name="billing-cancellations",
+            )
+        )
+        self._tasks.append(
+            asyncio.create_task(
+                tasks.every(
+                    self._stop,
+                    settings.confirmation_poll_seconds,
+                    confirmations.retry_due,
+                    "confirmations",
+                ),
+                name="billing-confirmations",
             )
         )
         self._tasks.append(

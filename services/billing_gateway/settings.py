@@ -67,6 +67,12 @@ class BillingGatewaySettings(ServiceSettings):
     # Each catch-up lists events from this many seconds before the last one reached: Stripe's
     # events list may show an event a little after its `created`.
     mirror_catch_up_overlap_seconds: int = Field(default=60, ge=0, le=86_400)
+    # A confirmation email the notifier did not take (unreachable, rate-limited) is tried
+    # again after this many seconds, doubling up to the max; the worker looks for due ones
+    # every poll.
+    confirmation_retry_seconds: float = Field(default=5.0, gt=0)
+    confirmation_retry_max_seconds: float = Field(default=300.0, gt=0)
+    confirmation_poll_seconds: float = Field(default=2.0, gt=0)
     # Whether the background workers run in this process (the tests start them by hand).
     run_workers: bool = True
 

@@ -5,6 +5,7 @@ sees these words (``replies`` has theirs)."""
 from __future__ import annotations
 
 from askvault.billing.v1 import billing_pb2 as bpb
+from askvault.identity.v1 import identity_pb2 as ipb
 from edge import views
 
 STRIPE_DOWN_NOTE = "The billing gateway could not reach Stripe in time."
@@ -21,18 +22,33 @@ def transcript_author(author: str, verified: bool | None) -> str:
     return author
 
 
-def subscription_summary(answer: bpb.GetSubscriptionResponse | None, customer: str) -> str:
-    """The subscription as agents read it in a hand-off (None: the gateway did not answer)."""
+def subscription_summary(answer: bpb.GetSubscriptionResponse | None, contact: ipb.Contact) -> str:
+    """The subscription as agents read it in a hand-off: the gateway's answer when the turn
+    read one, else the contact's audience tags (kept from Stripe's webhooks)."""
+    customer = contact.stripe_customer_id
     if answer is None:
-        return "subscription unavailable"
+        return _from_tags(contact.tags, customer)
     if not answer.HasField("subscription"):
-        return "no subscription"
+        return f"no subscription, customer {customer}" if customer else "no subscription"
     sub = answer.subscription
     return (
         f"{sub.plan.name} ({views.money_text(sub.plan.amount)}/{sub.plan.interval}), "
         f"{views.status_word(sub.status)}, "
         f"subscription {sub.subscription_id}, customer {customer}"
     )
+
+
+def _from_tags(tags: ipb.ContactTags, customer: str) -> str:
+    if not customer:
+        return "no Stripe customer linked"
+    tier = ipb.PlanTier.Name(tags.plan_tier).removeprefix("PLAN_TIER_").capitalize()
+    status = ipb.CustomerStatus.Name(tags.customer_status).removeprefix("CUSTOMER_STATUS_")
+    known = [
+        f"{tier} tier" if tags.plan_tier else "",
+        status.lower() if tags.customer_status else "",
+    ]
+    said = ", ".join(part for part in known if part) or "plan unknown"
+    return f"{said} (the contact's tags), customer {customer}"
 
 
 def asked_note(short: str) -> str:

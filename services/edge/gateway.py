@@ -38,7 +38,8 @@ async def call(peers: Peers, method: str, request: Any) -> Any:
 
 
 async def subscription(peers: Peers, context: Context) -> bpb.GetSubscriptionResponse:
-    """The visitor's subscription (the answer may hold none)."""
+    """The visitor's subscription (the answer may hold none), kept in ``context.reads`` for
+    the turn's hand-off summary."""
     answer: bpb.GetSubscriptionResponse = await call(
         peers,
         "GetSubscription",
@@ -46,6 +47,7 @@ async def subscription(peers: Peers, context: Context) -> bpb.GetSubscriptionRes
             workspace_id=context.workspace_id, identity_assertion=context.assertion
         ),
     )
+    context.reads.subscription = answer
     return answer
 
 
@@ -106,23 +108,6 @@ async def customer_email(peers: Peers, context: Context) -> str:
         logger.info("customer email not found", extra={"code": error.code().name})
         return ""
     return next((c.email for c in found.customers if c.email), "")
-
-
-async def subscription_or_none(
-    peers: Peers, context: Context
-) -> bpb.GetSubscriptionResponse | None:
-    """The subscription for a hand-off's summary; None when the gateway does not answer (a
-    hand-off never fails for want of it)."""
-    try:
-        answer: bpb.GetSubscriptionResponse = await peers.billing.GetSubscription(
-            bpb.GetSubscriptionRequest(
-                workspace_id=context.workspace_id, identity_assertion=context.assertion
-            ),
-            timeout=peers.billing_timeout(),
-        )
-    except grpc.aio.AioRpcError:
-        return None
-    return answer
 
 
 async def card_update_url(peers: Peers, context: Context, return_url: str) -> str | None:

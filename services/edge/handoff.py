@@ -14,7 +14,7 @@ import grpc
 
 from askvault.notifier.v1 import notifier_pb2 as npb
 from askvault.policy.v1 import policy_pb2 as ppb
-from edge import agent_notes, gateway, replies, storage
+from edge import agent_notes, replies, storage
 from edge.domain import intents
 from edge.domain.intents import Intent, Parsed
 from edge.peers import Peers, error_reason
@@ -38,7 +38,7 @@ async def handoff(
     """Hands the verified visitor's conversation to a human; ``escalation_id`` when policy
     already opened one."""
     transcript = await _transcript(deps, context.request)
-    summary = await subscription_summary(deps.peers, context) if with_subscription else ""
+    summary = subscription_summary(context) if with_subscription else ""
     if not escalation_id:
         escalation_id = await open_escalation(
             deps.peers,
@@ -70,15 +70,15 @@ async def escalation_context(deps: TurnDeps, context: Context, note: str) -> ppb
     return ppb.EscalationContext(
         conversation_id=context.conversation_id,
         transcript_summary=await _transcript(deps, context.request),
-        subscription_summary=await subscription_summary(deps.peers, context),
+        subscription_summary=subscription_summary(context),
         note=note,
     )
 
 
-async def subscription_summary(peers: Peers, context: Context) -> str:
-    """The subscription as the agents read it."""
-    answer = await gateway.subscription_or_none(peers, context)
-    return agent_notes.subscription_summary(answer, context.contact.stripe_customer_id)
+def subscription_summary(context: Context) -> str:
+    """The subscription as the agents read it: what the turn already read (the gateway's
+    answer, else the contact's tags); nothing is asked just to fill it."""
+    return agent_notes.subscription_summary(context.reads.subscription, context.contact)
 
 
 async def open_escalation(

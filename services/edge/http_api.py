@@ -25,7 +25,7 @@ from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Scope
 
 from askvault.billing.v1 import billing_pb2 as bpb
-from edge import ratelimit, tools
+from edge import metrics, ratelimit, tools
 from edge.http_middleware import AddressLimited, BodyLimit, JsonErrorBodies, error
 from edge.peers import Peers, error_reason, is_unavailable
 from edge.pipeline import Engine
@@ -37,7 +37,7 @@ from runtime.health import DATABASE, SHUTTING_DOWN, Health
 logger = logging.getLogger(__name__)
 tracer = trace.get_tracer("askvault.edge")
 
-_REGISTRY = prometheus_client.CollectorRegistry()
+_REGISTRY = metrics.REGISTRY
 _REQUESTS = prometheus_client.Counter(
     "askvault_edge_http_requests",
     "HTTP requests by route and status",

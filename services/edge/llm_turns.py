@@ -21,15 +21,16 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from edge import replies, storage, tools
+from edge import metrics, replies, storage, tools
 from edge.domain import grounding
 from edge.domain.intents import Intent, Parsed
-from edge.llm_client import ChatModel, ModelFailed, ToolCall
+from edge.llm_client import ChatModel, ModelFailed, ModelTurn, ToolCall
 from edge.settings import EdgeSettings
 from edge.turn import Context, NotFound, Reply, Request, TurnDeps
 
@@ -133,14 +134,20 @@ async def answer(
     model = model_of(deps.settings)
     assert model is not None  # callers ask ``takes`` first
     turn = _Turn()
+    started = time.perf_counter()
     try:
         history = await _history(deps, context)
         words = await _converse(deps.settings, model, history, text, run_tool, context, turn)
     except ModelFailed as failure:
+        metrics.LLM_TURN_SECONDS.observe(time.perf_counter() - started)
         logger.info("model failed; the rules answer", extra={"reason": str(failure)})
+        metrics.LLM_TURNS.labels("fallback").inc()
+        metrics.LLM_FALLBACKS.labels(metrics.failure_kind(str(failure))).inc()
         return await _replacement(turn, rules)
+    metrics.LLM_TURN_SECONDS.observe(time.perf_counter() - started)
     problems = grounding.findings(words, grounding.Evidence.of(turn.evidence))
     if problems or turn.refusals:
+        kinds = sorted({p.kind for p in problems} | set(turn.refusals))
         logger.info(
             "model reply replaced",
             extra={
@@ -148,7 +155,11 @@ async def answer(
                 "refusals": sorted(set(turn.refusals)),
             },
         )
+        metrics.LLM_TURNS.labels("replaced").inc()
+        for kind in kinds:
+            metrics.LLM_REPLACEMENTS.labels(kind).inc()
         return await _replacement(turn, rules)
+    metrics.LLM_TURNS.labels("model").inc()
     return _combined(turn, words)
 
 
@@ -193,7 +204,7 @@ async def _converse(
         remaining = deadline - loop.time()
         if remaining <= 0:
             raise ModelFailed("timeout")
-        said = await model.complete(messages, definitions, remaining)
+        said = await _complete(model, messages, definitions, remaining)
         if not said.tool_calls:
             if not said.content or len(said.content) > _MAX_WORDS_CHARS:
                 raise ModelFailed("no usable answer")
@@ -209,6 +220,25 @@ async def _converse(
             turn.evidence.append(content)
             messages.append({"role": "tool", "tool_call_id": call.call_id, "content": content})
     raise ModelFailed("no answer within the rounds")
+
+
+async def _complete(
+    model: ChatModel,
+    messages: list[dict[str, Any]],
+    definitions: list[dict[str, Any]],
+    timeout_seconds: float,
+) -> ModelTurn:
+    """One model call, counted by its result and timed."""
+    started = time.perf_counter()
+    try:
+        said = await model.complete(messages, definitions, timeout_seconds)
+    except ModelFailed as failure:
+        metrics.LLM_CALLS.labels(metrics.failure_kind(str(failure))).inc()
+        raise
+    finally:
+        metrics.LLM_CALL_SECONDS.observe(time.perf_counter() - started)
+    metrics.LLM_CALLS.labels("ok").inc()
+    return said
 
 
 async def _run(call: ToolCall, context: Context, run_tool: RunTool, turn: _Turn) -> dict[str, Any]:

@@ -214,13 +214,20 @@ async def verify(
                 answer = await peers.identity.VerifyVisitor(verify_request, timeout=peers.timeout())
             except grpc.aio.AioRpcError:
                 return None
-            await _tag_linked(peers, request.workspace_id, answer)
+            answer = await _tag_linked(peers, request.workspace_id, verify_request, answer)
     return answer.contact, answer.identity_assertion, link, tuple(answer.self_serve_price_ids)
 
 
-async def _tag_linked(peers: Peers, workspace_id: str, answer: ipb.VerifyVisitorResponse) -> None:
+async def _tag_linked(
+    peers: Peers,
+    workspace_id: str,
+    verify_request: ipb.VerifyVisitorRequest,
+    answer: ipb.VerifyVisitorResponse,
+) -> ipb.VerifyVisitorResponse:
     """Tags the just-linked contact from its customer's subscription now, instead of at the
-    customer's next subscription event. A failure leaves that to the next event."""
+    customer's next subscription event, and answers with the tagged contact (once per
+    contact: a hand-off of this very turn tells the agents its plan from the tags). A
+    failure leaves the tags to the next event."""
     contact = answer.contact
     try:
         await peers.billing.SyncContactTags(
@@ -236,6 +243,14 @@ async def _tag_linked(peers: Peers, workspace_id: str, answer: ipb.VerifyVisitor
             "linked contact not tagged",
             extra={"code": error.code().name, "reason": error_reason(error)},
         )
+        return answer
+    try:
+        tagged: ipb.VerifyVisitorResponse = await peers.identity.VerifyVisitor(
+            verify_request, timeout=peers.timeout()
+        )
+    except grpc.aio.AioRpcError:
+        return answer
+    return tagged
 
 
 async def _link_customer(

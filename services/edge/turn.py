@@ -10,6 +10,7 @@ from typing import Any
 import asyncpg
 import jwt
 
+from askvault.billing.v1 import billing_pb2 as bpb
 from askvault.identity.v1 import identity_pb2 as ipb
 from edge import ratelimit
 from edge.domain.intents import Parsed
@@ -136,6 +137,14 @@ class NotLinked(Exception):
     """The contact has no Stripe customer (none matched its email)."""
 
 
+@dataclass
+class TurnReads:
+    """What the turn already read from the billing gateway, for the notes it leaves agents:
+    a hand-off's summary uses these and never calls again to fill itself (issue 16)."""
+
+    subscription: bpb.GetSubscriptionResponse | None = None
+
+
 @dataclass(frozen=True)
 class Context:
     """Who is asking, in which conversation, and when."""
@@ -148,6 +157,8 @@ class Context:
     # The prices the workspace offers for self-serve plan changes (identity's workspace
     # settings); empty for the default offer.
     self_serve_price_ids: tuple[str, ...] = ()
+    # Filled as the turn reads (gateway.subscription records its answer here).
+    reads: TurnReads = field(default_factory=TurnReads, compare=False)
 
     @property
     def workspace_id(self) -> str:

@@ -14,7 +14,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY_VENV = ROOT / ".venv-deploy" / "bin"
-OVERLAYS = ("dev", "prod")
+OVERLAYS = ("dev", "prod", "prod-llm")
 
 _TO_JSON = (
     "import json, sys, yaml; print(json.dumps([d for d in yaml.safe_load_all(sys.stdin) if d]))"
@@ -121,6 +121,38 @@ def test_only_the_edge_is_reachable_from_outside_and_callers_match_the_call_grap
     }
 
 
+def _edge_egress_outside(documents: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The egress rules of policies selecting the edge's pods that reach an address range."""
+    edge = {"app.kubernetes.io/name": "edge", "app.kubernetes.io/component": "server"}
+    return [
+        rule
+        for policy in documents
+        if policy["kind"] == "NetworkPolicy" and _selects(policy, edge)
+        for rule in policy["spec"].get("egress", [])
+        if any("ipBlock" in peer for peer in rule.get("to", []))
+        and not any(port.get("port") == 5432 for port in rule.get("ports", []))
+    ]
+
+
+def test_the_edge_reaches_a_model_host_only_where_llm_mode_is_configured() -> None:
+    for overlay in ("dev", "prod"):
+        documents = render(overlay)
+        configs = {d["metadata"]["name"]: d["data"] for d in documents if d["kind"] == "ConfigMap"}
+        edge_config = next(v for k, v in configs.items() if k.startswith("edge-config"))
+        assert "LLM_BASE_URL" not in edge_config, overlay
+        assert _edge_egress_outside(documents) == [], overlay
+    documents = render("prod-llm")
+    configs = {d["metadata"]["name"]: d["data"] for d in documents if d["kind"] == "ConfigMap"}
+    edge_config = next(v for k, v in configs.items() if k.startswith("edge-config"))
+    assert edge_config["LLM_BASE_URL"].startswith("https://")
+    [rule] = _edge_egress_outside(documents)
+    assert rule["ports"] == [{"port": 443, "protocol": "TCP"}]
+    # The rest of prod is unchanged: the same policies plus the model's.
+    prod = {d["metadata"]["name"] for d in render("prod") if d["kind"] == "NetworkPolicy"}
+    with_llm = {d["metadata"]["name"] for d in documents if d["kind"] == "NetworkPolicy"}
+    assert with_llm - prod == {"edge-llm-egress"} and prod <= with_llm
+
+
 def test_no_secret_values_in_git() -> None:
     for overlay in OVERLAYS:
         assert not [d for d in render(overlay) if d["kind"] == "Secret"]
@@ -216,7 +248,11 @@ def test_each_deployment_holds_only_its_own_service_key(overlay: str) -> None:
 
 
 # Where the schema owner's DSN lives, per overlay: only the migration Jobs may reference it.
-_OWNER_SECRETS = {"prod": "askvault-database-owner", "dev": "askvault-pg-app"}
+_OWNER_SECRETS = {
+    "prod": "askvault-database-owner",
+    "prod-llm": "askvault-database-owner",
+    "dev": "askvault-pg-app",
+}
 
 
 def _env(document: dict[str, Any]) -> list[dict[str, Any]]:

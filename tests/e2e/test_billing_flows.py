@@ -115,6 +115,12 @@ async def test_plans_by_name_and_alias_from_the_offered_catalog(stack: Stack) ->
     assert "to the Basalt plan ($99/month)" in up["reply"], up
     cheaper = await stack.turn("alice", "switch me to the cheaper one", conversation="al")
     assert "to the Starter plan ($19/month)" in cheaper["reply"], cheaper
+    # The alias alone, nothing else said, proposes the same plans.
+    alone = await stack.turn("alice", "the cheaper one", conversation="al-alone")
+    assert alone["intent"] == "change_plan", alone
+    assert "to the Starter plan ($19/month)" in alone["reply"], alone
+    alone_up = await stack.turn("alice", "the next tier up", conversation="al-alone")
+    assert "to the Basalt plan ($99/month)" in alone_up["reply"], alone_up
     top = await stack.turn("alice", "change to the most expensive plan", conversation="al")
     assert "to the Business plan" in top["reply"], top
     named = await stack.turn("alice", "upgrade to Basalt", conversation="al")

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from edge import replies, tools
 from model_emulator import app as model_app
@@ -236,3 +237,58 @@ async def test_a_handoff_by_the_model_says_so_in_the_edges_words(
     assert answer["reply"].startswith("Done, hang on.\n\n"), answer
     assert replies.HUMAN_ASKED in answer["reply"], answer
     assert any(e.escalation_id == answer["escalation_id"] for e in await llm_stack.escalations())
+
+
+async def _metrics(stack: Stack) -> dict[tuple[str, str], float]:
+    """The edge's LLM samples from its /metrics: (sample name, its one label value) -> value."""
+    async with stack.http.get(f"{stack.edge_url}/metrics") as response:
+        assert response.status == 200
+        text = await response.text()
+    samples: dict[tuple[str, str], float] = {}
+    for family in text_string_to_metric_families(text):
+        if not family.name.startswith("askvault_edge_llm_"):
+            continue
+        for sample in family.samples:
+            label = next(iter(sample.labels.values()), "")
+            samples[sample.name, label] = sample.value
+    return samples
+
+
+def _delta(
+    after: dict[tuple[str, str], float], before: dict[tuple[str, str], float], key: tuple[str, str]
+) -> float:
+    return after.get(key, 0.0) - before.get(key, 0.0)
+
+
+async def test_llm_turns_are_counted_on_the_edges_metrics(
+    llm_stack: Stack, model: model_app.RunningEmulator
+) -> None:
+    before = await _metrics(llm_stack)
+    # Grounded: two model calls, the model's words go out.
+    await _script(
+        llm_stack,
+        model,
+        [_calls(("get_subscription", {})), {"content": "You're on Growth at $49 a month."}],
+    )
+    await llm_stack.turn("alice", "how much do I pay?", conversation="m1")
+    # Ungrounded: replaced.
+    await _script(llm_stack, model, [{"content": "Refunds are possible within 60 days."}])
+    await llm_stack.turn("alice", "What's my subscription status?", conversation="m2")
+    # Failing: the rules answer.
+    await _script(llm_stack, model, [{"http_status": 500}])
+    await llm_stack.turn("alice", "What's my subscription status?", conversation="m3")
+    after = await _metrics(llm_stack)
+    assert _delta(after, before, ("askvault_edge_llm_turns_total", "model")) == 1
+    assert _delta(after, before, ("askvault_edge_llm_turns_total", "replaced")) == 1
+    assert _delta(after, before, ("askvault_edge_llm_turns_total", "fallback")) == 1
+    assert _delta(after, before, ("askvault_edge_llm_fallbacks_total", "http_error")) == 1
+    assert _delta(after, before, ("askvault_edge_llm_calls_total", "ok")) == 3
+    assert _delta(after, before, ("askvault_edge_llm_calls_total", "http_error")) == 1
+    replaced = sum(
+        value - before.get(key, 0.0)
+        for key, value in after.items()
+        if key[0] == "askvault_edge_llm_replacements_total"
+    )
+    assert replaced >= 1, after
+    assert _delta(after, before, ("askvault_edge_llm_call_duration_seconds_count", "")) == 4
+    assert _delta(after, before, ("askvault_edge_llm_turn_duration_seconds_count", "")) == 3

@@ -94,7 +94,8 @@ async def test_refund_over_the_cap_hands_off_with_the_full_context(stack: Stack)
     mail = str(mails[0])
     assert "REFUND_OVER_CAP" in mail
     assert "refund my last charge" in mail  # the transcript
-    assert "Growth ($49/month), active, subscription sub_" in mail  # the subscription summary
+    # The subscription summary: from the contact's tags, the turn read no subscription.
+    assert "Growth tier, active (the contact's tags), customer cus_" in mail
     assert "refund $49" in mail  # the requested action
     assert await stack.refunds() == []
 

@@ -11,6 +11,7 @@ build what they need through the Stripe SDK (``Backend``), so one body runs on b
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import hashlib
@@ -227,6 +228,50 @@ def _backend(name: str, emulator: RunningEmulator | None, api_key: str) -> Backe
     return Backend(name, api_key, api_base, sdk, http_client, emulator)
 
 
+class NotifierGate:
+    """A TCP forwarder between the gateway and the notifier that can be shut (every
+    connection refused at once, as a notifier that is down) and opened again."""
+
+    def __init__(self, target_port: int) -> None:
+        self.opened = False
+        self._target_port = target_port
+        self._server: asyncio.Server | None = None
+        self._pipes: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> str:
+        """Starts listening; the address to give the gateway as its notifier."""
+        self._server = await asyncio.start_server(self._connected, "127.0.0.1", 0)
+        return f"127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for pipe in list(self._pipes):
+            pipe.cancel()
+        await asyncio.gather(*self._pipes, return_exceptions=True)
+
+    async def _connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not self.opened:
+            writer.close()
+            return
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self._target_port)
+        for source, sink in ((reader, up_writer), (up_reader, writer)):
+            pipe = asyncio.create_task(self._pipe(source, sink))
+            self._pipes.add(pipe)
+            pipe.add_done_callback(self._pipes.discard)
+
+    @staticmethod
+    async def _pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+        try:
+            while chunk := await source.read(65536):
+                sink.write(chunk)
+                await sink.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            sink.close()
+
+
 @dataclass
 class Stack:
     """Everything a billing test talks to."""
@@ -245,6 +290,8 @@ class Stack:
     sink: smtp_sink_app.RunningSink | None
     database_url: str
     hmac_secret: bytes = field(default_factory=lambda: os.urandom(32))
+    # In front of the real notifier when the stack was made with a gate.
+    notifier_gate: NotifierGate | None = None
     deliveries: list[tuple[bytes, str, grpc.StatusCode]] = field(default_factory=list)
 
     @property
@@ -393,6 +440,7 @@ async def _stack(
     demo: dict[str, Any],
     *,
     real_notifier: bool = False,
+    notifier_gate: bool = False,
     **billing_values: Any,
 ) -> AsyncIterator[Stack]:
     """The gateway and its neighbours on the backend, the account connected."""
@@ -407,6 +455,7 @@ async def _stack(
     stub_box: list[billing_pb2_grpc.BillingGatewayServiceStub] = []
     async with contextlib.AsyncExitStack() as exits:
         sink: smtp_sink_app.RunningSink | None = None
+        gate: NotifierGate | None = None
         if real_notifier:
             sink = await smtp_sink_app.start()
             exits.push_async_callback(sink.close)
@@ -415,6 +464,10 @@ async def _stack(
                 testing.running(NotifierService(notifier_config), notifier_config)
             )
             notifier_target = started.address
+            if notifier_gate:
+                gate = NotifierGate(int(started.address.rpartition(":")[2]))
+                notifier_target = await gate.start()
+                exits.push_async_callback(gate.close)
         else:
             notifier_server = grpc.aio.server()
             notifier_pb2_grpc.add_NotifierServiceServicer_to_server(notifier, notifier_server)
@@ -476,6 +529,7 @@ async def _stack(
             sink=sink,
             database_url=database_url,
             deliveries=deliveries,
+            notifier_gate=gate,
         )
         endpoint_id = await _prepare(stack)
         if backend.live:
@@ -522,6 +576,24 @@ async def notifier_stack(database_url: str) -> AsyncIterator[Stack]:
     async with (
         _seeded_emulator() as (backend, demo),
         _stack(database_url, backend, demo, real_notifier=True) as s,
+    ):
+        yield s
+
+
+@pytest.fixture
+async def gated_notifier_stack(database_url: str) -> AsyncIterator[Stack]:
+    """As ``notifier_stack``, the notifier reached through a gate that starts shut."""
+    async with (
+        _seeded_emulator() as (backend, demo),
+        _stack(
+            database_url,
+            backend,
+            demo,
+            real_notifier=True,
+            notifier_gate=True,
+            confirmation_retry_seconds=0.05,
+            confirmation_retry_max_seconds=0.2,
+        ) as s,
     ):
         yield s
 

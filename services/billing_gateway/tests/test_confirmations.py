@@ -3,6 +3,7 @@ off-boarding once the subscription ended; each sent once per action, with its co
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 from askvault.billing.v1 import billing_pb2 as pb
@@ -96,3 +97,51 @@ async def test_cancellation_that_ran_sends_offboarding_with_its_content(
     assert subjects[1].startswith("Your subscription will end on"), subjects
     [goodbye] = [email for email in emails if email.subject == "Your subscription has ended"]
     assert "Plan: " in goodbye.text and "Ended: " in goodbye.text
+
+
+async def test_a_confirmation_waits_out_a_notifier_outage_and_arrives_once(
+    gated_notifier_stack: Stack,
+) -> None:
+    stack = gated_notifier_stack
+    assert stack.notifier_gate is not None and stack.sink is not None
+    outbox = stack.service.confirmations
+    # The notifier is down while the plan changes: the write succeeds all the same.
+    alice = await stack.assertion("alice@example.com")
+    sub_id = str(stack.demo["customers"]["alice@example.com"]["subscription"])
+    business = stack.demo["products"]["business"]["prices"]["usd"]
+    grant = await stack.grant(
+        alice,
+        common_pb2.BILLING_ACTION_CHANGE_PLAN,
+        policy_pb2.ActionDetails(subscription_id=sub_id, target_price_id=business),
+    )
+    request = pb.ChangePlanRequest(
+        workspace_id=WORKSPACE,
+        identity_assertion=alice,
+        grant_id=grant.grant_id,
+        subscription_id=sub_id,
+        target_price_id=business,
+        idempotency_key=key("plan-outage"),
+    )
+    changed = await stack.billing.ChangePlan(request)
+    assert changed.subscription.plan.price_id == business
+    assert await outbox.pending(WORKSPACE) == 1
+    assert await outbox.retry_due() == 0  # still down: kept for later
+    assert await outbox.pending(WORKSPACE) == 1
+    assert stack.sink.store.select(to="alice@example.com") == []
+
+    # The notifier is back: the worker hands the confirmation over (gRPC may still be in
+    # its reconnect backoff for a moment, so it tries until the notifier takes it).
+    stack.notifier_gate.opened = True
+    async with asyncio.timeout(30):
+        while await outbox.retry_due() == 0:
+            await asyncio.sleep(0.1)
+    assert await outbox.pending(WORKSPACE) == 0
+    [email] = await stack.sink.store.wait_for(1, 10.0, to="alice@example.com")
+    assert "Business" in email.text, email.text
+
+    # A retried "yes" records it again; the notifier's dedup key makes it the same message.
+    again = await stack.billing.ChangePlan(request)
+    assert again.operation.operation_id == changed.operation.operation_id
+    assert await outbox.pending(WORKSPACE) == 0
+    assert await outbox.retry_due() == 0
+    assert len(stack.sink.store.select(to="alice@example.com")) == 1

@@ -156,6 +156,20 @@ _INVOICE_WORDS = (
 )
 _PLAN_WORDS = r"(plan|plans|tier|tiers|subscription|package)"
 
+# A plan by its place from the visitor's own, as plan_choice.step_named reads it.
+_RELATIVE_PLAN = (
+    r"((cheaper|less expensive|smaller|bigger|larger|more expensive|pricier|higher|lower)"
+    r"( one| plan| tier| option| package)"
+    r"|(next|one) (tier|plan|level)( up| down| higher| lower)?"
+    r"|(tier|plan|level|one|step) (up|down|above|below|higher|lower))"
+)
+_PICK = (
+    r"(ok |okay |so |then |fine |hmm |maybe )?"
+    r"(i will take |i will go with |i would like |let us do |let us go with |i want |give me "
+    r"|go with |go for |take |maybe )?"
+)
+_PICK_END = r"( please| then| instead| plan| tier| thanks| thank you)* "
+
 # (intent, pattern over " word word "): every match names its intent.
 _RULES: tuple[tuple[Intent, re.Pattern[str]], ...] = tuple(
     (intent, re.compile(pattern))
@@ -192,6 +206,10 @@ _RULES: tuple[tuple[Intent, re.Pattern[str]], ...] = tuple(
             r"|\b(cheaper|cheapest|less expensive|more affordable|lower price|budget)\b",
         ),
         (Intent.CHANGE_PLAN, r"\b(upgrade|downgrade|upgrading|downgrading)\b"),
+        # A plan named only by where it stands, and nothing else said ("the cheaper one",
+        # "the next tier up", "I will take the bigger one"): a choice, not a question about
+        # the price list ("is there a cheaper option" asks that).
+        (Intent.CHANGE_PLAN, rf"^ {_PICK}(the |a )?{_RELATIVE_PLAN}{_PICK_END}$"),
         (Intent.CHANGE_PLAN, rf"\b{_CHANGE_VERB}( \S+){{0,4}} {_PLAN_WORDS}\b"),
         (
             Intent.CHANGE_PLAN,

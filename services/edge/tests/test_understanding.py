@@ -37,6 +37,11 @@ NOW = datetime(2026, 5, 15, 12, 0, tzinfo=UTC)
         ("Can you send me invoices for the last 3 months?", Intent.INVOICES),
         ("upgrade to Basalt", Intent.CHANGE_PLAN),
         ("nope", Intent.NO),
+        # A plan named only by its place, nothing else said: a choice, not the price list.
+        ("the cheaper one", Intent.CHANGE_PLAN),
+        ("the next tier up", Intent.CHANGE_PLAN),
+        ("I'll take the cheaper one", Intent.CHANGE_PLAN),
+        ("cheaper", Intent.LIST_PLANS),
     ],
 )
 def test_the_phrases_issue_15_found_misread(text: str, intent: Intent) -> None:
