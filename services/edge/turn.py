@@ -11,7 +11,7 @@ import asyncpg
 import jwt
 
 from askvault.identity.v1 import identity_pb2 as ipb
-from edge import ratelimit
+from edge import ratelimit, workspace_terms
 from edge.domain.intents import Parsed
 from edge.peers import Peers
 from edge.settings import EdgeSettings
@@ -145,8 +145,8 @@ class Context:
     assertion: str
     now: datetime
     zone: str
-    # The prices the workspace offers for self-serve plan changes (identity's workspace
-    # settings); empty for the default offer.
+    # The prices the workspace offers for self-serve plan changes (policy's bounds, through
+    # GetWorkspaceTerms); empty for the default offer.
     self_serve_price_ids: tuple[str, ...] = ()
 
     @property
@@ -168,6 +168,8 @@ class TurnDeps:
     limits: ratelimit.TurnLimits
     # Seals WhatsApp link credentials; None when no encryption key is configured.
     secret_box: SecretBox | None
+    # The workspaces' terms from policy (time zone, self-serve prices), cached briefly.
+    terms: workspace_terms.TermsCache
 
     @classmethod
     def build(
@@ -185,4 +187,9 @@ class TurnDeps:
             peers=peers,
             limits=limits or ratelimit.TurnLimits.from_settings(settings),
             secret_box=SecretBox(keys) if keys else None,
+            terms=workspace_terms.TermsCache(
+                peers,
+                fallback_zone=settings.workspace_timezone,
+                ttl_seconds=settings.workspace_terms_ttl_seconds,
+            ),
         )
