@@ -113,8 +113,9 @@ class PolicyService:
                 "VerifyAuditCheckpoint",
             )
         },
-        # The edge's replies (time zone, self-serve prices, caps); nobody else needs them.
-        "GetWorkspaceTerms": frozenset({"edge"}),
+        # The edge speaks by them (time zone, self-serve prices, caps); the billing gateway
+        # reads whether the workspace lists self-serve prices before a move to another price.
+        "GetWorkspaceTerms": frozenset({"edge", "billing_gateway"}),
     }
 
     def __init__(
