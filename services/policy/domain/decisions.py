@@ -14,10 +14,9 @@
    -> ESCALATE REFUND_OUTSIDE_WINDOW / CURRENCY_NOT_COVERED (static facts: asking the visitor
    to confirm first would only delay the hand-off);
 7. every money action (refund, plan change, resubscription, cancel, pause, resume, retry
-   payment): not
-   confirmed -> NEEDS_CONFIRMATION, with the counter's numbers for refunds, plan changes and
-   resubscriptions so the bot can warn before asking (the workspace's confirm_* bounds no
-   longer waive it);
+   payment): not confirmed -> NEEDS_CONFIRMATION, with the counter's numbers for refunds,
+   plan changes and resubscriptions so the bot can warn before asking (the workspace's
+   confirm_* bounds no longer waive it);
 8. refunds, plan changes and resubscriptions: reserve against the period's counter of the
    Stripe customer and of the visitor, both with the same limit -> ALLOW, or ESCALATE
    REFUND_OVER_CAP / DENY PLAN_CHANGE_LIMIT / DENY RESUBSCRIPTION_LIMIT when either does not
