@@ -154,6 +154,8 @@ async def run() -> dict[str, Any]:
             visitor_turns_per_minute=1_000_000,
             address_requests_per_minute=1_000_000,
             customer_turns_per_minute=1_000_000,
+            # As deployed: a workspace's terms from policy are read once, then cached.
+            workspace_terms_ttl_seconds=30.0,
         ) as stack,
     ):
         return await _measure(stack)

@@ -194,6 +194,9 @@ def plan(
             # A .data database from before the keyed chain holds plain entries; let them
             # verify locally (a deployment keyed from its first entry leaves this off).
             "AUDIT_ACCEPTS_UNKEYED_PREFIX": "true",
+            # The demo workspace's zone: its bounds take the default when provisioned, and
+            # the edge speaks in the zone policy tells it (GetWorkspaceTerms).
+            "DEFAULT_TIME_ZONE": str(demo.raw["workspace"].get("timezone", "UTC")),
         },
         "notifier": {
             "SMTP_HOST": "127.0.0.1",
@@ -212,7 +215,6 @@ def plan(
         "edge": {
             "HTTP_PORT": str(port("edge")),
             "HTTP_HOST": "127.0.0.1",
-            "WORKSPACE_TIMEZONE": str(demo.raw["workspace"].get("timezone", "UTC")),
             "WORKSPACE_CURRENCY": str(demo.raw["workspace"].get("currency", "usd")),
             "WHATSAPP_APP_SECRET": "local-whatsapp-app-secret",
             "WHATSAPP_VERIFY_TOKEN": "local-whatsapp-verify-token",

@@ -37,7 +37,9 @@ from stripe_emulator import app as stripe_app
 from whatsapp_emulator import app as whatsapp_app
 
 PHONE_NUMBER_ID = "1000000001"
-# The zone the edge speaks dates in (and counts months by) in the in-process system.
+# The workspaces' time zone in the in-process system: policy's default (DEFAULT_TIME_ZONE),
+# so every provisioned workspace's bounds carry it; the edge speaks dates in it because policy
+# says so (GetWorkspaceTerms), its own WORKSPACE_TIMEZONE fallback staying UTC.
 WORKSPACE_TIMEZONE = "America/New_York"
 
 Metadata = tuple[tuple[str, str], ...]
@@ -137,6 +139,7 @@ async def running(
             health_probe_interval_seconds=health_probe_interval_seconds,
             identity_target=identity.address,
             audit_mac_keys=f"a1:{secrets.audit_mac}",
+            default_time_zone=WORKSPACE_TIMEZONE,
         )
         policy = await stack.enter_async_context(
             testing.running(PolicyService(policy_settings), policy_settings)
@@ -199,7 +202,6 @@ async def running(
             policy_target=policy.address,
             billing_target=billing.address,
             notifier_target=notifier.address,
-            workspace_timezone=WORKSPACE_TIMEZONE,
             whatsapp_app_secret=secrets.whatsapp_app_secret,
             whatsapp_verify_token=secrets.whatsapp_verify_token,
             whatsapp_workspaces=whatsapp_workspaces,
@@ -211,6 +213,8 @@ async def running(
                 "billing_deadline_seconds": 10.0,
                 "address_requests_per_minute": 100_000,
                 "customer_turns_per_minute": 100_000,
+                # Tests change bounds between turns; the cache has its own unit test.
+                "workspace_terms_ttl_seconds": 0.0,
                 **(edge_values or {}),
             },
         )

@@ -23,8 +23,8 @@ ACTIONS = {
     "pause_subscription": common_pb2.BILLING_ACTION_PAUSE_SUBSCRIPTION,
     "resume_subscription": common_pb2.BILLING_ACTION_RESUME_SUBSCRIPTION,
     "retry_payment": common_pb2.BILLING_ACTION_RETRY_PAYMENT,
-    # A plan change by subscribing anew (UPI, an Indian eMandate): granted as a plan change.
-    "resubscribe": common_pb2.BILLING_ACTION_CHANGE_PLAN,
+    # A plan change by subscribing anew (UPI, an Indian eMandate): its own action in policy.
+    "resubscribe": common_pb2.BILLING_ACTION_START_RESUBSCRIPTION,
 }
 _STATES = {
     storage.SCHEDULED: pb.OPERATION_STATE_SCHEDULED,

@@ -16,7 +16,7 @@ from askvault.billing.v1 import billing_pb2 as pb
 from askvault.billing.v1 import billing_pb2_grpc
 from askvault.notifier.v1 import notifier_pb2
 from askvault.policy.v1 import policy_pb2
-from billing_gateway import convert, mirror_reads, notices, storage, webhooks
+from billing_gateway import convert, mirror_reads, notices, price_moves, storage, webhooks
 from billing_gateway.accounts import AccountDirectory, key_binding, secret_binding
 from billing_gateway.confirmation_outbox import ConfirmationOutbox
 from billing_gateway.domain import billing, mirroring, recovery
@@ -749,7 +749,9 @@ class BillingGatewayServicer(billing_pb2_grpc.BillingGatewayServiceServicer):
         plans.sort(key=lambda plan: (plan.amount.currency, plan.amount.amount_minor, plan.name))
         return pb.ListPlansResponse(plans=plans, origin=origin)
 
-    async def _price(self, account: StripeAccount, price_id: str) -> tuple[Json, Json | None]:
+    async def _price(
+        self, account: StripeAccount, price_id: str, usable_only: bool = True
+    ) -> tuple[Json, Json | None]:
         if not price_id or len(price_id) > 255:
             raise errors.not_found("price")
         raw = await self._stripe.call(
@@ -759,9 +761,16 @@ class BillingGatewayServicer(billing_pb2_grpc.BillingGatewayServiceServicer):
         )
         price = to_json(raw)
         await self._mirror.take_read(account.workspace_id, [price], raw)
-        if not price.get("active", True) or not price.get("recurring"):
+        if usable_only and (not price.get("active", True) or not price.get("recurring")):
             raise errors.not_found("price")
         return price, await self._product(account, price)
+
+    async def _switchable(self, account: StripeAccount, sub: Json, price_id: str) -> Json | None:
+        """The target price's product, once price_moves lets the subscription move to it."""
+        target, product = await self._price(account, price_id, usable_only=False)
+        listed = await self._peers.self_serve_price_ids(account.workspace_id)
+        price_moves.check(target, (billing.first_item(sub) or {}).get("price"), listed=bool(listed))
+        return product
 
     async def _current_from_mirror(
         self, workspace_id: str, customer_id: str, subscription_id: str
@@ -956,7 +965,7 @@ class BillingGatewayServicer(billing_pb2_grpc.BillingGatewayServiceServicer):
             account, request.workspace_id, customer_id, request.subscription_id
         )
         await self._in_place_or_refuse(current)
-        _, target_product = await self._price(account, request.target_price_id)
+        target_product = await self._switchable(account, sub, request.target_price_id)
         gained, lost = billing.features_diff(
             current.plan.features, billing.features_of(target_product)
         )
@@ -1180,11 +1189,7 @@ class BillingGatewayServicer(billing_pb2_grpc.BillingGatewayServiceServicer):
             )
         if current.status == pb.SUBSCRIPTION_STATUS_CANCELED:
             raise errors.not_found("subscription")
-        target_price, _ = await self._price(account, request.target_price_id)
-        if str(target_price.get("currency")) != current.plan.amount.currency:
-            raise errors.invalid_argument(
-                errors.FieldViolation("target_price_id", "the target price is in another currency")
-            )
+        await self._switchable(account, sub, request.target_price_id)
         types = list((sub.get("payment_settings") or {}).get("payment_method_types") or [])
         details = policy_pb2.ActionDetails(
             stripe_customer_id=customer_id,

@@ -24,6 +24,7 @@ _GRANT_REASONS = frozenset(
         "GRANT_ALREADY_RESOLVED",
         "GRANT_DETAILS_MISMATCH",
         "REFUND_OUTSIDE_WINDOW",
+        "PRICE_NOT_SELF_SERVE",
         "NOT_FOUND",
         "INVALID_ARGUMENT",
     }
@@ -170,6 +171,18 @@ class Peers:
             )
         except grpc.aio.AioRpcError as error:
             raise _grant_error(error) from None
+
+    async def self_serve_price_ids(self, workspace_id: str) -> tuple[str, ...]:
+        """The workspace's self-serve prices as policy holds them (empty: the default);
+        UNAVAILABLE DEPENDENCY_UNAVAILABLE when policy does not answer (no write then)."""
+        try:
+            response = await self.policy.GetWorkspaceTerms(
+                policy_pb2.GetWorkspaceTermsRequest(workspace_id=workspace_id),
+                timeout=clients.timeout(3.0),
+            )
+        except grpc.aio.AioRpcError:
+            raise dependency_unavailable("policy") from None
+        return tuple(response.self_serve_price_ids)
 
     # identity and notifier (used by the webhook worker)
 

@@ -16,7 +16,7 @@ import grpc
 from askvault.billing.v1 import billing_pb2 as bpb
 from askvault.common.v1 import common_pb2 as cpb
 from askvault.policy.v1 import policy_pb2 as ppb
-from edge import gateway, replies, views
+from edge import gateway, refusals, replies, views
 from edge.domain.proposals import (
     CancelTerms,
     MoneyTerms,
@@ -74,12 +74,20 @@ async def _cannot_change_in_place(deps: TurnDeps, context: Context) -> Reply:
     return Reply(replies.CANNOT_CHANGE_IN_PLACE, status="denied")
 
 
+async def _price_not_self_serve(deps: TurnDeps, context: Context) -> Reply:
+    return Reply(refusals.PRICE_NOT_SELF_SERVE, status="denied")
+
+
 # The gateway's refusal reasons mean the same whatever the write, and every action answers
 # them alike; an action that needs its own wording for one gives its own mapping.
 BILLING_REFUSALS: Mapping[str, RefusalReply] = {
     "CARD_DECLINED": _card_declined,
     "ALREADY_REFUNDED": _already_refunded,
     "PLAN_CHANGE_REQUIRES_RESUBSCRIBE": _cannot_change_in_place,
+    # The workspace stopped offering the price between the quote and the "yes" (policy's
+    # list), or the price as Stripe has it now is not one to move to by oneself.
+    "PRICE_NOT_SELF_SERVE": _price_not_self_serve,
+    "PRICE_NOT_SWITCHABLE": _price_not_self_serve,
 }
 
 
@@ -325,7 +333,7 @@ ACTIONS: Mapping[ProposalKind, MoneyAction[Any, Any]] = {
         succeeded=_plan_changed,
     ),
     ProposalKind.RESUBSCRIBE: MoneyAction(
-        billing_action=cpb.BILLING_ACTION_CHANGE_PLAN,
+        billing_action=cpb.BILLING_ACTION_START_RESUBSCRIPTION,
         policy_details=_plan_change_details,
         request=_resubscribe,
         outcome=lambda started: {

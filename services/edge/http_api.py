@@ -274,7 +274,8 @@ class Edge:
         if isinstance(who, JSONResponse):
             return who
         workspace_id, conversation_id, visitor = who
-        now = datetime.now(UTC).astimezone(ZoneInfo(self.settings.workspace_timezone))
+        terms = await self.engine.deps.terms.get(workspace_id)
+        now = datetime.now(UTC).astimezone(ZoneInfo(terms.time_zone))
         try:
             parsed = tools.to_parsed(tool, arguments, now)
         except tools.ToolArgumentError as problem:

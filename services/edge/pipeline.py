@@ -102,7 +102,8 @@ async def handle(deps: TurnDeps, request: Request) -> Reply:
     """
     text = redaction.redact(request.text)
     now = datetime.now(UTC)
-    zone = deps.settings.workspace_timezone
+    terms = await deps.terms.get(request.workspace_id)
+    zone = terms.time_zone
     parsed = request.parsed or intents.parse(text, now.astimezone(ZoneInfo(zone)))
     verified = await verify(deps.peers, request)
     if verified is not None:
@@ -133,8 +134,8 @@ async def handle(deps: TurnDeps, request: Request) -> Reply:
     if verified is None:
         reply = await handoff.unverified(deps, request, parsed)
     else:
-        contact, assertion, link, self_serve_price_ids = verified
-        context = Context(request, contact, assertion, now, zone, self_serve_price_ids)
+        contact, assertion, link = verified
+        context = Context(request, contact, assertion, now, zone, terms.self_serve_price_ids)
         try:
             reply = await _dispatch(deps, context, parsed, text)
         except StripeUnavailable:
@@ -178,12 +179,9 @@ async def _stripe_down(deps: TurnDeps, context: Context, note: str) -> Reply:
 # ----- who is asking -----
 
 
-async def verify(
-    peers: Peers, request: Request
-) -> tuple[ipb.Contact, str, str, tuple[str, ...]] | None:
-    """The verified contact, its assertion, how linking it went and the workspace's self-serve
-    prices, the contact bound to its Stripe
-    customer when identity names a signed fact to find it by (a signed email, or the
+async def verify(peers: Peers, request: Request) -> tuple[ipb.Contact, str, str] | None:
+    """The verified contact, its assertion and how linking it went, the contact bound to its
+    Stripe customer when identity names a signed fact to find it by (a signed email, or the
     workspace's metadata key with the verified user id); None for a visitor with no or a bad
     identity. An email the visitor merely typed is never searched for."""
     visitor = request.visitor
@@ -215,7 +213,7 @@ async def verify(
             except grpc.aio.AioRpcError:
                 return None
             answer = await _tag_linked(peers, request.workspace_id, verify_request, answer)
-    return answer.contact, answer.identity_assertion, link, tuple(answer.self_serve_price_ids)
+    return answer.contact, answer.identity_assertion, link
 
 
 async def _tag_linked(

@@ -8,6 +8,13 @@ from edge import views
 from edge.domain import formatting
 from edge.turn import Context
 
+# The billing gateway refused the move at write time: the price is not (or no longer) one the
+# customer may switch to by themselves.
+PRICE_NOT_SELF_SERVE = (
+    "That plan isn't one you can switch to by yourself here, so nothing changed. "
+    "Want me to get a human?"
+)
+
 
 def escalated(short: str, because: str) -> str:
     return f"I can't {short} on my own ({because}). I've passed it to our team with the details"
@@ -33,6 +40,12 @@ def reason_text(decision: ppb.AuthorizeResponse, context: Context) -> str:
         who = "your billing account has" if shared else "you've"
         return (
             f"{who} used {usage.used_count} of {usage.limit_count} plan changes this month{resets}"
+        )
+    if reason == ppb.DECISION_REASON_RESUBSCRIPTION_LIMIT:
+        who = "your billing account has" if shared else "you've"
+        return (
+            f"{who} started {usage.used_count} of {usage.limit_count} re-subscriptions this "
+            f"month{resets}"
         )
     if reason == ppb.DECISION_REASON_REFUND_OVER_CAP:
         if usage.HasField("limit_amount"):
@@ -65,4 +78,7 @@ _REASONS: dict[int, str] = {
     ppb.DECISION_REASON_ASSERTION_EXPIRED: _NOT_YOU,
     ppb.DECISION_REASON_WORKSPACE_MISMATCH: _NOT_YOU,
     ppb.DECISION_REASON_INVALID_DETAILS: "the request isn't valid",
+    ppb.DECISION_REASON_PRICE_NOT_SELF_SERVE: (
+        "that plan isn't one you can switch to by yourself here; our team can help with it"
+    ),
 }

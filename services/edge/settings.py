@@ -38,8 +38,14 @@ class EdgeSettings(ServiceSettings):
     address_requests_per_minute: int = Field(default=120, ge=1)
     # How long a proposal waits for "yes", in seconds.
     proposal_ttl_seconds: int = Field(default=600, ge=5)
-    # The workspace's time zone and currency when none is known from its data.
+    # The time zone replies speak in only when policy cannot be asked for the workspace's own
+    # (GetWorkspaceTerms; policy answers Bounds.time_zone, else its DEFAULT_TIME_ZONE).
     workspace_timezone: str = "UTC"
+    # How long a workspace's terms from policy (time zone, self-serve prices, refund caps) are
+    # served from memory, in seconds: a bounds change reaches the replies within this bound
+    # (policy itself decides on every action with the bounds in force). 0 asks every turn.
+    workspace_terms_ttl_seconds: float = Field(default=30.0, ge=0, le=600)
+    # The currency of amounts when none is known from the workspace's data.
     workspace_currency: str = "usd"
     # The WhatsApp app secret (signs X-Hub-Signature-256) and the verify token of the GET
     # handshake; empty refuses every WhatsApp request.

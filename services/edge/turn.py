@@ -12,7 +12,7 @@ import jwt
 
 from askvault.billing.v1 import billing_pb2 as bpb
 from askvault.identity.v1 import identity_pb2 as ipb
-from edge import ratelimit
+from edge import ratelimit, workspace_terms
 from edge.domain.intents import Parsed
 from edge.peers import Peers
 from edge.settings import EdgeSettings
@@ -154,8 +154,8 @@ class Context:
     assertion: str
     now: datetime
     zone: str
-    # The prices the workspace offers for self-serve plan changes (identity's workspace
-    # settings); empty for the default offer.
+    # The prices the workspace offers for self-serve plan changes (policy's bounds, through
+    # GetWorkspaceTerms); empty for the default offer.
     self_serve_price_ids: tuple[str, ...] = ()
     # Filled as the turn reads (gateway.subscription records its answer here).
     reads: TurnReads = field(default_factory=TurnReads, compare=False)
@@ -179,6 +179,8 @@ class TurnDeps:
     limits: ratelimit.TurnLimits
     # Seals WhatsApp link credentials; None when no encryption key is configured.
     secret_box: SecretBox | None
+    # The workspaces' terms from policy (time zone, self-serve prices), cached briefly.
+    terms: workspace_terms.TermsCache
 
     @classmethod
     def build(
@@ -196,4 +198,9 @@ class TurnDeps:
             peers=peers,
             limits=limits or ratelimit.TurnLimits.from_settings(settings),
             secret_box=SecretBox(keys) if keys else None,
+            terms=workspace_terms.TermsCache(
+                peers,
+                fallback_zone=settings.workspace_timezone,
+                ttl_seconds=settings.workspace_terms_ttl_seconds,
+            ),
         )

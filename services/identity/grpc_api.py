@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -52,8 +51,6 @@ _LEGACY_PAGE_DEFAULT = 50
 _LEGACY_PAGE_MAX = 200
 # How many prices a workspace may offer for self-serve plan changes (the Customer Portal
 # allows 10 products with up to 20 prices; a chat offer names far fewer).
-MAX_SELF_SERVE_PRICES = 50
-_PRICE_ID = re.compile(r"price_[A-Za-z0-9_]{1,249}")
 
 
 def _contact_pb(record: storage.ContactRecord) -> pb.Contact:
@@ -79,10 +76,7 @@ def _contact_pb(record: storage.ContactRecord) -> pb.Contact:
 
 
 def _settings_pb(settings: storage.WorkspaceSettings) -> pb.WorkspaceSettings:
-    return pb.WorkspaceSettings(
-        customer_metadata_key=settings.customer_metadata_key,
-        self_serve_price_ids=settings.self_serve_price_ids,
-    )
+    return pb.WorkspaceSettings(customer_metadata_key=settings.customer_metadata_key)
 
 
 def _sealing_context(workspace_id: str, purpose: str, key_id: str) -> str:
@@ -168,7 +162,6 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
                     for key_id, sealed in found.sealed.items()
                 },
                 found.customer_metadata_key,
-                found.self_serve_price_ids,
             )
 
         secrets = await self._secrets.get(workspace_id, purpose, load)
@@ -305,7 +298,6 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
                 else pb.VERIFICATION_METHOD_USER_HASH
             ),
             customer_lookup=lookup,
-            self_serve_price_ids=secrets.self_serve_price_ids,
         )
 
     async def GetVerificationKeys(
@@ -620,15 +612,15 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             "settings.customer_metadata_key",
             "[A-Za-z0-9_-]{1,40}, or empty for none",
         )
-        prices = tuple(dict.fromkeys(request.settings.self_serve_price_ids))
+        # The self-serve prices are policy's bounds now (ProposeBoundsChange): a list sent here
+        # is refused rather than dropped, so nobody believes it took effect.
         check.require(
-            len(prices) <= MAX_SELF_SERVE_PRICES
-            and all(_PRICE_ID.fullmatch(price) for price in prices),
+            not request.settings.self_serve_price_ids,  # deprecated field
             "settings.self_serve_price_ids",
-            f"at most {MAX_SELF_SERVE_PRICES} Stripe price ids (price_...)",
+            "moved to policy's bounds (Bounds.self_serve_price_ids, ProposeBoundsChange)",
         )
         check.check()
-        settings = storage.WorkspaceSettings(wanted, prices)
+        settings = storage.WorkspaceSettings(wanted)
 
         async def update(connection: Connection) -> pb.UpdateWorkspaceSettingsResponse:
             stored = await storage.set_workspace_settings(

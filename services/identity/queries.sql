@@ -21,20 +21,19 @@ WHERE workspace_id = $1 ORDER BY created_at, key_id;
 -- name: workspace_active_secrets
 -- One row per active secret of the purpose, or one row with a null key id for a workspace
 -- without any; no row at all for an unknown workspace. Carries the workspace's settings.
-SELECT s.key_id, s.ciphertext, s.purpose_sealed, w.customer_metadata_key,
-    w.self_serve_price_ids
+SELECT s.key_id, s.ciphertext, s.purpose_sealed, w.customer_metadata_key
 FROM workspaces w
 LEFT JOIN hmac_secrets s
     ON s.workspace_id = w.workspace_id AND s.retired_at IS NULL AND s.purpose = $2
 WHERE w.workspace_id = $1;
 
 -- name: get_workspace_settings
-SELECT customer_metadata_key, self_serve_price_ids FROM workspaces WHERE workspace_id = $1;
+SELECT customer_metadata_key FROM workspaces WHERE workspace_id = $1;
 
 -- name: update_workspace_settings
-UPDATE workspaces SET customer_metadata_key = $2, self_serve_price_ids = $3
+UPDATE workspaces SET customer_metadata_key = $2
 WHERE workspace_id = $1
-RETURNING customer_metadata_key, self_serve_price_ids;
+RETURNING customer_metadata_key;
 
 -- name: find_contact_by_user_id
 SELECT * FROM contacts WHERE workspace_id = $1 AND user_id = $2 AND user_id <> '';

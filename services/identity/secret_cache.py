@@ -22,18 +22,11 @@ class WorkspaceSecrets:
     # key id -> secret; read-only, since one instance is shared by concurrent calls.
     opened: Mapping[str, bytes]
     customer_metadata_key: str
-    # The prices offered for self-serve plan changes; empty for the default offer.
-    self_serve_price_ids: tuple[str, ...] = ()
 
     @classmethod
-    def of(
-        cls,
-        opened: dict[str, bytes],
-        customer_metadata_key: str,
-        self_serve_price_ids: tuple[str, ...] = (),
-    ) -> WorkspaceSecrets:
+    def of(cls, opened: dict[str, bytes], customer_metadata_key: str) -> WorkspaceSecrets:
         """An instance over a private copy of ``opened``."""
-        return cls(MappingProxyType(dict(opened)), customer_metadata_key, self_serve_price_ids)
+        return cls(MappingProxyType(dict(opened)), customer_metadata_key)
 
 
 @dataclass(frozen=True)

@@ -39,8 +39,6 @@ class ActiveSecrets:
 
     sealed: dict[str, SealedSecret]
     customer_metadata_key: str
-    # The prices offered for self-serve plan changes; empty for the default offer.
-    self_serve_price_ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -122,7 +120,6 @@ async def active_secrets(
             if row["key_id"] is not None
         },
         customer_metadata_key=rows[0]["customer_metadata_key"],
-        self_serve_price_ids=tuple(rows[0]["self_serve_price_ids"]),
     )
 
 
@@ -132,12 +129,10 @@ class WorkspaceSettings:
 
     # The Stripe customer metadata key naming the workspace's user id ("" for none).
     customer_metadata_key: str
-    # The prices offered for self-serve plan changes; empty for the default offer.
-    self_serve_price_ids: tuple[str, ...]
 
 
 def _settings(row: asyncpg.Record) -> WorkspaceSettings:
-    return WorkspaceSettings(str(row["customer_metadata_key"]), tuple(row["self_serve_price_ids"]))
+    return WorkspaceSettings(str(row["customer_metadata_key"]))
 
 
 async def get_customer_metadata_key(connection: Connection, workspace_id: str) -> str | None:
@@ -162,7 +157,6 @@ async def set_workspace_settings(
         queries.update_workspace_settings,
         workspace_id,
         settings.customer_metadata_key,
-        list(settings.self_serve_price_ids),
     )
     return None if row is None else _settings(row)
 

@@ -23,6 +23,7 @@ ACTION_FROM_PB: dict[common_pb2.BillingAction.ValueType, Action] = {
     common_pb2.BILLING_ACTION_PAUSE_SUBSCRIPTION: Action.PAUSE_SUBSCRIPTION,
     common_pb2.BILLING_ACTION_RESUME_SUBSCRIPTION: Action.RESUME_SUBSCRIPTION,
     common_pb2.BILLING_ACTION_RETRY_PAYMENT: Action.RETRY_PAYMENT,
+    common_pb2.BILLING_ACTION_START_RESUBSCRIPTION: Action.START_RESUBSCRIPTION,
 }
 ACTION_TO_PB: dict[str, common_pb2.BillingAction.ValueType] = {
     action.value: number for number, action in ACTION_FROM_PB.items()
@@ -200,7 +201,11 @@ def usage_pb(usage: decisions.Usage) -> pb.Usage:
             scope=SCOPE_TO_PB[usage.scope],
         )
     return pb.Usage(
-        action=common_pb2.BILLING_ACTION_CHANGE_PLAN,
+        action=(
+            common_pb2.BILLING_ACTION_START_RESUBSCRIPTION
+            if usage.counter is decisions.Counter.RESUBSCRIPTIONS
+            else common_pb2.BILLING_ACTION_CHANGE_PLAN
+        ),
         used_count=usage.used,
         limit_count=usage.limit,
         remaining_count=usage.remaining,
@@ -247,6 +252,9 @@ def bounds_from_pb(
         confirm_plan_changes=message.confirm_plan_changes,
         counter_period=PERIOD_FROM_PB.get(message.counter_period, default_period),
         time_zone=message.time_zone or default_time_zone,
+        # A price named twice is named once (the order is kept, as the admin gave it).
+        self_serve_price_ids=tuple(dict.fromkeys(message.self_serve_price_ids)),
+        resubscriptions_per_period=message.resubscriptions_per_period,
     )
 
 
@@ -267,6 +275,8 @@ def bounds_pb(workspace_id: str, bounds: Bounds) -> pb.Bounds:
         counter_period=PERIOD_TO_PB[bounds.counter_period],
         time_zone=bounds.time_zone,
         updated_at=timestamp(bounds.updated_at),
+        self_serve_price_ids=bounds.self_serve_price_ids,
+        resubscriptions_per_period=bounds.resubscriptions_per_period,
     )
 
 

@@ -21,7 +21,7 @@ from google.protobuf.message import Message
 from askvault.common.v1 import common_pb2
 from askvault.policy.v1 import policy_pb2 as pb
 from askvault.policy.v1 import policy_pb2_grpc
-from policy import checkpoints, convert, expiry, storage
+from policy import checkpoints, convert, expiry, storage, terms
 from policy.domain import audit, bounds, decisions, grants
 from policy.domain.decisions import Decision, Reason, Verdict
 from policy.domain.model import Action, Confirmation, Details
@@ -53,6 +53,7 @@ _GRANT_REFUSALS = frozenset(
         "GRANT_ALREADY_RESOLVED",
         "GRANT_DETAILS_MISMATCH",
         "REFUND_OUTSIDE_WINDOW",
+        "PRICE_NOT_SELF_SERVE",
     }
 )
 
@@ -479,13 +480,15 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         async def redeem(connection: Connection) -> pb.RedeemResponse:
             record = await self._locked_grant(connection, request.workspace_id, request.grant_id)
             in_force = await self._bounds(connection, request.workspace_id)
+            approved = bool(record.escalation_id)
             grants.check_redeem(
                 record.grant,
                 action,
                 details,
                 now,
-                # A grant a human approved was judged by them, outside the window or not.
-                refund_window=None if record.escalation_id else in_force.refund_window,
+                # A grant a human approved was judged by them: window and price alike.
+                refund_window=None if approved else in_force.refund_window,
+                self_serve=None if approved else in_force.self_serve,
             )
             redeemed = await storage.redeem_grant(
                 connection, request.workspace_id, request.grant_id, request.idempotency_key, now
@@ -908,6 +911,14 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
             defaults=convert.bounds_pb(request.workspace_id, self._defaults),
         )
 
+    async def GetWorkspaceTerms(
+        self, request: pb.GetWorkspaceTermsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetWorkspaceTermsResponse:
+        check = errors.Validator()
+        _check_workspace(check, request.workspace_id)
+        check.check()
+        return await terms.workspace_terms(self._pool, request.workspace_id, self._defaults)
+
     async def ProposeBoundsChange(
         self, request: pb.ProposeBoundsChangeRequest, context: grpc.aio.ServicerContext
     ) -> pb.ProposeBoundsChangeResponse:
@@ -941,9 +952,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
 
         async def propose(connection: Connection) -> pb.ProposeBoundsChangeResponse:
             current = await storage.get_bounds(connection, request.workspace_id)
-            loosened = bounds.loosened_fields(
-                proposed, self._defaults, current.time_zone if current is not None else None
-            )
+            loosened = bounds.loosened_fields(proposed, self._defaults, current)
             change = await storage.insert_bounds_change(
                 connection,
                 request.workspace_id,

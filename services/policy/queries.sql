@@ -6,8 +6,9 @@ SELECT * FROM bounds WHERE workspace_id = $1;
 -- name: upsert_bounds
 INSERT INTO bounds (workspace_id, askvault_plan, refund_caps, refund_window,
                     plan_changes_per_period, cancellation_grace, confirm_refunds,
-                    confirm_plan_changes, counter_period, updated_at, time_zone)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                    confirm_plan_changes, counter_period, updated_at, time_zone,
+                    self_serve_price_ids, resubscriptions_per_period)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
 ON CONFLICT (workspace_id) DO UPDATE SET
     askvault_plan = excluded.askvault_plan,
     refund_caps = excluded.refund_caps,
@@ -18,7 +19,9 @@ ON CONFLICT (workspace_id) DO UPDATE SET
     confirm_plan_changes = excluded.confirm_plan_changes,
     counter_period = excluded.counter_period,
     updated_at = excluded.updated_at,
-    time_zone = excluded.time_zone
+    time_zone = excluded.time_zone,
+    self_serve_price_ids = excluded.self_serve_price_ids,
+    resubscriptions_per_period = excluded.resubscriptions_per_period
 RETURNING *;
 
 -- name: supersede_pending_changes

@@ -43,6 +43,7 @@ def default_bounds(settings: PolicySettings) -> Bounds:
         confirm_plan_changes=settings.default_confirm_plan_changes,
         counter_period=Period(settings.default_counter_period),
         time_zone=settings.default_time_zone,
+        resubscriptions_per_period=settings.default_resubscriptions_per_period,
     )
 
 
@@ -112,6 +113,9 @@ class PolicyService:
                 "VerifyAuditCheckpoint",
             )
         },
+        # The edge speaks by them (time zone, self-serve prices, caps); the billing gateway
+        # reads whether the workspace lists self-serve prices before a move to another price.
+        "GetWorkspaceTerms": frozenset({"edge", "billing_gateway"}),
     }
 
     def __init__(

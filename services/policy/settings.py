@@ -46,6 +46,9 @@ class PolicySettings(ServiceSettings):
     default_refund_window_seconds: int = Field(default=14 * 86_400, ge=0)
     # Default plan changes per visitor and period.
     default_plan_changes_per_period: int = Field(default=3, ge=0)
+    # Default resubscriptions (StartResubscription: a UPI / eMandate subscription moved by a
+    # new one through Checkout) per visitor and period, counted apart from plan changes.
+    default_resubscriptions_per_period: int = Field(default=2, ge=0)
     # Default cancellation grace, in seconds.
     default_cancellation_grace_seconds: int = Field(default=30, ge=0)
     # Kept for compatibility: every money action needs the person's confirmation whatever

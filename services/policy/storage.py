@@ -39,6 +39,8 @@ def bounds_to_json(bounds: Bounds) -> str:
             "confirm_plan_changes": bounds.confirm_plan_changes,
             "counter_period": bounds.counter_period.value,
             "time_zone": bounds.time_zone,
+            "self_serve_price_ids": list(bounds.self_serve_price_ids),
+            "resubscriptions_per_period": bounds.resubscriptions_per_period,
         }
     )
 
@@ -61,6 +63,12 @@ def bounds_from_json(raw: str) -> Bounds:
         confirm_plan_changes=bool(data["confirm_plan_changes"]),
         counter_period=Period(data["counter_period"]),
         time_zone=str(data.get("time_zone") or "UTC"),
+        self_serve_price_ids=tuple(data.get("self_serve_price_ids") or ()),
+        # Proposals from before resubscriptions had their own limit counted them as plan
+        # changes (as migration 0007 does for the bounds in force).
+        resubscriptions_per_period=int(
+            data.get("resubscriptions_per_period", data["plan_changes_per_period"])
+        ),
     )
 
 
@@ -75,6 +83,8 @@ def _bounds(row: asyncpg.Record) -> Bounds:
         confirm_plan_changes=row["confirm_plan_changes"],
         counter_period=Period(row["counter_period"]),
         time_zone=row["time_zone"],
+        self_serve_price_ids=tuple(row["self_serve_price_ids"]),
+        resubscriptions_per_period=row["resubscriptions_per_period"],
         updated_at=row["updated_at"],
     )
 
@@ -103,6 +113,8 @@ async def save_bounds(
         bounds.counter_period.value,
         now,
         bounds.time_zone,
+        list(bounds.self_serve_price_ids),
+        bounds.resubscriptions_per_period,
     )
     assert row is not None
     return _bounds(row)

@@ -8,10 +8,8 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import grpc
-import pytest
-
-from askvault.identity.v1 import identity_pb2 as ipb
+from askvault.common.v1 import common_pb2
+from askvault.policy.v1 import policy_pb2
 from runtime import testing
 from tests import system as in_process
 from tests.e2e.conftest import WORKSPACE, Stack, eventually
@@ -132,49 +130,6 @@ async def test_plans_by_name_and_alias_from_the_offered_catalog(stack: Stack) ->
     assert "Basalt" in listed["reply"] and "Quartz" not in listed["reply"], listed
 
 
-async def test_a_workspace_chooses_the_prices_offered_for_self_serve_changes(
-    stack: Stack,
-) -> None:
-    quartz = await _plan(stack, "Quartz", 99000, "year")
-    starter = stack.summary["products"]["starter"]["prices"]["usd"]
-    admin = testing.admin_metadata("admin-e2e")
-    before = await stack.identity.GetWorkspaceSettings(
-        ipb.GetWorkspaceSettingsRequest(workspace_id=WORKSPACE), metadata=admin, timeout=5
-    )
-    settings = ipb.WorkspaceSettings()
-    settings.CopyFrom(before.settings)
-    settings.self_serve_price_ids[:] = [starter, quartz]
-    updated = await stack.identity.UpdateWorkspaceSettings(
-        ipb.UpdateWorkspaceSettingsRequest(
-            workspace_id=WORKSPACE, settings=settings, idempotency_key="self-serve-1"
-        ),
-        metadata=admin,
-        timeout=5,
-    )
-    assert list(updated.settings.self_serve_price_ids) == [starter, quartz]
-    up = await stack.turn("alice", "move me to the next tier up", conversation="ws")
-    assert "Quartz" in up["reply"], up
-    business = await stack.turn("alice", "upgrade to Business", conversation="ws")
-    assert "don't know a plan called Business" in business["reply"], business
-    listed = await stack.turn("alice", "what plans do you have?", conversation="ws")
-    assert "Business" not in listed["reply"] and "Quartz" in listed["reply"], listed
-    # A list naming something other than prices is refused and changes nothing.
-    settings.self_serve_price_ids[:] = ["prod_askvault_business"]
-    with pytest.raises(grpc.aio.AioRpcError) as refused:
-        await stack.identity.UpdateWorkspaceSettings(
-            ipb.UpdateWorkspaceSettingsRequest(
-                workspace_id=WORKSPACE, settings=settings, idempotency_key="self-serve-2"
-            ),
-            metadata=admin,
-            timeout=5,
-        )
-    assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
-    after = await stack.identity.GetWorkspaceSettings(
-        ipb.GetWorkspaceSettingsRequest(workspace_id=WORKSPACE), metadata=admin, timeout=5
-    )
-    assert list(after.settings.self_serve_price_ids) == [starter, quartz]
-
-
 async def test_upi_moves_plan_by_a_checkout_link_and_ends_the_old_plan_once_the_new_is_active(
     stack: Stack,
 ) -> None:
@@ -211,3 +166,22 @@ async def test_upi_moves_plan_by_a_checkout_link_and_ends_the_old_plan_once_the_
     await eventually(old_ends_at_period_end)
     old = await _subscription(stack, "dev@example.in")
     assert old["status"] == "active", old
+    # Policy saw a resubscription, not a plan change: its own action, counter and audit.
+    audited = await stack.policy.ListAuditEvents(
+        policy_pb2.ListAuditEventsRequest(
+            workspace_id=WORKSPACE, action=common_pb2.BILLING_ACTION_START_RESUBSCRIPTION
+        ),
+        metadata=testing.admin_metadata("admin-e2e"),
+        timeout=5,
+    )
+    outcomes = [(event.kind, event.outcome) for event in audited.events]
+    assert ("decision", "ALLOW:WITHIN_BOUNDS") in outcomes, outcomes
+    assert ("grant.committed", "COMMITTED") in outcomes, outcomes
+    plan_changes = await stack.policy.ListAuditEvents(
+        policy_pb2.ListAuditEventsRequest(
+            workspace_id=WORKSPACE, action=common_pb2.BILLING_ACTION_CHANGE_PLAN
+        ),
+        metadata=testing.admin_metadata("admin-e2e"),
+        timeout=5,
+    )
+    assert not plan_changes.events, plan_changes

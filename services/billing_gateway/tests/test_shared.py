@@ -242,7 +242,7 @@ async def test_a_card_subscription_is_not_resubscribed_it_changes_in_place(
     details = policy_pb2.ActionDetails(
         subscription_id=eve.subscription_id, target_price_id=prices["growth"]
     )
-    grant = await stack.grant(assertion, common_pb2.BILLING_ACTION_CHANGE_PLAN, details)
+    grant = await stack.grant(assertion, common_pb2.BILLING_ACTION_START_RESUBSCRIPTION, details)
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await stack.billing.StartResubscription(
             pb.StartResubscriptionRequest(

@@ -16,17 +16,15 @@ def test_every_money_terms_kind_has_its_action_and_nothing_else_does() -> None:
 
 
 def test_each_action_asks_policy_for_its_own_billing_action() -> None:
-    # A move by subscribing anew (UPI, an Indian eMandate) is granted as the plan change it
-    # is; the gateway runs it only where ChangePlan cannot, so one grant fits one of them.
+    # A move by subscribing anew (UPI, an Indian eMandate) is its own action in policy, with
+    # its own counter: a grant for one never runs the other.
     assert (
         actions.ACTIONS[ProposalKind.RESUBSCRIBE].billing_action
-        == actions.ACTIONS[ProposalKind.CHANGE_PLAN].billing_action
-        == cpb.BILLING_ACTION_CHANGE_PLAN
+        == cpb.BILLING_ACTION_START_RESUBSCRIPTION
     )
-    billing_actions = [
-        entry.billing_action
-        for kind, entry in actions.ACTIONS.items()
-        if kind is not ProposalKind.RESUBSCRIBE
-    ]
+    assert actions.ACTIONS[ProposalKind.CHANGE_PLAN].billing_action == (
+        cpb.BILLING_ACTION_CHANGE_PLAN
+    )
+    billing_actions = [entry.billing_action for entry in actions.ACTIONS.values()]
     assert len(set(billing_actions)) == len(billing_actions)
     assert cpb.BILLING_ACTION_UNSPECIFIED not in billing_actions

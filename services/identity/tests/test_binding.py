@@ -336,41 +336,44 @@ async def test_workspace_settings_validate_the_key(identity: Stub) -> None:
     assert code == grpc.StatusCode.UNAUTHENTICATED
 
 
-async def test_workspace_self_serve_prices_are_kept_validated_and_told_to_the_edge(
-    identity: Stub,
+async def test_self_serve_prices_moved_to_policy_are_refused_here_and_never_told(
+    identity: Stub, database_url: str
 ) -> None:
+    # The list is policy's bounds now: identity refuses one (rather than dropping it while
+    # the admin believes it took effect), keeps the rest of the settings, and never tells
+    # the edge a list, whatever its deprecated column still holds.
     await _setup(identity, metadata_key="askvault_user_id")
-    assert list((await _by_hash(identity, "u1")).self_serve_price_ids) == []
     wanted = pb.WorkspaceSettings(
-        customer_metadata_key="askvault_user_id",
-        self_serve_price_ids=["price_growth", "price_team_yearly", "price_growth"],
+        customer_metadata_key="askvault_other_id", self_serve_price_ids=["price_growth"]
     )
-    updated = await identity.UpdateWorkspaceSettings(
-        pb.UpdateWorkspaceSettingsRequest(workspace_id=WS, settings=wanted, idempotency_key="s1"),
-        metadata=ADMIN,
-    )
-    # Kept once each, in the order given.
-    assert list(updated.settings.self_serve_price_ids) == ["price_growth", "price_team_yearly"]
-    assert updated.settings.customer_metadata_key == "askvault_user_id"
-    verified = await _by_hash(identity, "u1")
-    assert list(verified.self_serve_price_ids) == ["price_growth", "price_team_yearly"]
-    for bad in (["prod_123"], ["price_x; DROP"], [f"price_{i}" for i in range(51)]):
-        code, _, violations = await _refusal(
-            identity.UpdateWorkspaceSettings(
-                pb.UpdateWorkspaceSettingsRequest(
-                    workspace_id=WS,
-                    settings=pb.WorkspaceSettings(self_serve_price_ids=bad),
-                    idempotency_key=f"bad-prices-{len(bad)}-{bad[0]}",
-                ),
-                metadata=ADMIN,
-            )
+    code, _, violations = await _refusal(
+        identity.UpdateWorkspaceSettings(
+            pb.UpdateWorkspaceSettingsRequest(
+                workspace_id=WS, settings=wanted, idempotency_key="s1"
+            ),
+            metadata=ADMIN,
         )
-        assert code == grpc.StatusCode.INVALID_ARGUMENT
-        assert "settings.self_serve_price_ids" in violations
+    )
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "settings.self_serve_price_ids" in violations
     got = await identity.GetWorkspaceSettings(
         pb.GetWorkspaceSettingsRequest(workspace_id=WS), metadata=ADMIN
     )
-    assert got.settings == updated.settings
+    # Nothing changed, not even the key sent along.
+    assert got.settings == pb.WorkspaceSettings(customer_metadata_key="askvault_user_id")
+    # A list left in the deprecated column (set before the move) is read by nothing.
+    connection = await asyncpg.connect(database_url)
+    try:
+        await connection.execute(
+            "UPDATE identity.workspaces SET self_serve_price_ids = '{price_old}'"
+        )
+    finally:
+        await connection.close()
+    assert list((await _by_hash(identity, "u1")).self_serve_price_ids) == []
+    got = await identity.GetWorkspaceSettings(
+        pb.GetWorkspaceSettingsRequest(workspace_id=WS), metadata=ADMIN
+    )
+    assert list(got.settings.self_serve_price_ids) == []
 
 
 async def test_migration_keeps_old_secrets_as_user_hash_and_reports_legacy_bindings(

@@ -50,7 +50,7 @@ async def test_migrate_command_prepares_an_empty_database(empty_database_url: st
         versions = await connection.fetch("SELECT version FROM identity.schema_migrations")
     finally:
         await connection.close()
-    assert [row["version"] for row in versions] == [1, 2, 3, 4]
+    assert [row["version"] for row in versions] == [1, 2, 3, 4, 5]
 
 
 async def test_missing_required_setting_fails_at_start() -> None:

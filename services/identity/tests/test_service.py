@@ -416,5 +416,5 @@ async def test_shutdown_flips_health_to_not_serving_before_draining(database_url
 async def test_migrations_apply_to_an_empty_database_once(empty_database_url: str) -> None:
     first = await database.migrate_url(empty_database_url, "identity", "identity.migrations")
     second = await database.migrate_url(empty_database_url, "identity", "identity.migrations")
-    assert first == [1, 2, 3, 4]
+    assert first == [1, 2, 3, 4, 5]
     assert second == []

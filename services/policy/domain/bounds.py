@@ -10,6 +10,12 @@ Decisions worth knowing:
   or lowering one is a tightening.
 - A shorter counter period (day or week instead of month) resets more often and lets more
   through per month, so it is a loosening too.
+- The self-serve prices are compared with the list in force (as the time zone is): an empty
+  list lets the billing gateway's default through (any active recurring price in the
+  customer's currency and interval), so emptying a list, or allowing a price it did not
+  allow, needs a second admin; narrowing it does not.
+- Resubscriptions (UPI / eMandate moves by a new subscription) have their own limit, apart
+  from plan changes: above its default is a loosening.
 - The AskVault plan is an account fact, not a safety bound: one admin may set it (the local
   stack seeds the demo workspace this way). In production it would come from AskVault's own
   billing.
@@ -31,6 +37,8 @@ _CURRENCY = re.compile(r"^[a-z]{3}$")
 MAX_REFUND_WINDOW = timedelta(days=365)
 MAX_CANCELLATION_GRACE = timedelta(days=30)
 MAX_PLAN_CHANGES = 1000
+MAX_SELF_SERVE_PRICES = 50
+_PRICE_ID = re.compile(r"^price_[A-Za-z0-9_]{1,249}$")
 
 
 class AskVaultPlan(enum.StrEnum):
@@ -60,12 +68,22 @@ class Bounds:
     counter_period: Period
     # The IANA zone whose midnights start the counter periods.
     time_zone: str = "UTC"
+    # The prices a customer may move to by themselves; empty for the billing gateway's
+    # default (active, recurring, the current price's currency and interval).
+    self_serve_price_ids: tuple[str, ...] = ()
+    # Resubscriptions (StartResubscription) per period, per visitor and per customer.
+    resubscriptions_per_period: int = 2
     updated_at: datetime | None = field(default=None, compare=False)
 
     @property
     def skill_enabled(self) -> bool:
         """Whether the workspace's plan includes the billing skill."""
         return self.askvault_plan in SKILL_PLANS
+
+    def self_serve(self, price_id: str) -> bool:
+        """Whether policy lets a customer move to this price by themselves (with an empty
+        list every price passes here; the billing gateway then applies its default)."""
+        return not self.self_serve_price_ids or price_id in self.self_serve_price_ids
 
     def refund_cap(self, currency: str) -> Money | None:
         """The cap in this currency, or None when refunds in it are not covered."""
@@ -140,6 +158,19 @@ def validate(bounds: Bounds) -> None:
         f"between 0 and {MAX_PLAN_CHANGES}",
     )
     check.require(
+        0 <= bounds.resubscriptions_per_period <= MAX_PLAN_CHANGES,
+        "bounds.resubscriptions_per_period",
+        f"between 0 and {MAX_PLAN_CHANGES}",
+    )
+    prices = bounds.self_serve_price_ids
+    check.require(
+        len(prices) <= MAX_SELF_SERVE_PRICES
+        and len(set(prices)) == len(prices)
+        and all(_PRICE_ID.match(price) for price in prices),
+        "bounds.self_serve_price_ids",
+        f"at most {MAX_SELF_SERVE_PRICES} distinct Stripe price ids (price_...)",
+    )
+    check.require(
         timedelta(0) <= bounds.cancellation_grace <= MAX_CANCELLATION_GRACE,
         "bounds.cancellation_grace",
         f"between 0 and {MAX_CANCELLATION_GRACE.days} days",
@@ -147,17 +178,19 @@ def validate(bounds: Bounds) -> None:
     check.check()
 
 
-def loosened_fields(
-    proposed: Bounds, defaults: Bounds, current_time_zone: str | None = None
-) -> list[str]:
+def loosened_fields(proposed: Bounds, defaults: Bounds, current: Bounds | None = None) -> list[str]:
     """The bounds that the proposal loosens past their defaults (proto field names); an
-    empty list means one admin may apply it at once. A new time zone (other than
-    ``current_time_zone``, the workspace's zone now, or the default's for a workspace without
-    bounds) counts: it moves the start of the current period, and a period that starts again
-    allows everything again."""
+    empty list means one admin may apply it at once. Two are compared with ``current`` (the
+    workspace's bounds now, or the defaults for a workspace without bounds) instead: a new
+    time zone counts (it moves the start of the current period, and a period that starts
+    again allows everything again), and so do self-serve prices that allow a price the list
+    in force did not."""
+    in_force = current or defaults
     loosened: list[str] = []
-    if proposed.time_zone != (current_time_zone or defaults.time_zone):
+    if proposed.time_zone != in_force.time_zone:
         loosened.append("time_zone")
+    if prices_loosened(proposed.self_serve_price_ids, in_force.self_serve_price_ids):
+        loosened.append("self_serve_price_ids")
     for cap in proposed.refund_caps:
         default = defaults.refund_cap(cap.currency)
         if default is None or cap.amount_minor > default.amount_minor:
@@ -166,6 +199,8 @@ def loosened_fields(
         loosened.append("refund_window")
     if proposed.plan_changes_per_period > defaults.plan_changes_per_period:
         loosened.append("plan_changes_per_period")
+    if proposed.resubscriptions_per_period > defaults.resubscriptions_per_period:
+        loosened.append("resubscriptions_per_period")
     if proposed.cancellation_grace < defaults.cancellation_grace:
         loosened.append("cancellation_grace")
     if defaults.confirm_refunds and not proposed.confirm_refunds:
@@ -175,6 +210,15 @@ def loosened_fields(
     if LENGTH_ORDER[proposed.counter_period] < LENGTH_ORDER[defaults.counter_period]:
         loosened.append("counter_period")
     return loosened
+
+
+def prices_loosened(proposed: tuple[str, ...], in_force: tuple[str, ...]) -> bool:
+    """Whether a self-serve list allows a price that ``in_force`` did not: an empty list
+    allows every price the gateway's default lets through, so only an empty list in force is
+    never narrowed by emptying."""
+    if not in_force:
+        return False
+    return not proposed or not set(proposed) <= set(in_force)
 
 
 def for_unknown_workspace(defaults: Bounds) -> Bounds:

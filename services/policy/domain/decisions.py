@@ -4,6 +4,8 @@
 2. the AskVault plan must include the skill -> DENY SKILL_NOT_ENABLED;
 3. the contact must be linked to a Stripe customer -> DENY CUSTOMER_NOT_LINKED;
 4. the details must describe the action, for the assertion's customer -> DENY INVALID_DETAILS;
+   a plan change or resubscription must target one of the workspace's self-serve prices
+   (when it lists any) -> DENY PRICE_NOT_SELF_SERVE (a static fact: no "yes" is asked for);
 5. confirmed = true counts only with the person's Confirmation: a channel, a quote not
    expired (``QUOTE_CLOCK_SKEW`` allowed) and a terms hash equal to the one of this very
    request (runtime.quotes.terms_hash) -> otherwise DENY CONFIRMATION_INVALID, before any
@@ -11,12 +13,14 @@
 6. refunds: the charge must be inside the refund window, and the currency must have a cap
    -> ESCALATE REFUND_OUTSIDE_WINDOW / CURRENCY_NOT_COVERED (static facts: asking the visitor
    to confirm first would only delay the hand-off);
-7. every money action (refund, plan change, cancel, pause, resume, retry payment): not
-   confirmed -> NEEDS_CONFIRMATION, with the counter's numbers for refunds and plan changes
-   so the bot can warn before asking (the workspace's confirm_* bounds no longer waive it);
-8. refunds and plan changes: reserve against the period's counter of the Stripe customer
-   and of the visitor, both with the same limit -> ALLOW, or ESCALATE REFUND_OVER_CAP /
-   DENY PLAN_CHANGE_LIMIT when either does not fit (the reply's usage names that bound);
+7. every money action (refund, plan change, resubscription, cancel, pause, resume, retry
+   payment): not confirmed -> NEEDS_CONFIRMATION, with the counter's numbers for refunds,
+   plan changes and resubscriptions so the bot can warn before asking (the workspace's
+   confirm_* bounds no longer waive it);
+8. refunds, plan changes and resubscriptions: reserve against the period's counter of the
+   Stripe customer and of the visitor, both with the same limit -> ALLOW, or ESCALATE
+   REFUND_OVER_CAP / DENY PLAN_CHANGE_LIMIT / DENY RESUBSCRIPTION_LIMIT when either does not
+   fit (the reply's usage names that bound);
 9. cancel, pause, resume, retry payment, confirmed: ALLOW (cancellations carry the grace).
 """
 
@@ -31,7 +35,7 @@ from datetime import datetime, timedelta
 
 from policy.domain import periods
 from policy.domain.bounds import Bounds
-from policy.domain.model import Action, Confirmation, Details, Money
+from policy.domain.model import PRICE_MOVES, Action, Confirmation, Details, Money
 
 _CURRENCY = re.compile(r"^[a-z]{3}$")
 # How far in the future a charge's creation time may lie (clock skew with Stripe).
@@ -69,6 +73,8 @@ class Reason(enum.StrEnum):
     INVALID_DETAILS = "INVALID_DETAILS"
     ESCALATION_APPROVED = "ESCALATION_APPROVED"
     CONFIRMATION_INVALID = "CONFIRMATION_INVALID"
+    PRICE_NOT_SELF_SERVE = "PRICE_NOT_SELF_SERVE"
+    RESUBSCRIPTION_LIMIT = "RESUBSCRIPTION_LIMIT"
 
 
 class Counter(enum.StrEnum):
@@ -76,6 +82,14 @@ class Counter(enum.StrEnum):
 
     REFUND_AMOUNT = "refund_amount"
     PLAN_CHANGES = "plan_changes"
+    RESUBSCRIPTIONS = "resubscriptions"
+
+
+# The count each counted action reserves on (refunds reserve an amount instead).
+_COUNTED = {
+    Action.CHANGE_PLAN: Counter.PLAN_CHANGES,
+    Action.START_RESUBSCRIPTION: Counter.RESUBSCRIPTIONS,
+}
 
 
 class Scope(enum.StrEnum):
@@ -186,9 +200,9 @@ def details_problem(action: Action, details: Details, now: datetime) -> str:
         return ""
     if details.amount is not None and details.amount.amount_minor != 0:
         return "only refunds carry an amount"
-    if action is Action.CHANGE_PLAN:
+    if action in PRICE_MOVES:
         if not details.subscription_id or not details.target_price_id:
-            return "a plan change needs subscription_id and target_price_id"
+            return "a move to another price needs subscription_id and target_price_id"
         return ""
     if action in (
         Action.CANCEL_SUBSCRIPTION,
@@ -230,6 +244,8 @@ def decide(
     if bound is None or details_problem(action, bound, now):
         return _deny(Reason.INVALID_DETAILS, bound or details)
     details = bound
+    if action in PRICE_MOVES and not bounds.self_serve(details.target_price_id):
+        return _deny(Reason.PRICE_NOT_SELF_SERVE, details)
     if confirmed and confirmation_problem(confirmation, expected_terms_hash, now):
         return _deny(Reason.CONFIRMATION_INVALID, details)
     period_start, period_end = periods.bounds_of(bounds.counter_period, now, bounds.time_zone)
@@ -253,9 +269,10 @@ def decide(
                 Verdict.NEEDS_CONFIRMATION, Reason.CONFIRMATION_REQUIRED, details, reservation
             )
         return Decision(Verdict.ALLOW, Reason.WITHIN_BOUNDS, details, reservation)
-    if action is Action.CHANGE_PLAN:
+    counter = _COUNTED.get(action)
+    if counter is not None:
         reservation = Reservation(
-            Counter.PLAN_CHANGES, "", 1, bounds.plan_changes_per_period, period_start, period_end
+            counter, "", 1, limit_for(counter, "", bounds), period_start, period_end
         )
         if not confirmed:
             return Decision(
@@ -298,6 +315,8 @@ def over_limit(decision: Decision) -> Decision:
         return replace(
             decision, verdict=Verdict.ESCALATE, reason=Reason.REFUND_OVER_CAP, escalate=True
         )
+    if decision.reservation.counter is Counter.RESUBSCRIPTIONS:
+        return replace(decision, verdict=Verdict.DENY, reason=Reason.RESUBSCRIPTION_LIMIT)
     return replace(decision, verdict=Verdict.DENY, reason=Reason.PLAN_CHANGE_LIMIT)
 
 
@@ -317,8 +336,9 @@ def approval_reservation(
             period_start,
             period_end,
         )
-    if action is Action.CHANGE_PLAN:
-        return Reservation(Counter.PLAN_CHANGES, "", 1, _NO_LIMIT, period_start, period_end)
+    counter = _COUNTED.get(action)
+    if counter is not None:
+        return Reservation(counter, "", 1, _NO_LIMIT, period_start, period_end)
     return None
 
 
@@ -330,6 +350,8 @@ def limit_for(counter: Counter, currency: str, bounds: Bounds) -> int:
     """The limit a counter has under these bounds (0 for a currency with no cap)."""
     if counter is Counter.PLAN_CHANGES:
         return bounds.plan_changes_per_period
+    if counter is Counter.RESUBSCRIPTIONS:
+        return bounds.resubscriptions_per_period
     cap = bounds.refund_cap(currency)
     return cap.amount_minor if cap else 0
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from policy.domain.model import Action, Details
+from policy.domain.model import PRICE_MOVES, Action, Details
 from runtime import errors
 
 
@@ -78,11 +79,14 @@ def check_redeem(
     now: datetime,
     *,
     refund_window: timedelta | None,
+    self_serve: Callable[[str], bool] | None = None,
 ) -> None:
     """Refuses a redemption unless the grant is RESERVED, unexpired and for exactly these
     parameters. For a refund, ``details`` are what the enforcement point read from Stripe:
     the charge's creation time must be the one the grant was issued for (to the second) and,
-    unless ``refund_window`` is None (a human approved the grant), inside the window now."""
+    unless ``refund_window`` is None (a human approved the grant), inside the window now. For
+    a move to another price, the price must still be self-serve (``self_serve``, None when a
+    human approved the grant): a list narrowed since the grant was issued holds at once."""
     _refuse_resolved(grant)
     if grant.state is State.REDEEMED:
         raise _error("GRANT_ALREADY_REDEEMED", "the grant was redeemed by another operation")
@@ -90,6 +94,10 @@ def check_redeem(
         raise GrantDue(grant.grant_id)
     if action != grant.action or details.binding() != grant.details.binding():
         raise _error("GRANT_INVALID", "the grant is for other parameters")
+    if action in PRICE_MOVES:
+        if self_serve is not None and not self_serve(details.target_price_id):
+            raise _error("PRICE_NOT_SELF_SERVE", "the price is not a self-serve price any more")
+        return
     if action is not Action.REFUND:
         return
     read = details.charge_created_at

@@ -16,6 +16,12 @@ class Action(enum.StrEnum):
     PAUSE_SUBSCRIPTION = "pause_subscription"
     RESUME_SUBSCRIPTION = "resume_subscription"
     RETRY_PAYMENT = "retry_payment"
+    START_RESUBSCRIPTION = "start_resubscription"
+
+
+# The actions that move a subscription to another price (``Details.target_price_id``): both
+# are limited to the workspace's self-serve prices.
+PRICE_MOVES = frozenset({Action.CHANGE_PLAN, Action.START_RESUBSCRIPTION})
 
 
 @dataclass(frozen=True)

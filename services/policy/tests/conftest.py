@@ -208,9 +208,9 @@ class Policy:
         bounds.ClearField("updated_at")
         bounds.askvault_plan = pb.ASK_VAULT_PLAN_BUSINESS
         for name, value in changes.items():
-            if name == "refund_caps":
-                del bounds.refund_caps[:]
-                bounds.refund_caps.extend(value)  # type: ignore[arg-type]
+            if isinstance(value, list):
+                del getattr(bounds, name)[:]
+                getattr(bounds, name).extend(value)
             elif isinstance(value, timedelta):
                 getattr(bounds, name).FromTimedelta(value)
             else:
