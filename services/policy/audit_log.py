@@ -104,6 +104,15 @@ async def record(
         )
 
 
+@dataclass(frozen=True)
+class GrantCommit:
+    """A grant to mark COMMITTED in the same statement (its row locked by the caller)."""
+
+    grant_id: str
+    stripe_object_id: str
+    resolved_at: datetime
+
+
 async def record_and_save(
     connection: Connection,
     keys: audit.MacKeys,
@@ -111,15 +120,25 @@ async def record_and_save(
     entries: Sequence[audit.Entry],
     idempotency_key: str,
     response: Message,
+    committing: GrantCommit | None = None,
 ) -> None:
     """``record`` and ``runtime.idempotency.save`` in one statement (the key must have been
-    claimed in this transaction)."""
-    await connection.execute(
-        queries.record_and_save,
+    claimed in this transaction), with a grant's commit when ``committing`` says so."""
+    values = (
         workspace_id,
         *_record_columns(keys, workspace_id, entries),
         idempotency_key,
         response.SerializeToString(deterministic=True),
+    )
+    if committing is None:
+        await connection.execute(queries.record_and_save, *values)
+        return
+    await connection.execute(
+        queries.commit_grant_record_and_save,
+        *values,
+        committing.grant_id,
+        committing.stripe_object_id,
+        committing.resolved_at,
     )
 
 

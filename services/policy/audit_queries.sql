@@ -107,3 +107,26 @@ SELECT * FROM audit_events
 WHERE workspace_id = $1 AND sequence > $2
 ORDER BY sequence
 LIMIT $3;
+
+-- name: commit_grant_record_and_save
+-- A grant -> COMMITTED (the caller holds its row), its entries recorded and the call's
+-- response saved, in one round trip.
+WITH committed AS (
+    UPDATE grants SET state = 'committed', stripe_object_id = $20, resolved_at = $21
+    WHERE workspace_id = $1 AND grant_id = $19
+), recorded AS (
+    INSERT INTO audit_pending (workspace_id, entry_id, occurred_at, actor_kind, actor_id, kind,
+                               contact_id, stripe_customer_id, action, amount_minor, currency,
+                               outcome, subject_id, confirmation, key_id, seal)
+    SELECT $1, e.entry_id, e.occurred_at, e.actor_kind, e.actor_id, e.kind, e.contact_id,
+           e.stripe_customer_id, e.action, e.amount_minor, e.currency, e.outcome,
+           e.subject_id, e.confirmation::jsonb, e.key_id, e.seal
+    FROM unnest($2::text[], $3::timestamptz[], $4::text[], $5::text[], $6::text[],
+                $7::text[], $8::text[], $9::text[], $10::bigint[], $11::text[], $12::text[],
+                $13::text[], $14::text[], $15::text[], $16::text[])
+         AS e (entry_id, occurred_at, actor_kind, actor_id, kind, contact_id,
+               stripe_customer_id, action, amount_minor, currency, outcome, subject_id,
+               confirmation, key_id, seal)
+)
+UPDATE idempotency_keys SET response = $18
+WHERE workspace_id = $1 AND idempotency_key = $17;

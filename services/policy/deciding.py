@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 import asyncpg
 from google.protobuf.message import Message
@@ -26,7 +26,21 @@ from runtime import assertions, idempotency, ids, quotes
 from runtime.database import Connection
 
 ResponseT = TypeVar("ResponseT", bound=Message)
-Audited = tuple[ResponseT, list[audit.Entry]]
+LoadedT = TypeVar("LoadedT")
+# Claims the call's idempotency key and reads what the effect needs, in one round trip:
+# (whether the key was claimed, what was read); given the method and the request's
+# fingerprint.
+Claim = Callable[[Connection, str, bytes], Awaitable[tuple[bool, LoadedT]]]
+
+
+@dataclass(frozen=True)
+class Outcome(Generic[ResponseT]):
+    """What an effect did: its response, its audit entries and, for a Commit, the grant to
+    mark committed in the same final statement."""
+
+    response: ResponseT
+    entries: list[audit.Entry]
+    committing: audit_log.GrantCommit | None = None
 
 
 @dataclass(frozen=True)
@@ -39,10 +53,13 @@ class UseCases:
     defaults: bounds.Bounds
     grant_ttl: timedelta
 
-    async def bounds(self, connection: Connection, workspace_id: str) -> bounds.Bounds:
+    def in_force(self, stored: bounds.Bounds | None) -> bounds.Bounds:
         """The bounds in force: the workspace's, or the defaults for an unknown one."""
-        stored = await storage.get_bounds(connection, workspace_id)
         return stored or bounds.for_unknown_workspace(self.defaults)
+
+    async def bounds(self, connection: Connection, workspace_id: str) -> bounds.Bounds:
+        """The bounds in force, read."""
+        return self.in_force(await storage.get_bounds(connection, workspace_id))
 
     async def run_audited(
         self,
@@ -50,24 +67,33 @@ class UseCases:
         key: str,
         request: Message,
         response_type: type[ResponseT],
-        effect: Callable[[Connection], Awaitable[Audited[ResponseT]]],
+        claim: Claim[LoadedT],
+        effect: Callable[[Connection, LoadedT], Awaitable[Outcome[ResponseT]]],
     ) -> ResponseT:
-        """``runtime.idempotency.run_once`` for an effect that also returns its audit
-        entries: they are recorded with the saved response in one statement, in the
-        effect's transaction."""
+        """``runtime.idempotency.run_once`` in fewer round trips: the key's claim comes with
+        the effect's first read (``claim``), and the effect's audit entries are recorded
+        with the saved response in one final statement, in the same transaction. A key
+        already taken replays its response (or is refused) as run_once does."""
         idempotency.require_key(key)
         method = request.DESCRIPTOR.full_name
+        fingerprint = idempotency.fingerprint(request)
         async with self.pool.acquire() as connection, connection.transaction():
-            saved = await idempotency.claim(
-                connection, workspace_id, key, method, idempotency.fingerprint(request)
-            )
-            if saved is not None:
-                return response_type.FromString(saved)
-            response, recorded = await effect(connection)
+            claimed, loaded = await claim(connection, method, fingerprint)
+            if not claimed:
+                saved = await idempotency.claim(connection, workspace_id, key, method, fingerprint)
+                if saved is not None:
+                    return response_type.FromString(saved)
+            outcome = await effect(connection, loaded)
             await audit_log.record_and_save(
-                connection, self.audit_keys, workspace_id, recorded, key, response
+                connection,
+                self.audit_keys,
+                workspace_id,
+                outcome.entries,
+                key,
+                outcome.response,
+                outcome.committing,
             )
-            return response
+            return outcome.response
 
 
 @dataclass(frozen=True)
@@ -107,7 +133,16 @@ async def authorize(cases: UseCases, call: AuthorizeCall) -> pb.AuthorizeRespons
     the request's key."""
     request = call.request
 
-    async def decide(connection: Connection) -> Audited[pb.AuthorizeResponse]:
+    async def claim(
+        connection: Connection, method: str, fingerprint: bytes
+    ) -> tuple[bool, bounds.Bounds | None]:
+        return await storage.claim_with_bounds(
+            connection, request.workspace_id, request.idempotency_key, method, fingerprint
+        )
+
+    async def decide(
+        connection: Connection, stored: bounds.Bounds | None
+    ) -> Outcome[pb.AuthorizeResponse]:
         if call.assertion is None:
             assert call.refused is not None
             denied = entries.entry(
@@ -123,8 +158,8 @@ async def authorize(cases: UseCases, call: AuthorizeCall) -> pb.AuthorizeRespons
                 decision=pb.DECISION_DENY,
                 reason=pb.DecisionReason.Value(f"DECISION_REASON_{call.refused.value}"),
             )
-            return response, [denied]
-        in_force = await cases.bounds(connection, request.workspace_id)
+            return Outcome(response, [denied])
+        in_force = cases.in_force(stored)
         decision = decisions.decide(
             call.action,
             call.requested,
@@ -140,7 +175,12 @@ async def authorize(cases: UseCases, call: AuthorizeCall) -> pb.AuthorizeRespons
         return await _carry_out(cases, connection, call, call.assertion, decision, in_force)
 
     return await cases.run_audited(
-        request.workspace_id, request.idempotency_key, request, pb.AuthorizeResponse, decide
+        request.workspace_id,
+        request.idempotency_key,
+        request,
+        pb.AuthorizeResponse,
+        claim,
+        decide,
     )
 
 
@@ -151,7 +191,7 @@ async def _carry_out(
     assertion: assertions.Assertion,
     decision: Decision,
     in_force: bounds.Bounds,
-) -> Audited[pb.AuthorizeResponse]:
+) -> Outcome[pb.AuthorizeResponse]:
     """Reserves, issues the grant or opens the escalation; the response and its entries."""
     request, now = call.request, call.now
     workspace_id = request.workspace_id
@@ -265,4 +305,4 @@ async def _carry_out(
                 subject_id=subject_id,
             )
         )
-    return response, recorded
+    return Outcome(response, recorded)

@@ -104,11 +104,6 @@ UPDATE grants SET state = 'redeemed', redeem_key = $3, redeemed_at = $4
 WHERE workspace_id = $1 AND grant_id = $2
 RETURNING *;
 
--- name: commit_grant
-UPDATE grants SET state = 'committed', stripe_object_id = $3, resolved_at = $4
-WHERE workspace_id = $1 AND grant_id = $2
-RETURNING *;
-
 -- name: release_grant
 UPDATE grants SET state = 'released', release_reason = $3, resolved_at = $4
 WHERE workspace_id = $1 AND grant_id = $2
@@ -162,3 +157,29 @@ LIMIT $5;
 SELECT fits, customer_used, visitor_used
 FROM reserve_and_grant($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
                        $17, $18, $19, $20, $21, $22);
+
+-- name: claim_with_bounds
+-- runtime.idempotency's claim and the workspace's bounds in one round trip; claimed is false
+-- when the key was already taken (the caller then replays or refuses through
+-- idempotency.claim). The bounds columns are NULL when the workspace has none.
+WITH claimed AS (
+    INSERT INTO idempotency_keys (workspace_id, idempotency_key, method, fingerprint)
+    VALUES ($1, $2, $3, $4)
+    ON CONFLICT DO NOTHING
+    RETURNING true AS claimed
+)
+SELECT coalesce((SELECT claimed FROM claimed), false) AS claimed, b.*
+FROM (SELECT 1) AS one
+LEFT JOIN bounds b ON b.workspace_id = $1;
+
+-- name: claim_with_grant
+-- The claim and the grant, locked until the transaction ends, in one round trip.
+WITH claimed AS (
+    INSERT INTO idempotency_keys (workspace_id, idempotency_key, method, fingerprint)
+    VALUES ($1, $2, $3, $4)
+    ON CONFLICT DO NOTHING
+    RETURNING true AS claimed
+)
+SELECT coalesce((SELECT claimed FROM claimed), false) AS claimed, g.*
+FROM (SELECT 1) AS one
+LEFT JOIN (SELECT * FROM grants WHERE workspace_id = $1 AND grant_id = $5 FOR UPDATE) g ON true;

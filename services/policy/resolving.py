@@ -9,13 +9,14 @@ GRANT_EXPIRED; every refusal of a grant is audited, also in its own transaction.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import datetime
 
 from google.protobuf.message import Message
 
 from askvault.policy.v1 import policy_pb2 as pb
 from policy import audit_log, convert, entries, expiry, storage
-from policy.deciding import Audited, ResponseT, UseCases
+from policy.deciding import Outcome, ResponseT, UseCases
 from policy.domain import grants
 from policy.domain.model import Action, Details
 from runtime import errors
@@ -35,10 +36,7 @@ _GRANT_REFUSALS = frozenset(
 )
 
 
-async def _locked_grant(
-    connection: Connection, workspace_id: str, grant_id: str
-) -> storage.GrantRecord:
-    record = await storage.get_grant_for_update(connection, workspace_id, grant_id)
+def _existing(record: storage.GrantRecord | None) -> storage.GrantRecord:
     if record is None:
         raise errors.not_found("grant", reason="GRANT_INVALID")
     return record
@@ -78,12 +76,21 @@ async def _on_grant(
     grant_id: str,
     key: str,
     response_type: type[ResponseT],
-    effect: Callable[[Connection], Awaitable[Audited[ResponseT]]],
+    effect: Callable[[Connection, storage.GrantRecord | None], Awaitable[Outcome[ResponseT]]],
     now: datetime,
     refused_kind: str,
 ) -> ResponseT:
+    """``run_audited`` on a grant, claimed and locked in one round trip."""
+
+    async def claim(
+        connection: Connection, method: str, fingerprint: bytes
+    ) -> tuple[bool, storage.GrantRecord | None]:
+        return await storage.claim_with_grant(
+            connection, workspace_id, key, method, fingerprint, grant_id
+        )
+
     try:
-        return await cases.run_audited(workspace_id, key, request, response_type, effect)
+        return await cases.run_audited(workspace_id, key, request, response_type, claim, effect)
     except grants.GrantDue:
         await expiry.expire_one(cases.pool, cases.audit_keys, workspace_id, grant_id, now)
         refusal = errors.ServiceError(
@@ -103,8 +110,10 @@ async def redeem(
     """RESERVED -> REDEEMED, for exactly the grant's parameters."""
     workspace_id, grant_id = request.workspace_id, request.grant_id
 
-    async def effect(connection: Connection) -> Audited[pb.RedeemResponse]:
-        record = await _locked_grant(connection, workspace_id, grant_id)
+    async def effect(
+        connection: Connection, locked: storage.GrantRecord | None
+    ) -> Outcome[pb.RedeemResponse]:
+        record = _existing(locked)
         in_force = await cases.bounds(connection, workspace_id)
         grants.check_redeem(
             record.grant,
@@ -117,7 +126,7 @@ async def redeem(
         redeemed = await storage.redeem_grant(
             connection, workspace_id, grant_id, request.idempotency_key, now
         )
-        return (
+        return Outcome(
             pb.RedeemResponse(grant=convert.grant_pb(redeemed)),
             [entries.grant_entry(now, "grant.redeemed", redeemed, "REDEEMED")],
         )
@@ -139,15 +148,21 @@ async def commit(cases: UseCases, request: pb.CommitRequest, now: datetime) -> p
     """-> COMMITTED: the reservation counts for good."""
     workspace_id, grant_id = request.workspace_id, request.grant_id
 
-    async def effect(connection: Connection) -> Audited[pb.CommitResponse]:
-        record = await _locked_grant(connection, workspace_id, grant_id)
+    async def effect(
+        connection: Connection, locked: storage.GrantRecord | None
+    ) -> Outcome[pb.CommitResponse]:
+        record = _existing(locked)
         grants.check_resolve(record.grant, now)
-        committed = await storage.commit_grant(
-            connection, workspace_id, grant_id, request.stripe_object_id, now
+        # The grant as the final statement leaves it (audit_log.GrantCommit).
+        committed = replace(
+            record,
+            grant=replace(record.grant, state=grants.State.COMMITTED),
+            stripe_object_id=request.stripe_object_id,
         )
-        return (
+        return Outcome(
             pb.CommitResponse(grant=convert.grant_pb(committed)),
             [entries.grant_entry(now, "grant.committed", committed, "COMMITTED")],
+            audit_log.GrantCommit(grant_id, request.stripe_object_id, now),
         )
 
     return await _on_grant(
@@ -167,11 +182,13 @@ async def release(cases: UseCases, request: pb.ReleaseRequest, now: datetime) ->
     """-> RELEASED, freeing the reservation."""
     workspace_id, grant_id = request.workspace_id, request.grant_id
 
-    async def effect(connection: Connection) -> Audited[pb.ReleaseResponse]:
-        record = await _locked_grant(connection, workspace_id, grant_id)
+    async def effect(
+        connection: Connection, locked: storage.GrantRecord | None
+    ) -> Outcome[pb.ReleaseResponse]:
+        record = _existing(locked)
         grants.check_resolve(record.grant, now)
         released = await storage.release_grant(connection, record, request.reason, now)
-        return (
+        return Outcome(
             pb.ReleaseResponse(grant=convert.grant_pb(released)),
             [entries.grant_entry(now, "grant.released", released, "RELEASED")],
         )

@@ -85,6 +85,18 @@ async def get_bounds(connection: Connection, workspace_id: str) -> Bounds | None
     return _bounds(row) if row else None
 
 
+async def claim_with_bounds(
+    connection: Connection, workspace_id: str, key: str, method: str, fingerprint: bytes
+) -> tuple[bool, Bounds | None]:
+    """Claims the idempotency key (as ``runtime.idempotency.claim``'s first step) and reads
+    the workspace's stored bounds, in one round trip: (claimed, bounds or None)."""
+    row = await connection.fetchrow(
+        queries.claim_with_bounds, workspace_id, key, method, fingerprint
+    )
+    assert row is not None
+    return bool(row["claimed"]), _bounds(row) if row["workspace_id"] is not None else None
+
+
 async def save_bounds(
     connection: Connection, workspace_id: str, bounds: Bounds, now: datetime
 ) -> Bounds:
@@ -440,22 +452,28 @@ async def get_grant_for_update(
     return _grant(row) if row else None
 
 
+async def claim_with_grant(
+    connection: Connection,
+    workspace_id: str,
+    key: str,
+    method: str,
+    fingerprint: bytes,
+    grant_id: str,
+) -> tuple[bool, GrantRecord | None]:
+    """Claims the idempotency key and locks the grant, in one round trip: (claimed, the
+    grant or None)."""
+    row = await connection.fetchrow(
+        queries.claim_with_grant, workspace_id, key, method, fingerprint, grant_id
+    )
+    assert row is not None
+    return bool(row["claimed"]), _grant(row) if row["grant_id"] is not None else None
+
+
 async def redeem_grant(
     connection: Connection, workspace_id: str, grant_id: str, key: str, now: datetime
 ) -> GrantRecord:
     """RESERVED -> REDEEMED."""
     row = await connection.fetchrow(queries.redeem_grant, workspace_id, grant_id, key, now)
-    assert row is not None
-    return _grant(row)
-
-
-async def commit_grant(
-    connection: Connection, workspace_id: str, grant_id: str, stripe_object_id: str, now: datetime
-) -> GrantRecord:
-    """-> COMMITTED; the reservation counts for good."""
-    row = await connection.fetchrow(
-        queries.commit_grant, workspace_id, grant_id, stripe_object_id, now
-    )
     assert row is not None
     return _grant(row)
 
