@@ -66,6 +66,7 @@ CREATE TRIGGER audit_pending_no_truncate BEFORE TRUNCATE ON audit_pending
 -- The service adds, reads and removes chained entries; it never updates one (tests/
 -- test_service_roles.py holds this table to exactly these privileges).
 GRANT SELECT, INSERT, DELETE ON audit_pending TO askvault_policy_service;
+GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA policy TO askvault_policy_service;
 
 -- One round trip for the counters of a decision and its grant: reserves the quantity on the
 -- customer's counter, then the visitor's (the one lock order, as storage.reserve), takes the
