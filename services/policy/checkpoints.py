@@ -19,7 +19,7 @@ from datetime import datetime
 
 import asyncpg
 
-from policy import storage
+from policy import audit_log
 from policy.domain import audit
 from runtime import tasks
 from runtime.database import UNAVAILABLE_ERRORS, Connection
@@ -46,7 +46,7 @@ async def write_checkpoints(
     after = ""
     async with pool.acquire() as connection:
         while True:
-            heads = await storage.audit_heads_page(connection, after, _HEADS_PER_PAGE)
+            heads = await audit_log.audit_heads_page(connection, after, _HEADS_PER_PAGE)
             for head in heads:
                 if written.get(head.workspace_id) == head.sequence:
                     continue
@@ -87,7 +87,7 @@ async def check_checkpoint(
     verifier = audit.Verifier(keys, checkpoint.workspace_id)
     after = 0
     while after < checkpoint.sequence and verifier.broken is None:
-        page = await storage.audit_chain_page(
+        page = await audit_log.audit_chain_page(
             connection,
             checkpoint.workspace_id,
             after,

@@ -16,7 +16,7 @@ from datetime import datetime
 
 import asyncpg
 
-from policy import storage
+from policy import audit_log, storage
 from policy.domain import audit
 from runtime import tasks
 from runtime.database import UNAVAILABLE_ERRORS, Connection
@@ -60,7 +60,7 @@ async def expire_locked(
                 subject_id=grant.grant_id,
             )
         )
-    await storage.append_audit(connection, keys, workspace_id, entries)
+    await audit_log.record(connection, keys, workspace_id, entries)
     return len(entries)
 
 

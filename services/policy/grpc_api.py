@@ -1,36 +1,46 @@
-"""Policy's gRPC layer: validates and maps messages; the rules live in ``domain``.
+"""Policy's gRPC layer: validates and maps messages; the rules live in ``domain``, the
+Authorize use case in ``deciding`` and the calls on a grant in ``resolving``.
 
-Every mutating RPC runs in ``idempotency.run_once``: the decision, the counters, the grant,
-the escalation, the audit entries and the saved response commit in one transaction, so a
-decision is never visible without its audit entry and never reserves twice.
+Every mutating RPC runs in one transaction with its idempotency key: the decision, the
+counters, the grant, the escalation, the audit entries (recorded, and linked into the chain
+by ``chaining`` afterwards) and the saved response commit together, so a decision is never
+visible without its audit entry and never reserves twice.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Protocol, TypeVar
+from typing import Protocol
 
 import asyncpg
 import grpc
 from google.protobuf import timestamp_pb2
-from google.protobuf.message import Message
 
 from askvault.common.v1 import common_pb2
 from askvault.policy.v1 import policy_pb2 as pb
 from askvault.policy.v1 import policy_pb2_grpc
-from policy import checkpoints, convert, expiry, storage, terms
-from policy.domain import audit, bounds, decisions, grants
-from policy.domain.decisions import Decision, Reason, Verdict
-from policy.domain.model import Action, Confirmation, Details
+from policy import (
+    audit_log,
+    chaining,
+    checkpoints,
+    convert,
+    deciding,
+    entries,
+    resolving,
+    storage,
+    terms,
+)
+from policy.domain import audit, bounds, decisions
+from policy.domain.decisions import Reason
+from policy.domain.model import Action, Details
 from policy.settings import PolicySettings
-from runtime import assertions, auth, errors, idempotency, ids, quotes
+from runtime import assertions, auth, errors, idempotency, ids
 from runtime.database import Connection
 
 Clock = Callable[[], datetime]
-ResponseT = TypeVar("ResponseT", bound=Message)
 
 _MAX_WORKSPACE_ID = 64
 _MAX_ID = 128
@@ -41,21 +51,6 @@ _MAX_AUDIT_PAGE = 1000
 _VERIFY_PAGE = 2000
 # Longest quote summary kept (a sentence or a few, not a document).
 _MAX_QUOTE_SUMMARY = 4096
-# Who resolves grants: the billing gateway (the mesh authenticates it; the audit names it).
-_ENFORCEMENT_POINT = "billing_gateway"
-# Refusals of Redeem, Commit and Release that the audit log records (a malformed request or
-# a reused idempotency key is not a decision about the grant and is not audited).
-_GRANT_REFUSALS = frozenset(
-    {
-        "GRANT_INVALID",
-        "GRANT_ALREADY_REDEEMED",
-        "GRANT_EXPIRED",
-        "GRANT_ALREADY_RESOLVED",
-        "GRANT_DETAILS_MISMATCH",
-        "REFUND_OUTSIDE_WINDOW",
-        "PRICE_NOT_SELF_SERVE",
-    }
-)
 
 
 class AssertionVerifier(Protocol):
@@ -63,74 +58,6 @@ class AssertionVerifier(Protocol):
 
     async def verify(self, token: str, workspace_id: str) -> assertions.Assertion:
         """The assertion's claims, or raises AssertionRefused."""
-
-
-def _amount(details: Details) -> tuple[int, str]:
-    return (details.amount.amount_minor, details.amount.currency) if details.amount else (0, "")
-
-
-def _entry(
-    now: datetime,
-    kind: str,
-    *,
-    actor: tuple[str, str],
-    contact_id: str = "",
-    customer: str = "",
-    action: Action | None = None,
-    details: Details | None = None,
-    outcome: str = "",
-    subject_id: str = "",
-    confirmation: Confirmation | None = None,
-) -> audit.Entry:
-    amount_minor, currency = _amount(details) if details else (0, "")
-    return audit.Entry(
-        occurred_at=now,
-        actor_kind=actor[0],
-        actor_id=actor[1],
-        kind=kind,
-        contact_id=contact_id,
-        stripe_customer_id=customer,
-        action=action.value if action else "",
-        amount_minor=amount_minor,
-        currency=currency,
-        outcome=outcome,
-        subject_id=subject_id,
-        confirmation=confirmation,
-    )
-
-
-def _expected_terms_hash(
-    request: pb.AuthorizeRequest, contact_id: str, confirmation: Confirmation | None
-) -> str:
-    """The hash of the terms this request asks for, with the presented quote's summary and
-    expiry; "" when there is no quote to hash against."""
-    if confirmation is None or confirmation.expires_at is None:
-        return ""
-    return quotes.terms_hash(
-        workspace_id=request.workspace_id,
-        contact_id=contact_id,
-        action=request.action,
-        details=request.details.SerializeToString(deterministic=True),
-        summary=confirmation.summary,
-        expires_at=confirmation.expires_at,
-    )
-
-
-def _grant_entry(
-    now: datetime, kind: str, record: storage.GrantRecord, outcome: str
-) -> audit.Entry:
-    grant = record.grant
-    return _entry(
-        now,
-        kind,
-        actor=("service", _ENFORCEMENT_POINT),
-        contact_id=grant.contact_id,
-        customer=grant.details.stripe_customer_id,
-        action=grant.action,
-        details=grant.details,
-        outcome=outcome,
-        subject_id=grant.grant_id,
-    )
 
 
 def _check_workspace(check: errors.Validator, workspace_id: str) -> None:
@@ -168,6 +95,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         self._clock = clock
         self._defaults = defaults
         self._grant_ttl = timedelta(seconds=settings.grant_ttl_seconds)
+        self._cases = deciding.UseCases(pool, audit_keys, defaults, self._grant_ttl)
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -175,72 +103,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         return await self._admins.subject_of_call(context.invocation_metadata(), workspace_id)
 
     async def _bounds(self, connection: Connection, workspace_id: str) -> bounds.Bounds:
-        stored = await storage.get_bounds(connection, workspace_id)
-        return stored or bounds.for_unknown_workspace(self._defaults)
-
-    async def _grant_call(
-        self,
-        request: Message,
-        workspace_id: str,
-        grant_id: str,
-        key: str,
-        response_type: type[ResponseT],
-        effect: Callable[[Connection], Awaitable[ResponseT]],
-        now: datetime,
-        refused_kind: str,
-    ) -> ResponseT:
-        """run_once for calls on a grant; a due grant is expired (in its own transaction,
-        since the call's is rolled back) and the call refused with GRANT_EXPIRED. Every
-        refusal of the grant is audited as ``refused_kind``, also in its own transaction."""
-        try:
-            return await idempotency.run_once(
-                self._pool, workspace_id, key, request, response_type, effect
-            )
-        except grants.GrantDue:
-            await expiry.expire_one(self._pool, self._audit_keys, workspace_id, grant_id, now)
-            refusal = errors.ServiceError(
-                errors.Kind.FAILED_PRECONDITION, "GRANT_EXPIRED", "the grant expired"
-            )
-            await self._audit_refusal(workspace_id, grant_id, refused_kind, refusal, now)
-            raise refusal from None
-        except errors.ServiceError as error:
-            if error.reason in _GRANT_REFUSALS:
-                await self._audit_refusal(workspace_id, grant_id, refused_kind, error, now)
-            raise
-
-    async def _audit_refusal(
-        self,
-        workspace_id: str,
-        grant_id: str,
-        kind: str,
-        refusal: errors.ServiceError,
-        now: datetime,
-    ) -> None:
-        """Audits a refused call on a grant with the grant's parameters (just its id when
-        there is no such grant); the grant itself is left as it was."""
-        outcome = f"REFUSED:{refusal.reason}"
-        async with self._pool.acquire() as connection, connection.transaction():
-            record = await storage.get_grant_for_update(connection, workspace_id, grant_id)
-            entry = (
-                _grant_entry(now, kind, record, outcome)
-                if record is not None
-                else _entry(
-                    now,
-                    kind,
-                    actor=("service", _ENFORCEMENT_POINT),
-                    outcome=outcome,
-                    subject_id=grant_id,
-                )
-            )
-            await storage.append_audit(connection, self._audit_keys, workspace_id, [entry])
-
-    async def _locked_grant(
-        self, connection: Connection, workspace_id: str, grant_id: str
-    ) -> storage.GrantRecord:
-        record = await storage.get_grant_for_update(connection, workspace_id, grant_id)
-        if record is None:
-            raise errors.not_found("grant", reason="GRANT_INVALID")
-        return record
+        return await self._cases.bounds(connection, workspace_id)
 
     async def _reserve_grant(
         self,
@@ -307,160 +170,10 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         except assertions.AssertionRefused as refusal:
             assertion, refused = None, Reason(refusal.reason)
 
-        async def decide(connection: Connection) -> pb.AuthorizeResponse:
-            if assertion is None:
-                assert refused is not None
-                await storage.append_audit(
-                    connection,
-                    self._audit_keys,
-                    workspace_id,
-                    [
-                        _entry(
-                            now,
-                            "decision",
-                            actor=("bot", ""),
-                            customer=requested.stripe_customer_id,
-                            action=action,
-                            details=requested,
-                            outcome=f"DENY:{refused.value}",
-                        )
-                    ],
-                )
-                return pb.AuthorizeResponse(
-                    decision=pb.DECISION_DENY,
-                    reason=pb.DecisionReason.Value(f"DECISION_REASON_{refused.value}"),
-                )
-            in_force = await self._bounds(connection, workspace_id)
-            decision = decisions.decide(
-                action,
-                requested,
-                in_force,
-                assertion_customer=assertion.stripe_customer_id,
-                confirmed=request.confirmed,
-                confirmation=presented,
-                expected_terms_hash=_expected_terms_hash(request, assertion.contact_id, presented),
-                now=now,
-            )
-            return await self._carry_out(
-                connection, request, assertion, decision, in_force, presented, now
-            )
-
-        return await idempotency.run_once(
-            self._pool, workspace_id, request.idempotency_key, request, pb.AuthorizeResponse, decide
+        return await deciding.authorize(
+            self._cases,
+            deciding.AuthorizeCall(request, action, requested, presented, assertion, refused, now),
         )
-
-    async def _carry_out(
-        self,
-        connection: Connection,
-        request: pb.AuthorizeRequest,
-        assertion: assertions.Assertion,
-        decision: Decision,
-        in_force: bounds.Bounds,
-        presented: Confirmation | None,
-        now: datetime,
-    ) -> pb.AuthorizeResponse:
-        """Reserves, issues the grant or opens the escalation, audits; the response."""
-        workspace_id = request.workspace_id
-        contact_id = assertion.contact_id
-        customer_id = assertion.stripe_customer_id
-        action = convert.ACTION_FROM_PB[request.action]
-        reservation = decision.reservation
-        usage: decisions.Usage | None = None
-        if reservation is not None and decision.verdict is Verdict.ALLOW:
-            fits, used = await storage.reserve(
-                connection,
-                workspace_id,
-                customer_id=customer_id,
-                contact_id=contact_id,
-                reservation=reservation,
-            )
-            _, usage = decisions.bound_usage(
-                reservation, used, pending=0 if fits else reservation.quantity
-            )
-            if not fits:
-                decision = decisions.over_limit(decision)
-        elif reservation is not None:
-            used = await storage.counters_used(
-                connection,
-                workspace_id,
-                customer_id=customer_id,
-                contact_id=contact_id,
-                reservation=reservation,
-            )
-            over, usage = decisions.bound_usage(reservation, used, pending=reservation.quantity)
-            if decision.verdict is Verdict.NEEDS_CONFIRMATION and over:
-                # Already beyond a bound: say so now rather than ask for a "yes" that
-                # could only end in a refusal. (The reservation on "yes" stays the check
-                # that counts; this one only spares the visitor a pointless confirmation.)
-                decision = decisions.over_limit(decision)
-        response = pb.AuthorizeResponse(
-            decision=convert.VERDICT_TO_PB[decision.verdict],
-            reason=pb.DecisionReason.Value(f"DECISION_REASON_{decision.reason.value}"),
-            usage=convert.usage_pb(usage) if usage else None,
-            refund_window=convert.duration(in_force.refund_window),
-        )
-        customer = decision.details.stripe_customer_id or assertion.stripe_customer_id
-        subject_id = ""
-        entries: list[audit.Entry] = []
-        if decision.verdict is Verdict.ALLOW:
-            record = await self._reserve_grant(
-                connection,
-                workspace_id,
-                contact_id,
-                action,
-                decision.details,
-                in_force.cancellation_grace,
-                reservation,
-                now,
-            )
-            response.grant.CopyFrom(convert.grant_pb(record))
-            subject_id = record.grant.grant_id
-        if decision.escalate:
-            escalation = await storage.insert_escalation(
-                connection,
-                workspace_id,
-                ids.new_id("esc"),
-                contact_id=contact_id,
-                stripe_customer_id=assertion.stripe_customer_id,
-                action=action.value,
-                details=convert.to_json(convert.details_pb(decision.details)),
-                context=convert.to_json(request.context),
-                reason=decision.reason.value,
-                now=now,
-            )
-            response.escalation_id = escalation.escalation_id
-            subject_id = escalation.escalation_id
-        visitor = ("visitor", contact_id)
-        entries.append(
-            _entry(
-                now,
-                "decision",
-                actor=visitor,
-                contact_id=contact_id,
-                customer=customer,
-                action=action,
-                details=decision.details,
-                outcome=f"{decision.verdict.value}:{decision.reason.value}",
-                subject_id=subject_id,
-                confirmation=presented,
-            )
-        )
-        if decision.escalate:
-            entries.append(
-                _entry(
-                    now,
-                    "escalation.opened",
-                    actor=visitor,
-                    contact_id=contact_id,
-                    customer=customer,
-                    action=action,
-                    details=decision.details,
-                    outcome=decision.reason.value,
-                    subject_id=subject_id,
-                )
-            )
-        await storage.append_audit(connection, self._audit_keys, workspace_id, entries)
-        return response
 
     # -- grants ----------------------------------------------------------------------------
 
@@ -477,40 +190,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         details = convert.details_from_pb(request.details)
         now = self._clock()
 
-        async def redeem(connection: Connection) -> pb.RedeemResponse:
-            record = await self._locked_grant(connection, request.workspace_id, request.grant_id)
-            in_force = await self._bounds(connection, request.workspace_id)
-            approved = bool(record.escalation_id)
-            grants.check_redeem(
-                record.grant,
-                action,
-                details,
-                now,
-                # A grant a human approved was judged by them: window and price alike.
-                refund_window=None if approved else in_force.refund_window,
-                self_serve=None if approved else in_force.self_serve,
-            )
-            redeemed = await storage.redeem_grant(
-                connection, request.workspace_id, request.grant_id, request.idempotency_key, now
-            )
-            await storage.append_audit(
-                connection,
-                self._audit_keys,
-                request.workspace_id,
-                [_grant_entry(now, "grant.redeemed", redeemed, "REDEEMED")],
-            )
-            return pb.RedeemResponse(grant=convert.grant_pb(redeemed))
-
-        return await self._grant_call(
-            request,
-            request.workspace_id,
-            request.grant_id,
-            request.idempotency_key,
-            pb.RedeemResponse,
-            redeem,
-            now,
-            "grant.redeem_refused",
-        )
+        return await resolving.redeem(self._cases, request, action, details, now)
 
     async def Commit(
         self, request: pb.CommitRequest, context: grpc.aio.ServicerContext
@@ -523,30 +203,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         idempotency.require_key(request.idempotency_key)
         now = self._clock()
 
-        async def commit(connection: Connection) -> pb.CommitResponse:
-            record = await self._locked_grant(connection, request.workspace_id, request.grant_id)
-            grants.check_resolve(record.grant, now)
-            committed = await storage.commit_grant(
-                connection, request.workspace_id, request.grant_id, request.stripe_object_id, now
-            )
-            await storage.append_audit(
-                connection,
-                self._audit_keys,
-                request.workspace_id,
-                [_grant_entry(now, "grant.committed", committed, "COMMITTED")],
-            )
-            return pb.CommitResponse(grant=convert.grant_pb(committed))
-
-        return await self._grant_call(
-            request,
-            request.workspace_id,
-            request.grant_id,
-            request.idempotency_key,
-            pb.CommitResponse,
-            commit,
-            now,
-            "grant.commit_refused",
-        )
+        return await resolving.commit(self._cases, request, now)
 
     async def Release(
         self, request: pb.ReleaseRequest, context: grpc.aio.ServicerContext
@@ -559,28 +216,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         idempotency.require_key(request.idempotency_key)
         now = self._clock()
 
-        async def release(connection: Connection) -> pb.ReleaseResponse:
-            record = await self._locked_grant(connection, request.workspace_id, request.grant_id)
-            grants.check_resolve(record.grant, now)
-            released = await storage.release_grant(connection, record, request.reason, now)
-            await storage.append_audit(
-                connection,
-                self._audit_keys,
-                request.workspace_id,
-                [_grant_entry(now, "grant.released", released, "RELEASED")],
-            )
-            return pb.ReleaseResponse(grant=convert.grant_pb(released))
-
-        return await self._grant_call(
-            request,
-            request.workspace_id,
-            request.grant_id,
-            request.idempotency_key,
-            pb.ReleaseResponse,
-            release,
-            now,
-            "grant.release_refused",
-        )
+        return await resolving.release(self._cases, request, now)
 
     # -- escalations -----------------------------------------------------------------------
 
@@ -640,12 +276,12 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
                 reason=request.reason,
                 now=now,
             )
-            await storage.append_audit(
+            await audit_log.record(
                 connection,
                 self._audit_keys,
                 request.workspace_id,
                 [
-                    _entry(
+                    entries.entry(
                         now,
                         "escalation.opened",
                         actor=("visitor", contact_id) if contact_id else ("bot", ""),
@@ -800,8 +436,8 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
                 note="",
                 grant_id=grant.grant.grant_id if grant else "",
             )
-            entries = [
-                _entry(
+            recorded = [
+                entries.entry(
                     now,
                     "escalation.approved",
                     actor=("admin", admin),
@@ -814,8 +450,8 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
                 )
             ]
             if grant is not None:
-                entries.append(
-                    _entry(
+                recorded.append(
+                    entries.entry(
                         now,
                         "decision",
                         actor=("admin", admin),
@@ -827,7 +463,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
                         subject_id=grant.grant.grant_id,
                     )
                 )
-            await storage.append_audit(connection, self._audit_keys, workspace_id, entries)
+            await audit_log.record(connection, self._audit_keys, workspace_id, recorded)
             return pb.ApproveEscalationResponse(
                 escalation=convert.escalation_pb(decided),
                 grant=convert.grant_pb(grant) if grant else None,
@@ -868,12 +504,12 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
                 note=request.note,
                 grant_id="",
             )
-            await storage.append_audit(
+            await audit_log.record(
                 connection,
                 self._audit_keys,
                 request.workspace_id,
                 [
-                    _entry(
+                    entries.entry(
                         now,
                         "escalation.rejected",
                         actor=("admin", admin),
@@ -965,12 +601,12 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
             )
             if not loosened:
                 await storage.save_bounds(connection, request.workspace_id, proposed, now)
-            await storage.append_audit(
+            await audit_log.record(
                 connection,
                 self._audit_keys,
                 request.workspace_id,
                 [
-                    _entry(
+                    entries.entry(
                         now,
                         "bounds.applied" if not loosened else "bounds.proposed",
                         actor=("admin", admin),
@@ -1023,12 +659,12 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
                 connection, request.workspace_id, request.change_id, admin, now
             )
             await storage.save_bounds(connection, request.workspace_id, applied.proposed, now)
-            await storage.append_audit(
+            await audit_log.record(
                 connection,
                 self._audit_keys,
                 request.workspace_id,
                 [
-                    _entry(
+                    entries.entry(
                         now,
                         "bounds.applied",
                         actor=("admin", admin),
@@ -1090,7 +726,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         )
         check.check()
         action = convert.ACTION_FROM_PB.get(request.action)
-        where = storage.AuditFilter(
+        where = audit_log.AuditFilter(
             contact_id=request.contact_id,
             action=action.value if action else "",
             start_time=(
@@ -1100,8 +736,10 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         )
         size = _page_size(request.page_size, _DEFAULT_AUDIT_PAGE, _MAX_AUDIT_PAGE)
         after = int(request.page_token or "0")
+        # Everything recorded before this call is in the chain before it is read.
+        await chaining.chain_now(self._pool, self._audit_keys, request.workspace_id)
         async with self._pool.acquire() as connection:
-            events = await storage.list_audit_events(
+            events = await audit_log.list_audit_events(
                 connection, request.workspace_id, where, after, size + 1
             )
         token = ""
@@ -1120,15 +758,18 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         _check_workspace(check, request.workspace_id)
         check.check()
         verifier = audit.Verifier(self._audit_keys, request.workspace_id)
+        # Everything recorded before this call is linked first; what is recorded later is
+        # reported as not yet chained, never passed over in silence.
+        await chaining.chain_now(self._pool, self._audit_keys, request.workspace_id)
         # One snapshot: entries appended while we read are not half-seen.
         async with (
             self._pool.acquire() as connection,
             connection.transaction(isolation="repeatable_read", readonly=True),
         ):
-            head_sequence, head_hash = await storage.audit_head(connection, request.workspace_id)
+            head_sequence, head_hash = await audit_log.audit_head(connection, request.workspace_id)
             after = 0
             while True:
-                page = await storage.audit_chain_page(
+                page = await audit_log.audit_chain_page(
                     connection, request.workspace_id, after, _VERIFY_PAGE
                 )
                 for stored in page:
@@ -1137,13 +778,15 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
                 if verifier.broken is not None or len(page) < _VERIFY_PAGE:
                     break
                 after = page[-1].sequence
-        result = verifier.finish(head_sequence, head_hash)
+            waiting = await chaining.unchained(connection, self._audit_keys, request.workspace_id)
+        result = chaining.with_unchained(verifier.finish(head_sequence, head_hash), waiting)
         return pb.VerifyAuditChainResponse(
             intact=result.intact,
             checked=result.checked,
             first_broken_sequence=result.first_broken_sequence,
             problem=result.problem,
             unsigned_entries=result.unsigned,
+            unchained_entries=waiting.waiting,
         )
 
     async def VerifyAuditCheckpoint(

@@ -107,11 +107,6 @@ UPDATE grants SET state = 'redeemed', redeem_key = $3, redeemed_at = $4
 WHERE workspace_id = $1 AND grant_id = $2
 RETURNING *;
 
--- name: commit_grant
-UPDATE grants SET state = 'committed', stripe_object_id = $3, resolved_at = $4
-WHERE workspace_id = $1 AND grant_id = $2
-RETURNING *;
-
 -- name: release_grant
 UPDATE grants SET state = 'released', release_reason = $3, resolved_at = $4
 WHERE workspace_id = $1 AND grant_id = $2
@@ -160,52 +155,34 @@ WHERE workspace_id = $1 AND ($2 = '' OR state = $2)
 ORDER BY created_at DESC, escalation_id DESC
 LIMIT $5;
 
--- name: lock_audit_head
--- Creates the head on first use and locks it either way, so appends are serialized.
-INSERT INTO audit_heads AS h (workspace_id, last_sequence, last_hash)
-VALUES ($1, 0, '')
-ON CONFLICT (workspace_id) DO UPDATE SET workspace_id = h.workspace_id
-RETURNING last_sequence, last_hash;
+-- name: reserve_and_grant
+-- One round trip for a decision's counters and grant (migration 0006's function).
+SELECT fits, customer_used, visitor_used
+FROM reserve_and_grant($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
+                       $17, $18, $19, $20, $21, $22);
 
--- name: get_audit_head
-SELECT last_sequence, last_hash FROM audit_heads WHERE workspace_id = $1;
-
--- name: audit_heads_page
-SELECT workspace_id, last_sequence, last_hash FROM audit_heads
-WHERE workspace_id > $1 AND last_sequence > 0
-ORDER BY workspace_id
-LIMIT $2;
-
--- name: append_audit
-WITH appended AS (
-    INSERT INTO audit_events (workspace_id, sequence, occurred_at, actor_kind, actor_id, kind,
-                              contact_id, stripe_customer_id, action, amount_minor, currency,
-                              outcome, subject_id, previous_hash, hash, confirmation, key_id)
-    SELECT $1, e.sequence, e.occurred_at, e.actor_kind, e.actor_id, e.kind, e.contact_id,
-           e.stripe_customer_id, e.action, e.amount_minor, e.currency, e.outcome, e.subject_id,
-           e.previous_hash, e.hash, e.confirmation::jsonb, e.key_id
-    FROM unnest($2::bigint[], $3::timestamptz[], $4::text[], $5::text[], $6::text[],
-                $7::text[], $8::text[], $9::text[], $10::bigint[], $11::text[], $12::text[],
-                $13::text[], $14::text[], $15::text[], $16::text[], $17::text[])
-         AS e (sequence, occurred_at, actor_kind, actor_id, kind, contact_id,
-               stripe_customer_id, action, amount_minor, currency, outcome, subject_id,
-               previous_hash, hash, confirmation, key_id)
+-- name: claim_with_bounds
+-- runtime.idempotency's claim and the workspace's bounds in one round trip; claimed is false
+-- when the key was already taken (the caller then replays or refuses through
+-- idempotency.claim). The bounds columns are NULL when the workspace has none.
+WITH claimed AS (
+    INSERT INTO idempotency_keys (workspace_id, idempotency_key, method, fingerprint)
+    VALUES ($1, $2, $3, $4)
+    ON CONFLICT DO NOTHING
+    RETURNING true AS claimed
 )
-UPDATE audit_heads SET last_sequence = $18, last_hash = $19 WHERE workspace_id = $1;
+SELECT coalesce((SELECT claimed FROM claimed), false) AS claimed, b.*
+FROM (SELECT 1) AS one
+LEFT JOIN bounds b ON b.workspace_id = $1;
 
--- name: list_audit_events
-SELECT * FROM audit_events
-WHERE workspace_id = $1
-  AND ($2 = '' OR contact_id = $2)
-  AND ($3 = '' OR action = $3)
-  AND ($4::timestamptz IS NULL OR occurred_at >= $4)
-  AND ($5::timestamptz IS NULL OR occurred_at < $5)
-  AND sequence > $6
-ORDER BY sequence
-LIMIT $7;
-
--- name: audit_chain_page
-SELECT * FROM audit_events
-WHERE workspace_id = $1 AND sequence > $2
-ORDER BY sequence
-LIMIT $3;
+-- name: claim_with_grant
+-- The claim and the grant, locked until the transaction ends, in one round trip.
+WITH claimed AS (
+    INSERT INTO idempotency_keys (workspace_id, idempotency_key, method, fingerprint)
+    VALUES ($1, $2, $3, $4)
+    ON CONFLICT DO NOTHING
+    RETURNING true AS claimed
+)
+SELECT coalesce((SELECT claimed FROM claimed), false) AS claimed, g.*
+FROM (SELECT 1) AS one
+LEFT JOIN (SELECT * FROM grants WHERE workspace_id = $1 AND grant_id = $5 FOR UPDATE) g ON true;

@@ -11,6 +11,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from askvault.identity.v1 import identity_pb2, identity_pb2_grpc
 from askvault.policy.v1 import policy_pb2, policy_pb2_grpc
+from policy import chaining
 from policy.checkpoints import CheckpointWorker
 from policy.domain.bounds import AskVaultPlan, Bounds, parse_caps
 from policy.domain.periods import Period
@@ -136,6 +137,7 @@ class PolicyService:
         self._audit_keys = settings.mac_keys()
         self._worker: ExpiryWorker | None = None
         self._checkpoints: CheckpointWorker | None = None
+        self._chainer: chaining.ChainWorker | None = None
 
     async def start(self, server: grpc.aio.Server, resources: Resources) -> None:
         if self._audit_keys is None:
@@ -166,6 +168,13 @@ class PolicyService:
             self._settings.audit_checkpoint_interval_seconds,
         )
         self._checkpoints.start()
+        self._chainer = chaining.ChainWorker(
+            resources.pool,
+            self._audit_keys,
+            self._settings.audit_chain_interval_ms / 1000,
+            self._settings.audit_chain_batch_size,
+        )
+        self._chainer.start()
 
     async def stop(self) -> None:
         """Stops the workers and closes the channel to identity."""
@@ -175,4 +184,7 @@ class PolicyService:
         if self._checkpoints is not None:
             await self._checkpoints.stop()
             self._checkpoints = None
+        if self._chainer is not None:
+            await self._chainer.stop()
+            self._chainer = None
         await tasks.bounded(self._identity_keys.close(), tasks.STOP_STEP_SECONDS, "identity")

@@ -26,6 +26,12 @@ class PolicySettings(ServiceSettings):
     # Seconds between audit checkpoints: each workspace's chain head, MAC'd, written to the
     # logs when it moved since the last one; admins compare them with VerifyAuditCheckpoint.
     audit_checkpoint_interval_seconds: float = Field(default=300.0, gt=0)
+    # Milliseconds between passes of the audit chainer, which links the entries decisions
+    # recorded into each workspace's hash chain: the longest an entry waits unchained
+    # (plus one pass). VerifyAuditChain and ListAuditEvents chain first, so they never wait.
+    audit_chain_interval_ms: int = Field(default=250, ge=1, le=60_000)
+    # Entries the chainer links per transaction.
+    audit_chain_batch_size: int = Field(default=1000, ge=1, le=100_000)
     # host:port of identity, whose GetVerificationKeys publishes the keys that verify
     # identity assertions. Empty is allowed only when the service is given a key source
     # directly (tests); then every assertion is refused as invalid.

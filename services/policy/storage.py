@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
 
-from policy.domain import audit, grants
+from policy.domain import grants
 from policy.domain.bounds import AskVaultPlan, Bounds
 from policy.domain.decisions import Counter, Reservation, Scope
 from policy.domain.model import Action, Details, Money
@@ -93,6 +93,18 @@ async def get_bounds(connection: Connection, workspace_id: str) -> Bounds | None
     """The workspace's stored bounds, or None when an admin never set any."""
     row = await connection.fetchrow(queries.get_bounds, workspace_id)
     return _bounds(row) if row else None
+
+
+async def claim_with_bounds(
+    connection: Connection, workspace_id: str, key: str, method: str, fingerprint: bytes
+) -> tuple[bool, Bounds | None]:
+    """Claims the idempotency key (as ``runtime.idempotency.claim``'s first step) and reads
+    the workspace's stored bounds, in one round trip: (claimed, bounds or None)."""
+    row = await connection.fetchrow(
+        queries.claim_with_bounds, workspace_id, key, method, fingerprint
+    )
+    assert row is not None
+    return bool(row["claimed"]), _bounds(row) if row["workspace_id"] is not None else None
 
 
 async def save_bounds(
@@ -374,6 +386,76 @@ async def insert_grant(
     return _grant(row)
 
 
+async def reserve_and_grant(
+    connection: Connection,
+    workspace_id: str,
+    grant_id: str,
+    contact_id: str,
+    action: Action,
+    details: Details,
+    *,
+    customer_id: str,
+    reservation: Reservation,
+    expires_at: datetime,
+    now: datetime,
+    cancellation_grace: timedelta | None,
+) -> tuple[dict[Scope, int], GrantRecord | None]:
+    """``reserve`` then ``insert_grant`` in one statement (the same row locks, in the same
+    order): the usage of the customer's and the visitor's rows, and the RESERVED grant, or
+    None when the reservation did not fit (usage unchanged, no grant)."""
+    amount = details.amount or Money(0, "")
+    row = await connection.fetchrow(
+        queries.reserve_and_grant,
+        workspace_id,
+        customer_id,
+        contact_id,
+        reservation.counter.value,
+        reservation.currency,
+        reservation.period_start,
+        reservation.period_end,
+        reservation.quantity,
+        reservation.limit,
+        grant_id,
+        action.value,
+        details.stripe_customer_id,
+        details.charge_id,
+        details.subscription_id,
+        details.invoice_id,
+        amount.amount_minor,
+        amount.currency,
+        details.charge_created_at,
+        details.target_price_id,
+        expires_at,
+        now,
+        cancellation_grace,
+    )
+    assert row is not None
+    used = {Scope.CUSTOMER: int(row["customer_used"]), Scope.VISITOR: int(row["visitor_used"])}
+    if not row["fits"]:
+        return used, None
+    # What the function inserted, as ``_grant`` would read it back.
+    record = GrantRecord(
+        grant=grants.Grant(
+            grant_id=grant_id,
+            workspace_id=workspace_id,
+            contact_id=contact_id,
+            action=action,
+            details=replace(details, amount=details.amount if amount.currency else None),
+            state=grants.State.RESERVED,
+            expires_at=expires_at,
+            created_at=now,
+            cancellation_grace=cancellation_grace,
+        ),
+        counter=reservation.counter,
+        counter_currency=reservation.currency,
+        counter_period_start=reservation.period_start,
+        quantity=reservation.quantity,
+        stripe_object_id="",
+        escalation_id="",
+    )
+    return used, record
+
+
 async def get_grant_for_update(
     connection: Connection, workspace_id: str, grant_id: str
 ) -> GrantRecord | None:
@@ -382,22 +464,28 @@ async def get_grant_for_update(
     return _grant(row) if row else None
 
 
+async def claim_with_grant(
+    connection: Connection,
+    workspace_id: str,
+    key: str,
+    method: str,
+    fingerprint: bytes,
+    grant_id: str,
+) -> tuple[bool, GrantRecord | None]:
+    """Claims the idempotency key and locks the grant, in one round trip: (claimed, the
+    grant or None)."""
+    row = await connection.fetchrow(
+        queries.claim_with_grant, workspace_id, key, method, fingerprint, grant_id
+    )
+    assert row is not None
+    return bool(row["claimed"]), _grant(row) if row["grant_id"] is not None else None
+
+
 async def redeem_grant(
     connection: Connection, workspace_id: str, grant_id: str, key: str, now: datetime
 ) -> GrantRecord:
     """RESERVED -> REDEEMED."""
     row = await connection.fetchrow(queries.redeem_grant, workspace_id, grant_id, key, now)
-    assert row is not None
-    return _grant(row)
-
-
-async def commit_grant(
-    connection: Connection, workspace_id: str, grant_id: str, stripe_object_id: str, now: datetime
-) -> GrantRecord:
-    """-> COMMITTED; the reservation counts for good."""
-    row = await connection.fetchrow(
-        queries.commit_grant, workspace_id, grant_id, stripe_object_id, now
-    )
     assert row is not None
     return _grant(row)
 
@@ -594,139 +682,3 @@ async def list_escalations(
         limit,
     )
     return [_escalation(row) for row in rows]
-
-
-# -- audit ---------------------------------------------------------------------------------
-
-
-def _chained(row: asyncpg.Record) -> audit.ChainedEntry:
-    return audit.ChainedEntry(
-        workspace_id=row["workspace_id"],
-        sequence=row["sequence"],
-        entry=audit.Entry(
-            occurred_at=row["occurred_at"],
-            actor_kind=row["actor_kind"],
-            actor_id=row["actor_id"],
-            kind=row["kind"],
-            contact_id=row["contact_id"],
-            stripe_customer_id=row["stripe_customer_id"],
-            action=row["action"],
-            amount_minor=row["amount_minor"],
-            currency=row["currency"],
-            outcome=row["outcome"],
-            subject_id=row["subject_id"],
-            confirmation=(
-                audit.confirmation_from_document(json.loads(row["confirmation"]))
-                if row["confirmation"] is not None
-                else None
-            ),
-        ),
-        previous_hash=row["previous_hash"],
-        hash=row["hash"],
-        key_id=row["key_id"],
-    )
-
-
-async def append_audit(
-    connection: Connection,
-    keys: audit.MacKeys,
-    workspace_id: str,
-    entries: Sequence[audit.Entry],
-) -> list[audit.ChainedEntry]:
-    """Appends entries to the workspace's chain, MAC'd under the signing key, in the
-    caller's transaction. The head row stays locked until that transaction ends, so call
-    this last, right before commit."""
-    if not entries:
-        return []
-    head = await connection.fetchrow(queries.lock_audit_head, workspace_id)
-    assert head is not None
-    chained = audit.chain(keys, workspace_id, head["last_sequence"], head["last_hash"], entries)
-    columns: list[list[Any]] = [[] for _ in range(16)]
-    for item in chained:
-        entry = item.entry
-        values = (
-            item.sequence,
-            entry.occurred_at,
-            entry.actor_kind,
-            entry.actor_id,
-            entry.kind,
-            entry.contact_id,
-            entry.stripe_customer_id,
-            entry.action,
-            entry.amount_minor,
-            entry.currency,
-            entry.outcome,
-            entry.subject_id,
-            item.previous_hash,
-            item.hash,
-            (
-                json.dumps(audit.confirmation_document(entry.confirmation))
-                if entry.confirmation is not None
-                else None
-            ),
-            item.key_id,
-        )
-        for column, value in zip(columns, values, strict=True):
-            column.append(value)
-    await connection.execute(
-        queries.append_audit, workspace_id, *columns, chained[-1].sequence, chained[-1].hash
-    )
-    return chained
-
-
-@dataclass(frozen=True)
-class AuditFilter:
-    """Filters of ListAuditEvents ("" / None means any)."""
-
-    contact_id: str = ""
-    action: str = ""
-    start_time: datetime | None = None
-    end_time: datetime | None = None
-
-
-async def list_audit_events(
-    connection: Connection, workspace_id: str, where: AuditFilter, after_sequence: int, limit: int
-) -> list[audit.ChainedEntry]:
-    """A page of audit events in chain order after a sequence."""
-    rows = await connection.fetch(
-        queries.list_audit_events,
-        workspace_id,
-        where.contact_id,
-        where.action,
-        where.start_time,
-        where.end_time,
-        after_sequence,
-        limit,
-    )
-    return [_chained(row) for row in rows]
-
-
-async def audit_chain_page(
-    connection: Connection, workspace_id: str, after_sequence: int, limit: int
-) -> list[audit.ChainedEntry]:
-    """Every entry after a sequence, in order, for verification."""
-    rows = await connection.fetch(queries.audit_chain_page, workspace_id, after_sequence, limit)
-    return [_chained(row) for row in rows]
-
-
-async def audit_head(connection: Connection, workspace_id: str) -> tuple[int, str]:
-    """(last sequence, last hash) the chain head records; (0, "") for an empty chain."""
-    row = await connection.fetchrow(queries.get_audit_head, workspace_id)
-    return (row["last_sequence"], row["last_hash"]) if row else (0, "")
-
-
-@dataclass(frozen=True)
-class AuditHead:
-    """Where a workspace's chain ends, as its head row records it."""
-
-    workspace_id: str
-    sequence: int
-    hash: str
-
-
-async def audit_heads_page(
-    connection: Connection, after_workspace_id: str, limit: int
-) -> list[AuditHead]:
-    """The chain heads of the workspaces after one, in workspace order (for checkpoints)."""
-    rows = await connection.fetch(queries.audit_heads_page, after_workspace_id, limit)
-    return [AuditHead(r["workspace_id"], r["last_sequence"], r["last_hash"]) for r in rows]

@@ -18,6 +18,7 @@ from google.protobuf import timestamp_pb2
 from askvault.common.v1 import common_pb2
 from askvault.policy.v1 import policy_pb2 as pb
 from askvault.policy.v1 import policy_pb2_grpc
+from policy import chaining
 from policy.domain import audit
 from policy.service import PolicyService
 from policy.settings import PolicySettings
@@ -89,6 +90,8 @@ def policy_settings(database_url: str, **values: object) -> PolicySettings:
         "expiry_interval_seconds": 3600.0,
         "audit_mac_keys": AUDIT_MAC_KEYS,
         "audit_checkpoint_interval_seconds": 3600.0,
+        # Tests link the chain explicitly (Policy.chain, or the audit RPCs, which chain first).
+        "audit_chain_interval_ms": 60_000,
     }
     defaults.update(values)
     return testing.make_settings(PolicySettings, database_url, **defaults)
@@ -222,6 +225,20 @@ class Policy:
             metadata=testing.admin_metadata(admin),
         )
         return response
+
+    async def chain(self) -> None:
+        """Links everything recorded so far into the audit chain, as the chainer would (it
+        waits for a chainer that holds the head): a test reads the chain after this, never
+        after a sleep."""
+        connection = await asyncpg.connect(
+            self.database_url, server_settings={"search_path": "policy,public"}
+        )
+        try:
+            await chaining.chain_workspace(
+                connection, self.audit_keys, self.workspace_id, 1000, wait=True
+            )
+        finally:
+            await connection.close()
 
     async def counter(self, contact_id: str = "ct_alice", counter: str = "refund_amount") -> int:
         """The sum of a contact's counter rows (every period and currency)."""

@@ -32,6 +32,7 @@ async def _activity(policy: Policy) -> None:
     await policy.stub.Authorize(policy.refund(1000, contact_id="ct_bob", customer="cus_bob"))
     await policy.stub.Authorize(policy.plan_change())
     await policy.stub.Authorize(policy.refund(1000, assertion=""))
+    await policy.chain()
 
 
 async def _verify(policy: Policy) -> pb.VerifyAuditChainResponse:

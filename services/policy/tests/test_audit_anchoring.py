@@ -194,6 +194,7 @@ async def test_checkpoints_are_logged_when_the_head_moved_and_verify(
     assert await checkpoints.write_checkpoints(pool, keys, policy.clock(), written) == 1
     assert await checkpoints.write_checkpoints(pool, keys, policy.clock(), written) == 0
     await policy.stub.Authorize(policy.plan_change())
+    await policy.chain()
     assert await checkpoints.write_checkpoints(pool, keys, policy.clock(), written) == 1
     # The older checkpoint is still contained in the grown chain.
     result = await _check(policy, checkpoint)

@@ -79,6 +79,7 @@ async def _refused(call: object) -> tuple[grpc.StatusCode, str]:
 
 
 async def _audit_kinds(policy: Policy, subject_id: str) -> list[str]:
+    await policy.chain()
     connection = await asyncpg.connect(policy.database_url)
     try:
         rows = await connection.fetch(
@@ -93,6 +94,7 @@ async def _audit_kinds(policy: Policy, subject_id: str) -> list[str]:
 
 
 async def _audit_outcomes(policy: Policy, subject_id: str) -> list[tuple[str, str]]:
+    await policy.chain()
     connection = await asyncpg.connect(policy.database_url)
     try:
         rows = await connection.fetch(

@@ -1,0 +1,209 @@
+"""The use cases on a grant the enforcement point calls: Redeem, Commit and Release.
+
+Each runs in ``UseCases.run_audited``: the grant's row lock, its new state and its audit
+entry, recorded unchained with the saved response in one statement. A due grant is expired
+(in its own transaction, since the call's is rolled back) and the call refused with
+GRANT_EXPIRED; every refusal of a grant is audited, also in its own transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from datetime import datetime
+
+from google.protobuf.message import Message
+
+from askvault.policy.v1 import policy_pb2 as pb
+from policy import audit_log, convert, entries, expiry, storage
+from policy.deciding import Outcome, ResponseT, UseCases
+from policy.domain import grants
+from policy.domain.model import Action, Details
+from runtime import errors
+from runtime.database import Connection
+
+# Refusals of Redeem, Commit and Release that the audit log records (a malformed request or
+# a reused idempotency key is not a decision about the grant and is not audited).
+_GRANT_REFUSALS = frozenset(
+    {
+        "GRANT_INVALID",
+        "GRANT_ALREADY_REDEEMED",
+        "GRANT_EXPIRED",
+        "GRANT_ALREADY_RESOLVED",
+        "GRANT_DETAILS_MISMATCH",
+        "REFUND_OUTSIDE_WINDOW",
+        "PRICE_NOT_SELF_SERVE",
+    }
+)
+
+
+def _existing(record: storage.GrantRecord | None) -> storage.GrantRecord:
+    if record is None:
+        raise errors.not_found("grant", reason="GRANT_INVALID")
+    return record
+
+
+async def _audit_refusal(
+    cases: UseCases,
+    workspace_id: str,
+    grant_id: str,
+    kind: str,
+    refusal: errors.ServiceError,
+    now: datetime,
+) -> None:
+    """Audits a refused call on a grant with the grant's parameters (just its id when there
+    is no such grant); the grant itself is left as it was."""
+    outcome = f"REFUSED:{refusal.reason}"
+    async with cases.pool.acquire() as connection, connection.transaction():
+        record = await storage.get_grant_for_update(connection, workspace_id, grant_id)
+        entry = (
+            entries.grant_entry(now, kind, record, outcome)
+            if record is not None
+            else entries.entry(
+                now,
+                kind,
+                actor=("service", entries.ENFORCEMENT_POINT),
+                outcome=outcome,
+                subject_id=grant_id,
+            )
+        )
+        await audit_log.record(connection, cases.audit_keys, workspace_id, [entry])
+
+
+async def _on_grant(
+    cases: UseCases,
+    request: Message,
+    workspace_id: str,
+    grant_id: str,
+    key: str,
+    response_type: type[ResponseT],
+    effect: Callable[[Connection, storage.GrantRecord | None], Awaitable[Outcome[ResponseT]]],
+    now: datetime,
+    refused_kind: str,
+) -> ResponseT:
+    """``run_audited`` on a grant, claimed and locked in one round trip."""
+
+    async def claim(
+        connection: Connection, method: str, fingerprint: bytes
+    ) -> tuple[bool, storage.GrantRecord | None]:
+        return await storage.claim_with_grant(
+            connection, workspace_id, key, method, fingerprint, grant_id
+        )
+
+    try:
+        return await cases.run_audited(workspace_id, key, request, response_type, claim, effect)
+    except grants.GrantDue:
+        await expiry.expire_one(cases.pool, cases.audit_keys, workspace_id, grant_id, now)
+        refusal = errors.ServiceError(
+            errors.Kind.FAILED_PRECONDITION, "GRANT_EXPIRED", "the grant expired"
+        )
+        await _audit_refusal(cases, workspace_id, grant_id, refused_kind, refusal, now)
+        raise refusal from None
+    except errors.ServiceError as error:
+        if error.reason in _GRANT_REFUSALS:
+            await _audit_refusal(cases, workspace_id, grant_id, refused_kind, error, now)
+        raise
+
+
+async def redeem(
+    cases: UseCases, request: pb.RedeemRequest, action: Action, details: Details, now: datetime
+) -> pb.RedeemResponse:
+    """RESERVED -> REDEEMED, for exactly the grant's parameters."""
+    workspace_id, grant_id = request.workspace_id, request.grant_id
+
+    async def effect(
+        connection: Connection, locked: storage.GrantRecord | None
+    ) -> Outcome[pb.RedeemResponse]:
+        record = _existing(locked)
+        in_force = await cases.bounds(connection, workspace_id)
+        approved = bool(record.escalation_id)
+        grants.check_redeem(
+            record.grant,
+            action,
+            details,
+            now,
+            # A grant a human approved was judged by them: window and price alike.
+            refund_window=None if approved else in_force.refund_window,
+            self_serve=None if approved else in_force.self_serve,
+        )
+        redeemed = await storage.redeem_grant(
+            connection, workspace_id, grant_id, request.idempotency_key, now
+        )
+        return Outcome(
+            pb.RedeemResponse(grant=convert.grant_pb(redeemed)),
+            [entries.grant_entry(now, "grant.redeemed", redeemed, "REDEEMED")],
+        )
+
+    return await _on_grant(
+        cases,
+        request,
+        workspace_id,
+        grant_id,
+        request.idempotency_key,
+        pb.RedeemResponse,
+        effect,
+        now,
+        "grant.redeem_refused",
+    )
+
+
+async def commit(cases: UseCases, request: pb.CommitRequest, now: datetime) -> pb.CommitResponse:
+    """-> COMMITTED: the reservation counts for good."""
+    workspace_id, grant_id = request.workspace_id, request.grant_id
+
+    async def effect(
+        connection: Connection, locked: storage.GrantRecord | None
+    ) -> Outcome[pb.CommitResponse]:
+        record = _existing(locked)
+        grants.check_resolve(record.grant, now)
+        # The grant as the final statement leaves it (audit_log.GrantCommit).
+        committed = replace(
+            record,
+            grant=replace(record.grant, state=grants.State.COMMITTED),
+            stripe_object_id=request.stripe_object_id,
+        )
+        return Outcome(
+            pb.CommitResponse(grant=convert.grant_pb(committed)),
+            [entries.grant_entry(now, "grant.committed", committed, "COMMITTED")],
+            audit_log.GrantCommit(grant_id, request.stripe_object_id, now),
+        )
+
+    return await _on_grant(
+        cases,
+        request,
+        workspace_id,
+        grant_id,
+        request.idempotency_key,
+        pb.CommitResponse,
+        effect,
+        now,
+        "grant.commit_refused",
+    )
+
+
+async def release(cases: UseCases, request: pb.ReleaseRequest, now: datetime) -> pb.ReleaseResponse:
+    """-> RELEASED, freeing the reservation."""
+    workspace_id, grant_id = request.workspace_id, request.grant_id
+
+    async def effect(
+        connection: Connection, locked: storage.GrantRecord | None
+    ) -> Outcome[pb.ReleaseResponse]:
+        record = _existing(locked)
+        grants.check_resolve(record.grant, now)
+        released = await storage.release_grant(connection, record, request.reason, now)
+        return Outcome(
+            pb.ReleaseResponse(grant=convert.grant_pb(released)),
+            [entries.grant_entry(now, "grant.released", released, "RELEASED")],
+        )
+
+    return await _on_grant(
+        cases,
+        request,
+        workspace_id,
+        grant_id,
+        request.idempotency_key,
+        pb.ReleaseResponse,
+        effect,
+        now,
+        "grant.release_refused",
+    )
