@@ -37,6 +37,7 @@ def _move(
 
 
 async def _audit(policy: Policy, kind: str) -> list[asyncpg.Record]:
+    await policy.chain()
     connection = await asyncpg.connect(policy.database_url)
     try:
         return list(
