@@ -88,6 +88,11 @@ def half_rate(saturated: Stats, fraction: float = 0.5) -> float:
     return max(1.0, round(saturated.per_second * fraction, 1))
 
 
+def seconds_for_samples(rate: float, least: float = 5.0, most: float = 20.0) -> float:
+    """How long to run at ``rate`` for enough samples for a p99 (within [least, most])."""
+    return max(least, min(most, (MIN_SAMPLES_FOR_P99 + 10) / rate))
+
+
 async def closed_loop(call: Call, concurrency: int, seconds: float) -> Stats:
     """``concurrency`` callers, each calling again as soon as its call returns."""
     latencies: list[float] = []

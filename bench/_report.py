@@ -116,6 +116,24 @@ def _ranged(spread: dict[str, float] | None, unit: str = "") -> str:
     return f"{_number(spread['median'])}{unit} ({_number(spread['min'])}-{_number(spread['max'])})"
 
 
+def _goals(results: dict[str, Any]) -> str:
+    """Every figure with a goal, all scenarios in one table."""
+    lines = [
+        "## Goals (issue 16)",
+        "",
+        "| scenario | figure | ours (median, range) | ratio | goal | verdict |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, outcome in results["scenarios"].items():
+        for row in outcome.get("summary", []):
+            if row["goal"]:
+                lines.append(
+                    f"| {name} | {row['figure']} | {_ranged(row['value'], row['unit'])} | "
+                    f"{_ranged(row['ratio'])} | {row['goal']} | {row['verdict']} |"
+                )
+    return "\n".join(lines)
+
+
 def markdown(results: dict[str, Any]) -> str:
     lines = [
         "# Benchmark results",
@@ -129,6 +147,7 @@ def markdown(results: dict[str, Any]) -> str:
         "`results.json`.",
         "",
     ]
+    lines += [_goals(results), ""]
     for name, outcome in results["scenarios"].items():
         lines += [f"## {name}", ""]
         if outcome.get("about"):

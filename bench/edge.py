@@ -24,7 +24,6 @@ from bench._harness import Figure, Goal, Run
 
 PEAK_CONCURRENCY = 32
 PEAK_SECONDS = 8.0
-HALF_RATE_SECONDS = 6.0
 REFUND_RATE = 2.0  # about 8 Stripe requests/s, under the gateway's 25/s limiter
 REFUNDS = 34  # per run: three runs pool over 100 samples for a p99
 CHARGE_MINOR = 100
@@ -85,7 +84,7 @@ async def _status(client: Client) -> dict[str, Any]:
     peak_stripe = await client.stripe_requests()
     rate = _harness.half_rate(peak)
     await client.clear_stripe_requests()
-    steady = await _harness.fixed_rate(turn, rate, HALF_RATE_SECONDS)
+    steady = await _harness.fixed_rate(turn, rate, _harness.seconds_for_samples(rate))
     return {
         "peak": peak,
         "rate": rate,
@@ -133,7 +132,9 @@ async def run() -> Run:
             status = await _status(client)
             peak: _harness.Stats = status["peak"]
             steady: _harness.Stats = status["steady"]
-            baseline_steady = await _harness.fixed_rate(bare, status["rate"], HALF_RATE_SECONDS)
+            baseline_steady = await _harness.fixed_rate(
+                bare, status["rate"], _harness.seconds_for_samples(status["rate"])
+            )
         refunds, refund_requests = await _refunds(client)
         memory = system.memory()
         exited = system.exited()

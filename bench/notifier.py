@@ -29,7 +29,6 @@ from smtp_sink import app as smtp_sink_app
 
 SATURATION_MESSAGES = 1000
 SEND_CONCURRENCY = 32
-FIXED_SECONDS = 5.0
 BASELINE_SECONDS = 5.0
 SETTLE_SECONDS = 60.0
 DOMAIN = "bench.notifier"
@@ -137,7 +136,9 @@ async def run() -> Run:
                     stub, sink, "saturation", SATURATION_MESSAGES, None
                 )
                 rate = _harness.half_rate(saturated)
-                steady = await _through_outbox(stub, sink, "half", int(rate * FIXED_SECONDS), rate)
+                steady = await _through_outbox(
+                    stub, sink, "half", int(rate * _harness.seconds_for_samples(rate)), rate
+                )
                 rss = _harness.rss_mb()
     finally:
         await sink.close()

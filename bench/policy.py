@@ -30,7 +30,6 @@ from runtime import assertions, testing
 
 CONCURRENCY = 64
 SECONDS = 6.0
-FIXED_RATE_SECONDS = 5.0
 # Visitors the callers act for; each caller cycles through them, so counter rows contend
 # about as much as 64 busy visitors would.
 VISITORS = 64
@@ -192,7 +191,7 @@ async def _policy(database_url: str) -> tuple[_harness.Stats, _harness.Stats, fl
             await pair()
         saturated = await _harness.closed_loop(pair, CONCURRENCY, SECONDS)
         rate = _harness.half_rate(saturated)
-        steady = await _harness.fixed_rate(pair, rate, FIXED_RATE_SECONDS)
+        steady = await _harness.fixed_rate(pair, rate, _harness.seconds_for_samples(rate))
     return saturated, steady, rate
 
 
