@@ -86,6 +86,13 @@ class Client:
         ) as response:
             response.raise_for_status()
 
+    async def flush_webhooks(self) -> None:
+        """Has the emulator deliver every pending webhook now."""
+        async with self.http.post(
+            f"{self.system.url('stripe_emulator')}/_emulator/webhooks/flush", json={"timeout": 30}
+        ) as response:
+            response.raise_for_status()
+
     async def customer(self, email: str) -> dict[str, Any]:
         found = await self.stripe("GET", "/v1/customers/search", query=f"email:'{email}'")
         customer: dict[str, Any] = found["data"][0]
