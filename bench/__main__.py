@@ -44,6 +44,7 @@ def _print_summary(name: str, summary: list[dict[str, Any]]) -> None:
 
 async def _scenario(name: str, runs: int) -> dict[str, Any]:
     module = importlib.import_module(f"bench.{name}")
+    started_at = datetime.now(UTC).isoformat(timespec="seconds")
     started = time.perf_counter()
     done: list[Run] = []
     errors: list[str] = []
@@ -60,6 +61,7 @@ async def _scenario(name: str, runs: int) -> dict[str, Any]:
         "details": _report.details(done) if done else {},
         "errors": errors,
         "runs": len(done),
+        "started_at": started_at,
         "wall_seconds": round(time.perf_counter() - started, 1),
     }
     _print_summary(name, outcome["summary"])

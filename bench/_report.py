@@ -138,8 +138,9 @@ def markdown(results: dict[str, Any]) -> str:
     lines = [
         "# Benchmark results",
         "",
-        f"Run at {results['started_at']} on {results['machine']}, {results['runs']} runs per "
-        "scenario. Each cell is the median over the runs with the range (min-max) in "
+        f"Last run started {results['started_at']} on {results['machine']}, {results['runs']} "
+        "runs per scenario (a partial run keeps the other scenarios' figures: each says when "
+        "it ran). Each cell is the median over the runs with the range (min-max) in "
         "brackets; the ratio is taken per run against the baseline measured in that same "
         "run, and the verdict is on the median. Latency tails are p99 only where at least "
         f"{MIN_SAMPLES_FOR_P99} samples back them, else the maximum, so labeled. Produced by "
@@ -170,5 +171,10 @@ def markdown(results: dict[str, Any]) -> str:
                 f"| {row['figure']} | {_ranged(row['value'], row['unit'])} | {base} | "
                 f"{_ranged(row['ratio'])} | {row['goal'] or '—'} | {row['verdict'] or '—'} |"
             )
-        lines += ["", f"Wall time: {outcome.get('wall_seconds', 0):.0f} s.", ""]
+        lines += [
+            "",
+            f"Started {outcome.get('started_at', results['started_at'])}, {outcome.get('runs')} "
+            f"runs, wall time {outcome.get('wall_seconds', 0):.0f} s.",
+            "",
+        ]
     return "\n".join(lines)
