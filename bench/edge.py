@@ -1,236 +1,229 @@
-"""Edge: chat-turn latency over HTTP with every service and the Stripe emulator running in
-this process. A status question and a confirmed refund (the "yes" that moves the money) at a
-fixed rate below saturation, each beside the Stripe emulator's own handling time of the
-requests those turns made (measured inside the emulator), and the peak throughput of status
-turns with concurrent callers."""
+"""Chat turns over HTTP, every service its own process (`python -m <service>` as `make run`
+starts them, on the emulators). Status turns with the billing gateway's mirror warm: peak
+throughput with 32 concurrent callers (failures and Stripe requests counted), beside a bare
+HTTP -> gRPC -> one-query pipeline (Starlette/uvicorn process -> grpc.aio process -> one
+asyncpg SELECT, both on uvloop, same client) measured in the same run; then the latency at
+half the measured peak, beside the bare pipeline at the same rate. Confirmed refunds: the
+"yes" turn that creates the refund in Stripe, timed, at 1 refund per second. Peak RSS of
+every service process. Changed from the defaults: the edge's per-visitor and per-address
+turn limits are lifted (all turns come from one demo visitor on one address)."""
 
 from __future__ import annotations
 
-import statistics
+import asyncio
+import itertools
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
-from aiohttp import web
+import aiohttp
 
-from askvault.common.v1 import common_pb2
-from askvault.policy.v1 import policy_pb2
-from bench import _harness
-from runtime import testing
-from tests.e2e.conftest import WORKSPACE, Stack, running_stack
+from bench import _bare, _harness, _processes
+from bench._chat import Client, TurnFailed
+from bench._harness import Figure, Goal, Run
 
-# The gateway spends at most 25 Stripe requests per second per test-mode account (Stripe's
-# own limit) and a turn makes several: the rates stay under that, or turns hand off.
-STATUS_RATE = 4.0  # turns per second
-REFUND_RATE = 1.0  # refunds per second (each is two turns: the ask and the timed "yes")
-SECONDS = 8.0
-PEAK_CONCURRENCY = 8
-PEAK_SECONDS = 6.0
-CHARGE_MINOR = 100  # $1 charges, so the refund cap is never the limit
+PEAK_CONCURRENCY = 32
+PEAK_SECONDS = 8.0
+REFUND_RATE = 1.0  # about 4 Stripe requests/s, under the gateway's 25/s limiter
+REFUNDS = 34  # per run: three runs pool over 100 samples for a p99
+CHARGE_MINOR = 100
+REFUND_SETTLE_SECONDS = 3.0
+STATUS = "What's my subscription status?"
+RSS_GOAL = Goal("<= 100 MB", at_most=100.0)
 
 
-class _EmulatorClock:
-    """Wraps the emulator's aiohttp request handler: seconds spent handling /v1 requests."""
-
-    def __init__(self) -> None:
-        self.seconds = 0.0
-        self.requests = 0
-
-    def install(self, server: web.Server) -> None:
-        inner = server.request_handler
-
-        async def timed(request: web.BaseRequest) -> web.StreamResponse:
-            started = time.perf_counter()
-            try:
-                return await inner(request)
-            finally:
-                if request.path.startswith("/v1/"):
-                    self.seconds += time.perf_counter() - started
-                    self.requests += 1
-
-        server.request_handler = timed  # type: ignore[assignment]
-        # Keep-alive connections opened before (the gateway's pool) copied the old handler.
-        for connection in list(server._connections):
-            connection._request_handler = timed
-
-    def mark(self) -> tuple[float, int]:
-        return self.seconds, self.requests
-
-
-def _ms(values: list[float], quantile: float) -> float:
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    if quantile == 0.5:
-        return round(statistics.median(ordered) * 1000, 2)
-    return round(ordered[min(len(ordered) - 1, int(len(ordered) * quantile))] * 1000, 2)
-
-
-async def _raise_refund_cap(stack: Stack) -> None:
-    """A cap far above what the benchmark refunds (a loosening: two admins)."""
-    current = await stack.policy.GetBounds(
-        policy_pb2.GetBoundsRequest(workspace_id=WORKSPACE), timeout=5
-    )
-    bounds = policy_pb2.Bounds()
-    bounds.CopyFrom(current.bounds)
-    del bounds.refund_caps[:]
-    bounds.refund_caps.append(common_pb2.Money(amount_minor=10_000_000, currency="usd"))
-    proposed = await stack.policy.ProposeBoundsChange(
-        policy_pb2.ProposeBoundsChangeRequest(
-            workspace_id=WORKSPACE, bounds=bounds, idempotency_key="bench-cap"
-        ),
-        metadata=testing.admin_metadata("admin-e2e"),
-        timeout=5,
-    )
-    if proposed.change.state == policy_pb2.BOUNDS_CHANGE_STATE_PENDING:
-        await stack.policy.ApproveBoundsChange(
-            policy_pb2.ApproveBoundsChangeRequest(
-                workspace_id=WORKSPACE,
-                change_id=proposed.change.change_id,
-                idempotency_key="bench-cap-approve",
-            ),
-            metadata=testing.admin_metadata("admin-bench"),
-            timeout=5,
-        )
-
-
-async def _charges(stack: Stack, count: int) -> list[str]:
-    """``count`` fresh $1 charges on alice's card."""
-    alice = stack.customer("alice@example.com")
-    found = []
-    for _ in range(count):
-        intent = await stack.stripe.v1.payment_intents.create_async(
-            {
-                "amount": CHARGE_MINOR,
-                "currency": "usd",
-                "customer": alice["customer"],
-                "payment_method": alice["payment_method"],
-                "confirm": True,
-            }
-        )
-        found.append(str(intent["latest_charge"]))
-    return found
-
-
-async def _timed_turns(
-    stack: Stack,
-    clock: _EmulatorClock,
-    rate: float,
-    count: int,
-    turn: Callable[[int], Awaitable[tuple[float, float]]],
-) -> dict[str, Any]:
-    """Runs ``turn(i)`` at a fixed rate; each returns (turn seconds, emulator seconds)."""
-    latencies: list[float] = []
-    emulator: list[float] = []
-    index = iter(range(count))
-
-    async def call() -> None:
-        took, in_emulator = await turn(next(index))
-        latencies.append(took)
-        emulator.append(in_emulator)
-
-    requests_before = clock.requests
-    stats = await _harness.fixed_rate(call, rate, count / rate)
-    requests = clock.requests - requests_before
+def _overrides() -> dict[str, dict[str, str]]:
+    common = _processes.common_overrides()
     return {
-        "rate_per_second": rate,
-        "completed": stats.completed,
-        "failed": stats.failed,
-        "p50_ms": _ms(latencies, 0.5),
-        "p99_ms": _ms(latencies, 0.99),
-        # The emulator's handling time is summed per turn; with turns overlapping, the
-        # attribution is approximate (a concurrent turn's Stripe time may be counted).
-        "stripe_emulator_p50_ms": _ms(emulator, 0.5),
-        "stripe_emulator_p99_ms": _ms(emulator, 0.99),
-        "stripe_requests_per_turn": round(requests / max(1, stats.completed), 2),
-    }
-
-
-async def run() -> dict[str, Any]:
-    async with (
-        _harness.fresh_database() as database_url,
-        running_stack(
-            database_url,
-            visitor_turns_per_minute=1_000_000,
-            address_requests_per_minute=1_000_000,
-            customer_turns_per_minute=1_000_000,
-            # As deployed: a workspace's terms from policy are read once, then cached.
-            workspace_terms_ttl_seconds=30.0,
-        ) as stack,
-    ):
-        return await _measure(stack)
-
-
-async def _measure(stack: Stack) -> dict[str, Any]:
-    clock = _EmulatorClock()
-    emulator_server = _emulator_server(stack)
-    clock.install(emulator_server)
-    await _raise_refund_cap(stack)
-    refund_count = int(REFUND_RATE * SECONDS)
-    charges = await _charges(stack, refund_count)
-    # Warm up: channels, pools, the visitor's link to its customer.
-    for _ in range(5):
-        await stack.turn("alice", "What's my subscription status?", conversation="warm")
-
-    async def status_turn(index: int) -> tuple[float, float]:
-        before, _ = clock.mark()
-        started = time.perf_counter()
-        answer = await stack.turn("alice", "What's my subscription status?", f"s{index}")
-        took = time.perf_counter() - started
-        if "Growth plan" not in answer["reply"]:
-            raise RuntimeError(answer["reply"])
-        return took, clock.mark()[0] - before
-
-    async def refund_turn(index: int) -> tuple[float, float]:
-        conversation = f"r{index}"
-        asked = await stack.turn("alice", f"refund {charges[index]}", conversation)
-        if "Shall I go ahead?" not in asked["reply"]:
-            raise RuntimeError(asked["reply"])
-        before, _ = clock.mark()
-        started = time.perf_counter()
-        done = await stack.turn("alice", "yes", conversation)
-        took = time.perf_counter() - started
-        if "refunded $1" not in done["reply"]:
-            raise RuntimeError(done["reply"])
-        return took, clock.mark()[0] - before
-
-    status = await _timed_turns(stack, clock, STATUS_RATE, int(STATUS_RATE * SECONDS), status_turn)
-    refund = await _timed_turns(stack, clock, REFUND_RATE, refund_count, refund_turn)
-    refunds = await stack.refunds()
-
-    async def peak_turn() -> None:
-        answer = await stack.turn("alice", "What's my subscription status?", "peak")
-        if "Growth plan" not in answer["reply"]:
-            raise RuntimeError(answer["reply"])
-
-    requests_before = clock.requests
-    emulator_before = clock.seconds
-    peak = await _harness.closed_loop(peak_turn, PEAK_CONCURRENCY, PEAK_SECONDS)
-    stripe_requests = clock.requests - requests_before
-    return {
-        "status_turn": status,
-        "confirmed_refund_turn": refund,
-        "refunds_in_stripe": len(refunds),
-        "status_peak": {
-            **peak.as_dict(),
-            "concurrency": PEAK_CONCURRENCY,
-            "stripe_requests_per_turn": round(stripe_requests / max(1, peak.completed), 2),
-            "stripe_emulator_ms_per_turn": round(
-                (clock.seconds - emulator_before) * 1000 / max(1, peak.completed), 2
-            ),
+        **{name: dict(common) for name in _processes.SERVICES},
+        "edge": {
+            **common,
+            "VISITOR_TURNS_PER_MINUTE": "1000000",
+            "ADDRESS_REQUESTS_PER_MINUTE": "1000000",
+            "CUSTOMER_TURNS_PER_MINUTE": "1000000",
         },
-        "ratio_status_p50_to_emulator_p50": _harness.ratio(
-            status["p50_ms"], status["stripe_emulator_p50_ms"]
-        ),
-        "ratio_refund_p50_to_emulator_p50": _harness.ratio(
-            refund["p50_ms"], refund["stripe_emulator_p50_ms"]
-        ),
-        "rss_mb": _harness.rss_mb(),
-        "note": "every service, the emulators and the load generator share one process",
     }
 
 
-def _emulator_server(stack: Stack) -> web.Server:
-    server = stack.emulator_runner.server
-    assert server is not None
-    return server
+@asynccontextmanager
+async def _bare_pipeline(
+    system: _processes.System, http: aiohttp.ClientSession
+) -> AsyncIterator[_harness.Call]:
+    """The bare pipeline's processes, warmed; yields one call through it."""
+    grpc_port, http_port = _processes.free_ports(2)
+    keys = itertools.count()
+    async with (
+        _bare.process("grpc", "--database-url", system.database_url, port=grpc_port),
+        _bare.process("http", "--target", f"127.0.0.1:{grpc_port}", port=http_port),
+    ):
+        url = f"http://127.0.0.1:{http_port}/"
+
+        async def call() -> None:
+            body = next(keys).to_bytes(4, "big")
+            async with http.post(url, data=body) as response:
+                if response.status != 200:
+                    raise RuntimeError(f"HTTP {response.status}")
+                await response.json()
+
+        for _ in range(50):  # warm: connections, pools
+            await call()
+        yield call
+
+
+async def _status(client: Client) -> dict[str, Any]:
+    conversations = itertools.cycle(range(PEAK_CONCURRENCY))
+
+    async def turn() -> None:
+        answer = await client.turn("alice", STATUS, f"status-{next(conversations)}")
+        if "Growth" not in answer["reply"] or answer.get("escalated"):
+            raise TurnFailed(answer["reply"][:200])
+
+    for _ in range(PEAK_CONCURRENCY):  # every conversation opened; the visitor linked
+        await turn()
+    await client.clear_stripe_requests()
+    peak = await _harness.closed_loop(turn, PEAK_CONCURRENCY, PEAK_SECONDS)
+    peak_stripe = await client.stripe_requests()
+    rate = _harness.half_rate(peak)
+    await client.clear_stripe_requests()
+    steady = await _harness.fixed_rate(turn, rate, _harness.seconds_for_samples(rate))
+    return {
+        "peak": peak,
+        "rate": rate,
+        "steady": steady,
+        "stripe": peak_stripe,
+        "steady_stripe": await client.stripe_requests(),
+    }
+
+
+async def _refunds(client: Client) -> tuple[_harness.Stats, int]:
+    await client.raise_refund_cap(10_000_000)
+    charges = await client.charges("alice@example.com", REFUNDS, CHARGE_MINOR)
+    # The charges' webhooks delivered and taken into the mirror first: a customer asks about
+    # a charge seconds after it was made, not while its webhook is still on the way.
+    await client.flush_webhooks()
+    await asyncio.sleep(REFUND_SETTLE_SECONDS)
+    numbers = iter(range(REFUNDS))
+    latencies: list[float] = []
+
+    async def refund() -> None:
+        number = next(numbers)
+        conversation = f"refund-{number}"
+        asked = await client.turn("alice", f"refund {charges[number]}", conversation)
+        if "Shall I go ahead?" not in asked["reply"]:
+            raise TurnFailed(asked["reply"][:200])
+        started = time.perf_counter()
+        done = await client.turn("alice", "yes", conversation)
+        latencies.append(time.perf_counter() - started)
+        if "refunded $1" not in done["reply"]:
+            raise TurnFailed(done["reply"][:200])
+
+    await client.clear_stripe_requests()
+    stats = await _harness.fixed_rate(refund, REFUND_RATE, REFUNDS / REFUND_RATE)
+    requests = await client.stripe_requests()
+    # Only the "yes" turn is timed (the ask before it is not part of the figure).
+    timed = _harness.Stats(
+        stats.completed, stats.failed, stats.seconds, tuple(latencies), stats.errors
+    )
+    return timed, requests
+
+
+async def run() -> Run:
+    async with (
+        _processes.running(_overrides()) as system,
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http,
+    ):
+        client = Client(system, http)
+        warm_seconds = await client.wait_mirror_warm()
+        async with _bare_pipeline(system, http) as bare:
+            baseline = await _harness.closed_loop(bare, PEAK_CONCURRENCY, PEAK_SECONDS)
+            status = await _status(client)
+            peak: _harness.Stats = status["peak"]
+            steady: _harness.Stats = status["steady"]
+            baseline_steady = await _harness.fixed_rate(
+                bare, status["rate"], _harness.seconds_for_samples(status["rate"])
+            )
+        refunds, refund_requests = await _refunds(client)
+        memory = system.memory()
+        exited = system.exited()
+    figures = [
+        Figure(
+            "status_peak_per_second",
+            f"status turns/s, {PEAK_CONCURRENCY} callers (bare: HTTP -> gRPC -> one query)",
+            round(peak.per_second, 1),
+            "/s",
+            baseline=round(baseline.per_second, 1),
+            goal=Goal(">= 0.2x baseline", at_least=0.2, on_ratio=True),
+        ),
+        Figure(
+            "status_peak_failed",
+            "status turns failed at peak",
+            peak.failed,
+            "",
+            goal=Goal("0", at_most=0),
+        ),
+        Figure(
+            "status_peak_success",
+            "status turns succeeded at peak, share",
+            round(peak.success_share, 4),
+        ),
+        Figure(
+            "status_peak_stripe",
+            "Stripe requests during the peak (warm mirror)",
+            status["stripe"],
+            "",
+            goal=Goal("0", at_most=0),
+        ),
+        _harness.tail_figure(
+            "status_peak_tail", "status turn latency at peak", peak, baseline=baseline
+        ),
+        Figure("status_half_rate", "half the measured peak (fixed rate)", status["rate"], "/s"),
+        _harness.tail_figure(
+            "status_half_tail",
+            "status turn latency at half the peak",
+            steady,
+            goal=Goal("<= 100 ms", at_most=100.0),
+            baseline=baseline_steady,
+        ),
+        Figure(
+            "status_half_failed",
+            "status turns failed at half the peak",
+            steady.failed,
+            "",
+            goal=Goal("0", at_most=0),
+        ),
+        _harness.tail_figure(
+            "refund_yes_tail",
+            f'confirmed refund ("yes") turn at {REFUND_RATE:.0f}/s',
+            refunds,
+            goal=Goal("<= 300 ms", at_most=300.0),
+        ),
+        Figure(
+            "refund_failed", "refund pairs failed", refunds.failed, "", goal=Goal("0", at_most=0)
+        ),
+        *(
+            Figure(
+                f"rss_{name}",
+                f"peak RSS (VmHWM) of {name}",
+                found["peak_rss_mb"],
+                "MB",
+                goal=RSS_GOAL,
+            )
+            for name, found in memory.items()
+        ),
+    ]
+    details = {
+        "mirror_warm_after_seconds": warm_seconds,
+        "status_peak": peak.as_dict(),
+        "status_peak_baseline": baseline.as_dict(),
+        "status_half_rate": {"rate": status["rate"], **steady.as_dict()},
+        "status_half_rate_baseline": baseline_steady.as_dict(),
+        "stripe_requests_at_half_rate": status["steady_stripe"],
+        "refund_yes": refunds.as_dict(),
+        "stripe_requests_per_refund_pair": round(refund_requests / max(1, refunds.completed), 2),
+        "memory_mb": memory,
+        "processes_exited": exited,
+        "settings_changed": "edge VISITOR_TURNS_PER_MINUTE, ADDRESS_REQUESTS_PER_MINUTE, "
+        "CUSTOMER_TURNS_PER_MINUTE lifted",
+    }
+    return Run(figures, details)

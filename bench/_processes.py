@@ -1,0 +1,186 @@
+"""The system as real processes for the whole-system scenarios: devstack's plan (emulators,
+then every ``python -m <service>``) on free ports, on a fresh database of the bench's
+PostgreSQL, the demo workspace provisioned; stopped (SIGTERM, then SIGKILL) on exit.
+
+Only devstack's public functions are used (``plan``, ``provision``, the config); starting,
+waiting and stopping are done here, with each process's log in a temporary directory."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import signal
+import socket
+import tempfile
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+
+from bench import _harness
+from devstack import __main__ as launcher
+from devstack import config, provision
+from runtime.secretbox import SecretBox
+
+SERVICES = ("identity", "policy", "billing_gateway", "notifier", "edge")
+# Below Linux's ephemeral range, so no outgoing connection takes one between pick and bind.
+_PORT_RANGE = range(20_000, 32_000)
+_READY_SECONDS = 60.0
+
+
+def free_ports(count: int) -> list[int]:
+    """Distinct free ports, all bound at once while picking."""
+    picker = random.SystemRandom()
+    with contextlib.ExitStack() as stack:
+        ports: list[int] = []
+        while len(ports) < count:
+            probe = stack.enter_context(socket.socket())
+            port = picker.choice(_PORT_RANGE)
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            ports.append(port)
+        return ports
+
+
+def memory_mb(pid: int) -> dict[str, float]:
+    """VmRSS (now) and VmHWM (peak since start) of a process, in MiB."""
+    found = {"rss_mb": 0.0, "peak_rss_mb": 0.0}
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                found["rss_mb"] = round(int(line.split()[1]) / 1024, 1)
+            elif line.startswith("VmHWM:"):
+                found["peak_rss_mb"] = round(int(line.split()[1]) / 1024, 1)
+    return found
+
+
+@dataclass
+class System:
+    """The running processes and what a scenario needs to talk to them."""
+
+    demo: config.DemoConfig
+    ports: dict[str, int]
+    children: dict[str, launcher.Child]
+    database_url: str
+    logs: Path
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.ports[name]}"
+
+    def grpc_target(self, name: str) -> str:
+        return f"127.0.0.1:{self.ports[name]}"
+
+    @property
+    def workspace_id(self) -> str:
+        return self.demo.workspace_id
+
+    def memory(self, names: tuple[str, ...] = SERVICES) -> dict[str, dict[str, float]]:
+        """Per service process: its RSS now and its peak RSS."""
+        return {
+            name: memory_mb(child.process.pid)
+            for name, child in self.children.items()
+            if name in names and child.process is not None
+        }
+
+    def exited(self) -> list[str]:
+        return [
+            name
+            for name, child in self.children.items()
+            if child.process is not None and child.process.returncode is not None
+        ]
+
+    async def signing_secret(self) -> str:
+        """The webhook endpoint's signing secret, as the billing gateway stored it."""
+        connection = await asyncpg.connect(self.database_url)
+        try:
+            row = await connection.fetchrow(
+                "SELECT secret_id, ciphertext FROM billing_gateway.webhook_secrets"
+                " WHERE workspace_id = $1 AND (retired_at IS NULL OR retired_at > now())"
+                " ORDER BY created_at DESC LIMIT 1",
+                self.workspace_id,
+            )
+        finally:
+            await connection.close()
+        if row is None:
+            raise RuntimeError("the billing gateway has no webhook signing secret")
+        box = SecretBox(config.local_keys()["SECRETS_ENCRYPTION_KEYS"])
+        bound_to = f"{self.workspace_id}/webhook/{row['secret_id']}"
+        return box.open(bytes(row["ciphertext"]), bound_to).decode()
+
+
+async def _start(child: launcher.Child, logs: Path) -> None:
+    with (logs / f"{child.name}.log").open("ab") as log:
+        child.process = await asyncio.create_subprocess_exec(
+            *child.argv,
+            env={**os.environ, **child.env},
+            cwd=config.ROOT,
+            stdout=log,
+            stderr=log,
+        )
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + _READY_SECONDS
+    while loop.time() < deadline:
+        if child.process.returncode is not None:
+            tail = (logs / f"{child.name}.log").read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"{child.name} exited with {child.process.returncode}: {tail}")
+        if await asyncio.to_thread(child.ready):
+            return
+        await asyncio.sleep(0.2)
+    raise RuntimeError(f"{child.name} did not become ready in {_READY_SECONDS:.0f}s")
+
+
+async def _stop(children: list[launcher.Child], grace: float = 10.0) -> None:
+    for child in reversed(children):
+        if child.process is not None and child.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                child.process.send_signal(signal.SIGTERM)
+    for child in reversed(children):
+        if child.process is None:
+            continue
+        try:
+            await asyncio.wait_for(child.process.wait(), grace)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                child.process.kill()
+            await child.process.wait()
+
+
+@asynccontextmanager
+async def running(overrides: Mapping[str, Mapping[str, str]]) -> AsyncIterator[System]:
+    """Every process of ``make run`` on free ports with ``overrides`` added to their
+    environment, on a fresh database; the demo workspace provisioned."""
+    demo = config.load()
+    names = list(demo.raw["ports"])
+    ports = dict(zip(names, free_ports(len(names)), strict=True))
+    with tempfile.TemporaryDirectory(prefix="askvault-bench-") as logs:
+        async with _harness.fresh_database() as database_url:
+            children = launcher.plan(demo, database_url, ports=ports, overrides=overrides)
+            system = System(demo, ports, {c.name: c for c in children}, database_url, Path(logs))
+            try:
+                for child in children:
+                    await _start(child, Path(logs))
+                await provision.provision(
+                    demo, children_names=set(system.children), port=lambda name: ports[name]
+                )
+                yield system
+            finally:
+                await _stop(children)
+
+
+def common_overrides() -> dict[str, str]:
+    """What every service process gets: no metrics port, quiet logs, loopback only."""
+    return {"METRICS_PORT": "0", "GRPC_HOST": "127.0.0.1", "LOG_LEVEL": "WARNING"}
+
+
+def admin_metadata(subject: str) -> tuple[tuple[str, str], ...]:
+    return provision.admin_metadata(subject)
+
+
+def service_metadata(service: str) -> tuple[tuple[str, str], ...]:
+    return provision.service_metadata(service)
