@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
@@ -60,6 +61,39 @@ def memory_mb(pid: int) -> dict[str, float]:
     return found
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time a process has used so far, in seconds (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    # utime and stime are fields 14 and 15 of /proc/<pid>/stat (1-based, the name removed).
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What the system spent on some operations: CPU per service process, and the database's
+    committed transactions and rows written (pg_stat_database of the bench's database)."""
+
+    cpu_seconds: dict[str, float]
+    transactions: int
+    rows_written: int
+
+    def per_operation(self, operations: int) -> dict[str, Any]:
+        """The same, per operation: CPU milliseconds per process, transactions and rows."""
+        count = max(1, operations)
+        return {
+            "operations": operations,
+            "cpu_ms": {
+                name: round(1000 * seconds / count, 2) for name, seconds in self.cpu_seconds.items()
+            },
+            "cpu_ms_all_services": round(1000 * sum(self.cpu_seconds.values()) / count, 2),
+            "db_transactions": round(self.transactions / count, 2),
+            "db_rows_written": round(self.rows_written / count, 2),
+        }
+
+
 @dataclass
 class System:
     """The running processes and what a scenario needs to talk to them."""
@@ -87,6 +121,49 @@ class System:
             for name, child in self.children.items()
             if name in names and child.process is not None
         }
+
+    def cpu(self) -> dict[str, float]:
+        """CPU seconds each service process has used so far."""
+        return {
+            name: cpu_seconds(child.process.pid)
+            for name, child in self.children.items()
+            if name in SERVICES and child.process is not None
+        }
+
+    async def database_work(self) -> tuple[int, int]:
+        """Committed transactions and rows inserted, updated or deleted in the bench's
+        database so far (PostgreSQL's statistics; they lag by up to half a second)."""
+        connection = await asyncpg.connect(self.database_url)
+        try:
+            await connection.execute("SELECT pg_stat_clear_snapshot()")
+            row = await connection.fetchrow(
+                "SELECT xact_commit, tup_inserted + tup_updated + tup_deleted AS written"
+                " FROM pg_stat_database WHERE datname = current_database()"
+            )
+        finally:
+            await connection.close()
+        assert row is not None
+        return int(row["xact_commit"]), int(row["written"])
+
+    @asynccontextmanager
+    async def usage(self) -> AsyncIterator[list[Usage]]:
+        """Measures what the block spends; the yielded list holds the Usage afterwards."""
+        found: list[Usage] = []
+        cpu_before = self.cpu()
+        transactions_before, written_before = await self.database_work()
+        yield found
+        cpu_after = self.cpu()
+        # PostgreSQL reports a backend's counts when it goes idle, at most every 500 ms.
+        await asyncio.sleep(1.0)
+        transactions_after, written_after = await self.database_work()
+        found.append(
+            Usage(
+                {name: cpu_after[name] - cpu_before.get(name, 0.0) for name in cpu_after},
+                # The two statistics reads themselves are transactions too.
+                transactions_after - transactions_before - 1,
+                written_after - written_before,
+            )
+        )
 
     def exited(self) -> list[str]:
         return [

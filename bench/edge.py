@@ -71,7 +71,7 @@ async def _bare_pipeline(
         yield call
 
 
-async def _status(client: Client) -> dict[str, Any]:
+async def _status(client: Client, system: _processes.System) -> dict[str, Any]:
     conversations = itertools.cycle(range(PEAK_CONCURRENCY))
 
     async def turn() -> None:
@@ -82,7 +82,8 @@ async def _status(client: Client) -> dict[str, Any]:
     for _ in range(PEAK_CONCURRENCY):  # every conversation opened; the visitor linked
         await turn()
     await client.clear_stripe_requests()
-    peak = await _harness.closed_loop(turn, PEAK_CONCURRENCY, PEAK_SECONDS)
+    async with system.usage() as usage:
+        peak = await _harness.closed_loop(turn, PEAK_CONCURRENCY, PEAK_SECONDS)
     peak_stripe = await client.stripe_requests()
     rate = _harness.half_rate(peak)
     await client.clear_stripe_requests()
@@ -93,10 +94,13 @@ async def _status(client: Client) -> dict[str, Any]:
         "steady": steady,
         "stripe": peak_stripe,
         "steady_stripe": await client.stripe_requests(),
+        "cost": usage[0].per_operation(peak.completed + peak.failed),
     }
 
 
-async def _refunds(client: Client) -> tuple[_harness.Stats, int]:
+async def _refunds(
+    client: Client, system: _processes.System
+) -> tuple[_harness.Stats, int, dict[str, Any]]:
     await client.raise_refund_cap(10_000_000)
     charges = await client.charges("alice@example.com", REFUNDS, CHARGE_MINOR)
     # The charges' webhooks delivered and taken into the mirror first: a customer asks about
@@ -119,13 +123,15 @@ async def _refunds(client: Client) -> tuple[_harness.Stats, int]:
             raise TurnFailed(done["reply"][:200])
 
     await client.clear_stripe_requests()
-    stats = await _harness.fixed_rate(refund, REFUND_RATE, REFUNDS / REFUND_RATE)
+    async with system.usage() as usage:
+        stats = await _harness.fixed_rate(refund, REFUND_RATE, REFUNDS / REFUND_RATE)
     requests = await client.stripe_requests()
     # Only the "yes" turn is timed (the ask before it is not part of the figure).
     timed = _harness.Stats(
         stats.completed, stats.failed, stats.seconds, tuple(latencies), stats.errors
     )
-    return timed, requests
+    # Per refund pair: the ask ("refund ch_...") and the confirmed "yes".
+    return timed, requests, usage[0].per_operation(stats.completed + stats.failed)
 
 
 async def run() -> Run:
@@ -137,13 +143,13 @@ async def run() -> Run:
         warm_seconds = await client.wait_mirror_warm()
         async with _bare_pipeline(system, http) as bare:
             baseline = await _harness.closed_loop(bare, PEAK_CONCURRENCY, PEAK_SECONDS)
-            status = await _status(client)
+            status = await _status(client, system)
             peak: _harness.Stats = status["peak"]
             steady: _harness.Stats = status["steady"]
             baseline_steady = await _harness.fixed_rate(
                 bare, status["rate"], _harness.seconds_for_samples(status["rate"])
             )
-        refunds, refund_requests = await _refunds(client)
+        refunds, refund_requests, refund_cost = await _refunds(client, system)
         memory = system.memory()
         exited = system.exited()
     figures = [
@@ -221,6 +227,8 @@ async def run() -> Run:
         "stripe_requests_at_half_rate": status["steady_stripe"],
         "refund_yes": refunds.as_dict(),
         "stripe_requests_per_refund_pair": round(refund_requests / max(1, refunds.completed), 2),
+        "cost_per_status_turn_at_peak": status["cost"],
+        "cost_per_refund_pair": refund_cost,
         "memory_mb": memory,
         "processes_exited": exited,
         "settings_changed": "edge VISITOR_TURNS_PER_MINUTE, ADDRESS_REQUESTS_PER_MINUTE, "

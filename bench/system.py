@@ -169,7 +169,8 @@ async def run() -> Run:
         baseline = await _bare_smtp(system.ports["smtp_sink"])
         async with http.delete(f"{system.url('smtp_sink_http')}/messages"):
             pass
-        acks, latencies, lost, duplicates = await _webhooks_to_inbox(client)
+        async with system.usage() as usage:
+            acks, latencies, lost, duplicates = await _webhooks_to_inbox(client)
         memory = system.memory()
         load_seconds = round(time.monotonic() - began, 1)
         exited = system.exited()
@@ -210,6 +211,8 @@ async def run() -> Run:
         ),
     ]
     details = {
+        # Includes the settling after the last event, until every email arrived.
+        "cost_per_event": usage[0].per_operation(acks.completed),
         "webhook_acks": acks.as_dict(),
         "emails": {
             "received": len(latencies),
