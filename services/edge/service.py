@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 import asyncpg
 import uvicorn
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from edge import mcp_server, ratelimit
 from edge.access import ContentAccess
@@ -78,24 +77,6 @@ class RunningEdge:
         logger.info("stopped", extra={"port": self.port})
 
 
-class _Lifespanless:
-    """Answers ASGI lifespan events itself (the MCP manager is run by ``start``)."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self._app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        await self._app(scope, receive, send)
-
-
 async def start(settings: EdgeSettings) -> RunningEdge:
     """Starts the edge and returns once it listens (port 0 picks a free port)."""
     pool = await open_database(settings, NAME, MIGRATIONS)
@@ -124,9 +105,7 @@ async def start(settings: EdgeSettings) -> RunningEdge:
         raise RuntimeError("the MCP session manager stopped at start")
     whatsapp = WhatsAppWebhook(edge)
     access = ContentAccess(edge)
-    app = _Lifespanless(
-        build_app(edge, mcp_app, [*confirmations.routes(), *whatsapp.routes(), *access.routes()])
-    )
+    app = build_app(edge, mcp_app, [*confirmations.routes(), *whatsapp.routes(), *access.routes()])
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((settings.http_host, settings.http_port))
@@ -137,7 +116,10 @@ async def start(settings: EdgeSettings) -> RunningEdge:
         app,
         log_config=None,
         access_log=False,
-        lifespan="on",
+        # No ASGI lifespan: ``start`` runs the MCP manager itself, and uvicorn skips the
+        # lifespan's shutdown on a forced exit (a drain past its grace), which would leave
+        # its lifespan task waiting for ever.
+        lifespan="off",
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
         # X-Forwarded-For is read by the edge alone, and only from TRUSTED_PROXIES
         # (http_api.Edge.client_address); uvicorn would trust 127.0.0.1 (or

@@ -170,5 +170,5 @@ async def _tasks_left_behind(before: set[asyncio.Task[Any]]) -> list[str]:
             if task not in before and task is not current and not task.done()
         ]
         if not left or time.monotonic() > deadline:
-            return sorted(task.get_name() for task in left)
+            return sorted(f"{task.get_name()} {task.get_coro()!r}" for task in left)
         await asyncio.sleep(0.05)
