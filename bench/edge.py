@@ -30,6 +30,7 @@ REFUNDS = 34  # per run: three runs pool over 100 samples for a p99
 CHARGE_MINOR = 100
 REFUND_SETTLE_SECONDS = 3.0
 STATUS = "What's my subscription status?"
+IDLE_SECONDS = 5.0
 RSS_GOAL = Goal("<= 100 MB", at_most=100.0)
 
 
@@ -141,6 +142,10 @@ async def run() -> Run:
     ):
         client = Client(system, http)
         warm_seconds = await client.wait_mirror_warm()
+        # What the processes spend doing nothing asked of them (workers polling, probes): the
+        # floor under every per-operation cost below.
+        async with system.usage() as idle:
+            await asyncio.sleep(IDLE_SECONDS)
         async with _bare_pipeline(system, http) as bare:
             baseline = await _harness.closed_loop(bare, PEAK_CONCURRENCY, PEAK_SECONDS)
             status = await _status(client, system)
@@ -227,6 +232,8 @@ async def run() -> Run:
         "stripe_requests_at_half_rate": status["steady_stripe"],
         "refund_yes": refunds.as_dict(),
         "stripe_requests_per_refund_pair": round(refund_requests / max(1, refunds.completed), 2),
+        "idle_cpu_ms_per_second": idle[0].per_operation(round(IDLE_SECONDS))["cpu_ms"],
+        "idle_db_transactions_per_second": round(idle[0].transactions / IDLE_SECONDS, 1),
         "cost_per_status_turn_at_peak": status["cost"],
         "cost_per_refund_pair": refund_cost,
         "memory_mb": memory,
