@@ -522,6 +522,29 @@ class BillingGatewayServicer(billing_pb2_grpc.BillingGatewayServiceServicer):
             origin=origin,
         )
 
+    async def GetCharge(
+        self, request: pb.GetChargeRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetChargeResponse:
+        customer_id, account = await self._customer(
+            request.workspace_id, request.identity_assertion
+        )
+        async with self._pool.acquire() as connection:
+            freshness = await self._mirror.freshness(connection, account.workspace_id)
+            held = await mirror_reads.charge(
+                connection,
+                account.workspace_id,
+                request.charge_id,
+                customer_id,
+                freshness,
+                self._clock(),
+            )
+        if held is not None:
+            return pb.GetChargeResponse(
+                charge=convert.charge(held[0]), origin=self._from_mirror(held[1])
+            )
+        found = await self._retrieve(account, "charge", request.charge_id, customer_id)
+        return pb.GetChargeResponse(charge=convert.charge(found), origin=self._from_stripe())
+
     async def FindDuplicateCharges(
         self, request: pb.FindDuplicateChargesRequest, context: grpc.aio.ServicerContext
     ) -> pb.FindDuplicateChargesResponse:

@@ -174,6 +174,27 @@ async def customer_objects(
     return Page(objects, len(rows) > query.limit, reader.oldest())
 
 
+async def charge(
+    connection: Connection,
+    workspace_id: str,
+    charge_id: str,
+    customer_id: str,
+    freshness: Freshness,
+    now: datetime,
+) -> tuple[Json, datetime] | None:
+    """One of the customer's charges and when it was last confirmed; None when the mirror
+    may not answer (missing, deleted, stale) or holds it for another customer (the caller
+    then asks Stripe, which answers NOT_FOUND for another customer's charge all the same)."""
+    reader = _Reader(connection, workspace_id, freshness, now)
+    try:
+        found = await reader.get(mirroring.CHARGE, charge_id)
+    except _Miss:
+        return None
+    if billing.expandable_id(found.get("customer")) != customer_id:
+        return None
+    return found, reader.oldest()
+
+
 @dataclass(frozen=True)
 class Catalog:
     """The active recurring prices in the mirror, each with its product."""

@@ -75,6 +75,21 @@ async def charges(peers: Peers, context: Context) -> list[bpb.Charge]:
     return list(answer.charges)
 
 
+async def charge(peers: Peers, context: Context, charge_id: str) -> bpb.Charge:
+    """One of the visitor's charges by id (NOT_FOUND, as ``call`` raises it, when it is not
+    theirs or does not exist)."""
+    answer: bpb.GetChargeResponse = await call(
+        peers,
+        "GetCharge",
+        bpb.GetChargeRequest(
+            workspace_id=context.workspace_id,
+            identity_assertion=context.assertion,
+            charge_id=charge_id,
+        ),
+    )
+    return answer.charge
+
+
 async def invoices(peers: Peers, context: Context, period: Period) -> list[bpb.InvoiceSummary]:
     """The visitor's invoices created in ``period``."""
     answer = await call(

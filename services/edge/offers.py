@@ -55,7 +55,12 @@ async def refund(deps: TurnDeps, context: Context, parsed: Parsed) -> Reply:
     if parsed.charge_id:
         chosen = next((c for c in charges if c.charge_id == parsed.charge_id), None)
         if chosen is None:
-            raise NotFound("that charge")
+            # Older than the newest page, or made moments ago (its webhook still on the way
+            # to the mirror): asked for by id.
+            try:
+                chosen = await gateway.charge(deps.peers, context, parsed.charge_id)
+            except NotFound:
+                raise NotFound("that charge") from None
         if chosen.refunded:
             return Reply(offer_replies.ALREADY_REFUNDED_IN_FULL, status="denied")
     elif refundable:

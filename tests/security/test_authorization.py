@@ -75,6 +75,12 @@ async def test_alice_asking_for_bobs_objects_by_rpc_is_not_found(system: System)
             ),
             timeout=5,
         ),
+        "charge": lambda: system.billing.GetCharge(
+            billing_pb2.GetChargeRequest(
+                workspace_id=WORKSPACE_A, identity_assertion=alice, charge_id=bob["charges"][0]
+            ),
+            timeout=5,
+        ),
         "operation": lambda: system.billing.GetOperation(
             billing_pb2.GetOperationRequest(
                 workspace_id=WORKSPACE_A, identity_assertion=alice, operation_id=operation
