@@ -19,15 +19,15 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 
 from billing_gateway import inbox_store, storage
+from billing_gateway.event_effects import Burst
 from billing_gateway.inbox_store import Finished
-from billing_gateway.webhooks import Burst, EventEffects
 from runtime import errors
 from runtime.database import Connection
 
@@ -61,6 +61,14 @@ class _Parsed:
             data = {}
         return cls(event, data if isinstance(data, dict) else {})
 
+    def object_key(self) -> str:
+        """The object the event is about, as a lock key ('' when it names none)."""
+        obj = (self.data.get("data") or {}).get("object") or {}
+        object_id = obj.get("id") if isinstance(obj, dict) else None
+        if not isinstance(object_id, str) or not object_id:
+            return ""
+        return f"{self.event.workspace_id}/{object_id}"
+
     def targets(self) -> list[str]:
         """The Stripe objects a write of ours may have caused this event about."""
         obj = (self.data.get("data") or {}).get("object") or {}
@@ -78,13 +86,21 @@ class _Parsed:
         ]
 
 
+class Effects(Protocol):
+    """What an event does (``webhooks.EventEffects``)."""
+
+    async def apply(self, burst: Burst, event: storage.StoredEvent, data: Json) -> list[str]:
+        """The event's effects; the ones that could not happen; ServiceError: try later."""
+        ...
+
+
 class InboxWorker:
     """Claims batches of due events and applies them (``EventEffects``)."""
 
     def __init__(
         self,
         pool: asyncpg.Pool,
-        effects: EventEffects,
+        effects: Effects,
         clock: Callable[[], datetime],
         batch_size: int,
     ) -> None:
@@ -95,6 +111,11 @@ class InboxWorker:
         self._wake = asyncio.Event()
         # Claims left to make one event at a time, after a batch failed outright.
         self._singles = 0
+
+    @property
+    def effects(self) -> Effects:
+        """What each event does."""
+        return self._effects
 
     def wake(self) -> None:
         """An event was stored: idle workers of this replica look at once."""
@@ -129,10 +150,11 @@ class InboxWorker:
         claimed: list[storage.StoredEvent] = []
         try:
             async with self._pool.acquire() as connection, connection.transaction():
-                claimed = await inbox_store.claim_events(connection, limit)
+                parsed = await self._claim(connection, limit)
+                claimed = [item.event for item in parsed]
                 if not claimed:
                     return 0
-                finished = await self._apply_all(connection, claimed)
+                finished = await self._apply_all(connection, parsed)
                 await inbox_store.finish_events(connection, finished)
         except (asyncio.CancelledError, KeyboardInterrupt):
             raise
@@ -161,10 +183,17 @@ class InboxWorker:
                 )
         return len(claimed)
 
-    async def _apply_all(
-        self, connection: Connection, claimed: list[storage.StoredEvent]
-    ) -> list[Finished]:
-        parsed = [_Parsed.of(event) for event in claimed]
+    async def _claim(self, connection: Connection, limit: int) -> list[_Parsed]:
+        """Claims due events, keeping those about objects no other batch is working on: the
+        others stay unprocessed, taken by a later claim once that batch is done. (Two events
+        about one object in two batches would lock its mirror row and its case in either
+        order, and could deadlock.)"""
+        parsed = [_Parsed.of(event) for event in await inbox_store.claim_events(connection, limit)]
+        keys = [key for item in parsed if (key := item.object_key())]
+        held = await inbox_store.lock_objects(connection, keys)
+        return [item for item in parsed if not item.object_key() or item.object_key() in held]
+
+    async def _apply_all(self, connection: Connection, parsed: list[_Parsed]) -> list[Finished]:
         carriers = await inbox_store.trace_contexts(
             connection,
             sorted({(p.event.workspace_id, target) for p in parsed for target in p.targets()}),

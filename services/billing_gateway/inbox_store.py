@@ -43,6 +43,15 @@ async def claim_events(connection: Connection, limit: int) -> list[StoredEvent]:
     ]
 
 
+async def lock_objects(connection: Connection, keys: Sequence[str]) -> set[str]:
+    """Takes the transaction-scoped lock of each key that no other transaction holds; the
+    keys now held (a key this transaction already holds counts)."""
+    if not keys:
+        return set()
+    rows = await connection.fetch(queries.lock_event_objects, sorted(set(keys)))
+    return {str(row["key"]) for row in rows}
+
+
 async def lock_event(connection: Connection, workspace_id: str, event_id: str) -> bool:
     """Locks the event while it is unprocessed and unclaimed; False otherwise."""
     return bool(await connection.fetchval(queries.lock_unprocessed_event, workspace_id, event_id))

@@ -113,6 +113,12 @@ ORDER BY next_attempt_at
 LIMIT $1
 FOR UPDATE SKIP LOCKED;
 
+-- name: lock_event_objects
+-- Of these (workspace/object) keys, those whose transaction-scoped lock this transaction now
+-- holds: never waits, so two batches never deadlock over the objects their events are about.
+SELECT key FROM unnest($1::text[]) AS key
+WHERE pg_try_advisory_xact_lock(1651, hashtext(key));
+
 -- name: lock_unprocessed_event
 -- The event, locked, while it is unprocessed and no other worker holds it.
 SELECT true FROM stripe_events

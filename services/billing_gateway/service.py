@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 import grpc
 
 from askvault.billing.v1 import billing_pb2, billing_pb2_grpc
-from billing_gateway import inbox, webhooks
+from billing_gateway import event_effects, inbox, webhooks
 from billing_gateway.accounts import AccountDirectory
 from billing_gateway.grpc_api import BillingGatewayServicer
 from billing_gateway.ledger import Clock, Ledger
@@ -104,7 +104,7 @@ class BillingGatewayService:
         self._ledger = Ledger(pool, self.gateway, self._peers, accounts, self._clock, self._mirror)
         self._events = inbox.InboxWorker(
             pool,
-            webhooks.EventEffects(
+            event_effects.EventEffects(
                 self.gateway,
                 self._peers,
                 accounts,
