@@ -263,3 +263,5 @@ async def _first_of(stop: asyncio.Event, wake: asyncio.Event, seconds: float) ->
     finally:
         for wait in waits:
             wait.cancel()
+        # Awaited, so that no waiter outlives the worker (a stop leaves no task behind).
+        await asyncio.gather(*waits, return_exceptions=True)
