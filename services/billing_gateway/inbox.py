@@ -202,14 +202,13 @@ class InboxWorker:
         finished: list[Finished] = []
         for item in parsed:
             event = item.event
-            carrier = next(
-                (
-                    carriers[(event.workspace_id, target)]
-                    for target in item.targets()
-                    if (event.workspace_id, target) in carriers
-                ),
-                None,
-            )
+            # The newest of our writes on any object the event names.
+            found = [
+                carriers[(event.workspace_id, target)]
+                for target in item.targets()
+                if (event.workspace_id, target) in carriers
+            ]
+            carrier = max(found, key=lambda pair: pair[0])[1] if found else None
             with tracer.start_as_current_span(
                 f"billing.webhook {event.event_type}",
                 context=_trace_of(carrier),

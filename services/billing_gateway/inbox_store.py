@@ -74,9 +74,9 @@ async def finish_events(connection: Connection, finished: Sequence[Finished]) ->
 
 async def trace_contexts(
     connection: Connection, targets: Sequence[tuple[str, str]]
-) -> dict[tuple[str, str], dict[str, str]]:
-    """(workspace, Stripe object id) -> the trace context of the newest recent operation of
-    ours on that object; objects without one are absent."""
+) -> dict[tuple[str, str], tuple[datetime, dict[str, str]]]:
+    """(workspace, Stripe object id) -> when the newest recent operation of ours on that
+    object was made, and its trace context; objects without one are absent."""
     if not targets:
         return {}
     rows = await connection.fetch(
@@ -90,7 +90,7 @@ async def trace_contexts(
         held = newest.get(key)
         if held is None or row["created_at"] > held[0]:
             newest[key] = (row["created_at"], dict(json.loads(row["trace_context"])))
-    return {key: carrier for key, (_, carrier) in newest.items()}
+    return newest
 
 
 async def record_payment_failed(
