@@ -9,6 +9,7 @@ can fail, so a deferred event leaves only mirror versions behind (idempotent, ne
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -45,6 +46,9 @@ class Burst:
     connection: Connection
     now: datetime
     freshness: dict[str, Freshness] = field(default_factory=dict)
+    # The batch's events take their objects into the mirror one at a time: two of them may
+    # carry versions of one embedded object (a product, a payment method).
+    mirror_turn: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 class EventEffects:
@@ -78,7 +82,8 @@ class EventEffects:
         kind = event.event_type
         problems: list[str] = []
         # The mirror first, in the same transaction: processed means mirrored.
-        fetched = await self._mirror.take_event(burst.connection, event, obj)
+        async with burst.mirror_turn:
+            fetched = await self._mirror.take_event(burst.connection, event, obj)
         if kind.startswith("customer.subscription."):
             await self._subscription_changed(burst, event, obj, problems)
         elif kind == "invoice.payment_failed":

@@ -19,7 +19,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import asyncpg
 from opentelemetry import context as otel_context
@@ -92,6 +92,31 @@ class Effects(Protocol):
     async def apply(self, burst: Burst, event: storage.StoredEvent, data: Json) -> list[str]:
         """The event's effects; the ones that could not happen; ServiceError: try later."""
         ...
+
+
+class SharedConnection:
+    """The batch's connection, shared by the tasks applying its events: one statement at a
+    time (a connection runs one operation at once), all in the batch's transaction."""
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+        self._turn = asyncio.Lock()
+
+    async def execute(self, query: str, *args: Any) -> str:
+        async with self._turn:
+            return await self._connection.execute(query, *args)
+
+    async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
+        async with self._turn:
+            return await self._connection.fetch(query, *args)
+
+    async def fetchrow(self, query: str, *args: Any) -> asyncpg.Record | None:
+        async with self._turn:
+            return await self._connection.fetchrow(query, *args)
+
+    async def fetchval(self, query: str, *args: Any) -> Any:
+        async with self._turn:
+            return await self._connection.fetchval(query, *args)
 
 
 class InboxWorker:
@@ -194,43 +219,65 @@ class InboxWorker:
         return [item for item in parsed if not item.object_key() or item.object_key() in held]
 
     async def _apply_all(self, connection: Connection, parsed: list[_Parsed]) -> list[Finished]:
+        """Applies the batch: events about one object one after another, in claim order (the
+        mirror decides between their versions with the object's row in hand); events about
+        different objects at once, their statements taking turns on the one connection."""
         carriers = await inbox_store.trace_contexts(
             connection,
             sorted({(p.event.workspace_id, target) for p in parsed for target in p.targets()}),
         )
-        burst = Burst(connection, self._clock())
-        finished: list[Finished] = []
-        for item in parsed:
-            event = item.event
-            # The newest of our writes on any object the event names.
-            found = [
-                carriers[(event.workspace_id, target)]
-                for target in item.targets()
-                if (event.workspace_id, target) in carriers
-            ]
-            carrier = max(found, key=lambda pair: pair[0])[1] if found else None
-            with tracer.start_as_current_span(
-                f"billing.webhook {event.event_type}",
-                context=_trace_of(carrier),
-                kind=trace.SpanKind.CONSUMER,
-                attributes={
-                    "askvault.workspace_id": event.workspace_id,
-                    "askvault.stripe_event_id": event.event_id,
-                },
-            ):
-                try:
-                    problems = await self._effects.apply(burst, event, item.data)
-                except errors.ServiceError as error:
-                    finished.append(
-                        Finished(
-                            event,
-                            delay_seconds=backoff_seconds(event.attempts),
-                            error=f"{error.reason}: {error.message}",
-                        )
-                    )
-                    continue
-            finished.append(Finished(event, outcome="; ".join(problems)))
-        return finished
+        shared = SharedConnection(connection)
+        burst = Burst(cast(Connection, shared), self._clock())
+        groups: dict[str, list[_Parsed]] = {}
+        for number, item in enumerate(parsed):
+            groups.setdefault(item.object_key() or f"#{number}", []).append(item)
+        finished: dict[str, Finished] = {}
+
+        async def one_after_another(items: list[_Parsed]) -> None:
+            for item in items:
+                finished[item.event.event_id] = await self._apply_one(burst, item, carriers)
+
+        outcomes = await asyncio.gather(
+            *(one_after_another(items) for items in groups.values()), return_exceptions=True
+        )
+        # Every task has ended before the batch's transaction is rolled back on a failure.
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        return [finished[item.event.event_id] for item in parsed]
+
+    async def _apply_one(
+        self,
+        burst: Burst,
+        item: _Parsed,
+        carriers: dict[tuple[str, str], tuple[datetime, dict[str, str]]],
+    ) -> Finished:
+        event = item.event
+        # The newest of our writes on any object the event names.
+        found = [
+            carriers[(event.workspace_id, target)]
+            for target in item.targets()
+            if (event.workspace_id, target) in carriers
+        ]
+        carrier = max(found, key=lambda pair: pair[0])[1] if found else None
+        with tracer.start_as_current_span(
+            f"billing.webhook {event.event_type}",
+            context=_trace_of(carrier),
+            kind=trace.SpanKind.CONSUMER,
+            attributes={
+                "askvault.workspace_id": event.workspace_id,
+                "askvault.stripe_event_id": event.event_id,
+            },
+        ):
+            try:
+                problems = await self._effects.apply(burst, event, item.data)
+            except errors.ServiceError as error:
+                return Finished(
+                    event,
+                    delay_seconds=backoff_seconds(event.attempts),
+                    error=f"{error.reason}: {error.message}",
+                )
+        return Finished(event, outcome="; ".join(problems))
 
     async def _defer_alone(self, event: storage.StoredEvent) -> None:
         """An event that failed on its own (not a neighbour's outage): tried again later, so
