@@ -128,11 +128,14 @@ class InboxWorker:
         effects: Effects,
         clock: Callable[[], datetime],
         batch_size: int,
+        concurrency: int = 1,
     ) -> None:
         self._pool = pool
         self._effects = effects
         self._clock = clock
         self._batch_size = batch_size
+        # Events about different objects of one batch applied at once.
+        self._concurrency = concurrency
         self._wake = asyncio.Event()
         # Claims left to make one event at a time, after a batch failed outright.
         self._singles = 0
@@ -221,7 +224,8 @@ class InboxWorker:
     async def _apply_all(self, connection: Connection, parsed: list[_Parsed]) -> list[Finished]:
         """Applies the batch: events about one object one after another, in claim order (the
         mirror decides between their versions with the object's row in hand); events about
-        different objects at once, their statements taking turns on the one connection."""
+        different objects up to ``concurrency`` at once, their statements taking turns on the
+        one connection."""
         carriers = await inbox_store.trace_contexts(
             connection,
             sorted({(p.event.workspace_id, target) for p in parsed for target in p.targets()}),
@@ -232,10 +236,12 @@ class InboxWorker:
         for number, item in enumerate(parsed):
             groups.setdefault(item.object_key() or f"#{number}", []).append(item)
         finished: dict[str, Finished] = {}
+        turns = asyncio.Semaphore(self._concurrency)
 
         async def one_after_another(items: list[_Parsed]) -> None:
-            for item in items:
-                finished[item.event.event_id] = await self._apply_one(burst, item, carriers)
+            async with turns:
+                for item in items:
+                    finished[item.event.event_id] = await self._apply_one(burst, item, carriers)
 
         outcomes = await asyncio.gather(
             *(one_after_another(items) for items in groups.values()), return_exceptions=True

@@ -113,6 +113,7 @@ class BillingGatewayService:
             ),
             self._clock,
             settings.webhook_batch_size,
+            settings.webhook_batch_concurrency,
         )
         servicer = BillingGatewayServicer(
             pool=pool,

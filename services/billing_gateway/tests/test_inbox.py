@@ -114,10 +114,11 @@ async def test_concurrent_workers_process_a_burst_exactly_once(notifier_stack: S
     invoices = await _failed_invoices(stack, 12)
     event_ids = await _ingest_failures(stack, invoices, "burst")
     counting = _Counting(stack.service.events.effects)
-    # Six workers (as across replicas: each its own claims), small batches so they interleave.
+    # Six workers (as across replicas: each its own claims), small batches so they interleave,
+    # some applying the events of a batch at once.
     workers = [
-        InboxWorker(stack.running.pool, counting, stack.clock, batch_size=size)
-        for size in (1, 2, 3, 4, 5, 7)
+        InboxWorker(stack.running.pool, counting, stack.clock, size, concurrency)
+        for size, concurrency in ((1, 1), (2, 2), (3, 1), (4, 4), (5, 1), (7, 3))
     ]
     await asyncio.gather(*(worker.drain() for worker in workers))
 
