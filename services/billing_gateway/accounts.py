@@ -15,6 +15,7 @@ import asyncpg
 from billing_gateway import storage
 from billing_gateway.stripe_api import StripeAccount
 from runtime import errors
+from runtime.database import Connection
 from runtime.secretbox import SecretBox
 
 # Seconds a workspace's opened secrets are reused before they are read again.
@@ -79,13 +80,20 @@ class AccountDirectory:
         self._accounts[workspace_id] = (account, time.monotonic())
         return account
 
-    async def signing_secrets(self, workspace_id: str) -> list[str]:
+    async def signing_secrets(
+        self, workspace_id: str, connection: Connection | None = None
+    ) -> list[str]:
         """The workspace's signing secrets not retired now (by the gateway's clock), newest
-        first."""
-        async with self._pool.acquire() as connection:
+        first (read on ``connection`` when given, else on a connection of the pool)."""
+        if connection is not None:
             sealed = await storage.unretired_webhook_secrets(
                 connection, workspace_id, self._clock()
             )
+        else:
+            async with self._pool.acquire() as acquired:
+                sealed = await storage.unretired_webhook_secrets(
+                    acquired, workspace_id, self._clock()
+                )
         opened = []
         for secret in sealed:
             cache_key = (workspace_id, secret.secret_id, secret.ciphertext)

@@ -222,15 +222,17 @@ class Mirror:
             )
         return decision
 
-    async def take_event(self, connection: Connection, event: storage.StoredEvent) -> None:
-        """Takes the object of a webhook (or caught-up) event, in the event's transaction.
-        A tie with the held version is settled by reading the object from Stripe."""
+    async def take_event(
+        self, connection: Connection, event: storage.StoredEvent, obj: Json
+    ) -> Json | None:
+        """Takes the event's object (``obj``, from its payload), in the event's transaction.
+        A tie with the held version is settled by reading the object from Stripe; returns
+        what Stripe answered then (None when it was not asked, or has no such object)."""
         if not mirroring.is_mirrored_event(event.event_type):
-            return
-        obj: Json = (json.loads(event.payload).get("data") or {}).get("object") or {}
+            return None
         object_type = str(obj.get("object") or "")
         if object_type not in mirroring.MIRRORED or not obj.get("id"):
-            return
+            return None
         deleted = event.event_type.endswith(".deleted") and object_type in (mirroring.DELETABLE)
         created = int(event.created_at.timestamp())
         if mirroring.links_trusted(object_type, obj, self._link_hosts):
@@ -243,7 +245,7 @@ class Mirror:
                 deleted=deleted,
             )
             if decision is not Decision.REFETCH:
-                return
+                return None
         logger.info(
             "mirror refetch: two versions in one second, or links not at Stripe",
             extra={
@@ -258,6 +260,7 @@ class Mirror:
         await self._take_fetched(
             connection, event.workspace_id, object_type, str(obj["id"]), fetched, at, "refetch"
         )
+        return fetched
 
     async def _take_fetched(
         self,

@@ -286,3 +286,45 @@ async def price(
     except _Miss:
         return None
     return held, product
+
+
+async def expanded_subscription(
+    connection: Connection,
+    workspace_id: str,
+    subscription_id: str,
+    freshness: Freshness,
+    now: datetime,
+) -> Json | None:
+    """A subscription with its first item's price's product expanded (as the webhook worker
+    reads it from Stripe), or None when the mirror may not answer."""
+    if not freshness.complete or not subscription_id:
+        return None
+    reader = _Reader(connection, workspace_id, freshness, now)
+    try:
+        held = await reader.get(mirroring.SUBSCRIPTION, subscription_id)
+        items = held.get("items") or {}
+        data = list(items.get("data") or [])
+        if not data:
+            return held
+        first = data[0]
+        price = first.get("price") or {}
+        product_id = billing.expandable_id(price.get("product"))
+        if not product_id:
+            return held
+        product = await reader.get(mirroring.PRODUCT, product_id)
+    except _Miss:
+        return None
+    expanded = {**first, "price": {**price, "product": product}}
+    return {**held, "items": {**items, "data": [expanded, *data[1:]]}}
+
+
+async def customer_email(
+    connection: Connection, workspace_id: str, customer_id: str, freshness: Freshness, now: datetime
+) -> str | None:
+    """The customer's email ('' when it has none), or None when the mirror may not answer."""
+    found = await customers(
+        connection, workspace_id, customer_id=customer_id, freshness=freshness, now=now
+    )
+    if found is None or not found.customers:
+        return None
+    return str(found.customers[0].get("email") or "")

@@ -5,15 +5,16 @@ go through ``confirmation_outbox``, which keeps them until the notifier takes th
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
+from urllib.parse import quote
 
 from askvault.billing.v1 import billing_pb2 as pb
 from askvault.notifier.v1 import notifier_pb2
 from billing_gateway.accounts import AccountDirectory
 from billing_gateway.domain import billing
 from billing_gateway.peers import MessageRefused, Peers
-from billing_gateway.stripe_api import StripeGateway
+from billing_gateway.stripe_api import StripeGateway, retrieve_json
 from runtime import errors
 
 logger = logging.getLogger(__name__)
@@ -41,23 +42,23 @@ class Notices:
         self._accounts = accounts
         self._gateway = gateway
 
-    async def recipients(self, workspace_id: str, customer_id: str) -> list[notifier_pb2.Recipient]:
+    async def recipients(
+        self,
+        workspace_id: str,
+        customer_id: str,
+        mirrored_email: Callable[[], Awaitable[str | None]] | None = None,
+    ) -> list[notifier_pb2.Recipient]:
         """One recipient per linked contact (email from the contact, else from Stripe); the
-        Stripe customer itself when no contact is linked yet."""
+        Stripe customer itself when no contact is linked yet. ``mirrored_email``: the
+        customer's email as the mirror holds it (None when it may not answer: Stripe is
+        asked)."""
         contacts = await self._peers.contacts_of(workspace_id, customer_id)
         stripe_email = ""
         if not contacts or any(not contact.email for contact in contacts):
-            account = await self._accounts.account(workspace_id)
-            try:
-                customer = await self._gateway.call(
-                    account,
-                    "customers.retrieve",
-                    lambda c: c.v1.customers.retrieve_async(customer_id),
-                )
-                stripe_email = str(getattr(customer, "email", "") or "")
-            except errors.ServiceError as error:
-                if error.kind is not errors.Kind.NOT_FOUND:
-                    raise
+            held = await mirrored_email() if mirrored_email is not None else None
+            stripe_email = (
+                held if held is not None else await self._email(workspace_id, customer_id)
+            )
         recipients = [
             notifier_pb2.Recipient(
                 contact_id=contact.contact_id, email=contact.email or stripe_email
@@ -72,6 +73,22 @@ class Notices:
             notifier_pb2.Recipient(contact_id=f"stripe-customer-{customer_id}", email=stripe_email)
         ]
 
+    async def _email(self, workspace_id: str, customer_id: str) -> str:
+        """The customer's email at Stripe ('' when it has none or is gone)."""
+        account = await self._accounts.account(workspace_id)
+        try:
+            customer = await retrieve_json(
+                self._gateway,
+                account,
+                "customers.retrieve",
+                f"/v1/customers/{quote(customer_id, safe='')}",
+            )
+        except errors.ServiceError as error:
+            if error.kind is not errors.Kind.NOT_FOUND:
+                raise
+            return ""
+        return str(customer.get("email") or "")
+
     async def send(
         self,
         workspace_id: str,
@@ -81,12 +98,14 @@ class Notices:
         *,
         dedup: str,
         log_fields: Mapping[str, str] | None = None,
+        recipients: list[notifier_pb2.Recipient] | None = None,
     ) -> list[str]:
-        """Queues the message for every recipient; returns what could not be sent for good
-        (no recipient, a refusal by the notifier), logged with ``log_fields``. Passing
-        failures raise ServiceError."""
+        """Queues the message for every recipient (``recipients``, when the caller already
+        knows them); returns what could not be sent for good (no recipient, a refusal by the
+        notifier), logged with ``log_fields``. Passing failures raise ServiceError."""
         problems: list[str] = []
-        recipients = await self.recipients(workspace_id, customer_id)
+        if recipients is None:
+            recipients = await self.recipients(workspace_id, customer_id)
         if not recipients:
             problems.append(f"no recipient for {customer_id}")
         for recipient in recipients:

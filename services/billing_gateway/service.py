@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 import grpc
 
 from askvault.billing.v1 import billing_pb2, billing_pb2_grpc
-from billing_gateway import webhooks
+from billing_gateway import event_effects, inbox, webhooks
 from billing_gateway.accounts import AccountDirectory
 from billing_gateway.confirmation_outbox import ConfirmationOutbox
 from billing_gateway.grpc_api import BillingGatewayServicer
@@ -68,7 +68,7 @@ class BillingGatewayService:
         self._tasks: list[asyncio.Task[None]] = []
         self._peers: Peers | None = None
         self._ledger: Ledger | None = None
-        self._events: webhooks.EventWorker | None = None
+        self._events: inbox.InboxWorker | None = None
         self._mirror: Mirror | None = None
         self._confirmations: ConfirmationOutbox | None = None
 
@@ -97,7 +97,7 @@ class BillingGatewayService:
         return self._confirmations
 
     @property
-    def events(self) -> webhooks.EventWorker:
+    def events(self) -> inbox.InboxWorker:
         """The webhook worker (started services only)."""
         assert self._events is not None
         return self._events
@@ -111,7 +111,19 @@ class BillingGatewayService:
         accounts = AccountDirectory(pool, self._secret_box, self._clock)
         self._mirror = Mirror(pool, self.gateway, accounts, settings, self._clock)
         self._ledger = Ledger(pool, self.gateway, self._peers, accounts, self._clock, self._mirror)
-        self._events = webhooks.EventWorker(pool, self.gateway, self._peers, accounts, self._mirror)
+        self._events = inbox.InboxWorker(
+            pool,
+            event_effects.EventEffects(
+                self.gateway,
+                self._peers,
+                accounts,
+                self._mirror,
+                recipients_cache_seconds=settings.webhook_recipients_cache_seconds,
+            ),
+            self._clock,
+            settings.webhook_batch_size,
+            settings.webhook_batch_concurrency,
+        )
         self._confirmations = ConfirmationOutbox(
             pool,
             Notices(self._peers, accounts, self.gateway),
@@ -128,7 +140,12 @@ class BillingGatewayService:
             ledger=self._ledger,
             mirror=self._mirror,
             confirmations=self._confirmations,
-            ingestion=webhooks.Ingestion(pool, accounts, settings.webhook_tolerance_seconds),
+            ingestion=webhooks.Ingestion(
+                pool,
+                accounts,
+                settings.webhook_tolerance_seconds,
+                on_stored=self._events.wake,
+            ),
             clock=self._clock,
         )
         billing_pb2_grpc.add_BillingGatewayServiceServicer_to_server(servicer, server)

@@ -230,14 +230,6 @@ async def retire_webhook_secret(
 # operations
 
 
-async def trace_context_of_targets(
-    connection: Connection, workspace_id: str, target_ids: list[str]
-) -> dict[str, str]:
-    """The trace context of the newest recent operation on one of these objects, or {}."""
-    found = await connection.fetchval(queries.trace_context_of_targets, workspace_id, target_ids)
-    return dict(json.loads(found)) if found else {}
-
-
 async def insert_operation(
     connection: Connection,
     *,
@@ -372,31 +364,6 @@ async def insert_event(
     return bool(inserted)
 
 
-async def claim_event(connection: Connection) -> StoredEvent | None:
-    """The next due unprocessed event, locked (skipping those another worker holds)."""
-    row = await connection.fetchrow(queries.claim_event)
-    if row is None:
-        return None
-    return StoredEvent(
-        row["workspace_id"],
-        row["event_id"],
-        row["event_type"],
-        row["event_created_at"],
-        bytes(row["payload"]),
-        row["attempts"],
-    )
-
-
-async def mark_event_processed(
-    connection: Connection, event: StoredEvent, outcome: str = ""
-) -> None:
-    """Marks the event done (same transaction as its local effects); ``outcome`` names an
-    effect that could not happen (empty when all did)."""
-    await connection.execute(
-        queries.mark_event_processed, event.workspace_id, event.event_id, outcome[:500]
-    )
-
-
 @dataclass(frozen=True)
 class EventStatus:
     """Where an event stands in the inbox."""
@@ -429,15 +396,6 @@ async def get_event_status(
 async def make_events_due(connection: Connection, workspace_id: str) -> None:
     """Makes the workspace's deferred events due now (operators, after an outage; tests)."""
     await connection.execute(queries.make_events_due, workspace_id)
-
-
-async def defer_event(
-    connection: Connection, event: StoredEvent, delay_seconds: float, error: str
-) -> None:
-    """Leaves the event unprocessed, due again after the delay."""
-    await connection.execute(
-        queries.defer_event, event.workspace_id, event.event_id, delay_seconds, error[:500]
-    )
 
 
 async def last_event_received_at(connection: Connection, workspace_id: str) -> datetime | None:

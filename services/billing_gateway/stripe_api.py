@@ -248,3 +248,14 @@ class StripeGateway:
         for _, http_client in self._clients.values():
             await http_client.close_async()  # type: ignore[no-untyped-call]
         self._clients.clear()
+
+
+async def retrieve_json(
+    gateway: StripeGateway, account: StripeAccount, what: str, path: str, **params: Any
+) -> Json:
+    """One object read as plain JSON, no StripeObject built (the webhook worker's reads);
+    errors as ``StripeGateway.call`` maps them."""
+    response = await gateway.call(
+        account, what, lambda client: client.raw_request_async("get", path, **params)
+    )
+    return dict(response.data)

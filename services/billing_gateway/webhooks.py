@@ -1,16 +1,9 @@
-"""Stripe webhooks: ingestion (verify, store raw bytes, ack) and the worker that processes
-each stored event exactly once.
-
-The worker claims one event with FOR UPDATE SKIP LOCKED, applies its local effects and marks
-it processed in the same transaction. Calls to identity and the notifier carry keys derived
-from the event (or invoice) id, so a retry after a crash repeats nothing; when one of them
-is unreachable the transaction rolls back and the event is deferred with backoff.
-"""
+"""Stripe webhooks: the event types we ask for, ingestion (verify, store the raw bytes, ack),
+and the tags a subscription gives the customer's contacts. What a stored event does is in
+event_effects.py; the inbox worker that applies them is in inbox.py."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -19,23 +12,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
-from opentelemetry import context as otel_context
-from opentelemetry import propagate, trace
 
 from askvault.identity.v1 import identity_pb2
-from askvault.notifier.v1 import notifier_pb2
 from billing_gateway import convert, storage
 from billing_gateway.accounts import AccountDirectory
 from billing_gateway.domain import billing, signatures
-from billing_gateway.mirror import Mirror
-from billing_gateway.notices import Notices, display_date
-from billing_gateway.peers import Peers
-from billing_gateway.stripe_api import StripeGateway, to_json
-from runtime import errors, ids
-from runtime.database import Connection
+from runtime import errors
 
 logger = logging.getLogger(__name__)
-tracer = trace.get_tracer(__name__)
 
 Json = dict[str, Any]
 
@@ -78,9 +62,6 @@ NEEDED_EVENTS = (
     "payment_method.detached",
 )
 MAX_PAYLOAD_BYTES = 1024 * 1024
-# Backoff of a deferred event: 1 s, 2 s, 4 s ... at most 5 minutes.
-_BACKOFF_FIRST_SECONDS = 1.0
-_BACKOFF_MAX_SECONDS = 300.0
 
 _TIERS = {
     "free": identity_pb2.PLAN_TIER_FREE,
@@ -140,421 +121,38 @@ class Ingestion:
         accounts: AccountDirectory,
         tolerance_seconds: int,
         wall_time: Callable[[], float] = time.time,
+        on_stored: Callable[[], None] = lambda: None,
     ) -> None:
         self._pool = pool
         self._accounts = accounts
         self._tolerance = tolerance_seconds
         self._wall_time = wall_time
+        # Wakes this replica's inbox workers (others find the event at their next poll).
+        self._on_stored = on_stored
 
     async def ingest(self, workspace_id: str, payload: bytes, header: str) -> tuple[str, bool]:
         """(event id, duplicate) after the event is durably stored."""
         if len(payload) > MAX_PAYLOAD_BYTES:
             raise _bad_payload("payload too large")
-        # Read on every call: a secret added or retired on another replica counts at once.
-        secrets = await self._accounts.signing_secrets(workspace_id)
-        signatures.verify(
-            payload, header, secrets, now=self._wall_time(), tolerance_seconds=self._tolerance
-        )
-        # Only the envelope is read here; the event is parsed fully by the worker.
-        try:
-            envelope = json.loads(payload)
-            event_id = str(envelope["id"])
-            event_type = str(envelope["type"])
-            created = datetime.fromtimestamp(int(envelope["created"]), UTC)
-        except (ValueError, KeyError, TypeError, RecursionError):
-            # A signed payload nested too deeply is refused here, never stored for the worker.
-            raise _bad_payload("not a Stripe event") from None
         async with self._pool.acquire() as connection:
+            # Read on every call: a secret added or retired on another replica counts at once.
+            secrets = await self._accounts.signing_secrets(workspace_id, connection)
+            signatures.verify(
+                payload, header, secrets, now=self._wall_time(), tolerance_seconds=self._tolerance
+            )
+            # Only the envelope is read here; the event is parsed fully by the worker.
+            try:
+                envelope = json.loads(payload)
+                event_id = str(envelope["id"])
+                event_type = str(envelope["type"])
+                created = datetime.fromtimestamp(int(envelope["created"]), UTC)
+            except (ValueError, KeyError, TypeError, RecursionError):
+                # A signed payload nested too deeply is refused here, never stored for the
+                # worker.
+                raise _bad_payload("not a Stripe event") from None
             inserted = await storage.insert_event(
                 connection, workspace_id, event_id, event_type, created, payload
             )
+        if inserted:
+            self._on_stored()
         return event_id, not inserted
-
-
-class EventWorker:
-    """Processes stored events, each exactly once."""
-
-    def __init__(
-        self,
-        pool: asyncpg.Pool,
-        gateway: StripeGateway,
-        peers: Peers,
-        accounts: AccountDirectory,
-        mirror: Mirror,
-    ) -> None:
-        self._pool = pool
-        self._gateway = gateway
-        self._peers = peers
-        self._accounts = accounts
-        self._notices = Notices(peers, accounts, gateway)
-        self._mirror = mirror
-
-    async def run(self, stop: asyncio.Event, poll_seconds: float) -> None:
-        """Processes events until ``stop`` is set, sleeping when the inbox is empty."""
-        while not stop.is_set():
-            try:
-                worked = await self.process_one()
-            except Exception:
-                logger.exception("webhook worker step failed")
-                worked = False
-            if not worked:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(poll_seconds):
-                        await stop.wait()
-
-    async def drain(self) -> int:
-        """Processes every due event (tests and the benchmark); returns how many."""
-        count = 0
-        while await self.process_one():
-            count += 1
-        return count
-
-    async def process_one(self) -> bool:
-        """Claims and processes one due event; False when none is due."""
-        async with self._pool.acquire() as connection:
-            transaction = connection.transaction()
-            await transaction.start()
-            try:
-                event = await storage.claim_event(connection)
-                if event is None:
-                    await transaction.commit()
-                    return False
-                try:
-                    with tracer.start_as_current_span(
-                        f"billing.webhook {event.event_type}",
-                        context=await self._trace_of_write(connection, event),
-                        kind=trace.SpanKind.CONSUMER,
-                        attributes={
-                            "askvault.workspace_id": event.workspace_id,
-                            "askvault.stripe_event_id": event.event_id,
-                        },
-                    ):
-                        problems = await self._apply(connection, event)
-                    await storage.mark_event_processed(connection, event, "; ".join(problems))
-                except errors.ServiceError as error:
-                    await transaction.rollback()
-                    await self._defer(event, f"{error.reason}: {error.message}")
-                    return True
-                await transaction.commit()
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    await transaction.rollback()
-                raise
-        return True
-
-    async def _trace_of_write(
-        self, connection: Connection, event: storage.StoredEvent
-    ) -> otel_context.Context | None:
-        """The trace of our own write that this event reports (a refund, a plan change, a
-        retried invoice), so that its effects (the confirmation message) join that trace;
-        None for events no write of ours caused."""
-        data = json.loads(event.payload)
-        obj = (data.get("data") or {}).get("object") or {}
-        targets = [
-            str(value)
-            for value in (
-                obj.get("id"),
-                obj.get("charge"),
-                obj.get("subscription"),
-                obj.get("invoice"),
-            )
-            if isinstance(value, str) and value
-        ]
-        carrier = await storage.trace_context_of_targets(connection, event.workspace_id, targets)
-        return propagate.extract(carrier) if carrier else None
-
-    async def _defer(self, event: storage.StoredEvent, reason: str) -> None:
-        delay = min(_BACKOFF_MAX_SECONDS, _BACKOFF_FIRST_SECONDS * 2 ** min(event.attempts, 10))
-        logger.warning(
-            "webhook event deferred",
-            extra={"event_id": event.event_id, "reason": reason, "delay_seconds": delay},
-        )
-        async with self._pool.acquire() as connection:
-            await storage.defer_event(connection, event, delay, reason)
-
-    async def _apply(self, connection: Connection, event: storage.StoredEvent) -> list[str]:
-        """Applies the event; returns the effects that could not happen (recorded as the
-        event's outcome), and raises ServiceError when the event must be tried again."""
-        data = json.loads(event.payload)
-        obj: Json = (data.get("data") or {}).get("object") or {}
-        kind = event.event_type
-        problems: list[str] = []
-        # The mirror first, in the same transaction: processed means mirrored.
-        await self._mirror.take_event(connection, event)
-        if kind.startswith("customer.subscription."):
-            await self._subscription_changed(event, obj, problems)
-        elif kind == "invoice.payment_failed":
-            await self._payment_failed(connection, event, obj, problems)
-        elif kind in ("invoice.payment_succeeded", "invoice.paid"):
-            await self._close_case(connection, event, obj, "recovered", "payment_succeeded")
-        elif kind in ("invoice.voided", "invoice.marked_uncollectible"):
-            await self._close_case(connection, event, obj, "lost", kind.split(".")[1])
-        elif kind == "charge.refunded":
-            await self._refunded(event, obj, problems)
-        # Any other type: acknowledged, ignored.
-        return problems
-
-    # -- subscriptions ---------------------------------------------------------------------
-
-    async def _subscription_changed(
-        self, event: storage.StoredEvent, obj: Json, problems: list[str]
-    ) -> None:
-        customer_id = billing.expandable_id(obj.get("customer"))
-        subscription = obj
-        if event.event_type != "customer.subscription.deleted":
-            # Events arrive in any order and several can share a second: the object as Stripe
-            # holds it now is the newest state, whichever event made us look.
-            account = await self._accounts.account(event.workspace_id)
-            try:
-                subscription = to_json(
-                    await self._gateway.call(
-                        account,
-                        "subscriptions.retrieve",
-                        lambda c: c.v1.subscriptions.retrieve_async(
-                            str(obj["id"]), {"expand": ["items.data.price.product"]}
-                        ),
-                    )
-                )
-            except errors.ServiceError as error:
-                if error.kind is not errors.Kind.NOT_FOUND:
-                    raise
-        replaced = str(
-            (subscription.get("metadata") or {}).get(billing.REPLACES_METADATA_KEY) or ""
-        )
-        if replaced and subscription.get("status") == "active":
-            await self._end_replaced(event, customer_id, str(subscription["id"]), replaced)
-        item = billing.first_item(subscription) or {}
-        price = item.get("price") or {}
-        product = price.get("product") if isinstance(price.get("product"), dict) else None
-        await self._peers.update_tags(
-            tags_request(
-                event.workspace_id,
-                customer_id,
-                subscription,
-                source_time=event.created_at,
-                idempotency_key=f"stripe-event-{event.event_id}-tags",
-            )
-        )
-        if event.event_type == "customer.subscription.deleted":
-            ended = obj.get("ended_at") or obj.get("canceled_at")
-            ended_at = convert.from_unix(int(ended)) if ended else event.created_at
-            await self._notify(
-                event,
-                customer_id,
-                notifier_pb2.TEMPLATE_OFFBOARDING,
-                {
-                    "plan_name": await self._product_name(event.workspace_id, price, product),
-                    "ended_at": display_date(ended_at),
-                },
-                dedup=f"offboarding-{obj.get('id')}",
-                problems=problems,
-            )
-
-    async def _product_name(self, workspace_id: str, price: Json, product: Json | None) -> str:
-        """The plan's name as Stripe holds its product ('' when Stripe has none)."""
-        if product is not None:
-            return str(product.get("name") or "")
-        product_id = billing.expandable_id(price.get("product"))
-        if not product_id.startswith("prod_") or len(product_id) > 255:
-            return ""
-        account = await self._accounts.account(workspace_id)
-        try:
-            found = await self._gateway.call(
-                account,
-                "products.retrieve",
-                lambda c: c.v1.products.retrieve_async(product_id),
-            )
-        except errors.ServiceError as error:
-            if error.kind is not errors.Kind.NOT_FOUND:
-                raise
-            return ""
-        return str(getattr(found, "name", "") or "")
-
-    async def _end_replaced(
-        self, event: storage.StoredEvent, customer_id: str, new_id: str, replaced_id: str
-    ) -> None:
-        """The subscription a resubscription replaces (StartResubscription, under the grant
-        the person confirmed) ends at its period end, now that the new one is active; never
-        another customer's, never twice."""
-        account = await self._accounts.account(event.workspace_id)
-        try:
-            old = to_json(
-                await self._gateway.call(
-                    account,
-                    "subscriptions.retrieve",
-                    lambda c: c.v1.subscriptions.retrieve_async(replaced_id),
-                )
-            )
-        except errors.ServiceError as error:
-            if error.kind is errors.Kind.NOT_FOUND:
-                return
-            raise
-        if (
-            billing.expandable_id(old.get("customer")) != customer_id
-            or old.get("status") == "canceled"
-            or old.get("cancel_at_period_end")
-        ):
-            return
-        await self._gateway.call(
-            account,
-            "subscriptions.update",
-            lambda c: c.v1.subscriptions.update_async(
-                replaced_id,
-                {"cancel_at_period_end": True},
-                {"idempotency_key": f"askvault-replaced-by-{new_id}"},
-            ),
-        )
-        logger.info(
-            "replaced subscription ends at its period end",
-            extra={"subscription_id": replaced_id, "replaced_by": new_id},
-        )
-
-    # -- recovery --------------------------------------------------------------------------
-
-    async def _payment_failed(
-        self,
-        connection: Connection,
-        event: storage.StoredEvent,
-        invoice: Json,
-        problems: list[str],
-    ) -> None:
-        invoice_id = str(invoice.get("id") or "")
-        customer_id = billing.expandable_id(invoice.get("customer"))
-        case = await storage.open_case(
-            connection,
-            workspace_id=event.workspace_id,
-            case_id=ids.new_id("rc"),
-            stripe_customer_id=customer_id,
-            invoice_id=invoice_id,
-            amount_due_minor=int(invoice.get("amount_due") or 0),
-            currency=str(invoice.get("currency") or ""),
-            opened_at=event.created_at,
-        ) or await storage.case_by_invoice(connection, event.workspace_id, invoice_id)
-        assert case is not None
-        attempt = int(invoice.get("attempt_count") or 1)
-        await storage.add_case_event(
-            connection,
-            case,
-            event.created_at,
-            "payment_failed",
-            f"attempt {attempt}",
-            event.event_id,
-        )
-        refused_before = len(problems)
-        # What the customer is told, and the link they follow, come from the invoice as
-        # Stripe holds it, never from the payload: a payload signed with a leaked secret
-        # must not put its own link (or another customer) into a message.
-        authoritative = await self._invoice_from_stripe(event.workspace_id, invoice_id)
-        hosted = str((authoritative or {}).get("hosted_invoice_url") or "")
-        if authoritative is None:
-            problems.append(f"invoice {invoice_id} not found at Stripe: no message")
-        elif billing.expandable_id(authoritative.get("customer")) != customer_id:
-            problems.append(f"invoice {invoice_id} belongs to another customer: no message")
-        elif not hosted:
-            problems.append(f"invoice {invoice_id} has no hosted page at Stripe: no message")
-        else:
-            amount = convert.money(authoritative.get("amount_due"), authoritative.get("currency"))
-            # The notifier's payment_failed template: the three ways out are in the template
-            # itself (retry now, update card, talk to support); the hosted invoice page is
-            # where the card is updated, and stays valid as long as the invoice (a portal
-            # session would expire long before the customer reads the email).
-            await self._notify(
-                event,
-                customer_id,
-                notifier_pb2.TEMPLATE_PAYMENT_FAILED,
-                {
-                    "amount": billing.display_amount(amount.amount_minor, amount.currency),
-                    "update_card_url": hosted,
-                    "invoice_url": hosted,
-                },
-                # One message per failed invoice, however many deliveries or events report it.
-                dedup=f"payment-failed-{invoice_id}",
-                problems=problems,
-            )
-        await storage.add_case_event(
-            connection,
-            case,
-            event.created_at,
-            "message_refused" if len(problems) > refused_before else "message_sent",
-            "PAYMENT_FAILED",
-            event.event_id,
-        )
-
-    async def _invoice_from_stripe(self, workspace_id: str, invoice_id: str) -> Json | None:
-        """The invoice as Stripe holds it now; None when Stripe has no such invoice. Other
-        failures raise, so the event is tried again later."""
-        if not invoice_id.startswith("in_") or len(invoice_id) > 255:
-            return None
-        account = await self._accounts.account(workspace_id)
-        try:
-            return to_json(
-                await self._gateway.call(
-                    account,
-                    "invoices.retrieve",
-                    lambda c: c.v1.invoices.retrieve_async(invoice_id),
-                )
-            )
-        except errors.ServiceError as error:
-            if error.kind is not errors.Kind.NOT_FOUND:
-                raise
-            return None
-
-    async def _close_case(
-        self,
-        connection: Connection,
-        event: storage.StoredEvent,
-        invoice: Json,
-        state: str,
-        kind: str,
-    ) -> None:
-        case = await storage.case_by_invoice(
-            connection, event.workspace_id, str(invoice.get("id") or "")
-        )
-        if case is None:
-            return
-        await storage.add_case_event(connection, case, event.created_at, kind, "", event.event_id)
-        await storage.close_case(connection, case, state, event.created_at)
-
-    async def _refunded(
-        self, event: storage.StoredEvent, charge: Json, problems: list[str]
-    ) -> None:
-        customer_id = billing.expandable_id(charge.get("customer"))
-        if not customer_id:
-            return
-        await self._notify(
-            event,
-            customer_id,
-            notifier_pb2.TEMPLATE_REFUND_CONFIRMATION,
-            {
-                "amount": billing.display_amount(
-                    int(charge.get("amount_refunded") or 0), str(charge.get("currency") or "")
-                ),
-                "reference": str(charge.get("id") or ""),
-            },
-            dedup=f"refund-{event.event_id}",
-            problems=problems,
-        )
-
-    # -- messages --------------------------------------------------------------------------
-
-    async def _notify(
-        self,
-        event: storage.StoredEvent,
-        customer_id: str,
-        template: notifier_pb2.Template.ValueType,
-        variables: dict[str, str],
-        *,
-        dedup: str,
-        problems: list[str],
-    ) -> None:
-        """One message per linked contact (see ``Notices``); what the notifier refuses for
-        good is added to ``problems`` (the event's outcome) instead of retried forever."""
-        refused = await self._notices.send(
-            event.workspace_id,
-            customer_id,
-            template,
-            variables,
-            dedup=dedup,
-            log_fields={"event_id": event.event_id, "event_type": event.event_type},
-        )
-        problems.extend(refused)

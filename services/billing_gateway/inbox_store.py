@@ -1,0 +1,125 @@
+"""The webhook inbox's batch statements (queries.sql): claim a batch, finish a batch, the trace
+contexts of a batch, and a failed payment's case in one statement."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from billing_gateway.storage import StoredEvent, queries
+from runtime.database import Connection
+
+# An event's outcome and last error are kept to this many characters.
+_TEXT_LIMIT = 500
+
+
+@dataclass(frozen=True)
+class Finished:
+    """What became of one claimed event: processed (``delay_seconds`` None, with the effects
+    that could not happen as its outcome), or deferred by ``delay_seconds`` with ``error``."""
+
+    event: StoredEvent
+    outcome: str = ""
+    delay_seconds: float | None = None
+    error: str = ""
+
+
+async def claim_events(connection: Connection, limit: int) -> list[StoredEvent]:
+    """Up to ``limit`` due unprocessed events, locked until the transaction ends (skipping
+    those another worker or replica holds). Call inside a transaction."""
+    rows = await connection.fetch(queries.claim_events, limit)
+    return [
+        StoredEvent(
+            row["workspace_id"],
+            row["event_id"],
+            row["event_type"],
+            row["event_created_at"],
+            bytes(row["payload"]),
+            row["attempts"],
+        )
+        for row in rows
+    ]
+
+
+async def lock_objects(connection: Connection, keys: Sequence[str]) -> set[str]:
+    """Takes the transaction-scoped lock of each key that no other transaction holds; the
+    keys now held (a key this transaction already holds counts)."""
+    if not keys:
+        return set()
+    rows = await connection.fetch(queries.lock_event_objects, sorted(set(keys)))
+    return {str(row["key"]) for row in rows}
+
+
+async def lock_event(connection: Connection, workspace_id: str, event_id: str) -> bool:
+    """Locks the event while it is unprocessed and unclaimed; False otherwise."""
+    return bool(await connection.fetchval(queries.lock_unprocessed_event, workspace_id, event_id))
+
+
+async def finish_events(connection: Connection, finished: Sequence[Finished]) -> None:
+    """Marks every event processed or deferred, in one statement (in the claim's transaction:
+    committed together with the events' local effects)."""
+    if not finished:
+        return
+    await connection.execute(
+        queries.finish_events,
+        [item.event.workspace_id for item in finished],
+        [item.event.event_id for item in finished],
+        [item.outcome[:_TEXT_LIMIT] for item in finished],
+        [item.delay_seconds for item in finished],
+        [item.error[:_TEXT_LIMIT] for item in finished],
+    )
+
+
+async def trace_contexts(
+    connection: Connection, targets: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], tuple[datetime, dict[str, str]]]:
+    """(workspace, Stripe object id) -> when the newest recent operation of ours on that
+    object was made, and its trace context; objects without one are absent."""
+    if not targets:
+        return {}
+    rows = await connection.fetch(
+        queries.trace_contexts_of_targets,
+        [workspace_id for workspace_id, _ in targets],
+        [target_id for _, target_id in targets],
+    )
+    newest: dict[tuple[str, str], tuple[datetime, dict[str, str]]] = {}
+    for row in rows:
+        key = (str(row["workspace_id"]), str(row["target_id"]))
+        held = newest.get(key)
+        if held is None or row["created_at"] > held[0]:
+            newest[key] = (row["created_at"], dict(json.loads(row["trace_context"])))
+    return newest
+
+
+async def record_payment_failed(
+    connection: Connection,
+    *,
+    workspace_id: str,
+    case_id: str,
+    stripe_customer_id: str,
+    invoice_id: str,
+    amount_due_minor: int,
+    currency: str,
+    occurred_at: datetime,
+    source_id: str,
+    entries: Sequence[tuple[str, str]],
+) -> str | None:
+    """Opens the invoice's case unless it has one, and appends ``entries`` (kind, detail) to
+    its timeline once per source; the case id, or None when the case was opened by a
+    transaction not visible to this statement (the caller then uses the slower path)."""
+    found = await connection.fetchval(
+        queries.record_payment_failed,
+        workspace_id,
+        case_id,
+        stripe_customer_id,
+        invoice_id,
+        amount_due_minor,
+        currency,
+        occurred_at,
+        source_id,
+        [kind for kind, _ in entries],
+        [detail for _, detail in entries],
+    )
+    return str(found) if found is not None else None
