@@ -126,7 +126,13 @@ class PooledConnection(asyncpg.Connection):
 async def create_pool(
     dsn: str, schema: str, *, min_size: int = 1, max_size: int = 10
 ) -> asyncpg.Pool:
-    """A pool whose connections see the service's schema first on their search path."""
+    """A pool whose connections see the service's schema first on their search path.
+
+    A released connection is not sent asyncpg's reset query (advisory unlock, CLOSE ALL,
+    UNLISTEN, RESET ALL): one round trip and one transaction per release, for session state
+    no service keeps on a pooled connection (advisory locks are transaction-scoped, nothing
+    listens, nothing SETs beyond a transaction, no cursor outlives one). asyncpg still rolls
+    back a transaction left open and drops listeners before the connection is reused."""
     pool = await asyncpg.create_pool(
         dsn,
         connection_class=PooledConnection,
@@ -135,9 +141,14 @@ async def create_pool(
         timeout=5.0,
         command_timeout=30.0,
         server_settings={"search_path": f"{schema},public", "application_name": schema},
+        reset=_keep_session,
     )
     assert pool is not None
     return pool
+
+
+async def _keep_session(connection: asyncpg.Connection) -> None:
+    """The pool's reset: nothing beyond asyncpg's own rollback of an open transaction."""
 
 
 class Queries:

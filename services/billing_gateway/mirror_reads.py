@@ -80,10 +80,12 @@ async def subscription(
         return None
     reader = _Reader(connection, workspace_id, freshness, now)
     try:
-        customer = await reader.get(mirroring.CUSTOMER, customer_id)
-        rows = await storage.mirrored_of_customer(
-            connection, workspace_id, mirroring.SUBSCRIPTION, customer_id, storage.MirrorQuery()
+        if not customer_id:
+            raise _Miss
+        held_customer, rows = await storage.customer_and_objects(
+            connection, workspace_id, customer_id, mirroring.SUBSCRIPTION
         )
+        customer = reader.use(held_customer)
         subscriptions = [reader.use(row) for row in rows]
         if subscription_id:
             chosen = next((s for s in subscriptions if s.get("id") == subscription_id), None)

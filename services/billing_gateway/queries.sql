@@ -257,6 +257,21 @@ WHERE workspace_id = $1 AND object_type = $2 AND customer_id = $3 AND NOT delete
 ORDER BY created DESC, object_id DESC
 LIMIT $9;
 
+-- name: customer_and_objects
+-- get_mirrored of the customer ($2; deleted or not) and mirrored_of_customer of its objects of
+-- one type ($3; not deleted, newest first, at most $4), in one statement: the customer's row
+-- first (part 0), then the objects (part 1).
+SELECT * FROM (
+    (SELECT 0 AS part, * FROM stripe_objects
+     WHERE workspace_id = $1 AND object_type = 'customer' AND object_id = $2)
+    UNION ALL
+    (SELECT 1 AS part, * FROM stripe_objects
+     WHERE workspace_id = $1 AND object_type = $3 AND customer_id = $2 AND NOT deleted
+     ORDER BY created DESC, object_id DESC
+     LIMIT $4)
+) found
+ORDER BY part, created DESC, object_id DESC;
+
 -- name: mirrored_of_type
 SELECT * FROM stripe_objects
 WHERE workspace_id = $1 AND object_type = $2 AND NOT deleted

@@ -645,6 +645,18 @@ async def mirrored_of_customer(
     return [_mirrored(row) for row in rows]
 
 
+async def customer_and_objects(
+    connection: Connection, workspace_id: str, customer_id: str, object_type: str, limit: int = 100
+) -> tuple[MirroredObject | None, list[MirroredObject]]:
+    """``get_mirrored`` of the customer (deleted or not) and ``mirrored_of_customer`` of its
+    objects of one type (not deleted, newest first, at most ``limit``), in one query."""
+    rows = await connection.fetch(
+        queries.customer_and_objects, workspace_id, customer_id, object_type, limit
+    )
+    customer = _mirrored(rows[0]) if rows and rows[0]["part"] == 0 else None
+    return customer, [_mirrored(row) for row in rows if row["part"] == 1]
+
+
 async def mirrored_of_type(
     connection: Connection, workspace_id: str, object_type: str
 ) -> list[MirroredObject]:

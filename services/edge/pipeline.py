@@ -112,25 +112,19 @@ async def handle(deps: TurnDeps, request: Request) -> Reply:
             request.workspace_id, verified[0].contact_id, verified[0].stripe_customer_id
         )
     contact_id = verified[0].contact_id if verified is not None else ""
-    async with deps.pool.acquire() as connection, connection.transaction():
-        owner = await storage.claim_conversation(
+    async with deps.pool.acquire() as connection:
+        claimed = await storage.claim_with_visitor_line(
             connection,
             request.workspace_id,
             request.conversation_id,
             request.channel,
             contact_id,
-        )
-        if owner and owner != contact_id:
-            raise ConversationNotOwned(request.conversation_id)
-        await storage.append_message(
-            connection,
-            request.workspace_id,
-            request.conversation_id,
-            "visitor",
             text,
             parsed.intent.value,
             verified=verified is not None,
         )
+    if not claimed:
+        raise ConversationNotOwned(request.conversation_id)
     if verified is None:
         reply = await handoff.unverified(deps, request, parsed)
     else:

@@ -9,6 +9,27 @@ DO UPDATE SET updated_at = now(),
                                 ELSE conversations.contact_id END
 RETURNING contact_id;
 
+-- name: claim_conversation_with_visitor_line
+-- claim_conversation and append_message of the visitor's line in one statement: the line is
+-- stored only when the conversation is unowned or already this contact's ($4; '' for a
+-- visitor nobody verified). Returns whether it was; false (nothing changed) when the
+-- conversation belongs to another contact.
+WITH claimed AS (
+    INSERT INTO conversations (workspace_id, conversation_id, channel, contact_id)
+    VALUES ($1, $2, $3, $4)
+    ON CONFLICT (workspace_id, conversation_id)
+    DO UPDATE SET updated_at = now(),
+                  contact_id = CASE WHEN conversations.contact_id = '' THEN EXCLUDED.contact_id
+                                    ELSE conversations.contact_id END
+    WHERE conversations.contact_id IN ('', EXCLUDED.contact_id)
+    RETURNING workspace_id, conversation_id
+), appended AS (
+    INSERT INTO messages (workspace_id, conversation_id, author, text, intent, verified)
+    SELECT workspace_id, conversation_id, 'visitor', $5::text, $6::text, $7::boolean
+    FROM claimed
+)
+SELECT EXISTS (SELECT 1 FROM claimed);
+
 -- name: append_message
 INSERT INTO messages (workspace_id, conversation_id, author, text, intent, verified)
 VALUES ($1, $2, $3, $4, $5, $6);

@@ -15,10 +15,11 @@ from dataclasses import dataclass
 import asyncpg
 import uvicorn
 
-from edge import mcp_server, ratelimit
+from edge import ratelimit
 from edge.access import ContentAccess
 from edge.confirmations import Confirmations
 from edge.http_api import Edge, build_app
+from edge.mcp_endpoint import McpEndpoint
 from edge.peers import Peers
 from edge.pipeline import Engine
 from edge.settings import EdgeSettings
@@ -44,8 +45,7 @@ class RunningEdge:
     port: int
     _serving: asyncio.Task[None]
     _probe: DatabaseProbe
-    _mcp: asyncio.Task[None]
-    _mcp_stop: asyncio.Event
+    _mcp: McpEndpoint
     _settings: EdgeSettings
 
     @property
@@ -69,8 +69,7 @@ class RunningEdge:
         if not done:
             self.server.force_exit = True
             await tasks.finish(self._serving)
-        self._mcp_stop.set()
-        await tasks.finish(self._mcp)
+        await self._mcp.stop()
         await self._probe.stop()
         await tasks.bounded(self.peers.close(), tasks.STOP_STEP_SECONDS, "edge channels")
         await close_pool(self.pool)
@@ -84,28 +83,11 @@ async def start(settings: EdgeSettings) -> RunningEdge:
     engine = Engine(settings, pool, peers, limits=ratelimit.TurnLimits.from_settings(settings))
     edge = Edge(settings, engine, peers, pool)
     confirmations = Confirmations(edge)
-    manager, mcp_app = mcp_server.build(edge, confirmations)
-    # The manager's task group must be entered and left by one task: it gets its own.
-    mcp_stop = asyncio.Event()
-    mcp_started = asyncio.Event()
-
-    async def run_mcp() -> None:
-        async with manager.run():
-            mcp_started.set()
-            await mcp_stop.wait()
-
-    mcp_task = asyncio.create_task(run_mcp(), name="edge-mcp")
-    started_waiter = asyncio.ensure_future(mcp_started.wait())
-    # A manager that fails to start ends its task instead of setting the event.
-    await asyncio.wait({started_waiter, mcp_task}, return_when=asyncio.FIRST_COMPLETED)
-    if not mcp_started.is_set():
-        await tasks.finish(started_waiter)
-        await pool.close()
-        await mcp_task  # raises the manager's error
-        raise RuntimeError("the MCP session manager stopped at start")
+    # Started on the first MCP request (the SDK is imported then, not here).
+    mcp = McpEndpoint(edge, confirmations)
     whatsapp = WhatsAppWebhook(edge)
     access = ContentAccess(edge)
-    app = build_app(edge, mcp_app, [*confirmations.routes(), *whatsapp.routes(), *access.routes()])
+    app = build_app(edge, mcp, [*confirmations.routes(), *whatsapp.routes(), *access.routes()])
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((settings.http_host, settings.http_port))
@@ -116,7 +98,7 @@ async def start(settings: EdgeSettings) -> RunningEdge:
         app,
         log_config=None,
         access_log=False,
-        # No ASGI lifespan: ``start`` runs the MCP manager itself, and uvicorn skips the
+        # No ASGI lifespan: the MCP endpoint runs its manager itself, and uvicorn skips the
         # lifespan's shutdown on a forced exit (a drain past its grace), which would leave
         # its lifespan task waiting for ever.
         lifespan="off",
@@ -148,7 +130,6 @@ async def start(settings: EdgeSettings) -> RunningEdge:
         port,
         serving,
         probe,
-        mcp_task,
-        mcp_stop,
+        mcp,
         settings,
     )

@@ -58,6 +58,33 @@ async def claim_conversation(
     return owner
 
 
+async def claim_with_visitor_line(
+    connection: Connection,
+    workspace_id: str,
+    conversation_id: str,
+    channel: str,
+    contact_id: str,
+    text: str,
+    intent: str,
+    *,
+    verified: bool,
+) -> bool:
+    """``claim_conversation`` and ``append_message`` of the visitor's (redacted) line, in one
+    statement: False, and nothing changed, when the conversation belongs to another contact
+    than ``contact_id`` ('' for a visitor nobody verified)."""
+    claimed: bool = await connection.fetchval(
+        queries.claim_conversation_with_visitor_line,
+        workspace_id,
+        conversation_id,
+        channel,
+        contact_id,
+        text,
+        intent,
+        verified,
+    )
+    return claimed
+
+
 async def append_message(
     connection: Connection,
     workspace_id: str,
