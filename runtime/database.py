@@ -108,21 +108,6 @@ async def migrate_url(dsn: str, schema: str, package: str) -> list[int]:
         await connection.close()
 
 
-class PooledConnection(asyncpg.Connection):
-    """A pool's connection that is handed back without a reset round trip.
-
-    asyncpg resets a released connection with ``pg_advisory_unlock_all(); CLOSE ALL;
-    UNLISTEN *; RESET ALL`` (one more round trip per acquire, about a tenth of a busy
-    service's CPU). The services keep no session state on pooled connections: advisory
-    locks are transaction-scoped (``pg_try_advisory_xact_lock``), settings are ``SET LOCAL``,
-    cursors live inside transactions, nothing LISTENs (the migration lock is taken and
-    released on its own connection). An open transaction is still rolled back on release:
-    asyncpg always does that, whatever this query is."""
-
-    def get_reset_query(self) -> str:
-        return ""
-
-
 async def create_pool(
     dsn: str, schema: str, *, min_size: int = 1, max_size: int = 10
 ) -> asyncpg.Pool:
@@ -135,7 +120,6 @@ async def create_pool(
     back a transaction left open and drops listeners before the connection is reused."""
     pool = await asyncpg.create_pool(
         dsn,
-        connection_class=PooledConnection,
         min_size=min_size,
         max_size=max_size,
         timeout=5.0,
