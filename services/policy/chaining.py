@@ -172,7 +172,8 @@ def with_unchained(result: audit.Verification, status: Unchained) -> audit.Verif
 
 
 class ChainWorker:
-    """Runs ``chain_pass`` every ``interval_seconds`` (sooner while a pass fills batches)."""
+    """Runs ``chain_pass`` every ``interval_seconds`` (at least _RETRY_AFTER_ERROR_SECONDS
+    apart after a failed pass)."""
 
     def __init__(
         self, pool: asyncpg.Pool, keys: audit.MacKeys, interval_seconds: float, batch_size: int
