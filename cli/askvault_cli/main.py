@@ -36,6 +36,13 @@ app = typer.Typer(
         "escalations, audit log, recovery, messages, secrets and workspace settings. It calls "
         "the services' admin RPCs with your admin credential."
     ),
+    epilog=(
+        "Services: ASKVAULT_IDENTITY_ADDR, ASKVAULT_POLICY_ADDR, ASKVAULT_BILLING_GATEWAY_ADDR, "
+        "ASKVAULT_NOTIFIER_ADDR (host:port; default the local stack's 127.0.0.1:50061-50064). "
+        "Exit codes: 0 ok, 1 refused or failed, 2 usage, 3 no credential, 4 credential expired "
+        "or invalid, 5 not an admin of the workspace, 6 service unreachable, 7 invalid argument, "
+        "8 not found, 9 conflicts with the current state."
+    ),
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -66,9 +73,7 @@ def main(
     ] = False,
     timeout: Annotated[
         float,
-        typer.Option(
-            envvar=settings.TIMEOUT_ENV, min=0.1, help="Seconds each call may take [env]."
-        ),
+        typer.Option(envvar=settings.TIMEOUT_ENV, min=0.1, help="Seconds each call may take."),
     ] = settings.DEFAULT_TIMEOUT_SECONDS,
     ca_file: Annotated[
         str | None,
@@ -78,9 +83,7 @@ def main(
         ),
     ] = None,
 ) -> None:
-    """Service addresses: ASKVAULT_IDENTITY_ADDR, ASKVAULT_POLICY_ADDR,
-    ASKVAULT_BILLING_GATEWAY_ADDR, ASKVAULT_NOTIFIER_ADDR (host:port; default the local
-    stack's ports 50061-50064)."""
+    """The global options; the session is made here and closed after the command."""
     options = settings.Options(
         token=token,
         token_file=token_file,
@@ -94,8 +97,8 @@ def main(
     ctx.call_on_close(admin.close)
 
 
-billing.register(app)
 login_commands.register(app)
+billing.register(app)
 app.add_typer(bounds.app, name="bounds")
 app.add_typer(bounds.confirmation_app, name="confirmation")
 app.add_typer(escalations.app, name="escalations")

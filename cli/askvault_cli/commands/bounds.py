@@ -248,6 +248,16 @@ def propose(
     """Propose new bounds: the bounds in force with the given changes. Applied at once,
     unless a bound loosens past its default: then a second admin approves."""
     session = admin(ctx)
+    # Options first: a malformed one fails before any call.
+    new_caps = [
+        (text.partition("=")[0].strip().lower(), parse_cap(text)) for text in refund_cap or []
+    ]
+    if any_price and self_serve_price:
+        raise CliError(
+            "--any-price and --self-serve-price exclude each other",
+            ExitCode.USAGE,
+            reason="INVALID_OPTION",
+        )
     if from_json is not None:
         bounds = policy_pb2.Bounds()
         try:
@@ -259,9 +269,7 @@ def propose(
     else:
         bounds, _ = current_bounds(session)
     caps = {cap.currency.lower(): cap for cap in bounds.refund_caps}
-    for text in refund_cap or []:
-        code = text.partition("=")[0].strip().lower()
-        cap = parse_cap(text)
+    for code, cap in new_caps:
         if cap is None:
             caps.pop(code, None)
         else:
@@ -281,12 +289,6 @@ def propose(
         bounds.counter_period = _PERIODS[counter_period]
     if time_zone is not None:
         bounds.time_zone = time_zone
-    if any_price and self_serve_price:
-        raise CliError(
-            "--any-price and --self-serve-price exclude each other",
-            ExitCode.USAGE,
-            reason="INVALID_OPTION",
-        )
     if any_price or self_serve_price:
         del bounds.self_serve_price_ids[:]
         bounds.self_serve_price_ids.extend(self_serve_price or [])
