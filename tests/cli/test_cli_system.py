@@ -355,6 +355,30 @@ async def test_login_local_stores_a_private_credential(
     assert logged_out.exit_code == 0 and not token_file.exists()
 
 
+async def test_confirmation_flags_go_through_the_bounds_flow(cli_system: CliSystem) -> None:
+    ana = cli_system.token("admin-ana")
+    ben = cli_system.token("admin-ben")
+    off = await cli_system.run("--json", "confirmation", "off", token=ana)
+    change = _json(off)
+    assert "waive" not in off.stdout and "confirm every money action" in off.stderr
+    assert change["proposed"]["confirm_refunds"] is False
+    if change["state"] == "BOUNDS_CHANGE_STATE_PENDING":
+        _json(await cli_system.run("--json", "bounds", "approve", change["change_id"], token=ben))
+    flags = _json(await cli_system.run("--json", "confirmation", "get", token=ana))
+    assert flags == {
+        "confirm_refunds": False,
+        "confirm_plan_changes": False,
+        "every_money_action_confirmed": True,
+    }
+    on = _json(await cli_system.run("--json", "confirmation", "on", token=ana))
+    # Turning them on loosens nothing (a bound loosened earlier still counts as loosened).
+    assert not any(name.startswith("confirm") for name in on["loosened_fields"]), on
+    if on["state"] == "BOUNDS_CHANGE_STATE_PENDING":
+        _json(await cli_system.run("--json", "bounds", "approve", on["change_id"], token=ben))
+    flags = _json(await cli_system.run("--json", "confirmation", "get", token=ben))
+    assert flags["confirm_refunds"] is True and flags["confirm_plan_changes"] is True
+
+
 async def test_the_installed_command(cli_system: CliSystem) -> None:
     executable = Path(sys.executable).parent / "askvault"
     assert executable.exists(), "make venv installs .venv/bin/askvault"
