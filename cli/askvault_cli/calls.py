@@ -130,6 +130,8 @@ def explain(error: grpc.RpcError, service: str, target: str, workspace: str) -> 
     exit_code = _EXIT_CODES.get(code, ExitCode.ERROR)
     if code == grpc.StatusCode.UNAVAILABLE and not reason:
         message = f"{service} is unreachable at {target} ({details or 'connection failed'})"
+    elif code == grpc.StatusCode.UNIMPLEMENTED:
+        message = f"{service} at {target} does not offer this RPC yet (an older version?)"
     elif code == grpc.StatusCode.DEADLINE_EXCEEDED and not reason:
         message = f"{service} at {target} did not answer in time"
     elif reason == "SERVICE_CREDENTIAL_REQUIRED" or reason == "CALLER_NOT_ALLOWED":

@@ -80,7 +80,8 @@ def connect_stripe(
 
 def webhook_check(ctx: typer.Context) -> None:
     """Whether the webhook endpoint is registered, enabled and delivering: events in the
-    last 24 hours, the last processing error, the signing secrets."""
+    last 24 hours, the last processing error, the signing secrets. Exit code 1 when it is
+    not registered, disabled or misses event types."""
     session = admin(ctx)
     answer = session.call(
         session.billing.CheckWebhookSetup,
@@ -111,9 +112,21 @@ def webhook_check(ctx: typer.Context) -> None:
         )
 
     output.show(session.options.json_output, answer, render)
-    healthy = answer.registered and answer.enabled and not answer.missing_event_types
-    if not healthy:
-        output.note("the webhook endpoint is not fully set up (see above)")
+    problems = [
+        *([] if answer.registered else ["not registered in Stripe"]),
+        *([] if answer.enabled or not answer.registered else ["disabled"]),
+        *(
+            [f"missing events {', '.join(answer.missing_event_types)}"]
+            if answer.missing_event_types
+            else []
+        ),
+    ]
+    if problems:
+        raise CliError(
+            f"the webhook endpoint of {session.workspace} is not set up: {'; '.join(problems)}",
+            ExitCode.ERROR,
+            reason="WEBHOOK_NOT_SET_UP",
+        )
 
 
 @webhook_secret_app.command("retire")
