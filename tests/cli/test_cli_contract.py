@@ -1,7 +1,7 @@
 """escalations approve / deny and messages resend, up to the contract: the billing gateway's
 CarryOutEscalation / DeclineEscalation and the notifier's ResendMessage are being built on
-other branches, so these tests serve the RPCs from a recording servicer of the generated
-base classes and check what the CLI sends (the admin's bearer and no service credential,
+other branches, so these tests serve those RPCs alone (generated messages, a gRPC server
+that records each request) and check what the CLI sends (the admin's bearer and no service credential,
 the workspace, an idempotency key: fresh by default, the given one when a script passes it)
 and how it reads each outcome. The end-to-end approval runs once those RPCs are merged."""
 
@@ -18,8 +18,8 @@ import grpc
 import pytest
 from typer.testing import CliRunner, Result
 
-from askvault.billing.v1 import billing_pb2, billing_pb2_grpc
-from askvault.notifier.v1 import notifier_pb2, notifier_pb2_grpc
+from askvault.billing.v1 import billing_pb2
+from askvault.notifier.v1 import notifier_pb2
 from askvault_cli.main import app
 from runtime import service_auth, testing
 
@@ -38,7 +38,7 @@ class Recorded:
         self.metadata.append({key: str(value) for key, value in context.invocation_metadata()})
 
 
-class Billing(billing_pb2_grpc.BillingGatewayServiceServicer):
+class Billing:
     def __init__(self, recorded: Recorded) -> None:
         self.recorded = recorded
 
@@ -69,7 +69,7 @@ class Billing(billing_pb2_grpc.BillingGatewayServiceServicer):
         )
 
 
-class Notifier(notifier_pb2_grpc.NotifierServiceServicer):
+class Notifier:
     def __init__(self, recorded: Recorded) -> None:
         self.recorded = recorded
 
@@ -86,6 +86,21 @@ class Notifier(notifier_pb2_grpc.NotifierServiceServicer):
                 channel=notifier_pb2.CHANNEL_EMAIL,
             )
         )
+
+
+def _handlers(service: str, methods: dict[str, tuple[Any, Any]]) -> Any:
+    """Only the RPCs under test (the others answer UNIMPLEMENTED, as a server lacking them)."""
+    return grpc.method_handlers_generic_handler(
+        service,
+        {
+            name: grpc.unary_unary_rpc_method_handler(
+                handler,
+                request_deserializer=request_type.FromString,
+                response_serializer=lambda message: message.SerializeToString(),
+            )
+            for name, (handler, request_type) in methods.items()
+        },
+    )
 
 
 @dataclass
@@ -110,8 +125,28 @@ class Served:
 async def served(tmp_path: Path) -> AsyncIterator[Served]:
     recorded = Recorded()
     server = grpc.aio.server()
-    billing_pb2_grpc.add_BillingGatewayServiceServicer_to_server(Billing(recorded), server)
-    notifier_pb2_grpc.add_NotifierServiceServicer_to_server(Notifier(recorded), server)
+    billing, notifier = Billing(recorded), Notifier(recorded)
+    server.add_generic_rpc_handlers(
+        (
+            _handlers(
+                billing_pb2.DESCRIPTOR.services_by_name["BillingGatewayService"].full_name,
+                {
+                    "CarryOutEscalation": (
+                        billing.CarryOutEscalation,
+                        billing_pb2.CarryOutEscalationRequest,
+                    ),
+                    "DeclineEscalation": (
+                        billing.DeclineEscalation,
+                        billing_pb2.DeclineEscalationRequest,
+                    ),
+                },
+            ),
+            _handlers(
+                notifier_pb2.DESCRIPTOR.services_by_name["NotifierService"].full_name,
+                {"ResendMessage": (notifier.ResendMessage, notifier_pb2.ResendMessageRequest)},
+            ),
+        )
+    )
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     try:
