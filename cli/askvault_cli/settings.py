@@ -87,39 +87,49 @@ class Options:
         return workspace
 
     def credential(self) -> str:
-        """The admin credential: --token, $ASKVAULT_ADMIN_TOKEN, --token-file,
-        $ASKVAULT_ADMIN_TOKEN_FILE, then the one `askvault login` stored. An expired one is
+        """The admin credential, the first of: --token, --token-file, $ASKVAULT_ADMIN_TOKEN,
+        $ASKVAULT_ADMIN_TOKEN_FILE, the one `askvault login` stored. An expired one is
         refused here, before any call."""
-        token = self.token or os.environ.get(TOKEN_ENV, "")
-        source = "--token" if self.token else TOKEN_ENV
+        token, source = self._given()
         if not token:
-            path = self.token_file or _path_or_none(os.environ.get(TOKEN_FILE_ENV))
-            if path is None and stored_token_file().exists():
-                path = stored_token_file()
-            if path is None:
-                raise CliError(
-                    "no admin credential: pass --token or --token-file, set "
-                    f"{TOKEN_ENV}, or run `askvault login`",
-                    ExitCode.NO_CREDENTIALS,
-                    reason="NO_CREDENTIALS",
-                )
-            try:
-                token = path.read_text().strip()
-            except OSError as error:
-                raise CliError(
-                    f"cannot read the admin credential from {path}: {error.strerror}",
-                    ExitCode.NO_CREDENTIALS,
-                    reason="NO_CREDENTIALS",
-                ) from None
-            source = str(path)
-            if not token:
-                raise CliError(
-                    f"the admin credential file {path} is empty",
-                    ExitCode.NO_CREDENTIALS,
-                    reason="NO_CREDENTIALS",
-                )
+            raise CliError(
+                f"the admin credential from {source} is empty",
+                ExitCode.NO_CREDENTIALS,
+                reason="NO_CREDENTIALS",
+            )
         _refuse_expired(token, source)
         return token
+
+    def _given(self) -> tuple[str, str]:
+        """(the credential, where it came from)."""
+        if self.token:
+            return self.token, "--token"
+        if self.token_file is not None:
+            return _read(self.token_file), str(self.token_file)
+        if os.environ.get(TOKEN_ENV):
+            return os.environ[TOKEN_ENV], TOKEN_ENV
+        path = _path_or_none(os.environ.get(TOKEN_FILE_ENV))
+        if path is None and stored_token_file().exists():
+            path = stored_token_file()
+        if path is None:
+            raise CliError(
+                "no admin credential: pass --token or --token-file, set "
+                f"{TOKEN_ENV}, or run `askvault login`",
+                ExitCode.NO_CREDENTIALS,
+                reason="NO_CREDENTIALS",
+            )
+        return _read(path), str(path)
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except OSError as error:
+        raise CliError(
+            f"cannot read the admin credential from {path}: {error.strerror}",
+            ExitCode.NO_CREDENTIALS,
+            reason="NO_CREDENTIALS",
+        ) from None
 
 
 def _path_or_none(value: str | None) -> Path | None:

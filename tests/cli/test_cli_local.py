@@ -124,3 +124,20 @@ def test_docs_hold_the_current_help() -> None:
     """docs/cli.md shows every command's help as it is (python -m askvault_cli.helpdoc)."""
     assert helpdoc.current(helpdoc.DOC.read_text()) == helpdoc.render().strip("\n")
     assert "askvault escalations approve --help" in helpdoc.DOC.read_text()
+
+
+def test_options_beat_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(settings.CONFIG_DIR_ENV, str(tmp_path / "askvault"))
+    settings.store_token("from.stored")
+    assert settings.Options().credential() == "from.stored"
+    given = tmp_path / "token"
+    given.write_text("from.file\n")
+    monkeypatch.setenv(settings.TOKEN_FILE_ENV, str(given))
+    assert settings.Options().credential() == "from.file"
+    monkeypatch.setenv(settings.TOKEN_ENV, "from.env")
+    assert settings.Options().credential() == "from.env"
+    assert settings.Options(token_file=given).credential() == "from.file"
+    assert settings.Options(token="from.flag", token_file=given).credential() == "from.flag"
+    monkeypatch.setenv(settings.WORKSPACE_ENV, "ws_env")
+    assert settings.Options().workspace_id() == "ws_env"
+    assert settings.Options(workspace="ws_flag").workspace_id() == "ws_flag"
