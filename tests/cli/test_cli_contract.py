@@ -1,9 +1,10 @@
 """escalations approve / deny and messages resend, up to the contract: the billing gateway's
 CarryOutEscalation / DeclineEscalation and the notifier's ResendMessage are being built on
 other branches, so these tests serve those RPCs alone (generated messages, a gRPC server
-that records each request) and check what the CLI sends (the admin's bearer and no service credential,
-the workspace, an idempotency key: fresh by default, the given one when a script passes it)
-and how it reads each outcome. The end-to-end approval runs once those RPCs are merged."""
+that records each request) and check what the CLI sends (the admin's bearer and no service
+credential, the workspace, an idempotency key: fresh by default, the given one when a script
+passes it) and how it reads each outcome. The end-to-end approval runs once those RPCs are
+merged."""
 
 from __future__ import annotations
 
