@@ -158,7 +158,7 @@ async def test_an_escalated_refund_is_in_the_inbox_and_the_audit_log(
 )
 async def test_messages_list_shows_the_workspace_outbox(cli_system: CliSystem) -> None:
     token = cli_system.token("admin-eve")
-    answer = await cli_system.turn("alice", "I want to talk to a human", conversation="cli-human")
+    answer = await cli_system.turn("alice", "talk to a human", conversation="cli-human")
     assert answer["escalated"] is True, answer
 
     async def handoffs() -> list[dict[str, Any]]:
@@ -377,6 +377,50 @@ async def test_confirmation_flags_go_through_the_bounds_flow(cli_system: CliSyst
         _json(await cli_system.run("--json", "bounds", "approve", on["change_id"], token=ben))
     flags = _json(await cli_system.run("--json", "confirmation", "get", token=ben))
     assert flags["confirm_refunds"] is True and flags["confirm_plan_changes"] is True
+
+
+@pytest.mark.xfail(
+    reason="CarryOutEscalation / DeclineEscalation are being implemented on another branch "
+    "(esc-core); tests/cli/test_cli_contract.py covers the CLI's side until then",
+    strict=False,
+)
+async def test_an_escalated_refund_is_approved_once_and_a_hand_off_denied(
+    cli_system: CliSystem,
+) -> None:
+    token = cli_system.token("admin-ana")
+    stripe = cli_system.system.stripe_client(seed.DEMO_API_KEY)
+    alice = cli_system.summary["customers"]["alice@example.com"]
+    oldest = alice["charges"][0]
+    asked = await cli_system.turn("alice", f"refund {oldest}", conversation="cli-approve")
+    assert asked["escalated"] is True, asked
+    escalation_id = asked["escalation_id"]
+
+    args = ("--json", "escalations", "approve", escalation_id, "--idempotency-key", "cli-ap")
+    approved = _json(await cli_system.run(*args, token=token))
+    assert approved["outcome"] == "ESCALATION_OUTCOME_EXECUTED", approved
+    assert approved["stripe_object_id"].startswith("re_")
+    # A script that retries with its key gets the same answer and refunds nothing more.
+    assert _json(await cli_system.run(*args, token=token)) == approved
+    refunds = await stripe.v1.refunds.list_async({"charge": oldest})
+    assert [refund.id for refund in refunds.data] == [approved["stripe_object_id"]]
+    shown = _json(await cli_system.run("--json", "escalations", "show", escalation_id, token=token))
+    assert shown["state"] == "ESCALATION_STATE_EXECUTED"
+    assert shown["decided_by"] == "admin-ana"
+
+    handoff = await cli_system.turn("alice", "talk to a human", conversation="cli-deny")
+    assert handoff["escalated"] is True, handoff
+    denied = _json(
+        await cli_system.run(
+            "--json", "escalations", "deny", handoff["escalation_id"],
+            "--reason", "We answered by email.", token=token,
+        )
+    )  # fmt: skip
+    assert denied["outcome"] == "ESCALATION_OUTCOME_DECLINED"
+    shown = _json(
+        await cli_system.run("--json", "escalations", "show", handoff["escalation_id"], token=token)
+    )
+    assert shown["state"] == "ESCALATION_STATE_REJECTED"
+    assert shown["decision_note"] == "We answered by email."
 
 
 async def test_the_installed_command(cli_system: CliSystem) -> None:
