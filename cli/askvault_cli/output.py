@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from google.protobuf import duration_pb2, json_format, timestamp_pb2
@@ -51,11 +51,17 @@ def show(
         render()
 
 
-def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
-    """A table of rows (every cell shown as text)."""
+def table(
+    title: str,
+    columns: Sequence[str],
+    rows: Iterable[Sequence[object]],
+    wrap: Collection[str] = (),
+) -> None:
+    """A table of rows (every cell shown as text). Only the ``wrap`` columns (free text) wrap
+    at spaces; the others (ids, times, amounts) are kept whole as long as the width allows."""
     grid = Table(title=title, title_justify="left", show_lines=False)
     for column in columns:
-        grid.add_column(column, overflow="fold")
+        grid.add_column(column, overflow="fold", no_wrap=column not in wrap)
     for row in rows:
         grid.add_row(*(str(cell) for cell in row))
     _console.print(grid)
@@ -63,7 +69,7 @@ def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[object]]) 
 
 def pairs(title: str, values: Iterable[tuple[str, object]]) -> None:
     """One object as a two-column table of field and value."""
-    table(title, ("field", "value"), values)
+    table(title, ("field", "value"), values, wrap=("value",))
 
 
 def line(text: str) -> None:

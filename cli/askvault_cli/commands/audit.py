@@ -105,6 +105,7 @@ def list_events(
                 )
                 for e in document.events
             ),
+            wrap=("kind", "outcome"),
         ),
     )
 

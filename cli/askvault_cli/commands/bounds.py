@@ -166,6 +166,7 @@ def get(ctx: typer.Context) -> None:
             f"Bounds of {session.workspace}",
             ("bound", "in force", "default"),
             [(name, value, default_rows.get(name, "")) for name, value in rows[:-1]],
+            wrap=("in force", "default"),
         )
 
     output.show(session.options.json_output, document, render)
@@ -338,6 +339,7 @@ def history(
             f"Bounds changes of {session.workspace}",
             ("change id", "state", "proposed by", "approved by", "loosened", "created", "applied"),
             ([value for _, value in _change_rows(change)] for change in answer.changes),
+            wrap=("loosened",),
         ),
     )
 

@@ -108,6 +108,7 @@ def list_escalations(
                 )
                 for e in document.escalations
             ),
+            wrap=("reason",),
         ),
     )
 

@@ -119,10 +119,11 @@ def whoami(ctx: typer.Context) -> None:
             "the admin credential is not a JWT", ExitCode.UNAUTHENTICATED, reason="INVALID"
         )
     expires = claims.get("exp")
-    document = {
+    workspaces = claims.get("askvault_workspaces")
+    document: dict[str, object] = {
         "subject": claims.get("sub", ""),
         "issuer": claims.get("iss", ""),
-        "workspaces": claims.get("askvault_workspaces", []),
+        "workspaces": workspaces if isinstance(workspaces, list) else [],
         "expires_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(float(expires)))
         if isinstance(expires, int | float)
         else "",
@@ -130,5 +131,11 @@ def whoami(ctx: typer.Context) -> None:
     output.show(
         root.options.json_output,
         document,
-        lambda: output.pairs("Admin credential", list(document.items())),
+        lambda: output.pairs(
+            "Admin credential",
+            [
+                (name, ", ".join(map(str, value)) if isinstance(value, list) else value)
+                for name, value in document.items()
+            ],
+        ),
     )

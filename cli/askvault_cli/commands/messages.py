@@ -89,6 +89,7 @@ def list_messages(
                 "last error",
             ),
             (_rows(message) for message in document.messages),
+            wrap=("last error",),
         ),
     )
 
