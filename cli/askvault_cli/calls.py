@@ -99,7 +99,15 @@ class Admin:
             target = settings.address(service)
             ca_file = self.options.ca_file
             if ca_file:
-                credentials = grpc.ssl_channel_credentials(Path(ca_file).read_bytes())
+                try:
+                    roots = Path(ca_file).read_bytes()
+                except OSError as error:
+                    raise CliError(
+                        f"cannot read the CA bundle {ca_file}: {error.strerror}",
+                        ExitCode.USAGE,
+                        reason="INVALID_OPTION",
+                    ) from None
+                credentials = grpc.ssl_channel_credentials(roots)
                 self._channels[service] = grpc.secure_channel(target, credentials)
             else:
                 self._channels[service] = grpc.insecure_channel(target)

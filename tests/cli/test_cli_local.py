@@ -141,3 +141,13 @@ def test_options_beat_the_environment(tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.setenv(settings.WORKSPACE_ENV, "ws_env")
     assert settings.Options().workspace_id() == "ws_env"
     assert settings.Options(workspace="ws_flag").workspace_id() == "ws_flag"
+
+
+def test_an_unreadable_ca_bundle_is_named(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        app,
+        ["--ca-file", str(tmp_path / "missing.pem"), "bounds", "history"],
+        env={"ASKVAULT_WORKSPACE": "ws_x", "ASKVAULT_ADMIN_TOKEN": "x.y.z"},
+    )
+    assert result.exit_code == ExitCode.USAGE
+    assert "missing.pem" in result.stderr and "Traceback" not in result.stderr
