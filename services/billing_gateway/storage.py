@@ -404,6 +404,24 @@ async def last_event_received_at(connection: Connection, workspace_id: str) -> d
     return value
 
 
+@dataclass(frozen=True)
+class WebhookHealth:
+    """Events received lately and the latest processing error ("" / None: none)."""
+
+    received: int
+    last_error: str
+    last_error_at: datetime | None
+
+
+async def webhook_health(
+    connection: Connection, workspace_id: str, since: datetime
+) -> WebhookHealth:
+    """Events received since ``since`` and the workspace's latest processing error."""
+    row = await connection.fetchrow(queries.webhook_health, workspace_id, since)
+    assert row is not None
+    return WebhookHealth(int(row["received"]), row["error"] or "", row["error_at"])
+
+
 # recovery
 
 
