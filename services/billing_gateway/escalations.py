@@ -31,6 +31,7 @@ from askvault.policy.v1 import policy_pb2
 from billing_gateway import escalated_actions, storage
 from billing_gateway.accounts import AccountDirectory
 from billing_gateway.escalated_actions import Call, Writes
+from billing_gateway.notices import Notices
 from billing_gateway.peers import Peers, error_reason
 from runtime import clients, errors
 
@@ -81,11 +82,17 @@ class Escalations:
     """The admin's decisions on escalations, carried to the customer."""
 
     def __init__(
-        self, pool: asyncpg.Pool, peers: Peers, accounts: AccountDirectory, writes: Writes
+        self,
+        pool: asyncpg.Pool,
+        peers: Peers,
+        accounts: AccountDirectory,
+        notices: Notices,
+        writes: Writes,
     ) -> None:
         self._pool = pool
         self._peers = peers
         self._accounts = accounts
+        self._notices = notices
         self._writes = writes
 
     # -- policy ----------------------------------------------------------------------------
@@ -179,12 +186,15 @@ class Escalations:
                 ),
                 timeout=clients.timeout(3.0),
             )
+            # The contact's email, else the customer's at Stripe (a visitor's typed email
+            # is not kept); WhatsApp goes by the contact's consent, in the notifier.
+            email = found.contact.email or await self._notices.customer_email(
+                escalation.workspace_id, escalation.stripe_customer_id
+            )
             sent = await self._peers.notifier.Send(
                 notifier_pb2.SendRequest(
                     workspace_id=escalation.workspace_id,
-                    recipient=notifier_pb2.Recipient(
-                        contact_id=escalation.contact_id, email=found.contact.email
-                    ),
+                    recipient=notifier_pb2.Recipient(contact_id=escalation.contact_id, email=email),
                     template=template,
                     variables=variables,
                     dedup_key=notice_key(escalation.escalation_id),
@@ -197,7 +207,11 @@ class Escalations:
                 raise refused from None
             logger.warning(
                 "escalation outcome not sent",
-                extra={"escalation_id": escalation.escalation_id, "reason": refused.reason},
+                extra={
+                    "escalation_id": escalation.escalation_id,
+                    "reason": refused.reason,
+                    "detail": refused.message,
+                },
             )
             return ""
         return str(sent.message.message_id)

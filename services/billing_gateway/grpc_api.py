@@ -135,7 +135,9 @@ class BillingGatewayServicer(billing_pb2_grpc.BillingGatewayServiceServicer):
         self._clock = clock
         self._notices = confirmations
         self._mirror = mirror
-        self._escalations = escalations.Escalations(pool, peers, accounts, self)
+        self._escalations = escalations.Escalations(
+            pool, peers, accounts, notices.Notices(peers, accounts, gateway), self
+        )
 
     # -- escalations (escalations.py) ------------------------------------------------------
 
