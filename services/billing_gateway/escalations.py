@@ -18,7 +18,9 @@ if a crash came between 4 and 5). A plain hand-off (no action) is approved: NO_A
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import asyncpg
@@ -76,6 +78,11 @@ class Outcome:
     operation_id: str = ""
     stripe_object_id: str = ""
     failure_reason: str = ""
+
+
+# How long a call waits for another call deciding the same escalation (an admin's double
+# click, the console and the CLI at once) before it is answered ABORTED ESCALATION_BUSY.
+LOCK_WAIT_SECONDS = 30
 
 
 class Escalations:
@@ -310,10 +317,33 @@ class Escalations:
             failure_reason=escalation.failure_reason,
         )
 
+    @contextlib.asynccontextmanager
+    async def _deciding(self, workspace_id: str, escalation_id: str) -> AsyncIterator[None]:
+        """One call at a time per escalation: a second call waits, then finds the first one's
+        outcome (two calls must never both judge whether the action still applies: one
+        would see the other's refund and release its grant)."""
+        async with self._pool.acquire() as connection, connection.transaction():
+            await connection.execute(f"SET LOCAL lock_timeout = '{LOCK_WAIT_SECONDS}s'")
+            try:
+                await storage.lock_escalation(connection, workspace_id, escalation_id)
+            except asyncpg.LockNotAvailableError:
+                raise errors.ServiceError(
+                    errors.Kind.ABORTED,
+                    "ESCALATION_BUSY",
+                    "another call is deciding this escalation; try again",
+                ) from None
+            yield
+
     async def carry_out(
         self, request: pb.CarryOutEscalationRequest, authorization: str
     ) -> pb.CarryOutEscalationResponse:
         """Approves (as the calling admin) and carries out the escalation; see the module."""
+        async with self._deciding(request.workspace_id, request.escalation_id):
+            return await self._carry_out(request, authorization)
+
+    async def _carry_out(
+        self, request: pb.CarryOutEscalationRequest, authorization: str
+    ) -> pb.CarryOutEscalationResponse:
         escalation = await self._get(request.workspace_id, request.escalation_id)
         if escalation.state == policy_pb2.ESCALATION_STATE_OPEN:
             escalation = await self._approve(escalation, authorization, request.idempotency_key)
@@ -350,6 +380,12 @@ class Escalations:
     ) -> pb.DeclineEscalationResponse:
         """Rejects the escalation as the calling admin with the reason, and tells the
         customer; an escalation already declined answers DECLINED (and is told once)."""
+        async with self._deciding(request.workspace_id, request.escalation_id):
+            return await self._decline(request, authorization)
+
+    async def _decline(
+        self, request: pb.DeclineEscalationRequest, authorization: str
+    ) -> pb.DeclineEscalationResponse:
         escalation = await self._get(request.workspace_id, request.escalation_id)
         if escalation.state == policy_pb2.ESCALATION_STATE_OPEN:
             try:

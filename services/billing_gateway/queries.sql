@@ -380,3 +380,9 @@ WHERE workspace_id = $1 AND object_type = 'customer' AND NOT deleted
   AND data->'metadata' @> jsonb_build_object($2::text, $3::text)
 ORDER BY created DESC, object_id DESC
 LIMIT 10;
+
+-- name: lock_escalation
+-- One decision on an escalation at a time (CarryOutEscalation, DeclineEscalation), held until
+-- the caller's transaction ends (or its connection drops with a crashed replica); waits at
+-- most the transaction's lock_timeout.
+SELECT pg_advisory_xact_lock(1652, hashtext($1 || ':' || $2));

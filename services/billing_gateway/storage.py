@@ -861,3 +861,8 @@ async def customers_by_metadata(
     """Held customers (not deleted) whose metadata holds exactly this value under the key."""
     rows = await connection.fetch(queries.customers_by_metadata, workspace_id, metadata_key, value)
     return [_mirrored(row) for row in rows]
+
+
+async def lock_escalation(connection: Connection, workspace_id: str, escalation_id: str) -> None:
+    """Waits for (then holds, until the transaction ends) the escalation's decision lock."""
+    await connection.execute(queries.lock_escalation, workspace_id, escalation_id)

@@ -4,6 +4,8 @@ hand-off is approved and moves nothing; the webhook health figures."""
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 import pytest
 
@@ -90,6 +92,27 @@ async def test_a_crash_after_stripe_is_finished_by_a_retry_of_the_call(stack: St
         "amount": "7.00 USD",
         "reference": refunds[0]["id"],
     }
+
+
+async def test_two_admins_at_once_refund_once_and_agree_on_the_outcome(stack: Stack) -> None:
+    email = "bob@example.com"
+    charge = stack.demo["customers"][email]["charges"][-1]
+    account = stack.emulator.state.account_for_key(stack.demo["api_key"])
+    details = policy_pb2.ActionDetails(charge_id=charge, amount=usd(500))
+    details.charge_created_at.FromSeconds(int(account.get("charge", charge)["created"]))
+    escalation = await _open(stack, email, action=common_pb2.BILLING_ACTION_REFUND, details=details)
+    answers = await asyncio.gather(
+        *(
+            stack.billing.CarryOutEscalation(
+                _carry_out(escalation.escalation_id), metadata=testing.admin_metadata(admin)
+            )
+            for admin in ("admin-ann", "admin-cy", "admin-dee")
+        )
+    )
+    assert {answer.outcome for answer in answers} == {pb.ESCALATION_OUTCOME_EXECUTED}
+    assert len({answer.stripe_object_id for answer in answers}) == 1
+    assert len([r for r in account.all("refund") if r["charge"] == charge]) == 1
+    assert len(stack.notifier.messages(notifier_pb2.TEMPLATE_ESCALATION_APPROVED)) == 1
 
 
 async def test_a_plain_hand_off_is_approved_and_moves_nothing(stack: Stack) -> None:
