@@ -23,6 +23,7 @@ from billing_gateway import (
     notices,
     price_moves,
     storage,
+    webhook_setup,
     webhooks,
 )
 from billing_gateway.accounts import AccountDirectory, key_binding, secret_binding
@@ -63,16 +64,6 @@ _HTTP_URL = re.compile(r"^https?://[^\s]+$")
 MAX_SECRET_OVERLAP_SECONDS = 30 * 86_400
 # The longest freshness bound a workspace may set: a week-old answer is already too old.
 MAX_MIRROR_AGE_SECONDS = 7 * 86_400
-
-
-def _webhook_secret(secret: storage.WebhookSecretMetadata, now: datetime) -> pb.WebhookSecret:
-    """A signing secret's metadata as the API shows it (never the secret)."""
-    return pb.WebhookSecret(
-        secret_id=secret.secret_id,
-        created_at=convert.timestamp(secret.created_at),
-        retires_at=convert.timestamp(secret.retired_at),
-        retired=secret.retired_at is not None and secret.retired_at <= now,
-    )
 
 
 def _not_linked() -> errors.ServiceError:
@@ -1551,49 +1542,9 @@ class BillingGatewayServicer(billing_pb2_grpc.BillingGatewayServiceServicer):
         self, request: pb.CheckWebhookSetupRequest, context: grpc.aio.ServicerContext
     ) -> pb.CheckWebhookSetupResponse:
         await self._admin(context, request.workspace_id)
-        account = await self._accounts.account(request.workspace_id)
-        async with self._pool.acquire() as connection:
-            record = await storage.get_account(connection, request.workspace_id)
-            last = await storage.last_event_received_at(connection, request.workspace_id)
-            secrets = await storage.webhook_secret_metadata(connection, request.workspace_id)
-            health = await storage.webhook_health(
-                connection, request.workspace_id, datetime.now(UTC) - timedelta(hours=24)
-            )
-        assert record is not None
-        now = self._clock()
-        response = pb.CheckWebhookSetupResponse(
-            last_event_received_at=convert.timestamp(last),
-            url=record.webhook_url,
-            missing_event_types=list(webhooks.NEEDED_EVENTS),
-            webhook_secrets=[_webhook_secret(secret, now) for secret in secrets],
-            events_received_24h=health.received,
-            last_error=health.last_error,
-            last_error_at=convert.timestamp(health.last_error_at),
+        return await webhook_setup.check(
+            self._pool, self._stripe, self._accounts, request.workspace_id, self._clock()
         )
-        if not record.webhook_endpoint_id:
-            return response
-        try:
-            endpoint = to_json(
-                await self._stripe.call(
-                    account,
-                    "webhook_endpoints.retrieve",
-                    lambda c: c.v1.webhook_endpoints.retrieve_async(record.webhook_endpoint_id),
-                )
-            )
-        except errors.ServiceError as error:
-            if error.kind is not errors.Kind.NOT_FOUND:
-                raise
-            return response
-        enabled = list(endpoint.get("enabled_events") or [])
-        del response.missing_event_types[:]
-        if "*" not in enabled:
-            response.missing_event_types.extend(
-                e for e in webhooks.NEEDED_EVENTS if e not in enabled
-            )
-        response.registered = True
-        response.enabled = endpoint.get("status") == "enabled"
-        response.url = str(endpoint.get("url") or record.webhook_url)
-        return response
 
     async def RetireWebhookSecret(
         self, request: pb.RetireWebhookSecretRequest, context: grpc.aio.ServicerContext
@@ -1619,7 +1570,7 @@ class BillingGatewayServicer(billing_pb2_grpc.BillingGatewayServiceServicer):
             )
             if retired is None:
                 raise errors.not_found("webhook secret")
-            return pb.RetireWebhookSecretResponse(secret=_webhook_secret(retired, now))
+            return pb.RetireWebhookSecretResponse(secret=webhook_setup.secret_pb(retired, now))
 
         response = await idempotency.run_once(
             self._pool,
