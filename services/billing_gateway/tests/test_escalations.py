@@ -94,6 +94,45 @@ async def test_a_crash_after_stripe_is_finished_by_a_retry_of_the_call(stack: St
     }
 
 
+async def test_a_crash_settled_by_reconciliation_is_answered_from_the_ledger(
+    stack: Stack,
+) -> None:
+    email = "bob@example.com"
+    charge = stack.demo["customers"][email]["charges"][-1]
+    account = stack.emulator.state.account_for_key(stack.demo["api_key"])
+    details = policy_pb2.ActionDetails(charge_id=charge, amount=usd(300))
+    details.charge_created_at.FromSeconds(int(account.get("charge", charge)["created"]))
+    escalation = await _open(stack, email, action=common_pb2.BILLING_ACTION_REFUND, details=details)
+
+    def die(_: object) -> None:
+        raise SimulatedCrash("killed between Stripe and the ledger")
+
+    stack.service.ledger.after_stripe_call = die
+    with pytest.raises(grpc.aio.AioRpcError):
+        await stack.billing.CarryOutEscalation(
+            _carry_out(escalation.escalation_id), metadata=testing.admin_metadata()
+        )
+    stack.service.ledger.after_stripe_call = None
+    # The ledger's own recovery settles the operation (a restarted replica) ...
+    fresh, settings = stack.fresh_service()
+    async with testing.running(fresh, settings):
+        assert await fresh.ledger.reconcile(0) >= 1
+    refunds = [r for r in account.all("refund") if r["charge"] == charge]
+    assert len(refunds) == 1
+    # ... and the retry of the call records and tells what the ledger holds.
+    done = await stack.billing.CarryOutEscalation(
+        _carry_out(escalation.escalation_id), metadata=testing.admin_metadata()
+    )
+    assert (done.outcome, done.stripe_object_id) == (
+        pb.ESCALATION_OUTCOME_EXECUTED,
+        refunds[0]["id"],
+    )
+    assert len([r for r in account.all("refund") if r["charge"] == charge]) == 1
+    finished = await _escalation(stack, escalation.escalation_id)
+    assert finished.state == policy_pb2.ESCALATION_STATE_EXECUTED
+    assert len(stack.notifier.messages(notifier_pb2.TEMPLATE_ESCALATION_APPROVED)) == 1
+
+
 async def test_two_admins_at_once_refund_once_and_agree_on_the_outcome(stack: Stack) -> None:
     email = "bob@example.com"
     charge = stack.demo["customers"][email]["charges"][-1]
