@@ -1,10 +1,9 @@
-"""escalations approve / deny and messages resend, up to the contract: the billing gateway's
-CarryOutEscalation / DeclineEscalation and the notifier's ResendMessage are being built on
-other branches, so these tests serve those RPCs alone (generated messages, a gRPC server
-that records each request) and check what the CLI sends (the admin's bearer and no service
-credential, the workspace, an idempotency key: fresh by default, the given one when a script
-passes it) and how it reads each outcome. The end-to-end approval runs once those RPCs are
-merged."""
+"""What the CLI sends for escalations approve / deny and messages resend, and how it reads
+each outcome, against a gRPC server that serves those RPCs alone and records each request:
+the admin's bearer and no service credential, the workspace, an idempotency key (fresh by
+default, the given one when a script passes it). The approval and the denial also run end to
+end in test_cli_system.py; ResendMessage (the notifier's, on another branch when this was
+written) only here."""
 
 from __future__ import annotations
 

@@ -67,11 +67,6 @@ async def test_a_loosened_bound_needs_a_second_admin(cli_system: CliSystem) -> N
     ), audit
 
 
-@pytest.mark.xfail(
-    reason="policy on main ignores ListAuditEventsRequest.actor_id and stripe_customer_id "
-    "(being implemented on another branch); the CLI sends them",
-    strict=False,
-)
 async def test_audit_list_filters_by_actor_and_customer(cli_system: CliSystem) -> None:
     token = cli_system.token("admin-flo")
     _json(await cli_system.run("--json", "bounds", "propose", "--plan-changes", "1", token=token))
@@ -379,11 +374,6 @@ async def test_confirmation_flags_go_through_the_bounds_flow(cli_system: CliSyst
     assert flags["confirm_refunds"] is True and flags["confirm_plan_changes"] is True
 
 
-@pytest.mark.xfail(
-    reason="CarryOutEscalation / DeclineEscalation are being implemented on another branch "
-    "(esc-core); tests/cli/test_cli_contract.py covers the CLI's side until then",
-    strict=False,
-)
 async def test_an_escalated_refund_is_approved_once_and_a_hand_off_denied(
     cli_system: CliSystem,
 ) -> None:
@@ -406,6 +396,19 @@ async def test_an_escalated_refund_is_approved_once_and_a_hand_off_denied(
     shown = _json(await cli_system.run("--json", "escalations", "show", escalation_id, token=token))
     assert shown["state"] == "ESCALATION_STATE_EXECUTED"
     assert shown["decided_by"] == "admin-ana"
+    # The customer is told, once.
+    contact = shown["contact_id"]
+    told = _json(
+        await cli_system.run("--json", "messages", "list", "--contact", contact, token=token)
+    )
+    notices = [m for m in told["messages"] if m["template"] == "TEMPLATE_ESCALATION_APPROVED"]
+    assert [m["message_id"] for m in notices] == [approved["notice_message_id"]]
+    # Audited with the approver as actor.
+    audit = _json(
+        await cli_system.run("--json", "audit", "list", "--actor", "admin-ana", token=token)
+    )
+    kinds = {(e["kind"], e["subject_id"]) for e in audit["events"]}
+    assert ("escalation.executed", escalation_id) in kinds
 
     handoff = await cli_system.turn("alice", "talk to a human", conversation="cli-deny")
     assert handoff["escalated"] is True, handoff
@@ -421,6 +424,11 @@ async def test_an_escalated_refund_is_approved_once_and_a_hand_off_denied(
     )
     assert shown["state"] == "ESCALATION_STATE_REJECTED"
     assert shown["decision_note"] == "We answered by email."
+    told = _json(
+        await cli_system.run("--json", "messages", "list", "--contact", contact, token=token)
+    )
+    declined = [m for m in told["messages"] if m["template"] == "TEMPLATE_ESCALATION_DECLINED"]
+    assert [m["message_id"] for m in declined] == [denied["notice_message_id"]]
 
 
 async def test_the_installed_command(cli_system: CliSystem) -> None:
