@@ -57,9 +57,10 @@ def of_turn(parsed: Intent, reply_intent: str, status: str, escalated: bool) -> 
         return None
     refund = ""
     if intent is None or intent in _REFUND_INTENTS:
+        # Policy's own decision only: a visitor asking for a human is not an escalation.
         if status == "needs_confirmation":
             refund = AUTOMATIC
-        elif handed_off:
+        elif status == "escalated":
             refund = ESCALATED
     return TurnOutcome(
         intent=intent.value if intent is not None else "",
