@@ -46,14 +46,22 @@ async def mark_escalation_reported(
     )
 
 
-async def record_turn_outcome(
-    connection: Connection, workspace_id: str, conversation_id: str, outcome: TurnOutcome
+async def append_bot_line_with_outcome(
+    connection: Connection,
+    workspace_id: str,
+    conversation_id: str,
+    text: str,
+    intent: str,
+    outcome: TurnOutcome,
 ) -> None:
-    """Adds one turn's part to how its conversation went."""
+    """The bot's (redacted) line in the transcript and the turn's part in how its
+    conversation went, in one statement."""
     await connection.execute(
-        queries.record_turn_outcome,
+        queries.append_bot_line_with_outcome,
         workspace_id,
         conversation_id,
+        text,
+        intent,
         outcome.intent,
         outcome.resolved,
         outcome.handed_off,

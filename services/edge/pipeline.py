@@ -155,17 +155,23 @@ async def handle(deps: TurnDeps, request: Request) -> Reply:
     reply.intent = reply.intent or parsed.intent.value
     outcome = outcomes.of_turn(parsed.intent, reply.intent, reply.status, reply.escalated)
     async with deps.pool.acquire() as connection:
-        await storage.append_message(
-            connection,
-            request.workspace_id,
-            request.conversation_id,
-            "bot",
-            redaction.redact(reply.text),
-            reply.intent,
-        )
-        if outcome is not None:
-            await outcomes_storage.record_turn_outcome(
-                connection, request.workspace_id, request.conversation_id, outcome
+        if outcome is None:
+            await storage.append_message(
+                connection,
+                request.workspace_id,
+                request.conversation_id,
+                "bot",
+                redaction.redact(reply.text),
+                reply.intent,
+            )
+        else:
+            await outcomes_storage.append_bot_line_with_outcome(
+                connection,
+                request.workspace_id,
+                request.conversation_id,
+                redaction.redact(reply.text),
+                reply.intent,
+                outcome,
             )
     return reply
 

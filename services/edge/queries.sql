@@ -222,13 +222,16 @@ RETURNING true;
 
 -- ----- outcomes (outcomes_api.py) -----
 
--- name: record_turn_outcome
--- One turn's part in how its conversation went, for intent $3 ('' continues the
--- conversation's latest billing intent: a yes, a no, "talk to a human"; nothing is recorded
--- when it has none). Resolution and hand-off keep their first time; an escalated refund
--- decision stays escalated.
-WITH target AS (
-    SELECT CASE WHEN $3::text <> '' THEN $3::text ELSE (
+-- name: append_bot_line_with_outcome
+-- The bot's (redacted) line ($3, intent $4) and the turn's part in how its conversation went,
+-- in one statement: for intent $5 ('' continues the conversation's latest billing intent: a
+-- yes, a no, "talk to a human"; nothing is recorded when it has none). Resolution and hand-off
+-- keep their first time; an escalated refund decision stays escalated.
+WITH appended AS (
+    INSERT INTO messages (workspace_id, conversation_id, author, text, intent, verified)
+    VALUES ($1, $2, 'bot', $3, $4, NULL)
+), target AS (
+    SELECT CASE WHEN $5::text <> '' THEN $5::text ELSE (
         SELECT intent FROM conversation_outcomes
         WHERE workspace_id = $1 AND conversation_id = $2
         ORDER BY last_turn_at DESC LIMIT 1) END AS intent
@@ -239,9 +242,9 @@ INSERT INTO conversation_outcomes AS o (
 SELECT $1, $2, target.intent,
        coalesce((SELECT created_at FROM conversations
                  WHERE workspace_id = $1 AND conversation_id = $2), now()),
-       CASE WHEN $4::boolean THEN clock_timestamp() END,
-       CASE WHEN $5::boolean THEN clock_timestamp() END,
-       CASE WHEN target.intent IN ('refund', 'duplicate_charge') THEN $6::text ELSE '' END
+       CASE WHEN $6::boolean THEN clock_timestamp() END,
+       CASE WHEN $7::boolean THEN clock_timestamp() END,
+       CASE WHEN target.intent IN ('refund', 'duplicate_charge') THEN $8::text ELSE '' END
 FROM target WHERE target.intent IS NOT NULL
 ON CONFLICT (workspace_id, conversation_id, intent) DO UPDATE SET
     last_turn_at = clock_timestamp(),

@@ -143,6 +143,11 @@ async def test_the_outcomes_page_counts_resolved_and_handed_off_conversations(
     stack = quick_stack
     answered = await stack.turn("alice", STATUS, conversation="resolved")
     assert answered["intent"] == "status" and not answered["escalated"]
+    # A refund policy allows: quoted at once (decided automatically), done on "yes".
+    offered = await stack.turn("bob", "Why was I charged twice?", conversation="duplicate")
+    assert offered["intent"] == "duplicate_charge" and not offered["escalated"], offered
+    done = await stack.turn("bob", "yes", conversation="duplicate")
+    assert "refunded $19" in done["reply"], done
     await _escalated_refund(stack, "handed-off")
     bearer = {"Authorization": f"Bearer {testing.TEST_ADMIN_PROVIDER.issue('admin-e2e')}"}
     status, report = await _outcomes(stack, bearer, days="7")
@@ -160,9 +165,14 @@ async def test_the_outcomes_page_counts_resolved_and_handed_off_conversations(
     assert by_intent["refund"]["resolved_without_human"] == 0
     assert by_intent["refund"]["refund_requests_escalated"] == 1
     assert by_intent["refund"]["refund_requests_automatic"] == 0
-    assert day["totals"]["billing_conversations"] == 2
-    assert report["totals"]["resolved_without_human_share"] == 0.5
-    assert report["totals"]["refund_automatic_share"] == 0.0
+    duplicate = by_intent["duplicate_charge"]
+    assert duplicate["refund_requests_automatic"] == 1
+    assert duplicate["resolved_without_human"] == 1 and duplicate["handed_to_human"] == 0
+    assert "yes" not in by_intent
+    assert day["totals"]["billing_conversations"] == 3
+    assert report["totals"]["resolved_without_human_share"] == round(2 / 3, 4)
+    assert report["totals"]["refund_automatic_share"] == 0.5
+    assert report["intents"] and report["totals"]["resolution_seconds_p90"] is not None
 
 
 async def test_the_outcomes_page_is_an_admins_only(quick_stack: Stack) -> None:
