@@ -32,6 +32,7 @@ class NotifierService:
         EVERY_RPC: frozenset({"edge", "billing_gateway"}),
         "UpdateWorkspaceSettings": frozenset({ADMIN}),
         "GetWorkspaceSettings": frozenset({ADMIN}),
+        "ResendMessage": frozenset({ADMIN}),
     }
 
     def __init__(self, settings: NotifierSettings) -> None:
