@@ -1,9 +1,8 @@
 """What the CLI sends for escalations approve / deny and messages resend, and how it reads
 each outcome, against a gRPC server that serves those RPCs alone and records each request:
 the admin's bearer and no service credential, the workspace, an idempotency key (fresh by
-default, the given one when a script passes it). The approval and the denial also run end to
-end in test_cli_system.py; ResendMessage (the notifier's, on another branch when this was
-written) only here."""
+default, the given one when a script passes it). They also run end to end against the real
+services in test_cli_system.py."""
 
 from __future__ import annotations
 

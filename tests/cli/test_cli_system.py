@@ -14,8 +14,10 @@ from typing import Any
 
 import pytest
 
+from askvault.notifier.v1 import notifier_pb2
 from runtime import testing
 from runtime.local_identity_provider import LocalIdentityProvider
+from smtp_sink.store import Fault
 from stripe_emulator import seed
 from tests.cli.conftest import ISSUER, WORKSPACE, CliSystem
 
@@ -146,11 +148,6 @@ async def test_an_escalated_refund_is_in_the_inbox_and_the_audit_log(
     assert all(m["contact_id"] == contact for m in hers["messages"])
 
 
-@pytest.mark.xfail(
-    reason="the notifier on main refuses ListMessages without a contact (the workspace-wide "
-    "admin listing is being implemented on another branch)",
-    strict=False,
-)
 async def test_messages_list_shows_the_workspace_outbox(cli_system: CliSystem) -> None:
     token = cli_system.token("admin-eve")
     answer = await cli_system.turn("alice", "talk to a human", conversation="cli-human")
@@ -168,6 +165,52 @@ async def test_messages_list_shows_the_workspace_outbox(cli_system: CliSystem) -
         await cli_system.run("--json", "messages", "list", "--status", "dead", token=token)
     )
     assert all(m["status"] == "MESSAGE_STATUS_DEAD" for m in dead["messages"])
+
+
+async def test_a_dead_message_is_resent_once(cli_system: CliSystem) -> None:
+    token = cli_system.token("admin-eve")
+    # The mail server refuses the recipient for good: the message goes dead.
+    cli_system.system.sink.store.queue_fault(Fault(550, "5.1.1 no such user", "rcpt"))
+    sent = await cli_system.system.notifier.Send(
+        notifier_pb2.SendRequest(
+            workspace_id=WORKSPACE,
+            recipient=notifier_pb2.Recipient(
+                contact_id="ct_cli_dead", email="ct_cli_dead@example.com", name="Dee"
+            ),
+            template=notifier_pb2.TEMPLATE_ESCALATION_DECLINED,
+            variables={
+                "escalation_id": "esc_cli",
+                "action_summary": "refund $49",
+                "reason": "outside the window",
+            },
+            dedup_key="cli-dead-1",
+        ),
+        timeout=5,
+    )
+    message_id = sent.message.message_id
+
+    async def listed(*args: str) -> list[dict[str, Any]]:
+        answer = _json(await cli_system.run("--json", "messages", "list", *args, token=token))
+        return [m for m in answer["messages"] if m["message_id"] == message_id]
+
+    deadline = asyncio.get_running_loop().time() + 10
+    while not await listed("--status", "dead"):
+        assert asyncio.get_running_loop().time() < deadline, "the message never went dead"
+        await asyncio.sleep(0.2)
+    [dead] = await listed("--status", "dead")
+    assert "550" in dead["last_error"], dead
+
+    resent = await cli_system.run("messages", "resend", message_id, token=token)
+    assert resent.exit_code == 0, resent.stderr
+    assert message_id in resent.stdout and "queued" in resent.stdout
+    while not await listed("--status", "sent", "--contact", "ct_cli_dead"):
+        assert asyncio.get_running_loop().time() < deadline + 10, "never sent after the resend"
+        await asyncio.sleep(0.2)
+    assert len(cli_system.system.sink.store.select(to="ct_cli_dead@example.com")) == 1
+    # Sent now: a resend is refused and changes nothing.
+    again = await cli_system.run("messages", "resend", message_id, token=token)
+    assert again.exit_code == 9
+    assert "MESSAGE_NOT_RESENDABLE" in again.stderr
 
 
 async def test_connect_stripe_and_webhook_health(cli_system: CliSystem) -> None:
