@@ -14,7 +14,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 from opentelemetry import metrics
 
-from runtime import deadlines, errors, request_checks
+from runtime import deadlines, errors, request_checks, service_auth
 from runtime.database import UNAVAILABLE_ERRORS
 from runtime.service_auth import CallerPolicy
 
@@ -130,11 +130,13 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                         errors.Kind.DEADLINE_EXCEEDED, "DEADLINE_EXCEEDED", "deadline passed"
                     )
                 if self._callers is not None:
-                    self._callers.check(
+                    caller = self._callers.check(
                         method,
                         context.invocation_metadata(),
                         context.auth_context() if self._callers.trust_domain else None,
                     )
+                    # Each RPC runs in its own task: the value ends with the call.
+                    service_auth.verified_caller.set(caller)
                 request_checks.check(request)
                 return await inner(request, context)
             except errors.ServiceError as error:

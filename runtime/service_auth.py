@@ -22,6 +22,7 @@ certificate's SPIFFE ID, ``spiffe://<trust domain>/askvault/<service>``.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import json
 import re
@@ -45,6 +46,20 @@ AUDIENCE = "askvault-internal"
 ALGORITHM = "EdDSA"
 # In an allow-list: the RPC is called by admins with their own credential, not by services.
 ADMIN = "admin"
+# The service a call was verified to come from, set by the server's interceptor for the
+# handler: None when service credentials are not checked here, "" for a call that came with
+# none to an RPC that admins may call (the servicer must then check the admin's credential).
+verified_caller: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "askvault_verified_caller", default=None
+)
+
+
+def called_by_admin() -> bool:
+    """Whether this call reached an RPC open to services and admins without a service's
+    credential: it is an admin's call, whose credential the servicer must verify."""
+    return verified_caller.get() == ""
+
+
 # The key of an allow-list entry that applies to every RPC without its own entry.
 EVERY_RPC = "*"
 _OPEN_SERVICES = ("grpc.health.v1.Health", "grpc.reflection.")
@@ -269,15 +284,19 @@ class CallerPolicy:
         auth_context: Mapping[str, Iterable[bytes]] | None = None,
     ) -> str:
         """The caller's name, or raises UNAUTHENTICATED / PERMISSION_DENIED. Open services
-        and admin RPCs answer ""."""
+        and admin RPCs answer "". An RPC whose list holds services and ADMIN answers "" to a
+        call without a service's credential (an admin's: the servicer checks the admin's own
+        credential, see ``called_by_admin``) and checks the service of a call with one."""
         service, _, method = full_method.lstrip("/").partition("/")
         if service.startswith(_OPEN_SERVICES):
             return ""
         allowed = self.allowed.get(method, self.allowed.get(EVERY_RPC, frozenset()))
-        if ADMIN in allowed:
+        if allowed == {ADMIN}:
             return ""
         token = _header(metadata)
         certified = self._certificate_caller(auth_context)
+        if ADMIN in allowed and not token and not certified:
+            return ""
         if token:
             if self.public_keys is None:
                 raise _unauthenticated("service credentials are not verified here")

@@ -18,8 +18,16 @@ from askvault_cli.failures import CliError
 from runtime import currency
 
 # Rows and tables go to stdout; notes and errors to stderr, so a script's stdout is data.
-_console = Console(highlight=False, soft_wrap=False)
-_notes = Console(stderr=True, highlight=False)
+# Made for each print, not at import: the width (COLUMNS, the terminal) is the one of the
+# command's run, which differs between runs of one process (tests, scripts embedding the CLI).
+
+
+def _console() -> Console:
+    return Console(highlight=False, soft_wrap=False)
+
+
+def _notes() -> Console:
+    return Console(stderr=True, highlight=False)
 
 
 def as_dict(message: Message) -> dict[str, Any]:
@@ -64,7 +72,7 @@ def table(
         grid.add_column(column, overflow="fold", no_wrap=column not in wrap)
     for row in rows:
         grid.add_row(*(str(cell) for cell in row))
-    _console.print(grid)
+    _console().print(grid)
 
 
 def pairs(title: str, values: Iterable[tuple[str, object]]) -> None:
@@ -73,12 +81,12 @@ def pairs(title: str, values: Iterable[tuple[str, object]]) -> None:
 
 
 def line(text: str) -> None:
-    _console.print(text, markup=False)
+    _console().print(text, markup=False)
 
 
 def note(text: str) -> None:
     """A remark for the person (stderr, so it never mixes with --json output)."""
-    _notes.print(text, markup=False)
+    _notes().print(text, markup=False)
 
 
 def error(failure: CliError, json_output: bool) -> None:

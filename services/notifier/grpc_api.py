@@ -15,7 +15,7 @@ from askvault.notifier.v1 import notifier_pb2_grpc
 from notifier import resending, storage
 from notifier.domain import escalation_templates, outbox, templates
 from notifier.settings import NotifierSettings
-from runtime import auth, convert, errors, idempotency, ids, paging
+from runtime import auth, convert, errors, idempotency, ids, paging, service_auth
 from runtime.database import Connection
 
 _TEMPLATE_TO_KEY = {
@@ -333,8 +333,9 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServiceServicer):
             "unknown status",
         )
         check.check()
-        if not request.contact_id:
-            # The whole workspace's messages are an admin's to read.
+        if not request.contact_id or service_auth.called_by_admin():
+            # The whole workspace's messages are an admin's to read; so is a call that came
+            # without a service's credential.
             await self._admin(context, request.workspace_id)
         after = paging.decode_cursor(request.page_token)
         size = request.page_size or DEFAULT_PAGE_SIZE

@@ -33,6 +33,8 @@ class NotifierService:
         "UpdateWorkspaceSettings": frozenset({ADMIN}),
         "GetWorkspaceSettings": frozenset({ADMIN}),
         "ResendMessage": frozenset({ADMIN}),
+        # A contact's messages for the services; the workspace's (dead letters) for admins.
+        "ListMessages": frozenset({"edge", "billing_gateway", ADMIN}),
     }
 
     def __init__(self, settings: NotifierSettings) -> None:

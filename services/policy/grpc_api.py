@@ -37,7 +37,7 @@ from policy import (
 from policy.domain import audit, bounds
 from policy.domain.decisions import Reason
 from policy.settings import PolicySettings
-from runtime import assertions, auth, errors, idempotency, ids
+from runtime import assertions, auth, errors, idempotency, ids, service_auth
 from runtime.database import Connection
 
 Clock = Callable[[], datetime]
@@ -286,6 +286,8 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
     async def GetEscalation(
         self, request: pb.GetEscalationRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetEscalationResponse:
+        if service_auth.called_by_admin():
+            await self._admin(context, request.workspace_id)
         check = errors.Validator()
         _check_workspace(check, request.workspace_id)
         check.non_empty(request.escalation_id, "escalation_id", max_length=_MAX_ID)
@@ -386,6 +388,8 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
     async def GetBounds(
         self, request: pb.GetBoundsRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetBoundsResponse:
+        if service_auth.called_by_admin():
+            await self._admin(context, request.workspace_id)
         check = errors.Validator()
         _check_workspace(check, request.workspace_id)
         check.check()

@@ -116,6 +116,9 @@ class PolicyService:
                 "VerifyAuditCheckpoint",
             )
         },
+        # Read by the services, and by admins (the console, the CLI) with their own credential.
+        "GetBounds": frozenset({"edge", "billing_gateway", ADMIN}),
+        "GetEscalation": frozenset({"edge", "billing_gateway", ADMIN}),
         # The edge speaks by them (time zone, self-serve prices, caps); the billing gateway
         # reads whether the workspace lists self-serve prices before a move to another price.
         "GetWorkspaceTerms": frozenset({"edge", "billing_gateway"}),

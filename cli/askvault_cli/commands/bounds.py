@@ -99,25 +99,10 @@ def parse_cap(text: str) -> common_pb2.Money | None:
 
 
 def current_bounds(session: calls.Admin) -> tuple[policy_pb2.Bounds, policy_pb2.Bounds | None]:
-    """The bounds in force and the defaults (GetBounds). Where policy answers GetBounds to
-    its peer services only, the newest applied change stands in, without defaults."""
-    try:
-        answer = session.call(
-            session.policy.GetBounds, policy_pb2.GetBoundsRequest(workspace_id=session.workspace)
-        )
-    except CliError as failure:
-        if failure.reason not in ("SERVICE_CREDENTIAL_REQUIRED", "CALLER_NOT_ALLOWED"):
-            raise
-        applied = session.call(
-            session.policy.ListBoundsChanges,
-            policy_pb2.ListBoundsChangesRequest(
-                workspace_id=session.workspace, state=policy_pb2.BOUNDS_CHANGE_STATE_APPLIED
-            ),
-        )
-        if not applied.changes:
-            raise
-        output.note("policy answers GetBounds to services only: showing the newest applied change")
-        return applied.changes[0].proposed, None
+    """The bounds in force and the defaults (GetBounds, answered to an admin's credential)."""
+    answer = session.call(
+        session.policy.GetBounds, policy_pb2.GetBoundsRequest(workspace_id=session.workspace)
+    )
     return answer.bounds, answer.defaults
 
 

@@ -18,9 +18,6 @@ from askvault_cli.failures import CliError, ExitCode
 
 app = typer.Typer(help="Escalations handed to a human.", no_args_is_help=True)
 
-# Pages read by `show` when policy answers GetEscalation to services only.
-_SHOW_PAGES = 20
-
 
 class State(enum.StrEnum):
     all = "all"
@@ -114,38 +111,14 @@ def list_escalations(
 
 
 def _find(session: calls.Admin, escalation_id: str) -> policy_pb2.Escalation:
-    """GetEscalation; where policy answers it to services only, the admin's ListEscalations
-    pages stand in."""
-    try:
-        answer: policy_pb2.GetEscalationResponse = session.call(
-            session.policy.GetEscalation,
-            policy_pb2.GetEscalationRequest(
-                workspace_id=session.workspace, escalation_id=escalation_id
-            ),
-        )
-        return answer.escalation
-    except CliError as failure:
-        if failure.reason not in ("SERVICE_CREDENTIAL_REQUIRED", "CALLER_NOT_ALLOWED"):
-            raise
-    token = ""
-    for _ in range(_SHOW_PAGES):
-        page: policy_pb2.ListEscalationsResponse = session.call(
-            session.policy.ListEscalations,
-            policy_pb2.ListEscalationsRequest(
-                workspace_id=session.workspace, page_size=500, page_token=token
-            ),
-        )
-        for escalation in page.escalations:
-            if escalation.escalation_id == escalation_id:
-                return escalation
-        token = page.next_page_token
-        if not token:
-            break
-    raise CliError(
-        f"escalation {escalation_id} not found in workspace {session.workspace}",
-        ExitCode.NOT_FOUND,
-        reason="NOT_FOUND",
+    """GetEscalation (answered to an admin's credential)."""
+    answer: policy_pb2.GetEscalationResponse = session.call(
+        session.policy.GetEscalation,
+        policy_pb2.GetEscalationRequest(
+            workspace_id=session.workspace, escalation_id=escalation_id
+        ),
     )
+    return answer.escalation
 
 
 @app.command("show")
