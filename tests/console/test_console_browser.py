@@ -260,3 +260,16 @@ async def test_a_post_without_the_csrf_token_is_refused_and_moves_nothing(
     # Still signed in: the refused sign-out changed nothing either.
     await page.goto(f"{console.url}/bounds")
     await expect(page.locator("header .who")).to_contain_text("admin-a")
+
+
+async def test_a_callback_with_a_forged_state_signs_no_one_in(console: Console) -> None:
+    context = await console.browser.new_context()
+    page = await context.new_page()
+    await page.goto(f"{console.url}/signin")
+    await page.wait_for_url("**/authorize?**")
+    # Back at the console with a code and a state it never issued (a login CSRF attempt).
+    answer = await page.goto(f"{console.url}/auth/callback?code=forged&state=forged")
+    assert answer is not None and answer.status == 400
+    await expect(page.locator(".flash.error")).to_contain_text("Sign-in failed")
+    await page.goto(f"{console.url}/escalations")
+    await page.wait_for_url("**/authorize?**")

@@ -1,0 +1,87 @@
+"""The pure parts of the pages: the SVG chart's geometry, the recovery weeks, the bounds
+form turned into complete bounds."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from askvault.common.v1 import common_pb2
+from askvault.policy.v1 import policy_pb2
+from console import charts
+from console.pages import bounds, recovery
+
+
+def test_bars_scale_to_the_axis_and_the_band_covers_its_range() -> None:
+    chart = charts.bar_chart(["a", "b", "c"], [0.0, 0.5, 1.0], top=1.0, band=(0.15, 0.25))
+    heights = [bar.height for bar in chart.bars]
+    assert heights[0] == 0 and heights[2] == pytest.approx(2 * heights[1], abs=0.2)
+    assert chart.bars[2].y == charts.TOP
+    assert chart.band is not None
+    top, bottom = chart.band
+    plot = charts.HEIGHT - charts.BOTTOM - charts.TOP
+    assert bottom - top == pytest.approx(plot * 0.10, abs=0.2)
+
+
+def test_twelve_weeks_end_with_this_weeks_monday() -> None:
+    starts = recovery.week_starts(datetime(2026, 11, 30, 15, 0, tzinfo=UTC))
+    assert len(starts) == 12
+    assert starts[-1] == datetime(2026, 11, 30, tzinfo=UTC)
+    assert starts[0] == datetime(2026, 9, 14, tzinfo=UTC)
+
+
+def _current() -> policy_pb2.Bounds:
+    current = policy_pb2.Bounds(
+        workspace_id="ws",
+        askvault_plan=policy_pb2.ASK_VAULT_PLAN_BUSINESS,
+        refund_caps=[
+            common_pb2.Money(amount_minor=50000, currency="usd"),
+            common_pb2.Money(amount_minor=40000, currency="eur"),
+        ],
+    )
+    current.updated_at.GetCurrentTime()
+    return current
+
+
+FORM = {
+    "cap_amount": "120.50",
+    "cap_currency": "USD",
+    "refund_window_days": "14",
+    "plan_changes_per_period": "2",
+    "resubscriptions_per_period": "1",
+    "cancellation_grace_hours": "48",
+    "counter_period": "calendar_week",
+    "time_zone": "Europe/Paris",
+    "self_serve_price_ids": "price_a, price_b",
+}
+
+
+def test_the_form_replaces_its_fields_and_keeps_the_rest() -> None:
+    proposed = bounds.proposed_bounds(_current(), FORM)
+    assert [(c.currency, c.amount_minor) for c in proposed.refund_caps] == [
+        ("usd", 12050),
+        ("eur", 40000),
+    ]
+    assert proposed.refund_window.seconds == 14 * 86400
+    assert proposed.cancellation_grace.seconds == 48 * 3600
+    assert proposed.counter_period == policy_pb2.COUNTER_PERIOD_CALENDAR_WEEK
+    assert list(proposed.self_serve_price_ids) == ["price_a", "price_b"]
+    assert proposed.askvault_plan == policy_pb2.ASK_VAULT_PLAN_BUSINESS
+    assert not proposed.HasField("updated_at")
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("cap_amount", "lots"),
+        ("cap_amount", "-1"),
+        ("cap_currency", "dollars"),
+        ("refund_window_days", "x"),
+        ("plan_changes_per_period", "-3"),
+        ("counter_period", "fortnight"),
+    ],
+)
+def test_a_wrong_field_proposes_nothing(field: str, value: str) -> None:
+    with pytest.raises(ValueError):  # noqa: PT011 - the message names the field
+        bounds.proposed_bounds(_current(), {**FORM, field: value})
