@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import logging
 import secrets
 from http.cookies import SimpleCookie
 from typing import Any
@@ -21,6 +22,8 @@ from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+logger = logging.getLogger(__name__)
 
 COOKIE = "askvault_console"
 CSRF_FIELD = "csrf_token"
@@ -58,8 +61,12 @@ class EncryptedSessions:
             if message["type"] == "http.response.start":
                 session: dict[str, Any] = scope["session"]
                 headers = MutableHeaders(scope=message)
-                if session and session != loaded:
-                    headers.append("Set-Cookie", self._cookie(self._seal(session), self._max_age))
+                sealed = self._seal(session) if session and session != loaded else ""
+                if len(sealed) > MAX_COOKIE_BYTES:
+                    # Browsers drop such a cookie; keep the one they have instead.
+                    logger.warning("session too large to keep", extra={"bytes": len(sealed)})
+                elif sealed:
+                    headers.append("Set-Cookie", self._cookie(sealed, self._max_age))
                 elif not session and had_cookie:
                     headers.append("Set-Cookie", self._cookie("", 0))
             await send(message)
@@ -88,8 +95,6 @@ class EncryptedSessions:
         return self._keys.encrypt(json.dumps(session, separators=(",", ":")).encode()).decode()
 
     def _cookie(self, value: str, max_age: int) -> str:
-        if len(value) > MAX_COOKIE_BYTES:
-            raise ValueError("the session grew past what a cookie holds")
         parts = [f"{COOKIE}={value}", "Path=/", f"Max-Age={max_age}", "HttpOnly", "SameSite=Lax"]
         if self._secure:
             parts.append("Secure")

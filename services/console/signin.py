@@ -56,6 +56,9 @@ async def signin(request: Request) -> Response:
     public = console.settings.public_url
     redirect_uri = f"{public}/auth/callback" if public else str(request.url_for("callback"))
     client = request.app.state.oauth.create_client(CLIENT)
+    # One sign-in at a time: states of abandoned attempts would grow the cookie.
+    for key in [key for key in request.session if key.startswith("_state_")]:
+        del request.session[key]
     try:
         response: Response = await client.authorize_redirect(request, redirect_uri)
     except Exception as error:  # the provider's discovery could not be read

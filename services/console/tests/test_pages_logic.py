@@ -85,3 +85,27 @@ def test_the_form_replaces_its_fields_and_keeps_the_rest() -> None:
 def test_a_wrong_field_proposes_nothing(field: str, value: str) -> None:
     with pytest.raises(ValueError):  # noqa: PT011 - the message names the field
         bounds.proposed_bounds(_current(), {**FORM, field: value})
+
+
+def test_outcome_charts_read_the_edges_daily_figures() -> None:
+    from console.pages import outcomes
+
+    report = {
+        "daily": [
+            {"day": "2026-11-29", "totals": {"resolved_without_human_share": None}},
+            {
+                "day": "2026-11-30",
+                "totals": {
+                    "resolved_without_human_share": 0.75,
+                    "refund_automatic_share": 0.5,
+                    "resolution_seconds_median": 120.0,
+                },
+            },
+        ]
+    }
+    drawn = outcomes.outcome_charts(report)
+    assert [bar.label for bar in drawn["resolved"].bars] == ["11-29", "11-30"]
+    assert drawn["resolved"].bars[0].height == 0
+    assert drawn["resolved"].bars[1].value_text == "75%"
+    assert drawn["refunds"].bars[1].value_text == "50%"
+    assert drawn["minutes"].bars[1].value_text == "2"
