@@ -4,6 +4,7 @@ template turns the geometry into <svg> elements."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -13,6 +14,7 @@ LEFT = 44
 BOTTOM = 28
 TOP = 12
 RIGHT = 8
+MAX_AXIS_LABELS = 12
 
 
 @dataclass(frozen=True)
@@ -23,6 +25,8 @@ class Bar:
     height: float
     label: str
     value_text: str
+    # The label under the bar; empty for all but every few bars of a long series.
+    axis_label: str
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,8 @@ def bar_chart(
     plot_height = HEIGHT - BOTTOM - TOP
     plot_width = WIDTH - LEFT - RIGHT
     slot = plot_width / max(len(values), 1)
+    # At most MAX_AXIS_LABELS labels fit under the axis; the last bar always has one.
+    every = max(1, math.ceil(len(values) / MAX_AXIS_LABELS))
 
     def y_of(value: float) -> float:
         return round(TOP + plot_height * (1 - min(value, scale_top) / scale_top), 1)
@@ -80,6 +86,7 @@ def bar_chart(
             height=round(HEIGHT - BOTTOM - y_of(value), 1),
             label=label,
             value_text=text(value),
+            axis_label=label if (len(values) - 1 - index) % every == 0 else "",
         )
         for index, (label, value) in enumerate(zip(labels, values, strict=True))
     ]

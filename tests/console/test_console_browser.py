@@ -13,8 +13,9 @@ from playwright.async_api import Page, expect
 from askvault.common.v1 import common_pb2
 from askvault.policy.v1 import policy_pb2
 from runtime import testing
+from smtp_sink.store import Fault
 from tests.console.conftest import Console, screenshot
-from tests.e2e.conftest import WORKSPACE, Stack, eventually
+from tests.e2e.conftest import AGENT_INBOX, WORKSPACE, Stack, eventually
 
 
 async def _set_cap(stack: Stack, amount_minor: int) -> None:
@@ -273,3 +274,50 @@ async def test_a_callback_with_a_forged_state_signs_no_one_in(console: Console) 
     await expect(page.locator(".flash.error")).to_contain_text("Sign-in failed")
     await page.goto(f"{console.url}/escalations")
     await page.wait_for_url("**/authorize?**")
+
+
+async def test_a_dead_letter_is_resent_from_the_messages_page(console: Console) -> None:
+    stack = console.stack
+    await _set_cap(stack, 2000)
+    escalation_id = await _escalated_refund(stack, "alice")
+
+    async def handoff_mail() -> list[dict[str, Any]]:
+        return [m for m in await stack.emails(AGENT_INBOX) if escalation_id in str(m)]
+
+    await eventually(handoff_mail)
+    # The customer's mailbox refuses the next message: the decline's notice dies at once.
+    stack.sink.store.queue_fault(Fault(550, "5.1.1 no such user", "rcpt"))
+    page = await console.signed_in("admin-a")
+    await page.goto(f"{console.url}/escalations/{escalation_id}")
+    await page.locator("#deny-reason").fill("Refunds over the cap need a receipt.")
+    await page.get_by_role("button", name="Deny").click()
+    await expect(page.locator(".flash.ok")).to_contain_text("Denied")
+    await page.goto(f"{console.url}/messages?status=dead")
+    dead = page.locator("#messages tbody tr", has_text="escalation declined")
+    await expect(dead).to_have_count(1, timeout=15_000)
+    await expect(dead).to_contain_text("550")
+    await screenshot(page, "messages")
+    await dead.get_by_role("button", name="Resend").click()
+    await expect(page.locator(".flash.ok")).to_contain_text("queued again")
+
+    async def customer_mail() -> list[dict[str, Any]]:
+        return [
+            m
+            for m in await stack.emails("alice@example.com")
+            if "receipt" in str(m) or escalation_id in str(m)
+        ]
+
+    await eventually(customer_mail, timeout=15.0)
+
+
+async def test_the_outcomes_page_charts_the_edges_figures(console: Console) -> None:
+    stack = console.stack
+    await stack.turn("alice", "what is my plan?", conversation="status")
+    await _set_cap(stack, 2000)
+    await _escalated_refund(stack, "alice")
+    page = await console.signed_in("admin-a")
+    await page.goto(f"{console.url}/outcomes")
+    await expect(page.locator("#outcome-totals")).to_be_visible()
+    await expect(page.locator("svg.chart")).to_have_count(3)
+    await expect(page.locator("#intents")).to_contain_text("refund")
+    await screenshot(page, "outcomes")

@@ -24,6 +24,12 @@ def test_bars_scale_to_the_axis_and_the_band_covers_its_range() -> None:
     assert bottom - top == pytest.approx(plot * 0.10, abs=0.2)
 
 
+def test_a_long_series_labels_every_few_bars_and_always_the_last() -> None:
+    chart = charts.bar_chart([f"d{i}" for i in range(30)], [1.0] * 30)
+    labelled = [bar.axis_label for bar in chart.bars if bar.axis_label]
+    assert len(labelled) <= charts.MAX_AXIS_LABELS and labelled[-1] == "d29"
+
+
 def test_twelve_weeks_end_with_this_weeks_monday() -> None:
     starts = recovery.week_starts(datetime(2026, 11, 30, 15, 0, tzinfo=UTC))
     assert len(starts) == 12
