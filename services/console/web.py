@@ -3,6 +3,7 @@ token, flash messages after a POST, and the routes that check CSRF before their 
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -142,7 +143,11 @@ def action(path: str, handler: Action) -> Route:
     return Route(path, endpoint, methods=["POST"])
 
 
+# A path of the console with its query: no scheme, no host, no backslash (browsers read
+# "/\\evil.example" as "//evil.example").
+_LOCAL_PATH = re.compile(r"^/(?![/\\])[A-Za-z0-9/_.~%?=&+-]*$")
+
+
 def redirect(path: str) -> RedirectResponse:
-    """303 to a path of the console (never elsewhere: ``back`` comes from a form)."""
-    safe = path if path.startswith("/") and not path.startswith("//") else "/"
-    return RedirectResponse(safe, status_code=303)
+    """303 to a path of the console, never elsewhere (``back`` comes from a form)."""
+    return RedirectResponse(path if _LOCAL_PATH.match(path) else "/", status_code=303)

@@ -115,3 +115,21 @@ def test_outcome_charts_read_the_edges_daily_figures() -> None:
     assert drawn["resolved"].bars[1].value_text == "75%"
     assert drawn["refunds"].bars[1].value_text == "50%"
     assert drawn["minutes"].bars[1].value_text == "2"
+
+
+@pytest.mark.parametrize(
+    ("back", "location"),
+    [
+        ("/messages?status=dead", "/messages?status=dead"),
+        ("/escalations/esc_1", "/escalations/esc_1"),
+        ("//evil.example/x", "/"),
+        ("/\\evil.example", "/"),
+        ("https://evil.example/", "/"),
+        ("javascript:alert(1)", "/"),
+        ("/ok\r\nSet-Cookie: x=1", "/"),
+    ],
+)
+def test_a_forms_way_back_stays_in_the_console(back: str, location: str) -> None:
+    from console import web
+
+    assert web.redirect(back).headers["location"] == location
