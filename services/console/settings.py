@@ -42,10 +42,13 @@ class ConsoleSettings(ServiceSettings):
     billing_target: str = "127.0.0.1:50063"
     notifier_target: str = "127.0.0.1:50064"
     edge_url: str = "http://127.0.0.1:8080"
+    # The edge's public address, which Stripe delivers webhooks to (the connect form's default
+    # webhook URL is <edge_public_url>/api/stripe/webhooks/<workspace>); empty: EDGE_URL.
+    edge_public_url: str = ""
     # Deadline of each call to a service, in seconds.
     rpc_deadline_seconds: float = Field(default=10.0, gt=0)
 
-    @field_validator("public_url", "edge_url")
+    @field_validator("public_url", "edge_url", "edge_public_url")
     @classmethod
     def _no_trailing_slash(cls, value: str) -> str:
         return value.rstrip("/")

@@ -14,6 +14,7 @@ from askvault.common.v1 import common_pb2
 from askvault.policy.v1 import policy_pb2
 from runtime import testing
 from smtp_sink.store import Fault
+from stripe_emulator import seed
 from tests.console.conftest import Console, screenshot
 from tests.e2e.conftest import AGENT_INBOX, WORKSPACE, Stack, eventually
 
@@ -321,3 +322,27 @@ async def test_the_outcomes_page_charts_the_edges_figures(console: Console) -> N
     await expect(page.locator("svg.chart")).to_have_count(3)
     await expect(page.locator("#intents")).to_contain_text("refund")
     await screenshot(page, "outcomes")
+
+
+async def test_connecting_again_rotates_the_signing_secret_and_the_old_one_retires(
+    console: Console,
+) -> None:
+    page = await console.signed_in("admin-a")
+    await page.goto(f"{console.url}/stripe")
+    webhook = page.locator("#webhook")
+    await expect(webhook).to_contain_text("Registered in Stripe")
+    await expect(page.locator("#secrets tbody tr")).to_have_count(1)
+    await page.locator('input[name="secret_key"]').fill(seed.DEMO_API_KEY)
+    await page.get_by_role("button", name="Connect").click()
+    await expect(page.locator(".flash.ok")).to_contain_text("Connected (test mode)")
+    rows = page.locator("#secrets tbody tr")
+    await expect(rows).to_have_count(2)
+    # Newest first: the old secret is the second row; it stops verifying at once.
+    old = rows.nth(1)
+    old_id = (await old.locator("td").first.inner_text()).strip()
+    await old.locator('select[name="overlap_seconds"]').select_option("0")
+    await old.get_by_role("button", name="Retire").click()
+    await expect(page.locator(".flash.ok")).to_contain_text(f"Secret {old_id} retires at once")
+    await expect(page.locator("#secrets tbody tr", has_text=old_id)).to_contain_text("retired")
+    await expect(page.locator("#secrets tbody tr").first).to_contain_text("verifies")
+    await screenshot(page, "stripe")

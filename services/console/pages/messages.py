@@ -59,6 +59,8 @@ async def outbox(request: Request, admin: Admin) -> Response:
         statuses=list(STATUSES),
         next_page=next_page,
         resendable=RESENDABLE,
+        # Each rendered button carries its own key: a double submit resends once.
+        form_nonce=uuid.uuid4().hex,
     )
 
 

@@ -19,7 +19,8 @@ OVERLAPS = {"0": "at once", "3600": "in 1 hour", "86400": "in 24 hours"}
 
 
 def _default_webhook_url(request: Request, admin: Admin) -> str:
-    edge = console_of(request).backends.edge_url
+    settings = console_of(request).settings
+    edge = settings.edge_public_url or settings.edge_url
     return f"{edge}/api/stripe/webhooks/{admin.workspace_id}"
 
 
@@ -45,6 +46,8 @@ async def overview(request: Request, admin: Admin) -> Response:
         webhook_url=(setup.url if setup and setup.url else _default_webhook_url(request, admin)),
         overlaps=OVERLAPS,
         connect_key=f"console-connect-{uuid.uuid4()}",
+        # Each rendered retire button carries its own key: a double submit retires once.
+        form_nonce=uuid.uuid4().hex,
     )
 
 
@@ -84,7 +87,8 @@ async def retire(request: Request, admin: Admin, form: dict[str, str]) -> Respon
             workspace_id=admin.workspace_id,
             secret_id=secret_id,
             overlap_seconds=int(overlap),
-            idempotency_key=f"console-retire-{secret_id}-{overlap}-{uuid.uuid4()}",
+            idempotency_key=form.get("idempotency_key")
+            or f"console-retire-{secret_id}-{uuid.uuid4()}",
         ),
         admin.token,
     )
