@@ -133,6 +133,8 @@ async def test_a_loosened_bound_needs_a_second_admin_never_the_proposer(
     await admin_a.get_by_role("button", name="Propose").click()
     await expect(admin_a.locator(".flash.ok")).to_contain_text("a second admin must approve")
     [pending] = [c for c in await _changes(stack) if c.state == 1]
+    # Only what the admin changed moves: the form keeps every other bound as it is.
+    assert list(pending.loosened_fields) == ["refund_caps.usd"]
     row = admin_a.locator(f'#pending tr[data-change="{pending.change_id}"]')
     await expect(row).to_contain_text("admin-a")
     # The proposer's own approval: policy refuses and the page says why.
@@ -245,7 +247,7 @@ async def test_a_post_without_the_csrf_token_is_refused_and_moves_nothing(
         "refund_window_days": "30",
         "plan_changes_per_period": "3",
         "resubscriptions_per_period": "1",
-        "cancellation_grace_hours": "24",
+        "cancellation_grace_minutes": "60",
         "counter_period": "calendar_month",
     }
     # The signed-in browser's own cookie, but no token (a cross-site form would send that).

@@ -24,6 +24,8 @@ PERIODS = {
     "calendar_day": policy_pb2.COUNTER_PERIOD_CALENDAR_DAY,
 }
 _MAX_COUNT = 10_000
+DAY = 86400
+MINUTE = 60
 
 
 async def overview(request: Request, admin: Admin) -> Response:
@@ -75,6 +77,12 @@ def _count(form: dict[str, str], name: str) -> int:
     return value
 
 
+def _seconds(current: int, shown: int, unit: int) -> int:
+    """A duration from the form: the current one, exactly, when the field still shows it
+    (a form rounds to its unit and must not move a bound nobody touched)."""
+    return current if shown == current // unit else shown * unit
+
+
 def proposed_bounds(current: policy_pb2.Bounds, form: dict[str, str]) -> policy_pb2.Bounds:
     """The complete new bounds: the ones in force with the form's fields replaced. Raises
     ValueError naming a field the form got wrong."""
@@ -93,8 +101,16 @@ def proposed_bounds(current: policy_pb2.Bounds, form: dict[str, str]) -> policy_
     del bounds.refund_caps[:]
     bounds.refund_caps.extend([common_pb2.Money(amount_minor=minor, currency=code), *caps])
     try:
-        bounds.refund_window.FromSeconds(_count(form, "refund_window_days") * 86400)
-        bounds.cancellation_grace.FromSeconds(_count(form, "cancellation_grace_hours") * 3600)
+        bounds.refund_window.FromSeconds(
+            _seconds(current.refund_window.seconds, _count(form, "refund_window_days"), DAY)
+        )
+        bounds.cancellation_grace.FromSeconds(
+            _seconds(
+                current.cancellation_grace.seconds,
+                _count(form, "cancellation_grace_minutes"),
+                MINUTE,
+            )
+        )
         bounds.plan_changes_per_period = _count(form, "plan_changes_per_period")
         bounds.resubscriptions_per_period = _count(form, "resubscriptions_per_period")
     except ValueError as error:

@@ -47,6 +47,8 @@ def _current() -> policy_pb2.Bounds:
         ],
     )
     current.updated_at.GetCurrentTime()
+    current.refund_window.FromSeconds(14 * 86400 + 3600)
+    current.cancellation_grace.FromSeconds(30 * 60 + 30)
     return current
 
 
@@ -56,7 +58,7 @@ FORM = {
     "refund_window_days": "14",
     "plan_changes_per_period": "2",
     "resubscriptions_per_period": "1",
-    "cancellation_grace_hours": "48",
+    "cancellation_grace_minutes": "2880",
     "counter_period": "calendar_week",
     "time_zone": "Europe/Paris",
     "self_serve_price_ids": "price_a, price_b",
@@ -69,12 +71,17 @@ def test_the_form_replaces_its_fields_and_keeps_the_rest() -> None:
         ("usd", 12050),
         ("eur", 40000),
     ]
-    assert proposed.refund_window.seconds == 14 * 86400
+    # The window still shows its 14 days: kept to the second, not rounded down.
+    assert proposed.refund_window.seconds == 14 * 86400 + 3600
     assert proposed.cancellation_grace.seconds == 48 * 3600
     assert proposed.counter_period == policy_pb2.COUNTER_PERIOD_CALENDAR_WEEK
     assert list(proposed.self_serve_price_ids) == ["price_a", "price_b"]
     assert proposed.askvault_plan == policy_pb2.ASK_VAULT_PLAN_BUSINESS
     assert not proposed.HasField("updated_at")
+    untouched = bounds.proposed_bounds(_current(), {**FORM, "cancellation_grace_minutes": "30"})
+    assert untouched.cancellation_grace.seconds == 30 * 60 + 30
+    shorter = bounds.proposed_bounds(_current(), {**FORM, "refund_window_days": "7"})
+    assert shorter.refund_window.seconds == 7 * 86400
 
 
 @pytest.mark.parametrize(
