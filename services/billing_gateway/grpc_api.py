@@ -16,7 +16,16 @@ from askvault.billing.v1 import billing_pb2 as pb
 from askvault.billing.v1 import billing_pb2_grpc
 from askvault.notifier.v1 import notifier_pb2
 from askvault.policy.v1 import policy_pb2
-from billing_gateway import convert, mirror_reads, notices, price_moves, storage, webhooks
+from billing_gateway import (
+    convert,
+    escalations,
+    mirror_reads,
+    notices,
+    price_moves,
+    storage,
+    webhook_setup,
+    webhooks,
+)
 from billing_gateway.accounts import AccountDirectory, key_binding, secret_binding
 from billing_gateway.confirmation_outbox import ConfirmationOutbox
 from billing_gateway.domain import billing, mirroring, recovery
@@ -57,22 +66,21 @@ MAX_SECRET_OVERLAP_SECONDS = 30 * 86_400
 MAX_MIRROR_AGE_SECONDS = 7 * 86_400
 
 
-def _webhook_secret(secret: storage.WebhookSecretMetadata, now: datetime) -> pb.WebhookSecret:
-    """A signing secret's metadata as the API shows it (never the secret)."""
-    return pb.WebhookSecret(
-        secret_id=secret.secret_id,
-        created_at=convert.timestamp(secret.created_at),
-        retires_at=convert.timestamp(secret.retired_at),
-        retired=secret.retired_at is not None and secret.retired_at <= now,
-    )
-
-
 def _not_linked() -> errors.ServiceError:
     return errors.ServiceError(
         errors.Kind.FAILED_PRECONDITION,
         "CUSTOMER_NOT_LINKED",
         "the contact is not linked to a Stripe customer",
     )
+
+
+def _authorization(context: grpc.aio.ServicerContext) -> str:
+    """The caller's ``authorization`` metadata, forwarded as it is to policy (which verifies
+    the admin credential itself)."""
+    for key, value in context.invocation_metadata() or ():
+        if key.lower() == "authorization" and isinstance(value, str):
+            return value
+    return ""
 
 
 def _page_size(value: int, default: int, maximum: int) -> int:
@@ -118,8 +126,45 @@ class BillingGatewayServicer(billing_pb2_grpc.BillingGatewayServiceServicer):
         self._clock = clock
         self._notices = confirmations
         self._mirror = mirror
+        self._escalations = escalations.Escalations(
+            pool, peers, accounts, notices.Notices(peers, accounts, gateway), self
+        )
+
+    # -- escalations (escalations.py) ------------------------------------------------------
+
+    async def CarryOutEscalation(
+        self, request: pb.CarryOutEscalationRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CarryOutEscalationResponse:
+        await self._admin(context, request.workspace_id)
+        check = errors.Validator()
+        check.non_empty(request.workspace_id, "workspace_id", max_length=64)
+        check.non_empty(request.escalation_id, "escalation_id", max_length=128)
+        # Policy's keys are derived from it and the escalation id (at most 200 together).
+        check.non_empty(request.idempotency_key, "idempotency_key", max_length=64)
+        check.check()
+        return await self._escalations.carry_out(request, _authorization(context))
+
+    async def DeclineEscalation(
+        self, request: pb.DeclineEscalationRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DeclineEscalationResponse:
+        await self._admin(context, request.workspace_id)
+        check = errors.Validator()
+        check.non_empty(request.workspace_id, "workspace_id", max_length=64)
+        check.non_empty(request.escalation_id, "escalation_id", max_length=128)
+        check.non_empty(request.reason, "reason", max_length=2048)
+        # Policy's keys are derived from it and the escalation id (at most 200 together).
+        check.non_empty(request.idempotency_key, "idempotency_key", max_length=64)
+        check.check()
+        return await self._escalations.decline(request, _authorization(context))
 
     # -- helpers ---------------------------------------------------------------------------
+
+    async def read_owned(
+        self, account: StripeAccount, kind: str, object_id: str, customer_id: str
+    ) -> Json:
+        """A customer's charge, subscription or invoice, read from Stripe (NOT_FOUND when it
+        is someone else's): the facts an escalated action is checked against."""
+        return await self._retrieve(account, kind, object_id, customer_id)
 
     async def _admin(self, context: grpc.aio.ServicerContext, workspace_id: str) -> str:
         return await self._admins.subject_of_call(context.invocation_metadata(), workspace_id)
@@ -925,6 +970,13 @@ class BillingGatewayServicer(billing_pb2_grpc.BillingGatewayServiceServicer):
         customer_id, account = await self._customer(
             request.workspace_id, request.identity_assertion
         )
+        return await self.refund_for(request, customer_id, account)
+
+    async def refund_for(
+        self, request: pb.RefundChargeRequest, customer_id: str, account: StripeAccount
+    ) -> pb.RefundChargeResponse:
+        """The refund of one of ``customer_id``'s charges under the request's grant: a
+        visitor's (RefundCharge) or an approved escalation's (escalations.py)."""
         charge = await self._retrieve(account, "charge", request.charge_id, customer_id)
         currency = str(charge.get("currency") or "")
         if currency != request.amount.currency.lower():
@@ -984,6 +1036,12 @@ class BillingGatewayServicer(billing_pb2_grpc.BillingGatewayServiceServicer):
         customer_id, account = await self._customer(
             request.workspace_id, request.identity_assertion
         )
+        return await self.change_plan_for(request, customer_id, account)
+
+    async def change_plan_for(
+        self, request: pb.ChangePlanRequest, customer_id: str, account: StripeAccount
+    ) -> pb.ChangePlanResponse:
+        """A plan change of one of ``customer_id``'s subscriptions under the request's grant."""
         current, sub, _ = await self._subscription_pb(
             account, request.workspace_id, customer_id, request.subscription_id
         )
@@ -1052,6 +1110,12 @@ class BillingGatewayServicer(billing_pb2_grpc.BillingGatewayServiceServicer):
         customer_id, account = await self._customer(
             request.workspace_id, request.identity_assertion
         )
+        return await self.cancel_for(request, customer_id, account)
+
+    async def cancel_for(
+        self, request: pb.CancelSubscriptionRequest, customer_id: str, account: StripeAccount
+    ) -> pb.CancelSubscriptionResponse:
+        """A cancellation (scheduled at now + grace) under the request's grant."""
         current, _sub, _product = await self._subscription_pb(
             account, request.workspace_id, customer_id, request.subscription_id
         )
@@ -1141,6 +1205,17 @@ class BillingGatewayServicer(billing_pb2_grpc.BillingGatewayServiceServicer):
         customer_id, account = await self._customer(
             request.workspace_id, request.identity_assertion
         )
+        return await self.subscription_write_for(request, action, parameters, customer_id, account)
+
+    async def subscription_write_for(
+        self,
+        request: Any,
+        action: str,
+        parameters: Json,
+        customer_id: str,
+        account: StripeAccount,
+    ) -> pb.PauseSubscriptionResponse:
+        """A pause or resume of one of ``customer_id``'s subscriptions under the grant."""
         await self._retrieve(account, "subscription", request.subscription_id, customer_id)
         details = policy_pb2.ActionDetails(
             stripe_customer_id=customer_id, subscription_id=request.subscription_id
@@ -1256,6 +1331,12 @@ class BillingGatewayServicer(billing_pb2_grpc.BillingGatewayServiceServicer):
         customer_id, account = await self._customer(
             request.workspace_id, request.identity_assertion
         )
+        return await self.retry_payment_for(request, customer_id, account)
+
+    async def retry_payment_for(
+        self, request: pb.RetryInvoicePaymentRequest, customer_id: str, account: StripeAccount
+    ) -> pb.RetryInvoicePaymentResponse:
+        """A payment retry of one of ``customer_id``'s invoices under the request's grant."""
         invoice_id = request.invoice_id
         if not invoice_id:
             listed = await self._stripe.call(
@@ -1461,43 +1542,9 @@ class BillingGatewayServicer(billing_pb2_grpc.BillingGatewayServiceServicer):
         self, request: pb.CheckWebhookSetupRequest, context: grpc.aio.ServicerContext
     ) -> pb.CheckWebhookSetupResponse:
         await self._admin(context, request.workspace_id)
-        account = await self._accounts.account(request.workspace_id)
-        async with self._pool.acquire() as connection:
-            record = await storage.get_account(connection, request.workspace_id)
-            last = await storage.last_event_received_at(connection, request.workspace_id)
-            secrets = await storage.webhook_secret_metadata(connection, request.workspace_id)
-        assert record is not None
-        now = self._clock()
-        response = pb.CheckWebhookSetupResponse(
-            last_event_received_at=convert.timestamp(last),
-            url=record.webhook_url,
-            missing_event_types=list(webhooks.NEEDED_EVENTS),
-            webhook_secrets=[_webhook_secret(secret, now) for secret in secrets],
+        return await webhook_setup.check(
+            self._pool, self._stripe, self._accounts, request.workspace_id, self._clock()
         )
-        if not record.webhook_endpoint_id:
-            return response
-        try:
-            endpoint = to_json(
-                await self._stripe.call(
-                    account,
-                    "webhook_endpoints.retrieve",
-                    lambda c: c.v1.webhook_endpoints.retrieve_async(record.webhook_endpoint_id),
-                )
-            )
-        except errors.ServiceError as error:
-            if error.kind is not errors.Kind.NOT_FOUND:
-                raise
-            return response
-        enabled = list(endpoint.get("enabled_events") or [])
-        del response.missing_event_types[:]
-        if "*" not in enabled:
-            response.missing_event_types.extend(
-                e for e in webhooks.NEEDED_EVENTS if e not in enabled
-            )
-        response.registered = True
-        response.enabled = endpoint.get("status") == "enabled"
-        response.url = str(endpoint.get("url") or record.webhook_url)
-        return response
 
     async def RetireWebhookSecret(
         self, request: pb.RetireWebhookSecretRequest, context: grpc.aio.ServicerContext
@@ -1523,7 +1570,7 @@ class BillingGatewayServicer(billing_pb2_grpc.BillingGatewayServiceServicer):
             )
             if retired is None:
                 raise errors.not_found("webhook secret")
-            return pb.RetireWebhookSecretResponse(secret=_webhook_secret(retired, now))
+            return pb.RetireWebhookSecretResponse(secret=webhook_setup.secret_pb(retired, now))
 
         response = await idempotency.run_once(
             self._pool,

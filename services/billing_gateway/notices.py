@@ -73,6 +73,10 @@ class Notices:
             notifier_pb2.Recipient(contact_id=f"stripe-customer-{customer_id}", email=stripe_email)
         ]
 
+    async def customer_email(self, workspace_id: str, customer_id: str) -> str:
+        """The customer's email at Stripe ('' when it has none or is gone)."""
+        return await self._email(workspace_id, customer_id)
+
     async def _email(self, workspace_id: str, customer_id: str) -> str:
         """The customer's email at Stripe ('' when it has none or is gone)."""
         account = await self._accounts.account(workspace_id)

@@ -133,6 +133,7 @@ SET attempts = e.attempts + 1,
     processed_at = CASE WHEN d.delay IS NULL THEN now() END,
     outcome = CASE WHEN d.delay IS NULL THEN d.outcome ELSE e.outcome END,
     last_error = CASE WHEN d.delay IS NULL THEN '' ELSE d.error END,
+    last_error_at = CASE WHEN d.delay IS NOT NULL OR d.outcome <> '' THEN now() END,
     next_attempt_at = CASE WHEN d.delay IS NULL THEN e.next_attempt_at
                            ELSE now() + make_interval(secs => d.delay) END
 FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[], $5::text[])
@@ -182,6 +183,22 @@ WHERE workspace_id = $1 AND processed_at IS NULL;
 
 -- name: last_event_received_at
 SELECT max(received_at) FROM stripe_events WHERE workspace_id = $1;
+
+-- name: webhook_health
+-- Events received since $2, and the latest processing error (deferred: its error; finished
+-- with an effect that could not happen: its outcome).
+SELECT (SELECT count(*) FROM stripe_events WHERE workspace_id = $1 AND received_at >= $2)
+           AS received,
+       e.error, e.error_at
+FROM (SELECT 1) AS one
+LEFT JOIN LATERAL (
+    SELECT CASE WHEN processed_at IS NULL THEN last_error ELSE outcome END AS error,
+           last_error_at AS error_at
+    FROM stripe_events
+    WHERE workspace_id = $1 AND last_error_at IS NOT NULL
+    ORDER BY last_error_at DESC
+    LIMIT 1
+) AS e ON true;
 
 -- name: open_case
 INSERT INTO recovery_cases (workspace_id, case_id, stripe_customer_id, invoice_id,
@@ -363,3 +380,9 @@ WHERE workspace_id = $1 AND object_type = 'customer' AND NOT deleted
   AND data->'metadata' @> jsonb_build_object($2::text, $3::text)
 ORDER BY created DESC, object_id DESC
 LIMIT 10;
+
+-- name: lock_escalation
+-- One decision on an escalation at a time (CarryOutEscalation, DeclineEscalation), held until
+-- the caller's transaction ends (or its connection drops with a crashed replica); waits at
+-- most the transaction's lock_timeout.
+SELECT pg_advisory_xact_lock(1652, hashtext($1 || ':' || $2));

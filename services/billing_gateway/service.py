@@ -51,6 +51,8 @@ class BillingGatewayService:
         "GetRecoveryStats": frozenset({ADMIN}),
         "GetMirrorStatus": frozenset({ADMIN}),
         "UpdateMirrorSettings": frozenset({ADMIN}),
+        "CarryOutEscalation": frozenset({ADMIN}),
+        "DeclineEscalation": frozenset({ADMIN}),
     }
 
     def __init__(

@@ -404,6 +404,24 @@ async def last_event_received_at(connection: Connection, workspace_id: str) -> d
     return value
 
 
+@dataclass(frozen=True)
+class WebhookHealth:
+    """Events received lately and the latest processing error ("" / None: none)."""
+
+    received: int
+    last_error: str
+    last_error_at: datetime | None
+
+
+async def webhook_health(
+    connection: Connection, workspace_id: str, since: datetime
+) -> WebhookHealth:
+    """Events received since ``since`` and the workspace's latest processing error."""
+    row = await connection.fetchrow(queries.webhook_health, workspace_id, since)
+    assert row is not None
+    return WebhookHealth(int(row["received"]), row["error"] or "", row["error_at"])
+
+
 # recovery
 
 
@@ -843,3 +861,8 @@ async def customers_by_metadata(
     """Held customers (not deleted) whose metadata holds exactly this value under the key."""
     rows = await connection.fetch(queries.customers_by_metadata, workspace_id, metadata_key, value)
     return [_mirrored(row) for row in rows]
+
+
+async def lock_escalation(connection: Connection, workspace_id: str, escalation_id: str) -> None:
+    """Waits for (then holds, until the transaction ends) the escalation's decision lock."""
+    await connection.execute(queries.lock_escalation, workspace_id, escalation_id)

@@ -30,6 +30,8 @@ _TEMPLATE_TO_KEY = {
     pb.TEMPLATE_HANDOFF: "handoff",
     pb.TEMPLATE_CHAT_REPLY: "chat_reply",
     pb.TEMPLATE_WHATSAPP_OPTED_OUT: templates.WHATSAPP_OPTED_OUT,
+    pb.TEMPLATE_ESCALATION_APPROVED: "escalation_approved",
+    pb.TEMPLATE_ESCALATION_DECLINED: "escalation_declined",
 }
 _KEY_TO_TEMPLATE = {value: key for key, value in _TEMPLATE_TO_KEY.items()}
 _CHANNEL_TO_STR = {

@@ -250,6 +250,8 @@ class AuditFilter:
     action: str = ""
     start_time: datetime | None = None
     end_time: datetime | None = None
+    stripe_customer_id: str = ""
+    actor_id: str = ""
 
 
 async def list_audit_events(
@@ -265,6 +267,8 @@ async def list_audit_events(
         where.end_time,
         after_sequence,
         limit,
+        where.stripe_customer_id,
+        where.actor_id,
     )
     return [_chained(row) for row in rows]
 

@@ -98,6 +98,8 @@ WHERE workspace_id = $1
   AND ($3 = '' OR action = $3)
   AND ($4::timestamptz IS NULL OR occurred_at >= $4)
   AND ($5::timestamptz IS NULL OR occurred_at < $5)
+  AND ($8 = '' OR stripe_customer_id = $8)
+  AND ($9 = '' OR actor_id = $9)
   AND sequence > $6
 ORDER BY sequence
 LIMIT $7;

@@ -53,6 +53,8 @@ ESCALATION_STATE_TO_PB = {
     "open": pb.ESCALATION_STATE_OPEN,
     "approved": pb.ESCALATION_STATE_APPROVED,
     "rejected": pb.ESCALATION_STATE_REJECTED,
+    "executed": pb.ESCALATION_STATE_EXECUTED,
+    "failed": pb.ESCALATION_STATE_FAILED,
 }
 ESCALATION_STATE_FROM_PB = {number: name for name, number in ESCALATION_STATE_TO_PB.items()}
 CHANGE_STATE_TO_PB = {
@@ -234,6 +236,10 @@ def escalation_pb(record: storage.EscalationRecord) -> pb.Escalation:
         decided_at=timestamp(record.decided_at),
         decided_by=record.decided_by,
         grant_id=record.grant_id,
+        decision_note=record.decision_note,
+        failure_reason=record.failure_reason,
+        stripe_object_id=record.stripe_object_id,
+        finished_at=timestamp(record.finished_at),
     )
 
 

@@ -29,13 +29,13 @@ from policy import (
     convert,
     deciding,
     entries,
+    escalations,
     resolving,
     storage,
     terms,
 )
-from policy.domain import audit, bounds, decisions
+from policy.domain import audit, bounds
 from policy.domain.decisions import Reason
-from policy.domain.model import Action, Details
 from policy.settings import PolicySettings
 from runtime import assertions, auth, errors, idempotency, ids
 from runtime.database import Connection
@@ -96,6 +96,12 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         self._defaults = defaults
         self._grant_ttl = timedelta(seconds=settings.grant_ttl_seconds)
         self._cases = deciding.UseCases(pool, audit_keys, defaults, self._grant_ttl)
+        self._escalations = escalations.Escalations(
+            pool,
+            audit_keys,
+            self._cases,
+            timedelta(seconds=settings.approval_grant_ttl_seconds),
+        )
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -104,34 +110,6 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
 
     async def _bounds(self, connection: Connection, workspace_id: str) -> bounds.Bounds:
         return await self._cases.bounds(connection, workspace_id)
-
-    async def _reserve_grant(
-        self,
-        connection: Connection,
-        workspace_id: str,
-        contact_id: str,
-        action: Action,
-        details: Details,
-        cancellation_grace: timedelta,
-        reservation: decisions.Reservation | None,
-        now: datetime,
-        escalation_id: str = "",
-    ) -> storage.GrantRecord:
-        return await storage.insert_grant(
-            connection,
-            workspace_id,
-            ids.new_id("gr"),
-            contact_id,
-            action,
-            details,
-            expires_at=now + self._grant_ttl,
-            now=now,
-            cancellation_grace=(
-                cancellation_grace if action is Action.CANCEL_SUBSCRIPTION else None
-            ),
-            reservation=reservation,
-            escalation_id=escalation_id,
-        )
 
     # -- decisions -------------------------------------------------------------------------
 
@@ -350,6 +328,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
                 convert.ESCALATION_STATE_FROM_PB.get(request.state, ""),
                 after,
                 size + 1,
+                oldest_first=request.oldest_first,
             )
         token = ""
         if len(records) > size:
@@ -362,121 +341,18 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
             escalations=[convert.escalation_pb(r) for r in records], next_page_token=token
         )
 
-    async def _decide_escalation(
-        self, connection: Connection, workspace_id: str, escalation_id: str
-    ) -> storage.EscalationRecord:
-        record = await storage.get_escalation(
-            connection, workspace_id, escalation_id, for_update=True
-        )
-        if record is None:
-            raise errors.not_found("escalation")
-        if record.state != "open":
-            raise errors.ServiceError(
-                errors.Kind.FAILED_PRECONDITION,
-                "NOT_PENDING",
-                f"the escalation is already {record.state}",
-            )
-        return record
-
     async def ApproveEscalation(
         self, request: pb.ApproveEscalationRequest, context: grpc.aio.ServicerContext
     ) -> pb.ApproveEscalationResponse:
+        # The admin's own credential, also when the billing gateway forwards it
+        # (CarryOutEscalation): the approver is the person, never the service.
         admin = await self._admin(context, request.workspace_id)
         check = errors.Validator()
         _check_workspace(check, request.workspace_id)
         check.non_empty(request.escalation_id, "escalation_id", max_length=_MAX_ID)
         check.check()
         idempotency.require_key(request.idempotency_key)
-        now = self._clock()
-        workspace_id = request.workspace_id
-
-        async def approve(connection: Connection) -> pb.ApproveEscalationResponse:
-            record = await self._decide_escalation(connection, workspace_id, request.escalation_id)
-            escalated = convert.escalation_pb(record)
-            details = convert.details_from_pb(escalated.details)
-            action = convert.ACTION_FROM_PB.get(escalated.action)
-            grant: storage.GrantRecord | None = None
-            # A grant only for a verified visitor and a complete action: an anonymous
-            # hand-off or a plain "talk to a human" is approved without one.
-            if (
-                action is not None
-                and record.contact_id
-                and record.stripe_customer_id
-                and details.stripe_customer_id == record.stripe_customer_id
-                and not decisions.details_problem(action, details, now)
-            ):
-                in_force = await self._bounds(connection, workspace_id)
-                reservation = decisions.approval_reservation(action, details, in_force, now)
-                if reservation is not None:
-                    await storage.reserve(
-                        connection,
-                        workspace_id,
-                        customer_id=record.stripe_customer_id,
-                        contact_id=record.contact_id,
-                        reservation=reservation,
-                    )
-                grant = await self._reserve_grant(
-                    connection,
-                    workspace_id,
-                    record.contact_id,
-                    action,
-                    details,
-                    in_force.cancellation_grace,
-                    reservation,
-                    now,
-                    escalation_id=record.escalation_id,
-                )
-            decided = await storage.decide_escalation(
-                connection,
-                workspace_id,
-                record.escalation_id,
-                state="approved",
-                now=now,
-                decided_by=admin,
-                note="",
-                grant_id=grant.grant.grant_id if grant else "",
-            )
-            recorded = [
-                entries.entry(
-                    now,
-                    "escalation.approved",
-                    actor=("admin", admin),
-                    contact_id=record.contact_id,
-                    customer=record.stripe_customer_id,
-                    action=action,
-                    details=details,
-                    outcome="APPROVED",
-                    subject_id=record.escalation_id,
-                )
-            ]
-            if grant is not None:
-                recorded.append(
-                    entries.entry(
-                        now,
-                        "decision",
-                        actor=("admin", admin),
-                        contact_id=record.contact_id,
-                        customer=record.stripe_customer_id,
-                        action=action,
-                        details=details,
-                        outcome=f"ALLOW:{Reason.ESCALATION_APPROVED.value}",
-                        subject_id=grant.grant.grant_id,
-                    )
-                )
-            await audit_log.record(connection, self._audit_keys, workspace_id, recorded)
-            return pb.ApproveEscalationResponse(
-                escalation=convert.escalation_pb(decided),
-                grant=convert.grant_pb(grant) if grant else None,
-            )
-
-        return await idempotency.run_once(
-            self._pool,
-            workspace_id,
-            request.idempotency_key,
-            request,
-            pb.ApproveEscalationResponse,
-            approve,
-        )
+        return await escalations.approve(self._escalations, request, admin, self._clock())
 
     async def RejectEscalation(
         self, request: pb.RejectEscalationRequest, context: grpc.aio.ServicerContext
@@ -488,49 +364,22 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         check.require(len(request.note) <= 2048, "note", "at most 2048 characters")
         check.check()
         idempotency.require_key(request.idempotency_key)
-        now = self._clock()
+        return await escalations.reject(self._escalations, request, admin, self._clock())
 
-        async def reject(connection: Connection) -> pb.RejectEscalationResponse:
-            record = await self._decide_escalation(
-                connection, request.workspace_id, request.escalation_id
-            )
-            decided = await storage.decide_escalation(
-                connection,
-                request.workspace_id,
-                record.escalation_id,
-                state="rejected",
-                now=now,
-                decided_by=admin,
-                note=request.note,
-                grant_id="",
-            )
-            await audit_log.record(
-                connection,
-                self._audit_keys,
-                request.workspace_id,
-                [
-                    entries.entry(
-                        now,
-                        "escalation.rejected",
-                        actor=("admin", admin),
-                        contact_id=record.contact_id,
-                        customer=record.stripe_customer_id,
-                        action=Action(record.action) if record.action else None,
-                        outcome="REJECTED",
-                        subject_id=record.escalation_id,
-                    )
-                ],
-            )
-            return pb.RejectEscalationResponse(escalation=convert.escalation_pb(decided))
-
-        return await idempotency.run_once(
-            self._pool,
-            request.workspace_id,
-            request.idempotency_key,
-            request,
-            pb.RejectEscalationResponse,
-            reject,
-        )
+    async def RecordEscalationOutcome(
+        self, request: pb.RecordEscalationOutcomeRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RecordEscalationOutcomeResponse:
+        # Callers: the billing gateway only (PolicyService.allowed_callers).
+        check = errors.Validator()
+        _check_workspace(check, request.workspace_id)
+        check.non_empty(request.escalation_id, "escalation_id", max_length=_MAX_ID)
+        problem = escalations.outcome_problem(request)
+        check.require(not problem, "state", problem)
+        check.require(len(request.stripe_object_id) <= 255, "stripe_object_id", "too long")
+        check.require(len(request.failure_reason) <= 1024, "failure_reason", "too long")
+        check.check()
+        idempotency.require_key(request.idempotency_key)
+        return await escalations.record_outcome(self._escalations, request, self._clock())
 
     # -- bounds ----------------------------------------------------------------------------
 
@@ -719,6 +568,8 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
             "action",
             "unknown value",
         )
+        check.require(len(request.stripe_customer_id) <= 255, "stripe_customer_id", "too long")
+        check.require(len(request.actor_id) <= 255, "actor_id", "too long")
         check.require(
             request.page_token == "" or request.page_token.isdigit(),
             "page_token",
@@ -733,6 +584,8 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
                 request.start_time.ToDatetime(UTC) if request.HasField("start_time") else None
             ),
             end_time=request.end_time.ToDatetime(UTC) if request.HasField("end_time") else None,
+            stripe_customer_id=request.stripe_customer_id,
+            actor_id=request.actor_id,
         )
         size = _page_size(request.page_size, _DEFAULT_AUDIT_PAGE, _MAX_AUDIT_PAGE)
         after = int(request.page_token or "0")

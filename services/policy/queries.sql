@@ -155,6 +155,19 @@ WHERE workspace_id = $1 AND ($2 = '' OR state = $2)
 ORDER BY created_at DESC, escalation_id DESC
 LIMIT $5;
 
+-- name: list_escalations_oldest_first
+SELECT * FROM escalations
+WHERE workspace_id = $1 AND ($2 = '' OR state = $2)
+  AND ($3::timestamptz IS NULL OR (created_at, escalation_id) > ($3, $4))
+ORDER BY created_at, escalation_id
+LIMIT $5;
+
+-- name: finish_escalation
+-- An approved escalation -> executed | failed, as the billing gateway reports it.
+UPDATE escalations SET state = $3, stripe_object_id = $4, failure_reason = $5, finished_at = $6
+WHERE workspace_id = $1 AND escalation_id = $2
+RETURNING *;
+
 -- name: reserve_and_grant
 -- One round trip for a decision's counters and grant (migration 0006's function).
 SELECT fits, customer_used, visitor_used

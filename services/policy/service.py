@@ -100,6 +100,8 @@ class PolicyService:
         "Redeem": frozenset({"billing_gateway"}),
         "Commit": frozenset({"billing_gateway"}),
         "Release": frozenset({"billing_gateway"}),
+        # The billing gateway carries out approved escalations and records how that ended.
+        "RecordEscalationOutcome": frozenset({"billing_gateway"}),
         **{
             method: frozenset({ADMIN})
             for method in (

@@ -40,6 +40,13 @@ class PolicySettings(ServiceSettings):
     identity_keys_refresh_seconds: float = Field(default=10.0, gt=0)
     # Lifetime of a grant: the enforcement point must redeem it within this many seconds.
     grant_ttl_seconds: int = Field(default=120, ge=1, le=3600)
+    # Lifetime of the grant an approved escalation carries. The billing gateway redeems it in
+    # the very call that approves (CarryOutEscalation), so this bounds only the recovery of a
+    # call that died in between (a crash, policy or Stripe unavailable, the breaker open): the
+    # admin's retry of the same call, possibly the next working day. A day covers that; the
+    # reservation (counted, never limited) is held meanwhile, and the gateway reads the
+    # charge or subscription again before acting, so a late run never acts on stale facts.
+    approval_grant_ttl_seconds: int = Field(default=86_400, ge=60, le=7 * 86_400)
     # Seconds between sweeps of the expiry worker.
     expiry_interval_seconds: float = Field(default=1.0, gt=0)
     # Grants one sweep expires per workspace and transaction.

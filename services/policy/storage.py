@@ -575,11 +575,15 @@ class EscalationRecord:
     details: dict[str, Any]
     context: dict[str, Any]
     reason: str
-    state: str  # open, approved, rejected
+    state: str  # open, approved, rejected, executed, failed
     created_at: datetime
     decided_at: datetime | None
     decided_by: str
     grant_id: str
+    decision_note: str = ""
+    failure_reason: str = ""
+    stripe_object_id: str = ""
+    finished_at: datetime | None = None
 
 
 def _escalation(row: asyncpg.Record) -> EscalationRecord:
@@ -597,6 +601,10 @@ def _escalation(row: asyncpg.Record) -> EscalationRecord:
         decided_at=row["decided_at"],
         decided_by=row["decided_by"],
         grant_id=row["grant_id"],
+        decision_note=row["decision_note"],
+        failure_reason=row["failure_reason"],
+        stripe_object_id=row["stripe_object_id"],
+        finished_at=row["finished_at"],
     )
 
 
@@ -671,10 +679,13 @@ async def list_escalations(
     state: str,
     after: tuple[datetime, str] | None,
     limit: int,
+    *,
+    oldest_first: bool = False,
 ) -> list[EscalationRecord]:
-    """A page of escalations, newest first, after the (created_at, id) cursor."""
+    """A page of escalations, newest first (or oldest first), after the (created_at, id)
+    cursor."""
     rows = await connection.fetch(
-        queries.list_escalations,
+        queries.list_escalations_oldest_first if oldest_first else queries.list_escalations,
         workspace_id,
         state,
         after[0] if after else None,
@@ -682,3 +693,27 @@ async def list_escalations(
         limit,
     )
     return [_escalation(row) for row in rows]
+
+
+async def finish_escalation(
+    connection: Connection,
+    workspace_id: str,
+    escalation_id: str,
+    *,
+    state: str,
+    stripe_object_id: str,
+    failure_reason: str,
+    now: datetime,
+) -> EscalationRecord:
+    """Records how carrying out an approved escalation ended (executed or failed)."""
+    row = await connection.fetchrow(
+        queries.finish_escalation,
+        workspace_id,
+        escalation_id,
+        state,
+        stripe_object_id,
+        failure_reason,
+        now,
+    )
+    assert row is not None
+    return _escalation(row)

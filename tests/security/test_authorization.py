@@ -449,6 +449,23 @@ ADMIN_CALLS: dict[str, tuple[str, str, Any]] = {
             workspace_id=WORKSPACE_A, idempotency_key="adm-mirror"
         ),
     ),
+    "billing.CarryOutEscalation": (
+        "billing_gateway",
+        "CarryOutEscalation",
+        billing_pb2.CarryOutEscalationRequest(
+            workspace_id=WORKSPACE_A, escalation_id="esc_x", idempotency_key="adm-carry"
+        ),
+    ),
+    "billing.DeclineEscalation": (
+        "billing_gateway",
+        "DeclineEscalation",
+        billing_pb2.DeclineEscalationRequest(
+            workspace_id=WORKSPACE_A,
+            escalation_id="esc_x",
+            reason="no",
+            idempotency_key="adm-decline",
+        ),
+    ),
     "notifier.UpdateWorkspaceSettings": (
         "notifier",
         "UpdateWorkspaceSettings",

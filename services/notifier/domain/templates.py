@@ -338,6 +338,52 @@ TEMPLATES: dict[str, Template] = {
             html="<p>Hi {name},</p>\n<p>{text}</p>\n" + _FOOTER_HTML,
             free_text=("text",),
         ),
+        # A plain rendering so that Send accepts the escalation outcomes; the variables are
+        # the billing gateway's (CarryOutEscalation / DeclineEscalation).
+        Template(
+            key="escalation_approved",
+            required=("escalation_id", "action_summary", "outcome"),
+            optional=("amount", "failure_reason", "reference"),
+            subject="An update on your request {escalation_id}",
+            text=(
+                "Hi {name},\n\n"
+                "Your request {escalation_id} ({action_summary}) was approved: {outcome}.\n"
+                "Amount: {amount}\n"
+                "It could not be carried out: {failure_reason}\n"
+                "Reference: {reference}\n" + _FOOTER_TEXT
+            ),
+            html=(
+                "<p>Hi {name},</p>\n"
+                "<p>Your request {escalation_id} ({action_summary}) was approved: {outcome}.</p>\n"
+                "<p>Amount: {amount}</p>\n"
+                "<p>It could not be carried out: {failure_reason}</p>\n"
+                "<p>Reference: {reference}</p>\n" + _FOOTER_HTML
+            ),
+            whatsapp_name="escalation_approved_v1",
+            whatsapp_params=("name", "action_summary", "outcome"),
+            free_text=("action_summary", "failure_reason"),
+        ),
+        Template(
+            key="escalation_declined",
+            required=("escalation_id", "action_summary", "reason"),
+            optional=("amount",),
+            subject="Your request {escalation_id} was declined",
+            text=(
+                "Hi {name},\n\n"
+                "Your request {escalation_id} ({action_summary}) was declined.\n"
+                "Amount: {amount}\n"
+                "Why: {reason}\n" + _FOOTER_TEXT
+            ),
+            html=(
+                "<p>Hi {name},</p>\n"
+                "<p>Your request {escalation_id} ({action_summary}) was declined.</p>\n"
+                "<p>Amount: {amount}</p>\n"
+                "<p>Why: {reason}</p>\n" + _FOOTER_HTML
+            ),
+            whatsapp_name="escalation_declined_v1",
+            whatsapp_params=("name", "action_summary", "reason"),
+            free_text=("action_summary", "reason"),
+        ),
         Template(
             key="chat_reply",
             required=("text",),

@@ -132,7 +132,7 @@ async def test_a_chain_written_before_0006_still_verifies_and_grows_through_the_
                 item.hash,
             )
 
-        assert await database.migrate(connection, "policy", "policy.migrations") == [6, 7]
+        assert await database.migrate(connection, "policy", "policy.migrations") == [6, 7, 8]
         async with connection.transaction():
             await audit_log.record(connection, keys, "ws", old[:2])
         assert await chaining.chain_workspace(connection, keys, "ws", 10, wait=True) == 2

@@ -1,0 +1,291 @@
+"""The decisions on an escalation: an admin approves (a grant for exactly the escalated action)
+or rejects it (with a note the customer is told), and the billing gateway records how carrying
+out an approved one ended (executed with the Stripe object, or failed: nothing moved).
+
+States: open -> approved -> executed | failed; open -> rejected. Each call runs in one
+transaction with its idempotency key, the escalation's row locked and its audit entries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import asyncpg
+
+from askvault.policy.v1 import policy_pb2 as pb
+from policy import audit_log, convert, entries, storage
+from policy.deciding import UseCases
+from policy.domain import audit, decisions
+from policy.domain.decisions import Reason
+from policy.domain.model import Action
+from runtime import errors, idempotency, ids
+from runtime.database import Connection
+
+# The outcomes the billing gateway records, by the state they put the escalation in.
+_OUTCOMES = {pb.ESCALATION_STATE_EXECUTED: "executed", pb.ESCALATION_STATE_FAILED: "failed"}
+
+
+@dataclass(frozen=True)
+class Escalations:
+    """What the escalation use cases share."""
+
+    pool: asyncpg.Pool
+    audit_keys: audit.MacKeys
+    cases: UseCases
+    # Lifetime of an approved escalation's grant (settings.approval_grant_ttl_seconds).
+    approval_grant_ttl: timedelta
+
+
+def _not_pending(state: str) -> errors.ServiceError:
+    return errors.ServiceError(
+        errors.Kind.FAILED_PRECONDITION,
+        "NOT_PENDING",
+        f"the escalation is already {state}",
+        metadata={"state": state},
+    )
+
+
+async def _locked(
+    connection: Connection, workspace_id: str, escalation_id: str
+) -> storage.EscalationRecord:
+    record = await storage.get_escalation(connection, workspace_id, escalation_id, for_update=True)
+    if record is None:
+        raise errors.not_found("escalation")
+    return record
+
+
+async def _open(
+    connection: Connection, workspace_id: str, escalation_id: str
+) -> storage.EscalationRecord:
+    record = await _locked(connection, workspace_id, escalation_id)
+    if record.state != "open":
+        raise _not_pending(record.state)
+    return record
+
+
+async def approve(
+    uses: Escalations, request: pb.ApproveEscalationRequest, admin: str, now: datetime
+) -> pb.ApproveEscalationResponse:
+    """OPEN -> APPROVED, with a grant for exactly the escalated action when it names one of a
+    verified visitor's customer. The grant reserves on the same counters a visitor's would
+    (without a limit: the admin decided) and lives ``approval_grant_ttl``."""
+    workspace_id = request.workspace_id
+
+    async def effect(connection: Connection) -> pb.ApproveEscalationResponse:
+        record = await _open(connection, workspace_id, request.escalation_id)
+        escalated = convert.escalation_pb(record)
+        details = convert.details_from_pb(escalated.details)
+        action = convert.ACTION_FROM_PB.get(escalated.action)
+        grant: storage.GrantRecord | None = None
+        # A grant only for a verified visitor and a complete action: an anonymous
+        # hand-off or a plain "talk to a human" is approved without one.
+        if (
+            action is not None
+            and record.contact_id
+            and record.stripe_customer_id
+            and details.stripe_customer_id == record.stripe_customer_id
+            and not decisions.details_problem(action, details, now)
+        ):
+            in_force = await uses.cases.bounds(connection, workspace_id)
+            reservation = decisions.approval_reservation(action, details, in_force, now)
+            if reservation is not None:
+                await storage.reserve(
+                    connection,
+                    workspace_id,
+                    customer_id=record.stripe_customer_id,
+                    contact_id=record.contact_id,
+                    reservation=reservation,
+                )
+            grant = await storage.insert_grant(
+                connection,
+                workspace_id,
+                ids.new_id("gr"),
+                record.contact_id,
+                action,
+                details,
+                expires_at=now + uses.approval_grant_ttl,
+                now=now,
+                cancellation_grace=(
+                    in_force.cancellation_grace if action is Action.CANCEL_SUBSCRIPTION else None
+                ),
+                reservation=reservation,
+                escalation_id=record.escalation_id,
+            )
+        decided = await storage.decide_escalation(
+            connection,
+            workspace_id,
+            record.escalation_id,
+            state="approved",
+            now=now,
+            decided_by=admin,
+            note="",
+            grant_id=grant.grant.grant_id if grant else "",
+        )
+        recorded = [
+            entries.entry(
+                now,
+                "escalation.approved",
+                actor=("admin", admin),
+                contact_id=record.contact_id,
+                customer=record.stripe_customer_id,
+                action=action,
+                details=details,
+                outcome="APPROVED",
+                subject_id=record.escalation_id,
+            )
+        ]
+        if grant is not None:
+            recorded.append(
+                entries.entry(
+                    now,
+                    "decision",
+                    actor=("admin", admin),
+                    contact_id=record.contact_id,
+                    customer=record.stripe_customer_id,
+                    action=action,
+                    details=details,
+                    outcome=f"ALLOW:{Reason.ESCALATION_APPROVED.value}",
+                    subject_id=grant.grant.grant_id,
+                )
+            )
+        await audit_log.record(connection, uses.audit_keys, workspace_id, recorded)
+        return pb.ApproveEscalationResponse(
+            escalation=convert.escalation_pb(decided),
+            grant=convert.grant_pb(grant) if grant else None,
+        )
+
+    return await idempotency.run_once(
+        uses.pool,
+        workspace_id,
+        request.idempotency_key,
+        request,
+        pb.ApproveEscalationResponse,
+        effect,
+    )
+
+
+async def reject(
+    uses: Escalations, request: pb.RejectEscalationRequest, admin: str, now: datetime
+) -> pb.RejectEscalationResponse:
+    """OPEN -> REJECTED, keeping the admin's note (what the customer is told)."""
+
+    async def effect(connection: Connection) -> pb.RejectEscalationResponse:
+        record = await _open(connection, request.workspace_id, request.escalation_id)
+        decided = await storage.decide_escalation(
+            connection,
+            request.workspace_id,
+            record.escalation_id,
+            state="rejected",
+            now=now,
+            decided_by=admin,
+            note=request.note,
+            grant_id="",
+        )
+        await audit_log.record(
+            connection,
+            uses.audit_keys,
+            request.workspace_id,
+            [
+                entries.entry(
+                    now,
+                    "escalation.rejected",
+                    actor=("admin", admin),
+                    contact_id=record.contact_id,
+                    customer=record.stripe_customer_id,
+                    action=Action(record.action) if record.action else None,
+                    outcome="REJECTED",
+                    subject_id=record.escalation_id,
+                )
+            ],
+        )
+        return pb.RejectEscalationResponse(escalation=convert.escalation_pb(decided))
+
+    return await idempotency.run_once(
+        uses.pool,
+        request.workspace_id,
+        request.idempotency_key,
+        request,
+        pb.RejectEscalationResponse,
+        effect,
+    )
+
+
+def outcome_problem(request: pb.RecordEscalationOutcomeRequest) -> str:
+    """What is wrong with a reported outcome, or ""."""
+    if request.state not in _OUTCOMES:
+        return "state must be EXECUTED or FAILED"
+    if request.state == pb.ESCALATION_STATE_EXECUTED and not request.stripe_object_id:
+        return "an executed escalation names the Stripe object it produced"
+    if request.state == pb.ESCALATION_STATE_FAILED and not request.failure_reason:
+        return "a failed escalation names why nothing moved"
+    return ""
+
+
+async def record_outcome(
+    uses: Escalations, request: pb.RecordEscalationOutcomeRequest, now: datetime
+) -> pb.RecordEscalationOutcomeResponse:
+    """APPROVED -> EXECUTED | FAILED. The same outcome reported again (whatever the key)
+    returns the escalation as it is; any other transition is FAILED_PRECONDITION."""
+    state = _OUTCOMES[request.state]
+    object_id = request.stripe_object_id if state == "executed" else ""
+    failure = request.failure_reason if state == "failed" else ""
+
+    async def effect(connection: Connection) -> pb.RecordEscalationOutcomeResponse:
+        record = await _locked(connection, request.workspace_id, request.escalation_id)
+        if (record.state, record.stripe_object_id, record.failure_reason) == (
+            state,
+            object_id,
+            failure,
+        ):
+            return pb.RecordEscalationOutcomeResponse(escalation=convert.escalation_pb(record))
+        if record.state != "approved":
+            raise errors.ServiceError(
+                errors.Kind.FAILED_PRECONDITION,
+                "ESCALATION_NOT_APPROVED"
+                if record.state in ("open", "rejected")
+                else "OUTCOME_ALREADY_RECORDED",
+                f"the escalation is {record.state}; only an approved one takes an outcome",
+                metadata={"state": record.state},
+            )
+        finished = await storage.finish_escalation(
+            connection,
+            request.workspace_id,
+            record.escalation_id,
+            state=state,
+            stripe_object_id=object_id,
+            failure_reason=failure,
+            now=now,
+        )
+        details = convert.details_from_pb(convert.escalation_pb(record).details)
+        await audit_log.record(
+            connection,
+            uses.audit_keys,
+            request.workspace_id,
+            [
+                entries.entry(
+                    now,
+                    f"escalation.{state}",
+                    # Carried out on the approver's authority: the audit names them.
+                    actor=("admin", record.decided_by),
+                    contact_id=record.contact_id,
+                    customer=record.stripe_customer_id,
+                    action=Action(record.action) if record.action else None,
+                    details=details,
+                    outcome=(
+                        f"EXECUTED:{object_id}" if state == "executed" else f"FAILED:{failure}"
+                    ),
+                    subject_id=record.escalation_id,
+                )
+            ],
+        )
+        return pb.RecordEscalationOutcomeResponse(escalation=convert.escalation_pb(finished))
+
+    return await idempotency.run_once(
+        uses.pool,
+        request.workspace_id,
+        request.idempotency_key,
+        request,
+        pb.RecordEscalationOutcomeResponse,
+        effect,
+    )
