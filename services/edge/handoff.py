@@ -14,7 +14,7 @@ import grpc
 
 from askvault.notifier.v1 import notifier_pb2 as npb
 from askvault.policy.v1 import policy_pb2 as ppb
-from edge import agent_notes, replies, storage
+from edge import agent_notes, escalation_notices, replies, storage
 from edge.domain import intents
 from edge.domain.intents import Intent, Parsed
 from edge.peers import Peers, error_reason
@@ -52,6 +52,7 @@ async def handoff(
                 note=note,
             ),
         )
+    await escalation_notices.remember(deps, context, escalation_id)
     await _notify(
         deps.peers,
         context.workspace_id,

@@ -24,9 +24,11 @@ from askvault.policy.v1 import policy_pb2 as ppb
 from edge import (
     agent_notes,
     confirming,
+    escalation_notices,
     handoff,
     llm_turns,
     offers,
+    outcomes_storage,
     ratelimit,
     reads,
     replies,
@@ -34,7 +36,7 @@ from edge import (
     whatsapp_linking,
     whatsapp_storage,
 )
-from edge.domain import intents, redaction
+from edge.domain import intents, outcomes, redaction
 from edge.domain.intents import Intent, Parsed
 from edge.domain.proposals import ProposalKind
 from edge.peers import Peers, error_reason, is_unavailable
@@ -113,7 +115,7 @@ async def handle(deps: TurnDeps, request: Request) -> Reply:
         )
     contact_id = verified[0].contact_id if verified is not None else ""
     async with deps.pool.acquire() as connection:
-        claimed = await storage.claim_with_visitor_line(
+        claim = await storage.claim_for_turn(
             connection,
             request.workspace_id,
             request.conversation_id,
@@ -123,7 +125,7 @@ async def handle(deps: TurnDeps, request: Request) -> Reply:
             parsed.intent.value,
             verified=verified is not None,
         )
-    if not claimed:
+    if not claim.claimed:
         raise ConversationNotOwned(request.conversation_id)
     if verified is None:
         reply = await handoff.unverified(deps, request, parsed)
@@ -144,18 +146,33 @@ async def handle(deps: TurnDeps, request: Request) -> Reply:
                 )
         except NotFound as missing:
             reply = Reply(replies.not_found(str(missing)), status="not_found")
+        if claim.notices_due:
+            notices = await escalation_notices.due_notices(deps, context)
+            if notices:
+                reply.text = "\n".join([*notices, reply.text])
         if redaction.contains_card(request.text):
             reply.text = replies.CARD_IN_MESSAGE + reply.text
     reply.intent = reply.intent or parsed.intent.value
+    outcome = outcomes.of_turn(parsed.intent, reply.intent, reply.status, reply.escalated)
     async with deps.pool.acquire() as connection:
-        await storage.append_message(
-            connection,
-            request.workspace_id,
-            request.conversation_id,
-            "bot",
-            redaction.redact(reply.text),
-            reply.intent,
-        )
+        if outcome is None:
+            await storage.append_message(
+                connection,
+                request.workspace_id,
+                request.conversation_id,
+                "bot",
+                redaction.redact(reply.text),
+                reply.intent,
+            )
+        else:
+            await outcomes_storage.append_bot_line_with_outcome(
+                connection,
+                request.workspace_id,
+                request.conversation_id,
+                redaction.redact(reply.text),
+                reply.intent,
+                outcome,
+            )
     return reply
 
 

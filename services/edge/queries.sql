@@ -28,7 +28,13 @@ WITH claimed AS (
     SELECT workspace_id, conversation_id, 'visitor', $5::text, $6::text, $7::boolean
     FROM claimed
 )
-SELECT EXISTS (SELECT 1 FROM claimed);
+SELECT EXISTS (SELECT 1 FROM claimed) AS claimed,
+       -- Whether the contact has an escalation due for a look (escalation_notices): a
+       -- contact with none costs policy nothing.
+       $4::text <> '' AND EXISTS (
+           SELECT 1 FROM contact_escalations
+           WHERE workspace_id = $1 AND contact_id = $4::text AND reported_at IS NULL
+             AND next_check_at <= now()) AS notices_due;
 
 -- name: append_message
 INSERT INTO messages (workspace_id, conversation_id, author, text, intent, verified)
@@ -185,3 +191,91 @@ WHERE workspace_id = $1 AND emailed_at > now() - make_interval(secs => $2);
 INSERT INTO unverified_escalations (workspace_id, conversation_id, escalation_id, emailed_at)
 VALUES ($1, $2, $3, CASE WHEN $4::boolean THEN now() END)
 ON CONFLICT DO NOTHING;
+
+-- ----- escalation notices (escalation_notices.py) -----
+
+-- name: remember_escalation
+INSERT INTO contact_escalations (workspace_id, contact_id, escalation_id, conversation_id)
+VALUES ($1, $2, $3, $4)
+ON CONFLICT DO NOTHING;
+
+-- name: claim_escalation_checks
+-- The contact's escalations due for a look (at most $4), each put off by $3 seconds at once,
+-- so that concurrent turns do not ask policy about the same one.
+UPDATE contact_escalations e SET next_check_at = now() + make_interval(secs => $3::float8)
+FROM (
+    SELECT escalation_id FROM contact_escalations
+    WHERE workspace_id = $1 AND contact_id = $2 AND reported_at IS NULL
+      AND next_check_at <= now()
+    ORDER BY opened_at
+    LIMIT $4
+    FOR UPDATE SKIP LOCKED
+) due
+WHERE e.workspace_id = $1 AND e.contact_id = $2 AND e.escalation_id = due.escalation_id
+RETURNING e.escalation_id;
+
+-- name: mark_escalation_reported
+-- True for the one turn that tells the contact.
+UPDATE contact_escalations SET reported_at = now(), final_state = $4
+WHERE workspace_id = $1 AND contact_id = $2 AND escalation_id = $3 AND reported_at IS NULL
+RETURNING true;
+
+-- ----- outcomes (outcomes_api.py) -----
+
+-- name: append_bot_line_with_outcome
+-- The bot's (redacted) line ($3, intent $4) and the turn's part in how its conversation went,
+-- in one statement: for intent $5 ('' continues the conversation's latest billing intent: a
+-- yes, a no, "talk to a human"; nothing is recorded when it has none). Resolution and hand-off
+-- keep their first time; an escalated refund decision stays escalated.
+WITH appended AS (
+    INSERT INTO messages (workspace_id, conversation_id, author, text, intent, verified)
+    VALUES ($1, $2, 'bot', $3, $4, NULL)
+), target AS (
+    SELECT CASE WHEN $5::text <> '' THEN $5::text ELSE (
+        SELECT intent FROM conversation_outcomes
+        WHERE workspace_id = $1 AND conversation_id = $2
+        ORDER BY last_turn_at DESC LIMIT 1) END AS intent
+)
+INSERT INTO conversation_outcomes AS o (
+    workspace_id, conversation_id, intent, started_at, resolved_at, handed_off_at,
+    refund_decision)
+SELECT $1, $2, target.intent,
+       coalesce((SELECT created_at FROM conversations
+                 WHERE workspace_id = $1 AND conversation_id = $2), now()),
+       CASE WHEN $6::boolean THEN clock_timestamp() END,
+       CASE WHEN $7::boolean THEN clock_timestamp() END,
+       CASE WHEN target.intent IN ('refund', 'duplicate_charge') THEN $8::text ELSE '' END
+FROM target WHERE target.intent IS NOT NULL
+ON CONFLICT (workspace_id, conversation_id, intent) DO UPDATE SET
+    last_turn_at = clock_timestamp(),
+    resolved_at = coalesce(o.resolved_at, excluded.resolved_at),
+    handed_off_at = coalesce(o.handed_off_at, excluded.handed_off_at),
+    refund_decision = CASE WHEN excluded.refund_decision = '' OR o.refund_decision = 'escalated'
+                           THEN o.refund_decision ELSE excluded.refund_decision END;
+
+-- name: outcomes_report
+-- Per day (UTC) and intent, per day, per intent and overall (the grouping column says which
+-- rows are totals), for conversations that began at or after $2.
+WITH rows AS (
+    SELECT (started_at AT TIME ZONE 'UTC')::date AS day, intent, conversation_id,
+           resolved_at IS NOT NULL AND handed_off_at IS NULL AS resolved,
+           handed_off_at IS NOT NULL AS handed_off, refund_decision,
+           extract(epoch FROM resolved_at - started_at)::float8 AS seconds
+    FROM conversation_outcomes
+    WHERE workspace_id = $1 AND started_at >= $2
+)
+SELECT day, intent, grouping(day) AS all_days, grouping(intent) AS all_intents,
+       count(DISTINCT conversation_id) AS conversations,
+       count(DISTINCT conversation_id) FILTER (WHERE resolved) AS resolved,
+       count(DISTINCT conversation_id) FILTER (WHERE handed_off) AS handed_off,
+       count(DISTINCT conversation_id) FILTER (WHERE refund_decision = 'automatic')
+           AS refunds_automatic,
+       count(DISTINCT conversation_id) FILTER (WHERE refund_decision = 'escalated')
+           AS refunds_escalated,
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY seconds) FILTER (WHERE resolved)
+           AS median_seconds,
+       percentile_cont(0.9) WITHIN GROUP (ORDER BY seconds) FILTER (WHERE resolved)
+           AS p90_seconds
+FROM rows
+GROUP BY GROUPING SETS ((day, intent), (day), (intent), ())
+ORDER BY day NULLS LAST, intent NULLS FIRST;

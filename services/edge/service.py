@@ -20,6 +20,7 @@ from edge.access import ContentAccess
 from edge.confirmations import Confirmations
 from edge.http_api import Edge, build_app
 from edge.mcp_endpoint import McpEndpoint
+from edge.outcomes_api import OutcomesEndpoint
 from edge.peers import Peers
 from edge.pipeline import Engine
 from edge.settings import EdgeSettings
@@ -87,7 +88,12 @@ async def start(settings: EdgeSettings) -> RunningEdge:
     mcp = McpEndpoint(edge, confirmations)
     whatsapp = WhatsAppWebhook(edge)
     access = ContentAccess(edge)
-    app = build_app(edge, mcp, [*confirmations.routes(), *whatsapp.routes(), *access.routes()])
+    outcomes = OutcomesEndpoint(edge)
+    app = build_app(
+        edge,
+        mcp,
+        [*confirmations.routes(), *whatsapp.routes(), *access.routes(), *outcomes.routes()],
+    )
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((settings.http_host, settings.http_port))

@@ -36,6 +36,9 @@ class EdgeSettings(ServiceSettings):
     # client address per minute (before verification; see trusted_proxies).
     visitor_turns_per_minute: int = Field(default=30, ge=1)
     address_requests_per_minute: int = Field(default=120, ge=1)
+    # How long an open escalation a contact waits on is left before a turn of theirs asks
+    # policy about it again, in seconds (escalation_notices).
+    escalation_recheck_seconds: float = Field(default=60.0, ge=0)
     # How long a proposal waits for "yes", in seconds.
     proposal_ttl_seconds: int = Field(default=600, ge=5)
     # The time zone replies speak in only when policy cannot be asked for the workspace's own

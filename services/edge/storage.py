@@ -58,6 +58,43 @@ async def claim_conversation(
     return owner
 
 
+@dataclass(frozen=True)
+class TurnClaim:
+    """What claiming a turn's conversation answered."""
+
+    # False, and nothing changed, when the conversation belongs to another contact.
+    claimed: bool
+    # Whether the contact has an escalation due for a look (escalation_notices).
+    notices_due: bool
+
+
+async def claim_for_turn(
+    connection: Connection,
+    workspace_id: str,
+    conversation_id: str,
+    channel: str,
+    contact_id: str,
+    text: str,
+    intent: str,
+    *,
+    verified: bool,
+) -> TurnClaim:
+    """``claim_conversation`` and ``append_message`` of the visitor's (redacted) line, in one
+    statement, which also says whether the contact has escalation notices due."""
+    row = await connection.fetchrow(
+        queries.claim_conversation_with_visitor_line,
+        workspace_id,
+        conversation_id,
+        channel,
+        contact_id,
+        text,
+        intent,
+        verified,
+    )
+    assert row is not None
+    return TurnClaim(claimed=bool(row["claimed"]), notices_due=bool(row["notices_due"]))
+
+
 async def claim_with_visitor_line(
     connection: Connection,
     workspace_id: str,
@@ -69,20 +106,19 @@ async def claim_with_visitor_line(
     *,
     verified: bool,
 ) -> bool:
-    """``claim_conversation`` and ``append_message`` of the visitor's (redacted) line, in one
-    statement: False, and nothing changed, when the conversation belongs to another contact
-    than ``contact_id`` ('' for a visitor nobody verified)."""
-    claimed: bool = await connection.fetchval(
-        queries.claim_conversation_with_visitor_line,
+    """``claim_for_turn``'s first answer: False, and nothing changed, when the conversation
+    belongs to another contact than ``contact_id`` ('' for a visitor nobody verified)."""
+    claim = await claim_for_turn(
+        connection,
         workspace_id,
         conversation_id,
         channel,
         contact_id,
         text,
         intent,
-        verified,
+        verified=verified,
     )
-    return claimed
+    return claim.claimed
 
 
 async def append_message(

@@ -12,8 +12,8 @@ import grpc
 
 from askvault.notifier.v1 import notifier_pb2 as pb
 from askvault.notifier.v1 import notifier_pb2_grpc
-from notifier import storage
-from notifier.domain import outbox, templates
+from notifier import resending, storage
+from notifier.domain import escalation_templates, outbox, templates
 from notifier.settings import NotifierSettings
 from runtime import auth, convert, errors, idempotency, ids, paging
 from runtime.database import Connection
@@ -30,8 +30,8 @@ _TEMPLATE_TO_KEY = {
     pb.TEMPLATE_HANDOFF: "handoff",
     pb.TEMPLATE_CHAT_REPLY: "chat_reply",
     pb.TEMPLATE_WHATSAPP_OPTED_OUT: templates.WHATSAPP_OPTED_OUT,
-    pb.TEMPLATE_ESCALATION_APPROVED: "escalation_approved",
-    pb.TEMPLATE_ESCALATION_DECLINED: "escalation_declined",
+    pb.TEMPLATE_ESCALATION_APPROVED: escalation_templates.APPROVED,
+    pb.TEMPLATE_ESCALATION_DECLINED: escalation_templates.DECLINED,
 }
 _KEY_TO_TEMPLATE = {value: key for key, value in _TEMPLATE_TO_KEY.items()}
 _CHANNEL_TO_STR = {
@@ -48,6 +48,7 @@ _STATUS_TO_PB = {
     outbox.FAILED: pb.MESSAGE_STATUS_FAILED,
     outbox.DEAD: pb.MESSAGE_STATUS_DEAD,
 }
+_PB_TO_STATUS = {value: key for key, value in _STATUS_TO_PB.items()}
 _WHATSAPP_STATUSES = frozenset({outbox.SENT, outbox.DELIVERED, outbox.READ, outbox.FAILED})
 
 _EMAIL = re.compile(r"^[^@\s<>,;:\"()\[\]\\]+@[^@\s<>,;:\"()\[\]\\]+\.[^@\s<>,;:\"()\[\]\\]+$")
@@ -325,14 +326,26 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServiceServicer):
     ) -> pb.ListMessagesResponse:
         check = errors.Validator()
         check.non_empty(request.workspace_id, "workspace_id")
-        check.non_empty(request.contact_id, "contact_id")
         check.require(0 <= request.page_size <= MAX_PAGE_SIZE, "page_size", f"0 to {MAX_PAGE_SIZE}")
+        check.require(
+            request.status == pb.MESSAGE_STATUS_UNSPECIFIED or request.status in _PB_TO_STATUS,
+            "status",
+            "unknown status",
+        )
         check.check()
+        if not request.contact_id:
+            # The whole workspace's messages are an admin's to read.
+            await self._admin(context, request.workspace_id)
         after = paging.decode_cursor(request.page_token)
         size = request.page_size or DEFAULT_PAGE_SIZE
         async with self._pool.acquire() as connection:
             records = await storage.list_messages(
-                connection, request.workspace_id, request.contact_id, after, size + 1
+                connection,
+                request.workspace_id,
+                request.contact_id,
+                after,
+                size + 1,
+                status=_PB_TO_STATUS.get(request.status, ""),
             )
         page = records[:size]
         return pb.ListMessagesResponse(
@@ -590,3 +603,29 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServiceServicer):
         async with self._pool.acquire() as connection:
             stored = await storage.get_workspace_settings(connection, request.workspace_id)
         return pb.GetWorkspaceSettingsResponse(settings=self._effective_settings(stored))
+
+    # -- dead letters (admin) ------------------------------------------------------------------
+
+    async def ResendMessage(
+        self, request: pb.ResendMessageRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ResendMessageResponse:
+        await self._admin(context, request.workspace_id)
+        check = errors.Validator()
+        check.non_empty(request.workspace_id, "workspace_id")
+        check.non_empty(request.message_id, "message_id", max_length=256)
+        check.check()
+
+        async def resend(connection: Connection) -> pb.ResendMessageResponse:
+            record = await resending.requeue(connection, request.workspace_id, request.message_id)
+            return pb.ResendMessageResponse(message=message_pb(record))
+
+        response = await idempotency.run_once(
+            self._pool,
+            request.workspace_id,
+            request.idempotency_key,
+            request,
+            pb.ResendMessageResponse,
+            resend,
+        )
+        self._on_queued()
+        return response

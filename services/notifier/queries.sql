@@ -52,11 +52,27 @@ RETURNING *;
 SELECT * FROM messages WHERE workspace_id = $1 AND message_id = $2;
 
 -- name: list_messages
+-- A contact's messages ($2), or the workspace's when $2 is ''; only status $6 unless ''.
 SELECT * FROM messages
-WHERE workspace_id = $1 AND contact_id = $2
+WHERE workspace_id = $1 AND ($2::text = '' OR contact_id = $2::text)
+  AND ($6::text = '' OR status = $6::text)
   AND ($3::timestamptz IS NULL OR (created_at, message_id) < ($3::timestamptz, $4::text))
 ORDER BY created_at DESC, message_id DESC
 LIMIT $5;
+
+-- name: lock_message
+SELECT * FROM messages WHERE workspace_id = $1 AND message_id = $2 FOR UPDATE;
+
+-- name: requeue_for_resend
+-- An admin's resend of a dead or failed message: queued, due now, attempts from zero. The
+-- provider id is cleared, so a late status of the old attempt touches nothing; last_error
+-- stays until the next outcome replaces it.
+UPDATE messages SET
+    status = 'queued', attempts = 0, next_attempt_at = now(), claim_token = NULL,
+    provider_message_id = '', sent_at = NULL, delivered_at = NULL, read_at = NULL,
+    handoff_done = '{}', resent_count = resent_count + 1, updated_at = now()
+WHERE workspace_id = $1 AND message_id = $2 AND status IN ('dead', 'failed')
+RETURNING *;
 
 -- name: get_consents
 SELECT * FROM channel_consents WHERE workspace_id = $1 AND contact_id = $2 ORDER BY channel;

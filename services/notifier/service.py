@@ -35,6 +35,7 @@ class NotifierService:
         "ListMessages": frozenset({"edge", "billing_gateway", "console"}),
         "UpdateWorkspaceSettings": frozenset({ADMIN}),
         "GetWorkspaceSettings": frozenset({ADMIN}),
+        "ResendMessage": frozenset({ADMIN}),
     }
 
     def __init__(self, settings: NotifierSettings) -> None:

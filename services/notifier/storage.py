@@ -265,8 +265,11 @@ async def list_messages(
     contact_id: str,
     after: tuple[datetime, str] | None,
     limit: int,
+    *,
+    status: str = "",
 ) -> list[MessageRecord]:
-    """A contact's messages, newest first, after the (created_at, message_id) cursor."""
+    """A contact's messages (the workspace's when ``contact_id`` is ''), newest first,
+    after the (created_at, message_id) cursor; only those in ``status`` unless ''."""
     rows = await connection.fetch(
         queries.list_messages,
         workspace_id,
@@ -274,8 +277,26 @@ async def list_messages(
         after[0] if after else None,
         after[1] if after else "",
         limit,
+        status,
     )
     return [_message(row) for row in rows]
+
+
+async def lock_message(
+    connection: Connection, workspace_id: str, message_id: str
+) -> MessageRecord | None:
+    """One message, locked until the transaction ends; None when there is none."""
+    row = await connection.fetchrow(queries.lock_message, workspace_id, message_id)
+    return _message(row) if row else None
+
+
+async def requeue_for_resend(
+    connection: Connection, workspace_id: str, message_id: str
+) -> MessageRecord | None:
+    """Queues a dead or failed message again with its attempts from zero; None when it
+    is in another status."""
+    row = await connection.fetchrow(queries.requeue_for_resend, workspace_id, message_id)
+    return _message(row) if row else None
 
 
 # -- consents and windows ---------------------------------------------------------------------

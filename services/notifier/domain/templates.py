@@ -16,9 +16,11 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from notifier.domain import outbox
+from notifier.domain import escalation_templates, outbox
+from notifier.domain.template_parts import FOOTER_HTML, FOOTER_TEXT, Button
+from notifier.domain.template_parts import Template as Template
 from runtime import errors, logs
 
 # Quick-reply payloads of the failed-payment template; the edge maps a reply to an action.
@@ -36,37 +38,6 @@ MAX_VARIABLE_VALUE = 4000
 # WhatsApp refuses body parameters with new lines, tabs or more than four spaces in a row.
 _WHATSAPP_PARAM_BAD = re.compile(r"[\n\t\r]+| {4,}")
 _PLACEHOLDER = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
-
-
-@dataclass(frozen=True)
-class Button:
-    """A quick-reply button of a WhatsApp template (its title lives in the approved template)."""
-
-    title: str
-    payload: str
-
-
-@dataclass(frozen=True)
-class Template:
-    """One template's definition."""
-
-    key: str
-    required: tuple[str, ...]
-    optional: tuple[str, ...]
-    subject: str
-    text: str
-    html: str
-    # Approved WhatsApp template name; empty for free-form text (chat replies).
-    whatsapp_name: str = ""
-    # Variables passed as the template's body parameters {{1}}, {{2}}, ... in order.
-    whatsapp_params: tuple[str, ...] = ()
-    whatsapp_buttons: tuple[Button, ...] = ()
-    # Variables whose values may come from users and are redacted before use.
-    free_text: tuple[str, ...] = ()
-    # Variables that must be http(s) links.
-    links: tuple[str, ...] = ()
-    # Variables that are always available: the greeting name and the sender's name.
-    implicit: tuple[str, ...] = field(default=("name", "sender_name"))
 
 
 @dataclass(frozen=True)
@@ -93,9 +64,6 @@ class WhatsAppContent:
         return bool(self.template_name)
 
 
-_FOOTER_TEXT = "\n-- \n{sender_name}"
-_FOOTER_HTML = "<p style='color:#666'>{sender_name}</p>"
-
 TEMPLATES: dict[str, Template] = {
     t.key: t
     for t in (
@@ -114,7 +82,7 @@ TEMPLATES: dict[str, Template] = {
                 "You can:\n"
                 "- retry now: {retry_option}\n"
                 "- update your card: {update_card_url}\n"
-                "- talk to support: {support_option}\n" + _FOOTER_TEXT
+                "- talk to support: {support_option}\n" + FOOTER_TEXT
             ),
             html=(
                 "<p>Hi {name},</p>\n"
@@ -122,7 +90,7 @@ TEMPLATES: dict[str, Template] = {
                 "<p>Plan: {plan_name}</p>\n"
                 "<ul><li>Retry now: {retry_option}</li>\n"
                 "<li><a href='{update_card_url}'>Update your card</a></li>\n"
-                "<li>Talk to support: {support_option}</li></ul>\n" + _FOOTER_HTML
+                "<li>Talk to support: {support_option}</li></ul>\n" + FOOTER_HTML
             ),
             whatsapp_name="payment_failed_v1",
             whatsapp_params=("name", "amount"),
@@ -143,12 +111,12 @@ TEMPLATES: dict[str, Template] = {
                 "We refunded {amount}.\n"
                 "Original charge: {charge_date}\n"
                 "Reference: {reference}\n"
-                "{arrival_note}\n" + _FOOTER_TEXT
+                "{arrival_note}\n" + FOOTER_TEXT
             ),
             html=(
                 "<p>Hi {name},</p>\n<p>We refunded <b>{amount}</b>.</p>\n"
                 "<p>Original charge: {charge_date}</p>\n<p>Reference: {reference}</p>\n"
-                "<p>{arrival_note}</p>\n" + _FOOTER_HTML
+                "<p>{arrival_note}</p>\n" + FOOTER_HTML
             ),
             whatsapp_name="refund_confirmation_v1",
             whatsapp_params=("name", "amount"),
@@ -165,14 +133,14 @@ TEMPLATES: dict[str, Template] = {
                 "Effective: {effective_date}\n"
                 "Proration on your next invoice: {proration}\n"
                 "What it unlocks: {unlocks}\n"
-                "No longer included: {loses}\n" + _FOOTER_TEXT
+                "No longer included: {loses}\n" + FOOTER_TEXT
             ),
             html=(
                 "<p>Hi {name},</p>\n<p>Your plan changed to <b>{new_plan}</b>.</p>\n"
                 "<p>Previous plan: {old_plan}</p>\n<p>Effective: {effective_date}</p>\n"
                 "<p>Proration on your next invoice: {proration}</p>\n"
                 "<p>What it unlocks: {unlocks}</p>\n"
-                "<p>No longer included: {loses}</p>\n" + _FOOTER_HTML
+                "<p>No longer included: {loses}</p>\n" + FOOTER_HTML
             ),
             whatsapp_name="plan_change_confirmation_v1",
             whatsapp_params=("name", "new_plan"),
@@ -186,13 +154,13 @@ TEMPLATES: dict[str, Template] = {
                 "Hi {name},\n\n"
                 "Your subscription {plan_name} is scheduled to end on {cancel_at}.\n"
                 "Changed your mind? Reply UNDO before then.\n"
-                "Or undo it here: {undo_url}\n" + _FOOTER_TEXT
+                "Or undo it here: {undo_url}\n" + FOOTER_TEXT
             ),
             html=(
                 "<p>Hi {name},</p>\n"
                 "<p>Your subscription {plan_name} is scheduled to end on <b>{cancel_at}</b>.</p>\n"
                 "<p>Changed your mind? Reply UNDO before then.</p>\n"
-                "<p><a href='{undo_url}'>Undo the cancellation</a></p>\n" + _FOOTER_HTML
+                "<p><a href='{undo_url}'>Undo the cancellation</a></p>\n" + FOOTER_HTML
             ),
             whatsapp_name="cancellation_scheduled_v1",
             whatsapp_params=("name", "cancel_at"),
@@ -206,12 +174,12 @@ TEMPLATES: dict[str, Template] = {
             text=(
                 "Hi {name},\n\n"
                 "The cancellation is undone; your subscription continues.\n"
-                "Plan: {plan_name}\n" + _FOOTER_TEXT
+                "Plan: {plan_name}\n" + FOOTER_TEXT
             ),
             html=(
                 "<p>Hi {name},</p>\n"
                 "<p>The cancellation is undone; your subscription continues.</p>\n"
-                "<p>Plan: {plan_name}</p>\n" + _FOOTER_HTML
+                "<p>Plan: {plan_name}</p>\n" + FOOTER_HTML
             ),
             whatsapp_name="cancellation_undone_v1",
             whatsapp_params=("name",),
@@ -224,12 +192,12 @@ TEMPLATES: dict[str, Template] = {
             text=(
                 "Hi {name},\n\n"
                 "Your subscription {plan_name} has been canceled.\n"
-                "Ended: {ended_at}\n" + _FOOTER_TEXT
+                "Ended: {ended_at}\n" + FOOTER_TEXT
             ),
             html=(
                 "<p>Hi {name},</p>\n"
                 "<p>Your subscription {plan_name} has been canceled.</p>\n"
-                "<p>Ended: {ended_at}</p>\n" + _FOOTER_HTML
+                "<p>Ended: {ended_at}</p>\n" + FOOTER_HTML
             ),
             whatsapp_name="cancellation_done_v1",
             whatsapp_params=("name",),
@@ -255,7 +223,7 @@ TEMPLATES: dict[str, Template] = {
                 "Export your data: {export_url}\n"
                 "We keep your data until {data_retention_until}.\n"
                 "Tell us why you left: {feedback_url}\n"
-                "Come back any time: {resubscribe_url}\n" + _FOOTER_TEXT
+                "Come back any time: {resubscribe_url}\n" + FOOTER_TEXT
             ),
             html=(
                 "<p>Hi {name},</p>\n"
@@ -265,7 +233,7 @@ TEMPLATES: dict[str, Template] = {
                 "<p><a href='{export_url}'>Export your data</a></p>\n"
                 "<p>We keep your data until {data_retention_until}.</p>\n"
                 "<p><a href='{feedback_url}'>Tell us why you left</a></p>\n"
-                "<p><a href='{resubscribe_url}'>Come back any time</a></p>\n" + _FOOTER_HTML
+                "<p><a href='{resubscribe_url}'>Come back any time</a></p>\n" + FOOTER_HTML
             ),
             whatsapp_name="offboarding_v1",
             whatsapp_params=("name",),
@@ -279,12 +247,12 @@ TEMPLATES: dict[str, Template] = {
             text=(
                 "Hi {name},\n\n"
                 "Here are your invoices for {period} (attached).\n"
-                "{invoice_links}\n" + _FOOTER_TEXT
+                "{invoice_links}\n" + FOOTER_TEXT
             ),
             html=(
                 "<p>Hi {name},</p>\n"
                 "<p>Here are your invoices for <b>{period}</b> (attached).</p>\n"
-                "<pre>{invoice_links}</pre>\n" + _FOOTER_HTML
+                "<pre>{invoice_links}</pre>\n" + FOOTER_HTML
             ),
             whatsapp_name="invoice_bundle_v1",
             whatsapp_params=("name", "period"),
@@ -334,65 +302,20 @@ TEMPLATES: dict[str, Template] = {
             required=("text",),
             optional=(),
             subject="{sender_name}: WhatsApp messages stopped",
-            text="Hi {name},\n\n{text}\n" + _FOOTER_TEXT,
-            html="<p>Hi {name},</p>\n<p>{text}</p>\n" + _FOOTER_HTML,
+            text="Hi {name},\n\n{text}\n" + FOOTER_TEXT,
+            html="<p>Hi {name},</p>\n<p>{text}</p>\n" + FOOTER_HTML,
             free_text=("text",),
-        ),
-        # A plain rendering so that Send accepts the escalation outcomes; the variables are
-        # the billing gateway's (CarryOutEscalation / DeclineEscalation).
-        Template(
-            key="escalation_approved",
-            required=("escalation_id", "action_summary", "outcome"),
-            optional=("amount", "failure_reason", "reference"),
-            subject="An update on your request {escalation_id}",
-            text=(
-                "Hi {name},\n\n"
-                "Your request {escalation_id} ({action_summary}) was approved: {outcome}.\n"
-                "Amount: {amount}\n"
-                "It could not be carried out: {failure_reason}\n"
-                "Reference: {reference}\n" + _FOOTER_TEXT
-            ),
-            html=(
-                "<p>Hi {name},</p>\n"
-                "<p>Your request {escalation_id} ({action_summary}) was approved: {outcome}.</p>\n"
-                "<p>Amount: {amount}</p>\n"
-                "<p>It could not be carried out: {failure_reason}</p>\n"
-                "<p>Reference: {reference}</p>\n" + _FOOTER_HTML
-            ),
-            whatsapp_name="escalation_approved_v1",
-            whatsapp_params=("name", "action_summary", "outcome"),
-            free_text=("action_summary", "failure_reason"),
-        ),
-        Template(
-            key="escalation_declined",
-            required=("escalation_id", "action_summary", "reason"),
-            optional=("amount",),
-            subject="Your request {escalation_id} was declined",
-            text=(
-                "Hi {name},\n\n"
-                "Your request {escalation_id} ({action_summary}) was declined.\n"
-                "Amount: {amount}\n"
-                "Why: {reason}\n" + _FOOTER_TEXT
-            ),
-            html=(
-                "<p>Hi {name},</p>\n"
-                "<p>Your request {escalation_id} ({action_summary}) was declined.</p>\n"
-                "<p>Amount: {amount}</p>\n"
-                "<p>Why: {reason}</p>\n" + _FOOTER_HTML
-            ),
-            whatsapp_name="escalation_declined_v1",
-            whatsapp_params=("name", "action_summary", "reason"),
-            free_text=("action_summary", "reason"),
         ),
         Template(
             key="chat_reply",
             required=("text",),
             optional=(),
             subject="{sender_name}: a reply to your message",
-            text="Hi {name},\n\n{text}\n" + _FOOTER_TEXT,
-            html="<p>Hi {name},</p>\n<p>{text}</p>\n" + _FOOTER_HTML,
+            text="Hi {name},\n\n{text}\n" + FOOTER_TEXT,
+            html="<p>Hi {name},</p>\n<p>{text}</p>\n" + FOOTER_HTML,
             free_text=("text",),
         ),
+        *escalation_templates.TEMPLATES,
     )
 }
 
@@ -422,6 +345,9 @@ def check_variables(template: Template, variables: Mapping[str, str]) -> None:
             check.require(
                 value.startswith(("https://", "http://")), path, "must be an http(s) link"
             )
+    extra_check = escalation_templates.CHECKS.get(template.key)
+    if extra_check is not None:
+        extra_check(variables, check)
     check.check()
 
 
@@ -449,6 +375,7 @@ def _payment_options(variables: Mapping[str, str], reply_to: str) -> dict[str, s
 # settings (the reply-to address), by template key.
 _DERIVED: dict[str, Callable[[Mapping[str, str], str], dict[str, str]]] = {
     "payment_failed": _payment_options,
+    **escalation_templates.DERIVED,
 }
 
 
@@ -498,7 +425,8 @@ def render_email(
     """The subject, text and HTML of the template for these variables; ``reply_to`` is where
     a reply to the email goes (a workspace's address read by people), '' for nowhere."""
     values = _values(template, variables, name, sender_name, reply_to)
-    optional = frozenset(template.optional)
+    # Optional variables and derived values: a line naming one that is empty is left out.
+    optional = frozenset(values) - frozenset(template.required) - frozenset(template.implicit)
     subject = _fill(template.subject, values, frozenset(), escape=False)
     return Email(
         subject=" ".join(subject.split()),
