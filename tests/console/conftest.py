@@ -14,6 +14,7 @@ import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import uvicorn
@@ -53,17 +54,43 @@ class Console:
     url: str
     stack: Stack
     browser: Browser
+    provider_url: str
 
-    async def signed_in(self, admin: str) -> Page:
-        """A fresh browser context signed in through the OIDC provider as ``admin``."""
+    async def signed_in(self, admin: str, url: str = "") -> Page:
+        """A fresh browser context signed in through the OIDC provider as ``admin`` (on
+        this console, or on another one at ``url``)."""
+        base = url or self.url
         context: BrowserContext = await self.browser.new_context()
         page = await context.new_page()
-        await page.goto(f"{self.url}/escalations")
+        await page.goto(f"{base}/escalations")
         # Not signed in: the console sends the browser to the provider's form.
         await page.wait_for_url("**/authorize?**")
         await page.get_by_role("button", name=admin, exact=True).click()
-        await page.wait_for_url(f"{self.url}/escalations")
+        await page.wait_for_url(f"{base}/escalations")
         return page
+
+
+async def start_console(
+    stack: Stack, provider_url: str, **overrides: Any
+) -> console_service.RunningConsole:
+    """A console on a free port for the stack's workspace; ``overrides`` change settings."""
+    settings = testing.make_settings(
+        ConsoleSettings,
+        "",
+        **{
+            "http_host": "127.0.0.1",
+            "http_port": 0,
+            "workspace_id": WORKSPACE,
+            "oidc_discovery_url": f"{provider_url}/.well-known/openid-configuration",
+            "session_keys": Fernet.generate_key().decode(),
+            "policy_target": stack.targets["policy"],
+            "billing_target": stack.targets["billing_gateway"],
+            "notifier_target": stack.targets["notifier"],
+            "edge_url": stack.edge_url,
+            **overrides,
+        },
+    )
+    return await console_service.start(settings)
 
 
 @contextlib.asynccontextmanager
@@ -92,25 +119,12 @@ async def _provider() -> AsyncIterator[str]:
 async def console(database_url: str) -> AsyncIterator[Console]:
     executable = chromium_path()
     async with running_stack(database_url) as stack, _provider() as provider_url:
-        settings = testing.make_settings(
-            ConsoleSettings,
-            "",
-            http_host="127.0.0.1",
-            http_port=0,
-            workspace_id=WORKSPACE,
-            oidc_discovery_url=f"{provider_url}/.well-known/openid-configuration",
-            session_keys=Fernet.generate_key().decode(),
-            policy_target=stack.targets["policy"],
-            billing_target=stack.targets["billing_gateway"],
-            notifier_target=stack.targets["notifier"],
-            edge_url=stack.edge_url,
-        )
-        running = await console_service.start(settings)
+        running = await start_console(stack, provider_url)
         try:
             async with async_playwright() as playwright:
                 browser = await playwright.chromium.launch(executable_path=executable)
                 try:
-                    yield Console(running.url, stack, browser)
+                    yield Console(running.url, stack, browser, provider_url)
                 finally:
                     await browser.close()
         finally:

@@ -15,7 +15,7 @@ from askvault.policy.v1 import policy_pb2
 from runtime import testing
 from smtp_sink.store import Fault
 from stripe_emulator import seed
-from tests.console.conftest import Console, screenshot
+from tests.console.conftest import Console, screenshot, start_console
 from tests.e2e.conftest import AGENT_INBOX, WORKSPACE, Stack, eventually
 
 
@@ -348,3 +348,24 @@ async def test_connecting_again_rotates_the_signing_secret_and_the_old_one_retir
     await expect(page.locator("#secrets tbody tr", has_text=old_id)).to_contain_text("retired")
     await expect(page.locator("#secrets tbody tr").first).to_contain_text("verifies")
     await screenshot(page, "stripe")
+
+
+async def test_a_service_that_is_down_is_named_on_the_page(console: Console) -> None:
+    # A console whose billing gateway cannot be reached (policy still answers).
+    with testing.refused_port() as port:
+        broken = await start_console(
+            console.stack, console.provider_url, billing_target=f"127.0.0.1:{port}"
+        )
+        try:
+            page = await console.signed_in("admin-a", broken.url)
+            for path in ("/recovery", "/stripe"):
+                await page.goto(f"{broken.url}{path}")
+                await expect(page.get_by_role("alert")).to_contain_text(
+                    "The billing gateway service is unavailable"
+                )
+                assert "Traceback" not in await page.content()
+            await page.goto(f"{broken.url}/bounds")
+            await expect(page.locator("#bounds-in-force")).to_be_visible()
+            await expect(page.get_by_role("alert")).to_have_count(0)
+        finally:
+            await broken.stop(1.0)
