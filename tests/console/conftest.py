@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import uvicorn
 from cryptography.fernet import Fernet
-from playwright.async_api import Browser, BrowserContext, Page, async_playwright
+from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
 
 from console import service as console_service
 from console.settings import ConsoleSettings
@@ -30,6 +30,8 @@ from tests.e2e.conftest import WORKSPACE, Stack, running_stack
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "docs" / "console"
 CHROMIUM_PATHS = ("/usr/bin/chromium", "/usr/bin/chromium-browser")
+# A loaded CI machine (two test workers) can take seconds per page: assertions wait this long.
+expect.set_options(timeout=15_000)
 
 
 def chromium_path() -> str:
