@@ -14,9 +14,11 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 help: ## List the verbs.
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-$(VENV)/.stamp: requirements.txt requirements-dev.txt
+$(VENV)/.stamp: requirements.txt requirements-dev.txt cli/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	# The admin CLI: .venv/bin/askvault (its dependencies are pinned in requirements.txt).
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps -e cli
 	# Put the repository's packages on the venv's path: the runtime, the services, the emulators, generated code.
 	printf '%s\n' "$(CURDIR)" "$(CURDIR)/services" "$(CURDIR)/emulators" "$(CURDIR)/$(GEN)" \
 		> "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/askvault-paths.pth"
@@ -42,8 +44,8 @@ lint: gen ## ruff, buf lint and buf breaking against main.
 		cd protos && ../$(BIN)/buf breaking --against '../.git#branch=main,subdir=protos'; \
 	else echo "buf breaking: main has no protos yet, nothing to compare"; fi
 
-typecheck: gen ## mypy over the runtime, services, emulators and tests.
-	$(BIN)/mypy runtime services emulators tests devstack bench chaos conftest.py
+typecheck: gen ## mypy over the runtime, services, emulators, the CLI and tests.
+	$(BIN)/mypy runtime services emulators tests devstack bench chaos cli conftest.py
 
 fmt: venv ## Format the code.
 	$(BIN)/ruff format .
