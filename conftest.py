@@ -105,6 +105,7 @@ _LONGEST_FIRST = (
     "tests/deploy/test_image_install.py",
     "tests/deploy/test_replicas.py",
     "tests/devstack/test_demo.py",
+    "tests/console/test_console_browser.py",
     "tests/security/test_fuzz_grpc.py",
     "tests/deploy/test_drain.py",
     "services/notifier/tests/test_crash.py",

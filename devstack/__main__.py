@@ -212,6 +212,17 @@ def plan(
             "SECRETS_ENCRYPTION_KEYS": keys["SECRETS_ENCRYPTION_KEYS"],
             "STRIPE_API_BASE": stripe_base,
         },
+        "console": {
+            "HTTP_PORT": str(port("console")),
+            "HTTP_HOST": "127.0.0.1",
+            "PUBLIC_URL": f"http://127.0.0.1:{port('console')}",
+            "WORKSPACE_ID": demo.workspace_id,
+            "OIDC_DISCOVERY_URL": (
+                f"http://127.0.0.1:{port('admin_idp')}/.well-known/openid-configuration"
+            ),
+            "SESSION_KEYS": keys["CONSOLE_SESSION_KEYS"],
+            "EDGE_URL": f"http://127.0.0.1:{port('edge')}",
+        },
         "edge": {
             "HTTP_PORT": str(port("edge")),
             "HTTP_HOST": "127.0.0.1",
@@ -223,28 +234,42 @@ def plan(
             **llm_env,
         },
     }
+    # The local identity provider over HTTP, for the console's sign-in (local use only): it
+    # holds the provider's key (.data/admin-idp), which no service is given.
+    children.append(
+        Child(
+            "admin_idp",
+            [python, "-m", "devstack.oidc_provider", "--port", str(port("admin_idp"))],
+            {},
+            _port_open(port("admin_idp")),
+            f"http://127.0.0.1:{port('admin_idp')} (local OIDC provider)",
+        )
+    )
     for offset, (name, extra) in enumerate(service_env.items()):
         if not _exists(name):
             continue
+        http = name in HTTP_PROCESSES
         env = {**common, **targets, **extra}
         # Service credentials on, so the local stack runs the allow-lists production runs:
         # each process signs with its own private key (and holds no other); the gRPC
         # services verify their callers with every service's public key.
         env["SERVICE_SIGNING_KEY"] = signing_keys[name].pem()
-        if name != "edge":
+        if not http:
             env["SERVICE_PUBLIC_KEYS_FILE"] = str(config.public_keys_file())
         env["DATABASE_URL"] = (service_database_urls or {}).get(name, database_url)
-        # The edge serves HTTP on HTTP_PORT; GRPC_PORT is unused there but harmless.
-        env["GRPC_PORT"] = str(port(name)) if name != "edge" else "0"
+        # The edge and the console serve HTTP on HTTP_PORT; GRPC_PORT is unused there.
+        env["GRPC_PORT"] = "0" if http else str(port(name))
         env["METRICS_PORT"] = str(9461 + offset)
-        ready = _port_open(port(name)) if name == "edge" else _serving(port(name))
-        address = (
-            f"http://127.0.0.1:{port(name)}" if name == "edge" else f"127.0.0.1:{port(name)} (gRPC)"
-        )
+        ready = _port_open(port(name)) if http else _serving(port(name))
+        address = f"http://127.0.0.1:{port(name)}" if http else f"127.0.0.1:{port(name)} (gRPC)"
         children.append(Child(name, [python, "-m", name], env, ready, address))
     for child in children:
         child.env.update((overrides or {}).get(child.name, {}))
     return children
+
+
+# The processes of the stack that serve HTTP rather than gRPC.
+HTTP_PROCESSES = frozenset({"edge", "console"})
 
 
 def _port_of(demo: config.DemoConfig, ports: Mapping[str, int] | None) -> Callable[[str], int]:
@@ -359,6 +384,12 @@ async def run(once: bool, llm: bool = False) -> int:
             await _wait_ready(child)
             print(f"  {child.name:<18} {child.address}", flush=True)
         notes = await provision.provision(demo, children_names={c.name for c in children})
+        console = next((c for c in children if c.name == "console"), None)
+        if console is not None:
+            notes.append(
+                f"Owner console: {console.address} (sign in on the local identity provider as "
+                "admin-a or admin-b; two admins approve a loosened bound)"
+            )
         print("\n".join(["", *notes]), flush=True)
         if once:
             return 0

@@ -88,6 +88,8 @@ def local_keys() -> dict[str, str]:
     added: dict[str, Callable[[], str]] = {
         "AUDIT_MAC_KEYS": lambda: f"local1:{base64.b64encode(os.urandom(32)).decode()}",
         "DATABASE_SERVICE_PASSWORD": lambda: base64.urlsafe_b64encode(os.urandom(24)).decode(),
+        # The console's session cookie key (a Fernet key).
+        "CONSOLE_SESSION_KEYS": lambda: base64.urlsafe_b64encode(os.urandom(32)).decode(),
     }
     for name, make in added.items():
         if name not in keys:
@@ -101,7 +103,7 @@ def local_keys() -> dict[str, str]:
 # keys of all of them (jwks.json), made once.
 SERVICE_KEYS_DIR = "service-keys"
 # The processes of the stack that call or serve with service credentials.
-SERVICE_NAMES = ("identity", "policy", "notifier", "billing_gateway", "edge")
+SERVICE_NAMES = ("identity", "policy", "notifier", "billing_gateway", "edge", "console")
 
 
 def service_keys_dir() -> Path:

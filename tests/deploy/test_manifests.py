@@ -74,6 +74,10 @@ def test_every_deployment_is_hardened_probed_limited_and_isolated(overlay: str) 
         assert any(_selects(policy, labels) for policy in policies), f"{name}: no NetworkPolicy"
 
 
+# The Deployments that serve HTTP (probed on /readyz), not gRPC.
+HTTP_SERVERS = ("edge", "console")
+
+
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_grpc_services_use_native_grpc_probes_and_outlast_their_drain(overlay: str) -> None:
     documents = render(overlay)
@@ -90,7 +94,7 @@ def test_grpc_services_use_native_grpc_probes_and_outlast_their_drain(overlay: s
         assert pod["terminationGracePeriodSeconds"] > drain, name
         assert config["MIGRATE_ON_START"] == "false", name  # the migration Job migrates
         assert config["OTEL_EXPORTER_OTLP_ENDPOINT"], name
-        if name == "edge":
+        if name in HTTP_SERVERS:
             assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
             continue
         assert container["readinessProbe"]["grpc"].get("service", "") == ""
@@ -115,9 +119,10 @@ def test_only_the_edge_is_reachable_from_outside_and_callers_match_the_call_grap
                     )
     assert callers == {
         "identity": {"edge", "policy", "billing-gateway"},
-        "policy": {"edge", "billing-gateway"},
-        "billing-gateway": {"edge"},
-        "notifier": {"edge", "billing-gateway"},
+        "policy": {"edge", "billing-gateway", "console"},
+        "billing-gateway": {"edge", "console"},
+        "notifier": {"edge", "billing-gateway", "console"},
+        "edge": {"console"},
     }
 
 
@@ -162,7 +167,8 @@ def test_no_secret_values_in_git() -> None:
 def test_no_pod_holds_anything_that_signs_admin_credentials(overlay: str) -> None:
     # Admin credentials come from the identity provider; the services read its public keys.
     # A pod holding a signing key (the old shared ADMIN_TOKEN_SECRET) mints admins for every
-    # service. The four services serving admin RPCs know the provider; the edge does not.
+    # service. The four services serving admin RPCs and the console (which checks its
+    # signed-in admins by the same rules) know the provider; the edge does not.
     knows_provider = set()
     for document in render(overlay):
         if document["kind"] not in ("Deployment", "Job"):
@@ -182,6 +188,7 @@ def test_no_pod_holds_anything_that_signs_admin_credentials(overlay: str) -> Non
         "Deployment/policy",
         "Deployment/billing-gateway",
         "Deployment/notifier",
+        "Deployment/console",
     }, knows_provider
     provider = next(
         d
@@ -191,7 +198,9 @@ def test_no_pod_holds_anything_that_signs_admin_credentials(overlay: str) -> Non
     assert provider["data"]["ADMIN_ISSUER"].startswith("https://")
 
 
-SERVICES = ("identity", "policy", "billing-gateway", "notifier", "edge")
+SERVICES = ("identity", "policy", "billing-gateway", "notifier", "edge", "console")
+# The services with a database, hence a migration Job (the console keeps no data).
+WITH_DATABASE = ("identity", "policy", "billing-gateway", "notifier", "edge")
 
 
 def _secrets_referenced(pod: dict[str, Any]) -> set[str]:
@@ -237,13 +246,13 @@ def test_each_deployment_holds_only_its_own_service_key(overlay: str) -> None:
         name = document["metadata"]["name"]
         signing = env["SERVICE_SIGNING_KEY"]["valueFrom"]["secretKeyRef"]
         assert signing["name"] == f"{name}-service-key", where
-        if name != "edge":  # the edge serves HTTP and verifies no service credential
+        if name not in HTTP_SERVERS:  # these serve HTTP and verify no service credential
             public = env["SERVICE_PUBLIC_KEYS"]["valueFrom"]
             assert public["configMapKeyRef"]["name"] == "askvault-service-public-keys", where
             assert "optional" not in public["configMapKeyRef"], where  # the check is on
     assert held == {
         **{f"Deployment/{service}": {f"{service}-service-key"} for service in SERVICES},
-        **{f"Job/{service}-migrate": set() for service in SERVICES},
+        **{f"Job/{service}-migrate": set() for service in WITH_DATABASE},
     }, held
 
 
@@ -275,7 +284,10 @@ def test_migration_jobs_run_as_the_owner_and_services_as_their_own_role(overlay:
     ]
     jobs = [d for d in documents if d["kind"] == "Job"]
     deployments = [d for d in documents if d["kind"] == "Deployment"]
-    assert len(jobs) == len(deployments) == 5
+    assert len(jobs) == 5 and len(deployments) == 6
+    assert {d["metadata"]["name"] for d in deployments} - {
+        j["metadata"]["name"].removesuffix("-migrate") for j in jobs
+    } == {"console"}
     for job in jobs:
         variables = {v["name"]: v for v in _env(job)}
         name = job["metadata"]["name"]
@@ -290,6 +302,9 @@ def test_migration_jobs_run_as_the_owner_and_services_as_their_own_role(overlay:
         variables = {v["name"]: v for v in _env(deployment)}
         assert "MIGRATION_DATABASE_URL" not in variables, name
         assert all(_secret(v) != owner for v in variables.values()), name
+        if name == "console":  # no database at all
+            assert "DATABASE_URL" not in variables
+            continue
         url = variables["DATABASE_URL"]
         if overlay == "dev":
             role = name.replace("-", "_")

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.slow
 
 PRIVATE_KEY_MARK = "PRIVATE KEY-----"
 # The processes of the local stack that call or serve RPCs (the others are emulators).
-SERVICES = ("identity", "policy", "notifier", "billing_gateway", "edge")
+SERVICES = ("identity", "policy", "notifier", "billing_gateway", "edge", "console")
 
 
 @pytest.fixture

@@ -60,3 +60,24 @@ async def test_llm_starts_the_model_emulator_the_edge_is_pointed_at(
         assert completion["choices"][0]["message"]["content"] == "hello from the script"
     finally:
         await launcher._stop([model], grace=5.0)
+
+
+def test_the_console_signs_in_with_the_local_provider_the_stack_starts(data_dir: Path) -> None:
+    demo = config.load()
+    children = {c.name: c for c in launcher.plan(demo, "postgresql://unused")}
+    provider, console = children["admin_idp"], children["console"]
+    assert list(children).index("admin_idp") < list(children).index("console")
+    assert provider.argv[1:] == [
+        "-m",
+        "devstack.oidc_provider",
+        "--port",
+        str(demo.port("admin_idp")),
+    ]
+    # The provider's key stays with the launcher's files; no process gets it in its env.
+    assert not [value for value in provider.env.values() if "PRIVATE KEY" in value]
+    assert console.env["OIDC_DISCOVERY_URL"] == (
+        f"http://127.0.0.1:{demo.port('admin_idp')}/.well-known/openid-configuration"
+    )
+    assert console.env["WORKSPACE_ID"] == demo.workspace_id
+    assert console.address == f"http://127.0.0.1:{demo.port('console')}"
+    assert console.env["ADMIN_JWKS_FILE"] == children["policy"].env["ADMIN_JWKS_FILE"]
