@@ -286,7 +286,7 @@ class CallerPolicy:
         """The caller's name, or raises UNAUTHENTICATED / PERMISSION_DENIED. Open services
         and admin RPCs answer "". An RPC whose list holds services and ADMIN answers "" to a
         call without a service's credential (an admin's: the servicer checks the admin's own
-        credential, see ``called_by_admin``) and checks the service of a call with one."""
+        credential, see ``called_by_admin``), and to a call by a service not on the list."""
         service, _, method = full_method.lstrip("/").partition("/")
         if service.startswith(_OPEN_SERVICES):
             return ""
@@ -308,6 +308,11 @@ class CallerPolicy:
         else:
             raise _unauthenticated("a service credential is required")
         if caller not in allowed:
+            if ADMIN in allowed:
+                # A service the RPC does not serve (the owner's console) gets no more than a
+                # caller without a credential: the admin's own credential, checked by the
+                # servicer, decides.
+                return ""
             raise errors.ServiceError(
                 errors.Kind.PERMISSION_DENIED,
                 "CALLER_NOT_ALLOWED",

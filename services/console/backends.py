@@ -1,7 +1,8 @@
 """The services the console calls, and how their errors read on a page. Every call carries
-the signed-in admin's own access token (``authorization: Bearer``); the channels add the
-console's service credential when it has a key (the RPCs that only services may call, such
-as policy's GetBounds, allow "console")."""
+the signed-in admin's own access token (``authorization: Bearer``), which decides what
+the call may do. The channels add the console's service credential when it has a key; no RPC
+grants the console anything for it (reads such as policy's GetBounds answer an admin's
+credential to a caller that is not one of their services)."""
 
 from __future__ import annotations
 

@@ -65,8 +65,8 @@ def console_of(request: Request) -> Console:
 
 async def admin_of(request: Request) -> Admin:
     """The signed-in admin, checked on every request: the access token still verifies with
-    the provider's keys and lists this workspace (the console calls some RPCs that only check
-    its own service credential, so it checks the admin itself)."""
+    the provider's keys and lists this workspace (so an expired session goes back to sign-in
+    before any call; every service checks the same credential again)."""
     console = console_of(request)
     token = request.session.get("token")
     expires = request.session.get("expires_at", 0)

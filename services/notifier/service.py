@@ -30,9 +30,6 @@ class NotifierService:
     # Who may call which RPC when service credentials are on (SERVICE_PUBLIC_KEYS).
     allowed_callers = {
         EVERY_RPC: frozenset({"edge", "billing_gateway"}),
-        # The owner's console lists the workspace's outbox (an admin credential is required
-        # for a listing without a contact).
-        "ListMessages": frozenset({"edge", "billing_gateway", "console"}),
         "UpdateWorkspaceSettings": frozenset({ADMIN}),
         "GetWorkspaceSettings": frozenset({ADMIN}),
         "ResendMessage": frozenset({ADMIN}),

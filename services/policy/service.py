@@ -122,10 +122,6 @@ class PolicyService:
         # The edge speaks by them (time zone, self-serve prices, caps); the billing gateway
         # reads whether the workspace lists self-serve prices before a move to another price.
         "GetWorkspaceTerms": frozenset({"edge", "billing_gateway"}),
-        # The owner's console shows one escalation and the bounds in force (it checks the
-        # signed-in admin's credential itself; these two RPCs take none).
-        "GetEscalation": frozenset({"edge", "billing_gateway", "console"}),
-        "GetBounds": frozenset({"edge", "billing_gateway", "console"}),
     }
 
     def __init__(
