@@ -113,12 +113,19 @@ _LONGEST_FIRST = (
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The files above first, then the files with the most tests (the end-to-end ones
+    start a system per test), so that neither worker is left with a long file at the end."""
     rank = {path: index for index, path in enumerate(_LONGEST_FIRST)}
+    tests_in: dict[str, int] = {}
+    for item in items:
+        path = item.nodeid.split("::", 1)[0]
+        tests_in[path] = tests_in.get(path, 0) + 1
 
-    def order(item: pytest.Item) -> int:
-        return rank.get(item.nodeid.split("::", 1)[0], len(rank))
+    def order(item: pytest.Item) -> tuple[int, int]:
+        path = item.nodeid.split("::", 1)[0]
+        return rank.get(path, len(rank)), -tests_in[path]
 
-    items.sort(key=order)  # stable: the rest keep their order
+    items.sort(key=order)  # stable: a file's tests keep their order
 
 
 # A test (setup, call and teardown together) that runs this long is hung, not slow: the
