@@ -4,7 +4,6 @@ target (a headless Service's ready pods), the gRPC default (pick_first) otherwis
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import grpc
@@ -28,7 +27,7 @@ def test_other_targets_keep_the_default_policy(target: str) -> None:
 
 
 @pytest.fixture
-def channel_options(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Any]]:
+def channel_options(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     """The options ``clients.channel`` gives gRPC (the real channel is still made)."""
     seen: list[Any] = []
     real = grpc.aio.insecure_channel
@@ -38,7 +37,7 @@ def channel_options(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Any]]:
         return real(target, options=options, **kwargs)
 
     monkeypatch.setattr(grpc.aio, "insecure_channel", recording)
-    yield seen
+    return seen
 
 
 async def test_the_channel_of_a_dns_target_sets_round_robin_and_calls_a_real_server(
