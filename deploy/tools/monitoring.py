@@ -332,6 +332,34 @@ def check_dashboards(
     return problems
 
 
+def expressions(documents: Iterable[dict[str, Any]]) -> list[str]:
+    """Every rule's and dashboard panel's expression (Grafana's variables given a value)."""
+    documents = list(documents)
+    found = [
+        str(rule.get("expr", ""))
+        for document in documents
+        if document.get("kind") == "PrometheusRule"
+        for group in document.get("spec", {}).get("groups") or []
+        for rule in group.get("rules") or []
+    ]
+    for dashboard in dashboards(documents).values():
+        for panel in dashboard.get("panels", []):
+            for target in panel.get("targets") or []:
+                found.append(str(target.get("expr", "")).replace("$namespace", "askvault"))
+    return found
+
+
+def referenced(documents: Iterable[dict[str, Any]]) -> set[str]:
+    """The metric names the rules and dashboards select (expressions that parse)."""
+    names: set[str] = set()
+    for expression in expressions(documents):
+        try:
+            names |= metric_names(expression)
+        except ValueError:
+            continue
+    return names
+
+
 def check_coverage(documents: list[dict[str, Any]]) -> list[str]:
     """Every Deployment scraped by a PodMonitor on one of its container ports, and a dashboard
     naming each monitored service."""
