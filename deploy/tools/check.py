@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -130,6 +131,34 @@ def hadolint() -> list[str]:
     )
 
 
+def promtool(paths: list[Path], out_dir: Path) -> list[str]:
+    """``promtool check rules`` (expressions and annotation templates) over every
+    PrometheusRule, when a promtool is at hand: $PROMTOOL, .venv-deploy/bin/promtool or the
+    PATH. No registry this project installs from ships it as a package of its own (Debian's
+    ``prometheus`` package has it: deploy/README.md, "Monitoring"); without it, the rules'
+    PromQL is still parsed by promql-parser (monitoring.py)."""
+    found = os.environ.get("PROMTOOL") or (
+        str(BIN / "promtool") if (BIN / "promtool").exists() else shutil.which("promtool")
+    )
+    if not found:
+        print("  promtool not found: rules checked by promql-parser and the schema only")
+        return []
+    problems = []
+    for path in paths:
+        for document in yaml.safe_load_all(path.read_text()):
+            if not document or document.get("kind") != "PrometheusRule":
+                continue
+            name = f"{path.stem}-{document['metadata']['name']}"
+            rules = out_dir / f"{name}.rules.yaml"
+            rules.write_text(yaml.safe_dump({"groups": document["spec"]["groups"]}))
+            result = subprocess.run(  # noqa: S603 - the promtool found above, fixed arguments
+                [found, "check", "rules", str(rules)], capture_output=True, text=True
+            )
+            if result.returncode:
+                problems.append(f"promtool check rules {name}: {result.stdout}{result.stderr}")
+    return problems
+
+
 def main() -> int:
     out_dir = ROOT / ".data" / "deploy"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -156,6 +185,10 @@ def main() -> int:
         f"alert rules and dashboards: PromQL parsed, metrics among the {known} series the code"
         f" exports, PodMonitor per Deployment ({time.monotonic() - step:.1f}s)"
     )
+
+    step = time.monotonic()
+    failures += promtool(paths, out_dir)
+    print(f"promtool check rules ({time.monotonic() - step:.1f}s)")
 
     step = time.monotonic()
     failures += checkov(paths)
