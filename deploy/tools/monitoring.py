@@ -141,7 +141,8 @@ def instruments(root: Path = ROOT) -> list[Instrument]:
             elif called in _CLIENT_KINDS and (
                 attribute is None
                 or (
-                    isinstance(function.value, ast.Name)
+                    isinstance(function, ast.Attribute)
+                    and isinstance(function.value, ast.Name)
                     and function.value.id == "prometheus_client"
                 )
             ):
