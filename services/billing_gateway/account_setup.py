@@ -4,6 +4,7 @@ webhook signing secret after an overlap. CheckWebhookSetup is in webhook_setup.p
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, cast
 
@@ -24,24 +25,16 @@ from runtime.secretbox import SecretBox
 MAX_SECRET_OVERLAP_SECONDS = 30 * 86_400
 
 
+@dataclass(frozen=True)
 class AccountSetup:
     """A workspace's Stripe account and webhook secrets."""
 
-    def __init__(
-        self,
-        pool: asyncpg.Pool,
-        box: SecretBox,
-        stripe: StripeGateway,
-        mirror: Mirror,
-        accounts: AccountDirectory,
-        clock: Clock,
-    ) -> None:
-        self._pool = pool
-        self._box = box
-        self._stripe = stripe
-        self._mirror = mirror
-        self._accounts = accounts
-        self._clock = clock
+    _pool: asyncpg.Pool
+    _box: SecretBox
+    _stripe: StripeGateway
+    _mirror: Mirror
+    _accounts: AccountDirectory
+    _clock: Clock
 
     async def connect(self, request: pb.ConnectAccountRequest) -> pb.ConnectAccountResponse:
         """The workspace connected to the (validated) request's Stripe account."""

@@ -4,6 +4,7 @@ the mirror when it holds them fresh, else from Stripe."""
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -57,24 +58,16 @@ def check(request: pb.FindCustomersRequest) -> None:
     check.check()
 
 
+@dataclass(frozen=True)
 class CustomerSearch:
     """Finds a workspace's customers."""
 
-    def __init__(
-        self,
-        pool: asyncpg.Pool,
-        stripe: StripeGateway,
-        mirror: Mirror,
-        accounts: AccountDirectory,
-        clock: Clock,
-        objects: CustomerObjects,
-    ) -> None:
-        self._pool = pool
-        self._stripe = stripe
-        self._mirror = mirror
-        self._accounts = accounts
-        self._clock = clock
-        self._objects = objects
+    _pool: asyncpg.Pool
+    _stripe: StripeGateway
+    _mirror: Mirror
+    _accounts: AccountDirectory
+    _clock: Clock
+    _objects: CustomerObjects
 
     async def find_customers(self, request: pb.FindCustomersRequest) -> pb.FindCustomersResponse:
         """The customers the (validated) request names."""

@@ -3,6 +3,8 @@ workspace's freshness bound."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import asyncpg
 
 from askvault.billing.v1 import billing_pb2 as pb
@@ -16,18 +18,13 @@ from runtime.database import Connection
 MAX_MIRROR_AGE_SECONDS = 7 * 86_400
 
 
+@dataclass(frozen=True)
 class MirrorAdmin:
     """The workspace's mirror status and settings."""
 
-    def __init__(
-        self,
-        pool: asyncpg.Pool,
-        mirror: Mirror,
-        settings: BillingGatewaySettings,
-    ) -> None:
-        self._pool = pool
-        self._mirror = mirror
-        self._settings = settings
+    _pool: asyncpg.Pool
+    _mirror: Mirror
+    _settings: BillingGatewaySettings
 
     async def status(self, request: pb.GetMirrorStatusRequest) -> pb.GetMirrorStatusResponse:
         """The workspace's backfills, freshness bound and object count."""

@@ -4,6 +4,7 @@ update the payment method (the billing portal, else the open invoice's hosted pa
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -21,20 +22,14 @@ from runtime.database import Connection
 Json = dict[str, Any]
 
 
+@dataclass(frozen=True)
 class PaymentLinks:
     """Checkout and payment-method links for the customer."""
 
-    def __init__(
-        self,
-        pool: asyncpg.Pool,
-        stripe: StripeGateway,
-        ledger: Ledger,
-        objects: CustomerObjects,
-    ) -> None:
-        self._pool = pool
-        self._stripe = stripe
-        self._ledger = ledger
-        self._objects = objects
+    _pool: asyncpg.Pool
+    _stripe: StripeGateway
+    _ledger: Ledger
+    _objects: CustomerObjects
 
     async def start_resubscription(
         self, request: pb.StartResubscriptionRequest, customer_id: str, account: StripeAccount

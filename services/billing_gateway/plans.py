@@ -4,6 +4,7 @@ the customer's subscription to one of them would change (plan, features, price, 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -20,24 +21,16 @@ from billing_gateway.stripe_api import StripeAccount, StripeGateway, to_json
 Json = dict[str, Any]
 
 
+@dataclass(frozen=True)
 class Plans:
     """The workspace's plans and a plan change's preview."""
 
-    def __init__(
-        self,
-        pool: asyncpg.Pool,
-        stripe: StripeGateway,
-        mirror: Mirror,
-        accounts: AccountDirectory,
-        clock: Clock,
-        objects: CustomerObjects,
-    ) -> None:
-        self._pool = pool
-        self._stripe = stripe
-        self._mirror = mirror
-        self._accounts = accounts
-        self._clock = clock
-        self._objects = objects
+    _pool: asyncpg.Pool
+    _stripe: StripeGateway
+    _mirror: Mirror
+    _accounts: AccountDirectory
+    _clock: Clock
+    _objects: CustomerObjects
 
     async def list_plans(self, request: pb.ListPlansRequest) -> pb.ListPlansResponse:
         """The workspace's active recurring prices, in the request's currency when it names one."""

@@ -5,6 +5,7 @@ shows them."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -22,22 +23,15 @@ from runtime import errors
 Json = dict[str, Any]
 
 
+@dataclass(frozen=True)
 class CustomerObjects:
     """Reads a workspace's Stripe objects, from the mirror or from Stripe."""
 
-    def __init__(
-        self,
-        pool: asyncpg.Pool,
-        stripe: StripeGateway,
-        mirror: Mirror,
-        peers: Peers,
-        clock: Clock,
-    ) -> None:
-        self._pool = pool
-        self._stripe = stripe
-        self._mirror = mirror
-        self._peers = peers
-        self._clock = clock
+    _pool: asyncpg.Pool
+    _stripe: StripeGateway
+    _mirror: Mirror
+    _peers: Peers
+    _clock: Clock
 
     async def retrieve(
         self, account: StripeAccount, kind: str, object_id: str, customer_id: str, **params: Any

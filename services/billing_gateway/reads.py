@@ -5,6 +5,7 @@ identity assertion, answered from the mirror when it holds the objects fresh, el
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -37,24 +38,16 @@ def _created_filter(after: Any, before: Any = None) -> Json:
     return created
 
 
+@dataclass(frozen=True)
 class Reads:
     """The customer's reads."""
 
-    def __init__(
-        self,
-        pool: asyncpg.Pool,
-        stripe: StripeGateway,
-        mirror: Mirror,
-        peers: Peers,
-        clock: Clock,
-        objects: CustomerObjects,
-    ) -> None:
-        self._pool = pool
-        self._stripe = stripe
-        self._mirror = mirror
-        self._peers = peers
-        self._clock = clock
-        self._objects = objects
+    _pool: asyncpg.Pool
+    _stripe: StripeGateway
+    _mirror: Mirror
+    _peers: Peers
+    _clock: Clock
+    _objects: CustomerObjects
 
     async def sync_contact_tags(
         self, request: pb.SyncContactTagsRequest, customer_id: str, account: StripeAccount

@@ -4,6 +4,7 @@ the recovery figures over a period."""
 from __future__ import annotations
 
 import base64
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -21,16 +22,12 @@ def _page_size(value: int, default: int, maximum: int) -> int:
     return default if value <= 0 else min(value, maximum)
 
 
+@dataclass(frozen=True)
 class RecoveryReads:
     """The workspace's recovery cases and figures."""
 
-    def __init__(
-        self,
-        pool: asyncpg.Pool,
-        clock: Clock,
-    ) -> None:
-        self._pool = pool
-        self._clock = clock
+    _pool: asyncpg.Pool
+    _clock: Clock
 
     async def list_cases(
         self, request: pb.ListRecoveryCasesRequest

@@ -6,6 +6,7 @@ Commit or Release) and tells the customer what was done."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -64,22 +65,15 @@ def write_request(
     )
 
 
+@dataclass(frozen=True)
 class Writes:
     """The customer's writes (escalated_actions.Writes)."""
 
-    def __init__(
-        self,
-        pool: asyncpg.Pool,
-        stripe: StripeGateway,
-        ledger: Ledger,
-        notices: ConfirmationOutbox,
-        objects: CustomerObjects,
-    ) -> None:
-        self._pool = pool
-        self._stripe = stripe
-        self._ledger = ledger
-        self._notices = notices
-        self._objects = objects
+    _pool: asyncpg.Pool
+    _stripe: StripeGateway
+    _ledger: Ledger
+    _notices: ConfirmationOutbox
+    _objects: CustomerObjects
 
     async def read_owned(
         self, account: StripeAccount, kind: str, object_id: str, customer_id: str
