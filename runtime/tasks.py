@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from collections.abc import Coroutine, Iterable
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -96,22 +96,6 @@ async def wait_any(events: Iterable[asyncio.Event], seconds: float | None) -> No
             waiter.cancel()
         # Cancelled waiters of Event.wait end at the loop's next turn.
         await asyncio.wait(waiters)
-
-
-async def every(
-    stop: asyncio.Event,
-    interval_seconds: float,
-    step: Callable[[], Awaitable[object]],
-    name: str,
-) -> None:
-    """Runs ``step`` every ``interval_seconds`` until ``stop`` is set; a failing step is
-    logged and the loop goes on (the next run retries)."""
-    while not stop.is_set():
-        try:
-            await step()
-        except Exception:
-            logger.exception("worker step failed", extra={"worker": name})
-        await sleep_unless(stop, interval_seconds)
 
 
 def _name(task: asyncio.Future[Any]) -> str:

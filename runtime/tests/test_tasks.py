@@ -133,19 +133,3 @@ async def test_wait_any_leaves_no_waiter_behind() -> None:
     waiting.cancel()
     await asyncio.wait({waiting})
     assert asyncio.all_tasks() - before == set()
-
-
-async def test_every_runs_until_stopped_and_survives_a_failing_step() -> None:
-    runs = 0
-    stop = asyncio.Event()
-
-    async def step() -> None:
-        nonlocal runs
-        runs += 1
-        if runs == 1:
-            raise RuntimeError("first run fails")
-        if runs == 3:
-            stop.set()
-
-    await asyncio.wait_for(tasks.every(stop, 0.001, step, "test"), 5.0)
-    assert runs == 3

@@ -36,7 +36,7 @@ _ENDED = frozenset({"canceled", "incomplete_expired"})
 
 
 class Writes(Protocol):
-    """The gateway's write use cases for a known customer (BillingGatewayServicer)."""
+    """The gateway's write use cases for a known customer (writes.Writes)."""
 
     async def read_owned(
         self, account: StripeAccount, kind: str, object_id: str, customer_id: str

@@ -30,6 +30,7 @@ from billing_gateway.event_effects import Burst
 from billing_gateway.inbox_store import Finished
 from runtime import errors
 from runtime.database import Connection
+from runtime.periodic import Periodic, Schedule
 
 logger = logging.getLogger(__name__)
 tracer = trace.get_tracer(__name__)
@@ -152,16 +153,15 @@ class InboxWorker:
     async def run(self, stop: asyncio.Event, poll_seconds: float) -> None:
         """Processes events until ``stop`` is set; when the inbox is empty, waits for an
         event stored by this replica, or ``poll_seconds`` (events stored by others)."""
-        while not stop.is_set():
-            # Cleared before claiming: an event stored after the claim wakes the wait below.
-            self._wake.clear()
-            try:
-                worked = await self.process_batch() > 0
-            except Exception:
-                logger.exception("webhook worker step failed")
-                worked = False
-            if not worked:
-                await _first_of(stop, self._wake, poll_seconds)
+        loop = Periodic(
+            "billing-webhooks",
+            self.process_batch,
+            # Events left: the next batch at once; none: until woken or the next poll.
+            Schedule(poll_seconds, busy_seconds=0),
+            failure_message="webhook worker step failed",
+            wake=self._wake,
+        )
+        await loop.run(stop)
 
     async def drain(self) -> int:
         """Processes every due event (tests and the benchmark); returns how many events were
@@ -305,15 +305,3 @@ def _trace_of(carrier: dict[str, str] | None) -> otel_context.Context | None:
     """The trace of our own write that an event reports (a refund, a plan change, a retried
     invoice), so that its effects (the confirmation message) join that trace."""
     return propagate.extract(carrier) if carrier else None
-
-
-async def _first_of(stop: asyncio.Event, wake: asyncio.Event, seconds: float) -> None:
-    """Returns when ``stop`` or ``wake`` is set, or after ``seconds``."""
-    waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(wake.wait())]
-    try:
-        await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for wait in waits:
-            wait.cancel()
-        # Awaited, so that no waiter outlives the worker (a stop leaves no task behind).
-        await asyncio.gather(*waits, return_exceptions=True)

@@ -32,6 +32,7 @@ from billing_gateway.settings import BillingGatewaySettings
 from billing_gateway.stripe_api import StripeAccount, StripeGateway, to_json
 from runtime import errors
 from runtime.database import Connection
+from runtime.periodic import Periodic, Schedule
 
 logger = logging.getLogger(__name__)
 
@@ -448,15 +449,14 @@ class Mirror:
     async def run_backfill(self, stop: asyncio.Event) -> None:
         """Copies pages until ``stop`` is set, at most the configured pages per second."""
         pause = 1.0 / self._settings.mirror_backfill_pages_per_second
-        while not stop.is_set():
-            try:
-                worked = await self.backfill_step()
-            except Exception:
-                logger.exception("mirror backfill step failed")
-                worked = False
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(pause if worked else max(pause, 1.0)):
-                    await stop.wait()
+        loop = Periodic(
+            "billing-mirror-backfill",
+            self.backfill_step,
+            # A page copied: the next after the pause; none due (or a failure): a second.
+            Schedule(max(pause, 1.0), busy_seconds=pause),
+            failure_message="mirror backfill step failed",
+        )
+        await loop.run(stop)
 
     async def backfill_all(self) -> int:
         """Copies every due page now (tests); returns how many pages."""
@@ -566,13 +566,10 @@ class Mirror:
 
     async def run_catch_up(self, stop: asyncio.Event, poll_seconds: float) -> None:
         """Catches up due workspaces until ``stop`` is set."""
-        while not stop.is_set():
-            try:
-                worked = await self.catch_up_step()
-            except Exception:
-                logger.exception("mirror catch-up step failed")
-                worked = False
-            if not worked:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(poll_seconds):
-                        await stop.wait()
+        loop = Periodic(
+            "billing-mirror-catch-up",
+            self.catch_up_step,
+            Schedule(poll_seconds, busy_seconds=0),
+            failure_message="mirror catch-up step failed",
+        )
+        await loop.run(stop)

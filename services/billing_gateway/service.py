@@ -22,6 +22,7 @@ from billing_gateway.peers import Peers
 from billing_gateway.settings import BillingGatewaySettings
 from billing_gateway.stripe_api import StripeGateway
 from runtime import tasks
+from runtime.periodic import Periodic, Schedule
 from runtime.secretbox import SecretBox
 from runtime.server import Resources
 from runtime.service_auth import ADMIN, EVERY_RPC
@@ -167,31 +168,29 @@ class BillingGatewayService:
 
         self._tasks.append(
             asyncio.create_task(
-                tasks.every(
-                    self._stop, settings.reconcile_interval_seconds, reconcile, "reconcile"
+                Periodic("reconcile", reconcile, Schedule(settings.reconcile_interval_seconds)).run(
+                    self._stop
                 ),
                 name="billing-reconcile",
             )
         )
         self._tasks.append(
             asyncio.create_task(
-                tasks.every(
-                    self._stop,
-                    settings.scheduler_poll_seconds,
-                    ledger.run_due_cancellations,
+                Periodic(
                     "cancellations",
-                ),
+                    ledger.run_due_cancellations,
+                    Schedule(settings.scheduler_poll_seconds),
+                ).run(self._stop),
                 name="billing-cancellations",
             )
         )
         self._tasks.append(
             asyncio.create_task(
-                tasks.every(
-                    self._stop,
-                    settings.confirmation_poll_seconds,
-                    confirmations.retry_due,
+                Periodic(
                     "confirmations",
-                ),
+                    confirmations.retry_due,
+                    Schedule(settings.confirmation_poll_seconds),
+                ).run(self._stop),
                 name="billing-confirmations",
             )
         )

@@ -18,7 +18,6 @@ everything committed before them (VerifyAuditChain, ListAuditEvents, tests) call
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
 
@@ -26,8 +25,8 @@ import asyncpg
 
 from policy import audit_log
 from policy.domain import audit, pending
-from runtime import tasks
 from runtime.database import UNAVAILABLE_ERRORS, Connection
+from runtime.periodic import Periodic, Schedule
 
 logger = logging.getLogger(__name__)
 
@@ -171,41 +170,19 @@ def with_unchained(result: audit.Verification, status: Unchained) -> audit.Verif
     )
 
 
-class ChainWorker:
+def chain_worker(
+    pool: asyncpg.Pool, keys: audit.MacKeys, interval_seconds: float, batch_size: int
+) -> Periodic:
     """Runs ``chain_pass`` every ``interval_seconds`` (at least _RETRY_AFTER_ERROR_SECONDS
-    apart after a failed pass)."""
-
-    def __init__(
-        self, pool: asyncpg.Pool, keys: audit.MacKeys, interval_seconds: float, batch_size: int
-    ) -> None:
-        self._pool = pool
-        self._keys = keys
-        self._interval_seconds = interval_seconds
-        self._batch_size = batch_size
-        self._stopping = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        """Starts the loop in the background."""
-        self._task = asyncio.create_task(self._run(), name="policy-audit-chainer")
-
-    async def stop(self) -> None:
-        """Stops after the pass in progress, if any (what it left is linked by the next
-        chainer, or by this one's next start)."""
-        self._stopping.set()
-        if self._task is not None:
-            await tasks.finish(self._task)
-            self._task = None
-
-    async def _run(self) -> None:
-        while not self._stopping.is_set():
-            delay = self._interval_seconds
-            try:
-                await chain_pass(self._pool, self._keys, self._batch_size)
-            except UNAVAILABLE_ERRORS as error:
-                logger.warning("audit chaining failed", extra={"error": type(error).__name__})
-                delay = max(delay, _RETRY_AFTER_ERROR_SECONDS)
-            except Exception:
-                logger.exception("audit chaining failed")
-                delay = max(delay, _RETRY_AFTER_ERROR_SECONDS)
-            await tasks.sleep_unless(self._stopping, delay)
+    apart after a failed pass). A stop comes after the pass in progress, if any (what it left
+    is linked by the next chainer, or by this one's next start)."""
+    return Periodic(
+        "policy-audit-chainer",
+        lambda: chain_pass(pool, keys, batch_size),
+        Schedule(
+            interval_seconds,
+            failure_seconds=max(interval_seconds, _RETRY_AFTER_ERROR_SECONDS),
+        ),
+        failure_message="audit chaining failed",
+        quiet=UNAVAILABLE_ERRORS,
+    )

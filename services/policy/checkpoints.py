@@ -11,7 +11,6 @@ only repeats the same anchors.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,8 +20,8 @@ import asyncpg
 
 from policy import audit_log
 from policy.domain import audit
-from runtime import tasks
 from runtime.database import UNAVAILABLE_ERRORS, Connection
+from runtime.periodic import Periodic, Schedule
 
 logger = logging.getLogger(__name__)
 # Checkpoints are the audit log's anchors outside the database: written whatever LOG_LEVEL says.
@@ -125,40 +124,19 @@ async def check_checkpoint(
     return CheckpointCheck(checkpoint, True, stored_hash, "")
 
 
-class CheckpointWorker:
-    """Runs ``write_checkpoints`` every ``interval_seconds`` until stopped."""
-
-    def __init__(
-        self, pool: asyncpg.Pool, keys: audit.MacKeys, clock: Clock, interval_seconds: float
-    ) -> None:
-        self._pool = pool
-        self._keys = keys
-        self._clock = clock
-        self._interval_seconds = interval_seconds
-        self._written: dict[str, int] = {}
-        self._stopping = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        """Starts the loop in the background; the first checkpoints are written at once."""
-        self._task = asyncio.create_task(self._run(), name="policy-audit-checkpoints")
-
-    async def stop(self) -> None:
-        """Stops after the pass in progress, if any."""
-        self._stopping.set()
-        if self._task is not None:
-            await tasks.finish(self._task)
-            self._task = None
-
-    async def _run(self) -> None:
-        while not self._stopping.is_set():
-            delay = self._interval_seconds
-            try:
-                await write_checkpoints(self._pool, self._keys, self._clock(), self._written)
-            except UNAVAILABLE_ERRORS as error:
-                logger.warning("audit checkpoints failed", extra={"error": type(error).__name__})
-                delay = min(delay, _RETRY_AFTER_ERROR_SECONDS)
-            except Exception:
-                logger.exception("audit checkpoints failed")
-                delay = min(delay, _RETRY_AFTER_ERROR_SECONDS)
-            await tasks.sleep_unless(self._stopping, delay)
+def checkpoint_worker(
+    pool: asyncpg.Pool, keys: audit.MacKeys, clock: Clock, interval_seconds: float
+) -> Periodic:
+    """Runs ``write_checkpoints`` every ``interval_seconds`` (sooner after a failed pass)
+    until stopped; the first checkpoints are written at once."""
+    written: dict[str, int] = {}
+    return Periodic(
+        "policy-audit-checkpoints",
+        lambda: write_checkpoints(pool, keys, clock(), written),
+        Schedule(
+            interval_seconds,
+            failure_seconds=min(interval_seconds, _RETRY_AFTER_ERROR_SECONDS),
+        ),
+        failure_message="audit checkpoints failed",
+        quiet=UNAVAILABLE_ERRORS,
+    )

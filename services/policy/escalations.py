@@ -1,6 +1,7 @@
-"""The decisions on an escalation: an admin approves (a grant for exactly the escalated action)
-or rejects it (with a note the customer is told), and the billing gateway records how carrying
-out an approved one ended (executed with the Stripe object, or failed: nothing moved).
+"""An escalation's life: a hand-off opens it, admins read and list them, an admin approves
+it (a grant for exactly the escalated action) or rejects it (with a note the customer is
+told), and the billing gateway records how carrying out an approved one ended (executed with
+the Stripe object, or failed: nothing moved).
 
 States: open -> approved -> executed | failed; open -> rejected. Each call runs in one
 transaction with its idempotency key, the escalation's row locked and its audit entries.
@@ -8,6 +9,8 @@ transaction with its idempotency key, the escalation's row locked and its audit 
 
 from __future__ import annotations
 
+import base64
+import binascii
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -21,6 +24,9 @@ from policy.domain.decisions import Reason
 from policy.domain.model import Action
 from runtime import errors, idempotency, ids
 from runtime.database import Connection
+
+_DEFAULT_PAGE = 50
+_MAX_PAGE = 500
 
 # The outcomes the billing gateway records, by the state they put the escalation in.
 _OUTCOMES = {pb.ESCALATION_STATE_EXECUTED: "executed", pb.ESCALATION_STATE_FAILED: "failed"}
@@ -62,6 +68,118 @@ async def _open(
     if record.state != "open":
         raise _not_pending(record.state)
     return record
+
+
+async def open_escalation(
+    uses: Escalations,
+    request: pb.OpenEscalationRequest,
+    *,
+    contact_id: str,
+    customer: str,
+    details: pb.ActionDetails,
+    now: datetime,
+) -> pb.OpenEscalationResponse:
+    """A new OPEN escalation with its audit entry: the visitor's (``contact_id`` and
+    ``customer`` from their verified assertion) or the bot's anonymous hand-off."""
+    action = convert.ACTION_FROM_PB.get(request.action)
+
+    async def open_escalation(connection: Connection) -> pb.OpenEscalationResponse:
+        record = await storage.insert_escalation(
+            connection,
+            request.workspace_id,
+            ids.new_id("esc"),
+            contact_id=contact_id,
+            stripe_customer_id=customer,
+            action=action.value if action else "",
+            details=convert.to_json(details),
+            context=convert.to_json(request.context),
+            reason=request.reason,
+            now=now,
+        )
+        await audit_log.record(
+            connection,
+            uses.audit_keys,
+            request.workspace_id,
+            [
+                entries.entry(
+                    now,
+                    "escalation.opened",
+                    actor=("visitor", contact_id) if contact_id else ("bot", ""),
+                    contact_id=contact_id,
+                    customer=customer,
+                    action=action,
+                    details=convert.details_from_pb(details),
+                    outcome=request.reason,
+                    subject_id=record.escalation_id,
+                )
+            ],
+        )
+        return pb.OpenEscalationResponse(escalation=convert.escalation_pb(record))
+
+    return await idempotency.run_once(
+        uses.pool,
+        request.workspace_id,
+        request.idempotency_key,
+        request,
+        pb.OpenEscalationResponse,
+        open_escalation,
+    )
+
+
+async def get_escalation(
+    pool: asyncpg.Pool, request: pb.GetEscalationRequest
+) -> pb.GetEscalationResponse:
+    """One escalation; NOT_FOUND when the workspace has none of that id."""
+    async with pool.acquire() as connection:
+        record = await storage.get_escalation(
+            connection, request.workspace_id, request.escalation_id
+        )
+    if record is None:
+        raise errors.not_found("escalation")
+    return pb.GetEscalationResponse(escalation=convert.escalation_pb(record))
+
+
+def _page_size(requested: int) -> int:
+    if requested <= 0:
+        return _DEFAULT_PAGE
+    return min(requested, _MAX_PAGE)
+
+
+async def list_escalations(
+    pool: asyncpg.Pool, request: pb.ListEscalationsRequest
+) -> pb.ListEscalationsResponse:
+    """A page of the workspace's escalations, newest (or oldest) first, by state."""
+    after: tuple[datetime, str] | None = None
+    if request.page_token:
+        try:
+            stamp, _, escalation_id = (
+                base64.urlsafe_b64decode(request.page_token.encode()).decode().partition("|")
+            )
+            after = (datetime.fromisoformat(stamp), escalation_id)
+        except (ValueError, binascii.Error):
+            raise errors.invalid_argument(
+                errors.FieldViolation("page_token", "is not a page token")
+            ) from None
+    size = _page_size(request.page_size)
+    async with pool.acquire() as connection:
+        records = await storage.list_escalations(
+            connection,
+            request.workspace_id,
+            convert.ESCALATION_STATE_FROM_PB.get(request.state, ""),
+            after,
+            size + 1,
+            oldest_first=request.oldest_first,
+        )
+    token = ""
+    if len(records) > size:
+        records = records[:size]
+        last = records[-1]
+        token = base64.urlsafe_b64encode(
+            f"{last.created_at.isoformat()}|{last.escalation_id}".encode()
+        ).decode()
+    return pb.ListEscalationsResponse(
+        escalations=[convert.escalation_pb(r) for r in records], next_page_token=token
+    )
 
 
 async def approve(

@@ -9,7 +9,6 @@ expiry frees its reservation and appends one audit entry in the same transaction
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -18,8 +17,8 @@ import asyncpg
 
 from policy import audit_log, storage
 from policy.domain import audit
-from runtime import tasks
 from runtime.database import UNAVAILABLE_ERRORS, Connection
+from runtime.periodic import Periodic, Schedule
 
 logger = logging.getLogger(__name__)
 
@@ -96,47 +95,28 @@ async def sweep(pool: asyncpg.Pool, keys: audit.MacKeys, now: datetime, batch_si
     return total
 
 
-class ExpiryWorker:
-    """Runs ``sweep`` every ``interval_seconds`` until stopped."""
+def expiry_worker(
+    pool: asyncpg.Pool,
+    keys: audit.MacKeys,
+    clock: Clock,
+    interval_seconds: float,
+    batch_size: int,
+) -> Periodic:
+    """Runs ``sweep`` every ``interval_seconds`` (at least _RETRY_AFTER_ERROR_SECONDS apart
+    after a failed sweep) until stopped."""
 
-    def __init__(
-        self,
-        pool: asyncpg.Pool,
-        keys: audit.MacKeys,
-        clock: Clock,
-        interval_seconds: float,
-        batch_size: int,
-    ) -> None:
-        self._pool = pool
-        self._keys = keys
-        self._clock = clock
-        self._interval_seconds = interval_seconds
-        self._batch_size = batch_size
-        self._stopping = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+    async def step() -> None:
+        expired = await sweep(pool, keys, clock(), batch_size)
+        if expired:
+            logger.info("grants expired", extra={"count": expired})
 
-    def start(self) -> None:
-        """Starts the loop in the background."""
-        self._task = asyncio.create_task(self._run(), name="policy-grant-expiry")
-
-    async def stop(self) -> None:
-        """Stops after the sweep in progress, if any."""
-        self._stopping.set()
-        if self._task is not None:
-            await tasks.finish(self._task)
-            self._task = None
-
-    async def _run(self) -> None:
-        while not self._stopping.is_set():
-            delay = self._interval_seconds
-            try:
-                expired = await sweep(self._pool, self._keys, self._clock(), self._batch_size)
-                if expired:
-                    logger.info("grants expired", extra={"count": expired})
-            except UNAVAILABLE_ERRORS as error:
-                logger.warning("expiry sweep failed", extra={"error": type(error).__name__})
-                delay = max(delay, _RETRY_AFTER_ERROR_SECONDS)
-            except Exception:
-                logger.exception("expiry sweep failed")
-                delay = max(delay, _RETRY_AFTER_ERROR_SECONDS)
-            await tasks.sleep_unless(self._stopping, delay)
+    return Periodic(
+        "policy-grant-expiry",
+        step,
+        Schedule(
+            interval_seconds,
+            failure_seconds=max(interval_seconds, _RETRY_AFTER_ERROR_SECONDS),
+        ),
+        failure_message="expiry sweep failed",
+        quiet=UNAVAILABLE_ERRORS,
+    )

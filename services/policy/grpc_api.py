@@ -1,5 +1,7 @@
-"""Policy's gRPC layer: validates and maps messages; the rules live in ``domain``, the
-Authorize use case in ``deciding`` and the calls on a grant in ``resolving``.
+"""Policy's gRPC layer: checks callers, validates and maps messages; the rules live in
+``domain``, the use cases in their modules: Authorize in ``deciding``, the calls on a grant in
+``resolving``, escalations in ``escalations``, bounds changes in ``bounds_changes``, the audit
+log's reads in ``audit_reads`` and a workspace's terms in ``terms``.
 
 Every mutating RPC runs in one transaction with its idempotency key: the decision, the
 counters, the grant, the escalation, the audit entries (recorded, and linked into the chain
@@ -9,46 +11,34 @@ visible without its audit entry and never reserves twice.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Protocol
 
 import asyncpg
 import grpc
-from google.protobuf import timestamp_pb2
 
 from askvault.common.v1 import common_pb2
 from askvault.policy.v1 import policy_pb2 as pb
 from askvault.policy.v1 import policy_pb2_grpc
 from policy import (
-    audit_log,
-    chaining,
-    checkpoints,
+    audit_reads,
+    bounds_changes,
     convert,
     deciding,
-    entries,
     escalations,
     resolving,
-    storage,
     terms,
 )
 from policy.domain import audit, bounds
 from policy.domain.decisions import Reason
 from policy.settings import PolicySettings
-from runtime import assertions, auth, errors, idempotency, ids, service_auth
-from runtime.database import Connection
+from runtime import assertions, auth, errors, idempotency, service_auth
 
 Clock = Callable[[], datetime]
 
 _MAX_WORKSPACE_ID = 64
 _MAX_ID = 128
-_DEFAULT_ESCALATION_PAGE = 50
-_MAX_ESCALATION_PAGE = 500
-_DEFAULT_AUDIT_PAGE = 100
-_MAX_AUDIT_PAGE = 1000
-_VERIFY_PAGE = 2000
 # Longest quote summary kept (a sentence or a few, not a document).
 _MAX_QUOTE_SUMMARY = 4096
 
@@ -62,16 +52,6 @@ class AssertionVerifier(Protocol):
 
 def _check_workspace(check: errors.Validator, workspace_id: str) -> None:
     check.non_empty(workspace_id, "workspace_id", max_length=_MAX_WORKSPACE_ID)
-
-
-def _page_size(requested: int, default: int, maximum: int) -> int:
-    if requested <= 0:
-        return default
-    return min(requested, maximum)
-
-
-def _bad_token() -> errors.ServiceError:
-    return errors.invalid_argument(errors.FieldViolation("page_token", "is not a page token"))
 
 
 class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
@@ -107,9 +87,6 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
 
     async def _admin(self, context: grpc.aio.ServicerContext, workspace_id: str) -> str:
         return await self._admins.subject_of_call(context.invocation_metadata(), workspace_id)
-
-    async def _bounds(self, connection: Connection, workspace_id: str) -> bounds.Bounds:
-        return await self._cases.bounds(connection, workspace_id)
 
     # -- decisions -------------------------------------------------------------------------
 
@@ -238,49 +215,13 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
             details = pb.ActionDetails()
             details.CopyFrom(request.details)
             details.stripe_customer_id = customer
-        action = convert.ACTION_FROM_PB.get(request.action)
-        now = self._clock()
-
-        async def open_escalation(connection: Connection) -> pb.OpenEscalationResponse:
-            record = await storage.insert_escalation(
-                connection,
-                request.workspace_id,
-                ids.new_id("esc"),
-                contact_id=contact_id,
-                stripe_customer_id=customer,
-                action=action.value if action else "",
-                details=convert.to_json(details),
-                context=convert.to_json(request.context),
-                reason=request.reason,
-                now=now,
-            )
-            await audit_log.record(
-                connection,
-                self._audit_keys,
-                request.workspace_id,
-                [
-                    entries.entry(
-                        now,
-                        "escalation.opened",
-                        actor=("visitor", contact_id) if contact_id else ("bot", ""),
-                        contact_id=contact_id,
-                        customer=customer,
-                        action=action,
-                        details=convert.details_from_pb(details),
-                        outcome=request.reason,
-                        subject_id=record.escalation_id,
-                    )
-                ],
-            )
-            return pb.OpenEscalationResponse(escalation=convert.escalation_pb(record))
-
-        return await idempotency.run_once(
-            self._pool,
-            request.workspace_id,
-            request.idempotency_key,
+        return await escalations.open_escalation(
+            self._escalations,
             request,
-            pb.OpenEscalationResponse,
-            open_escalation,
+            contact_id=contact_id,
+            customer=customer,
+            details=details,
+            now=self._clock(),
         )
 
     async def GetEscalation(
@@ -292,13 +233,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         _check_workspace(check, request.workspace_id)
         check.non_empty(request.escalation_id, "escalation_id", max_length=_MAX_ID)
         check.check()
-        async with self._pool.acquire() as connection:
-            record = await storage.get_escalation(
-                connection, request.workspace_id, request.escalation_id
-            )
-        if record is None:
-            raise errors.not_found("escalation")
-        return pb.GetEscalationResponse(escalation=convert.escalation_pb(record))
+        return await escalations.get_escalation(self._pool, request)
 
     async def ListEscalations(
         self, request: pb.ListEscalationsRequest, context: grpc.aio.ServicerContext
@@ -313,35 +248,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
             "unknown value",
         )
         check.check()
-        after: tuple[datetime, str] | None = None
-        if request.page_token:
-            try:
-                stamp, _, escalation_id = (
-                    base64.urlsafe_b64decode(request.page_token.encode()).decode().partition("|")
-                )
-                after = (datetime.fromisoformat(stamp), escalation_id)
-            except (ValueError, binascii.Error):
-                raise _bad_token() from None
-        size = _page_size(request.page_size, _DEFAULT_ESCALATION_PAGE, _MAX_ESCALATION_PAGE)
-        async with self._pool.acquire() as connection:
-            records = await storage.list_escalations(
-                connection,
-                request.workspace_id,
-                convert.ESCALATION_STATE_FROM_PB.get(request.state, ""),
-                after,
-                size + 1,
-                oldest_first=request.oldest_first,
-            )
-        token = ""
-        if len(records) > size:
-            records = records[:size]
-            last = records[-1]
-            token = base64.urlsafe_b64encode(
-                f"{last.created_at.isoformat()}|{last.escalation_id}".encode()
-            ).decode()
-        return pb.ListEscalationsResponse(
-            escalations=[convert.escalation_pb(r) for r in records], next_page_token=token
-        )
+        return await escalations.list_escalations(self._pool, request)
 
     async def ApproveEscalation(
         self, request: pb.ApproveEscalationRequest, context: grpc.aio.ServicerContext
@@ -394,7 +301,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         _check_workspace(check, request.workspace_id)
         check.check()
         async with self._pool.acquire() as connection:
-            in_force = await self._bounds(connection, request.workspace_id)
+            in_force = await self._cases.bounds(connection, request.workspace_id)
         return pb.GetBoundsResponse(
             bounds=convert.bounds_pb(request.workspace_id, in_force),
             defaults=convert.bounds_pb(request.workspace_id, self._defaults),
@@ -437,46 +344,14 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
             request.bounds, self._defaults.counter_period, self._defaults.time_zone
         )
         bounds.validate(proposed)
-        now = self._clock()
-
-        async def propose(connection: Connection) -> pb.ProposeBoundsChangeResponse:
-            current = await storage.get_bounds(connection, request.workspace_id)
-            loosened = bounds.loosened_fields(proposed, self._defaults, current)
-            change = await storage.insert_bounds_change(
-                connection,
-                request.workspace_id,
-                ids.new_id("bc"),
-                proposed,
-                pending=bool(loosened),
-                proposed_by=admin,
-                loosened_fields=loosened,
-                now=now,
-            )
-            if not loosened:
-                await storage.save_bounds(connection, request.workspace_id, proposed, now)
-            await audit_log.record(
-                connection,
-                self._audit_keys,
-                request.workspace_id,
-                [
-                    entries.entry(
-                        now,
-                        "bounds.applied" if not loosened else "bounds.proposed",
-                        actor=("admin", admin),
-                        outcome="APPLIED" if not loosened else "PENDING:" + ",".join(loosened),
-                        subject_id=change.change_id,
-                    )
-                ],
-            )
-            return pb.ProposeBoundsChangeResponse(change=convert.change_pb(change))
-
-        return await idempotency.run_once(
+        return await bounds_changes.propose(
             self._pool,
-            request.workspace_id,
-            request.idempotency_key,
+            self._audit_keys,
             request,
-            pb.ProposeBoundsChangeResponse,
-            propose,
+            proposed=proposed,
+            defaults=self._defaults,
+            admin=admin,
+            now=self._clock(),
         )
 
     async def ApproveBoundsChange(
@@ -488,53 +363,8 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         check.non_empty(request.change_id, "change_id", max_length=_MAX_ID)
         check.check()
         idempotency.require_key(request.idempotency_key)
-        now = self._clock()
-
-        async def approve(connection: Connection) -> pb.ApproveBoundsChangeResponse:
-            change = await storage.get_bounds_change_for_update(
-                connection, request.workspace_id, request.change_id
-            )
-            if change is None:
-                raise errors.not_found("bounds change")
-            if change.state != "pending":
-                raise errors.ServiceError(
-                    errors.Kind.FAILED_PRECONDITION,
-                    "NOT_PENDING",
-                    f"the change is already {change.state}",
-                )
-            if change.proposed_by == admin:
-                raise errors.ServiceError(
-                    errors.Kind.PERMISSION_DENIED,
-                    "SECOND_ADMIN_REQUIRED",
-                    "a second, different admin must approve this change",
-                )
-            applied = await storage.apply_bounds_change(
-                connection, request.workspace_id, request.change_id, admin, now
-            )
-            await storage.save_bounds(connection, request.workspace_id, applied.proposed, now)
-            await audit_log.record(
-                connection,
-                self._audit_keys,
-                request.workspace_id,
-                [
-                    entries.entry(
-                        now,
-                        "bounds.applied",
-                        actor=("admin", admin),
-                        outcome="APPROVED:" + ",".join(applied.loosened_fields),
-                        subject_id=applied.change_id,
-                    )
-                ],
-            )
-            return pb.ApproveBoundsChangeResponse(change=convert.change_pb(applied))
-
-        return await idempotency.run_once(
-            self._pool,
-            request.workspace_id,
-            request.idempotency_key,
-            request,
-            pb.ApproveBoundsChangeResponse,
-            approve,
+        return await bounds_changes.approve(
+            self._pool, self._audit_keys, request, admin=admin, now=self._clock()
         )
 
     async def ListBoundsChanges(
@@ -550,13 +380,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
             "unknown value",
         )
         check.check()
-        async with self._pool.acquire() as connection:
-            records = await storage.list_bounds_changes(
-                connection,
-                request.workspace_id,
-                convert.CHANGE_STATE_FROM_PB.get(request.state, ""),
-            )
-        return pb.ListBoundsChangesResponse(changes=[convert.change_pb(r) for r in records])
+        return await bounds_changes.list_changes(self._pool, request)
 
     # -- audit -----------------------------------------------------------------------------
 
@@ -580,32 +404,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
             "is not a page token",
         )
         check.check()
-        action = convert.ACTION_FROM_PB.get(request.action)
-        where = audit_log.AuditFilter(
-            contact_id=request.contact_id,
-            action=action.value if action else "",
-            start_time=(
-                request.start_time.ToDatetime(UTC) if request.HasField("start_time") else None
-            ),
-            end_time=request.end_time.ToDatetime(UTC) if request.HasField("end_time") else None,
-            stripe_customer_id=request.stripe_customer_id,
-            actor_id=request.actor_id,
-        )
-        size = _page_size(request.page_size, _DEFAULT_AUDIT_PAGE, _MAX_AUDIT_PAGE)
-        after = int(request.page_token or "0")
-        # Everything recorded before this call is in the chain before it is read.
-        await chaining.chain_now(self._pool, self._audit_keys, request.workspace_id)
-        async with self._pool.acquire() as connection:
-            events = await audit_log.list_audit_events(
-                connection, request.workspace_id, where, after, size + 1
-            )
-        token = ""
-        if len(events) > size:
-            events = events[:size]
-            token = str(events[-1].sequence)
-        return pb.ListAuditEventsResponse(
-            events=[convert.audit_event_pb(e) for e in events], next_page_token=token
-        )
+        return await audit_reads.list_events(self._pool, self._audit_keys, request)
 
     async def VerifyAuditChain(
         self, request: pb.VerifyAuditChainRequest, context: grpc.aio.ServicerContext
@@ -614,37 +413,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         check = errors.Validator()
         _check_workspace(check, request.workspace_id)
         check.check()
-        verifier = audit.Verifier(self._audit_keys, request.workspace_id)
-        # Everything recorded before this call is linked first; what is recorded later is
-        # reported as not yet chained, never passed over in silence.
-        await chaining.chain_now(self._pool, self._audit_keys, request.workspace_id)
-        # One snapshot: entries appended while we read are not half-seen.
-        async with (
-            self._pool.acquire() as connection,
-            connection.transaction(isolation="repeatable_read", readonly=True),
-        ):
-            head_sequence, head_hash = await audit_log.audit_head(connection, request.workspace_id)
-            after = 0
-            while True:
-                page = await audit_log.audit_chain_page(
-                    connection, request.workspace_id, after, _VERIFY_PAGE
-                )
-                for stored in page:
-                    if not verifier.feed(stored):
-                        break
-                if verifier.broken is not None or len(page) < _VERIFY_PAGE:
-                    break
-                after = page[-1].sequence
-            waiting = await chaining.unchained(connection, self._audit_keys, request.workspace_id)
-        result = chaining.with_unchained(verifier.finish(head_sequence, head_hash), waiting)
-        return pb.VerifyAuditChainResponse(
-            intact=result.intact,
-            checked=result.checked,
-            first_broken_sequence=result.first_broken_sequence,
-            problem=result.problem,
-            unsigned_entries=result.unsigned,
-            unchained_entries=waiting.waiting,
-        )
+        return await audit_reads.verify_chain(self._pool, self._audit_keys, request.workspace_id)
 
     async def VerifyAuditCheckpoint(
         self, request: pb.VerifyAuditCheckpointRequest, context: grpc.aio.ServicerContext
@@ -654,30 +423,4 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         _check_workspace(check, request.workspace_id)
         check.require(bool(request.checkpoint), "checkpoint", "is required")
         check.check()
-        try:
-            checkpoint = audit.open_checkpoint(self._audit_keys, request.checkpoint)
-        except audit.CheckpointError as error:
-            raise errors.ServiceError(
-                errors.Kind.INVALID_ARGUMENT, "AUDIT_CHECKPOINT_INVALID", str(error)
-            ) from None
-        if checkpoint.workspace_id != request.workspace_id:
-            raise errors.ServiceError(
-                errors.Kind.INVALID_ARGUMENT,
-                "AUDIT_CHECKPOINT_INVALID",
-                "the checkpoint is of another workspace",
-            )
-        async with (
-            self._pool.acquire() as connection,
-            connection.transaction(isolation="repeatable_read", readonly=True),
-        ):
-            result = await checkpoints.check_checkpoint(connection, self._audit_keys, checkpoint)
-        taken_at = timestamp_pb2.Timestamp()
-        taken_at.FromDatetime(checkpoint.taken_at)
-        return pb.VerifyAuditCheckpointResponse(
-            contained=result.contained,
-            sequence=checkpoint.sequence,
-            checkpoint_hash=checkpoint.hash,
-            stored_hash=result.stored_hash,
-            taken_at=taken_at,
-            problem=result.problem,
-        )
+        return await audit_reads.verify_checkpoint(self._pool, self._audit_keys, request)

@@ -12,13 +12,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from askvault.identity.v1 import identity_pb2, identity_pb2_grpc
 from askvault.policy.v1 import policy_pb2, policy_pb2_grpc
 from policy import chaining
-from policy.checkpoints import CheckpointWorker
+from policy.checkpoints import checkpoint_worker
 from policy.domain.bounds import AskVaultPlan, Bounds, parse_caps
 from policy.domain.periods import Period
-from policy.expiry import ExpiryWorker
+from policy.expiry import expiry_worker
 from policy.grpc_api import PolicyServicer
 from policy.settings import PolicySettings
 from runtime import assertions, clients, errors, tasks
+from runtime.periodic import Periodic
 from runtime.server import Resources
 from runtime.service_auth import ADMIN, EVERY_RPC
 
@@ -140,9 +141,9 @@ class PolicyService:
         )
         self._defaults = default_bounds(settings)
         self._audit_keys = settings.mac_keys()
-        self._worker: ExpiryWorker | None = None
-        self._checkpoints: CheckpointWorker | None = None
-        self._chainer: chaining.ChainWorker | None = None
+        self._worker: Periodic | None = None
+        self._checkpoints: Periodic | None = None
+        self._chainer: Periodic | None = None
 
     async def start(self, server: grpc.aio.Server, resources: Resources) -> None:
         if self._audit_keys is None:
@@ -158,7 +159,7 @@ class PolicyService:
             audit_keys=self._audit_keys,
         )
         policy_pb2_grpc.add_PolicyServiceServicer_to_server(servicer, server)
-        self._worker = ExpiryWorker(
+        self._worker = expiry_worker(
             resources.pool,
             self._audit_keys,
             self._clock,
@@ -166,14 +167,14 @@ class PolicyService:
             self._settings.expiry_batch_size,
         )
         self._worker.start()
-        self._checkpoints = CheckpointWorker(
+        self._checkpoints = checkpoint_worker(
             resources.pool,
             self._audit_keys,
             self._clock,
             self._settings.audit_checkpoint_interval_seconds,
         )
         self._checkpoints.start()
-        self._chainer = chaining.ChainWorker(
+        self._chainer = chaining.chain_worker(
             resources.pool,
             self._audit_keys,
             self._settings.audit_chain_interval_ms / 1000,
