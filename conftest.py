@@ -109,6 +109,7 @@ _LONGEST_FIRST = (
     "tests/security/test_fuzz_grpc.py",
     "tests/deploy/test_drain.py",
     "services/notifier/tests/test_crash.py",
+    "tests/deploy/test_monitoring.py",
 )
 
 

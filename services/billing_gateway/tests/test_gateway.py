@@ -492,6 +492,10 @@ async def test_undo_racing_the_runner_resolves_once(stack: Stack) -> None:
     stack.clock.advance(timedelta(milliseconds=2))
     ran = asyncio.create_task(stack.service.ledger.run_due_cancellations())
     undone, count = await asyncio.gather(undo, ran)
+    if not undone.undone and count == 0:
+        # The undo held the row (and found it past due) while the runner looked: the runner
+        # skips locked rows, so the cancellation is its next pass's, as in production.
+        count = await stack.service.ledger.run_due_cancellations()
     assert undone.undone != (count == 1)
     canceled = _status(stack, "alice@example.com") == "canceled"
     assert canceled == (count == 1)
