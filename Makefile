@@ -81,7 +81,7 @@ lint: gen ## ruff, buf lint and buf breaking against main.
 	else echo "buf breaking: main has no protos yet, nothing to compare"; fi
 
 typecheck: gen ## mypy over the runtime, services, emulators, the CLI and tests.
-	$(BIN)/mypy runtime services emulators tests devstack bench chaos cli conftest.py
+	$(BIN)/mypy runtime services emulators tests devstack bench chaos cli conftest.py clients/src
 
 fmt: venv ## Format the code.
 	$(BIN)/ruff format .

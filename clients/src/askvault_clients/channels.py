@@ -5,7 +5,7 @@ target resolves to, the caller's service credential and TLS."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -82,18 +82,17 @@ def channel_options(
 
 
 def _with_credential(
-    details: grpc.ClientCallDetails, credential: ServiceCredential
-) -> list[tuple[str, str | bytes]]:
-    metadata = [(key, value) for key, value in (details.metadata or ()) if key != HEADER]
-    metadata.append((HEADER, credential.token()))
-    return metadata
+    metadata: Iterable[tuple[str, str | bytes]] | None, credential: ServiceCredential
+) -> tuple[tuple[str, str | bytes], ...]:
+    kept = [(key, value) for key, value in (metadata or ()) if key != HEADER]
+    return (*kept, (HEADER, credential.token()))
 
 
 @dataclass(frozen=True)
 class _SyncCallDetails(grpc.ClientCallDetails):
     method: str
     timeout: float | None
-    metadata: Sequence[tuple[str, str | bytes]] | None
+    metadata: tuple[tuple[str, str | bytes], ...] | None
     credentials: grpc.CallCredentials | None
     wait_for_ready: bool | None
     compression: grpc.Compression | None
@@ -114,7 +113,7 @@ class _SyncCredentialInterceptor(grpc.UnaryUnaryClientInterceptor):  # type: ign
         details = _SyncCallDetails(
             client_call_details.method,
             client_call_details.timeout,
-            _with_credential(client_call_details, self._credential),
+            _with_credential(client_call_details.metadata, self._credential),
             client_call_details.credentials,
             client_call_details.wait_for_ready,
             client_call_details.compression,
@@ -137,7 +136,7 @@ class _AioCredentialInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: 
         details = grpc.aio.ClientCallDetails(
             client_call_details.method,
             client_call_details.timeout,
-            grpc.aio.Metadata(*_with_credential(client_call_details, self._credential)),
+            grpc.aio.Metadata(*_with_credential(client_call_details.metadata, self._credential)),
             client_call_details.credentials,
             client_call_details.wait_for_ready,
         )

@@ -21,7 +21,7 @@ from identity.tests.conftest import identity_settings
 from runtime import assertions, database, testing
 from runtime.secretbox import SecretBox
 
-Stub = identity_pb2_grpc.IdentityServiceStub
+Stub = identity_pb2_grpc.IdentityServiceAsyncStub
 HASH_SECRET = b"h" * 32
 TOKEN_SECRET = b"t" * 32
 ADMIN = testing.admin_metadata()

@@ -25,7 +25,7 @@ from identity.service import IdentityService
 from identity.tests.conftest import identity_settings
 from runtime import testing
 
-Stub = identity_pb2_grpc.IdentityServiceStub
+Stub = identity_pb2_grpc.IdentityServiceAsyncStub
 ADMIN = testing.admin_metadata()
 OLD = b"o" * 32
 NEW = b"n" * 32
