@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 import jwt
@@ -21,7 +21,8 @@ from identity.tests.conftest import identity_settings
 from runtime import assertions, database, grpc_typing, server, testing
 from runtime.server import RunningService
 
-Stub = identity_pb2_grpc.IdentityServiceAsyncStub
+# The stub on an aio channel (typed in the generated .pyi only).
+Stub: TypeAlias = "identity_pb2_grpc.IdentityServiceAsyncStub"
 SECRET_1 = b"1" * 32
 SECRET_2 = b"2" * 32
 ADMIN = testing.admin_metadata()
