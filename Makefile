@@ -40,8 +40,8 @@ $(VENV)/.stamp: requirements-dev.lock cli/pyproject.toml | $(UV)
 	$(UV) pip install -q --python $(PY) --require-hashes -r requirements-dev.lock
 	# The admin CLI: .venv/bin/askvault (its dependencies are pinned in requirements.txt).
 	$(UV) pip install -q --python $(PY) --no-deps -e cli
-	# Put the repository's packages on the venv's path: the runtime, the services, the emulators, generated code.
-	printf '%s\n' "$(CURDIR)" "$(CURDIR)/services" "$(CURDIR)/emulators" "$(CURDIR)/$(GEN)" \
+	# Put the repository's packages on the venv's path: the runtime, the services, the emulators, generated code, the client package.
+	printf '%s\n' "$(CURDIR)" "$(CURDIR)/services" "$(CURDIR)/emulators" "$(CURDIR)/$(GEN)" "$(CURDIR)/clients/src" \
 		> "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/askvault-paths.pth"
 	touch $@
 
