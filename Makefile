@@ -27,7 +27,8 @@ $(UV):
 # into a .lock with every transitive dependency and the sha256 of each file, installed with
 # --require-hashes. tests/packaging fails when a .txt changed and its lock was not recompiled.
 LOCKS := requirements.lock requirements-dev.lock deploy/requirements-check.lock \
-	deploy/docker/build-requirements.lock deploy/docker/emulators-requirements.lock
+	deploy/docker/build-requirements.lock deploy/docker/emulators-requirements.lock \
+	clients/build-requirements.lock
 .PHONY: lock
 lock: $(UV) ## Recompile the locks (hashes) after a requirements*.txt changed; keeps unchanged pins.
 	for lock in $(LOCKS); do \
@@ -69,7 +70,8 @@ dist: $(VENV)/.stamp ## Build the typed Python client wheel (askvault-clients) i
 		--mypy_out=$(CLIENT_BUILD)/src --mypy_grpc_out=$(CLIENT_BUILD)/src $(PROTO_FILES)
 	find $(CLIENT_BUILD)/src/askvault -type d -exec touch {}/__init__.py \;
 	touch $(CLIENT_BUILD)/src/askvault/py.typed
-	$(UV) build -q --wheel --out-dir dist $(CLIENT_BUILD)
+	$(UV) build -q --wheel --out-dir dist --require-hashes \
+		--build-constraints clients/build-requirements.lock $(CLIENT_BUILD)
 	@ls dist/askvault_clients-*.whl
 
 lint: gen ## ruff, buf lint and buf breaking against main.

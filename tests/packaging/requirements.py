@@ -15,6 +15,7 @@ LOCKS: dict[str, str] = {
     "deploy/requirements-check.txt": "deploy/requirements-check.lock",
     "deploy/docker/build-requirements.txt": "deploy/docker/build-requirements.lock",
     "deploy/docker/emulators-requirements.txt": "deploy/docker/emulators-requirements.lock",
+    "clients/build-requirements.txt": "clients/build-requirements.lock",
 }
 
 _PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?==([^\s;#\\]+)")

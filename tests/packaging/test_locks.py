@@ -42,6 +42,9 @@ def test_every_install_of_the_repository_is_hash_checked() -> None:
     dockerfile = (ROOT / "deploy/docker/Dockerfile").read_text()
     assert "--require-hashes -r requirements-dev.lock" in makefile
     assert "--require-hashes -r deploy/requirements-check.lock" in makefile
+    dist = makefile[makefile.index("\ndist:") :]
+    assert "--require-hashes" in dist
+    assert "--build-constraints clients/build-requirements.lock" in dist
     assert "--require-hashes" in stage
     assert "requirements.txt" not in dockerfile.replace("# ", "")
     for lock in ("requirements.lock", "build-requirements.lock", "emulators-requirements.lock"):
