@@ -14,23 +14,31 @@ import grpc
 from runtime import deadlines, service_auth
 from runtime.settings import ServiceSettings
 
-_SERVICE_CONFIG = json.dumps(
+_METHOD_CONFIG = [
     {
-        "methodConfig": [
-            {
-                "name": [{}],
-                "retryPolicy": {
-                    "maxAttempts": 3,
-                    "initialBackoff": "0.05s",
-                    "maxBackoff": "0.5s",
-                    "backoffMultiplier": 2,
-                    # CANCELLED too: a server that starts draining cancels calls it never ran.
-                    "retryableStatusCodes": ["UNAVAILABLE", "CANCELLED"],
-                },
-            }
-        ]
+        "name": [{}],
+        "retryPolicy": {
+            "maxAttempts": 3,
+            "initialBackoff": "0.05s",
+            "maxBackoff": "0.5s",
+            "backoffMultiplier": 2,
+            # CANCELLED too: a server that starts draining cancels calls it never ran.
+            "retryableStatusCodes": ["UNAVAILABLE", "CANCELLED"],
+        },
     }
+]
+_SERVICE_CONFIG = json.dumps({"methodConfig": _METHOD_CONFIG})
+# A ``dns:///`` target (a headless Service in Kubernetes: one address per ready pod) is
+# balanced per call over every address, not per connection over the first one (pick_first).
+_ROUND_ROBIN_SERVICE_CONFIG = json.dumps(
+    {"loadBalancingConfig": [{"round_robin": {}}], "methodConfig": _METHOD_CONFIG}
 )
+
+
+def service_config(target: str) -> str:
+    """The channel's service config: retries, and round-robin over every resolved address
+    when the target names the DNS resolver (``dns:///host:port``)."""
+    return _ROUND_ROBIN_SERVICE_CONFIG if target.startswith("dns:") else _SERVICE_CONFIG
 
 
 @dataclass(frozen=True)
@@ -113,7 +121,7 @@ def channel(target: str, outgoing: Outgoing | None = None) -> grpc.aio.Channel:
     if config.credential is not None:
         interceptors.append(_CredentialInterceptor(config.credential))
     options = [
-        ("grpc.service_config", _SERVICE_CONFIG),
+        ("grpc.service_config", service_config(target)),
         ("grpc.enable_retries", 1),
         ("grpc.keepalive_time_ms", 30_000),
     ]

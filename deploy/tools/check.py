@@ -1,23 +1,27 @@
 """``make deploy-check``: render every overlay, validate it against the Kubernetes schemas of
-1.30 to 1.34 (strict), scan it with checkov, lint the Dockerfile. Runs with the deploy
-virtualenv's Python (.venv-deploy), which has PyYAML, kubernetes-validate, checkov, kubectl
-and hadolint; nothing here needs the network."""
+1.30 to 1.34 (strict) and the Prometheus Operator's kinds against deploy/schemas/, check the
+alert rules and dashboards (monitoring.py: PromQL parsed, every metric one the code exports),
+scan it with checkov, lint the Dockerfile. Runs with the deploy virtualenv's Python
+(.venv-deploy), which has PyYAML, kubernetes-validate, jsonschema, promql-parser, checkov,
+kubectl and hadolint; nothing here needs the network."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import monitoring
 import yaml
 from kubernetes_validate import utils as kv
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
-OVERLAYS = ("dev", "prod", "prod-llm")
+OVERLAYS = ("dev", "prod", "prod-llm", "prod-monitoring")
 KUBERNETES_VERSIONS = ("1.30", "1.31", "1.32", "1.33", "1.34")
 BIN = Path(sys.executable).parent
 
@@ -53,6 +57,10 @@ def validate(path: Path) -> list[str]:
             continue
         kind, api_version = document["kind"], document["apiVersion"]
         name = f"{kind}/{document['metadata']['name']}"
+        crd_problems = monitoring.check_schema(document)
+        if crd_problems is not None:
+            problems += [f"{path.name} {problem}" for problem in crd_problems]
+            continue
         if (api_version, kind) in SKIPPED_KINDS:
             print(f"  skip {path.name} {name}: {SKIPPED_KINDS[(api_version, kind)]}")
             continue
@@ -123,6 +131,34 @@ def hadolint() -> list[str]:
     )
 
 
+def promtool(paths: list[Path], out_dir: Path) -> list[str]:
+    """``promtool check rules`` (expressions and annotation templates) over every
+    PrometheusRule, when a promtool is at hand: $PROMTOOL, .venv-deploy/bin/promtool or the
+    PATH. No registry this project installs from ships it as a package of its own (Debian's
+    ``prometheus`` package has it: deploy/README.md, "Monitoring"); without it, the rules'
+    PromQL is still parsed by promql-parser (monitoring.py)."""
+    found = os.environ.get("PROMTOOL") or (
+        str(BIN / "promtool") if (BIN / "promtool").exists() else shutil.which("promtool")
+    )
+    if not found:
+        print("  promtool not found: rules checked by promql-parser and the schema only")
+        return []
+    problems = []
+    for path in paths:
+        for document in yaml.safe_load_all(path.read_text()):
+            if not document or document.get("kind") != "PrometheusRule":
+                continue
+            name = f"{path.stem}-{document['metadata']['name']}"
+            rules = out_dir / f"{name}.rules.yaml"
+            rules.write_text(yaml.safe_dump({"groups": document["spec"]["groups"]}))
+            result = subprocess.run(  # noqa: S603 - the promtool found above, fixed arguments
+                [found, "check", "rules", str(rules)], capture_output=True, text=True
+            )
+            if result.returncode:
+                problems.append(f"promtool check rules {name}: {result.stdout}{result.stderr}")
+    return problems
+
+
 def main() -> int:
     out_dir = ROOT / ".data" / "deploy"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -139,6 +175,20 @@ def main() -> int:
         failures += validate(path)
     versions = f"{KUBERNETES_VERSIONS[0]} to {KUBERNETES_VERSIONS[-1]}"
     print(f"kubernetes-validate --strict, {versions} ({time.monotonic() - step:.1f}s)")
+
+    step = time.monotonic()
+    for path in paths:
+        documents = [d for d in yaml.safe_load_all(path.read_text()) if d]
+        failures += [f"{path.name} {problem}" for problem in monitoring.check(documents)]
+    known = len(monitoring.known_series())
+    print(
+        f"alert rules and dashboards: PromQL parsed, metrics among the {known} series the code"
+        f" exports, PodMonitor per Deployment ({time.monotonic() - step:.1f}s)"
+    )
+
+    step = time.monotonic()
+    failures += promtool(paths, out_dir)
+    print(f"promtool check rules ({time.monotonic() - step:.1f}s)")
 
     step = time.monotonic()
     failures += checkov(paths)

@@ -7,7 +7,6 @@ unverified visitor is refused, never "allowed" by default."""
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import grpc
 from starlette.requests import Request as HttpRequest
@@ -15,8 +14,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from askvault.identity.v1 import identity_pb2 as ipb
-from edge import pipeline
-from edge.http_api import ID_PATTERN, Edge, visitor_from_json
+from edge import api_models, pipeline
+from edge.http_api import Edge, identity_of
 from edge.http_middleware import error
 from edge.peers import error_reason, is_unavailable
 from edge.turn import Request
@@ -39,30 +38,12 @@ _TIERS = {
 }
 
 
-def requirement_from_json(value: Any, fields: dict[str, str]) -> ipb.AccessRequirement | None:
-    """The requirement object; problems go into ``fields``."""
-    if not isinstance(value, dict):
-        fields["requirement"] = "must be an object"
-        return None
-    unknown = set(value) - {"customer_statuses", "minimum_plan_tier", "require_active_trial"}
-    if unknown:
-        fields["requirement"] = f"unknown fields: {', '.join(sorted(unknown))}"
-    statuses = value.get("customer_statuses", [])
-    if not isinstance(statuses, list) or not all(s in _STATUSES for s in statuses):
-        fields["requirement.customer_statuses"] = f"a list of {', '.join(_STATUSES)}"
-        statuses = []
-    tier = value.get("minimum_plan_tier", "")
-    if tier and tier not in _TIERS:
-        fields["requirement.minimum_plan_tier"] = f"one of {', '.join(_TIERS)}"
-    trial = value.get("require_active_trial", False)
-    if not isinstance(trial, bool):
-        fields["requirement.require_active_trial"] = "true or false"
-    if fields:
-        return None
+def requirement_of(given: api_models.AccessRequirement) -> ipb.AccessRequirement:
+    """The identity service's requirement from the request's."""
     return ipb.AccessRequirement(
-        customer_statuses=[_STATUSES[s] for s in statuses],
-        minimum_plan_tier=_TIERS.get(str(tier), ipb.PLAN_TIER_UNSPECIFIED),
-        require_active_trial=bool(trial),
+        customer_statuses=[_STATUSES[s] for s in given.customer_statuses],
+        minimum_plan_tier=_TIERS.get(given.minimum_plan_tier or "", ipb.PLAN_TIER_UNSPECIFIED),
+        require_active_trial=given.require_active_trial,
     )
 
 
@@ -83,14 +64,12 @@ class ContentAccess:
         body = await edge.json_body(request)
         if isinstance(body, JSONResponse):
             return body
-        fields: dict[str, str] = {}
-        workspace_id = body.get("workspace_id")
-        if not isinstance(workspace_id, str) or not ID_PATTERN.match(workspace_id):
-            fields["workspace_id"] = "required: letters, digits and _.:@+- (at most 128)"
-        visitor = visitor_from_json(body.get("visitor", {}), fields)
-        requirement = requirement_from_json(body.get("requirement", {}), fields)
-        if fields or visitor is None or requirement is None:
-            return error(400, "INVALID_ARGUMENT", "invalid access check", fields)
+        given = api_models.check(api_models.AccessCheckRequest, body)
+        if isinstance(given, dict):
+            return error(400, "INVALID_ARGUMENT", "invalid access check", given)
+        workspace_id = given.workspace_id
+        visitor = identity_of(given.visitor)
+        requirement = requirement_of(given.requirement)
         peers = edge.peers
         try:
             verified = await pipeline.verify(

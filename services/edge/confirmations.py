@@ -24,16 +24,15 @@ from starlette.requests import Request as HttpRequest
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from edge import storage
+from edge import api_models, storage
 from edge.confirming import PAGE_CHANNEL
 from edge.domain import proposals
 from edge.domain.intents import Intent, Parsed
 from edge.domain.proposals import ProposalState
-from edge.http_api import ID_PATTERN, Edge, visitor_from_json
+from edge.http_api import Edge, identity_of
 from edge.http_middleware import error
 from edge.turn import QuoteAnswer, Request
 
-_TERMS_HASH = re.compile(r"^[0-9a-f]{64}$")
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{43}$")
 # The page must not be framed (clickjacking a "Confirm"), cached, or leak its address.
 _PAGE_HEADERS = {
@@ -64,32 +63,21 @@ class Confirmations:
         body = await self._edge.json_body(request)
         if isinstance(body, JSONResponse):
             return body
-        fields: dict[str, str] = {}
-        for name in ("workspace_id", "conversation_id", "quote_id"):
-            value = body.get(name)
-            if not isinstance(value, str) or not ID_PATTERN.match(value):
-                fields[name] = "required: letters, digits and _.:@+- (at most 128)"
-        terms_hash = body.get("terms_hash")
-        if not isinstance(terms_hash, str) or not _TERMS_HASH.match(terms_hash):
-            fields["terms_hash"] = "required: the quote's terms_hash (64 lower-case hex)"
-        answer = body.get("answer", "confirm")
-        if answer not in ("confirm", "decline"):
-            fields["answer"] = 'either "confirm" or "decline"'
-        visitor = visitor_from_json(body.get("visitor", {}), fields)
-        if visitor is not None and not visitor.presented:
-            fields["visitor"] = "the visitor's own proof (user_hash or token) is required"
-        if fields or visitor is None:
-            return error(400, "INVALID_ARGUMENT", "invalid confirmation", fields)
-        confirm = answer == "confirm"
+        given = api_models.check(api_models.ConfirmationRequest, body)
+        if not isinstance(given, dict) and not identity_of(given.visitor).presented:
+            given = {"visitor": "the visitor's own proof (user_hash or token) is required"}
+        if isinstance(given, dict):
+            return error(400, "INVALID_ARGUMENT", "invalid confirmation", given)
+        confirm = given.answer == "confirm"
         reply = await self._edge.answer(
             Request(
-                workspace_id=str(body["workspace_id"]),
-                conversation_id=str(body["conversation_id"]),
-                visitor=visitor,
-                text=f"[{answer} quote {body['quote_id']}]",
+                workspace_id=given.workspace_id,
+                conversation_id=given.conversation_id,
+                visitor=identity_of(given.visitor),
+                text=f"[{given.answer} quote {given.quote_id}]",
                 channel="chat",
                 parsed=Parsed(Intent.YES if confirm else Intent.NO),
-                quote_answer=QuoteAnswer(str(body["quote_id"]), str(terms_hash), confirm),
+                quote_answer=QuoteAnswer(given.quote_id, given.terms_hash, confirm),
             )
         )
         if isinstance(reply, JSONResponse):

@@ -25,7 +25,7 @@ from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Scope
 
 from askvault.billing.v1 import billing_pb2 as bpb
-from edge import metrics, ratelimit, tools
+from edge import api_models, metrics, openapi, ratelimit, tools
 from edge.http_middleware import AddressLimited, BodyLimit, JsonErrorBodies, error
 from edge.peers import Peers, error_reason, is_unavailable
 from edge.pipeline import Engine
@@ -56,29 +56,19 @@ _INTENTS = prometheus_client.Counter(
     ["intent", "status"],
     registry=_REGISTRY,
 )
-_ID = re.compile(r"^[A-Za-z0-9_.:@+-]{1,128}$")
+# Anchored at the very end (``$`` would let a trailing newline through), as the models are.
+_ID = re.compile(api_models.ID_REGEX.removesuffix("$") + r"\Z")
 # What workspace, conversation and quote ids look like.
 ID_PATTERN = _ID
 
 
-def visitor_from_json(visitor: Any, fields: dict[str, str]) -> VisitorIdentity | None:
-    """The visitor object of a chat turn or a confirmation; problems go into ``fields``."""
-    if not isinstance(visitor, dict):
-        fields["visitor"] = "must be an object"
-        return None
-    for name in ("user_id", "email", "user_hash", "token"):
-        value = visitor.get(name, "")
-        if not isinstance(value, str) or len(value) > 4096:
-            fields[f"visitor.{name}"] = "must be a string"
-    if visitor.get("user_hash") and visitor.get("token"):
-        fields["visitor"] = "give user_hash or token, not both"
-    if fields:
-        return None
+def identity_of(visitor: api_models.Visitor) -> VisitorIdentity:
+    """The engine's visitor from the request's."""
     return VisitorIdentity(
-        user_id=str(visitor.get("user_id", "")),
-        email=str(visitor.get("email", "")),
-        user_hash=str(visitor.get("user_hash", "")),
-        token=str(visitor.get("token", "")),
+        user_id=visitor.user_id,
+        email=visitor.email,
+        user_hash=visitor.user_hash,
+        token=visitor.token,
     )
 
 
@@ -187,28 +177,19 @@ class Edge:
         body = await self.json_body(request)
         if isinstance(body, JSONResponse):
             return body
-        fields: dict[str, str] = {}
-        workspace_id = body.get("workspace_id")
-        conversation_id = body.get("conversation_id")
+        turn = api_models.check(api_models.ChatTurnRequest, body)
         text = body.get("text")
-        visitor = body.get("visitor", {})
-        if not isinstance(workspace_id, str) or not _ID.match(workspace_id):
-            fields["workspace_id"] = "required: letters, digits and _.:@+- (at most 128)"
-        if not isinstance(conversation_id, str) or not _ID.match(conversation_id):
-            fields["conversation_id"] = "required: letters, digits and _.:@+- (at most 128)"
-        if not isinstance(text, str) or not text.strip():
-            fields["text"] = "required"
-        elif len(text) > self.settings.max_text_chars:
-            fields["text"] = f"at most {self.settings.max_text_chars} characters"
-        identity = visitor_from_json(visitor, fields)
-        if fields or identity is None:
-            return error(400, "INVALID_ARGUMENT", "invalid chat turn", fields)
+        if isinstance(text, str) and len(text) > self.settings.max_text_chars and text.strip():
+            turn = turn if isinstance(turn, dict) else {}
+            turn["text"] = f"at most {self.settings.max_text_chars} characters"
+        if isinstance(turn, dict):
+            return error(400, "INVALID_ARGUMENT", "invalid chat turn", turn)
         answer = await self.answer(
             Request(
-                workspace_id=str(workspace_id),
-                conversation_id=str(conversation_id),
-                visitor=identity,
-                text=str(text),
+                workspace_id=turn.workspace_id,
+                conversation_id=turn.conversation_id,
+                visitor=identity_of(turn.visitor),
+                text=turn.text,
             )
         )
         if isinstance(answer, JSONResponse):
@@ -361,6 +342,9 @@ class Edge:
         }
         return JSONResponse(body, status_code=200 if ready else 503)
 
+    async def openapi(self, request: HttpRequest) -> Response:
+        return JSONResponse(openapi.document())
+
     async def metrics(self, request: HttpRequest) -> Response:
         return Response(
             prometheus_client.generate_latest(_REGISTRY),
@@ -409,6 +393,7 @@ def build_app(
         Route("/healthz", edge.healthz, methods=["GET"]),
         Route("/readyz", edge.readyz, methods=["GET"]),
         Route("/metrics", edge.metrics, methods=["GET"]),
+        Route("/openapi.json", edge.openapi, methods=["GET"]),
     ]
     if mcp_app is not None:
         routes.append(

@@ -22,7 +22,7 @@ from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, Streamable
 from mcp.shared.exceptions import UrlElicitationRequiredError
 from starlette.responses import JSONResponse
 
-from edge import tools
+from edge import tool_models, tools
 from edge.confirmations import Confirmations
 from edge.http_api import Edge
 
@@ -47,6 +47,8 @@ def build(
 ) -> tuple[StreamableHTTPSessionManager, StreamableHTTPASGIApp]:
     """The session manager (run it for the server's lifetime) and its ASGI app."""
 
+    output_schema = tool_models.output_schema()
+
     async def list_tools(
         ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
     ) -> types.ListToolsResult:
@@ -55,7 +57,9 @@ def build(
                 types.Tool(
                     name=tool.name,
                     description=tool.description,
-                    input_schema=tool.definition()["input_schema"],
+                    input_schema=tool.input_schema,
+                    output_schema=output_schema,
+                    annotations=types.ToolAnnotations.model_validate(tool.annotations),
                 )
                 for tool in tools.TOOLS.values()
             ]

@@ -208,6 +208,11 @@ async def verify(peers: Peers, request: Request) -> tuple[ipb.Contact, str, str]
     try:
         answer = await peers.identity.VerifyVisitor(verify_request, timeout=peers.timeout())
     except grpc.aio.AioRpcError as error:
+        if is_unavailable(error):
+            # Identity cannot answer now: the visitor is not unverified, and treating them so
+            # would refuse their own conversation (403) or hand them off as a stranger. The
+            # turn is answered 503, nothing stored, and the client retries.
+            raise
         logger.info(
             "visitor not verified",
             extra={"code": error.code().name, "reason": error_reason(error)},
@@ -221,7 +226,9 @@ async def verify(peers: Peers, request: Request) -> tuple[ipb.Contact, str, str]
         if link == "linked":
             try:
                 answer = await peers.identity.VerifyVisitor(verify_request, timeout=peers.timeout())
-            except grpc.aio.AioRpcError:
+            except grpc.aio.AioRpcError as error:
+                if is_unavailable(error):
+                    raise
                 return None
             answer = await _tag_linked(peers, request.workspace_id, verify_request, answer)
     return answer.contact, answer.identity_assertion, link

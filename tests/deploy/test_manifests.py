@@ -14,7 +14,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY_VENV = ROOT / ".venv-deploy" / "bin"
-OVERLAYS = ("dev", "prod", "prod-llm")
+OVERLAYS = ("dev", "prod", "prod-llm", "prod-monitoring")
 
 _TO_JSON = (
     "import json, sys, yaml; print(json.dumps([d for d in yaml.safe_load_all(sys.stdin) if d]))"
@@ -260,6 +260,7 @@ def test_each_deployment_holds_only_its_own_service_key(overlay: str) -> None:
 _OWNER_SECRETS = {
     "prod": "askvault-database-owner",
     "prod-llm": "askvault-database-owner",
+    "prod-monitoring": "askvault-database-owner",
     "dev": "askvault-pg-app",
 }
 
@@ -327,3 +328,34 @@ def test_the_dev_database_manages_a_group_and_a_login_role_per_service() -> None
         assert login["login"] is True
         assert login["inRoles"] == [group["name"]]
         assert login["passwordSecret"]["name"] == f"askvault-pg-{service.replace('_', '-')}"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_grpc_callers_balance_over_every_replica_through_headless_services(overlay: str) -> None:
+    """Each *_TARGET is dns:///<service>-headless:<port>: a headless Service selecting the
+    callee's pods on its gRPC port, so each caller's channel round-robins its calls over all
+    ready replicas (runtime/clients.py) instead of one connection to one ClusterIP."""
+    documents = render(overlay)
+    services = {d["metadata"]["name"]: d for d in documents if d["kind"] == "Service"}
+    deployments = {d["metadata"]["name"]: d for d in documents if d["kind"] == "Deployment"}
+    config_maps = [d for d in documents if d["kind"] == "ConfigMap"]
+    targets = {
+        f"{config['metadata']['name']}/{key}": value
+        for config in config_maps
+        for key, value in (config.get("data") or {}).items()
+        if key.endswith("_TARGET")
+    }
+    assert len(targets) >= 11, targets
+    for where, target in targets.items():
+        assert target.startswith("dns:///"), where
+        host, port = target.removeprefix("dns:///").rsplit(":", 1)
+        assert host.endswith("-headless"), where
+        service = services[host]
+        assert service["spec"]["clusterIP"] == "None", host
+        assert [p["port"] for p in service["spec"]["ports"]] == [int(port)], host
+        callee = deployments[host.removesuffix("-headless")]
+        pod = callee["spec"]["template"]
+        labels = pod["metadata"]["labels"]
+        assert all(labels.get(k) == v for k, v in service["spec"]["selector"].items()), host
+        ports = {p["name"]: p["containerPort"] for p in pod["spec"]["containers"][0]["ports"]}
+        assert ports[service["spec"]["ports"][0]["targetPort"]] == int(port), host

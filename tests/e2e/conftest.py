@@ -23,6 +23,7 @@ from askvault.billing.v1 import billing_pb2_grpc
 from askvault.identity.v1 import identity_pb2_grpc
 from askvault.policy.v1 import policy_pb2, policy_pb2_grpc
 from runtime import testing
+from runtime.server import RunningService
 from smtp_sink import app as smtp_sink_app
 from stripe_emulator import seed
 from tests import system as in_process
@@ -64,6 +65,8 @@ class Stack:
     targets: dict[str, str]
     # The Stripe emulator's aiohttp runner (the benchmark times its request handler).
     emulator_runner: web.AppRunner
+    # The identity server (a test stops it to see the edge answer an outage).
+    identity_server: RunningService
 
     async def turn(
         self, user: str | None, text: str, conversation: str = "c1", **visitor: str
@@ -256,4 +259,5 @@ async def running_stack(
                 "notifier": system.notifier_server.address,
             },
             system.emulator.runner,
+            system.identity_server,
         )

@@ -10,7 +10,7 @@ from google.protobuf import duration_pb2
 
 from askvault.billing.v1 import billing_pb2
 from runtime import testing
-from tests.e2e.conftest import TOKEN_SECRET, WORKSPACE, Stack
+from tests.e2e.conftest import TOKEN_SECRET, WORKSPACE, Stack, user_hash
 
 
 async def test_status_for_a_verified_visitor(stack: Stack) -> None:
@@ -118,6 +118,29 @@ async def test_stripe_down_hands_off(stack: Stack) -> None:
     answer = await stack.turn("alice", "What's my subscription status?", conversation="down")
     assert "I can't access billing right now" in answer["reply"], answer
     assert answer["escalated"] is True
+
+
+async def test_identity_down_is_a_503_not_another_visitors_conversation(stack: Stack) -> None:
+    """With identity unreachable the visitor is not unverified: their own conversation is
+    not refused as someone else's (403), nor handed off as a stranger's; the turn is 503."""
+    await stack.turn("alice", "What's my subscription status?", conversation="identity-down")
+    await stack.identity_server.server.stop(0)
+    async with stack.http.post(
+        f"{stack.edge_url}/v1/chat/turns",
+        json={
+            "workspace_id": WORKSPACE,
+            "conversation_id": "identity-down",
+            "visitor": {
+                "user_id": "alice",
+                "email": "alice@example.com",
+                "user_hash": user_hash("alice"),
+            },
+            "text": "and my invoices?",
+        },
+    ) as response:
+        body = await response.json()
+        assert response.status == 503, body
+        assert body["error"]["code"] == "DEPENDENCY_UNAVAILABLE", body
 
 
 async def test_mcp_lists_and_calls_tools_with_identity_from_headers(stack: Stack) -> None:
