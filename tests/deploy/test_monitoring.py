@@ -58,7 +58,7 @@ async def call():
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        await grpc_typing.health_stub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+        await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
     await server.stop(None)
 
 asyncio.run(call())
