@@ -11,15 +11,12 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from policy.service import PolicyService
-from policy.settings import PolicySettings
 from runtime import service_auth, testing
+from tests.packaging import servers
 from tests.packaging.requirements import ROOT
 
 pytestmark = pytest.mark.slow
@@ -63,20 +60,9 @@ async def test_the_installed_wheel_calls_a_running_service(
     (tmp_path / "edge.pem").write_text(edge_key.pem())
     (tmp_path / "forged.pem").write_text(forged_key.pem())
 
-    async def no_identity_keys() -> Mapping[str, Ed25519PublicKey]:
-        return {}
-
-    settings = testing.make_settings(
-        PolicySettings,
-        await testing.service_database_url(database_url, "policy"),
-        migration_database_url=database_url,
-        audit_mac_keys="t1:cG9saWN5LWNsaWVudC10ZXN0LWF1ZGl0LW1hYy1rZXktMDEyMzQ1Njc4OWFi",
-        audit_checkpoint_interval_seconds=3600.0,
-        audit_chain_interval_ms=60_000,
-        expiry_interval_seconds=3600.0,
-        service_public_keys=json.dumps(service_auth.jwks([edge_key])),
+    service, settings = await servers.policy(
+        database_url, service_public_keys=json.dumps(service_auth.jwks([edge_key]))
     )
-    service = PolicyService(settings, key_source=no_identity_keys)
     async with testing.running(service, settings) as running:
         # A subprocess, not subprocess.run: the server answers on this test's event loop.
         env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path)}
