@@ -98,7 +98,7 @@ class _SyncCallDetails(grpc.ClientCallDetails):
     compression: grpc.Compression | None
 
 
-class _SyncCredentialInterceptor(grpc.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+class _SyncCredentialInterceptor(grpc.UnaryUnaryClientInterceptor):
     """Adds the caller's service credential to every call of a blocking channel."""
 
     def __init__(self, credential: ServiceCredential) -> None:
@@ -121,7 +121,7 @@ class _SyncCredentialInterceptor(grpc.UnaryUnaryClientInterceptor):  # type: ign
         return continuation(details, request)
 
 
-class _AioCredentialInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+class _AioCredentialInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
     """Adds the caller's service credential to every call of an asyncio channel."""
 
     def __init__(self, credential: ServiceCredential) -> None:
