@@ -9,25 +9,40 @@ PROTO_FILES := $(shell find protos -name '*.proto')
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv gen lint typecheck fmt test test-unit run migrate bench emulator clean chat demo
+.PHONY: help venv gen dist lint typecheck fmt test test-unit run migrate bench emulator clean chat demo
 
 help: ## List the verbs.
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-# uv installs the pinned requirements in seconds where pip took over a minute; pip installs
+# uv installs the locked requirements in seconds where pip took over a minute; pip installs
 # uv itself, pinned, into the venv.
 UV_VERSION := 0.13.9
 UV := $(BIN)/uv
 
-$(VENV)/.stamp: requirements.txt requirements-dev.txt cli/pyproject.toml
+$(UV):
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check uv==$(UV_VERSION)
-	@echo "Installing the pinned requirements into $(VENV)"
-	$(UV) pip install -q --python $(PY) -r requirements-dev.txt
+
+# Every install is from a lock: each requirements*.txt (the direct pins) compiled by `make lock`
+# into a .lock with every transitive dependency and the sha256 of each file, installed with
+# --require-hashes. tests/packaging fails when a .txt changed and its lock was not recompiled.
+LOCKS := requirements.lock requirements-dev.lock deploy/requirements-check.lock \
+	deploy/docker/build-requirements.lock deploy/docker/emulators-requirements.lock \
+	clients/build-requirements.lock
+.PHONY: lock
+lock: $(UV) ## Recompile the locks (hashes) after a requirements*.txt changed; keeps unchanged pins.
+	for lock in $(LOCKS); do \
+		$(UV) pip compile -q --universal --python-version 3.11.13 --generate-hashes \
+			--custom-compile-command "make lock" "$${lock%.lock}.txt" -o "$$lock" || exit 1; \
+	done
+
+$(VENV)/.stamp: requirements-dev.lock cli/pyproject.toml | $(UV)
+	@echo "Installing the locked requirements (hash-checked) into $(VENV)"
+	$(UV) pip install -q --python $(PY) --require-hashes -r requirements-dev.lock
 	# The admin CLI: .venv/bin/askvault (its dependencies are pinned in requirements.txt).
 	$(UV) pip install -q --python $(PY) --no-deps -e cli
-	# Put the repository's packages on the venv's path: the runtime, the services, the emulators, generated code.
-	printf '%s\n' "$(CURDIR)" "$(CURDIR)/services" "$(CURDIR)/emulators" "$(CURDIR)/$(GEN)" \
+	# Put the repository's packages on the venv's path: the runtime, the services, the emulators, generated code, the client package.
+	printf '%s\n' "$(CURDIR)" "$(CURDIR)/services" "$(CURDIR)/emulators" "$(CURDIR)/$(GEN)" "$(CURDIR)/clients/src" \
 		> "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/askvault-paths.pth"
 	touch $@
 
@@ -43,6 +58,22 @@ $(GEN)/.stamp: $(VENV)/.stamp $(PROTO_FILES)
 
 gen: $(GEN)/.stamp ## Generate Python code and typed stubs from protos/.
 
+# The typed client package (clients/): the package's own code plus the modules and typed
+# stubs generated from protos/ at build time, as one wheel in dist/.
+CLIENT_BUILD := build/clients
+dist: $(VENV)/.stamp ## Build the typed Python client wheel (askvault-clients) into dist/.
+	rm -rf $(CLIENT_BUILD) && mkdir -p $(CLIENT_BUILD)
+	cp -R clients/pyproject.toml clients/README.md clients/src $(CLIENT_BUILD)/
+	find $(CLIENT_BUILD) -name __pycache__ -prune -exec rm -rf {} +
+	$(PY) -m grpc_tools.protoc -Iprotos \
+		--python_out=$(CLIENT_BUILD)/src --grpc_python_out=$(CLIENT_BUILD)/src \
+		--mypy_out=$(CLIENT_BUILD)/src --mypy_grpc_out=$(CLIENT_BUILD)/src $(PROTO_FILES)
+	find $(CLIENT_BUILD)/src/askvault -type d -exec touch {}/__init__.py \;
+	touch $(CLIENT_BUILD)/src/askvault/py.typed
+	$(UV) build -q --wheel --out-dir dist --require-hashes \
+		--build-constraints clients/build-requirements.lock $(CLIENT_BUILD)
+	@ls dist/askvault_clients-*.whl
+
 lint: gen ## ruff, buf lint and buf breaking against main.
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -52,7 +83,7 @@ lint: gen ## ruff, buf lint and buf breaking against main.
 	else echo "buf breaking: main has no protos yet, nothing to compare"; fi
 
 typecheck: gen ## mypy over the runtime, services, emulators, the CLI and tests.
-	$(BIN)/mypy runtime services emulators tests devstack bench chaos cli conftest.py
+	$(BIN)/mypy runtime services emulators tests devstack bench chaos cli conftest.py clients/src
 
 fmt: venv ## Format the code.
 	$(BIN)/ruff format .
@@ -70,10 +101,10 @@ test: lint typecheck deploy-check ## Everything CI runs: lint, types, unit, inte
 # checkov's many dependencies never touch the pins of .venv.
 DEPLOY_VENV := .venv-deploy
 .PHONY: deploy-check
-$(DEPLOY_VENV)/.stamp: deploy/requirements-check.txt $(VENV)/.stamp
+$(DEPLOY_VENV)/.stamp: deploy/requirements-check.lock $(VENV)/.stamp
 	test -x $(DEPLOY_VENV)/bin/python || $(PYTHON) -m venv $(DEPLOY_VENV)
-	@echo "Installing the manifest checkers into $(DEPLOY_VENV)"
-	$(UV) pip install -q --python $(DEPLOY_VENV)/bin/python -r deploy/requirements-check.txt
+	@echo "Installing the manifest checkers (locked, hash-checked) into $(DEPLOY_VENV)"
+	$(UV) pip install -q --python $(DEPLOY_VENV)/bin/python --require-hashes -r deploy/requirements-check.lock
 	touch $@
 
 deploy-check: $(DEPLOY_VENV)/.stamp ## Render, validate (k8s 1.30-1.34) and scan the overlays; lint the Dockerfile.
@@ -96,7 +127,7 @@ bench: gen ## Run the benchmarks; figures go to bench/results.
 	$(PY) -m bench
 
 clean: ## Remove the virtualenv, generated code and local data.
-	rm -rf $(VENV) $(GEN) .data .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(GEN) build dist .data .mypy_cache .ruff_cache .pytest_cache
 
 chat: gen ## Chat in the terminal as a demo customer (USER=bob) with a running `make run`.
 	$(PY) -m devstack.chat --user $${USER_ID:-$${DEMO_USER:-alice}}

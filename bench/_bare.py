@@ -22,6 +22,7 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from email.message import EmailMessage
+from typing import Any
 
 import aiosmtplib
 import asyncpg
@@ -53,14 +54,14 @@ async def _grpc_server(port: int, database_url: str) -> None:
             _ROWS - 1,
         )
 
-    async def call(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+    async def call(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
         if pool is None:
             return request
         found = await pool.fetchval(_QUERY, int.from_bytes(request[:4], "big") % _ROWS)
         return str(found).encode()
 
     server = grpc.aio.server()
-    handler = grpc.unary_unary_rpc_method_handler(call)
+    handler: grpc.RpcMethodHandler[bytes, bytes] = grpc.unary_unary_rpc_method_handler(call)
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler("bench.Bare", {"Call": handler}),)
     )
@@ -73,7 +74,7 @@ async def _grpc_server(port: int, database_url: str) -> None:
 async def _http_server(port: int, target: str) -> None:
     """Starlette on uvicorn, as the edge serves."""
     channel = grpc.aio.insecure_channel(target)
-    call = channel.unary_unary(METHOD)
+    call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(METHOD)
 
     async def handle(request: Request) -> JSONResponse:
         answer = await call(await request.body(), timeout=10)

@@ -14,6 +14,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import aiohttp
 import asyncpg
@@ -94,7 +95,7 @@ async def _baseline(database_url: str) -> tuple[_harness.Stats, int]:
     assert pool is not None
     await pool.execute("CREATE TABLE bench_baseline (event_id text PRIMARY KEY, payload bytea)")
 
-    async def store(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+    async def store(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
         await pool.execute(
             "INSERT INTO bench_baseline (event_id, payload) VALUES ($1, $2)",
             f"b{next(_ids)}",
@@ -114,7 +115,9 @@ async def _baseline(database_url: str) -> tuple[_harness.Stats, int]:
     await server.start()
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            call = channel.unary_unary("/bench.Baseline/Store")
+            call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
+                "/bench.Baseline/Store"
+            )
 
             async def forward(body: bytes, header: str) -> None:
                 await call(body)

@@ -17,7 +17,7 @@ from bench._harness import Figure, Goal, Run
 from identity.domain.verification import compute_user_hash
 from identity.service import IdentityService
 from identity.settings import IdentitySettings
-from runtime import testing
+from runtime import grpc_typing, testing
 
 CONCURRENCY = 64
 SECONDS = 6.0
@@ -31,7 +31,7 @@ async def _bare_baseline() -> _harness.Stats:
     await server.start()
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            stub = health_pb2_grpc.HealthStub(channel)
+            stub = grpc_typing.health_stub(channel)
             request = health_pb2.HealthCheckRequest()
             for _ in range(50):  # warm, as ours is
                 await stub.Check(request)

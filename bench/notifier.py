@@ -53,7 +53,7 @@ async def _bare_smtp(sink: smtp_sink_app.RunningSink) -> _harness.Stats:
 
 
 async def _through_outbox(
-    stub: notifier_pb2_grpc.NotifierServiceStub,
+    stub: notifier_pb2_grpc.NotifierServiceAsyncStub,
     sink: smtp_sink_app.RunningSink,
     prefix: str,
     count: int,

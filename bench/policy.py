@@ -13,6 +13,7 @@ import itertools
 import os
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 import grpc
@@ -59,7 +60,7 @@ async def _baseline(database_url: str) -> _harness.Stats:
     pool = await asyncpg.create_pool(database_url, min_size=POOL_SIZE, max_size=POOL_SIZE)
     assert pool is not None
 
-    async def reserve(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+    async def reserve(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
         used = await pool.fetchval(_BASELINE_UPDATE, int.from_bytes(request, "big"))
         return int(used or 0).to_bytes(8, "big")
 
@@ -76,7 +77,9 @@ async def _baseline(database_url: str) -> _harness.Stats:
     visitors = itertools.cycle(range(VISITORS))
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            call = channel.unary_unary(_BASELINE_METHOD)
+            call: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
+                _BASELINE_METHOD
+            )
 
             async def one() -> object:
                 # Two calls, as Authorize then Commit: each one conditional UPDATE.
@@ -110,7 +113,7 @@ def _assertion(private_key: Ed25519PrivateKey, contact_id: str) -> str:
     )
 
 
-async def _raise_cap(stub: policy_pb2_grpc.PolicyServiceStub) -> None:
+async def _raise_cap(stub: policy_pb2_grpc.PolicyServiceAsyncStub) -> None:
     """Business plan and a cap no run reaches: two admins, as the rule wants."""
     defaults = (await stub.GetBounds(pb.GetBoundsRequest(workspace_id=WORKSPACE))).defaults
     bounds = pb.Bounds()

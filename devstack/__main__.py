@@ -18,10 +18,10 @@ from typing import BinaryIO
 
 import asyncpg
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
 from devstack import config, provision
-from runtime import database
+from runtime import database, grpc_typing
 from runtime.embedded_postgres import EmbeddedPostgres
 
 logger = logging.getLogger("devstack")
@@ -53,7 +53,7 @@ def _serving(port: int) -> Callable[[], bool]:
     def check() -> bool:
         async def ask() -> bool:
             async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-                answer = await health_pb2_grpc.HealthStub(channel).Check(
+                answer = await grpc_typing.health_stub(channel).Check(
                     health_pb2.HealthCheckRequest(), timeout=1.0
                 )
                 return bool(answer.status == health_pb2.HealthCheckResponse.SERVING)

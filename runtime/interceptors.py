@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 import grpc
 from google.protobuf import any_pb2
@@ -34,7 +34,7 @@ _CODES: dict[errors.Kind, int] = {
     errors.Kind.INTERNAL: code_pb2.INTERNAL,
 }
 
-UnaryHandler = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+UnaryHandler = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
 
 
 # The status travels in trailers, which gRPC caps (8 KiB by default): a request that echoes
@@ -104,14 +104,17 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
+        ],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(handler_call_details)
         if handler is None or handler.unary_unary is None:
             return handler
         method = handler_call_details.method
-        wrapped = self._wrap(method, handler.unary_unary)
+        # A handler of the aio server: its behaviour is a coroutine function taking the aio context.
+        wrapped = self._wrap(method, cast(UnaryHandler, handler.unary_unary))
         return grpc.unary_unary_rpc_method_handler(
             wrapped,
             request_deserializer=handler.request_deserializer,
@@ -119,7 +122,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         )
 
     def _wrap(self, method: str, inner: UnaryHandler) -> UnaryHandler:
-        async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def handle(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             started = time.perf_counter()
             token = deadlines.set_from_remaining(context.time_remaining())
             code = "OK"

@@ -79,10 +79,10 @@ class System:
     edge_url: str
     http: aiohttp.ClientSession
     stripe_http: stripe.AIOHTTPClient
-    identity: identity_pb2_grpc.IdentityServiceStub
-    policy: policy_pb2_grpc.PolicyServiceStub
-    billing: billing_pb2_grpc.BillingGatewayServiceStub
-    notifier: notifier_pb2_grpc.NotifierServiceStub
+    identity: identity_pb2_grpc.IdentityServiceAsyncStub
+    policy: policy_pb2_grpc.PolicyServiceAsyncStub
+    billing: billing_pb2_grpc.BillingGatewayServiceAsyncStub
+    notifier: notifier_pb2_grpc.NotifierServiceAsyncStub
 
     def stripe_client(self, api_key: str) -> stripe.StripeClient:
         """The official SDK on the emulator, as the account of ``api_key``."""

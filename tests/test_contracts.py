@@ -9,10 +9,10 @@ from pathlib import Path
 import grpc
 import pytest
 from google.protobuf import descriptor_pool, message_factory
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from grpc_health.v1 import health_pb2
+from grpc_reflection.v1alpha import reflection_pb2
 
-from runtime import testing
+from runtime import grpc_typing, testing
 from tests.registry import SERVICES, ServiceEntry
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,10 +70,10 @@ async def test_every_rpc_is_implemented_and_reflected(
         testing.running(service, settings) as running,
         grpc.aio.insecure_channel(running.address) as channel,
     ):
-        health = await health_pb2_grpc.HealthStub(channel).Check(
+        health = await grpc_typing.health_stub(channel).Check(
             health_pb2.HealthCheckRequest(), timeout=10
         )
-        reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+        reflection = grpc_typing.reflection_stub(channel)
         replies = reflection.ServerReflectionInfo(
             iter([reflection_pb2.ServerReflectionRequest(list_services="")])
         )

@@ -3,8 +3,8 @@
 # installs each service "as the image does" (tests/deploy/test_image_install.py), so the two
 # cannot drift apart. Run from the repository root.
 #
-#   stage.sh venv DEST [REQS]       a virtualenv with REQS (default requirements.txt, the
-#                                   runtime set every service shares)
+#   stage.sh venv DEST [LOCK]       a virtualenv with LOCK, hash-checked (default
+#                                   requirements.lock, the runtime set every service shares)
 #   stage.sh gen PYTHON DEST        generated protobuf/gRPC modules (PYTHON has grpcio-tools)
 #   stage.sh app SERVICE DEST       runtime/ and services/SERVICE/, without tests or caches
 #   stage.sh emulators DEST         the emulators (dev overlay only)
@@ -26,7 +26,8 @@ copy_tree() {
 case "$command" in
 venv)
 	python -m venv "$1"
-	"$1/bin/pip" install --no-cache-dir --disable-pip-version-check -q -r "${2:-requirements.txt}"
+	"$1/bin/pip" install --no-cache-dir --disable-pip-version-check -q --require-hashes \
+		-r "${2:-requirements.lock}"
 	;;
 gen)
 	mkdir -p "$2"

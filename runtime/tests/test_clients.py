@@ -10,7 +10,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from runtime import clients
+from runtime import clients, grpc_typing
 
 
 def test_a_dns_target_is_balanced_round_robin_and_keeps_the_retries() -> None:
@@ -52,7 +52,7 @@ async def test_the_channel_of_a_dns_target_sets_round_robin_and_calls_a_real_ser
         channel = clients.channel(f"dns:///127.0.0.1:{port}", clients.Outgoing())
         try:
             # gRPC core accepted the service config: an invalid one fails the call.
-            reply = await health_pb2_grpc.HealthStub(channel).Check(
+            reply = await grpc_typing.health_stub(channel).Check(
                 health_pb2.HealthCheckRequest(), timeout=5
             )
         finally:

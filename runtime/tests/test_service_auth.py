@@ -17,12 +17,20 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 from jwt.algorithms import OKPAlgorithm, RSAAlgorithm
 
 from askvault.identity.v1 import identity_pb2, identity_pb2_grpc
 from askvault.policy.v1 import policy_pb2, policy_pb2_grpc
-from runtime import clients, errors, service_auth, service_keygen, testing, testing_keys
+from runtime import (
+    clients,
+    errors,
+    grpc_typing,
+    service_auth,
+    service_keygen,
+    testing,
+    testing_keys,
+)
 from runtime.settings import ServiceSettings
 from tests.registry import SERVICES
 
@@ -259,7 +267,7 @@ async def test_grants_are_resolved_only_by_the_enforcement_point(database_url: s
         forged = {name: await redeem(((service_auth.HEADER, token),))
                   for name, token in _forgeries().items()}  # fmt: skip
         billing = await redeem_through_channel_of("billing_gateway")
-        health = await health_pb2_grpc.HealthStub(plain).Check(health_pb2.HealthCheckRequest())
+        health = await grpc_typing.health_stub(plain).Check(health_pb2.HealthCheckRequest())
         audit = await policy_pb2_grpc.PolicyServiceStub(plain).VerifyAuditChain(
             policy_pb2.VerifyAuditChainRequest(workspace_id="ws_a"),
             metadata=testing.admin_metadata(),

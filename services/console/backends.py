@@ -70,9 +70,9 @@ class Backends:
     """Stubs of policy, the billing gateway and the notifier, and an HTTP client for the
     edge's admin endpoints."""
 
-    policy: policy_pb2_grpc.PolicyServiceStub
-    billing: billing_pb2_grpc.BillingGatewayServiceStub
-    notifier: notifier_pb2_grpc.NotifierServiceStub
+    policy: policy_pb2_grpc.PolicyServiceAsyncStub
+    billing: billing_pb2_grpc.BillingGatewayServiceAsyncStub
+    notifier: notifier_pb2_grpc.NotifierServiceAsyncStub
     channels: list[grpc.aio.Channel]
     http: aiohttp.ClientSession
     edge_url: str

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 import grpc
@@ -137,7 +138,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
 
     # -- helpers ---------------------------------------------------------------------------
 
-    async def _admin(self, context: grpc.aio.ServicerContext, workspace_id: str) -> str:
+    async def _admin(self, context: grpc.aio.ServicerContext[Any, Any], workspace_id: str) -> str:
         return await self._admins.subject_of_call(context.invocation_metadata(), workspace_id)
 
     async def _active_secrets(self, workspace_id: str, purpose: str) -> WorkspaceSecrets:
@@ -228,7 +229,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
     # -- visitors --------------------------------------------------------------------------
 
     async def VerifyVisitor(
-        self, request: pb.VerifyVisitorRequest, context: grpc.aio.ServicerContext
+        self, request: pb.VerifyVisitorRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.VerifyVisitorResponse:
         check = errors.Validator()
         check.non_empty(request.workspace_id, "workspace_id")
@@ -301,14 +302,14 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         )
 
     async def GetVerificationKeys(
-        self, request: pb.GetVerificationKeysRequest, context: grpc.aio.ServicerContext
+        self, request: pb.GetVerificationKeysRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.GetVerificationKeysResponse:
         return pb.GetVerificationKeysResponse(keys=self._verification_keys)
 
     # -- contacts --------------------------------------------------------------------------
 
     async def GetContact(
-        self, request: pb.GetContactRequest, context: grpc.aio.ServicerContext
+        self, request: pb.GetContactRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.GetContactResponse:
         check = errors.Validator()
         check.non_empty(request.workspace_id, "workspace_id")
@@ -321,7 +322,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         return pb.GetContactResponse(contact=_contact_pb(record))
 
     async def FindContactsByCustomer(
-        self, request: pb.FindContactsByCustomerRequest, context: grpc.aio.ServicerContext
+        self, request: pb.FindContactsByCustomerRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.FindContactsByCustomerResponse:
         check = errors.Validator()
         check.non_empty(request.workspace_id, "workspace_id")
@@ -334,7 +335,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         return pb.FindContactsByCustomerResponse(contacts=[_contact_pb(r) for r in records])
 
     async def LinkCustomer(
-        self, request: pb.LinkCustomerRequest, context: grpc.aio.ServicerContext
+        self, request: pb.LinkCustomerRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.LinkCustomerResponse:
         check = errors.Validator()
         check.non_empty(request.workspace_id, "workspace_id")
@@ -412,7 +413,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         )
 
     async def UpdateTags(
-        self, request: pb.UpdateTagsRequest, context: grpc.aio.ServicerContext
+        self, request: pb.UpdateTagsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.UpdateTagsResponse:
         check = errors.Validator()
         check.non_empty(request.workspace_id, "workspace_id")
@@ -471,7 +472,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         )
 
     async def CheckAccess(
-        self, request: pb.CheckAccessRequest, context: grpc.aio.ServicerContext
+        self, request: pb.CheckAccessRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.CheckAccessResponse:
         check = errors.Validator()
         check.non_empty(request.workspace_id, "workspace_id")
@@ -503,7 +504,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
     # -- admin -----------------------------------------------------------------------------
 
     async def AddSecret(
-        self, request: pb.AddSecretRequest, context: grpc.aio.ServicerContext
+        self, request: pb.AddSecretRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.AddSecretResponse:
         await self._admin(context, request.workspace_id)
         check = errors.Validator()
@@ -549,7 +550,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             self._secrets.invalidate(request.workspace_id)
 
     async def RetireSecret(
-        self, request: pb.RetireSecretRequest, context: grpc.aio.ServicerContext
+        self, request: pb.RetireSecretRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.RetireSecretResponse:
         await self._admin(context, request.workspace_id)
         check = errors.Validator()
@@ -577,7 +578,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             self._secrets.invalidate(request.workspace_id)
 
     async def ListSecrets(
-        self, request: pb.ListSecretsRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ListSecretsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ListSecretsResponse:
         await self._admin(context, request.workspace_id)
         check = errors.Validator()
@@ -588,7 +589,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         return pb.ListSecretsResponse(secrets=[_secret_pb(r) for r in records])
 
     async def GetWorkspaceSettings(
-        self, request: pb.GetWorkspaceSettingsRequest, context: grpc.aio.ServicerContext
+        self, request: pb.GetWorkspaceSettingsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.GetWorkspaceSettingsResponse:
         await self._admin(context, request.workspace_id)
         check = errors.Validator()
@@ -601,7 +602,9 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
         return pb.GetWorkspaceSettingsResponse(settings=_settings_pb(found))
 
     async def UpdateWorkspaceSettings(
-        self, request: pb.UpdateWorkspaceSettingsRequest, context: grpc.aio.ServicerContext
+        self,
+        request: pb.UpdateWorkspaceSettingsRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
     ) -> pb.UpdateWorkspaceSettingsResponse:
         await self._admin(context, request.workspace_id)
         check = errors.Validator()
@@ -644,7 +647,7 @@ class IdentityServicer(identity_pb2_grpc.IdentityServiceServicer):
             self._secrets.invalidate(request.workspace_id)
 
     async def ListLegacyBindings(
-        self, request: pb.ListLegacyBindingsRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ListLegacyBindingsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ListLegacyBindingsResponse:
         await self._admin(context, request.workspace_id)
         check = errors.Validator()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 import grpc
@@ -146,7 +147,7 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServiceServicer):
         self._admins = auth.AdminVerifier.from_settings(settings)
         self._on_queued = on_queued
 
-    async def _admin(self, context: grpc.aio.ServicerContext, workspace_id: str) -> str:
+    async def _admin(self, context: grpc.aio.ServicerContext[Any, Any], workspace_id: str) -> str:
         return await self._admins.subject_of_call(context.invocation_metadata(), workspace_id)
 
     def _effective_settings(self, record: storage.WorkspaceSettingsRecord) -> pb.WorkspaceSettings:
@@ -213,7 +214,7 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServiceServicer):
         return template
 
     async def Send(
-        self, request: pb.SendRequest, context: grpc.aio.ServicerContext
+        self, request: pb.SendRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.SendResponse:
         template = self._validate_send(request)
         fingerprint = _send_fingerprint(request)
@@ -309,7 +310,7 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServiceServicer):
         return pb.SendResponse(message=message_pb(record), deduplicated=False)
 
     async def GetMessage(
-        self, request: pb.GetMessageRequest, context: grpc.aio.ServicerContext
+        self, request: pb.GetMessageRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.GetMessageResponse:
         check = errors.Validator()
         check.non_empty(request.workspace_id, "workspace_id")
@@ -322,7 +323,7 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServiceServicer):
         return pb.GetMessageResponse(message=message_pb(record))
 
     async def ListMessages(
-        self, request: pb.ListMessagesRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ListMessagesRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ListMessagesResponse:
         check = errors.Validator()
         check.non_empty(request.workspace_id, "workspace_id")
@@ -359,7 +360,7 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServiceServicer):
     # -- consent and the WhatsApp window -----------------------------------------------------
 
     async def SetChannelConsent(
-        self, request: pb.SetChannelConsentRequest, context: grpc.aio.ServicerContext
+        self, request: pb.SetChannelConsentRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.SetChannelConsentResponse:
         consent = request.consent
         check = errors.Validator()
@@ -408,7 +409,7 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServiceServicer):
         )
 
     async def GetChannelConsent(
-        self, request: pb.GetChannelConsentRequest, context: grpc.aio.ServicerContext
+        self, request: pb.GetChannelConsentRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.GetChannelConsentResponse:
         check = errors.Validator()
         check.non_empty(request.workspace_id, "workspace_id")
@@ -421,7 +422,7 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServiceServicer):
         return pb.GetChannelConsentResponse(consents=[_consent_pb(r) for r in records])
 
     async def RecordInboundWhatsApp(
-        self, request: pb.RecordInboundWhatsAppRequest, context: grpc.aio.ServicerContext
+        self, request: pb.RecordInboundWhatsAppRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.RecordInboundWhatsAppResponse:
         check = errors.Validator()
         check.non_empty(request.workspace_id, "workspace_id")
@@ -448,7 +449,7 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServiceServicer):
         )
 
     async def IngestWhatsAppStatus(
-        self, request: pb.IngestWhatsAppStatusRequest, context: grpc.aio.ServicerContext
+        self, request: pb.IngestWhatsAppStatusRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.IngestWhatsAppStatusResponse:
         check = errors.Validator()
         check.require(len(request.statuses) <= 1000, "statuses", "at most 1000")
@@ -540,7 +541,9 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServiceServicer):
     # -- workspace settings (admin) ------------------------------------------------------------
 
     async def UpdateWorkspaceSettings(
-        self, request: pb.UpdateWorkspaceSettingsRequest, context: grpc.aio.ServicerContext
+        self,
+        request: pb.UpdateWorkspaceSettingsRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
     ) -> pb.UpdateWorkspaceSettingsResponse:
         wanted = request.settings
         await self._admin(context, wanted.workspace_id)
@@ -595,7 +598,7 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServiceServicer):
         )
 
     async def GetWorkspaceSettings(
-        self, request: pb.GetWorkspaceSettingsRequest, context: grpc.aio.ServicerContext
+        self, request: pb.GetWorkspaceSettingsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.GetWorkspaceSettingsResponse:
         await self._admin(context, request.workspace_id)
         check = errors.Validator()
@@ -608,7 +611,7 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServiceServicer):
     # -- dead letters (admin) ------------------------------------------------------------------
 
     async def ResendMessage(
-        self, request: pb.ResendMessageRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ResendMessageRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ResendMessageResponse:
         await self._admin(context, request.workspace_id)
         check = errors.Validator()

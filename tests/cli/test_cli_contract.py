@@ -11,7 +11,7 @@ import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import pytest
@@ -32,9 +32,14 @@ class Recorded:
     requests: list[Any] = field(default_factory=list)
     metadata: list[dict[str, str]] = field(default_factory=list)
 
-    def record(self, request: Any, context: grpc.aio.ServicerContext) -> None:
+    def record(self, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         self.requests.append(request)
-        self.metadata.append({key: str(value) for key, value in context.invocation_metadata()})
+        self.metadata.append(
+            {
+                key: str(value)
+                for key, value in cast(grpc.aio.Metadata, context.invocation_metadata())
+            }
+        )
 
 
 class Billing:
@@ -42,7 +47,9 @@ class Billing:
         self.recorded = recorded
 
     async def CarryOutEscalation(
-        self, request: billing_pb2.CarryOutEscalationRequest, context: grpc.aio.ServicerContext
+        self,
+        request: billing_pb2.CarryOutEscalationRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
     ) -> billing_pb2.CarryOutEscalationResponse:
         self.recorded.record(request, context)
         if request.escalation_id == "esc_gone":
@@ -60,7 +67,9 @@ class Billing:
         )
 
     async def DeclineEscalation(
-        self, request: billing_pb2.DeclineEscalationRequest, context: grpc.aio.ServicerContext
+        self,
+        request: billing_pb2.DeclineEscalationRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
     ) -> billing_pb2.DeclineEscalationResponse:
         self.recorded.record(request, context)
         return billing_pb2.DeclineEscalationResponse(
@@ -73,7 +82,9 @@ class Notifier:
         self.recorded = recorded
 
     async def ResendMessage(
-        self, request: notifier_pb2.ResendMessageRequest, context: grpc.aio.ServicerContext
+        self,
+        request: notifier_pb2.ResendMessageRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
     ) -> notifier_pb2.ResendMessageResponse:
         self.recorded.record(request, context)
         return notifier_pb2.ResendMessageResponse(

@@ -13,12 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
 from askvault.billing.v1 import billing_pb2, billing_pb2_grpc
 from askvault.identity.v1 import identity_pb2, identity_pb2_grpc
 from askvault.notifier.v1 import notifier_pb2, notifier_pb2_grpc
 from askvault.policy.v1 import policy_pb2, policy_pb2_grpc
+from runtime import grpc_typing
 from runtime.testing import admin_environment, admin_metadata
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -111,7 +112,7 @@ class Replica:
 
 async def health_status(address: str, service: str = "") -> int:
     async with grpc.aio.insecure_channel(address) as channel:
-        answer = await health_pb2_grpc.HealthStub(channel).Check(
+        answer = await grpc_typing.health_stub(channel).Check(
             health_pb2.HealthCheckRequest(service=service), timeout=2
         )
         return int(answer.status)

@@ -1,6 +1,6 @@
 """Each service installed exactly as deploy/docker/Dockerfile installs it (the same
-deploy/docker/stage.sh steps: the requirements.txt set into a fresh virtualenv, generated
-protos, only runtime/ and the service's package), started with the image's entry point and
+deploy/docker/stage.sh steps: requirements.lock, hash-checked, into a fresh virtualenv,
+generated protos, only runtime/ and the service's package), started with the image's entry point and
 PYTHONPATH from a copy of the tree holding nothing else, against PostgreSQL: health SERVING."""
 
 from __future__ import annotations

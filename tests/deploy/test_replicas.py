@@ -126,7 +126,7 @@ class _Identity:
         )
 
 
-async def _enable_skill(policy: policy_pb2_grpc.PolicyServiceStub) -> None:
+async def _enable_skill(policy: policy_pb2_grpc.PolicyServiceAsyncStub) -> None:
     """Plan Business at the defaults (no bound loosened, so it applies at once)."""
     current = await policy.GetBounds(
         policy_pb2.GetBoundsRequest(workspace_id=WORKSPACE), timeout=10
@@ -378,7 +378,7 @@ class _RecordingNotifier(notifier_pb2_grpc.NotifierServiceServicer):
         self.requests: list[notifier_pb2.SendRequest] = []
 
     async def Send(
-        self, request: notifier_pb2.SendRequest, context: grpc.aio.ServicerContext
+        self, request: notifier_pb2.SendRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> notifier_pb2.SendResponse:
         self.requests.append(request)
         return notifier_pb2.SendResponse(
@@ -405,7 +405,7 @@ async def _recording_notifier() -> AsyncIterator[tuple[_RecordingNotifier, str]]
 
 @asynccontextmanager
 async def _webhook_forwarder(
-    stubs: list[billing_pb2_grpc.BillingGatewayServiceStub],
+    stubs: list[billing_pb2_grpc.BillingGatewayServiceAsyncStub],
 ) -> AsyncIterator[str]:
     """What the edge does with Stripe's deliveries: IngestStripeEvent, here on the replicas
     in turn (a Service balancing the edge's calls)."""
@@ -528,12 +528,12 @@ class _Billing:
     emulator: stripe_app.RunningEmulator
     demo: dict[str, Any]
     recorder: _RecordingNotifier
-    policy: policy_pb2_grpc.PolicyServiceStub
+    policy: policy_pb2_grpc.PolicyServiceAsyncStub
     settings: dict[str, str]
     webhook_url: str
     stack: AsyncExitStack
     # Every replica started so far; the forwarder spreads Stripe's deliveries over them.
-    stubs: list[billing_pb2_grpc.BillingGatewayServiceStub] = field(default_factory=list)
+    stubs: list[billing_pb2_grpc.BillingGatewayServiceAsyncStub] = field(default_factory=list)
 
     @property
     def account(self) -> Any:
@@ -600,7 +600,7 @@ async def _billing(database_url: str) -> AsyncIterator[_Billing]:
         stack.push_async_callback(emulator.close)
         demo = seed.seed_demo(emulator.state)
         recorder, notifier_target = await stack.enter_async_context(_recording_notifier())
-        stubs: list[billing_pb2_grpc.BillingGatewayServiceStub] = []
+        stubs: list[billing_pb2_grpc.BillingGatewayServiceAsyncStub] = []
         webhook_url = await stack.enter_async_context(_webhook_forwarder(stubs))
         (identity_process,) = await stack.enter_async_context(
             _started([("identity", identity.settings)], database_url)
@@ -697,7 +697,7 @@ async def test_three_billing_replicas_process_each_event_and_cancellation_once(
                         "hosted_invoice_url": failed["hosted_invoice_url"],
                     }
                 )
-        deliveries: list[tuple[billing_pb2_grpc.BillingGatewayServiceStub, bytes, str]] = []
+        deliveries: list[tuple[billing_pb2_grpc.BillingGatewayServiceAsyncStub, bytes, str]] = []
         for event in events:
             payload = json.dumps(event).encode()
             header = signatures.sign(payload, webhook_secret, int(time.time()))
@@ -706,7 +706,7 @@ async def test_three_billing_replicas_process_each_event_and_cancellation_once(
         random.Random(8).shuffle(deliveries)
 
         async def deliver(
-            stub: billing_pb2_grpc.BillingGatewayServiceStub, payload: bytes, header: str
+            stub: billing_pb2_grpc.BillingGatewayServiceAsyncStub, payload: bytes, header: str
         ) -> tuple[str, bool]:
             answer = await stub.IngestStripeEvent(
                 billing_pb2.IngestStripeEventRequest(

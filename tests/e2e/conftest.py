@@ -54,9 +54,9 @@ class Stack:
     stripe_url: str
     summary: dict[str, Any]
     http: aiohttp.ClientSession
-    policy: policy_pb2_grpc.PolicyServiceStub
-    billing: billing_pb2_grpc.BillingGatewayServiceStub
-    identity: identity_pb2_grpc.IdentityServiceStub
+    policy: policy_pb2_grpc.PolicyServiceAsyncStub
+    billing: billing_pb2_grpc.BillingGatewayServiceAsyncStub
+    identity: identity_pb2_grpc.IdentityServiceAsyncStub
     notifier_address: str
     sink: smtp_sink_app.RunningSink
     whatsapp: whatsapp_app.RunningEmulator

@@ -53,13 +53,13 @@ def _carry_out(escalation_id: str, key: str) -> bpb.CarryOutEscalationRequest:
 
 
 @pytest.fixture
-async def notifier(stack: Stack) -> AsyncIterator[notifier_pb2_grpc.NotifierServiceStub]:
+async def notifier(stack: Stack) -> AsyncIterator[notifier_pb2_grpc.NotifierServiceAsyncStub]:
     async with grpc.aio.insecure_channel(stack.notifier_address) as channel:
         yield notifier_pb2_grpc.NotifierServiceStub(channel)
 
 
 async def _told(
-    notifier: notifier_pb2_grpc.NotifierServiceStub,
+    notifier: notifier_pb2_grpc.NotifierServiceAsyncStub,
     contact_id: str,
     template: npb.Template.ValueType,
 ) -> list[npb.Message]:
@@ -71,7 +71,7 @@ async def _told(
 
 
 async def test_an_approved_refund_runs_once_and_the_customer_is_told(
-    stack: Stack, notifier: notifier_pb2_grpc.NotifierServiceStub
+    stack: Stack, notifier: notifier_pb2_grpc.NotifierServiceAsyncStub
 ) -> None:
     escalation = await _escalated_refund(stack, "approve")
     assert escalation.state == ppb.ESCALATION_STATE_OPEN
@@ -127,7 +127,7 @@ async def test_an_approved_refund_runs_once_and_the_customer_is_told(
 
 
 async def test_a_declined_escalation_keeps_the_reason_and_tells_the_customer(
-    stack: Stack, notifier: notifier_pb2_grpc.NotifierServiceStub
+    stack: Stack, notifier: notifier_pb2_grpc.NotifierServiceAsyncStub
 ) -> None:
     escalation = await _escalated_refund(stack, "decline")
     reason = "This charge is for a plan you used all month."
@@ -175,7 +175,7 @@ async def test_a_declined_escalation_keeps_the_reason_and_tells_the_customer(
 
 
 async def test_an_approval_that_no_longer_applies_moves_nothing_and_says_so(
-    stack: Stack, notifier: notifier_pb2_grpc.NotifierServiceStub
+    stack: Stack, notifier: notifier_pb2_grpc.NotifierServiceAsyncStub
 ) -> None:
     escalation = await _escalated_refund(stack, "stale")
     # The charge is refunded another way (the Stripe dashboard) before the admin decides.

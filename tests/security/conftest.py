@@ -130,10 +130,10 @@ class System:
     edge_url: str
     stripe_url: str
     http: aiohttp.ClientSession
-    identity: identity_pb2_grpc.IdentityServiceStub
-    policy: policy_pb2_grpc.PolicyServiceStub
-    billing: billing_pb2_grpc.BillingGatewayServiceStub
-    notifier: notifier_pb2_grpc.NotifierServiceStub
+    identity: identity_pb2_grpc.IdentityServiceAsyncStub
+    policy: policy_pb2_grpc.PolicyServiceAsyncStub
+    billing: billing_pb2_grpc.BillingGatewayServiceAsyncStub
+    notifier: notifier_pb2_grpc.NotifierServiceAsyncStub
     emulator: RunningEmulator
     sink: smtp_sink_app.RunningSink
     whatsapp: whatsapp_app.RunningEmulator

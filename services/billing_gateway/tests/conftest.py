@@ -101,7 +101,7 @@ class RecordingNotifier(notifier_pb2_grpc.NotifierServiceServicer):
         self.refuse_with: grpc.StatusCode | None = None
 
     async def Send(
-        self, request: notifier_pb2.SendRequest, context: grpc.aio.ServicerContext
+        self, request: notifier_pb2.SendRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> notifier_pb2.SendResponse:
         if self.unavailable:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "down for the test")
@@ -276,9 +276,9 @@ class NotifierGate:
 class Stack:
     """Everything a billing test talks to."""
 
-    billing: billing_pb2_grpc.BillingGatewayServiceStub
-    identity: identity_pb2_grpc.IdentityServiceStub
-    policy: policy_pb2_grpc.PolicyServiceStub
+    billing: billing_pb2_grpc.BillingGatewayServiceAsyncStub
+    identity: identity_pb2_grpc.IdentityServiceAsyncStub
+    policy: policy_pb2_grpc.PolicyServiceAsyncStub
     backend: Backend
     demo: dict[str, Any]
     service: BillingGatewayService
@@ -372,7 +372,7 @@ def usd(amount: int) -> common_pb2.Money:
 
 async def _webhook_receiver(
     deliveries: list[tuple[bytes, str, grpc.StatusCode]],
-    target: list[billing_pb2_grpc.BillingGatewayServiceStub],
+    target: list[billing_pb2_grpc.BillingGatewayServiceAsyncStub],
 ) -> tuple[web.AppRunner, str]:
     async def handle(request: web.Request) -> web.Response:
         body = await request.read()
@@ -452,7 +452,7 @@ async def _stack(
     )
     notifier = RecordingNotifier()  # type: ignore[abstract]
     deliveries: list[tuple[bytes, str, grpc.StatusCode]] = []
-    stub_box: list[billing_pb2_grpc.BillingGatewayServiceStub] = []
+    stub_box: list[billing_pb2_grpc.BillingGatewayServiceAsyncStub] = []
     async with contextlib.AsyncExitStack() as exits:
         sink: smtp_sink_app.RunningSink | None = None
         gate: NotifierGate | None = None

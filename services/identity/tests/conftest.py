@@ -37,7 +37,7 @@ async def identity_server(database_url: str) -> AsyncIterator[RunningService]:
 @pytest.fixture
 async def identity(
     identity_server: RunningService,
-) -> AsyncIterator[identity_pb2_grpc.IdentityServiceStub]:
+) -> AsyncIterator[identity_pb2_grpc.IdentityServiceAsyncStub]:
     """A client stub for the running identity server."""
     async with grpc.aio.insecure_channel(identity_server.address) as channel:
         yield identity_pb2_grpc.IdentityServiceStub(channel)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import time
-from typing import Any
+from typing import Any, TypeAlias
 
 import asyncpg
 import grpc
@@ -21,7 +21,8 @@ from identity.tests.conftest import identity_settings
 from runtime import assertions, database, testing
 from runtime.secretbox import SecretBox
 
-Stub = identity_pb2_grpc.IdentityServiceStub
+# The stub on an aio channel (typed in the generated .pyi only).
+Stub: TypeAlias = "identity_pb2_grpc.IdentityServiceAsyncStub"
 HASH_SECRET = b"h" * 32
 TOKEN_SECRET = b"t" * 32
 ADMIN = testing.admin_metadata()

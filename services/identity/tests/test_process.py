@@ -12,9 +12,10 @@ import tempfile
 import urllib.request
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
 from askvault.identity.v1 import identity_pb2, identity_pb2_grpc
+from runtime import grpc_typing
 
 
 def _free_port() -> int:
@@ -99,7 +100,7 @@ async def test_serves_metrics_and_exits_cleanly_on_sigterm(database_url: str) ->
     try:
         async with grpc.aio.insecure_channel(address) as channel:
             await asyncio.wait_for(channel.channel_ready(), 30)
-            health = await health_pb2_grpc.HealthStub(channel).Check(
+            health = await grpc_typing.health_stub(channel).Check(
                 health_pb2.HealthCheckRequest(), timeout=5
             )
             keys = await identity_pb2_grpc.IdentityServiceStub(channel).GetVerificationKeys(

@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import TypeAlias
 
 import asyncpg
 import grpc
@@ -25,7 +26,8 @@ from identity.service import IdentityService
 from identity.tests.conftest import identity_settings
 from runtime import testing
 
-Stub = identity_pb2_grpc.IdentityServiceStub
+# The stub on an aio channel (typed in the generated .pyi only).
+Stub: TypeAlias = "identity_pb2_grpc.IdentityServiceAsyncStub"
 ADMIN = testing.admin_metadata()
 OLD = b"o" * 32
 NEW = b"n" * 32

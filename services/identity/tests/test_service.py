@@ -5,23 +5,24 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 import jwt
 import pytest
 from google.protobuf import timestamp_pb2
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
 from askvault.identity.v1 import identity_pb2 as pb
 from askvault.identity.v1 import identity_pb2_grpc
 from identity.domain.verification import compute_user_hash
 from identity.service import IdentityService
 from identity.tests.conftest import identity_settings
-from runtime import assertions, database, server, testing
+from runtime import assertions, database, grpc_typing, server, testing
 from runtime.server import RunningService
 
-Stub = identity_pb2_grpc.IdentityServiceStub
+# The stub on an aio channel (typed in the generated .pyi only).
+Stub: TypeAlias = "identity_pb2_grpc.IdentityServiceAsyncStub"
 SECRET_1 = b"1" * 32
 SECRET_2 = b"2" * 32
 ADMIN = testing.admin_metadata()
@@ -380,15 +381,15 @@ async def test_tags_under_out_of_order_updates_and_content_gating(identity: Stub
 async def test_health_serves_and_reflection_lists_the_service(
     identity_server: RunningService,
 ) -> None:
-    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+    from grpc_reflection.v1alpha import reflection_pb2
 
     async with grpc.aio.insecure_channel(identity_server.address) as channel:
-        health = health_pb2_grpc.HealthStub(channel)
+        health = grpc_typing.health_stub(channel)
         answer = await health.Check(
             health_pb2.HealthCheckRequest(service="askvault.identity.v1.IdentityService")
         )
         assert answer.status == health_pb2.HealthCheckResponse.SERVING
-        reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+        reflection = grpc_typing.reflection_stub(channel)
         replies = reflection.ServerReflectionInfo(
             iter([reflection_pb2.ServerReflectionRequest(list_services="")])
         )
@@ -401,7 +402,7 @@ async def test_shutdown_flips_health_to_not_serving_before_draining(database_url
     settings = identity_settings(database_url, shutdown_delay_seconds=3.0)
     running = await server.start(IdentityService(settings), settings)
     async with grpc.aio.insecure_channel(running.address) as channel:
-        health = health_pb2_grpc.HealthStub(channel)
+        health = grpc_typing.health_stub(channel)
         before = await health.Check(health_pb2.HealthCheckRequest(), timeout=10)
         stopping = asyncio.create_task(running.stop(grace=1.0))
         # The stop flips health before anything else; no sleep needed, just its first step.

@@ -96,7 +96,7 @@ class Notifier:
     """A running notifier and what the tests talk to."""
 
     server: RunningService
-    stub: notifier_pb2_grpc.NotifierServiceStub
+    stub: notifier_pb2_grpc.NotifierServiceAsyncStub
     settings: NotifierSettings
     sink: smtp_sink_app.RunningSink
     whatsapp: whatsapp_app.RunningEmulator

@@ -101,7 +101,7 @@ def policy_settings(database_url: str, **values: object) -> PolicySettings:
 class Policy:
     """A running policy server and what a test needs around it."""
 
-    stub: policy_pb2_grpc.PolicyServiceStub
+    stub: policy_pb2_grpc.PolicyServiceAsyncStub
     server: RunningService
     clock: TestClock
     private_key: Ed25519PrivateKey

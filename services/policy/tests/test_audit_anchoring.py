@@ -320,7 +320,7 @@ async def test_a_checkpoint_not_written_by_policy_is_refused(
 @asynccontextmanager
 async def _server_with(
     policy: Policy, database_url: str, **values: Any
-) -> AsyncIterator[policy_pb2_grpc.PolicyServiceStub]:
+) -> AsyncIterator[policy_pb2_grpc.PolicyServiceAsyncStub]:
     """A second policy server on the same database, with other settings."""
     public: Mapping[str, Ed25519PublicKey] = {KEY_ID: policy.private_key.public_key()}
 
