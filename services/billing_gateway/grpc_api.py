@@ -54,7 +54,7 @@ def _not_linked() -> errors.ServiceError:
     )
 
 
-def _authorization(context: grpc.aio.ServicerContext) -> str:
+def _authorization(context: grpc.aio.ServicerContext[Any, Any]) -> str:
     """The caller's ``authorization`` metadata, forwarded as it is to policy (which verifies
     the admin credential itself)."""
     for key, value in context.invocation_metadata() or ():
@@ -102,7 +102,7 @@ class BillingGatewayServicer(billing_pb2_grpc.BillingGatewayServiceServicer):
         )
 
     async def CarryOutEscalation(
-        self, request: pb.CarryOutEscalationRequest, context: grpc.aio.ServicerContext
+        self, request: pb.CarryOutEscalationRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.CarryOutEscalationResponse:
         await self._admin(context, request.workspace_id)
         check = errors.Validator()
@@ -114,7 +114,7 @@ class BillingGatewayServicer(billing_pb2_grpc.BillingGatewayServiceServicer):
         return await self._escalations.carry_out(request, _authorization(context))
 
     async def DeclineEscalation(
-        self, request: pb.DeclineEscalationRequest, context: grpc.aio.ServicerContext
+        self, request: pb.DeclineEscalationRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.DeclineEscalationResponse:
         await self._admin(context, request.workspace_id)
         check = errors.Validator()
@@ -128,7 +128,7 @@ class BillingGatewayServicer(billing_pb2_grpc.BillingGatewayServiceServicer):
 
     # -- helpers ---------------------------------------------------------------------------
 
-    async def _admin(self, context: grpc.aio.ServicerContext, workspace_id: str) -> str:
+    async def _admin(self, context: grpc.aio.ServicerContext[Any, Any], workspace_id: str) -> str:
         return await self._admins.subject_of_call(context.invocation_metadata(), workspace_id)
 
     async def _customer(self, request: Any) -> tuple[str, StripeAccount]:
@@ -146,37 +146,37 @@ class BillingGatewayServicer(billing_pb2_grpc.BillingGatewayServiceServicer):
     # -- reads -----------------------------------------------------------------------------
 
     async def SyncContactTags(
-        self, request: pb.SyncContactTagsRequest, context: grpc.aio.ServicerContext
+        self, request: pb.SyncContactTagsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.SyncContactTagsResponse:
         customer_id, account = await self._customer(request)
         return await self._reads.sync_contact_tags(request, customer_id, account)
 
     async def GetSubscription(
-        self, request: pb.GetSubscriptionRequest, context: grpc.aio.ServicerContext
+        self, request: pb.GetSubscriptionRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.GetSubscriptionResponse:
         customer_id, account = await self._customer(request)
         return await self._reads.get_subscription(request, customer_id, account)
 
     async def ListInvoices(
-        self, request: pb.ListInvoicesRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ListInvoicesRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ListInvoicesResponse:
         customer_id, account = await self._customer(request)
         return await self._reads.list_invoices(request, customer_id, account)
 
     async def ListCharges(
-        self, request: pb.ListChargesRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ListChargesRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ListChargesResponse:
         customer_id, account = await self._customer(request)
         return await self._reads.list_charges(request, customer_id, account)
 
     async def GetCharge(
-        self, request: pb.GetChargeRequest, context: grpc.aio.ServicerContext
+        self, request: pb.GetChargeRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.GetChargeResponse:
         customer_id, account = await self._customer(request)
         return await self._reads.get_charge(request, customer_id, account)
 
     async def FindDuplicateCharges(
-        self, request: pb.FindDuplicateChargesRequest, context: grpc.aio.ServicerContext
+        self, request: pb.FindDuplicateChargesRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.FindDuplicateChargesResponse:
         customer_id, account = await self._customer(request)
         window = request.window.seconds if request.HasField("window") else 86_400
@@ -188,13 +188,13 @@ class BillingGatewayServicer(billing_pb2_grpc.BillingGatewayServiceServicer):
         return await self._reads.find_duplicate_charges(customer_id, account, window, lookback)
 
     async def FindCustomers(
-        self, request: pb.FindCustomersRequest, context: grpc.aio.ServicerContext
+        self, request: pb.FindCustomersRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.FindCustomersResponse:
         customer_search.check(request)
         return await self._search.find_customers(request)
 
     async def ListPlans(
-        self, request: pb.ListPlansRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ListPlansRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ListPlansResponse:
         check = errors.Validator()
         check.non_empty(request.workspace_id, "workspace_id")
@@ -202,7 +202,7 @@ class BillingGatewayServicer(billing_pb2_grpc.BillingGatewayServiceServicer):
         return await self._plans.list_plans(request)
 
     async def PreviewPlanChange(
-        self, request: pb.PreviewPlanChangeRequest, context: grpc.aio.ServicerContext
+        self, request: pb.PreviewPlanChangeRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.PreviewPlanChangeResponse:
         customer_id, account = await self._customer(request)
         return await self._plans.preview_plan_change(request, customer_id, account)
@@ -210,7 +210,7 @@ class BillingGatewayServicer(billing_pb2_grpc.BillingGatewayServiceServicer):
     # -- writes ----------------------------------------------------------------------------
 
     async def RefundCharge(
-        self, request: pb.RefundChargeRequest, context: grpc.aio.ServicerContext
+        self, request: pb.RefundChargeRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.RefundChargeResponse:
         check = errors.Validator()
         check.non_empty(request.charge_id, "charge_id")
@@ -221,7 +221,7 @@ class BillingGatewayServicer(billing_pb2_grpc.BillingGatewayServiceServicer):
         return await self._writes.refund_for(request, customer_id, account)
 
     async def ChangePlan(
-        self, request: pb.ChangePlanRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ChangePlanRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ChangePlanResponse:
         check = errors.Validator()
         check.non_empty(request.subscription_id, "subscription_id")
@@ -231,7 +231,7 @@ class BillingGatewayServicer(billing_pb2_grpc.BillingGatewayServiceServicer):
         return await self._writes.change_plan_for(request, customer_id, account)
 
     async def CancelSubscription(
-        self, request: pb.CancelSubscriptionRequest, context: grpc.aio.ServicerContext
+        self, request: pb.CancelSubscriptionRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.CancelSubscriptionResponse:
         check = errors.Validator()
         check.non_empty(request.subscription_id, "subscription_id")
@@ -240,7 +240,7 @@ class BillingGatewayServicer(billing_pb2_grpc.BillingGatewayServiceServicer):
         return await self._writes.cancel_for(request, customer_id, account)
 
     async def UndoCancellation(
-        self, request: pb.UndoCancellationRequest, context: grpc.aio.ServicerContext
+        self, request: pb.UndoCancellationRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.UndoCancellationResponse:
         customer_id, _ = await self._customer(request)
         return await self._writes.undo_cancellation(request, customer_id)
@@ -260,7 +260,7 @@ class BillingGatewayServicer(billing_pb2_grpc.BillingGatewayServiceServicer):
         )
 
     async def PauseSubscription(
-        self, request: pb.PauseSubscriptionRequest, context: grpc.aio.ServicerContext
+        self, request: pb.PauseSubscriptionRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.PauseSubscriptionResponse:
         resumes_at = request.resumes_at.seconds if request.HasField("resumes_at") else None
         return await self._subscription_write(
@@ -268,7 +268,7 @@ class BillingGatewayServicer(billing_pb2_grpc.BillingGatewayServiceServicer):
         )
 
     async def ResumeSubscription(
-        self, request: pb.ResumeSubscriptionRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ResumeSubscriptionRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ResumeSubscriptionResponse:
         done = await self._subscription_write(request, "resume_subscription", {})
         return pb.ResumeSubscriptionResponse(
@@ -276,7 +276,7 @@ class BillingGatewayServicer(billing_pb2_grpc.BillingGatewayServiceServicer):
         )
 
     async def StartResubscription(
-        self, request: pb.StartResubscriptionRequest, context: grpc.aio.ServicerContext
+        self, request: pb.StartResubscriptionRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.StartResubscriptionResponse:
         check = errors.Validator()
         check.non_empty(request.subscription_id, "subscription_id")
@@ -292,13 +292,15 @@ class BillingGatewayServicer(billing_pb2_grpc.BillingGatewayServiceServicer):
         return await self._links.start_resubscription(request, customer_id, account)
 
     async def RetryInvoicePayment(
-        self, request: pb.RetryInvoicePaymentRequest, context: grpc.aio.ServicerContext
+        self, request: pb.RetryInvoicePaymentRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.RetryInvoicePaymentResponse:
         customer_id, account = await self._customer(request)
         return await self._writes.retry_payment_for(request, customer_id, account)
 
     async def CreatePaymentMethodUpdateLink(
-        self, request: pb.CreatePaymentMethodUpdateLinkRequest, context: grpc.aio.ServicerContext
+        self,
+        request: pb.CreatePaymentMethodUpdateLinkRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
     ) -> pb.CreatePaymentMethodUpdateLinkResponse:
         customer_id, account = await self._customer(request)
         check = errors.Validator()
@@ -307,7 +309,7 @@ class BillingGatewayServicer(billing_pb2_grpc.BillingGatewayServiceServicer):
         return await self._links.payment_method_update_link(request, customer_id, account)
 
     async def GetOperation(
-        self, request: pb.GetOperationRequest, context: grpc.aio.ServicerContext
+        self, request: pb.GetOperationRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.GetOperationResponse:
         check = errors.Validator()
         check.non_empty(request.workspace_id, "workspace_id")
@@ -325,7 +327,7 @@ class BillingGatewayServicer(billing_pb2_grpc.BillingGatewayServiceServicer):
     # -- webhooks --------------------------------------------------------------------------
 
     async def IngestStripeEvent(
-        self, request: pb.IngestStripeEventRequest, context: grpc.aio.ServicerContext
+        self, request: pb.IngestStripeEventRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.IngestStripeEventResponse:
         check = errors.Validator()
         check.non_empty(request.workspace_id, "workspace_id")
@@ -339,7 +341,7 @@ class BillingGatewayServicer(billing_pb2_grpc.BillingGatewayServiceServicer):
     # -- admin -----------------------------------------------------------------------------
 
     async def ConnectAccount(
-        self, request: pb.ConnectAccountRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ConnectAccountRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ConnectAccountResponse:
         await self._admin(context, request.workspace_id)
         check = errors.Validator()
@@ -357,7 +359,7 @@ class BillingGatewayServicer(billing_pb2_grpc.BillingGatewayServiceServicer):
         return await self._setup.connect(request)
 
     async def CheckWebhookSetup(
-        self, request: pb.CheckWebhookSetupRequest, context: grpc.aio.ServicerContext
+        self, request: pb.CheckWebhookSetupRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.CheckWebhookSetupResponse:
         await self._admin(context, request.workspace_id)
         return await webhook_setup.check(
@@ -365,7 +367,7 @@ class BillingGatewayServicer(billing_pb2_grpc.BillingGatewayServiceServicer):
         )
 
     async def RetireWebhookSecret(
-        self, request: pb.RetireWebhookSecretRequest, context: grpc.aio.ServicerContext
+        self, request: pb.RetireWebhookSecretRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.RetireWebhookSecretResponse:
         await self._admin(context, request.workspace_id)
         check = errors.Validator()
@@ -380,13 +382,13 @@ class BillingGatewayServicer(billing_pb2_grpc.BillingGatewayServiceServicer):
         return await self._setup.retire_secret(request)
 
     async def ListRecoveryCases(
-        self, request: pb.ListRecoveryCasesRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ListRecoveryCasesRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ListRecoveryCasesResponse:
         await self._admin(context, request.workspace_id)
         return await self._recovery.list_cases(request)
 
     async def GetRecoveryStats(
-        self, request: pb.GetRecoveryStatsRequest, context: grpc.aio.ServicerContext
+        self, request: pb.GetRecoveryStatsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.GetRecoveryStatsResponse:
         await self._admin(context, request.workspace_id)
         return await self._recovery.stats(request)
@@ -394,7 +396,7 @@ class BillingGatewayServicer(billing_pb2_grpc.BillingGatewayServiceServicer):
     # -- the mirror ------------------------------------------------------------------------
 
     async def GetMirrorStatus(
-        self, request: pb.GetMirrorStatusRequest, context: grpc.aio.ServicerContext
+        self, request: pb.GetMirrorStatusRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.GetMirrorStatusResponse:
         await self._admin(context, request.workspace_id)
         check = errors.Validator()
@@ -403,7 +405,7 @@ class BillingGatewayServicer(billing_pb2_grpc.BillingGatewayServiceServicer):
         return await self._mirror_admin.status(request)
 
     async def UpdateMirrorSettings(
-        self, request: pb.UpdateMirrorSettingsRequest, context: grpc.aio.ServicerContext
+        self, request: pb.UpdateMirrorSettingsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.UpdateMirrorSettingsResponse:
         await self._admin(context, request.workspace_id)
         seconds = request.max_age.seconds if request.HasField("max_age") else 0

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 import asyncpg
 import grpc
@@ -85,13 +85,13 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
 
     # -- helpers ---------------------------------------------------------------------------
 
-    async def _admin(self, context: grpc.aio.ServicerContext, workspace_id: str) -> str:
+    async def _admin(self, context: grpc.aio.ServicerContext[Any, Any], workspace_id: str) -> str:
         return await self._admins.subject_of_call(context.invocation_metadata(), workspace_id)
 
     # -- decisions -------------------------------------------------------------------------
 
     async def Authorize(
-        self, request: pb.AuthorizeRequest, context: grpc.aio.ServicerContext
+        self, request: pb.AuthorizeRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.AuthorizeResponse:
         check = errors.Validator()
         _check_workspace(check, request.workspace_id)
@@ -133,7 +133,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
     # -- grants ----------------------------------------------------------------------------
 
     async def Redeem(
-        self, request: pb.RedeemRequest, context: grpc.aio.ServicerContext
+        self, request: pb.RedeemRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.RedeemResponse:
         check = errors.Validator()
         _check_workspace(check, request.workspace_id)
@@ -148,7 +148,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         return await resolving.redeem(self._cases, request, action, details, now)
 
     async def Commit(
-        self, request: pb.CommitRequest, context: grpc.aio.ServicerContext
+        self, request: pb.CommitRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.CommitResponse:
         check = errors.Validator()
         _check_workspace(check, request.workspace_id)
@@ -161,7 +161,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         return await resolving.commit(self._cases, request, now)
 
     async def Release(
-        self, request: pb.ReleaseRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ReleaseRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ReleaseResponse:
         check = errors.Validator()
         _check_workspace(check, request.workspace_id)
@@ -176,7 +176,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
     # -- escalations -----------------------------------------------------------------------
 
     async def OpenEscalation(
-        self, request: pb.OpenEscalationRequest, context: grpc.aio.ServicerContext
+        self, request: pb.OpenEscalationRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.OpenEscalationResponse:
         check = errors.Validator()
         _check_workspace(check, request.workspace_id)
@@ -225,7 +225,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         )
 
     async def GetEscalation(
-        self, request: pb.GetEscalationRequest, context: grpc.aio.ServicerContext
+        self, request: pb.GetEscalationRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.GetEscalationResponse:
         if service_auth.called_by_admin():
             await self._admin(context, request.workspace_id)
@@ -236,7 +236,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         return await escalations.get_escalation(self._pool, request)
 
     async def ListEscalations(
-        self, request: pb.ListEscalationsRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ListEscalationsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ListEscalationsResponse:
         await self._admin(context, request.workspace_id)
         check = errors.Validator()
@@ -251,7 +251,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         return await escalations.list_escalations(self._pool, request)
 
     async def ApproveEscalation(
-        self, request: pb.ApproveEscalationRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ApproveEscalationRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ApproveEscalationResponse:
         # The admin's own credential, also when the billing gateway forwards it
         # (CarryOutEscalation): the approver is the person, never the service.
@@ -264,7 +264,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         return await escalations.approve(self._escalations, request, admin, self._clock())
 
     async def RejectEscalation(
-        self, request: pb.RejectEscalationRequest, context: grpc.aio.ServicerContext
+        self, request: pb.RejectEscalationRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.RejectEscalationResponse:
         admin = await self._admin(context, request.workspace_id)
         check = errors.Validator()
@@ -276,7 +276,9 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         return await escalations.reject(self._escalations, request, admin, self._clock())
 
     async def RecordEscalationOutcome(
-        self, request: pb.RecordEscalationOutcomeRequest, context: grpc.aio.ServicerContext
+        self,
+        request: pb.RecordEscalationOutcomeRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
     ) -> pb.RecordEscalationOutcomeResponse:
         # Callers: the billing gateway only (PolicyService.allowed_callers).
         check = errors.Validator()
@@ -293,7 +295,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
     # -- bounds ----------------------------------------------------------------------------
 
     async def GetBounds(
-        self, request: pb.GetBoundsRequest, context: grpc.aio.ServicerContext
+        self, request: pb.GetBoundsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.GetBoundsResponse:
         if service_auth.called_by_admin():
             await self._admin(context, request.workspace_id)
@@ -308,7 +310,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         )
 
     async def GetWorkspaceTerms(
-        self, request: pb.GetWorkspaceTermsRequest, context: grpc.aio.ServicerContext
+        self, request: pb.GetWorkspaceTermsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.GetWorkspaceTermsResponse:
         check = errors.Validator()
         _check_workspace(check, request.workspace_id)
@@ -316,7 +318,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         return await terms.workspace_terms(self._pool, request.workspace_id, self._defaults)
 
     async def ProposeBoundsChange(
-        self, request: pb.ProposeBoundsChangeRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ProposeBoundsChangeRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ProposeBoundsChangeResponse:
         admin = await self._admin(context, request.workspace_id)
         check = errors.Validator()
@@ -355,7 +357,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         )
 
     async def ApproveBoundsChange(
-        self, request: pb.ApproveBoundsChangeRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ApproveBoundsChangeRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ApproveBoundsChangeResponse:
         admin = await self._admin(context, request.workspace_id)
         check = errors.Validator()
@@ -368,7 +370,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         )
 
     async def ListBoundsChanges(
-        self, request: pb.ListBoundsChangesRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ListBoundsChangesRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ListBoundsChangesResponse:
         await self._admin(context, request.workspace_id)
         check = errors.Validator()
@@ -385,7 +387,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
     # -- audit -----------------------------------------------------------------------------
 
     async def ListAuditEvents(
-        self, request: pb.ListAuditEventsRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ListAuditEventsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ListAuditEventsResponse:
         await self._admin(context, request.workspace_id)
         check = errors.Validator()
@@ -407,7 +409,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         return await audit_reads.list_events(self._pool, self._audit_keys, request)
 
     async def VerifyAuditChain(
-        self, request: pb.VerifyAuditChainRequest, context: grpc.aio.ServicerContext
+        self, request: pb.VerifyAuditChainRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.VerifyAuditChainResponse:
         await self._admin(context, request.workspace_id)
         check = errors.Validator()
@@ -416,7 +418,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         return await audit_reads.verify_chain(self._pool, self._audit_keys, request.workspace_id)
 
     async def VerifyAuditCheckpoint(
-        self, request: pb.VerifyAuditCheckpointRequest, context: grpc.aio.ServicerContext
+        self, request: pb.VerifyAuditCheckpointRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.VerifyAuditCheckpointResponse:
         await self._admin(context, request.workspace_id)
         check = errors.Validator()
