@@ -32,6 +32,9 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.CannotConnectNowError,
     asyncpg.InterfaceError,
     asyncpg.AdminShutdownError,
+    # The server refuses the connection for now (max_connections, a role's limit): an edge
+    # turn storing its outcome got a 500 instead of a 503 from this.
+    asyncpg.TooManyConnectionsError,
 )
 
 
