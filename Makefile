@@ -94,7 +94,10 @@ fmt: venv ## Format the code.
 # in the order conftest.py gives (the longest first), not xdist's (the most tests first),
 # which left the one-test chaos file, among the longest, for the end.
 TEST_WORKERS ?= 2
-test: lint typecheck deploy-check ## Everything CI runs: lint, types, unit, integration and contract tests.
+test: gen ## Everything CI runs: lint, types, unit, integration and contract tests.
+	# The three checks are independent and single-threaded: side by side on two cores (each
+	# one's output kept together), then the suite.
+	$(MAKE) --no-print-directory -j2 --output-sync=target lint typecheck deploy-check
 	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # Kubernetes manifests and the image recipe: their tools live in their own virtualenv so that
