@@ -7,13 +7,10 @@ components the gRPC services publish."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import socket
 from dataclasses import dataclass
 
 import asyncpg
-import uvicorn
 
 from edge import ratelimit
 from edge.access import ContentAccess
@@ -25,8 +22,9 @@ from edge.peers import Peers
 from edge.pipeline import Engine
 from edge.settings import EdgeSettings
 from edge.whatsapp_webhook import WhatsAppWebhook
-from runtime import tasks
+from runtime import http_server, tasks
 from runtime.health import SHUTTING_DOWN
+from runtime.http_server import HttpServer
 from runtime.server import DatabaseProbe, close_pool, open_database
 
 logger = logging.getLogger(__name__)
@@ -42,12 +40,14 @@ class RunningEdge:
     edge: Edge
     pool: asyncpg.Pool
     peers: Peers
-    server: uvicorn.Server
-    port: int
-    _serving: asyncio.Task[None]
+    http: HttpServer
     _probe: DatabaseProbe
     _mcp: McpEndpoint
     _settings: EdgeSettings
+
+    @property
+    def port(self) -> int:
+        return self.http.port
 
     @property
     def url(self) -> str:
@@ -64,12 +64,7 @@ class RunningEdge:
         await self.edge.health.set_component(SHUTTING_DOWN, False)
         if self._settings.shutdown_delay_seconds:
             await asyncio.sleep(self._settings.shutdown_delay_seconds)
-        self.server.should_exit = True
-        limit = grace if grace is not None else self._settings.shutdown_grace_seconds
-        done, _ = await asyncio.wait({self._serving}, timeout=limit)
-        if not done:
-            self.server.force_exit = True
-            await tasks.finish(self._serving)
+        await self.http.drain(grace if grace is not None else self._settings.shutdown_grace_seconds)
         await self._mcp.stop()
         await self._probe.stop()
         await tasks.bounded(self.peers.close(), tasks.STOP_STEP_SECONDS, "edge channels")
@@ -94,47 +89,24 @@ async def start(settings: EdgeSettings) -> RunningEdge:
         mcp,
         [*confirmations.routes(), *whatsapp.routes(), *access.routes(), *outcomes.routes()],
     )
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((settings.http_host, settings.http_port))
-    sock.listen(512)
-    sock.setblocking(False)
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
+    http = await http_server.start(
         app,
-        log_config=None,
-        access_log=False,
-        # No ASGI lifespan: the MCP endpoint runs its manager itself, and uvicorn skips the
-        # lifespan's shutdown on a forced exit (a drain past its grace), which would leave
-        # its lifespan task waiting for ever.
-        lifespan="off",
-        timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
-        # X-Forwarded-For is read by the edge alone, and only from TRUSTED_PROXIES
-        # (http_api.Edge.client_address); uvicorn would trust 127.0.0.1 (or
-        # FORWARDED_ALLOW_IPS) and let any local client pick its own address.
-        proxy_headers=False,
+        settings.http_host,
+        settings.http_port,
+        name=NAME,
+        grace_seconds=settings.shutdown_grace_seconds,
+        backlog=512,
     )
-    http_server = uvicorn.Server(config)
-    # The process's own handlers drain the edge; uvicorn must not take SIGTERM for itself.
-    http_server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
-    serving = asyncio.create_task(http_server.serve(sockets=[sock]), name="edge-http")
-    while not http_server.started:
-        if serving.done():
-            await serving
-            raise RuntimeError("the HTTP server stopped at start")
-        await asyncio.sleep(0.01)
 
     probe = await DatabaseProbe.start(
         pool, edge.health, settings.health_probe_interval_seconds, NAME
     )
-    logger.info("serving", extra={"port": port})
+    logger.info("serving", extra={"port": http.port})
     return RunningEdge(
         edge,
         pool,
         peers,
-        http_server,
-        port,
-        serving,
+        http,
         probe,
         mcp,
         settings,
