@@ -74,13 +74,16 @@ dist: $(VENV)/.stamp ## Build the typed Python client wheel (askvault-clients) i
 		--build-constraints clients/build-requirements.lock $(CLIENT_BUILD)
 	@ls dist/askvault_clients-*.whl
 
-lint: gen ## ruff, buf lint and buf breaking against main.
+# The contracts are compared with the last commit that landed (passed CI), written in
+# protos/BREAKING_BASELINE: comparing main with itself would prove nothing. After a stop lands,
+# the next change sets the file to that commit.
+BUF_BASELINE := $(shell head -n1 protos/BREAKING_BASELINE)
+lint: gen ## ruff, buf lint and buf breaking against the last landed commit.
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	cd protos && ../$(BIN)/buf lint
-	@if git cat-file -e main:protos/buf.yaml 2>/dev/null; then \
-		cd protos && ../$(BIN)/buf breaking --against '../.git#branch=main,subdir=protos'; \
-	else echo "buf breaking: main has no protos yet, nothing to compare"; fi
+	@git cat-file -e $(BUF_BASELINE)^{commit} || { echo "buf breaking: baseline $(BUF_BASELINE) (protos/BREAKING_BASELINE) is not in this clone: fetch the full history"; exit 1; }
+	cd protos && ../$(BIN)/buf breaking --against '../.git#ref=$(BUF_BASELINE),subdir=protos'
 
 typecheck: gen ## mypy over the runtime, services, emulators, the CLI and tests.
 	$(BIN)/mypy runtime services emulators tests devstack bench chaos cli conftest.py clients/src

@@ -67,4 +67,20 @@ SERVICES: list[ServiceEntry] = [
         # No workers: the contract test only calls the RPCs.
         lambda: {"worker_count": 0},
     ),
+    ServiceEntry(
+        "billing_gateway",
+        "billing_gateway.service",
+        "BillingGatewayService",
+        "billing_gateway.settings",
+        "BillingGatewaySettings",
+        # No workers and no reachable Stripe: the contract tests only call the RPCs, and an
+        # empty request is refused before any call would leave the gateway.
+        lambda: {
+            "secrets_encryption_keys": f"k1:{_key()}",
+            "run_workers": False,
+            "stripe_api_base": "http://127.0.0.1:9/stripe",
+            "stripe_max_network_retries": 0,
+            "stripe_timeout_seconds": 1.0,
+        },
+    ),
 ]

@@ -3,6 +3,7 @@ reflection, and every RPC of an implemented service is implemented."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from google.protobuf import descriptor_pool, message_factory
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2
 
-from runtime import grpc_typing, testing
+from runtime import grpc_typing, testing, testing_keys
 from tests.registry import SERVICES, ServiceEntry
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,22 +27,43 @@ def test_protos_pass_buf_lint() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_protos_are_compatible_with_main() -> None:
-    has_main = subprocess.run(
-        ["git", "cat-file", "-e", "main:protos/buf.yaml"],
-        cwd=ROOT,
-        capture_output=True,
-        check=False,
-    )
-    against = "../.git#branch=main,subdir=protos" if has_main.returncode == 0 else "."
-    result = subprocess.run(
+def _baseline() -> str:
+    """The last landed commit, which the contracts must stay compatible with."""
+    return (ROOT / "protos" / "BREAKING_BASELINE").read_text().split()[0]
+
+
+def _buf_breaking(protos: Path) -> subprocess.CompletedProcess[str]:
+    against = f"{ROOT / '.git'}#ref={_baseline()},subdir=protos"
+    return subprocess.run(
         [str(BUF), "breaking", "--against", against],
-        cwd=ROOT / "protos",
+        cwd=protos,
         capture_output=True,
         text=True,
         check=False,
     )
+
+
+def test_protos_are_compatible_with_the_last_landed_commit() -> None:
+    exists = subprocess.run(
+        ["git", "cat-file", "-e", f"{_baseline()}^{{commit}}"], cwd=ROOT, check=False
+    )
+    assert exists.returncode == 0, "protos/BREAKING_BASELINE names a commit this clone lacks"
+    result = _buf_breaking(ROOT / "protos")
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_buf_breaking_refuses_a_renumbered_field(tmp_path: Path) -> None:
+    """The check above can fail: the same comparison of a copy of the protos where one field
+    of a landed message changed its number is refused."""
+    protos = tmp_path / "protos"
+    shutil.copytree(ROOT / "protos", protos)
+    common = protos / "askvault" / "common" / "v1" / "common.proto"
+    text = common.read_text()
+    assert "int64 amount_minor = 1;" in text
+    common.write_text(text.replace("int64 amount_minor = 1;", "int64 amount_minor = 99;"))
+    result = _buf_breaking(protos)
+    assert result.returncode != 0
+    assert "amount_minor" in result.stdout + result.stderr
 
 
 async def _call_with_empty_request(
@@ -94,3 +116,32 @@ async def test_every_rpc_is_implemented_and_reflected(
     }
     assert codes
     assert unanswered == {}
+
+
+@pytest.mark.parametrize("entry", SERVICES, ids=lambda entry: entry.name)
+async def test_with_service_keys_every_rpc_refuses_a_caller_without_credential(
+    entry: ServiceEntry, database_url: str
+) -> None:
+    """With the service keys set, health and reflection still answer anyone (probes and
+    tooling carry no credential), and every RPC of the service refuses a call that carries
+    neither a service credential nor an admin's: a service left out of this list would go
+    unchecked."""
+    service, settings = entry.build(database_url, service_public_keys=testing_keys.public_keys())
+    async with (
+        testing.running(service, settings) as running,
+        grpc.aio.insecure_channel(running.address) as channel,
+    ):
+        health = await grpc_typing.health_stub(channel).Check(
+            health_pb2.HealthCheckRequest(), timeout=10
+        )
+        codes = {}
+        for full_name in service.service_names:
+            descriptor = descriptor_pool.Default().FindServiceByName(full_name)
+            for method in descriptor.methods:
+                codes[method.full_name] = await _call_with_empty_request(channel, full_name, method)
+    assert health.status == health_pb2.HealthCheckResponse.SERVING
+    assert codes
+    assert {name: code for name, code in codes.items() if code != _UNAUTHENTICATED} == {}
+
+
+_UNAUTHENTICATED = grpc.StatusCode.UNAUTHENTICATED

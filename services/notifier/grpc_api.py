@@ -325,6 +325,10 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServiceServicer):
     async def ListMessages(
         self, request: pb.ListMessagesRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ListMessagesResponse:
+        if service_auth.called_by_admin():
+            # A call without a service's credential is an admin's or nobody's: the caller is
+            # proven before anything about the request is answered.
+            await self._admin(context, request.workspace_id)
         check = errors.Validator()
         check.non_empty(request.workspace_id, "workspace_id")
         check.require(0 <= request.page_size <= MAX_PAGE_SIZE, "page_size", f"0 to {MAX_PAGE_SIZE}")
@@ -334,9 +338,8 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServiceServicer):
             "unknown status",
         )
         check.check()
-        if not request.contact_id or service_auth.called_by_admin():
-            # The whole workspace's messages are an admin's to read; so is a call that came
-            # without a service's credential.
+        if request.contact_id == "" and not service_auth.called_by_admin():
+            # The whole workspace's messages are an admin's to read.
             await self._admin(context, request.workspace_id)
         after = paging.decode_cursor(request.page_token)
         size = request.page_size or DEFAULT_PAGE_SIZE
