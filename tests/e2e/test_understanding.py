@@ -3,16 +3,21 @@ Stripe emulator running: each reaches its flow."""
 
 from __future__ import annotations
 
-from tests.e2e.conftest import Stack
+from typing import Any
+
+from tests.e2e.conftest import Stack, eventually
 
 
 async def test_misread_phrases_reach_their_flows(stack: Stack) -> None:
+    refunds_before = await stack.refunds()
     # An amount inside the sentence no longer hides the duplicate; "yep, go ahead" confirms.
     duplicate = await stack.turn("bob", "I was charged $49 twice", conversation="dup")
     assert duplicate["intent"] == "duplicate_charge", duplicate
     assert "twice" in duplicate["reply"] and "$19" in duplicate["reply"]
     refunded = await stack.turn("bob", "yep, go ahead", conversation="dup")
     assert "refunded $19" in refunded["reply"], refunded
+    new = [refund for refund in await stack.refunds() if refund not in refunds_before]
+    assert [refund["amount"] for refund in new] == [1900], new
 
     # A plan change is started, not the current plan shown.
     change = await stack.turn("alice", "I want to change my plan", conversation="change")
@@ -26,6 +31,10 @@ async def test_misread_phrases_reach_their_flows(stack: Stack) -> None:
         assert "I can cancel your Growth subscription" in close["reply"], close
     declined = await stack.turn("alice", "nope", conversation="close")
     assert "I won't do that" in declined["reply"], declined
+    subscription = await stack.stripe.v1.subscriptions.retrieve_async(
+        stack.customer("alice@example.com")["subscription"]
+    )
+    assert subscription["status"] == "active" and not subscription["cancel_at_period_end"]
 
     # Not wanting a refund proposes none.
     no_refund = await stack.turn("alice", "I do not want a refund", conversation="norefund")
@@ -55,6 +64,12 @@ async def test_send_me_invoices_shows_the_links_and_offers_the_bundle(stack: Sta
     assert len(await stack.emails("alice@example.com")) == before
     emailed = await stack.turn("alice", "yes", conversation="send")
     assert "emailed your invoices" in emailed["reply"], emailed
+
+    async def bundle() -> list[dict[str, Any]]:
+        return (await stack.emails("alice@example.com"))[before:]
+
+    mails = await eventually(bundle)
+    assert len(mails) == 1 and mails[0]["attachments"], mails
 
 
 async def test_a_declined_card_offers_retry_a_new_card_or_a_person(stack: Stack) -> None:
