@@ -32,12 +32,28 @@ CREATE TABLE idempotency_keys (
 """
 
 
-def fingerprint(request: Message, key_field: str = "idempotency_key") -> bytes:
-    """SHA-256 of the request without its key: what "the same parameters" means."""
+# The field carrying the visitor's identity assertion in customer-scoped requests.
+ASSERTION_FIELD = "identity_assertion"
+
+
+def fingerprint(
+    request: Message, key_field: str = "idempotency_key", principal: str | None = None
+) -> bytes:
+    """SHA-256 of the request without its key: what "the same parameters" means.
+
+    With ``principal`` (who the verified assertion names, e.g. ``contact:customer``), the
+    assertion itself is left out and the principal counts instead: a client retrying after a
+    lost answer has its visitor verified again, which issues a new assertion, and must get
+    the first answer, while another person's call under the same key stays a mismatch."""
     copy = type(request)()
     copy.CopyFrom(request)
     copy.ClearField(key_field)  # type: ignore[arg-type]
-    return hashlib.sha256(copy.SerializeToString(deterministic=True)).digest()
+    digest = hashlib.sha256()
+    if principal is not None:
+        copy.ClearField(ASSERTION_FIELD)  # type: ignore[arg-type]
+        digest.update(b"principal\x00" + principal.encode() + b"\x00")
+    digest.update(copy.SerializeToString(deterministic=True))
+    return digest.digest()
 
 
 def require_key(key: str, field_path: str = "idempotency_key") -> None:

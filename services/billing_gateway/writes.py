@@ -55,7 +55,9 @@ def write_request(
     return WriteRequest(
         workspace_id=request.workspace_id,
         idempotency_key=request.idempotency_key,
-        fingerprint=idempotency.fingerprint(request),
+        # The customer the verified assertion names, not the assertion: a retry after a lost
+        # answer carries a freshly issued one and must replay the first answer.
+        fingerprint=idempotency.fingerprint(request, principal=customer_id),
         action=action,
         grant_id=grant_id,
         stripe_customer_id=customer_id,

@@ -69,14 +69,16 @@ class UseCases:
         response_type: type[ResponseT],
         claim: Claim[LoadedT],
         effect: Callable[[Connection, LoadedT], Awaitable[Outcome[ResponseT]]],
+        principal: str | None = None,
     ) -> ResponseT:
         """``runtime.idempotency.run_once`` in fewer round trips: the key's claim comes with
         the effect's first read (``claim``), and the effect's audit entries are recorded
         with the saved response in one final statement, in the same transaction. A key
-        already taken replays its response (or is refused) as run_once does."""
+        already taken replays its response (or is refused) as run_once does. ``principal``:
+        who the request's verified assertion names (``idempotency.fingerprint``)."""
         idempotency.require_key(key)
         method = request.DESCRIPTOR.full_name
-        fingerprint = idempotency.fingerprint(request)
+        fingerprint = idempotency.fingerprint(request, principal=principal)
         async with self.pool.acquire() as connection, connection.transaction():
             claimed, loaded = await claim(connection, method, fingerprint)
             if not claimed:
@@ -181,7 +183,15 @@ async def authorize(cases: UseCases, call: AuthorizeCall) -> pb.AuthorizeRespons
         pb.AuthorizeResponse,
         claim,
         decide,
+        principal=_principal(call.assertion),
     )
+
+
+def _principal(assertion: assertions.Assertion | None) -> str | None:
+    """Who a verified assertion names; None (the assertion itself counts) when refused."""
+    if assertion is None:
+        return None
+    return f"{assertion.contact_id}:{assertion.stripe_customer_id}"
 
 
 async def _carry_out(

@@ -120,6 +120,12 @@ async def test_refund_needs_a_grant_for_exactly_its_parameters(stack: Stack) -> 
     again = await stack.billing.RefundCharge(request)
     assert first == again and first.operation.state == pb.OPERATION_STATE_SUCCEEDED
     assert first.amount.amount_minor == 500 and len(_refunds_of(stack, charge)) == 1
+    # A retry after a lost answer comes with a freshly issued assertion of the same person:
+    # the first answer again, no second refund.
+    request.identity_assertion = await stack.assertion("bob@example.com")
+    assert request.identity_assertion != bob
+    assert await stack.billing.RefundCharge(request) == first
+    assert len(_refunds_of(stack, charge)) == 1
 
 
 async def _grant_audit(stack: Stack, grant_id: str) -> list[tuple[str, str]]:

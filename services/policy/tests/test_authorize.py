@@ -140,6 +140,32 @@ async def test_repeated_idempotency_key_returns_the_same_decision_and_reserves_o
     )
 
 
+async def test_a_retry_with_a_fresh_assertion_of_the_same_person_replays_the_decision(
+    policy: Policy,
+) -> None:
+    """A client that retries after a lost answer has its visitor verified again, which issues
+    a new assertion: the retry is the same call of the same person and gets the first answer.
+    Another person's assertion under the same key is another call."""
+    request = policy.refund(3000)
+    first = await policy.stub.Authorize(request)
+    retried = pb.AuthorizeRequest()
+    retried.CopyFrom(request)
+    retried.identity_assertion = policy.assertion()
+    assert retried.identity_assertion != request.identity_assertion
+    assert await policy.stub.Authorize(retried) == first
+    assert await policy.counter() == 3000
+
+    someone_else = pb.AuthorizeRequest()
+    someone_else.CopyFrom(request)
+    someone_else.identity_assertion = policy.assertion("ct_mallory", "cus_mallory")
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await policy.stub.Authorize(someone_else)
+    assert testing.error_details(raised.value)[:2] == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "IDEMPOTENCY_MISMATCH",
+    )
+
+
 @pytest.mark.parametrize(
     ("make_assertion", "reason"),
     [
