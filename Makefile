@@ -9,7 +9,7 @@ PROTO_FILES := $(shell find protos -name '*.proto')
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv gen dist lint typecheck fmt test test-unit run migrate bench emulator clean chat demo
+.PHONY: help venv gen dist lint typecheck fmt test test-unit run migrate bench emulator clean chat demo conformance
 
 help: ## List the verbs.
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -86,7 +86,7 @@ lint: gen ## ruff, buf lint and buf breaking against the last landed commit.
 	cd protos && ../$(BIN)/buf breaking --against '../.git#ref=$(BUF_BASELINE),subdir=protos'
 
 typecheck: gen ## mypy over the runtime, services, emulators, the CLI and tests.
-	$(BIN)/mypy runtime services emulators tests devstack bench chaos cli conftest.py clients/src
+	$(BIN)/mypy runtime services emulators tests devstack bench chaos conformance cli conftest.py clients/src
 
 fmt: venv ## Format the code.
 	$(BIN)/ruff format .
@@ -140,6 +140,12 @@ chat: gen ## Chat in the terminal as a demo customer (USER=bob) with a running `
 
 demo: gen ## Play the seed's journey against a running `make run` and print the transcript.
 	$(PY) -m devstack.chat --demo
+
+# TARGET (the edge's URL) and GRPC (identity=host:port,policy=...,billing_gateway=...,
+# notifier=...) name a deployment, its credentials in CONFORMANCE_* (deploy/README.md); with
+# neither, the local `make run` is checked with its own credentials.
+conformance: gen ## Check a running deployment against the contracts (TARGET=<edge URL> GRPC=<hosts>; default: make run).
+	$(PY) -m conformance $(if $(TARGET),--edge "$(TARGET)") $(if $(GRPC),--grpc "$(GRPC)") --report bench/results/conformance.json
 
 .PHONY: chaos
 chaos: gen ## Kill, crash and fault the whole system under load, then reconcile every ledger.

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import json
 
+import grpc
+import grpc.aio
 import pytest
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from askvault_clients import ServiceCredential, SigningKey, channels, service_config
-from runtime import errors, service_auth
+from askvault_clients import ServiceCredential, SigningKey, aio_channel, channels, service_config
+from runtime import errors, grpc_typing, service_auth
 
 
 def _retried() -> set[str]:
@@ -65,3 +68,21 @@ def test_mutual_tls_needs_both_halves() -> None:
         channels.Tls(ca_file="ca.pem", cert_file="client.pem").credentials()
     with pytest.raises(ValueError, match="both"):
         channels.Tls(ca_file="ca.pem", key_file="client.key").credentials()
+
+
+async def test_a_channel_without_retries_calls() -> None:
+    """``max_attempts=1`` (no retries) leaves the retry policy out: gRPC refuses one of fewer
+    than two attempts and the channel then fails every call."""
+    assert len(service_config(max_attempts=1)["methodConfig"]) == 1
+    with pytest.raises(ValueError, match="max_attempts"):
+        service_config(max_attempts=0)
+    server = grpc.aio.server()
+    health_pb2_grpc.add_HealthServicer_to_server(health.aio.HealthServicer(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with aio_channel(f"127.0.0.1:{port}", max_attempts=1) as channel:
+            answer = await grpc_typing.health_stub(channel).Check(health_pb2.HealthCheckRequest())
+        assert answer.status == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        await server.stop(None)

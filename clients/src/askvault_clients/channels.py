@@ -47,12 +47,18 @@ def service_config(
     timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS, max_attempts: int = 3
 ) -> dict[str, Any]:
     """The gRPC service config: round-robin balancing; every RPC a default deadline; reads
-    (see ``services.read_methods``) retried on UNAVAILABLE with exponential backoff."""
+    (see ``services.read_methods``) retried on UNAVAILABLE with exponential backoff, unless
+    ``max_attempts`` is 1 (gRPC refuses a retry policy of fewer than two attempts, and the
+    channel would then fail every call)."""
+    if max_attempts < 1:
+        raise ValueError("max_attempts is at least 1")
     timeout = f"{timeout_seconds:.3f}s"
-    return {
+    config: dict[str, Any] = {
         "loadBalancingConfig": [{"round_robin": {}}],
-        "methodConfig": [
-            {"name": [{}], "timeout": timeout},
+        "methodConfig": [{"name": [{}], "timeout": timeout}],
+    }
+    if max_attempts > 1:
+        config["methodConfig"].append(
             {
                 "name": [
                     {"service": service, "method": method}
@@ -66,9 +72,9 @@ def service_config(
                     "backoffMultiplier": 2,
                     "retryableStatusCodes": ["UNAVAILABLE"],
                 },
-            },
-        ],
-    }
+            }
+        )
+    return config
 
 
 def channel_options(
