@@ -13,7 +13,13 @@ runtime/telemetry.py), beside the per-RPC ones every service has:
   (``operation_failed``), and Stripe events no webhook delivered, found by the mirror's
   catch-up (``missed_event``);
 - ``askvault_billing_refunds_total{currency}`` and
-  ``askvault_billing_refunded_amount_total{currency}`` (minor units): refunds Stripe made.
+  ``askvault_billing_refunded_amount_total{currency}`` (minor units): refunds Stripe made;
+- ``askvault_billing_recovery_cases_opened_total{message}``: failed payments that opened a
+  recovery case, with whether the customer's recovery message went to the notifier
+  (``sent``) or was refused (``refused``: no contact, no hosted invoice page, ...);
+- ``askvault_billing_recovery_cases_closed_total{state}``: cases closed as ``recovered``
+  (the invoice paid) or ``lost`` (voided, uncollectible): recovered / closed is the rate.
+  Counted when the webhook batch that did it committed, so never twice.
 """
 
 from __future__ import annotations
@@ -43,6 +49,15 @@ _refunded_amount = _meter.create_counter(
     description="Amount refunded in Stripe, in the currency's minor unit, by currency",
 )
 
+_cases_opened = _meter.create_counter(
+    "askvault.billing.recovery.cases_opened",
+    description="Failed payments that opened a recovery case, by whether the message went",
+)
+_cases_closed = _meter.create_counter(
+    "askvault.billing.recovery.cases_closed",
+    description="Recovery cases closed, by state (recovered or lost)",
+)
+
 # Reconciliation's differences (the ``difference`` attribute).
 OPERATION_SUCCEEDED = "operation_succeeded"
 OPERATION_FAILED = "operation_failed"
@@ -65,6 +80,16 @@ def count_refund(refund: dict[str, Any]) -> None:
     currency = str(refund.get("currency") or "").lower()
     _refunds.add(1, {"currency": currency})
     _refunded_amount.add(int(refund.get("amount") or 0), {"currency": currency})
+
+
+def count_case_opened(messaged: bool) -> None:
+    """A failed payment opened a case; its recovery message went (or was refused)."""
+    _cases_opened.add(1, {"message": "sent" if messaged else "refused"})
+
+
+def count_case_closed(state: str) -> None:
+    """A recovery case closed as ``recovered`` or ``lost``."""
+    _cases_closed.add(1, {"state": state})
 
 
 class HasBreakers(Protocol):

@@ -1,6 +1,7 @@
 """The gateway's metrics, read from the OpenTelemetry meter after the real thing happened:
 forged webhook signatures, a Stripe breaker that opens, reconciliation settling a write the
-ledger lost track of (and the refund it made), and events no webhook delivered."""
+ledger lost track of (and the refund it made), events no webhook delivered, and a failed
+payment's recovery case opened and recovered."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 import time
 from datetime import timedelta
 
+import aiohttp
 import grpc
 import pytest
 
@@ -24,6 +26,8 @@ BREAKERS_OPEN = "askvault.billing.stripe.breakers_open"
 DIFFERENCES = "askvault.billing.reconciliation.differences"
 REFUNDS = "askvault.billing.refunds"
 REFUNDED_AMOUNT = "askvault.billing.refunded_amount"
+CASES_OPENED = "askvault.billing.recovery.cases_opened"
+CASES_CLOSED = "askvault.billing.recovery.cases_closed"
 
 
 def _signing_secret(stack: Stack) -> str:
@@ -155,3 +159,51 @@ async def test_events_no_webhook_delivered_are_counted_by_the_catch_up(stack: St
     with testing.captured_metrics() as captured:
         assert await stack.service.mirror.catch_up_all() == 1
         assert captured.value(DIFFERENCES, difference="missed_event") >= 1
+
+
+async def _retry(stack: Stack, assertion: str, invoice_id: str) -> pb.RetryInvoicePaymentResponse:
+    grant = await stack.grant(
+        assertion,
+        common_pb2.BILLING_ACTION_RETRY_PAYMENT,
+        policy_pb2.ActionDetails(invoice_id=invoice_id),
+    )
+    response: pb.RetryInvoicePaymentResponse = await stack.billing.RetryInvoicePayment(
+        pb.RetryInvoicePaymentRequest(
+            workspace_id=WORKSPACE,
+            identity_assertion=assertion,
+            grant_id=grant.grant_id,
+            invoice_id=invoice_id,
+            idempotency_key=key("retry"),
+        )
+    )
+    return response
+
+
+async def test_a_recovered_payment_counts_one_case_opened_and_one_recovered(stack: Stack) -> None:
+    carol = await stack.assertion("carol@example.com")
+    invoice_id = stack.demo["customers"]["carol@example.com"]["invoices"][-1]
+    await stack.flush_webhooks()
+    await stack.service.events.drain()
+    with testing.captured_metrics() as captured:
+        with pytest.raises(grpc.aio.AioRpcError):
+            await _retry(stack, carol, invoice_id)
+        await stack.flush_webhooks()
+        await stack.service.events.drain()
+        assert captured.value(CASES_OPENED, message="sent") == 1
+        assert captured.value(CASES_CLOSED) == 0
+        link = await stack.billing.CreatePaymentMethodUpdateLink(
+            pb.CreatePaymentMethodUpdateLinkRequest(
+                workspace_id=WORKSPACE, identity_assertion=carol, idempotency_key=key("link")
+            )
+        )
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(link.url, data={"payment_method": "pm_card_visa"}) as answer,
+        ):
+            assert answer.status == 200
+        assert (await _retry(stack, carol, invoice_id)).paid
+        await stack.flush_webhooks()
+        await stack.service.events.drain()
+        # invoice.paid and invoice.payment_succeeded both close it: counted once.
+        assert captured.value(CASES_CLOSED, state="recovered") == 1
+        assert captured.value(CASES_OPENED) == 1
