@@ -183,6 +183,23 @@ async def close_pool(pool: asyncpg.Pool) -> None:
         pool.terminate()
 
 
+def server_options(config: settings.ServiceSettings) -> list[tuple[str, int]]:
+    """The gRPC server's channel options. Connections are aged out (GOAWAY after
+    GRPC_MAX_CONNECTION_AGE_SECONDS, calls in flight get the grace): clients balance over the
+    headless Service's DNS round-robin and resolve again only when a connection closes, so
+    without it replicas started later would never get traffic from long-lived clients."""
+    options = [("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 4 * 1024 * 1024)]
+    if config.grpc_max_connection_age_seconds:
+        options += [
+            ("grpc.max_connection_age_ms", int(config.grpc_max_connection_age_seconds * 1000)),
+            (
+                "grpc.max_connection_age_grace_ms",
+                int(config.grpc_max_connection_age_grace_seconds * 1000),
+            ),
+        ]
+    return options
+
+
 async def start(service: Service, config: settings.ServiceSettings) -> RunningService:
     """Starts a service and returns once it listens (port 0 picks a free port)."""
     pool = await open_database(config, service.name, service.migrations_package)
@@ -204,7 +221,7 @@ async def start(service: Service, config: settings.ServiceSettings) -> RunningSe
             aio_server_interceptor(),  # type: ignore[no-untyped-call]
             ServerInterceptor(service.error_domain, callers),
         ],
-        options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 4 * 1024 * 1024)],
+        options=server_options(config),
     )
     health_pb2_grpc.add_HealthServicer_to_server(health.servicer, server)
     reflection.enable_server_reflection(

@@ -46,6 +46,12 @@ class ServiceSettings(BaseSettings):
     # Size of the asyncpg pool.
     database_pool_min_size: int = Field(default=1, ge=0)
     database_pool_max_size: int = Field(default=10, ge=1)
+    # Seconds after which the gRPC server asks a client to reconnect (GOAWAY), and the seconds
+    # its calls in flight then get to finish: a client balancing over DNS round-robin only
+    # looks the name up again when a connection ends, so without an age a replica added by
+    # the autoscaler would get no call from clients already connected. 0 keeps connections.
+    grpc_max_connection_age_seconds: float = Field(default=300.0, ge=0)
+    grpc_max_connection_age_grace_seconds: float = Field(default=30.0, ge=0)
     # Seconds between database health probes.
     health_probe_interval_seconds: float = Field(default=2.0, gt=0)
     # Admin credentials (``authorization: Bearer <jwt>``) come from an identity provider:

@@ -8,6 +8,7 @@ import socket
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -17,7 +18,9 @@ import grpc
 import jwt
 from google.protobuf import timestamp_pb2
 from google.rpc import error_details_pb2, status_pb2
-from opentelemetry import trace
+from opentelemetry import metrics, trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
@@ -170,6 +173,49 @@ def captured_spans() -> Iterator[InMemorySpanExporter]:
         yield exporter
     finally:
         _span_capture.exporter = None
+
+
+@dataclass
+class CapturedMetrics:
+    """What the process's OpenTelemetry instruments recorded while a capture was on."""
+
+    reader: InMemoryMetricReader
+
+    def value(self, name: str, **attributes: str) -> float:
+        """The sum of the points of instrument ``name`` (its OpenTelemetry name, e.g.
+        ``askvault.notifier.dead_letters``) whose attributes include ``attributes``; a gauge's
+        value when they name one point; 0 when nothing was recorded."""
+        data = self.reader.get_metrics_data()
+        total = 0.0
+        for resource in data.resource_metrics if data else ():
+            for scope in resource.scope_metrics:
+                for metric in scope.metrics:
+                    if metric.name != name:
+                        continue
+                    for point in metric.data.data_points:
+                        found = point.attributes or {}
+                        if all(found.get(key) == wanted for key, wanted in attributes.items()):
+                            total += float(getattr(point, "value", 0.0))
+        return total
+
+
+@contextmanager
+def captured_metrics() -> Iterator[CapturedMetrics]:
+    """The measurements this process's instruments take during the block (and the values
+    observable gauges report when read), read from an in-memory reader added to the global
+    meter provider for the block; the provider is made an SDK one if it is not yet. A reader
+    added now sees only what is recorded from now on, so a counter's value is the block's."""
+    provider = metrics.get_meter_provider()
+    if not isinstance(provider, MeterProvider):
+        metrics.set_meter_provider(MeterProvider())
+        provider = metrics.get_meter_provider()
+        assert isinstance(provider, MeterProvider), "another meter provider is installed"
+    reader = InMemoryMetricReader()
+    provider.add_metric_reader(reader)
+    try:
+        yield CapturedMetrics(reader)
+    finally:
+        provider.remove_metric_reader(reader)
 
 
 def confirmed(

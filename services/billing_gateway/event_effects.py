@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import quote
 
 from askvault.notifier.v1 import notifier_pb2
-from billing_gateway import convert, inbox_store, mirror_reads, storage
+from billing_gateway import convert, gateway_metrics, inbox_store, mirror_reads, storage
 from billing_gateway.accounts import AccountDirectory
 from billing_gateway.domain import billing
 from billing_gateway.mirror import Freshness, Mirror
@@ -49,6 +49,9 @@ class Burst:
     # The batch's events take their objects into the mirror one at a time: two of them may
     # carry versions of one embedded object (a product, a payment method).
     mirror_turn: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # Metrics of what the batch did, counted once its transaction committed (a batch rolled
+    # back is applied again, and must not be counted twice).
+    on_commit: list[Callable[[], None]] = field(default_factory=list)
 
 
 class EventEffects:
@@ -89,9 +92,9 @@ class EventEffects:
         elif kind == "invoice.payment_failed":
             await self._payment_failed(burst, event, obj, fetched, problems)
         elif kind in ("invoice.payment_succeeded", "invoice.paid"):
-            await self._close_case(burst.connection, event, obj, "recovered", "payment_succeeded")
+            await self._close_case(burst, event, obj, "recovered", "payment_succeeded")
         elif kind in ("invoice.voided", "invoice.marked_uncollectible"):
-            await self._close_case(burst.connection, event, obj, "lost", kind.split(".")[1])
+            await self._close_case(burst, event, obj, "lost", kind.split(".")[1])
         elif kind == "charge.refunded":
             await self._refunded(burst, event, obj, problems)
         # Any other type: acknowledged, ignored.
@@ -314,10 +317,12 @@ class EventEffects:
                 "PAYMENT_FAILED",
             ),
         ]
+        messaged = len(problems) == refused_before
+        case_id = ids.new_id("rc")
         found = await inbox_store.record_payment_failed(
             burst.connection,
             workspace_id=event.workspace_id,
-            case_id=ids.new_id("rc"),
+            case_id=case_id,
             stripe_customer_id=customer_id,
             invoice_id=invoice_id,
             amount_due_minor=int(invoice.get("amount_due") or 0),
@@ -327,9 +332,11 @@ class EventEffects:
             entries=entries,
         )
         if found is not None:
+            if found == case_id:
+                burst.on_commit.append(lambda: gateway_metrics.count_case_opened(messaged))
             return
         # The case was opened by a transaction committed after that statement began.
-        case = await storage.open_case(
+        opened = await storage.open_case(
             burst.connection,
             workspace_id=event.workspace_id,
             case_id=ids.new_id("rc"),
@@ -338,7 +345,12 @@ class EventEffects:
             amount_due_minor=int(invoice.get("amount_due") or 0),
             currency=str(invoice.get("currency") or ""),
             opened_at=event.created_at,
-        ) or await storage.case_by_invoice(burst.connection, event.workspace_id, invoice_id)
+        )
+        if opened is not None:
+            burst.on_commit.append(lambda: gateway_metrics.count_case_opened(messaged))
+        case = opened or await storage.case_by_invoice(
+            burst.connection, event.workspace_id, invoice_id
+        )
         assert case is not None
         for kind, detail in entries:
             await storage.add_case_event(
@@ -365,19 +377,21 @@ class EventEffects:
 
     async def _close_case(
         self,
-        connection: Connection,
+        burst: Burst,
         event: storage.StoredEvent,
         invoice: Json,
         state: str,
         kind: str,
     ) -> None:
+        connection = burst.connection
         case = await storage.case_by_invoice(
             connection, event.workspace_id, str(invoice.get("id") or "")
         )
         if case is None:
             return
         await storage.add_case_event(connection, case, event.created_at, kind, "", event.event_id)
-        await storage.close_case(connection, case, state, event.created_at)
+        if await storage.close_case(connection, case, state, event.created_at) is not None:
+            burst.on_commit.append(lambda: gateway_metrics.count_case_closed(state))
 
     async def _refunded(
         self, burst: Burst, event: storage.StoredEvent, charge: Json, problems: list[str]

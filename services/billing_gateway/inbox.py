@@ -176,13 +176,14 @@ class InboxWorker:
         limit = 1 if self._singles > 0 else self._batch_size
         self._singles = max(0, self._singles - 1)
         claimed: list[storage.StoredEvent] = []
+        on_commit: list[Callable[[], None]] = []
         try:
             async with self._pool.acquire() as connection, connection.transaction():
                 parsed = await self._claim(connection, limit)
                 claimed = [item.event for item in parsed]
                 if not claimed:
                     return 0
-                finished = await self._apply_all(connection, parsed)
+                finished = await self._apply_all(connection, parsed, on_commit)
                 await inbox_store.finish_events(connection, finished)
         except (asyncio.CancelledError, KeyboardInterrupt):
             raise
@@ -199,6 +200,8 @@ class InboxWorker:
                 raise
             await self._defer_alone(claimed[0])
             return 1
+        for count in on_commit:
+            count()
         for item in finished:
             if item.delay_seconds is not None:
                 logger.warning(
@@ -221,7 +224,12 @@ class InboxWorker:
         held = await inbox_store.lock_objects(connection, keys)
         return [item for item in parsed if not item.object_key() or item.object_key() in held]
 
-    async def _apply_all(self, connection: Connection, parsed: list[_Parsed]) -> list[Finished]:
+    async def _apply_all(
+        self,
+        connection: Connection,
+        parsed: list[_Parsed],
+        on_commit: list[Callable[[], None]],
+    ) -> list[Finished]:
         """Applies the batch: events about one object one after another, in claim order (the
         mirror decides between their versions with the object's row in hand); events about
         different objects up to ``concurrency`` at once, their statements taking turns on the
@@ -231,7 +239,7 @@ class InboxWorker:
             sorted({(p.event.workspace_id, target) for p in parsed for target in p.targets()}),
         )
         shared = SharedConnection(connection)
-        burst = Burst(cast(Connection, shared), self._clock())
+        burst = Burst(cast(Connection, shared), self._clock(), on_commit=on_commit)
         groups: dict[str, list[_Parsed]] = {}
         for number, item in enumerate(parsed):
             groups.setdefault(item.object_key() or f"#{number}", []).append(item)

@@ -26,7 +26,7 @@ from google.protobuf.message import Message
 from opentelemetry import propagate
 
 from askvault.policy.v1 import policy_pb2
-from billing_gateway import storage
+from billing_gateway import gateway_metrics, storage
 from billing_gateway.accounts import AccountDirectory
 from billing_gateway.convert import ACTIONS
 from billing_gateway.domain import billing
@@ -387,6 +387,7 @@ class Ledger:
             self.after_stripe_call(operation)
         await self._mirror.take_written(write.workspace_id, result)
         done = await self._record(operation, storage.SUCCEEDED, stripe_object_id=object_id)
+        _count_success(done, result)
         response = await respond(done, result)
         done = await self._record(
             done,
@@ -485,6 +486,7 @@ class Ledger:
         else:
             await self._mirror.take_written(operation.workspace_id, found[1])
             settled = await self._record(operation, storage.SUCCEEDED, stripe_object_id=found[0])
+            _count_success(settled, found[1])
         await self._resolve_grant(settled)
         return settled
 
@@ -510,9 +512,14 @@ class Ledger:
                 with contextlib.suppress(errors.ServiceError):
                     await self._schedule(operation, details)
                 continue
-            await self._finish_in_flight(
+            settled = await self._finish_in_flight(
                 operation, perform=operation.action == "cancel_subscription"
             )
+            # Settled here, the ledger had not known the outcome: a difference with Stripe.
+            if settled.state == storage.SUCCEEDED:
+                gateway_metrics.count_differences(gateway_metrics.OPERATION_SUCCEEDED)
+            elif settled.state == storage.FAILED:
+                gateway_metrics.count_differences(gateway_metrics.OPERATION_FAILED)
         resolved: list[str] = []
         while True:
             async with self._pool.acquire() as connection:
@@ -522,6 +529,12 @@ class Ledger:
             resolved.append(operation.operation_id)
             await self._resolve_grant(operation)
         return len(touched) + len(resolved)
+
+
+def _count_success(operation: storage.OperationRecord, stripe_object: Json) -> None:
+    """The metrics of a write Stripe made (the skill dashboard's refunds)."""
+    if operation.action == "refund":
+        gateway_metrics.count_refund(stripe_object)
 
 
 def _current_trace_context() -> dict[str, str]:

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
-from billing_gateway import storage
+from billing_gateway import gateway_metrics, storage
 from billing_gateway.accounts import AccountDirectory
 from billing_gateway.domain import mirroring
 from billing_gateway.domain.mirroring import Decision
@@ -508,6 +508,8 @@ class Mirror:
                     await transaction.rollback()
                 raise
         if added:
+            # Counted once committed: a pass rolled back puts nothing in the inbox.
+            gateway_metrics.count_differences(gateway_metrics.MISSED_EVENT, added)
             logger.info(
                 "mirror catch-up found events no webhook delivered",
                 extra={"workspace_id": workspace.workspace_id, "events": added},

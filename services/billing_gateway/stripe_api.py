@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import stripe
 
+from billing_gateway import gateway_metrics
 from billing_gateway.domain.resilience import BreakerState, CircuitBreaker, TokenBucket
 from billing_gateway.settings import BillingGatewaySettings
 from runtime import deadlines, errors
@@ -131,6 +132,7 @@ class StripeGateway:
         self._breakers: dict[tuple[str, str], CircuitBreaker] = {}
         self._buckets: dict[tuple[str, str], TokenBucket] = {}
         self._api_version = settings.stripe_api_version or stripe.api_version
+        gateway_metrics.watch_breakers(self)
 
     def client(self, account: StripeAccount) -> stripe.StripeClient:
         """The SDK client of an account (created once, kept for its connection pool)."""
@@ -243,8 +245,14 @@ class StripeGateway:
         """The account's breaker state now (health reports and tests)."""
         return self.breaker(account).state(self._monotonic())
 
+    def breaker_states(self) -> list[BreakerState]:
+        """Every account's breaker state now (the breakers gauge reads them per scrape)."""
+        now = self._monotonic()
+        return [breaker.state(now) for breaker in list(self._breakers.values())]
+
     async def close(self) -> None:
         """Closes every HTTP session."""
+        gateway_metrics.unwatch_breakers(self)
         for _, http_client in self._clients.values():
             await http_client.close_async()  # type: ignore[no-untyped-call]
         self._clients.clear()

@@ -14,7 +14,7 @@ from typing import Any
 import asyncpg
 
 from askvault.identity.v1 import identity_pb2
-from billing_gateway import convert, storage
+from billing_gateway import convert, gateway_metrics, storage
 from billing_gateway.accounts import AccountDirectory
 from billing_gateway.domain import billing, signatures
 from runtime import errors
@@ -137,9 +137,17 @@ class Ingestion:
         async with self._pool.acquire() as connection:
             # Read on every call: a secret added or retired on another replica counts at once.
             secrets = await self._accounts.signing_secrets(workspace_id, connection)
-            signatures.verify(
-                payload, header, secrets, now=self._wall_time(), tolerance_seconds=self._tolerance
-            )
+            try:
+                signatures.verify(
+                    payload,
+                    header,
+                    secrets,
+                    now=self._wall_time(),
+                    tolerance_seconds=self._tolerance,
+                )
+            except errors.ServiceError as refused:
+                gateway_metrics.count_signature_failure(refused.reason)
+                raise
             # Only the envelope is read here; the event is parsed fully by the worker.
             try:
                 envelope = json.loads(payload)

@@ -214,3 +214,12 @@ UPDATE messages SET
     next_attempt_at = now() + make_interval(secs => $4::float8), last_error = $5,
     failed_at = $6, updated_at = now()
 WHERE workspace_id = $1 AND message_id = $2;
+
+-- name: outbox_ages
+-- Seconds since the oldest message of each channel still waiting to be sent was created (the
+-- outbox age metric). Only queued rows are read, through their partial index (messages_due),
+-- so the cost is the backlog's, not the table's.
+SELECT channel, extract(epoch FROM now() - min(created_at))::float8 AS age_seconds
+FROM messages
+WHERE status = 'queued'
+GROUP BY channel;

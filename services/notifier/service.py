@@ -9,11 +9,13 @@ import aiohttp
 import grpc
 
 from askvault.notifier.v1 import notifier_pb2, notifier_pb2_grpc
+from notifier import outbox_metrics
 from notifier.delivery import Deliverer
 from notifier.grpc_api import NotifierServicer
 from notifier.settings import NotifierSettings
 from notifier.worker import OutboxWorker, Waker
 from runtime import tasks
+from runtime.periodic import Periodic
 from runtime.server import Resources
 from runtime.service_auth import ADMIN, EVERY_RPC
 
@@ -43,6 +45,7 @@ class NotifierService:
         self._workers: list[asyncio.Task[None]] = []
         self._session: aiohttp.ClientSession | None = None
         self._deliverer: Deliverer | None = None
+        self._outbox_age: Periodic | None = None
         self.waker = Waker()
 
     async def start(self, server: grpc.aio.Server, resources: Resources) -> None:
@@ -68,6 +71,8 @@ class NotifierService:
                     name=f"outbox-worker-{index}",
                 )
             )
+        self._outbox_age = outbox_metrics.refresher(resources.pool)
+        self._outbox_age.start()
 
     async def stop(self) -> None:
         """Stops claiming, lets in-flight deliveries finish (bounded by their deadline)."""
@@ -75,6 +80,9 @@ class NotifierService:
         # A worker ends once its deliveries in flight have (each bounded by its deadline).
         await tasks.finish_all(self._workers, self._settings.delivery_deadline_seconds + 5.0)
         self._workers.clear()
+        if self._outbox_age is not None:
+            await self._outbox_age.stop()
+            self._outbox_age = None
         if self._deliverer is not None:
             await tasks.bounded(self._deliverer.close(), tasks.STOP_STEP_SECONDS, "providers")
             self._deliverer = None

@@ -441,6 +441,13 @@ async def bury(connection: Connection, claimed: ClaimedMessage, error: str) -> b
     )
 
 
+async def outbox_ages(connection: Connection) -> dict[str, float]:
+    """Channel -> seconds the oldest message waiting to be sent by it has waited (channels
+    with nothing waiting are absent)."""
+    rows = await connection.fetch(queries.outbox_ages)
+    return {str(row["channel"]): float(row["age_seconds"]) for row in rows}
+
+
 async def mark_handoff_part_done(
     connection: Connection, claimed: ClaimedMessage, part: str
 ) -> None:

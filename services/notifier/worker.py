@@ -23,7 +23,7 @@ from typing import Any
 
 import asyncpg
 
-from notifier import storage
+from notifier import outbox_metrics, storage
 from notifier.delivery import Deliverer, delivery_context
 from notifier.domain import outbox
 from notifier.domain.outbox import DeliveryFailure, FailureKind
@@ -276,7 +276,8 @@ class OutboxWorker:
                     await storage.fall_back_to_email(connection, claimed, decision.error)
                     outcome = "fallback"
                 else:
-                    await storage.bury(connection, claimed, decision.error)
+                    if await storage.bury(connection, claimed, decision.error):
+                        outbox_metrics.count_dead_letter(message.channel)
                     outcome = outbox.DEAD
         except UNAVAILABLE_ERRORS as error:
             logger.warning(

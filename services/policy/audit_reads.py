@@ -11,7 +11,7 @@ import asyncpg
 from google.protobuf import timestamp_pb2
 
 from askvault.policy.v1 import policy_pb2 as pb
-from policy import audit_log, chaining, checkpoints, convert
+from policy import audit_log, chaining, checkpoints, convert, policy_metrics
 from policy.domain import audit
 from runtime import errors
 
@@ -81,6 +81,8 @@ async def verify_chain(
             after = page[-1].sequence
         waiting = await chaining.unchained(connection, audit_keys, workspace_id)
     result = chaining.with_unchained(verifier.finish(head_sequence, head_hash), waiting)
+    if not result.intact:
+        policy_metrics.count_chain_failure(policy_metrics.VERIFY_CHAIN)
     return pb.VerifyAuditChainResponse(
         intact=result.intact,
         checked=result.checked,
@@ -113,6 +115,8 @@ async def verify_checkpoint(
         connection.transaction(isolation="repeatable_read", readonly=True),
     ):
         result = await checkpoints.check_checkpoint(connection, audit_keys, checkpoint)
+    if not result.contained:
+        policy_metrics.count_chain_failure(policy_metrics.VERIFY_CHECKPOINT)
     taken_at = timestamp_pb2.Timestamp()
     taken_at.FromDatetime(checkpoint.taken_at)
     return pb.VerifyAuditCheckpointResponse(

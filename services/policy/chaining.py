@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from policy import audit_log
+from policy import audit_log, policy_metrics
 from policy.domain import audit, pending
 from runtime.database import UNAVAILABLE_ERRORS, Connection
 from runtime.periodic import Periodic, Schedule
@@ -61,6 +61,7 @@ async def _chain_batch(
         for item in page:
             recorded = item.entry
             if not pending.sealed_by_policy(keys, recorded):
+                policy_metrics.count_chain_failure(policy_metrics.CHAINER)
                 logger.error(
                     "audit entry not sealed by policy: left unchained",
                     extra={"workspace_id": workspace_id, "pending_id": recorded.pending_id},

@@ -18,7 +18,7 @@ import asyncpg
 from google.protobuf.message import Message
 
 from askvault.policy.v1 import policy_pb2 as pb
-from policy import audit_log, convert, entries, storage
+from policy import audit_log, convert, entries, policy_metrics, storage
 from policy.domain import audit, bounds, decisions
 from policy.domain.decisions import Decision, Reason, Verdict
 from policy.domain.model import Action, Confirmation, Details
@@ -134,6 +134,8 @@ async def authorize(cases: UseCases, call: AuthorizeCall) -> pb.AuthorizeRespons
     """Decides, reserves, issues the grant or opens the escalation, audits; idempotent on
     the request's key."""
     request = call.request
+    # Set when this call decided (not a replay): its escalation is counted once committed.
+    decided: list[bool] = []
 
     async def claim(
         connection: Connection, method: str, fingerprint: bytes
@@ -174,9 +176,11 @@ async def authorize(cases: UseCases, call: AuthorizeCall) -> pb.AuthorizeRespons
             ),
             now=call.now,
         )
-        return await _carry_out(cases, connection, call, call.assertion, decision, in_force)
+        outcome = await _carry_out(cases, connection, call, call.assertion, decision, in_force)
+        decided.append(True)
+        return outcome
 
-    return await cases.run_audited(
+    response = await cases.run_audited(
         request.workspace_id,
         request.idempotency_key,
         request,
@@ -185,6 +189,9 @@ async def authorize(cases: UseCases, call: AuthorizeCall) -> pb.AuthorizeRespons
         decide,
         principal=_principal(call.assertion),
     )
+    if decided and response.escalation_id:
+        policy_metrics.count_escalation_opened(call.action.value)
+    return response
 
 
 def _principal(assertion: assertions.Assertion | None) -> str | None:

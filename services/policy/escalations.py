@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 import asyncpg
 
 from askvault.policy.v1 import policy_pb2 as pb
-from policy import audit_log, convert, entries, storage
+from policy import audit_log, convert, entries, policy_metrics, storage
 from policy.deciding import UseCases
 from policy.domain import audit, decisions
 from policy.domain.decisions import Reason
@@ -82,6 +82,8 @@ async def open_escalation(
     """A new OPEN escalation with its audit entry: the visitor's (``contact_id`` and
     ``customer`` from their verified assertion) or the bot's anonymous hand-off."""
     action = convert.ACTION_FROM_PB.get(request.action)
+    # Set when this call opened it (not a replay): counted once the transaction committed.
+    opened: list[bool] = []
 
     async def open_escalation(connection: Connection) -> pb.OpenEscalationResponse:
         record = await storage.insert_escalation(
@@ -114,9 +116,10 @@ async def open_escalation(
                 )
             ],
         )
+        opened.append(True)
         return pb.OpenEscalationResponse(escalation=convert.escalation_pb(record))
 
-    return await idempotency.run_once(
+    response = await idempotency.run_once(
         uses.pool,
         request.workspace_id,
         request.idempotency_key,
@@ -124,6 +127,9 @@ async def open_escalation(
         pb.OpenEscalationResponse,
         open_escalation,
     )
+    if opened:
+        policy_metrics.count_escalation_opened(action.value if action else "")
+    return response
 
 
 async def get_escalation(
@@ -189,6 +195,7 @@ async def approve(
     verified visitor's customer. The grant reserves on the same counters a visitor's would
     (without a limit: the admin decided) and lives ``approval_grant_ttl``."""
     workspace_id = request.workspace_id
+    decided_now: list[bool] = []
 
     async def effect(connection: Connection) -> pb.ApproveEscalationResponse:
         record = await _open(connection, workspace_id, request.escalation_id)
@@ -268,12 +275,13 @@ async def approve(
                 )
             )
         await audit_log.record(connection, uses.audit_keys, workspace_id, recorded)
+        decided_now.append(True)
         return pb.ApproveEscalationResponse(
             escalation=convert.escalation_pb(decided),
             grant=convert.grant_pb(grant) if grant else None,
         )
 
-    return await idempotency.run_once(
+    response = await idempotency.run_once(
         uses.pool,
         workspace_id,
         request.idempotency_key,
@@ -281,12 +289,16 @@ async def approve(
         pb.ApproveEscalationResponse,
         effect,
     )
+    if decided_now:
+        policy_metrics.count_escalation_decided("approved")
+    return response
 
 
 async def reject(
     uses: Escalations, request: pb.RejectEscalationRequest, admin: str, now: datetime
 ) -> pb.RejectEscalationResponse:
     """OPEN -> REJECTED, keeping the admin's note (what the customer is told)."""
+    decided_now: list[bool] = []
 
     async def effect(connection: Connection) -> pb.RejectEscalationResponse:
         record = await _open(connection, request.workspace_id, request.escalation_id)
@@ -317,9 +329,10 @@ async def reject(
                 )
             ],
         )
+        decided_now.append(True)
         return pb.RejectEscalationResponse(escalation=convert.escalation_pb(decided))
 
-    return await idempotency.run_once(
+    response = await idempotency.run_once(
         uses.pool,
         request.workspace_id,
         request.idempotency_key,
@@ -327,6 +340,9 @@ async def reject(
         pb.RejectEscalationResponse,
         effect,
     )
+    if decided_now:
+        policy_metrics.count_escalation_decided("rejected")
+    return response
 
 
 def outcome_problem(request: pb.RecordEscalationOutcomeRequest) -> str:

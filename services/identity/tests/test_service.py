@@ -419,3 +419,26 @@ async def test_migrations_apply_to_an_empty_database_once(empty_database_url: st
     second = await database.migrate_url(empty_database_url, "identity", "identity.migrations")
     assert first == [1, 2, 3, 4, 5]
     assert second == []
+
+
+async def test_connections_are_aged_out_so_callers_resolve_again(database_url: str) -> None:
+    # GOAWAY at the age ends the connection: the channel goes back to IDLE (and resolves its
+    # target again on the next call); without an age it would stay READY for ever.
+    settings = identity_settings(
+        database_url,
+        grpc_max_connection_age_seconds=0.5,
+        grpc_max_connection_age_grace_seconds=0.5,
+    )
+    async with (
+        testing.running(IdentityService(settings), settings) as running,
+        grpc.aio.insecure_channel(running.address) as channel,
+    ):
+        health = grpc_typing.health_stub(channel)
+        await health.Check(health_pb2.HealthCheckRequest(), timeout=10)
+        assert channel.get_state() is grpc.ChannelConnectivity.READY
+        deadline = time.monotonic() + 10
+        while channel.get_state() is grpc.ChannelConnectivity.READY:
+            assert time.monotonic() < deadline, "the connection was never aged out"
+            await asyncio.sleep(0.05)
+        answer = await health.Check(health_pb2.HealthCheckRequest(), timeout=10)
+        assert answer.status == health_pb2.HealthCheckResponse.SERVING

@@ -242,7 +242,12 @@ async def test_a_checkpoint_finds_a_cut_off_tail(
             await owner.execute(statement, policy.workspace_id)
         else:
             await owner.execute(statement)
-    result = await _check(policy, checkpoint)
+    with testing.captured_metrics() as captured:
+        result = await _check(policy, checkpoint)
+        # The alert on audit chain failures sees it.
+        assert (
+            captured.value("askvault.policy.audit.chain_failures", check="verify_checkpoint") == 1
+        )
     assert (result.contained, result.sequence, result.stored_hash) == (False, 6, "")
     assert problem in result.problem
 
