@@ -113,8 +113,10 @@ $(DEPLOY_VENV)/.stamp: deploy/requirements-check.lock $(VENV)/.stamp
 deploy-check: $(DEPLOY_VENV)/.stamp ## Render, validate (k8s 1.30-1.34) and scan the overlays; lint the Dockerfile.
 	$(DEPLOY_VENV)/bin/python deploy/tools/check.py
 
-test-unit: gen ## Only the tests that need no server.
-	$(BIN)/pytest -q -m "not integration"
+# conftest.py marks a test `unit` when it uses no server fixture and is not marked slow or
+# integration; a unit test that starts a server, a process or reaches PostgreSQL fails.
+test-unit: gen ## Only the tests that need no server, PostgreSQL or process (seconds).
+	env -u DATABASE_URL $(BIN)/pytest -q -m unit
 
 run: gen ## Start the whole system locally with embedded defaults (LLM=1: LLM mode on the scripted model emulator); Ctrl-C stops it.
 	$(PY) -m devstack $(if $(filter 1 yes true,$(LLM)),--llm)

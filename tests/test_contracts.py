@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BUF = ROOT / ".venv" / "bin" / "buf"
 
 
+@pytest.mark.integration
 def test_protos_pass_buf_lint() -> None:
     result = subprocess.run(
         [str(BUF), "lint"], cwd=ROOT / "protos", capture_output=True, text=True, check=False
@@ -26,6 +27,7 @@ def test_protos_pass_buf_lint() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.integration
 def test_protos_are_compatible_with_main() -> None:
     has_main = subprocess.run(
         ["git", "cat-file", "-e", "main:protos/buf.yaml"],

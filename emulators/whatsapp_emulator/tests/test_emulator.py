@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import aiohttp
+import pytest
 from aiohttp import web
 
 from whatsapp_emulator import app, signing
@@ -19,6 +20,7 @@ BODY = {
 }
 
 
+@pytest.mark.integration
 async def test_sends_errors_and_signed_status_webhooks() -> None:
     received: list[dict[str, Any]] = []
 
