@@ -42,13 +42,16 @@ async def test_sends_errors_and_signed_status_webhooks() -> None:
         status_delay_seconds=0.01,
     )
     emulator = await app.start(state=state)
-    url = f"{emulator.url}/v21.0/123/messages"
+    url = f"{emulator.url}/v26.0/123/messages"
     try:
         async with aiohttp.ClientSession() as http:
             async with http.post(url, json=BODY) as response:
                 assert response.status == 401
                 assert (await response.json())["error"]["code"] == 190
             auth = {"Authorization": "Bearer tok"}
+            unversioned = f"{emulator.url}/26.0/123/messages"
+            async with http.post(unversioned, json=BODY, headers=auth) as response:
+                assert response.status == 400
             async with http.post(f"{emulator.url}/_emulator/faults", json={"code": 131056}):
                 pass
             async with http.post(url, json=BODY, headers=auth) as response:
