@@ -20,6 +20,7 @@ UV_VERSION := 0.13.9
 UV := $(BIN)/uv
 
 $(UV):
+	@echo "[1/4] Creating the virtualenv $(VENV) and installing uv $(UV_VERSION) with pip"
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check uv==$(UV_VERSION)
 
@@ -36,9 +37,12 @@ lock: $(UV) ## Recompile the locks (hashes) after a requirements*.txt changed; k
 			--custom-compile-command "make lock" "$${lock%.lock}.txt" -o "$$lock" || exit 1; \
 	done
 
+# Not -q: uv shows what it resolves, downloads and installs, so a first install (a minute
+# or more on a cold cache) is seen to progress.
 $(VENV)/.stamp: requirements-dev.lock cli/pyproject.toml | $(UV)
-	@echo "Installing the locked requirements (hash-checked) into $(VENV)"
-	$(UV) pip install -q --python $(PY) --require-hashes -r requirements-dev.lock
+	@echo "[2/4] Installing the locked requirements (hash-checked) into $(VENV)"
+	$(UV) pip install --python $(PY) --require-hashes -r requirements-dev.lock
+	@echo "[3/4] Installing the admin CLI (.venv/bin/askvault) and the repository's paths"
 	# The admin CLI: .venv/bin/askvault (its dependencies are pinned in requirements.txt).
 	$(UV) pip install -q --python $(PY) --no-deps -e cli
 	# Put the repository's packages on the venv's path: the runtime, the services, the emulators, generated code, the client package.
@@ -49,6 +53,7 @@ $(VENV)/.stamp: requirements-dev.lock cli/pyproject.toml | $(UV)
 venv: $(VENV)/.stamp ## Create the virtualenv with every pinned dependency.
 
 $(GEN)/.stamp: $(VENV)/.stamp $(PROTO_FILES)
+	@echo "[4/4] Generating Python code and typed stubs from protos/ into $(GEN)"
 	rm -rf $(GEN) && mkdir -p $(GEN)
 	$(PY) -m grpc_tools.protoc -Iprotos \
 		--python_out=$(GEN) --grpc_python_out=$(GEN) \
@@ -110,14 +115,16 @@ DEPLOY_VENV := .venv-deploy
 $(DEPLOY_VENV)/.stamp: deploy/requirements-check.lock $(VENV)/.stamp
 	test -x $(DEPLOY_VENV)/bin/python || $(PYTHON) -m venv $(DEPLOY_VENV)
 	@echo "Installing the manifest checkers (locked, hash-checked) into $(DEPLOY_VENV)"
-	$(UV) pip install -q --python $(DEPLOY_VENV)/bin/python --require-hashes -r deploy/requirements-check.lock
+	$(UV) pip install --python $(DEPLOY_VENV)/bin/python --require-hashes -r deploy/requirements-check.lock
 	touch $@
 
 deploy-check: $(DEPLOY_VENV)/.stamp ## Render, validate (k8s 1.30-1.34) and scan the overlays; lint the Dockerfile.
 	$(DEPLOY_VENV)/bin/python deploy/tools/check.py
 
-test-unit: gen ## Only the tests that need no server.
-	$(BIN)/pytest -q -m "not integration"
+# conftest.py marks a test `unit` when it uses no server fixture and is not marked slow or
+# integration; a unit test that starts a server, a process or reaches PostgreSQL fails.
+test-unit: gen ## Only the tests that need no server, PostgreSQL or process (seconds).
+	env -u DATABASE_URL $(BIN)/pytest -q -m unit
 
 run: gen ## Start the whole system locally with embedded defaults (LLM=1: LLM mode on the scripted model emulator); Ctrl-C stops it.
 	$(PY) -m devstack $(if $(filter 1 yes true,$(LLM)),--llm)
@@ -135,8 +142,9 @@ bench: gen ## Run the benchmarks; figures go to bench/results.
 clean: ## Remove the virtualenv, generated code and local data.
 	rm -rf $(VENV) $(GEN) build dist .data .mypy_cache .ruff_cache .pytest_cache
 
-chat: gen ## Chat in the terminal as a demo customer (USER=bob) with a running `make run`.
-	$(PY) -m devstack.chat --user $${USER_ID:-$${DEMO_USER:-alice}}
+# DEMO_USER, not USER: the shell sets USER to the login name.
+chat: gen ## Chat in the terminal as a demo customer (DEMO_USER=bob; default alice) with a running `make run`.
+	$(PY) -m devstack.chat --user "$${DEMO_USER:-alice}"
 
 demo: gen ## Play the seed's journey against a running `make run` and print the transcript.
 	$(PY) -m devstack.chat --demo

@@ -12,6 +12,8 @@ import itertools
 import os
 import pkgutil
 import shutil
+import socket
+import subprocess
 import tempfile
 from collections.abc import AsyncIterator, Generator, Iterator
 from dataclasses import dataclass, field
@@ -19,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import grpc
 import pytest
 
 from runtime import database
@@ -113,9 +116,39 @@ _LONGEST_FIRST = (
 )
 
 
+# A test that needs none of these (directly or through its fixtures) and is not marked slow
+# or integration is a unit test: ``make test-unit`` (-m unit) runs those alone, without a
+# PostgreSQL or any server. A test that starts a server in its own body is marked
+# ``integration`` (module pytestmark); the guard below fails a unit test that listens on a
+# socket, connects to PostgreSQL, starts a gRPC server or a process, so the rule stays true.
+_SERVER_FIXTURES = frozenset(
+    {
+        "postgres_server",
+        # The emulators', the CLI contract's and the identity provider's servers.
+        "emulator",
+        "model",
+        "webhook_sink",
+        "served",
+        "provider_site",
+    }
+)
+_NOT_UNIT_MARKERS = ("slow", "integration", "stripe_live")
+
+
+def _is_unit(item: pytest.Item) -> bool:
+    if any(item.get_closest_marker(name) for name in _NOT_UNIT_MARKERS):
+        return False
+    return _SERVER_FIXTURES.isdisjoint(getattr(item, "fixturenames", ()))
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by the markers given here
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The files above first, then the files with the most tests (the end-to-end ones
-    start a system per test), so that neither worker is left with a long file at the end."""
+    """Marks the unit tests; then orders the files above first, then the files with the
+    most tests (the end-to-end ones start a system per test), so that neither worker is left
+    with a long file at the end."""
+    for item in items:
+        if _is_unit(item):
+            item.add_marker(pytest.mark.unit)
     rank = {path: index for index, path in enumerate(_LONGEST_FIRST)}
     tests_in: dict[str, int] = {}
     for item in items:
@@ -127,6 +160,30 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         return rank.get(path, len(rank)), -tests_in[path]
 
     items.sort(key=order)  # stable: a file's tests keep their order
+
+
+def _refuse_in_unit_test(what: str) -> Any:
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError(f"a unit test may not {what}: mark its module pytest.mark.integration")
+
+    return refuse
+
+
+@pytest.fixture(autouse=True)
+def _unit_tests_start_no_server(request: pytest.FixtureRequest) -> Iterator[None]:
+    """In a unit test, listening on a socket, reaching PostgreSQL, starting a gRPC server or
+    a process fails the test (see _is_unit)."""
+    if request.node.get_closest_marker("unit") is None:
+        yield
+        return
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(socket.socket, "listen", _refuse_in_unit_test("listen on a socket"))
+        patch.setattr(asyncpg, "connect", _refuse_in_unit_test("connect to PostgreSQL"))
+        patch.setattr(asyncpg, "create_pool", _refuse_in_unit_test("connect to PostgreSQL"))
+        patch.setattr(grpc.aio, "server", _refuse_in_unit_test("start a gRPC server"))
+        patch.setattr(subprocess, "Popen", _refuse_in_unit_test("start a process"))
+        patch.setattr(asyncio, "create_subprocess_exec", _refuse_in_unit_test("start a process"))
+        yield
 
 
 # A test (setup, call and teardown together) that runs this long is hung, not slow: the

@@ -207,6 +207,9 @@ def plan(
             "DEFAULT_FROM_ADDRESS": demo.raw["workspace"]["support_email"],
             "DEFAULT_SENDER_NAME": demo.raw["workspace"]["name"],
             "AGENT_INBOX_ADDRESS": demo.raw["workspace"]["agent_inbox"],
+            # Seals the helpdesk signing secret an admin sets for a workspace
+            # (askvault workspace helpdesk-secret).
+            "SECRETS_ENCRYPTION_KEYS": keys["SECRETS_ENCRYPTION_KEYS"],
         },
         "billing_gateway": {
             "SECRETS_ENCRYPTION_KEYS": keys["SECRETS_ENCRYPTION_KEYS"],

@@ -3,14 +3,42 @@
 from __future__ import annotations
 
 import re
-from typing import TypeVar
+from typing import Annotated, TypeVar
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import AfterValidator, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from runtime import service_auth
+from runtime import secretbox, service_auth
 
 _TRUST_DOMAIN = re.compile(r"^[a-z0-9._-]{1,255}$")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _log_level(value: str) -> str:
+    level = value.strip().upper()
+    if level not in LOG_LEVELS:
+        raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
+    return level
+
+
+def _encryption_keys(value: SecretStr) -> SecretStr:
+    # A typo must fail at start, not at the first secret sealed or opened. The message
+    # never repeats the value: it is key material.
+    spec = value.get_secret_value()
+    if spec:
+        try:
+            secretbox.SecretBox(spec)
+        except ValueError:
+            raise ValueError(
+                "each key must be '<id>:<base64 of 32 bytes>', comma-separated, the current first"
+            ) from None
+    return value
+
+
+# Keys that seal stored secrets, in the SECRETS_ENCRYPTION_KEYS form of runtime/secretbox.py
+# ("k2:<base64 32 bytes>,k1:..."), checked when the settings are read; "" passes (a service
+# that requires keys declares the field without a default).
+EncryptionKeys = Annotated[SecretStr, AfterValidator(_encryption_keys)]
 
 
 class ServiceSettings(BaseSettings):
@@ -34,8 +62,8 @@ class ServiceSettings(BaseSettings):
     metrics_port: int = Field(default=0, ge=0, le=65535)
     # OTLP gRPC endpoint for traces and metrics; empty disables export.
     otel_exporter_otlp_endpoint: str = ""
-    # Log level of the JSON logs.
-    log_level: str = "INFO"
+    # Log level of the JSON logs: DEBUG, INFO, WARNING, ERROR or CRITICAL (any case).
+    log_level: Annotated[str, AfterValidator(_log_level)] = "INFO"
     # Seconds in-flight RPCs get to finish after SIGTERM before they are cancelled.
     shutdown_grace_seconds: float = Field(default=10.0, gt=0)
     # Seconds to keep answering NOT_SERVING before draining, so load balancers notice.

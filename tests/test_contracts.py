@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BUF = ROOT / ".venv" / "bin" / "buf"
 
 
+@pytest.mark.integration
 def test_protos_pass_buf_lint() -> None:
     result = subprocess.run(
         [str(BUF), "lint"], cwd=ROOT / "protos", capture_output=True, text=True, check=False
@@ -43,6 +44,7 @@ def _buf_breaking(protos: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.integration
 def test_protos_are_compatible_with_the_last_landed_commit() -> None:
     exists = subprocess.run(
         ["git", "cat-file", "-e", f"{_baseline()}^{{commit}}"], cwd=ROOT, check=False
@@ -52,6 +54,7 @@ def test_protos_are_compatible_with_the_last_landed_commit() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.integration
 def test_buf_breaking_refuses_a_renumbered_field(tmp_path: Path) -> None:
     """The check above can fail: the same comparison of a copy of the protos where one field
     of a landed message changed its number is refused."""

@@ -39,6 +39,7 @@ COMMANDS = (
     ("secrets", "retire"),
     ("workspace", "settings", "get"),
     ("workspace", "settings", "set"),
+    ("workspace", "helpdesk-secret"),
 )
 
 

@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -241,6 +242,9 @@ async def _close_poster(app: web.Application) -> None:
     await app[POSTER_KEY].close()
 
 
+GRAPH_API_VERSION = re.compile(r"^v\d{1,3}\.\d{1,2}$")
+
+
 def _error(code: int) -> web.Response:
     status, body = errors.error_body(code)
     return web.json_response(body, status=status)
@@ -248,6 +252,10 @@ def _error(code: int) -> web.Response:
 
 async def _send(request: web.Request) -> web.Response:
     state = request.app[STATE_KEY]
+    # Any Graph API version ("v26.0"), as the real API takes every version it still serves;
+    # a path without one is refused as Meta refuses an unknown path.
+    if not GRAPH_API_VERSION.match(request.match_info["version"]):
+        return _error(100)
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token or token != state.access_token:
         return _error(190)

@@ -40,6 +40,7 @@ def channel_options(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     return seen
 
 
+@pytest.mark.integration
 async def test_the_channel_of_a_dns_target_sets_round_robin_and_calls_a_real_server(
     channel_options: list[Any],
 ) -> None:

@@ -103,6 +103,7 @@ def test_cursor_round_trips_and_refuses_foreign_tokens() -> None:
     assert paging.page_size(10_000, 50, 500) == 500
 
 
+@pytest.mark.integration
 def test_a_stuck_shutdown_ends_the_process_at_its_deadline() -> None:
     import subprocess
     import sys

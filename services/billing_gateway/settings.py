@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, model_validator
 
-from runtime.settings import ServiceSettings
+from runtime.settings import EncryptionKeys, ServiceSettings
 
 
 class BillingGatewaySettings(ServiceSettings):
@@ -13,7 +13,7 @@ class BillingGatewaySettings(ServiceSettings):
     grpc_port: int = Field(default=50063, ge=0, le=65535)
     # Keys that encrypt Stripe secret keys and webhook signing secrets at rest:
     # "k2:<base64 32 bytes>,k1:..."; the first is current.
-    secrets_encryption_keys: SecretStr
+    secrets_encryption_keys: EncryptionKeys
     # identity's gRPC address (host:port): assertion keys, tags, contacts.
     identity_target: str = "127.0.0.1:50061"
     # policy's gRPC address: Redeem, Commit and Release of grants.

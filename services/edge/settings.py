@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 
 from pydantic import Field, SecretStr, field_validator
 
-from runtime.settings import ServiceSettings
+from runtime.settings import EncryptionKeys, ServiceSettings
+
+_WORKSPACE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 
 
 class EdgeSettings(ServiceSettings):
@@ -59,7 +62,7 @@ class EdgeSettings(ServiceSettings):
     whatsapp_workspaces: str = ""
     # Keys that seal the credentials WhatsApp numbers are linked with: "k1:<base64 32
     # bytes>,..."; empty disables linking WhatsApp numbers from the chat.
-    secrets_encryption_keys: SecretStr = SecretStr("")
+    secrets_encryption_keys: EncryptionKeys = SecretStr("")
     # Where the customer returns after updating their card.
     card_update_return_url: str = "https://example.com/billing"
     # The address people's browsers reach the edge at (the confirmation page's links, e.g.
@@ -98,6 +101,22 @@ class EdgeSettings(ServiceSettings):
     llm_max_rounds: int = Field(default=4, ge=1, le=10)
     # Earlier lines of the conversation the model sees (the bot's and the verified visitor's).
     llm_history_lines: int = Field(default=6, ge=0, le=40)
+
+    @field_validator("whatsapp_workspaces")
+    @classmethod
+    def _whatsapp_workspaces(cls, value: str) -> str:
+        # A typo would route every inbound WhatsApp message to no workspace (or the wrong one).
+        items = [item.strip() for item in value.split(",") if item.strip()]
+        for item in items:
+            number, sep, workspace = item.partition(":")
+            if sep and not (number.isdigit() and _WORKSPACE_ID.match(workspace)):
+                raise ValueError(f"{item!r} is not '<phone number id (digits)>:<workspace id>'")
+            if not sep and (len(items) > 1 or not _WORKSPACE_ID.match(item)):
+                raise ValueError(
+                    "a single workspace id, or 'phone_number_id:workspace_id' pairs separated"
+                    " by commas"
+                )
+        return value
 
     @field_validator("trusted_proxies")
     @classmethod

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, SecretStr
 
-from runtime.settings import ServiceSettings
+from runtime.settings import EncryptionKeys, ServiceSettings
 
 
 class IdentitySettings(ServiceSettings):
@@ -12,7 +12,7 @@ class IdentitySettings(ServiceSettings):
 
     grpc_port: int = Field(default=50061, ge=0, le=65535)
     # Keys that encrypt HMAC secrets at rest: "k2:<base64 32 bytes>,k1:..."; first is current.
-    secrets_encryption_keys: SecretStr
+    secrets_encryption_keys: EncryptionKeys
     # Ed25519 seeds that sign identity assertions: "a2:<base64 32 bytes>,a1:..."; the first
     # signs, all are published by GetVerificationKeys so that rotation breaks nothing.
     assertion_signing_keys: SecretStr

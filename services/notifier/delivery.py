@@ -11,6 +11,7 @@ from typing import Any
 
 import aiohttp
 
+from notifier import helpdesk_secrets
 from notifier.channels import email, helpdesk, whatsapp
 from notifier.domain import outbox, templates
 from notifier.domain.outbox import DeliveryFailure, FailureKind
@@ -43,6 +44,7 @@ class Deliverer:
     def __init__(self, settings: NotifierSettings, session: aiohttp.ClientSession) -> None:
         self._settings = settings
         self._session = session
+        self._secret_box = helpdesk_secrets.box_of(settings)
         self._smtp = email.SmtpConnections(
             email.SmtpConfig(
                 host=settings.smtp_host,
@@ -158,12 +160,22 @@ class Deliverer:
         message = claimed.message
         provider_id = ""
         if message.webhook_url and outbox.HELPDESK_WEBHOOK not in message.handoff_done:
+            # Read at each attempt: a secret rotated meanwhile signs the retry, whose
+            # webhook-id (the message id) stays the same.
+            secret = helpdesk_secrets.signing_secret(
+                self._secret_box,
+                self._settings,
+                message.workspace_id,
+                claimed.helpdesk_webhook_secret_sealed,
+                message.webhook_url,
+            )
             await helpdesk.post(
                 self._session,
                 message.webhook_url,
                 handoff_payload(claimed, template),
                 message.message_id,
                 self._settings.http_timeout_seconds,
+                secret,
             )
             await part_done(outbox.HELPDESK_WEBHOOK)
             provider_id = message.message_id

@@ -13,7 +13,7 @@ import grpc
 
 from askvault.notifier.v1 import notifier_pb2 as pb
 from askvault.notifier.v1 import notifier_pb2_grpc
-from notifier import resending, storage
+from notifier import helpdesk_secrets, resending, storage
 from notifier.domain import escalation_templates, outbox, templates
 from notifier.settings import NotifierSettings
 from runtime import auth, convert, errors, idempotency, ids, paging, service_auth
@@ -145,6 +145,7 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServiceServicer):
         self._pool = pool
         self._settings = settings
         self._admins = auth.AdminVerifier.from_settings(settings)
+        self._secret_box = helpdesk_secrets.box_of(settings)
         self._on_queued = on_queued
 
     async def _admin(self, context: grpc.aio.ServicerContext[Any, Any], workspace_id: str) -> str:
@@ -166,6 +167,7 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServiceServicer):
             whatsapp_phone_number_id=(
                 record.whatsapp_phone_number_id or config.whatsapp_phone_number_id
             ),
+            helpdesk_webhook_signed=helpdesk_secrets.is_signed(record, config),
         )
 
     # -- sending ---------------------------------------------------------------------------
@@ -636,3 +638,25 @@ class NotifierServicer(notifier_pb2_grpc.NotifierServiceServicer):
         )
         self._on_queued()
         return response
+
+    async def SetHelpdeskWebhookSecret(
+        self,
+        request: pb.SetHelpdeskWebhookSecretRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> pb.SetHelpdeskWebhookSecretResponse:
+        await self._admin(context, request.workspace_id)
+
+        async def store(connection: Connection) -> pb.SetHelpdeskWebhookSecretResponse:
+            stored = await helpdesk_secrets.set_secret(
+                connection, self._secret_box, request.workspace_id, request.secret
+            )
+            return pb.SetHelpdeskWebhookSecretResponse(settings=self._effective_settings(stored))
+
+        return await idempotency.run_once(
+            self._pool,
+            request.workspace_id,
+            request.idempotency_key,
+            request,
+            pb.SetHelpdeskWebhookSecretResponse,
+            store,
+        )

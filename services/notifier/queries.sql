@@ -20,6 +20,15 @@ ON CONFLICT (workspace_id) DO UPDATE SET
     updated_at = now()
 RETURNING *;
 
+-- name: set_helpdesk_webhook_secret
+-- $2 is the sealed secret, NULL to remove it; the other settings keep their values.
+INSERT INTO workspace_settings (workspace_id, helpdesk_webhook_secret)
+VALUES ($1, $2)
+ON CONFLICT (workspace_id) DO UPDATE SET
+    helpdesk_webhook_secret = excluded.helpdesk_webhook_secret,
+    updated_at = now()
+RETURNING *;
+
 -- name: insert_dedup_key
 -- A concurrent Send with the same key waits here until the first commits (or rolls back).
 INSERT INTO dedup_keys (workspace_id, dedup_key, message_id, fingerprint)
@@ -143,6 +152,7 @@ SELECT c.*,
     s.from_address AS ws_from_address,
     s.reply_to AS ws_reply_to,
     s.whatsapp_phone_number_id AS ws_whatsapp_phone_number_id,
+    s.helpdesk_webhook_secret AS ws_helpdesk_webhook_secret,
     wa.opted_in AS whatsapp_opted_in,
     wa.whatsapp_number AS whatsapp_consent_number,
     em.opted_in AS email_opted_in,

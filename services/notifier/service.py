@@ -35,6 +35,7 @@ class NotifierService:
         "UpdateWorkspaceSettings": frozenset({ADMIN}),
         "GetWorkspaceSettings": frozenset({ADMIN}),
         "ResendMessage": frozenset({ADMIN}),
+        "SetHelpdeskWebhookSecret": frozenset({ADMIN}),
         # A contact's messages for the services; the workspace's (dead letters) for admins.
         "ListMessages": frozenset({"edge", "billing_gateway", ADMIN}),
     }

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from typing import Self
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
-from runtime.settings import ServiceSettings
+from notifier.channels import helpdesk
+from runtime.settings import EncryptionKeys, ServiceSettings
+
+_GRAPH_API_VERSION = re.compile(r"^v\d{1,3}\.\d{1,2}$")
 
 
 class NotifierSettings(ServiceSettings):
@@ -44,8 +48,9 @@ class NotifierSettings(ServiceSettings):
     whatsapp_base_url: str = "https://graph.facebook.com"
     # Bearer token of the WhatsApp Business account (system user token).
     whatsapp_access_token: SecretStr = SecretStr("")
-    # Graph API version in the path ("v21.0").
-    whatsapp_api_version: str = "v21.0"
+    # Graph API version in the path ("v26.0", released July 2026; Meta supports a version
+    # for about two years, so move it on with the changelog).
+    whatsapp_api_version: str = "v26.0"
     # Phone number id of workspaces that set none; empty means WhatsApp is off for them.
     whatsapp_phone_number_id: str = ""
     # Language code of the approved message templates.
@@ -79,6 +84,30 @@ class NotifierSettings(ServiceSettings):
     # Where hand-offs go when the workspace sets nothing: an agent inbox and/or a webhook.
     agent_inbox_address: str = ""
     helpdesk_webhook_url: str = ""
+    # The secret ("whsec_<base64>") that signs hand-offs posted to HELPDESK_WEBHOOK_URL
+    # (Standard Webhooks headers); empty posts them unsigned. A workspace's own webhook is
+    # signed with its own secret (SetHelpdeskWebhookSecret), never with this one.
+    helpdesk_webhook_secret: SecretStr = SecretStr("")
+    # Keys that seal the workspaces' helpdesk signing secrets at rest ("k2:<base64 32
+    # bytes>,k1:...", the first current); empty: no workspace can store a secret.
+    secrets_encryption_keys: EncryptionKeys = SecretStr("")
+
+    @field_validator("whatsapp_api_version")
+    @classmethod
+    def _graph_api_version(cls, value: str) -> str:
+        if not _GRAPH_API_VERSION.match(value):
+            raise ValueError("a Graph API version such as 'v26.0'")
+        return value
+
+    @field_validator("helpdesk_webhook_secret")
+    @classmethod
+    def _helpdesk_secret(cls, value: SecretStr) -> SecretStr:
+        secret = value.get_secret_value()
+        if secret:
+            problem = helpdesk.secret_problem(secret)
+            if problem:
+                raise ValueError(problem)
+        return value
 
     @property
     def delivery_deadline_seconds(self) -> float:

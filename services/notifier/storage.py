@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import asyncpg
@@ -63,6 +63,8 @@ class ClaimedMessage:
     from_address: str
     reply_to: str
     whatsapp_phone_number_id: str
+    # The workspace's helpdesk signing secret, sealed (None: the workspace set none).
+    helpdesk_webhook_secret_sealed: bytes | None
     whatsapp_consent: outbox.Consent | None
     email_consent: outbox.Consent | None
     last_inbound_at: datetime | None
@@ -81,6 +83,8 @@ class WorkspaceSettingsRecord:
     contact_hourly_limit: int = 0
     workspace_hourly_limit: int = 0
     whatsapp_phone_number_id: str = ""
+    # Sealed with SECRETS_ENCRYPTION_KEYS (helpdesk_secrets.py); None: none set.
+    helpdesk_webhook_secret_sealed: bytes | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -156,7 +160,12 @@ def _settings(row: asyncpg.Record) -> WorkspaceSettingsRecord:
         contact_hourly_limit=row["contact_hourly_limit"],
         workspace_hourly_limit=row["workspace_hourly_limit"],
         whatsapp_phone_number_id=row["whatsapp_phone_number_id"],
+        helpdesk_webhook_secret_sealed=_bytes_or_none(row["helpdesk_webhook_secret"]),
     )
+
+
+def _bytes_or_none(value: bytes | None) -> bytes | None:
+    return None if value is None else bytes(value)
 
 
 def _consent(row: asyncpg.Record) -> ConsentRecord:
@@ -196,6 +205,15 @@ async def save_workspace_settings(
         record.workspace_hourly_limit,
         record.whatsapp_phone_number_id,
     )
+    assert row is not None
+    return _settings(row)
+
+
+async def set_helpdesk_webhook_secret(
+    connection: Connection, workspace_id: str, sealed: bytes | None
+) -> WorkspaceSettingsRecord:
+    """Stores the workspace's sealed helpdesk signing secret (None removes it)."""
+    row = await connection.fetchrow(queries.set_helpdesk_webhook_secret, workspace_id, sealed)
     assert row is not None
     return _settings(row)
 
@@ -378,6 +396,7 @@ async def claim_due(
             from_address=row["ws_from_address"] or "",
             reply_to=row["ws_reply_to"] or "",
             whatsapp_phone_number_id=row["ws_whatsapp_phone_number_id"] or "",
+            helpdesk_webhook_secret_sealed=_bytes_or_none(row["ws_helpdesk_webhook_secret"]),
             whatsapp_consent=_optional_consent(
                 row["whatsapp_opted_in"], row["whatsapp_consent_number"]
             ),

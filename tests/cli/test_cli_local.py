@@ -101,6 +101,7 @@ def test_a_malformed_option_fails_before_any_call_as_one_json_line() -> None:
     assert json.loads(line)["error"]["reason"] == "INVALID_OPTION"
 
 
+@pytest.mark.integration
 def test_the_cli_imports_no_service_code() -> None:
     loaded = (
         subprocess.run(

@@ -20,6 +20,9 @@ _TO_JSON = (
     "import json, sys, yaml; print(json.dumps([d for d in yaml.safe_load_all(sys.stdin) if d]))"
 )
 
+# It renders and validates with the manifest tools (processes).
+pytestmark = pytest.mark.integration
+
 
 def render(overlay: str) -> list[dict[str, Any]]:
     if not (DEPLOY_VENV / "kubectl").exists():

@@ -16,6 +16,9 @@ import pytest
 
 from tests.deploy.test_manifests import DEPLOY_VENV, ROOT, render
 
+# It runs the monitoring checks in the deploy virtualenv (a process).
+pytestmark = pytest.mark.integration
+
 OVERLAY = "prod-monitoring"
 
 # Run by the deploy virtualenv's Python: reads documents (JSON) on stdin, applies one

@@ -25,6 +25,7 @@ def test_without_llm_the_edge_has_no_model(data_dir: Path) -> None:
     assert not any(name.startswith("LLM_") for name in children["edge"].env)
 
 
+@pytest.mark.integration
 async def test_llm_starts_the_model_emulator_the_edge_is_pointed_at(
     data_dir: Path, unused_tcp_port: int
 ) -> None:

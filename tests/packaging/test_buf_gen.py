@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.packaging.requirements import ROOT
 
 BIN = Path(sys.executable).parent
@@ -22,6 +24,7 @@ def _entries(template: str) -> tuple[str, list[str]]:
     return head + "\nplugins:\n", entries
 
 
+@pytest.mark.integration
 def test_buf_gen_yaml_generates_with_the_local_plugins(tmp_path: Path) -> None:
     template = (ROOT / "protos" / "buf.gen.yaml").read_text()
     head, entries = _entries(template)

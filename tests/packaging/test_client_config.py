@@ -70,6 +70,7 @@ def test_mutual_tls_needs_both_halves() -> None:
         channels.Tls(ca_file="ca.pem", key_file="client.key").credentials()
 
 
+@pytest.mark.integration
 async def test_a_channel_without_retries_calls() -> None:
     """``max_attempts=1`` (no retries) leaves the retry policy out: gRPC refuses one of fewer
     than two attempts and the channel then fails every call."""

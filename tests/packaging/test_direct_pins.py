@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
 
+import pytest
+
 from tests.packaging.requirements import ROOT, normalize, pins_with_includes
 
 # Code the images run: its imports must be pinned in requirements.txt (what they install).
@@ -117,6 +119,7 @@ def test_runtime_imports_are_pinned_in_requirements_txt() -> None:
     assert unpinned(files, pins_with_includes("requirements.txt")) == {}
 
 
+@pytest.mark.integration
 def test_emulator_imports_are_pinned_in_their_image_requirements() -> None:
     files = python_files(*EMULATOR_CODE, tests=False)
     pinned = pins_with_includes("deploy/docker/emulators-requirements.txt")

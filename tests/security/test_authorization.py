@@ -479,6 +479,15 @@ ADMIN_CALLS: dict[str, tuple[str, str, Any]] = {
         "GetWorkspaceSettings",
         notifier_pb2.GetWorkspaceSettingsRequest(workspace_id=WORKSPACE_A),
     ),
+    "notifier.SetHelpdeskWebhookSecret": (
+        "notifier",
+        "SetHelpdeskWebhookSecret",
+        notifier_pb2.SetHelpdeskWebhookSecretRequest(
+            workspace_id=WORKSPACE_A,
+            secret="whsec_" + "A" * 44,
+            idempotency_key="adm-helpdesk-secret",
+        ),
+    ),
 }
 
 

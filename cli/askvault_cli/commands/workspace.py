@@ -3,6 +3,9 @@ notifier (sender, reply-to, hand-off destinations, send limits)."""
 
 from __future__ import annotations
 
+import base64
+import os
+import sys
 from typing import Annotated
 
 import typer
@@ -11,6 +14,7 @@ from askvault.identity.v1 import identity_pb2
 from askvault.notifier.v1 import notifier_pb2
 from askvault_cli import calls, output
 from askvault_cli.commands import IdempotencyKey, admin
+from askvault_cli.failures import CliError, ExitCode
 
 app = typer.Typer(help="Workspace settings.", no_args_is_help=True)
 settings_app = typer.Typer(
@@ -52,6 +56,7 @@ def _show(
                 ("notifier", "reply_to", notifier.reply_to),
                 ("notifier", "agent_inbox", notifier.agent_inbox),
                 ("notifier", "helpdesk_webhook_url", notifier.helpdesk_webhook_url),
+                ("notifier", "helpdesk_webhook_signed", notifier.helpdesk_webhook_signed),
                 ("notifier", "contact_hourly_limit", notifier.contact_hourly_limit),
                 ("notifier", "workspace_hourly_limit", notifier.workspace_hourly_limit),
                 ("notifier", "whatsapp_phone_number_id", notifier.whatsapp_phone_number_id),
@@ -125,3 +130,56 @@ def set_settings(
             ),
         ).settings
     _show(session, identity, notifier)
+
+
+# Random bytes of a generated helpdesk signing secret (Standard Webhooks: 24 to 64).
+HELPDESK_SECRET_BYTES = 32
+
+
+@app.command("helpdesk-secret")
+def helpdesk_secret(
+    ctx: typer.Context,
+    secret_stdin: Annotated[
+        bool,
+        typer.Option(
+            "--secret-stdin", help="Read the secret (whsec_<base64>) from stdin (one line)."
+        ),
+    ] = False,
+    clear: Annotated[
+        bool, typer.Option(help="Remove the secret: hand-offs to the helpdesk go unsigned.")
+    ] = False,
+    idempotency_key: IdempotencyKey = None,
+) -> None:
+    """Set or rotate the secret that signs hand-offs to the helpdesk webhook (Standard
+    Webhooks); without options a random one is generated and printed once. The new secret
+    signs from the next delivery on: let the helpdesk accept both until it has the new one."""
+    session = admin(ctx)
+    if secret_stdin and clear:
+        raise CliError("give either --secret-stdin or --clear", ExitCode.USAGE, reason="NO_SECRET")
+    generated = not (secret_stdin or clear)
+    if generated:
+        raw = base64.b64encode(os.urandom(HELPDESK_SECRET_BYTES)).decode()
+        text = f"whsec_{raw}"
+    elif secret_stdin:
+        text = sys.stdin.readline().rstrip("\r\n")
+    else:
+        text = ""
+    answer = session.call(
+        session.notifier.SetHelpdeskWebhookSecret,
+        notifier_pb2.SetHelpdeskWebhookSecretRequest(
+            workspace_id=session.workspace,
+            secret=text,
+            idempotency_key=calls.idempotency_key(idempotency_key),
+        ),
+    )
+    document: dict[str, object] = {"notifier": output.as_dict(answer.settings)}
+    if generated:
+        document["generated_secret"] = text
+
+    def render() -> None:
+        signed = answer.settings.helpdesk_webhook_signed
+        output.line(f"hand-offs to the helpdesk webhook are {'signed' if signed else 'unsigned'}")
+        if generated:
+            output.line(f"secret (shown once; give it to the helpdesk): {text}")
+
+    output.show(session.options.json_output, document, render)

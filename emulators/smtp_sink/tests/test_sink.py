@@ -24,6 +24,7 @@ def _mail(message_id: str) -> EmailMessage:
     return mail
 
 
+@pytest.mark.integration
 async def test_http_api_lists_waits_counts_duplicates_and_injects_faults() -> None:
     sink = await app.start()
     try:

@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
 import stripe
 
 from stripe_emulator import app, seed
@@ -48,6 +49,7 @@ async def test_seed_remote_through_the_admin_endpoint(emulator: RunningEmulator)
         await close_http(http_client)
 
 
+@pytest.mark.integration
 async def test_state_file_keeps_state_across_restarts(tmp_path: Path) -> None:
     state_file = tmp_path / "stripe.json"
     first = await app.start(state_file=state_file)
@@ -65,6 +67,7 @@ async def test_state_file_keeps_state_across_restarts(tmp_path: Path) -> None:
         await second.close()
 
 
+@pytest.mark.integration
 async def test_command_line_starts_seeds_and_serves() -> None:
     process = await asyncio.create_subprocess_exec(
         sys.executable,

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import aiohttp
+import pytest
 from aiohttp import web
 
 from whatsapp_emulator import app, signing
@@ -19,6 +20,7 @@ BODY = {
 }
 
 
+@pytest.mark.integration
 async def test_sends_errors_and_signed_status_webhooks() -> None:
     received: list[dict[str, Any]] = []
 
@@ -40,13 +42,16 @@ async def test_sends_errors_and_signed_status_webhooks() -> None:
         status_delay_seconds=0.01,
     )
     emulator = await app.start(state=state)
-    url = f"{emulator.url}/v21.0/123/messages"
+    url = f"{emulator.url}/v26.0/123/messages"
     try:
         async with aiohttp.ClientSession() as http:
             async with http.post(url, json=BODY) as response:
                 assert response.status == 401
                 assert (await response.json())["error"]["code"] == 190
             auth = {"Authorization": "Bearer tok"}
+            unversioned = f"{emulator.url}/26.0/123/messages"
+            async with http.post(unversioned, json=BODY, headers=auth) as response:
+                assert response.status == 400
             async with http.post(f"{emulator.url}/_emulator/faults", json={"code": 131056}):
                 pass
             async with http.post(url, json=BODY, headers=auth) as response:

@@ -12,6 +12,7 @@ import tempfile
 import urllib.request
 
 import grpc
+import pytest
 from grpc_health.v1 import health_pb2
 
 from askvault.identity.v1 import identity_pb2, identity_pb2_grpc
@@ -54,6 +55,7 @@ async def test_migrate_command_prepares_an_empty_database(empty_database_url: st
     assert [row["version"] for row in versions] == [1, 2, 3, 4, 5]
 
 
+@pytest.mark.integration
 async def test_missing_required_setting_fails_at_start() -> None:
     environment = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     process = await asyncio.create_subprocess_exec(

@@ -58,6 +58,7 @@ async def test_opted_in_payment_failed_is_a_template_with_recovery_buttons(
     assert message.HasField("delivered_at")
     [recorded] = notifier.whatsapp.state.messages
     assert recorded["phone_number_id"] == PHONE_NUMBER_ID
+    assert recorded["version"] == notifier.settings.whatsapp_api_version == "v26.0"
     assert recorded["to"] == NUMBER
     template = recorded["template"]
     assert template["name"] == "payment_failed_v1"

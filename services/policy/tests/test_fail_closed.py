@@ -18,6 +18,7 @@ from runtime import testing
 from .conftest import AUDIT_MAC_KEYS, KEY_ID, START, Policy, TestClock, key, policy_settings
 
 
+@pytest.mark.integration
 async def test_database_down_means_unavailable(private_key: Ed25519PrivateKey) -> None:
     async def key_source() -> Mapping[str, Ed25519PublicKey]:
         return {KEY_ID: private_key.public_key()}
