@@ -1,6 +1,6 @@
 """The HTTP servers of the edge and the console: uvicorn on a socket bound by the process,
 started and drained the same way as the gRPC servers (the process's own signal handlers
-drive the drain; every step has a bound)."""
+drive the drain; every step has a bound), and their requests traced (``trace_requests``)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,44 @@ import socket
 from dataclasses import dataclass
 
 import uvicorn
-from starlette.types import ASGIApp
+from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+from opentelemetry.metrics import NoOpMeterProvider
+from starlette.applications import Starlette
+from starlette.routing import Match
+from starlette.types import ASGIApp, Scope
 
 from runtime import tasks
+
+# Requests no trace is made for: probes and scrapes, every few seconds, say nothing of a
+# caller's request (matched against the URL without its query).
+UNTRACED_PATHS = ("/healthz", "/readyz", "/metrics")
+
+
+def trace_requests(app: Starlette) -> None:
+    """Makes every request to ``app`` a SERVER span (HTTP semantic conventions, named by the
+    route's template: "POST /v1/tools/{name}") that continues the caller's ``traceparent``.
+    OpenTelemetry's ASGI middleware, given here rather than by the Starlette instrumentor,
+    which cannot leave out paths per application nor the spans it makes per body message.
+    Its own request metrics are off: each process counts its requests itself (the edge's
+    ``askvault_edge_http_*``), and a second histogram per request would cost without use."""
+    routes = app.routes
+
+    def span_details(scope: Scope) -> tuple[str, dict[str, str]]:
+        method = str(scope.get("method", "HTTP"))
+        for route in routes:
+            match, _ = route.matches(scope)
+            if match == Match.FULL:
+                template = str(getattr(route, "path", scope.get("path", "")))
+                return f"{method} {template}", {"http.route": template}
+        return method, {}
+
+    app.add_middleware(
+        OpenTelemetryMiddleware,
+        excluded_urls=",".join(f"{path}$" for path in UNTRACED_PATHS),
+        default_span_details=span_details,
+        exclude_spans=["receive", "send"],
+        meter_provider=NoOpMeterProvider(),
+    )
 
 
 @dataclass

@@ -17,7 +17,8 @@ import grpc
 import jwt
 from google.protobuf import timestamp_pb2
 from google.rpc import error_details_pb2, status_pb2
-from opentelemetry import trace
+from opentelemetry import metrics, trace
+from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
@@ -170,6 +171,23 @@ def captured_spans() -> Iterator[InMemorySpanExporter]:
         yield exporter
     finally:
         _span_capture.exporter = None
+
+
+_metrics_served = False
+
+
+def served_metrics() -> None:
+    """Makes the process's meter provider an SDK one read by the Prometheus exporter, whose
+    output prometheus_client's default registry (the edge's /metrics) serves, as
+    ``telemetry.configure`` does for the edge; once per process (a second reader would
+    repeat every series)."""
+    global _metrics_served
+    if _metrics_served:
+        return
+    from opentelemetry.exporter.prometheus import PrometheusMetricReader
+
+    metrics.set_meter_provider(MeterProvider(metric_readers=[PrometheusMetricReader()]))
+    _metrics_served = True
 
 
 def confirmed(
