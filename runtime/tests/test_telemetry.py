@@ -148,3 +148,11 @@ async def test_a_request_carries_the_trace_when_no_span_is_recorded(
     # The caller's trace goes on, from a span of its own, marked as not sampled.
     assert (version, trace_id) == ("00", "4bf92f3577b34da6a3ce929d0e0e4736")
     assert span_id != "00f067aa0ba902b7" and flags == "00"
+
+
+def test_an_outgoing_requests_span_keeps_no_query_nor_credentials() -> None:
+    assert (
+        telemetry.client_url("https://user:pw@api.stripe.com:443/v1/charges?customer=cus_1#x")
+        == "https://api.stripe.com:443/v1/charges"
+    )
+    assert telemetry.client_url("http://[::1]:8080/hook?token=t") == "http://[::1]:8080/hook"

@@ -14,7 +14,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from askvault.common.v1 import common_pb2
-from runtime import testing
+from runtime import telemetry, testing
 from tests.e2e.conftest import Stack, eventually
 from tests.e2e.test_policy_flows import _set_bounds
 
@@ -23,13 +23,13 @@ from tests.e2e.test_policy_flows import _set_bounds
 def spans() -> Iterator[InMemorySpanExporter]:
     """Finished spans of this test; aiohttp client calls (the gateway's Stripe SDK client and
     the emulators' webhook posts) become CLIENT spans carrying the trace context."""
-    instrumentor = AioHttpClientInstrumentor()
-    instrumentor.instrument()
+    # As every process does at start (runtime.telemetry.configure).
+    telemetry.instrument_http_clients()
     try:
         with testing.captured_spans() as exporter:
             yield exporter
     finally:
-        instrumentor.uninstrument()
+        AioHttpClientInstrumentor().uninstrument()
 
 
 def _turn_trace(exporter: InMemorySpanExporter, first_span_count: int) -> list[ReadableSpan]:
@@ -238,3 +238,26 @@ async def test_an_incoming_traceparent_is_continued_into_stripe(
     ]
     assert refunds, logged
     assert refunds[-1]["traceparent"].split("-")[1] == f"{_CALLER_TRACE_ID:032x}", refunds[-1]
+
+
+async def test_a_request_span_keeps_the_route_not_the_secret_in_the_url(
+    spans: InMemorySpanExporter, stack: Stack
+) -> None:
+    # A confirmation link's token is a credential; WhatsApp's verify token rides in a query.
+    secret = "tok_secret_0123456789"
+    async with stack.http.get(f"{stack.edge_url}/v1/confirm/{secret}?hub.verify_token={secret}"):
+        pass
+    server = [
+        span
+        for span in spans.get_finished_spans()
+        if span.kind == trace.SpanKind.SERVER and span.name == "GET /v1/confirm/{token}"
+    ]
+    assert len(server) == 1, [span.name for span in spans.get_finished_spans()]
+    attributes = dict(server[0].attributes or {})
+    assert attributes.get("http.route") == "/v1/confirm/{token}", attributes
+    assert not [key for key, value in attributes.items() if secret in str(value)], attributes
+    # The test's own client span (instrumented by the same code as every process's) too.
+    client = [s for s in spans.get_finished_spans() if s.kind == trace.SpanKind.CLIENT]
+    assert client and not [
+        key for s in client for key, value in (s.attributes or {}).items() if "hub." in str(value)
+    ], [s.attributes for s in client]
