@@ -323,12 +323,15 @@ def run_process(
     load_config: Callable[[], SettingsT],
     serve_process: Callable[[SettingsT], Coroutine[Any, Any, None]],
     argv: Sequence[str] | None = None,
+    *,
+    serves_metrics: bool = False,
 ) -> None:
     """``python -m <process> [serve|migrate]`` for every process of the skill, the edge
     included. ``migrate`` reads only the database settings (the migration Job holds no key of
     the service) and applies the migrations as the owner when MIGRATION_DATABASE_URL is set;
     ``serve`` loads ``load_config``, then logs, telemetry, outgoing credentials and
-    ``serve_process`` on uvloop."""
+    ``serve_process`` on uvloop. ``serves_metrics``: the process serves its metrics on its
+    own HTTP port (the edge's ``/metrics``) besides any METRICS_PORT."""
     parser = argparse.ArgumentParser()
     parser.add_argument("command", nargs="?", default="serve", choices=["serve", "migrate"])
     command = parser.parse_args(argv).command
@@ -342,7 +345,12 @@ def run_process(
         return
     config = load_config()
     logs.configure(name, config.log_level)
-    telemetry.configure(name, config.otel_exporter_otlp_endpoint, config.metrics_port)
+    telemetry.configure(
+        name,
+        config.otel_exporter_otlp_endpoint,
+        config.metrics_port,
+        serves_metrics=serves_metrics,
+    )
     clients.configure_from_settings(name, config)
     try:
         import uvloop

@@ -218,6 +218,28 @@ def captured_metrics() -> Iterator[CapturedMetrics]:
         provider.remove_metric_reader(reader)
 
 
+_metrics_served = False
+
+
+def served_metrics() -> None:
+    """Makes the process's meter provider an SDK one read by the Prometheus exporter, whose
+    output prometheus_client's default registry (the edge's /metrics) serves, as
+    ``telemetry.configure`` does for the edge; once per process (a second reader would
+    repeat every series)."""
+    global _metrics_served
+    if _metrics_served:
+        return
+    from opentelemetry.exporter.prometheus import PrometheusMetricReader
+
+    provider = metrics.get_meter_provider()
+    if isinstance(provider, MeterProvider):
+        # Made by captured_metrics earlier in this process: the global provider is set once.
+        provider.add_metric_reader(PrometheusMetricReader())
+    else:
+        metrics.set_meter_provider(MeterProvider(metric_readers=[PrometheusMetricReader()]))
+    _metrics_served = True
+
+
 def confirmed(
     request: policy_pb2.AuthorizeRequest,
     *,

@@ -218,6 +218,8 @@ async def running(
                 **(edge_values or {}),
             },
         )
+        # The edge serves the process's metrics at /metrics, as a deployed edge does.
+        testing.served_metrics()
         edge = await edge_service.start(edge_settings)
         stack.push_async_callback(edge.stop, 1.0)
         http = await stack.enter_async_context(aiohttp.ClientSession())

@@ -186,7 +186,7 @@ def _fingerprint(method: str, path: str, request_params: Json) -> str:
 
 
 async def handle_api(request: web.Request) -> web.StreamResponse:
-    """Serves one API request and logs it (method, path, account, status)."""
+    """Serves one API request and logs it (method, path, account, status, traceparent)."""
     response = await _serve_api(request)
     account = ""
     with contextlib.suppress(errors.StripeError):
@@ -197,6 +197,7 @@ async def handle_api(request: web.Request) -> web.StreamResponse:
         account,
         getattr(response, "status", 0),
         response.headers.get("Request-Id", ""),
+        request.headers.get("traceparent", ""),
     )
     return response
 

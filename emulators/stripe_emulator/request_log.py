@@ -23,6 +23,8 @@ class LoggedRequest:
     status: int
     request_id: str
     at: float
+    # The W3C ``traceparent`` header the client sent ("" when none): which trace made it.
+    traceparent: str = ""
 
 
 class RequestLog:
@@ -31,8 +33,18 @@ class RequestLog:
     def __init__(self) -> None:
         self._entries: deque[LoggedRequest] = deque(maxlen=MAX_ENTRIES)
 
-    def add(self, method: str, path: str, account: str, status: int, request_id: str) -> None:
-        self._entries.append(LoggedRequest(method, path, account, status, request_id, time.time()))
+    def add(
+        self,
+        method: str,
+        path: str,
+        account: str,
+        status: int,
+        request_id: str,
+        traceparent: str = "",
+    ) -> None:
+        self._entries.append(
+            LoggedRequest(method, path, account, status, request_id, time.time(), traceparent)
+        )
 
     def entries(self, account: str = "") -> list[LoggedRequest]:
         """Every logged request, oldest first (of one account when given)."""

@@ -17,6 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from console import display, sessions, signin
 from console.pages import audit, bounds, escalations, messages, outcomes, recovery, stripe
 from console.web import TEMPLATES, Console, SignInRequired
+from runtime import http_server
 from runtime.health import SHUTTING_DOWN, Health
 
 logger = logging.getLogger(__name__)
@@ -108,6 +109,8 @@ def build_app(console: Console, health: Health) -> ASGIApp:
             Exception: _unexpected,
         },
     )
+    # Inside the session and header wrappers: the span is named by the matched route.
+    http_server.trace_requests(app)
     app.state.console = console
     app.state.oauth = signin.oauth_client(console.settings)
     settings = console.settings

@@ -14,7 +14,14 @@ async def serve(config: EdgeSettings) -> None:
 
 
 def main() -> None:
-    server.run_process(service.NAME, service.MIGRATIONS, lambda: settings.load(EdgeSettings), serve)
+    # The edge's metrics are served at /metrics on its HTTP port (http_api.Edge.metrics).
+    server.run_process(
+        service.NAME,
+        service.MIGRATIONS,
+        lambda: settings.load(EdgeSettings),
+        serve,
+        serves_metrics=True,
+    )
 
 
 if __name__ == "__main__":

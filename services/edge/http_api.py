@@ -19,6 +19,7 @@ import prometheus_client
 from opentelemetry import trace
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request as HttpRequest
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
@@ -31,31 +32,13 @@ from edge.peers import Peers, error_reason, is_unavailable
 from edge.pipeline import Engine
 from edge.settings import EdgeSettings
 from edge.turn import ConversationNotOwned, Reply, Request, VisitorIdentity
+from runtime import http_server
 from runtime.database import UNAVAILABLE_ERRORS
 from runtime.health import DATABASE, SHUTTING_DOWN, Health
 
 logger = logging.getLogger(__name__)
 tracer = trace.get_tracer("askvault.edge")
 
-_REGISTRY = metrics.REGISTRY
-_REQUESTS = prometheus_client.Counter(
-    "askvault_edge_http_requests",
-    "HTTP requests by route and status",
-    ["route", "status"],
-    registry=_REGISTRY,
-)
-_DURATION = prometheus_client.Histogram(
-    "askvault_edge_http_duration_seconds",
-    "HTTP handling time by route",
-    ["route"],
-    registry=_REGISTRY,
-)
-_INTENTS = prometheus_client.Counter(
-    "askvault_edge_turns",
-    "Chat turns by intent and outcome",
-    ["intent", "status"],
-    registry=_REGISTRY,
-)
 # Anchored at the very end (``$`` would let a trailing newline through), as the models are.
 _ID = re.compile(api_models.ID_REGEX.removesuffix("$") + r"\Z")
 # What workspace, conversation and quote ids look like.
@@ -166,7 +149,7 @@ class Edge:
                     )
                 return error(502, "DEPENDENCY_ERROR", "a service refused the request")
             span.set_attribute("askvault.intent", reply.intent)
-        _INTENTS.labels(reply.intent, reply.status).inc()
+        metrics.TURNS.add(1, {"intent": reply.intent, "status": reply.status})
         return reply
 
     # ----- chat -----
@@ -346,8 +329,10 @@ class Edge:
         return JSONResponse(openapi.document())
 
     async def metrics(self, request: HttpRequest) -> Response:
+        """The process's OpenTelemetry metrics as Prometheus text: the exporter's reader
+        (``runtime.telemetry``) is a collector of prometheus_client's default registry."""
         return Response(
-            prometheus_client.generate_latest(_REGISTRY),
+            prometheus_client.generate_latest(prometheus_client.REGISTRY),
             media_type=prometheus_client.CONTENT_TYPE_LATEST,
         )
 
@@ -355,14 +340,13 @@ class Edge:
 def _timed(
     route: str, handler: Callable[[HttpRequest], Awaitable[Response]]
 ) -> Callable[[HttpRequest], Awaitable[Response]]:
+    """Counts and times the route's requests (the span is the ASGI middleware's)."""
+
     async def run(request: HttpRequest) -> Response:
         started = time.perf_counter()
-        with tracer.start_as_current_span(
-            f"HTTP {request.method} {route}", kind=trace.SpanKind.SERVER
-        ):
-            response = await handler(request)
-        _REQUESTS.labels(route, str(response.status_code)).inc()
-        _DURATION.labels(route).observe(time.perf_counter() - started)
+        response = await handler(request)
+        metrics.HTTP_REQUESTS.add(1, {"route": route, "status": str(response.status_code)})
+        metrics.HTTP_DURATION.record(time.perf_counter() - started, {"route": route})
         return response
 
     return run
@@ -376,8 +360,8 @@ async def _http_error(request: HttpRequest, exc: Exception) -> Response:
 
 def build_app(
     edge: Edge, mcp_app: ASGIApp | None, more_routes: list[Route] | None = None
-) -> ASGIApp:
-    """The ASGI application."""
+) -> Starlette:
+    """The ASGI application, its requests traced (``runtime.http_server.trace_requests``)."""
     routes: list[Route | Mount] = [
         *[Route(r.path, _timed(r.path, r.endpoint), methods=r.methods) for r in more_routes or []],
         Route("/v1/chat/turns", _timed("/v1/chat/turns", edge.chat_turn), methods=["POST"]),
@@ -399,5 +383,11 @@ def build_app(
         routes.append(
             Route("/mcp", endpoint=AddressLimited(JsonErrorBodies(mcp_app), edge.scope_allowed))
         )
-    app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
-    return BodyLimit(app, edge.settings.max_body_bytes)
+    app = Starlette(
+        routes=routes,
+        exception_handlers={HTTPException: _http_error},
+        middleware=[Middleware(BodyLimit, max_bytes=edge.settings.max_body_bytes)],
+    )
+    # Added last, so outermost: a body refused by BodyLimit is in the trace too.
+    http_server.trace_requests(app)
+    return app

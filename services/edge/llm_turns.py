@@ -139,12 +139,12 @@ async def answer(
         history = await _history(deps, context)
         words = await _converse(deps.settings, model, history, text, run_tool, context, turn)
     except ModelFailed as failure:
-        metrics.LLM_TURN_SECONDS.observe(time.perf_counter() - started)
+        metrics.LLM_TURN_SECONDS.record(time.perf_counter() - started)
         logger.info("model failed; the rules answer", extra={"reason": str(failure)})
-        metrics.LLM_TURNS.labels("fallback").inc()
-        metrics.LLM_FALLBACKS.labels(metrics.failure_kind(str(failure))).inc()
+        metrics.LLM_TURNS.add(1, {"outcome": "fallback"})
+        metrics.LLM_FALLBACKS.add(1, {"reason": metrics.failure_kind(str(failure))})
         return await _replacement(turn, rules)
-    metrics.LLM_TURN_SECONDS.observe(time.perf_counter() - started)
+    metrics.LLM_TURN_SECONDS.record(time.perf_counter() - started)
     problems = grounding.findings(words, grounding.Evidence.of(turn.evidence))
     if problems or turn.refusals:
         kinds = sorted({p.kind for p in problems} | set(turn.refusals))
@@ -155,11 +155,11 @@ async def answer(
                 "refusals": sorted(set(turn.refusals)),
             },
         )
-        metrics.LLM_TURNS.labels("replaced").inc()
+        metrics.LLM_TURNS.add(1, {"outcome": "replaced"})
         for kind in kinds:
-            metrics.LLM_REPLACEMENTS.labels(kind).inc()
+            metrics.LLM_REPLACEMENTS.add(1, {"kind": kind})
         return await _replacement(turn, rules)
-    metrics.LLM_TURNS.labels("model").inc()
+    metrics.LLM_TURNS.add(1, {"outcome": "model"})
     return _combined(turn, words)
 
 
@@ -233,11 +233,11 @@ async def _complete(
     try:
         said = await model.complete(messages, definitions, timeout_seconds)
     except ModelFailed as failure:
-        metrics.LLM_CALLS.labels(metrics.failure_kind(str(failure))).inc()
+        metrics.LLM_CALLS.add(1, {"result": metrics.failure_kind(str(failure))})
         raise
     finally:
-        metrics.LLM_CALL_SECONDS.observe(time.perf_counter() - started)
-    metrics.LLM_CALLS.labels("ok").inc()
+        metrics.LLM_CALL_SECONDS.record(time.perf_counter() - started)
+    metrics.LLM_CALLS.add(1, {"result": "ok"})
     return said
 
 

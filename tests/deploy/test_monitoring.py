@@ -39,9 +39,10 @@ print(json.dumps({{
 """
 
 # Run by the main virtualenv's Python: a real gRPC server with the runtime's interceptor,
-# one call, every edge metric used once and every service's own instrument recorded once
+# one call, every edge instrument used once and every service's own instrument recorded once
 # (through the functions the services call); prints the names of the samples the
-# Prometheus exporters then serve (the OpenTelemetry reader's and the edge's registry).
+# OpenTelemetry Prometheus exporter then serves (prometheus_client's default registry, which
+# the metrics port and the edge's /metrics serve).
 _EXPORTED = """
 import asyncio, json
 import grpc, prometheus_client
@@ -49,12 +50,11 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from opentelemetry import metrics
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.sdk.metrics import MeterProvider
-from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.parser import text_string_to_metric_families
 
 metrics.set_meter_provider(MeterProvider(metric_readers=[PrometheusMetricReader()]))
 from runtime.interceptors import ServerInterceptor
-from edge import http_api, metrics as edge_metrics
+from edge import metrics as edge_metrics
 from billing_gateway import gateway_metrics
 from notifier import outbox_metrics
 from policy import policy_metrics
@@ -79,17 +79,15 @@ gateway_metrics.count_case_closed("recovered")
 policy_metrics.count_chain_failure(policy_metrics.VERIFY_CHAIN)
 policy_metrics.count_escalation_opened("refund")
 policy_metrics.count_escalation_decided("approved")
-for module in (http_api, edge_metrics):
-    for metric in vars(module).values():
-        if isinstance(metric, MetricWrapperBase):
-            labels = ["x"] * len(metric._labelnames)
-            child = metric.labels(*labels) if labels else metric
-            (child.inc if hasattr(child, "inc") else child.observe)(1)
+for instrument in vars(edge_metrics).values():
+    if isinstance(instrument, metrics.Counter):
+        instrument.add(1, {"x": "x"})
+    elif isinstance(instrument, metrics.Histogram):
+        instrument.record(1, {"x": "x"})
 names = set()
-for registry in (prometheus_client.REGISTRY, edge_metrics.REGISTRY):
-    text = prometheus_client.generate_latest(registry).decode()
-    for family in text_string_to_metric_families(text):
-        names.update(sample.name for sample in family.samples)
+text = prometheus_client.generate_latest(prometheus_client.REGISTRY).decode()
+for family in text_string_to_metric_families(text):
+    names.update(sample.name for sample in family.samples)
 print(json.dumps(sorted(names)))
 """
 

@@ -9,7 +9,7 @@ import hashlib
 import hmac
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -69,15 +69,23 @@ class Stack:
     identity_server: RunningService
 
     async def turn(
-        self, user: str | None, text: str, conversation: str = "c1", **visitor: str
+        self,
+        user: str | None,
+        text: str,
+        conversation: str = "c1",
+        *,
+        http: aiohttp.ClientSession | None = None,
+        headers: Mapping[str, str] | None = None,
+        **visitor: str,
     ) -> dict[str, Any]:
-        """One chat turn as a verified visitor (user id), or anonymous (None)."""
+        """One chat turn as a verified visitor (user id), or anonymous (None); sent by
+        ``http`` (the stack's session by default) with ``headers`` when given."""
         who: dict[str, str] = dict(visitor)
         if user is not None:
             domain = "example.in" if user == "dev" else "example.com"
             who = {"user_id": user, "email": f"{user}@{domain}", "user_hash": user_hash(user)}
             who.update(visitor)
-        async with self.http.post(
+        async with (http or self.http).post(
             f"{self.edge_url}/v1/chat/turns",
             json={
                 "workspace_id": WORKSPACE,
@@ -85,6 +93,7 @@ class Stack:
                 "visitor": who,
                 "text": text,
             },
+            headers=headers,
         ) as response:
             assert response.status == 200, await response.text()
             body: dict[str, Any] = await response.json()

@@ -249,7 +249,10 @@ async def _metrics(stack: Stack) -> dict[tuple[str, str], float]:
         if not family.name.startswith("askvault_edge_llm_"):
             continue
         for sample in family.samples:
-            label = next(iter(sample.labels.values()), "")
+            # The exporter adds the instrumentation scope (otel_scope_*) to every sample.
+            label = next(
+                (v for k, v in sample.labels.items() if not k.startswith("otel_scope_")), ""
+            )
             samples[sample.name, label] = sample.value
     return samples
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import aiohttp
 import pytest
 from opentelemetry import trace
 from opentelemetry.instrumentation.aiohttp_client import AioHttpClientInstrumentor
@@ -13,7 +14,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from askvault.common.v1 import common_pb2
-from runtime import testing
+from runtime import telemetry, testing
 from tests.e2e.conftest import Stack, eventually
 from tests.e2e.test_policy_flows import _set_bounds
 
@@ -22,13 +23,13 @@ from tests.e2e.test_policy_flows import _set_bounds
 def spans() -> Iterator[InMemorySpanExporter]:
     """Finished spans of this test; aiohttp client calls (the gateway's Stripe SDK client and
     the emulators' webhook posts) become CLIENT spans carrying the trace context."""
-    instrumentor = AioHttpClientInstrumentor()
-    instrumentor.instrument()
+    # As every process does at start (runtime.telemetry.configure).
+    telemetry.instrument_http_clients()
     try:
         with testing.captured_spans() as exporter:
             yield exporter
     finally:
-        instrumentor.uninstrument()
+        AioHttpClientInstrumentor().uninstrument()
 
 
 def _turn_trace(exporter: InMemorySpanExporter, first_span_count: int) -> list[ReadableSpan]:
@@ -37,7 +38,7 @@ def _turn_trace(exporter: InMemorySpanExporter, first_span_count: int) -> list[R
     turn = [
         span
         for span in finished
-        if span.name == "HTTP POST /v1/chat/turns" and span.kind == trace.SpanKind.SERVER
+        if span.name == "POST /v1/chat/turns" and span.kind == trace.SpanKind.SERVER
     ][-1]
     trace_id = turn.context.trace_id
     return [span for span in exporter.get_finished_spans() if span.context.trace_id == trace_id]
@@ -78,10 +79,13 @@ async def test_a_confirmed_refund_is_one_trace_into_stripe(
     assert "POST /v1/refunds" in _stripe_calls(traced, stack.stripe_url), _stripe_calls(
         traced, stack.stripe_url
     )
-    # Every span of the turn hangs off the edge's request span: one tree, not several.
-    edge_span = next(s for s in traced if s.name == "HTTP POST /v1/chat/turns")
-    orphans = [s.name for s in traced if s is not edge_span and s.parent is None]
-    assert orphans == [] and edge_span.parent is None, orphans
+    # Every span of the turn hangs off the edge's request span, itself the child of the
+    # test's own request (the stack's aiohttp session is instrumented too): one tree.
+    edge_span = next(s for s in traced if s.name == "POST /v1/chat/turns")
+    roots = [s for s in traced if s.parent is None]
+    assert [s.kind for s in roots] == [trace.SpanKind.CLIENT], [s.name for s in roots]
+    assert edge_span.parent is not None
+    assert edge_span.parent.span_id == roots[0].context.span_id
     trace_id = edge_span.context.trace_id
 
     async def every_parent_in_the_trace() -> bool:
@@ -178,3 +182,82 @@ async def test_a_handoff_summary_never_asks_for_the_subscription_again(
     status = await stack.turn("alice", "what's my subscription status?", conversation="count-st")
     assert "Growth" in status["reply"], status
     assert _calls(_turn_trace(spans, before), _GET_SUBSCRIPTION) == 1
+
+
+# A caller's trace context, as a browser's or another service's tracer would send it.
+_CALLER_TRACE_ID = 0x4BF92F3577B34DA6A3CE929D0E0E4736
+_CALLER_SPAN_ID = 0x00F067AA0BA902B7
+_TRACEPARENT = f"00-{_CALLER_TRACE_ID:032x}-{_CALLER_SPAN_ID:016x}-01"
+
+
+async def test_an_incoming_traceparent_is_continued_into_stripe(
+    spans: InMemorySpanExporter, stack: Stack
+) -> None:
+    await stack.turn("bob", "Why was I charged twice?", conversation="traceparent")
+    before = len(spans.get_finished_spans())
+    # A session of its own, without the client instrumentation: the header sent is exactly
+    # the caller's, not one the test's own client span would put in its place.
+    async with aiohttp.ClientSession() as http:
+        AioHttpClientInstrumentor.uninstrument_session(http)
+        refunded = await stack.turn(
+            "bob",
+            "yes",
+            conversation="traceparent",
+            http=http,
+            headers={"traceparent": _TRACEPARENT},
+        )
+    assert "refunded $19" in refunded["reply"], refunded
+    finished = list(spans.get_finished_spans())[before:]
+    edge = [
+        span
+        for span in finished
+        if span.kind == trace.SpanKind.SERVER and span.name.endswith("POST /v1/chat/turns")
+    ]
+    assert len(edge) == 1, [span.name for span in finished]
+    # The edge's server span is the caller's span's child: same trace, the caller's span as
+    # parent (the HTTP semantic conventions on it).
+    assert edge[0].context.trace_id == _CALLER_TRACE_ID
+    assert edge[0].parent is not None and edge[0].parent.span_id == _CALLER_SPAN_ID
+    assert edge[0].parent.is_remote
+    attributes = edge[0].attributes or {}
+    assert attributes.get("http.route") == "/v1/chat/turns", attributes
+    # The instrumentation's default conventions; OTEL_SEMCONV_STABILITY_OPT_IN=http gives
+    # the stable names (http.response.status_code).
+    status = attributes.get("http.response.status_code", attributes.get("http.status_code"))
+    assert status == 200, attributes
+    # The gateway's call to Stripe is in the same trace ...
+    in_trace = [span for span in finished if span.context.trace_id == _CALLER_TRACE_ID]
+    assert "POST /v1/refunds" in _stripe_calls(in_trace, stack.stripe_url), [
+        span.name for span in in_trace
+    ]
+    # ... and Stripe received that trace's context.
+    async with stack.http.get(f"{stack.stripe_url}/_emulator/requests") as response:
+        logged = (await response.json())["requests"]
+    refunds = [
+        entry for entry in logged if entry["method"] == "POST" and entry["path"] == "/v1/refunds"
+    ]
+    assert refunds, logged
+    assert refunds[-1]["traceparent"].split("-")[1] == f"{_CALLER_TRACE_ID:032x}", refunds[-1]
+
+
+async def test_a_request_span_keeps_the_route_not_the_secret_in_the_url(
+    spans: InMemorySpanExporter, stack: Stack
+) -> None:
+    # A confirmation link's token is a credential; WhatsApp's verify token rides in a query.
+    secret = "tok_secret_0123456789"
+    async with stack.http.get(f"{stack.edge_url}/v1/confirm/{secret}?hub.verify_token={secret}"):
+        pass
+    server = [
+        span
+        for span in spans.get_finished_spans()
+        if span.kind == trace.SpanKind.SERVER and span.name == "GET /v1/confirm/{token}"
+    ]
+    assert len(server) == 1, [span.name for span in spans.get_finished_spans()]
+    attributes = dict(server[0].attributes or {})
+    assert attributes.get("http.route") == "/v1/confirm/{token}", attributes
+    assert not [key for key, value in attributes.items() if secret in str(value)], attributes
+    # The test's own client span (instrumented by the same code as every process's) too.
+    client = [s for s in spans.get_finished_spans() if s.kind == trace.SpanKind.CLIENT]
+    assert client and not [
+        key for s in client for key, value in (s.attributes or {}).items() if "hub." in str(value)
+    ], [s.attributes for s in client]
