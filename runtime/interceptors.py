@@ -88,6 +88,13 @@ def _pack(message: Any) -> any_pb2.Any:
     return packed
 
 
+# Bucket bounds of the RPC duration histogram, in seconds: an RPC answers in milliseconds and
+# its deadline is seconds away.
+RPC_DURATION_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+
+
 class ServerInterceptor(grpc.aio.ServerInterceptor):
     """Wraps every unary handler: records the deadline, times the call, maps errors."""
 
@@ -99,7 +106,12 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             "askvault.rpc.server.calls", description="RPCs served, by method and status code"
         )
         self._duration = meter.create_histogram(
-            "askvault.rpc.server.duration", unit="s", description="RPC handling time"
+            "askvault.rpc.server.duration",
+            unit="s",
+            description="RPC handling time",
+            # In seconds: the SDK's default buckets (0, 5, 10, ... 10000) suit milliseconds
+            # and would put every call in the first one, leaving the latency alert blind.
+            explicit_bucket_boundaries_advisory=RPC_DURATION_BUCKETS,
         )
 
     async def intercept_service(

@@ -7,14 +7,18 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import aiohttp
+import grpc
+import grpc.aio
 import pytest
 from aiohttp import web
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from opentelemetry import context, propagate
 from opentelemetry.instrumentation.aiohttp_client import create_trace_config
+from opentelemetry.sdk.metrics.export import HistogramDataPoint
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
-from runtime import telemetry
+from runtime import grpc_typing, interceptors, telemetry, testing
 
 _VARIABLES = (
     "OTEL_SERVICE_NAME",
@@ -127,6 +131,7 @@ async def echo_traceparent() -> AsyncIterator[tuple[str, list[str]]]:
         await runner.cleanup()
 
 
+@pytest.mark.integration
 async def test_a_request_carries_the_trace_when_no_span_is_recorded(
     echo_traceparent: tuple[str, list[str]],
 ) -> None:
@@ -138,7 +143,11 @@ async def test_a_request_carries_the_trace_when_no_span_is_recorded(
     try:
         config = create_trace_config(tracer_provider=provider)
         async with (
-            aiohttp.ClientSession(trace_configs=[config]) as http,
+            # One connection, closed with the request: no keep-alive socket is left for the
+            # garbage collector to find after the server stopped.
+            aiohttp.ClientSession(
+                trace_configs=[config], connector=aiohttp.TCPConnector(force_close=True)
+            ) as http,
             http.get(url) as response,
         ):
             assert response.status == 200
@@ -156,3 +165,35 @@ def test_an_outgoing_requests_span_keeps_no_query_nor_credentials() -> None:
         == "https://api.stripe.com:443/v1/charges"
     )
     assert telemetry.client_url("http://[::1]:8080/hook?token=t") == "http://[::1]:8080/hook"
+
+
+@pytest.mark.integration
+async def test_rpc_durations_fall_in_sub_second_buckets() -> None:
+    """A real call through the server interceptor is recorded in buckets of seconds fine
+    enough for a latency alert: its bucket's upper bound is at most a quarter second (the
+    SDK's default bounds would put it under 5 "seconds", telling nothing)."""
+    with testing.captured_metrics() as captured:
+        server = grpc.aio.server(interceptors=[interceptors.ServerInterceptor("test")])
+        health_pb2_grpc.add_HealthServicer_to_server(health.aio.HealthServicer(), server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                await grpc_typing.health_stub(channel).Check(health_pb2.HealthCheckRequest())
+        finally:
+            await server.stop(None)
+        data = captured.reader.get_metrics_data()
+    points = [
+        point
+        for resource in (data.resource_metrics if data else ())
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+        if metric.name == "askvault.rpc.server.duration"
+        for point in metric.data.data_points
+    ]
+    assert points, "no duration recorded"
+    point = points[0]
+    assert isinstance(point, HistogramDataPoint)
+    assert tuple(point.explicit_bounds) == interceptors.RPC_DURATION_BUCKETS
+    first_used = next(i for i, count in enumerate(point.bucket_counts) if count)
+    assert point.explicit_bounds[first_used] <= 0.25
