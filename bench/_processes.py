@@ -2,17 +2,14 @@
 then every ``python -m <service>``) on free ports, on a fresh database of the bench's
 PostgreSQL, the demo workspace provisioned; stopped (SIGTERM, then SIGKILL) on exit.
 
-Only devstack's public functions are used (``plan``, ``provision``, the config); starting,
-waiting and stopping are done here, with each process's log in a temporary directory."""
+devstack's plan and process helpers start, wait for and stop the processes, with each
+process's log in a temporary directory."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import os
-import random
-import signal
-import socket
 import tempfile
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
@@ -23,30 +20,13 @@ from typing import Any
 import asyncpg
 
 from bench import _harness
-from devstack import __main__ as launcher
-from devstack import config, provision
+from devstack import config, planning, processes, provision
 from runtime.secretbox import SecretBox
 
 SERVICES = ("identity", "policy", "billing_gateway", "notifier", "edge")
-# Below Linux's ephemeral range, so no outgoing connection takes one between pick and bind.
-_PORT_RANGE = range(20_000, 32_000)
 _READY_SECONDS = 60.0
-
-
-def free_ports(count: int) -> list[int]:
-    """Distinct free ports, all bound at once while picking."""
-    picker = random.SystemRandom()
-    with contextlib.ExitStack() as stack:
-        ports: list[int] = []
-        while len(ports) < count:
-            probe = stack.enter_context(socket.socket())
-            port = picker.choice(_PORT_RANGE)
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            ports.append(port)
-        return ports
+# Seconds a process has to end after SIGTERM before it is killed.
+_STOP_GRACE_SECONDS = 10.0
 
 
 def memory_mb(pid: int) -> dict[str, float]:
@@ -100,7 +80,7 @@ class System:
 
     demo: config.DemoConfig
     ports: dict[str, int]
-    children: dict[str, launcher.Child]
+    children: dict[str, processes.Child]
     database_url: str
     logs: Path
 
@@ -191,41 +171,12 @@ class System:
         return box.open(bytes(row["ciphertext"]), bound_to).decode()
 
 
-async def _start(child: launcher.Child, logs: Path) -> None:
-    with (logs / f"{child.name}.log").open("ab") as log:
-        child.process = await asyncio.create_subprocess_exec(
-            *child.argv,
-            env={**os.environ, **child.env},
-            cwd=config.ROOT,
-            stdout=log,
-            stderr=log,
-        )
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + _READY_SECONDS
-    while loop.time() < deadline:
-        if child.process.returncode is not None:
-            tail = (logs / f"{child.name}.log").read_text(errors="replace")[-2000:]
-            raise RuntimeError(f"{child.name} exited with {child.process.returncode}: {tail}")
-        if await asyncio.to_thread(child.ready):
-            return
-        await asyncio.sleep(0.2)
-    raise RuntimeError(f"{child.name} did not become ready in {_READY_SECONDS:.0f}s")
-
-
-async def _stop(children: list[launcher.Child], grace: float = 10.0) -> None:
-    for child in reversed(children):
-        if child.process is not None and child.process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                child.process.send_signal(signal.SIGTERM)
-    for child in reversed(children):
-        if child.process is None:
-            continue
-        try:
-            await asyncio.wait_for(child.process.wait(), grace)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                child.process.kill()
-            await child.process.wait()
+async def _start(child: processes.Child, logs: Path) -> None:
+    await processes.start(child, logs)
+    try:
+        await processes.wait_ready(child, _READY_SECONDS)
+    except RuntimeError as error:
+        raise RuntimeError(f"{error}: {processes.tail(child, 40)}") from error
 
 
 @asynccontextmanager
@@ -234,10 +185,10 @@ async def running(overrides: Mapping[str, Mapping[str, str]]) -> AsyncIterator[S
     environment, on a fresh database; the demo workspace provisioned."""
     demo = config.load()
     names = list(demo.raw["ports"])
-    ports = dict(zip(names, free_ports(len(names)), strict=True))
+    ports = dict(zip(names, processes.free_ports(len(names)), strict=True))
     with tempfile.TemporaryDirectory(prefix="askvault-bench-") as logs:
         async with _harness.fresh_database() as database_url:
-            children = launcher.plan(demo, database_url, ports=ports, overrides=overrides)
+            children = planning.plan(demo, database_url, ports=ports, overrides=overrides)
             system = System(demo, ports, {c.name: c for c in children}, database_url, Path(logs))
             try:
                 for child in children:
@@ -247,7 +198,7 @@ async def running(overrides: Mapping[str, Mapping[str, str]]) -> AsyncIterator[S
                 )
                 yield system
             finally:
-                await _stop(children)
+                await processes.stop(children, _STOP_GRACE_SECONDS)
 
 
 def common_overrides() -> dict[str, str]:

@@ -22,6 +22,7 @@ import aiohttp
 from bench import _bare, _harness, _processes
 from bench._chat import Client, TurnFailed
 from bench._harness import Figure, Goal, Run
+from devstack import processes
 
 PEAK_CONCURRENCY = 32
 PEAK_SECONDS = 8.0
@@ -52,7 +53,7 @@ async def _bare_pipeline(
     system: _processes.System, http: aiohttp.ClientSession
 ) -> AsyncIterator[_harness.Call]:
     """The bare pipeline's processes, warmed; yields one call through it."""
-    grpc_port, http_port = _processes.free_ports(2)
+    grpc_port, http_port = processes.free_ports(2)
     keys = itertools.count()
     async with (
         _bare.process("grpc", "--database-url", system.database_url, port=grpc_port),

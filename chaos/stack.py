@@ -1,4 +1,4 @@
-"""The system as ``make run`` starts it (devstack's launcher, imported), on free ports, on the
+"""The system as ``make run`` starts it (devstack's plan and process helpers), on free ports, on the
 harness's own PostgreSQL, with shorter intervals so that a few minutes show every recovery."""
 
 from __future__ import annotations
@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import random
-import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,8 +16,7 @@ from typing import Any
 import aiohttp
 
 from chaos.postgres import ChaosPostgres
-from devstack import __main__ as launcher
-from devstack import config, provision
+from devstack import config, planning, processes, provision
 
 # Services kill -9 applies to, in the order the scenario kills them.
 SERVICES = ("identity", "policy", "billing_gateway", "notifier", "edge")
@@ -31,29 +28,6 @@ BILLING_DEADLINE_SECONDS = 1.2
 WEBHOOK_DEADLINE_SECONDS = 5.0
 # Grants expire this long after they are reserved (the policy default is 120 s).
 GRANT_TTL_SECONDS = 20
-
-
-# Ports the harness gives its processes: below Linux's ephemeral range (32768-60999), so
-# that no outgoing connection of any process on the machine is given one of them between the
-# pick and the bind, nor while a killed service is being restarted on its port.
-_PORT_RANGE = range(20_000, 32_000)
-
-
-def _free_ports(count: int) -> list[int]:
-    """Distinct free ports from ``_PORT_RANGE``: all bound at once, so that no two picks can
-    be the same port."""
-    picker = random.SystemRandom()
-    with contextlib.ExitStack() as stack:
-        ports: list[int] = []
-        while len(ports) < count:
-            probe = stack.enter_context(socket.socket())
-            port = picker.choice(_PORT_RANGE)
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            ports.append(port)
-        return ports
 
 
 def overrides() -> dict[str, dict[str, str]]:
@@ -115,7 +89,7 @@ class ChaosStack:
 
     demo: config.DemoConfig
     ports: dict[str, int]
-    children: dict[str, launcher.Child]
+    children: dict[str, processes.Child]
     postgres: ChaosPostgres
     database_url: str
     logs: Path
@@ -140,8 +114,8 @@ class ChaosStack:
         """Starts the process again; seconds until it is ready."""
         began = time.monotonic()
         child = self.children[name]
-        await launcher._start(child, self.logs)
-        await launcher._wait_ready(child)
+        await processes.start(child, self.logs)
+        await processes.wait_ready(child)
         return time.monotonic() - began
 
     async def crash_postgres(self) -> None:
@@ -178,10 +152,10 @@ async def running(
     os.environ.pop("STRIPE_TEST_API_KEY", None)  # the emulator, never real Stripe
     demo = config.load()
     names = list(demo.raw["ports"])
-    ports = dict(zip(names, _free_ports(len(names)), strict=True))
+    ports = dict(zip(names, processes.free_ports(len(names)), strict=True))
     postgres = ChaosPostgres()
     database_url = await asyncio.to_thread(postgres.start)
-    children = launcher.plan(
+    children = planning.plan(
         demo,
         database_url,
         ports=ports,
@@ -198,12 +172,12 @@ async def running(
     )
     try:
         for child in children:
-            await launcher._start(child, logs)
-            await launcher._wait_ready(child)
+            await processes.start(child, logs)
+            await processes.wait_ready(child)
         await provision.provision(
             demo, children_names=set(stack.children), port=lambda name: ports[name]
         )
         yield stack
     finally:
-        await launcher._stop(children, grace=5.0)
+        await processes.stop(children, grace=5.0)
         await asyncio.to_thread(postgres.close)

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable, Iterable
 
 from grpc_health.v1 import health, health_pb2
 
-from runtime import tasks
+from runtime import periodic
 
 logger = logging.getLogger(__name__)
 
@@ -65,10 +65,12 @@ class Health:
         interval_seconds: float,
         stop: asyncio.Event,
     ) -> None:
-        """Runs a probe until ``stop`` is set; the component is well while the probe returns in
-        time. The probe's bound is ``asyncio.timeout``, not ``wait_for``, which on Python 3.11
-        can swallow a cancel (see ``runtime.tasks``); the stop event ends the loop anyway."""
-        while not stop.is_set():
+        """Runs a probe every ``interval_seconds`` until ``stop`` is set (runtime.periodic);
+        the component is well while the probe returns in time. The probe's bound is
+        ``asyncio.timeout``, not ``wait_for``, which on Python 3.11 can swallow a cancel (see
+        ``runtime.tasks``); the stop event ends the loop anyway."""
+
+        async def step() -> None:
             try:
                 async with asyncio.timeout(max(interval_seconds, 1.0)):
                     await probe()
@@ -78,4 +80,7 @@ class Health:
             except Exception:
                 healthy = False
             await self.set_component(name, healthy)
-            await tasks.sleep_unless(stop, interval_seconds)
+
+        await periodic.Periodic(
+            f"health-{name}", step, periodic.Schedule(interval_seconds=interval_seconds)
+        ).run(stop)

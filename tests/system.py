@@ -91,6 +91,116 @@ class System:
         )
 
 
+# -- one service at a time ------------------------------------------------------------------
+# Each starter runs its service as a login of the service's role, as in production, migrating
+# (nothing is left to apply) as the owner, ``database_url``; ``values`` override its settings.
+# Started services stop when ``exits`` closes, in reverse order.
+
+
+async def start_identity(
+    exits: contextlib.AsyncExitStack, database_url: str, secrets: Secrets, **values: Any
+) -> RunningService:
+    """Identity, with the system's encryption and assertion signing keys."""
+    settings = testing.make_settings(
+        IdentitySettings,
+        await testing.service_database_url(database_url, "identity"),
+        migration_database_url=database_url,
+        secrets_encryption_keys=f"k1:{secrets.identity_encryption}",
+        assertion_signing_keys=f"a1:{secrets.identity_signing}",
+        **values,
+    )
+    return await exits.enter_async_context(testing.running(IdentityService(settings), settings))
+
+
+async def start_policy(
+    exits: contextlib.AsyncExitStack,
+    database_url: str,
+    secrets: Secrets,
+    *,
+    identity_target: str,
+    **values: Any,
+) -> RunningService:
+    """Policy, verifying assertions with identity's keys, with the system's audit key."""
+    settings = testing.make_settings(
+        PolicySettings,
+        await testing.service_database_url(database_url, "policy"),
+        migration_database_url=database_url,
+        identity_target=identity_target,
+        audit_mac_keys=f"a1:{secrets.audit_mac}",
+        **values,
+    )
+    return await exits.enter_async_context(testing.running(PolicyService(settings), settings))
+
+
+# The notifier's defaults here (a test's values replace them): one outbox worker, polls and
+# retries within a tenth of a second, providers given up on within seconds.
+_QUICK_NOTIFIER: dict[str, Any] = {
+    "smtp_timeout_seconds": 2.0,
+    "whatsapp_timeout_seconds": 1.0,
+    "worker_count": 1,
+    "poll_interval_seconds": 0.05,
+    "retry_backoff_base_seconds": 0.05,
+    "retry_backoff_cap_seconds": 0.2,
+}
+
+
+async def start_notifier(
+    exits: contextlib.AsyncExitStack,
+    database_url: str,
+    sink: smtp_sink_app.RunningSink,
+    **values: Any,
+) -> RunningService:
+    """The notifier emailing ``sink``: one outbox worker, quick polls and retries."""
+    settings = testing.make_settings(
+        NotifierSettings,
+        await testing.service_database_url(database_url, "notifier"),
+        migration_database_url=database_url,
+        smtp_host=sink.host,
+        smtp_port=sink.smtp_port,
+        **{**_QUICK_NOTIFIER, **values},
+    )
+    return await exits.enter_async_context(testing.running(NotifierService(settings), settings))
+
+
+async def billing_settings(
+    database_url: str,
+    secrets: Secrets,
+    *,
+    identity_target: str,
+    policy_target: str,
+    notifier_target: str,
+    stripe_api_base: str,
+    **values: Any,
+) -> BillingGatewaySettings:
+    """The billing gateway's settings, on its neighbours and the Stripe at
+    ``stripe_api_base``."""
+    return testing.make_settings(
+        BillingGatewaySettings,
+        await testing.service_database_url(database_url, "billing_gateway"),
+        migration_database_url=database_url,
+        secrets_encryption_keys=f"k1:{secrets.billing_encryption}",
+        identity_target=identity_target,
+        policy_target=policy_target,
+        notifier_target=notifier_target,
+        stripe_api_base=stripe_api_base,
+        **values,
+    )
+
+
+async def start_billing(
+    exits: contextlib.AsyncExitStack,
+    settings: BillingGatewaySettings,
+    service: BillingGatewayService | None = None,
+) -> RunningService:
+    """The billing gateway (``service`` when a test built it, with its own clock)."""
+    return await exits.enter_async_context(
+        testing.running(service or BillingGatewayService(settings), settings)
+    )
+
+
+# -- the whole system --------------------------------------------------------------------
+
+
 @contextlib.asynccontextmanager
 async def running(
     database_url: str,
@@ -103,9 +213,8 @@ async def running(
 ) -> AsyncIterator[System]:
     """Starts the emulators and the five services in dependency order; stops them in
     reverse. ``edge_values`` override the edge's settings; every service (edge included)
-    probes its database every ``health_probe_interval_seconds``. Each service runs as a login
-    of its service role, as in production, and migrates (nothing is left to apply) as the
-    owner, ``database_url``."""
+    probes its database every ``health_probe_interval_seconds``."""
+    probe = {"health_probe_interval_seconds": health_probe_interval_seconds}
     async with contextlib.AsyncExitStack() as stack:
         emulator = await stripe_app.start()
         stack.push_async_callback(emulator.close)
@@ -121,57 +230,29 @@ async def running(
         stack.push_async_callback(whatsapp.close)
         stripe_http = stripe.AIOHTTPClient()
         stack.push_async_callback(stripe_http.close_async)
-        identity_settings = testing.make_settings(
-            IdentitySettings,
-            await testing.service_database_url(database_url, "identity"),
-            migration_database_url=database_url,
-            health_probe_interval_seconds=health_probe_interval_seconds,
-            secrets_encryption_keys=f"k1:{secrets.identity_encryption}",
-            assertion_signing_keys=f"a1:{secrets.identity_signing}",
-        )
-        identity = await stack.enter_async_context(
-            testing.running(IdentityService(identity_settings), identity_settings)
-        )
-        policy_settings = testing.make_settings(
-            PolicySettings,
-            await testing.service_database_url(database_url, "policy"),
-            migration_database_url=database_url,
-            health_probe_interval_seconds=health_probe_interval_seconds,
+        identity = await start_identity(stack, database_url, secrets, **probe)
+        policy = await start_policy(
+            stack,
+            database_url,
+            secrets,
             identity_target=identity.address,
-            audit_mac_keys=f"a1:{secrets.audit_mac}",
             default_time_zone=WORKSPACE_TIMEZONE,
+            **probe,
         )
-        policy = await stack.enter_async_context(
-            testing.running(PolicyService(policy_settings), policy_settings)
-        )
-        notifier_settings = testing.make_settings(
-            NotifierSettings,
-            await testing.service_database_url(database_url, "notifier"),
-            migration_database_url=database_url,
-            health_probe_interval_seconds=health_probe_interval_seconds,
-            smtp_host=sink.host,
-            smtp_port=sink.smtp_port,
-            smtp_timeout_seconds=2.0,
+        notifier = await start_notifier(
+            stack,
+            database_url,
+            sink,
             whatsapp_base_url=whatsapp.url,
             whatsapp_access_token=secrets.whatsapp_token,
             whatsapp_phone_number_id=PHONE_NUMBER_ID,
-            whatsapp_timeout_seconds=1.0,
-            worker_count=1,
-            poll_interval_seconds=0.05,
             max_attempts=3,
-            retry_backoff_base_seconds=0.05,
-            retry_backoff_cap_seconds=0.2,
             agent_inbox_address=agent_inbox,
+            **probe,
         )
-        notifier = await stack.enter_async_context(
-            testing.running(NotifierService(notifier_settings), notifier_settings)
-        )
-        billing_settings = testing.make_settings(
-            BillingGatewaySettings,
-            await testing.service_database_url(database_url, "billing_gateway"),
-            migration_database_url=database_url,
-            health_probe_interval_seconds=health_probe_interval_seconds,
-            secrets_encryption_keys=f"k1:{secrets.billing_encryption}",
+        billing_config = await billing_settings(
+            database_url,
+            secrets,
             identity_target=identity.address,
             policy_target=policy.address,
             notifier_target=notifier.address,
@@ -187,15 +268,13 @@ async def running(
             # change a row between them).
             mirror_backfill_pages_per_second=20.0,
             mirror_catch_up_interval_seconds=3600.0,
+            **probe,
         )
-        billing = await stack.enter_async_context(
-            testing.running(BillingGatewayService(billing_settings), billing_settings)
-        )
+        billing = await start_billing(stack, billing_config)
         edge_settings = testing.make_settings(
             EdgeSettings,
             await testing.service_database_url(database_url, "edge"),
             migration_database_url=database_url,
-            health_probe_interval_seconds=health_probe_interval_seconds,
             http_host="127.0.0.1",
             http_port=0,
             identity_target=identity.address,
@@ -206,6 +285,7 @@ async def running(
             whatsapp_verify_token=secrets.whatsapp_verify_token,
             whatsapp_workspaces=whatsapp_workspaces,
             secrets_encryption_keys=f"k1:{secrets.edge_encryption}",
+            **probe,
             **{
                 "visitor_turns_per_minute": 100_000,
                 # Generous for a loaded machine; tests of slowness set their own.

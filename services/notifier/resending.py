@@ -4,9 +4,12 @@ message the provider accepted (or one still queued) is refused."""
 
 from __future__ import annotations
 
-from notifier import storage
+import asyncpg
+
+from askvault.notifier.v1 import notifier_pb2 as pb
+from notifier import convert, storage
 from notifier.domain import outbox
-from runtime import errors
+from runtime import errors, idempotency
 from runtime.database import Connection
 
 # What a resend may start from: given up on, or failed after the provider accepted it.
@@ -40,3 +43,21 @@ async def requeue(
     requeued = await storage.requeue_for_resend(connection, workspace_id, message_id)
     assert requeued is not None
     return requeued
+
+
+async def resend(pool: asyncpg.Pool, request: pb.ResendMessageRequest) -> pb.ResendMessageResponse:
+    """The message, queued again; runs once per idempotency key (a repeated call answers the
+    first call's message and queues nothing more)."""
+
+    async def run(connection: Connection) -> pb.ResendMessageResponse:
+        record = await requeue(connection, request.workspace_id, request.message_id)
+        return pb.ResendMessageResponse(message=convert.message_pb(record))
+
+    return await idempotency.run_once(
+        pool,
+        request.workspace_id,
+        request.idempotency_key,
+        request,
+        pb.ResendMessageResponse,
+        run,
+    )

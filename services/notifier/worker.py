@@ -28,7 +28,7 @@ from notifier.delivery import Deliverer, delivery_context
 from notifier.domain import outbox
 from notifier.domain.outbox import DeliveryFailure, FailureKind
 from notifier.settings import NotifierSettings
-from runtime import tasks
+from runtime import periodic, tasks
 from runtime.database import UNAVAILABLE_ERRORS
 
 logger = logging.getLogger(__name__)
@@ -101,41 +101,32 @@ class OutboxWorker:
     # -- the loop ----------------------------------------------------------------------------
 
     async def run(self, stopping: asyncio.Event, *, housekeeping: bool = False) -> None:
-        """Claims and delivers until ``stopping`` is set, then lets in-flight deliveries end."""
+        """Claims and delivers until ``stopping`` is set, then lets in-flight deliveries end.
+
+        On runtime.periodic: a claim that filled every free slot claims again at once (more
+        may be due); one that left slots free waits for the poll interval, a wake-up (Send
+        queued something in this process) or the stop; a failed claim is retried after
+        DATABASE_RETRY_SECONDS."""
+
+        async def step() -> bool:
+            return await self._claim_and_deliver(stopping, housekeeping=housekeeping)
+
+        loop = periodic.Periodic(
+            self.worker_id,
+            step,
+            periodic.Schedule(
+                interval_seconds=self._settings.poll_interval_seconds,
+                busy_seconds=0,
+                failure_seconds=DATABASE_RETRY_SECONDS,
+            ),
+            failure_message="outbox claim failed",
+            # The loop outlives any database trouble; the claim is retried.
+            quiet=(Exception,),
+            wake=self._wake,
+        )
         logger.info("outbox worker started", extra={"worker": self.worker_id})
         try:
-            while not stopping.is_set():
-                # Waiting for a free slot must not outlast a stop: with every slot busy on a
-                # slow delivery, a plain acquire() would keep the worker from ever stopping.
-                if not await self._acquire_slot_or_stop(stopping):
-                    break
-                slots = 1
-                while slots < self._settings.worker_concurrency and not self._slots.locked():
-                    await self._slots.acquire()
-                    slots += 1
-                try:
-                    claimed = await self._claim(slots)
-                except Exception as error:
-                    # The loop outlives any database trouble; the claim is retried.
-                    logger.warning(
-                        "outbox claim failed",
-                        extra={"worker": self.worker_id, "error": type(error).__name__},
-                    )
-                    claimed = []
-                    await self._sleep(stopping, DATABASE_RETRY_SECONDS)
-                for _ in range(slots - len(claimed)):
-                    self._slots.release()
-                for item in claimed:
-                    task = asyncio.create_task(
-                        self._deliver(item), name=f"deliver-{item.message.message_id}"
-                    )
-                    self._deliveries.add(task)
-                    task.add_done_callback(self._delivery_done)
-                if housekeeping:
-                    await self._housekeeping()
-                if len(claimed) < slots:
-                    # Nothing more is due now: sleep until woken, stopped or the next poll.
-                    await self._sleep(stopping, self._settings.poll_interval_seconds)
+            await loop.run(stopping)
         finally:
             # In-flight deliveries may finish (each is bounded by its own deadline); a killed
             # worker's were cancelled already. Either way none is left running.
@@ -144,6 +135,33 @@ class OutboxWorker:
                 0 if self._killed else self._settings.delivery_deadline_seconds,
             )
             logger.info("outbox worker stopped", extra={"worker": self.worker_id})
+
+    async def _claim_and_deliver(self, stopping: asyncio.Event, *, housekeeping: bool) -> bool:
+        """One step: takes the free delivery slots, claims as many due messages and starts
+        their deliveries; True when every slot taken was filled (more may be due)."""
+        # Waiting for a free slot must not outlast a stop: with every slot busy on a slow
+        # delivery, a plain acquire() would keep the worker from ever stopping.
+        if not await self._acquire_slot_or_stop(stopping):
+            return False
+        slots = 1
+        while slots < self._settings.worker_concurrency and not self._slots.locked():
+            await self._slots.acquire()
+            slots += 1
+        claimed: list[storage.ClaimedMessage] = []
+        try:
+            claimed = await self._claim(slots)
+        finally:
+            for _ in range(slots - len(claimed)):
+                self._slots.release()
+        for item in claimed:
+            task = asyncio.create_task(
+                self._deliver(item), name=f"deliver-{item.message.message_id}"
+            )
+            self._deliveries.add(task)
+            task.add_done_callback(self._delivery_done)
+        if housekeeping:
+            await self._housekeeping()
+        return len(claimed) == slots
 
     async def _acquire_slot_or_stop(self, stopping: asyncio.Event) -> bool:
         """Takes one delivery slot, or returns False (holding none) once stopping is set."""
@@ -177,10 +195,6 @@ class OutboxWorker:
     def _delivery_done(self, task: asyncio.Task[None]) -> None:
         self._deliveries.discard(task)
         self._slots.release()
-
-    async def _sleep(self, stopping: asyncio.Event, seconds: float) -> None:
-        self._wake.clear()
-        await tasks.wait_any((stopping, self._wake), seconds)
 
     async def _claim(self, limit: int) -> list[storage.ClaimedMessage]:
         async with self._pool.acquire(timeout=ACQUIRE_TIMEOUT_SECONDS) as connection:

@@ -19,8 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from askvault.policy.v1 import policy_pb2, policy_pb2_grpc
-from devstack import __main__ as launcher
-from devstack import config
+from devstack import config, planning
 from runtime import service_auth, testing, testing_keys
 from tests.deploy import processes
 
@@ -36,7 +35,7 @@ def local_stack(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, di
     """The environment ``make run`` gives each process, with the stack's keys made under a
     temporary .data (never the developer's)."""
     monkeypatch.setattr(config, "DATA_DIR", tmp_path)
-    children = launcher.plan(config.load(), "postgresql://unused")
+    children = planning.plan(config.load(), "postgresql://unused")
     return {child.name: child.env for child in children}
 
 

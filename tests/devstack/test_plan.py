@@ -8,8 +8,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from devstack import __main__ as launcher
-from devstack import config
+from devstack import config, planning, processes
 
 
 @pytest.fixture
@@ -20,7 +19,7 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_without_llm_the_edge_has_no_model(data_dir: Path) -> None:
-    children = {c.name: c for c in launcher.plan(config.load(), "postgresql://unused")}
+    children = {c.name: c for c in planning.plan(config.load(), "postgresql://unused")}
     assert "model_emulator" not in children
     assert not any(name.startswith("LLM_") for name in children["edge"].env)
 
@@ -31,7 +30,7 @@ async def test_llm_starts_the_model_emulator_the_edge_is_pointed_at(
 ) -> None:
     children = {
         c.name: c
-        for c in launcher.plan(
+        for c in planning.plan(
             config.load(),
             "postgresql://unused",
             ports={**config.load().raw["ports"], "model_emulator": unused_tcp_port},
@@ -43,9 +42,9 @@ async def test_llm_starts_the_model_emulator_the_edge_is_pointed_at(
     base_url = edge.env["LLM_BASE_URL"]
     assert base_url == f"http://127.0.0.1:{unused_tcp_port}/v1"
     # The emulator as the launcher starts it answers the edge's settings.
-    await launcher._start(model, data_dir / "logs")
+    await processes.start(model, data_dir / "logs")
     try:
-        await launcher._wait_ready(model, 30.0)
+        await processes.wait_ready(model, 30.0)
         script = {"steps": [{"content": "hello from the script"}]}
         headers = {"Authorization": f"Bearer {edge.env['LLM_API_KEY']}"}
         body = {"model": edge.env["LLM_MODEL"], "messages": [{"role": "user", "content": "hi"}]}
@@ -60,12 +59,12 @@ async def test_llm_starts_the_model_emulator_the_edge_is_pointed_at(
                 completion = await answer.json()
         assert completion["choices"][0]["message"]["content"] == "hello from the script"
     finally:
-        await launcher._stop([model], grace=5.0)
+        await processes.stop([model], grace=5.0)
 
 
 def test_the_console_signs_in_with_the_local_provider_the_stack_starts(data_dir: Path) -> None:
     demo = config.load()
-    children = {c.name: c for c in launcher.plan(demo, "postgresql://unused")}
+    children = {c.name: c for c in planning.plan(demo, "postgresql://unused")}
     provider, console = children["admin_idp"], children["console"]
     assert list(children).index("admin_idp") < list(children).index("console")
     assert provider.argv[1:] == [

@@ -1,5 +1,6 @@
 """Fixtures for the billing gateway's tests: the Stripe emulator in process (seeded with the
-demo catalog and customers), real identity and policy servers, a small real gRPC notifier
+demo catalog and customers), real identity and policy servers started as the whole-system
+harness (tests/system.py) starts them, a small real gRPC notifier
 that records what it is asked to send (or the real notifier with an SMTP sink), a webhook
 receiver that forwards Stripe's deliveries to IngestStripeEvent (the edge's job), and the
 gateway itself with a hand-moved clock.
@@ -12,7 +13,6 @@ build what they need through the Stripe SDK (``Backend``), so one body runs on b
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import hashlib
 import hmac
@@ -39,17 +39,12 @@ from askvault.policy.v1 import policy_pb2, policy_pb2_grpc
 from billing_gateway import storage
 from billing_gateway.service import BillingGatewayService
 from billing_gateway.settings import BillingGatewaySettings
-from identity.service import IdentityService
-from identity.settings import IdentitySettings
-from notifier.service import NotifierService
-from notifier.settings import NotifierSettings
-from policy.service import PolicyService
-from policy.settings import PolicySettings
 from runtime import testing
 from runtime.server import RunningService
 from smtp_sink import app as smtp_sink_app
 from stripe_emulator import app, seed
 from stripe_emulator.app import RunningEmulator
+from tests import system
 
 STRIPE_LIVE_KEY = os.environ.get("STRIPE_TEST_API_KEY", "")
 LIVE_SKIP_REASON = "STRIPE_TEST_API_KEY is not set: the real Stripe test-mode run is skipped"
@@ -61,10 +56,6 @@ _keys = itertools.count()
 def key(prefix: str = "k") -> str:
     """A fresh idempotency key."""
     return f"{prefix}-{next(_keys)}"
-
-
-def _b64() -> str:
-    return base64.b64encode(os.urandom(32)).decode()
 
 
 class TestClock:
@@ -400,37 +391,15 @@ async def _webhook_receiver(
     return runner, f"http://127.0.0.1:{port}/stripe"
 
 
-def billing_settings(database_url: str, **values: Any) -> BillingGatewaySettings:
-    """Gateway settings for tests: workers started by hand, quick breaker and retries."""
-    defaults: dict[str, Any] = {
-        "secrets_encryption_keys": f"k1:{_b64()}",
-        "run_workers": False,
-        "breaker_failure_threshold": 3,
-        "breaker_cooldown_seconds": 0.5,
-        "stripe_retry_backoff_seconds": 0.01,
-        "stripe_max_network_retries": 1,
-        "stripe_timeout_seconds": 2.0,
-    }
-    defaults.update(values)
-    return testing.make_settings(BillingGatewaySettings, database_url, **defaults)
-
-
-def _notifier_settings(database_url: str, sink: smtp_sink_app.RunningSink) -> NotifierSettings:
-    """The real notifier, emailing the sink; WhatsApp off, quick polls."""
-    return testing.make_settings(
-        NotifierSettings,
-        database_url,
-        smtp_host=sink.host,
-        smtp_port=sink.smtp_port,
-        smtp_timeout_seconds=2.0,
-        whatsapp_timeout_seconds=2.0,
-        http_timeout_seconds=2.0,
-        worker_count=1,
-        poll_interval_seconds=0.05,
-        retry_backoff_base_seconds=0.05,
-        retry_backoff_cap_seconds=0.2,
-        lease_seconds=5.0,
-    )
+# The gateway's settings in these tests: workers started by hand, quick breaker and retries.
+_BILLING_VALUES: dict[str, Any] = {
+    "run_workers": False,
+    "breaker_failure_threshold": 3,
+    "breaker_cooldown_seconds": 0.5,
+    "stripe_retry_backoff_seconds": 0.01,
+    "stripe_max_network_retries": 1,
+    "stripe_timeout_seconds": 2.0,
+}
 
 
 @contextlib.asynccontextmanager
@@ -443,13 +412,10 @@ async def _stack(
     notifier_gate: bool = False,
     **billing_values: Any,
 ) -> AsyncIterator[Stack]:
-    """The gateway and its neighbours on the backend, the account connected."""
-    identity_config = testing.make_settings(
-        IdentitySettings,
-        database_url,
-        secrets_encryption_keys=f"k1:{_b64()}",
-        assertion_signing_keys=f"a1:{_b64()}",
-    )
+    """The gateway and its neighbours on the backend (tests/system.py's services, a
+    recording notifier in place of the real one unless ``real_notifier``), the account
+    connected."""
+    secrets = system.Secrets()
     notifier = RecordingNotifier()  # type: ignore[abstract]
     deliveries: list[tuple[bytes, str, grpc.StatusCode]] = []
     stub_box: list[billing_pb2_grpc.BillingGatewayServiceAsyncStub] = []
@@ -459,9 +425,14 @@ async def _stack(
         if real_notifier:
             sink = await smtp_sink_app.start()
             exits.push_async_callback(sink.close)
-            notifier_config = _notifier_settings(database_url, sink)
-            started = await exits.enter_async_context(
-                testing.running(NotifierService(notifier_config), notifier_config)
+            # WhatsApp off; leases short enough for a test to see one run out.
+            started = await system.start_notifier(
+                exits,
+                database_url,
+                sink,
+                whatsapp_timeout_seconds=2.0,
+                http_timeout_seconds=2.0,
+                lease_seconds=5.0,
             )
             notifier_target = started.address
             if notifier_gate:
@@ -482,33 +453,32 @@ async def _stack(
         else:
             receiver, webhook_url = await _webhook_receiver(deliveries, stub_box)
             exits.push_async_callback(receiver.cleanup)
-        ident = await exits.enter_async_context(
-            testing.running(IdentityService(identity_config), identity_config)
-        )
-        policy_config = testing.make_settings(
-            PolicySettings,
+        ident = await system.start_identity(exits, database_url, secrets)
+        pol = await system.start_policy(
+            exits,
             database_url,
+            secrets,
             identity_target=ident.address,
             expiry_interval_seconds=3600.0,
             default_refund_caps="usd:1000000",
-            audit_mac_keys=f"m1:{_b64()}",
         )
-        pol = await exits.enter_async_context(
-            testing.running(PolicyService(policy_config), policy_config)
-        )
-        config = billing_settings(
+        config = await system.billing_settings(
             database_url,
+            secrets,
             identity_target=ident.address,
             notifier_target=notifier_target,
             policy_target=pol.address,
             stripe_api_base=backend.api_base,
-            # Real Stripe answers slower than the emulator.
-            stripe_timeout_seconds=20.0 if backend.live else 2.0,
-            **billing_values,
+            **{
+                **_BILLING_VALUES,
+                # Real Stripe answers slower than the emulator.
+                "stripe_timeout_seconds": 20.0 if backend.live else 2.0,
+                **billing_values,
+            },
         )
         clock = TestClock()
         service = BillingGatewayService(config, clock=clock, monotonic=clock.monotonic)
-        running = await exits.enter_async_context(testing.running(service, config))
+        running = await system.start_billing(exits, config, service)
         channel = await exits.enter_async_context(grpc.aio.insecure_channel(running.address))
         identity_channel = await exits.enter_async_context(grpc.aio.insecure_channel(ident.address))
         policy_channel = await exits.enter_async_context(grpc.aio.insecure_channel(pol.address))

@@ -17,7 +17,7 @@ POLICY = outbox.RetryPolicy(max_attempts=4, backoff_base_seconds=1.0, backoff_ca
 
 
 def test_every_template_of_the_contract_has_a_definition() -> None:
-    from notifier.grpc_api import _TEMPLATE_TO_KEY
+    from notifier.convert import TEMPLATE_TO_KEY as _TEMPLATE_TO_KEY
 
     defined = {value for value in pb.Template.values() if value != pb.TEMPLATE_UNSPECIFIED}
     assert set(_TEMPLATE_TO_KEY) == defined
