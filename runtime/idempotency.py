@@ -126,13 +126,16 @@ async def run_once(
     request: Message,
     response_type: type[ResponseT],
     effect: Callable[[Connection], Awaitable[ResponseT]],
+    principal: str | None = None,
 ) -> ResponseT:
     """Runs ``effect`` in one transaction with the key claimed, or replays the response the
-    key already has. The effect's writes and the saved response commit together."""
+    key already has. The effect's writes and the saved response commit together.
+    ``principal``: who the request's verified assertion names (see ``fingerprint``)."""
     require_key(key)
     method = request.DESCRIPTOR.full_name
+    request_fingerprint = fingerprint(request, principal=principal)
     async with pool.acquire() as connection, connection.transaction():
-        saved = await claim(connection, workspace_id, key, method, fingerprint(request))
+        saved = await claim(connection, workspace_id, key, method, request_fingerprint)
         if saved is not None:
             return response_type.FromString(saved)
         response = await effect(connection)

@@ -22,7 +22,7 @@ from policy.deciding import UseCases
 from policy.domain import audit, decisions
 from policy.domain.decisions import Reason
 from policy.domain.model import Action
-from runtime import errors, idempotency, ids
+from runtime import assertions, errors, idempotency, ids
 from runtime.database import Connection
 
 _DEFAULT_PAGE = 50
@@ -73,14 +73,25 @@ async def _open(
 async def open_escalation(
     uses: Escalations,
     request: pb.OpenEscalationRequest,
-    *,
-    contact_id: str,
-    customer: str,
-    details: pb.ActionDetails,
+    assertion: assertions.Assertion | None,
     now: datetime,
 ) -> pb.OpenEscalationResponse:
-    """A new OPEN escalation with its audit entry: the visitor's (``contact_id`` and
-    ``customer`` from their verified assertion) or the bot's anonymous hand-off."""
+    """A new OPEN escalation with its audit entry: the visitor's (bound to the customer of
+    their verified ``assertion``) or the bot's anonymous hand-off (no assertion)."""
+    contact_id = customer = ""
+    details = request.details
+    if assertion is not None:
+        contact_id, customer = assertion.contact_id, assertion.stripe_customer_id
+        claimed = details.stripe_customer_id
+        if claimed and claimed != customer:
+            raise errors.invalid_argument(
+                errors.FieldViolation(
+                    "details.stripe_customer_id", "is not the assertion's customer"
+                )
+            )
+        details = pb.ActionDetails()
+        details.CopyFrom(request.details)
+        details.stripe_customer_id = customer
     action = convert.ACTION_FROM_PB.get(request.action)
     # Set when this call opened it (not a replay): counted once the transaction committed.
     opened: list[bool] = []
@@ -126,6 +137,8 @@ async def open_escalation(
         request,
         pb.OpenEscalationResponse,
         open_escalation,
+        # A retried hand-off comes with a freshly issued assertion of the same visitor.
+        principal=f"{contact_id}:{customer}" if assertion is not None else None,
     )
     if opened:
         policy_metrics.count_escalation_opened(action.value if action else "")

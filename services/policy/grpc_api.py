@@ -192,8 +192,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         )
         check.check()
         idempotency.require_key(request.idempotency_key)
-        contact_id = customer = ""
-        details = request.details
+        assertion = None
         if request.identity_assertion:
             # A presented assertion must verify; an anonymous hand-off sends none.
             try:
@@ -204,24 +203,8 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
                 raise errors.ServiceError(
                     errors.Kind.UNAUTHENTICATED, refusal.reason, str(refusal)
                 ) from None
-            contact_id, customer = assertion.contact_id, assertion.stripe_customer_id
-            claimed = details.stripe_customer_id
-            if claimed and claimed != customer:
-                raise errors.invalid_argument(
-                    errors.FieldViolation(
-                        "details.stripe_customer_id", "is not the assertion's customer"
-                    )
-                )
-            details = pb.ActionDetails()
-            details.CopyFrom(request.details)
-            details.stripe_customer_id = customer
         return await escalations.open_escalation(
-            self._escalations,
-            request,
-            contact_id=contact_id,
-            customer=customer,
-            details=details,
-            now=self._clock(),
+            self._escalations, request, assertion, self._clock()
         )
 
     async def GetEscalation(

@@ -115,18 +115,25 @@ async def test_anonymous_hand_off_is_opened_and_approved_without_a_grant(policy:
 async def test_verified_hand_off_carries_the_visitor_and_a_forged_one_is_refused(
     policy: Policy,
 ) -> None:
-    opened = await policy.stub.OpenEscalation(
-        pb.OpenEscalationRequest(
-            workspace_id=policy.workspace_id,
-            identity_assertion=policy.assertion(),
-            action=common_pb2.BILLING_ACTION_CHANGE_PLAN,
-            details=pb.ActionDetails(subscription_id="sub_1", target_price_id="price_x"),
-            reason="STRIPE_UNAVAILABLE",
-            idempotency_key=key(),
-        )
+    request = pb.OpenEscalationRequest(
+        workspace_id=policy.workspace_id,
+        identity_assertion=policy.assertion(),
+        action=common_pb2.BILLING_ACTION_CHANGE_PLAN,
+        details=pb.ActionDetails(subscription_id="sub_1", target_price_id="price_x"),
+        reason="STRIPE_UNAVAILABLE",
+        idempotency_key=key(),
     )
+    opened = await policy.stub.OpenEscalation(request)
     assert opened.escalation.contact_id == "ct_alice"
     assert opened.escalation.details.stripe_customer_id == "cus_alice"
+    # A retry after a lost answer, with a freshly issued assertion of the same visitor: the
+    # same escalation, not a second one nor a mismatch; another visitor's is a mismatch.
+    request.identity_assertion = policy.assertion()
+    assert await policy.stub.OpenEscalation(request) == opened
+    request.identity_assertion = policy.assertion("ct_mallory", "cus_mallory")
+    with pytest.raises(grpc.aio.AioRpcError) as mismatch:
+        await policy.stub.OpenEscalation(request)
+    assert testing.error_details(mismatch.value)[1] == "IDEMPOTENCY_MISMATCH"
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await policy.stub.OpenEscalation(
             pb.OpenEscalationRequest(
