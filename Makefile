@@ -91,7 +91,7 @@ lint: gen ## ruff, buf lint and buf breaking against the last landed commit.
 	cd protos && ../$(BIN)/buf breaking --against '../.git#ref=$(BUF_BASELINE),subdir=protos'
 
 typecheck: gen ## mypy over the runtime, services, emulators, the CLI and tests.
-	$(BIN)/mypy runtime services emulators tests devstack bench chaos conformance cli conftest.py clients/src
+	$(BIN)/mypy runtime services emulators tests devstack bench chaos soak conformance cli conftest.py clients/src
 
 fmt: venv ## Format the code.
 	$(BIN)/ruff format .
@@ -158,3 +158,11 @@ conformance: gen ## Check a running deployment against the contracts (TARGET=<ed
 .PHONY: chaos
 chaos: gen ## Kill, crash and fault the whole system under load, then reconcile every ledger.
 	$(PY) -m chaos
+
+# Not in `make test`: SOAK_MINUTES (20 by default) of the fixed mixed load on the whole
+# system as processes; the report goes to bench/results/soak.{json,md}, and a failed
+# criterion (RSS growth, p99 drift, lost, duplicated, reconciliation) exits non-zero.
+SOAK_MINUTES ?= 20
+.PHONY: soak
+soak: gen ## Soak the whole system SOAK_MINUTES (default 20) under mixed load; RSS, connections, p99 per minute.
+	$(PY) -m soak --minutes $(SOAK_MINUTES)

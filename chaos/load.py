@@ -50,6 +50,8 @@ class Turn:
     error: str = ""
     reply: str = ""
     escalated: bool = False
+    # The intent the edge read in the message ("" without an answer).
+    intent: str = ""
     # When it started (time.monotonic()), to line turns up with the timeline.
     began: float = 0.0
 
@@ -119,6 +121,7 @@ class Load:
                 status,
                 reply=str(answer.get("reply", ""))[:300],
                 escalated=bool(answer.get("escalated")),
+                intent=str(answer.get("intent", "")),
                 began=began,
             )
         except (aiohttp.ClientError, TimeoutError, OSError) as error:

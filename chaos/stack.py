@@ -144,11 +144,15 @@ class ChaosStack:
 
 @asynccontextmanager
 async def running(
-    logs: Path, process_overrides: dict[str, dict[str, str]] | None = None
+    logs: Path,
+    process_overrides: dict[str, dict[str, str]] | None = None,
+    service_roles: bool = False,
 ) -> AsyncIterator[ChaosStack]:
     """Starts PostgreSQL, the emulators and every service (devstack's plan), provisions the
     demo workspace; stops everything on exit. ``process_overrides`` replaces the harness's
-    shortened intervals (the benchmarks run with the services' defaults)."""
+    shortened intervals (the benchmarks run with the services' defaults); ``service_roles``
+    runs each service as its own login role, as ``make run`` does (the soak counts database
+    connections per role)."""
     os.environ.pop("STRIPE_TEST_API_KEY", None)  # the emulator, never real Stripe
     demo = config.load()
     names = list(demo.raw["ports"])
@@ -160,6 +164,9 @@ async def running(
         database_url,
         ports=ports,
         overrides=overrides() if process_overrides is None else process_overrides,
+        service_database_urls=(
+            await planning.service_database_urls(database_url) if service_roles else None
+        ),
     )
     stack = ChaosStack(
         demo,
