@@ -183,7 +183,7 @@ async def authorize(cases: UseCases, call: AuthorizeCall) -> pb.AuthorizeRespons
     response = await cases.run_audited(
         request.workspace_id,
         request.idempotency_key,
-        request,
+        _terms_of(request),
         pb.AuthorizeResponse,
         claim,
         decide,
@@ -192,6 +192,18 @@ async def authorize(cases: UseCases, call: AuthorizeCall) -> pb.AuthorizeRespons
     if decided and response.escalation_id:
         policy_metrics.count_escalation_opened(call.action.value)
     return response
+
+
+def _terms_of(request: pb.AuthorizeRequest) -> pb.AuthorizeRequest:
+    """What makes two Authorize calls under one key the same call: the action, its details
+    and the quote confirmed, not when or how the yes was said nor the conversation's context
+    (a "yes" retried after a lost answer is said again later, the transcript grown)."""
+    terms = pb.AuthorizeRequest()
+    terms.CopyFrom(request)
+    terms.ClearField("context")
+    terms.confirmation.ClearField("confirmed_at")
+    terms.confirmation.ClearField("channel")
+    return terms
 
 
 def _principal(assertion: assertions.Assertion | None) -> str | None:

@@ -140,7 +140,7 @@ async def test_repeated_idempotency_key_returns_the_same_decision_and_reserves_o
     )
 
 
-async def test_a_retry_with_a_fresh_assertion_of_the_same_person_replays_the_decision(
+async def test_a_retried_yes_of_the_same_person_replays_the_decision(
     policy: Policy,
 ) -> None:
     """A client that retries after a lost answer has its visitor verified again, which issues
@@ -152,6 +152,10 @@ async def test_a_retry_with_a_fresh_assertion_of_the_same_person_replays_the_dec
     retried.CopyFrom(request)
     retried.identity_assertion = policy.assertion()
     assert retried.identity_assertion != request.identity_assertion
+    # The retried yes is said later, with the conversation grown: the same terms still.
+    assert retried.confirmation.HasField("confirmed_at")
+    retried.confirmation.confirmed_at.FromSeconds(retried.confirmation.confirmed_at.seconds + 7)
+    retried.context.transcript_summary = "wants $, said yes again"
     assert await policy.stub.Authorize(retried) == first
     assert await policy.counter() == 3000
 
