@@ -31,6 +31,16 @@ class Client:
         self._stripe_key = str(system.demo.raw["stripe"]["secret_key"])
 
     async def turn(self, user: str, text: str, conversation: str) -> dict[str, Any]:
+        status, _, body = await self.post_turn(user, text, conversation)
+        if status != 200:
+            raise TurnFailed(f"HTTP {status}: {str(body)[:200]}")
+        return body
+
+    async def post_turn(
+        self, user: str, text: str, conversation: str
+    ) -> tuple[int, str, dict[str, Any]]:
+        """A chat turn's HTTP status, its Retry-After header ("" when none) and its JSON body
+        (a body that is not JSON is returned as {"text": ...})."""
         visitor = next(v for v in self.system.demo.visitors if v["user_id"] == user)
         user_hash = hmac.new(self.system.demo.hmac_secret, user.encode(), hashlib.sha256)
         async with self.http.post(
@@ -46,10 +56,12 @@ class Client:
                 "text": text,
             },
         ) as response:
-            if response.status != 200:
-                raise TurnFailed(f"HTTP {response.status}: {(await response.text())[:200]}")
-            body: dict[str, Any] = await response.json()
-            return body
+            retry_after = response.headers.get("Retry-After", "")
+            try:
+                body: dict[str, Any] = await response.json()
+            except (aiohttp.ContentTypeError, ValueError):
+                body = {"text": (await response.text())[:200]}
+            return response.status, retry_after, body
 
     async def stripe(self, method: str, path: str, **form: str) -> Any:
         """A call to the Stripe emulator's API with the demo account's key."""

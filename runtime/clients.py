@@ -22,7 +22,9 @@ _METHOD_CONFIG = [
             "initialBackoff": "0.05s",
             "maxBackoff": "0.5s",
             "backoffMultiplier": 2,
-            # CANCELLED too: a server that starts draining cancels calls it never ran.
+            # CANCELLED too: a server that starts draining cancels calls it never ran. Never
+            # RESOURCE_EXHAUSTED: an overloaded server (reason OVERLOADED, runtime.admission)
+            # or a send limit is not helped by the same call again 50 ms later.
             "retryableStatusCodes": ["UNAVAILABLE", "CANCELLED"],
         },
     }

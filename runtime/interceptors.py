@@ -1,4 +1,5 @@
-"""Server interceptor: deadlines, per-RPC metrics, and the mapping of errors to rich statuses."""
+"""Server interceptor: admission (the bound on calls in flight, calls too late to serve),
+deadlines, per-RPC metrics, and the mapping of errors to rich statuses."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from grpc_status import rpc_status
 from opentelemetry import metrics
 
 from runtime import deadlines, errors, request_checks, service_auth
+from runtime.admission import Admission, overloaded
 from runtime.database import UNAVAILABLE_ERRORS
 from runtime.service_auth import CallerPolicy
 
@@ -96,11 +98,19 @@ RPC_DURATION_BUCKETS = (
 
 
 class ServerInterceptor(grpc.aio.ServerInterceptor):
-    """Wraps every unary handler: records the deadline, times the call, maps errors."""
+    """Wraps every unary handler: refuses calls past the process's bound (``admission``) or
+    too late to serve, records the deadline, times the call, maps errors."""
 
-    def __init__(self, domain: str, callers: CallerPolicy | None = None) -> None:
+    def __init__(
+        self,
+        domain: str,
+        callers: CallerPolicy | None = None,
+        admission: Admission | None = None,
+    ) -> None:
         self._domain = domain
         self._callers = callers
+        # No bound by default; a call whose deadline has passed is refused all the same.
+        self.admission = admission or Admission(0)
         meter = metrics.get_meter("askvault.rpc")
         self._calls = meter.create_counter(
             "askvault.rpc.server.calls", description="RPCs served, by method and status code"
@@ -138,12 +148,14 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             started = time.perf_counter()
             token = deadlines.set_from_remaining(context.time_remaining())
             code = "OK"
+            admitted = False
             try:
-                left = deadlines.remaining()
-                if left is not None and left <= 0:
-                    raise errors.ServiceError(
-                        errors.Kind.DEADLINE_EXCEEDED, "DEADLINE_EXCEEDED", "deadline passed"
-                    )
+                # Refused before anything is claimed: a retry later does the action once.
+                if not self.admission.exempt(method):
+                    self.admission.check_deadline(deadlines.remaining())
+                    admitted = self.admission.try_enter()
+                    if not admitted:
+                        raise overloaded()
                 if self._callers is not None:
                     caller = self._callers.check(
                         method,
@@ -175,6 +187,8 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                 internal = errors.ServiceError(errors.Kind.INTERNAL, "INTERNAL", "internal error")
                 await context.abort_with_status(to_status(internal, self._domain))
             finally:
+                if admitted:
+                    self.admission.leave()
                 deadlines.reset(token)
                 attributes = {"rpc.method": method, "rpc.grpc.status": code}
                 self._calls.add(1, attributes)

@@ -28,6 +28,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from runtime import clients, database, logs, service_auth, settings, tasks, telemetry
+from runtime.admission import Admission
 from runtime.health import DATABASE, SHUTTING_DOWN, Health
 from runtime.interceptors import ServerInterceptor
 
@@ -94,6 +95,8 @@ class RunningService:
     port: int
     _probe: DatabaseProbe
     _settings: settings.ServiceSettings
+    # The bound on calls in flight (GRPC_MAX_IN_FLIGHT) the interceptor enforces.
+    admission: Admission
 
     @property
     def address(self) -> str:
@@ -216,10 +219,13 @@ async def start(service: Service, config: settings.ServiceSettings) -> RunningSe
         if public_keys is not None or config.service_trust_domain
         else None
     )
+    # Bounded by the interceptor, not by grpc.aio's maximum_concurrent_rpcs, which refuses
+    # without a reason and refuses health checks too (runtime.admission).
+    admission = Admission(config.grpc_max_in_flight, config.grpc_min_deadline_seconds)
     server = grpc.aio.server(
         interceptors=[
             aio_server_interceptor(),  # type: ignore[no-untyped-call]
-            ServerInterceptor(service.error_domain, callers),
+            ServerInterceptor(service.error_domain, callers, admission),
         ],
         options=server_options(config),
     )
@@ -253,7 +259,7 @@ async def start(service: Service, config: settings.ServiceSettings) -> RunningSe
         pool, health, config.health_probe_interval_seconds, service.name
     )
     logger.info("serving", extra={"port": port, "services": list(service.service_names)})
-    return RunningService(service, server, pool, health, port, probe, config)
+    return RunningService(service, server, pool, health, port, probe, config, admission)
 
 
 class Running(Protocol):

@@ -80,6 +80,13 @@ class ServiceSettings(BaseSettings):
     # the autoscaler would get no call from clients already connected. 0 keeps connections.
     grpc_max_connection_age_seconds: float = Field(default=300.0, ge=0)
     grpc_max_connection_age_grace_seconds: float = Field(default=30.0, ge=0)
+    # Calls the gRPC server serves at once (health checks aside); a call past it is refused at
+    # once with RESOURCE_EXHAUSTED, reason OVERLOADED, before it claims anything, rather than
+    # queued until its deadline passes. 0: no bound.
+    grpc_max_in_flight: int = Field(default=128, ge=0)
+    # A call whose remaining deadline is this short or shorter is refused (DEADLINE_EXCEEDED)
+    # rather than started: it could not be answered in time. In seconds.
+    grpc_min_deadline_seconds: float = Field(default=0.01, ge=0)
     # Seconds between database health probes.
     health_probe_interval_seconds: float = Field(default=2.0, gt=0)
     # Admin credentials (``authorization: Bearer <jwt>``) come from an identity provider:

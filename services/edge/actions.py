@@ -28,7 +28,7 @@ from edge.domain.proposals import (
     ResumeTerms,
     RetryTerms,
 )
-from edge.peers import error_reason
+from edge.peers import error_reason, is_overloaded
 from edge.turn import Context, Reply, TurnDeps
 
 logger = logging.getLogger(__name__)
@@ -396,6 +396,10 @@ async def execute(
         await finish(action.outcome(response))
         return await action.succeeded(deps, context, terms, response)
     except grpc.aio.AioRpcError as error:
+        if is_overloaded(error):
+            # The gateway refused before it claimed the key: the proposal stays CONFIRMING,
+            # so the person's "yes" retried later drives the same keys and acts once.
+            raise
         reason = error_reason(error)
         await finish({"error": reason or error.code().name})
         logger.warning("billing refused", extra={"reason": reason, "kind": terms.KIND.value})

@@ -27,8 +27,15 @@ from starlette.types import ASGIApp, Scope
 
 from askvault.billing.v1 import billing_pb2 as bpb
 from edge import api_models, metrics, openapi, ratelimit, tools
-from edge.http_middleware import AddressLimited, BodyLimit, JsonErrorBodies, error
-from edge.peers import Peers, error_reason, is_unavailable
+from edge.http_middleware import (
+    AddressLimited,
+    AdmissionLimit,
+    BodyLimit,
+    JsonErrorBodies,
+    error,
+    overloaded,
+)
+from edge.peers import Peers, error_reason, is_overloaded, is_unavailable
 from edge.pipeline import Engine
 from edge.settings import EdgeSettings
 from edge.turn import ConversationNotOwned, Reply, Request, VisitorIdentity
@@ -143,6 +150,9 @@ class Edge:
                     "dependency failed",
                     extra={"code": failure.code().name, "reason": error_reason(failure)},
                 )
+                if is_overloaded(failure):
+                    # Refused before it claimed anything: the same request later acts once.
+                    return overloaded(self.settings.overload_retry_after_seconds, "dependency")
                 if is_unavailable(failure):
                     return error(
                         503, "DEPENDENCY_UNAVAILABLE", "a service is unavailable; try again shortly"
@@ -303,6 +313,8 @@ class Edge:
             ):
                 return error(400, reason or "INVALID_ARGUMENT", "the event was refused")
             # Not stored: Stripe retries on a non-2xx.
+            if is_overloaded(failure):
+                return overloaded(self.settings.overload_retry_after_seconds, "dependency")
             return error(503, reason or "UNAVAILABLE", "the event could not be stored; retry")
         return JSONResponse(
             {"received": True, "event_id": stored.event_id, "duplicate": stored.duplicate}
@@ -386,7 +398,18 @@ def build_app(
     app = Starlette(
         routes=routes,
         exception_handlers={HTTPException: _http_error},
-        middleware=[Middleware(BodyLimit, max_bytes=edge.settings.max_body_bytes)],
+        middleware=[
+            # Outermost of the two: a request shed for overload has no body read at all.
+            Middleware(
+                AdmissionLimit,
+                max_in_flight=edge.settings.http_max_in_flight,
+                max_queued=edge.settings.http_max_queued,
+                queue_wait_seconds=edge.settings.http_queue_wait_seconds,
+                retry_after_seconds=edge.settings.overload_retry_after_seconds,
+                exempt=http_server.UNTRACED_PATHS,
+            ),
+            Middleware(BodyLimit, max_bytes=edge.settings.max_body_bytes),
+        ],
     )
     # Added last, so outermost: a body refused by BodyLimit is in the trace too.
     http_server.trace_requests(app)

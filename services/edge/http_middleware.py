@@ -1,17 +1,21 @@
 """The edge's ASGI wrappers and its error body: every 4xx is JSON
-``{"error": {"code", "message", "fields"?}}``, bodies are bounded, and an app mounted as
-it is (the MCP transport) is limited per client address like every other entry."""
+``{"error": {"code", "message", "fields"?}}``, requests past the admission bound are shed
+with 503 OVERLOADED and Retry-After, bodies are bounded, and an app mounted as it is (the
+MCP transport) is limited per client address like every other entry."""
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from http import HTTPStatus
 from typing import Any
 
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from edge import metrics
 
 
 def error(
@@ -22,6 +26,76 @@ def error(
     if fields:
         body["fields"] = fields
     return JSONResponse({"error": body}, status_code=status)
+
+
+def overloaded(retry_after_seconds: int, reason: str) -> JSONResponse:
+    """The refusal of a request the edge (or a service behind it) has no room for: 503 with
+    Retry-After, counted by ``reason``. Nothing was read or claimed for it."""
+    metrics.HTTP_SHED.add(1, {"reason": reason})
+    response = error(503, "OVERLOADED", "the service is at capacity; retry shortly")
+    response.headers["retry-after"] = str(retry_after_seconds)
+    return response
+
+
+class AdmissionLimit:
+    """Admission control: at most ``max_in_flight`` requests are served at once; a request
+    past it waits up to ``queue_wait_seconds`` for a place in a queue of at most
+    ``max_queued``, else is refused at once (``overloaded``). Past saturation the excess is
+    answered within the wait bound instead of queueing in the event loop until callers and
+    deadlines time out. ``exempt`` paths (health, readiness, metrics) are never refused.
+
+    Written here rather than taken from a library: uvicorn's ``limit_concurrency`` counts
+    open connections (idle keep-alive ones too), answers plain text without Retry-After and
+    refuses the probes as well, and the ASGI rate-limit libraries (asgi-ratelimit, slowapi)
+    bound requests per time window, not requests in flight."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_in_flight: int,
+        max_queued: int,
+        queue_wait_seconds: float,
+        retry_after_seconds: int,
+        exempt: Collection[str] = (),
+    ) -> None:
+        self._app = app
+        self._places = asyncio.Semaphore(max_in_flight)
+        self._max_queued = max_queued
+        self._queue_wait = queue_wait_seconds
+        self._retry_after = retry_after_seconds
+        self._exempt = frozenset(exempt)
+        self._queued = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in self._exempt:
+            await self._app(scope, receive, send)
+            return
+        if self._places.locked():
+            refused = await self._wait_for_place()
+            if refused:
+                await overloaded(self._retry_after, refused)(scope, receive, send)
+                return
+        else:
+            # A free place: taken without yielding, so no other request can take it first.
+            await self._places.acquire()
+        try:
+            await self._app(scope, receive, send)
+        finally:
+            self._places.release()
+
+    async def _wait_for_place(self) -> str:
+        """Waits in the bounded queue; the reason of the refusal, or "" once a place is
+        taken."""
+        if self._queued >= self._max_queued or self._queue_wait <= 0:
+            return "queue_full"
+        self._queued += 1
+        try:
+            await asyncio.wait_for(self._places.acquire(), self._queue_wait)
+        except TimeoutError:
+            return "wait_timeout"
+        finally:
+            self._queued -= 1
+        return ""
 
 
 class JsonErrorBodies:

@@ -1,5 +1,6 @@
 """The edge's metrics, OpenTelemetry instruments like every service's (``runtime.telemetry``
-collects them; the edge serves them at ``/metrics``): HTTP requests, turns, and LLM mode.
+collects them; the edge serves them at ``/metrics``): HTTP requests and those shed for
+overload, turns, and LLM mode.
 
 LLM turns are counted by what became of them: the model's words went out (``model``), they
 were replaced by grounded ones (``replaced``: a finding of ``domain.grounding`` or a refused
@@ -29,6 +30,13 @@ HTTP_DURATION = _meter.create_histogram(
     unit="s",
     description="HTTP handling time by route",
     explicit_bucket_boundaries_advisory=_HTTP_BUCKETS,
+)
+HTTP_SHED = _meter.create_counter(
+    "askvault.edge.http.shed",
+    description=(
+        "Requests refused for overload (503 OVERLOADED), by reason: queue_full, wait_timeout,"
+        " dependency (a service answered OVERLOADED)"
+    ),
 )
 TURNS = _meter.create_counter("askvault.edge.turns", description="Chat turns by intent and outcome")
 LLM_TURNS = _meter.create_counter(

@@ -27,6 +27,15 @@ def error_reason(error: grpc.aio.AioRpcError) -> str:
     return ""
 
 
+def is_overloaded(error: grpc.aio.AioRpcError) -> bool:
+    """Whether a service refused the call for being at its bound of calls in flight
+    (``runtime.admission``): nothing was claimed, and the same call later may succeed. Not
+    retried by the channel (``runtime.clients``): a retry at once would feed the storm."""
+    return (
+        error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and error_reason(error) == "OVERLOADED"
+    )
+
+
 def is_unavailable(error: grpc.aio.AioRpcError) -> bool:
     """Whether a failure means "the other side cannot answer now" rather than "no"."""
     return error.code() in (

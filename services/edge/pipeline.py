@@ -39,7 +39,7 @@ from edge import (
 from edge.domain import intents, outcomes, redaction
 from edge.domain.intents import Intent, Parsed
 from edge.domain.proposals import ProposalKind
-from edge.peers import Peers, error_reason, is_unavailable
+from edge.peers import Peers, error_reason, is_overloaded, is_unavailable
 from edge.settings import EdgeSettings
 from edge.turn import (
     Context,
@@ -208,7 +208,7 @@ async def verify(peers: Peers, request: Request) -> tuple[ipb.Contact, str, str]
     try:
         answer = await peers.identity.VerifyVisitor(verify_request, timeout=peers.timeout())
     except grpc.aio.AioRpcError as error:
-        if is_unavailable(error):
+        if is_unavailable(error) or is_overloaded(error):
             # Identity cannot answer now: the visitor is not unverified, and treating them so
             # would refuse their own conversation (403) or hand them off as a stranger. The
             # turn is answered 503, nothing stored, and the client retries.
@@ -227,7 +227,7 @@ async def verify(peers: Peers, request: Request) -> tuple[ipb.Contact, str, str]
             try:
                 answer = await peers.identity.VerifyVisitor(verify_request, timeout=peers.timeout())
             except grpc.aio.AioRpcError as error:
-                if is_unavailable(error):
+                if is_unavailable(error) or is_overloaded(error):
                     raise
                 return None
             answer = await _tag_linked(peers, request.workspace_id, verify_request, answer)

@@ -24,6 +24,15 @@ class EdgeSettings(ServiceSettings):
     policy_target: str = "127.0.0.1:50062"
     billing_target: str = "127.0.0.1:50063"
     notifier_target: str = "127.0.0.1:50064"
+    # Admission control: requests served at once (health, readiness and metrics aside). A
+    # request past it waits at most HTTP_QUEUE_WAIT_SECONDS for a place, with at most
+    # HTTP_MAX_QUEUED others; otherwise it is refused at once with 503, code OVERLOADED and
+    # Retry-After (OVERLOAD_RETRY_AFTER_SECONDS), before anything is read or claimed, rather
+    # than left to time out. The same Retry-After goes with a service's OVERLOADED refusal.
+    http_max_in_flight: int = Field(default=32, ge=1)
+    http_max_queued: int = Field(default=32, ge=0)
+    http_queue_wait_seconds: float = Field(default=0.5, ge=0)
+    overload_retry_after_seconds: int = Field(default=1, ge=1, le=600)
     # Largest request body accepted, in bytes (413 above it).
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     # Longest chat message accepted, in characters.

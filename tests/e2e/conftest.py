@@ -67,6 +67,9 @@ class Stack:
     emulator_runner: web.AppRunner
     # The identity server (a test stops it to see the edge answer an outage).
     identity_server: RunningService
+    # Policy and the billing gateway (a test takes their places in flight to overload them).
+    policy_server: RunningService
+    billing_server: RunningService
 
     async def turn(
         self,
@@ -269,4 +272,6 @@ async def running_stack(
             },
             system.emulator.runner,
             system.identity_server,
+            system.policy_server,
+            system.billing_server,
         )
