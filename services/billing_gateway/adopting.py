@@ -16,8 +16,22 @@ logger = logging.getLogger(__name__)
 
 async def adopt(connection: Connection, workspace_id: str, performed: Performed) -> bool:
     """Records the write as a succeeded operation unless the ledger has it; whether it was
-    missing. Its grant is committed by reconciliation's pass over unresolved grants."""
+    missing. Its grant is committed by reconciliation's pass over unresolved grants. A row
+    reconciliation settled as not performed (the object's metadata named a later write by
+    then) is corrected: the event is Stripe's word that this write happened."""
     if await connection.fetchval(queries.operation_exists, workspace_id, performed.operation_id):
+        corrected = await connection.fetchval(
+            queries.correct_not_performed,
+            workspace_id,
+            performed.operation_id,
+            performed.stripe_object_id,
+        )
+        if corrected is not None:
+            gateway_metrics.count_differences(gateway_metrics.OPERATION_SUCCEEDED)
+            logger.warning(
+                "an operation settled as not performed is shown done by a Stripe event",
+                extra={"workspace_id": workspace_id, "operation_id": performed.operation_id},
+            )
         return False
     customer_id = performed.stripe_customer_id
     if not customer_id and performed.action == "refund":

@@ -402,3 +402,12 @@ SELECT EXISTS (SELECT 1 FROM operations WHERE workspace_id = $1 AND operation_id
 -- name: mirrored_charge_customer
 SELECT customer_id FROM stripe_objects
 WHERE workspace_id = $1 AND object_type = 'charge' AND object_id = $2;
+
+-- name: correct_not_performed
+-- Reconciliation settled the operation as not performed (Stripe's object no longer showed it:
+-- a later write replaced its metadata), and an event shows Stripe made it.
+UPDATE operations
+SET state = 'succeeded', stripe_object_id = $3, error_reason = '', updated_at = now()
+WHERE workspace_id = $1 AND operation_id = $2 AND state = 'failed'
+  AND error_reason = 'NOT_PERFORMED'
+RETURNING operation_id;

@@ -109,3 +109,60 @@ async def test_writes_after_the_backup_are_taken_back_from_stripe_once(stack: St
         "IDEMPOTENCY_MISMATCH",
     )
     assert len([r for r in account.all("refund") if r["charge"] == charge]) == 1
+
+
+async def _change_plan(stack: Stack, assertion: str, sub_id: str, price: str) -> str:
+    grant = await stack.grant(
+        assertion,
+        common_pb2.BILLING_ACTION_CHANGE_PLAN,
+        policy_pb2.ActionDetails(subscription_id=sub_id, target_price_id=price),
+    )
+    changed = await stack.billing.ChangePlan(
+        pb.ChangePlanRequest(
+            workspace_id=WORKSPACE,
+            identity_assertion=assertion,
+            grant_id=grant.grant_id,
+            subscription_id=sub_id,
+            target_price_id=price,
+            idempotency_key=key(),
+        )
+    )
+    return str(changed.operation.operation_id)
+
+
+async def test_plan_change_in_flight_at_the_backup_and_replaced_since_is_not_lost(
+    stack: Stack,
+) -> None:
+    await stack.flush_webhooks()
+    await stack.service.events.drain()
+    await stack.service.mirror.catch_up_all()
+    alice = await stack.assertion("alice@example.com")
+    sub_id = str(stack.demo["customers"]["alice@example.com"]["subscription"])
+    products = stack.demo["products"]
+    up = await _change_plan(stack, alice, sub_id, products["business"]["prices"]["usd"])
+    await _change_plan(stack, alice, sub_id, products["growth"]["prices"]["usd"])
+    await stack.flush_webhooks()
+    await stack.service.events.drain()
+    # The backup was taken while the upgrade was in flight; the downgrade came after it.
+    await _forget_since_the_backup(stack, [])
+    async with stack.running.pool.acquire() as connection:
+        await connection.execute(
+            "UPDATE operations SET state = 'in_flight', stripe_object_id = '',"
+            " grant_resolution = '', updated_at = now() - interval '1 hour'"
+            " WHERE workspace_id = $1 AND operation_id = $2",
+            WORKSPACE,
+            up,
+        )
+    # Reconciliation first: Stripe's subscription names the downgrade now, not the upgrade.
+    await stack.service.ledger.reconcile(0)
+    assert await stack.service.mirror.catch_up_all() == 1
+    await stack.service.events.drain()
+    async with stack.running.pool.acquire() as connection:
+        row = await connection.fetchrow(
+            "SELECT state, stripe_object_id FROM operations"
+            " WHERE workspace_id = $1 AND operation_id = $2",
+            WORKSPACE,
+            up,
+        )
+    assert row is not None
+    assert (row["state"], row["stripe_object_id"]) == ("succeeded", sub_id)
