@@ -9,7 +9,7 @@ PROTO_FILES := $(shell find protos -name '*.proto')
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv gen dist lint typecheck fmt test test-unit run migrate bench emulator clean chat demo conformance
+.PHONY: help venv gen dist lint typecheck fmt test test-unit run migrate bench emulator clean chat demo conformance restore-drill
 
 help: ## List the verbs.
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -158,3 +158,6 @@ conformance: gen ## Check a running deployment against the contracts (TARGET=<ed
 .PHONY: chaos
 chaos: gen ## Kill, crash and fault the whole system under load, then reconcile every ledger.
 	$(PY) -m chaos
+
+restore-drill: gen ## Back up every schema under load, restore into a new database, reconcile with Stripe; report in bench/results/.
+	$(PY) -m chaos.restore_drill --report bench/results
