@@ -57,6 +57,8 @@ def overrides() -> dict[str, dict[str, str]]:
     reads Stripe's events since the backup's position (the default waits a minute)."""
     chosen = stack.overrides()
     chosen["billing_gateway"]["MIRROR_CATCH_UP_INTERVAL_SECONDS"] = "2"
+    # The console restarts too: no fixed metrics port another stack may hold by then.
+    chosen["console"] = {"METRICS_PORT": "0"}
     return chosen
 
 
