@@ -9,7 +9,7 @@ PROTO_FILES := $(shell find protos -name '*.proto')
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv gen dist lint typecheck fmt test test-unit run migrate bench emulator clean chat demo conformance
+.PHONY: help venv gen dist lint typecheck fmt test test-unit run migrate bench emulator clean chat demo conformance restore-drill
 
 help: ## List the verbs.
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -166,3 +166,5 @@ SOAK_MINUTES ?= 20
 .PHONY: soak
 soak: gen ## Soak the whole system SOAK_MINUTES (default 20) under mixed load; RSS, connections, p99 per minute.
 	$(PY) -m soak --minutes $(SOAK_MINUTES)
+restore-drill: gen ## Back up every schema under load, restore into a new database, reconcile with Stripe; report in bench/results/.
+	$(PY) -m chaos.restore_drill --report bench/results

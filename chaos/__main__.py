@@ -22,10 +22,10 @@ def main() -> None:
     os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
     logs = args.logs or Path(tempfile.mkdtemp(prefix="askvault-chaos-logs-"))
     shape = scenario.SHORT if args.short else scenario.LONG
-    raise SystemExit(asyncio.run(_until_terminated(scenario.run(shape, logs))))
+    raise SystemExit(asyncio.run(until_terminated(scenario.run(shape, logs))))
 
 
-async def _until_terminated(run: Coroutine[Any, Any, int]) -> int:
+async def until_terminated(run: Coroutine[Any, Any, int]) -> int:
     """Runs the scenario; SIGTERM or SIGINT cancels it, so that it stops every process and
     the PostgreSQL it started on the way out (a test that gives up on a run sends SIGTERM)."""
     main_task = asyncio.ensure_future(run)

@@ -74,7 +74,7 @@ async def settle(stack: ChaosStack, limit_seconds: float) -> dict[str, int]:
     return left
 
 
-async def _all(list_page: Any, params: dict[str, Any]) -> list[dict[str, Any]]:
+async def all_of(list_page: Any, params: dict[str, Any]) -> list[dict[str, Any]]:
     """Every object of a Stripe list, page by page."""
     found: list[dict[str, Any]] = []
     starting_after = ""
@@ -92,18 +92,22 @@ async def _all(list_page: Any, params: dict[str, Any]) -> list[dict[str, Any]]:
         starting_after = page.data[-1].id
 
 
-async def reconcile(
-    stack: ChaosStack,
-    load: Load,
-    replayer: Replayer,
-    http: aiohttp.ClientSession,
-    started_at: int,
-) -> Findings:
-    """Every comparison of the issue; each mismatch is a difference."""
-    findings = Findings()
-    connection = await asyncpg.connect(stack.database_url)
+@dataclass
+class Records:
+    """What the services' schemas hold for one workspace, read at one moment."""
+
+    grants: list[dict[str, Any]]
+    operations: list[dict[str, Any]]
+    messages: list[dict[str, Any]]
+    inbox: dict[str, str]
+    mirrored: list[dict[str, Any]]
+    enabled: list[str]
+
+
+async def read_records(database_url: str, workspace: str) -> Records:
+    """The grants, operations, outbox, inbox and mirror of a workspace."""
+    connection = await asyncpg.connect(database_url)
     try:
-        workspace = stack.workspace_id
         grants = [
             dict(row)
             for row in await connection.fetch(
@@ -126,7 +130,7 @@ async def reconcile(
         messages = [
             dict(row)
             for row in await connection.fetch(
-                "SELECT message_id, channel, status, template, attempts"
+                "SELECT message_id, channel, status, template, attempts, dedup_key"
                 " FROM notifier.messages WHERE workspace_id = $1",
                 workspace,
             )
@@ -158,15 +162,30 @@ async def reconcile(
         operation["parameters"] = (
             json.loads(parameters) if isinstance(parameters, str) else parameters
         )
+    return Records(grants, operations, messages, inbox, mirrored, list(enabled or []))
 
-    _ledgers(findings, grants, operations)
-    await _stripe(findings, load, operations, started_at)
-    await _outbox(findings, stack, http, messages)
-    _expiry(findings, grants)
+
+async def reconcile(
+    stack: ChaosStack,
+    load: Load,
+    replayer: Replayer,
+    http: aiohttp.ClientSession,
+    started_at: int,
+) -> Findings:
+    """Every comparison of the issue; each mismatch is a difference."""
+    findings = Findings()
+    records = await read_records(stack.database_url, stack.workspace_id)
+    grants, operations, messages = records.grants, records.operations, records.messages
+    inbox, mirrored, enabled = records.inbox, records.mirrored, records.enabled
+
+    check_ledgers(findings, grants, operations)
+    await check_stripe(findings, load, operations, started_at)
+    await check_outbox(findings, stack, http, messages)
+    check_expiry(findings, grants)
     _webhooks(findings, replayer, inbox, set(enabled or []))
     _hangs(findings, load, replayer)
     _told(findings, load, operations)
-    await _mirror(findings, load, mirrored)
+    await check_mirror(findings, load, mirrored)
     return findings
 
 
@@ -195,7 +214,7 @@ def _mirror_value(obj: dict[str, Any], name: str) -> Any:
     return obj.get(name)
 
 
-async def _mirror(findings: Findings, load: Load, mirrored: list[dict[str, Any]]) -> None:
+async def check_mirror(findings: Findings, load: Load, mirrored: list[dict[str, Any]]) -> None:
     """The billing gateway's mirror of Stripe agrees with Stripe on every object reads show
     (after every webhook, three times out of order, and the backfill)."""
     v1 = load.stripe_client.v1
@@ -208,7 +227,7 @@ async def _mirror(findings: Findings, load: Load, mirrored: list[dict[str, Any]]
         }
     compared = 0
     for object_type, (list_name, fields, params) in _MIRROR_FIELDS.items():
-        listed = await _all(getattr(v1, list_name).list_async, params)
+        listed = await all_of(getattr(v1, list_name).list_async, params)
         at_stripe = {str(obj["id"]) for obj in listed}
         for obj in listed:
             mine = held.get((object_type, str(obj["id"])))
@@ -250,7 +269,7 @@ def _told(findings: Findings, load: Load, operations: list[dict[str, Any]]) -> N
     findings.figures["done but the visitor was not told so"] = unsaid
 
 
-def _ledgers(
+def check_ledgers(
     findings: Findings, grants: list[dict[str, Any]], operations: list[dict[str, Any]]
 ) -> None:
     """Policy's committed grants = the gateway's succeeded operations, one to one."""
@@ -300,13 +319,13 @@ def _ledgers(
     )
 
 
-async def _stripe(
+async def check_stripe(
     findings: Findings, load: Load, operations: list[dict[str, Any]], started_at: int
 ) -> None:
     """Stripe's refunds and subscriptions = the gateway's succeeded operations."""
     v1 = load.stripe_client.v1
     refunds = [
-        r for r in await _all(v1.refunds.list_async, {}) if int(r["created"]) >= started_at - 5
+        r for r in await all_of(v1.refunds.list_async, {}) if int(r["created"]) >= started_at - 5
     ]
     succeeded = {
         o["operation_id"]: o
@@ -382,24 +401,31 @@ async def _stripe(
 _MESSAGE_ID = re.compile(r"<([^@>]+)@")
 
 
-async def _outbox(
-    findings: Findings,
-    stack: ChaosStack,
-    http: aiohttp.ClientSession,
-    messages: list[dict[str, Any]],
-) -> None:
-    """Every email of the outbox at the SMTP sink once per message id."""
+async def sink_counts(stack: ChaosStack, http: aiohttp.ClientSession) -> Counter[str]:
+    """How many times the SMTP sink received each outbox message id."""
     async with http.get(f"{stack.url('smtp_sink_http')}/messages") as response:
         received: list[dict[str, Any]] = (await response.json())["messages"]
     at_sink: Counter[str] = Counter()
     for mail in received:
         match = _MESSAGE_ID.search(str(mail.get("message_id", "")))
         at_sink[match.group(1) if match else str(mail.get("message_id", ""))] += 1
+    return at_sink
+
+
+async def check_outbox(
+    findings: Findings,
+    stack: ChaosStack,
+    http: aiohttp.ClientSession,
+    messages: list[dict[str, Any]],
+) -> None:
+    """Every email of the outbox at the SMTP sink once per message id."""
+    at_sink = await sink_counts(stack, http)
+    received = sum(at_sink.values())
     emails = [m for m in messages if m["channel"] == "email"]
     findings.figures["outbox messages"] = dict(
         Counter(f"{m['channel']} {m['status']}" for m in messages)
     )
-    findings.figures["SMTP sink"] = f"{len(received)} received, {len(at_sink)} distinct message ids"
+    findings.figures["SMTP sink"] = f"{received} received, {len(at_sink)} distinct message ids"
     duplicates = {message_id: n for message_id, n in at_sink.items() if n > 1}
     findings.figures["SMTP duplicates (same message id twice)"] = duplicates or 0
     known = {str(m["message_id"]) for m in emails}
@@ -421,7 +447,7 @@ async def _outbox(
             findings.differ(f"the SMTP sink received {message_id}, which is in no outbox")
 
 
-def _expiry(findings: Findings, grants: list[dict[str, Any]]) -> None:
+def check_expiry(findings: Findings, grants: list[dict[str, Any]]) -> None:
     stale = [
         g
         for g in grants

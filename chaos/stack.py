@@ -124,6 +124,28 @@ class ChaosStack:
     async def start_postgres(self) -> None:
         await asyncio.to_thread(self.postgres.start_again)
 
+    def database_processes(self) -> list[processes.Child]:
+        """The processes that use the database (every service), in their start order."""
+        return [child for child in self.children.values() if "DATABASE_URL" in child.env]
+
+    async def stop_services(self) -> None:
+        """SIGTERM to every service (the emulators and the SMTP sink keep running)."""
+        await processes.stop(self.database_processes(), grace=5.0)
+
+    async def start_services_on(self, database_url: str) -> float:
+        """Starts every service on another database (migrating it first, as a deployment's
+        start does); seconds until all are ready."""
+        began = time.monotonic()
+        self.database_url = database_url
+        children = self.database_processes()
+        for child in children:
+            child.env["DATABASE_URL"] = database_url
+            child.env["MIGRATION_DATABASE_URL"] = database_url
+            await processes.start(child, self.logs)
+        # All at once: each waits for its peers only when called, not to start.
+        await asyncio.gather(*(processes.wait_ready(child) for child in children))
+        return time.monotonic() - began
+
     def exited(self) -> list[str]:
         """Processes that exited on their own (none should)."""
         return [

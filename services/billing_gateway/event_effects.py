@@ -19,9 +19,16 @@ from typing import Any
 from urllib.parse import quote
 
 from askvault.notifier.v1 import notifier_pb2
-from billing_gateway import convert, gateway_metrics, inbox_store, mirror_reads, storage
+from billing_gateway import (
+    adopting,
+    convert,
+    gateway_metrics,
+    inbox_store,
+    mirror_reads,
+    storage,
+)
 from billing_gateway.accounts import AccountDirectory
-from billing_gateway.domain import billing
+from billing_gateway.domain import adoption, billing
 from billing_gateway.mirror import Freshness, Mirror
 from billing_gateway.notices import Notices, display_date
 from billing_gateway.peers import Peers
@@ -87,6 +94,10 @@ class EventEffects:
         # The mirror first, in the same transaction: processed means mirrored.
         async with burst.mirror_turn:
             fetched = await self._mirror.take_event(burst.connection, event, obj)
+        performed = adoption.performed_in(kind, obj)
+        if performed is not None:
+            # In the event's transaction: processed means the ledger has the write.
+            await adopting.adopt(burst.connection, event.workspace_id, performed)
         if kind.startswith("customer.subscription."):
             await self._subscription_changed(burst, event, obj, problems)
         elif kind == "invoice.payment_failed":

@@ -11,7 +11,9 @@ runtime/telemetry.py), beside the per-RPC ones every service has:
   found Stripe and the gateway's records disagree on: an operation the ledger still held in
   flight that Stripe shows done (``operation_succeeded``) or not done
   (``operation_failed``), and Stripe events no webhook delivered, found by the mirror's
-  catch-up (``missed_event``);
+  catch-up (``missed_event``), and a refund or plan change Stripe shows done that the
+  ledger had no row of (``operation_adopted``: the database was restored from a backup
+  older than the write);
 - ``askvault_billing_refunds_total{currency}`` and
   ``askvault_billing_refunded_amount_total{currency}`` (minor units): refunds Stripe made;
 - ``askvault_billing_recovery_cases_opened_total{message}``: failed payments that opened a
@@ -62,6 +64,7 @@ _cases_closed = _meter.create_counter(
 OPERATION_SUCCEEDED = "operation_succeeded"
 OPERATION_FAILED = "operation_failed"
 MISSED_EVENT = "missed_event"
+OPERATION_ADOPTED = "operation_adopted"
 
 
 def count_signature_failure(reason: str) -> None:

@@ -29,7 +29,7 @@ from askvault.policy.v1 import policy_pb2
 from billing_gateway import gateway_metrics, storage
 from billing_gateway.accounts import AccountDirectory
 from billing_gateway.convert import ACTIONS
-from billing_gateway.domain import billing
+from billing_gateway.domain import adoption, billing
 from billing_gateway.mirror import Mirror
 from billing_gateway.peers import Peers
 from billing_gateway.stripe_api import StripeAccount, StripeGateway, operation_key, to_json
@@ -86,6 +86,12 @@ class WriteRequest:
 # -- what each action does in Stripe, and how to find out whether it happened ------------
 
 
+def _marks(operation: storage.OperationRecord) -> dict[str, str]:
+    """The metadata that lets the write be found again from Stripe alone (a ledger restored
+    from an older backup takes it back, domain/adoption.py)."""
+    return adoption.metadata(operation.operation_id, operation.grant_id, operation.idempotency_key)
+
+
 async def _perform(
     gateway: StripeGateway, account: StripeAccount, operation: storage.OperationRecord
 ) -> tuple[str, Json]:
@@ -97,7 +103,7 @@ async def _perform(
         params: Any = {
             "charge": p["charge"],
             "amount": p["amount"],
-            "metadata": {"askvault_operation_id": operation.operation_id},
+            "metadata": _marks(operation),
             # The charge as the refund left it, for the mirror (read-your-writes).
             "expand": ["charge"],
         }
@@ -111,7 +117,7 @@ async def _perform(
         update: Any = {
             "items": [{"id": p["item"], "price": p["price"]}],
             "proration_behavior": p["proration_behavior"],
-            "metadata": {"askvault_operation_id": operation.operation_id},
+            "metadata": _marks(operation),
         }
         sub = await gateway.call(
             account,

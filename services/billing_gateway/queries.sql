@@ -386,3 +386,28 @@ LIMIT 10;
 -- the caller's transaction ends (or its connection drops with a crashed replica); waits at
 -- most the transaction's lock_timeout.
 SELECT pg_advisory_xact_lock(1652, hashtext($1 || ':' || $2));
+
+-- name: adopt_operation
+-- A write Stripe shows done that the ledger lacks (restored from an older backup): recorded
+-- as succeeded, its grant left to reconciliation to commit.
+INSERT INTO operations (workspace_id, operation_id, idempotency_key, fingerprint, action, state,
+                        grant_id, stripe_customer_id, target_id, parameters, stripe_object_id)
+VALUES ($1, $2, $3, '\x'::bytea, $4, 'succeeded', $5, $6, $7, $8, $9)
+ON CONFLICT DO NOTHING
+RETURNING operation_id;
+
+-- name: operation_exists
+SELECT EXISTS (SELECT 1 FROM operations WHERE workspace_id = $1 AND operation_id = $2);
+
+-- name: mirrored_charge_customer
+SELECT customer_id FROM stripe_objects
+WHERE workspace_id = $1 AND object_type = 'charge' AND object_id = $2;
+
+-- name: correct_not_performed
+-- Reconciliation settled the operation as not performed (Stripe's object no longer showed it:
+-- a later write replaced its metadata), and an event shows Stripe made it.
+UPDATE operations
+SET state = 'succeeded', stripe_object_id = $3, error_reason = '', updated_at = now()
+WHERE workspace_id = $1 AND operation_id = $2 AND state = 'failed'
+  AND error_reason = 'NOT_PERFORMED'
+RETURNING operation_id;
