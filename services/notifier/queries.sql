@@ -203,6 +203,29 @@ RETURNING true;
 -- name: messages_by_provider_id
 SELECT * FROM messages WHERE provider_message_id = $1 ORDER BY workspace_id FOR UPDATE;
 
+-- name: lock_provider_message_id
+-- Serialises a status report and the record of the send it reports on (both take it first):
+-- a status finds the send recorded, or the send finds the status parked, never neither.
+SELECT pg_advisory_xact_lock(hashtextextended('notifier.provider_message_id:' || $1, 0));
+
+-- name: park_whatsapp_status
+-- Kept for the send that is not recorded yet, unless $6 statuses wait already.
+INSERT INTO parked_whatsapp_statuses (
+    provider_message_id, status, occurred_at, error_code, error_title)
+SELECT $1, $2, $3, $4, $5
+WHERE (SELECT count(*) FROM parked_whatsapp_statuses) < $6
+ON CONFLICT DO NOTHING
+RETURNING true;
+
+-- name: take_parked_statuses
+-- The statuses that waited for this send, removed; those past their time ($2 s) are not.
+DELETE FROM parked_whatsapp_statuses
+WHERE provider_message_id = $1 AND parked_at > now() - make_interval(secs => $2::float8)
+RETURNING *;
+
+-- name: delete_expired_parked_statuses
+DELETE FROM parked_whatsapp_statuses WHERE parked_at <= now() - make_interval(secs => $1::float8);
+
 -- name: set_provider_status
 UPDATE messages SET
     status = $3,

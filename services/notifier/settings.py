@@ -73,6 +73,11 @@ class NotifierSettings(ServiceSettings):
     # Seconds a claimed message stays leased to its worker; after that another worker
     # claims it again (a worker that died loses nothing). Must outlast one delivery.
     lease_seconds: float = Field(default=120.0, gt=0)
+    # WhatsApp statuses that arrive before their send is recorded wait for it (parked): at
+    # most this many at a time, each at most this many seconds (a status of a message this
+    # notifier never sent would otherwise wait forever).
+    parked_statuses_max: int = Field(default=10_000, ge=0)
+    parked_status_ttl_seconds: float = Field(default=3600.0, gt=0)
     # A stopping notifier lets deliveries in flight finish (up to 0.75 of the lease), so its
     # stuck-shutdown deadline is longer than the other services' (runtime setting).
     shutdown_deadline_seconds: float = Field(default=125.0, ge=0)

@@ -328,6 +328,17 @@ async def get_consents(
     return [_consent(row) for row in rows]
 
 
+async def whatsapp_consent(
+    connection: Connection, workspace_id: str, contact_id: str
+) -> outbox.Consent | None:
+    """The contact's WhatsApp consent in force now; None when none was ever recorded (or
+    the message has no contact)."""
+    if not contact_id:
+        return None
+    row = await connection.fetchrow(queries.get_consent, workspace_id, contact_id, outbox.WHATSAPP)
+    return outbox.Consent(row["opted_in"], row["whatsapp_number"]) if row else None
+
+
 async def record_consent(
     connection: Connection,
     workspace_id: str,
@@ -490,6 +501,61 @@ async def messages_by_provider_id(
     """The message(s) a provider id belongs to, locked for the status update."""
     rows = await connection.fetch(queries.messages_by_provider_id, provider_message_id)
     return [_message(row) for row in rows]
+
+
+@dataclass(frozen=True)
+class ParkedStatus:
+    """A provider status that waited for its send to be recorded."""
+
+    provider_message_id: str
+    status: str
+    occurred_at: datetime
+    error_code: int
+    error_title: str
+
+
+async def lock_provider_message_id(connection: Connection, provider_message_id: str) -> None:
+    """Takes the transaction's lock on a provider message id (statuses vs. the send)."""
+    await connection.execute(queries.lock_provider_message_id, provider_message_id)
+
+
+async def park_status(connection: Connection, parked: ParkedStatus, max_parked: int) -> bool:
+    """Keeps a status for a send not recorded yet; False when it was not kept (a repeat, or
+    ``max_parked`` statuses wait already)."""
+    return bool(
+        await connection.fetchval(
+            queries.park_whatsapp_status,
+            parked.provider_message_id,
+            parked.status,
+            parked.occurred_at,
+            parked.error_code,
+            parked.error_title,
+            max_parked,
+        )
+    )
+
+
+async def take_parked_statuses(
+    connection: Connection, provider_message_id: str, ttl_seconds: float
+) -> list[ParkedStatus]:
+    """The statuses that waited for this provider id (removed), oldest first."""
+    rows = await connection.fetch(queries.take_parked_statuses, provider_message_id, ttl_seconds)
+    found = [
+        ParkedStatus(
+            row["provider_message_id"],
+            row["status"],
+            row["occurred_at"],
+            row["error_code"],
+            row["error_title"],
+        )
+        for row in rows
+    ]
+    return sorted(found, key=lambda parked: parked.occurred_at)
+
+
+async def delete_expired_parked_statuses(connection: Connection, ttl_seconds: float) -> None:
+    """Drops statuses that waited longer than ``ttl_seconds`` for a send."""
+    await connection.execute(queries.delete_expired_parked_statuses, ttl_seconds)
 
 
 async def set_provider_status(
