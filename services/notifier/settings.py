@@ -83,7 +83,8 @@ class NotifierSettings(ServiceSettings):
     shutdown_deadline_seconds: float = Field(default=125.0, ge=0)
 
     # -- limits and hand-offs ---------------------------------------------------------------
-    # Messages per contact and per workspace per clock hour, for workspaces that set none.
+    # Messages per contact and per workspace in any hour (a sliding window), for workspaces
+    # that set none.
     default_contact_hourly_limit: int = Field(default=20, ge=1)
     default_workspace_hourly_limit: int = Field(default=5000, ge=1)
     # Where hand-offs go when the workspace sets nothing: an agent inbox and/or a webhook.

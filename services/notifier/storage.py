@@ -236,15 +236,36 @@ async def claim_dedup_key(
     return row["message_id"], bytes(row["fingerprint"])
 
 
-async def count_send(connection: Connection, workspace_id: str, scope: str, limit: int) -> bool:
-    """Counts one send against this hour's limit of the scope; False when it is reached.
-    The counter row stays locked until the transaction ends, so concurrent sends queue up
-    behind it and can never jointly pass the limit."""
-    return await connection.fetchval(queries.count_send, workspace_id, scope, limit) is not None
+async def count_send(
+    connection: Connection,
+    workspace_id: str,
+    scope: str,
+    limit: int,
+    at: datetime | None = None,
+) -> bool:
+    """Counts one send (at ``at``, None: now) against the scope's sends of the last hour;
+    False when ``limit`` of them are counted already. The window's row stays locked until
+    the transaction ends, so concurrent sends queue up behind it and can never jointly pass
+    the limit."""
+    return bool(await connection.fetchval(queries.count_send, workspace_id, scope, limit, at))
+
+
+async def send_window_reopens_in(
+    connection: Connection,
+    workspace_id: str,
+    scope: str,
+    limit: int,
+    at: datetime | None = None,
+) -> float:
+    """Seconds from ``at`` (None: now) until the scope's window takes one more send."""
+    seconds = await connection.fetchval(
+        queries.send_window_reopens_in, workspace_id, scope, limit, at
+    )
+    return float(seconds or 0.0)
 
 
 async def delete_old_counters(connection: Connection) -> None:
-    """Drops counters of hours long gone."""
+    """Drops send windows idle for an hour (and the clock-hour counters of old versions)."""
     await connection.execute(queries.delete_old_counters)
 
 
