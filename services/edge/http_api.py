@@ -68,7 +68,9 @@ class Edge:
         self.health = Health(())
         # Before verification nothing but the client's address is known for sure; the limits
         # per verified contact and per customer are the engine's (ratelimit.TurnLimits).
-        self.address_limit = ratelimit.RateLimiter(settings.address_requests_per_minute)
+        self.address_limit = ratelimit.RateLimiter(
+            pool, "address", settings.address_requests_per_minute
+        )
         self.trusted_proxies = ratelimit.trusted_networks(settings.trusted_proxies)
 
     # ----- helpers -----
@@ -88,13 +90,13 @@ class Edge:
             ratelimit.client_address(peer, forwarded, self.trusted_proxies)
         )
 
-    def address_allowed(self, request: HttpRequest) -> bool:
-        """Whether the client's address is within its request budget."""
-        return self.scope_allowed(request.scope)
+    async def address_allowed(self, request: HttpRequest) -> bool:
+        """Whether the client's address is within its request budget (counting the request)."""
+        return await self.scope_allowed(request.scope)
 
-    def scope_allowed(self, scope: Scope) -> bool:
+    async def scope_allowed(self, scope: Scope) -> bool:
         """Whether the ASGI request's client address is within its request budget."""
-        return self.address_limit.allow(self.client_address(scope))
+        return await self.address_limit.allow(self.client_address(scope))
 
     async def json_body(self, request: HttpRequest) -> dict[str, Any] | JSONResponse:
         """The request's JSON object, or the 4xx answer for a body that is not one."""
@@ -155,7 +157,7 @@ class Edge:
     # ----- chat -----
 
     async def chat_turn(self, request: HttpRequest) -> Response:
-        if not self.address_allowed(request):
+        if not await self.address_allowed(request):
             return error(429, "RATE_LIMITED", "too many requests from this address")
         body = await self.json_body(request)
         if isinstance(body, JSONResponse):
@@ -182,7 +184,7 @@ class Edge:
     # ----- tools -----
 
     async def list_tools(self, request: HttpRequest) -> Response:
-        if not self.address_allowed(request):
+        if not await self.address_allowed(request):
             return error(429, "RATE_LIMITED", "too many requests from this address")
         return JSONResponse({"tools": [tool.definition() for tool in tools.TOOLS.values()]})
 
@@ -211,7 +213,7 @@ class Edge:
         return workspace_id, scoped[:200], visitor
 
     async def call_tool_json(self, request: HttpRequest) -> Response:
-        if not self.address_allowed(request):
+        if not await self.address_allowed(request):
             return error(429, "RATE_LIMITED", "too many requests from this address")
         tool = tools.TOOLS.get(request.path_params["name"])
         if tool is None:

@@ -110,7 +110,7 @@ async def handle(deps: TurnDeps, request: Request) -> Reply:
     verified = await verify(deps.peers, request)
     if verified is not None:
         # Limited on proven identity only; RateLimited before anything is stored or answered.
-        deps.limits.check(
+        await deps.limits.check(
             request.workspace_id, verified[0].contact_id, verified[0].stripe_customer_id
         )
     contact_id = verified[0].contact_id if verified is not None else ""

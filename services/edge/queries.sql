@@ -279,3 +279,23 @@ SELECT day, intent, grouping(day) AS all_days, grouping(intent) AS all_intents,
 FROM rows
 GROUP BY GROUPING SETS ((day, intent), (day), (intent), ())
 ORDER BY day NULLS LAST, intent NULLS FIRST;
+
+-- name: hit_rate_limit
+-- Counts one hit of key $1 unless $2 hits are counted in its window ($3 seconds from its first
+-- hit); no row means "over the limit". A window that ended starts again at this hit. The row
+-- lock serialises concurrent hits of one key across replicas. $4: the hit's time (NULL: now).
+WITH t AS (SELECT coalesce($4::timestamptz, now()) AS at)
+INSERT INTO rate_limit_windows AS w (key, window_start, hits)
+SELECT $1, t.at, 1 FROM t
+ON CONFLICT (key) DO UPDATE SET
+    window_start = CASE WHEN w.window_start <= excluded.window_start
+                                              - make_interval(secs => $3::float8)
+                        THEN excluded.window_start ELSE w.window_start END,
+    hits = CASE WHEN w.window_start <= excluded.window_start - make_interval(secs => $3::float8)
+                THEN 1 ELSE w.hits + 1 END
+WHERE w.window_start <= excluded.window_start - make_interval(secs => $3::float8)
+   OR w.hits < $2
+RETURNING true;
+
+-- name: delete_ended_rate_limit_windows
+DELETE FROM rate_limit_windows WHERE window_start <= now() - make_interval(secs => $1::float8);

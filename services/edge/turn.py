@@ -196,7 +196,7 @@ class TurnDeps:
             settings=settings,
             pool=pool,
             peers=peers,
-            limits=limits or ratelimit.TurnLimits.from_settings(settings),
+            limits=limits or ratelimit.TurnLimits.from_settings(settings, pool),
             secret_box=SecretBox(keys) if keys else None,
             terms=workspace_terms.TermsCache(
                 peers,
