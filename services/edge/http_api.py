@@ -26,7 +26,7 @@ from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Scope
 
 from askvault.billing.v1 import billing_pb2 as bpb
-from edge import api_models, metrics, openapi, ratelimit, tools
+from edge import api_models, metrics, openapi, ratelimit, tools, turn_keys
 from edge.http_middleware import AddressLimited, BodyLimit, JsonErrorBodies, error
 from edge.peers import Peers, error_reason, is_unavailable
 from edge.pipeline import Engine
@@ -72,6 +72,7 @@ class Edge:
             pool, "address", settings.address_requests_per_minute
         )
         self.trusted_proxies = ratelimit.trusted_networks(settings.trusted_proxies)
+        self.turn_keys = turn_keys.TurnKeys(pool, peers)
 
     # ----- helpers -----
 
@@ -167,16 +168,21 @@ class Edge:
         if isinstance(text, str) and len(text) > self.settings.max_text_chars and text.strip():
             turn = turn if isinstance(turn, dict) else {}
             turn["text"] = f"at most {self.settings.max_text_chars} characters"
+        key = request.headers.get(turn_keys.HEADER)
+        if key is not None and not turn_keys.KEY_PATTERN.match(key):
+            turn = turn if isinstance(turn, dict) else {}
+            turn["Idempotency-Key"] = "1 to 200 printable characters, no spaces"
         if isinstance(turn, dict):
             return error(400, "INVALID_ARGUMENT", "invalid chat turn", turn)
-        answer = await self.answer(
-            Request(
-                workspace_id=turn.workspace_id,
-                conversation_id=turn.conversation_id,
-                visitor=identity_of(turn.visitor),
-                text=turn.text,
-            )
+        visitor_turn = Request(
+            workspace_id=turn.workspace_id,
+            conversation_id=turn.conversation_id,
+            visitor=identity_of(turn.visitor),
+            text=turn.text,
         )
+        if key is not None:
+            return await self.turn_keys.run(visitor_turn, key, lambda: self.answer(visitor_turn))
+        answer = await self.answer(visitor_turn)
         if isinstance(answer, JSONResponse):
             return answer
         return JSONResponse(answer.as_json())

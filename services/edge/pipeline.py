@@ -153,6 +153,7 @@ async def handle(deps: TurnDeps, request: Request) -> Reply:
         if redaction.contains_card(request.text):
             reply.text = replies.CARD_IN_MESSAGE + reply.text
     reply.intent = reply.intent or parsed.intent.value
+    reply.contact_id = contact_id
     outcome = outcomes.of_turn(parsed.intent, reply.intent, reply.status, reply.escalated)
     async with deps.pool.acquire() as connection:
         if outcome is None:
