@@ -1,8 +1,8 @@
 -- WhatsApp statuses that arrived before the send they report on was recorded (the provider's
 -- webhook can beat the worker's mark_sent): kept until the send records the provider message
 -- id, then applied. One row per (provider message id, status): a repeat replaces nothing.
--- Bounded in count by the park statement (NOTIFIER_PARKED_STATUSES_MAX) and in time by the
--- housekeeping (rows older than NOTIFIER_PARKED_STATUS_TTL_SECONDS are dropped: a status of
+-- Bounded in count by the park statement (PARKED_STATUSES_MAX) and in time by the
+-- housekeeping (rows older than PARKED_STATUS_TTL_SECONDS are dropped: a status of
 -- a message this notifier never sent, say another system's on the same number).
 CREATE TABLE parked_whatsapp_statuses (
     provider_message_id text NOT NULL,
