@@ -96,8 +96,17 @@ class Edge:
         return await self.scope_allowed(request.scope)
 
     async def scope_allowed(self, scope: Scope) -> bool:
-        """Whether the ASGI request's client address is within its request budget."""
-        return await self.address_limit.allow(self.client_address(scope))
+        """Whether the ASGI request's client address is within its request budget. With the
+        database unreachable the request passes uncounted: what needs the database then
+        answers 503 on its own, and what does not (the tool list) still answers."""
+        try:
+            return await self.address_limit.allow(self.client_address(scope))
+        except UNAVAILABLE_ERRORS as failure:
+            logger.warning(
+                "address limit not counted: database unavailable",
+                extra={"error": type(failure).__name__},
+            )
+            return True
 
     async def json_body(self, request: HttpRequest) -> dict[str, Any] | JSONResponse:
         """The request's JSON object, or the 4xx answer for a body that is not one."""
