@@ -132,6 +132,19 @@ def error_details(error: grpc.aio.AioRpcError) -> tuple[grpc.StatusCode, str, di
     return error.code(), reason, violations
 
 
+def error_metadata(error: grpc.aio.AioRpcError) -> dict[str, str]:
+    """The ErrorInfo metadata of a failed call (empty without one)."""
+    for key, value in error.trailing_metadata() or ():
+        if key != "grpc-status-details-bin":
+            continue
+        for detail in status_pb2.Status.FromString(value).details:
+            if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+                info = error_details_pb2.ErrorInfo()
+                detail.Unpack(info)
+                return dict(info.metadata)
+    return {}
+
+
 def admin_metadata(subject: str = "admin-alice") -> tuple[tuple[str, str], ...]:
     """Call metadata carrying a test admin credential."""
     token = TEST_ADMIN_PROVIDER.issue(subject)

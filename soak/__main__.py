@@ -9,7 +9,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from chaos.__main__ import _until_terminated
+from chaos.__main__ import until_terminated
 from soak import run
 
 RESULTS = Path(__file__).resolve().parents[1] / "bench" / "results"
@@ -28,7 +28,7 @@ def main() -> None:
     os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
     logs = args.logs or Path(tempfile.mkdtemp(prefix="askvault-soak-logs-"))
     plan = run.Plan(args.minutes, args.warm_up_minutes, args.interval_seconds)
-    raise SystemExit(asyncio.run(_until_terminated(run.run(plan, logs, args.out))))
+    raise SystemExit(asyncio.run(until_terminated(run.run(plan, logs, args.out))))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import aiohttp
 import asyncpg
 
 from chaos.load import Load
-from chaos.reconcile import _all
+from chaos.reconcile import all_of
 from chaos.webhooks import Replayer
 from soak.verdict import Tally
 from soak.workload import Mix
@@ -58,7 +58,7 @@ async def tally(
     emails = {str(m["message_id"]) for m in messages if m["channel"] == "email"}
     whatsapp = [m for m in messages if m["channel"] == "whatsapp"]
     provider_ids = {str(m["provider_message_id"]) for m in whatsapp if m["provider_message_id"]}
-    refunds = await _all(load.stripe_client.v1.refunds.list_async, {})
+    refunds = await all_of(load.stripe_client.v1.refunds.list_async, {})
     per_operation = Counter(
         str((r.get("metadata") or {}).get("askvault_operation_id", "")) for r in refunds
     )

@@ -24,6 +24,7 @@ import asyncpg
 
 from askvault.notifier.v1 import notifier_pb2
 from billing_gateway.notices import Notices
+from billing_gateway.peers import limit_reopens_in
 from runtime import errors
 from runtime.database import Queries
 
@@ -139,7 +140,14 @@ class ConfirmationOutbox:
                 dedup=pending.dedup_key,
             )
         except errors.ServiceError as error:
-            delay = min(self._retry * 2 ** min(pending.attempts, 20), self._retry_max)
+            # A limit that says when it reopens is waited out to then, and gives back the
+            # attempt its claim counted (the wait does not lengthen a later backoff).
+            reopens_in = limit_reopens_in(error)
+            delay = (
+                min(self._retry * 2 ** min(pending.attempts, 20), self._retry_max)
+                if reopens_in is None
+                else reopens_in
+            )
             logger.warning(
                 "confirmation waits for the notifier",
                 extra={
@@ -150,7 +158,13 @@ class ConfirmationOutbox:
                 },
             )
             if recorded:
-                await self._settle(queries.defer_confirmation, pending, delay, str(error)[:500])
+                await self._settle(
+                    queries.defer_confirmation,
+                    pending,
+                    delay,
+                    str(error)[:500],
+                    reopens_in is not None,
+                )
             return False
         if problems:
             logger.warning(

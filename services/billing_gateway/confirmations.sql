@@ -20,8 +20,10 @@ WHERE (workspace_id, dedup_key) IN (
 RETURNING workspace_id, dedup_key, stripe_customer_id, template, variables, attempts;
 
 -- name: defer_confirmation
+-- $5: the deferral is a rate limit's wait, no failed attempt: the claim's count is given back.
 UPDATE pending_confirmations
-SET next_attempt_at = now() + make_interval(secs => $3), last_error = $4
+SET next_attempt_at = now() + make_interval(secs => $3), last_error = $4,
+    attempts = CASE WHEN $5::bool THEN greatest(attempts - 1, 0) ELSE attempts END
 WHERE workspace_id = $1 AND dedup_key = $2;
 
 -- name: delete_confirmation

@@ -28,6 +28,7 @@ from opentelemetry import propagate, trace
 from billing_gateway import inbox_store, storage
 from billing_gateway.event_effects import Burst
 from billing_gateway.inbox_store import Finished
+from billing_gateway.peers import limit_reopens_in
 from runtime import errors
 from runtime.database import Connection
 from runtime.periodic import Periodic, Schedule
@@ -286,10 +287,16 @@ class InboxWorker:
             try:
                 problems = await self._effects.apply(burst, event, item.data)
             except errors.ServiceError as error:
+                # A limit that says when it reopens is waited out to then, and the wait is
+                # no failed attempt (it does not lengthen the backoff of a later outage).
+                reopens_in = limit_reopens_in(error)
                 return Finished(
                     event,
-                    delay_seconds=backoff_seconds(event.attempts),
+                    delay_seconds=(
+                        backoff_seconds(event.attempts) if reopens_in is None else reopens_in
+                    ),
                     error=f"{error.reason}: {error.message}",
+                    counts_attempt=reopens_in is None,
                 )
         return Finished(event, outcome="; ".join(problems))
 

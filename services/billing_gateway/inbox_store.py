@@ -24,6 +24,8 @@ class Finished:
     outcome: str = ""
     delay_seconds: float | None = None
     error: str = ""
+    # False: a deferral that is no failed attempt (a rate limit waited out to its reopening).
+    counts_attempt: bool = True
 
 
 async def claim_events(connection: Connection, limit: int) -> list[StoredEvent]:
@@ -69,6 +71,7 @@ async def finish_events(connection: Connection, finished: Sequence[Finished]) ->
         [item.outcome[:_TEXT_LIMIT] for item in finished],
         [item.delay_seconds for item in finished],
         [item.error[:_TEXT_LIMIT] for item in finished],
+        [item.counts_attempt for item in finished],
     )
 
 

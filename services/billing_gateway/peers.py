@@ -31,8 +31,8 @@ _GRANT_REASONS = frozenset(
 )
 
 
-def error_reason(error: grpc.aio.AioRpcError) -> str:
-    """The ErrorInfo reason of a failed call, or empty."""
+def _error_info(error: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo:
+    """The ErrorInfo of a failed call (an empty one when it carries none)."""
     for key, value in error.trailing_metadata() or ():
         if key != "grpc-status-details-bin":
             continue
@@ -41,8 +41,30 @@ def error_reason(error: grpc.aio.AioRpcError) -> str:
             if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
                 info = error_details_pb2.ErrorInfo()
                 detail.Unpack(info)
-                return str(info.reason)
-    return ""
+                return info
+    return error_details_pb2.ErrorInfo()
+
+
+def error_reason(error: grpc.aio.AioRpcError) -> str:
+    """The ErrorInfo reason of a failed call, or empty."""
+    return str(_error_info(error).reason)
+
+
+# The ErrorInfo metadata key of a limit's refusal: seconds until the limit takes a call again.
+RETRY_AFTER_SECONDS = "retry_after_seconds"
+
+
+def limit_reopens_in(error: errors.ServiceError) -> float | None:
+    """Seconds until a rate limit that refused a call takes it again, when the refusal said
+    so (the notifier's hourly windows do); None for any other failure."""
+    if error.kind is not errors.Kind.RESOURCE_EXHAUSTED:
+        return None
+    try:
+        seconds = float(error.metadata.get(RETRY_AFTER_SECONDS, ""))
+    except ValueError:
+        return None
+    # A day at most: a refusal that claims more is not believed beyond it.
+    return min(max(seconds, 0.0), 86_400.0)
 
 
 def dependency_unavailable(what: str) -> errors.ServiceError:
@@ -216,7 +238,8 @@ class Peers:
         """Queues a message (the dedup key makes one message of many calls).
 
         RESOURCE_EXHAUSTED (the notifier's hourly limits) passes in time: it raises a
-        ServiceError, so the event is deferred and tried again later. INVALID_ARGUMENT
+        ServiceError (with the notifier's retry_after_seconds), so the event is deferred to
+        when the limit's window takes it. INVALID_ARGUMENT
         (our request is wrong: a bug) and FAILED_PRECONDITION (no consent, no destination)
         do not change by retrying: they raise MessageRefused, which the worker records as
         the event's outcome instead of retrying forever or dropping it silently."""
@@ -225,10 +248,13 @@ class Peers:
         except grpc.aio.AioRpcError as error:
             code = error.code()
             if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                info = _error_info(error)
+                reopens = info.metadata.get(RETRY_AFTER_SECONDS, "")
                 raise errors.ServiceError(
                     errors.Kind.RESOURCE_EXHAUSTED,
-                    error_reason(error) or "RATE_LIMITED",
+                    info.reason or "RATE_LIMITED",
                     "the notifier's rate limit is reached; the message waits",
+                    metadata={RETRY_AFTER_SECONDS: reopens} if reopens else {},
                 ) from None
             if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION):
                 raise MessageRefused(

@@ -127,17 +127,18 @@ FOR UPDATE SKIP LOCKED;
 
 -- name: finish_events
 -- Per event (workspace, event, outcome, delay seconds, error): a NULL delay marks it
--- processed with its outcome; a delay leaves it unprocessed, due again after it.
+-- processed with its outcome; a delay leaves it unprocessed, due again after it. An event
+-- whose deferral is no failed attempt (counted false: a rate limit's wait) keeps its attempts.
 UPDATE stripe_events AS e
-SET attempts = e.attempts + 1,
+SET attempts = e.attempts + d.counted::int,
     processed_at = CASE WHEN d.delay IS NULL THEN now() END,
     outcome = CASE WHEN d.delay IS NULL THEN d.outcome ELSE e.outcome END,
     last_error = CASE WHEN d.delay IS NULL THEN '' ELSE d.error END,
     last_error_at = CASE WHEN d.delay IS NOT NULL OR d.outcome <> '' THEN now() END,
     next_attempt_at = CASE WHEN d.delay IS NULL THEN e.next_attempt_at
                            ELSE now() + make_interval(secs => d.delay) END
-FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[], $5::text[])
-     AS d(workspace_id, event_id, outcome, delay, error)
+FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[], $5::text[], $6::bool[])
+     AS d(workspace_id, event_id, outcome, delay, error, counted)
 WHERE e.workspace_id = d.workspace_id AND e.event_id = d.event_id
   AND e.processed_at IS NULL;
 

@@ -59,7 +59,7 @@ class ContentAccess:
 
     async def check(self, request: HttpRequest) -> Response:
         edge = self._edge
-        if not edge.address_allowed(request):
+        if not await edge.address_allowed(request):
             return error(429, "RATE_LIMITED", "too many requests from this address")
         body = await edge.json_body(request)
         if isinstance(body, JSONResponse):

@@ -113,8 +113,20 @@ _VISITOR_MESSAGES = {"visitor": "must be an object"} | {
 # ----- chat -----
 
 
+# The optional header of POST /v1/chat/turns (edge/turn_keys.py).
+CHAT_TURN_IDEMPOTENCY_KEY = (
+    "Optional; 1 to 200 printable characters without spaces, unique per turn (a UUID). A"
+    " retry of the turn with the same key (after a lost answer) gets the first answer, kept"
+    " for 24 hours, instead of running the turn again; the visitor must be verified as the"
+    " same contact again. The same key with another turn (conversation, claimed visitor or"
+    " text) is 422 IDEMPOTENCY_MISMATCH; while the first turn still runs, 409"
+    " IDEMPOTENCY_IN_PROGRESS with Retry-After. A turn answered with an error keeps nothing."
+)
+
+
 class ChatTurnRequest(Model):
-    """``POST /v1/chat/turns``: one message of a visitor."""
+    """``POST /v1/chat/turns``: one message of a visitor (optionally with an
+    ``Idempotency-Key`` header: ``CHAT_TURN_IDEMPOTENCY_KEY``)."""
 
     messages: ClassVar[dict[str, str]] = {
         "workspace_id": ID_MESSAGE,

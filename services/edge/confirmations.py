@@ -58,7 +58,7 @@ class Confirmations:
 
     async def confirm(self, request: HttpRequest) -> Response:
         """``POST /v1/confirmations``: the person's answer to one quote, with their proof."""
-        if not self._edge.address_allowed(request):
+        if not await self._edge.address_allowed(request):
             return error(429, "RATE_LIMITED", "too many requests from this address")
         body = await self._edge.json_body(request)
         if isinstance(body, JSONResponse):

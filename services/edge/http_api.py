@@ -26,7 +26,7 @@ from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Scope
 
 from askvault.billing.v1 import billing_pb2 as bpb
-from edge import api_models, metrics, openapi, ratelimit, tools
+from edge import api_models, metrics, openapi, ratelimit, tools, turn_keys
 from edge.http_middleware import (
     AddressLimited,
     AdmissionLimit,
@@ -75,8 +75,11 @@ class Edge:
         self.health = Health(())
         # Before verification nothing but the client's address is known for sure; the limits
         # per verified contact and per customer are the engine's (ratelimit.TurnLimits).
-        self.address_limit = ratelimit.RateLimiter(settings.address_requests_per_minute)
+        self.address_limit = ratelimit.RateLimiter(
+            pool, "address", settings.address_requests_per_minute
+        )
         self.trusted_proxies = ratelimit.trusted_networks(settings.trusted_proxies)
+        self.turn_keys = turn_keys.TurnKeys(pool, peers)
 
     # ----- helpers -----
 
@@ -95,13 +98,22 @@ class Edge:
             ratelimit.client_address(peer, forwarded, self.trusted_proxies)
         )
 
-    def address_allowed(self, request: HttpRequest) -> bool:
-        """Whether the client's address is within its request budget."""
-        return self.scope_allowed(request.scope)
+    async def address_allowed(self, request: HttpRequest) -> bool:
+        """Whether the client's address is within its request budget (counting the request)."""
+        return await self.scope_allowed(request.scope)
 
-    def scope_allowed(self, scope: Scope) -> bool:
-        """Whether the ASGI request's client address is within its request budget."""
-        return self.address_limit.allow(self.client_address(scope))
+    async def scope_allowed(self, scope: Scope) -> bool:
+        """Whether the ASGI request's client address is within its request budget. With the
+        database unreachable the request passes uncounted: what needs the database then
+        answers 503 on its own, and what does not (the tool list) still answers."""
+        try:
+            return await self.address_limit.allow(self.client_address(scope))
+        except UNAVAILABLE_ERRORS as failure:
+            logger.warning(
+                "address limit not counted: database unavailable",
+                extra={"error": type(failure).__name__},
+            )
+            return True
 
     async def json_body(self, request: HttpRequest) -> dict[str, Any] | JSONResponse:
         """The request's JSON object, or the 4xx answer for a body that is not one."""
@@ -165,7 +177,7 @@ class Edge:
     # ----- chat -----
 
     async def chat_turn(self, request: HttpRequest) -> Response:
-        if not self.address_allowed(request):
+        if not await self.address_allowed(request):
             return error(429, "RATE_LIMITED", "too many requests from this address")
         body = await self.json_body(request)
         if isinstance(body, JSONResponse):
@@ -175,16 +187,21 @@ class Edge:
         if isinstance(text, str) and len(text) > self.settings.max_text_chars and text.strip():
             turn = turn if isinstance(turn, dict) else {}
             turn["text"] = f"at most {self.settings.max_text_chars} characters"
+        key = request.headers.get(turn_keys.HEADER)
+        if key is not None and not turn_keys.KEY_PATTERN.match(key):
+            turn = turn if isinstance(turn, dict) else {}
+            turn["Idempotency-Key"] = "1 to 200 printable characters, no spaces"
         if isinstance(turn, dict):
             return error(400, "INVALID_ARGUMENT", "invalid chat turn", turn)
-        answer = await self.answer(
-            Request(
-                workspace_id=turn.workspace_id,
-                conversation_id=turn.conversation_id,
-                visitor=identity_of(turn.visitor),
-                text=turn.text,
-            )
+        visitor_turn = Request(
+            workspace_id=turn.workspace_id,
+            conversation_id=turn.conversation_id,
+            visitor=identity_of(turn.visitor),
+            text=turn.text,
         )
+        if key is not None:
+            return await self.turn_keys.run(visitor_turn, key, lambda: self.answer(visitor_turn))
+        answer = await self.answer(visitor_turn)
         if isinstance(answer, JSONResponse):
             return answer
         return JSONResponse(answer.as_json())
@@ -192,7 +209,7 @@ class Edge:
     # ----- tools -----
 
     async def list_tools(self, request: HttpRequest) -> Response:
-        if not self.address_allowed(request):
+        if not await self.address_allowed(request):
             return error(429, "RATE_LIMITED", "too many requests from this address")
         return JSONResponse({"tools": [tool.definition() for tool in tools.TOOLS.values()]})
 
@@ -221,7 +238,7 @@ class Edge:
         return workspace_id, scoped[:200], visitor
 
     async def call_tool_json(self, request: HttpRequest) -> Response:
-        if not self.address_allowed(request):
+        if not await self.address_allowed(request):
             return error(429, "RATE_LIMITED", "too many requests from this address")
         tool = tools.TOOLS.get(request.path_params["name"])
         if tool is None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Collection
+from collections.abc import Awaitable, Callable, Collection
 from http import HTTPStatus
 from typing import Any
 
@@ -189,12 +189,12 @@ class AddressLimited:
     """Limits an ASGI app (the MCP transport) per client address, like every other entry: the
     visitor is not verified before the tool call runs, so the address is all there is."""
 
-    def __init__(self, app: ASGIApp, allowed: Callable[[Scope], bool]) -> None:
+    def __init__(self, app: ASGIApp, allowed: Callable[[Scope], Awaitable[bool]]) -> None:
         self._app = app
         self._allowed = allowed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and not self._allowed(scope):
+        if scope["type"] == "http" and not await self._allowed(scope):
             await error(429, "RATE_LIMITED", "too many requests from this address")(
                 scope, receive, send
             )

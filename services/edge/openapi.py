@@ -41,7 +41,9 @@ _ERRORS = {
     "401": "Not authenticated.",
     "403": "Refused.",
     "404": "Not found.",
+    "409": "A turn with this Idempotency-Key is still running: retry after Retry-After.",
     "413": "Body too large.",
+    "422": "IDEMPOTENCY_MISMATCH: the Idempotency-Key was used for another turn or visitor.",
     "429": "Too many requests from this address (or visitor).",
     "502": "A service refused the request.",
     "503": "A service or the database is unavailable; retry.",
@@ -96,8 +98,9 @@ def _paths() -> dict[str, Any]:
         "/v1/chat/turns": {
             "post": {
                 "summary": "One chat turn of a visitor",
+                "parameters": [_header("Idempotency-Key", m.CHAT_TURN_IDEMPOTENCY_KEY)],
                 body: {"required": True, "content": _json(m.ChatTurnRequest)},
-                "responses": _answers(m.ChatTurnReply, 400, 403, 413, 429, 502, 503),
+                "responses": _answers(m.ChatTurnReply, 400, 403, 409, 413, 422, 429, 502, 503),
             }
         },
         "/v1/tools": {

@@ -104,7 +104,7 @@ class OutcomesEndpoint:
         return [Route(PATH, self.outcomes, methods=["GET"])]
 
     async def outcomes(self, request: HttpRequest) -> Response:
-        if not self._edge.address_allowed(request):
+        if not await self._edge.address_allowed(request):
             return error(429, "RATE_LIMITED", "too many requests from this address")
         workspace_id = request.query_params.get("workspace_id", "")
         raw_days = request.query_params.get("days", str(DEFAULT_DAYS))

@@ -110,7 +110,7 @@ async def handle(deps: TurnDeps, request: Request) -> Reply:
     verified = await verify(deps.peers, request)
     if verified is not None:
         # Limited on proven identity only; RateLimited before anything is stored or answered.
-        deps.limits.check(
+        await deps.limits.check(
             request.workspace_id, verified[0].contact_id, verified[0].stripe_customer_id
         )
     contact_id = verified[0].contact_id if verified is not None else ""
@@ -153,6 +153,7 @@ async def handle(deps: TurnDeps, request: Request) -> Reply:
         if redaction.contains_card(request.text):
             reply.text = replies.CARD_IN_MESSAGE + reply.text
     reply.intent = reply.intent or parsed.intent.value
+    reply.contact_id = contact_id
     outcome = outcomes.of_turn(parsed.intent, reply.intent, reply.status, reply.escalated)
     async with deps.pool.acquire() as connection:
         if outcome is None:

@@ -279,3 +279,48 @@ SELECT day, intent, grouping(day) AS all_days, grouping(intent) AS all_intents,
 FROM rows
 GROUP BY GROUPING SETS ((day, intent), (day), (intent), ())
 ORDER BY day NULLS LAST, intent NULLS FIRST;
+
+-- name: hit_rate_limit
+-- Counts one hit of key $1 unless $2 hits are counted in its window ($3 seconds from its first
+-- hit); no row means "over the limit". A window that ended starts again at this hit. The row
+-- lock serialises concurrent hits of one key across replicas. $4: the hit's time (NULL: now).
+WITH t AS (SELECT coalesce($4::timestamptz, now()) AS at)
+INSERT INTO rate_limit_windows AS w (key, window_start, hits)
+SELECT $1, t.at, 1 FROM t
+ON CONFLICT (key) DO UPDATE SET
+    window_start = CASE WHEN w.window_start <= excluded.window_start
+                                              - make_interval(secs => $3::float8)
+                        THEN excluded.window_start ELSE w.window_start END,
+    hits = CASE WHEN w.window_start <= excluded.window_start - make_interval(secs => $3::float8)
+                THEN 1 ELSE w.hits + 1 END
+WHERE w.window_start <= excluded.window_start - make_interval(secs => $3::float8)
+   OR w.hits < $2
+RETURNING true;
+
+-- name: delete_ended_rate_limit_windows
+DELETE FROM rate_limit_windows WHERE window_start <= now() - make_interval(secs => $1::float8);
+
+-- name: claim_chat_turn_key
+-- Claims the key for this turn; a claim of the same request left unanswered for $4 seconds
+-- (its turn died) is taken over. No row: the key is taken (read it with get_chat_turn_key).
+INSERT INTO chat_turn_keys AS k (workspace_id, idempotency_key, fingerprint)
+VALUES ($1, $2, $3)
+ON CONFLICT (workspace_id, idempotency_key) DO UPDATE SET claimed_at = now()
+WHERE k.answer IS NULL AND k.fingerprint = excluded.fingerprint
+  AND k.claimed_at <= now() - make_interval(secs => $4::float8)
+RETURNING true;
+
+-- name: get_chat_turn_key
+SELECT fingerprint, contact_id, answer FROM chat_turn_keys
+WHERE workspace_id = $1 AND idempotency_key = $2;
+
+-- name: save_chat_turn_answer
+UPDATE chat_turn_keys SET answer = $3, contact_id = $4, answered_at = now()
+WHERE workspace_id = $1 AND idempotency_key = $2 AND answer IS NULL;
+
+-- name: release_chat_turn_key
+-- A turn answered with an error keeps no answer: the retry runs again.
+DELETE FROM chat_turn_keys WHERE workspace_id = $1 AND idempotency_key = $2 AND answer IS NULL;
+
+-- name: delete_old_chat_turn_keys
+DELETE FROM chat_turn_keys WHERE claimed_at <= now() - make_interval(secs => $1::float8);

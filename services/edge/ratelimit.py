@@ -1,8 +1,9 @@
-"""Request limits kept in memory, keyed only on proven values: the client's address before
-the visitor is verified, the verified contact and its Stripe customer after.
+"""Request limits keyed only on proven values: the client's address before the visitor is
+verified, the verified contact and its Stripe customer after.
 
-Each replica limits on its own; with N replicas a visitor gets at most N times the limit,
-which is the bound wanted here: protection from floods, not billing-grade accounting.
+The counters live in the edge's database (table rate_limit_windows), so every replica spends
+the same budget: N replicas do not give a visitor N times the limit. A hit is one upsert of
+its key's row (a verified turn's contact and customer: two, in one transaction).
 """
 
 from __future__ import annotations
@@ -10,8 +11,17 @@ from __future__ import annotations
 import ipaddress
 import time
 from collections.abc import Iterable, Sequence
+from datetime import datetime
+
+import asyncpg
 
 from edge.settings import EdgeSettings
+from runtime.database import Connection, Queries
+
+queries = Queries("edge")
+
+# Seconds between deletions of ended windows (by each replica, on a hit).
+CLEANUP_INTERVAL_SECONDS = 60.0
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -27,40 +37,38 @@ class RateLimited(Exception):
 
 
 class RateLimiter:
-    """At most ``limit`` hits per key in each ``window_seconds`` window. A key's window starts
-    at its first hit, so a burst is never split in two by a window boundary."""
+    """At most ``limit`` hits per key in each ``window_seconds`` window, shared by every
+    replica on the database. A key's window starts at its first hit, so a burst is never
+    split in two by a window boundary. ``name`` keeps the keys of two limiters apart."""
 
-    def __init__(self, limit: int, window_seconds: float = 60.0, max_keys: int = 100_000) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, name: str, limit: int, window_seconds: float = 60.0
+    ) -> None:
+        self._pool = pool
+        self._prefix = f"{name}:"
         self._limit = limit
         self._window = window_seconds
-        self._max_keys = max_keys
-        # key -> (start of its window, hits in it).
-        self._counts: dict[str, tuple[float, int]] = {}
+        self._last_cleanup = time.monotonic()
 
-    def _count(self, key: str, now: float) -> int:
-        started, count = self._counts.get(key, (now, 0))
-        return 0 if now - started >= self._window else count
+    async def allow(self, key: str, at: datetime | None = None) -> bool:
+        """Counts a hit (at ``at``, None: now); False (and not counted) when the key is over
+        its limit."""
+        async with self._pool.acquire() as connection:
+            return await self.hit(connection, key, at)
 
-    def would_allow(self, key: str, now: float | None = None) -> bool:
-        """Whether a hit would be allowed now, without counting it."""
-        return self._count(key, time.monotonic() if now is None else now) < self._limit
-
-    def allow(self, key: str, now: float | None = None) -> bool:
-        """Counts a hit; False (and not counted) when the key is over its limit."""
-        moment = time.monotonic() if now is None else now
-        count = self._count(key, moment)
-        if count >= self._limit:
-            return False
-        if len(self._counts) >= self._max_keys and key not in self._counts:
-            # Forget ended windows first so memory stays bounded under a key flood; if every
-            # window is live, the oldest tenth goes (their holders get a fresh budget).
-            self._counts = {k: v for k, v in self._counts.items() if moment - v[0] < self._window}
-            if len(self._counts) >= self._max_keys:
-                for stale in list(self._counts)[: max(1, self._max_keys // 10)]:
-                    del self._counts[stale]
-        started = self._counts[key][0] if count else moment
-        self._counts[key] = (started, count + 1)
-        return True
+    async def hit(self, connection: Connection, key: str, at: datetime | None = None) -> bool:
+        """``allow`` on the caller's connection (and transaction)."""
+        allowed = bool(
+            await connection.fetchval(
+                queries.hit_rate_limit, self._prefix + key, self._limit, self._window, at
+            )
+        )
+        if time.monotonic() - self._last_cleanup >= CLEANUP_INTERVAL_SECONDS:
+            # The table holds one row per key seen within a window or so, not every key
+            # ever seen: a flood of addresses costs rows for a minute, not forever.
+            self._last_cleanup = time.monotonic()
+            await connection.execute(queries.delete_ended_rate_limit_windows, self._window)
+        return allowed
 
 
 def trusted_networks(spec: str) -> tuple[Network, ...]:
@@ -119,40 +127,43 @@ class TurnLimits:
 
     def __init__(
         self,
+        pool: asyncpg.Pool,
         contact_per_minute: int,
         customer_per_minute: int,
         unverified_handoff_emails_per_hour: int,
     ) -> None:
-        self._contacts = RateLimiter(contact_per_minute)
-        self._customers = RateLimiter(customer_per_minute)
+        self._pool = pool
+        self._contacts = RateLimiter(pool, "contact", contact_per_minute)
+        self._customers = RateLimiter(pool, "customer", customer_per_minute)
         self.unverified_handoff_emails_per_hour = unverified_handoff_emails_per_hour
 
     @classmethod
-    def from_settings(cls, settings: EdgeSettings) -> TurnLimits:
+    def from_settings(cls, settings: EdgeSettings, pool: asyncpg.Pool) -> TurnLimits:
         """The limits the settings give."""
         return cls(
+            pool,
             settings.visitor_turns_per_minute,
             settings.customer_turns_per_minute,
             settings.unverified_handoff_emails_per_hour,
         )
 
-    def check(self, workspace_id: str, contact_id: str, customer_id: str) -> None:
+    async def check(self, workspace_id: str, contact_id: str, customer_id: str) -> None:
         """Counts a verified turn against its contact and its customer; RateLimited (nothing
         counted) when either budget is spent."""
-        contact = f"{workspace_id}/{contact_id}"
-        customer = f"{workspace_id}/{customer_id}"
-        if not self._contacts.would_allow(contact):
-            raise RateLimited("contact")
-        if customer_id and not self._customers.would_allow(customer):
-            raise RateLimited("customer")
-        self._contacts.allow(contact)
-        if customer_id:
-            self._customers.allow(customer)
+        async with self._pool.acquire() as connection, connection.transaction():
+            # Contact, then customer, in every replica: concurrent turns wait, never deadlock.
+            # A refusal rolls back what this turn counted.
+            if not await self._contacts.hit(connection, f"{workspace_id}/{contact_id}"):
+                raise RateLimited("contact")
+            if customer_id and not await self._customers.hit(
+                connection, f"{workspace_id}/{customer_id}"
+            ):
+                raise RateLimited("customer")
 
-    def allow(self, workspace_id: str, contact_id: str, customer_id: str) -> bool:
+    async def allow(self, workspace_id: str, contact_id: str, customer_id: str) -> bool:
         """``check`` as a yes or no."""
         try:
-            self.check(workspace_id, contact_id, customer_id)
+            await self.check(workspace_id, contact_id, customer_id)
         except RateLimited:
             return False
         return True

@@ -76,7 +76,9 @@ async def start(settings: EdgeSettings) -> RunningEdge:
     """Starts the edge and returns once it listens (port 0 picks a free port)."""
     pool = await open_database(settings, NAME, MIGRATIONS)
     peers = Peers(settings)
-    engine = Engine(settings, pool, peers, limits=ratelimit.TurnLimits.from_settings(settings))
+    engine = Engine(
+        settings, pool, peers, limits=ratelimit.TurnLimits.from_settings(settings, pool)
+    )
     edge = Edge(settings, engine, peers, pool)
     confirmations = Confirmations(edge)
     # Started on the first MCP request (the SDK is imported then, not here).

@@ -107,6 +107,8 @@ class Reply:
     data: dict[str, Any] = field(default_factory=dict)
     # "ok", "needs_confirmation", "escalated", "denied", "not_found", "handoff", "error".
     status: str = "ok"
+    # The verified contact the turn answered ('' for an unverified visitor); not in the JSON.
+    contact_id: str = ""
 
     def as_json(self) -> dict[str, Any]:
         """The chat turn's JSON answer."""
@@ -196,7 +198,7 @@ class TurnDeps:
             settings=settings,
             pool=pool,
             peers=peers,
-            limits=limits or ratelimit.TurnLimits.from_settings(settings),
+            limits=limits or ratelimit.TurnLimits.from_settings(settings, pool),
             secret_box=SecretBox(keys) if keys else None,
             terms=workspace_terms.TermsCache(
                 peers,

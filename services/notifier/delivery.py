@@ -5,6 +5,7 @@ the provider. Returns the provider's message id or raises DeliveryFailure."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -20,6 +21,8 @@ from notifier.storage import ClaimedMessage
 from runtime import logs
 
 PartDone = Callable[[str], Awaitable[None]]
+# The contact's WhatsApp consent as stored now (None: never given), read right before the call.
+ConsentNow = Callable[[], Awaitable[outbox.Consent | None]]
 
 
 def delivery_context(claimed: ClaimedMessage, now: datetime) -> outbox.DeliveryContext:
@@ -73,7 +76,9 @@ class Deliverer:
         """The deterministic SMTP Message-ID of a message."""
         return email.message_id_header(message_id, self._settings.message_id_domain)
 
-    async def deliver(self, claimed: ClaimedMessage, part_done: PartDone) -> str:
+    async def deliver(
+        self, claimed: ClaimedMessage, part_done: PartDone, consent_now: ConsentNow
+    ) -> str:
         """One attempt; the provider's message id on success."""
         message = claimed.message
         template = templates.get(message.template)
@@ -86,16 +91,27 @@ class Deliverer:
         if template.key == "handoff":
             return await self._handoff(claimed, template, part_done)
         if message.channel == outbox.WHATSAPP:
-            return await self._whatsapp_message(claimed, template)
+            return await self._whatsapp_message(claimed, template, consent_now)
         return await self._email(claimed, template, message.recipient_email)
 
-    async def _whatsapp_message(self, claimed: ClaimedMessage, template: templates.Template) -> str:
+    async def _whatsapp_message(
+        self, claimed: ClaimedMessage, template: templates.Template, consent_now: ConsentNow
+    ) -> str:
         message = claimed.message
         phone_number_id = (
             claimed.whatsapp_phone_number_id or self._settings.whatsapp_phone_number_id
         )
         if not phone_number_id:
             raise DeliveryFailure(FailureKind.FALLBACK, "WhatsApp is not set up for the workspace")
+        # The consent read with the claim may be older than an opt-out recorded since (the
+        # claim commits before delivery starts): read again, the moment before the call.
+        claimed = dataclasses.replace(claimed, whatsapp_consent=await consent_now())
+        failure = outbox.precheck(
+            delivery_context(claimed, datetime.now(UTC)),
+            free_form=not template.whatsapp_name,
+        )
+        if failure is not None:
+            raise failure
         consent = claimed.whatsapp_consent
         to = (consent.whatsapp_number if consent else "") or message.recipient_whatsapp
         content = templates.render_whatsapp(

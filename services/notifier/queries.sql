@@ -40,15 +40,52 @@ RETURNING true;
 SELECT message_id, fingerprint FROM dedup_keys WHERE workspace_id = $1 AND dedup_key = $2;
 
 -- name: count_send
--- Adds one to this hour's counter unless it reached the limit; no row means "limit reached".
-INSERT INTO send_counters AS c (workspace_id, scope, window_start, sent)
-VALUES ($1, $2, date_trunc('hour', now() AT TIME ZONE 'UTC'), 1)
-ON CONFLICT (workspace_id, scope, window_start) DO UPDATE SET sent = c.sent + 1
-WHERE c.sent < $3
-RETURNING sent;
+-- Counts one send against the last hour's sends of the scope unless $3 are counted already;
+-- no row means "limit reached". $4: the time of the send (NULL: now). A slot older than the
+-- window is emptied when it is written again (see migration 0007).
+INSERT INTO send_windows AS w (workspace_id, scope, head_minute, counts)
+SELECT $1, $2, t.minute, array(SELECT (i = t.minute % 61)::int FROM generate_series(0, 60) AS i
+                               ORDER BY i)
+FROM (SELECT floor(extract(epoch FROM coalesce($4::timestamptz, now())) / 60)::bigint
+             AS minute) AS t
+ON CONFLICT (workspace_id, scope) DO UPDATE SET
+    head_minute = greatest(w.head_minute, excluded.head_minute),
+    counts = array(
+        SELECT CASE WHEN w.head_minute - (w.head_minute - (k - 1)) % 61
+                         > excluded.head_minute - 61
+                    THEN c ELSE 0 END
+               + (k - 1 = excluded.head_minute % 61)::int
+        FROM unnest(w.counts) WITH ORDINALITY AS u(c, k)
+        ORDER BY k)
+WHERE (SELECT coalesce(sum(c), 0) FROM unnest(w.counts) WITH ORDINALITY AS u(c, k)
+       WHERE w.head_minute - (w.head_minute - (k - 1)) % 61 > excluded.head_minute - 61) < $3
+RETURNING true;
+
+-- name: send_window_reopens_in
+-- Seconds until the scope's window takes one more send under limit $3 (0: it does now):
+-- until enough of the oldest counted minutes have left it. $4: the time asked about (NULL:
+-- now).
+WITH t AS (SELECT extract(epoch FROM coalesce($4::timestamptz, now()))::float8 AS at)
+SELECT coalesce(greatest(0, min(s.minute + 61) * 60 - t.at), 0)::float8
+FROM t, send_windows w,
+LATERAL (
+    SELECT minute, sum(c) OVER (ORDER BY minute) AS through, sum(c) OVER () AS total
+    FROM (SELECT w.head_minute - (w.head_minute - (k - 1)) % 61 AS minute, c
+          FROM unnest(w.counts) WITH ORDINALITY AS u(c, k)) AS slots
+    WHERE minute > floor(t.at / 60)::bigint - 61 AND c > 0
+) AS s
+WHERE w.workspace_id = $1 AND w.scope = $2 AND s.through >= s.total - $3 + 1
+GROUP BY t.at;
 
 -- name: delete_old_counters
-DELETE FROM send_counters WHERE window_start < (now() AT TIME ZONE 'UTC') - interval '2 hours';
+-- The clock-hour counters of the versions before migration 0007, and windows idle for more
+-- than an hour (their next send starts from zero anyway).
+WITH old AS (
+    DELETE FROM send_counters
+    WHERE window_start < (now() AT TIME ZONE 'UTC') - interval '2 hours'
+)
+DELETE FROM send_windows
+WHERE head_minute < floor(extract(epoch FROM now()) / 60)::bigint - 61;
 
 -- name: insert_message
 INSERT INTO messages (
@@ -202,6 +239,29 @@ RETURNING true;
 
 -- name: messages_by_provider_id
 SELECT * FROM messages WHERE provider_message_id = $1 ORDER BY workspace_id FOR UPDATE;
+
+-- name: lock_provider_message_id
+-- Serialises a status report and the record of the send it reports on (both take it first):
+-- a status finds the send recorded, or the send finds the status parked, never neither.
+SELECT pg_advisory_xact_lock(hashtextextended('notifier.provider_message_id:' || $1, 0));
+
+-- name: park_whatsapp_status
+-- Kept for the send that is not recorded yet, unless $6 statuses wait already.
+INSERT INTO parked_whatsapp_statuses (
+    provider_message_id, status, occurred_at, error_code, error_title)
+SELECT $1, $2, $3, $4, $5
+WHERE (SELECT count(*) FROM parked_whatsapp_statuses) < $6
+ON CONFLICT DO NOTHING
+RETURNING true;
+
+-- name: take_parked_statuses
+-- The statuses that waited for this send, removed; those past their time ($2 s) are not.
+DELETE FROM parked_whatsapp_statuses
+WHERE provider_message_id = $1 AND parked_at > now() - make_interval(secs => $2::float8)
+RETURNING *;
+
+-- name: delete_expired_parked_statuses
+DELETE FROM parked_whatsapp_statuses WHERE parked_at <= now() - make_interval(secs => $1::float8);
 
 -- name: set_provider_status
 UPDATE messages SET

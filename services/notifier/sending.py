@@ -1,5 +1,6 @@
 """Send: a message queued in the outbox once per dedup key, on the route its recipient's
-consents and the workspace allow, within the contact's and the workspace's hourly limits.
+consents and the workspace allow, within the contact's and the workspace's hourly limits
+(sliding windows: the sends of the last hour, not of the clock hour).
 
 The dedup claim, the counters and the message commit together: a refused send counts
 nothing, and a repeated one answers the first message without counting again.
@@ -7,6 +8,7 @@ nothing, and a repeated one answers the first message without counting again.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import asyncpg
@@ -19,12 +21,24 @@ from runtime import errors, idempotency, ids
 from runtime.database import Connection
 
 
-def _rate_limited(scope: str, limit: int) -> errors.ServiceError:
-    return errors.ServiceError(
+async def _count_or_refuse(
+    connection: Connection, workspace_id: str, scope: str, limit: int, what: str
+) -> None:
+    """Counts one send against the scope's last hour; RESOURCE_EXHAUSTED RATE_LIMITED with
+    ``retry_after_seconds`` (when the window takes a send again) when it is full, so that a
+    caller defers the message to then instead of retrying on a guess."""
+    if await storage.count_send(connection, workspace_id, scope, limit):
+        return
+    reopens_in = await storage.send_window_reopens_in(connection, workspace_id, scope, limit)
+    raise errors.ServiceError(
         errors.Kind.RESOURCE_EXHAUSTED,
         "RATE_LIMITED",
-        f"the {scope} reached its limit of {limit} messages this hour",
-        metadata={"scope": scope, "limit": str(limit)},
+        f"the {what} reached its limit of {limit} messages in the last hour",
+        metadata={
+            "scope": what,
+            "limit": str(limit),
+            "retry_after_seconds": str(max(1, math.ceil(reopens_in))),
+        },
     )
 
 
@@ -111,13 +125,15 @@ class Sending:
             # Counted in a fixed order (contact, then workspace) so that concurrent
             # sends wait on the counter rows instead of deadlocking.
             contact_limit = ws.contact_hourly_limit or self._settings.default_contact_hourly_limit
-            if not await storage.count_send(
-                connection, workspace_id, f"contact:{recipient.contact_id}", contact_limit
-            ):
-                raise _rate_limited("contact", contact_limit)
+            await _count_or_refuse(
+                connection,
+                workspace_id,
+                f"contact:{recipient.contact_id}",
+                contact_limit,
+                "contact",
+            )
         workspace_limit = ws.workspace_hourly_limit or self._settings.default_workspace_hourly_limit
-        if not await storage.count_send(connection, workspace_id, "", workspace_limit):
-            raise _rate_limited("workspace", workspace_limit)
+        await _count_or_refuse(connection, workspace_id, "", workspace_limit, "workspace")
         return await storage.insert_message(
             connection,
             storage.NewMessage(

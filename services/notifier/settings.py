@@ -73,12 +73,18 @@ class NotifierSettings(ServiceSettings):
     # Seconds a claimed message stays leased to its worker; after that another worker
     # claims it again (a worker that died loses nothing). Must outlast one delivery.
     lease_seconds: float = Field(default=120.0, gt=0)
+    # WhatsApp statuses that arrive before their send is recorded wait for it (parked): at
+    # most this many at a time, each at most this many seconds (a status of a message this
+    # notifier never sent would otherwise wait forever).
+    parked_statuses_max: int = Field(default=10_000, ge=0)
+    parked_status_ttl_seconds: float = Field(default=3600.0, gt=0)
     # A stopping notifier lets deliveries in flight finish (up to 0.75 of the lease), so its
     # stuck-shutdown deadline is longer than the other services' (runtime setting).
     shutdown_deadline_seconds: float = Field(default=125.0, ge=0)
 
     # -- limits and hand-offs ---------------------------------------------------------------
-    # Messages per contact and per workspace per clock hour, for workspaces that set none.
+    # Messages per contact and per workspace in any hour (a sliding window), for workspaces
+    # that set none.
     default_contact_hourly_limit: int = Field(default=20, ge=1)
     default_workspace_hourly_limit: int = Field(default=5000, ge=1)
     # Where hand-offs go when the workspace sets nothing: an agent inbox and/or a webhook.

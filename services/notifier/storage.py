@@ -236,15 +236,36 @@ async def claim_dedup_key(
     return row["message_id"], bytes(row["fingerprint"])
 
 
-async def count_send(connection: Connection, workspace_id: str, scope: str, limit: int) -> bool:
-    """Counts one send against this hour's limit of the scope; False when it is reached.
-    The counter row stays locked until the transaction ends, so concurrent sends queue up
-    behind it and can never jointly pass the limit."""
-    return await connection.fetchval(queries.count_send, workspace_id, scope, limit) is not None
+async def count_send(
+    connection: Connection,
+    workspace_id: str,
+    scope: str,
+    limit: int,
+    at: datetime | None = None,
+) -> bool:
+    """Counts one send (at ``at``, None: now) against the scope's sends of the last hour;
+    False when ``limit`` of them are counted already. The window's row stays locked until
+    the transaction ends, so concurrent sends queue up behind it and can never jointly pass
+    the limit."""
+    return bool(await connection.fetchval(queries.count_send, workspace_id, scope, limit, at))
+
+
+async def send_window_reopens_in(
+    connection: Connection,
+    workspace_id: str,
+    scope: str,
+    limit: int,
+    at: datetime | None = None,
+) -> float:
+    """Seconds from ``at`` (None: now) until the scope's window takes one more send."""
+    seconds = await connection.fetchval(
+        queries.send_window_reopens_in, workspace_id, scope, limit, at
+    )
+    return float(seconds or 0.0)
 
 
 async def delete_old_counters(connection: Connection) -> None:
-    """Drops counters of hours long gone."""
+    """Drops send windows idle for an hour (and the clock-hour counters of old versions)."""
     await connection.execute(queries.delete_old_counters)
 
 
@@ -326,6 +347,17 @@ async def get_consents(
     """The contact's consents in force, one per channel."""
     rows = await connection.fetch(queries.get_consents, workspace_id, contact_id)
     return [_consent(row) for row in rows]
+
+
+async def whatsapp_consent(
+    connection: Connection, workspace_id: str, contact_id: str
+) -> outbox.Consent | None:
+    """The contact's WhatsApp consent in force now; None when none was ever recorded (or
+    the message has no contact)."""
+    if not contact_id:
+        return None
+    row = await connection.fetchrow(queries.get_consent, workspace_id, contact_id, outbox.WHATSAPP)
+    return outbox.Consent(row["opted_in"], row["whatsapp_number"]) if row else None
 
 
 async def record_consent(
@@ -490,6 +522,61 @@ async def messages_by_provider_id(
     """The message(s) a provider id belongs to, locked for the status update."""
     rows = await connection.fetch(queries.messages_by_provider_id, provider_message_id)
     return [_message(row) for row in rows]
+
+
+@dataclass(frozen=True)
+class ParkedStatus:
+    """A provider status that waited for its send to be recorded."""
+
+    provider_message_id: str
+    status: str
+    occurred_at: datetime
+    error_code: int
+    error_title: str
+
+
+async def lock_provider_message_id(connection: Connection, provider_message_id: str) -> None:
+    """Takes the transaction's lock on a provider message id (statuses vs. the send)."""
+    await connection.execute(queries.lock_provider_message_id, provider_message_id)
+
+
+async def park_status(connection: Connection, parked: ParkedStatus, max_parked: int) -> bool:
+    """Keeps a status for a send not recorded yet; False when it was not kept (a repeat, or
+    ``max_parked`` statuses wait already)."""
+    return bool(
+        await connection.fetchval(
+            queries.park_whatsapp_status,
+            parked.provider_message_id,
+            parked.status,
+            parked.occurred_at,
+            parked.error_code,
+            parked.error_title,
+            max_parked,
+        )
+    )
+
+
+async def take_parked_statuses(
+    connection: Connection, provider_message_id: str, ttl_seconds: float
+) -> list[ParkedStatus]:
+    """The statuses that waited for this provider id (removed), oldest first."""
+    rows = await connection.fetch(queries.take_parked_statuses, provider_message_id, ttl_seconds)
+    found = [
+        ParkedStatus(
+            row["provider_message_id"],
+            row["status"],
+            row["occurred_at"],
+            row["error_code"],
+            row["error_title"],
+        )
+        for row in rows
+    ]
+    return sorted(found, key=lambda parked: parked.occurred_at)
+
+
+async def delete_expired_parked_statuses(connection: Connection, ttl_seconds: float) -> None:
+    """Drops statuses that waited longer than ``ttl_seconds`` for a send."""
+    await connection.execute(queries.delete_expired_parked_statuses, ttl_seconds)
 
 
 async def set_provider_status(

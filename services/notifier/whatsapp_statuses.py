@@ -20,13 +20,19 @@ WHATSAPP_STATUSES = frozenset({outbox.SENT, outbox.DELIVERED, outbox.READ, outbo
 
 
 class StatusIngestion:
-    """Applies status reports; ``on_queued`` wakes this replica's workers after a requeue."""
+    """Applies status reports; ``on_queued`` wakes this replica's workers after a requeue.
+
+    A report whose send is not recorded yet (the provider's webhook beat the worker's
+    mark_sent) is parked and applied by ``apply_parked`` when the send is recorded; both
+    take the provider id's lock first, so one of the two always sees the other."""
 
     def __init__(
         self, pool: asyncpg.Pool, settings: NotifierSettings, on_queued: Callable[[], None]
     ) -> None:
         self._pool = pool
         self._on_queued = on_queued
+        self._max_parked = settings.parked_statuses_max
+        self._parked_ttl_seconds = settings.parked_status_ttl_seconds
         self._policy = outbox.RetryPolicy(
             settings.max_attempts,
             settings.retry_backoff_base_seconds,
@@ -47,33 +53,70 @@ class StatusIngestion:
         )
         async with self._pool.acquire() as connection, connection.transaction():
             for status in ordered:
-                occurred_at = (
-                    status.occurred_at.ToDatetime(UTC) if status.HasField("occurred_at") else now
+                report = storage.ParkedStatus(
+                    provider_message_id=status.provider_message_id,
+                    status=status.status,
+                    occurred_at=(
+                        status.occurred_at.ToDatetime(UTC)
+                        if status.HasField("occurred_at")
+                        else now
+                    ),
+                    error_code=status.error_code,
+                    error_title=status.error_title,
                 )
-                for message in await storage.messages_by_provider_id(
-                    connection, status.provider_message_id
-                ):
-                    change = outbox.apply_whatsapp_status(
-                        channel=message.channel,
-                        current=message.status,
-                        reported=status.status,
-                        error_code=status.error_code,
-                        error_title=status.error_title,
-                    )
-                    if change is None:
-                        continue
-                    applied += 1
-                    if isinstance(change, outbox.StatusChange):
-                        await storage.set_provider_status(
-                            connection, message, change.status, occurred_at
-                        )
-                        continue
-                    requeued |= await self._after_failure(
-                        connection, message, change.failure, occurred_at
-                    )
+                await storage.lock_provider_message_id(connection, report.provider_message_id)
+                messages = await storage.messages_by_provider_id(
+                    connection, report.provider_message_id
+                )
+                if not messages:
+                    if report.provider_message_id and report.status in WHATSAPP_STATUSES:
+                        await storage.park_status(connection, report, self._max_parked)
+                    continue
+                for message in messages:
+                    changed, again = await self._apply(connection, message, report)
+                    applied += changed
+                    requeued |= again
         if requeued:
             self._on_queued()
         return pb.IngestWhatsAppStatusResponse(applied=applied)
+
+    async def apply_parked(self, connection: Connection, provider_message_id: str) -> bool:
+        """Applies the statuses that waited for this send, in the transaction that recorded
+        it (which holds the provider id's lock); True when the message is queued again
+        (the caller wakes the workers once it committed)."""
+        requeued = False
+        for report in await storage.take_parked_statuses(
+            connection, provider_message_id, self._parked_ttl_seconds
+        ):
+            for message in await storage.messages_by_provider_id(connection, provider_message_id):
+                requeued |= (await self._apply(connection, message, report))[1]
+        return requeued
+
+    async def delete_expired(self, connection: Connection) -> None:
+        """Drops parked statuses whose send never came."""
+        await storage.delete_expired_parked_statuses(connection, self._parked_ttl_seconds)
+
+    async def _apply(
+        self, connection: Connection, message: storage.MessageRecord, report: storage.ParkedStatus
+    ) -> tuple[bool, bool]:
+        """(whether the report changed the message, whether it queued it again)."""
+        change = outbox.apply_whatsapp_status(
+            channel=message.channel,
+            current=message.status,
+            reported=report.status,
+            error_code=report.error_code,
+            error_title=report.error_title,
+        )
+        if change is None:
+            return False, False
+        if isinstance(change, outbox.StatusChange):
+            await storage.set_provider_status(
+                connection, message, change.status, report.occurred_at
+            )
+            return True, False
+        return True, await self._after_failure(
+            connection, message, change.failure, report.occurred_at
+        )
 
     async def _after_failure(
         self,

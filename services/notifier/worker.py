@@ -28,12 +28,14 @@ from notifier.delivery import Deliverer, delivery_context
 from notifier.domain import outbox
 from notifier.domain.outbox import DeliveryFailure, FailureKind
 from notifier.settings import NotifierSettings
+from notifier.whatsapp_statuses import StatusIngestion
 from runtime import periodic, tasks
 from runtime.database import UNAVAILABLE_ERRORS
 
 logger = logging.getLogger(__name__)
 
-# Seconds between deletions of send counters of past hours (by worker 0 of a process).
+# Seconds between deletions of past send counters and of parked statuses past their time
+# (by worker 0 of a process).
 HOUSEKEEPING_INTERVAL_SECONDS = 600.0
 # Seconds to wait before claiming again after the database failed.
 DATABASE_RETRY_SECONDS = 1.0
@@ -85,7 +87,9 @@ class OutboxWorker:
         self._settings = settings
         self._deliverer = deliverer
         self.worker_id = worker_id
-        self._wake = (waker or Waker()).register()
+        waker = waker or Waker()
+        self._wake = waker.register()
+        self._statuses = StatusIngestion(pool, settings, waker.notify)
         self._rng = rng or random.Random()
         self._slots = asyncio.BoundedSemaphore(settings.worker_concurrency)
         self._deliveries: set[asyncio.Task[None]] = set()
@@ -209,6 +213,7 @@ class OutboxWorker:
         with contextlib.suppress(*UNAVAILABLE_ERRORS):
             async with self._pool.acquire() as connection:
                 await storage.delete_old_counters(connection)
+                await self._statuses.delete_expired(connection)
 
     # -- one delivery ------------------------------------------------------------------------
 
@@ -219,9 +224,15 @@ class OutboxWorker:
             async with self._pool.acquire() as connection:
                 await storage.mark_handoff_part_done(connection, claimed, part)
 
+        async def consent_now() -> outbox.Consent | None:
+            async with self._pool.acquire() as connection:
+                return await storage.whatsapp_consent(
+                    connection, message.workspace_id, message.contact_id
+                )
+
         try:
             async with asyncio.timeout(self._settings.delivery_deadline_seconds):
-                provider_message_id = await self._deliverer.deliver(claimed, part_done)
+                provider_message_id = await self._deliverer.deliver(claimed, part_done, consent_now)
         except DeliveryFailure as failure:
             await self._record_failure(claimed, failure)
             return
@@ -246,10 +257,7 @@ class OutboxWorker:
             return
         # Recorded at once: until this commits, a crash would send the message again.
         try:
-            async with self._pool.acquire() as connection:
-                await storage.mark_sent(
-                    connection, message.workspace_id, message.message_id, provider_message_id
-                )
+            requeued = await self._record_sent(claimed, provider_message_id)
         except UNAVAILABLE_ERRORS as error:
             logger.error(
                 "sent but not recorded; it will be sent again when its lease ends",
@@ -264,7 +272,28 @@ class OutboxWorker:
                 "attempt": message.attempts,
             },
         )
+        if requeued:
+            self._wake.set()
         await self._report(message.message_id, outbox.SENT)
+
+    async def _record_sent(self, claimed: storage.ClaimedMessage, provider_message_id: str) -> bool:
+        """Records the provider's acceptance (one UPDATE); for WhatsApp, under the provider
+        id's lock, with the statuses that arrived before it. True when one of those queued
+        the message again."""
+        message = claimed.message
+        async with self._pool.acquire() as connection:
+            if message.channel != outbox.WHATSAPP:
+                await storage.mark_sent(
+                    connection, message.workspace_id, message.message_id, provider_message_id
+                )
+                return False
+            async with connection.transaction():
+                await storage.lock_provider_message_id(connection, provider_message_id)
+                if not await storage.mark_sent(
+                    connection, message.workspace_id, message.message_id, provider_message_id
+                ):
+                    return False
+                return await self._statuses.apply_parked(connection, provider_message_id)
 
     async def _record_failure(
         self, claimed: storage.ClaimedMessage, failure: DeliveryFailure

@@ -39,7 +39,7 @@ from askvault.policy.v1 import policy_pb2, policy_pb2_grpc
 from billing_gateway import storage
 from billing_gateway.service import BillingGatewayService
 from billing_gateway.settings import BillingGatewaySettings
-from runtime import testing
+from runtime import errors, interceptors, testing
 from runtime.server import RunningService
 from smtp_sink import app as smtp_sink_app
 from stripe_emulator import app, seed
@@ -90,6 +90,8 @@ class RecordingNotifier(notifier_pb2_grpc.NotifierServiceServicer):
         self.unavailable = False
         # The status the next calls answer with instead of taking the message.
         self.refuse_with: grpc.StatusCode | None = None
+        # Seconds the next calls' rate limit says it reopens in (as the notifier's windows).
+        self.limited_for: float | None = None
 
     async def Send(
         self, request: notifier_pb2.SendRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -99,6 +101,17 @@ class RecordingNotifier(notifier_pb2_grpc.NotifierServiceServicer):
         self.requests.append(request)
         if self.refuse_with is not None:
             await context.abort(self.refuse_with, "refused for the test")
+        if self.limited_for is not None:
+            status = interceptors.to_status(
+                errors.ServiceError(
+                    errors.Kind.RESOURCE_EXHAUSTED,
+                    "RATE_LIMITED",
+                    "limited for the test",
+                    metadata={"retry_after_seconds": str(self.limited_for)},
+                ),
+                "notifier.askvault.dev",
+            )
+            await context.abort(status.code, status.details, status.trailing_metadata)
         duplicate = request.dedup_key in self.by_dedup
         self.by_dedup.setdefault(request.dedup_key, request)
         return notifier_pb2.SendResponse(

@@ -360,3 +360,37 @@ async def test_check_webhook_setup(stack: Stack) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as anonymous:
         await stack.billing.CheckWebhookSetup(request)
     assert testing.error_details(anonymous.value)[0] == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_a_notifier_limit_is_waited_out_to_its_reopening(stack: Stack) -> None:
+    await stack.assertion("bob@example.com")
+    stack.notifier.limited_for = 1800.0
+    event_id = await _ingest(
+        stack,
+        {
+            "id": "evt_limited",
+            "type": "charge.refunded",
+            "created": int(time.time()),
+            "data": {
+                "object": {
+                    "id": "ch_l",
+                    "customer": stack.customer("bob@example.com"),
+                    "amount_refunded": 5,
+                    "currency": "usd",
+                }
+            },
+        },
+    )
+    await stack.service.events.drain()
+    async with stack.running.pool.acquire() as connection:
+        row = await connection.fetchrow(
+            "SELECT attempts, processed_at,"
+            " extract(epoch FROM next_attempt_at - now())::float8 AS due_in"
+            " FROM stripe_events WHERE event_id = $1",
+            event_id,
+        )
+    assert row is not None and row["processed_at"] is None
+    # Due when the limit's window reopens, not after the first backoff step (1 s); the wait
+    # is no failed attempt.
+    assert 1790 <= row["due_in"] <= 1800
+    assert row["attempts"] == 0

@@ -10,7 +10,6 @@ import pytest
 from edge.domain import formatting, intents, plan_choice, proposals, redaction
 from edge.domain.intents import Intent
 from edge.domain.proposals import CancelTerms, Proposal, ProposalState, Refusal
-from edge.ratelimit import RateLimiter
 
 NOW = datetime(2026, 5, 15, 12, 0, tzinfo=UTC)
 
@@ -128,14 +127,6 @@ def test_yes_confirms_only_a_live_proposal_of_the_same_visitor() -> None:
     expired_at = NOW + timedelta(minutes=10)
     assert proposals.confirmable(_proposal(), "ct_1", expired_at) is Refusal.EXPIRED
     assert proposals.key("prop_1", "do") == "edge:prop_1:do"
-
-
-def test_rate_limiter_windows() -> None:
-    limiter = RateLimiter(2, window_seconds=60)
-    assert limiter.allow("a", now=0) and limiter.allow("a", now=1)
-    assert not limiter.allow("a", now=2)
-    assert limiter.allow("b", now=2)
-    assert limiter.allow("a", now=61)
 
 
 def test_whatsapp_link_codes_are_redacted_from_what_is_stored() -> None:

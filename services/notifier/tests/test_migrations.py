@@ -28,7 +28,8 @@ async def test_unproven_whatsapp_opt_ins_are_withdrawn(empty_database_url: str) 
         )
         await connection.execute("RESET search_path")
         applied = await database.migrate(connection, "notifier", "notifier.migrations")
-        assert applied == [2, 3, 4, 5], applied
+        later = [m.version for m in database.load_migrations("notifier.migrations")][1:]
+        assert applied == later, applied
         rows = await connection.fetch(
             "SELECT contact_id, opted_in, source FROM notifier.channel_consents ORDER BY contact_id"
         )
