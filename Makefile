@@ -106,7 +106,7 @@ test: gen ## Everything CI runs: lint, types, unit, integration and contract tes
 	# The three checks are independent and single-threaded: side by side on two cores (each
 	# one's output kept together), then the suite.
 	$(MAKE) --no-print-directory -j2 --output-sync=target lint typecheck deploy-check
-	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder -m "not soak"
 
 # Kubernetes manifests and the image recipe: their tools live in their own virtualenv so that
 # checkov's many dependencies never touch the pins of .venv.
@@ -165,6 +165,9 @@ chaos: gen ## Kill, crash and fault the whole system under load, then reconcile 
 SOAK_MINUTES ?= 20
 .PHONY: soak
 soak: gen ## Soak the whole system SOAK_MINUTES (default 20) under mixed load; RSS, connections, p99 per minute.
+	# First the soak's own machinery, run for seconds (tests/soak, marked soak: not in make test).
+	$(BIN)/pytest -q -p no:randomly -m soak tests/soak
 	$(PY) -m soak --minutes $(SOAK_MINUTES)
+
 restore-drill: gen ## Back up every schema under load, restore into a new database, reconcile with Stripe; report in bench/results/.
 	$(PY) -m chaos.restore_drill --report bench/results

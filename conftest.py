@@ -105,6 +105,7 @@ async def empty_database_url(postgres_server: str) -> AsyncIterator[str]:
 _LONGEST_FIRST = (
     "tests/e2e/test_start_stop.py",
     "tests/chaos/test_chaos_short.py",
+    "tests/chaos/test_restore_drill_short.py",
     "tests/deploy/test_image_install.py",
     "tests/deploy/test_replicas.py",
     "tests/devstack/test_demo.py",
@@ -132,7 +133,7 @@ _SERVER_FIXTURES = frozenset(
         "provider_site",
     }
 )
-_NOT_UNIT_MARKERS = ("slow", "integration", "stripe_live")
+_NOT_UNIT_MARKERS = ("slow", "integration", "stripe_live", "soak")
 
 
 def _is_unit(item: pytest.Item) -> bool:

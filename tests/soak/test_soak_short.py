@@ -16,7 +16,7 @@ from tests.chaos.test_chaos_short import _stop_group
 
 ROOT = Path(__file__).resolve().parents[2]
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.soak]
 
 # The stack starts in 15-40 s (the machine's load), 12 s of load, settling and reconciling.
 RUN_LIMIT_SECONDS = 180
