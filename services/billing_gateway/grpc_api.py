@@ -16,6 +16,7 @@ import grpc
 from askvault.billing.v1 import billing_pb2 as pb
 from askvault.billing.v1 import billing_pb2_grpc
 from billing_gateway import (
+    callers,
     customer_search,
     escalations,
     notices,
@@ -44,23 +45,6 @@ from runtime.secretbox import SecretBox
 Json = dict[str, Any]
 
 _HTTP_URL = re.compile(r"^https?://[^\s]+$")
-
-
-def _not_linked() -> errors.ServiceError:
-    return errors.ServiceError(
-        errors.Kind.FAILED_PRECONDITION,
-        "CUSTOMER_NOT_LINKED",
-        "the contact is not linked to a Stripe customer",
-    )
-
-
-def _authorization(context: grpc.aio.ServicerContext[Any, Any]) -> str:
-    """The caller's ``authorization`` metadata, forwarded as it is to policy (which verifies
-    the admin credential itself)."""
-    for key, value in context.invocation_metadata() or ():
-        if key.lower() == "authorization" and isinstance(value, str):
-            return value
-    return ""
 
 
 class BillingGatewayServicer(billing_pb2_grpc.BillingGatewayServiceServicer):
@@ -111,7 +95,7 @@ class BillingGatewayServicer(billing_pb2_grpc.BillingGatewayServiceServicer):
         # Policy's keys are derived from it and the escalation id (at most 200 together).
         check.non_empty(request.idempotency_key, "idempotency_key", max_length=64)
         check.check()
-        return await self._escalations.carry_out(request, _authorization(context))
+        return await self._escalations.carry_out(request, callers.authorization(context))
 
     async def DeclineEscalation(
         self, request: pb.DeclineEscalationRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -124,7 +108,7 @@ class BillingGatewayServicer(billing_pb2_grpc.BillingGatewayServiceServicer):
         # Policy's keys are derived from it and the escalation id (at most 200 together).
         check.non_empty(request.idempotency_key, "idempotency_key", max_length=64)
         check.check()
-        return await self._escalations.decline(request, _authorization(context))
+        return await self._escalations.decline(request, callers.authorization(context))
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -132,16 +116,7 @@ class BillingGatewayServicer(billing_pb2_grpc.BillingGatewayServiceServicer):
         return await self._admins.subject_of_call(context.invocation_metadata(), workspace_id)
 
     async def _customer(self, request: Any) -> tuple[str, StripeAccount]:
-        """The request's identity assertion's Stripe customer (the only one this call may
-        touch) and account."""
-        workspace_id, assertion = request.workspace_id, request.identity_assertion
-        check = errors.Validator()
-        check.non_empty(workspace_id, "workspace_id")
-        check.check()
-        verified = await self._peers.verify(assertion, workspace_id)
-        if not verified.stripe_customer_id:
-            raise _not_linked()
-        return verified.stripe_customer_id, await self._accounts.account(workspace_id)
+        return await callers.customer_of(self._peers, self._accounts, request)
 
     # -- reads -----------------------------------------------------------------------------
 
