@@ -67,6 +67,8 @@ class Stack:
     emulator_runner: web.AppRunner
     # The identity server (a test stops it to see the edge answer an outage).
     identity_server: RunningService
+    # The notifier's server (a test stops it to see the WhatsApp webhook ask for a retry).
+    notifier_server: RunningService
 
     async def turn(
         self,
@@ -269,4 +271,5 @@ async def running_stack(
             },
             system.emulator.runner,
             system.identity_server,
+            system.notifier_server,
         )
