@@ -284,7 +284,8 @@ def _ledgers(
 async def _stripe(
     findings: Findings, load: Load, operations: list[dict[str, Any]], started_at: int
 ) -> None:
-    """Stripe's refunds and subscriptions = the gateway's succeeded operations."""
+    """Stripe's refunds = the gateway's succeeded refund operations (plan changes and
+    cancellations: reconcile_flows)."""
     v1 = load.stripe_client.v1
     refunds = [
         r for r in await _all(v1.refunds.list_async, {}) if int(r["created"]) >= started_at - 5
