@@ -43,7 +43,8 @@ _PASSING = frozenset(
 
 
 class NotTaken(Exception):
-    """The notifier could not take a status or a reply for now: WhatsApp must redeliver."""
+    """A status or a message could not be handled for now (the notifier or a service the
+    turn needs unavailable): WhatsApp must redeliver."""
 
 
 def _passing(failure: grpc.aio.AioRpcError) -> bool:
@@ -143,7 +144,7 @@ class WhatsAppWebhook:
         except NotTaken as failure:
             # Redelivered whole: the statuses apply again harmlessly (the newest wins), the
             # messages are answered again and their replies keep their dedup keys.
-            return error(503, "NOTIFIER_UNAVAILABLE", str(failure))
+            return error(503, "UNAVAILABLE", str(failure))
         return JSONResponse({"received": True})
 
     def _workspace(self, phone_number_id: str) -> str:
@@ -275,6 +276,10 @@ class WhatsAppWebhook:
                 channel="whatsapp",
             )
         )
+        if not isinstance(reply, Reply) and reply.status_code >= 500:
+            # The turn could not be answered for now (a service or the database down): the
+            # redelivery answers it; a 200 would leave the question unanswered for good.
+            raise NotTaken("the message could not be answered now; retry")
         if isinstance(reply, Reply) and link is not None:
             try:
                 await self._edge.peers.notifier.Send(
