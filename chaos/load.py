@@ -15,7 +15,12 @@ from typing import Any
 import aiohttp
 import stripe
 
-from chaos.stack import BILLING_DEADLINE_SECONDS, RPC_DEADLINE_SECONDS, ChaosStack
+from chaos.stack import (
+    BILLING_DEADLINE_SECONDS,
+    CANCELLATION_GRACE_SECONDS,
+    RPC_DEADLINE_SECONDS,
+    ChaosStack,
+)
 
 # The client waits far longer than any deadline of the edge, so that a hang shows as a long
 # duration rather than as the client's own timeout.
@@ -37,6 +42,10 @@ SCRIPT = (
     ("status", "what plan am I on?"),
 )
 DEMO_USERS = ("alice", "bob", "carol", "erin", "dev")
+# Every other chaos customer cancels after the script and says "undo" this many graces
+# later (by customer): some before the scheduler runs the cancellation, some right at the
+# end of the grace (the race), some after it.
+UNDO_AFTER_GRACES = (0.2, 0.9, 1.0, 1.1, 2.0)
 
 
 @dataclass
@@ -65,6 +74,12 @@ class Turn:
             return "refunded"
         if "Done: you're now on the" in self.reply:
             return "plan changed"
+        if "will be canceled" in self.reply:
+            return "cancellation scheduled"
+        if "cancellation is undone" in self.reply:
+            return "cancellation undone"
+        if "Too late to undo" in self.reply:
+            return "too late to undo"
         if self.escalated:
             return "handed off"
         return "answered"
@@ -91,6 +106,10 @@ class Load:
     turns: list[Turn] = field(default_factory=list)
     customers: list[ChaosCustomer] = field(default_factory=list)
     stripe_pokes: dict[str, int] = field(default_factory=dict)
+    # What each canceling customer was told last when they said "undo", by subscription:
+    # "undone" or "too late" (nothing when the answer said neither).
+    told_undo: dict[str, str] = field(default_factory=dict)
+    _races: list[asyncio.Task[None]] = field(default_factory=list)
     _queue: asyncio.Queue[ChaosCustomer] = field(default_factory=asyncio.Queue)
 
     def user_hash(self, user_id: str) -> str:
@@ -199,6 +218,32 @@ class Load:
                     customer.user_id, customer.email, step, text, f"{customer.user_id}-c"
                 )
                 await asyncio.sleep(pause)
+            index = int(customer.user_id.removeprefix("chaos"))
+            if index % 2 == 0:
+                after = UNDO_AFTER_GRACES[(index // 2) % len(UNDO_AFTER_GRACES)]
+                race = self.cancel_then_undo(customer, after * CANCELLATION_GRACE_SECONDS)
+                self._races.append(asyncio.create_task(race))
+
+    async def cancel_then_undo(self, customer: ChaosCustomer, after: float) -> None:
+        """Cancels (confirmed), then says "undo" ``after`` seconds later, racing the
+        scheduler that runs the cancellation at the end of the grace."""
+        conversation = f"{customer.user_id}-x"
+        user, email = customer.user_id, customer.email
+        await self.turn(user, email, "cancel?", "cancel my subscription", conversation)
+        scheduled = await self.turn(user, email, "cancel!", "yes", conversation)
+        if "will be canceled" not in scheduled.reply:
+            return
+        await asyncio.sleep(after)
+        undo = await self.turn(user, email, "undo", "undo", conversation)
+        if "cancellation is undone" in undo.reply:
+            self.told_undo[customer.subscription_id] = "undone"
+        elif "Too late to undo" in undo.reply or "already canceled" in undo.reply:
+            self.told_undo[customer.subscription_id] = "too late"
+
+    async def finish_races(self, limit_seconds: float) -> None:
+        """Waits for the cancellations in progress (their undo comes after the grace)."""
+        if self._races:
+            await asyncio.wait(self._races, timeout=limit_seconds)
 
     async def demo_worker(self, stop: asyncio.Event, pause: float) -> None:
         """The seeded customers: bob's duplicate charge refunded on yes, then status turns of

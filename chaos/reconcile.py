@@ -14,9 +14,11 @@ from typing import Any
 import aiohttp
 import asyncpg
 
+from chaos import compare, reconcile_flows
 from chaos.load import HANG_MARGIN_SECONDS, TURN_DEADLINE_SECONDS, Load
 from chaos.stack import WEBHOOK_DEADLINE_SECONDS, ChaosStack
 from chaos.webhooks import Replayer
+from chaos.whatsapp import WhatsAppLoad
 
 # Slack for the expiry worker (it sweeps every 0.5 s in the stack) before a reserved grant
 # past its expiry counts as a difference.
@@ -43,6 +45,13 @@ UNSETTLED = {
         " OR (state IN ('succeeded', 'failed', 'voided') AND grant_resolution = '')"
     ),
     "outbox messages queued": "SELECT count(*) FROM notifier.messages WHERE status = 'queued'",
+    "cancellations due but not run": (
+        "SELECT count(*) FROM billing_gateway.operations"
+        " WHERE state = 'scheduled' AND run_at < now()"
+    ),
+    "confirmations not handed to the notifier": (
+        "SELECT count(*) FROM billing_gateway.pending_confirmations"
+    ),
     "mirror backfill pages not copied": (
         "SELECT count(*) FROM billing_gateway.mirror_backfills WHERE NOT done"
     ),
@@ -122,7 +131,8 @@ async def read_records(database_url: str, workspace: str) -> Records:
             dict(row)
             for row in await connection.fetch(
                 "SELECT operation_id, action, state, grant_id, stripe_object_id, parameters,"
-                " grant_resolution, target_id, stripe_customer_id FROM billing_gateway.operations"
+                " grant_resolution, target_id, stripe_customer_id, created_at, run_at"
+                " FROM billing_gateway.operations"
                 " WHERE workspace_id = $1",
                 workspace,
             )
@@ -169,6 +179,7 @@ async def reconcile(
     stack: ChaosStack,
     load: Load,
     replayer: Replayer,
+    whatsapp: WhatsAppLoad,
     http: aiohttp.ClientSession,
     started_at: int,
 ) -> Findings:
@@ -176,42 +187,28 @@ async def reconcile(
     findings = Findings()
     records = await read_records(stack.database_url, stack.workspace_id)
     grants, operations, messages = records.grants, records.operations, records.messages
-    inbox, mirrored, enabled = records.inbox, records.mirrored, records.enabled
+    inbox, mirrored = records.inbox, records.mirrored
 
     check_ledgers(findings, grants, operations)
     await check_stripe(findings, load, operations, started_at)
     await check_outbox(findings, stack, http, messages)
     check_expiry(findings, grants)
-    _webhooks(findings, replayer, inbox, set(enabled or []))
+    events = await replayer.every_event()
+    _webhooks(findings, replayer, inbox, events)
     _hangs(findings, load, replayer)
     _told(findings, load, operations)
     await check_mirror(findings, load, mirrored)
+    await reconcile_flows.flows(
+        findings.differ,
+        findings.figures,
+        stack,
+        http,
+        load,
+        whatsapp,
+        [dict(o) for o in operations],
+        events,
+    )
     return findings
-
-
-# What the mirror must agree with Stripe on, per object type (what reads show).
-_MIRROR_FIELDS: dict[str, tuple[str, tuple[str, ...], dict[str, Any]]] = {
-    "subscription": (
-        "subscriptions",
-        ("status", "cancel_at_period_end", "pause_collection", "price"),
-        {"status": "all"},
-    ),
-    "invoice": ("invoices", ("status", "amount_due", "amount_paid", "hosted_invoice_url"), {}),
-    "charge": ("charges", ("status", "amount_refunded", "refunded"), {}),
-    "refund": ("refunds", ("status", "amount"), {}),
-    "customer": ("customers", ("email",), {}),
-    "price": ("prices", ("active", "unit_amount"), {}),
-    "product": ("products", ("active", "name"), {}),
-}
-
-
-def _mirror_value(obj: dict[str, Any], name: str) -> Any:
-    if name == "price":
-        items = (obj.get("items") or {}).get("data") or [{}]
-        return ((items[0] or {}).get("price") or {}).get("id")
-    if name == "pause_collection":
-        return bool(obj.get("pause_collection"))
-    return obj.get(name)
 
 
 async def check_mirror(findings: Findings, load: Load, mirrored: list[dict[str, Any]]) -> None:
@@ -225,25 +222,13 @@ async def check_mirror(findings: Findings, load: Load, mirrored: list[dict[str, 
             **(json.loads(data) if isinstance(data, str) else dict(data)),
             "deleted": bool(row["deleted"]),
         }
-    compared = 0
-    for object_type, (list_name, fields, params) in _MIRROR_FIELDS.items():
-        listed = await all_of(getattr(v1, list_name).list_async, params)
-        at_stripe = {str(obj["id"]) for obj in listed}
-        for obj in listed:
-            mine = held.get((object_type, str(obj["id"])))
-            compared += 1
-            if mine is None or mine["deleted"]:
-                findings.differ(f"mirror lacks {object_type} {obj['id']}")
-                continue
-            for name in fields:
-                if _mirror_value(mine, name) != _mirror_value(obj, name):
-                    findings.differ(
-                        f"mirror {object_type} {obj['id']} {name}: "
-                        f"{_mirror_value(mine, name)!r}, Stripe {_mirror_value(obj, name)!r}"
-                    )
-        for (kind, object_id), mine in held.items():
-            if kind == object_type and not mine["deleted"] and object_id not in at_stripe:
-                findings.differ(f"mirror holds {object_type} {object_id}, Stripe lists none")
+    listed = {
+        object_type: await all_of(getattr(v1, list_name).list_async, params)
+        for object_type, (list_name, _, params) in compare.MIRROR_FIELDS.items()
+    }
+    differences, compared = compare.mirror(held, listed)
+    for difference in differences:
+        findings.differ(difference)
     findings.figures["mirror objects compared with Stripe"] = compared
 
 
@@ -322,7 +307,8 @@ def check_ledgers(
 async def check_stripe(
     findings: Findings, load: Load, operations: list[dict[str, Any]], started_at: int
 ) -> None:
-    """Stripe's refunds and subscriptions = the gateway's succeeded operations."""
+    """Stripe's refunds = the gateway's succeeded refund operations (plan changes and
+    cancellations: reconcile_flows)."""
     v1 = load.stripe_client.v1
     refunds = [
         r for r in await all_of(v1.refunds.list_async, {}) if int(r["created"]) >= started_at - 5
@@ -364,38 +350,6 @@ async def check_stripe(
                 f"refund operation {operation['operation_id']} succeeded but Stripe has no "
                 f"refund {operation['stripe_object_id']}"
             )
-    # Plan changes: each chaos customer's subscription is on the price of the last change the
-    # ledger recorded for it (Stripe's metadata names that operation), else still on Growth.
-    changes = {
-        o["operation_id"]: o
-        for o in operations
-        if o["action"] == "change_plan" and o["state"] == "succeeded"
-    }
-    statuses: Counter[str] = Counter()
-    for customer in load.customers:
-        subscription = (await v1.subscriptions.retrieve_async(customer.subscription_id)).to_dict()
-        statuses[str(subscription["status"])] += 1
-        price = str(subscription["items"]["data"][0]["price"]["id"])
-        last = str((subscription.get("metadata") or {}).get("askvault_operation_id", ""))
-        if not last:
-            expected = load.growth_price
-        elif last in changes:
-            expected = str(changes[last]["parameters"].get("price"))
-        else:
-            findings.differ(
-                f"subscription {customer.subscription_id} was changed by operation {last}, "
-                "which the ledger does not have as succeeded"
-            )
-            continue
-        if price != expected:
-            findings.differ(
-                f"subscription {customer.subscription_id} is on {price}, the ledger says {expected}"
-            )
-        if subscription["status"] != "active":
-            findings.differ(
-                f"subscription {customer.subscription_id} is {subscription['status']}, not active"
-            )
-    findings.figures["chaos subscriptions by Stripe status"] = dict(statuses)
 
 
 _MESSAGE_ID = re.compile(r"<([^@>]+)@")
@@ -431,6 +385,8 @@ async def check_outbox(
     known = {str(m["message_id"]) for m in emails}
     for message in emails:
         count = at_sink.get(str(message["message_id"]), 0)
+        if message["status"] == "dead":
+            continue  # a dead letter: compared with what the sink refused (compare.py)
         if count == 0:
             findings.differ(
                 f"outbox email {message['message_id']} ({message['template']}, "
@@ -461,9 +417,15 @@ def check_expiry(findings: Findings, grants: list[dict[str, Any]]) -> None:
 
 
 def _webhooks(
-    findings: Findings, replayer: Replayer, inbox: dict[str, str], enabled: set[str]
+    findings: Findings, replayer: Replayer, inbox: dict[str, str], events: list[dict[str, Any]]
 ) -> None:
-    """Every event was taken into the gateway's inbox (once: it is keyed by event id)."""
+    """Every event was taken into the gateway's inbox (once: it is keyed by event id), and
+    the replayer's polling saw every event Stripe lists (walked to the end), no page lost."""
+    for gap in replayer.gaps:
+        findings.differ(f"the replayer's paging of Stripe's events: {gap}")
+    for event in events:
+        if event["id"] not in replayer.seen:
+            findings.differ(f"the replayer's polling never saw Stripe event {event['id']}")
     findings.figures["events in Stripe / replayed a third time / in the inbox"] = (
         f"{len(replayer.seen)} / {len(replayer.delivered)} / {len(inbox)}"
     )
@@ -473,7 +435,6 @@ def _webhooks(
         findings.differ(f"Stripe event {event_id} never reached the gateway's inbox")
     for event_id in sorted(replayer.pending):
         findings.differ(f"the edge never accepted the third delivery of event {event_id}")
-    del enabled
 
 
 def _hangs(findings: Findings, load: Load, replayer: Replayer) -> None:

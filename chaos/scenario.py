@@ -17,6 +17,11 @@ import stripe
 from chaos import reconcile, stack
 from chaos.load import Load
 from chaos.webhooks import Replayer, signing_secret
+from chaos.whatsapp import WhatsAppLoad
+
+# The SMTP sink refuses this many messages for good (550 after their content) in each round:
+# they go dead in the notifier's outbox, and the reconciliation finds each one there.
+SINK_REFUSALS = 3
 
 # Stripe faults, each held for a while under load: (what, rules for the emulator).
 STRIPE_FAULTS: tuple[tuple[str, list[dict[str, Any]]], ...] = (
@@ -87,6 +92,10 @@ class Timeline:
 async def _faults(chaos: stack.ChaosStack, shape: Shape, timeline: Timeline, index: int) -> None:
     """One round: kill -9 each service and restart it, crash PostgreSQL, then Stripe faults
     (in the second round, a kill -9 happens during each Stripe fault)."""
+    await timeline.step(
+        f"SMTP sink: the next {SINK_REFUSALS} messages refused for good (550 at DATA)",
+        lambda: _sink_refuses(chaos, SINK_REFUSALS),
+    )
     for name in shape.kills:
         await timeline.step(f"kill -9 {name}", lambda name=name: chaos.kill9(name))  # type: ignore[misc]
         await asyncio.sleep(shape.down_seconds)
@@ -116,6 +125,17 @@ async def _faults(chaos: stack.ChaosStack, shape: Shape, timeline: Timeline, ind
             await asyncio.sleep(shape.fault_seconds)
         await _clear_faults(chaos)
         await asyncio.sleep(shape.after_seconds / 2)
+
+
+async def _sink_refuses(chaos: stack.ChaosStack, count: int) -> None:
+    fault = {"code": 550, "message": "5.1.1 chaos: mailbox unavailable", "stage": "data"}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            f"{chaos.url('smtp_sink_http')}/faults", json={**fault, "count": count}
+        ) as response,
+    ):
+        response.raise_for_status()
 
 
 async def _clear_faults(chaos: stack.ChaosStack) -> None:
@@ -162,6 +182,7 @@ async def _scenario(
     growth = str(summary["products"]["growth"]["prices"]["usd"])
     load = Load(chaos, http, client, growth)
     replayer = Replayer(chaos, http, await signing_secret(chaos), api_key)
+    whatsapp = WhatsAppLoad(load)
     await chaos.admin("/_emulator/webhooks/mode", {"duplicates": True, "out_of_order": True})
     await timeline.step(
         f"making {shape.customers} Stripe customers", lambda: load.prepare(shape.customers)
@@ -174,8 +195,10 @@ async def _scenario(
     workers.append(asyncio.create_task(load.demo_worker(stop, shape.pause_seconds * 2)))
     workers.append(asyncio.create_task(load.stripe_worker(stop, 1.0)))
     workers.append(asyncio.create_task(replayer.run(stop, 1.0)))
+    workers.append(asyncio.create_task(whatsapp.worker(stop, shape.pause_seconds * 5)))
     timeline.note(
-        f"load: {shape.chat_workers} chat workers, demo customers, Stripe activity, replayer"
+        f"load: {shape.chat_workers} chat workers (cancellations racing their undo), demo "
+        "customers, WhatsApp messages, Stripe activity, replayer"
     )
     try:
         await asyncio.sleep(shape.warm_up_seconds)
@@ -186,6 +209,7 @@ async def _scenario(
         stop.set()
         await _clear_faults(chaos)
         await asyncio.gather(*workers, return_exceptions=True)
+        await load.finish_races(4 * stack.CANCELLATION_GRACE_SECONDS + 30.0)
     timeline.note("load stopped, faults cleared; settling")
     exited = chaos.exited()
     for name in exited:
@@ -199,7 +223,7 @@ async def _scenario(
     # The expiry worker sweeps every 0.5 s: give reserved grants their slack once.
     await asyncio.sleep(reconcile.EXPIRY_SLACK_SECONDS / 2)
     timeline.note("settled" if not left else f"NOT settled: {left}")
-    findings = await reconcile.reconcile(chaos, load, replayer, http, started_at)
+    findings = await reconcile.reconcile(chaos, load, replayer, whatsapp, http, started_at)
     for name in exited:
         findings.differ(f"{name} exited on its own during the run")
     for what, count in left.items():

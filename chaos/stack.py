@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import grpc
 
+from askvault.policy.v1 import policy_pb2, policy_pb2_grpc
 from chaos.postgres import ChaosPostgres
 from devstack import config, planning, processes, provision
 
@@ -28,6 +30,9 @@ BILLING_DEADLINE_SECONDS = 1.2
 WEBHOOK_DEADLINE_SECONDS = 5.0
 # Grants expire this long after they are reserved (the policy default is 120 s).
 GRANT_TTL_SECONDS = 20
+# The workspace's cancellation grace in the stack (the default is 30 s): short enough that
+# an "undo" said about this long after the cancellation races the scheduler that runs it.
+CANCELLATION_GRACE_SECONDS = 3
 
 
 def overrides() -> dict[str, dict[str, str]]:
@@ -41,6 +46,9 @@ def overrides() -> dict[str, dict[str, str]]:
         "LOG_LEVEL": os.environ.get("LOG_LEVEL", "WARNING"),
     }
     return {
+        # The console too: its default metrics port is fixed, and another stack on the same
+        # machine (a second run, ``make run``) holds it.
+        "console": {"METRICS_PORT": "0"},
         "identity": dict(common),
         "policy": {
             **common,
@@ -69,7 +77,12 @@ def overrides() -> dict[str, dict[str, str]]:
             "WEBHOOK_POLL_SECONDS": "0.2",
             "SCHEDULER_POLL_SECONDS": "0.5",
             "RECONCILE_INTERVAL_SECONDS": "1",
-            "RECONCILE_AFTER_SECONDS": "3",
+            # Longer than the 3 s latency fault: Stripe goes on with a write the gateway
+            # gave up waiting for, and a write reconciled earlier is found not done and
+            # failed while Stripe applies it a moment later (the ledger then says failed for
+            # a plan change Stripe made: the chaos run found it with 3 s here; the gateway's
+            # check of this setting counts only its own timeouts, not Stripe's processing).
+            "RECONCILE_AFTER_SECONDS": "8",
         },
         "edge": {
             **common,
@@ -206,7 +219,54 @@ async def running(
         await provision.provision(
             demo, children_names=set(stack.children), port=lambda name: ports[name]
         )
+        await shorten_cancellation_grace(stack, CANCELLATION_GRACE_SECONDS)
         yield stack
     finally:
         await processes.stop(children, grace=5.0)
         await asyncio.to_thread(postgres.close)
+
+
+async def shorten_cancellation_grace(stack: ChaosStack, seconds: int) -> None:
+    """Puts the workspace's cancellation grace at ``seconds`` through its bounds. A shorter
+    grace loosens the bounds: one admin proposes, a second one approves (the four-eyes
+    rule of bounds changes)."""
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{stack.ports['policy']}") as channel:
+        policy = policy_pb2_grpc.PolicyServiceStub(channel)
+        current = await policy.GetBounds(
+            policy_pb2.GetBoundsRequest(workspace_id=stack.workspace_id),
+            metadata=provision.service_metadata("edge"),
+            timeout=5,
+        )
+        bounds = policy_pb2.Bounds()
+        bounds.CopyFrom(current.bounds)
+        bounds.workspace_id = stack.workspace_id
+        bounds.cancellation_grace.FromSeconds(seconds)
+        proposed = await policy.ProposeBoundsChange(
+            policy_pb2.ProposeBoundsChangeRequest(
+                workspace_id=stack.workspace_id,
+                bounds=bounds,
+                idempotency_key=f"chaos-grace-{seconds}",
+            ),
+            metadata=provision.admin_metadata("chaos-admin-1"),
+            timeout=5,
+        )
+        if proposed.change.state == policy_pb2.BOUNDS_CHANGE_STATE_PENDING:
+            await policy.ApproveBoundsChange(
+                policy_pb2.ApproveBoundsChangeRequest(
+                    workspace_id=stack.workspace_id,
+                    change_id=proposed.change.change_id,
+                    idempotency_key=f"chaos-grace-{seconds}-approved",
+                ),
+                metadata=provision.admin_metadata("chaos-admin-2"),
+                timeout=5,
+            )
+        after = await policy.GetBounds(
+            policy_pb2.GetBoundsRequest(workspace_id=stack.workspace_id),
+            metadata=provision.service_metadata("edge"),
+            timeout=5,
+        )
+    if after.bounds.cancellation_grace.ToSeconds() != seconds:
+        raise RuntimeError(
+            f"the cancellation grace is {after.bounds.cancellation_grace.ToSeconds()} s, "
+            f"not {seconds} s, after the bounds change"
+        )

@@ -20,6 +20,18 @@ import asyncpg
 from chaos.stack import ChaosStack
 from runtime.secretbox import SecretBox
 
+# Events per page of the replayer's walks (Stripe's largest page).
+PAGE_SIZE = 100
+
+
+class PageFailed(Exception):
+    """Stripe did not answer a page of events (a fault): the walk is tried again later."""
+
+
+class PagingGap(Exception):
+    """A page of events that cannot be walked on from (``has_more`` without events): events
+    would be skipped without notice."""
+
 
 async def signing_secret(stack: ChaosStack) -> str:
     """The endpoint's signing secret, as the billing gateway stored it (sealed with the
@@ -54,32 +66,70 @@ class Replayer:
     # (seconds, HTTP status or None) of every POST to the edge.
     posts: list[tuple[float, int | None]] = field(default_factory=list)
     shuffle: random.Random = field(default_factory=lambda: random.Random(9))
+    # Pages of the event list that could not be walked on from (each one a difference).
+    gaps: list[str] = field(default_factory=list)
 
-    async def poll(self) -> None:
-        """Adds events not seen yet (the list is newest first: stop at a seen one)."""
+    async def _page(self, starting_after: str) -> dict[str, Any]:
+        """One page of the account's events (newest first); PageFailed when Stripe did not
+        answer it (a fault: the walk is tried again), PagingGap when it answered with a page
+        that cannot be walked on from."""
+        params = {
+            "limit": str(PAGE_SIZE),
+            **({"starting_after": starting_after} if starting_after else {}),
+        }
+        async with self.http.get(
+            f"{self.stack.url('stripe_emulator')}/v1/events",
+            params=params,
+            headers={"Authorization": f"Bearer {self.api_key}"},
+            timeout=aiohttp.ClientTimeout(total=10),
+        ) as response:
+            if response.status != 200:
+                raise PageFailed(
+                    f"events page after {starting_after or 'the start'}: HTTP {response.status}"
+                )
+            page: dict[str, Any] = await response.json()
+        return self._checked(page, starting_after)
+
+    def _checked(self, page: dict[str, Any], starting_after: str) -> dict[str, Any]:
+        """The page, unless it cannot be walked on from (PagingGap)."""
+        data = page.get("data")
+        if not isinstance(data, list) or (page.get("has_more") and not data):
+            raise PagingGap(
+                f"events page after {starting_after or 'the start'} says has_more "
+                f"with {len(data) if isinstance(data, list) else 'no'} events"
+            )
+        return page
+
+    async def _walk(self, *, stop_at_seen: bool) -> list[dict[str, Any]]:
+        """Events newest first, page by page, following ``has_more`` and ``starting_after``
+        to the end (or, with ``stop_at_seen``, to the first event already seen)."""
+        found: list[dict[str, Any]] = []
         starting_after = ""
         while True:
-            params = {
-                "limit": "100",
-                **({"starting_after": starting_after} if starting_after else {}),
-            }
-            async with self.http.get(
-                f"{self.stack.url('stripe_emulator')}/v1/events",
-                params=params,
-                headers={"Authorization": f"Bearer {self.api_key}"},
-                timeout=aiohttp.ClientTimeout(total=10),
-            ) as response:
-                if response.status != 200:
-                    return  # a Stripe fault: next time
-                page: dict[str, Any] = await response.json()
+            page = await self._page(starting_after)
             for event in page["data"]:
-                if event["id"] in self.seen:
-                    return
-                self.seen.add(event["id"])
-                self.pending[event["id"]] = json.dumps(event, indent=2)
-            if not page.get("has_more") or not page["data"]:
-                return
-            starting_after = page["data"][-1]["id"]
+                if stop_at_seen and event["id"] in self.seen:
+                    return found
+                found.append(event)
+            if not page.get("has_more"):
+                return found
+            starting_after = str(page["data"][-1]["id"])
+
+    async def poll(self) -> None:
+        """Adds the events not seen yet. The list is newest first, and a walk stops at the
+        first event seen before: so the events of a walk are taken only once it reached that
+        event or the end. A walk cut by a failed page (a Stripe fault) takes nothing, and
+        the next walk starts again from the newest (taking part of it would leave the older
+        pages behind an event already seen, never to be walked again)."""
+        walked = await self._walk(stop_at_seen=True)
+        for event in walked:
+            self.seen.add(event["id"])
+            self.pending[event["id"]] = json.dumps(event, indent=2)
+
+    async def every_event(self) -> list[dict[str, Any]]:
+        """Every event of the account, oldest first, walked to the end (for the
+        reconciliation: what the replayer saw is compared with it)."""
+        return list(reversed(await self._walk(stop_at_seen=False)))
 
     async def deliver(self) -> None:
         """Posts every pending event, shuffled; keeps those the edge did not take."""
@@ -112,9 +162,7 @@ class Replayer:
     async def run(self, stop: asyncio.Event, interval: float) -> None:
         """Replays what is new every ``interval`` seconds until stopped."""
         while not stop.is_set():
-            with contextlib.suppress(aiohttp.ClientError, TimeoutError, OSError):
-                await self.poll()
-                await self.deliver()
+            await self._round()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), interval)
 
@@ -122,9 +170,25 @@ class Replayer:
         """Replays until every event was taken once (or the limit passes)."""
         deadline = time.monotonic() + limit_seconds
         while time.monotonic() < deadline:
-            with contextlib.suppress(aiohttp.ClientError, TimeoutError, OSError):
-                await self.poll()
-                await self.deliver()
-                if not self.pending:
-                    return
+            if await self._round() and not self.pending:
+                return
             await asyncio.sleep(0.5)
+
+    async def poll_round(self) -> bool:
+        """One poll (no delivery); whether it walked to its end (tests of the paging)."""
+        return await self._round(deliver=False)
+
+    async def _round(self, *, deliver: bool = True) -> bool:
+        """One poll and delivery; whether the poll walked to its end. A gap in the paging is
+        kept (the reconciliation reports it), never passed over in silence."""
+        try:
+            await self.poll()
+        except PagingGap as gap:
+            self.gaps.append(str(gap))
+            return False
+        except (PageFailed, aiohttp.ClientError, TimeoutError, OSError):
+            return False
+        if deliver:
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError, OSError):
+                await self.deliver()
+        return True

@@ -3,7 +3,8 @@
 HTTP API (JSON):
 - ``GET /health``: ``{"ok": true}``.
 - ``GET /messages?to=&message_id=``: the received messages, oldest first.
-- ``DELETE /messages``: forget them all.
+- ``DELETE /messages``: forget them all (the refused ones too).
+- ``GET /refused``: the messages answered with a fault at DATA (message_id, code, rcpt_tos).
 - ``GET /messages/wait?count=N&timeout=S&to=``: answers once N messages (to ``to``) are in,
   408 after S seconds (default 10).
 - ``GET /stats``: received, distinct_message_ids, duplicates.
@@ -35,6 +36,7 @@ def create_app(store: MailStore) -> web.Application:
     app.router.add_get("/messages", _list)
     app.router.add_delete("/messages", _clear)
     app.router.add_get("/messages/wait", _wait)
+    app.router.add_get("/refused", _refused)
     app.router.add_get("/stats", _stats)
     app.router.add_get("/faults", _list_faults)
     app.router.add_post("/faults", _add_fault)
@@ -53,6 +55,11 @@ async def _list(request: web.Request) -> web.Response:
         to=request.query.get("to", ""), message_id=request.query.get("message_id", "")
     )
     return web.json_response({"messages": [m.to_json() for m in found]})
+
+
+async def _refused(request: web.Request) -> web.Response:
+    refused = request.app[STORE_KEY].refused
+    return web.json_response({"refused": [mail.to_json() for mail in refused]})
 
 
 async def _clear(request: web.Request) -> web.Response:

@@ -47,6 +47,20 @@ class ReceivedMail:
         }
 
 
+@dataclass(frozen=True)
+class RefusedMail:
+    """A message the sink answered with a fault at DATA (its content was read): what a
+    harness compares with the sender's record of what it gave up on."""
+
+    message_id: str
+    code: int
+    rcpt_tos: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON form of the HTTP API."""
+        return {"message_id": self.message_id, "code": self.code, "rcpt_tos": list(self.rcpt_tos)}
+
+
 @dataclass
 class Fault:
     """A reply to give instead of accepting: at "rcpt" or at "data" (after the content)."""
@@ -106,6 +120,8 @@ class MailStore:
     delay_seconds: float = 0.0
     messages: deque[ReceivedMail] = field(default_factory=deque)
     faults: list[Fault] = field(default_factory=list)
+    # Messages answered with a fault at DATA, in order (at most ``max_messages``).
+    refused: deque[RefusedMail] = field(default_factory=deque)
     _sequence: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -118,9 +134,18 @@ class MailStore:
         self._arrived.set()
         return received
 
+    def refuse(self, fault: Fault, rcpt_tos: tuple[str, ...], raw: bytes) -> None:
+        """Remembers a message answered with ``fault`` at DATA, by its Message-ID."""
+        parsed = email.message_from_bytes(raw, policy=email.policy.default)
+        message_id = str(parsed.get("Message-ID", "")).strip()
+        self.refused.append(RefusedMail(message_id, fault.code, rcpt_tos))
+        while len(self.refused) > self.max_messages:
+            self.refused.popleft()
+
     def clear(self) -> None:
-        """Forgets every message."""
+        """Forgets every message, refused ones too."""
         self.messages.clear()
+        self.refused.clear()
 
     def select(self, to: str = "", message_id: str = "") -> list[ReceivedMail]:
         """Messages to an address and/or with a Message-ID."""
@@ -185,9 +210,10 @@ class SinkHandler:
         if self._store.delay_seconds:
             await asyncio.sleep(self._store.delay_seconds)
         fault = self._store.take_fault("data")
-        if fault is not None:
-            return fault.reply()
         content = envelope.original_content or envelope.content
         raw = content if isinstance(content, bytes) else str(content).encode()
+        if fault is not None:
+            self._store.refuse(fault, tuple(envelope.rcpt_tos), raw)
+            return fault.reply()
         self._store.add(str(envelope.mail_from), tuple(envelope.rcpt_tos), raw)
         return "250 Message accepted for delivery"

@@ -206,7 +206,7 @@ def _paths() -> dict[str, Any]:
                     )
                 ],
                 body: {"required": True, "content": _RAW_JSON},
-                "responses": _answers(m.WhatsAppReceived, 400, 401, 413, ok_text="Taken"),
+                "responses": _answers(m.WhatsAppReceived, 400, 401, 413, 503, ok_text="Taken"),
             },
         },
         "/v1/access/check": {

@@ -31,6 +31,26 @@ from edge.turn import Reply, Request, VisitorIdentity
 
 logger = logging.getLogger(__name__)
 
+# Notifier failures that pass: the webhook is answered 503 so that WhatsApp delivers it again
+# (a 2xx tells WhatsApp it was taken, and it never sends it again).
+_PASSING = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+    }
+)
+
+
+class NotTaken(Exception):
+    """A status or a message could not be handled for now (the notifier or a service the
+    turn needs unavailable): WhatsApp must redeliver."""
+
+
+def _passing(failure: grpc.aio.AioRpcError) -> bool:
+    return failure.code() in _PASSING
+
+
 # Quick-reply buttons of the failed-payment message, as the text a visitor would type.
 _BUTTON_TEXT = {
     "RETRY_PAYMENT": "retry now",
@@ -118,8 +138,13 @@ class WhatsAppWebhook:
         except ValueError as problem:
             # Signed but not the Cloud API's shape: a 4xx, so Meta does not retry it forever.
             return error(400, "INVALID_PAYLOAD", str(problem))
-        for value in values:
-            await self._value(value)
+        try:
+            for value in values:
+                await self._value(value)
+        except NotTaken as failure:
+            # Redelivered whole: the statuses apply again harmlessly (the newest wins), the
+            # messages are answered again and their replies keep their dedup keys.
+            return error(503, "UNAVAILABLE", str(failure))
         return JSONResponse({"received": True})
 
     def _workspace(self, phone_number_id: str) -> str:
@@ -155,6 +180,8 @@ class WhatsAppWebhook:
                 )
             except grpc.aio.AioRpcError as failure:
                 logger.warning("whatsapp statuses not applied", extra={"code": failure.code().name})
+                if _passing(failure):
+                    raise NotTaken("the delivery statuses were not applied; retry") from None
         workspace_id = self._workspace(str(value.get("metadata", {}).get("phone_number_id", "")))
         for message in value.get("messages", []):
             await self._message(workspace_id, message)
@@ -211,6 +238,9 @@ class WhatsAppWebhook:
                 )
             except grpc.aio.AioRpcError as failure:
                 logger.warning("inbound whatsapp not recorded", extra={"code": failure.code().name})
+                if _passing(failure):
+                    # Nothing answered yet: the redelivery starts this message afresh.
+                    raise NotTaken("the inbound message was not recorded; retry") from None
         keyword = whatsapp_keywords.keyword(text) if kind == "text" else None
         if keyword is Keyword.HELP:
             # HELP asks for a person: the same hand-off as "talk to a human" in the chat.
@@ -246,6 +276,10 @@ class WhatsAppWebhook:
                 channel="whatsapp",
             )
         )
+        if not isinstance(reply, Reply) and reply.status_code >= 500:
+            # The turn could not be answered for now (a service or the database down): the
+            # redelivery answers it; a 200 would leave the question unanswered for good.
+            raise NotTaken("the message could not be answered now; retry")
         if isinstance(reply, Reply) and link is not None:
             try:
                 await self._edge.peers.notifier.Send(
@@ -263,3 +297,5 @@ class WhatsAppWebhook:
                 )
             except grpc.aio.AioRpcError as failure:
                 logger.warning("whatsapp reply not queued", extra={"code": failure.code().name})
+                if _passing(failure):
+                    raise NotTaken("the reply was not queued; retry") from None

@@ -56,8 +56,11 @@ async def test_short_chaos_run_reconciles_without_differences(tmp_path: Path) ->
     report = output_file.read_text(errors="replace")
     assert process.returncode == 0, report
     assert "reconciliation: no differences" in report, report
-    # The scenario really ran: money moved and webhooks came back three times.
+    # The scenario really ran: money moved and webhooks came back three times; cancellations
+    # were scheduled (and undone or run), WhatsApp replies delivered, emails went dead.
     assert "refunded" in report and "plan changed" in report, report
+    assert "cancellation scheduled" in report and "whatsapp delivered" in report, report
+    assert "email dead" in report, report
 
 
 async def _stop_group(process: asyncio.subprocess.Process) -> None:

@@ -70,6 +70,8 @@ class Stack:
     # Policy and the billing gateway (a test takes their places in flight to overload them).
     policy_server: RunningService
     billing_server: RunningService
+    # The notifier's server (a test stops it to see the WhatsApp webhook ask for a retry).
+    notifier_server: RunningService
 
     async def turn(
         self,
@@ -274,4 +276,5 @@ async def running_stack(
             system.identity_server,
             system.policy_server,
             system.billing_server,
+            system.notifier_server,
         )

@@ -402,3 +402,35 @@ async def test_tags_are_filled_when_the_contact_is_linked(stack: Stack) -> None:
     assert contact.stripe_customer_id == stack.customer("bob@example.com")["customer"]
     assert contact.tags.customer_status == identity_pb2.CUSTOMER_STATUS_ACTIVE, contact
     assert contact.tags.plan_tier == identity_pb2.PLAN_TIER_STARTER, contact
+
+
+async def test_whatsapp_is_asked_to_redeliver_what_the_notifier_could_not_take(
+    stack: Stack,
+) -> None:
+    # Found by the chaos run: with the notifier down, the edge answered 200 to a question
+    # whose reply it could not queue and to statuses it could not apply, and WhatsApp, told
+    # they were taken, never sent them again: the reply and the statuses were lost.
+    await _link_whatsapp(stack, "alice", ALICE_NUMBER, "redeliver")
+    await stack.notifier_server.server.stop(0)
+    question = whatsapp_app.inbound_payload(
+        PHONE_NUMBER_ID, ALICE_NUMBER, "Alice", "what plan am I on?", ""
+    )
+    status, answer = await stack.post_whatsapp(question)
+    assert status == 503 and answer["error"]["code"] == "UNAVAILABLE", answer
+    delivered = whatsapp_app.status_payload(PHONE_NUMBER_ID, "wamid.x", ALICE_NUMBER, "delivered")
+    status, answer = await stack.post_whatsapp(delivered)
+    assert status == 503 and answer["error"]["code"] == "UNAVAILABLE", answer
+
+
+async def test_whatsapp_is_asked_to_redeliver_a_question_the_turn_could_not_answer(
+    stack: Stack,
+) -> None:
+    # Found by the long chaos run: with identity down the turn answered 503 inside the edge,
+    # and the webhook still answered WhatsApp 200: the question was never answered.
+    await _link_whatsapp(stack, "alice", ALICE_NUMBER, "redeliver-turn")
+    await stack.identity_server.server.stop(0)
+    question = whatsapp_app.inbound_payload(
+        PHONE_NUMBER_ID, ALICE_NUMBER, "Alice", "what plan am I on?", ""
+    )
+    status, answer = await stack.post_whatsapp(question)
+    assert status == 503 and answer["error"]["code"] == "UNAVAILABLE", answer

@@ -57,3 +57,27 @@ async def test_http_api_lists_waits_counts_duplicates_and_injects_faults() -> No
                 assert response.status == 408
     finally:
         await sink.close()
+
+
+@pytest.mark.integration
+async def test_a_message_refused_at_data_is_listed_as_refused_not_received() -> None:
+    sink = await app.start()
+    try:
+        async with aiohttp.ClientSession(sink.http_url) as http:
+            async with http.post("/faults", json={"code": 550, "stage": "data"}) as response:
+                assert response.status == 200
+            with pytest.raises(aiosmtplib.SMTPDataError):
+                await aiosmtplib.send(
+                    _mail("<3@x>"), hostname=sink.host, port=sink.smtp_port, start_tls=False
+                )
+            await aiosmtplib.send(
+                _mail("<4@x>"), hostname=sink.host, port=sink.smtp_port, start_tls=False
+            )
+            async with http.get("/refused") as response:
+                refused = (await response.json())["refused"]
+            assert refused == [{"message_id": "<3@x>", "code": 550, "rcpt_tos": ["b@example.com"]}]
+            async with http.get("/messages") as response:
+                received = (await response.json())["messages"]
+            assert [m["message_id"] for m in received] == ["<4@x>"]
+    finally:
+        await sink.close()
