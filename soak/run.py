@@ -17,6 +17,7 @@ import stripe
 from chaos import reconcile, stack
 from chaos.load import Load
 from chaos.webhooks import Replayer, signing_secret
+from chaos.whatsapp import WhatsAppLoad
 from soak import ledger, report, sampling, verdict, workload
 
 # The services the verdict holds to the RSS limit; the emulators and the local identity
