@@ -82,20 +82,12 @@ class Report:
 async def run(shape: Shape, logs: Path, report_dir: Path | None) -> int:
     timeline = Timeline()
     timeline.note(f"restore drill ({shape.name}): starting the stack; logs in {logs}")
-    async with stack.running(logs, overrides()) as chaos, aiohttp.ClientSession() as http:
-        api_key = str(chaos.demo.raw["stripe"]["secret_key"])
-        summary = await chaos.admin("/_emulator/seed", {"api_key": api_key})
-        stripe_http = stripe.AIOHTTPClient()
-        client = stripe.StripeClient(
-            api_key,
-            base_addresses={"api": chaos.url("stripe_emulator")},
-            http_client=stripe_http,
-            max_network_retries=2,
-        )
-        try:
-            report = await _drill(chaos, shape, timeline, http, client, summary)
-        finally:
-            await stripe_http.close_async()  # type: ignore[no-untyped-call]
+    async with (
+        stack.running(logs, overrides()) as chaos,
+        aiohttp.ClientSession() as http,
+        stack.seeded_stripe(chaos) as seeded,
+    ):
+        report = await _drill(chaos, shape, timeline, http, seeded.client, seeded.summary)
     _print(report)
     if report_dir is not None:
         _write(report, report_dir)

@@ -154,19 +154,10 @@ async def run(shape: Shape, logs: Path) -> int:
         timeline.note(
             "stack up: " + ", ".join(f"{name}:{port}" for name, port in chaos.ports.items())
         )
-        api_key = str(chaos.demo.raw["stripe"]["secret_key"])
-        summary = await chaos.admin("/_emulator/seed", {"api_key": api_key})
-        stripe_http = stripe.AIOHTTPClient()
-        client = stripe.StripeClient(
-            api_key,
-            base_addresses={"api": chaos.url("stripe_emulator")},
-            http_client=stripe_http,
-            max_network_retries=2,
-        )
-        try:
-            return await _scenario(chaos, shape, timeline, http, client, summary, api_key)
-        finally:
-            await stripe_http.close_async()  # type: ignore[no-untyped-call]
+        async with stack.seeded_stripe(chaos) as seeded:
+            return await _scenario(
+                chaos, shape, timeline, http, seeded.client, seeded.summary, seeded.api_key
+            )
 
 
 async def _scenario(

@@ -15,6 +15,7 @@ from typing import Any
 
 import aiohttp
 import grpc
+import stripe
 
 from askvault.policy.v1 import policy_pb2, policy_pb2_grpc
 from chaos.postgres import ChaosPostgres
@@ -270,3 +271,31 @@ async def shorten_cancellation_grace(stack: ChaosStack, seconds: int) -> None:
             f"the cancellation grace is {after.bounds.cancellation_grace.ToSeconds()} s, "
             f"not {seconds} s, after the bounds change"
         )
+
+
+@dataclass(frozen=True)
+class SeededStripe:
+    """The stack's Stripe emulator, seeded with the demo's story, and an SDK client of it."""
+
+    api_key: str
+    summary: dict[str, Any]
+    client: stripe.StripeClient
+
+
+@asynccontextmanager
+async def seeded_stripe(chaos: ChaosStack) -> AsyncIterator[SeededStripe]:
+    """Seeds the emulator's demo account (the seed's summary: customers, products, prices)
+    and yields a Stripe SDK client of it, closed on exit."""
+    api_key = str(chaos.demo.raw["stripe"]["secret_key"])
+    summary = await chaos.admin("/_emulator/seed", {"api_key": api_key})
+    stripe_http = stripe.AIOHTTPClient()
+    client = stripe.StripeClient(
+        api_key,
+        base_addresses={"api": chaos.url("stripe_emulator")},
+        http_client=stripe_http,
+        max_network_retries=2,
+    )
+    try:
+        yield SeededStripe(api_key, summary, client)
+    finally:
+        await stripe_http.close_async()  # type: ignore[no-untyped-call]

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import stripe
 
 from chaos import reconcile, stack
 from chaos.load import Load
@@ -74,22 +73,11 @@ async def run(plan: Plan, logs: Path, out: Path) -> int:
     async with (
         stack.running(logs, process_overrides=overrides(), service_roles=True) as system,
         aiohttp.ClientSession() as http,
+        stack.seeded_stripe(system) as seeded,
     ):
-        api_key = str(system.demo.raw["stripe"]["secret_key"])
-        summary = await system.admin("/_emulator/seed", {"api_key": api_key})
-        stripe_http = stripe.AIOHTTPClient()
-        client = stripe.StripeClient(
-            api_key,
-            base_addresses={"api": system.url("stripe_emulator")},
-            http_client=stripe_http,
-            max_network_retries=2,
-        )
-        try:
-            growth = str(summary["products"]["growth"]["prices"]["usd"])
-            mix = workload.Mix(Load(system, http, client, growth), plan.shape)
-            result = await _soak(plan, system, mix, http, api_key)
-        finally:
-            await stripe_http.close_async()  # type: ignore[no-untyped-call]
+        growth = str(seeded.summary["products"]["growth"]["prices"]["usd"])
+        mix = workload.Mix(Load(system, http, seeded.client, growth), plan.shape)
+        result = await _soak(plan, system, mix, http, seeded.api_key)
     report.write(result, out)
     report.print_summary(result)
     return 0 if result.verdict.passed else 1

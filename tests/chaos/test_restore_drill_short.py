@@ -5,54 +5,28 @@ bound of deploy/README.md, and an intact audit chain."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
-import os
-import signal
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.harness_runs import run_module
 
 pytestmark = pytest.mark.slow
 
 # Seconds the short drill may take: about a minute and a half on a quiet machine (most of it
 # starting the stack twice); under the hung-test watchdog (conftest.py).
 RUN_LIMIT_SECONDS = 280
-STOP_SECONDS = 20
 
 
 async def test_short_restore_drill_loses_and_repeats_nothing(tmp_path: Path) -> None:
-    output_file = tmp_path / "drill-output.txt"
-    with output_file.open("wb") as output:
-        # Its own process group: a drill that overstays is stopped with what it started.
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "chaos.restore_drill",
-            "--short",
-            "--logs",
-            str(tmp_path / "logs"),
-            "--report",
-            str(tmp_path / "report"),
-            cwd=ROOT,
-            env={**os.environ, "GRPC_ENABLE_FORK_SUPPORT": "false"},
-            stdout=output,
-            stderr=asyncio.subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            await asyncio.wait_for(process.wait(), timeout=RUN_LIMIT_SECONDS)
-        except TimeoutError:
-            pytest.fail(f"the short restore drill took over {RUN_LIMIT_SECONDS} s")
-        finally:
-            if process.returncode is None:
-                await _stop_group(process)
-    output_text = output_file.read_text(errors="replace")
-    assert process.returncode == 0, output_text
+    returncode, output_text = await run_module(
+        "chaos.restore_drill",
+        ["--short", "--logs", str(tmp_path / "logs"), "--report", str(tmp_path / "report")],
+        tmp_path / "drill-output.txt",
+        RUN_LIMIT_SECONDS,
+    )
+    assert returncode == 0, output_text
     report = json.loads((tmp_path / "report" / "restore-drill.json").read_text())
     figures = report["figures"]
     # Nothing lost or repeated against Stripe, no message twice beyond the bound, the chain
@@ -69,14 +43,3 @@ async def test_short_restore_drill_loses_and_repeats_nothing(tmp_path: Path) -> 
     )
     assert sent_before > 0, output_text
     assert figures["emails sent again after the restore"] <= sent_after, output_text
-
-
-async def _stop_group(process: asyncio.subprocess.Process) -> None:
-    """SIGTERM to the drill's process group, then SIGKILL to whatever is left of it."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(process.wait(), timeout=STOP_SECONDS)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-    await process.wait()

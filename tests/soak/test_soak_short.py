@@ -4,17 +4,12 @@ exit status that follows from it. The criteria themselves are tested in test_ver
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.chaos.test_chaos_short import _stop_group
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.harness_runs import run_module
 
 pytestmark = [pytest.mark.slow, pytest.mark.soak]
 
@@ -38,12 +33,9 @@ INTENTS = {
 
 
 async def test_a_short_soak_reports_every_interval_and_its_verdict(tmp_path: Path) -> None:
-    output_file = tmp_path / "soak-output.txt"
-    with output_file.open("wb") as output:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "soak",
+    returncode, printed = await run_module(
+        "soak",
+        [
             "--minutes",
             str(INTERVALS * 3 / 60),
             "--warm-up-minutes",
@@ -54,20 +46,10 @@ async def test_a_short_soak_reports_every_interval_and_its_verdict(tmp_path: Pat
             str(tmp_path / "results"),
             "--logs",
             str(tmp_path / "logs"),
-            cwd=ROOT,
-            env={**os.environ, "GRPC_ENABLE_FORK_SUPPORT": "false"},
-            stdout=output,
-            stderr=asyncio.subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            await asyncio.wait_for(process.wait(), timeout=RUN_LIMIT_SECONDS)
-        except TimeoutError:
-            pytest.fail(f"the short soak took over {RUN_LIMIT_SECONDS} s")
-        finally:
-            if process.returncode is None:
-                await _stop_group(process)
-    printed = output_file.read_text(errors="replace")
+        ],
+        tmp_path / "soak-output.txt",
+        RUN_LIMIT_SECONDS,
+    )
     report = json.loads((tmp_path / "results" / "soak.json").read_text())
     markdown = (tmp_path / "results" / "soak.md").read_text()
 
@@ -94,6 +76,6 @@ async def test_a_short_soak_reports_every_interval_and_its_verdict(tmp_path: Pat
         checks
     )
     assert report["passed"] == all(checks.values())
-    assert process.returncode == (0 if report["passed"] else 1), printed
+    assert returncode == (0 if report["passed"] else 1), printed
     assert checks["0 lost"] and checks["0 duplicated"] and checks["reconciliation clean"], printed
     assert ("## Verdict: PASS" if report["passed"] else "## Verdict: FAIL") in markdown
