@@ -117,7 +117,9 @@ def test_a_missing_and_a_duplicated_message_are_reported() -> None:
     found = compare.messages(expected, outbox, {"msg_1": 2, "msg_2": 0, "msg_3": 1}, {})
     assert any(d.startswith("2 messages in the outbox for the refund: msg_2") for d in found)
     assert any(d.startswith("no message in the outbox for plan change op_1") for d in found)
-    assert any("msg_1 reached the SMTP sink 2 times" in d for d in found), found
+    # The same Message-ID twice at the sink is a re-send across a crash, kept once by the
+    # receiver: not a difference (two outbox messages for one outcome are).
+    assert not any("msg_1" in d for d in found), found
     assert any("msg_2 is sent but never reached the SMTP sink" in d for d in found), found
 
 
