@@ -50,7 +50,8 @@ def fingerprint(
     copy.ClearField(key_field)  # type: ignore[arg-type]
     digest = hashlib.sha256()
     if principal is not None:
-        copy.ClearField(ASSERTION_FIELD)  # type: ignore[arg-type]
+        if ASSERTION_FIELD in copy.DESCRIPTOR.fields_by_name:
+            copy.ClearField(ASSERTION_FIELD)  # type: ignore[arg-type]
         digest.update(b"principal\x00" + principal.encode() + b"\x00")
     digest.update(copy.SerializeToString(deterministic=True))
     return digest.digest()
