@@ -206,6 +206,27 @@ def common_overrides() -> dict[str, str]:
     return {"METRICS_PORT": "0", "GRPC_HOST": "127.0.0.1", "LOG_LEVEL": "WARNING"}
 
 
+# The edge's per-visitor, per-address and per-customer limits, lifted: a benchmark's load
+# comes from few visitors and one address, which the limits would refuse.
+EDGE_LIMITS_LIFTED = (
+    "edge VISITOR_TURNS_PER_MINUTE, ADDRESS_REQUESTS_PER_MINUTE, CUSTOMER_TURNS_PER_MINUTE lifted"
+)
+
+
+def edge_limits_lifted() -> dict[str, dict[str, str]]:
+    """Every process with ``common_overrides``, the edge with its rate limits lifted."""
+    common = common_overrides()
+    return {
+        **{name: dict(common) for name in SERVICES},
+        "edge": {
+            **common,
+            "VISITOR_TURNS_PER_MINUTE": "1000000",
+            "ADDRESS_REQUESTS_PER_MINUTE": "1000000",
+            "CUSTOMER_TURNS_PER_MINUTE": "1000000",
+        },
+    }
+
+
 def admin_metadata(subject: str) -> tuple[tuple[str, str], ...]:
     return provision.admin_metadata(subject)
 

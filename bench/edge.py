@@ -35,19 +35,6 @@ IDLE_SECONDS = 5.0
 RSS_GOAL = Goal("<= 100 MB", at_most=100.0)
 
 
-def _overrides() -> dict[str, dict[str, str]]:
-    common = _processes.common_overrides()
-    return {
-        **{name: dict(common) for name in _processes.SERVICES},
-        "edge": {
-            **common,
-            "VISITOR_TURNS_PER_MINUTE": "1000000",
-            "ADDRESS_REQUESTS_PER_MINUTE": "1000000",
-            "CUSTOMER_TURNS_PER_MINUTE": "1000000",
-        },
-    }
-
-
 @asynccontextmanager
 async def _bare_pipeline(
     system: _processes.System, http: aiohttp.ClientSession
@@ -138,7 +125,7 @@ async def _refunds(
 
 async def run() -> Run:
     async with (
-        _processes.running(_overrides()) as system,
+        _processes.running(_processes.edge_limits_lifted()) as system,
         aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http,
     ):
         client = Client(system, http)
@@ -239,7 +226,6 @@ async def run() -> Run:
         "cost_per_refund_pair": refund_cost,
         "memory_mb": memory,
         "processes_exited": exited,
-        "settings_changed": "edge VISITOR_TURNS_PER_MINUTE, ADDRESS_REQUESTS_PER_MINUTE, "
-        "CUSTOMER_TURNS_PER_MINUTE lifted",
+        "settings_changed": _processes.EDGE_LIMITS_LIFTED,
     }
     return Run(figures, details)

@@ -35,19 +35,6 @@ STATUS = "What's my subscription status?"
 TURN_TIMEOUT_SECONDS = 10.0
 
 
-def _overrides() -> dict[str, dict[str, str]]:
-    common = _processes.common_overrides()
-    return {
-        **{name: dict(common) for name in _processes.SERVICES},
-        "edge": {
-            **common,
-            "VISITOR_TURNS_PER_MINUTE": "1000000",
-            "ADDRESS_REQUESTS_PER_MINUTE": "1000000",
-            "CUSTOMER_TURNS_PER_MINUTE": "1000000",
-        },
-    }
-
-
 @dataclass
 class Outcomes:
     """What became of the turns of an open-loop run; latencies in seconds from when each
@@ -119,7 +106,7 @@ async def _overload(client: Client, rate: float, seconds: float) -> Outcomes:
 
 async def run() -> Run:
     async with (
-        _processes.running(_overrides()) as system,
+        _processes.running(_processes.edge_limits_lifted()) as system,
         aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http,
     ):
         client = Client(system, http)
@@ -186,7 +173,6 @@ async def run() -> Run:
         "half_rate": {"rate": half_rate, **half.as_dict()},
         "overload": {"rate": offered, **overload.as_dict()},
         "processes_exited": exited,
-        "settings_changed": "edge VISITOR_TURNS_PER_MINUTE, ADDRESS_REQUESTS_PER_MINUTE, "
-        "CUSTOMER_TURNS_PER_MINUTE lifted",
+        "settings_changed": _processes.EDGE_LIMITS_LIFTED,
     }
     return Run(figures, details)
