@@ -347,6 +347,26 @@ class Stack:
         grant: policy_pb2.Grant = decision.grant
         return grant
 
+    async def retry_payment(
+        self, assertion: str, invoice_id: str
+    ) -> pb.RetryInvoicePaymentResponse:
+        """The visitor's retry of an open invoice's payment, under a grant of its own."""
+        grant = await self.grant(
+            assertion,
+            common_pb2.BILLING_ACTION_RETRY_PAYMENT,
+            policy_pb2.ActionDetails(invoice_id=invoice_id),
+        )
+        response: pb.RetryInvoicePaymentResponse = await self.billing.RetryInvoicePayment(
+            pb.RetryInvoicePaymentRequest(
+                workspace_id=WORKSPACE,
+                identity_assertion=assertion,
+                grant_id=grant.grant_id,
+                invoice_id=invoice_id,
+                idempotency_key=key("retry"),
+            )
+        )
+        return response
+
     async def flush_webhooks(self) -> None:
         """Delivers every pending Stripe webhook to the gateway."""
         await self.emulator.dispatcher.flush(10.0)

@@ -161,24 +161,6 @@ async def test_events_no_webhook_delivered_are_counted_by_the_catch_up(stack: St
         assert captured.value(DIFFERENCES, difference="missed_event") >= 1
 
 
-async def _retry(stack: Stack, assertion: str, invoice_id: str) -> pb.RetryInvoicePaymentResponse:
-    grant = await stack.grant(
-        assertion,
-        common_pb2.BILLING_ACTION_RETRY_PAYMENT,
-        policy_pb2.ActionDetails(invoice_id=invoice_id),
-    )
-    response: pb.RetryInvoicePaymentResponse = await stack.billing.RetryInvoicePayment(
-        pb.RetryInvoicePaymentRequest(
-            workspace_id=WORKSPACE,
-            identity_assertion=assertion,
-            grant_id=grant.grant_id,
-            invoice_id=invoice_id,
-            idempotency_key=key("retry"),
-        )
-    )
-    return response
-
-
 async def test_a_recovered_payment_counts_one_case_opened_and_one_recovered(stack: Stack) -> None:
     carol = await stack.assertion("carol@example.com")
     invoice_id = stack.demo["customers"]["carol@example.com"]["invoices"][-1]
@@ -186,7 +168,7 @@ async def test_a_recovered_payment_counts_one_case_opened_and_one_recovered(stac
     await stack.service.events.drain()
     with testing.captured_metrics() as captured:
         with pytest.raises(grpc.aio.AioRpcError):
-            await _retry(stack, carol, invoice_id)
+            await stack.retry_payment(carol, invoice_id)
         await stack.flush_webhooks()
         await stack.service.events.drain()
         assert captured.value(CASES_OPENED, message="sent") == 1
@@ -201,7 +183,7 @@ async def test_a_recovered_payment_counts_one_case_opened_and_one_recovered(stac
             http.post(link.url, data={"payment_method": "pm_card_visa"}) as answer,
         ):
             assert answer.status == 200
-        assert (await _retry(stack, carol, invoice_id)).paid
+        assert (await stack.retry_payment(carol, invoice_id)).paid
         await stack.flush_webhooks()
         await stack.service.events.drain()
         # invoice.paid and invoice.payment_succeeded both close it: counted once.

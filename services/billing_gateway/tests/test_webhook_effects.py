@@ -11,10 +11,8 @@ import grpc
 import pytest
 
 from askvault.billing.v1 import billing_pb2 as pb
-from askvault.common.v1 import common_pb2
 from askvault.identity.v1 import identity_pb2, identity_pb2_grpc
 from askvault.notifier.v1 import notifier_pb2
-from askvault.policy.v1 import policy_pb2
 from billing_gateway.domain import signatures
 from billing_gateway.tests.conftest import WORKSPACE, Stack, key
 from runtime import testing
@@ -61,30 +59,12 @@ async def _cases(stack: Stack) -> list[pb.RecoveryCase]:
     return list(listed.cases)
 
 
-async def _retry(stack: Stack, assertion: str, invoice_id: str) -> pb.RetryInvoicePaymentResponse:
-    grant = await stack.grant(
-        assertion,
-        common_pb2.BILLING_ACTION_RETRY_PAYMENT,
-        policy_pb2.ActionDetails(invoice_id=invoice_id),
-    )
-    response: pb.RetryInvoicePaymentResponse = await stack.billing.RetryInvoicePayment(
-        pb.RetryInvoicePaymentRequest(
-            workspace_id=WORKSPACE,
-            identity_assertion=assertion,
-            grant_id=grant.grant_id,
-            invoice_id=invoice_id,
-            idempotency_key=key("retry"),
-        )
-    )
-    return response
-
-
 async def test_card_updated_on_the_portal_then_retry_recovers_the_case(stack: Stack) -> None:
     carol = await stack.assertion(CAROL)
     invoice_id = stack.demo["customers"][CAROL]["invoices"][-1]
     await _settled(stack)
     with pytest.raises(grpc.aio.AioRpcError) as declined:
-        await _retry(stack, carol, invoice_id)
+        await stack.retry_payment(carol, invoice_id)
     assert testing.error_details(declined.value)[1] == "CARD_DECLINED"
     await _settled(stack)
     [case] = await _cases(stack)
@@ -101,7 +81,7 @@ async def test_card_updated_on_the_portal_then_retry_recovers_the_case(stack: St
         http.post(link.url, data={"payment_method": "pm_card_visa"}) as answer,
     ):
         assert answer.status == 200
-    paid = await _retry(stack, carol, invoice_id)
+    paid = await stack.retry_payment(carol, invoice_id)
     assert paid.paid and paid.invoice.status == "paid"
     assert paid.operation.state == pb.OPERATION_STATE_SUCCEEDED
     await _settled(stack)
