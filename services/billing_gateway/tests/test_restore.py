@@ -52,24 +52,10 @@ async def test_writes_after_the_backup_are_taken_back_from_stripe_once(stack: St
     alice = await stack.assertion("alice@example.com")
     sub_id = str(stack.demo["customers"]["alice@example.com"]["subscription"])
     business = stack.demo["products"]["business"]["prices"]["usd"]
-    plan_grant = await stack.grant(
-        alice,
-        common_pb2.BILLING_ACTION_CHANGE_PLAN,
-        policy_pb2.ActionDetails(subscription_id=sub_id, target_price_id=business),
-    )
-    changed = await stack.billing.ChangePlan(
-        pb.ChangePlanRequest(
-            workspace_id=WORKSPACE,
-            identity_assertion=alice,
-            grant_id=plan_grant.grant_id,
-            subscription_id=sub_id,
-            target_price_id=business,
-            idempotency_key=key(),
-        )
-    )
+    plan_grant_id, plan_operation_id = await _change_plan(stack, alice, sub_id, business)
     await stack.flush_webhooks()
     await stack.service.events.drain()
-    made = {refunded.operation.operation_id: "refund", changed.operation.operation_id: "plan"}
+    made = {refunded.operation.operation_id: "refund", plan_operation_id: "plan"}
 
     await _forget_since_the_backup(stack, list(made))
     assert await stack.service.mirror.catch_up_all() == 1
@@ -93,10 +79,10 @@ async def test_writes_after_the_backup_are_taken_back_from_stripe_once(stack: St
     assert refund_row["idempotency_key"] == refund_request.idempotency_key
     refunds = [r for r in account.all("refund") if r["charge"] == charge]
     assert [r["id"] for r in refunds] == [refund_row["stripe_object_id"]]
-    plan_row = rows[changed.operation.operation_id]
+    plan_row = rows[plan_operation_id]
     assert plan_row["state"] == "succeeded"
     assert plan_row["action"] == "change_plan"
-    assert plan_row["grant_id"] == plan_grant.grant_id
+    assert plan_row["grant_id"] == plan_grant_id
     assert plan_row["stripe_object_id"] == sub_id
     # Reconciliation resolved the grants (committed at policy already: nothing to undo).
     assert refund_row["grant_resolution"] and plan_row["grant_resolution"]
@@ -111,7 +97,8 @@ async def test_writes_after_the_backup_are_taken_back_from_stripe_once(stack: St
     assert len([r for r in account.all("refund") if r["charge"] == charge]) == 1
 
 
-async def _change_plan(stack: Stack, assertion: str, sub_id: str, price: str) -> str:
+async def _change_plan(stack: Stack, assertion: str, sub_id: str, price: str) -> tuple[str, str]:
+    """A plan change under a grant of its own: (grant id, operation id)."""
     grant = await stack.grant(
         assertion,
         common_pb2.BILLING_ACTION_CHANGE_PLAN,
@@ -127,7 +114,7 @@ async def _change_plan(stack: Stack, assertion: str, sub_id: str, price: str) ->
             idempotency_key=key(),
         )
     )
-    return str(changed.operation.operation_id)
+    return grant.grant_id, str(changed.operation.operation_id)
 
 
 async def test_plan_change_in_flight_at_the_backup_and_replaced_since_is_not_lost(
@@ -139,7 +126,7 @@ async def test_plan_change_in_flight_at_the_backup_and_replaced_since_is_not_los
     alice = await stack.assertion("alice@example.com")
     sub_id = str(stack.demo["customers"]["alice@example.com"]["subscription"])
     products = stack.demo["products"]
-    up = await _change_plan(stack, alice, sub_id, products["business"]["prices"]["usd"])
+    _, up = await _change_plan(stack, alice, sub_id, products["business"]["prices"]["usd"])
     await _change_plan(stack, alice, sub_id, products["growth"]["prices"]["usd"])
     await stack.flush_webhooks()
     await stack.service.events.drain()
