@@ -83,6 +83,18 @@ async def settle(stack: ChaosStack, limit_seconds: float) -> dict[str, int]:
     return left
 
 
+async def settle_replaying(
+    stack: ChaosStack, replayer: Replayer, limit_seconds: float
+) -> dict[str, int]:
+    """Gives every event its third delivery and lets the services settle; then once more,
+    for the events Stripe made while they settled (a cancellation ending at its grace).
+    What is left."""
+    await replayer.finish(30.0)
+    await settle(stack, limit_seconds)
+    await replayer.finish(30.0)
+    return await settle(stack, 30.0)
+
+
 async def all_of(list_page: Any, params: dict[str, Any]) -> list[dict[str, Any]]:
     """Every object of a Stripe list, page by page."""
     found: list[dict[str, Any]] = []

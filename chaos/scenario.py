@@ -210,7 +210,7 @@ async def _scenario(
     await replayer.finish(30.0)
     with contextlib.suppress(aiohttp.ClientError, TimeoutError):
         await chaos.admin("/_emulator/webhooks/flush", {"timeout": 30})
-    left = await reconcile.settle(chaos, 90.0)
+    left = await reconcile.settle_replaying(chaos, replayer, 90.0)
     # The expiry worker sweeps every 0.5 s: give reserved grants their slack once.
     await asyncio.sleep(reconcile.EXPIRY_SLACK_SECONDS / 2)
     timeline.note("settled" if not left else f"NOT settled: {left}")

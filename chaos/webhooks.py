@@ -23,6 +23,12 @@ from runtime.secretbox import SecretBox
 # Events per page of the replayer's walks (Stripe's largest page).
 PAGE_SIZE = 100
 
+# How far behind the newest event seen a walk goes on looking. An event can be listed behind
+# events seen before: one made in the same second, or one dated in the past (a subscription
+# ended at its `cancel_at` is recorded when Stripe gets to it, dated when it ended). Stopping
+# at the first event seen would never see those.
+LOOKBACK_SECONDS = 300
+
 
 class PageFailed(Exception):
     """Stripe did not answer a page of events (a fault): the walk is tried again later."""
@@ -68,6 +74,8 @@ class Replayer:
     shuffle: random.Random = field(default_factory=lambda: random.Random(9))
     # Pages of the event list that could not be walked on from (each one a difference).
     gaps: list[str] = field(default_factory=list)
+    # The newest `created` of a finished walk: the next walk goes LOOKBACK_SECONDS behind it.
+    newest_created: int | None = None
 
     async def _page(self, starting_after: str) -> dict[str, Any]:
         """One page of the account's events (newest first); PageFailed when Stripe did not
@@ -100,15 +108,15 @@ class Replayer:
             )
         return page
 
-    async def _walk(self, *, stop_at_seen: bool) -> list[dict[str, Any]]:
+    async def _walk(self, *, older_than: int | None) -> list[dict[str, Any]]:
         """Events newest first, page by page, following ``has_more`` and ``starting_after``
-        to the end (or, with ``stop_at_seen``, to the first event already seen)."""
+        to the end (or to the first event made before ``older_than``)."""
         found: list[dict[str, Any]] = []
         starting_after = ""
         while True:
             page = await self._page(starting_after)
             for event in page["data"]:
-                if stop_at_seen and event["id"] in self.seen:
+                if older_than is not None and int(event["created"]) < older_than:
                     return found
                 found.append(event)
             if not page.get("has_more"):
@@ -116,20 +124,25 @@ class Replayer:
             starting_after = str(page["data"][-1]["id"])
 
     async def poll(self) -> None:
-        """Adds the events not seen yet. The list is newest first, and a walk stops at the
-        first event seen before: so the events of a walk are taken only once it reached that
-        event or the end. A walk cut by a failed page (a Stripe fault) takes nothing, and
-        the next walk starts again from the newest (taking part of it would leave the older
-        pages behind an event already seen, never to be walked again)."""
-        walked = await self._walk(stop_at_seen=True)
+        """Adds the events not seen yet. The list is newest first, and a walk stops
+        LOOKBACK_SECONDS behind the newest event of the last finished walk: so the events of
+        a walk are taken only once it got there or to the end. A walk cut by a failed page (a
+        Stripe fault) takes nothing, and the next walk starts again from the newest (taking
+        part of it would leave older pages behind events already seen, never walked again)."""
+        older_than = None if self.newest_created is None else self.newest_created - LOOKBACK_SECONDS
+        walked = await self._walk(older_than=older_than)
         for event in walked:
-            self.seen.add(event["id"])
-            self.pending[event["id"]] = json.dumps(event, indent=2)
+            if event["id"] not in self.seen:
+                self.seen.add(event["id"])
+                self.pending[event["id"]] = json.dumps(event, indent=2)
+        if walked:
+            newest = max(int(event["created"]) for event in walked)
+            self.newest_created = max(newest, self.newest_created or newest)
 
     async def every_event(self) -> list[dict[str, Any]]:
         """Every event of the account, oldest first, walked to the end (for the
         reconciliation: what the replayer saw is compared with it)."""
-        return list(reversed(await self._walk(stop_at_seen=False)))
+        return list(reversed(await self._walk(older_than=None)))
 
     async def deliver(self) -> None:
         """Posts every pending event, shuffled; keeps those the edge did not take."""

@@ -113,8 +113,7 @@ async def _soak(
     exited = system.exited()
     with contextlib.suppress(aiohttp.ClientError, TimeoutError):
         await system.admin("/_emulator/webhooks/flush", {"timeout": 30})
-    await replayer.finish(30.0)
-    left = await reconcile.settle(system, SETTLE_SECONDS)
+    left = await reconcile.settle_replaying(system, replayer, SETTLE_SECONDS)
     await asyncio.sleep(reconcile.EXPIRY_SLACK_SECONDS / 2)
     # The soak's WhatsApp traffic is its own (workload.py), not chaos's WhatsAppLoad: the
     # flows' comparison expects no chaos WhatsApp questions, and the soak's ledger

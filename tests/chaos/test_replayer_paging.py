@@ -14,6 +14,8 @@ class ListedReplayer(Replayer):
     """A replayer whose pages come from a list (newest first), failing where told."""
 
     events: list[str]
+    # `created` of each event; by default its number (evt_5 made at 5).
+    created: dict[str, int]
     fail_after: set[str]
     empty_after: set[str]
 
@@ -24,13 +26,17 @@ class ListedReplayer(Replayer):
         start = self.events.index(starting_after) + 1 if starting_after else 0
         if starting_after in self.empty_after:
             return self._checked({"data": [], "has_more": True}, starting_after)
-        data = [{"id": event_id} for event_id in self.events[start : start + 2]]
+        data = [
+            {"id": event_id, "created": self.created.get(event_id, int(event_id[4:]))}
+            for event_id in self.events[start : start + 2]
+        ]
         return {"data": data, "has_more": start + 2 < len(self.events)}
 
 
 def _replayer(events: list[str], fail_after: set[str], empty_after: set[str]) -> ListedReplayer:
     replayer = ListedReplayer(cast(Any, None), cast(Any, None), "", "")
     replayer.events, replayer.fail_after, replayer.empty_after = events, fail_after, empty_after
+    replayer.created = {}
     return replayer
 
 
@@ -52,3 +58,20 @@ def test_a_page_with_more_but_no_events_is_a_gap_reported_not_skipped() -> None:
     assert not asyncio.run(replayer.poll_round())
     assert replayer.gaps and "has_more" in replayer.gaps[0], replayer.gaps
     assert replayer.seen == set()
+
+
+def test_an_event_dated_in_the_past_listed_behind_seen_events_is_seen() -> None:
+    replayer = _replayer(["evt_5", "evt_4", "evt_3", "evt_2", "evt_1"], set(), set())
+
+    async def rounds() -> None:
+        assert await replayer.poll_round()
+        # A subscription ended at its cancel_at (time 3), recorded after evt_6 was made:
+        # listed behind evt_5, which the last walk saw.
+        replayer.events[:0] = ["evt_6"]
+        replayer.events.insert(2, "evt_7")
+        replayer.created["evt_7"] = 3
+        assert await replayer.poll_round()
+
+    asyncio.run(rounds())
+    assert replayer.seen == {f"evt_{n}" for n in range(1, 8)}
+    assert set(replayer.pending) == replayer.seen  # each one taken once, none twice
