@@ -24,10 +24,10 @@ from runtime.secretbox import SecretBox
 PAGE_SIZE = 100
 
 # How far behind the newest event seen a walk goes on looking. An event can be listed behind
-# events seen before: one made in the same second, or one dated in the past (a subscription
-# ended at its `cancel_at` is recorded when Stripe gets to it, dated when it ended). Stopping
-# at the first event seen would never see those.
-LOOKBACK_SECONDS = 300
+# events seen before: Stripe does not order the events of one second strictly, and an event
+# dated in the past (a subscription ended at its `cancel_at`, recorded when Stripe got to it)
+# lands behind newer ones. Stopping at the first event seen would never see those.
+LOOKBACK_SECONDS = 10
 
 
 class PageFailed(Exception):
@@ -77,13 +77,14 @@ class Replayer:
     # The newest `created` of a finished walk: the next walk goes LOOKBACK_SECONDS behind it.
     newest_created: int | None = None
 
-    async def _page(self, starting_after: str) -> dict[str, Any]:
-        """One page of the account's events (newest first); PageFailed when Stripe did not
-        answer it (a fault: the walk is tried again), PagingGap when it answered with a page
-        that cannot be walked on from."""
+    async def _page(self, starting_after: str, created_from: int | None) -> dict[str, Any]:
+        """One page of the account's events (newest first, made at ``created_from`` or
+        later); PageFailed when Stripe did not answer it (a fault: the walk is tried again),
+        PagingGap when it answered with a page that cannot be walked on from."""
         params = {
             "limit": str(PAGE_SIZE),
             **({"starting_after": starting_after} if starting_after else {}),
+            **({"created[gte]": str(created_from)} if created_from is not None else {}),
         }
         async with self.http.get(
             f"{self.stack.url('stripe_emulator')}/v1/events",
@@ -108,15 +109,15 @@ class Replayer:
             )
         return page
 
-    async def _walk(self, *, older_than: int | None) -> list[dict[str, Any]]:
+    async def _walk(self, *, created_from: int | None) -> list[dict[str, Any]]:
         """Events newest first, page by page, following ``has_more`` and ``starting_after``
-        to the end (or to the first event made before ``older_than``)."""
+        to the end (or to the first event made before ``created_from``)."""
         found: list[dict[str, Any]] = []
         starting_after = ""
         while True:
-            page = await self._page(starting_after)
+            page = await self._page(starting_after, created_from)
             for event in page["data"]:
-                if older_than is not None and int(event["created"]) < older_than:
+                if created_from is not None and int(event["created"]) < created_from:
                     return found
                 found.append(event)
             if not page.get("has_more"):
@@ -129,8 +130,10 @@ class Replayer:
         a walk are taken only once it got there or to the end. A walk cut by a failed page (a
         Stripe fault) takes nothing, and the next walk starts again from the newest (taking
         part of it would leave older pages behind events already seen, never walked again)."""
-        older_than = None if self.newest_created is None else self.newest_created - LOOKBACK_SECONDS
-        walked = await self._walk(older_than=older_than)
+        created_from = (
+            None if self.newest_created is None else self.newest_created - LOOKBACK_SECONDS
+        )
+        walked = await self._walk(created_from=created_from)
         for event in walked:
             if event["id"] not in self.seen:
                 self.seen.add(event["id"])
@@ -142,7 +145,7 @@ class Replayer:
     async def every_event(self) -> list[dict[str, Any]]:
         """Every event of the account, oldest first, walked to the end (for the
         reconciliation: what the replayer saw is compared with it)."""
-        return list(reversed(await self._walk(older_than=None)))
+        return list(reversed(await self._walk(created_from=None)))
 
     async def deliver(self) -> None:
         """Posts every pending event, shuffled; keeps those the edge did not take."""

@@ -1,6 +1,7 @@
 """The soak's report: one row per interval (turns and their p50/p99, WhatsApp webhooks, RSS,
-descriptors and sockets per process, database connections per role and application), the
-tallies, chaos's reconciliation figures and the verdict, as JSON and as markdown."""
+CPU, descriptors and sockets per process, database connections per role and application),
+each step's latency in the early and late windows (where a drift comes from), the tallies,
+chaos's reconciliation figures and the verdict, as JSON and as markdown."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from chaos.load import Turn
 from soak.sampling import ProcessSample
-from soak.verdict import Tally, Verdict, percentile
+from soak.verdict import Tally, Verdict, percentile, relative_change, windows
 from soak.workload import Mix, WhatsAppPost
 
 if TYPE_CHECKING:
@@ -45,6 +46,8 @@ class Row:
     db_connections: Mapping[str, int]
     # Every turn's latency (seconds), for the verdict's pooled p99; not written out.
     latencies: Sequence[float] = field(default=(), repr=False)
+    # The same per step of the scripts, for the per-step windows; not written out.
+    step_latencies: Mapping[str, Sequence[float]] = field(default_factory=dict, repr=False)
 
     @classmethod
     def of(
@@ -58,6 +61,9 @@ class Row:
         warm_up: bool,
     ) -> Row:
         seconds = [turn.seconds for turn in turns]
+        by_step: dict[str, list[float]] = {}
+        for turn in turns:
+            by_step.setdefault(turn.step, []).append(turn.seconds)
         return cls(
             interval,
             round(minute, 2),
@@ -72,6 +78,7 @@ class Row:
             dict(processes),
             dict(connections),
             tuple(seconds),
+            {step: tuple(values) for step, values in by_step.items()},
         )
 
     def rss(self) -> dict[str, float]:
@@ -87,7 +94,7 @@ class Row:
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
-        del data["latencies"]
+        del data["latencies"], data["step_latencies"]
         return data
 
 
@@ -119,6 +126,7 @@ class Result:
             "differences": list(self.tally.differences),
             "turns": len(turns),
             "intents_by_step": _intents(turns),
+            "steps": _steps(self.rows, self.plan.warm_up_intervals),
             "customers_made": len(self.mix.load.customers),
             "stripe_activity": dict(self.mix.load.stripe_pokes),
             "reconciliation": self.figures,
@@ -132,6 +140,45 @@ def _intents(turns: Sequence[Turn]) -> dict[str, dict[str, int]]:
     for turn in turns:
         found.setdefault(turn.step, Counter())[turn.intent or turn.outcome] += 1
     return {step: dict(counts) for step, counts in found.items()}
+
+
+def _steps(rows: Sequence[Row], warm_up: int) -> dict[str, dict[str, float]]:
+    """Per step of the scripts, its turns' count, p50 and p99 (ms) in the verdict's early and
+    late windows, and the p99's change: which step a drift of the whole comes from."""
+    if len(rows) <= warm_up:
+        return {}
+    early, late = windows(len(rows), warm_up)
+
+    def pooled(span: range, step: str) -> list[float]:
+        return [s for i in span for s in rows[i].step_latencies.get(step, ())]
+
+    found: dict[str, dict[str, float]] = {}
+    for step in sorted({step for row in rows for step in row.step_latencies}):
+        before, after = pooled(early, step), pooled(late, step)
+        p99_before, p99_after = percentile(before, 0.99), percentile(after, 0.99)
+        found[step] = {
+            "early_turns": len(before),
+            "early_p50_ms": _ms(percentile(before, 0.5)),
+            "early_p99_ms": _ms(p99_before),
+            "late_turns": len(after),
+            "late_p50_ms": _ms(percentile(after, 0.5)),
+            "late_p99_ms": _ms(p99_after),
+            "p99_change": round(relative_change(p99_before, p99_after), 3)
+            if before and after
+            else math.nan,
+        }
+    return found
+
+
+def _cpu_percent(intervals: Sequence[dict[str, Any]], index: int, name: str) -> float:
+    """The share of one core a process used in an interval (CPU seconds over its length);
+    NaN for the first interval, which holds the process's start."""
+    if index == 0:
+        return math.nan
+    now, before = intervals[index], intervals[index - 1]
+    seconds = (now["minute"] - before["minute"]) * 60
+    used = now["processes"][name]["cpu_seconds"] - before["processes"][name]["cpu_seconds"]
+    return round(100 * used / seconds, 1) if seconds > 0 else math.nan
 
 
 def write(result: Result, out: Path) -> None:
@@ -203,6 +250,24 @@ def markdown(data: dict[str, Any]) -> str:
                 for r in intervals
             ],
         ),
+        "## Chat turns per step, early vs late window (where a drift comes from)",
+        "",
+        *_table(
+            ["step", "early turns", "p50 ms", "p99 ms", "late turns", "p50 ms", "p99 ms", "p99"],
+            [
+                [
+                    step,
+                    v["early_turns"],
+                    v["early_p50_ms"],
+                    v["early_p99_ms"],
+                    v["late_turns"],
+                    v["late_p50_ms"],
+                    v["late_p99_ms"],
+                    f"{v['p99_change']:+.0%}" if not math.isnan(v["p99_change"]) else "-",
+                ]
+                for step, v in data["steps"].items()
+            ],
+        ),
         f"## RSS per process (MiB) per {unit}",
         "",
         *_table(
@@ -211,6 +276,16 @@ def markdown(data: dict[str, Any]) -> str:
                 [f"{r['interval']}{'*' if r['warm_up'] else ''}"]
                 + [r["processes"][n]["rss_mb"] for n in names]
                 for r in intervals
+            ],
+        ),
+        f"## CPU per process (% of one core) per {unit}",
+        "",
+        *_table(
+            ["#", *names],
+            [
+                [f"{r['interval']}{'*' if r['warm_up'] else ''}"]
+                + [_cpu_percent(intervals, i, n) for n in names]
+                for i, r in enumerate(intervals)
             ],
         ),
         f"## File descriptors / sockets per process per {unit}",

@@ -1,5 +1,5 @@
-"""What the soak samples every interval: per process its RSS, open file descriptors and
-sockets (from /proc: psutil is not pinned, and Linux is where the soak runs), and the
+"""What the soak samples every interval: per process its RSS, CPU time, open file descriptors
+and sockets (from /proc: psutil is not pinned, and Linux is where the soak runs), and the
 database's connections per login role and application (pg_stat_activity)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import asyncpg
 
-from bench._processes import memory_mb
+from devstack.usage import cpu_seconds, memory_mb
 
 
 @dataclass(frozen=True)
@@ -22,10 +22,12 @@ class ProcessSample:
     rss_mb: float
     fds: int
     sockets: int
+    # CPU time used since the process started (user plus system).
+    cpu_seconds: float
 
 
 def sample_process(pid: int) -> ProcessSample:
-    """RSS (VmRSS) and the process's descriptors, sockets counted apart."""
+    """RSS (VmRSS), CPU time and the process's descriptors, sockets counted apart."""
     fds = sockets = 0
     with contextlib.suppress(OSError):
         directory = Path(f"/proc/{pid}/fd")
@@ -34,7 +36,7 @@ def sample_process(pid: int) -> ProcessSample:
             with contextlib.suppress(OSError):
                 if os.readlink(entry.path).startswith("socket:"):
                     sockets += 1
-    return ProcessSample(pid, memory_mb(pid)["rss_mb"], fds, sockets)
+    return ProcessSample(pid, memory_mb(pid)["rss_mb"], fds, sockets, cpu_seconds(pid))
 
 
 # Every connection to the stack's database but the sampler's own, by role and application

@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from stripe_emulator import (
     errors,
@@ -75,8 +76,19 @@ def api_router() -> Router:
     return combined
 
 
+@web.middleware
+async def _forget_catch_ups(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A request other than a GET may change what is due (an API write, a seed, a portal or
+    checkout page's form): after it, every account catches up again on its next request."""
+    try:
+        return await handler(request)
+    finally:
+        if request.method not in ("GET", "HEAD"):
+            request.app[STATE_KEY].caught_up.clear()
+
+
 def create_app(state: State | None = None, *, state_file: Path | None = None) -> web.Application:
-    app = web.Application()
+    app = web.Application(middlewares=[_forget_catch_ups])
     app[STATE_KEY] = state if state is not None else State()
     app[DISPATCHER_KEY] = Dispatcher(app[STATE_KEY])
     app[FAULTS_KEY] = faults.FaultTable()
@@ -252,7 +264,7 @@ async def _serve_api(request: web.Request) -> web.StreamResponse:
     token = events.current_request.set(events.RequestInfo(request_id, key))
     try:
         # Subscriptions not on a test clock live on the wall clock: catch up before answering.
-        lifecycle.advance(state, account, state.wall_time(), clock_id=None)
+        lifecycle.catch_up(state, account, state.wall_time())
         status, body = 200, route.handler(call)
         saves = True
     except errors.StripeError as failure:

@@ -763,29 +763,45 @@ def _step(state: State, account: Account, subscription: Json, at: int) -> None:
     renew(state, account, subscription, at)
 
 
-def advance(state: State, account: Account, until: int, *, clock_id: str | None) -> None:
-    """Run everything due up to `until` for the subscriptions on `clock_id` (None: wall clock)."""
+def catch_up(state: State, account: Account, now: int) -> None:
+    """Runs what is due on the wall clock, unless nothing can be: no request that may change
+    objects since the last catch-up, and its next due moment still ahead."""
+    if account.id in state.caught_up:
+        due = state.caught_up[account.id]
+        if due is None or now < due:
+            return
+    state.caught_up[account.id] = advance(state, account, now, clock_id=None)
+
+
+def advance(state: State, account: Account, until: int, *, clock_id: str | None) -> int | None:
+    """Run everything due up to `until` for the subscriptions on `clock_id` (None: wall clock);
+    the next moment something is due after `until` (None: nothing is)."""
     for _ in range(MAX_STEPS_PER_ADVANCE):
         due_at: int | None = None
+        upcoming: int | None = None
         action: tuple[str, Json] | None = None
         for subscription in account.all("subscription"):
             if subscription["test_clock"] != clock_id:
                 continue
             moment = _next_due(account, subscription)
-            if moment is not None and moment <= until and (due_at is None or moment < due_at):
+            if moment is None:
+                continue
+            if moment > until:
+                upcoming = moment if upcoming is None else min(upcoming, moment)
+            elif due_at is None or moment < due_at:
                 due_at, action = moment, ("subscription", subscription)
         for invoice in account.all("invoice"):
             if invoice["test_clock"] != clock_id or invoice["status"] != "open":
                 continue
-            moment = invoice["next_payment_attempt"]
-            if (
-                moment is not None
-                and int(moment) <= until
-                and (due_at is None or int(moment) < due_at)
-            ):
-                due_at, action = int(moment), ("invoice", invoice)
+            if invoice["next_payment_attempt"] is None:
+                continue
+            moment = int(invoice["next_payment_attempt"])
+            if moment > until:
+                upcoming = moment if upcoming is None else min(upcoming, moment)
+            elif due_at is None or moment < due_at:
+                due_at, action = moment, ("invoice", invoice)
         if action is None or due_at is None:
-            return
+            return upcoming
         kind, target = action
         if kind == "subscription":
             _step(state, account, target, due_at)

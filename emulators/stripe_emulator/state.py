@@ -116,12 +116,13 @@ class Account:
         return iter(list(self.objects.get(kind, {}).values()))
 
     def expire_idempotency(self, now: float) -> None:
-        stale = [
-            key
-            for key, result in self.idempotency.items()
-            if now - result.stored_at > IDEMPOTENCY_TTL_SECONDS
-        ]
-        for key in stale:
+        """Forgets keys older than the TTL. Keys are kept in the order they were first used,
+        so the stale ones are at the front: it stops at the first fresh key (a walk over
+        every key on every request grew with the account)."""
+        while self.idempotency:
+            key, result = next(iter(self.idempotency.items()))
+            if now - result.stored_at <= IDEMPOTENCY_TTL_SECONDS:
+                return
             del self.idempotency[key]
 
 
@@ -138,6 +139,11 @@ class State:
 
     def reset(self) -> None:
         self.rng = random.Random(ID_SEED)
+        # Per account, the wall clock's next due moment after its last catch-up (None: nothing
+        # due). A GET before that moment has nothing to run, so it skips the catch-up, which
+        # walks every subscription and invoice; any other request may change what is due
+        # and forgets them all (the catch-up on every request grew with the account).
+        self.caught_up: dict[str, int | None] = {}
         self.accounts: dict[str, Account] = {}
         self.account_by_key: dict[str, str] = {}
         # Public, unguessable links (hosted invoice pages, portal sessions) -> (account, object).

@@ -19,7 +19,7 @@ class ListedReplayer(Replayer):
     fail_after: set[str]
     empty_after: set[str]
 
-    async def _page(self, starting_after: str) -> dict[str, Any]:
+    async def _page(self, starting_after: str, created_from: int | None) -> dict[str, Any]:
         if starting_after in self.fail_after:
             self.fail_after.discard(starting_after)
             raise PageFailed("HTTP 500")

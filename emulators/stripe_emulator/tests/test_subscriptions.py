@@ -3,9 +3,13 @@ pause, and test clocks driving renewals and failed payments."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import pytest
 import stripe
 
+from stripe_emulator.app import RunningEmulator
 from stripe_emulator.tests.helpers import (
     CLOCK_START,
     customer_on_clock,
@@ -350,3 +354,31 @@ async def test_interval_change_resets_the_cycle_and_invoices_now(
     credit = hand_proration(4900, CLOCK_START, ONE_MONTH_LATER, CLOCK_START + DAY)
     assert invoice.amount_paid == 49000 - credit
     assert updated["items"].data[0].current_period_start == CLOCK_START + DAY
+
+
+async def test_a_wall_clock_cancel_at_ends_the_subscription_though_reads_skip_the_catch_up(
+    emulator: RunningEmulator, client: stripe.StripeClient, api_key: str
+) -> None:
+    """Reads skip the catch-up (a walk over every subscription and invoice) until the next
+    due moment; the moment still comes: the first request after it ends the subscription."""
+    catalog = await make_catalog(client)
+    customer = await client.v1.customers.create_async(params={"payment_method": "pm_card_visa"})
+    methods = await client.v1.payment_methods.list_async(params={"customer": customer.id})
+    await client.v1.customers.update_async(
+        customer.id, params={"invoice_settings": {"default_payment_method": methods.data[0].id}}
+    )
+    subscription = await client.v1.subscriptions.create_async(
+        params={"customer": customer.id, "items": [{"price": catalog.growth.id}]}
+    )
+    cancel_at = int(time.time()) + 2
+    await client.v1.subscriptions.update_async(subscription.id, params={"cancel_at": cancel_at})
+    read = await client.v1.subscriptions.retrieve_async(subscription.id)
+    assert read.status == "active"
+    account = emulator.state.account_for_key(api_key)
+    assert emulator.state.caught_up[account.id] == cancel_at  # the next reads skip
+    while int(time.time()) < cancel_at:
+        await asyncio.sleep(0.2)
+    ended = await client.v1.subscriptions.retrieve_async(subscription.id)
+    assert (ended.status, ended.ended_at) == ("canceled", cancel_at)
+    deleted = await client.v1.events.list_async(params={"type": "customer.subscription.deleted"})
+    assert [event.data.object["id"] for event in deleted.data] == [subscription.id]
