@@ -217,11 +217,9 @@ KNOWN_FINDINGS = (
     # (no contact in identity yet), then, once the customer chatted, to the contact: two
     # messages for one invoice (billing_gateway.notices keys them per recipient).
     re.compile(r"^2 messages in the outbox for the failed payment of .*-stripe-customer-"),
-    # A confirmation of a write the ledger has as done never reached the gateway's
-    # confirmation outbox: recorded after the ledger's outcome, outside its transaction, a
-    # handler cut at its deadline or a process killed in between loses it (unless the caller
-    # retries the write, which the chat does not).
-    re.compile(r"^no message in the outbox for (plan change|cancellation) op_"),
+    # Not here: a confirmation missing for a plan change or cancellation the ledger has as
+    # done. The gateway records it in the transaction of the outcome it confirms, whichever
+    # path settles the write (billing_gateway/confirmation_outbox.py), so it is a difference.
 )
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import logging
 
-from billing_gateway import gateway_metrics
+from billing_gateway import confirmation_outbox, gateway_metrics
 from billing_gateway.domain.adoption import Performed
 from billing_gateway.storage import queries
 from runtime.database import Connection
@@ -27,6 +27,8 @@ async def adopt(connection: Connection, workspace_id: str, performed: Performed)
             performed.stripe_object_id,
         )
         if corrected is not None:
+            # Succeeded after all: the confirmation it owes is queued in this transaction.
+            await confirmation_outbox.record_due(connection, workspace_id, performed.operation_id)
             gateway_metrics.count_differences(gateway_metrics.OPERATION_SUCCEEDED)
             logger.warning(
                 "an operation settled as not performed is shown done by a Stripe event",

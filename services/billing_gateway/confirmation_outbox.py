@@ -1,32 +1,36 @@
-"""Confirmations of the gateway's own writes that survive a notifier outage.
+"""Confirmations of the gateway's own writes that survive a crash and a notifier outage.
 
-A write that succeeded (plan changed, cancellation scheduled or undone) records its
-confirmation in the gateway's database as soon as the ledger holds the outcome, then tries to
-hand it to the notifier at once. What the notifier does not take (unreachable, rate-limited)
-stays recorded and a worker tries again with a growing delay until it does; what it refuses
-for good (no address, no consent) is logged and dropped, as before. Each confirmation is
-sent with the dedup key of its operation, so a resend after a lost answer is one message.
+A write that will owe the customer a confirmation (plan changed, cancellation scheduled)
+carries it from the start: a draft recorded with its ledger row, before Stripe is called. The
+transaction that records the outcome it confirms (succeeded, scheduled) takes the draft off the
+row and records the confirmation here, whichever path records that outcome: the write itself,
+reconciliation after the process died, a Stripe event. So the confirmation exists exactly when
+the outcome does (a transactional outbox) and is queued once, however often the outcome is
+recorded again. An undone cancellation records its confirmation in the undo's transaction.
 
-Crash-safety: the record is written right after the ledger's outcome, outside its
-transaction; a crash between the two loses the record only until the caller retries the
-write (every write is retried with its idempotency key until answered, and the retry
-records the confirmation again). An attempt in progress holds its record for
-``LEASE_SECONDS``; a replica that dies mid-send leaves it to the next worker after that.
+The write then tries to hand it to the notifier at once; what the notifier does not take
+(unreachable, rate-limited) stays recorded and a worker tries again with a growing delay until
+it does; what it refuses for good (no address, no consent) is logged and dropped. Each
+confirmation is sent with the dedup key of its operation, so a resend after a lost answer is
+one message. An attempt in progress holds its record for ``LEASE_SECONDS``; a replica that
+dies mid-send (or before its first attempt) leaves it to the next worker after that.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import asyncpg
 
 from askvault.notifier.v1 import notifier_pb2
-from billing_gateway.notices import Notices
+from billing_gateway import storage
+from billing_gateway.notices import Notices, display_date
 from billing_gateway.peers import limit_reopens_in
 from runtime import errors
-from runtime.database import Queries
+from runtime.database import Connection, Queries
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +40,73 @@ queries = Queries("billing_gateway", "confirmations.sql")
 LEASE_SECONDS = 60.0
 # Records one worker pass claims at most.
 BATCH = 20
+
+
+@dataclass(frozen=True)
+class Draft:
+    """The confirmation an operation owes once it reaches ``due_state``."""
+
+    template: notifier_pb2.Template.ValueType
+    variables: dict[str, str]
+    due_state: str = storage.SUCCEEDED
+    # The variable that names the day the outcome takes effect, known only then: the run
+    # time of a scheduled operation, else the time its success was recorded.
+    effective_date_variable: str = ""
+
+    def stored(self) -> dict[str, Any]:
+        """As the ledger row holds it."""
+        return {**asdict(self), "template": int(self.template)}
+
+
+def dedup_key(template: notifier_pb2.Template.ValueType, operation_id: str) -> str:
+    """The key of an operation's confirmation: one per template and operation."""
+    return f"{notifier_pb2.Template.Name(template).lower()}-{operation_id}"
+
+
+async def record_due(connection: Connection, workspace_id: str, operation_id: str) -> bool:
+    """In the transaction that recorded the operation's new state: queues its confirmation if
+    that state is the one it confirms and nobody queued it yet; whether it did."""
+    row = await connection.fetchrow(queries.take_confirmation_draft, workspace_id, operation_id)
+    if row is None:
+        return False
+    stored = row["confirmation"]
+    draft = json.loads(stored) if isinstance(stored, str) else dict(stored)
+    variables = dict(draft["variables"])
+    if draft.get("effective_date_variable"):
+        effective = row["run_at"] if draft["due_state"] == storage.SCHEDULED else None
+        variables[draft["effective_date_variable"]] = display_date(effective or row["updated_at"])
+    template = notifier_pb2.Template.ValueType(draft["template"])
+    await record(
+        connection,
+        workspace_id,
+        row["stripe_customer_id"],
+        template,
+        variables,
+        operation_id=operation_id,
+    )
+    return True
+
+
+async def record(
+    connection: Connection,
+    workspace_id: str,
+    customer_id: str,
+    template: notifier_pb2.Template.ValueType,
+    variables: dict[str, str],
+    *,
+    operation_id: str,
+) -> None:
+    """Queues a confirmation, due at once, in the caller's transaction (the one recording
+    the outcome it confirms); a second one for the operation and template is ignored."""
+    await connection.execute(
+        queries.record_confirmation,
+        workspace_id,
+        dedup_key(template, operation_id),
+        customer_id,
+        int(template),
+        json.dumps(variables),
+        0.0,
+    )
 
 
 @dataclass(frozen=True)
@@ -76,42 +147,25 @@ class ConfirmationOutbox:
         self._retry = retry_seconds
         self._retry_max = retry_max_seconds
 
-    async def confirm(
-        self,
-        workspace_id: str,
-        customer_id: str,
-        template: notifier_pb2.Template.ValueType,
-        variables: dict[str, str],
-        *,
-        operation_id: str,
+    async def send_now(
+        self, workspace_id: str, template: notifier_pb2.Template.ValueType, operation_id: str
     ) -> None:
-        """Records the confirmation of a write that already succeeded and tries to send it
-        now; never a failure of the write it confirms (what cannot go now goes later)."""
-        pending = PendingConfirmation(
-            workspace_id,
-            f"{notifier_pb2.Template.Name(template).lower()}-{operation_id}",
-            customer_id,
-            template,
-            variables,
-        )
+        """Tries to send the operation's recorded confirmation right after its write (unless
+        it was sent, or a worker holds it, or it waits out a backoff); never a failure of the
+        write it confirms (what cannot go now goes later)."""
         try:
             async with self._pool.acquire() as connection:
-                recorded = await connection.fetchval(
-                    queries.record_confirmation,
+                row = await connection.fetchrow(
+                    queries.claim_confirmation,
                     workspace_id,
-                    pending.dedup_key,
-                    customer_id,
-                    int(template),
-                    json.dumps(variables),
+                    dedup_key(template, operation_id),
                     LEASE_SECONDS,
                 )
         except (asyncpg.PostgresError, OSError) as error:
-            # Not recorded: one attempt now, as before there was an outbox.
-            logger.warning("confirmation not recorded", extra={"error": str(error)})
-            recorded = False
-        if recorded is None:
-            return  # recorded before (a retried write): its own attempt or the worker sends
-        await self._attempt(pending, recorded=bool(recorded))
+            logger.warning("confirmation left to the worker", extra={"error": str(error)})
+            return
+        if row is not None:
+            await self._attempt(_pending(row))
 
     async def retry_due(self) -> int:
         """One worker pass: tries every due confirmation; how many the notifier took."""
@@ -119,7 +173,7 @@ class ConfirmationOutbox:
             rows = await connection.fetch(queries.claim_due_confirmations, BATCH, LEASE_SECONDS)
         sent = 0
         for row in rows:
-            sent += await self._attempt(_pending(row), recorded=True)
+            sent += await self._attempt(_pending(row))
         return sent
 
     async def pending(self, workspace_id: str) -> int:
@@ -130,7 +184,7 @@ class ConfirmationOutbox:
             )
         return count
 
-    async def _attempt(self, pending: PendingConfirmation, *, recorded: bool) -> bool:
+    async def _attempt(self, pending: PendingConfirmation) -> bool:
         try:
             problems = await self._notices.send(
                 pending.workspace_id,
@@ -153,26 +207,24 @@ class ConfirmationOutbox:
                 extra={
                     "dedup_key": pending.dedup_key,
                     "attempts": pending.attempts,
-                    "retry_in_seconds": delay if recorded else None,
+                    "retry_in_seconds": delay,
                     "error": f"{error.reason}: {error}",
                 },
             )
-            if recorded:
-                await self._settle(
-                    queries.defer_confirmation,
-                    pending,
-                    delay,
-                    str(error)[:500],
-                    reopens_in is not None,
-                )
+            await self._settle(
+                queries.defer_confirmation,
+                pending,
+                delay,
+                str(error)[:500],
+                reopens_in is not None,
+            )
             return False
         if problems:
             logger.warning(
                 "confirmation not sent",
                 extra={"dedup_key": pending.dedup_key, "problems": "; ".join(problems)},
             )
-        if recorded:
-            await self._settle(queries.delete_confirmation, pending)
+        await self._settle(queries.delete_confirmation, pending)
         return not problems
 
     async def _settle(self, query: str, pending: PendingConfirmation, *args: object) -> None:

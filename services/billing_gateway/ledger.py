@@ -8,7 +8,9 @@ Order of a write:
      key finds it and resumes it instead of starting another);
   2. policy.Redeem(grant, exact parameters, key = operation id);
   3. the Stripe call, with Idempotency-Key "askvault-<operation id>";
-  4. the outcome recorded (SUCCEEDED with the Stripe object id, or FAILED with a reason);
+  4. the outcome recorded (SUCCEEDED with the Stripe object id, or FAILED with a reason),
+     with the confirmation the operation owes the customer in the same transaction
+     (confirmation_outbox.py);
   5. policy.Commit or policy.Release (keys derived from the operation id).
 """
 
@@ -26,7 +28,7 @@ from google.protobuf.message import Message
 from opentelemetry import propagate
 
 from askvault.policy.v1 import policy_pb2
-from billing_gateway import gateway_metrics, storage
+from billing_gateway import confirmation_outbox, gateway_metrics, storage
 from billing_gateway.accounts import AccountDirectory
 from billing_gateway.convert import ACTIONS
 from billing_gateway.domain import adoption, billing
@@ -81,6 +83,8 @@ class WriteRequest:
     details: policy_pb2.ActionDetails
     # The exact Stripe parameters (replayed by reconciliation); never card data.
     parameters: Json
+    # What the customer is told once the write is done (queued with that outcome).
+    confirmation: confirmation_outbox.Draft | None = None
 
 
 # -- what each action does in Stripe, and how to find out whether it happened ------------
@@ -276,6 +280,7 @@ class Ledger:
                 target_id=write.target_id,
                 parameters=write.parameters,
                 trace_context=_current_trace_context(),
+                confirmation=write.confirmation.stored() if write.confirmation else None,
             )
             if created is not None:
                 return created, True
@@ -301,8 +306,8 @@ class Ledger:
         run_at: datetime | None = None,
         response: bytes | None = None,
     ) -> storage.OperationRecord:
-        async with self._pool.acquire() as connection:
-            return await storage.update_operation(
+        async with self._pool.acquire() as connection, connection.transaction():
+            recorded = await storage.update_operation(
                 connection,
                 operation,
                 state=state,
@@ -311,6 +316,12 @@ class Ledger:
                 run_at=run_at,
                 response=response,
             )
+            # Committed with the outcome or not at all: a process killed, or a handler cut at
+            # its deadline, right after this leaves no done write unconfirmed.
+            await confirmation_outbox.record_due(
+                connection, recorded.workspace_id, recorded.operation_id
+            )
+            return recorded
 
     async def _resolve_grant(self, operation: storage.OperationRecord) -> None:
         """Commits or releases the grant; on failure the periodic pass tries again."""

@@ -42,8 +42,8 @@ RETURNING secret_id, created_at, retired_at;
 -- name: insert_operation
 INSERT INTO operations (workspace_id, operation_id, idempotency_key, fingerprint, action, state,
                         grant_id, stripe_customer_id, target_id, parameters, run_at,
-                        trace_context)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                        trace_context, confirmation)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
 ON CONFLICT (workspace_id, idempotency_key) DO NOTHING
 RETURNING *;
 

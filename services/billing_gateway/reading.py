@@ -239,12 +239,15 @@ class CustomerObjects:
             raise errors.not_found("price")
         return price, await self.product(account, price)
 
-    async def switchable(self, account: StripeAccount, sub: Json, price_id: str) -> Json | None:
-        """The target price's product, once price_moves lets the subscription move to it."""
+    async def switchable(
+        self, account: StripeAccount, sub: Json, price_id: str
+    ) -> tuple[Json, Json | None]:
+        """The target price and its product, once price_moves lets the subscription move to
+        it."""
         target, product = await self.price(account, price_id, usable_only=False)
         listed = await self._peers.self_serve_price_ids(account.workspace_id)
         price_moves.check(target, (billing.first_item(sub) or {}).get("price"), listed=bool(listed))
-        return product
+        return target, product
 
     async def current_from_mirror(
         self, workspace_id: str, customer_id: str, subscription_id: str

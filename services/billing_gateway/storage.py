@@ -245,8 +245,10 @@ async def insert_operation(
     parameters: dict[str, Any],
     run_at: datetime | None = None,
     trace_context: dict[str, str] | None = None,
+    confirmation: dict[str, Any] | None = None,
 ) -> OperationRecord | None:
-    """Records a new operation; None when the idempotency key already has one."""
+    """Records a new operation (with the confirmation it owes the customer once done,
+    confirmation_outbox.py); None when the idempotency key already has one."""
     row = await connection.fetchrow(
         queries.insert_operation,
         workspace_id,
@@ -261,6 +263,7 @@ async def insert_operation(
         json.dumps(parameters),
         run_at,
         json.dumps(trace_context or {}),
+        json.dumps(confirmation) if confirmation is not None else None,
     )
     return _operation(row) if row else None
 

@@ -14,7 +14,7 @@ import asyncpg
 from askvault.billing.v1 import billing_pb2 as pb
 from askvault.notifier.v1 import notifier_pb2
 from askvault.policy.v1 import policy_pb2
-from billing_gateway import convert, notices, storage
+from billing_gateway import confirmation_outbox, convert, notices, storage
 from billing_gateway.confirmation_outbox import ConfirmationOutbox
 from billing_gateway.domain import billing
 from billing_gateway.ledger import Ledger, WriteRequest
@@ -46,8 +46,10 @@ def write_request(
     target_id: str,
     details: policy_pb2.ActionDetails,
     parameters: Json,
+    confirmation: confirmation_outbox.Draft | None = None,
 ) -> WriteRequest:
-    """The ledger's write of ``action`` under ``grant_id``, keyed by the request's key."""
+    """The ledger's write of ``action`` under ``grant_id``, keyed by the request's key, with
+    what the customer is told once it is done."""
     check = errors.Validator()
     check.non_empty(grant_id, "grant_id")
     check.check()
@@ -64,6 +66,7 @@ def write_request(
         target_id=target_id,
         details=details,
         parameters=parameters,
+        confirmation=confirmation,
     )
 
 
@@ -146,7 +149,9 @@ class Writes:
             account, request.workspace_id, customer_id, request.subscription_id
         )
         await self._in_place_or_refuse(current)
-        target_product = await self._objects.switchable(account, sub, request.target_price_id)
+        target_price, target_product = await self._objects.switchable(
+            account, sub, request.target_price_id
+        )
         gained, lost = billing.features_diff(
             current.plan.features, billing.features_of(target_product)
         )
@@ -173,6 +178,16 @@ class Writes:
                     request.proration_behavior, "create_prorations"
                 ),
             },
+            confirmation_outbox.Draft(
+                notifier_pb2.TEMPLATE_PLAN_CHANGE_CONFIRMATION,
+                {
+                    "new_plan": notices.plan_label(convert.plan(target_price, target_product)),
+                    "old_plan": notices.plan_label(current.plan),
+                    "unlocks": ", ".join(gained),
+                    "loses": ", ".join(lost),
+                },
+                effective_date_variable="effective_date",
+            ),
         )
 
         async def respond(operation: storage.OperationRecord, _: Json) -> pb.ChangePlanResponse:
@@ -184,20 +199,10 @@ class Writes:
             )
 
         changed = await self._ledger.execute(write, respond, pb.ChangePlanResponse)
-        await self._notices.confirm(
+        await self._notices.send_now(
             request.workspace_id,
-            customer_id,
             notifier_pb2.TEMPLATE_PLAN_CHANGE_CONFIRMATION,
-            {
-                "new_plan": notices.plan_label(changed.subscription.plan),
-                "old_plan": notices.plan_label(current.plan),
-                "effective_date": notices.display_date(
-                    convert.from_unix(changed.operation.updated_at.seconds)
-                ),
-                "unlocks": ", ".join(changed.features_gained),
-                "loses": ", ".join(lost),
-            },
-            operation_id=changed.operation.operation_id,
+            changed.operation.operation_id,
         )
         return changed
 
@@ -219,18 +224,19 @@ class Writes:
             request.subscription_id,
             details,
             {"subscription": request.subscription_id},
+            confirmation_outbox.Draft(
+                notifier_pb2.TEMPLATE_CANCELLATION_SCHEDULED,
+                {"plan_name": notices.plan_label(current.plan)},
+                due_state=storage.SCHEDULED,
+                effective_date_variable="cancel_at",
+            ),
         )
         operation = await self._ledger.schedule_cancellation(write)
         if operation.state == storage.SCHEDULED and operation.run_at is not None:
-            await self._notices.confirm(
+            await self._notices.send_now(
                 request.workspace_id,
-                customer_id,
                 notifier_pb2.TEMPLATE_CANCELLATION_SCHEDULED,
-                {
-                    "cancel_at": notices.display_date(operation.run_at),
-                    "plan_name": notices.plan_label(current.plan),
-                },
-                operation_id=operation.operation_id,
+                operation.operation_id,
             )
         return pb.CancelSubscriptionResponse(operation=convert.operation(operation))
 
@@ -258,6 +264,15 @@ class Writes:
             )
             if undone:
                 voided.append(operation)
+                # With the void, in its transaction: told exactly when it is undone.
+                await confirmation_outbox.record(
+                    connection,
+                    request.workspace_id,
+                    customer_id,
+                    notifier_pb2.TEMPLATE_CANCELLATION_UNDONE,
+                    {},
+                    operation_id=operation_id,
+                )
             return pb.UndoCancellationResponse(
                 operation=convert.operation(operation), undone=undone
             )
@@ -273,12 +288,10 @@ class Writes:
         for operation in voided:
             await self._ledger.after_undo(operation)
         if response.undone:
-            await self._notices.confirm(
+            await self._notices.send_now(
                 request.workspace_id,
-                customer_id,
                 notifier_pb2.TEMPLATE_CANCELLATION_UNDONE,
-                {},
-                operation_id=response.operation.operation_id,
+                response.operation.operation_id,
             )
         return response
 
