@@ -18,7 +18,8 @@ async def adopt(connection: Connection, workspace_id: str, performed: Performed)
     """Records the write as a succeeded operation unless the ledger has it; whether it was
     missing. Its grant is committed by reconciliation's pass over unresolved grants. A row
     reconciliation settled as not performed (the object's metadata named a later write by
-    then) is corrected: the event is Stripe's word that this write happened."""
+    then) is corrected: the event is Stripe's word that this write happened; the grant it
+    released then is committed by the same pass (late, at policy: counted again)."""
     if await connection.fetchval(queries.operation_exists, workspace_id, performed.operation_id):
         corrected = await connection.fetchval(
             queries.correct_not_performed,

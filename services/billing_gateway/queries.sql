@@ -406,9 +406,12 @@ WHERE workspace_id = $1 AND object_type = 'charge' AND object_id = $2;
 
 -- name: correct_not_performed
 -- Reconciliation settled the operation as not performed (Stripe's object no longer showed it:
--- a later write replaced its metadata), and an event shows Stripe made it.
+-- a later write replaced its metadata), and an event shows Stripe made it. Its grant, released
+-- when it was settled, is left unresolved again: reconciliation's pass commits it (a late
+-- commit at policy, which counts the reservation again).
 UPDATE operations
-SET state = 'succeeded', stripe_object_id = $3, error_reason = '', updated_at = now()
+SET state = 'succeeded', stripe_object_id = $3, error_reason = '', grant_resolution = '',
+    updated_at = now()
 WHERE workspace_id = $1 AND operation_id = $2 AND state = 'failed'
   AND error_reason = 'NOT_PERFORMED'
 RETURNING operation_id;

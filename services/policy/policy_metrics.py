@@ -7,7 +7,10 @@ the per-RPC ones every service has:
   VerifyAuditChain (``verify_chain``) or by VerifyAuditCheckpoint (``verify_checkpoint``);
 - ``askvault_policy_escalations_opened_total{action}`` and
   ``askvault_policy_escalations_decided_total{decision}``: hand-offs to a human, and admins'
-  approvals and rejections (counted once per call that committed, never for a replay).
+  approvals and rejections (counted once per call that committed, never for a replay);
+- ``askvault_policy_grants_committed_late_total{over_bound}``: released grants committed late
+  (the enforcement point found their action performed after all), and whether that put a
+  counter past its bound (``true``: money moved beyond the bounds; review it).
 """
 
 from __future__ import annotations
@@ -33,6 +36,11 @@ _escalations_decided = _meter.create_counter(
     description="Escalations decided by an admin, by decision",
 )
 
+_late_commits = _meter.create_counter(
+    "askvault.policy.grants.committed_late",
+    description="Released grants committed late, by whether a counter went past its bound",
+)
+
 
 def count_chain_failure(check: str, count: int = 1) -> None:
     """A check found the chain broken (``count`` forged entries for the chainer)."""
@@ -48,3 +56,8 @@ def count_escalation_opened(action: str) -> None:
 def count_escalation_decided(decision: str) -> None:
     """An admin approved or rejected an escalation."""
     _escalations_decided.add(1, {"decision": decision})
+
+
+def count_late_commit(*, over_bound: bool) -> None:
+    """A released grant was committed late (once per call that committed)."""
+    _late_commits.add(1, {"over_bound": "true" if over_bound else "false"})

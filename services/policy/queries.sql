@@ -117,6 +117,25 @@ UPDATE grants SET state = 'expired', resolved_at = $3
 WHERE workspace_id = $1 AND grant_id = $2
 RETURNING *;
 
+-- name: recount_customer
+-- A late commit (storage.recount_reservation): the released quantity counted again on the
+-- customer's row, past its limit if so (the action happened); locked before the visitor's.
+INSERT INTO customer_counters AS c (workspace_id, stripe_customer_id, counter, currency,
+                                    period_start, period_end, used)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+ON CONFLICT (workspace_id, stripe_customer_id, counter, currency, period_start)
+DO UPDATE SET used = c.used + excluded.used
+RETURNING used;
+
+-- name: recount
+-- The same on the visitor's row.
+INSERT INTO counters AS c (workspace_id, contact_id, counter, currency, period_start,
+                           period_end, used)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+ON CONFLICT (workspace_id, contact_id, counter, currency, period_start)
+DO UPDATE SET used = c.used + excluded.used
+RETURNING used;
+
 -- name: workspaces_with_due_grants
 SELECT DISTINCT workspace_id FROM grants
 WHERE state = 'reserved' AND expires_at <= $1

@@ -1,4 +1,5 @@
-"""The use cases on a grant the enforcement point calls: Redeem, Commit and Release.
+"""The use cases on a grant the enforcement point calls: Redeem, Commit and Release (and a
+late Commit of a released grant whose action happened after all).
 
 Each runs in ``UseCases.run_audited``: the grant's row lock, its new state and its audit
 entry, recorded unchained with the saved response in one statement. A due grant is expired
@@ -8,6 +9,7 @@ GRANT_EXPIRED; every refusal of a grant is audited, also in its own transaction.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import datetime
@@ -15,12 +17,14 @@ from datetime import datetime
 from google.protobuf.message import Message
 
 from askvault.policy.v1 import policy_pb2 as pb
-from policy import audit_log, convert, entries, expiry, storage
+from policy import audit_log, convert, entries, expiry, policy_metrics, storage
 from policy.deciding import Outcome, ResponseT, UseCases
-from policy.domain import grants
+from policy.domain import decisions, grants, periods
 from policy.domain.model import Action, Details
 from runtime import errors
 from runtime.database import Connection
+
+logger = logging.getLogger(__name__)
 
 # Refusals of Redeem, Commit and Release that the audit log records (a malformed request or
 # a reused idempotency key is not a decision about the grant and is not audited).
@@ -148,27 +152,39 @@ async def redeem(
 
 
 async def commit(cases: UseCases, request: pb.CommitRequest, now: datetime) -> pb.CommitResponse:
-    """-> COMMITTED: the reservation counts for good."""
+    """-> COMMITTED: the reservation counts for good. A RELEASED grant is committed late: its
+    reservation is counted again (past the bounds if so) and audited as its own entry."""
     workspace_id, grant_id = request.workspace_id, request.grant_id
+    # Set when this call committed late (not a replay): whether it went past a bound.
+    late: list[bool] = []
 
     async def effect(
         connection: Connection, locked: storage.GrantRecord | None
     ) -> Outcome[pb.CommitResponse]:
         record = _existing(locked)
-        grants.check_resolve(record.grant, now)
+        is_late = grants.check_commit(record.grant, now)
         # The grant as the final statement leaves it (audit_log.GrantCommit).
         committed = replace(
             record,
             grant=replace(record.grant, state=grants.State.COMMITTED),
             stripe_object_id=request.stripe_object_id,
         )
+        response = pb.CommitResponse(grant=convert.grant_pb(committed))
+        entry = entries.grant_entry(now, "grant.committed", committed, "COMMITTED")
+        if is_late:
+            over_bound = await _count_again(cases, connection, record)
+            response.committed_late, response.over_bound = True, over_bound
+            entry = entries.grant_entry(
+                now, "grant.committed_late", committed, _late_outcome(record, over_bound)
+            )
+            late.append(over_bound)
         return Outcome(
-            pb.CommitResponse(grant=convert.grant_pb(committed)),
-            [entries.grant_entry(now, "grant.committed", committed, "COMMITTED")],
+            response,
+            [entry],
             audit_log.GrantCommit(grant_id, request.stripe_object_id, now),
         )
 
-    return await _on_grant(
+    response = await _on_grant(
         cases,
         request,
         workspace_id,
@@ -179,6 +195,45 @@ async def commit(cases: UseCases, request: pb.CommitRequest, now: datetime) -> p
         now,
         "grant.commit_refused",
     )
+    if late:
+        policy_metrics.count_late_commit(over_bound=late[0])
+        logger.warning(
+            "a released grant was committed late",
+            extra={
+                "workspace_id": workspace_id,
+                "grant_id": grant_id,
+                "over_bound": late[0],
+            },
+        )
+    return response
+
+
+async def _count_again(
+    cases: UseCases, connection: Connection, record: storage.GrantRecord
+) -> bool:
+    """Counts a released grant's reservation again on the rows it was made on; whether that
+    left one past the limit in force (never for a grant a human approved: an admin decided,
+    as ``decisions.approval_reservation`` reserves without a limit)."""
+    if record.counter is None or record.counter_period_start is None:
+        return False
+    in_force = await cases.bounds(connection, record.grant.workspace_id)
+    # Only for a row that is gone: the period that holds the reservation's start.
+    _, period_end = periods.bounds_of(
+        in_force.counter_period, record.counter_period_start, in_force.time_zone
+    )
+    used = await storage.recount_reservation(connection, record, period_end)
+    limit = (
+        None
+        if record.escalation_id
+        else decisions.limit_for(record.counter, record.counter_currency, in_force)
+    )
+    return grants.exceeds(used.values(), limit)
+
+
+def _late_outcome(record: storage.GrantRecord, over_bound: bool) -> str:
+    """COMMITTED_LATE:OVER_BOUND or COMMITTED_LATE:WITHIN_BOUND, with why it was released."""
+    outcome = f"COMMITTED_LATE:{'OVER_BOUND' if over_bound else 'WITHIN_BOUND'}"
+    return f"{outcome} (released: {record.release_reason})" if record.release_reason else outcome
 
 
 async def release(cases: UseCases, request: pb.ReleaseRequest, now: datetime) -> pb.ReleaseResponse:

@@ -308,6 +308,8 @@ class GrantRecord:
     quantity: int
     stripe_object_id: str
     escalation_id: str
+    # Why the enforcement point released it ("" unless RELEASED).
+    release_reason: str = ""
 
 
 def _grant(row: asyncpg.Record) -> GrantRecord:
@@ -340,6 +342,7 @@ def _grant(row: asyncpg.Record) -> GrantRecord:
         quantity=row["quantity"],
         stripe_object_id=row["stripe_object_id"],
         escalation_id=row["escalation_id"],
+        release_reason=row["release_reason"],
     )
 
 
@@ -533,6 +536,30 @@ async def release_grant(
     )
     assert row is not None
     return _grant(row)
+
+
+async def recount_reservation(
+    connection: Connection, record: GrantRecord, period_end: datetime
+) -> dict[Scope, int]:
+    """Adds a released grant's reservation back to the customer's and the visitor's counters
+    it was made on, whatever their limit (a late commit: the action happened), locking the
+    customer's row first as ``reserve`` does; the usage of each after (no entry for a grant
+    that reserved nothing, nor a customer's for a grant without a customer). ``period_end``
+    is used only for a row that no longer exists."""
+    if record.counter is None or record.counter_period_start is None:
+        return {}
+    workspace_id = record.grant.workspace_id
+    row = (*_counter_row(record), period_end, record.quantity)
+    used: dict[Scope, int] = {}
+    customer_id = record.grant.details.stripe_customer_id
+    if customer_id:
+        used[Scope.CUSTOMER] = int(
+            await connection.fetchval(queries.recount_customer, workspace_id, customer_id, *row)
+        )
+    used[Scope.VISITOR] = int(
+        await connection.fetchval(queries.recount, workspace_id, record.grant.contact_id, *row)
+    )
+    return used
 
 
 async def expire_grant(connection: Connection, record: GrantRecord, now: datetime) -> GrantRecord:

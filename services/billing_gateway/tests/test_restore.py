@@ -4,6 +4,9 @@ retry of the original write under its key makes nothing again."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import asyncpg
 import grpc
 import pytest
 
@@ -117,6 +120,28 @@ async def _change_plan(stack: Stack, assertion: str, sub_id: str, price: str) ->
     return grant.grant_id, str(changed.operation.operation_id)
 
 
+async def _plan_changes_counted(stack: Stack, customer_id: str) -> int:
+    """Policy's plan-change counter of the customer (every period)."""
+    return int(
+        await _policy_value(
+            stack,
+            "SELECT coalesce(sum(used), 0) FROM policy.customer_counters"
+            " WHERE workspace_id = $1 AND stripe_customer_id = $2 AND counter = 'plan_changes'",
+            customer_id,
+        )
+    )
+
+
+async def _policy_value(stack: Stack, query: str, *args: object) -> Any:
+    """One value of policy's schema (read or changed as the database's owner: the gateway's
+    own role reaches only its schema)."""
+    connection = await asyncpg.connect(stack.database_url)
+    try:
+        return await connection.fetchval(query, WORKSPACE, *args)
+    finally:
+        await connection.close()
+
+
 async def test_plan_change_in_flight_at_the_backup_and_replaced_since_is_not_lost(
     stack: Stack,
 ) -> None:
@@ -124,13 +149,16 @@ async def test_plan_change_in_flight_at_the_backup_and_replaced_since_is_not_los
     await stack.service.events.drain()
     await stack.service.mirror.catch_up_all()
     alice = await stack.assertion("alice@example.com")
+    customer_id = stack.customer("alice@example.com")
     sub_id = str(stack.demo["customers"]["alice@example.com"]["subscription"])
     products = stack.demo["products"]
-    _, up = await _change_plan(stack, alice, sub_id, products["business"]["prices"]["usd"])
+    up_grant, up = await _change_plan(stack, alice, sub_id, products["business"]["prices"]["usd"])
     await _change_plan(stack, alice, sub_id, products["growth"]["prices"]["usd"])
     await stack.flush_webhooks()
     await stack.service.events.drain()
-    # The backup was taken while the upgrade was in flight; the downgrade came after it.
+    assert await _plan_changes_counted(stack, customer_id) == 2
+    # The backup was taken while the upgrade was in flight (its grant redeemed at policy);
+    # the downgrade came after it.
     await _forget_since_the_backup(stack, [])
     async with stack.running.pool.acquire() as connection:
         await connection.execute(
@@ -140,16 +168,48 @@ async def test_plan_change_in_flight_at_the_backup_and_replaced_since_is_not_los
             WORKSPACE,
             up,
         )
-    # Reconciliation first: Stripe's subscription names the downgrade now, not the upgrade.
+    await _policy_value(
+        stack,
+        "UPDATE policy.grants SET state = 'redeemed', stripe_object_id = '',"
+        " resolved_at = NULL WHERE workspace_id = $1 AND grant_id = $2",
+        up_grant,
+    )
+    await _policy_value(
+        stack,
+        "DELETE FROM policy.idempotency_keys WHERE workspace_id = $1 AND idempotency_key = $2",
+        f"{up}-commit",
+    )
+    # Reconciliation first: Stripe's subscription names the downgrade now, not the upgrade,
+    # so the upgrade is settled as not performed and its grant released.
     await stack.service.ledger.reconcile(0)
+    assert await _plan_changes_counted(stack, customer_id) == 1
     assert await stack.service.mirror.catch_up_all() == 1
     await stack.service.events.drain()
+    # The event corrected the operation; reconciliation's pass commits its grant, late.
+    await stack.service.ledger.reconcile(0)
     async with stack.running.pool.acquire() as connection:
         row = await connection.fetchrow(
-            "SELECT state, stripe_object_id FROM operations"
+            "SELECT state, stripe_object_id, grant_resolution FROM operations"
             " WHERE workspace_id = $1 AND operation_id = $2",
             WORKSPACE,
             up,
         )
+    grant_state = await _policy_value(
+        stack,
+        "SELECT state FROM policy.grants WHERE workspace_id = $1 AND grant_id = $2",
+        up_grant,
+    )
+    late_outcome = await _policy_value(
+        stack,
+        "SELECT outcome FROM policy.audit_events WHERE workspace_id = $1 AND subject_id = $2"
+        " AND kind = 'grant.committed_late' UNION SELECT outcome FROM policy.audit_pending"
+        " WHERE workspace_id = $1 AND subject_id = $2 AND kind = 'grant.committed_late'",
+        up_grant,
+    )
     assert row is not None
     assert (row["state"], row["stripe_object_id"]) == ("succeeded", sub_id)
+    assert row["grant_resolution"] == "committed"
+    assert grant_state == "committed"
+    # Policy counts the upgrade again: both plan changes Stripe made are counted.
+    assert await _plan_changes_counted(stack, customer_id) == 2
+    assert late_outcome == "COMMITTED_LATE:WITHIN_BOUND (released: NOT_PERFORMED)"

@@ -1,6 +1,10 @@
-"""The life of a grant: RESERVED -> REDEEMED -> COMMITTED | RELEASED, or RESERVED -> EXPIRED.
+"""The life of a grant: RESERVED -> REDEEMED -> COMMITTED | RELEASED, or RESERVED -> EXPIRED,
+and RELEASED -> COMMITTED once, late.
 
-A grant resolves (committed, released or expired) at most once. A REDEEMED grant never
+A grant resolves (committed, released or expired) at most once, with one exception: a
+RELEASED grant whose action the enforcement point then finds performed after all (its
+reconciliation settled the action as not performed, and a Stripe event later showed it done)
+is committed late: the money moved, so the reservation counts again. A REDEEMED grant never
 expires by itself: its action is in flight and may have happened at Stripe, so its
 reservation stays until the enforcement point reconciles it with Commit or Release.
 Commit and Release are accepted from RESERVED too (the enforcement point may resolve a grant
@@ -11,7 +15,7 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -115,3 +119,20 @@ def check_resolve(grant: Grant, now: datetime) -> None:
     _refuse_resolved(grant)
     if grant.due(now):
         raise GrantDue(grant.grant_id)
+
+
+def check_commit(grant: Grant, now: datetime) -> bool:
+    """Refuses a commit as ``check_resolve`` does, except of a RELEASED grant, whose commit
+    is late (True): the enforcement point reports performed an action whose grant it had
+    released. A committed grant is never committed again, an expired one never late (it was
+    never presented, so no action of it can have happened)."""
+    if grant.state is State.RELEASED:
+        return True
+    check_resolve(grant, now)
+    return False
+
+
+def exceeds(used: Iterable[int], limit: int | None) -> bool:
+    """Whether a late commit left a counter past its limit (None: no limit, a human
+    approved the grant). A late commit counts what already moved, past the limit or not."""
+    return limit is not None and any(value > limit for value in used)

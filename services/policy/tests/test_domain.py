@@ -439,6 +439,17 @@ def test_resolution_rules() -> None:
     ]:
         assert _reason(grants.check_resolve, _grant(state), NOW) == reason
     assert not _grant(grants.State.REDEEMED).due(NOW + timedelta(days=1))
+    # A commit resolves as check_resolve does, except that a RELEASED grant's is late.
+    assert grants.check_commit(_grant(grants.State.RELEASED), NOW)
+    assert not grants.check_commit(_grant(grants.State.REDEEMED), NOW)
+    for state, reason in [
+        (grants.State.COMMITTED, "GRANT_ALREADY_RESOLVED"),
+        (grants.State.EXPIRED, "GRANT_EXPIRED"),
+    ]:
+        assert _reason(grants.check_commit, _grant(state), NOW) == reason
+    assert not grants.exceeds([3, 2], 3)
+    assert grants.exceeds([4, 2], 3)
+    assert not grants.exceeds([10**12], None)
 
 
 _KEYS = audit.MacKeys.parse(f"k1:{base64.b64encode(b'k' * 32).decode()}")
