@@ -207,7 +207,8 @@ def test_the_mirror_against_stripe_reports_status_price_and_refunded_amount() ->
 
 
 def test_only_the_known_findings_are_kept_from_failing_the_run() -> None:
-    assert known_finding(
+    # Fixed (the gateway decides once per invoice whom its failure is told): a difference.
+    assert not known_finding(
         "2 messages in the outbox for the failed payment of in_1: msg_1 "
         "(payment-failed-in_1-stripe-customer-cus_1), msg_2 (payment-failed-in_1-ct_1)"
     )
