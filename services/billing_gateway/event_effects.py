@@ -5,6 +5,8 @@ Calls to identity and the notifier carry keys derived from the event (or invoice
 retry after a crash repeats nothing; when one of them is unreachable the event is deferred
 with backoff. An event's local writes other than the mirror's come after its last call that
 can fail, so a deferred event leaves only mirror versions behind (idempotent, newest wins).
+The one exception is the failed-payment message an invoice's customer is told: decided once
+and committed on its own before the notifier is asked (``inbox_store.PaymentFailedNotice``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote
+
+import asyncpg
 
 from askvault.notifier.v1 import notifier_pb2
 from billing_gateway import (
@@ -43,6 +47,10 @@ Json = dict[str, Any]
 
 # Most (workspace, customer) recipient lists the worker keeps between lookups.
 _RECIPIENTS_CACHE_MAX = 10_000
+# Seconds a batch waits for a second pool connection to commit a failed-payment message's
+# decision before it defers the event (a pool held entirely by batches waiting for one more
+# would otherwise wait forever).
+_DECISION_CONNECTION_WAIT_SECONDS = 5.0
 
 
 @dataclass
@@ -66,6 +74,7 @@ class EventEffects:
 
     def __init__(
         self,
+        pool: asyncpg.Pool,
         gateway: StripeGateway,
         peers: Peers,
         accounts: AccountDirectory,
@@ -74,6 +83,7 @@ class EventEffects:
         recipients_cache_seconds: float = 0.0,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
+        self._pool = pool
         self._gateway = gateway
         self._peers = peers
         self._accounts = accounts
@@ -305,19 +315,29 @@ class EventEffects:
             # itself (retry now, update card, talk to support); the hosted invoice page is
             # where the card is updated, and stays valid as long as the invoice (a portal
             # session would expire long before the customer reads the email).
-            await self._notify(
+            notice = await self._payment_failed_notice(
                 burst,
-                event,
+                event.workspace_id,
+                invoice_id,
                 customer_id,
-                notifier_pb2.TEMPLATE_PAYMENT_FAILED,
                 {
                     "amount": billing.display_amount(amount.amount_minor, amount.currency),
                     "update_card_url": hosted,
                     "invoice_url": hosted,
                 },
-                # One message per failed invoice, however many deliveries or events report it.
+            )
+            # One message per failed invoice, however many deliveries, attempts or events
+            # report it: every report sends the first decision again (the notifier answers
+            # with the message it already has under each key).
+            await self._notify(
+                burst,
+                event,
+                customer_id,
+                notifier_pb2.TEMPLATE_PAYMENT_FAILED,
+                notice.variables if notice is not None else {},
                 dedup=f"payment-failed-{invoice_id}",
                 problems=problems,
+                recipients=notice.recipients if notice is not None else [],
             )
         # Written after the last call that can fail: a deferred event writes no case.
         attempt = int(invoice.get("attempt_count") or 1)
@@ -367,6 +387,45 @@ class EventEffects:
             await storage.add_case_event(
                 burst.connection, case, event.created_at, kind, detail, event.event_id
             )
+
+    async def _payment_failed_notice(
+        self,
+        burst: Burst,
+        workspace_id: str,
+        invoice_id: str,
+        customer_id: str,
+        variables: dict[str, str],
+    ) -> inbox_store.PaymentFailedNotice | None:
+        """The invoice's failed-payment message as first decided; decided now (to the
+        customer's recipients of the moment, in ``variables``' words) when it never was. None
+        while the customer has nobody to tell (nothing is decided: a later report may find
+        someone).
+
+        The decision is committed at once, on a connection of its own: the batch may still
+        be rolled back after the notifier took the message (a crash, a failing neighbour
+        event), and the event processed again once the Stripe customer who stood in for a
+        contact has become one; it must then repeat the message the notifier has, not tell
+        the customer again under the contact's key."""
+        decided = await inbox_store.payment_failed_notice(
+            burst.connection, workspace_id, invoice_id
+        )
+        if decided is not None:
+            return decided
+        recipients = await self._recipients_of(burst, workspace_id, customer_id)
+        if not recipients:
+            return None
+        proposed = inbox_store.PaymentFailedNotice(recipients, variables)
+        try:
+            async with self._pool.acquire(timeout=_DECISION_CONNECTION_WAIT_SECONDS) as own:
+                return await inbox_store.decide_payment_failed_notice(
+                    own, workspace_id, invoice_id, proposed
+                )
+        except TimeoutError as waited:
+            raise errors.ServiceError(
+                errors.Kind.UNAVAILABLE,
+                "DATABASE_UNAVAILABLE",
+                "no database connection to record whom a failed payment is told",
+            ) from waited
 
     async def _invoice_from_stripe(self, workspace_id: str, invoice_id: str) -> Json | None:
         """The invoice as Stripe holds it now; None when Stripe has no such invoice. Other
@@ -464,9 +523,13 @@ class EventEffects:
         *,
         dedup: str,
         problems: list[str],
+        recipients: list[notifier_pb2.Recipient] | None = None,
     ) -> None:
-        """One message per linked contact (see ``Notices``); what the notifier refuses for
-        good is added to ``problems`` (the event's outcome) instead of retried forever."""
+        """One message per recipient: ``recipients``, else the customer's linked contacts
+        (see ``Notices``); what the notifier refuses for good is added to ``problems`` (the
+        event's outcome) instead of retried forever."""
+        if recipients is None:
+            recipients = await self._recipients_of(burst, event.workspace_id, customer_id)
         refused = await self._notices.send(
             event.workspace_id,
             customer_id,
@@ -474,6 +537,6 @@ class EventEffects:
             variables,
             dedup=dedup,
             log_fields={"event_id": event.event_id, "event_type": event.event_type},
-            recipients=await self._recipients_of(burst, event.workspace_id, customer_id),
+            recipients=recipients,
         )
         problems.extend(refused)

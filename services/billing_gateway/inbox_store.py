@@ -1,5 +1,6 @@
 """The webhook inbox's batch statements (queries.sql): claim a batch, finish a batch, the trace
-contexts of a batch, and a failed payment's case in one statement."""
+contexts of a batch, a failed payment's case in one statement, and the failed-payment
+message each invoice's customer is told (decided once)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+import asyncpg
+
+from askvault.notifier.v1 import notifier_pb2
 from billing_gateway.storage import StoredEvent, queries
 from runtime.database import Connection
 
 # An event's outcome and last error are kept to this many characters.
 _TEXT_LIMIT = 500
+
+
+@dataclass(frozen=True)
+class PaymentFailedNotice:
+    """The failed-payment message of one invoice as first decided: to whom, in what words."""
+
+    recipients: list[notifier_pb2.Recipient]
+    variables: dict[str, str]
 
 
 @dataclass(frozen=True)
@@ -126,3 +138,56 @@ async def record_payment_failed(
         [detail for _, detail in entries],
     )
     return str(found) if found is not None else None
+
+
+def _notice(row: asyncpg.Record) -> PaymentFailedNotice:
+    return PaymentFailedNotice(
+        recipients=[
+            notifier_pb2.Recipient(
+                contact_id=str(r.get("contact_id", "")),
+                email=str(r.get("email", "")),
+                whatsapp_number=str(r.get("whatsapp_number", "")),
+                name=str(r.get("name", "")),
+            )
+            for r in json.loads(row["recipients"])
+        ],
+        variables={str(k): str(v) for k, v in json.loads(row["variables"]).items()},
+    )
+
+
+async def payment_failed_notice(
+    connection: Connection, workspace_id: str, invoice_id: str
+) -> PaymentFailedNotice | None:
+    """The invoice's failed-payment message as decided (committed) before; None when none
+    was."""
+    row = await connection.fetchrow(queries.payment_failed_notice, workspace_id, invoice_id)
+    return _notice(row) if row is not None else None
+
+
+async def decide_payment_failed_notice(
+    connection: Connection, workspace_id: str, invoice_id: str, notice: PaymentFailedNotice
+) -> PaymentFailedNotice:
+    """Records ``notice`` as the invoice's failed-payment message unless one was decided
+    before; the one that stands (the earlier decision wins). Call outside the batch's
+    transaction: the decision must be committed before the notifier is asked."""
+    recipients = [
+        {
+            "contact_id": r.contact_id,
+            "email": r.email,
+            "whatsapp_number": r.whatsapp_number,
+            "name": r.name,
+        }
+        for r in notice.recipients
+    ]
+    row = await connection.fetchrow(
+        queries.decide_payment_failed_notice,
+        workspace_id,
+        invoice_id,
+        json.dumps(recipients),
+        json.dumps(notice.variables),
+    )
+    if row is None:
+        # Decided by a transaction committed after the insert began: read it now.
+        row = await connection.fetchrow(queries.payment_failed_notice, workspace_id, invoice_id)
+        assert row is not None
+    return _notice(row)

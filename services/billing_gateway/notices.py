@@ -106,7 +106,13 @@ class Notices:
     ) -> list[str]:
         """Queues the message for every recipient (``recipients``, when the caller already
         knows them); returns what could not be sent for good (no recipient, a refusal by the
-        notifier), logged with ``log_fields``. Passing failures raise ServiceError."""
+        notifier), logged with ``log_fields``. Passing failures raise ServiceError.
+
+        Each message's dedup key is ``dedup`` plus its recipient: a repeat reaches the
+        notifier's first message only with the same recipients. A caller whose outcome may be
+        reported again after they changed (the Stripe customer standing in for a contact has
+        become one) fixes them on the first report and passes them on every later one (the
+        failed-payment message does: ``inbox_store.PaymentFailedNotice``)."""
         problems: list[str] = []
         if recipients is None:
             recipients = await self.recipients(workspace_id, customer_id)

@@ -174,6 +174,17 @@ WITH opened AS (
 )
 SELECT case_id FROM the_case;
 
+-- name: payment_failed_notice
+SELECT recipients, variables FROM payment_failed_notices
+WHERE workspace_id = $1 AND invoice_id = $2;
+
+-- name: decide_payment_failed_notice
+-- The first decision stands: no row when the invoice has one already.
+INSERT INTO payment_failed_notices (workspace_id, invoice_id, recipients, variables)
+VALUES ($1, $2, $3::jsonb, $4::jsonb)
+ON CONFLICT (workspace_id, invoice_id) DO NOTHING
+RETURNING recipients, variables;
+
 -- name: get_event_status
 SELECT event_id, event_type, processed_at, attempts, outcome, last_error FROM stripe_events
 WHERE workspace_id = $1 AND event_id = $2;

@@ -64,6 +64,7 @@ class BillingGatewayService:
     ) -> None:
         self._settings = settings
         self._clock = clock
+        self._monotonic = monotonic
         self._secret_box = SecretBox(settings.secrets_encryption_keys.get_secret_value())
         # The breaker's and the rate limiter's clock (tests move it by hand).
         self.gateway = StripeGateway(settings, monotonic)
@@ -117,11 +118,13 @@ class BillingGatewayService:
         self._events = inbox.InboxWorker(
             pool,
             event_effects.EventEffects(
+                pool,
                 self.gateway,
                 self._peers,
                 accounts,
                 self._mirror,
                 recipients_cache_seconds=settings.webhook_recipients_cache_seconds,
+                monotonic=self._monotonic,
             ),
             self._clock,
             settings.webhook_batch_size,

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import timedelta
 from typing import Any
 
 import aiohttp
+import asyncpg
 import grpc
 import pytest
 
 from askvault.billing.v1 import billing_pb2 as pb
 from askvault.identity.v1 import identity_pb2, identity_pb2_grpc
 from askvault.notifier.v1 import notifier_pb2
+from billing_gateway import inbox_store
 from billing_gateway.domain import signatures
+from billing_gateway.event_effects import Burst
 from billing_gateway.tests.conftest import WORKSPACE, Stack, key
 from runtime import testing
 
@@ -374,3 +378,134 @@ async def test_a_notifier_limit_is_waited_out_to_its_reopening(stack: Stack) -> 
     # is no failed attempt.
     assert 1790 <= row["due_in"] <= 1800
     assert row["attempts"] == 0
+
+
+def _payment_failed(event_id: str, invoice_id: str, customer_id: str) -> dict[str, Any]:
+    """A first failed attempt of an invoice as Stripe reports it."""
+    return {
+        "id": event_id,
+        "type": "invoice.payment_failed",
+        "created": int(time.time()),
+        "data": {
+            "object": {
+                "id": invoice_id,
+                "customer": customer_id,
+                "amount_due": 4900,
+                "currency": "usd",
+                "attempt_count": 1,
+            }
+        },
+    }
+
+
+async def _failure_messages(stack: Stack, invoice_id: str) -> list[tuple[str, str]]:
+    """(contact id, dedup key) of every message the real notifier's outbox holds about the
+    invoice's failed payment."""
+    connection = await asyncpg.connect(stack.database_url)
+    try:
+        rows = await connection.fetch(
+            "SELECT contact_id, dedup_key FROM notifier.messages"
+            " WHERE workspace_id = $1 AND template = 'payment_failed' AND dedup_key LIKE $2"
+            " ORDER BY created_at",
+            WORKSPACE,
+            f"payment-failed-{invoice_id}-%",
+        )
+    finally:
+        await connection.close()
+    return [(str(row["contact_id"]), str(row["dedup_key"])) for row in rows]
+
+
+def _forget_recipients(stack: Stack) -> None:
+    """The worker's recipients of a customer, kept for a burst of events, run out: a later
+    event looks them up again (and finds the contact just linked)."""
+    stack.clock.advance(timedelta(seconds=stack.settings.webhook_recipients_cache_seconds + 1))
+
+
+async def test_a_failed_invoice_is_told_once_though_its_customer_became_a_contact(
+    notifier_stack: Stack,
+) -> None:
+    # Carol never talked to the bot: her invoice's failure is told to her Stripe customer
+    # (standing in for a contact). She then chats, her contact is linked, and her retry of the
+    # same invoice fails again: she is not told a second time.
+    stack = notifier_stack
+    customer = stack.customer(CAROL)
+    invoice_id = stack.demo["customers"][CAROL]["invoices"][-1]
+    await _settled(stack)
+    await _ingest(stack, _payment_failed("evt_failed_before_contact", invoice_id, customer))
+    await stack.service.events.drain()
+    told = await _failure_messages(stack, invoice_id)
+    assert [contact for contact, _ in told] == [f"stripe-customer-{customer}"]
+    carol = await stack.assertion(CAROL)
+    _forget_recipients(stack)
+    with pytest.raises(grpc.aio.AioRpcError) as declined:
+        await stack.retry_payment(carol, invoice_id)
+    assert testing.error_details(declined.value)[1] == "CARD_DECLINED"
+    await _settled(stack)
+    assert await _failure_messages(stack, invoice_id) == told
+    [case] = await _cases(stack)
+    reports = [event for event in case.timeline if event.kind == "payment_failed"]
+    assert case.invoice_id == invoice_id and len(reports) == 2
+    assert stack.sink is not None
+    await stack.sink.store.wait_for(1, 10.0, to=CAROL)
+    await stack.service.events.drain()
+    assert len(stack.sink.store.select(to=CAROL)) == 1
+
+
+async def test_a_failure_told_before_a_crash_is_not_told_again_to_a_new_contact(
+    notifier_stack: Stack,
+) -> None:
+    # The gateway dies after the notifier took the message and before the event's batch
+    # committed (nothing of the batch is kept); meanwhile the customer becomes a contact. The
+    # event, processed again, repeats the message the notifier already has, to the recipient
+    # first chosen.
+    stack = notifier_stack
+    customer = stack.customer(CAROL)
+    invoice_id = stack.demo["customers"][CAROL]["invoices"][-1]
+    await _settled(stack)
+    event_id = await _ingest(stack, _payment_failed("evt_failed_then_crash", invoice_id, customer))
+    async with stack.running.pool.acquire() as connection:
+        batch = connection.transaction()
+        await batch.start()
+        [claimed] = await inbox_store.claim_events(connection, 10)
+        assert claimed.event_id == event_id
+        problems = await stack.service.events.effects.apply(
+            Burst(connection, stack.clock()), claimed, json.loads(claimed.payload)
+        )
+        assert problems == []
+        await batch.rollback()
+    told = await _failure_messages(stack, invoice_id)
+    assert [contact for contact, _ in told] == [f"stripe-customer-{customer}"]
+    await stack.assertion(CAROL)
+    _forget_recipients(stack)
+    assert await stack.service.events.drain() == 1
+    status = await stack.event_status(event_id)
+    assert status is not None and status.processed_at is not None and status.outcome == ""
+    assert await _failure_messages(stack, invoice_id) == told
+    [case] = await _cases(stack)
+    assert [event.kind for event in case.timeline] == ["payment_failed", "message_sent"]
+
+
+async def test_every_contact_of_the_first_report_is_told_and_nobody_later(stack: Stack) -> None:
+    # Two people of one customer have chatted: both are told of the invoice's failure. A
+    # third linked afterwards is not told when the next attempt fails too (the customer was
+    # told of that invoice already); the two are not told again.
+    customer = stack.customer(CAROL)
+    invoice_id = stack.demo["customers"][CAROL]["invoices"][-1]
+    await stack.assertion(CAROL)
+    await stack.assertion("carol.billing@example.com", customer_id=customer)
+    await _settled(stack)
+    await _ingest(stack, _payment_failed("evt_failed_two_contacts", invoice_id, customer))
+    await stack.service.events.drain()
+    told = stack.notifier.messages(notifier_pb2.TEMPLATE_PAYMENT_FAILED)
+    assert len({m.recipient.contact_id for m in told}) == 2
+    await stack.assertion("carol.finance@example.com", customer_id=customer)
+    _forget_recipients(stack)
+    second = _payment_failed("evt_failed_three_contacts", invoice_id, customer)
+    second["data"]["object"]["attempt_count"] = 2
+    await _ingest(stack, second)
+    await stack.service.events.drain()
+    assert stack.notifier.messages(notifier_pb2.TEMPLATE_PAYMENT_FAILED) == told
+    # The second report repeated the first two messages word for word (the notifier's
+    # dedup answered them), and asked for no other.
+    repeated = [r for r in stack.notifier.requests if r.template == told[0].template]
+    assert len(repeated) == 4 and all(r in told for r in repeated)
