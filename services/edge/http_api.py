@@ -28,6 +28,7 @@ from starlette.types import ASGIApp, Scope
 from askvault.billing.v1 import billing_pb2 as bpb
 from edge import api_models, metrics, openapi, ratelimit, tools, turn_keys
 from edge.http_middleware import (
+    UNAVAILABLE_RETRY_AFTER_SECONDS,
     AddressLimited,
     AdmissionLimit,
     BodyLimit,
@@ -352,7 +353,11 @@ class Edge:
             "draining": not components[SHUTTING_DOWN],
             "dependencies": states,
         }
-        return JSONResponse(body, status_code=200 if ready else 503)
+        response = JSONResponse(body, status_code=200 if ready else 503)
+        if not ready:
+            # Like every 503 of the edge: a client (not the kubelet) reading it knows when.
+            response.headers["retry-after"] = str(UNAVAILABLE_RETRY_AFTER_SECONDS)
+        return response
 
     async def openapi(self, request: HttpRequest) -> Response:
         return JSONResponse(openapi.document())
