@@ -93,10 +93,27 @@ class AdmissionLimit:
         else:
             # A free place: taken without yielding, so no other request can take it first.
             await self._places.acquire()
+        held = True
+
+        def give_back() -> None:
+            nonlocal held
+            if held:
+                held = False
+                self._places.release()
+
+        async def send_then_give_back(message: Message) -> None:
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                # Given back before the answer's last bytes leave, not when the app returns: a
+                # caller that sends its next request as soon as it has the answer finds the
+                # place free, not still held by the span and metrics the layers inside end
+                # after the answer.
+                give_back()
+            await send(message)
+
         try:
-            await self._app(scope, receive, send)
+            await self._app(scope, receive, send_then_give_back)
         finally:
-            self._places.release()
+            give_back()
 
     async def _wait_for_place(self) -> str:
         """Waits in the bounded queue; the reason of the refusal, or "" once a place is
