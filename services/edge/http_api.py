@@ -28,6 +28,7 @@ from starlette.types import ASGIApp, Scope
 from askvault.billing.v1 import billing_pb2 as bpb
 from edge import api_models, metrics, openapi, ratelimit, tools, turn_keys
 from edge.http_middleware import (
+    UNAVAILABLE_RETRY_AFTER_SECONDS,
     AddressLimited,
     AdmissionLimit,
     BodyLimit,
@@ -352,7 +353,11 @@ class Edge:
             "draining": not components[SHUTTING_DOWN],
             "dependencies": states,
         }
-        return JSONResponse(body, status_code=200 if ready else 503)
+        response = JSONResponse(body, status_code=200 if ready else 503)
+        if not ready:
+            # Like every 503 of the edge: a client (not the kubelet) reading it knows when.
+            response.headers["retry-after"] = str(UNAVAILABLE_RETRY_AFTER_SECONDS)
+        return response
 
     async def openapi(self, request: HttpRequest) -> Response:
         return JSONResponse(openapi.document())
@@ -415,19 +420,21 @@ def build_app(
     app = Starlette(
         routes=routes,
         exception_handlers={HTTPException: _http_error},
-        middleware=[
-            # Outermost of the two: a request shed for overload has no body read at all.
-            Middleware(
-                AdmissionLimit,
-                max_in_flight=edge.settings.http_max_in_flight,
-                max_queued=edge.settings.http_max_queued,
-                queue_wait_seconds=edge.settings.http_queue_wait_seconds,
-                retry_after_seconds=edge.settings.overload_retry_after_seconds,
-                exempt=http_server.UNTRACED_PATHS,
-            ),
-            Middleware(BodyLimit, max_bytes=edge.settings.max_body_bytes),
-        ],
+        middleware=[Middleware(BodyLimit, max_bytes=edge.settings.max_body_bytes)],
     )
-    # Added last, so outermost: a body refused by BodyLimit is in the trace too.
+    # Added after BodyLimit, so outside it: a body refused by BodyLimit is in the trace too.
     http_server.trace_requests(app)
+    # Added last, so outermost (only Starlette's catch-all for a crash is outside it): past
+    # saturation the excess is refused before its body is read and before a span, a route
+    # match or a metric is made for it, so a refusal costs the saturated process next to
+    # nothing and the requests it serves keep the CPU. Sheds are counted
+    # (askvault_edge_http_shed_total), not traced.
+    app.add_middleware(
+        AdmissionLimit,
+        max_in_flight=edge.settings.http_max_in_flight,
+        max_queued=edge.settings.http_max_queued,
+        queue_wait_seconds=edge.settings.http_queue_wait_seconds,
+        retry_after_seconds=edge.settings.overload_retry_after_seconds,
+        exempt=http_server.UNTRACED_PATHS,
+    )
     return app

@@ -1,7 +1,7 @@
-"""The edge's ASGI wrappers and its error body: every 4xx is JSON
-``{"error": {"code", "message", "fields"?}}``, requests past the admission bound are shed
-with 503 OVERLOADED and Retry-After, bodies are bounded, and an app mounted as it is (the
-MCP transport) is limited per client address like every other entry."""
+"""The edge's ASGI wrappers and its error body: every 4xx and 5xx is JSON
+``{"error": {"code", "message", "fields"?}}`` and every 429 and 503 carries Retry-After, requests
+past the admission bound are shed with 503 OVERLOADED, bodies are bounded, and an app mounted
+as it is (the MCP transport) is limited per client address like every other entry."""
 
 from __future__ import annotations
 
@@ -17,15 +17,30 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from edge import metrics
 
+# Retry-After of a 503 that is not an overload (DATABASE_UNAVAILABLE, DEPENDENCY_UNAVAILABLE,
+# a webhook not stored, not ready), in seconds: an outage is not over in the 1 s an overload
+# is given (OVERLOAD_RETRY_AFTER_SECONDS), and a client told 2 s comes back while a failover
+# or a restarted pod is still settling rather than hammering it every second.
+UNAVAILABLE_RETRY_AFTER_SECONDS = 2
+# Retry-After of a 429 (RATE_LIMITED), in seconds: every budget (per address, contact,
+# customer) is counted in a minute from its first hit, so a minute later it has started again.
+RATE_LIMITED_RETRY_AFTER_SECONDS = 60
+_RETRY_AFTER_SECONDS = {429: RATE_LIMITED_RETRY_AFTER_SECONDS, 503: UNAVAILABLE_RETRY_AFTER_SECONDS}
+
 
 def error(
     status: int, code: str, message: str, fields: dict[str, str] | None = None
 ) -> JSONResponse:
-    """The error body every 4xx carries."""
+    """The error body every 4xx and 5xx carries; a 429 and a 503 say when to retry
+    (Retry-After)."""
     body: dict[str, Any] = {"code": code, "message": message}
     if fields:
         body["fields"] = fields
-    return JSONResponse({"error": body}, status_code=status)
+    response = JSONResponse({"error": body}, status_code=status)
+    retry_after = _RETRY_AFTER_SECONDS.get(status)
+    if retry_after is not None:
+        response.headers["retry-after"] = str(retry_after)
+    return response
 
 
 def overloaded(retry_after_seconds: int, reason: str) -> JSONResponse:
@@ -78,10 +93,27 @@ class AdmissionLimit:
         else:
             # A free place: taken without yielding, so no other request can take it first.
             await self._places.acquire()
+        held = True
+
+        def give_back() -> None:
+            nonlocal held
+            if held:
+                held = False
+                self._places.release()
+
+        async def send_then_give_back(message: Message) -> None:
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                # Given back before the answer's last bytes leave, not when the app returns: a
+                # caller that sends its next request as soon as it has the answer finds the
+                # place free, not still held by the span and metrics the layers inside end
+                # after the answer.
+                give_back()
+            await send(message)
+
         try:
-            await self._app(scope, receive, send)
+            await self._app(scope, receive, send_then_give_back)
         finally:
-            self._places.release()
+            give_back()
 
     async def _wait_for_place(self) -> str:
         """Waits in the bounded queue; the reason of the refusal, or "" once a place is

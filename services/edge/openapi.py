@@ -44,9 +44,12 @@ _ERRORS = {
     "409": "A turn with this Idempotency-Key is still running: retry after Retry-After.",
     "413": "Body too large.",
     "422": "IDEMPOTENCY_MISMATCH: the Idempotency-Key was used for another turn or visitor.",
-    "429": "Too many requests from this address (or visitor).",
+    "429": "Too many requests from this address (or visitor): retry after Retry-After (60 s).",
     "502": "A service refused the request.",
-    "503": "A service or the database is unavailable; retry.",
+    "503": (
+        "The edge is at capacity (OVERLOADED; Retry-After 1 s by default) or a service or the"
+        " database is unavailable (Retry-After 2 s): nothing was done; retry after Retry-After."
+    ),
 }
 _ID_SCHEMA = {"type": "string", "pattern": m.ID_REGEX}
 

@@ -10,6 +10,9 @@ import jwt
 from google.protobuf import duration_pb2
 
 from askvault.billing.v1 import billing_pb2
+from edge import service as edge_service
+from edge.http_middleware import UNAVAILABLE_RETRY_AFTER_SECONDS
+from edge.settings import EdgeSettings
 from runtime import testing
 from tests.e2e.conftest import TOKEN_SECRET, WORKSPACE, Stack, eventually, user_hash
 
@@ -181,6 +184,51 @@ async def test_identity_down_is_a_503_not_another_visitors_conversation(stack: S
         body = await response.json()
         assert response.status == 503, body
         assert body["error"]["code"] == "DEPENDENCY_UNAVAILABLE", body
+        # Every 503 says when to come back, not only the overload's.
+        assert response.headers.get("Retry-After") == str(UNAVAILABLE_RETRY_AFTER_SECONDS)
+
+
+async def test_edge_database_down_is_a_503_with_retry_after(
+    stack: Stack, database_url: str
+) -> None:
+    """An edge whose own database is gone (its pool closed under it, as a lost database
+    leaves it: every acquire refused) answers a turn 503 DATABASE_UNAVAILABLE with
+    Retry-After, having decided and moved nothing."""
+    settings = testing.make_settings(
+        EdgeSettings,
+        await testing.service_database_url(database_url, "edge"),
+        migration_database_url=database_url,
+        http_host="127.0.0.1",
+        http_port=0,
+        identity_target=stack.targets["identity"],
+        policy_target=stack.targets["policy"],
+        billing_target=stack.targets["billing_gateway"],
+        notifier_target=stack.targets["notifier"],
+        rpc_deadline_seconds=10.0,
+        billing_deadline_seconds=10.0,
+    )
+    edge = await edge_service.start(settings)
+    try:
+        await edge.pool.close()
+        async with stack.http.post(
+            f"{edge.url}/v1/chat/turns",
+            json={
+                "workspace_id": WORKSPACE,
+                "conversation_id": "edge-database-down",
+                "visitor": {
+                    "user_id": "alice",
+                    "email": "alice@example.com",
+                    "user_hash": user_hash("alice"),
+                },
+                "text": "What's my subscription status?",
+            },
+        ) as response:
+            body = await response.json()
+            assert response.status == 503, body
+            assert body["error"]["code"] == "DATABASE_UNAVAILABLE", body
+            assert response.headers.get("Retry-After") == str(UNAVAILABLE_RETRY_AFTER_SECONDS)
+    finally:
+        await edge.stop(1.0)
 
 
 async def test_mcp_lists_and_calls_tools_with_identity_from_headers(stack: Stack) -> None:

@@ -21,6 +21,7 @@ import asyncpg
 
 from askvault.identity.v1 import identity_pb2
 from askvault.policy.v1 import policy_pb2
+from edge.http_middleware import RATE_LIMITED_RETRY_AFTER_SECONDS
 from runtime import testing
 from tests.e2e.conftest import AGENT_INBOX, WORKSPACE, Stack, eventually, running_stack, user_hash
 
@@ -197,7 +198,26 @@ async def test_mcp_is_limited_per_client_address(database_url: str) -> None:
             ) as response:
                 statuses.append(response.status)
                 body = await response.json(content_type=None)
+                retry_after = response.headers.get("Retry-After")
         assert statuses == [200] * SMALL + [429], statuses
+        assert body["error"]["code"] == "RATE_LIMITED", body
+        assert retry_after == str(RATE_LIMITED_RETRY_AFTER_SECONDS)
+
+
+async def test_a_rate_limited_chat_turn_says_when_to_retry(database_url: str) -> None:
+    """A 429 carries Retry-After: the budget's minute, after which it has surely started
+    again (a client that retries at once only spends the next window sooner)."""
+    async with running_stack(database_url, address_requests_per_minute=SMALL) as stack:
+        answers = []
+        for index in range(SMALL + 1):
+            async with stack.http.post(
+                f"{stack.edge_url}/v1/chat/turns",
+                json={"workspace_id": WORKSPACE, "conversation_id": f"r-{index}", "text": "hi"},
+            ) as response:
+                body = await response.json()
+                answers.append((response.status, response.headers.get("Retry-After")))
+        assert answers[:SMALL] == [(200, None)] * SMALL, answers
+        assert answers[SMALL] == (429, str(RATE_LIMITED_RETRY_AFTER_SECONDS)), answers
         assert body["error"]["code"] == "RATE_LIMITED", body
 
 

@@ -18,6 +18,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from edge.http_middleware import AdmissionLimit
 from runtime import http_server, testing
@@ -114,3 +115,48 @@ async def test_past_the_bound_requests_are_shed_quickly_with_retry_after() -> No
         # Within the queue's wait bound (plus the machine's slack), far under the slow route.
         assert answer.seconds < QUEUE_WAIT_SECONDS + 0.5, answer
     assert shed_count == CALLERS - MAX_IN_FLIGHT
+
+
+class _WorkAfterTheAnswer:
+    """A layer that keeps working after the answer has left (as the tracing middleware ends
+    its span and the route's metrics are recorded), for ``seconds``."""
+
+    def __init__(self, app: ASGIApp, seconds: float) -> None:
+        self._app = app
+        self._seconds = seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._app(scope, receive, send)
+        if scope["type"] == "http":
+            await asyncio.sleep(self._seconds)
+
+
+async def test_a_caller_sending_again_on_the_answer_finds_its_place_free() -> None:
+    """The bound counts requests not yet answered: with one place and no queue, a caller that
+    sends its next request as soon as it has the answer is served every time, even while the
+    layers inside still finish the previous request."""
+
+    async def quick(request: Request) -> Response:
+        return JSONResponse({"ok": True})
+
+    app = Starlette(
+        routes=[Route("/v1/chat/turns", quick, methods=["POST"])],
+        middleware=[
+            Middleware(
+                AdmissionLimit,
+                max_in_flight=1,
+                max_queued=0,
+                queue_wait_seconds=0.0,
+                retry_after_seconds=1,
+            ),
+            Middleware(_WorkAfterTheAnswer, seconds=0.5),
+        ],
+    )
+    server = await http_server.start(app, "127.0.0.1", 0, name="overload", grace_seconds=1.0)
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+            url = f"http://127.0.0.1:{server.port}"
+            answers = [await _post(http, url) for _ in range(3)]
+    finally:
+        await server.drain(1.0)
+    assert [answer.status for answer in answers] == [200, 200, 200], answers
