@@ -55,6 +55,11 @@ async def gather(
     stack: ChaosStack, http: aiohttp.ClientSession, operations: list[dict[str, Any]]
 ) -> Sources:
     """Reads the ledgers, the outbox and the providers."""
+    # The status webhooks first: the emulator retries those the edge did not take, and one
+    # taken after the outbox was read would be a status the outbox seems to miss. Read first,
+    # every status the edge took is in the outbox read after it.
+    async with http.get(f"{stack.url('whatsapp_emulator')}/_emulator/webhooks") as response:
+        webhooks = (await response.json())["webhooks"]
     connection = await asyncpg.connect(stack.database_url)
     try:
         rows = await connection.fetch(
@@ -84,8 +89,6 @@ async def gather(
         refused = (await response.json())["refused"]
     async with http.get(f"{stack.url('whatsapp_emulator')}/_emulator/messages") as response:
         whatsapp = (await response.json())["messages"]
-    async with http.get(f"{stack.url('whatsapp_emulator')}/_emulator/webhooks") as response:
-        webhooks = (await response.json())["webhooks"]
     return Sources(
         operations=[ledger_operation(o) for o in operations],
         outbox=[

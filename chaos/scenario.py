@@ -210,6 +210,11 @@ async def _scenario(
     await replayer.finish(30.0)
     with contextlib.suppress(aiohttp.ClientError, TimeoutError):
         await chaos.admin("/_emulator/webhooks/flush", {"timeout": 30})
+    with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+        # The status webhooks the edge refused while the notifier was down, posted again.
+        pending = await whatsapp.flush()
+        if pending:
+            timeline.note(f"{len(pending)} WhatsApp webhooks still not taken")
     left = await reconcile.settle_replaying(chaos, replayer, 90.0)
     # The expiry worker sweeps every 0.5 s: give reserved grants their slack once.
     await asyncio.sleep(reconcile.EXPIRY_SLACK_SECONDS / 2)

@@ -2,7 +2,8 @@
 from the number), then write from it; each inbound message goes to the edge's WhatsApp
 webhook signed as WhatsApp signs it (the emulator's signing), and is posted again until the
 edge answers 2xx, as WhatsApp retries. The replies go out through the notifier to the
-WhatsApp emulator, whose status webhooks (sent, delivered) come back through the edge."""
+WhatsApp emulator, whose status webhooks (sent, delivered) come back through the edge, and
+are posted again by the emulator until the edge takes them (``flush`` when settling)."""
 
 from __future__ import annotations
 
@@ -59,6 +60,17 @@ class WhatsAppLoad:
             json={"status_delay_seconds": STATUS_DELAY_SECONDS},
         ) as response:
             response.raise_for_status()
+
+    async def flush(self) -> list[dict[str, Any]]:
+        """Has the emulator post every status webhook the edge has not taken yet once more
+        now (it retries them on its own, with backoff); the deliveries still pending."""
+        async with self.load.http.post(
+            f"{self.load.stack.url('whatsapp_emulator')}/_emulator/webhooks/flush",
+            json={"timeout": 30},
+        ) as response:
+            response.raise_for_status()
+            pending: list[dict[str, Any]] = (await response.json())["pending"]
+            return pending
 
     async def post(self, payload: dict[str, Any]) -> int | None:
         """Posts one signed webhook to the edge; its HTTP status (None: no answer)."""

@@ -1,7 +1,10 @@
 """``python -m whatsapp_emulator``: the Cloud API emulator on WHATSAPP_EMULATOR_HOST
 (127.0.0.1) and WHATSAPP_EMULATOR_PORT (8089). The bearer token is
 WHATSAPP_EMULATOR_ACCESS_TOKEN, webhooks go to WHATSAPP_EMULATOR_WEBHOOK_URL signed with
-WHATSAPP_EMULATOR_APP_SECRET. Stops on SIGTERM or Ctrl-C."""
+WHATSAPP_EMULATOR_APP_SECRET; a webhook not taken is posted again after
+WHATSAPP_EMULATOR_WEBHOOK_RETRY_BASE_SECONDS (0.2), doubling up to
+WHATSAPP_EMULATOR_WEBHOOK_RETRY_CAP_SECONDS (5), WHATSAPP_EMULATOR_WEBHOOK_MAX_ATTEMPTS (12)
+attempts in all. Stops on SIGTERM or Ctrl-C."""
 
 from __future__ import annotations
 
@@ -37,9 +40,29 @@ def main() -> None:
         "--app-secret", default=env("WHATSAPP_EMULATOR_APP_SECRET", "local-whatsapp-app-secret")
     )
     parser.add_argument("--webhook-url", default=env("WHATSAPP_EMULATOR_WEBHOOK_URL", ""))
+    parser.add_argument(
+        "--webhook-retry-base-seconds",
+        type=float,
+        default=float(env("WHATSAPP_EMULATOR_WEBHOOK_RETRY_BASE_SECONDS", "0.2")),
+    )
+    parser.add_argument(
+        "--webhook-retry-cap-seconds",
+        type=float,
+        default=float(env("WHATSAPP_EMULATOR_WEBHOOK_RETRY_CAP_SECONDS", "5")),
+    )
+    parser.add_argument(
+        "--webhook-max-attempts",
+        type=int,
+        default=int(env("WHATSAPP_EMULATOR_WEBHOOK_MAX_ATTEMPTS", "12")),
+    )
     args = parser.parse_args()
     state = app.State(
-        access_token=args.access_token, app_secret=args.app_secret, webhook_url=args.webhook_url
+        access_token=args.access_token,
+        app_secret=args.app_secret,
+        webhook_url=args.webhook_url,
+        webhook_retry_base_seconds=max(0.0, args.webhook_retry_base_seconds),
+        webhook_retry_cap_seconds=max(0.0, args.webhook_retry_cap_seconds),
+        webhook_max_attempts=max(1, args.webhook_max_attempts),
     )
     asyncio.run(_serve(args.host, args.port, state))
 

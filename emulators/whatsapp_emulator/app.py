@@ -15,13 +15,21 @@ Admin (JSON):
   report the code in a ``failed`` status webhook, as WhatsApp does for 131026/131047).
   ``GET`` lists, ``DELETE`` clears.
 - ``POST /_emulator/config``: ``webhook_url``, ``app_secret``, ``access_token``,
-  ``auto_statuses`` (default ["sent", "delivered"]), ``status_delay_seconds`` (0.05).
+  ``auto_statuses`` (default ["sent", "delivered"]), ``status_delay_seconds`` (0.05),
+  ``webhook_retry_base_seconds`` (0.2), ``webhook_retry_cap_seconds`` (5.0),
+  ``webhook_max_attempts`` (12; 1: no retries).
 - ``POST /_emulator/statuses`` ``{"wamid", "status", "error_code"}``: post one status now.
 - ``POST /_emulator/inbound`` ``{"phone_number_id", "from", "text"|"button_payload",
   "name"}``: post an inbound message webhook (what a customer's reply looks like).
-- ``GET /_emulator/webhooks``: the webhooks posted and the answers they got.
+- ``GET /_emulator/webhooks``: every attempt to post a webhook (``delivery_id``,
+  ``attempt``, ``status``, ``taken``) and the deliveries waiting for a retry (``pending``).
+- ``POST /_emulator/webhooks/flush`` ``{"timeout"}``: retries every pending delivery now
+  (once each), waiting up to ``timeout`` seconds (10) for the attempts; the pending left.
 
-Webhooks are signed with ``X-Hub-Signature-256`` (see ``signing``).
+Webhooks are signed with ``X-Hub-Signature-256`` (see ``signing``). A webhook the receiver
+did not take (an answer other than 2xx, or none) is posted again, as WhatsApp retries it
+(for days, less and less often): here after ``webhook_retry_base_seconds``, doubling up to
+``webhook_retry_cap_seconds``, until ``webhook_max_attempts`` attempts were made.
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ import logging
 import re
 import secrets
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,6 +71,28 @@ class Fault:
 
 
 @dataclass
+class PendingDelivery:
+    """A webhook the receiver has not taken yet, waiting for its next attempt."""
+
+    delivery_id: str
+    body: dict[str, Any]
+    attempts: int
+    next_attempt_at: float
+    # Set by a flush: the next attempt now; set after each attempt (a flush waits for it).
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    attempted: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def as_json(self) -> dict[str, Any]:
+        """The admin API's view."""
+        return {
+            "delivery_id": self.delivery_id,
+            "attempts": self.attempts,
+            "next_attempt_at": self.next_attempt_at,
+            "body": self.body,
+        }
+
+
+@dataclass
 class State:
     """Everything the emulator remembers."""
 
@@ -72,7 +103,19 @@ class State:
     status_delay_seconds: float = 0.05
     messages: list[dict[str, Any]] = field(default_factory=list)
     faults: list[Fault] = field(default_factory=list)
+    # Every attempt to post a webhook, and the deliveries waiting for their next attempt.
     webhooks: list[dict[str, Any]] = field(default_factory=list)
+    pending: dict[str, PendingDelivery] = field(default_factory=dict)
+    webhook_retry_base_seconds: float = 0.2
+    webhook_retry_cap_seconds: float = 5.0
+    webhook_max_attempts: int = 12
+
+    def retry_delay(self, attempts: int) -> float:
+        """Seconds before the next attempt of a delivery tried ``attempts`` times."""
+        return min(
+            self.webhook_retry_cap_seconds,
+            self.webhook_retry_base_seconds * 2.0 ** max(0, attempts - 1),
+        )
 
     def take_fault(self, to: str) -> Fault | None:
         """The next fault for this recipient, used up by one."""
@@ -183,8 +226,12 @@ class WebhookPoster:
             self._session = None
 
     def later(self, delay: float, body: dict[str, Any]) -> None:
-        """Posts the body after a delay (the API answer goes out first)."""
-        task = asyncio.create_task(self._post_after(delay, body))
+        """Posts the body after a delay (the API answer goes out first), and again until
+        it is taken."""
+        self._spawn(self._post_after(delay, body))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -193,29 +240,92 @@ class WebhookPoster:
         await self.post(body)
 
     async def post(self, body: dict[str, Any]) -> int:
-        """Posts now; the HTTP status, or 0 when unreachable (or no URL is set)."""
-        url = self._state.webhook_url
-        if not url:
+        """Posts now, and again in the background until the receiver takes it; the first
+        attempt's HTTP status (0 when unreachable, or when no URL is set: then nothing is
+        recorded or retried)."""
+        if not self._state.webhook_url:
             return 0
+        delivery_id = "whd_" + secrets.token_hex(8)
+        status = await self._attempt(delivery_id, 1, body)
+        if not _taken(status) and self._state.webhook_max_attempts > 1:
+            pending = PendingDelivery(
+                delivery_id, body, 1, time.time() + self._state.retry_delay(1)
+            )
+            self._state.pending[delivery_id] = pending
+            self._spawn(self._retry(pending))
+        return status
+
+    async def _retry(self, pending: PendingDelivery) -> None:
+        """Posts a delivery again after each backoff until it is taken or out of attempts."""
+        try:
+            while pending.attempts < self._state.webhook_max_attempts:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(max(0.0, pending.next_attempt_at - time.time())):
+                        await pending.wake.wait()
+                pending.wake.clear()
+                status = await self._attempt(
+                    pending.delivery_id, pending.attempts + 1, pending.body
+                )
+                pending.attempts += 1
+                pending.attempted.set()
+                if _taken(status):
+                    return
+                pending.next_attempt_at = time.time() + self._state.retry_delay(pending.attempts)
+            logger.warning("webhook given up after %d attempts", pending.attempts)
+        finally:
+            self._state.pending.pop(pending.delivery_id, None)
+            pending.attempted.set()
+
+    async def flush(self, seconds: float) -> list[PendingDelivery]:
+        """Makes every pending delivery's next attempt now; waits up to ``seconds`` for
+        those attempts; the deliveries still pending."""
+        flushed = list(self._state.pending.values())
+        for pending in flushed:
+            pending.attempted.clear()
+            pending.wake.set()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await asyncio.gather(*(pending.attempted.wait() for pending in flushed))
+        return list(self._state.pending.values())
+
+    async def _attempt(self, delivery_id: str, attempt: int, body: dict[str, Any]) -> int:
+        """One post of the delivery, recorded; its HTTP status (0: no answer)."""
+        url = self._state.webhook_url
         raw = json.dumps(body).encode()
         if self._session is None:
             self._session = aiohttp.ClientSession()
         status = 0
-        try:
-            async with self._session.post(
-                url,
-                data=raw,
-                headers={
-                    "Content-Type": "application/json",
-                    signing.HEADER: signing.sign(raw, self._state.app_secret),
-                },
-                timeout=aiohttp.ClientTimeout(total=10),
-            ) as response:
-                status = response.status
-        except (aiohttp.ClientError, TimeoutError) as error:
-            logger.warning("webhook post failed: %s", type(error).__name__)
-        self._state.webhooks.append({"url": url, "body": body, "status": status})
+        if url:
+            try:
+                async with self._session.post(
+                    url,
+                    data=raw,
+                    headers={
+                        "Content-Type": "application/json",
+                        signing.HEADER: signing.sign(raw, self._state.app_secret),
+                    },
+                    timeout=aiohttp.ClientTimeout(total=10),
+                ) as response:
+                    status = response.status
+            except (aiohttp.ClientError, TimeoutError) as error:
+                logger.warning("webhook post failed: %s", type(error).__name__)
+        self._state.webhooks.append(
+            {
+                "url": url,
+                "body": body,
+                "status": status,
+                "delivery_id": delivery_id,
+                "attempt": attempt,
+                "taken": _taken(status),
+                "at": time.time(),
+            }
+        )
         return status
+
+
+def _taken(status: int) -> bool:
+    """Whether the receiver took a webhook: WhatsApp counts only a 2xx answer."""
+    return 200 <= status < 300
 
 
 def create_app(state: State | None = None) -> web.Application:
@@ -235,6 +345,7 @@ def create_app(state: State | None = None) -> web.Application:
     app.router.add_post("/_emulator/statuses", _post_status)
     app.router.add_post("/_emulator/inbound", _post_inbound)
     app.router.add_get("/_emulator/webhooks", _webhooks)
+    app.router.add_post("/_emulator/webhooks/flush", _flush_webhooks)
     return app
 
 
@@ -375,11 +486,20 @@ async def _config(request: web.Request) -> web.Response:
         state.auto_statuses = [str(s) for s in body["auto_statuses"]]
     if "status_delay_seconds" in body:
         state.status_delay_seconds = max(0.0, float(body["status_delay_seconds"]))
+    if "webhook_retry_base_seconds" in body:
+        state.webhook_retry_base_seconds = max(0.0, float(body["webhook_retry_base_seconds"]))
+    if "webhook_retry_cap_seconds" in body:
+        state.webhook_retry_cap_seconds = max(0.0, float(body["webhook_retry_cap_seconds"]))
+    if "webhook_max_attempts" in body:
+        state.webhook_max_attempts = max(1, int(body["webhook_max_attempts"]))
     return web.json_response(
         {
             "webhook_url": state.webhook_url,
             "auto_statuses": state.auto_statuses,
             "status_delay_seconds": state.status_delay_seconds,
+            "webhook_retry_base_seconds": state.webhook_retry_base_seconds,
+            "webhook_retry_cap_seconds": state.webhook_retry_cap_seconds,
+            "webhook_max_attempts": state.webhook_max_attempts,
         }
     )
 
@@ -416,7 +536,20 @@ async def _post_inbound(request: web.Request) -> web.Response:
 
 
 async def _webhooks(request: web.Request) -> web.Response:
-    return web.json_response({"webhooks": request.app[STATE_KEY].webhooks})
+    state = request.app[STATE_KEY]
+    return web.json_response(
+        {
+            "webhooks": state.webhooks,
+            "pending": [pending.as_json() for pending in state.pending.values()],
+        }
+    )
+
+
+async def _flush_webhooks(request: web.Request) -> web.Response:
+    body = await request.json() if request.can_read_body else {}
+    timeout = float(body.get("timeout", 10.0)) if isinstance(body, dict) else 10.0
+    left = await request.app[POSTER_KEY].flush(max(0.0, timeout))
+    return web.json_response({"pending": [pending.as_json() for pending in left]})
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """The WhatsApp Cloud API adapter: the webhook's verification handshake, delivery statuses
 (to the notifier), "LINK <code>" proofs (to ``whatsapp_linking``), and inbound messages of
 proven numbers as chat turns whose replies go back over WhatsApp. A number nobody proved is
-an unverified visitor and gets nothing back."""
+an unverified visitor and gets nothing back. A message's turn runs once (``turn_keys``, on
+WhatsApp's message id): a redelivery of it gets the first answer."""
 
 from __future__ import annotations
 
@@ -22,7 +23,13 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from askvault.notifier.v1 import notifier_pb2 as npb
-from edge import whatsapp_consent, whatsapp_linking, whatsapp_replies, whatsapp_storage
+from edge import (
+    turn_keys,
+    whatsapp_consent,
+    whatsapp_linking,
+    whatsapp_replies,
+    whatsapp_storage,
+)
 from edge.domain import whatsapp_keywords, whatsapp_proof
 from edge.domain.whatsapp_keywords import Keyword
 from edge.http_api import Edge
@@ -142,8 +149,8 @@ class WhatsAppWebhook:
             for value in values:
                 await self._value(value)
         except NotTaken as failure:
-            # Redelivered whole: the statuses apply again harmlessly (the newest wins), the
-            # messages are answered again and their replies keep their dedup keys.
+            # Redelivered whole: the statuses apply again harmlessly (the newest wins), and a
+            # message answered already gets its first answer again (``_answer``).
             return error(503, "UNAVAILABLE", str(failure))
         return JSONResponse({"received": True})
 
@@ -263,24 +270,27 @@ class WhatsAppWebhook:
                     received_at=received,
                 )
             return
-        reply = await self._edge.answer(
-            Request(
-                workspace_id=workspace_id,
-                # One conversation per contact and number: a number that moved to another
-                # contact (by proof) does not continue the earlier contact's conversation.
-                conversation_id=(
-                    f"wa:{number}:{link.contact_id}" if link is not None else f"wa:{number}"
-                )[:128],
-                visitor=visitor,
-                text=text[: self._edge.settings.max_text_chars],
-                channel="whatsapp",
-            )
+        turn = Request(
+            workspace_id=workspace_id,
+            # One conversation per contact and number: a number that moved to another
+            # contact (by proof) does not continue the earlier contact's conversation.
+            conversation_id=(
+                f"wa:{number}:{link.contact_id}" if link is not None else f"wa:{number}"
+            )[:128],
+            visitor=visitor,
+            text=text[: self._edge.settings.max_text_chars],
+            channel="whatsapp",
         )
-        if not isinstance(reply, Reply) and reply.status_code >= 500:
-            # The turn could not be answered for now (a service or the database down): the
-            # redelivery answers it; a 200 would leave the question unanswered for good.
-            raise NotTaken("the message could not be answered now; retry")
-        if isinstance(reply, Reply) and link is not None:
+        message_id = str(message.get("id", ""))
+        answered = await self._answer(turn, number, message_id)
+        if isinstance(answered, JSONResponse):
+            if answered.status_code >= 500 or answered.status_code == 409:
+                # The turn could not be answered for now (a service or the database down, or
+                # another delivery of this message still running it): the redelivery answers
+                # it; a 200 would leave the question unanswered for good.
+                raise NotTaken("the message could not be answered now; retry")
+            return
+        if link is not None:
             try:
                 await self._edge.peers.notifier.Send(
                     npb.SendRequest(
@@ -290,8 +300,10 @@ class WhatsAppWebhook:
                         ),
                         template=npb.TEMPLATE_CHAT_REPLY,
                         channel=npb.CHANNEL_WHATSAPP,
-                        variables={"text": reply.text},
-                        dedup_key=f"edge:wa-reply:{message.get('id', '')}",
+                        variables={"text": answered},
+                        # A redelivery replays the first answer: the same text under the same
+                        # key, which the notifier queues once.
+                        dedup_key=f"edge:wa-reply:{message_id}",
                     ),
                     timeout=self._edge.peers.timeout(),
                 )
@@ -299,3 +311,24 @@ class WhatsAppWebhook:
                 logger.warning("whatsapp reply not queued", extra={"code": failure.code().name})
                 if _passing(failure):
                     raise NotTaken("the reply was not queued; retry") from None
+
+    async def _answer(self, turn: Request, number: str, message_id: str) -> str | JSONResponse:
+        """The reply's text, or the error the turn was answered with. Run once per message:
+        a redelivery of it (its reply was not queued, or the edge died before answering the
+        webhook) gets the first answer instead of a second run of the turn, whose "yes"
+        would find the offer already used."""
+        if not message_id:
+            reply = await self._edge.answer(turn)
+            return reply.text if isinstance(reply, Reply) else reply
+        answered = await self._edge.turn_keys.once(
+            turn,
+            turn_keys.whatsapp_message_key(number, message_id),
+            lambda: self._edge.answer(turn),
+        )
+        if isinstance(answered, JSONResponse):
+            if answered.status_code == 422:
+                # The id was answered for another turn: the number was proven by another
+                # contact between the deliveries. Not this contact's answer to send.
+                logger.warning("whatsapp message id answered for another turn")
+            return answered
+        return str(answered["reply"])
