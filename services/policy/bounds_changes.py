@@ -22,12 +22,15 @@ async def propose(
     audit_keys: audit.MacKeys,
     request: pb.ProposeBoundsChangeRequest,
     *,
-    proposed: bounds.Bounds,
     defaults: bounds.Bounds,
     admin: str,
     now: datetime,
 ) -> pb.ProposeBoundsChangeResponse:
-    """``proposed`` (validated) applied, or pending when it loosens a field."""
+    """The request's bounds (completed from ``defaults``) applied, or pending when they
+    loosen a field; bounds that make no sense are INVALID_ARGUMENT. ``request`` is
+    validated."""
+    proposed = convert.bounds_from_pb(request.bounds, defaults.counter_period, defaults.time_zone)
+    bounds.validate(proposed)
 
     async def propose(connection: Connection) -> pb.ProposeBoundsChangeResponse:
         current = await storage.get_bounds(connection, request.workspace_id)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 import asyncpg
 from google.protobuf.message import Message
@@ -41,6 +41,13 @@ class Outcome(Generic[ResponseT]):
     response: ResponseT
     entries: list[audit.Entry]
     committing: audit_log.GrantCommit | None = None
+
+
+class AssertionVerifier(Protocol):
+    """Verifies identity assertions (runtime.assertions.Verifier, or a test double)."""
+
+    async def verify(self, token: str, workspace_id: str) -> assertions.Assertion:
+        """The assertion's claims, or raises AssertionRefused."""
 
 
 @dataclass(frozen=True)
@@ -130,9 +137,36 @@ def _expected_terms_hash(
     )
 
 
-async def authorize(cases: UseCases, call: AuthorizeCall) -> pb.AuthorizeResponse:
-    """Decides, reserves, issues the grant or opens the escalation, audits; idempotent on
-    the request's key."""
+async def authorize(
+    cases: UseCases,
+    verifier: AssertionVerifier,
+    request: pb.AuthorizeRequest,
+    now: datetime,
+) -> pb.AuthorizeResponse:
+    """Verifies the visitor's assertion (a refusal is decided, and audited, as a denial),
+    decides, reserves, issues the grant or opens the escalation, audits; idempotent on the
+    request's key. ``request`` is validated."""
+    action = convert.ACTION_FROM_PB[request.action]
+    requested = convert.details_from_pb(request.details)
+    # Only a claimed yes is looked at (and audited); a quote sent without one is not.
+    presented = (
+        convert.confirmation_from_pb(request.confirmation)
+        if request.confirmed and request.HasField("confirmation")
+        else None
+    )
+    try:
+        assertion: assertions.Assertion | None = await verifier.verify(
+            request.identity_assertion, request.workspace_id
+        )
+        refused: Reason | None = None
+    except assertions.AssertionRefused as refusal:
+        assertion, refused = None, Reason(refusal.reason)
+    call = AuthorizeCall(request, action, requested, presented, assertion, refused, now)
+    return await _authorize(cases, call)
+
+
+async def _authorize(cases: UseCases, call: AuthorizeCall) -> pb.AuthorizeResponse:
+    """Authorize once its call is established: the decision in one audited transaction."""
     request = call.request
     # Set when this call decided (not a replay): its escalation is counted once committed.
     decided: list[bool] = []

@@ -18,7 +18,7 @@ import asyncpg
 
 from askvault.policy.v1 import policy_pb2 as pb
 from policy import audit_log, convert, entries, policy_metrics, storage
-from policy.deciding import UseCases
+from policy.deciding import AssertionVerifier, UseCases
 from policy.domain import audit, decisions
 from policy.domain.decisions import Reason
 from policy.domain.model import Action
@@ -70,14 +70,31 @@ async def _open(
     return record
 
 
+async def _presented_assertion(
+    verifier: AssertionVerifier, request: pb.OpenEscalationRequest
+) -> assertions.Assertion | None:
+    """The hand-off's verified assertion; None for an anonymous one (it sends none)."""
+    if not request.identity_assertion:
+        return None
+    # A presented assertion must verify.
+    try:
+        return await verifier.verify(request.identity_assertion, request.workspace_id)
+    except assertions.AssertionRefused as refusal:
+        raise errors.ServiceError(
+            errors.Kind.UNAUTHENTICATED, refusal.reason, str(refusal)
+        ) from None
+
+
 async def open_escalation(
     uses: Escalations,
+    verifier: AssertionVerifier,
     request: pb.OpenEscalationRequest,
-    assertion: assertions.Assertion | None,
     now: datetime,
 ) -> pb.OpenEscalationResponse:
     """A new OPEN escalation with its audit entry: the visitor's (bound to the customer of
-    their verified ``assertion``) or the bot's anonymous hand-off (no assertion)."""
+    their verified assertion) or the bot's anonymous hand-off (no assertion); a presented
+    assertion that does not verify is UNAUTHENTICATED. ``request`` is validated."""
+    assertion = await _presented_assertion(verifier, request)
     contact_id = customer = ""
     details = request.details
     if assertion is not None:
