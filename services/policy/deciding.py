@@ -2,7 +2,7 @@
 entries, in one transaction with the call's idempotency key.
 
 Round trips per decision: the key's claim, the bounds, one statement for the counters and
-the grant (storage.reserve_and_grant), one for the audit entries and the saved response
+the grant (grant_store.reserve_and_grant), one for the audit entries and the saved response
 (audit_log.record_and_save). The audit entries are recorded unchained, so decisions of one
 workspace do not queue on its chain head (chaining.py links them).
 """
@@ -18,7 +18,15 @@ import asyncpg
 from google.protobuf.message import Message
 
 from askvault.policy.v1 import policy_pb2 as pb
-from policy import audit_log, convert, entries, policy_metrics, storage
+from policy import (
+    audit_log,
+    bounds_store,
+    convert,
+    entries,
+    escalation_store,
+    grant_store,
+    policy_metrics,
+)
 from policy.domain import audit, bounds, decisions
 from policy.domain.decisions import Decision, Reason, Verdict
 from policy.domain.model import Action, Confirmation, Details
@@ -66,7 +74,7 @@ class UseCases:
 
     async def bounds(self, connection: Connection, workspace_id: str) -> bounds.Bounds:
         """The bounds in force, read."""
-        return self.in_force(await storage.get_bounds(connection, workspace_id))
+        return self.in_force(await bounds_store.get_bounds(connection, workspace_id))
 
     async def run_audited(
         self,
@@ -174,7 +182,7 @@ async def _authorize(cases: UseCases, call: AuthorizeCall) -> pb.AuthorizeRespon
     async def claim(
         connection: Connection, method: str, fingerprint: bytes
     ) -> tuple[bool, bounds.Bounds | None]:
-        return await storage.claim_with_bounds(
+        return await bounds_store.claim_with_bounds(
             connection, request.workspace_id, request.idempotency_key, method, fingerprint
         )
 
@@ -263,12 +271,12 @@ async def _carry_out(
     action = call.action
     reservation = decision.reservation
     usage: decisions.Usage | None = None
-    record: storage.GrantRecord | None = None
+    record: grant_store.GrantRecord | None = None
     grace = in_force.cancellation_grace if action is Action.CANCEL_SUBSCRIPTION else None
     if decision.verdict is Verdict.ALLOW:
         grant_id = ids.new_id("gr")
         if reservation is None:
-            record = await storage.insert_grant(
+            record = await grant_store.insert_grant(
                 connection,
                 workspace_id,
                 grant_id,
@@ -281,7 +289,7 @@ async def _carry_out(
                 reservation=None,
             )
         else:
-            used, record = await storage.reserve_and_grant(
+            used, record = await grant_store.reserve_and_grant(
                 connection,
                 workspace_id,
                 grant_id,
@@ -300,7 +308,7 @@ async def _carry_out(
             if record is None:
                 decision = decisions.over_limit(decision)
     elif reservation is not None:
-        used = await storage.counters_used(
+        used = await grant_store.counters_used(
             connection,
             workspace_id,
             customer_id=customer_id,
@@ -325,7 +333,7 @@ async def _carry_out(
         response.grant.CopyFrom(convert.grant_pb(record))
         subject_id = record.grant.grant_id
     if decision.escalate:
-        escalation = await storage.insert_escalation(
+        escalation = await escalation_store.insert_escalation(
             connection,
             workspace_id,
             ids.new_id("esc"),

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 import asyncpg
 
 from askvault.policy.v1 import policy_pb2 as pb
-from policy import audit_log, convert, entries, policy_metrics, storage
+from policy import audit_log, convert, entries, escalation_store, grant_store, policy_metrics
 from policy.deciding import AssertionVerifier, UseCases
 from policy.domain import audit, decisions
 from policy.domain.decisions import Reason
@@ -54,8 +54,10 @@ def _not_pending(state: str) -> errors.ServiceError:
 
 async def _locked(
     connection: Connection, workspace_id: str, escalation_id: str
-) -> storage.EscalationRecord:
-    record = await storage.get_escalation(connection, workspace_id, escalation_id, for_update=True)
+) -> escalation_store.EscalationRecord:
+    record = await escalation_store.get_escalation(
+        connection, workspace_id, escalation_id, for_update=True
+    )
     if record is None:
         raise errors.not_found("escalation")
     return record
@@ -63,7 +65,7 @@ async def _locked(
 
 async def _open(
     connection: Connection, workspace_id: str, escalation_id: str
-) -> storage.EscalationRecord:
+) -> escalation_store.EscalationRecord:
     record = await _locked(connection, workspace_id, escalation_id)
     if record.state != "open":
         raise _not_pending(record.state)
@@ -114,7 +116,7 @@ async def open_escalation(
     opened: list[bool] = []
 
     async def open_escalation(connection: Connection) -> pb.OpenEscalationResponse:
-        record = await storage.insert_escalation(
+        record = await escalation_store.insert_escalation(
             connection,
             request.workspace_id,
             ids.new_id("esc"),
@@ -167,7 +169,7 @@ async def get_escalation(
 ) -> pb.GetEscalationResponse:
     """One escalation; NOT_FOUND when the workspace has none of that id."""
     async with pool.acquire() as connection:
-        record = await storage.get_escalation(
+        record = await escalation_store.get_escalation(
             connection, request.workspace_id, request.escalation_id
         )
     if record is None:
@@ -198,7 +200,7 @@ async def list_escalations(
             ) from None
     size = _page_size(request.page_size)
     async with pool.acquire() as connection:
-        records = await storage.list_escalations(
+        records = await escalation_store.list_escalations(
             connection,
             request.workspace_id,
             convert.ESCALATION_STATE_FROM_PB.get(request.state, ""),
@@ -232,7 +234,7 @@ async def approve(
         escalated = convert.escalation_pb(record)
         details = convert.details_from_pb(escalated.details)
         action = convert.ACTION_FROM_PB.get(escalated.action)
-        grant: storage.GrantRecord | None = None
+        grant: grant_store.GrantRecord | None = None
         # A grant only for a verified visitor and a complete action: an anonymous
         # hand-off or a plain "talk to a human" is approved without one.
         if (
@@ -245,14 +247,14 @@ async def approve(
             in_force = await uses.cases.bounds(connection, workspace_id)
             reservation = decisions.approval_reservation(action, details, in_force, now)
             if reservation is not None:
-                await storage.reserve(
+                await grant_store.reserve(
                     connection,
                     workspace_id,
                     customer_id=record.stripe_customer_id,
                     contact_id=record.contact_id,
                     reservation=reservation,
                 )
-            grant = await storage.insert_grant(
+            grant = await grant_store.insert_grant(
                 connection,
                 workspace_id,
                 ids.new_id("gr"),
@@ -267,7 +269,7 @@ async def approve(
                 reservation=reservation,
                 escalation_id=record.escalation_id,
             )
-        decided = await storage.decide_escalation(
+        decided = await escalation_store.decide_escalation(
             connection,
             workspace_id,
             record.escalation_id,
@@ -332,7 +334,7 @@ async def reject(
 
     async def effect(connection: Connection) -> pb.RejectEscalationResponse:
         record = await _open(connection, request.workspace_id, request.escalation_id)
-        decided = await storage.decide_escalation(
+        decided = await escalation_store.decide_escalation(
             connection,
             request.workspace_id,
             record.escalation_id,
@@ -412,7 +414,7 @@ async def record_outcome(
                 f"the escalation is {record.state}; only an approved one takes an outcome",
                 metadata={"state": record.state},
             )
-        finished = await storage.finish_escalation(
+        finished = await escalation_store.finish_escalation(
             connection,
             request.workspace_id,
             record.escalation_id,
