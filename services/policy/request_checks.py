@@ -6,6 +6,8 @@ check for its request and the use case may take the request as valid.
 
 from __future__ import annotations
 
+from collections.abc import Container
+
 from askvault.common.v1 import common_pb2
 from askvault.policy.v1 import policy_pb2 as pb
 from policy import convert, escalations
@@ -32,8 +34,15 @@ def _once(check: errors.Validator, idempotency_key: str) -> None:
     idempotency.require_key(idempotency_key)
 
 
+def _known_or_unspecified(value: int, unspecified: int, known: Container[int]) -> bool:
+    """An enum value policy maps, or the enum's unspecified value (no filter, the default)."""
+    return value == unspecified or value in known
+
+
 def _action_or_unspecified(action: int) -> bool:
-    return action == common_pb2.BILLING_ACTION_UNSPECIFIED or action in convert.ACTION_FROM_PB
+    return _known_or_unspecified(
+        action, common_pb2.BILLING_ACTION_UNSPECIFIED, convert.ACTION_FROM_PB
+    )
 
 
 def _assertion_length(check: errors.Validator, identity_assertion: str) -> None:
@@ -42,6 +51,13 @@ def _assertion_length(check: errors.Validator, identity_assertion: str) -> None:
         "identity_assertion",
         f"at most {_MAX_ASSERTION} chars",
     )
+
+
+def _by_state(workspace_id: str, state: int, unspecified: int, known: Container[int]) -> None:
+    """A list request of one workspace, filtered by a state or not."""
+    check = _of_workspace(workspace_id)
+    check.require(_known_or_unspecified(state, unspecified, known), "state", "unknown value")
+    check.check()
 
 
 def workspace(workspace_id: str) -> None:
@@ -110,14 +126,12 @@ def get_escalation(request: pb.GetEscalationRequest) -> None:
 
 
 def list_escalations(request: pb.ListEscalationsRequest) -> None:
-    check = _of_workspace(request.workspace_id)
-    check.require(
-        request.state == pb.ESCALATION_STATE_UNSPECIFIED
-        or request.state in convert.ESCALATION_STATE_FROM_PB,
-        "state",
-        "unknown value",
+    _by_state(
+        request.workspace_id,
+        request.state,
+        pb.ESCALATION_STATE_UNSPECIFIED,
+        convert.ESCALATION_STATE_FROM_PB,
     )
-    check.check()
 
 
 def approve_escalation(request: pb.ApproveEscalationRequest) -> None:
@@ -157,8 +171,9 @@ def propose_bounds_change(request: pb.ProposeBoundsChangeRequest) -> None:
         "unknown value",
     )
     check.require(
-        request.bounds.counter_period == pb.COUNTER_PERIOD_UNSPECIFIED
-        or request.bounds.counter_period in convert.PERIOD_FROM_PB,
+        _known_or_unspecified(
+            request.bounds.counter_period, pb.COUNTER_PERIOD_UNSPECIFIED, convert.PERIOD_FROM_PB
+        ),
         "bounds.counter_period",
         "unknown value",
     )
@@ -172,14 +187,12 @@ def approve_bounds_change(request: pb.ApproveBoundsChangeRequest) -> None:
 
 
 def list_bounds_changes(request: pb.ListBoundsChangesRequest) -> None:
-    check = _of_workspace(request.workspace_id)
-    check.require(
-        request.state == pb.BOUNDS_CHANGE_STATE_UNSPECIFIED
-        or request.state in convert.CHANGE_STATE_FROM_PB,
-        "state",
-        "unknown value",
+    _by_state(
+        request.workspace_id,
+        request.state,
+        pb.BOUNDS_CHANGE_STATE_UNSPECIFIED,
+        convert.CHANGE_STATE_FROM_PB,
     )
-    check.check()
 
 
 # -- audit ---------------------------------------------------------------------------------
