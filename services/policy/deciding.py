@@ -1,5 +1,6 @@
-"""The Authorize use case: one decision, its counters, its grant or escalation and its audit
-entries, in one transaction with the call's idempotency key.
+"""The Authorize use case: the visitor's assertion verified (before the transaction: it may
+fetch identity's keys), then one decision, its counters, its grant or escalation and its
+audit entries, in one transaction with the call's idempotency key.
 
 Round trips per decision: the key's claim, the bounds, one statement for the counters and
 the grant (grant_store.reserve_and_grant), one for the audit entries and the saved response
