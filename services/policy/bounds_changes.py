@@ -11,7 +11,7 @@ from datetime import datetime
 import asyncpg
 
 from askvault.policy.v1 import policy_pb2 as pb
-from policy import audit_log, convert, entries, storage
+from policy import audit_log, bounds_store, convert, entries
 from policy.domain import audit, bounds
 from runtime import errors, idempotency, ids
 from runtime.database import Connection
@@ -22,17 +22,20 @@ async def propose(
     audit_keys: audit.MacKeys,
     request: pb.ProposeBoundsChangeRequest,
     *,
-    proposed: bounds.Bounds,
     defaults: bounds.Bounds,
     admin: str,
     now: datetime,
 ) -> pb.ProposeBoundsChangeResponse:
-    """``proposed`` (validated) applied, or pending when it loosens a field."""
+    """The request's bounds (completed from ``defaults``) applied, or pending when they
+    loosen a field; bounds that make no sense are INVALID_ARGUMENT. ``request`` is
+    validated."""
+    proposed = convert.bounds_from_pb(request.bounds, defaults.counter_period, defaults.time_zone)
+    bounds.validate(proposed)
 
     async def propose(connection: Connection) -> pb.ProposeBoundsChangeResponse:
-        current = await storage.get_bounds(connection, request.workspace_id)
+        current = await bounds_store.get_bounds(connection, request.workspace_id)
         loosened = bounds.loosened_fields(proposed, defaults, current)
-        change = await storage.insert_bounds_change(
+        change = await bounds_store.insert_bounds_change(
             connection,
             request.workspace_id,
             ids.new_id("bc"),
@@ -43,7 +46,7 @@ async def propose(
             now=now,
         )
         if not loosened:
-            await storage.save_bounds(connection, request.workspace_id, proposed, now)
+            await bounds_store.save_bounds(connection, request.workspace_id, proposed, now)
         await audit_log.record(
             connection,
             audit_keys,
@@ -81,7 +84,7 @@ async def approve(
     """A pending change applied by an admin other than its proposer."""
 
     async def approve(connection: Connection) -> pb.ApproveBoundsChangeResponse:
-        change = await storage.get_bounds_change_for_update(
+        change = await bounds_store.get_bounds_change_for_update(
             connection, request.workspace_id, request.change_id
         )
         if change is None:
@@ -98,10 +101,10 @@ async def approve(
                 "SECOND_ADMIN_REQUIRED",
                 "a second, different admin must approve this change",
             )
-        applied = await storage.apply_bounds_change(
+        applied = await bounds_store.apply_bounds_change(
             connection, request.workspace_id, request.change_id, admin, now
         )
-        await storage.save_bounds(connection, request.workspace_id, applied.proposed, now)
+        await bounds_store.save_bounds(connection, request.workspace_id, applied.proposed, now)
         await audit_log.record(
             connection,
             audit_keys,
@@ -133,7 +136,7 @@ async def list_changes(
 ) -> pb.ListBoundsChangesResponse:
     """The workspace's bounds changes, by state."""
     async with pool.acquire() as connection:
-        records = await storage.list_bounds_changes(
+        records = await bounds_store.list_bounds_changes(
             connection,
             request.workspace_id,
             convert.CHANGE_STATE_FROM_PB.get(request.state, ""),

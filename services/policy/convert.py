@@ -9,7 +9,7 @@ from google.protobuf import json_format
 
 from askvault.common.v1 import common_pb2
 from askvault.policy.v1 import policy_pb2 as pb
-from policy import storage
+from policy import bounds_store, escalation_store, grant_store
 from policy.domain import audit, decisions, grants
 from policy.domain.bounds import AskVaultPlan, Bounds
 from policy.domain.model import Action, Channel, Confirmation, Details, Money
@@ -168,7 +168,7 @@ def to_json(message: Any) -> dict[str, Any]:
     return result
 
 
-def grant_pb(record: storage.GrantRecord) -> pb.Grant:
+def grant_pb(record: grant_store.GrantRecord) -> pb.Grant:
     """A grant as a message."""
     grant = record.grant
     return pb.Grant(
@@ -216,7 +216,7 @@ def usage_pb(usage: decisions.Usage) -> pb.Usage:
     )
 
 
-def escalation_pb(record: storage.EscalationRecord) -> pb.Escalation:
+def escalation_pb(record: escalation_store.EscalationRecord) -> pb.Escalation:
     """An escalation as a message."""
     details = pb.ActionDetails()
     json_format.ParseDict(record.details, details)
@@ -286,7 +286,7 @@ def bounds_pb(workspace_id: str, bounds: Bounds) -> pb.Bounds:
     )
 
 
-def change_pb(record: storage.BoundsChangeRecord) -> pb.BoundsChange:
+def change_pb(record: bounds_store.BoundsChangeRecord) -> pb.BoundsChange:
     """A bounds change as a message."""
     return pb.BoundsChange(
         change_id=record.change_id,

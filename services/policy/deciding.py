@@ -1,8 +1,9 @@
-"""The Authorize use case: one decision, its counters, its grant or escalation and its audit
-entries, in one transaction with the call's idempotency key.
+"""The Authorize use case: the visitor's assertion verified (before the transaction: it may
+fetch identity's keys), then one decision, its counters, its grant or escalation and its
+audit entries, in one transaction with the call's idempotency key.
 
 Round trips per decision: the key's claim, the bounds, one statement for the counters and
-the grant (storage.reserve_and_grant), one for the audit entries and the saved response
+the grant (grant_store.reserve_and_grant), one for the audit entries and the saved response
 (audit_log.record_and_save). The audit entries are recorded unchained, so decisions of one
 workspace do not queue on its chain head (chaining.py links them).
 """
@@ -12,13 +13,21 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 import asyncpg
 from google.protobuf.message import Message
 
 from askvault.policy.v1 import policy_pb2 as pb
-from policy import audit_log, convert, entries, policy_metrics, storage
+from policy import (
+    audit_log,
+    bounds_store,
+    convert,
+    entries,
+    escalation_store,
+    grant_store,
+    policy_metrics,
+)
 from policy.domain import audit, bounds, decisions
 from policy.domain.decisions import Decision, Reason, Verdict
 from policy.domain.model import Action, Confirmation, Details
@@ -43,6 +52,13 @@ class Outcome(Generic[ResponseT]):
     committing: audit_log.GrantCommit | None = None
 
 
+class AssertionVerifier(Protocol):
+    """Verifies identity assertions (runtime.assertions.Verifier, or a test double)."""
+
+    async def verify(self, token: str, workspace_id: str) -> assertions.Assertion:
+        """The assertion's claims, or raises AssertionRefused."""
+
+
 @dataclass(frozen=True)
 class UseCases:
     """What policy's use cases share: the pool, the audit MAC keys, the default bounds and
@@ -59,7 +75,7 @@ class UseCases:
 
     async def bounds(self, connection: Connection, workspace_id: str) -> bounds.Bounds:
         """The bounds in force, read."""
-        return self.in_force(await storage.get_bounds(connection, workspace_id))
+        return self.in_force(await bounds_store.get_bounds(connection, workspace_id))
 
     async def run_audited(
         self,
@@ -130,9 +146,36 @@ def _expected_terms_hash(
     )
 
 
-async def authorize(cases: UseCases, call: AuthorizeCall) -> pb.AuthorizeResponse:
-    """Decides, reserves, issues the grant or opens the escalation, audits; idempotent on
-    the request's key."""
+async def authorize(
+    cases: UseCases,
+    verifier: AssertionVerifier,
+    request: pb.AuthorizeRequest,
+    now: datetime,
+) -> pb.AuthorizeResponse:
+    """Verifies the visitor's assertion (a refusal is decided, and audited, as a denial),
+    decides, reserves, issues the grant or opens the escalation, audits; idempotent on the
+    request's key. ``request`` is validated."""
+    action = convert.ACTION_FROM_PB[request.action]
+    requested = convert.details_from_pb(request.details)
+    # Only a claimed yes is looked at (and audited); a quote sent without one is not.
+    presented = (
+        convert.confirmation_from_pb(request.confirmation)
+        if request.confirmed and request.HasField("confirmation")
+        else None
+    )
+    try:
+        assertion: assertions.Assertion | None = await verifier.verify(
+            request.identity_assertion, request.workspace_id
+        )
+        refused: Reason | None = None
+    except assertions.AssertionRefused as refusal:
+        assertion, refused = None, Reason(refusal.reason)
+    call = AuthorizeCall(request, action, requested, presented, assertion, refused, now)
+    return await _authorize(cases, call)
+
+
+async def _authorize(cases: UseCases, call: AuthorizeCall) -> pb.AuthorizeResponse:
+    """Authorize once its call is established: the decision in one audited transaction."""
     request = call.request
     # Set when this call decided (not a replay): its escalation is counted once committed.
     decided: list[bool] = []
@@ -140,7 +183,7 @@ async def authorize(cases: UseCases, call: AuthorizeCall) -> pb.AuthorizeRespons
     async def claim(
         connection: Connection, method: str, fingerprint: bytes
     ) -> tuple[bool, bounds.Bounds | None]:
-        return await storage.claim_with_bounds(
+        return await bounds_store.claim_with_bounds(
             connection, request.workspace_id, request.idempotency_key, method, fingerprint
         )
 
@@ -229,12 +272,12 @@ async def _carry_out(
     action = call.action
     reservation = decision.reservation
     usage: decisions.Usage | None = None
-    record: storage.GrantRecord | None = None
+    record: grant_store.GrantRecord | None = None
     grace = in_force.cancellation_grace if action is Action.CANCEL_SUBSCRIPTION else None
     if decision.verdict is Verdict.ALLOW:
         grant_id = ids.new_id("gr")
         if reservation is None:
-            record = await storage.insert_grant(
+            record = await grant_store.insert_grant(
                 connection,
                 workspace_id,
                 grant_id,
@@ -247,7 +290,7 @@ async def _carry_out(
                 reservation=None,
             )
         else:
-            used, record = await storage.reserve_and_grant(
+            used, record = await grant_store.reserve_and_grant(
                 connection,
                 workspace_id,
                 grant_id,
@@ -266,7 +309,7 @@ async def _carry_out(
             if record is None:
                 decision = decisions.over_limit(decision)
     elif reservation is not None:
-        used = await storage.counters_used(
+        used = await grant_store.counters_used(
             connection,
             workspace_id,
             customer_id=customer_id,
@@ -291,7 +334,7 @@ async def _carry_out(
         response.grant.CopyFrom(convert.grant_pb(record))
         subject_id = record.grant.grant_id
     if decision.escalate:
-        escalation = await storage.insert_escalation(
+        escalation = await escalation_store.insert_escalation(
             connection,
             workspace_id,
             ids.new_id("esc"),

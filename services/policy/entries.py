@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from policy import storage
+from policy import grant_store
 from policy.domain import audit
 from policy.domain.model import Action, Confirmation, Details
 
@@ -47,7 +47,9 @@ def entry(
     )
 
 
-def grant_entry(now: datetime, kind: str, record: storage.GrantRecord, outcome: str) -> audit.Entry:
+def grant_entry(
+    now: datetime, kind: str, record: grant_store.GrantRecord, outcome: str
+) -> audit.Entry:
     """An entry about a grant, by the enforcement point, with the grant's parameters."""
     grant = record.grant
     return entry(

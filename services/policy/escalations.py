@@ -17,8 +17,8 @@ from datetime import datetime, timedelta
 import asyncpg
 
 from askvault.policy.v1 import policy_pb2 as pb
-from policy import audit_log, convert, entries, policy_metrics, storage
-from policy.deciding import UseCases
+from policy import audit_log, convert, entries, escalation_store, grant_store, policy_metrics
+from policy.deciding import AssertionVerifier, UseCases
 from policy.domain import audit, decisions
 from policy.domain.decisions import Reason
 from policy.domain.model import Action
@@ -54,8 +54,10 @@ def _not_pending(state: str) -> errors.ServiceError:
 
 async def _locked(
     connection: Connection, workspace_id: str, escalation_id: str
-) -> storage.EscalationRecord:
-    record = await storage.get_escalation(connection, workspace_id, escalation_id, for_update=True)
+) -> escalation_store.EscalationRecord:
+    record = await escalation_store.get_escalation(
+        connection, workspace_id, escalation_id, for_update=True
+    )
     if record is None:
         raise errors.not_found("escalation")
     return record
@@ -63,21 +65,38 @@ async def _locked(
 
 async def _open(
     connection: Connection, workspace_id: str, escalation_id: str
-) -> storage.EscalationRecord:
+) -> escalation_store.EscalationRecord:
     record = await _locked(connection, workspace_id, escalation_id)
     if record.state != "open":
         raise _not_pending(record.state)
     return record
 
 
+async def _presented_assertion(
+    verifier: AssertionVerifier, request: pb.OpenEscalationRequest
+) -> assertions.Assertion | None:
+    """The hand-off's verified assertion; None for an anonymous one (it sends none)."""
+    if not request.identity_assertion:
+        return None
+    # A presented assertion must verify.
+    try:
+        return await verifier.verify(request.identity_assertion, request.workspace_id)
+    except assertions.AssertionRefused as refusal:
+        raise errors.ServiceError(
+            errors.Kind.UNAUTHENTICATED, refusal.reason, str(refusal)
+        ) from None
+
+
 async def open_escalation(
     uses: Escalations,
+    verifier: AssertionVerifier,
     request: pb.OpenEscalationRequest,
-    assertion: assertions.Assertion | None,
     now: datetime,
 ) -> pb.OpenEscalationResponse:
     """A new OPEN escalation with its audit entry: the visitor's (bound to the customer of
-    their verified ``assertion``) or the bot's anonymous hand-off (no assertion)."""
+    their verified assertion) or the bot's anonymous hand-off (no assertion); a presented
+    assertion that does not verify is UNAUTHENTICATED. ``request`` is validated."""
+    assertion = await _presented_assertion(verifier, request)
     contact_id = customer = ""
     details = request.details
     if assertion is not None:
@@ -97,7 +116,7 @@ async def open_escalation(
     opened: list[bool] = []
 
     async def open_escalation(connection: Connection) -> pb.OpenEscalationResponse:
-        record = await storage.insert_escalation(
+        record = await escalation_store.insert_escalation(
             connection,
             request.workspace_id,
             ids.new_id("esc"),
@@ -150,7 +169,7 @@ async def get_escalation(
 ) -> pb.GetEscalationResponse:
     """One escalation; NOT_FOUND when the workspace has none of that id."""
     async with pool.acquire() as connection:
-        record = await storage.get_escalation(
+        record = await escalation_store.get_escalation(
             connection, request.workspace_id, request.escalation_id
         )
     if record is None:
@@ -181,7 +200,7 @@ async def list_escalations(
             ) from None
     size = _page_size(request.page_size)
     async with pool.acquire() as connection:
-        records = await storage.list_escalations(
+        records = await escalation_store.list_escalations(
             connection,
             request.workspace_id,
             convert.ESCALATION_STATE_FROM_PB.get(request.state, ""),
@@ -215,7 +234,7 @@ async def approve(
         escalated = convert.escalation_pb(record)
         details = convert.details_from_pb(escalated.details)
         action = convert.ACTION_FROM_PB.get(escalated.action)
-        grant: storage.GrantRecord | None = None
+        grant: grant_store.GrantRecord | None = None
         # A grant only for a verified visitor and a complete action: an anonymous
         # hand-off or a plain "talk to a human" is approved without one.
         if (
@@ -228,14 +247,14 @@ async def approve(
             in_force = await uses.cases.bounds(connection, workspace_id)
             reservation = decisions.approval_reservation(action, details, in_force, now)
             if reservation is not None:
-                await storage.reserve(
+                await grant_store.reserve(
                     connection,
                     workspace_id,
                     customer_id=record.stripe_customer_id,
                     contact_id=record.contact_id,
                     reservation=reservation,
                 )
-            grant = await storage.insert_grant(
+            grant = await grant_store.insert_grant(
                 connection,
                 workspace_id,
                 ids.new_id("gr"),
@@ -250,7 +269,7 @@ async def approve(
                 reservation=reservation,
                 escalation_id=record.escalation_id,
             )
-        decided = await storage.decide_escalation(
+        decided = await escalation_store.decide_escalation(
             connection,
             workspace_id,
             record.escalation_id,
@@ -315,7 +334,7 @@ async def reject(
 
     async def effect(connection: Connection) -> pb.RejectEscalationResponse:
         record = await _open(connection, request.workspace_id, request.escalation_id)
-        decided = await storage.decide_escalation(
+        decided = await escalation_store.decide_escalation(
             connection,
             request.workspace_id,
             record.escalation_id,
@@ -395,7 +414,7 @@ async def record_outcome(
                 f"the escalation is {record.state}; only an approved one takes an outcome",
                 metadata={"state": record.state},
             )
-        finished = await storage.finish_escalation(
+        finished = await escalation_store.finish_escalation(
             connection,
             request.workspace_id,
             record.escalation_id,

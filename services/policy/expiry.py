@@ -15,7 +15,7 @@ from datetime import datetime
 
 import asyncpg
 
-from policy import audit_log, storage
+from policy import audit_log, grant_store
 from policy.domain import audit
 from runtime.database import UNAVAILABLE_ERRORS, Connection
 from runtime.periodic import Periodic, Schedule
@@ -33,16 +33,16 @@ async def expire_locked(
     connection: Connection,
     keys: audit.MacKeys,
     workspace_id: str,
-    records: Sequence[storage.GrantRecord],
+    records: Sequence[grant_store.GrantRecord],
     now: datetime,
 ) -> int:
     """Expires grants of one workspace whose rows the caller holds locked; each must be
     RESERVED and due. Frees their reservations (customer and visitor counters, in the one
-    lock order ``storage.free_reservations`` keeps) and audits each once."""
-    await storage.free_reservations(connection, records)
+    lock order ``grant_store.free_reservations`` keeps) and audits each once."""
+    await grant_store.free_reservations(connection, records)
     entries = []
     for record in records:
-        expired = await storage.expire_grant(connection, record, now)
+        expired = await grant_store.expire_grant(connection, record, now)
         grant = expired.grant
         entries.append(
             audit.Entry(
@@ -68,7 +68,7 @@ async def expire_one(
 ) -> bool:
     """Expires one grant if it is still RESERVED and due (the lazy path)."""
     async with pool.acquire() as connection, connection.transaction():
-        record = await storage.get_grant_for_update(connection, workspace_id, grant_id)
+        record = await grant_store.get_grant_for_update(connection, workspace_id, grant_id)
         if record is None or not record.grant.due(now):
             return False
         await expire_locked(connection, keys, workspace_id, [record], now)
@@ -78,14 +78,14 @@ async def expire_one(
 async def sweep(pool: asyncpg.Pool, keys: audit.MacKeys, now: datetime, batch_size: int) -> int:
     """One pass over every workspace with due grants; returns how many expired."""
     async with pool.acquire() as connection:
-        workspaces = await storage.workspaces_with_due_grants(
+        workspaces = await grant_store.workspaces_with_due_grants(
             connection, now, _WORKSPACES_PER_SWEEP
         )
         total = 0
         for workspace_id in workspaces:
             while True:
                 async with connection.transaction():
-                    records = await storage.claim_due_grants(
+                    records = await grant_store.claim_due_grants(
                         connection, workspace_id, now, batch_size
                     )
                     if records:

@@ -17,7 +17,7 @@ from datetime import datetime
 from google.protobuf.message import Message
 
 from askvault.policy.v1 import policy_pb2 as pb
-from policy import audit_log, convert, entries, expiry, policy_metrics, storage
+from policy import audit_log, convert, entries, expiry, grant_store, policy_metrics
 from policy.deciding import Outcome, ResponseT, UseCases
 from policy.domain import decisions, grants, periods
 from policy.domain.model import Action, Details
@@ -41,7 +41,7 @@ _GRANT_REFUSALS = frozenset(
 )
 
 
-def _existing(record: storage.GrantRecord | None) -> storage.GrantRecord:
+def _existing(record: grant_store.GrantRecord | None) -> grant_store.GrantRecord:
     if record is None:
         raise errors.not_found("grant", reason="GRANT_INVALID")
     return record
@@ -59,7 +59,7 @@ async def _audit_refusal(
     is no such grant); the grant itself is left as it was."""
     outcome = f"REFUSED:{refusal.reason}"
     async with cases.pool.acquire() as connection, connection.transaction():
-        record = await storage.get_grant_for_update(connection, workspace_id, grant_id)
+        record = await grant_store.get_grant_for_update(connection, workspace_id, grant_id)
         entry = (
             entries.grant_entry(now, kind, record, outcome)
             if record is not None
@@ -81,7 +81,7 @@ async def _on_grant(
     grant_id: str,
     key: str,
     response_type: type[ResponseT],
-    effect: Callable[[Connection, storage.GrantRecord | None], Awaitable[Outcome[ResponseT]]],
+    effect: Callable[[Connection, grant_store.GrantRecord | None], Awaitable[Outcome[ResponseT]]],
     now: datetime,
     refused_kind: str,
 ) -> ResponseT:
@@ -89,8 +89,8 @@ async def _on_grant(
 
     async def claim(
         connection: Connection, method: str, fingerprint: bytes
-    ) -> tuple[bool, storage.GrantRecord | None]:
-        return await storage.claim_with_grant(
+    ) -> tuple[bool, grant_store.GrantRecord | None]:
+        return await grant_store.claim_with_grant(
             connection, workspace_id, key, method, fingerprint, grant_id
         )
 
@@ -116,7 +116,7 @@ async def redeem(
     workspace_id, grant_id = request.workspace_id, request.grant_id
 
     async def effect(
-        connection: Connection, locked: storage.GrantRecord | None
+        connection: Connection, locked: grant_store.GrantRecord | None
     ) -> Outcome[pb.RedeemResponse]:
         record = _existing(locked)
         in_force = await cases.bounds(connection, workspace_id)
@@ -130,7 +130,7 @@ async def redeem(
             refund_window=None if approved else in_force.refund_window,
             self_serve=None if approved else in_force.self_serve,
         )
-        redeemed = await storage.redeem_grant(
+        redeemed = await grant_store.redeem_grant(
             connection, workspace_id, grant_id, request.idempotency_key, now
         )
         return Outcome(
@@ -159,7 +159,7 @@ async def commit(cases: UseCases, request: pb.CommitRequest, now: datetime) -> p
     late: list[bool] = []
 
     async def effect(
-        connection: Connection, locked: storage.GrantRecord | None
+        connection: Connection, locked: grant_store.GrantRecord | None
     ) -> Outcome[pb.CommitResponse]:
         record = _existing(locked)
         is_late = grants.check_commit(record.grant, now)
@@ -209,7 +209,7 @@ async def commit(cases: UseCases, request: pb.CommitRequest, now: datetime) -> p
 
 
 async def _count_again(
-    cases: UseCases, connection: Connection, record: storage.GrantRecord
+    cases: UseCases, connection: Connection, record: grant_store.GrantRecord
 ) -> bool:
     """Counts a released grant's reservation again on the rows it was made on; whether that
     left one past the limit in force (never for a grant a human approved: an admin decided,
@@ -221,7 +221,7 @@ async def _count_again(
     _, period_end = periods.bounds_of(
         in_force.counter_period, record.counter_period_start, in_force.time_zone
     )
-    used = await storage.recount_reservation(connection, record, period_end)
+    used = await grant_store.recount_reservation(connection, record, period_end)
     limit = (
         None
         if record.escalation_id
@@ -230,7 +230,7 @@ async def _count_again(
     return grants.exceeds(used.values(), limit)
 
 
-def _late_outcome(record: storage.GrantRecord, over_bound: bool) -> str:
+def _late_outcome(record: grant_store.GrantRecord, over_bound: bool) -> str:
     """COMMITTED_LATE:OVER_BOUND or COMMITTED_LATE:WITHIN_BOUND, with why it was released."""
     outcome = f"COMMITTED_LATE:{'OVER_BOUND' if over_bound else 'WITHIN_BOUND'}"
     return f"{outcome} (released: {record.release_reason})" if record.release_reason else outcome
@@ -241,11 +241,11 @@ async def release(cases: UseCases, request: pb.ReleaseRequest, now: datetime) ->
     workspace_id, grant_id = request.workspace_id, request.grant_id
 
     async def effect(
-        connection: Connection, locked: storage.GrantRecord | None
+        connection: Connection, locked: grant_store.GrantRecord | None
     ) -> Outcome[pb.ReleaseResponse]:
         record = _existing(locked)
         grants.check_resolve(record.grant, now)
-        released = await storage.release_grant(connection, record, request.reason, now)
+        released = await grant_store.release_grant(connection, record, request.reason, now)
         return Outcome(
             pb.ReleaseResponse(grant=convert.grant_pb(released)),
             [entries.grant_entry(now, "grant.released", released, "RELEASED")],

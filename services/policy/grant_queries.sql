@@ -1,52 +1,4 @@
--- Policy's SQL. Each statement is named; storage.py runs them by name.
-
--- name: get_bounds
-SELECT * FROM bounds WHERE workspace_id = $1;
-
--- name: upsert_bounds
-INSERT INTO bounds (workspace_id, askvault_plan, refund_caps, refund_window,
-                    plan_changes_per_period, cancellation_grace, confirm_refunds,
-                    confirm_plan_changes, counter_period, updated_at, time_zone,
-                    self_serve_price_ids, resubscriptions_per_period)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
-ON CONFLICT (workspace_id) DO UPDATE SET
-    askvault_plan = excluded.askvault_plan,
-    refund_caps = excluded.refund_caps,
-    refund_window = excluded.refund_window,
-    plan_changes_per_period = excluded.plan_changes_per_period,
-    cancellation_grace = excluded.cancellation_grace,
-    confirm_refunds = excluded.confirm_refunds,
-    confirm_plan_changes = excluded.confirm_plan_changes,
-    counter_period = excluded.counter_period,
-    updated_at = excluded.updated_at,
-    time_zone = excluded.time_zone,
-    self_serve_price_ids = excluded.self_serve_price_ids,
-    resubscriptions_per_period = excluded.resubscriptions_per_period
-RETURNING *;
-
--- name: supersede_pending_changes
-UPDATE bounds_changes SET state = 'superseded'
-WHERE workspace_id = $1 AND state = 'pending';
-
--- name: insert_bounds_change
-INSERT INTO bounds_changes (workspace_id, change_id, proposed, state, proposed_by,
-                            approved_by, loosened_fields, created_at, applied_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-RETURNING *;
-
--- name: get_bounds_change_for_update
-SELECT * FROM bounds_changes WHERE workspace_id = $1 AND change_id = $2 FOR UPDATE;
-
--- name: apply_bounds_change
-UPDATE bounds_changes SET state = 'applied', approved_by = $3, applied_at = $4
-WHERE workspace_id = $1 AND change_id = $2
-RETURNING *;
-
--- name: list_bounds_changes
-SELECT * FROM bounds_changes
-WHERE workspace_id = $1 AND ($2 = '' OR state = $2)
-ORDER BY created_at DESC, change_id DESC
-LIMIT 500;
+-- The SQL of grants and the counters they reserve on, by name; grant_store.py runs it.
 
 -- name: reserve_customer
 -- The customer's row, always locked before the visitor's (reserve below): adds the quantity
@@ -118,7 +70,7 @@ WHERE workspace_id = $1 AND grant_id = $2
 RETURNING *;
 
 -- name: recount_customer
--- A late commit (storage.recount_reservation): the released quantity counted again on the
+-- A late commit (grant_store.recount_reservation): the released quantity counted again on the
 -- customer's row, past its limit if so (the action happened); locked before the visitor's.
 INSERT INTO customer_counters AS c (workspace_id, stripe_customer_id, counter, currency,
                                     period_start, period_end, used)
@@ -149,63 +101,11 @@ ORDER BY expires_at, grant_id
 LIMIT $3
 FOR UPDATE SKIP LOCKED;
 
--- name: insert_escalation
-INSERT INTO escalations (workspace_id, escalation_id, contact_id, stripe_customer_id, action,
-                         details, context, reason, state, created_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'open', $9)
-RETURNING *;
-
--- name: get_escalation
-SELECT * FROM escalations WHERE workspace_id = $1 AND escalation_id = $2;
-
--- name: get_escalation_for_update
-SELECT * FROM escalations WHERE workspace_id = $1 AND escalation_id = $2 FOR UPDATE;
-
--- name: decide_escalation
-UPDATE escalations SET state = $3, decided_at = $4, decided_by = $5, decision_note = $6,
-                       grant_id = $7
-WHERE workspace_id = $1 AND escalation_id = $2
-RETURNING *;
-
--- name: list_escalations
-SELECT * FROM escalations
-WHERE workspace_id = $1 AND ($2 = '' OR state = $2)
-  AND ($3::timestamptz IS NULL OR (created_at, escalation_id) < ($3, $4))
-ORDER BY created_at DESC, escalation_id DESC
-LIMIT $5;
-
--- name: list_escalations_oldest_first
-SELECT * FROM escalations
-WHERE workspace_id = $1 AND ($2 = '' OR state = $2)
-  AND ($3::timestamptz IS NULL OR (created_at, escalation_id) > ($3, $4))
-ORDER BY created_at, escalation_id
-LIMIT $5;
-
--- name: finish_escalation
--- An approved escalation -> executed | failed, as the billing gateway reports it.
-UPDATE escalations SET state = $3, stripe_object_id = $4, failure_reason = $5, finished_at = $6
-WHERE workspace_id = $1 AND escalation_id = $2
-RETURNING *;
-
 -- name: reserve_and_grant
 -- One round trip for a decision's counters and grant (migration 0006's function).
 SELECT fits, customer_used, visitor_used
 FROM reserve_and_grant($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
                        $17, $18, $19, $20, $21, $22);
-
--- name: claim_with_bounds
--- runtime.idempotency's claim and the workspace's bounds in one round trip; claimed is false
--- when the key was already taken (the caller then replays or refuses through
--- idempotency.claim). The bounds columns are NULL when the workspace has none.
-WITH claimed AS (
-    INSERT INTO idempotency_keys (workspace_id, idempotency_key, method, fingerprint)
-    VALUES ($1, $2, $3, $4)
-    ON CONFLICT DO NOTHING
-    RETURNING true AS claimed
-)
-SELECT coalesce((SELECT claimed FROM claimed), false) AS claimed, b.*
-FROM (SELECT 1) AS one
-LEFT JOIN bounds b ON b.workspace_id = $1;
 
 -- name: claim_with_grant
 -- The claim and the grant, locked until the transaction ends, in one round trip.
