@@ -79,6 +79,7 @@ gateway_metrics.count_case_closed("recovered")
 policy_metrics.count_chain_failure(policy_metrics.VERIFY_CHAIN)
 policy_metrics.count_escalation_opened("refund")
 policy_metrics.count_escalation_decided("approved")
+policy_metrics.count_late_commit(over_bound=False)
 for instrument in vars(edge_metrics).values():
     if isinstance(instrument, metrics.Counter):
         instrument.add(1, {"x": "x"})
