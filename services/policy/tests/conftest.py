@@ -84,6 +84,31 @@ def confirm(
     )
 
 
+async def refused(call: object) -> tuple[grpc.StatusCode, str]:
+    """The status code and ErrorInfo reason of a call that must fail."""
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await call  # type: ignore[misc]
+    code, reason, _ = testing.error_details(raised.value)
+    return code, reason
+
+
+async def audit_outcomes(policy: Policy, subject_id: str) -> list[tuple[str, str]]:
+    """(kind, outcome) of every audit entry about ``subject_id``, oldest first, once the
+    chainer has caught up."""
+    await policy.chain()
+    connection = await asyncpg.connect(policy.database_url)
+    try:
+        rows = await connection.fetch(
+            "SELECT kind, outcome FROM policy.audit_events"
+            " WHERE workspace_id = $1 AND subject_id = $2 ORDER BY sequence",
+            policy.workspace_id,
+            subject_id,
+        )
+    finally:
+        await connection.close()
+    return [(row["kind"], row["outcome"]) for row in rows]
+
+
 def policy_settings(database_url: str, **values: object) -> PolicySettings:
     """Settings for a test server; the worker sweeps rarely unless a test asks otherwise."""
     defaults: dict[str, object] = {

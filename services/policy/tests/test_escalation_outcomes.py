@@ -7,14 +7,13 @@ from __future__ import annotations
 from datetime import timedelta
 
 import grpc
-import pytest
 
 from askvault.policy.v1 import policy_pb2 as pb
 from askvault.policy.v1 import policy_pb2_grpc
 from runtime import clients, testing, testing_keys
 from tests.registry import SERVICES
 
-from .conftest import Policy, key
+from .conftest import Policy, key, refused
 
 
 async def _escalated(policy: Policy) -> str:
@@ -53,13 +52,6 @@ def _outcome(
     )
 
 
-async def _refused(call: object) -> tuple[grpc.StatusCode, str]:
-    with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await call  # type: ignore[misc]
-    code, reason, _ = testing.error_details(raised.value)
-    return code, reason
-
-
 async def test_an_approved_escalation_takes_one_outcome(policy: Policy) -> None:
     approved = await _approved(policy)
     escalation_id = approved.escalation.escalation_id
@@ -92,7 +84,7 @@ async def test_an_approved_escalation_takes_one_outcome(policy: Policy) -> None:
     )
     assert replay.escalation == escalation
     # Another outcome: refused, nothing changes.
-    assert await _refused(
+    assert await refused(
         policy.stub.RecordEscalationOutcome(
             _outcome(policy, escalation_id, pb.ESCALATION_STATE_FAILED, failure_reason="X")
         )
@@ -123,7 +115,7 @@ async def test_an_approved_escalation_takes_one_outcome(policy: Policy) -> None:
 
 async def test_only_an_approved_escalation_takes_an_outcome(policy: Policy) -> None:
     open_id = await _escalated(policy)
-    assert await _refused(
+    assert await refused(
         policy.stub.RecordEscalationOutcome(
             _outcome(policy, open_id, pb.ESCALATION_STATE_EXECUTED, stripe_object_id="re_1")
         )
@@ -135,7 +127,7 @@ async def test_only_an_approved_escalation_takes_an_outcome(policy: Policy) -> N
         _outcome(policy, escalation_id, pb.ESCALATION_STATE_EXECUTED),
         _outcome(policy, escalation_id, pb.ESCALATION_STATE_FAILED),
     ):
-        assert await _refused(policy.stub.RecordEscalationOutcome(bad)) == (
+        assert await refused(policy.stub.RecordEscalationOutcome(bad)) == (
             grpc.StatusCode.INVALID_ARGUMENT,
             "INVALID_ARGUMENT",
         )
@@ -208,7 +200,7 @@ async def test_only_the_billing_gateway_records_an_outcome(database_url: str) ->
     async def record_as(caller: str) -> tuple[grpc.StatusCode, str]:
         channel = clients.channel(running.address, testing_keys.outgoing(caller))
         try:
-            return await _refused(
+            return await refused(
                 policy_pb2_grpc.PolicyServiceStub(channel).RecordEscalationOutcome(
                     request, timeout=5
                 )
@@ -220,11 +212,11 @@ async def test_only_the_billing_gateway_records_an_outcome(database_url: str) ->
         testing.running(service, settings) as running,
         grpc.aio.insecure_channel(running.address) as plain,
     ):
-        anonymous = await _refused(
+        anonymous = await refused(
             policy_pb2_grpc.PolicyServiceStub(plain).RecordEscalationOutcome(request, timeout=5)
         )
         # An admin's own credential does not make one: the outcome is the gateway's to say.
-        admin = await _refused(
+        admin = await refused(
             policy_pb2_grpc.PolicyServiceStub(plain).RecordEscalationOutcome(
                 request, metadata=testing.admin_metadata(), timeout=5
             )

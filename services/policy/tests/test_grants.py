@@ -19,7 +19,7 @@ from policy import expiry
 from policy.service import PolicyService
 from runtime import testing
 
-from .conftest import KEY_ID, Policy, TestClock, key, policy_settings, usd
+from .conftest import KEY_ID, Policy, TestClock, audit_outcomes, key, policy_settings, refused, usd
 
 
 async def _grant(
@@ -71,13 +71,6 @@ def _release(
     )
 
 
-async def _refused(call: object) -> tuple[grpc.StatusCode, str]:
-    with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await call  # type: ignore[misc]
-    code, reason, _ = testing.error_details(raised.value)
-    return code, reason
-
-
 async def _audit_kinds(policy: Policy, subject_id: str) -> list[str]:
     await policy.chain()
     connection = await asyncpg.connect(policy.database_url)
@@ -93,21 +86,6 @@ async def _audit_kinds(policy: Policy, subject_id: str) -> list[str]:
     return [row["kind"] for row in rows]
 
 
-async def _audit_outcomes(policy: Policy, subject_id: str) -> list[tuple[str, str]]:
-    await policy.chain()
-    connection = await asyncpg.connect(policy.database_url)
-    try:
-        rows = await connection.fetch(
-            "SELECT kind, outcome FROM policy.audit_events"
-            " WHERE workspace_id = $1 AND subject_id = $2 ORDER BY sequence",
-            policy.workspace_id,
-            subject_id,
-        )
-    finally:
-        await connection.close()
-    return [(row["kind"], row["outcome"]) for row in rows]
-
-
 async def test_redeem_with_exact_parameters_marks_the_grant_in_use(policy: Policy) -> None:
     grant = await _grant(policy)
     request = _redeem(policy, grant)
@@ -116,7 +94,7 @@ async def test_redeem_with_exact_parameters_marks_the_grant_in_use(policy: Polic
     # The same operation (same key) redeems again without error.
     assert await policy.stub.Redeem(request) == redeemed
     # Any other operation finds it in use.
-    assert await _refused(policy.stub.Redeem(_redeem(policy, grant))) == (
+    assert await refused(policy.stub.Redeem(_redeem(policy, grant))) == (
         grpc.StatusCode.FAILED_PRECONDITION,
         "GRANT_ALREADY_REDEEMED",
     )
@@ -131,16 +109,16 @@ async def test_redeem_with_exact_parameters_marks_the_grant_in_use(policy: Polic
         {"action": common_pb2.BILLING_ACTION_CHANGE_PLAN},
     ],
 )
-async def test_redeem_with_other_parameters_is_refused(
+async def test_redeem_with_other_parameters_isrefused(
     policy: Policy, changes: dict[str, object]
 ) -> None:
     grant = await _grant(policy, 1000)
-    assert await _refused(policy.stub.Redeem(_redeem(policy, grant, **changes))) == (
+    assert await refused(policy.stub.Redeem(_redeem(policy, grant, **changes))) == (
         grpc.StatusCode.FAILED_PRECONDITION,
         "GRANT_INVALID",
     )
     # The refusal is audited (the refused call's own transaction rolled back).
-    assert ("grant.redeem_refused", "REFUSED:GRANT_INVALID") in await _audit_outcomes(
+    assert ("grant.redeem_refused", "REFUSED:GRANT_INVALID") in await audit_outcomes(
         policy, grant.grant_id
     )
     # Still redeemable with the right parameters.
@@ -158,11 +136,11 @@ async def test_redeem_with_another_charge_time_is_refused_and_audited(
     request = _redeem(policy, grant)
     read_from_stripe = grant.details.charge_created_at.ToDatetime(UTC) - shift
     request.details.charge_created_at.FromDatetime(read_from_stripe)
-    assert await _refused(policy.stub.Redeem(request)) == (
+    assert await refused(policy.stub.Redeem(request)) == (
         grpc.StatusCode.FAILED_PRECONDITION,
         "GRANT_DETAILS_MISMATCH",
     )
-    assert await _audit_outcomes(policy, grant.grant_id) == [
+    assert await audit_outcomes(policy, grant.grant_id) == [
         ("decision", "ALLOW:WITHIN_BOUNDS"),
         ("grant.redeem_refused", "REFUSED:GRANT_DETAILS_MISMATCH"),
     ]
@@ -172,11 +150,11 @@ async def test_redeem_with_another_charge_time_is_refused_and_audited(
     assert redeemed.grant.state == pb.GRANT_STATE_REDEEMED
 
 
-async def test_redeem_with_no_charge_time_is_refused(policy: Policy) -> None:
+async def test_redeem_with_no_charge_time_isrefused(policy: Policy) -> None:
     grant = await _grant(policy, 1000)
     request = _redeem(policy, grant)
     request.details.ClearField("charge_created_at")
-    assert await _refused(policy.stub.Redeem(request)) == (
+    assert await refused(policy.stub.Redeem(request)) == (
         grpc.StatusCode.FAILED_PRECONDITION,
         "GRANT_DETAILS_MISMATCH",
     )
@@ -192,11 +170,11 @@ async def test_redeem_of_a_charge_gone_out_of_the_window_is_refused_and_audited(
     assert response.decision == pb.DECISION_ALLOW
     grant = response.grant
     policy.clock.advance(timedelta(minutes=1))
-    assert await _refused(policy.stub.Redeem(_redeem(policy, grant))) == (
+    assert await refused(policy.stub.Redeem(_redeem(policy, grant))) == (
         grpc.StatusCode.FAILED_PRECONDITION,
         "REFUND_OUTSIDE_WINDOW",
     )
-    assert ("grant.redeem_refused", "REFUSED:REFUND_OUTSIDE_WINDOW") in await _audit_outcomes(
+    assert ("grant.redeem_refused", "REFUSED:REFUND_OUTSIDE_WINDOW") in await audit_outcomes(
         policy, grant.grant_id
     )
 
@@ -221,33 +199,33 @@ async def test_a_grant_a_human_approved_outside_the_window_is_redeemable(
 async def test_refused_commit_and_release_are_audited(policy: Policy) -> None:
     grant = await _grant(policy, 1000)
     await policy.stub.Commit(_commit(policy, grant))
-    assert await _refused(policy.stub.Commit(_commit(policy, grant))) == (
+    assert await refused(policy.stub.Commit(_commit(policy, grant))) == (
         grpc.StatusCode.FAILED_PRECONDITION,
         "GRANT_ALREADY_RESOLVED",
     )
-    assert await _refused(policy.stub.Release(_release(policy, grant))) == (
+    assert await refused(policy.stub.Release(_release(policy, grant))) == (
         grpc.StatusCode.FAILED_PRECONDITION,
         "GRANT_ALREADY_RESOLVED",
     )
-    assert await _audit_outcomes(policy, grant.grant_id) == [
+    assert await audit_outcomes(policy, grant.grant_id) == [
         ("decision", "ALLOW:WITHIN_BOUNDS"),
         ("grant.committed", "COMMITTED"),
         ("grant.commit_refused", "REFUSED:GRANT_ALREADY_RESOLVED"),
         ("grant.release_refused", "REFUSED:GRANT_ALREADY_RESOLVED"),
     ]
     unknown = pb.Grant(grant_id="gr_nope", action=common_pb2.BILLING_ACTION_REFUND)
-    assert await _refused(policy.stub.Release(_release(policy, unknown))) == (
+    assert await refused(policy.stub.Release(_release(policy, unknown))) == (
         grpc.StatusCode.NOT_FOUND,
         "GRANT_INVALID",
     )
-    assert await _audit_outcomes(policy, "gr_nope") == [
+    assert await audit_outcomes(policy, "gr_nope") == [
         ("grant.release_refused", "REFUSED:GRANT_INVALID")
     ]
 
 
 async def test_unknown_grant_is_not_found(policy: Policy) -> None:
     grant = pb.Grant(grant_id="gr_nope", action=common_pb2.BILLING_ACTION_REFUND)
-    assert await _refused(policy.stub.Redeem(_redeem(policy, grant))) == (
+    assert await refused(policy.stub.Redeem(_redeem(policy, grant))) == (
         grpc.StatusCode.NOT_FOUND,
         "GRANT_INVALID",
     )
@@ -264,7 +242,7 @@ async def test_commit_resolves_exactly_once(policy: Policy) -> None:
         policy.stub.Commit(_commit(policy, grant)),
         policy.stub.Release(_release(policy, grant)),
     ):
-        assert await _refused(other) == (
+        assert await refused(other) == (
             grpc.StatusCode.FAILED_PRECONDITION,
             "GRANT_ALREADY_RESOLVED",
         )
@@ -282,7 +260,7 @@ async def test_release_frees_the_reservation_exactly_once(policy: Policy) -> Non
     assert await policy.counter() == 0
     assert await policy.customer_counter() == 0
     # Another release is refused (a commit of it is a late commit: test_late_commit.py).
-    assert await _refused(policy.stub.Release(_release(policy, grant))) == (
+    assert await refused(policy.stub.Release(_release(policy, grant))) == (
         grpc.StatusCode.FAILED_PRECONDITION,
         "GRANT_ALREADY_RESOLVED",
     )
@@ -300,11 +278,11 @@ async def test_worker_expires_an_unredeemed_grant_exactly_once(policy: Policy) -
     assert await policy.counter() == 0
     assert await policy.customer_counter() == 0
     assert (await _audit_kinds(policy, grant.grant_id)).count("grant.expired") == 1
-    assert await _refused(policy.stub.Redeem(_redeem(policy, grant))) == (
+    assert await refused(policy.stub.Redeem(_redeem(policy, grant))) == (
         grpc.StatusCode.FAILED_PRECONDITION,
         "GRANT_EXPIRED",
     )
-    assert await _refused(policy.stub.Commit(_commit(policy, grant))) == (
+    assert await refused(policy.stub.Commit(_commit(policy, grant))) == (
         grpc.StatusCode.FAILED_PRECONDITION,
         "GRANT_EXPIRED",
     )
@@ -313,7 +291,7 @@ async def test_worker_expires_an_unredeemed_grant_exactly_once(policy: Policy) -
 async def test_a_due_grant_touched_before_the_worker_is_expired_lazily(policy: Policy) -> None:
     grant = await _grant(policy, 3000)
     policy.clock.advance(timedelta(seconds=121))
-    assert await _refused(policy.stub.Commit(_commit(policy, grant))) == (
+    assert await refused(policy.stub.Commit(_commit(policy, grant))) == (
         grpc.StatusCode.FAILED_PRECONDITION,
         "GRANT_EXPIRED",
     )

@@ -9,14 +9,13 @@ from __future__ import annotations
 import asyncio
 from datetime import timedelta
 
-import asyncpg
 import grpc
 import pytest
 
 from askvault.policy.v1 import policy_pb2 as pb
 from runtime import testing
 
-from .conftest import Policy, key
+from .conftest import Policy, audit_outcomes, key, refused
 
 LATE = "askvault.policy.grants.committed_late"
 
@@ -59,28 +58,6 @@ def _commit(
     )
 
 
-async def _refused(call: object) -> tuple[grpc.StatusCode, str]:
-    with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await call  # type: ignore[misc]
-    code, reason, _ = testing.error_details(raised.value)
-    return code, reason
-
-
-async def _audit(policy: Policy, subject_id: str) -> list[tuple[str, str]]:
-    await policy.chain()
-    connection = await asyncpg.connect(policy.database_url)
-    try:
-        rows = await connection.fetch(
-            "SELECT kind, outcome FROM policy.audit_events"
-            " WHERE workspace_id = $1 AND subject_id = $2 ORDER BY sequence",
-            policy.workspace_id,
-            subject_id,
-        )
-    finally:
-        await connection.close()
-    return [(row["kind"], row["outcome"]) for row in rows]
-
-
 async def _chain_intact(policy: Policy) -> bool:
     await policy.chain()
     response = await policy.stub.VerifyAuditChain(
@@ -107,7 +84,7 @@ async def test_a_released_grant_committed_late_counts_again_and_is_audited(
     assert committed.grant.state == pb.GRANT_STATE_COMMITTED
     assert (committed.committed_late, committed.over_bound) == (True, False)
     assert (await policy.counter(), await policy.customer_counter()) == (20000, 20000)
-    assert await _audit(policy, grant.grant_id) == [
+    assert await audit_outcomes(policy, grant.grant_id) == [
         ("decision", "ALLOW:WITHIN_BOUNDS"),
         ("grant.redeemed", "REDEEMED"),
         ("grant.released", "RELEASED"),
@@ -127,12 +104,12 @@ async def test_a_released_grant_committed_late_counts_again_and_is_audited(
             )
         ),
     ):
-        assert await _refused(other) == (
+        assert await refused(other) == (
             grpc.StatusCode.FAILED_PRECONDITION,
             "GRANT_ALREADY_RESOLVED",
         )
     assert (await policy.counter(), await policy.customer_counter()) == (20000, 20000)
-    kinds = [kind for kind, _ in await _audit(policy, grant.grant_id)]
+    kinds = [kind for kind, _ in await audit_outcomes(policy, grant.grant_id)]
     assert kinds.count("grant.committed_late") == 1
     assert await _chain_intact(policy)
 
@@ -158,7 +135,7 @@ async def test_a_late_commit_past_the_bound_counts_it_and_records_that(policy: P
     assert (committed.committed_late, committed.over_bound) == (True, True)
     assert await policy.customer_counter(counter="plan_changes") == 4
     assert await policy.counter(counter="plan_changes") == 4
-    assert (await _audit(policy, first.grant_id))[-1] == (
+    assert (await audit_outcomes(policy, first.grant_id))[-1] == (
         "grant.committed_late",
         "COMMITTED_LATE:OVER_BOUND (released: NOT_PERFORMED)",
     )
@@ -184,14 +161,14 @@ async def test_racing_late_commits_count_the_reservation_once(policy: Policy) ->
     assert all(a.committed_late for a in answers)
     assert {testing.error_details(e)[1] for e in refused} <= {"GRANT_ALREADY_RESOLVED"}
     assert (await policy.counter(), await policy.customer_counter()) == (1500, 1500)
-    kinds = [kind for kind, _ in await _audit(policy, grant.grant_id)]
+    kinds = [kind for kind, _ in await audit_outcomes(policy, grant.grant_id)]
     assert kinds.count("grant.committed_late") == 1
     assert "grant.committed" not in kinds
     assert await _chain_intact(policy)
 
 
 @pytest.mark.parametrize("workspace_id", ["", "ws_other"], ids=["unknown_grant", "other_workspace"])
-async def test_a_commit_of_a_grant_never_reserved_there_is_refused(
+async def test_a_commit_of_a_grant_never_reserved_there_isrefused(
     policy: Policy, workspace_id: str
 ) -> None:
     # A released grant of this workspace, presented as another workspace's, or an id policy
@@ -199,14 +176,16 @@ async def test_a_commit_of_a_grant_never_reserved_there_is_refused(
     grant = await _redeemed(policy, policy.refund(1000))
     await _release(policy, grant)
     grant_id = grant.grant_id if workspace_id else "gr_never_issued"
-    assert await _refused(
+    assert await refused(
         policy.stub.Commit(_commit(policy, grant_id, workspace_id=workspace_id))
     ) == (grpc.StatusCode.NOT_FOUND, "GRANT_INVALID")
     assert (await policy.counter(), await policy.customer_counter()) == (0, 0)
     if not workspace_id:
-        assert await _audit(policy, grant_id) == [("grant.commit_refused", "REFUSED:GRANT_INVALID")]
+        assert await audit_outcomes(policy, grant_id) == [
+            ("grant.commit_refused", "REFUSED:GRANT_INVALID")
+        ]
     # The released grant itself is untouched.
-    kinds = [kind for kind, _ in await _audit(policy, grant.grant_id)]
+    kinds = [kind for kind, _ in await audit_outcomes(policy, grant.grant_id)]
     assert kinds[-1] == "grant.released"
 
 
@@ -215,7 +194,7 @@ async def test_an_expired_grant_is_never_committed_late(policy: Policy) -> None:
     grant = response.grant
     # Never redeemed, its time up: no action of it can have happened.
     policy.clock.advance(timedelta(seconds=121))
-    assert await _refused(policy.stub.Commit(_commit(policy, grant.grant_id))) == (
+    assert await refused(policy.stub.Commit(_commit(policy, grant.grant_id))) == (
         grpc.StatusCode.FAILED_PRECONDITION,
         "GRANT_EXPIRED",
     )
