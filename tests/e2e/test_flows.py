@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import jwt
@@ -188,12 +190,11 @@ async def test_identity_down_is_a_503_not_another_visitors_conversation(stack: S
         assert response.headers.get("Retry-After") == str(UNAVAILABLE_RETRY_AFTER_SECONDS)
 
 
-async def test_edge_database_down_is_a_503_with_retry_after(
-    stack: Stack, database_url: str
-) -> None:
-    """An edge whose own database is gone (its pool closed under it, as a lost database
-    leaves it: every acquire refused) answers a turn 503 DATABASE_UNAVAILABLE with
-    Retry-After, having decided and moved nothing."""
+@asynccontextmanager
+async def _own_edge(
+    stack: Stack, database_url: str, **changed: Any
+) -> AsyncIterator[edge_service.RunningEdge]:
+    """An edge of its own on the stack's services, so a test may close its pool."""
     settings = testing.make_settings(
         EdgeSettings,
         await testing.service_database_url(database_url, "edge"),
@@ -206,9 +207,22 @@ async def test_edge_database_down_is_a_503_with_retry_after(
         notifier_target=stack.targets["notifier"],
         rpc_deadline_seconds=10.0,
         billing_deadline_seconds=10.0,
+        **changed,
     )
     edge = await edge_service.start(settings)
     try:
+        yield edge
+    finally:
+        await edge.stop(1.0)
+
+
+async def test_edge_database_down_is_a_503_with_retry_after(
+    stack: Stack, database_url: str
+) -> None:
+    """An edge whose own database is gone (its pool closed under it, as a lost database
+    leaves it: every acquire refused) answers a turn 503 DATABASE_UNAVAILABLE with
+    Retry-After, having decided and moved nothing."""
+    async with _own_edge(stack, database_url) as edge:
         await edge.pool.close()
         async with stack.http.post(
             f"{edge.url}/v1/chat/turns",
@@ -227,8 +241,45 @@ async def test_edge_database_down_is_a_503_with_retry_after(
             assert response.status == 503, body
             assert body["error"]["code"] == "DATABASE_UNAVAILABLE", body
             assert response.headers.get("Retry-After") == str(UNAVAILABLE_RETRY_AFTER_SECONDS)
-    finally:
-        await edge.stop(1.0)
+
+
+async def test_the_address_limit_passes_requests_uncounted_while_the_database_is_down(
+    stack: Stack, database_url: str
+) -> None:
+    """The per-address budget is counted in the edge's database (it holds across replicas).
+    With that database gone the edge does not refuse everyone as over budget: a request
+    passes uncounted, and what needs the database answers 503 on its own (documented in
+    EdgeApi.scope_allowed). Pinned so a change to either way is a decision, not an accident."""
+    async with _own_edge(stack, database_url, address_requests_per_minute=1) as edge:
+        # The budget holds while the database is up (other requests of this stack may have
+        # used this minute's one already: at least one of three is refused).
+        statuses = []
+        for _ in range(3):
+            async with stack.http.get(f"{edge.url}/v1/tools") as response:
+                statuses.append(response.status)
+        assert 429 in statuses, statuses
+        await edge.pool.close()
+        for _ in range(3):
+            async with stack.http.get(f"{edge.url}/v1/tools") as response:
+                body = await response.json()
+                assert response.status == 200, body
+                assert body["tools"], body
+        async with stack.http.post(
+            f"{edge.url}/v1/chat/turns",
+            json={
+                "workspace_id": WORKSPACE,
+                "conversation_id": "edge-address-limit-down",
+                "visitor": {
+                    "user_id": "alice",
+                    "email": "alice@example.com",
+                    "user_hash": user_hash("alice"),
+                },
+                "text": "What's my subscription status?",
+            },
+        ) as response:
+            body = await response.json()
+            assert response.status == 503, body
+            assert body["error"]["code"] == "DATABASE_UNAVAILABLE", body
 
 
 async def test_mcp_lists_and_calls_tools_with_identity_from_headers(stack: Stack) -> None:

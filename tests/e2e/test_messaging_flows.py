@@ -19,36 +19,11 @@ from tests.e2e.conftest import (
     eventually,
     user_hash,
 )
+from tests.e2e.whatsapp_linking import LINKED_TEXT, link_whatsapp
 from whatsapp_emulator import app as whatsapp_app
 
 CAROL_NUMBER = "+14155550123"
 ALICE_NUMBER = "+14155550177"
-# The WhatsApp answer once a number is proven and linked.
-LINKED_TEXT = "now linked to your account"
-
-
-async def _link_whatsapp(stack: Stack, user: str, number: str, conversation: str) -> None:
-    """Links a number the only way there is: the chat shows a one-time code, and the number's
-    holder sends "LINK <code>" from it (a signed inbound message); waits for the answer."""
-    asked = await stack.turn(
-        user, f"send my billing messages to WhatsApp {number}", conversation=conversation
-    )
-    assert asked["intent"] == "whatsapp_opt_in" and number in asked["reply"], asked
-    code = re.search(r"LINK (\d{8})", asked["reply"])
-    assert code is not None, asked
-    status, answer = await stack.post_whatsapp(
-        whatsapp_app.inbound_payload(PHONE_NUMBER_ID, number, user, f"LINK {code.group(1)}", "")
-    )
-    assert status == 200, answer
-
-    async def linked() -> list[dict[str, Any]]:
-        return [
-            m
-            for m in await stack.whatsapp_messages()
-            if m["to"].lstrip("+") == number.lstrip("+") and LINKED_TEXT in str(m)
-        ]
-
-    await eventually(linked)
 
 
 async def _cases(stack: Stack, state: int) -> list[billing_pb2.RecoveryCase]:
@@ -88,7 +63,7 @@ async def _update_carols_card(stack: Stack, conversation: str) -> None:
 
 
 async def test_failed_payment_whatsapp_retry_now_recovers(stack: Stack) -> None:
-    await _link_whatsapp(stack, "carol", CAROL_NUMBER, "rec")
+    await link_whatsapp(stack, "carol", CAROL_NUMBER, "rec")
     await _fail_carols_retry(stack, "rec")
     invoice_id = stack.customer("carol@example.com")["invoices"][-1]
 
@@ -177,7 +152,7 @@ async def test_failed_payment_without_whatsapp_consent_is_emailed(stack: Stack) 
 async def test_failed_payment_whatsapp_offers_three_buttons_each_answered(
     stack: Stack,
 ) -> None:
-    await _link_whatsapp(stack, "carol", CAROL_NUMBER, "opts")
+    await link_whatsapp(stack, "carol", CAROL_NUMBER, "opts")
     await _fail_carols_retry(stack, "opts")
 
     async def notice() -> list[dict[str, Any]]:
@@ -232,7 +207,7 @@ async def test_whatsapp_verification_handshake(stack: Stack) -> None:
 async def test_whatsapp_bad_signature_is_refused_and_changes_nothing(
     stack: Stack, database_url: str
 ) -> None:
-    await _link_whatsapp(stack, "alice", ALICE_NUMBER, "wa")
+    await link_whatsapp(stack, "alice", ALICE_NUMBER, "wa")
     sent_before = await stack.whatsapp_messages()
     body = whatsapp_app.inbound_payload(PHONE_NUMBER_ID, ALICE_NUMBER, "Alice", "", "TALK_TO_HUMAN")
     for signature in ("", "sha256=" + "0" * 64, "sha1=abc"):
@@ -254,7 +229,7 @@ async def test_whatsapp_bad_signature_is_refused_and_changes_nothing(
 
 
 async def test_whatsapp_button_reply_becomes_a_chat_turn(stack: Stack) -> None:
-    await _link_whatsapp(stack, "alice", ALICE_NUMBER, "wa")
+    await link_whatsapp(stack, "alice", ALICE_NUMBER, "wa")
     status_text = whatsapp_app.inbound_payload(
         PHONE_NUMBER_ID, ALICE_NUMBER, "Alice", "what's my subscription status?", ""
     )
@@ -333,7 +308,7 @@ async def _whatsapp_texts(stack: Stack, number: str, needle: str) -> list[str]:
 
 
 async def test_whatsapp_stop_opts_out_and_start_opts_back_in(stack: Stack) -> None:
-    await _link_whatsapp(stack, "carol", CAROL_NUMBER, "stop")
+    await link_whatsapp(stack, "carol", CAROL_NUMBER, "stop")
     stop = whatsapp_app.inbound_payload(PHONE_NUMBER_ID, CAROL_NUMBER, "Carol", "STOP", "")
     status, _ = await stack.post_whatsapp(stop)
     assert status == 200
@@ -376,7 +351,7 @@ async def test_whatsapp_stop_opts_out_and_start_opts_back_in(stack: Stack) -> No
 
 
 async def test_whatsapp_help_hands_off_to_a_person(stack: Stack) -> None:
-    await _link_whatsapp(stack, "alice", ALICE_NUMBER, "help")
+    await link_whatsapp(stack, "alice", ALICE_NUMBER, "help")
     help_ = whatsapp_app.inbound_payload(PHONE_NUMBER_ID, ALICE_NUMBER, "Alice", "HELP", "")
     status, _ = await stack.post_whatsapp(help_)
     assert status == 200
@@ -410,7 +385,7 @@ async def test_whatsapp_is_asked_to_redeliver_what_the_notifier_could_not_take(
     # Found by the chaos run: with the notifier down, the edge answered 200 to a question
     # whose reply it could not queue and to statuses it could not apply, and WhatsApp, told
     # they were taken, never sent them again: the reply and the statuses were lost.
-    await _link_whatsapp(stack, "alice", ALICE_NUMBER, "redeliver")
+    await link_whatsapp(stack, "alice", ALICE_NUMBER, "redeliver")
     await stack.notifier_server.server.stop(0)
     question = whatsapp_app.inbound_payload(
         PHONE_NUMBER_ID, ALICE_NUMBER, "Alice", "what plan am I on?", ""
@@ -427,7 +402,7 @@ async def test_whatsapp_is_asked_to_redeliver_a_question_the_turn_could_not_answ
 ) -> None:
     # Found by the long chaos run: with identity down the turn answered 503 inside the edge,
     # and the webhook still answered WhatsApp 200: the question was never answered.
-    await _link_whatsapp(stack, "alice", ALICE_NUMBER, "redeliver-turn")
+    await link_whatsapp(stack, "alice", ALICE_NUMBER, "redeliver-turn")
     await stack.identity_server.server.stop(0)
     question = whatsapp_app.inbound_payload(
         PHONE_NUMBER_ID, ALICE_NUMBER, "Alice", "what plan am I on?", ""

@@ -13,7 +13,7 @@ from askvault.notifier.v1 import notifier_pb2 as npb
 from askvault.notifier.v1 import notifier_pb2_grpc
 from runtime import testing
 from tests.e2e.conftest import PHONE_NUMBER_ID, WORKSPACE, Stack, eventually
-from tests.e2e.test_messaging_flows import _link_whatsapp
+from tests.e2e.whatsapp_linking import link_whatsapp
 from whatsapp_emulator import app as whatsapp_app
 
 BOB_NUMBER = "+14155550188"
@@ -30,7 +30,7 @@ async def _texts_to_bob(stack: Stack) -> list[str]:
 
 async def _ask_for_the_refund(stack: Stack) -> None:
     """Bob asks on WhatsApp about the double charge and is offered the refund."""
-    await _link_whatsapp(stack, "bob", BOB_NUMBER, "wa-redelivery")
+    await link_whatsapp(stack, "bob", BOB_NUMBER, "wa-redelivery")
     before = len(await _texts_to_bob(stack))
     question = whatsapp_app.inbound_payload(
         PHONE_NUMBER_ID, BOB_NUMBER, "Bob", "Why was I charged twice?", ""

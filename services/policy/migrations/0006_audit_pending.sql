@@ -69,7 +69,7 @@ GRANT SELECT, INSERT, DELETE ON audit_pending TO askvault_policy_service;
 GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA policy TO askvault_policy_service;
 
 -- One round trip for the counters of a decision and its grant: reserves the quantity on the
--- customer's counter, then the visitor's (the one lock order, as storage.reserve), takes the
+-- customer's counter, then the visitor's (the one lock order, as grant_store.reserve), takes the
 -- customer's back when the visitor's does not fit, and inserts the RESERVED grant only when
 -- both fit. Returns whether it fit and the usage of both rows (new when it fit, unchanged
 -- otherwise). Runs as its caller, in the caller's transaction.
