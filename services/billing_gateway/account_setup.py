@@ -11,7 +11,7 @@ from typing import Any, cast
 import asyncpg
 
 from askvault.billing.v1 import billing_pb2 as pb
-from billing_gateway import storage, webhook_setup, webhooks
+from billing_gateway import account_store, webhook_setup, webhooks
 from billing_gateway.accounts import AccountDirectory, key_binding, secret_binding
 from billing_gateway.ledger import Clock
 from billing_gateway.mirror import Mirror
@@ -59,7 +59,7 @@ class AccountSetup:
                 ),
             )
             livemode = bool(getattr(details, "livemode", False) or account.livemode)
-            await storage.save_account(
+            await account_store.save_account(
                 connection,
                 request.workspace_id,
                 self._box.seal(request.secret_key.encode(), key_binding(request.workspace_id)),
@@ -69,7 +69,7 @@ class AccountSetup:
                 request.webhook_url,
                 list(webhooks.NEEDED_EVENTS),
             )
-            await storage.add_webhook_secret(
+            await account_store.add_webhook_secret(
                 connection,
                 request.workspace_id,
                 str(endpoint.id),
@@ -104,7 +104,7 @@ class AccountSetup:
 
         async def effect(connection: Connection) -> pb.RetireWebhookSecretResponse:
             now = self._clock()
-            retired = await storage.retire_webhook_secret(
+            retired = await account_store.retire_webhook_secret(
                 connection,
                 request.workspace_id,
                 request.secret_id,

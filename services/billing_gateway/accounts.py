@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 
-from billing_gateway import storage
+from billing_gateway import account_store
 from billing_gateway.stripe_api import StripeAccount
 from runtime import errors
 from runtime.database import Connection
@@ -68,7 +68,7 @@ class AccountDirectory:
         if cached is not None and time.monotonic() - cached[1] < CACHE_SECONDS:
             return cached[0]
         async with self._pool.acquire() as connection:
-            record = await storage.get_account(connection, workspace_id)
+            record = await account_store.get_account(connection, workspace_id)
         if record is None:
             raise errors.ServiceError(
                 errors.Kind.FAILED_PRECONDITION,
@@ -86,12 +86,12 @@ class AccountDirectory:
         """The workspace's signing secrets not retired now (by the gateway's clock), newest
         first (read on ``connection`` when given, else on a connection of the pool)."""
         if connection is not None:
-            sealed = await storage.unretired_webhook_secrets(
+            sealed = await account_store.unretired_webhook_secrets(
                 connection, workspace_id, self._clock()
             )
         else:
             async with self._pool.acquire() as acquired:
-                sealed = await storage.unretired_webhook_secrets(
+                sealed = await account_store.unretired_webhook_secrets(
                     acquired, workspace_id, self._clock()
                 )
         opened = []

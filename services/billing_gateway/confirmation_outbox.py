@@ -26,7 +26,7 @@ from typing import Any
 import asyncpg
 
 from askvault.notifier.v1 import notifier_pb2
-from billing_gateway import storage
+from billing_gateway import operation_store
 from billing_gateway.notices import Notices, display_date
 from billing_gateway.peers import limit_reopens_in
 from runtime import errors
@@ -48,7 +48,7 @@ class Draft:
 
     template: notifier_pb2.Template.ValueType
     variables: dict[str, str]
-    due_state: str = storage.SUCCEEDED
+    due_state: str = operation_store.SUCCEEDED
     # The variable that names the day the outcome takes effect, known only then: the run
     # time of a scheduled operation, else the time its success was recorded.
     effective_date_variable: str = ""
@@ -73,7 +73,7 @@ async def record_due(connection: Connection, workspace_id: str, operation_id: st
     draft = json.loads(stored) if isinstance(stored, str) else dict(stored)
     variables = dict(draft["variables"])
     if draft.get("effective_date_variable"):
-        effective = row["run_at"] if draft["due_state"] == storage.SCHEDULED else None
+        effective = row["run_at"] if draft["due_state"] == operation_store.SCHEDULED else None
         variables[draft["effective_date_variable"]] = display_date(effective or row["updated_at"])
     template = notifier_pb2.Template.ValueType(draft["template"])
     await record(

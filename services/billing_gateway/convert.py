@@ -11,7 +11,7 @@ from google.protobuf import timestamp_pb2
 
 from askvault.billing.v1 import billing_pb2 as pb
 from askvault.common.v1 import common_pb2
-from billing_gateway import storage
+from billing_gateway import operation_store
 from billing_gateway.domain import billing
 
 Json = Mapping[str, Any]
@@ -27,11 +27,11 @@ ACTIONS = {
     "resubscribe": common_pb2.BILLING_ACTION_START_RESUBSCRIPTION,
 }
 _STATES = {
-    storage.SCHEDULED: pb.OPERATION_STATE_SCHEDULED,
-    storage.IN_FLIGHT: pb.OPERATION_STATE_IN_FLIGHT,
-    storage.SUCCEEDED: pb.OPERATION_STATE_SUCCEEDED,
-    storage.FAILED: pb.OPERATION_STATE_FAILED,
-    storage.VOIDED: pb.OPERATION_STATE_VOIDED,
+    operation_store.SCHEDULED: pb.OPERATION_STATE_SCHEDULED,
+    operation_store.IN_FLIGHT: pb.OPERATION_STATE_IN_FLIGHT,
+    operation_store.SUCCEEDED: pb.OPERATION_STATE_SUCCEEDED,
+    operation_store.FAILED: pb.OPERATION_STATE_FAILED,
+    operation_store.VOIDED: pb.OPERATION_STATE_VOIDED,
 }
 _SUBSCRIPTION_STATUS = {
     "active": pb.SUBSCRIPTION_STATUS_ACTIVE,
@@ -72,7 +72,7 @@ def money(amount: Any, currency: Any) -> common_pb2.Money:
     return common_pb2.Money(amount_minor=int(amount or 0), currency=str(currency or "").lower())
 
 
-def operation(record: storage.OperationRecord) -> pb.Operation:
+def operation(record: operation_store.OperationRecord) -> pb.Operation:
     """A ledger row as the contract shows it."""
     return pb.Operation(
         operation_id=record.operation_id,

@@ -30,7 +30,7 @@ from askvault.billing.v1 import billing_pb2 as pb
 from askvault.identity.v1 import identity_pb2
 from askvault.notifier.v1 import notifier_pb2
 from askvault.policy.v1 import policy_pb2
-from billing_gateway import escalated_actions, storage
+from billing_gateway import escalated_actions, operation_store
 from billing_gateway.accounts import AccountDirectory
 from billing_gateway.escalated_actions import Call, Writes
 from billing_gateway.notices import Notices
@@ -242,9 +242,9 @@ class Escalations:
 
     async def _operation(
         self, workspace_id: str, escalation_id: str
-    ) -> storage.OperationRecord | None:
+    ) -> operation_store.OperationRecord | None:
         async with self._pool.acquire() as connection:
-            return await storage.operation_by_key(
+            return await operation_store.operation_by_key(
                 connection, workspace_id, ledger_key(escalation_id)
             )
 
@@ -257,13 +257,13 @@ class Escalations:
             await self._release(escalation, "ACTION_NOT_SUPPORTED")
             return Outcome(pb.ESCALATION_OUTCOME_FAILED, failure_reason="ACTION_NOT_SUPPORTED")
         operation = await self._operation(escalation.workspace_id, escalation.escalation_id)
-        if operation is not None and operation.state == storage.SUCCEEDED:
+        if operation is not None and operation.state == operation_store.SUCCEEDED:
             return Outcome(
                 pb.ESCALATION_OUTCOME_EXECUTED,
                 operation.operation_id,
                 operation.stripe_object_id or escalation.details.subscription_id,
             )
-        if operation is not None and operation.state == storage.FAILED:
+        if operation is not None and operation.state == operation_store.FAILED:
             return Outcome(
                 pb.ESCALATION_OUTCOME_FAILED,
                 operation.operation_id,
@@ -286,7 +286,7 @@ class Escalations:
         except errors.ServiceError as error:
             if error.kind in _TRANSIENT:
                 raise
-            if operation is not None and operation.state == storage.IN_FLIGHT:
+            if operation is not None and operation.state == operation_store.IN_FLIGHT:
                 # Stripe may have acted on the earlier try: reconciliation settles the row,
                 # the next retry answers from it.
                 raise errors.ServiceError(
@@ -325,7 +325,7 @@ class Escalations:
         async with self._pool.acquire() as connection, connection.transaction():
             await connection.execute(f"SET LOCAL lock_timeout = '{LOCK_WAIT_SECONDS}s'")
             try:
-                await storage.lock_escalation(connection, workspace_id, escalation_id)
+                await operation_store.lock_escalation(connection, workspace_id, escalation_id)
             except asyncpg.LockNotAvailableError:
                 raise errors.ServiceError(
                     errors.Kind.ABORTED,

@@ -25,11 +25,11 @@ import asyncpg
 from askvault.notifier.v1 import notifier_pb2
 from billing_gateway import (
     adopting,
+    case_store,
     convert,
     gateway_metrics,
     inbox_store,
     mirror_reads,
-    storage,
 )
 from billing_gateway.accounts import AccountDirectory
 from billing_gateway.domain import adoption, billing
@@ -94,7 +94,7 @@ class EventEffects:
         # (workspace, customer) -> (when looked up, recipients): one lookup per burst.
         self._recipients: dict[tuple[str, str], tuple[float, list[notifier_pb2.Recipient]]] = {}
 
-    async def apply(self, burst: Burst, event: storage.StoredEvent, data: Json) -> list[str]:
+    async def apply(self, burst: Burst, event: inbox_store.StoredEvent, data: Json) -> list[str]:
         """Applies the event (``data``: its parsed payload); returns the effects that could
         not happen (recorded as the event's outcome), and raises ServiceError when the event
         must be tried again."""
@@ -131,7 +131,7 @@ class EventEffects:
     # -- subscriptions ---------------------------------------------------------------------
 
     async def _subscription_changed(
-        self, burst: Burst, event: storage.StoredEvent, obj: Json, problems: list[str]
+        self, burst: Burst, event: inbox_store.StoredEvent, obj: Json, problems: list[str]
     ) -> None:
         customer_id = billing.expandable_id(obj.get("customer"))
         subscription = obj
@@ -243,7 +243,7 @@ class EventEffects:
         return str(found.get("name") or "")
 
     async def _end_replaced(
-        self, event: storage.StoredEvent, customer_id: str, new_id: str, replaced_id: str
+        self, event: inbox_store.StoredEvent, customer_id: str, new_id: str, replaced_id: str
     ) -> None:
         """The subscription a resubscription replaces (StartResubscription, under the grant
         the person confirmed) ends at its period end, now that the new one is active; never
@@ -285,7 +285,7 @@ class EventEffects:
     async def _payment_failed(
         self,
         burst: Burst,
-        event: storage.StoredEvent,
+        event: inbox_store.StoredEvent,
         invoice: Json,
         fetched: Json | None,
         problems: list[str],
@@ -367,7 +367,7 @@ class EventEffects:
                 burst.on_commit.append(lambda: gateway_metrics.count_case_opened(messaged))
             return
         # The case was opened by a transaction committed after that statement began.
-        opened = await storage.open_case(
+        opened = await case_store.open_case(
             burst.connection,
             workspace_id=event.workspace_id,
             case_id=ids.new_id("rc"),
@@ -379,12 +379,12 @@ class EventEffects:
         )
         if opened is not None:
             burst.on_commit.append(lambda: gateway_metrics.count_case_opened(messaged))
-        case = opened or await storage.case_by_invoice(
+        case = opened or await case_store.case_by_invoice(
             burst.connection, event.workspace_id, invoice_id
         )
         assert case is not None
         for kind, detail in entries:
-            await storage.add_case_event(
+            await case_store.add_case_event(
                 burst.connection, case, event.created_at, kind, detail, event.event_id
             )
 
@@ -448,23 +448,25 @@ class EventEffects:
     async def _close_case(
         self,
         burst: Burst,
-        event: storage.StoredEvent,
+        event: inbox_store.StoredEvent,
         invoice: Json,
         state: str,
         kind: str,
     ) -> None:
         connection = burst.connection
-        case = await storage.case_by_invoice(
+        case = await case_store.case_by_invoice(
             connection, event.workspace_id, str(invoice.get("id") or "")
         )
         if case is None:
             return
-        await storage.add_case_event(connection, case, event.created_at, kind, "", event.event_id)
-        if await storage.close_case(connection, case, state, event.created_at) is not None:
+        await case_store.add_case_event(
+            connection, case, event.created_at, kind, "", event.event_id
+        )
+        if await case_store.close_case(connection, case, state, event.created_at) is not None:
             burst.on_commit.append(lambda: gateway_metrics.count_case_closed(state))
 
     async def _refunded(
-        self, burst: Burst, event: storage.StoredEvent, charge: Json, problems: list[str]
+        self, burst: Burst, event: inbox_store.StoredEvent, charge: Json, problems: list[str]
     ) -> None:
         customer_id = billing.expandable_id(charge.get("customer"))
         if not customer_id:
@@ -516,7 +518,7 @@ class EventEffects:
     async def _notify(
         self,
         burst: Burst,
-        event: storage.StoredEvent,
+        event: inbox_store.StoredEvent,
         customer_id: str,
         template: notifier_pb2.Template.ValueType,
         variables: dict[str, str],

@@ -25,7 +25,7 @@ import asyncpg
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 
-from billing_gateway import inbox_store, storage
+from billing_gateway import inbox_store
 from billing_gateway.event_effects import Burst
 from billing_gateway.inbox_store import Finished
 from billing_gateway.peers import limit_reopens_in
@@ -52,11 +52,11 @@ def backoff_seconds(attempts: int) -> float:
 class _Parsed:
     """A claimed event with its payload parsed once."""
 
-    event: storage.StoredEvent
+    event: inbox_store.StoredEvent
     data: Json
 
     @classmethod
-    def of(cls, event: storage.StoredEvent) -> _Parsed:
+    def of(cls, event: inbox_store.StoredEvent) -> _Parsed:
         try:
             data = json.loads(event.payload)
         except (ValueError, RecursionError):
@@ -91,7 +91,7 @@ class _Parsed:
 class Effects(Protocol):
     """What an event does (``webhooks.EventEffects``)."""
 
-    async def apply(self, burst: Burst, event: storage.StoredEvent, data: Json) -> list[str]:
+    async def apply(self, burst: Burst, event: inbox_store.StoredEvent, data: Json) -> list[str]:
         """The event's effects; the ones that could not happen; ServiceError: try later."""
         ...
 
@@ -176,7 +176,7 @@ class InboxWorker:
         """Claims a batch of due events and applies them; returns how many (0: none due)."""
         limit = 1 if self._singles > 0 else self._batch_size
         self._singles = max(0, self._singles - 1)
-        claimed: list[storage.StoredEvent] = []
+        claimed: list[inbox_store.StoredEvent] = []
         on_commit: list[Callable[[], None]] = []
         try:
             async with self._pool.acquire() as connection, connection.transaction():
@@ -300,7 +300,7 @@ class InboxWorker:
                 )
         return Finished(event, outcome="; ".join(problems))
 
-    async def _defer_alone(self, event: storage.StoredEvent) -> None:
+    async def _defer_alone(self, event: inbox_store.StoredEvent) -> None:
         """An event that failed on its own (not a neighbour's outage): tried again later, so
         that it does not hold up the events behind it."""
         delay = backoff_seconds(event.attempts)

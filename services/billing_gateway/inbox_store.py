@@ -1,6 +1,7 @@
-"""The webhook inbox's batch statements (queries.sql): claim a batch, finish a batch, the trace
-contexts of a batch, a failed payment's case in one statement, and the failed-payment
-message each invoice's customer is told (decided once)."""
+"""The webhook inbox's storage (inbox_queries.sql): events as ingestion stores them, where
+each stands, and the batch statements (claim a batch, finish a batch, the trace contexts of a
+batch, a failed payment's case in one statement, and the failed-payment message each
+invoice's customer is told, decided once)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,97 @@ from datetime import datetime
 import asyncpg
 
 from askvault.notifier.v1 import notifier_pb2
-from billing_gateway.storage import StoredEvent, queries
-from runtime.database import Connection
+from runtime.database import Connection, Queries
+
+queries = Queries("billing_gateway", "inbox_queries.sql")
 
 # An event's outcome and last error are kept to this many characters.
 _TEXT_LIMIT = 500
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    """A webhook event as stored by ingestion."""
+
+    workspace_id: str
+    event_id: str
+    event_type: str
+    created_at: datetime
+    payload: bytes
+    attempts: int
+
+
+async def insert_event(
+    connection: Connection,
+    workspace_id: str,
+    event_id: str,
+    event_type: str,
+    created_at: datetime,
+    payload: bytes,
+) -> bool:
+    """Stores an event; False when it was already stored."""
+    inserted = await connection.fetchval(
+        queries.insert_event, workspace_id, event_id, event_type, created_at, payload
+    )
+    return bool(inserted)
+
+
+@dataclass(frozen=True)
+class EventStatus:
+    """Where an event stands in the inbox."""
+
+    event_id: str
+    event_type: str
+    processed_at: datetime | None
+    attempts: int
+    outcome: str
+    last_error: str
+
+
+async def get_event_status(
+    connection: Connection, workspace_id: str, event_id: str
+) -> EventStatus | None:
+    """The inbox row of an event, or None."""
+    row = await connection.fetchrow(queries.get_event_status, workspace_id, event_id)
+    if row is None:
+        return None
+    return EventStatus(
+        row["event_id"],
+        row["event_type"],
+        row["processed_at"],
+        row["attempts"],
+        row["outcome"],
+        row["last_error"],
+    )
+
+
+async def make_events_due(connection: Connection, workspace_id: str) -> None:
+    """Makes the workspace's deferred events due now (operators, after an outage; tests)."""
+    await connection.execute(queries.make_events_due, workspace_id)
+
+
+async def last_event_received_at(connection: Connection, workspace_id: str) -> datetime | None:
+    """When the workspace's latest event arrived."""
+    value: datetime | None = await connection.fetchval(queries.last_event_received_at, workspace_id)
+    return value
+
+
+@dataclass(frozen=True)
+class WebhookHealth:
+    """Events received lately and the latest processing error ("" / None: none)."""
+
+    received: int
+    last_error: str
+    last_error_at: datetime | None
+
+
+async def webhook_health(
+    connection: Connection, workspace_id: str, since: datetime
+) -> WebhookHealth:
+    """Events received since ``since`` and the workspace's latest processing error."""
+    row = await connection.fetchrow(queries.webhook_health, workspace_id, since)
+    assert row is not None
+    return WebhookHealth(int(row["received"]), row["error"] or "", row["error_at"])
 
 
 @dataclass(frozen=True)

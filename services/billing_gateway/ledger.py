@@ -28,13 +28,12 @@ from google.protobuf.message import Message
 from opentelemetry import propagate
 
 from askvault.policy.v1 import policy_pb2
-from billing_gateway import confirmation_outbox, gateway_metrics, storage
+from billing_gateway import confirmation_outbox, gateway_metrics, operation_store, stripe_actions
 from billing_gateway.accounts import AccountDirectory
 from billing_gateway.convert import ACTIONS
-from billing_gateway.domain import adoption, billing
 from billing_gateway.mirror import Mirror
 from billing_gateway.peers import Peers
-from billing_gateway.stripe_api import StripeAccount, StripeGateway, operation_key, to_json
+from billing_gateway.stripe_api import StripeGateway
 from runtime import errors, ids
 
 logger = logging.getLogger(__name__)
@@ -87,158 +86,6 @@ class WriteRequest:
     confirmation: confirmation_outbox.Draft | None = None
 
 
-# -- what each action does in Stripe, and how to find out whether it happened ------------
-
-
-def _marks(operation: storage.OperationRecord) -> dict[str, str]:
-    """The metadata that lets the write be found again from Stripe alone (a ledger restored
-    from an older backup takes it back, domain/adoption.py)."""
-    return adoption.metadata(operation.operation_id, operation.grant_id, operation.idempotency_key)
-
-
-async def _perform(
-    gateway: StripeGateway, account: StripeAccount, operation: storage.OperationRecord
-) -> tuple[str, Json]:
-    """Makes the operation's Stripe call; (Stripe object id, object)."""
-    p = operation.parameters
-    key = operation_key(operation.operation_id)
-    options: Any = {"idempotency_key": key}
-    if operation.action == "refund":
-        params: Any = {
-            "charge": p["charge"],
-            "amount": p["amount"],
-            "metadata": _marks(operation),
-            # The charge as the refund left it, for the mirror (read-your-writes).
-            "expand": ["charge"],
-        }
-        if p.get("reason"):
-            params["reason"] = p["reason"]
-        refund = await gateway.call(
-            account, "refunds.create", lambda c: c.v1.refunds.create_async(params, options)
-        )
-        return str(refund.id), to_json(refund)
-    if operation.action == "change_plan":
-        update: Any = {
-            "items": [{"id": p["item"], "price": p["price"]}],
-            "proration_behavior": p["proration_behavior"],
-            "metadata": _marks(operation),
-        }
-        sub = await gateway.call(
-            account,
-            "subscriptions.update",
-            lambda c: c.v1.subscriptions.update_async(p["subscription"], update, options),
-        )
-        return str(sub.id), to_json(sub)
-    if operation.action == "pause_subscription":
-        pause: Any = {"behavior": "void"}
-        if p.get("resumes_at"):
-            pause["resumes_at"] = int(p["resumes_at"])
-        sub = await gateway.call(
-            account,
-            "subscriptions.update",
-            lambda c: c.v1.subscriptions.update_async(
-                p["subscription"], {"pause_collection": pause}, options
-            ),
-        )
-        return str(sub.id), to_json(sub)
-    if operation.action == "resume_subscription":
-        sub = await gateway.call(
-            account,
-            "subscriptions.update",
-            lambda c: c.v1.subscriptions.update_async(
-                p["subscription"], {"pause_collection": ""}, options
-            ),
-        )
-        return str(sub.id), to_json(sub)
-    if operation.action == "retry_payment":
-        invoice = await gateway.call(
-            account,
-            "invoices.pay",
-            lambda c: c.v1.invoices.pay_async(p["invoice"], {}, options),
-        )
-        return str(invoice.id), to_json(invoice)
-    if operation.action == "resubscribe":
-        marks = {
-            "askvault_operation_id": operation.operation_id,
-            billing.REPLACES_METADATA_KEY: p["subscription"],
-        }
-        checkout: Any = {
-            "mode": "subscription",
-            "customer": operation.stripe_customer_id,
-            "line_items": [{"price": p["price"], "quantity": 1}],
-            "payment_method_types": p["payment_method_types"],
-            "subscription_data": {"metadata": marks},
-            "metadata": marks,
-        }
-        if p.get("success_url"):
-            checkout["success_url"] = p["success_url"]
-        session = await gateway.call(
-            account,
-            "checkout.sessions.create",
-            lambda c: c.v1.checkout.sessions.create_async(checkout, options),
-        )
-        return str(session.id), to_json(session)
-    if operation.action == "cancel_subscription":
-        current = await gateway.call(
-            account,
-            "subscriptions.retrieve",
-            lambda c: c.v1.subscriptions.retrieve_async(p["subscription"]),
-        )
-        if current.status == "canceled":
-            return str(current.id), to_json(current)
-        sub = await gateway.call(
-            account,
-            "subscriptions.cancel",
-            lambda c: c.v1.subscriptions.cancel_async(p["subscription"], {}, options),
-        )
-        return str(sub.id), to_json(sub)
-    raise ValueError(f"unknown action {operation.action}")
-
-
-async def _discover(
-    gateway: StripeGateway, account: StripeAccount, operation: storage.OperationRecord
-) -> tuple[str, Json] | None:
-    """Whether Stripe shows the operation as done: (object id, object), or None."""
-    p = operation.parameters
-    if operation.action == "refund":
-        refunds = await gateway.call(
-            account,
-            "refunds.list",
-            lambda c: c.v1.refunds.list_async({"charge": p["charge"], "limit": 100}),
-        )
-        for refund in (to_json(found) for found in refunds.data):
-            metadata = refund.get("metadata") or {}
-            if metadata.get("askvault_operation_id") == operation.operation_id:
-                return str(refund["id"]), refund
-        return None
-    if operation.action == "resubscribe":
-        # A Checkout Session whose link never reached the customer moves nothing: it expires
-        # unused, and the operation is settled as not performed.
-        return None
-    if operation.action == "retry_payment":
-        invoice = await gateway.call(
-            account, "invoices.retrieve", lambda c: c.v1.invoices.retrieve_async(p["invoice"])
-        )
-        return (str(invoice.id), to_json(invoice)) if invoice.status == "paid" else None
-    sub = to_json(
-        await gateway.call(
-            account,
-            "subscriptions.retrieve",
-            lambda c: c.v1.subscriptions.retrieve_async(p["subscription"]),
-        )
-    )
-    done = False
-    if operation.action == "change_plan":
-        done = (sub.get("metadata") or {}).get("askvault_operation_id") == operation.operation_id
-    elif operation.action == "pause_subscription":
-        done = sub.get("pause_collection") is not None
-    elif operation.action == "resume_subscription":
-        done = sub.get("pause_collection") is None
-    elif operation.action == "cancel_subscription":
-        done = sub.get("status") == "canceled"
-    return (str(sub["id"]), sub) if done else None
-
-
 class Ledger:
     """Runs writes through the ledger, the scheduled cancellations and reconciliation."""
 
@@ -260,14 +107,16 @@ class Ledger:
         self._mirror = mirror
         # Test hook: called after Stripe answered and before the outcome is recorded, to
         # simulate the process dying there.
-        self.after_stripe_call: Callable[[storage.OperationRecord], None] | None = None
+        self.after_stripe_call: Callable[[operation_store.OperationRecord], None] | None = None
 
     # -- writes --------------------------------------------------------------------------
 
-    async def _start(self, write: WriteRequest, state: str) -> tuple[storage.OperationRecord, bool]:
+    async def _start(
+        self, write: WriteRequest, state: str
+    ) -> tuple[operation_store.OperationRecord, bool]:
         """The operation of this idempotency key: (record, whether it is new)."""
         async with self._pool.acquire() as connection:
-            created = await storage.insert_operation(
+            created = await operation_store.insert_operation(
                 connection,
                 workspace_id=write.workspace_id,
                 operation_id=ids.new_id("op"),
@@ -284,7 +133,7 @@ class Ledger:
             )
             if created is not None:
                 return created, True
-            existing = await storage.operation_by_key(
+            existing = await operation_store.operation_by_key(
                 connection, write.workspace_id, write.idempotency_key
             )
         assert existing is not None
@@ -298,16 +147,16 @@ class Ledger:
 
     async def _record(
         self,
-        operation: storage.OperationRecord,
+        operation: operation_store.OperationRecord,
         state: str,
         *,
         stripe_object_id: str = "",
         error_reason: str = "",
         run_at: datetime | None = None,
         response: bytes | None = None,
-    ) -> storage.OperationRecord:
+    ) -> operation_store.OperationRecord:
         async with self._pool.acquire() as connection, connection.transaction():
-            recorded = await storage.update_operation(
+            recorded = await operation_store.update_operation(
                 connection,
                 operation,
                 state=state,
@@ -323,12 +172,12 @@ class Ledger:
             )
             return recorded
 
-    async def _resolve_grant(self, operation: storage.OperationRecord) -> None:
+    async def _resolve_grant(self, operation: operation_store.OperationRecord) -> None:
         """Commits or releases the grant; on failure the periodic pass tries again."""
         if not operation.grant_id or operation.grant_resolution:
             return
         try:
-            if operation.state == storage.SUCCEEDED:
+            if operation.state == operation_store.SUCCEEDED:
                 await self._peers.commit(
                     operation.workspace_id,
                     operation.grant_id,
@@ -356,10 +205,10 @@ class Ledger:
             # Policy refuses (already resolved, expired): nothing left for us to do.
             resolution = f"refused:{error.reason}"
         async with self._pool.acquire() as connection:
-            await storage.set_grant_resolution(connection, operation, resolution)
+            await operation_store.set_grant_resolution(connection, operation, resolution)
 
     async def _redeem(
-        self, operation: storage.OperationRecord, details: policy_pb2.ActionDetails
+        self, operation: operation_store.OperationRecord, details: policy_pb2.ActionDetails
     ) -> policy_pb2.Grant:
         try:
             return await self._peers.redeem(
@@ -372,43 +221,47 @@ class Ledger:
         except errors.ServiceError as error:
             if error.kind is not errors.Kind.UNAVAILABLE:
                 # Refused: Stripe was never called; the row says why.
-                failed = await self._record(operation, storage.FAILED, error_reason=error.reason)
+                failed = await self._record(
+                    operation, operation_store.FAILED, error_reason=error.reason
+                )
                 await self._resolve_grant(failed)
             raise
 
     async def execute(
         self,
         write: WriteRequest,
-        respond: Callable[[storage.OperationRecord, Json], Awaitable[ResponseT]],
+        respond: Callable[[operation_store.OperationRecord, Json], Awaitable[ResponseT]],
         response_type: type[ResponseT],
     ) -> ResponseT:
         """Runs a write once per idempotency key and returns its response."""
         account = await self._accounts.account(write.workspace_id)
-        operation, _ = await self._start(write, storage.IN_FLIGHT)
-        if operation.state == storage.SUCCEEDED and operation.response is not None:
+        operation, _ = await self._start(write, operation_store.IN_FLIGHT)
+        if operation.state == operation_store.SUCCEEDED and operation.response is not None:
             return response_type.FromString(operation.response)
-        if operation.state == storage.FAILED:
+        if operation.state == operation_store.FAILED:
             raise failure(operation.error_reason)
         await self._redeem(operation, write.details)
         try:
-            object_id, result = await _perform(self._gateway, account, operation)
+            object_id, result = await stripe_actions.perform(self._gateway, account, operation)
         except errors.ServiceError as error:
             if error.kind is errors.Kind.UNAVAILABLE:
                 # Stripe may or may not have acted: the row stays IN_FLIGHT for a retry with
                 # the same key, or for reconciliation to look it up.
                 raise
-            failed = await self._record(operation, storage.FAILED, error_reason=error.reason)
+            failed = await self._record(
+                operation, operation_store.FAILED, error_reason=error.reason
+            )
             await self._resolve_grant(failed)
             raise
         if self.after_stripe_call is not None:
             self.after_stripe_call(operation)
         await self._mirror.take_written(write.workspace_id, result)
-        done = await self._record(operation, storage.SUCCEEDED, stripe_object_id=object_id)
+        done = await self._record(operation, operation_store.SUCCEEDED, stripe_object_id=object_id)
         _count_success(done, result)
         response = await respond(done, result)
         done = await self._record(
             done,
-            storage.SUCCEEDED,
+            operation_store.SUCCEEDED,
             stripe_object_id=object_id,
             response=response.SerializeToString(deterministic=True),
         )
@@ -417,47 +270,51 @@ class Ledger:
 
     # -- cancellations ---------------------------------------------------------------------
 
-    async def schedule_cancellation(self, write: WriteRequest) -> storage.OperationRecord:
+    async def schedule_cancellation(self, write: WriteRequest) -> operation_store.OperationRecord:
         """Records the cancellation, redeems its grant and schedules it at now + grace."""
         await self._accounts.account(write.workspace_id)
-        operation, _ = await self._start(write, storage.IN_FLIGHT)
-        if operation.state != storage.IN_FLIGHT or operation.run_at is not None:
-            if operation.state == storage.FAILED:
+        operation, _ = await self._start(write, operation_store.IN_FLIGHT)
+        if operation.state != operation_store.IN_FLIGHT or operation.run_at is not None:
+            if operation.state == operation_store.FAILED:
                 raise failure(operation.error_reason)
             return operation
         return await self._schedule(operation, write.details)
 
     async def _schedule(
-        self, operation: storage.OperationRecord, details: policy_pb2.ActionDetails
-    ) -> storage.OperationRecord:
+        self, operation: operation_store.OperationRecord, details: policy_pb2.ActionDetails
+    ) -> operation_store.OperationRecord:
         grant = await self._redeem(operation, details)
         grace = (
             timedelta(seconds=grant.cancellation_grace.seconds)
             if grant.HasField("cancellation_grace")
             else timedelta(0)
         )
-        return await self._record(operation, storage.SCHEDULED, run_at=self._clock() + grace)
+        return await self._record(
+            operation, operation_store.SCHEDULED, run_at=self._clock() + grace
+        )
 
     async def undo_cancellation(
         self, connection: Any, operation_id: str, workspace_id: str
-    ) -> tuple[storage.OperationRecord, bool]:
+    ) -> tuple[operation_store.OperationRecord, bool]:
         """Voids a scheduled cancellation if it is still scheduled and not yet due. The row
         lock decides a race with the runner: exactly one of them wins."""
-        operation = await storage.get_operation(
+        operation = await operation_store.get_operation(
             connection, workspace_id, operation_id, for_update=True
         )
         if operation is None or operation.action != "cancel_subscription":
             raise errors.not_found("operation")
         if (
-            operation.state != storage.SCHEDULED
+            operation.state != operation_store.SCHEDULED
             or operation.run_at is None
             or self._clock() >= operation.run_at
         ):
             return operation, False
-        voided = await storage.update_operation(connection, operation, state=storage.VOIDED)
+        voided = await operation_store.update_operation(
+            connection, operation, state=operation_store.VOIDED
+        )
         return voided, True
 
-    async def after_undo(self, operation: storage.OperationRecord) -> None:
+    async def after_undo(self, operation: operation_store.OperationRecord) -> None:
         """Releases the voided cancellation's grant (after the void committed)."""
         await self._resolve_grant(operation)
 
@@ -466,11 +323,11 @@ class Ledger:
         ran = 0
         while True:
             async with self._pool.acquire() as connection, connection.transaction():
-                operation = await storage.claim_due_scheduled(connection, self._clock())
+                operation = await operation_store.claim_due_scheduled(connection, self._clock())
                 if operation is None:
                     return ran
-                operation = await storage.update_operation(
-                    connection, operation, state=storage.IN_FLIGHT
+                operation = await operation_store.update_operation(
+                    connection, operation, state=operation_store.IN_FLIGHT
                 )
             await self._finish_in_flight(operation, perform=True)
             ran += 1
@@ -478,16 +335,16 @@ class Ledger:
     # -- reconciliation ------------------------------------------------------------------
 
     async def _finish_in_flight(
-        self, operation: storage.OperationRecord, *, perform: bool
-    ) -> storage.OperationRecord:
+        self, operation: operation_store.OperationRecord, *, perform: bool
+    ) -> operation_store.OperationRecord:
         """Settles an IN_FLIGHT operation: looks it up in Stripe and records what it finds;
         with ``perform`` (cancellations, whose run was promised) makes the call with the
         same idempotency key when Stripe shows it undone."""
         try:
             account = await self._accounts.account(operation.workspace_id)
-            found = await _discover(self._gateway, account, operation)
+            found = await stripe_actions.discover(self._gateway, account, operation)
             if found is None and perform:
-                found = await _perform(self._gateway, account, operation)
+                found = await stripe_actions.perform(self._gateway, account, operation)
         except errors.ServiceError as error:
             if error.kind is errors.Kind.UNAVAILABLE:
                 logger.warning(
@@ -495,14 +352,20 @@ class Ledger:
                     extra={"operation_id": operation.operation_id, "reason": error.reason},
                 )
                 return operation
-            settled = await self._record(operation, storage.FAILED, error_reason=error.reason)
+            settled = await self._record(
+                operation, operation_store.FAILED, error_reason=error.reason
+            )
             await self._resolve_grant(settled)
             return settled
         if found is None:
-            settled = await self._record(operation, storage.FAILED, error_reason="NOT_PERFORMED")
+            settled = await self._record(
+                operation, operation_store.FAILED, error_reason="NOT_PERFORMED"
+            )
         else:
             await self._mirror.take_written(operation.workspace_id, found[1])
-            settled = await self._record(operation, storage.SUCCEEDED, stripe_object_id=found[0])
+            settled = await self._record(
+                operation, operation_store.SUCCEEDED, stripe_object_id=found[0]
+            )
             _count_success(settled, found[1])
         await self._resolve_grant(settled)
         return settled
@@ -515,7 +378,7 @@ class Ledger:
         cutoff = datetime.now(UTC) - timedelta(seconds=older_than_seconds)
         while True:
             async with self._pool.acquire() as connection, connection.transaction():
-                operation = await storage.claim_in_flight(connection, cutoff, touched)
+                operation = await operation_store.claim_in_flight(connection, cutoff, touched)
             if operation is None:
                 break
             touched.append(operation.operation_id)
@@ -533,14 +396,14 @@ class Ledger:
                 operation, perform=operation.action == "cancel_subscription"
             )
             # Settled here, the ledger had not known the outcome: a difference with Stripe.
-            if settled.state == storage.SUCCEEDED:
+            if settled.state == operation_store.SUCCEEDED:
                 gateway_metrics.count_differences(gateway_metrics.OPERATION_SUCCEEDED)
-            elif settled.state == storage.FAILED:
+            elif settled.state == operation_store.FAILED:
                 gateway_metrics.count_differences(gateway_metrics.OPERATION_FAILED)
         resolved: list[str] = []
         while True:
             async with self._pool.acquire() as connection:
-                operation = await storage.claim_unresolved(connection, resolved)
+                operation = await operation_store.claim_unresolved(connection, resolved)
             if operation is None:
                 break
             resolved.append(operation.operation_id)
@@ -548,7 +411,7 @@ class Ledger:
         return len(touched) + len(resolved)
 
 
-def _count_success(operation: storage.OperationRecord, stripe_object: Json) -> None:
+def _count_success(operation: operation_store.OperationRecord, stripe_object: Json) -> None:
     """The metrics of a write Stripe made (the skill dashboard's refunds)."""
     if operation.action == "refund":
         gateway_metrics.count_refund(stripe_object)

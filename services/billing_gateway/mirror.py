@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
-from billing_gateway import gateway_metrics, storage
+from billing_gateway import gateway_metrics, inbox_store, mirror_store
 from billing_gateway.accounts import AccountDirectory
 from billing_gateway.domain import mirroring
 from billing_gateway.domain.mirroring import Decision
@@ -192,7 +192,7 @@ class Mirror:
         object_id = str(obj["id"])
         deleted = deleted or bool(obj.get("deleted"))
         version_time = max(version_time, mirroring.object_time(obj))
-        found = await storage.lock_mirrored(connection, workspace_id, object_type, object_id)
+        found = await mirror_store.lock_mirrored(connection, workspace_id, object_type, object_id)
         held = mirroring.Held(*found) if found is not None else None
         if held is not None and deleted:
             # Stripe answers a deleted object with a stub ({id, object, deleted}): the last
@@ -203,7 +203,7 @@ class Mirror:
             # What Stripe answered just now is the newest version there is.
             decision = Decision.STORE
         if decision is Decision.STORE:
-            await storage.store_mirrored(
+            await mirror_store.store_mirrored(
                 connection,
                 workspace_id,
                 object_type,
@@ -218,13 +218,13 @@ class Mirror:
                 deleted=deleted,
             )
         elif decision is Decision.CONFIRM:
-            await storage.confirm_mirrored(
+            await mirror_store.confirm_mirrored(
                 connection, workspace_id, object_type, object_id, version_time
             )
         return decision
 
     async def take_event(
-        self, connection: Connection, event: storage.StoredEvent, obj: Json
+        self, connection: Connection, event: inbox_store.StoredEvent, obj: Json
     ) -> Json | None:
         """Takes the event's object (``obj``, from its payload), in the event's transaction.
         A tie with the held version is settled by reading the object from Stripe; returns
@@ -275,7 +275,9 @@ class Mirror:
     ) -> None:
         if fetched is None:
             # Gone at Stripe: mark the held copy deleted, if there is one.
-            found = await storage.lock_mirrored(connection, workspace_id, object_type, object_id)
+            found = await mirror_store.lock_mirrored(
+                connection, workspace_id, object_type, object_id
+            )
             if found is not None:
                 await self._take_one(
                     connection,
@@ -349,13 +351,13 @@ class Mirror:
 
     async def get(
         self, connection: Connection, workspace_id: str, object_type: str, object_id: str
-    ) -> storage.MirroredObject | None:
+    ) -> mirror_store.MirroredObject | None:
         """A held object (deleted ones included)."""
-        return await storage.get_mirrored(connection, workspace_id, object_type, object_id)
+        return await mirror_store.get_mirrored(connection, workspace_id, object_type, object_id)
 
     async def freshness(self, connection: Connection, workspace_id: str) -> Freshness:
         """Whether the mirror may answer the workspace's reads, and within which bound."""
-        found = await storage.mirror_freshness(connection, workspace_id)
+        found = await mirror_store.mirror_freshness(connection, workspace_id)
         caught_up_to = None
         if found.caught_up_to is not None and found.backfilled:
             caught_up_to = datetime.fromtimestamp(found.caught_up_to, UTC)
@@ -370,7 +372,7 @@ class Mirror:
     async def start(self, connection: Connection, workspace_id: str) -> None:
         """A newly connected account: backfill every list; catch up on events from now (the
         webhook endpoint is registered now: earlier events were never meant for us)."""
-        await storage.start_mirror(
+        await mirror_store.start_mirror(
             connection, workspace_id, int(time.time()), mirroring.BACKFILL_TYPES
         )
         logger.info("mirror backfill scheduled", extra={"workspace_id": workspace_id})
@@ -381,7 +383,7 @@ class Mirror:
             transaction = connection.transaction()
             await transaction.start()
             try:
-                backfill = await storage.claim_backfill(connection)
+                backfill = await mirror_store.claim_backfill(connection)
                 if backfill is None:
                     await transaction.commit()
                     return False
@@ -399,14 +401,14 @@ class Mirror:
                         },
                     )
                     async with self._pool.acquire() as other:
-                        await storage.defer_backfill(
+                        await mirror_store.defer_backfill(
                             other,
                             backfill,
                             f"{error.reason}: {error.message}",
                             _BACKFILL_RETRY_SECONDS,
                         )
                     return True
-                await storage.advance_backfill(connection, backfill, cursor, done, copied)
+                await mirror_store.advance_backfill(connection, backfill, cursor, done, copied)
                 await transaction.commit()
             except BaseException:
                 with contextlib.suppress(Exception):
@@ -425,7 +427,7 @@ class Mirror:
         return True
 
     async def _copy_page(
-        self, connection: Connection, backfill: storage.BackfillRecord
+        self, connection: Connection, backfill: mirror_store.BackfillRecord
     ) -> tuple[int, str, bool]:
         account = await self._accounts.account(backfill.workspace_id)
         params: Any = {
@@ -475,7 +477,7 @@ class Mirror:
             transaction = connection.transaction()
             await transaction.start()
             try:
-                workspace = await storage.claim_catch_up(connection)
+                workspace = await mirror_store.claim_catch_up(connection)
                 if workspace is None:
                     await transaction.commit()
                     return False
@@ -489,14 +491,14 @@ class Mirror:
                     )
                     await transaction.rollback()
                     async with self._pool.acquire() as other:
-                        await storage.finish_catch_up(
+                        await mirror_store.finish_catch_up(
                             other,
                             workspace.workspace_id,
                             workspace.caught_up_to,
                             self._settings.mirror_catch_up_interval_seconds,
                         )
                     return True
-                await storage.finish_catch_up(
+                await mirror_store.finish_catch_up(
                     connection,
                     workspace.workspace_id,
                     reached,
@@ -517,7 +519,7 @@ class Mirror:
         return True
 
     async def _catch_up(
-        self, connection: Connection, workspace: storage.MirrorWorkspace
+        self, connection: Connection, workspace: mirror_store.MirrorWorkspace
     ) -> tuple[int, int]:
         """(events added to the inbox, the time every listed event is in it up to)."""
         assert workspace.caught_up_to is not None
@@ -538,7 +540,7 @@ class Mirror:
                 reached = max(reached, response_time(listed))
             for event in listed.data:
                 payload = json.dumps(to_json(event), default=str).encode()
-                inserted = await storage.insert_event(
+                inserted = await inbox_store.insert_event(
                     connection,
                     workspace.workspace_id,
                     str(event.id),

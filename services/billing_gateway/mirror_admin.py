@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from askvault.billing.v1 import billing_pb2 as pb
-from billing_gateway import convert, storage
+from billing_gateway import convert, mirror_store
 from billing_gateway.mirror import Mirror
 from billing_gateway.settings import BillingGatewaySettings
 from runtime import idempotency
@@ -29,10 +29,10 @@ class MirrorAdmin:
     async def status(self, request: pb.GetMirrorStatusRequest) -> pb.GetMirrorStatusResponse:
         """The workspace's backfills, freshness bound and object count."""
         async with self._pool.acquire() as connection:
-            backfills = await storage.backfills_of(connection, request.workspace_id)
+            backfills = await mirror_store.backfills_of(connection, request.workspace_id)
             freshness = await self._mirror.freshness(connection, request.workspace_id)
-            workspace = await storage.mirror_workspace(connection, request.workspace_id)
-            count = await storage.count_mirrored(connection, request.workspace_id)
+            workspace = await mirror_store.mirror_workspace(connection, request.workspace_id)
+            count = await mirror_store.count_mirrored(connection, request.workspace_id)
         response = pb.GetMirrorStatusResponse(
             backfills=[
                 pb.MirrorBackfill(
@@ -60,7 +60,7 @@ class MirrorAdmin:
         """The workspace's freshness bound set to ``seconds`` (0: the default)."""
 
         async def effect(connection: Connection) -> pb.UpdateMirrorSettingsResponse:
-            await storage.set_mirror_max_age(connection, request.workspace_id, seconds or None)
+            await mirror_store.set_mirror_max_age(connection, request.workspace_id, seconds or None)
             response = pb.UpdateMirrorSettingsResponse()
             response.max_age.FromSeconds(seconds or self._settings.mirror_max_age_seconds)
             return response

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from billing_gateway import storage
+from billing_gateway import mirror_store
 from billing_gateway.domain import billing, mirroring
 from billing_gateway.mirror import Freshness
 from runtime.database import Connection
@@ -32,7 +32,7 @@ class _Reader:
         self.now = now
         self.as_of: datetime | None = None
 
-    def use(self, found: storage.MirroredObject | None) -> Json:
+    def use(self, found: mirror_store.MirroredObject | None) -> Json:
         if found is None or found.deleted:
             raise _Miss
         if not self.freshness.fresh(found.confirmed_at, self.now):
@@ -46,7 +46,9 @@ class _Reader:
         if not object_id:
             raise _Miss
         return self.use(
-            await storage.get_mirrored(self.connection, self.workspace_id, object_type, object_id)
+            await mirror_store.get_mirrored(
+                self.connection, self.workspace_id, object_type, object_id
+            )
         )
 
     def oldest(self) -> datetime:
@@ -82,7 +84,7 @@ async def subscription(
     try:
         if not customer_id:
             raise _Miss
-        held_customer, rows = await storage.customer_and_objects(
+        held_customer, rows = await mirror_store.customer_and_objects(
             connection, workspace_id, customer_id, mirroring.SUBSCRIPTION
         )
         customer = reader.use(held_customer)
@@ -114,7 +116,7 @@ async def subscription(
             )
             if object_id
         ]
-        held = await storage.get_mirrored_many(connection, workspace_id, wanted)
+        held = await mirror_store.get_mirrored_many(connection, workspace_id, wanted)
         product = reader.use(held.get((mirroring.PRODUCT, product_id))) if product_id else None
         method = reader.use(held.get((mirroring.PAYMENT_METHOD, method_id))) if method_id else None
         latest = reader.use(held.get((mirroring.INVOICE, latest_id))) if latest_id else None
@@ -139,7 +141,7 @@ async def customer_objects(
     workspace_id: str,
     object_type: str,
     customer_id: str,
-    query: storage.MirrorQuery,
+    query: mirror_store.MirrorQuery,
     page_token: str,
     freshness: Freshness,
     now: datetime,
@@ -153,16 +155,18 @@ async def customer_objects(
         await reader.get(mirroring.CUSTOMER, customer_id)
         after = None
         if page_token:
-            last = await storage.get_mirrored(connection, workspace_id, object_type, page_token)
+            last = await mirror_store.get_mirrored(
+                connection, workspace_id, object_type, page_token
+            )
             if last is None or last.customer_id != customer_id:
                 raise _Miss
             after = (int(last.data.get("created") or 0), last.object_id)
-        rows = await storage.mirrored_of_customer(
+        rows = await mirror_store.mirrored_of_customer(
             connection,
             workspace_id,
             object_type,
             customer_id,
-            storage.MirrorQuery(
+            mirror_store.MirrorQuery(
                 created_gte=query.created_gte,
                 created_lt=query.created_lt,
                 status=query.status,
@@ -214,7 +218,7 @@ async def catalog(
     reader = _Reader(connection, workspace_id, freshness, now)
     plans: list[tuple[Json, Json | None]] = []
     try:
-        for row in await storage.mirrored_of_type(connection, workspace_id, mirroring.PRICE):
+        for row in await mirror_store.mirrored_of_type(connection, workspace_id, mirroring.PRICE):
             price = row.data
             if not price.get("active", True) or not price.get("recurring"):
                 continue
@@ -255,14 +259,14 @@ async def customers(
         return None
     reader = _Reader(connection, workspace_id, freshness, now)
     if customer_id:
-        found = await storage.get_mirrored(
+        found = await mirror_store.get_mirrored(
             connection, workspace_id, mirroring.CUSTOMER, customer_id
         )
         rows = [found] if found is not None and not found.deleted else []
     elif metadata is not None:
-        rows = await storage.customers_by_metadata(connection, workspace_id, *metadata)
+        rows = await mirror_store.customers_by_metadata(connection, workspace_id, *metadata)
     else:
-        rows = await storage.customers_by_email(connection, workspace_id, email)
+        rows = await mirror_store.customers_by_email(connection, workspace_id, email)
     if not rows:
         return None
     try:

@@ -11,7 +11,7 @@ import asyncpg
 
 from askvault.billing.v1 import billing_pb2 as pb
 from askvault.policy.v1 import policy_pb2
-from billing_gateway import convert, storage
+from billing_gateway import convert, operation_store
 from billing_gateway.ledger import Ledger
 from billing_gateway.reading import CustomerObjects
 from billing_gateway.stripe_api import StripeAccount, StripeGateway
@@ -71,7 +71,7 @@ class PaymentLinks:
         )
 
         async def respond(
-            operation: storage.OperationRecord, session: Json
+            operation: operation_store.OperationRecord, session: Json
         ) -> pb.StartResubscriptionResponse:
             response = pb.StartResubscriptionResponse(
                 operation=convert.operation(operation),

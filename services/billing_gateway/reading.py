@@ -12,7 +12,7 @@ from typing import Any
 import asyncpg
 
 from askvault.billing.v1 import billing_pb2 as pb
-from billing_gateway import convert, mirror_reads, price_moves, storage
+from billing_gateway import convert, mirror_reads, mirror_store, operation_store, price_moves
 from billing_gateway.domain import billing, mirroring
 from billing_gateway.ledger import Clock
 from billing_gateway.mirror import Mirror
@@ -135,7 +135,7 @@ class CustomerObjects:
             in_place=billing.plan_change_in_place(sub, method),
         )
         async with self._pool.acquire() as connection:
-            pending = await storage.pending_cancellation(
+            pending = await operation_store.pending_cancellation(
                 connection, workspace_id, customer_id, str(sub["id"])
             )
         if pending is not None:
@@ -183,7 +183,7 @@ class CustomerObjects:
         workspace_id: str,
         object_type: str,
         customer_id: str,
-        query: storage.MirrorQuery,
+        query: mirror_store.MirrorQuery,
         page_token: str,
     ) -> mirror_reads.Page | None:
         async with self._pool.acquire() as connection:
@@ -208,7 +208,7 @@ class CustomerObjects:
             account.workspace_id,
             mirroring.CHARGE,
             customer_id,
-            storage.MirrorQuery(created_gte=created.get("gte"), limit=int(params["limit"])),
+            mirror_store.MirrorQuery(created_gte=created.get("gte"), limit=int(params["limit"])),
             page_token,
         )
         if page is not None:

@@ -12,7 +12,7 @@ from typing import Any
 import asyncpg
 
 from askvault.billing.v1 import billing_pb2 as pb
-from billing_gateway import convert, mirror_reads, storage, webhooks
+from billing_gateway import convert, mirror_reads, mirror_store, operation_store, webhooks
 from billing_gateway.domain import billing, mirroring
 from billing_gateway.ledger import Clock
 from billing_gateway.mirror import Mirror
@@ -168,7 +168,7 @@ class Reads:
             request.workspace_id,
             mirroring.INVOICE,
             customer_id,
-            storage.MirrorQuery(
+            mirror_store.MirrorQuery(
                 created_gte=created.get("gte"),
                 created_lt=created.get("lt"),
                 status=request.status,
@@ -260,7 +260,7 @@ class Reads:
     ) -> pb.GetOperationResponse:
         """An operation; a customer's (``customer_id``) only, unless the caller is an admin ("")."""
         async with self._pool.acquire() as connection:
-            found = await storage.get_operation(
+            found = await operation_store.get_operation(
                 connection, request.workspace_id, request.operation_id
             )
         if found is None or (customer_id and found.stripe_customer_id != customer_id):

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 
 from askvault.billing.v1 import billing_pb2 as pb
-from billing_gateway import convert, storage
+from billing_gateway import case_store, convert
 from billing_gateway.domain import recovery
 from billing_gateway.ledger import Clock
 from runtime import errors
@@ -47,11 +47,11 @@ class RecoveryReads:
                 ) from None
         state = _RECOVERY_STATE_NAMES.get(request.state, "")
         async with self._pool.acquire() as connection:
-            cases = await storage.list_cases(
+            cases = await case_store.list_cases(
                 connection, request.workspace_id, state, after, limit + 1
             )
             page = cases[:limit]
-            timelines = await storage.case_events(
+            timelines = await case_store.case_events(
                 connection, request.workspace_id, [case.case_id for case in page]
             )
         token = ""
@@ -96,7 +96,7 @@ class RecoveryReads:
             else self._clock() + timedelta(days=1)
         )
         async with self._pool.acquire() as connection:
-            outcomes = await storage.case_outcomes(connection, request.workspace_id, start, end)
+            outcomes = await case_store.case_outcomes(connection, request.workspace_id, start, end)
         figures = recovery.stats(outcomes)
         return pb.GetRecoveryStatsResponse(
             failed=figures.failed,

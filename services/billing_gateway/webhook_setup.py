@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 
 from askvault.billing.v1 import billing_pb2 as pb
-from billing_gateway import convert, storage, webhooks
+from billing_gateway import account_store, convert, inbox_store, webhooks
 from billing_gateway.accounts import AccountDirectory
 from billing_gateway.stripe_api import StripeGateway, to_json
 from runtime import errors
@@ -18,7 +18,7 @@ from runtime import errors
 HEALTH_WINDOW = timedelta(hours=24)
 
 
-def secret_pb(secret: storage.WebhookSecretMetadata, now: datetime) -> pb.WebhookSecret:
+def secret_pb(secret: account_store.WebhookSecretMetadata, now: datetime) -> pb.WebhookSecret:
     """A signing secret's metadata as the API shows it (never the secret)."""
     return pb.WebhookSecret(
         secret_id=secret.secret_id,
@@ -38,11 +38,11 @@ async def check(
     """The endpoint as Stripe has it and the inbox's figures."""
     account = await accounts.account(workspace_id)
     async with pool.acquire() as connection:
-        record = await storage.get_account(connection, workspace_id)
-        last = await storage.last_event_received_at(connection, workspace_id)
-        secrets = await storage.webhook_secret_metadata(connection, workspace_id)
+        record = await account_store.get_account(connection, workspace_id)
+        last = await inbox_store.last_event_received_at(connection, workspace_id)
+        secrets = await account_store.webhook_secret_metadata(connection, workspace_id)
         # Row ages are the database's wall time, not the (injectable) scheduling clock.
-        health = await storage.webhook_health(
+        health = await inbox_store.webhook_health(
             connection, workspace_id, datetime.now(UTC) - HEALTH_WINDOW
         )
     assert record is not None

@@ -14,7 +14,7 @@ from typing import Any
 import asyncpg
 
 from askvault.identity.v1 import identity_pb2
-from billing_gateway import convert, gateway_metrics, storage
+from billing_gateway import convert, gateway_metrics, inbox_store
 from billing_gateway.accounts import AccountDirectory
 from billing_gateway.domain import billing, signatures
 from runtime import errors
@@ -158,7 +158,7 @@ class Ingestion:
                 # A signed payload nested too deeply is refused here, never stored for the
                 # worker.
                 raise _bad_payload("not a Stripe event") from None
-            inserted = await storage.insert_event(
+            inserted = await inbox_store.insert_event(
                 connection, workspace_id, event_id, event_type, created, payload
             )
         if inserted:

@@ -14,7 +14,7 @@ import asyncpg
 from askvault.billing.v1 import billing_pb2 as pb
 from askvault.notifier.v1 import notifier_pb2
 from askvault.policy.v1 import policy_pb2
-from billing_gateway import confirmation_outbox, convert, notices, storage
+from billing_gateway import confirmation_outbox, convert, notices, operation_store
 from billing_gateway.confirmation_outbox import ConfirmationOutbox
 from billing_gateway.domain import billing
 from billing_gateway.ledger import Ledger, WriteRequest
@@ -122,7 +122,7 @@ class Writes:
         )
 
         async def respond(
-            operation: storage.OperationRecord, refund: Json
+            operation: operation_store.OperationRecord, refund: Json
         ) -> pb.RefundChargeResponse:
             return pb.RefundChargeResponse(
                 operation=convert.operation(operation),
@@ -190,7 +190,9 @@ class Writes:
             ),
         )
 
-        async def respond(operation: storage.OperationRecord, _: Json) -> pb.ChangePlanResponse:
+        async def respond(
+            operation: operation_store.OperationRecord, _: Json
+        ) -> pb.ChangePlanResponse:
             after, _sub, _product = await self._objects.subscription_pb(
                 account, request.workspace_id, customer_id, request.subscription_id
             )
@@ -227,12 +229,12 @@ class Writes:
             confirmation_outbox.Draft(
                 notifier_pb2.TEMPLATE_CANCELLATION_SCHEDULED,
                 {"plan_name": notices.plan_label(current.plan)},
-                due_state=storage.SCHEDULED,
+                due_state=operation_store.SCHEDULED,
                 effective_date_variable="cancel_at",
             ),
         )
         operation = await self._ledger.schedule_cancellation(write)
-        if operation.state == storage.SCHEDULED and operation.run_at is not None:
+        if operation.state == operation_store.SCHEDULED and operation.run_at is not None:
             await self._notices.send_now(
                 request.workspace_id,
                 notifier_pb2.TEMPLATE_CANCELLATION_SCHEDULED,
@@ -247,16 +249,18 @@ class Writes:
         operation_id = request.operation_id
         if not operation_id:
             async with self._pool.acquire() as connection:
-                pending = await storage.pending_cancellation(
+                pending = await operation_store.pending_cancellation(
                     connection, request.workspace_id, customer_id
                 )
             if pending is None:
                 raise errors.not_found("scheduled cancellation")
             operation_id = pending.operation_id
-        voided: list[storage.OperationRecord] = []
+        voided: list[operation_store.OperationRecord] = []
 
         async def effect(connection: Connection) -> pb.UndoCancellationResponse:
-            found = await storage.get_operation(connection, request.workspace_id, operation_id)
+            found = await operation_store.get_operation(
+                connection, request.workspace_id, operation_id
+            )
             if found is None or found.stripe_customer_id != customer_id:
                 raise errors.not_found("operation")
             operation, undone = await self._ledger.undo_cancellation(
@@ -319,7 +323,7 @@ class Writes:
         )
 
         async def respond(
-            operation: storage.OperationRecord, _: Json
+            operation: operation_store.OperationRecord, _: Json
         ) -> pb.PauseSubscriptionResponse:
             after, _sub, _product = await self._objects.subscription_pb(
                 account, request.workspace_id, customer_id, request.subscription_id
@@ -361,7 +365,7 @@ class Writes:
         )
 
         async def respond(
-            operation: storage.OperationRecord, invoice: Json
+            operation: operation_store.OperationRecord, invoice: Json
         ) -> pb.RetryInvoicePaymentResponse:
             return pb.RetryInvoicePaymentResponse(
                 operation=convert.operation(operation),

@@ -4,7 +4,8 @@ operation id our write put in its metadata) and nowhere in the restored ledger. 
 worker reads them from the events the mirror's catch-up lists again, and the ledger takes
 each back as a succeeded operation, so that it is neither lost nor made a second time.
 
-The metadata keys are written by the ledger (ledger.py) with every refund and plan change."""
+The metadata keys are written by the ledger (stripe_actions.py) with every refund and plan
+change."""
 
 from __future__ import annotations
 

@@ -36,7 +36,7 @@ from askvault.common.v1 import common_pb2
 from askvault.identity.v1 import identity_pb2, identity_pb2_grpc
 from askvault.notifier.v1 import notifier_pb2, notifier_pb2_grpc
 from askvault.policy.v1 import policy_pb2, policy_pb2_grpc
-from billing_gateway import storage
+from billing_gateway import inbox_store
 from billing_gateway.service import BillingGatewayService
 from billing_gateway.settings import BillingGatewaySettings
 from runtime import errors, interceptors, testing
@@ -371,15 +371,15 @@ class Stack:
         """Delivers every pending Stripe webhook to the gateway."""
         await self.emulator.dispatcher.flush(10.0)
 
-    async def event_status(self, event_id: str) -> storage.EventStatus | None:
+    async def event_status(self, event_id: str) -> inbox_store.EventStatus | None:
         """The inbox row of an event."""
         async with self.running.pool.acquire() as connection:
-            return await storage.get_event_status(connection, WORKSPACE, event_id)
+            return await inbox_store.get_event_status(connection, WORKSPACE, event_id)
 
     async def make_events_due(self) -> None:
         """Deferred events become due now (instead of waiting out their backoff)."""
         async with self.running.pool.acquire() as connection:
-            await storage.make_events_due(connection, WORKSPACE)
+            await inbox_store.make_events_due(connection, WORKSPACE)
 
     def fresh_service(self) -> tuple[BillingGatewayService, BillingGatewaySettings]:
         """Another gateway instance on the same database (a restart)."""

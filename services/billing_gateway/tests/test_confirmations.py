@@ -13,7 +13,7 @@ from askvault.billing.v1 import billing_pb2 as pb
 from askvault.common.v1 import common_pb2
 from askvault.notifier.v1 import notifier_pb2
 from askvault.policy.v1 import policy_pb2
-from billing_gateway import storage
+from billing_gateway import operation_store
 from billing_gateway.ledger import SimulatedCrash
 from billing_gateway.tests.conftest import WORKSPACE, Stack, key
 from runtime import testing
@@ -67,7 +67,9 @@ async def _killed_after_stripe(stack: Stack, request: pb.ChangePlanRequest) -> N
 async def _outcome(stack: Stack, request: pb.ChangePlanRequest) -> tuple[str, str]:
     """The ledger's state of the request's operation, and its error reason."""
     async with stack.running.pool.acquire() as connection:
-        operation = await storage.operation_by_key(connection, WORKSPACE, request.idempotency_key)
+        operation = await operation_store.operation_by_key(
+            connection, WORKSPACE, request.idempotency_key
+        )
     assert operation is not None
     return operation.state, operation.error_reason
 
@@ -118,10 +120,10 @@ async def test_a_plan_change_a_stripe_event_shows_done_is_confirmed_once(stack: 
     async with testing.running(fresh, settings):
         await fresh.ledger.reconcile(0)
         assert await fresh.confirmations.pending(WORKSPACE) == 0
-    assert await _outcome(stack, request) == (storage.FAILED, "NOT_PERFORMED")
+    assert await _outcome(stack, request) == (operation_store.FAILED, "NOT_PERFORMED")
     await stack.flush_webhooks()
     await stack.service.events.drain()
-    assert await _outcome(stack, request) == (storage.SUCCEEDED, "")
+    assert await _outcome(stack, request) == (operation_store.SUCCEEDED, "")
     assert await stack.service.confirmations.pending(WORKSPACE) == 1
     assert await stack.service.confirmations.retry_due() == 1
     _plan_change_confirmation(stack)

@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 from askvault.billing.v1 import billing_pb2 as pb
-from billing_gateway import storage
+from billing_gateway import inbox_store
 from billing_gateway.domain import signatures
 from billing_gateway.event_effects import Burst
 from billing_gateway.inbox import Effects, InboxWorker
@@ -31,7 +31,7 @@ class _Counting:
         self.stop_at = stop_at
         self.stopped = asyncio.Event()
 
-    async def apply(self, burst: Burst, event: storage.StoredEvent, data: Any) -> list[str]:
+    async def apply(self, burst: Burst, event: inbox_store.StoredEvent, data: Any) -> list[str]:
         if self.stop_at and sum(self.applied.values()) + 1 == self.stop_at:
             self.stopped.set()
             await asyncio.Event().wait()  # the worker dies here

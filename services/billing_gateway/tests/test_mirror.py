@@ -19,7 +19,7 @@ from google.protobuf import duration_pb2
 from askvault.billing.v1 import billing_pb2 as pb
 from askvault.common.v1 import common_pb2
 from askvault.policy.v1 import policy_pb2
-from billing_gateway import storage
+from billing_gateway import mirror_store
 from billing_gateway.domain import mirroring, signatures
 from billing_gateway.domain.mirroring import Decision, Held
 from billing_gateway.tests.conftest import WORKSPACE, Stack, _seeded_emulator, _stack, key, usd
@@ -73,9 +73,9 @@ async def _subscription(stack: Stack, assertion: str) -> pb.GetSubscriptionRespo
     return answer
 
 
-async def _held(stack: Stack, object_type: str, object_id: str) -> storage.MirroredObject:
+async def _held(stack: Stack, object_type: str, object_id: str) -> mirror_store.MirroredObject:
     async with stack.running.pool.acquire() as connection:
-        found = await storage.get_mirrored(connection, WORKSPACE, object_type, object_id)
+        found = await mirror_store.get_mirrored(connection, WORKSPACE, object_type, object_id)
     assert found is not None, (object_type, object_id)
     return found
 
