@@ -26,7 +26,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 
 from billing_gateway import inbox_store
-from billing_gateway.event_effects import Burst
+from billing_gateway.event_burst import Burst
 from billing_gateway.inbox_store import Finished
 from billing_gateway.peers import limit_reopens_in
 from runtime import errors
@@ -89,7 +89,7 @@ class _Parsed:
 
 
 class Effects(Protocol):
-    """What an event does (``webhooks.EventEffects``)."""
+    """What an event does (``event_effects.EventEffects``)."""
 
     async def apply(self, burst: Burst, event: inbox_store.StoredEvent, data: Json) -> list[str]:
         """The event's effects; the ones that could not happen; ServiceError: try later."""

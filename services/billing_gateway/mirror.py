@@ -1,7 +1,7 @@
 """The mirror of each workspace's Stripe data in the gateway's own schema, and the workers that
 feed it: the webhook worker hands it every event's object; our own writes hand it Stripe's
-answer; a backfill copies every list when an account is connected; and a catch-up reads
-Stripe's events list for events no webhook delivered.
+answer; a backfill copies every list when an account is connected (mirror_backfill.py); and
+a catch-up reads Stripe's events list for events no webhook delivered (mirror_catch_up.py).
 
 Which version of an object is kept is decided by Stripe's own times (domain/mirroring.py),
 never by arrival order, with the object's row locked while deciding. Reads (reads.py) answer
@@ -10,10 +10,8 @@ from here while the data was confirmed within the workspace's freshness bound.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import email.utils
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -24,7 +22,7 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
-from billing_gateway import gateway_metrics, inbox_store, mirror_store
+from billing_gateway import inbox_store, mirror_store
 from billing_gateway.accounts import AccountDirectory
 from billing_gateway.domain import mirroring
 from billing_gateway.domain.mirroring import Decision
@@ -32,28 +30,16 @@ from billing_gateway.settings import BillingGatewaySettings
 from billing_gateway.stripe_api import StripeAccount, StripeGateway, to_json
 from runtime import errors
 from runtime.database import Connection
-from runtime.periodic import Periodic, Schedule
 
 logger = logging.getLogger(__name__)
 
 Json = dict[str, Any]
-
-# Backoff of a backfill page that failed: it resumes from its cursor after this long.
-_BACKFILL_RETRY_SECONDS = 5.0
-# Most events one catch-up pass pages through (100 a page); the rest wait for the next pass.
-_CATCH_UP_MAX_PAGES = 50
 
 # How each object type is read again from Stripe (a refetch, or a read of a missing object):
 # the SDK service and what to expand so the payment method comes along.
 _RETRIEVE_EXPAND: dict[str, list[str]] = {
     mirroring.CUSTOMER: ["invoice_settings.default_payment_method"],
     mirroring.SUBSCRIPTION: ["default_payment_method"],
-}
-# What each backfilled list expands, and its extra parameters.
-_LIST_PARAMS: dict[str, Json] = {
-    "customers": {"expand": ["data.invoice_settings.default_payment_method"]},
-    # Without status=all Stripe lists no canceled subscription.
-    "subscriptions": {"status": "all", "expand": ["data.default_payment_method"]},
 }
 
 
@@ -82,18 +68,6 @@ def _service(client: Any, object_type: str) -> Any:
     return services[object_type]
 
 
-def _list_service(client: Any, list_name: str) -> Any:
-    return {
-        "products": client.v1.products,
-        "prices": client.v1.prices,
-        "customers": client.v1.customers,
-        "subscriptions": client.v1.subscriptions,
-        "invoices": client.v1.invoices,
-        "charges": client.v1.charges,
-        "refunds": client.v1.refunds,
-    }[list_name]
-
-
 @dataclass(frozen=True)
 class Freshness:
     """Whether the mirror may answer a workspace's reads, and how old its data may be."""
@@ -117,7 +91,7 @@ class Freshness:
 
 
 class Mirror:
-    """Takes versions of Stripe objects in, and runs the backfill and the catch-up."""
+    """Takes versions of Stripe objects in, and answers what it holds and how fresh it is."""
 
     def __init__(
         self,
@@ -367,8 +341,6 @@ class Mirror:
             caught_up_to,
         )
 
-    # -- backfill --------------------------------------------------------------------------
-
     async def start(self, connection: Connection, workspace_id: str) -> None:
         """A newly connected account: backfill every list; catch up on events from now (the
         webhook endpoint is registered now: earlier events were never meant for us)."""
@@ -376,204 +348,3 @@ class Mirror:
             connection, workspace_id, int(time.time()), mirroring.BACKFILL_TYPES
         )
         logger.info("mirror backfill scheduled", extra={"workspace_id": workspace_id})
-
-    async def backfill_step(self) -> bool:
-        """Copies one page of one due backfill; False when none is due."""
-        async with self._pool.acquire() as connection:
-            transaction = connection.transaction()
-            await transaction.start()
-            try:
-                backfill = await mirror_store.claim_backfill(connection)
-                if backfill is None:
-                    await transaction.commit()
-                    return False
-                try:
-                    copied, cursor, done = await self._copy_page(connection, backfill)
-                except errors.ServiceError as error:
-                    await transaction.rollback()
-                    logger.warning(
-                        "mirror backfill interrupted; resumes from its cursor",
-                        extra={
-                            "workspace_id": backfill.workspace_id,
-                            "object_type": backfill.object_type,
-                            "cursor": backfill.cursor,
-                            "reason": error.reason,
-                        },
-                    )
-                    async with self._pool.acquire() as other:
-                        await mirror_store.defer_backfill(
-                            other,
-                            backfill,
-                            f"{error.reason}: {error.message}",
-                            _BACKFILL_RETRY_SECONDS,
-                        )
-                    return True
-                await mirror_store.advance_backfill(connection, backfill, cursor, done, copied)
-                await transaction.commit()
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    await transaction.rollback()
-                raise
-        logger.info(
-            "mirror backfill page copied",
-            extra={
-                "workspace_id": backfill.workspace_id,
-                "object_type": backfill.object_type,
-                "objects_copied": backfill.objects_copied + copied,
-                "pages_copied": backfill.pages_copied + 1,
-                "done": done,
-            },
-        )
-        return True
-
-    async def _copy_page(
-        self, connection: Connection, backfill: mirror_store.BackfillRecord
-    ) -> tuple[int, str, bool]:
-        account = await self._accounts.account(backfill.workspace_id)
-        params: Any = {
-            "limit": self._settings.mirror_backfill_page_size,
-            **_LIST_PARAMS.get(backfill.object_type, {}),
-        }
-        if backfill.cursor:
-            params["starting_after"] = backfill.cursor
-        listed = await self._gateway.call(
-            account,
-            f"{backfill.object_type}.list",
-            lambda c: _list_service(c, backfill.object_type).list_async(params),
-        )
-        at = response_time(listed)
-        objects = [to_json(item) for item in listed.data]
-        for obj in objects:
-            await self.take(connection, backfill.workspace_id, obj, at, "backfill")
-        cursor = str(objects[-1]["id"]) if objects else backfill.cursor
-        return len(objects), cursor, not listed.has_more
-
-    async def run_backfill(self, stop: asyncio.Event) -> None:
-        """Copies pages until ``stop`` is set, at most the configured pages per second."""
-        pause = 1.0 / self._settings.mirror_backfill_pages_per_second
-        loop = Periodic(
-            "billing-mirror-backfill",
-            self.backfill_step,
-            # A page copied: the next after the pause; none due (or a failure): a second.
-            Schedule(max(pause, 1.0), busy_seconds=pause),
-            failure_message="mirror backfill step failed",
-        )
-        await loop.run(stop)
-
-    async def backfill_all(self) -> int:
-        """Copies every due page now (tests); returns how many pages."""
-        pages = 0
-        while await self.backfill_step():
-            pages += 1
-        return pages
-
-    # -- catch-up through the events list --------------------------------------------------
-
-    async def catch_up_step(self) -> bool:
-        """Lists the events of one due workspace created since it last caught up and puts
-        those the inbox lacks into it (the webhook worker processes them as if delivered);
-        False when no workspace is due."""
-        async with self._pool.acquire() as connection:
-            transaction = connection.transaction()
-            await transaction.start()
-            try:
-                workspace = await mirror_store.claim_catch_up(connection)
-                if workspace is None:
-                    await transaction.commit()
-                    return False
-                assert workspace.caught_up_to is not None
-                try:
-                    added, reached = await self._catch_up(connection, workspace)
-                except errors.ServiceError as error:
-                    logger.warning(
-                        "mirror catch-up failed; tried again next pass",
-                        extra={"workspace_id": workspace.workspace_id, "reason": error.reason},
-                    )
-                    await transaction.rollback()
-                    async with self._pool.acquire() as other:
-                        await mirror_store.finish_catch_up(
-                            other,
-                            workspace.workspace_id,
-                            workspace.caught_up_to,
-                            self._settings.mirror_catch_up_interval_seconds,
-                        )
-                    return True
-                await mirror_store.finish_catch_up(
-                    connection,
-                    workspace.workspace_id,
-                    reached,
-                    self._settings.mirror_catch_up_interval_seconds,
-                )
-                await transaction.commit()
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    await transaction.rollback()
-                raise
-        if added:
-            # Counted once committed: a pass rolled back puts nothing in the inbox.
-            gateway_metrics.count_differences(gateway_metrics.MISSED_EVENT, added)
-            logger.info(
-                "mirror catch-up found events no webhook delivered",
-                extra={"workspace_id": workspace.workspace_id, "events": added},
-            )
-        return True
-
-    async def _catch_up(
-        self, connection: Connection, workspace: mirror_store.MirrorWorkspace
-    ) -> tuple[int, int]:
-        """(events added to the inbox, the time every listed event is in it up to)."""
-        assert workspace.caught_up_to is not None
-        account = await self._accounts.account(workspace.workspace_id)
-        since = workspace.caught_up_to - self._settings.mirror_catch_up_overlap_seconds
-        if workspace.connected_at is not None:
-            since = max(since, workspace.connected_at - 1)
-        cursor = ""
-        reached = workspace.caught_up_to
-        added = 0
-        for page in range(_CATCH_UP_MAX_PAGES):
-            params: Any = {"created": {"gt": since}, "limit": 100}
-            if cursor:
-                params["starting_after"] = cursor
-            listed = await self._list_events(account, params)
-            if page == 0:
-                # Newest first: the first page's answer time bounds everything listed.
-                reached = max(reached, response_time(listed))
-            for event in listed.data:
-                payload = json.dumps(to_json(event), default=str).encode()
-                inserted = await inbox_store.insert_event(
-                    connection,
-                    workspace.workspace_id,
-                    str(event.id),
-                    str(event.type),
-                    datetime.fromtimestamp(int(event.created), UTC),
-                    payload,
-                )
-                added += int(inserted)
-            if not listed.has_more or not listed.data:
-                return added, reached
-            cursor = str(listed.data[-1].id)
-        # More than a pass holds: the next pass starts over from the same point, and the
-        # events taken in now are not taken twice.
-        return added, workspace.caught_up_to
-
-    async def _list_events(self, account: StripeAccount, params: Any) -> Any:
-        return await self._gateway.call(
-            account, "events.list", lambda c: c.v1.events.list_async(params)
-        )
-
-    async def catch_up_all(self) -> int:
-        """Catches up every due workspace now (tests); returns how many."""
-        count = 0
-        while await self.catch_up_step():
-            count += 1
-        return count
-
-    async def run_catch_up(self, stop: asyncio.Event, poll_seconds: float) -> None:
-        """Catches up due workspaces until ``stop`` is set."""
-        loop = Periodic(
-            "billing-mirror-catch-up",
-            self.catch_up_step,
-            Schedule(poll_seconds, busy_seconds=0),
-            failure_message="mirror catch-up step failed",
-        )
-        await loop.run(stop)

@@ -17,6 +17,8 @@ from billing_gateway.confirmation_outbox import ConfirmationOutbox
 from billing_gateway.grpc_api import BillingGatewayServicer
 from billing_gateway.ledger import Clock, Ledger
 from billing_gateway.mirror import Mirror
+from billing_gateway.mirror_backfill import MirrorBackfill
+from billing_gateway.mirror_catch_up import MirrorCatchUp
 from billing_gateway.notices import Notices
 from billing_gateway.peers import Peers
 from billing_gateway.settings import BillingGatewaySettings
@@ -74,6 +76,8 @@ class BillingGatewayService:
         self._ledger: Ledger | None = None
         self._events: inbox.InboxWorker | None = None
         self._mirror: Mirror | None = None
+        self._backfill: MirrorBackfill | None = None
+        self._catch_up: MirrorCatchUp | None = None
         self._confirmations: ConfirmationOutbox | None = None
 
     @property
@@ -90,9 +94,21 @@ class BillingGatewayService:
 
     @property
     def mirror(self) -> Mirror:
-        """The mirror of Stripe, its backfill and catch-up (started services only)."""
+        """The mirror of Stripe (started services only)."""
         assert self._mirror is not None
         return self._mirror
+
+    @property
+    def backfill(self) -> MirrorBackfill:
+        """The mirror's backfill of newly connected accounts (started services only)."""
+        assert self._backfill is not None
+        return self._backfill
+
+    @property
+    def catch_up(self) -> MirrorCatchUp:
+        """The mirror's catch-up with Stripe's events list (started services only)."""
+        assert self._catch_up is not None
+        return self._catch_up
 
     @property
     def confirmations(self) -> ConfirmationOutbox:
@@ -114,6 +130,8 @@ class BillingGatewayService:
         )
         accounts = AccountDirectory(pool, self._secret_box, self._clock)
         self._mirror = Mirror(pool, self.gateway, accounts, settings, self._clock)
+        self._backfill = MirrorBackfill(pool, self.gateway, accounts, settings, self._mirror)
+        self._catch_up = MirrorCatchUp(pool, self.gateway, accounts, settings)
         self._ledger = Ledger(pool, self.gateway, self._peers, accounts, self._clock, self._mirror)
         self._events = inbox.InboxWorker(
             pool,
@@ -160,7 +178,7 @@ class BillingGatewayService:
 
     def _start_workers(self) -> None:
         settings = self._settings
-        ledger, events, mirror = self.ledger, self.events, self.mirror
+        ledger, events = self.ledger, self.events
         confirmations = self.confirmations
 
         async def reconcile() -> None:
@@ -198,11 +216,11 @@ class BillingGatewayService:
             )
         )
         self._tasks.append(
-            asyncio.create_task(mirror.run_backfill(self._stop), name="billing-mirror-backfill")
+            asyncio.create_task(self.backfill.run(self._stop), name="billing-mirror-backfill")
         )
         self._tasks.append(
             asyncio.create_task(
-                mirror.run_catch_up(self._stop, settings.scheduler_poll_seconds),
+                self.catch_up.run(self._stop, settings.scheduler_poll_seconds),
                 name="billing-mirror-catch-up",
             )
         )

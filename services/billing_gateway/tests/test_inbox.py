@@ -13,7 +13,7 @@ from typing import Any
 from askvault.billing.v1 import billing_pb2 as pb
 from billing_gateway import inbox_store
 from billing_gateway.domain import signatures
-from billing_gateway.event_effects import Burst
+from billing_gateway.event_burst import Burst
 from billing_gateway.inbox import Effects, InboxWorker
 from billing_gateway.tests.conftest import WORKSPACE, Stack
 from runtime import database

@@ -147,17 +147,17 @@ async def test_a_refund_made_is_counted_with_its_amount(stack: Stack) -> None:
 
 
 async def test_events_no_webhook_delivered_are_counted_by_the_catch_up(stack: Stack) -> None:
-    await stack.service.mirror.backfill_all()
+    await stack.service.backfill.all()
     await stack.flush_webhooks()
     await stack.service.events.drain()
-    await stack.service.mirror.catch_up_all()
+    await stack.service.catch_up.all()
     erin_sub = stack.demo["customers"]["erin@example.com"]["subscription"]
     stack.emulator.dispatcher.mode.enabled = False
     await stack.backend.sdk.v1.subscriptions.cancel_async(erin_sub)
     async with stack.running.pool.acquire() as connection:
         await connection.execute("UPDATE mirror_workspaces SET next_catch_up_at = now()")
     with testing.captured_metrics() as captured:
-        assert await stack.service.mirror.catch_up_all() == 1
+        assert await stack.service.catch_up.all() == 1
         assert captured.value(DIFFERENCES, difference="missed_event") >= 1
 
 

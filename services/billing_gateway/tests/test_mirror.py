@@ -61,7 +61,7 @@ async def _status(stack: Stack) -> pb.GetMirrorStatusResponse:
 
 async def _warm(stack: Stack) -> None:
     """The backfill done and every webhook so far processed."""
-    await stack.service.mirror.backfill_all()
+    await stack.service.backfill.all()
     await stack.flush_webhooks()
     await stack.service.events.drain()
 
@@ -147,11 +147,11 @@ async def test_backfill_resumes_after_interruption_and_sees_canceled_subscriptio
         {"status": "all", "limit": 100}
     )
     assert len(everything.data) > 2  # several pages of two
-    caplog.set_level(logging.INFO, logger="billing_gateway.mirror")
+    caplog.set_level(logging.INFO, logger="billing_gateway.mirror_backfill")
 
     # Copy pages until the subscriptions list is part-way, then Stripe fails under it.
     for _ in range(50):
-        assert await stack.service.mirror.backfill_step()
+        assert await stack.service.backfill.step()
         progress = {b.object_type: b for b in (await _status(stack)).backfills}
         if progress["subscriptions"].pages_copied >= 1:
             break
@@ -161,7 +161,7 @@ async def test_backfill_resumes_after_interruption_and_sees_canceled_subscriptio
     while (await _status(stack)).backfills and not any(
         b.last_error for b in (await _status(stack)).backfills
     ):
-        assert await stack.service.mirror.backfill_step()
+        assert await stack.service.backfill.step()
     interrupted = {b.object_type: b for b in (await _status(stack)).backfills}
     assert "STRIPE_UNAVAILABLE" in interrupted["subscriptions"].last_error
     assert interrupted["subscriptions"].objects_copied == copied_before
@@ -173,7 +173,7 @@ async def test_backfill_resumes_after_interruption_and_sees_canceled_subscriptio
     # Resumed (by "another replica": a fresh claim) from the stored cursor.
     async with stack.running.pool.acquire() as connection:
         await connection.execute("UPDATE mirror_backfills SET next_attempt_at = now()")
-    await stack.service.mirror.backfill_all()
+    await stack.service.backfill.all()
     status = await _status(stack)
     assert status.backfill_done and all(b.done and not b.last_error for b in status.backfills)
     done = {b.object_type: b for b in status.backfills}
@@ -339,7 +339,7 @@ async def test_two_versions_in_one_second_are_refetched(stack: Stack) -> None:
 async def test_catch_up_through_the_events_list_after_missed_webhooks(stack: Stack) -> None:
     erin = await stack.assertion(ERIN)
     await _warm(stack)
-    await stack.service.mirror.catch_up_all()
+    await stack.service.catch_up.all()
     await stack.service.events.drain()
     erin_sub = stack.demo["customers"][ERIN]["subscription"]
     # Webhook delivery stops; Stripe keeps changing.
@@ -351,7 +351,7 @@ async def test_catch_up_through_the_events_list_after_missed_webhooks(stack: Sta
     async with stack.running.pool.acquire() as connection:
         await connection.execute("UPDATE mirror_workspaces SET next_catch_up_at = now()")
     before = len(_stripe_requests(stack))
-    assert await stack.service.mirror.catch_up_all() == 1
+    assert await stack.service.catch_up.all() == 1
     assert any(r == "GET /v1/events" for r in _stripe_requests(stack)[before:])
     await stack.service.events.drain()
     held = await _held(stack, "subscription", erin_sub)
@@ -361,7 +361,7 @@ async def test_catch_up_through_the_events_list_after_missed_webhooks(stack: Sta
     assert answer.subscription.status == pb.SUBSCRIPTION_STATUS_CANCELED
     assert (await _status(stack)).caught_up_to.seconds >= int(time.time()) - 5
     # Not due again until the interval passed: another replica's pass finds nothing.
-    assert await stack.service.mirror.catch_up_all() == 0
+    assert await stack.service.catch_up.all() == 0
 
 
 # -- writes --------------------------------------------------------------------------------

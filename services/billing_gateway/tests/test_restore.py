@@ -36,7 +36,7 @@ async def _forget_since_the_backup(stack: Stack, operation_ids: list[str]) -> No
 async def test_writes_after_the_backup_are_taken_back_from_stripe_once(stack: Stack) -> None:
     await stack.flush_webhooks()
     await stack.service.events.drain()
-    await stack.service.mirror.catch_up_all()
+    await stack.service.catch_up.all()
     account = stack.emulator.state.account_for_key(stack.demo["api_key"])
     bob = await stack.assertion("bob@example.com")
     charge = stack.demo["customers"]["bob@example.com"]["charges"][-1]
@@ -61,7 +61,7 @@ async def test_writes_after_the_backup_are_taken_back_from_stripe_once(stack: St
     made = {refunded.operation.operation_id: "refund", plan_operation_id: "plan"}
 
     await _forget_since_the_backup(stack, list(made))
-    assert await stack.service.mirror.catch_up_all() == 1
+    assert await stack.service.catch_up.all() == 1
     await stack.service.events.drain()
     await stack.service.ledger.reconcile(0)
 
@@ -147,7 +147,7 @@ async def test_plan_change_in_flight_at_the_backup_and_replaced_since_is_not_los
 ) -> None:
     await stack.flush_webhooks()
     await stack.service.events.drain()
-    await stack.service.mirror.catch_up_all()
+    await stack.service.catch_up.all()
     alice = await stack.assertion("alice@example.com")
     customer_id = stack.customer("alice@example.com")
     sub_id = str(stack.demo["customers"]["alice@example.com"]["subscription"])
@@ -183,7 +183,7 @@ async def test_plan_change_in_flight_at_the_backup_and_replaced_since_is_not_los
     # so the upgrade is settled as not performed and its grant released.
     await stack.service.ledger.reconcile(0)
     assert await _plan_changes_counted(stack, customer_id) == 1
-    assert await stack.service.mirror.catch_up_all() == 1
+    assert await stack.service.catch_up.all() == 1
     await stack.service.events.drain()
     # The event corrected the operation; reconciliation's pass commits its grant, late.
     await stack.service.ledger.reconcile(0)

@@ -17,7 +17,7 @@ from askvault.identity.v1 import identity_pb2, identity_pb2_grpc
 from askvault.notifier.v1 import notifier_pb2
 from billing_gateway import inbox_store
 from billing_gateway.domain import signatures
-from billing_gateway.event_effects import Burst
+from billing_gateway.event_burst import Burst
 from billing_gateway.tests.conftest import WORKSPACE, Stack, key
 from runtime import testing
 
