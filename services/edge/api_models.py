@@ -16,6 +16,8 @@ from pydantic import (
     model_validator,
 )
 
+from edge.turn import Reply
+
 ID_REGEX = r"^[A-Za-z0-9_.:@+-]{1,128}$"
 ID_MESSAGE = "required: letters, digits and _.:@+- (at most 128)"
 # A workspace, conversation or quote id.
@@ -186,6 +188,35 @@ class ConfirmationReply(ChatTurnReply):
 
     status: str = Field(description="ok, denied, expired, nothing_pending, ...")
     data: dict[str, Any]
+
+
+def _reply_fields(reply: Reply) -> dict[str, Any]:
+    return {
+        "reply": reply.text,
+        "actions": [
+            ReplyAction(type=action.type, label=action.label, **action.extra)
+            for action in reply.actions
+        ],
+        "intent": reply.intent,
+        "escalated": reply.escalated,
+        "escalation_id": reply.escalation_id or None,
+    }
+
+
+def _unset(reply: Reply) -> set[str]:
+    # escalation_id is in the answer only when the turn escalated.
+    return set() if reply.escalation_id else {"escalation_id"}
+
+
+def chat_turn_reply(reply: Reply) -> dict[str, Any]:
+    """A chat turn's JSON answer (``ChatTurnReply``)."""
+    return ChatTurnReply(**_reply_fields(reply)).model_dump(exclude=_unset(reply))
+
+
+def confirmation_reply(reply: Reply) -> dict[str, Any]:
+    """A confirmation's JSON answer (``ConfirmationReply``): the turn's, its status and data."""
+    answer = ConfirmationReply(**_reply_fields(reply), status=reply.status, data=reply.data)
+    return answer.model_dump(exclude=_unset(reply))
 
 
 # ----- content access -----

@@ -82,7 +82,7 @@ class Confirmations:
         )
         if isinstance(reply, JSONResponse):
             return reply
-        return JSONResponse({**reply.as_json(), "status": reply.status, "data": reply.data})
+        return JSONResponse(api_models.confirmation_reply(reply))
 
     # ----- the confirmation page (MCP URL elicitation) -----
 

@@ -205,7 +205,7 @@ class Edge:
         answer = await self.answer(visitor_turn)
         if isinstance(answer, JSONResponse):
             return answer
-        return JSONResponse(answer.as_json())
+        return JSONResponse(api_models.chat_turn_reply(answer))
 
     # ----- tools -----
 

@@ -89,10 +89,6 @@ class Action:
     label: str
     extra: dict[str, str] = field(default_factory=dict)
 
-    def as_json(self) -> dict[str, str]:
-        """The JSON form: type, label and the extra fields."""
-        return {"type": self.type, "label": self.label, **self.extra}
-
 
 @dataclass
 class Reply:
@@ -109,18 +105,6 @@ class Reply:
     status: str = "ok"
     # The verified contact the turn answered ('' for an unverified visitor); not in the JSON.
     contact_id: str = ""
-
-    def as_json(self) -> dict[str, Any]:
-        """The chat turn's JSON answer."""
-        body: dict[str, Any] = {
-            "reply": self.text,
-            "actions": [action.as_json() for action in self.actions],
-            "intent": self.intent,
-            "escalated": self.escalated,
-        }
-        if self.escalation_id:
-            body["escalation_id"] = self.escalation_id
-        return body
 
 
 class StripeUnavailable(Exception):

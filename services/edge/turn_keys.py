@@ -35,6 +35,7 @@ import asyncpg
 import grpc
 from starlette.responses import JSONResponse
 
+from edge import api_models
 from edge.http_middleware import error
 from edge.peers import Peers
 from edge.pipeline import verify
@@ -128,7 +129,7 @@ class TurnKeys:
         if isinstance(reply, JSONResponse):
             await self._release(request, key)
             return reply
-        body = reply.as_json()
+        body = api_models.chat_turn_reply(reply)
         try:
             async with self._pool.acquire() as connection:
                 await connection.execute(

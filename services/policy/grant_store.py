@@ -342,11 +342,11 @@ async def release_grant(
 async def recount_reservation(
     connection: Connection, record: GrantRecord, period_end: datetime
 ) -> dict[Scope, int]:
-    """Adds a released grant's reservation back to the customer's and the visitor's counters
-    it was made on, whatever their limit (a late commit: the action happened), locking the
-    customer's row first as ``reserve`` does; the usage of each after (no entry for a grant
-    that reserved nothing, nor a customer's for a grant without a customer). ``period_end``
-    is used only for a row that no longer exists."""
+    """Adds a released or expired grant's reservation back to the customer's and the
+    visitor's counters it was made on, whatever their limit (a late commit: the action
+    happened), locking the customer's row first as ``reserve`` does; the usage of each after
+    (no entry for a grant that reserved nothing, nor a customer's for a grant without a
+    customer). ``period_end`` is used only for a row that no longer exists."""
     if record.counter is None or record.counter_period_start is None:
         return {}
     workspace_id = record.grant.workspace_id

@@ -1,5 +1,5 @@
 """The use cases on a grant the enforcement point calls: Redeem, Commit and Release (and a
-late Commit of a released grant whose action happened after all).
+late Commit of a released or expired grant whose action happened after all).
 
 Each runs in ``UseCases.run_audited``: the grant's row lock, its new state and its audit
 entry, recorded unchained with the saved response in one statement. A due grant is expired
@@ -84,8 +84,12 @@ async def _on_grant(
     effect: Callable[[Connection, grant_store.GrantRecord | None], Awaitable[Outcome[ResponseT]]],
     now: datetime,
     refused_kind: str,
+    *,
+    after_expiry: bool = False,
 ) -> ResponseT:
-    """``run_audited`` on a grant, claimed and locked in one round trip."""
+    """``run_audited`` on a grant, claimed and locked in one round trip. A due grant is
+    expired, then the call refused, or (``after_expiry``: a commit, late once the grant is
+    expired) run again on the expired grant."""
 
     async def claim(
         connection: Connection, method: str, fingerprint: bytes
@@ -95,9 +99,14 @@ async def _on_grant(
         )
 
     try:
+        try:
+            return await cases.run_audited(workspace_id, key, request, response_type, claim, effect)
+        except grants.GrantDue:
+            await expiry.expire_one(cases.pool, cases.audit_keys, workspace_id, grant_id, now)
+            if not after_expiry:
+                raise
         return await cases.run_audited(workspace_id, key, request, response_type, claim, effect)
     except grants.GrantDue:
-        await expiry.expire_one(cases.pool, cases.audit_keys, workspace_id, grant_id, now)
         refusal = errors.ServiceError(
             errors.Kind.FAILED_PRECONDITION, "GRANT_EXPIRED", "the grant expired"
         )
@@ -152,11 +161,13 @@ async def redeem(
 
 
 async def commit(cases: UseCases, request: pb.CommitRequest, now: datetime) -> pb.CommitResponse:
-    """-> COMMITTED: the reservation counts for good. A RELEASED grant is committed late: its
-    reservation is counted again (past the bounds if so) and audited as its own entry."""
+    """-> COMMITTED: the reservation counts for good. A RELEASED or EXPIRED grant (a due one
+    is expired first) is committed late: its reservation is counted again (past the bounds if
+    so) and audited as its own entry."""
     workspace_id, grant_id = request.workspace_id, request.grant_id
-    # Set when this call committed late (not a replay): whether it went past a bound.
-    late: list[bool] = []
+    # Set when this call committed late (not a replay): whether it went past a bound, and the
+    # state the grant was committed from.
+    late: list[tuple[bool, str]] = []
 
     async def effect(
         connection: Connection, locked: grant_store.GrantRecord | None
@@ -177,7 +188,7 @@ async def commit(cases: UseCases, request: pb.CommitRequest, now: datetime) -> p
             entry = entries.grant_entry(
                 now, "grant.committed_late", committed, _late_outcome(record, over_bound)
             )
-            late.append(over_bound)
+            late.append((over_bound, record.grant.state.value))
         return Outcome(
             response,
             [entry],
@@ -194,15 +205,18 @@ async def commit(cases: UseCases, request: pb.CommitRequest, now: datetime) -> p
         effect,
         now,
         "grant.commit_refused",
+        after_expiry=True,
     )
     if late:
-        policy_metrics.count_late_commit(over_bound=late[0])
+        over_bound, committed_from = late[0]
+        policy_metrics.count_late_commit(over_bound=over_bound)
         logger.warning(
-            "a released grant was committed late",
+            "a released or expired grant was committed late",
             extra={
                 "workspace_id": workspace_id,
                 "grant_id": grant_id,
-                "over_bound": late[0],
+                "over_bound": over_bound,
+                "committed_from": committed_from,
             },
         )
     return response
@@ -211,7 +225,7 @@ async def commit(cases: UseCases, request: pb.CommitRequest, now: datetime) -> p
 async def _count_again(
     cases: UseCases, connection: Connection, record: grant_store.GrantRecord
 ) -> bool:
-    """Counts a released grant's reservation again on the rows it was made on; whether that
+    """Counts a given-back grant's reservation again on the rows it was made on; whether that
     left one past the limit in force (never for a grant a human approved: an admin decided,
     as ``decisions.approval_reservation`` reserves without a limit)."""
     if record.counter is None or record.counter_period_start is None:
@@ -231,8 +245,11 @@ async def _count_again(
 
 
 def _late_outcome(record: grant_store.GrantRecord, over_bound: bool) -> str:
-    """COMMITTED_LATE:OVER_BOUND or COMMITTED_LATE:WITHIN_BOUND, with why it was released."""
+    """COMMITTED_LATE:OVER_BOUND or COMMITTED_LATE:WITHIN_BOUND, with why the reservation was
+    given back (released, and why; or expired)."""
     outcome = f"COMMITTED_LATE:{'OVER_BOUND' if over_bound else 'WITHIN_BOUND'}"
+    if record.grant.state is grants.State.EXPIRED:
+        return f"{outcome} (expired)"
     return f"{outcome} (released: {record.release_reason})" if record.release_reason else outcome
 
 

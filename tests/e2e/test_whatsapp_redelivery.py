@@ -111,19 +111,27 @@ async def test_two_deliveries_of_one_yes_at_once_refund_and_answer_once(stack: S
     refunds_before = await stack.refunds()
     await _ask_for_the_refund(stack)
     yes = whatsapp_app.inbound_payload(PHONE_NUMBER_ID, BOB_NUMBER, "Bob", "yes", "")
+    # The refund takes Stripe 1.5 s: the second delivery surely arrives while the first
+    # delivery's turn is in flight (the race this test is about, forced, not hoped for).
+    await stack.fault({"route": "POST /v1/refunds", "latency_ms": 1500, "times": 1})
+    statuses: list[int] = []
 
-    async def delivered() -> int:
+    async def delivered(after: float) -> int:
         # As WhatsApp does: posted again until the edge takes it. One delivery runs the
         # turn; the other is told to retry (503) until the first answer is kept.
+        await asyncio.sleep(after)
         for _ in range(100):
             status, _ = await stack.post_whatsapp(yes)
+            statuses.append(status)
             if status == 200:
                 return status
             assert status == 503
             await asyncio.sleep(0.1)
         return status
 
-    assert list(await asyncio.gather(delivered(), delivered())) == [200, 200]
+    assert list(await asyncio.gather(delivered(0), delivered(0.5))) == [200, 200]
+    # The second delivery met the first one's turn in flight and was told to come back.
+    assert 503 in statuses, statuses
 
     async def refunded() -> list[str]:
         return [text for text in await _texts_to_bob(stack) if "refunded" in text]

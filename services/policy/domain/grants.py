@@ -121,12 +121,19 @@ def check_resolve(grant: Grant, now: datetime) -> None:
         raise GrantDue(grant.grant_id)
 
 
+# States a commit finds with the grant's reservation already given back: committing one is
+# late, and counts the reservation again.
+LATE_COMMITTABLE = frozenset({State.RELEASED, State.EXPIRED})
+
+
 def check_commit(grant: Grant, now: datetime) -> bool:
-    """Refuses a commit as ``check_resolve`` does, except of a RELEASED grant, whose commit
-    is late (True): the enforcement point reports performed an action whose grant it had
-    released. A committed grant is never committed again, an expired one never late (it was
-    never presented, so no action of it can have happened)."""
-    if grant.state is State.RELEASED:
+    """Refuses a commit as ``check_resolve`` does, except of a grant whose reservation was
+    given back, whose commit is late (True): the enforcement point reports performed an
+    action whose grant it had released, or whose redemption policy no longer holds (its
+    database restored from a backup taken before the redemption, the grant then expired
+    unredeemed). The money moved either way: it is counted. A committed grant is never
+    committed again; a RESERVED one past its expiry is expired first (GrantDue)."""
+    if grant.state in LATE_COMMITTABLE:
         return True
     check_resolve(grant, now)
     return False

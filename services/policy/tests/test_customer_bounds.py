@@ -159,11 +159,11 @@ async def test_expiry_frees_both_counters(policy: Policy, lazily: bool) -> None:
     if lazily:
         for grant in grants:
             with pytest.raises(grpc.aio.AioRpcError) as raised:
-                await policy.stub.Commit(
-                    pb.CommitRequest(
+                await policy.stub.Release(
+                    pb.ReleaseRequest(
                         workspace_id=policy.workspace_id,
                         grant_id=grant.grant_id,
-                        stripe_object_id="re_1",
+                        reason="NOT_PERFORMED",
                         idempotency_key=key(),
                     )
                 )

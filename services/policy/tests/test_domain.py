@@ -439,14 +439,16 @@ def test_resolution_rules() -> None:
     ]:
         assert _reason(grants.check_resolve, _grant(state), NOW) == reason
     assert not _grant(grants.State.REDEEMED).due(NOW + timedelta(days=1))
-    # A commit resolves as check_resolve does, except that a RELEASED grant's is late.
+    # A commit resolves as check_resolve does, except that a RELEASED or EXPIRED grant's is
+    # late; a due RESERVED one is expired first.
     assert grants.check_commit(_grant(grants.State.RELEASED), NOW)
+    assert grants.check_commit(_grant(grants.State.EXPIRED), NOW)
     assert not grants.check_commit(_grant(grants.State.REDEEMED), NOW)
-    for state, reason in [
-        (grants.State.COMMITTED, "GRANT_ALREADY_RESOLVED"),
-        (grants.State.EXPIRED, "GRANT_EXPIRED"),
-    ]:
-        assert _reason(grants.check_commit, _grant(state), NOW) == reason
+    assert _reason(grants.check_commit, _grant(grants.State.COMMITTED), NOW) == (
+        "GRANT_ALREADY_RESOLVED"
+    )
+    with pytest.raises(grants.GrantDue):
+        grants.check_commit(_grant(), NOW + timedelta(days=1))
     assert not grants.exceeds([3, 2], 3)
     assert grants.exceeds([4, 2], 3)
     assert not grants.exceeds([10**12], None)

@@ -1,8 +1,10 @@
 """A late commit: the enforcement point released a grant (reconciliation settled its action
 as not performed), then found the action performed after all (a Stripe event showed it done)
-and commits the released grant. The money moved, so policy counts the reservation again, past
-the bound if so, audits it as its own entry, answers a replay the same and counts it once;
-a commit of a grant policy never reserved (unknown, or another workspace's) is refused."""
+and commits the released grant; or policy's database was restored to before the grant's
+redemption, the grant expired unredeemed, and the enforcement point commits it. The money
+moved, so policy counts the reservation again, past the bound if so, audits it as its own
+entry, answers a replay the same and counts it once; a commit of a grant policy never
+reserved (unknown, or another workspace's) is refused."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import grpc
 import pytest
 
 from askvault.policy.v1 import policy_pb2 as pb
+from policy import expiry
 from runtime import testing
 
 from .conftest import Policy, audit_outcomes, key, refused
@@ -189,13 +192,64 @@ async def test_a_commit_of_a_grant_never_reserved_there_isrefused(
     assert kinds[-1] == "grant.released"
 
 
-async def test_an_expired_grant_is_never_committed_late(policy: Policy) -> None:
+async def test_an_expired_grant_committed_after_a_restore_counts_again_once(
+    policy: Policy,
+) -> None:
+    """Policy's database restored from a backup taken after the grant was issued and before
+    it was redeemed: the restored grant is RESERVED, expires unredeemed, and the enforcement
+    point, finding the refund done in Stripe, commits it. The money moved: counted late."""
     response = await policy.stub.Authorize(policy.refund(1000))
     grant = response.grant
-    # Never redeemed, its time up: no action of it can have happened.
     policy.clock.advance(timedelta(seconds=121))
-    assert await refused(policy.stub.Commit(_commit(policy, grant.grant_id))) == (
-        grpc.StatusCode.FAILED_PRECONDITION,
-        "GRANT_EXPIRED",
-    )
+    assert await expiry.sweep(policy.server.pool, policy.audit_keys, policy.clock(), 100) == 1
     assert (await policy.counter(), await policy.customer_counter()) == (0, 0)
+
+    request = _commit(policy, grant.grant_id)
+    with testing.captured_metrics() as captured:
+        committed = await policy.stub.Commit(request)
+        assert await policy.stub.Commit(request) == committed
+        assert captured.value(LATE, over_bound="false") == 1
+    assert committed.grant.state == pb.GRANT_STATE_COMMITTED
+    assert (committed.committed_late, committed.over_bound) == (True, False)
+    assert (await policy.counter(), await policy.customer_counter()) == (1000, 1000)
+    assert await audit_outcomes(policy, grant.grant_id) == [
+        ("decision", "ALLOW:WITHIN_BOUNDS"),
+        ("grant.expired", "EXPIRED"),
+        ("grant.committed_late", "COMMITTED_LATE:WITHIN_BOUND (expired)"),
+    ]
+    assert await _chain_intact(policy)
+
+
+async def test_a_due_grant_committed_is_expired_then_committed_late_counted_once(
+    policy: Policy,
+) -> None:
+    """The same before the expiry worker ran: the commit expires the due grant (giving its
+    reservation back) and then commits it late (counting it again), so it counts once."""
+    response = await policy.stub.Authorize(policy.refund(1000))
+    grant = response.grant
+    assert (await policy.counter(), await policy.customer_counter()) == (1000, 1000)
+    policy.clock.advance(timedelta(seconds=121))
+
+    committed = await policy.stub.Commit(_commit(policy, grant.grant_id))
+    assert (committed.committed_late, committed.over_bound) == (True, False)
+    assert (await policy.counter(), await policy.customer_counter()) == (1000, 1000)
+    assert await audit_outcomes(policy, grant.grant_id) == [
+        ("decision", "ALLOW:WITHIN_BOUNDS"),
+        ("grant.expired", "EXPIRED"),
+        ("grant.committed_late", "COMMITTED_LATE:WITHIN_BOUND (expired)"),
+    ]
+    # A release of the due grant is still refused as expired (nothing happened to count).
+    other = await policy.stub.Authorize(policy.refund(500))
+    policy.clock.advance(timedelta(seconds=121))
+    assert await refused(
+        policy.stub.Release(
+            pb.ReleaseRequest(
+                workspace_id=policy.workspace_id,
+                grant_id=other.grant.grant_id,
+                reason="NOT_PERFORMED",
+                idempotency_key=key("release"),
+            )
+        )
+    ) == (grpc.StatusCode.FAILED_PRECONDITION, "GRANT_EXPIRED")
+    assert (await policy.counter(), await policy.customer_counter()) == (1000, 1000)
+    assert await _chain_intact(policy)
