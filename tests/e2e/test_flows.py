@@ -216,6 +216,27 @@ async def _own_edge(
         await edge.stop(1.0)
 
 
+async def _status_turn(
+    stack: Stack, edge_url: str, conversation: str
+) -> tuple[int, str | None, dict[str, Any]]:
+    """Alice asks an edge for her status: (HTTP status, Retry-After, JSON body)."""
+    async with stack.http.post(
+        f"{edge_url}/v1/chat/turns",
+        json={
+            "workspace_id": WORKSPACE,
+            "conversation_id": conversation,
+            "visitor": {
+                "user_id": "alice",
+                "email": "alice@example.com",
+                "user_hash": user_hash("alice"),
+            },
+            "text": "What's my subscription status?",
+        },
+    ) as response:
+        body: dict[str, Any] = await response.json()
+        return response.status, response.headers.get("Retry-After"), body
+
+
 async def test_edge_database_down_is_a_503_with_retry_after(
     stack: Stack, database_url: str
 ) -> None:
@@ -224,23 +245,10 @@ async def test_edge_database_down_is_a_503_with_retry_after(
     Retry-After, having decided and moved nothing."""
     async with _own_edge(stack, database_url) as edge:
         await edge.pool.close()
-        async with stack.http.post(
-            f"{edge.url}/v1/chat/turns",
-            json={
-                "workspace_id": WORKSPACE,
-                "conversation_id": "edge-database-down",
-                "visitor": {
-                    "user_id": "alice",
-                    "email": "alice@example.com",
-                    "user_hash": user_hash("alice"),
-                },
-                "text": "What's my subscription status?",
-            },
-        ) as response:
-            body = await response.json()
-            assert response.status == 503, body
-            assert body["error"]["code"] == "DATABASE_UNAVAILABLE", body
-            assert response.headers.get("Retry-After") == str(UNAVAILABLE_RETRY_AFTER_SECONDS)
+        status, retry_after, body = await _status_turn(stack, edge.url, "edge-database-down")
+        assert status == 503, body
+        assert body["error"]["code"] == "DATABASE_UNAVAILABLE", body
+        assert retry_after == str(UNAVAILABLE_RETRY_AFTER_SECONDS)
 
 
 async def test_the_address_limit_passes_requests_uncounted_while_the_database_is_down(
@@ -264,22 +272,9 @@ async def test_the_address_limit_passes_requests_uncounted_while_the_database_is
                 body = await response.json()
                 assert response.status == 200, body
                 assert body["tools"], body
-        async with stack.http.post(
-            f"{edge.url}/v1/chat/turns",
-            json={
-                "workspace_id": WORKSPACE,
-                "conversation_id": "edge-address-limit-down",
-                "visitor": {
-                    "user_id": "alice",
-                    "email": "alice@example.com",
-                    "user_hash": user_hash("alice"),
-                },
-                "text": "What's my subscription status?",
-            },
-        ) as response:
-            body = await response.json()
-            assert response.status == 503, body
-            assert body["error"]["code"] == "DATABASE_UNAVAILABLE", body
+        status, _, body = await _status_turn(stack, edge.url, "edge-address-limit-down")
+        assert status == 503, body
+        assert body["error"]["code"] == "DATABASE_UNAVAILABLE", body
 
 
 async def test_mcp_lists_and_calls_tools_with_identity_from_headers(stack: Stack) -> None:
