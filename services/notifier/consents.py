@@ -8,7 +8,7 @@ from datetime import datetime
 import asyncpg
 
 from askvault.notifier.v1 import notifier_pb2 as pb
-from notifier import convert, storage
+from notifier import consent_store, convert
 from notifier.domain import outbox
 from runtime import convert as proto_time
 from runtime import idempotency
@@ -22,7 +22,7 @@ async def set_consent(
     consent = request.consent
 
     async def record(connection: Connection) -> pb.SetChannelConsentResponse:
-        stored = await storage.record_consent(
+        stored = await consent_store.record_consent(
             connection,
             request.workspace_id,
             request.contact_id,
@@ -49,7 +49,7 @@ async def get_consents(
 ) -> pb.GetChannelConsentResponse:
     """The contact's consents, one per channel it gave or withdrew one for."""
     async with pool.acquire() as connection:
-        records = await storage.get_consents(connection, workspace_id, contact_id)
+        records = await consent_store.get_consents(connection, workspace_id, contact_id)
     return pb.GetChannelConsentResponse(consents=[convert.consent_pb(r) for r in records])
 
 
@@ -62,7 +62,7 @@ async def record_inbound(
     """Records an inbound WhatsApp message (received no later than ``now``); answers when
     the window it keeps open closes."""
     async with pool.acquire() as connection, connection.transaction():
-        latest = await storage.record_inbound(
+        latest = await consent_store.record_inbound(
             connection,
             request.workspace_id,
             request.contact_id,

@@ -4,7 +4,7 @@ rows."""
 from __future__ import annotations
 
 from askvault.notifier.v1 import notifier_pb2 as pb
-from notifier import storage
+from notifier import consent_store, message_store
 from notifier.domain import escalation_templates, outbox, templates
 from runtime import convert
 
@@ -41,7 +41,7 @@ STATUS_TO_PB = {
 PB_TO_STATUS = {value: key for key, value in STATUS_TO_PB.items()}
 
 
-def message_pb(record: storage.MessageRecord) -> pb.Message:
+def message_pb(record: message_store.MessageRecord) -> pb.Message:
     """The proto form of a stored message."""
     return pb.Message(
         message_id=record.message_id,
@@ -64,7 +64,7 @@ def message_pb(record: storage.MessageRecord) -> pb.Message:
     )
 
 
-def consent_pb(record: storage.ConsentRecord) -> pb.ChannelConsent:
+def consent_pb(record: consent_store.ConsentRecord) -> pb.ChannelConsent:
     """The proto form of a contact's stored consent for one channel."""
     return pb.ChannelConsent(
         channel=STR_TO_CHANNEL.get(record.channel, pb.CHANNEL_UNSPECIFIED),

@@ -16,8 +16,8 @@ from notifier import helpdesk_secrets
 from notifier.channels import email, helpdesk, whatsapp
 from notifier.domain import outbox, templates
 from notifier.domain.outbox import DeliveryFailure, FailureKind
+from notifier.message_store import ClaimedMessage
 from notifier.settings import NotifierSettings
-from notifier.storage import ClaimedMessage
 from runtime import logs
 
 PartDone = Callable[[str], Awaitable[None]]

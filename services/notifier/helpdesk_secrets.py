@@ -5,7 +5,7 @@ previous one, which is how a secret is rotated; the plaintext is never returned 
 
 from __future__ import annotations
 
-from notifier import storage
+from notifier import settings_store
 from notifier.channels import helpdesk
 from notifier.domain.outbox import DeliveryFailure, FailureKind
 from notifier.settings import NotifierSettings
@@ -27,7 +27,7 @@ def _bound_to(workspace_id: str) -> str:
 
 async def set_secret(
     connection: Connection, box: SecretBox | None, workspace_id: str, secret: str
-) -> storage.WorkspaceSettingsRecord:
+) -> settings_store.WorkspaceSettingsRecord:
     """Stores (or with "" removes) the workspace's secret; INVALID_ARGUMENT for a malformed
     one, FAILED_PRECONDITION when the service has no key to seal it with."""
     check = errors.Validator()
@@ -36,7 +36,7 @@ async def set_secret(
     check.require(not problem, "secret", problem)
     check.check()
     if not secret:
-        return await storage.set_helpdesk_webhook_secret(connection, workspace_id, None)
+        return await settings_store.set_helpdesk_webhook_secret(connection, workspace_id, None)
     if box is None:
         raise errors.ServiceError(
             errors.Kind.FAILED_PRECONDITION,
@@ -44,10 +44,10 @@ async def set_secret(
             "the notifier has no SECRETS_ENCRYPTION_KEYS to store the secret with",
         )
     sealed = box.seal(secret.encode(), _bound_to(workspace_id))
-    return await storage.set_helpdesk_webhook_secret(connection, workspace_id, sealed)
+    return await settings_store.set_helpdesk_webhook_secret(connection, workspace_id, sealed)
 
 
-def is_signed(record: storage.WorkspaceSettingsRecord, settings: NotifierSettings) -> bool:
+def is_signed(record: settings_store.WorkspaceSettingsRecord, settings: NotifierSettings) -> bool:
     """Whether the workspace's hand-offs to its helpdesk webhook go signed."""
     if record.helpdesk_webhook_secret_sealed is not None:
         return True

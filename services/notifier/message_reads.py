@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncpg
 
 from askvault.notifier.v1 import notifier_pb2 as pb
-from notifier import convert, storage
+from notifier import convert, message_store
 from runtime import errors, paging
 
 DEFAULT_PAGE_SIZE = 50
@@ -16,7 +16,7 @@ MAX_PAGE_SIZE = 500
 async def get_message(pool: asyncpg.Pool, workspace_id: str, message_id: str) -> pb.Message:
     """The message; NOT_FOUND when the workspace has none with this id."""
     async with pool.acquire() as connection:
-        record = await storage.get_message(connection, workspace_id, message_id)
+        record = await message_store.get_message(connection, workspace_id, message_id)
     if record is None:
         raise errors.not_found("message")
     return convert.message_pb(record)
@@ -29,7 +29,7 @@ async def list_messages(
     after = paging.decode_cursor(request.page_token)
     size = request.page_size or DEFAULT_PAGE_SIZE
     async with pool.acquire() as connection:
-        records = await storage.list_messages(
+        records = await message_store.list_messages(
             connection,
             request.workspace_id,
             request.contact_id,

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 import asyncpg
 from opentelemetry import metrics
 
-from notifier import storage
+from notifier import message_store
 from notifier.domain import outbox
 from runtime.database import UNAVAILABLE_ERRORS
 from runtime.periodic import Periodic, Schedule
@@ -77,7 +77,7 @@ _meter.create_observable_gauge(
 async def refresh(pool: asyncpg.Pool) -> None:
     """Reads the outbox's age now."""
     async with pool.acquire() as connection:
-        outbox_age.update(await storage.outbox_ages(connection))
+        outbox_age.update(await message_store.outbox_ages(connection))
 
 
 def refresher(pool: asyncpg.Pool) -> Periodic:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncpg
 
 from askvault.notifier.v1 import notifier_pb2 as pb
-from notifier import convert, storage
+from notifier import convert, message_store
 from notifier.domain import outbox
 from runtime import errors, idempotency
 from runtime.database import Connection
@@ -32,15 +32,15 @@ def _refused(status: str) -> errors.ServiceError:
 
 async def requeue(
     connection: Connection, workspace_id: str, message_id: str
-) -> storage.MessageRecord:
+) -> message_store.MessageRecord:
     """Queues the dead or failed message again, due now; NOT_FOUND or FAILED_PRECONDITION
     otherwise. Runs inside the caller's transaction (the idempotency key's)."""
-    record = await storage.lock_message(connection, workspace_id, message_id)
+    record = await message_store.lock_message(connection, workspace_id, message_id)
     if record is None:
         raise errors.not_found("message")
     if record.status not in RESENDABLE:
         raise _refused(record.status)
-    requeued = await storage.requeue_for_resend(connection, workspace_id, message_id)
+    requeued = await message_store.requeue_for_resend(connection, workspace_id, message_id)
     assert requeued is not None
     return requeued
 

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import asyncpg
 
 from askvault.notifier.v1 import notifier_pb2 as pb
-from notifier import convert, storage
+from notifier import consent_store, convert, message_store, settings_store
 from notifier.domain import outbox, templates
 from notifier.settings import NotifierSettings
 from runtime import errors, idempotency, ids
@@ -27,9 +27,9 @@ async def _count_or_refuse(
     """Counts one send against the scope's last hour; RESOURCE_EXHAUSTED RATE_LIMITED with
     ``retry_after_seconds`` (when the window takes a send again) when it is full, so that a
     caller defers the message to then instead of retrying on a guess."""
-    if await storage.count_send(connection, workspace_id, scope, limit):
+    if await message_store.count_send(connection, workspace_id, scope, limit):
         return
-    reopens_in = await storage.send_window_reopens_in(connection, workspace_id, scope, limit)
+    reopens_in = await message_store.send_window_reopens_in(connection, workspace_id, scope, limit)
     raise errors.ServiceError(
         errors.Kind.RESOURCE_EXHAUSTED,
         "RATE_LIMITED",
@@ -60,7 +60,7 @@ class Sending:
         workspace_id = request.workspace_id
         async with self._pool.acquire() as connection, connection.transaction():
             message_id = ids.new_id("msg")
-            existing = await storage.claim_dedup_key(
+            existing = await message_store.claim_dedup_key(
                 connection, workspace_id, request.dedup_key, message_id, fingerprint
             )
             if existing is not None:
@@ -71,7 +71,7 @@ class Sending:
                         "IDEMPOTENCY_MISMATCH",
                         "this dedup key was used for another message",
                     )
-                record = await storage.get_message(connection, workspace_id, existing_id)
+                record = await message_store.get_message(connection, workspace_id, existing_id)
                 assert record is not None
                 return pb.SendResponse(message=convert.message_pb(record), deduplicated=True)
             record = await self._queue(connection, request, template, message_id)
@@ -84,11 +84,11 @@ class Sending:
         request: pb.SendRequest,
         template: templates.Template,
         message_id: str,
-    ) -> storage.MessageRecord:
+    ) -> message_store.MessageRecord:
         """Routes, counts and stores a new message, in the caller's transaction."""
         workspace_id = request.workspace_id
         recipient = request.recipient
-        ws = await storage.get_workspace_settings(connection, workspace_id)
+        ws = await settings_store.get_workspace_settings(connection, workspace_id)
         variables = dict(request.variables)
         requested = convert.CHANNEL_TO_STR.get(request.channel, "")
         if template.key == "handoff":
@@ -107,7 +107,9 @@ class Sending:
         else:
             consents = {
                 c.channel: outbox.Consent(c.opted_in, c.whatsapp_number)
-                for c in await storage.get_consents(connection, workspace_id, recipient.contact_id)
+                for c in await consent_store.get_consents(
+                    connection, workspace_id, recipient.contact_id
+                )
             }
             route = outbox.choose_route(
                 requested=requested,
@@ -134,9 +136,9 @@ class Sending:
             )
         workspace_limit = ws.workspace_hourly_limit or self._settings.default_workspace_hourly_limit
         await _count_or_refuse(connection, workspace_id, "", workspace_limit, "workspace")
-        return await storage.insert_message(
+        return await message_store.insert_message(
             connection,
-            storage.NewMessage(
+            message_store.NewMessage(
                 workspace_id=workspace_id,
                 message_id=message_id,
                 contact_id=recipient.contact_id,
@@ -146,7 +148,7 @@ class Sending:
                 template=template.key,
                 variables=variables,
                 attachments=tuple(
-                    storage.AttachmentRecord(a.filename, a.content_type, a.url)
+                    message_store.AttachmentRecord(a.filename, a.content_type, a.url)
                     for a in request.attachments
                 ),
                 channel=route.channel,

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import asyncpg
 
 from askvault.notifier.v1 import notifier_pb2 as pb
-from notifier import storage
+from notifier import consent_store, message_store
 from notifier.domain import outbox
 from notifier.settings import NotifierSettings
 from runtime.database import Connection
@@ -53,7 +53,7 @@ class StatusIngestion:
         )
         async with self._pool.acquire() as connection, connection.transaction():
             for status in ordered:
-                report = storage.ParkedStatus(
+                report = message_store.ParkedStatus(
                     provider_message_id=status.provider_message_id,
                     status=status.status,
                     occurred_at=(
@@ -64,13 +64,13 @@ class StatusIngestion:
                     error_code=status.error_code,
                     error_title=status.error_title,
                 )
-                await storage.lock_provider_message_id(connection, report.provider_message_id)
-                messages = await storage.messages_by_provider_id(
+                await message_store.lock_provider_message_id(connection, report.provider_message_id)
+                messages = await message_store.messages_by_provider_id(
                     connection, report.provider_message_id
                 )
                 if not messages:
                     if report.provider_message_id and report.status in WHATSAPP_STATUSES:
-                        await storage.park_status(connection, report, self._max_parked)
+                        await message_store.park_status(connection, report, self._max_parked)
                     continue
                 for message in messages:
                     changed, again = await self._apply(connection, message, report)
@@ -85,19 +85,24 @@ class StatusIngestion:
         it (which holds the provider id's lock); True when the message is queued again
         (the caller wakes the workers once it committed)."""
         requeued = False
-        for report in await storage.take_parked_statuses(
+        for report in await message_store.take_parked_statuses(
             connection, provider_message_id, self._parked_ttl_seconds
         ):
-            for message in await storage.messages_by_provider_id(connection, provider_message_id):
+            for message in await message_store.messages_by_provider_id(
+                connection, provider_message_id
+            ):
                 requeued |= (await self._apply(connection, message, report))[1]
         return requeued
 
     async def delete_expired(self, connection: Connection) -> None:
         """Drops parked statuses whose send never came."""
-        await storage.delete_expired_parked_statuses(connection, self._parked_ttl_seconds)
+        await message_store.delete_expired_parked_statuses(connection, self._parked_ttl_seconds)
 
     async def _apply(
-        self, connection: Connection, message: storage.MessageRecord, report: storage.ParkedStatus
+        self,
+        connection: Connection,
+        message: message_store.MessageRecord,
+        report: message_store.ParkedStatus,
     ) -> tuple[bool, bool]:
         """(whether the report changed the message, whether it queued it again)."""
         change = outbox.apply_whatsapp_status(
@@ -110,7 +115,7 @@ class StatusIngestion:
         if change is None:
             return False, False
         if isinstance(change, outbox.StatusChange):
-            await storage.set_provider_status(
+            await message_store.set_provider_status(
                 connection, message, change.status, report.occurred_at
             )
             return True, False
@@ -121,7 +126,7 @@ class StatusIngestion:
     async def _after_failure(
         self,
         connection: Connection,
-        message: storage.MessageRecord,
+        message: message_store.MessageRecord,
         failure: outbox.DeliveryFailure,
         occurred_at: datetime,
     ) -> bool:
@@ -130,7 +135,7 @@ class StatusIngestion:
         email_consent = next(
             (
                 c
-                for c in await storage.get_consents(
+                for c in await consent_store.get_consents(
                     connection, message.workspace_id, message.contact_id
                 )
                 if c.channel == outbox.EMAIL
@@ -146,12 +151,12 @@ class StatusIngestion:
             policy=self._policy,
         )
         if isinstance(decision, outbox.FallBackToEmail):
-            await storage.requeue_after_sent(
+            await message_store.requeue_after_sent(
                 connection, message, outbox.EMAIL, 0.0, decision.error, occurred_at
             )
             return True
         if isinstance(decision, outbox.Retry):
-            await storage.requeue_after_sent(
+            await message_store.requeue_after_sent(
                 connection,
                 message,
                 outbox.WHATSAPP,
@@ -160,5 +165,5 @@ class StatusIngestion:
                 occurred_at,
             )
             return True
-        await storage.fail_after_sent(connection, message, occurred_at, decision.error)
+        await message_store.fail_after_sent(connection, message, occurred_at, decision.error)
         return False

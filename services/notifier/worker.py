@@ -23,7 +23,7 @@ from typing import Any
 
 import asyncpg
 
-from notifier import outbox_metrics, storage
+from notifier import consent_store, message_store, outbox_metrics
 from notifier.delivery import Deliverer, delivery_context
 from notifier.domain import outbox
 from notifier.domain.outbox import DeliveryFailure, FailureKind
@@ -151,7 +151,7 @@ class OutboxWorker:
         while slots < self._settings.worker_concurrency and not self._slots.locked():
             await self._slots.acquire()
             slots += 1
-        claimed: list[storage.ClaimedMessage] = []
+        claimed: list[message_store.ClaimedMessage] = []
         try:
             claimed = await self._claim(slots)
         finally:
@@ -200,9 +200,9 @@ class OutboxWorker:
         self._deliveries.discard(task)
         self._slots.release()
 
-    async def _claim(self, limit: int) -> list[storage.ClaimedMessage]:
+    async def _claim(self, limit: int) -> list[message_store.ClaimedMessage]:
         async with self._pool.acquire(timeout=ACQUIRE_TIMEOUT_SECONDS) as connection:
-            return await storage.claim_due(
+            return await message_store.claim_due(
                 connection, limit, self._settings.lease_seconds, self.worker_id
             )
 
@@ -212,21 +212,21 @@ class OutboxWorker:
         self._last_housekeeping = time.monotonic()
         with contextlib.suppress(*UNAVAILABLE_ERRORS):
             async with self._pool.acquire() as connection:
-                await storage.delete_old_counters(connection)
+                await message_store.delete_old_counters(connection)
                 await self._statuses.delete_expired(connection)
 
     # -- one delivery ------------------------------------------------------------------------
 
-    async def _deliver(self, claimed: storage.ClaimedMessage) -> None:
+    async def _deliver(self, claimed: message_store.ClaimedMessage) -> None:
         message = claimed.message
 
         async def part_done(part: str) -> None:
             async with self._pool.acquire() as connection:
-                await storage.mark_handoff_part_done(connection, claimed, part)
+                await message_store.mark_handoff_part_done(connection, claimed, part)
 
         async def consent_now() -> outbox.Consent | None:
             async with self._pool.acquire() as connection:
-                return await storage.whatsapp_consent(
+                return await consent_store.whatsapp_consent(
                     connection, message.workspace_id, message.contact_id
                 )
 
@@ -276,27 +276,29 @@ class OutboxWorker:
             self._wake.set()
         await self._report(message.message_id, outbox.SENT)
 
-    async def _record_sent(self, claimed: storage.ClaimedMessage, provider_message_id: str) -> bool:
+    async def _record_sent(
+        self, claimed: message_store.ClaimedMessage, provider_message_id: str
+    ) -> bool:
         """Records the provider's acceptance (one UPDATE); for WhatsApp, under the provider
         id's lock, with the statuses that arrived before it. True when one of those queued
         the message again."""
         message = claimed.message
         async with self._pool.acquire() as connection:
             if message.channel != outbox.WHATSAPP:
-                await storage.mark_sent(
+                await message_store.mark_sent(
                     connection, message.workspace_id, message.message_id, provider_message_id
                 )
                 return False
             async with connection.transaction():
-                await storage.lock_provider_message_id(connection, provider_message_id)
-                if not await storage.mark_sent(
+                await message_store.lock_provider_message_id(connection, provider_message_id)
+                if not await message_store.mark_sent(
                     connection, message.workspace_id, message.message_id, provider_message_id
                 ):
                     return False
                 return await self._statuses.apply_parked(connection, provider_message_id)
 
     async def _record_failure(
-        self, claimed: storage.ClaimedMessage, failure: DeliveryFailure
+        self, claimed: message_store.ClaimedMessage, failure: DeliveryFailure
     ) -> None:
         message = claimed.message
         context = delivery_context(claimed, datetime.now(UTC))
@@ -311,15 +313,15 @@ class OutboxWorker:
         try:
             async with self._pool.acquire() as connection:
                 if isinstance(decision, outbox.Retry):
-                    await storage.reschedule(
+                    await message_store.reschedule(
                         connection, claimed, decision.delay_seconds, decision.error
                     )
                     outcome = "retry"
                 elif isinstance(decision, outbox.FallBackToEmail):
-                    await storage.fall_back_to_email(connection, claimed, decision.error)
+                    await message_store.fall_back_to_email(connection, claimed, decision.error)
                     outcome = "fallback"
                 else:
-                    if await storage.bury(connection, claimed, decision.error):
+                    if await message_store.bury(connection, claimed, decision.error):
                         outbox_metrics.count_dead_letter(message.channel)
                     outcome = outbox.DEAD
         except UNAVAILABLE_ERRORS as error:

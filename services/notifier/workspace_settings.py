@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncpg
 
 from askvault.notifier.v1 import notifier_pb2 as pb
-from notifier import helpdesk_secrets, storage
+from notifier import helpdesk_secrets, settings_store
 from notifier.settings import NotifierSettings
 from runtime import idempotency
 from runtime.database import Connection
@@ -15,7 +15,7 @@ from runtime.secretbox import SecretBox
 
 
 def effective(
-    record: storage.WorkspaceSettingsRecord, config: NotifierSettings
+    record: settings_store.WorkspaceSettingsRecord, config: NotifierSettings
 ) -> pb.WorkspaceSettings:
     """The workspace's settings with the service's defaults where it has none."""
     return pb.WorkspaceSettings(
@@ -41,7 +41,7 @@ async def get(
 ) -> pb.GetWorkspaceSettingsResponse:
     """The settings that apply to the workspace."""
     async with pool.acquire() as connection:
-        stored = await storage.get_workspace_settings(connection, workspace_id)
+        stored = await settings_store.get_workspace_settings(connection, workspace_id)
     return pb.GetWorkspaceSettingsResponse(settings=effective(stored, config))
 
 
@@ -52,9 +52,9 @@ async def update(
     wanted = request.settings
 
     async def store(connection: Connection) -> pb.UpdateWorkspaceSettingsResponse:
-        stored = await storage.save_workspace_settings(
+        stored = await settings_store.save_workspace_settings(
             connection,
-            storage.WorkspaceSettingsRecord(
+            settings_store.WorkspaceSettingsRecord(
                 workspace_id=wanted.workspace_id,
                 sender_name=wanted.sender_name,
                 from_address=wanted.from_address,

@@ -14,7 +14,7 @@ import aiohttp
 import asyncpg
 
 from askvault.notifier.v1 import notifier_pb2 as pb
-from notifier import storage
+from notifier import message_store
 from notifier.delivery import ConsentNow, Deliverer, PartDone
 from notifier.tests.conftest import Notifier
 from notifier.worker import OutboxWorker
@@ -48,7 +48,7 @@ class _OptOutAfterClaim(OutboxWorker):
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self._opt_out = opt_out
 
-    async def _claim(self, limit: int) -> list[storage.ClaimedMessage]:
+    async def _claim(self, limit: int) -> list[message_store.ClaimedMessage]:
         claimed = await super()._claim(limit)
         if claimed:
             await self._opt_out()
@@ -101,7 +101,7 @@ class _WebhookFirst(Deliverer):
         self.applied: list[int] = []
 
     async def deliver(
-        self, claimed: storage.ClaimedMessage, part_done: PartDone, consent_now: ConsentNow
+        self, claimed: message_store.ClaimedMessage, part_done: PartDone, consent_now: ConsentNow
     ) -> str:
         provider_message_id = await super().deliver(claimed, part_done, consent_now)
         if self.applied:

@@ -12,7 +12,7 @@ import pytest
 from aiohttp import web
 
 from askvault.notifier.v1 import notifier_pb2 as pb
-from notifier import storage
+from notifier import message_store
 from notifier.tests.conftest import AGENT_INBOX, WORKSPACE, Notifier
 from runtime import testing
 from smtp_sink.store import Fault
@@ -55,9 +55,9 @@ async def test_a_row_committed_late_by_a_long_transaction_still_goes_out(
     try:
         transaction = connection.transaction()
         await transaction.start()
-        late = await storage.insert_message(
+        late = await message_store.insert_message(
             connection,
-            storage.NewMessage(
+            message_store.NewMessage(
                 workspace_id=WORKSPACE,
                 message_id="msg_late",
                 contact_id="ct_1",

@@ -12,7 +12,7 @@ import grpc
 import pytest
 
 from askvault.notifier.v1 import notifier_pb2 as pb
-from notifier import storage
+from notifier import message_store
 from notifier.tests.conftest import WORKSPACE, Notifier
 from runtime import testing
 
@@ -32,7 +32,8 @@ async def _burst(
     connection: asyncpg.Connection, scope: str, at: datetime, count: int
 ) -> list[bool]:
     return [
-        await storage.count_send(connection, "ws_window", scope, LIMIT, at) for _ in range(count)
+        await message_store.count_send(connection, "ws_window", scope, LIMIT, at)
+        for _ in range(count)
     ]
 
 
@@ -44,7 +45,7 @@ async def test_a_burst_across_the_hour_boundary_cannot_pass_the_limit_twice(
     # A new clock hour begins 30 s later; the last hour still holds the burst.
     after = await _burst(connection, "contact:ct_b", BOUNDARY + timedelta(seconds=30), LIMIT)
     assert after == [False] * LIMIT
-    assert not await storage.count_send(
+    assert not await message_store.count_send(
         connection, "ws_window", "contact:ct_b", LIMIT, BOUNDARY + timedelta(minutes=59)
     )
     # An hour after the burst (and its minute) the window takes sends again.
@@ -63,10 +64,12 @@ async def test_sends_leave_the_window_one_minute_at_a_time(
     full_at = start + timedelta(minutes=40)
     assert await _burst(connection, "", full_at, 1) == [False]
     # The oldest send (start) leaves the window at start + 61 min: 21 minutes from full_at.
-    reopens_in = await storage.send_window_reopens_in(connection, "ws_window", "", LIMIT, full_at)
+    reopens_in = await message_store.send_window_reopens_in(
+        connection, "ws_window", "", LIMIT, full_at
+    )
     assert reopens_in == pytest.approx(21 * 60)
     assert await _burst(connection, "", start + timedelta(minutes=61), 2) == [True, False]
-    assert await storage.send_window_reopens_in(
+    assert await message_store.send_window_reopens_in(
         connection, "ws_window", "", LIMIT, start + timedelta(minutes=61)
     ) == pytest.approx(60)
 

@@ -1,18 +1,21 @@
-"""Notifier's storage: the only module that runs notifier's SQL."""
+"""Storage of the messages: queueing (dedup keys, send counts per window), the outbox the
+workers claim and settle, and the provider statuses of sent messages (parked until the
+send is recorded); the only module that runs their SQL (message_queries.sql)."""
 
 from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
 
+from notifier import settings_store
 from notifier.domain import outbox
 from runtime.database import Connection, Queries
 
-queries = Queries("notifier")
+queries = Queries("notifier", "message_queries.sql")
 
 
 @dataclass(frozen=True)
@@ -71,34 +74,6 @@ class ClaimedMessage:
 
 
 @dataclass(frozen=True)
-class WorkspaceSettingsRecord:
-    """A workspace's stored settings ('' and 0 mean "the service default")."""
-
-    workspace_id: str
-    sender_name: str = ""
-    from_address: str = ""
-    reply_to: str = ""
-    agent_inbox: str = ""
-    helpdesk_webhook_url: str = ""
-    contact_hourly_limit: int = 0
-    workspace_hourly_limit: int = 0
-    whatsapp_phone_number_id: str = ""
-    # Sealed with SECRETS_ENCRYPTION_KEYS (helpdesk_secrets.py); None: none set.
-    helpdesk_webhook_secret_sealed: bytes | None = field(default=None, repr=False)
-
-
-@dataclass(frozen=True)
-class ConsentRecord:
-    """The consent in force for a contact and channel."""
-
-    channel: str
-    opted_in: bool
-    source: str
-    occurred_at: datetime
-    whatsapp_number: str
-
-
-@dataclass(frozen=True)
 class NewMessage:
     """A message to queue."""
 
@@ -147,78 +122,6 @@ def _message(row: asyncpg.Record) -> MessageRecord:
         sent_at=row["sent_at"],
         delivered_at=row["delivered_at"],
     )
-
-
-def _settings(row: asyncpg.Record) -> WorkspaceSettingsRecord:
-    return WorkspaceSettingsRecord(
-        workspace_id=row["workspace_id"],
-        sender_name=row["sender_name"],
-        from_address=row["from_address"],
-        reply_to=row["reply_to"],
-        agent_inbox=row["agent_inbox"],
-        helpdesk_webhook_url=row["helpdesk_webhook_url"],
-        contact_hourly_limit=row["contact_hourly_limit"],
-        workspace_hourly_limit=row["workspace_hourly_limit"],
-        whatsapp_phone_number_id=row["whatsapp_phone_number_id"],
-        helpdesk_webhook_secret_sealed=_bytes_or_none(row["helpdesk_webhook_secret"]),
-    )
-
-
-def _bytes_or_none(value: bytes | None) -> bytes | None:
-    return None if value is None else bytes(value)
-
-
-def _consent(row: asyncpg.Record) -> ConsentRecord:
-    return ConsentRecord(
-        channel=row["channel"],
-        opted_in=row["opted_in"],
-        source=row["source"],
-        occurred_at=row["occurred_at"],
-        whatsapp_number=row["whatsapp_number"],
-    )
-
-
-# -- workspace settings -----------------------------------------------------------------------
-
-
-async def get_workspace_settings(
-    connection: Connection, workspace_id: str
-) -> WorkspaceSettingsRecord:
-    """The workspace's stored settings (all defaults when it stored none)."""
-    row = await connection.fetchrow(queries.get_workspace_settings, workspace_id)
-    return _settings(row) if row else WorkspaceSettingsRecord(workspace_id)
-
-
-async def save_workspace_settings(
-    connection: Connection, record: WorkspaceSettingsRecord
-) -> WorkspaceSettingsRecord:
-    """Replaces the workspace's settings."""
-    row = await connection.fetchrow(
-        queries.upsert_workspace_settings,
-        record.workspace_id,
-        record.sender_name,
-        record.from_address,
-        record.reply_to,
-        record.agent_inbox,
-        record.helpdesk_webhook_url,
-        record.contact_hourly_limit,
-        record.workspace_hourly_limit,
-        record.whatsapp_phone_number_id,
-    )
-    assert row is not None
-    return _settings(row)
-
-
-async def set_helpdesk_webhook_secret(
-    connection: Connection, workspace_id: str, sealed: bytes | None
-) -> WorkspaceSettingsRecord:
-    """Stores the workspace's sealed helpdesk signing secret (None removes it)."""
-    row = await connection.fetchrow(queries.set_helpdesk_webhook_secret, workspace_id, sealed)
-    assert row is not None
-    return _settings(row)
-
-
-# -- queueing ---------------------------------------------------------------------------------
 
 
 async def claim_dedup_key(
@@ -338,79 +241,6 @@ async def requeue_for_resend(
     return _message(row) if row else None
 
 
-# -- consents and windows ---------------------------------------------------------------------
-
-
-async def get_consents(
-    connection: Connection, workspace_id: str, contact_id: str
-) -> list[ConsentRecord]:
-    """The contact's consents in force, one per channel."""
-    rows = await connection.fetch(queries.get_consents, workspace_id, contact_id)
-    return [_consent(row) for row in rows]
-
-
-async def whatsapp_consent(
-    connection: Connection, workspace_id: str, contact_id: str
-) -> outbox.Consent | None:
-    """The contact's WhatsApp consent in force now; None when none was ever recorded (or
-    the message has no contact)."""
-    if not contact_id:
-        return None
-    row = await connection.fetchrow(queries.get_consent, workspace_id, contact_id, outbox.WHATSAPP)
-    return outbox.Consent(row["opted_in"], row["whatsapp_number"]) if row else None
-
-
-async def record_consent(
-    connection: Connection,
-    workspace_id: str,
-    contact_id: str,
-    channel: str,
-    opted_in: bool,
-    source: str,
-    occurred_at: datetime,
-    whatsapp_number: str,
-) -> ConsentRecord:
-    """Records a consent in the history and returns the one in force (the newest)."""
-    values = (workspace_id, contact_id, channel, opted_in, source, occurred_at, whatsapp_number)
-    await connection.execute(queries.insert_consent_history, *values)
-    row = await connection.fetchrow(queries.upsert_consent, *values)
-    if row is None:
-        row = await connection.fetchrow(queries.get_consent, workspace_id, contact_id, channel)
-    assert row is not None
-    return _consent(row)
-
-
-async def record_inbound(
-    connection: Connection,
-    workspace_id: str,
-    contact_id: str,
-    provider_message_id: str,
-    whatsapp_number: str,
-    received_at: datetime,
-) -> datetime:
-    """Records an inbound message once; returns the contact's latest inbound time."""
-    new = await connection.fetchval(
-        queries.insert_inbound,
-        workspace_id,
-        provider_message_id,
-        contact_id,
-        whatsapp_number,
-        received_at,
-    )
-    if new:
-        latest: datetime = await connection.fetchval(
-            queries.open_window, workspace_id, contact_id, received_at
-        )
-        return latest
-    stored: datetime | None = await connection.fetchval(
-        queries.get_window, workspace_id, contact_id
-    )
-    return stored if stored is not None else received_at
-
-
-# -- the workers' side ------------------------------------------------------------------------
-
-
 def _optional_consent(opted_in: bool | None, number: str | None) -> outbox.Consent | None:
     return None if opted_in is None else outbox.Consent(opted_in, number or "")
 
@@ -428,7 +258,9 @@ async def claim_due(
             from_address=row["ws_from_address"] or "",
             reply_to=row["ws_reply_to"] or "",
             whatsapp_phone_number_id=row["ws_whatsapp_phone_number_id"] or "",
-            helpdesk_webhook_secret_sealed=_bytes_or_none(row["ws_helpdesk_webhook_secret"]),
+            helpdesk_webhook_secret_sealed=settings_store.sealed_or_none(
+                row["ws_helpdesk_webhook_secret"]
+            ),
             whatsapp_consent=_optional_consent(
                 row["whatsapp_opted_in"], row["whatsapp_consent_number"]
             ),
@@ -511,9 +343,6 @@ async def mark_handoff_part_done(
         claimed.claim_token,
         part,
     )
-
-
-# -- provider statuses ------------------------------------------------------------------------
 
 
 async def messages_by_provider_id(
