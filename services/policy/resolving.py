@@ -4,7 +4,8 @@ late Commit of a released or expired grant whose action happened after all).
 Each runs in ``UseCases.run_audited``: the grant's row lock, its new state and its audit
 entry, recorded unchained with the saved response in one statement. A due grant is expired
 (in its own transaction, since the call's is rolled back) and the call refused with
-GRANT_EXPIRED; every refusal of a grant is audited, also in its own transaction.
+GRANT_EXPIRED, except a Commit, which then commits the expired grant late; every refusal of
+a grant is audited, also in its own transaction.
 """
 
 from __future__ import annotations
