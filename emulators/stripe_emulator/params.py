@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from stripe_emulator import errors
@@ -92,19 +93,50 @@ def metadata(params: Params, current: dict[str, str] | None = None) -> dict[str,
     return merged
 
 
-def created_filter_matches(params: Params, created: int, name: str = "created") -> bool:
-    """Stripe's range filters: `created=ts` or `created[gt|gte|lt|lte]=ts`."""
+@dataclass(frozen=True)
+class CreatedFilter:
+    """Stripe's range filter on a timestamp, `created=ts` or `created[gt|gte|lt|lte]=ts`,
+    read once per request rather than once per object it is matched against."""
+
+    gt: int | None = None
+    gte: int | None = None
+    lt: int | None = None
+    lte: int | None = None
+
+    @property
+    def lowest(self) -> int | None:
+        """The earliest timestamp that can match (None: no lower bound)."""
+        bounds = [
+            bound
+            for bound in (self.gte, None if self.gt is None else self.gt + 1)
+            if bound is not None
+        ]
+        return max(bounds) if bounds else None
+
+    def matches(self, created: int) -> bool:
+        return (
+            (self.gt is None or created > self.gt)
+            and (self.gte is None or created >= self.gte)
+            and (self.lt is None or created < self.lt)
+            and (self.lte is None or created <= self.lte)
+        )
+
+
+def created_filter(params: Params, name: str = "created") -> CreatedFilter:
     value = params.get(name)
     if value is None or value == "":
-        return True
+        return CreatedFilter()
     if isinstance(value, str):
-        return created == int(value)
+        exact = int(value)
+        return CreatedFilter(gte=exact, lte=exact)
     if not isinstance(value, dict):
         raise errors.invalid_param(name, f"Invalid {name} filter")
     bounds = {key: int(str(bound)) for key, bound in value.items()}
-    return (
-        created > bounds.get("gt", created - 1)
-        and created >= bounds.get("gte", created)
-        and created < bounds.get("lt", created + 1)
-        and created <= bounds.get("lte", created)
+    return CreatedFilter(
+        gt=bounds.get("gt"), gte=bounds.get("gte"), lt=bounds.get("lt"), lte=bounds.get("lte")
     )
+
+
+def created_filter_matches(params: Params, created: int, name: str = "created") -> bool:
+    """Stripe's range filters: `created=ts` or `created[gt|gte|lt|lte]=ts`."""
+    return created_filter(params, name).matches(created)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import logging
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from stripe_emulator import app, seed
@@ -57,7 +59,27 @@ async def serve(options: argparse.Namespace) -> None:
         await emulator.close()
 
 
+def freeze_survivors_of_full_collections() -> Callable[[str, dict[str, int]], None]:
+    """After every full collection, moves what survived it to the permanent generation.
+
+    The emulator keeps every object and event it ever made (Stripe keeps them too), so its
+    heap only grows. A full collection walks the whole heap: under a long load its pause grew
+    from 40 ms to 790 ms in 20 minutes, and every request waiting behind it looked like a
+    slower service (the soak's p99 drift). Real Stripe does not pause longer as an account
+    grows. What survived a full collection is the store: freezing it keeps later collections
+    to what was made since; garbage cycles among frozen objects are never freed, which a
+    store that frees nothing does not make. Returns the callback (to remove it again)."""
+
+    def freeze(phase: str, info: dict[str, int]) -> None:
+        if phase == "stop" and info["generation"] == 2:
+            gc.freeze()
+
+    gc.callbacks.append(freeze)
+    return freeze
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    freeze_survivors_of_full_collections()
     asyncio.run(serve(parse_args(argv)))
     return 0

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import bisect
 import copy
+import itertools
 import json
 import random
 import secrets
@@ -95,6 +97,13 @@ class Account:
     objects: dict[str, dict[str, Json]] = field(default_factory=dict)
     deleted_ids: set[str] = field(default_factory=set)
     idempotency: dict[str, IdempotentResult] = field(default_factory=dict)
+    # The events by (created, order stored, id), brought up to date when read: events are the
+    # most numerous objects of a long-running account, and a list filtered by `created` (a
+    # poll of what is new) must not walk all of them. Events are never changed nor deleted, so
+    # the ones stored since the last read are the table's tail.
+    _events_by_created: list[tuple[int, int, str]] = field(
+        default_factory=list, init=False, repr=False, compare=False
+    )
 
     def table(self, kind: str) -> dict[str, Json]:
         return self.objects.setdefault(kind, {})
@@ -114,6 +123,17 @@ class Account:
 
     def all(self, kind: str) -> Iterator[Json]:
         return iter(list(self.objects.get(kind, {}).values()))
+
+    def events_created_from(self, lowest: int | None) -> list[Json]:
+        """The events created at ``lowest`` or later (every event when None), oldest first."""
+        table = self.table("event")
+        indexed = self._events_by_created
+        for order, event in enumerate(
+            itertools.islice(table.values(), len(indexed), None), start=len(indexed)
+        ):
+            bisect.insort(indexed, (int(event["created"]), order, str(event["id"])))
+        start = 0 if lowest is None else bisect.bisect_left(indexed, (lowest, -1, ""))
+        return [table[event_id] for _, _, event_id in indexed[start:]]
 
     def expire_idempotency(self, now: float) -> None:
         """Forgets keys older than the TTL. Keys are kept in the order they were first used,

@@ -161,11 +161,11 @@ def list_events(call: Call) -> Json:
             return name == event_type
         return not types or name in types
 
+    created = params.created_filter(call.params)
     found = [
         event
-        for event in call.account.all("event")
-        if type_matches(str(event["type"]))
-        and params.created_filter_matches(call.params, int(event["created"]))
+        for event in call.account.events_created_from(created.lowest)
+        if type_matches(str(event["type"])) and created.matches(int(event["created"]))
     ]
     return render.paginate(call.account, found, call.params, "/v1/events")
 
