@@ -45,11 +45,14 @@ WHERE e.workspace_id = d.workspace_id AND e.event_id = d.event_id
 
 -- name: trace_contexts_of_targets
 -- The trace contexts of recent operations on any of these (workspace, Stripe object) pairs.
+-- `o.target_id <> ''` is the predicate of operations_by_target: without it the planner cannot
+-- use that partial index and scans every operation on every webhook batch.
 SELECT o.workspace_id, o.target_id, o.created_at, o.trace_context
 FROM operations AS o
 JOIN unnest($1::text[], $2::text[]) AS t(workspace_id, target_id)
   ON o.workspace_id = t.workspace_id AND o.target_id = t.target_id
-WHERE o.created_at > now() - interval '1 day' AND o.trace_context <> '{}';
+WHERE o.target_id <> '' AND o.created_at > now() - interval '1 day'
+  AND o.trace_context <> '{}';
 
 -- name: record_payment_failed
 -- A failed invoice's case (opened by its first report) and the report's timeline entries, in
