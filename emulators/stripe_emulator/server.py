@@ -63,12 +63,13 @@ def freeze_survivors_of_full_collections() -> Callable[[str, dict[str, int]], No
     """After every full collection, moves what survived it to the permanent generation.
 
     The emulator keeps every object and event it ever made (Stripe keeps them too), so its
-    heap only grows. A full collection walks the whole heap: under a long load its pause grew
-    from 40 ms to 790 ms in 20 minutes, and every request waiting behind it looked like a
-    slower service (the soak's p99 drift). Real Stripe does not pause longer as an account
-    grows. What survived a full collection is the store: freezing it keeps later collections
-    to what was made since; garbage cycles among frozen objects are never freed, which a
-    store that frees nothing does not make. Returns the callback (to remove it again)."""
+    heap only grows. A full collection walks the whole heap: in a 20-minute soak its pause
+    grew from 40 to 150 ms (one took 790 ms), and every request waiting behind it looked like
+    a slower service (the soak's p99 drift). Real Stripe does not pause longer as an account
+    grows. What survived a full collection is mostly the store: freezing it keeps later
+    collections to what was made since. A frozen object is still freed when its last
+    reference goes; only a reference cycle among frozen objects would never be, and the
+    store, which deletes nothing, makes no garbage. Returns the callback (to remove it)."""
 
     def freeze(phase: str, info: dict[str, int]) -> None:
         if phase == "stop" and info["generation"] == 2:
